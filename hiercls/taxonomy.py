@@ -1,0 +1,1016 @@
+"""The taxonomy: a validated, immutable tree or DAG of node names.
+
+A :class:`Taxonomy` is built once (from edges, paths, a mapping, a nested dict,
+a JSON file, a folder tree or a networkx graph), validated, frozen, and turned
+into flat integer arrays that everything downstream works with: parent, depth,
+height, children and ancestors in CSR form, and, for trees, an ancestor table
+and an Euler-tour sparse table for O(1) lowest-common-ancestor queries.
+
+Memory is O(num_nodes x depth); nothing of size num_nodes x num_nodes is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import networkx as nx
+import numpy as np
+
+from hiercls.errors import TaxonomyError, UnknownNodeError
+
+__all__ = ["Taxonomy", "NodeLike", "LabelsLike"]
+
+NodeLike = Union[str, int, np.integer]
+"""A node given by its name (``str``) or its index (``int``)."""
+LabelsLike = Any
+"""A sequence, numpy array or torch tensor of node names or node indices."""
+
+_FORMAT = "hiercls-taxonomy"
+_VERSION = 1
+_REPR_LINES = 40
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    array.flags.writeable = False
+    return array
+
+
+def _csr(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    flat = np.fromiter((i for x in lists for i in x), dtype=np.int64, count=int(ptr[-1]))
+    return ptr, flat
+
+
+def _gather_csr(ptr: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate CSR rows ``rows``: returns (which input position, value) pairs."""
+    starts = ptr[rows]
+    counts = ptr[rows + 1] - starts
+    owner = np.repeat(np.arange(len(rows)), counts)
+    # position within each row: global arange minus the row's offset in the output
+    offsets = np.cumsum(counts) - counts
+    within = np.arange(int(counts.sum())) - np.repeat(offsets, counts)
+    return owner, flat[np.repeat(starts, counts) + within]
+
+
+class Taxonomy:
+    """A validated, immutable taxonomy (a rooted tree or DAG) of named nodes.
+
+    Nodes are indexed ``0 .. num_nodes - 1`` in a stable order: by depth (the
+    root is index 0), and within a depth in breadth-first order of the input
+    (children keep the order in which they were given). For a DAG, the depth
+    of a node is its longest distance from the root, so every parent comes
+    before its children.
+
+    Build one with a ``from_*`` constructor, or pass a networkx ``DiGraph``
+    whose edges point from parent to child.
+
+    Args:
+        graph: a directed graph with edges ``parent -> child`` and string nodes.
+        root: optional name of the root. If the graph has several roots, a new
+            node called ``root`` is added above them; if it has one root, it
+            must be called ``root``... or ``root`` is added above it.
+
+    Raises:
+        TaxonomyError: the graph is empty, has a self-loop or a cycle, has no
+            root or several roots (without ``root=``), or has a node name that
+            is not a non-empty string.
+
+    Examples:
+        >>> tax = Taxonomy.from_paths(["blood/leukemia/ALL", "blood/leukemia/AML", "blood/normal"])
+        >>> tax.nodes
+        ('blood', 'leukemia', 'normal', 'ALL', 'AML')
+        >>> tax.index("AML"), tax.root, tax.leaves
+        (4, 'blood', ('normal', 'ALL', 'AML'))
+        >>> tax.parent_index.tolist(), tax.depth_index.tolist()
+        ([-1, 0, 0, 1, 1], [0, 1, 1, 2, 2])
+        >>> tax.lca([3, 3], [4, 2]).tolist()
+        [1, 0]
+    """
+
+    __slots__ = (
+        "_graph",
+        "_nodes",
+        "_index",
+        "_is_tree",
+        "_depth",
+        "_height",
+        "_parents_ptr",
+        "_parents_idx",
+        "_children_ptr",
+        "_children_idx",
+        "_anc_ptr",
+        "_anc_idx",
+        "_desc_ptr",
+        "_desc_idx",
+        "_is_leaf",
+        "_leaf_index",
+        "_parent",
+        "_anc_table",
+        "_euler_first",
+        "_sparse",
+        "_log2",
+        "_euler_depth_nodes",
+        "_fingerprint",
+        "_frozen",
+    )
+
+    # ------------------------------------------------------------------ build
+    def __init__(self, graph: nx.DiGraph, *, root: str | None = None, _order: Sequence[str] | None = None) -> None:
+        if not isinstance(graph, nx.DiGraph):
+            raise TaxonomyError(
+                f"graph: expected a networkx.DiGraph with edges parent -> child, got {type(graph).__name__}. "
+                "Use Taxonomy.from_edges, from_paths, from_parent_map or from_dict for other inputs."
+            )
+        g = nx.DiGraph()
+        g.add_nodes_from(graph.nodes)
+        g.add_edges_from(graph.edges)
+        _validate_names(g.nodes)
+        if g.number_of_nodes() == 0:
+            raise TaxonomyError("The taxonomy is empty: give at least one node (a root).")
+        loops = list(nx.selfloop_edges(g))
+        if loops:
+            names = ", ".join(repr(a) for a, _ in loops[:5])
+            raise TaxonomyError(
+                f"Self-loop on {names}: an edge (x, x) would make a node its own parent. Remove it from the input."
+            )
+        try:
+            cycle = nx.find_cycle(g)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            shown = " -> ".join(repr(u) for u, _ in cycle) + f" -> {cycle[0][0]!r}"
+            raise TaxonomyError(f"The taxonomy has a cycle: {shown}. A node cannot be its own ancestor; remove one of these edges.")
+        roots = [n for n in g.nodes if g.in_degree(n) == 0]
+        if root is not None:
+            if not isinstance(root, str) or not root:
+                raise TaxonomyError(f"root: expected a non-empty string, got {root!r}.")
+            if root in g:
+                if g.in_degree(root) != 0:
+                    raise TaxonomyError(
+                        f"root={root!r} names a node that has parents ({', '.join(map(repr, g.predecessors(root)))}). "
+                        "Pass the name of the top node, or a new name to put above all roots."
+                    )
+                others = [r for r in roots if r != root]
+                if others:
+                    raise TaxonomyError(
+                        f"root={root!r} is one of {len(roots)} roots ({_names_list(roots)}). "
+                        "Pass a new name as root= to join them all under it."
+                    )
+            else:
+                g.add_node(root)
+                g.add_edges_from((root, r) for r in roots)
+                roots = [root]
+        if len(roots) > 1:
+            raise TaxonomyError(
+                f"The taxonomy has {len(roots)} roots: {_names_list(roots)}. "
+                "Give root='...' to join them under a common root."
+            )
+        if not roots:  # pragma: no cover - a graph with no source has a cycle, caught above
+            raise TaxonomyError("The taxonomy has no root (every node has a parent).")
+        self._build(g, roots[0], _order)
+
+    def _build(self, g: nx.DiGraph, root: str, order: Sequence[str] | None) -> None:
+        # longest-path depth (equal to the tree depth on trees)
+        depth_of: dict[str, int] = {}
+        for n in nx.topological_sort(g):
+            preds = list(g.predecessors(n))
+            depth_of[n] = 1 + max(depth_of[p] for p in preds) if preds else 0
+        if order is None:
+            seen = {root: 0}
+            queue = [root]
+            for n in queue:  # breadth-first discovery keeps the input's child order
+                for c in g.successors(n):
+                    if c not in seen:
+                        seen[c] = len(seen)
+                        queue.append(c)
+            nodes = sorted(queue, key=lambda n: (depth_of[n], seen[n]))
+        else:
+            nodes = list(order)
+            if sorted(nodes) != sorted(g.nodes) or len(set(nodes)) != len(nodes):
+                raise TaxonomyError("nodes: the node list must name every node of the edges exactly once.")
+            pos = {n: i for i, n in enumerate(nodes)}
+            if any(pos[p] > pos[c] for p, c in g.edges):
+                raise TaxonomyError("nodes: every parent must come before its children in the node list.")
+        index = {n: i for i, n in enumerate(nodes)}
+        num = len(nodes)
+        parents = [sorted(index[p] for p in g.predecessors(n)) for n in nodes]
+        children = [sorted(index[c] for c in g.successors(n)) for n in nodes]
+        is_tree = all(len(p) <= 1 for p in parents)
+        depth = np.array([depth_of[n] for n in nodes], dtype=np.int64)
+        parents_ptr, parents_idx = _csr(parents)
+        children_ptr, children_idx = _csr(children)
+        n_children = np.diff(children_ptr)
+        is_leaf = n_children == 0
+        height = np.zeros(num, dtype=np.int64)
+        for i in range(num - 1, -1, -1):  # children have larger indices than parents
+            kids = children_idx[children_ptr[i] : children_ptr[i + 1]]
+            if len(kids):
+                height[i] = 1 + height[kids].max()
+
+        object.__setattr__(self, "_graph", nx.freeze(g))
+        object.__setattr__(self, "_nodes", tuple(nodes))
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_is_tree", is_tree)
+        object.__setattr__(self, "_depth", _readonly(depth))
+        object.__setattr__(self, "_height", _readonly(height))
+        object.__setattr__(self, "_parents_ptr", _readonly(parents_ptr))
+        object.__setattr__(self, "_parents_idx", _readonly(parents_idx))
+        object.__setattr__(self, "_children_ptr", _readonly(children_ptr))
+        object.__setattr__(self, "_children_idx", _readonly(children_idx))
+        object.__setattr__(self, "_is_leaf", _readonly(is_leaf))
+        object.__setattr__(self, "_leaf_index", _readonly(np.flatnonzero(is_leaf).astype(np.int64)))
+
+        if is_tree:
+            parent = np.full(num, -1, dtype=np.int64)
+            has = np.diff(parents_ptr) > 0
+            parent[has] = parents_idx
+            max_depth = int(depth.max())
+            table = np.full((num, max_depth + 1), -1, dtype=np.int64)
+            cur = np.arange(num)
+            cur_depth = depth.copy()
+            alive = np.ones(num, dtype=bool)
+            for _ in range(max_depth + 1):  # one vectorised step per level
+                rows = np.flatnonzero(alive)
+                table[rows, cur_depth[rows]] = cur[rows]
+                cur = np.where(alive, parent[np.maximum(cur, 0)], -1)
+                cur_depth = cur_depth - 1
+                alive = cur >= 0
+            mask = table >= 0
+            anc_ptr = np.zeros(num + 1, dtype=np.int64)
+            np.cumsum(depth + 1, out=anc_ptr[1:])
+            anc_idx = table[mask]
+            object.__setattr__(self, "_parent", _readonly(parent))
+            object.__setattr__(self, "_anc_table", _readonly(table))
+            self._build_euler(children_ptr, children_idx, depth)
+        else:
+            anc_sets: list[set[int]] = [set() for _ in range(num)]
+            for i in range(num):
+                s = {i}
+                for p in parents_idx[parents_ptr[i] : parents_ptr[i + 1]]:
+                    s |= anc_sets[p]
+                anc_sets[i] = s
+            # ancestors sorted by index, which is sorted by depth: root first
+            anc_ptr, anc_idx = _csr([sorted(s) for s in anc_sets])
+            object.__setattr__(self, "_parent", None)
+            object.__setattr__(self, "_anc_table", None)
+            object.__setattr__(self, "_euler_first", None)
+            object.__setattr__(self, "_sparse", None)
+            object.__setattr__(self, "_log2", None)
+            object.__setattr__(self, "_euler_depth_nodes", None)
+        owner = np.repeat(np.arange(num), np.diff(anc_ptr))
+        order_d = np.lexsort((owner, anc_idx))  # group (node, ancestor) pairs by ancestor
+        desc_counts = np.bincount(anc_idx, minlength=num)
+        desc_ptr = np.zeros(num + 1, dtype=np.int64)
+        np.cumsum(desc_counts, out=desc_ptr[1:])
+        object.__setattr__(self, "_anc_ptr", _readonly(anc_ptr))
+        object.__setattr__(self, "_anc_idx", _readonly(anc_idx))
+        object.__setattr__(self, "_desc_ptr", _readonly(desc_ptr))
+        object.__setattr__(self, "_desc_idx", _readonly(owner[order_d]))
+        edges = sorted((index[p], index[c]) for p, c in g.edges)
+        payload = json.dumps({"nodes": list(nodes), "edges": edges}, separators=(",", ":"))
+        object.__setattr__(self, "_fingerprint", hashlib.sha256(payload.encode()).hexdigest())
+        object.__setattr__(self, "_frozen", True)
+
+    def _build_euler(self, children_ptr: np.ndarray, children_idx: np.ndarray, depth: np.ndarray) -> None:
+        num = len(depth)
+        euler: list[int] = []
+        first = np.zeros(num, dtype=np.int64)
+        stack = [(0, 0)]  # (node, next child position)
+        cptr = children_ptr.tolist()
+        cidx = children_idx.tolist()
+        while stack:
+            node, k = stack.pop()
+            if k == 0:
+                first[node] = len(euler)
+            euler.append(node)
+            if cptr[node] + k < cptr[node + 1]:
+                stack.append((node, k + 1))
+                stack.append((cidx[cptr[node] + k], 0))
+        tour = np.asarray(euler, dtype=np.int64)
+        m = len(tour)
+        levels = max(1, int(np.floor(np.log2(m))) + 1)
+        sparse = np.empty((levels, m), dtype=np.int64)
+        sparse[0] = tour
+        for k in range(1, levels):
+            half = 1 << (k - 1)
+            a = sparse[k - 1, : m - half]
+            b = sparse[k - 1, half:]
+            sparse[k, : m - half] = np.where(depth[a] <= depth[b], a, b)
+            sparse[k, m - half :] = sparse[k - 1, m - half :]
+        log2 = np.zeros(m + 1, dtype=np.int64)
+        log2[2:] = np.floor(np.log2(np.arange(2, m + 1))).astype(np.int64)
+        object.__setattr__(self, "_euler_first", _readonly(first))
+        object.__setattr__(self, "_sparse", _readonly(sparse))
+        object.__setattr__(self, "_log2", _readonly(log2))
+        object.__setattr__(self, "_euler_depth_nodes", m)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Taxonomy is immutable: cannot set {name!r}. Build a new one with a from_* constructor.")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Taxonomy is immutable: cannot delete {name!r}.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        edges = [(self._nodes[p], self._nodes[c]) for p, c in self.edges_index().tolist()]
+        return (_restore, (list(self._nodes), edges))
+
+    # ----------------------------------------------------------- constructors
+    @classmethod
+    def from_graph(cls, graph: nx.DiGraph, *, root: str | None = None) -> Taxonomy:
+        """Build from a networkx ``DiGraph`` whose edges point from parent to child.
+
+        Examples:
+            >>> import networkx as nx
+            >>> Taxonomy.from_graph(nx.DiGraph([("r", "a"), ("r", "b")])).leaves
+            ('a', 'b')
+        """
+        return cls(graph, root=root)
+
+    @classmethod
+    def from_edges(cls, edges: Iterable[tuple[str, str]], *, root: str | None = None) -> Taxonomy:
+        """Build from ``(parent, child)`` pairs. A child with several parents makes a DAG.
+
+        Raises:
+            TaxonomyError: an edge is not a pair, or the graph is invalid (see the class).
+
+        Examples:
+            >>> tax = Taxonomy.from_edges([("root", "a"), ("root", "b"), ("a", "a1")])
+            >>> tax.path("a1")
+            ('root', 'a', 'a1')
+        """
+        g = nx.DiGraph()
+        for k, edge in enumerate(edges):
+            if isinstance(edge, (str, bytes)) or not isinstance(edge, (tuple, list)) or len(edge) != 2:
+                raise TaxonomyError(f"edges[{k}]: expected a (parent, child) pair, got {edge!r}.")
+            g.add_edge(edge[0], edge[1])
+        return cls(g, root=root)
+
+    @classmethod
+    def from_parent_map(cls, parents: Mapping[str, str | None], *, root: str | None = None) -> Taxonomy:
+        """Build from a ``{child: parent}`` mapping; the root maps to ``None`` or is left out.
+
+        When some node maps to ``None`` (an explicit root), every parent must be
+        a key of the mapping or that root.
+
+        Raises:
+            TaxonomyError: a parent is unknown (with an explicit root), or the graph is invalid.
+
+        Examples:
+            >>> Taxonomy.from_parent_map({"a": "root", "b": "root", "a1": "a"}).children("root")
+            ('a', 'b')
+        """
+        if not isinstance(parents, Mapping):
+            raise TaxonomyError(f"parents: expected a mapping {{child: parent}}, got {type(parents).__name__}.")
+        explicit = [c for c, p in parents.items() if p is None]
+        g = nx.DiGraph()
+        g.add_nodes_from(parents.keys())
+        for child, parent in parents.items():
+            if parent is None:
+                continue
+            if explicit and parent not in parents:
+                close = difflib.get_close_matches(str(parent), [str(k) for k in parents], n=3)
+                hint = f" Did you mean {_names_list(close)}?" if close else ""
+                raise TaxonomyError(
+                    f"Unknown parent {parent!r} of {child!r}: it is not a node of the mapping.{hint} "
+                    f"Add it as a key (with its own parent) or fix the name."
+                )
+            g.add_edge(parent, child)
+        return cls(g, root=root)
+
+    @classmethod
+    def from_dict(cls, tree: Mapping[str, Any], *, root: str | None = None, dag: bool = False) -> Taxonomy:
+        """Build from a nested dict: ``{"root": {"a": {"a1": {}, "a2": None}, "b": ["b1", "b2"]}}``.
+
+        A value is a dict of children, a list of leaf names (or of nested dicts), or
+        ``None``/``{}`` for a leaf. A name that appears at two places is ambiguous
+        and raises, unless ``dag=True`` (then the node gets both parents).
+
+        Examples:
+            >>> Taxonomy.from_dict({"root": {"a": ["a1", "a2"], "b": None}}).leaves
+            ('b', 'a1', 'a2')
+        """
+        if not isinstance(tree, Mapping):
+            raise TaxonomyError(f"tree: expected a nested dict, got {type(tree).__name__}.")
+        g = nx.DiGraph()
+        where: dict[str, str] = {}
+
+        def visit(parent: str | None, value: Any, at: str) -> None:
+            if value is None:
+                return
+            if isinstance(value, Mapping):
+                items = list(value.items())
+            elif isinstance(value, (list, tuple)):
+                items = []
+                for v in value:
+                    if isinstance(v, Mapping):
+                        items.extend(v.items())
+                    else:
+                        items.append((v, None))
+            else:
+                raise TaxonomyError(f"tree{at}: expected a dict, a list or None, got {value!r}.")
+            for name, sub in items:
+                _validate_names([name])
+                here = f"{at}[{name!r}]"
+                if name in where and not dag:
+                    raise TaxonomyError(
+                        f"Duplicate name {name!r} at tree{where[name]} and tree{here}: ambiguous. "
+                        "Rename one of them, or pass dag=True if it is one node with two parents."
+                    )
+                where.setdefault(name, here)
+                g.add_node(name)
+                if parent is not None:
+                    g.add_edge(parent, name)
+                visit(name, sub, here)
+
+        visit(None, tree, "")
+        return cls(g, root=root)
+
+    @classmethod
+    def from_paths(
+        cls, paths: Iterable[Sequence[str] | str], *, sep: str = "/", root: str | None = None, dag: bool = False
+    ) -> Taxonomy:
+        """Build from label paths: tuples of names, or strings such as ``"root/a/a1"``.
+
+        Paths may have different lengths and need not list every prefix. A name
+        reached through two different parents is ambiguous and raises, unless
+        ``dag=True``.
+
+        Examples:
+            >>> Taxonomy.from_paths([("root", "a", "a1"), "root/b"]).nodes
+            ('root', 'a', 'b', 'a1')
+        """
+        g = nx.DiGraph()
+        first_parent: dict[str, Any] = {}
+        for k, path in enumerate(paths):
+            parts = path.split(sep) if isinstance(path, str) else list(path)
+            if not parts:
+                raise TaxonomyError(f"paths[{k}]: empty path. Each path names at least one node.")
+            _validate_names(parts, where=f"paths[{k}]")
+            prev = None
+            for name in parts:
+                if name in first_parent and first_parent[name] != prev and not dag:
+                    raise TaxonomyError(
+                        f"paths[{k}]: {name!r} has parent {prev!r} here but {first_parent[name]!r} in an earlier path: "
+                        "ambiguous. Rename one of them, or pass dag=True if it is one node with two parents."
+                    )
+                first_parent.setdefault(name, prev)
+                g.add_node(name)
+                if prev is not None:
+                    g.add_edge(prev, name)
+                prev = name
+        return cls(g, root=root)
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike[str], *, root: str | None = None, dag: bool = False) -> Taxonomy:
+        """Build from a folder tree: every sub-folder is a node, nested as on disk.
+
+        Hidden folders (starting with ``.``) and ``__pycache__`` are skipped; files
+        are ignored. The root is named after the top folder unless ``root`` is given.
+
+        Raises:
+            TaxonomyError: ``path`` is not a folder, or a folder name appears twice (ambiguous).
+        """
+        top = Path(path)
+        if not top.is_dir():
+            raise TaxonomyError(f"path: {str(top)!r} is not a folder. Pass the top folder of the labelled tree.")
+        top_name = root if root is not None else top.resolve().name
+
+        def walk(folder: Path) -> dict[str, Any]:
+            subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__pycache__")
+            return {p.name: walk(p) for p in subs}
+
+        return cls.from_dict({top_name: walk(top)}, dag=dag)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> Taxonomy:
+        """Read a taxonomy written by :meth:`to_json` (exact round trip).
+
+        Hand-written files may instead hold ``{"tree": {nested dict}}``,
+        ``{"edges": [[parent, child], ...]}`` or ``{"parents": {child: parent}}``.
+
+        Examples:
+            >>> import tempfile, os
+            >>> tax = Taxonomy.from_paths(["r/a/x", "r/b"])
+            >>> f = os.path.join(tempfile.mkdtemp(), "tax.json")
+            >>> tax.to_json(f)
+            >>> Taxonomy.from_json(f) == tax
+            True
+        """
+        with open(path, encoding="utf-8") as fh:
+            try:
+                data = json.load(fh)
+            except json.JSONDecodeError as err:
+                raise TaxonomyError(f"{os.fspath(path)!r} is not valid JSON: {err}.") from err
+        if not isinstance(data, dict):
+            raise TaxonomyError(f"{os.fspath(path)!r}: expected a JSON object, got {type(data).__name__}.")
+        root = data.get("root") if "nodes" not in data else None
+        if "nodes" in data and "edges" in data:
+            g = nx.DiGraph()
+            g.add_nodes_from(data["nodes"])
+            g.add_edges_from(tuple(e) for e in data["edges"])
+            return cls(g, _order=data["nodes"])
+        if "tree" in data:
+            return cls.from_dict(data["tree"], root=root, dag=bool(data.get("dag", False)))
+        if "edges" in data:
+            return cls.from_edges([tuple(e) for e in data["edges"]], root=root)
+        if "parents" in data:
+            return cls.from_parent_map(data["parents"], root=root)
+        raise TaxonomyError(
+            f"{os.fspath(path)!r}: expected keys 'nodes' and 'edges' (as written by to_json), or 'tree', "
+            f"'edges' or 'parents'; got {sorted(data)}."
+        )
+
+    def to_json(self, path: str | os.PathLike[str] | None = None) -> str | None:
+        """Write the taxonomy as JSON (nodes in index order, edges); returns the text if ``path`` is None."""
+        data = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "root": self.root,
+            "nodes": list(self._nodes),
+            "edges": [[self._nodes[p], self._nodes[c]] for p, c in self.edges_index().tolist()],
+        }
+        text = json.dumps(data, indent=1, ensure_ascii=False)
+        if path is None:
+            return text
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+        return None
+
+    # ------------------------------------------------------------- properties
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes, root included."""
+        return len(self._nodes)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Node names in index order (root first, then by depth)."""
+        return self._nodes
+
+    @property
+    def root(self) -> str:
+        """The root's name (index 0)."""
+        return self._nodes[0]
+
+    @property
+    def leaves(self) -> tuple[str, ...]:
+        """Leaf names, in index order."""
+        return tuple(self._nodes[i] for i in self._leaf_index)
+
+    @property
+    def num_leaves(self) -> int:
+        """Number of leaves."""
+        return len(self._leaf_index)
+
+    @property
+    def leaf_index(self) -> np.ndarray:
+        """int64 array ``(num_leaves,)``: the node index of each leaf, ascending."""
+        return self._leaf_index
+
+    @property
+    def is_leaf_mask(self) -> np.ndarray:
+        """bool array ``(num_nodes,)``: True at leaves."""
+        return self._is_leaf
+
+    @property
+    def is_tree(self) -> bool:
+        """True when every node but the root has exactly one parent."""
+        return self._is_tree
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The underlying frozen networkx graph (edges parent -> child)."""
+        return self._graph
+
+    @property
+    def depth_index(self) -> np.ndarray:
+        """int64 array ``(num_nodes,)``: the depth of each node (root 0; longest path in a DAG)."""
+        return self._depth
+
+    @property
+    def height_index(self) -> np.ndarray:
+        """int64 array ``(num_nodes,)``: longest distance from each node down to a leaf."""
+        return self._height
+
+    @property
+    def max_depth(self) -> int:
+        """The largest node depth (the root alone: 0)."""
+        return int(self._depth.max())
+
+    @property
+    def parent_index(self) -> np.ndarray:
+        """int64 array ``(num_nodes,)``: each node's parent index, -1 for the root. Trees only.
+
+        Raises:
+            TaxonomyError: the taxonomy is a DAG (use ``parents_ptr``/``parents_index``).
+        """
+        self._require_tree("parent_index", "parents_ptr / parents_index (CSR)")
+        return self._parent
+
+    @property
+    def parents_ptr(self) -> np.ndarray:
+        """CSR row pointers ``(num_nodes + 1,)`` into :attr:`parents_index` (trees and DAGs)."""
+        return self._parents_ptr
+
+    @property
+    def parents_index(self) -> np.ndarray:
+        """CSR values: parents of node ``i`` are ``parents_index[parents_ptr[i]:parents_ptr[i+1]]``."""
+        return self._parents_idx
+
+    @property
+    def children_ptr(self) -> np.ndarray:
+        """CSR row pointers ``(num_nodes + 1,)`` into :attr:`children_index`."""
+        return self._children_ptr
+
+    @property
+    def children_index(self) -> np.ndarray:
+        """CSR values: children of ``i`` (ascending) are ``children_index[children_ptr[i]:children_ptr[i+1]]``.
+
+        In a tree, the children of a node form one sibling group (the softmax
+        group of the conditional head).
+        """
+        return self._children_idx
+
+    @property
+    def ancestors_ptr(self) -> np.ndarray:
+        """CSR row pointers ``(num_nodes + 1,)`` into :attr:`ancestors_index`."""
+        return self._anc_ptr
+
+    @property
+    def ancestors_index(self) -> np.ndarray:
+        """CSR values: each node's ancestors **and itself**, root first (ascending index)."""
+        return self._anc_idx
+
+    @property
+    def descendants_ptr(self) -> np.ndarray:
+        """CSR row pointers ``(num_nodes + 1,)`` into :attr:`descendants_index`."""
+        return self._desc_ptr
+
+    @property
+    def descendants_index(self) -> np.ndarray:
+        """CSR values: each node's descendants **and itself**, ascending."""
+        return self._desc_idx
+
+    @property
+    def ancestor_table(self) -> np.ndarray:
+        """int64 array ``(num_nodes, max_depth + 1)``: ``[n, d]`` is n's ancestor at depth d, -1 below n. Trees only.
+
+        Row ``n`` is the path of ``n`` from the root, padded with -1.
+
+        Raises:
+            TaxonomyError: the taxonomy is a DAG.
+        """
+        self._require_tree("ancestor_table", "ancestors_ptr / ancestors_index (CSR)")
+        return self._anc_table
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest of the structure (node names in index order and edges).
+
+        Equal fingerprints mean equal taxonomies with equal node indices: a
+        checkpoint can store it and refuse a mismatched taxonomy.
+        """
+        return self._fingerprint
+
+    def levels(self) -> tuple[np.ndarray, ...]:
+        """Node indices at each depth: ``levels()[d]`` is an int64 array of the nodes at depth d."""
+        bounds = np.searchsorted(self._depth, np.arange(self.max_depth + 2))
+        return tuple(np.arange(bounds[d], bounds[d + 1], dtype=np.int64) for d in range(self.max_depth + 1))
+
+    def edges_index(self) -> np.ndarray:
+        """int64 array ``(num_edges, 2)`` of (parent, child) index pairs, sorted by child then parent."""
+        child = np.repeat(np.arange(self.num_nodes), np.diff(self._parents_ptr))
+        return np.stack([self._parents_idx, child], axis=1)
+
+    # ---------------------------------------------------------------- queries
+    def index(self, node: NodeLike) -> int:
+        """The index of a node given by name (or an index, checked and returned).
+
+        Raises:
+            UnknownNodeError: the name is not in the taxonomy (the closest names are suggested),
+                or the index is out of range.
+
+        Examples:
+            >>> tax = Taxonomy.from_paths(["root/ALL", "root/AML"])
+            >>> tax.index("AML")
+            2
+        """
+        if isinstance(node, str):
+            try:
+                return self._index[node]
+            except KeyError:
+                raise UnknownNodeError(self._unknown_message([node])) from None
+        if isinstance(node, (int, np.integer)) and not isinstance(node, bool):
+            i = int(node)
+            if 0 <= i < self.num_nodes:
+                return i
+            raise UnknownNodeError(f"Node index {i} is out of range: this taxonomy has {self.num_nodes} nodes (0..{self.num_nodes - 1}).")
+        raise UnknownNodeError(f"node: expected a node name (str) or index (int), got {node!r} ({type(node).__name__}).")
+
+    def name(self, index: int) -> str:
+        """The name of the node at ``index``."""
+        return self._nodes[self.index(index)]
+
+    def __contains__(self, node: object) -> bool:
+        if isinstance(node, str):
+            return node in self._index
+        if isinstance(node, (int, np.integer)) and not isinstance(node, bool):
+            return 0 <= int(node) < self.num_nodes
+        return False
+
+    def __len__(self) -> int:
+        return self.num_nodes
+
+    def __iter__(self):  # noqa: ANN204 - iterator of names
+        return iter(self._nodes)
+
+    def parents(self, node: NodeLike) -> tuple[str, ...]:
+        """Names of the node's parents (empty for the root; several in a DAG)."""
+        i = self.index(node)
+        return tuple(self._nodes[j] for j in self._parents_idx[self._parents_ptr[i] : self._parents_ptr[i + 1]])
+
+    def parent(self, node: NodeLike) -> str | None:
+        """Name of the node's parent, ``None`` for the root. Trees only."""
+        self._require_tree("parent", "parents()")
+        p = self._parent[self.index(node)]
+        return None if p < 0 else self._nodes[p]
+
+    def children(self, node: NodeLike) -> tuple[str, ...]:
+        """Names of the node's children, in index order."""
+        i = self.index(node)
+        return tuple(self._nodes[j] for j in self._children_idx[self._children_ptr[i] : self._children_ptr[i + 1]])
+
+    def ancestors(self, node: NodeLike, *, include_self: bool = False) -> tuple[str, ...]:
+        """Names of the node's ancestors, root first (all of them, in a DAG)."""
+        i = self.index(node)
+        idx = self._anc_idx[self._anc_ptr[i] : self._anc_ptr[i + 1]]
+        return tuple(self._nodes[j] for j in idx if include_self or j != i)
+
+    def descendants(self, node: NodeLike, *, include_self: bool = False) -> tuple[str, ...]:
+        """Names of the node's descendants, in index order."""
+        i = self.index(node)
+        idx = self._desc_idx[self._desc_ptr[i] : self._desc_ptr[i + 1]]
+        return tuple(self._nodes[j] for j in idx if include_self or j != i)
+
+    def siblings(self, node: NodeLike) -> tuple[str, ...]:
+        """Names of the other children of the node's parent(s)."""
+        i = self.index(node)
+        out: dict[str, None] = {}
+        for p in self.parents(i):
+            for c in self.children(p):
+                if c != self._nodes[i]:
+                    out[c] = None
+        return tuple(out)
+
+    def depth(self, node: NodeLike) -> int:
+        """Depth of a node (the root has depth 0)."""
+        return int(self._depth[self.index(node)])
+
+    def height(self, node: NodeLike | None = None) -> int:
+        """Longest distance from ``node`` (default: the root) down to a leaf."""
+        return int(self._height[0 if node is None else self.index(node)])
+
+    def is_leaf(self, node: NodeLike) -> bool:
+        """True if the node has no children."""
+        return bool(self._is_leaf[self.index(node)])
+
+    def path(self, node: NodeLike) -> tuple[str, ...]:
+        """Names from the root down to the node, inclusive. Trees only (see :meth:`paths`).
+
+        Examples:
+            >>> Taxonomy.from_paths(["blood/leukemia/ALL"]).path("ALL")
+            ('blood', 'leukemia', 'ALL')
+        """
+        self._require_tree("path", "paths()")
+        return self.ancestors(node, include_self=True)
+
+    def paths(self, node: NodeLike) -> list[tuple[str, ...]]:
+        """Every root-to-node path (one for a tree, possibly several in a DAG)."""
+        i = self.index(node)
+        if i == 0:
+            return [(self.root,)]
+        out: list[tuple[str, ...]] = []
+        for p in self._parents_idx[self._parents_ptr[i] : self._parents_ptr[i + 1]]:
+            out.extend(prefix + (self._nodes[i],) for prefix in self.paths(int(p)))
+        return out
+
+    def lca(self, a: LabelsLike, b: LabelsLike) -> np.ndarray | int:
+        """Lowest common ancestors of node pairs, vectorised, O(1) per pair. Trees only.
+
+        Uses an Euler tour with a sparse table of minimum-depth nodes built at
+        construction (O(num_nodes log num_nodes) memory).
+
+        Args:
+            a: node names or indices, any shape.
+            b: node names or indices, broadcastable with ``a``.
+
+        Returns:
+            int64 array of LCA node indices (a plain ``int`` for two scalars).
+
+        Raises:
+            TaxonomyError: the taxonomy is a DAG.
+            UnknownNodeError: a node is not in the taxonomy.
+
+        Examples:
+            >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+            >>> tax.lca("a1", "a2") == tax.index("a")
+            True
+            >>> tax.lca([3, 3], [4, 2]).tolist()
+            [1, 0]
+        """
+        self._require_tree("lca", "ancestors() for the set of common ancestors")
+        scalar = np.ndim(a) == 0 and np.ndim(b) == 0
+        ia, ib = np.broadcast_arrays(self.encode(a), self.encode(b))
+        out = self._lca_unchecked(ia, ib)
+        return int(out) if scalar else out
+
+    def _lca_unchecked(self, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+        fa = self._euler_first[ia]
+        fb = self._euler_first[ib]
+        lo = np.minimum(fa, fb)
+        hi = np.maximum(fa, fb)
+        k = self._log2[hi - lo + 1]
+        x = self._sparse[k, lo]
+        y = self._sparse[k, hi - (1 << k) + 1]
+        return np.where(self._depth[x] <= self._depth[y], x, y)
+
+    # --------------------------------------------------------------- encoding
+    def encode(self, labels: LabelsLike) -> np.ndarray:
+        """Node names or indices (any node, inner nodes included) -> int64 node indices.
+
+        Accepts a name, an index, a sequence, a numpy array or a torch tensor;
+        the output has the input's shape.
+
+        Raises:
+            UnknownNodeError: some names are unknown or indices out of range (the
+                message counts them and shows the first few).
+
+        Examples:
+            >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML"])
+            >>> tax.encode(["ALL", "acute", 3]).tolist()
+            [2, 1, 3]
+        """
+        if hasattr(labels, "detach") and hasattr(labels, "cpu"):  # torch tensor, without importing torch
+            labels = labels.detach().cpu().numpy()
+        arr = np.asarray(labels)
+        if arr.dtype == object:
+            flat = arr.ravel()
+            kinds = {type(v) for v in flat}
+            if all(issubclass(t, str) for t in kinds):
+                arr = flat.astype(str).reshape(arr.shape)
+            elif all(issubclass(t, (int, np.integer)) and not issubclass(t, bool) for t in kinds):
+                arr = flat.astype(np.int64).reshape(arr.shape)
+            else:
+                out = np.fromiter((self.index(v) for v in flat), dtype=np.int64, count=flat.size)
+                return out.reshape(arr.shape)
+        if arr.dtype.kind in "US":
+            uniq, inverse = np.unique(arr.astype(str), return_inverse=True)
+            missing = [u for u in uniq.tolist() if u not in self._index]
+            if missing:
+                raise UnknownNodeError(self._unknown_message(missing))
+            mapped = np.fromiter((self._index[u] for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
+            return mapped[inverse].reshape(arr.shape)
+        if arr.dtype.kind in "iu":
+            out = arr.astype(np.int64)
+            bad = (out < 0) | (out >= self.num_nodes)
+            if bad.any():
+                vals = np.unique(out[bad])[:5].tolist()
+                raise UnknownNodeError(
+                    f"{int(bad.sum())} node indices out of range [0, {self.num_nodes}): first {vals}. "
+                    "Indices must come from this taxonomy's encode()."
+                )
+            return out
+        if arr.dtype.kind == "b":
+            raise UnknownNodeError("labels: got booleans; expected node names or node indices.")
+        if arr.size == 0:
+            return arr.astype(np.int64)
+        raise UnknownNodeError(f"labels: expected node names or integer node indices, got dtype {arr.dtype}.")
+
+    def names(self, indices: LabelsLike) -> list[str]:
+        """Node indices -> node names (a flat list).
+
+        Examples:
+            >>> Taxonomy.from_paths(["r/a", "r/b"]).names([2, 0])
+            ['b', 'r']
+        """
+        idx = self.encode(indices).ravel()
+        return [self._nodes[i] for i in idx.tolist()]
+
+    def multi_hot(self, labels: LabelsLike) -> np.ndarray:
+        """Multi-hot ancestor targets: bool ``(B, num_nodes)``, True on each label's node and all its ancestors.
+
+        Examples:
+            >>> tax = Taxonomy.from_paths(["r/a/a1", "r/b"])
+            >>> tax.multi_hot(["a1", "b"]).astype(int).tolist()
+            [[1, 1, 0, 1], [1, 0, 1, 0]]
+        """
+        idx = self.encode(labels).ravel()
+        out = np.zeros((len(idx), self.num_nodes), dtype=bool)
+        rows, cols = _gather_csr(self._anc_ptr, self._anc_idx, idx)
+        out[rows, cols] = True
+        return out
+
+    def known_mask(self, labels: LabelsLike) -> np.ndarray:
+        """Which nodes a label says something about: bool ``(B, num_nodes)``.
+
+        True on the label's path (positives) and outside its subtree
+        (negatives); False strictly below the label, where a partial label
+        (a sample labelled at an inner node) says nothing. For leaf labels the
+        row is all True. Losses use it to mask undetermined nodes.
+
+        Examples:
+            >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+            >>> tax.known_mask(["a"]).astype(int).tolist()
+            [[1, 1, 1, 0, 0]]
+        """
+        idx = self.encode(labels).ravel()
+        out = np.ones((len(idx), self.num_nodes), dtype=bool)
+        rows, cols = _gather_csr(self._desc_ptr, self._desc_idx, idx)
+        keep = cols != idx[rows]
+        out[rows[keep], cols[keep]] = False
+        return out
+
+    # ------------------------------------------------------------ comparisons
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Taxonomy) and other._fingerprint == self._fingerprint
+
+    def __hash__(self) -> int:
+        return hash(self._fingerprint)
+
+    def __repr__(self) -> str:
+        kind = "tree" if self._is_tree else "DAG"
+        return (
+            f"Taxonomy({kind}, num_nodes={self.num_nodes}, num_leaves={self.num_leaves}, "
+            f"max_depth={self.max_depth}, root={self.root!r}, fingerprint={self._fingerprint[:12]!r})"
+        )
+
+    def __str__(self) -> str:
+        lines = [repr(self)]
+        limit = _REPR_LINES
+        shown = 0
+        stack: list[tuple[int, str, str]] = [(0, "", "")]
+        cptr, cidx = self._children_ptr, self._children_idx
+        multi = np.diff(self._parents_ptr) > 1
+        while stack and shown < limit:
+            node, prefix, branch = stack.pop()
+            mark = " *" if multi[node] else ""
+            lines.append(f"{prefix}{branch}{self._nodes[node]}{mark}")
+            shown += 1
+            kids = cidx[cptr[node] : cptr[node + 1]].tolist()
+            child_prefix = prefix + ("" if not branch else ("    " if branch.startswith("└") else "│   "))
+            for k, c in reversed(list(enumerate(kids))):
+                stack.append((c, child_prefix, "└── " if k == len(kids) - 1 else "├── "))
+        if stack:
+            more = f"{self.num_nodes - shown} more nodes" if self._is_tree else "more nodes"
+            lines.append(f"... ({more} not shown)")
+        if not self._is_tree:
+            lines.append("(* = node with several parents, shown under each)")
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- helpers
+    def _require_tree(self, what: str, instead: str) -> None:
+        if not self._is_tree:
+            several = [self._nodes[i] for i in np.flatnonzero(np.diff(self._parents_ptr) > 1)[:3]]
+            raise TaxonomyError(
+                f"{what} needs a tree, but this taxonomy is a DAG (nodes with several parents, e.g. {_names_list(several)}). "
+                f"Use {instead} instead."
+            )
+
+    def _unknown_message(self, missing: Sequence[str]) -> str:
+        first = missing[0]
+        close = difflib.get_close_matches(str(first), self._nodes, n=3, cutoff=0.6)
+        hint = f" Closest known names: {_names_list(close)}." if close else ""
+        many = f"{len(missing)} unknown node names, first {_names_list(missing[:5])}" if len(missing) > 1 else f"Unknown node {first!r}"
+        return f"{many}: not in this taxonomy ({self.num_nodes} nodes, root {self.root!r}).{hint}"
+
+
+def _restore(nodes: list[str], edges: list[tuple[str, str]]) -> Taxonomy:
+    g = nx.DiGraph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from(edges)
+    return Taxonomy(g, _order=nodes)
+
+
+def _names_list(names: Iterable[Any]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _validate_names(names: Iterable[Any], where: str = "") -> None:
+    for n in names:
+        if not isinstance(n, str):
+            at = f"{where}: " if where else ""
+            raise TaxonomyError(
+                f"{at}node names must be strings, got {n!r} ({type(n).__name__}). Convert them with str() first."
+            )
+        if not n:
+            at = f"{where}: " if where else ""
+            raise TaxonomyError(f"{at}node names must be non-empty strings, got ''.")
