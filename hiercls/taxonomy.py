@@ -847,8 +847,9 @@ class Taxonomy:
     def encode(self, labels: LabelsLike) -> np.ndarray:
         """Node names or indices (any node, inner nodes included) -> int64 node indices.
 
-        Accepts a name, an index, a sequence, a numpy array or a torch tensor;
-        the output has the input's shape.
+        Accepts a name, an index, a sequence (names and indices may be mixed), a
+        numpy array or a torch tensor; the output has the input's shape. An int64
+        numpy array of valid indices is returned as is (no copy).
 
         Raises:
             UnknownNodeError: some names are unknown or indices out of range (the
@@ -862,6 +863,9 @@ class Taxonomy:
         if hasattr(labels, "detach") and hasattr(labels, "cpu"):  # torch tensor, without importing torch
             labels = labels.detach().cpu().numpy()
         arr = np.asarray(labels)
+        if arr.dtype.kind in "US" and not isinstance(labels, (np.ndarray, str, np.str_)):
+            # numpy turns a mixed list such as ["a", 3] into strings ("3"): look at the objects instead
+            arr = np.asarray(labels, dtype=object)
         if arr.dtype == object:
             flat = arr.ravel()
             kinds = {type(v) for v in flat}
@@ -880,15 +884,15 @@ class Taxonomy:
             mapped = np.fromiter((self._index[u] for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
             return mapped[inverse].reshape(arr.shape)
         if arr.dtype.kind in "iu":
-            out = arr.astype(np.int64)
-            bad = (out < 0) | (out >= self.num_nodes)
-            if bad.any():
-                vals = np.unique(out[bad])[:5].tolist()
+            # one min/max pass on the hot path; the mask is built only to report an error
+            if arr.size and (arr.min() < 0 or arr.max() >= self.num_nodes):
+                bad = (arr < 0) | (arr >= self.num_nodes)
+                vals = np.unique(arr[bad])[:5].tolist()
                 raise UnknownNodeError(
                     f"{int(bad.sum())} node indices out of range [0, {self.num_nodes}): first {vals}. "
                     "Indices must come from this taxonomy's encode()."
                 )
-            return out
+            return arr.astype(np.int64, copy=False)
         if arr.dtype.kind == "b":
             raise UnknownNodeError("labels: got booleans; expected node names or node indices.")
         if arr.size == 0:
