@@ -142,13 +142,14 @@ class Taxonomy:
             raise TaxonomyError(
                 f"Self-loop on {names}: an edge (x, x) would make a node its own parent. Remove it from the input."
             )
-        try:
-            cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle:
+        try:  # one topological sort validates acyclicity and orders the depth pass
+            topo = list(nx.topological_sort(g))
+        except nx.NetworkXUnfeasible:
+            cycle = nx.find_cycle(g)  # only on failure: slower, but names the cycle
             shown = " -> ".join(repr(u) for u, _ in cycle) + f" -> {cycle[0][0]!r}"
-            raise TaxonomyError(f"The taxonomy has a cycle: {shown}. A node cannot be its own ancestor; remove one of these edges.")
+            raise TaxonomyError(
+                f"The taxonomy has a cycle: {shown}. A node cannot be its own ancestor; remove one of these edges."
+            ) from None
         roots = [n for n in g.nodes if g.in_degree(n) == 0]
         if root is not None:
             if not isinstance(root, str) or not root:
@@ -168,6 +169,7 @@ class Taxonomy:
             else:
                 g.add_node(root)
                 g.add_edges_from((root, r) for r in roots)
+                topo.insert(0, root)
                 roots = [root]
         if len(roots) > 1:
             raise TaxonomyError(
@@ -176,13 +178,14 @@ class Taxonomy:
             )
         if not roots:  # pragma: no cover - a graph with no source has a cycle, caught above
             raise TaxonomyError("The taxonomy has no root (every node has a parent).")
-        self._build(g, roots[0], _order)
+        self._build(g, roots[0], _order, topo)
 
-    def _build(self, g: nx.DiGraph, root: str, order: Sequence[str] | None) -> None:
+    def _build(self, g: nx.DiGraph, root: str, order: Sequence[str] | None, topo: Sequence[str]) -> None:
         # longest-path depth (equal to the tree depth on trees)
         depth_of: dict[str, int] = {}
-        for n in nx.topological_sort(g):
-            preds = list(g.predecessors(n))
+        pred = g.pred
+        for n in topo:
+            preds = pred[n]
             depth_of[n] = 1 + max(depth_of[p] for p in preds) if preds else 0
         if order is None:
             seen = {root: 0}
@@ -210,11 +213,18 @@ class Taxonomy:
         children_ptr, children_idx = _csr(children)
         n_children = np.diff(children_ptr)
         is_leaf = n_children == 0
+        if order is not None and np.any(np.diff(depth) < 0):
+            raise TaxonomyError(
+                "nodes: the node list must be in depth order (the root, then depth 1, then depth 2, ...), "
+                "as to_json writes it."
+            )
+        # heights bottom-up, one vectorised step per depth: edges come grouped by child, hence by child depth
         height = np.zeros(num, dtype=np.int64)
-        for i in range(num - 1, -1, -1):  # children have larger indices than parents
-            kids = children_idx[children_ptr[i] : children_ptr[i + 1]]
-            if len(kids):
-                height[i] = 1 + height[kids].max()
+        edge_child = np.repeat(np.arange(num), np.diff(parents_ptr))
+        bounds = np.searchsorted(depth[edge_child], np.arange(int(depth.max()) + 2))
+        for d in range(len(bounds) - 2, 0, -1):
+            lo, hi = bounds[d], bounds[d + 1]
+            np.maximum.at(height, parents_idx[lo:hi], height[edge_child[lo:hi]] + 1)
 
         object.__setattr__(self, "_graph", nx.freeze(g))
         object.__setattr__(self, "_nodes", tuple(nodes))
@@ -347,11 +357,13 @@ class Taxonomy:
             >>> tax.path("a1")
             ('root', 'a', 'a1')
         """
-        g = nx.DiGraph()
-        for k, edge in enumerate(edges):
+        pairs = list(edges)
+        for k, edge in enumerate(pairs):
             if isinstance(edge, (str, bytes)) or not isinstance(edge, (tuple, list)) or len(edge) != 2:
                 raise TaxonomyError(f"edges[{k}]: expected a (parent, child) pair, got {edge!r}.")
-            g.add_edge(edge[0], edge[1])
+            _validate_names(edge, where=f"edges[{k}]")
+        g = nx.DiGraph()
+        g.add_edges_from(pairs)
         return cls(g, root=root)
 
     @classmethod
