@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -75,9 +76,10 @@ class Taxonomy:
 
     Args:
         graph: a directed graph with edges ``parent -> child`` and string nodes.
-        root: optional name of the root. If the graph has several roots, a new
-            node called ``root`` is added above them; if it has one root, it
-            must be called ``root``... or ``root`` is added above it.
+        root: optional name of the root. If it names the graph's only root,
+            nothing changes; if it is a new name, a node of that name is added
+            above every root (this joins several roots). Naming a node that has
+            parents, or one of several roots, raises.
 
     Raises:
         TaxonomyError: the graph is empty, has a self-loop or a cycle, has no
@@ -198,8 +200,13 @@ class Taxonomy:
             nodes = sorted(queue, key=lambda n: (depth_of[n], seen[n]))
         else:
             nodes = list(order)
-            if sorted(nodes) != sorted(g.nodes) or len(set(nodes)) != len(nodes):
-                raise TaxonomyError("nodes: the node list must name every node of the edges exactly once.")
+            if len(set(nodes)) != len(nodes) or set(nodes) != set(g.nodes):
+                dup = sorted(n for n, c in Counter(nodes).items() if c > 1)[:5]
+                missing = sorted(set(g.nodes) - set(nodes))[:5]
+                raise TaxonomyError(
+                    "nodes: the node list must name every node of the edges exactly once "
+                    f"(repeated: {dup}, in edges but not listed: {missing})."
+                )
             pos = {n: i for i, n in enumerate(nodes)}
             if any(pos[p] > pos[c] for p, c in g.edges):
                 raise TaxonomyError("nodes: every parent must come before its children in the node list.")
@@ -456,14 +463,35 @@ class Taxonomy:
         reached through two different parents is ambiguous and raises, unless
         ``dag=True``.
 
+        Args:
+            paths: an iterable of paths, each a sequence of names (root first) or a string.
+            sep: the separator inside string paths.
+            root: joins several top-level names under a new root of that name (see the class).
+            dag: accept a name under several parents as one node with several parents.
+
+        Raises:
+            TaxonomyError: an empty path or name, a bad ``sep``, an ambiguous name
+                (without ``dag=True``), or an invalid graph (see the class).
+
         Examples:
             >>> Taxonomy.from_paths([("root", "a", "a1"), "root/b"]).nodes
             ('root', 'a', 'b', 'a1')
         """
+        if not isinstance(sep, str) or not sep:
+            raise TaxonomyError(f"sep: expected a non-empty string separator such as '/', got {sep!r}.")
+        if isinstance(paths, str):
+            raise TaxonomyError(f"paths: expected a list of paths, got the single string {paths!r}; wrap it in a list.")
         g = nx.DiGraph()
         first_parent: dict[str, Any] = {}
         for k, path in enumerate(paths):
-            parts = path.split(sep) if isinstance(path, str) else list(path)
+            if isinstance(path, str):
+                parts = path.split(sep)
+            elif isinstance(path, (Sequence, np.ndarray)):
+                parts = [str(p) if isinstance(p, str) else p for p in path]  # np.str_ -> str
+            else:
+                raise TaxonomyError(
+                    f"paths[{k}]: expected a tuple of node names or a {sep.join(['a', 'b', 'c'])!r} string, got {path!r}."
+                )
             if not parts:
                 raise TaxonomyError(f"paths[{k}]: empty path. Each path names at least one node.")
             _validate_names(parts, where=f"paths[{k}]")
@@ -522,22 +550,49 @@ class Taxonomy:
                 data = json.load(fh)
             except json.JSONDecodeError as err:
                 raise TaxonomyError(f"{os.fspath(path)!r} is not valid JSON: {err}.") from err
+        where = repr(os.fspath(path))
         if not isinstance(data, dict):
-            raise TaxonomyError(f"{os.fspath(path)!r}: expected a JSON object, got {type(data).__name__}.")
-        root = data.get("root") if "nodes" not in data else None
+            raise TaxonomyError(f"{where}: expected a JSON object, got {type(data).__name__}.")
+        if data.get("format", _FORMAT) != _FORMAT or not isinstance(data.get("version", _VERSION), int):
+            raise TaxonomyError(
+                f"{where}: 'format'/'version' are {data.get('format')!r}/{data.get('version')!r}, "
+                f"expected {_FORMAT!r} and an int; this is not a hiercls taxonomy file."
+            )
+        if data.get("version", _VERSION) > _VERSION:
+            raise TaxonomyError(
+                f"{where}: written by a newer hiercls (format version {data['version']}, this one reads "
+                f"up to {_VERSION}). Upgrade hiercls."
+            )
+        root = data.get("root")
         if "nodes" in data and "edges" in data:
+            nodes, edges = data["nodes"], data["edges"]
+            if not isinstance(nodes, list):
+                raise TaxonomyError(f"{where}: 'nodes' must be a list of node names, got {type(nodes).__name__}.")
+            _validate_names(nodes, where=f"{where} 'nodes'")
+            if not isinstance(edges, list):
+                raise TaxonomyError(f"{where}: 'edges' must be a list of [parent, child] pairs.")
+            for k, edge in enumerate(edges):
+                if not isinstance(edge, list) or len(edge) != 2:
+                    raise TaxonomyError(f"{where}: edges[{k}] must be a [parent, child] pair, got {edge!r}.")
+                _validate_names(edge, where=f"{where} edges[{k}]")
             g = nx.DiGraph()
-            g.add_nodes_from(data["nodes"])
-            g.add_edges_from(tuple(e) for e in data["edges"])
-            return cls(g, _order=data["nodes"])
+            g.add_nodes_from(nodes)
+            g.add_edges_from(map(tuple, edges))
+            tax = cls(g, _order=nodes)
+            if root is not None and root != tax.root:
+                raise TaxonomyError(
+                    f"{where}: 'root' is {root!r} but the first node (the node without parents) is {tax.root!r}. "
+                    "Fix 'root' or drop it."
+                )
+            return tax
         if "tree" in data:
             return cls.from_dict(data["tree"], root=root, dag=bool(data.get("dag", False)))
         if "edges" in data:
-            return cls.from_edges([tuple(e) for e in data["edges"]], root=root)
+            return cls.from_edges(data["edges"], root=root)
         if "parents" in data:
             return cls.from_parent_map(data["parents"], root=root)
         raise TaxonomyError(
-            f"{os.fspath(path)!r}: expected keys 'nodes' and 'edges' (as written by to_json), or 'tree', "
+            f"{where}: expected keys 'nodes' and 'edges' (as written by to_json), or 'tree', "
             f"'edges' or 'parents'; got {sorted(data)}."
         )
 
@@ -831,6 +886,7 @@ class Taxonomy:
         Raises:
             TaxonomyError: the taxonomy is a DAG.
             UnknownNodeError: a node is not in the taxonomy.
+            ValueError: the shapes of ``a`` and ``b`` do not broadcast.
 
         Examples:
             >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
@@ -841,7 +897,13 @@ class Taxonomy:
         """
         self._require_tree("lca", "ancestors() for the set of common ancestors")
         scalar = np.ndim(a) == 0 and np.ndim(b) == 0
-        ia, ib = np.broadcast_arrays(self.encode(a), self.encode(b))
+        ia, ib = self.encode(a), self.encode(b)
+        try:
+            ia, ib = np.broadcast_arrays(ia, ib)
+        except ValueError:
+            raise ValueError(
+                f"a, b: shapes {ia.shape} and {ib.shape} do not broadcast; pass node arrays of the same shape."
+            ) from None
         out = self._lca_unchecked(ia, ib)
         return int(out) if scalar else out
 
