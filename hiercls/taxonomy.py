@@ -597,15 +597,49 @@ class Taxonomy:
         )
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str | None:
-        """Write the taxonomy as JSON (nodes in index order, edges); returns the text if ``path`` is None."""
-        data = {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "root": self.root,
-            "nodes": list(self._nodes),
-            "edges": [[self._nodes[p], self._nodes[c]] for p, c in self.edges_index().tolist()],
-        }
-        text = json.dumps(data, indent=1, ensure_ascii=False)
+        """Write the taxonomy as JSON: nodes in index order, then ``[parent, child]`` edges.
+
+        One node or edge per line, so files diff well. :meth:`from_json` reads it
+        back to an equal taxonomy (same node indices, same fingerprint).
+
+        Args:
+            path: the file to write (UTF-8); ``None`` returns the text instead.
+
+        Returns:
+            The JSON text when ``path`` is None, else None.
+
+        Examples:
+            >>> print(Taxonomy.from_paths(["r/a"]).to_json())
+            {
+             "format": "hiercls-taxonomy",
+             "version": 1,
+             "root": "r",
+             "nodes": [
+              "r",
+              "a"
+             ],
+             "edges": [
+              ["r", "a"]
+             ]
+            }
+        """
+
+        def dump(value: Any) -> str:
+            return json.dumps(value, ensure_ascii=False)
+
+        def block(items: list[str]) -> str:
+            return "[\n" + ",\n".join("  " + item for item in items) + "\n ]" if items else "[]"
+
+        edges = [dump([self._nodes[p], self._nodes[c]]) for p, c in self.edges_index().tolist()]
+        text = (
+            "{\n"
+            f' "format": {dump(_FORMAT)},\n'
+            f' "version": {_VERSION},\n'
+            f' "root": {dump(self.root)},\n'
+            f' "nodes": {block([dump(n) for n in self._nodes])},\n'
+            f' "edges": {block(edges)}\n'
+            "}"
+        )
         if path is None:
             return text
         with open(path, "w", encoding="utf-8") as fh:
