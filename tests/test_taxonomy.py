@@ -1,0 +1,742 @@
+"""Unit tests for hiercls.Taxonomy: constructors, validation errors, queries, encoding, I/O, scale."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+import time
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
+from hiercls.synthetic import INAT21_WIDTHS, layered_taxonomy
+
+PAPER_NODES = ("root", "Normal", "Reactive", "Leukemia", "Acute", "Chronic", "ALL", "AML", "CLL", "CML", "APL")
+PAPER_EDGES = [
+    ("root", "Normal"),
+    ("root", "Reactive"),
+    ("root", "Leukemia"),
+    ("Leukemia", "Acute"),
+    ("Leukemia", "Chronic"),
+    ("Acute", "ALL"),
+    ("Acute", "AML"),
+    ("AML", "APL"),
+    ("Chronic", "CLL"),
+    ("Chronic", "CML"),
+]
+
+
+@pytest.fixture
+def dag() -> Taxonomy:
+    """r -> a, b; a -> x; b -> x (x has two parents); x -> y; r -> z."""
+    return Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("x", "y"), ("r", "z")])
+
+
+def structure(tax: Taxonomy) -> tuple[tuple[str, ...], set[tuple[str, str]]]:
+    return tax.nodes, {(tax.nodes[p], tax.nodes[c]) for p, c in tax.edges_index().tolist()}
+
+
+# ------------------------------------------------------------------ constructors
+class TestConstructors:
+    def test_paper_fixture(self, paper_tax: Taxonomy) -> None:
+        assert paper_tax.nodes == PAPER_NODES
+        assert set(structure(paper_tax)[1]) == set(PAPER_EDGES)
+        assert paper_tax.is_tree and paper_tax.root == "root"
+
+    def test_from_graph_and_init(self, paper_tax: Taxonomy) -> None:
+        g = nx.DiGraph(PAPER_EDGES)
+        assert Taxonomy.from_graph(g) == paper_tax
+        assert Taxonomy(g) == paper_tax
+        g.add_edge("Normal", "late")  # the taxonomy copied the graph: later edits do not leak in
+        assert paper_tax.num_nodes == 11
+
+    def test_from_graph_rejects_other_types(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"graph: expected a networkx.DiGraph.*got Graph"):
+            Taxonomy(nx.Graph([("a", "b")]))
+        with pytest.raises(TaxonomyError, match=r"graph: expected a networkx.DiGraph.*got list"):
+            Taxonomy([("a", "b")])  # type: ignore[arg-type]
+
+    def test_from_graph_single_node(self) -> None:
+        g = nx.DiGraph()
+        g.add_node("only")
+        tax = Taxonomy.from_graph(g)
+        assert tax.nodes == ("only",) and tax.leaves == ("only",) and tax.max_depth == 0
+        assert tax.lca(0, 0) == 0
+
+    def test_from_edges(self, paper_tax: Taxonomy) -> None:
+        assert Taxonomy.from_edges(PAPER_EDGES) == paper_tax
+        assert Taxonomy.from_edges([list(e) for e in PAPER_EDGES]) == paper_tax
+        assert Taxonomy.from_edges(iter(PAPER_EDGES)) == paper_tax  # any iterable, even one-shot
+
+    @pytest.mark.parametrize("bad", ["ab", ("a",), ("a", "b", "c"), 3, None])
+    def test_from_edges_bad_pair(self, bad: object) -> None:
+        with pytest.raises(TaxonomyError, match=r"edges\[1\]: expected a \(parent, child\) pair"):
+            Taxonomy.from_edges([("r", "a"), bad])  # type: ignore[list-item]
+
+    def test_from_edges_non_string_names(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"edges\[0\]: node names must be strings, got 1 \(int\)"):
+            Taxonomy.from_edges([(1, 2)])  # type: ignore[list-item]
+        with pytest.raises(TaxonomyError, match=r"edges\[0\]: node names must be strings, got \['a'\] \(list\)"):
+            Taxonomy.from_edges([(["a"], "b")])  # type: ignore[list-item]
+        with pytest.raises(TaxonomyError, match=r"node names must be non-empty strings, got ''"):
+            Taxonomy.from_edges([("r", "")])
+
+    def test_non_string_names_in_graph(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"node names must be strings, got 0 \(int\). Convert them with str\(\)"):
+            Taxonomy(nx.DiGraph([(0, 1)]))
+
+    def test_from_parent_map(self, paper_tax: Taxonomy) -> None:
+        parents = {c: p for p, c in PAPER_EDGES}
+        assert Taxonomy.from_parent_map(parents) == paper_tax  # root left out
+        # explicit root mapped to None, keys in another order: same structure, maybe other order
+        explicit = {"root": None, **parents}
+        assert structure(Taxonomy.from_parent_map(explicit)) == structure(paper_tax)
+
+    def test_from_parent_map_unknown_parent(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"Unknown parent 'rot' of 'a'.*Did you mean 'root'\?.*Add it as a key"):
+            Taxonomy.from_parent_map({"root": None, "a": "rot"})
+
+    def test_from_parent_map_not_a_mapping(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"parents: expected a mapping \{child: parent\}, got list"):
+            Taxonomy.from_parent_map([("a", "r")])  # type: ignore[arg-type]
+
+    def test_from_parent_map_two_explicit_roots(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"2 roots: 'r1', 'r2'"):
+            Taxonomy.from_parent_map({"r1": None, "r2": None})
+        assert Taxonomy.from_parent_map({"r1": None, "r2": None}, root="top").children("top") == ("r1", "r2")
+
+    def test_from_dict(self, paper_tax: Taxonomy) -> None:
+        nested = {
+            "root": {
+                "Normal": None,
+                "Reactive": {},
+                "Leukemia": {"Acute": ["ALL", {"AML": ["APL"]}], "Chronic": ("CLL", "CML")},
+            }
+        }
+        assert Taxonomy.from_dict(nested) == paper_tax
+
+    def test_from_dict_errors(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"tree: expected a nested dict, got list"):
+            Taxonomy.from_dict(["a"])  # type: ignore[arg-type]
+        with pytest.raises(TaxonomyError, match=r"tree\['r'\]\['a'\]: expected a dict, a list or None, got 3"):
+            Taxonomy.from_dict({"r": {"a": 3}})
+        with pytest.raises(TaxonomyError, match=r"node names must be strings, got 1 \(int\)"):
+            Taxonomy.from_dict({"r": [1]})
+
+    def test_from_dict_duplicates(self) -> None:
+        tree = {"r": {"a": ["x"], "b": ["x"]}}
+        with pytest.raises(
+            TaxonomyError,
+            match=r"Duplicate name 'x' at tree\['r'\]\['a'\]\['x'\] and tree\['r'\]\['b'\]\['x'\]: ambiguous.*dag=True",
+        ):
+            Taxonomy.from_dict(tree)
+        tax = Taxonomy.from_dict(tree, dag=True)
+        assert not tax.is_tree and tax.parents("x") == ("a", "b")
+
+    def test_from_dict_several_roots(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"2 roots: 'a', 'b'. Give root='...'"):
+            Taxonomy.from_dict({"a": ["a1"], "b": None})
+        tax = Taxonomy.from_dict({"a": ["a1"], "b": None}, root="all")
+        assert tax.nodes == ("all", "a", "b", "a1")
+
+    def test_from_paths_tuples_and_strings(self, paper_tax: Taxonomy) -> None:
+        leaf_paths = [paper_tax.path(leaf) for leaf in paper_tax.leaves]
+        as_strings = ["/".join(p) for p in leaf_paths]
+        as_dots = [".".join(p) for p in leaf_paths]
+        a = Taxonomy.from_paths(leaf_paths)
+        assert structure(a)[1] == structure(paper_tax)[1]
+        assert Taxonomy.from_paths(as_strings) == a
+        assert Taxonomy.from_paths(as_dots, sep=".") == a
+        assert Taxonomy.from_paths([list(p) for p in leaf_paths]) == a
+        assert Taxonomy.from_paths(np.array([["r", "a"], ["r", "b"]])).nodes == ("r", "a", "b")
+
+    def test_from_paths_ragged_and_prefixes(self) -> None:
+        tax = Taxonomy.from_paths(["r/a/a1/a11", "r/b", ("r", "a", "a2"), "r"])
+        assert tax.nodes == ("r", "a", "b", "a1", "a2", "a11")
+        assert tax.depth("a11") == 3 and tax.is_leaf("b")
+
+    def test_from_paths_errors(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"paths\[1\]: 'x' has parent 'b' here but 'a' in an earlier path: ambiguous"):
+            Taxonomy.from_paths(["r/a/x", "r/b/x"])
+        with pytest.raises(TaxonomyError, match=r"paths\[1\]: 'a' has parent None here but 'r'"):
+            Taxonomy.from_paths(["r/a", "a/b"])
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: empty path"):
+            Taxonomy.from_paths([()])
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: node names must be non-empty strings"):
+            Taxonomy.from_paths(["r//a"])
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: node names must be strings, got 3"):
+            Taxonomy.from_paths([("r", 3)])
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: expected a tuple of node names or a 'a/b/c' string, got 7"):
+            Taxonomy.from_paths([7])  # type: ignore[list-item]
+        with pytest.raises(TaxonomyError, match=r"paths: expected a list of paths, got the single string 'r/a'"):
+            Taxonomy.from_paths("r/a")
+        with pytest.raises(TaxonomyError, match=r"sep: expected a non-empty string separator"):
+            Taxonomy.from_paths(["r/a"], sep="")
+
+    def test_from_paths_dag(self) -> None:
+        tax = Taxonomy.from_paths(["r/a/x", "r/b/x/y"], dag=True)
+        assert not tax.is_tree
+        assert sorted(tax.paths("y")) == [("r", "a", "x", "y"), ("r", "b", "x", "y")]
+
+    def test_from_paths_several_roots(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"2 roots: 'cat', 'dog'"):
+            Taxonomy.from_paths(["cat/siamese", "dog/pug"])
+        tax = Taxonomy.from_paths(["cat/siamese", "dog/pug"], root="pet")
+        assert tax.path("pug") == ("pet", "dog", "pug")
+
+    def test_from_folder(self, tmp_path) -> None:
+        top = tmp_path / "blood"
+        for sub in ["leukemia/ALL", "leukemia/AML", "normal", ".git/objects", "__pycache__", "leukemia/.hidden"]:
+            (top / sub).mkdir(parents=True)
+        (top / "normal" / "img1.jpg").write_bytes(b"\xff")
+        (top / "README.txt").write_text("not a class")
+        tax = Taxonomy.from_folder(top)
+        assert tax.nodes == ("blood", "leukemia", "normal", "ALL", "AML")
+        assert tax.leaves == ("normal", "ALL", "AML")
+        assert Taxonomy.from_folder(str(top), root="cells").root == "cells"
+
+    def test_from_folder_errors(self, tmp_path) -> None:
+        with pytest.raises(TaxonomyError, match=r"path: '.*nope' is not a folder"):
+            Taxonomy.from_folder(tmp_path / "nope")
+        (tmp_path / "f.txt").write_text("x")
+        with pytest.raises(TaxonomyError, match=r"is not a folder"):
+            Taxonomy.from_folder(tmp_path / "f.txt")
+        for sub in ["top/a/x", "top/b/x"]:
+            (tmp_path / sub).mkdir(parents=True)
+        with pytest.raises(TaxonomyError, match=r"Duplicate name 'x'.*ambiguous"):
+            Taxonomy.from_folder(tmp_path / "top")
+        tax = Taxonomy.from_folder(tmp_path / "top", dag=True)
+        assert tax.parents("x") == ("a", "b")
+
+
+# --------------------------------------------------------------------- JSON I/O
+class TestJson:
+    def test_round_trip_exact(self, tmp_path, paper_tax: Taxonomy, dag: Taxonomy) -> None:
+        for tax in (paper_tax, dag, layered_taxonomy((2, 5, 9), seed=3), Taxonomy.from_paths(["solo"])):
+            f = tmp_path / "tax.json"
+            tax.to_json(f)
+            back = Taxonomy.from_json(f)
+            assert back == tax and back.nodes == tax.nodes and back.fingerprint == tax.fingerprint
+            assert np.array_equal(back.edges_index(), tax.edges_index())
+            assert back.to_json() == tax.to_json() == f.read_text(encoding="utf-8").rstrip("\n")
+
+    def test_round_trip_keeps_order_that_the_graph_would_not_give(self, tmp_path) -> None:
+        # children listed b before a: indices follow the input, and the file keeps them
+        tax = Taxonomy.from_edges([("r", "b"), ("r", "a"), ("a", "a1")])
+        assert tax.nodes == ("r", "b", "a", "a1")
+        tax.to_json(tmp_path / "t.json")
+        assert Taxonomy.from_json(tmp_path / "t.json").nodes == ("r", "b", "a", "a1")
+
+    def test_unicode_names(self, tmp_path) -> None:
+        tax = Taxonomy.from_paths(["règne/éspèce", 'r"quoted/x'], root="всё")
+        tax.to_json(tmp_path / "u.json")
+        assert Taxonomy.from_json(tmp_path / "u.json") == tax
+
+    def test_to_json_text(self, paper_tax: Taxonomy) -> None:
+        data = json.loads(paper_tax.to_json())
+        assert data["format"] == "hiercls-taxonomy" and data["version"] == 1 and data["root"] == "root"
+        assert data["nodes"] == list(PAPER_NODES)
+        assert {tuple(e) for e in data["edges"]} == set(PAPER_EDGES)
+
+    def _write(self, tmp_path, data: object) -> str:
+        f = tmp_path / "t.json"
+        f.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+        return str(f)
+
+    def test_hand_written_forms(self, tmp_path, paper_tax: Taxonomy) -> None:
+        tree = {"root": {"Normal": None, "Reactive": None, "Leukemia": {"Acute": {"ALL": None, "AML": ["APL"]}, "Chronic": ["CLL", "CML"]}}}
+        assert Taxonomy.from_json(self._write(tmp_path, {"tree": tree})) == paper_tax
+        assert Taxonomy.from_json(self._write(tmp_path, {"edges": PAPER_EDGES})) == paper_tax
+        parents = {c: p for p, c in PAPER_EDGES}
+        assert Taxonomy.from_json(self._write(tmp_path, {"parents": parents})) == paper_tax
+        # nodes + edges without format/version is accepted
+        assert Taxonomy.from_json(self._write(tmp_path, {"nodes": list(PAPER_NODES), "edges": PAPER_EDGES})) == paper_tax
+
+    def test_hand_written_root_and_dag(self, tmp_path) -> None:
+        tax = Taxonomy.from_json(self._write(tmp_path, {"tree": {"a": ["x"], "b": ["y"]}, "root": "top"}))
+        assert tax.root == "top" and tax.children("top") == ("a", "b")
+        tax = Taxonomy.from_json(self._write(tmp_path, {"edges": [["a", "x"], ["b", "y"]], "root": "top"}))
+        assert tax.root == "top"
+        tax = Taxonomy.from_json(self._write(tmp_path, {"parents": {"x": "a", "y": "b"}, "root": "top"}))
+        assert tax.root == "top"
+        tax = Taxonomy.from_json(self._write(tmp_path, {"tree": {"r": {"a": ["x"], "b": ["x"]}}, "dag": True}))
+        assert tax.parents("x") == ("a", "b")
+        with pytest.raises(TaxonomyError, match="Duplicate name 'x'"):
+            Taxonomy.from_json(self._write(tmp_path, {"tree": {"r": {"a": ["x"], "b": ["x"]}}}))
+
+    def test_bad_json(self, tmp_path) -> None:
+        with pytest.raises(TaxonomyError, match=r"t.json' is not valid JSON: Expecting"):
+            Taxonomy.from_json(self._write(tmp_path, "{not json"))
+        with pytest.raises(TaxonomyError, match=r"expected a JSON object, got list"):
+            Taxonomy.from_json(self._write(tmp_path, [["r", "a"]]))
+        with pytest.raises(TaxonomyError, match=r"expected keys 'nodes' and 'edges' \(as written by to_json\).*got \['nodes'\]"):
+            Taxonomy.from_json(self._write(tmp_path, {"nodes": ["r"]}))
+        with pytest.raises(TaxonomyError, match=r"'format'/'version' are 'other'/None.*not a hiercls taxonomy file"):
+            Taxonomy.from_json(self._write(tmp_path, {"format": "other", "nodes": ["r"], "edges": []}))
+        with pytest.raises(TaxonomyError, match=r"written by a newer hiercls \(format version 2, this one reads up to 1\)"):
+            Taxonomy.from_json(self._write(tmp_path, {"version": 2, "nodes": ["r"], "edges": []}))
+
+    def test_bad_nodes_edges_file(self, tmp_path) -> None:
+        w = lambda d: self._write(tmp_path, d)  # noqa: E731
+        with pytest.raises(TaxonomyError, match=r"'root' is 'a' but the first node .* is 'r'"):
+            Taxonomy.from_json(w({"root": "a", "nodes": ["r", "a"], "edges": [["r", "a"]]}))
+        with pytest.raises(TaxonomyError, match=r"'nodes' must be a list of node names, got dict"):
+            Taxonomy.from_json(w({"nodes": {"r": 1}, "edges": []}))
+        with pytest.raises(TaxonomyError, match=r"'nodes': node names must be strings, got 1"):
+            Taxonomy.from_json(w({"nodes": ["r", 1], "edges": []}))
+        with pytest.raises(TaxonomyError, match=r"'edges' must be a list of \[parent, child\] pairs"):
+            Taxonomy.from_json(w({"nodes": ["r"], "edges": "ra"}))
+        with pytest.raises(TaxonomyError, match=r"edges\[0\] must be a \[parent, child\] pair, got \['r', 'a', 'x'\]"):
+            Taxonomy.from_json(w({"nodes": ["r", "a"], "edges": [["r", "a", "x"]]}))
+        with pytest.raises(TaxonomyError, match=r"repeated: \['a'\], in edges but not listed: \['b'\]"):
+            Taxonomy.from_json(w({"nodes": ["r", "a", "a"], "edges": [["r", "a"], ["r", "b"]]}))
+        with pytest.raises(TaxonomyError, match=r"every parent must come before its children"):
+            Taxonomy.from_json(w({"nodes": ["a", "r"], "edges": [["r", "a"]]}))
+        with pytest.raises(TaxonomyError, match=r"must be in depth order"):
+            Taxonomy.from_json(w({"nodes": ["r", "a", "a1", "b"], "edges": [["r", "a"], ["a", "a1"], ["r", "b"]]}))
+        with pytest.raises(TaxonomyError, match=r"edges\[0\]: expected a \(parent, child\) pair, got 'ra'"):
+            Taxonomy.from_json(w({"edges": ["ra"]}))
+
+
+# ------------------------------------------------------------------- validation
+class TestValidation:
+    def test_empty(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"The taxonomy is empty: give at least one node"):
+            Taxonomy.from_edges([])
+        with pytest.raises(TaxonomyError, match=r"empty"):
+            Taxonomy(nx.DiGraph())
+        with pytest.raises(TaxonomyError, match=r"empty"):
+            Taxonomy.from_dict({})
+
+    def test_self_loop(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"Self-loop on 'a': an edge \(x, x\) would make a node its own parent"):
+            Taxonomy.from_edges([("r", "a"), ("a", "a")])
+
+    def test_cycle_is_shown(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"has a cycle: '(a|b|c)' -> '(a|b|c)' -> '(a|b|c)' -> '(a|b|c)'\.") as info:
+            Taxonomy.from_edges([("r", "a"), ("a", "b"), ("b", "c"), ("c", "a")])
+        msg = str(info.value)
+        assert all(f"'{n}'" in msg for n in "abc") and "'r'" not in msg
+        with pytest.raises(TaxonomyError, match=r"has a cycle: 'x' -> 'y' -> 'x'|has a cycle: 'y' -> 'x' -> 'y'"):
+            Taxonomy.from_edges([("x", "y"), ("y", "x")])  # no root at all: still reported as the cycle
+
+    def test_several_roots_named(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"The taxonomy has 3 roots: 'a', 'b', 'c'. Give root='...' to join"):
+            Taxonomy.from_edges([("a", "a1"), ("b", "b1"), ("c", "c1")])
+
+    def test_root_joins_several_roots(self) -> None:
+        tax = Taxonomy.from_edges([("a", "a1"), ("b", "b1")], root="all")
+        assert tax.root == "all" and tax.children("all") == ("a", "b") and tax.depth("a1") == 2
+
+    def test_root_above_single_root(self) -> None:
+        tax = Taxonomy.from_edges([("a", "a1")], root="top")
+        assert tax.nodes == ("top", "a", "a1")
+
+    def test_root_names_existing_single_root(self) -> None:
+        assert Taxonomy.from_edges([("a", "a1")], root="a").nodes == ("a", "a1")
+
+    def test_root_names_a_non_root(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"root='a1' names a node that has parents \('a'\)"):
+            Taxonomy.from_edges([("a", "a1")], root="a1")
+
+    def test_root_is_one_of_several(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"root='a' is one of 2 roots \('a', 'b'\). Pass a new name"):
+            Taxonomy.from_edges([("a", "a1"), ("b", "b1")], root="a")
+
+    @pytest.mark.parametrize("bad", ["", 5])
+    def test_root_not_a_string(self, bad: object) -> None:
+        with pytest.raises(TaxonomyError, match=r"root: expected a non-empty string"):
+            Taxonomy.from_edges([("a", "a1")], root=bad)  # type: ignore[arg-type]
+
+    def test_errors_are_value_errors(self) -> None:
+        assert issubclass(TaxonomyError, ValueError)
+        assert issubclass(UnknownNodeError, TaxonomyError) and issubclass(UnknownNodeError, KeyError)
+
+
+# ---------------------------------------------------------------------- queries
+class TestQueries:
+    def test_index_and_names(self, paper_tax: Taxonomy) -> None:
+        assert [paper_tax.index(n) for n in PAPER_NODES] == list(range(11))
+        assert paper_tax.index(np.int64(3)) == 3 and paper_tax.index(np.str_("AML")) == 7
+        assert paper_tax.name(7) == "AML"
+        assert list(paper_tax) == list(PAPER_NODES) and len(paper_tax) == 11 and paper_tax.num_nodes == 11
+        assert "AML" in paper_tax and 10 in paper_tax and "nope" not in paper_tax and 11 not in paper_tax
+        assert -1 not in paper_tax and 2.0 not in paper_tax and True not in paper_tax
+
+    def test_unknown_name_suggests_closest(self, paper_tax: Taxonomy) -> None:
+        with pytest.raises(UnknownNodeError, match=r"Unknown node 'Acuet': not in this taxonomy \(11 nodes, root 'root'\). Closest known names: 'Acute'"):
+            paper_tax.index("Acuet")
+        with pytest.raises(UnknownNodeError, match=r"Unknown node 'zzzz': not in this taxonomy \(11 nodes, root 'root'\)\.$"):
+            paper_tax.index("zzzz")
+        with pytest.raises(KeyError):
+            paper_tax.index("zzzz")
+
+    @pytest.mark.parametrize("bad", [11, -1, np.int64(100)])
+    def test_index_out_of_range(self, paper_tax: Taxonomy, bad: int) -> None:
+        with pytest.raises(UnknownNodeError, match=r"Node index -?\d+ is out of range: this taxonomy has 11 nodes \(0..10\)"):
+            paper_tax.index(bad)
+
+    @pytest.mark.parametrize("bad", [1.0, True, None, ("a",)])
+    def test_index_bad_type(self, paper_tax: Taxonomy, bad: object) -> None:
+        with pytest.raises(UnknownNodeError, match=r"node: expected a node name \(str\) or index \(int\), got"):
+            paper_tax.index(bad)  # type: ignore[arg-type]
+
+    def test_tree_queries(self, paper_tax: Taxonomy) -> None:
+        t = paper_tax
+        assert t.root == "root" and t.parents("root") == () and t.parent("root") is None
+        assert t.parents("APL") == ("AML",) and t.parent("APL") == "AML" and t.parent(10) == "AML"
+        assert t.children("Leukemia") == ("Acute", "Chronic") and t.children("APL") == ()
+        assert t.ancestors("APL") == ("root", "Leukemia", "Acute", "AML")
+        assert t.ancestors("APL", include_self=True)[-1] == "APL" and t.ancestors("root") == ()
+        assert t.descendants("Acute") == ("ALL", "AML", "APL")
+        assert t.descendants("Acute", include_self=True) == ("Acute", "ALL", "AML", "APL")
+        assert t.siblings("ALL") == ("AML",) and t.siblings("root") == () and t.siblings("APL") == ()
+        assert set(t.siblings("Normal")) == {"Reactive", "Leukemia"}
+        assert [t.depth(n) for n in PAPER_NODES] == [0, 1, 1, 1, 2, 2, 3, 3, 3, 3, 4]
+        assert t.height() == 4 and t.height("Leukemia") == 3 and t.height("Chronic") == 1 and t.height("CML") == 0
+        assert t.leaves == ("Normal", "Reactive", "ALL", "CLL", "CML", "APL")
+        assert t.num_leaves == 6 and t.leaf_index.tolist() == [1, 2, 6, 8, 9, 10]
+        assert t.is_leaf_mask.tolist() == [n in t.leaves for n in PAPER_NODES]
+        assert t.is_leaf("ALL") and not t.is_leaf("AML")
+        assert t.path("APL") == ("root", "Leukemia", "Acute", "AML", "APL") and t.path("root") == ("root",)
+        assert t.paths("APL") == [t.path("APL")] and t.paths(0) == [("root",)]
+        assert t.is_tree and t.max_depth == 4
+
+    def test_index_arrays(self, paper_tax: Taxonomy) -> None:
+        t = paper_tax
+        assert t.parent_index.tolist() == [-1, 0, 0, 0, 3, 3, 4, 4, 5, 5, 7]
+        assert t.depth_index.tolist() == [0, 1, 1, 1, 2, 2, 3, 3, 3, 3, 4]
+        assert t.height_index.tolist() == [4, 0, 0, 3, 2, 1, 0, 1, 0, 0, 0]
+        for arr in (t.parent_index, t.depth_index, t.height_index, t.children_index, t.ancestors_index, t.leaf_index):
+            assert arr.dtype == np.int64
+        assert t.is_leaf_mask.dtype == bool
+        assert t.children_ptr.tolist() == [0, 3, 3, 3, 5, 7, 9, 9, 10, 10, 10, 10]
+        assert t.children_index.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        assert t.ancestor_table[10].tolist() == [0, 3, 4, 7, 10]
+        assert t.ancestor_table[1].tolist() == [0, 1, -1, -1, -1]
+        assert t.ancestors_index[t.ancestors_ptr[10] : t.ancestors_ptr[11]].tolist() == [0, 3, 4, 7, 10]
+        assert t.descendants_index[t.descendants_ptr[4] : t.descendants_ptr[5]].tolist() == [4, 6, 7, 10]
+        assert t.parents_ptr.tolist() == [0] + list(range(11))
+        assert t.edges_index().tolist() == [[0, 1], [0, 2], [0, 3], [3, 4], [3, 5], [4, 6], [4, 7], [5, 8], [5, 9], [7, 10]]
+
+    def test_levels(self, paper_tax: Taxonomy) -> None:
+        levels = paper_tax.levels()
+        assert [lv.tolist() for lv in levels] == [[0], [1, 2, 3], [4, 5], [6, 7, 8, 9], [10]]
+        assert all(lv.dtype == np.int64 for lv in levels)
+        assert [lv.tolist() for lv in Taxonomy.from_paths(["solo"]).levels()] == [[0]]
+
+    def test_graph_is_frozen(self, paper_tax: Taxonomy) -> None:
+        assert set(paper_tax.graph.edges) == set(PAPER_EDGES)
+        with pytest.raises(nx.NetworkXError, match="Frozen graph"):
+            paper_tax.graph.add_edge("ALL", "new")
+
+    def test_lca(self, paper_tax: Taxonomy) -> None:
+        t = paper_tax
+        assert t.lca("APL", "ALL") == t.index("Acute") and isinstance(t.lca("APL", "ALL"), int)
+        assert t.lca("APL", "CML") == t.index("Leukemia") and t.lca("Normal", "APL") == 0
+        assert t.lca("AML", "APL") == t.index("AML") and t.lca(5, 5) == 5
+        out = t.lca(np.array([[10, 6], [8, 1]]), np.array([[6, 9], [9, 2]]))
+        assert out.shape == (2, 2) and out.tolist() == [[4, 3], [5, 0]]
+        assert t.lca([10, 6, 8], 9).tolist() == [3, 3, 5]  # broadcast
+        assert t.lca(torch.tensor([10]), ["ALL"]).tolist() == [4]
+        assert t.lca([], []).shape == (0,)
+
+    def test_lca_errors(self, paper_tax: Taxonomy) -> None:
+        with pytest.raises(ValueError, match=r"a, b: shapes \(3,\) and \(2,\) do not broadcast"):
+            paper_tax.lca([1, 2, 3], [1, 2])
+        with pytest.raises(UnknownNodeError, match=r"Unknown node 'ALX'.*Closest known names: .*'ALL'"):
+            paper_tax.lca("ALX", "ALL")
+        with pytest.raises(UnknownNodeError, match=r"1 node indices out of range \[0, 11\): first \[11\]"):
+            paper_tax.lca([1], [11])
+
+    def test_lca_trusted_path_equals_public(self, paper_tax: Taxonomy) -> None:
+        a, b = np.meshgrid(np.arange(11), np.arange(11))
+        assert np.array_equal(paper_tax._lca_unchecked(a.ravel(), b.ravel()), paper_tax.lca(a.ravel(), b.ravel()))
+
+
+class TestDag:
+    def test_queries(self, dag: Taxonomy) -> None:
+        assert dag.nodes == ("r", "a", "b", "z", "x", "y") and not dag.is_tree
+        assert dag.parents("x") == ("a", "b") and dag.children("a") == ("x",)
+        assert dag.ancestors("y") == ("r", "a", "b", "x")
+        assert dag.descendants("b") == ("x", "y") and dag.descendants("r") == ("a", "b", "z", "x", "y")
+        assert set(dag.siblings("x")) == set() and set(dag.siblings("a")) == {"b", "z"}
+        assert sorted(dag.paths("y")) == [("r", "a", "x", "y"), ("r", "b", "x", "y")]
+        assert dag.height() == 3 and dag.height("b") == 2
+        assert dag.leaves == ("z", "y")
+
+    def test_longest_path_depth(self) -> None:
+        # y hangs off r directly and via a->b: its depth is the longest path (3), so every parent precedes it
+        tax = Taxonomy.from_edges([("r", "y"), ("r", "a"), ("a", "b"), ("b", "y")])
+        assert tax.nodes == ("r", "a", "b", "y") and tax.depth("y") == 3
+        assert [lv.tolist() for lv in tax.levels()] == [[0], [1], [2], [3]]
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda t: t.lca("a", "b"),
+            lambda t: t.parent_index,
+            lambda t: t.ancestor_table,
+            lambda t: t.path("y"),
+            lambda t: t.parent("x"),
+        ],
+        ids=["lca", "parent_index", "ancestor_table", "path", "parent"],
+    )
+    def test_tree_only_operations_raise(self, dag: Taxonomy, call) -> None:
+        with pytest.raises(TaxonomyError, match=r"needs a tree, but this taxonomy is a DAG \(nodes with several parents, e\.g\. 'x'\)\. Use .* instead"):
+            call(dag)
+
+    def test_encode_multi_hot_known_mask(self, dag: Taxonomy) -> None:
+        assert dag.multi_hot(["y"]).astype(int).tolist() == [[1, 1, 1, 0, 1, 1]]
+        assert dag.known_mask(["b"]).astype(int).tolist() == [[1, 1, 1, 1, 0, 0]]
+
+    def test_str_marks_shared_nodes(self, dag: Taxonomy) -> None:
+        text = str(dag)
+        assert text.splitlines()[1:] == [
+            "r",
+            "├── a",
+            "│   └── x *",
+            "│       └── y",
+            "├── b",
+            "│   └── x *",
+            "│       └── y",
+            "└── z",
+            "(* = node with several parents, shown under each)",
+        ]
+        assert repr(dag).startswith("Taxonomy(DAG, num_nodes=6, num_leaves=2, max_depth=3, root='r'")
+
+    def test_str_truncates_exponential_dag(self) -> None:
+        # 20 diamonds in a row: 2**20 root-to-leaf paths; the drawing must stay short
+        edges = []
+        for k in range(20):
+            edges += [(f"j{k}", f"l{k}"), (f"j{k}", f"r{k}"), (f"l{k}", f"j{k + 1}"), (f"r{k}", f"j{k + 1}")]
+        text = str(Taxonomy.from_edges(edges))
+        lines = text.splitlines()
+        assert len(lines) == 1 + 40 + 2 and lines[-2] == "... (more nodes not shown)"
+
+
+# --------------------------------------------------------------------- encoding
+class TestEncode:
+    def test_names_ints_and_shapes(self, paper_tax: Taxonomy) -> None:
+        t = paper_tax
+        assert t.encode(["ALL", "Acute", "root"]).tolist() == [6, 4, 0]
+        assert t.encode("APL").shape == () and int(t.encode("APL")) == 10
+        assert t.encode(3).tolist() == 3
+        assert t.encode(np.array([[1, 2], [3, 4]], dtype=np.int32)).tolist() == [[1, 2], [3, 4]]
+        assert t.encode(np.array([[1, 2], [3, 4]], dtype=np.int32)).dtype == np.int64
+        assert t.encode(np.array([10], dtype=np.uint8)).tolist() == [10]
+        assert t.encode(np.array([["ALL"], ["CML"]])).tolist() == [[6], [9]]
+        assert t.encode(np.array([b"ALL"])).tolist() == [6]
+        assert t.encode(("ALL", "ALL")).tolist() == [6, 6]
+
+    def test_mixed_names_and_indices(self, paper_tax: Taxonomy) -> None:
+        # numpy would turn ["ALL", 3] into ["ALL", "3"]; 3 must stay an index
+        assert paper_tax.encode(["ALL", 3, np.int64(0)]).tolist() == [6, 3, 0]
+        assert paper_tax.encode(np.array(["ALL", 3], dtype=object)).tolist() == [6, 3]
+        assert paper_tax.encode(np.array(["ALL", "AML"], dtype=object)).tolist() == [6, 7]
+        assert paper_tax.encode(np.array([1, 2], dtype=object)).tolist() == [1, 2]
+
+    def test_torch_tensors(self, paper_tax: Taxonomy) -> None:
+        for dtype in (torch.int64, torch.int32, torch.uint8):
+            out = paper_tax.encode(torch.tensor([[1, 10]], dtype=dtype))
+            assert isinstance(out, np.ndarray) and out.dtype == np.int64 and out.tolist() == [[1, 10]]
+        assert paper_tax.encode(torch.tensor(4, requires_grad=False)).tolist() == 4
+        with pytest.raises(UnknownNodeError, match=r"got dtype float32"):
+            paper_tax.encode(torch.tensor([1.0]))
+
+    def test_empty(self, paper_tax: Taxonomy) -> None:
+        for empty in ([], (), np.array([], dtype=np.int64), np.array([], dtype=object), np.array([], dtype=str), torch.tensor([], dtype=torch.long), torch.tensor([])):
+            out = paper_tax.encode(empty)
+            assert out.dtype == np.int64 and out.shape == (0,)
+        assert paper_tax.encode(np.zeros((0, 3), dtype=np.int32)).shape == (0, 3)
+        assert paper_tax.multi_hot([]).shape == (0, 11) and paper_tax.known_mask([]).shape == (0, 11)
+        assert paper_tax.names([]) == []
+
+    def test_int64_is_not_copied(self, paper_tax: Taxonomy) -> None:
+        idx = np.array([1, 2, 3], dtype=np.int64)
+        assert np.shares_memory(paper_tax.encode(idx), idx)
+
+    def test_unknown_names(self, paper_tax: Taxonomy) -> None:
+        with pytest.raises(UnknownNodeError, match=r"2 unknown node names, first 'Acuet', 'zz': not in this taxonomy.*Closest known names: 'Acute'"):
+            paper_tax.encode(["ALL", "Acuet", "zz", "zz"])
+        with pytest.raises(UnknownNodeError, match=r"Unknown node 'AXL'"):
+            paper_tax.encode(["ALL", 1, "AXL"])  # mixed list goes through index()
+
+    def test_out_of_range(self, paper_tax: Taxonomy) -> None:
+        with pytest.raises(UnknownNodeError, match=r"3 node indices out of range \[0, 11\): first \[-1, 11, 12\]\. Indices must come from"):
+            paper_tax.encode([0, -1, 11, 12, 5])
+        with pytest.raises(UnknownNodeError, match=r"out of range"):
+            paper_tax.encode(np.array([2**64 - 1], dtype=np.uint64))
+        with pytest.raises(UnknownNodeError, match=r"Node index 11 is out of range"):
+            paper_tax.encode(["ALL", 11])
+
+    def test_bad_types(self, paper_tax: Taxonomy) -> None:
+        with pytest.raises(UnknownNodeError, match=r"labels: got booleans; expected node names or node indices"):
+            paper_tax.encode(np.array([True, False]))
+        with pytest.raises(UnknownNodeError, match=r"labels: expected node names or integer node indices, got dtype float64"):
+            paper_tax.encode([1.0, 2.0])
+        with pytest.raises(UnknownNodeError, match=r"node: expected a node name \(str\) or index \(int\), got 1.5"):
+            paper_tax.encode(np.array(["ALL", 1.5], dtype=object))
+        with pytest.raises(UnknownNodeError, match=r"got True \(bool\)"):
+            paper_tax.encode(np.array([1, True], dtype=object))
+
+    def test_names(self, paper_tax: Taxonomy) -> None:
+        assert paper_tax.names([10, 0]) == ["APL", "root"]
+        assert paper_tax.names(np.array([[1], [2]])) == ["Normal", "Reactive"]
+        assert paper_tax.names(["AML"]) == ["AML"]
+        with pytest.raises(UnknownNodeError, match="out of range"):
+            paper_tax.names([99])
+
+    def test_multi_hot(self, paper_tax: Taxonomy) -> None:
+        mh = paper_tax.multi_hot(["APL", "Normal", "root", 5])
+        assert mh.dtype == bool and mh.shape == (4, 11)
+        assert mh.astype(int).tolist() == [
+            [1, 0, 0, 1, 1, 0, 0, 1, 0, 0, 1],
+            [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0],
+        ]
+        assert paper_tax.multi_hot(np.array([["APL"], ["ALL"]])).shape == (2, 11)  # flattened
+
+    def test_known_mask(self, paper_tax: Taxonomy) -> None:
+        km = paper_tax.known_mask(["Acute", "root", "CLL", "AML"])
+        assert km.dtype == bool
+        assert km.astype(int).tolist() == [
+            [1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0],
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            [1] * 11,
+            [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0],
+        ]
+
+
+# ----------------------------------------------------- identity, immutability, repr
+class TestIdentity:
+    def test_fingerprint_same_structure(self, paper_tax: Taxonomy) -> None:
+        again = Taxonomy.from_edges(PAPER_EDGES)
+        assert again.fingerprint == paper_tax.fingerprint and again == paper_tax and hash(again) == hash(paper_tax)
+        assert len(paper_tax.fingerprint) == 64 and int(paper_tax.fingerprint, 16) >= 0
+        # edges listed bottom-up, each parent's children still in the same order: same indices, same fingerprint
+        bottom_up = [PAPER_EDGES[i] for i in (7, 8, 9, 5, 6, 3, 4, 0, 1, 2)]
+        assert Taxonomy.from_edges(bottom_up) == paper_tax
+
+    def test_fingerprint_is_a_stable_constant(self) -> None:
+        # checkpoints store it: the hash of a fixed structure must not change between runs or versions
+        tax = Taxonomy.from_paths(["r/a/a1", "r/b"])
+        assert tax.fingerprint == "3198ea2fb2d56010963649313dd609c6784b80abe4c5db922f9b91d91fe075b2"
+        assert pickle.loads(pickle.dumps(tax)).fingerprint == tax.fingerprint
+
+    def test_fingerprint_differs(self, paper_tax: Taxonomy) -> None:
+        reordered = Taxonomy.from_edges([PAPER_EDGES[1], PAPER_EDGES[0]] + PAPER_EDGES[2:])  # Reactive before Normal
+        assert reordered.nodes[1:3] == ("Reactive", "Normal")
+        assert reordered.fingerprint != paper_tax.fingerprint and reordered != paper_tax
+        moved = Taxonomy.from_edges([e if e != ("AML", "APL") else ("ALL", "APL") for e in PAPER_EDGES])
+        assert moved.fingerprint != paper_tax.fingerprint
+        renamed = Taxonomy.from_edges([(p, "APML" if c == "APL" else c) for p, c in PAPER_EDGES])
+        assert renamed.fingerprint != paper_tax.fingerprint
+        assert paper_tax != "root" and paper_tax != None  # noqa: E711
+
+    def test_hashable(self, paper_tax: Taxonomy) -> None:
+        assert {paper_tax, Taxonomy.from_edges(PAPER_EDGES)} == {paper_tax}
+
+    def test_immutable(self, paper_tax: Taxonomy) -> None:
+        with pytest.raises(AttributeError, match=r"Taxonomy is immutable: cannot set '_nodes'"):
+            paper_tax._nodes = ("x",)  # type: ignore[misc]
+        with pytest.raises(AttributeError, match=r"Taxonomy is immutable: cannot set 'extra'"):
+            paper_tax.extra = 1  # type: ignore[attr-defined]
+        with pytest.raises(AttributeError, match=r"Taxonomy is immutable: cannot delete '_depth'"):
+            del paper_tax._depth
+        with pytest.raises(AttributeError):
+            paper_tax.num_nodes = 3  # type: ignore[misc]
+        assert isinstance(paper_tax.nodes, tuple)
+
+    def test_arrays_read_only(self, paper_tax: Taxonomy) -> None:
+        for name in type(paper_tax).__slots__:
+            value = getattr(paper_tax, name)
+            if isinstance(value, np.ndarray):
+                assert not value.flags.writeable, name
+                with pytest.raises(ValueError, match="read-only"):
+                    value.reshape(-1)[0] = value.reshape(-1)[0]
+        for arr in paper_tax.levels():
+            arr[:] = 0  # levels() returns fresh arrays: writing them cannot corrupt the taxonomy
+        assert paper_tax.levels()[1].tolist() == [1, 2, 3]
+
+    def test_pickle_and_copy(self, paper_tax: Taxonomy, dag: Taxonomy) -> None:
+        for tax in (paper_tax, dag):
+            back = pickle.loads(pickle.dumps(tax))
+            assert back == tax and back.nodes == tax.nodes and back.is_tree == tax.is_tree
+            assert np.array_equal(back.ancestors_index, tax.ancestors_index)
+            assert copy.deepcopy(tax) == tax and copy.copy(tax) == tax
+        assert pickle.loads(pickle.dumps(paper_tax)).lca("ALL", "APL") == 4
+
+    def test_str_draws_the_tree(self, paper_tax: Taxonomy) -> None:
+        assert str(paper_tax).splitlines()[1:] == [
+            "root",
+            "├── Normal",
+            "├── Reactive",
+            "└── Leukemia",
+            "    ├── Acute",
+            "    │   ├── ALL",
+            "    │   └── AML",
+            "    │       └── APL",
+            "    └── Chronic",
+            "        ├── CLL",
+            "        └── CML",
+        ]
+
+    def test_repr(self, paper_tax: Taxonomy) -> None:
+        assert repr(paper_tax) == (
+            "Taxonomy(tree, num_nodes=11, num_leaves=6, max_depth=4, root='root', "
+            f"fingerprint={paper_tax.fingerprint[:12]!r})"
+        )
+        assert str(paper_tax).splitlines()[0] == repr(paper_tax)
+
+    def test_str_truncates_big_tree(self) -> None:
+        tax = layered_taxonomy()
+        lines = str(tax).splitlines()
+        assert len(lines) == 1 + 40 + 1
+        assert lines[1] == "root" and lines[-1] == f"... ({tax.num_nodes - 40} more nodes not shown)"
+        assert len(repr(tax)) < 200
+
+
+# ------------------------------------------------------------------------ scale
+class TestSynthetic:
+    def test_inat21_shape(self) -> None:
+        start = time.perf_counter()
+        tax = layered_taxonomy()
+        elapsed = time.perf_counter() - start
+        assert elapsed < 3.0, f"building the iNat21-shaped tree took {elapsed:.2f} s (goal < 1 s)"
+        assert tax.num_nodes == 16328 == 1 + sum(INAT21_WIDTHS) and tax.num_leaves == 10000
+        assert [len(lv) for lv in tax.levels()] == [1, *INAT21_WIDTHS]
+        assert tax.is_tree and tax.max_depth == 7 and set(tax.depth_index[tax.leaf_index].tolist()) == {7}
+        assert (np.diff(tax.children_ptr)[: tax.num_nodes - 10000] > 0).all()  # every inner node has a child
+
+    def test_no_quadratic_arrays(self) -> None:
+        tax = layered_taxonomy()
+        n = tax.num_nodes
+        arrays = {name: getattr(tax, name) for name in type(tax).__slots__ if isinstance(getattr(tax, name), np.ndarray)}
+        assert len(arrays) >= 15  # the test inspects the real storage
+        for name, arr in arrays.items():
+            assert arr.size < n * n // 100, f"{name} has {arr.size} elements (shape {arr.shape})"
+        total = sum(arr.nbytes for arr in arrays.values())
+        assert total < 64 * n * (tax.max_depth + 16), f"{total} bytes held"  # O(n x (depth + log n)), tiny vs n^2
+
+    def test_seed(self) -> None:
+        assert layered_taxonomy((2, 4, 8), seed=1) == layered_taxonomy((2, 4, 8), seed=1)
+        assert layered_taxonomy((2, 4, 8), seed=1) != layered_taxonomy((2, 4, 8), seed=2)
+
+    def test_every_parent_gets_a_child(self) -> None:
+        tax = layered_taxonomy((3, 3, 3), seed=5)
+        assert tax.num_leaves == 3 and set(np.diff(tax.children_ptr)[1:7].tolist()) == {1}
+
+    @pytest.mark.parametrize("widths", [(), (2, 0), (-1,)])
+    def test_bad_widths(self, widths: tuple[int, ...]) -> None:
+        with pytest.raises(TaxonomyError, match=r"widths: expected positive level widths"):
+            layered_taxonomy(widths)
+
+    def test_shrinking_widths(self) -> None:
+        with pytest.raises(TaxonomyError, match=r"widths: each level needs at least as many nodes as the one above"):
+            layered_taxonomy((4, 2))
