@@ -1,0 +1,1 @@
+"""Examples of hiercls (not part of the installed library): ``python -m examples.<name>.<script>``."""

@@ -1,0 +1,974 @@
+"""Images of the leukemia example: scan, check, split, load.
+
+One scan step turns a dataset on disk into ``(path, node name)`` pairs, checking
+every file once so that nothing can fail after training has started; then a
+deterministic stratified split, a manifest that records it, and a torch
+``Dataset``. Four layouts are read:
+
+- ``folder``: class folders named after taxonomy nodes, nested like the
+  taxonomy or at any depth. A file's label is the deepest folder on its path
+  (below ``root``) that is a node; other folders (``train/``, a patient id...)
+  are containers. Images directly inside an inner node's folder are partial
+  labels.
+- ``csv``: a manifest with columns ``path,label`` (more columns are ignored);
+  paths are relative to the CSV's folder; a label may be any node.
+- ``pbc``: the published PBC layout (Acevedo et al. 2020),
+  ``PBC_dataset_normal_DIB/<class>/<PREFIX>_<id>.jpg``; the file-name prefix
+  gives the fine node (``BNE`` -> ``band_neutrophil``...), prefixes ``IG`` and
+  ``NEUTROPHIL`` label the inner nodes ``immature_granulocyte`` and
+  ``neutrophil``. Node names: ``taxonomies/README.md``.
+- ``all4``: the ALL image set (Aria et al. 2021), ``Original/{Benign,Early,Pre,Pro}``.
+
+Bad input is found by :func:`scan` and reported once per reason (count and
+first paths): files that are not images, truncated or unreadable images (each
+image is decoded, in parallel), images that are not RGB (kept and converted
+when loaded), empty folders, classes left with no image. Labels that are not
+taxonomy nodes and an empty dataset are errors that say how to fix them.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import math
+import os
+import sys
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Union, get_args
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from hiercls import Taxonomy, UnknownNodeError
+
+__all__ = [
+    "ALL4_CLASS_NODE",
+    "BUNDLED_TAXONOMIES",
+    "DEFAULT_SEED",
+    "IMAGE_EXTENSIONS",
+    "LAYOUTS",
+    "PBC_CLASSES",
+    "PBC_CLASS_NODE",
+    "PBC_CLASS_OF_NODE",
+    "PBC_PREFIX_NODE",
+    "SPLITS",
+    "TAXONOMY_DIR",
+    "DataWarning",
+    "ImageDataset",
+    "Layout",
+    "Sample",
+    "ScanReport",
+    "default_workers",
+    "detect_layout",
+    "load_image",
+    "load_taxonomy",
+    "pbc_class_table",
+    "pbc_eight_class",
+    "parallel_map",
+    "read_manifest",
+    "relative_names",
+    "scan",
+    "split",
+    "write_manifest",
+]
+
+Layout = Literal["auto", "folder", "csv", "pbc", "all4"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+TaxonomyLike = Union[Taxonomy, str, "os.PathLike[str]"]
+
+TAXONOMY_DIR = Path(__file__).resolve().parent / "taxonomies"
+"""Folder of the bundled taxonomies ``paper.json``, ``pbc.json``, ``all4.json``."""
+BUNDLED_TAXONOMIES: tuple[str, ...] = ("paper", "pbc", "all4")
+
+DEFAULT_SEED = 20261126
+"""Seed of the split: the same as the peer baseline's (``tools/flat_baseline_gpu_data.py``)."""
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+_SKIP_DIRS = frozenset({"__MACOSX", "__pycache__"})  # zip-extraction and Python leftovers, never data
+_FIRST = 5  # paths shown per reason
+
+# ------------------------------------------------------------------ PBC and ALL
+PBC_CLASSES: tuple[str, ...] = (
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "ig",
+    "lymphocyte",
+    "monocyte",
+    "neutrophil",
+    "platelet",
+)
+"""PBC's eight class folders (= BloodMNIST's classes), sorted."""
+PBC_CLASS_NODE: dict[str, str] = {c: c for c in PBC_CLASSES} | {"ig": "immature_granulocyte"}
+"""PBC class folder -> node of ``taxonomies/pbc.json``."""
+PBC_PREFIX_NODE: dict[str, str] = {
+    "BA": "basophil",
+    "EO": "eosinophil",
+    "ERB": "erythroblast",
+    "IG": "immature_granulocyte",  # subtype not given: a partial label
+    "PMY": "promyelocyte",
+    "MY": "myelocyte",
+    "MMY": "metamyelocyte",
+    "LY": "lymphocyte",
+    "MO": "monocyte",
+    "NEUTROPHIL": "neutrophil",  # subtype not given: a partial label
+    "BNE": "band_neutrophil",
+    "SNE": "segmented_neutrophil",
+    "PLATELET": "platelet",
+}
+"""PBC file-name prefix (``BNE_123.jpg`` -> ``BNE``) -> node of ``taxonomies/pbc.json``."""
+PBC_CLASS_OF_NODE: dict[str, str] = {
+    "basophil": "basophil",
+    "eosinophil": "eosinophil",
+    "erythroblast": "erythroblast",
+    "immature_granulocyte": "ig",
+    "promyelocyte": "ig",
+    "myelocyte": "ig",
+    "metamyelocyte": "ig",
+    "lymphocyte": "lymphocyte",
+    "monocyte": "monocyte",
+    "neutrophil": "neutrophil",
+    "band_neutrophil": "neutrophil",
+    "segmented_neutrophil": "neutrophil",
+    "platelet": "platelet",
+}
+"""Node of ``taxonomies/pbc.json`` at or below one of the 8 classes -> its PBC class folder."""
+ALL4_CLASS_NODE: dict[str, str] = {"Benign": "benign", "Early": "early_pre_B", "Pre": "pre_B", "Pro": "pro_B"}
+"""ALL class folder -> node of ``taxonomies/all4.json``."""
+
+
+def pbc_eight_class(node: str) -> str:
+    """The PBC class folder (BloodMNIST class) of a node at or below one of the 8 classes.
+
+    Raises:
+        ValueError: ``node`` is above the 8-class level (``granulocyte``...) or not a PBC node.
+
+    Examples:
+        >>> pbc_eight_class("band_neutrophil"), pbc_eight_class("immature_granulocyte")
+        ('neutrophil', 'ig')
+    """
+    try:
+        return PBC_CLASS_OF_NODE[node]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"node: {node!r} is not at or below one of the 8 PBC classes; expected one of "
+            f"{sorted(PBC_CLASS_OF_NODE)}. Nodes above that level (leukocyte, granulocyte, ...) have no 8-class label."
+        ) from None
+
+
+def pbc_class_table(taxonomy: Taxonomy) -> np.ndarray:
+    """Per node, the index into :data:`PBC_CLASSES` of its 8-class ancestor (or itself), -1 above that level.
+
+    Works for any tree that contains the 8 class nodes (``taxonomies/pbc.json`` or a
+    refinement of it): ``table[pred]`` maps predicted node indices to 8-class indices.
+
+    Returns:
+        int64 array ``(num_nodes,)``.
+
+    Raises:
+        ValueError: the taxonomy lacks some of the 8 class nodes.
+
+    Examples:
+        >>> tax = load_taxonomy("pbc")
+        >>> table = pbc_class_table(tax)
+        >>> [PBC_CLASSES[table[tax.index(n)]] for n in ("myelocyte", "platelet")], int(table[0])
+        (['ig', 'platelet'], -1)
+    """
+    missing = [n for n in PBC_CLASS_NODE.values() if n not in taxonomy]
+    if missing:
+        raise ValueError(
+            f"taxonomy: lacks the PBC class nodes {missing}; use taxonomies/pbc.json or a tree that contains "
+            f"all of {sorted(PBC_CLASS_NODE.values())}."
+        )
+    table = np.full(taxonomy.num_nodes, -1, dtype=np.int64)
+    # nodes in depth order: a class node's descendants come later, so assign subtrees top-down
+    for k, cls in enumerate(PBC_CLASSES):
+        node = taxonomy.index(PBC_CLASS_NODE[cls])
+        ptr, idx = taxonomy.descendants_ptr, taxonomy.descendants_index
+        table[idx[ptr[node] : ptr[node + 1]]] = k
+        table[node] = k
+    return table
+
+
+# ------------------------------------------------------------------ taxonomy
+def load_taxonomy(spec: TaxonomyLike) -> Taxonomy:
+    """A taxonomy from a bundled name (``"paper"``, ``"pbc"``, ``"all4"``), a JSON path, or a Taxonomy.
+
+    Raises:
+        FileNotFoundError: ``spec`` is neither a bundled name nor an existing file.
+
+    Examples:
+        >>> load_taxonomy("paper").leaves
+        ('Normal', 'Reactive', 'ALL', 'CLL', 'CML', 'APL')
+    """
+    return _resolve_taxonomy(spec)[0]
+
+
+def _resolve_taxonomy(spec: TaxonomyLike) -> tuple[Taxonomy, str]:
+    if isinstance(spec, Taxonomy):
+        return spec, f"the given taxonomy (root {spec.root!r}, {spec.num_nodes} nodes)"
+    if isinstance(spec, str) and spec in BUNDLED_TAXONOMIES:
+        path = TAXONOMY_DIR / f"{spec}.json"
+        return Taxonomy.from_json(path), f"{spec!r} ({path})"
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"taxonomy: expected a Taxonomy, a bundled name {BUNDLED_TAXONOMIES} or a JSON path, got {spec!r}.")
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"taxonomy: {os.fspath(spec)!r} is neither a bundled taxonomy {BUNDLED_TAXONOMIES} nor a JSON file. "
+            "Pass one of the names or the path of a taxonomy JSON file."
+        )
+    return Taxonomy.from_json(path), str(path)
+
+
+# ------------------------------------------------------------------ records
+@dataclass(frozen=True)
+class Sample:
+    """One image and its label.
+
+    Attributes:
+        path: the image file (absolute, as :func:`scan` returns it).
+        label: a node name of the taxonomy (a leaf, or an inner node for a partial label).
+    """
+
+    path: str
+    label: str
+
+
+class DataWarning(UserWarning):
+    """Bad input found by :func:`scan` (skipped files, empty folders, emptied classes...)."""
+
+
+@dataclass
+class ScanReport:
+    """What :func:`scan` found.
+
+    Attributes:
+        root: the folder or CSV file scanned.
+        layout: the layout read (``"auto"`` resolved).
+        base: the folder that relative image names are taken from (for PBC the folder
+            holding the class folders, for ALL ``Original/``), as in a pack's ``names``.
+        taxonomy: where the taxonomy came from, for messages.
+        counts: label -> number of images kept, in taxonomy order.
+        skipped: reason -> paths of the files skipped for it.
+        converted: image mode (``"L"``, ``"RGBA"``, ``"CMYK"``...) -> paths of kept images that
+            are not RGB; they are converted to RGB when loaded.
+        empty_folders: folders with no image file in them or below them (topmost only).
+        emptied_labels: label -> number of files found for it, for labels whose every file was skipped.
+        leaves_without_images: leaves of the taxonomy that no kept image is labelled with.
+        notes: informative findings that need no action (reason -> paths), e.g. ignored non-image names.
+        num_files: number of candidate image files considered.
+    """
+
+    root: str
+    layout: str
+    base: str
+    taxonomy: str
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    converted: dict[str, list[str]] = field(default_factory=dict)
+    empty_folders: list[str] = field(default_factory=list)
+    emptied_labels: dict[str, int] = field(default_factory=dict)
+    leaves_without_images: list[str] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    num_files: int = 0
+    _logged: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def num_images(self) -> int:
+        """Number of images kept."""
+        return sum(self.counts.values())
+
+    @property
+    def num_skipped(self) -> int:
+        """Number of files skipped, all reasons together."""
+        return sum(len(v) for v in self.skipped.values())
+
+    def messages(self) -> list[str]:
+        """One line per problem found (the warnings :meth:`log` emits)."""
+        out = []
+        for reason, paths in self.skipped.items():
+            out.append(f"skipped {len(paths)} file(s): {reason}; first: {_first(paths)}")
+        if self.converted:
+            modes = ", ".join(f"{m}: {len(p)}" for m, p in sorted(self.converted.items()))
+            paths = [p for v in self.converted.values() for p in v]
+            out.append(
+                f"{len(paths)} image(s) are not RGB ({modes}); they are kept and converted to RGB when loaded "
+                f"(transparent pixels onto white); first: {_first(paths)}"
+            )
+        if self.empty_folders:
+            out.append(f"{len(self.empty_folders)} empty folder(s) (no image files): {_first(self.empty_folders)}")
+        if self.emptied_labels:
+            shown = ", ".join(f"{k!r} ({n} file(s))" for k, n in list(self.emptied_labels.items())[:_FIRST])
+            out.append(
+                f"{len(self.emptied_labels)} label(s) have no image left after skipping bad files: {shown}; "
+                "the model will not learn them"
+            )
+        if self.leaves_without_images:
+            out.append(
+                f"{len(self.leaves_without_images)} taxonomy leaf/leaves have no images: "
+                f"{_first(self.leaves_without_images)}; the model cannot learn them from this data"
+            )
+        return out
+
+    def summary(self) -> str:
+        """A one-line summary: images kept per label, files skipped."""
+        per = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        return (
+            f"scanned {self.root} (layout {self.layout!r}): {self.num_images} images, {len(self.counts)} labels "
+            f"[{per}]; {self.num_skipped} file(s) skipped, {sum(map(len, self.converted.values()))} converted to RGB"
+        )
+
+    def log(self, file: Any = None, *, stacklevel: int = 2) -> None:
+        """Print the summary (to stderr) and warn (:class:`DataWarning`) once per problem.
+
+        Calling it again does nothing: each problem is reported once.
+        """
+        if self._logged:
+            return
+        self._logged = True
+        print(self.summary(), file=file if file is not None else sys.stderr)
+        for message in self.messages():
+            warnings.warn(f"{self.root}: {message}", DataWarning, stacklevel=stacklevel)
+
+
+def _first(paths: Sequence[str], k: int = _FIRST) -> str:
+    shown = ", ".join(paths[:k])
+    return shown + (f", ... ({len(paths) - k} more)" if len(paths) > k else "")
+
+
+# ------------------------------------------------------------------ layouts
+def _walk(top: Path) -> tuple[list[Path], list[str], list[str]]:
+    """All files below ``top`` (sorted), topmost folders without image files, and ignored non-image files."""
+    files: list[Path] = []
+    ignored: list[str] = []
+    has_image: dict[str, bool] = {}
+    order: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
+        order.append(dirpath)
+        found = False
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(p)
+                found = True
+            elif name != ".DS_Store":
+                ignored.append(str(p))
+        has_image[dirpath] = found
+    # propagate "has an image below" upwards, deepest folders first
+    for dirpath in sorted(order, key=lambda d: -d.count(os.sep)):
+        if has_image[dirpath] and dirpath != str(top):
+            parent = os.path.dirname(dirpath)
+            if parent in has_image:
+                has_image[parent] = True
+    empty = [d for d in order if d != str(top) and not has_image[d] and has_image.get(os.path.dirname(d), True)]
+    return files, empty, ignored
+
+
+def _find_dir(root: Path, test: Callable[[Path], bool], depth: int = 2) -> Path | None:
+    frontier = [root]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in frontier:
+            if test(d):
+                return d
+            try:
+                nxt.extend(sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")))
+            except OSError:
+                continue
+        frontier = nxt
+    return None
+
+
+def _subdirs(d: Path) -> set[str]:
+    try:
+        return {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in _SKIP_DIRS}
+    except OSError:
+        return set()
+
+
+def _is_pbc_base(d: Path) -> bool:
+    subs = _subdirs(d)
+    if len(subs) < 2 or not subs <= set(PBC_CLASSES):
+        return False
+    for cls in sorted(subs):  # at least one file whose prefix belongs to its folder
+        for p in (d / cls).iterdir():
+            if _pbc_prefix(p.name) in PBC_PREFIX_NODE and _PBC_PREFIX_CLASS[_pbc_prefix(p.name)] == cls:
+                return True
+    return False
+
+
+def _is_all4_base(d: Path) -> bool:
+    subs = _subdirs(d)
+    return len(subs) >= 2 and subs <= set(ALL4_CLASS_NODE)
+
+
+def _all4_base(root: Path) -> Path | None:
+    found = _find_dir(root, lambda d: d.name == "Original" and _is_all4_base(d))
+    if found is None and _is_all4_base(root):
+        found = root
+    return found
+
+
+def _pbc_prefix(name: str) -> str:
+    return name.split("_", 1)[0].upper() if "_" in name else ""
+
+
+_PBC_PREFIX_CLASS = {p: PBC_CLASS_OF_NODE[n] for p, n in PBC_PREFIX_NODE.items()}
+
+
+def detect_layout(root: str | os.PathLike[str]) -> str:
+    """Guess the layout of ``root``: ``"csv"`` for a ``.csv`` file, ``"all4"`` for an
+    ``Original/{Benign,Early,Pre,Pro}`` tree, ``"pbc"`` for PBC's class folders with
+    PBC file-name prefixes (at ``root`` or up to two levels below), else ``"folder"``.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> (d / "Original" / "Benign").mkdir(parents=True); (d / "Original" / "Pro").mkdir()
+        >>> detect_layout(d)
+        'all4'
+    """
+    path = Path(root)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return "csv"
+        raise ValueError(f"root: {os.fspath(root)!r} is a file but not a .csv manifest. Pass a folder or a CSV with columns path,label.")
+    if not path.is_dir():
+        raise FileNotFoundError(f"root: {os.fspath(root)!r} does not exist. Pass the folder of your images or a CSV manifest.")
+    if _all4_base(path) is not None:
+        return "all4"
+    if _find_dir(path, _is_pbc_base) is not None:
+        return "pbc"
+    return "folder"
+
+
+def _label_folder(root: Path, tax: Taxonomy) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str]]:
+    """(path, label or None, unknown folder name or reason) per image file."""
+    files, empty, ignored = _walk(root)
+    out: list[tuple[str, str | None, str]] = []
+    for p in files:
+        parts = p.relative_to(root).parts[:-1]
+        label = next((part for part in reversed(parts) if part in tax), None)
+        if label is not None:
+            out.append((str(p), label, ""))
+        elif parts:
+            out.append((str(p), None, parts[-1]))  # unknown label: the file's own folder
+        else:
+            out.append((str(p), None, "?top"))
+    return out, root, empty, ignored
+
+
+def _label_pbc(root: Path) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]]]:
+    base = _find_dir(root, _is_pbc_base)
+    if base is None:
+        raise ValueError(
+            f"root: no PBC layout found in {str(root)!r} (a folder whose subfolders are PBC classes {PBC_CLASSES}, "
+            "at the root or up to two levels below). Pass layout='folder' for other class-folder trees."
+        )
+    files, empty, ignored = _walk(base)
+    notes: dict[str, list[str]] = defaultdict(list)
+    out: list[tuple[str, str | None, str]] = []
+    for p in files:
+        parts = p.relative_to(base).parts
+        if len(parts) != 2 or parts[0] not in PBC_CLASS_NODE:
+            out.append((str(p), None, "?notclass"))
+            continue
+        cls = parts[0]
+        prefix = _pbc_prefix(p.name)
+        if prefix in PBC_PREFIX_NODE and _PBC_PREFIX_CLASS[prefix] == cls:
+            out.append((str(p), PBC_PREFIX_NODE[prefix], ""))
+        else:
+            if not p.name.startswith("."):  # hidden files are reported by the image check
+                notes[f"file-name prefix is not a PBC prefix of '{cls}': labelled at the class node"].append(str(p))
+            out.append((str(p), PBC_CLASS_NODE[cls], ""))
+    return out, base, empty, ignored, dict(notes)
+
+
+def _label_all4(root: Path) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str]]:
+    base = _all4_base(root)
+    if base is None:
+        raise ValueError(
+            f"root: no ALL layout found in {str(root)!r} (a folder 'Original' with subfolders among "
+            f"{sorted(ALL4_CLASS_NODE)}). Pass layout='folder' for other class-folder trees."
+        )
+    files, empty, ignored = _walk(base)
+    out: list[tuple[str, str | None, str]] = []
+    for p in files:
+        parts = p.relative_to(base).parts
+        if len(parts) >= 2 and parts[0] in ALL4_CLASS_NODE:
+            out.append((str(p), ALL4_CLASS_NODE[parts[0]], ""))
+        else:
+            out.append((str(p), None, "?notclass"))
+    return out, base, empty, ignored
+
+
+def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dict[str, list[str]]]:
+    base = path.parent
+    out: list[tuple[str, str | None, str]] = []
+    skipped: dict[str, list[str]] = defaultdict(list)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        cols = [h.strip().lower() for h in header] if header else []
+        if "path" not in cols or "label" not in cols:
+            raise ValueError(
+                f"{str(path)!r}: expected a header with columns 'path' and 'label' (any order, more columns allowed), "
+                f"got {header!r}. Add the header line 'path,label'."
+            )
+        ip, il = cols.index("path"), cols.index("label")
+        for line, row in enumerate(reader, start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) <= max(ip, il):
+                raise ValueError(f"{str(path)!r} line {line}: expected at least {max(ip, il) + 1} columns, got {row!r}.")
+            rel, label = row[ip].strip(), row[il].strip()
+            full = os.path.abspath(os.path.join(base, rel))
+            if not rel:
+                skipped["empty path in the CSV"].append(f"line {line}")
+            elif not label:
+                skipped["empty label in the CSV"].append(full)
+            elif not os.path.isfile(full):
+                skipped["file listed in the CSV not found"].append(full)
+            else:
+                out.append((full, label, ""))
+    return out, base, dict(skipped)
+
+
+# ------------------------------------------------------------------ image check
+def _check_one(path: str, decode: bool) -> tuple[str | None, str]:
+    """(reason to skip or None, image mode)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                mode = im.mode
+                if im.width < 1 or im.height < 1:
+                    return "image has zero width or height", mode
+                if decode:
+                    if im.format == "JPEG":
+                        # the whole entropy-coded stream is still decoded (truncation is caught),
+                        # but the inverse DCT runs at 1/8 scale: ~3x faster than a full load
+                        im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                    im.load()
+                return None, mode
+    except UnidentifiedImageError:
+        return "not an image (the content is not a readable image format)", ""
+    except Image.DecompressionBombError:
+        return "image too large (PIL decompression-bomb limit)", ""
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
+        return f"truncated or unreadable image ({type(err).__name__})", ""
+
+
+def _check_chunk(paths: list[str], decode: bool) -> list[tuple[str | None, str]]:
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail here, not load half-grey
+    try:
+        return [_check_one(p, decode) for p in paths]
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def default_workers() -> int:
+    """Worker processes for decoding: the usable CPU cores, at most 16."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        n = os.cpu_count() or 1
+    return max(1, min(16, n))
+
+
+def parallel_map(fn: Callable[..., list[Any]], items: Sequence[Any], *args: Any, workers: int | None = None,
+                 min_parallel: int = 512, chunk: int = 256, progress: Callable[[int], None] | None = None) -> list[Any]:
+    """``fn(chunk_of_items, *args)`` over chunks, in a process pool when there is enough work; results in order."""
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers: expected a positive number of processes, got {workers}.")
+    size = max(16, min(chunk, math.ceil(len(items) / (4 * workers))))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    out: list[Any] = []
+    if workers == 1 or len(items) < min_parallel:
+        for c in chunks:
+            out.extend(fn(c, *args))
+            if progress:
+                progress(len(c))
+        return out
+    with ProcessPoolExecutor(min(workers, len(chunks))) as ex:
+        for c, res in zip(chunks, ex.map(fn, chunks, *([a] * len(chunks) for a in args))):
+            out.extend(res)
+            if progress:
+                progress(len(c))
+    return out
+
+
+# ------------------------------------------------------------------ scan
+def scan(
+    root: str | os.PathLike[str],
+    taxonomy: TaxonomyLike,
+    layout: Layout = "auto",
+    check_images: bool = True,
+    workers: int | None = None,
+    *,
+    warn: bool = True,
+) -> tuple[list[Sample], ScanReport]:
+    """Find the labelled images under ``root``, check each once, and report what is wrong.
+
+    Args:
+        root: a folder (``folder``, ``pbc``, ``all4`` layouts) or a CSV file (``csv``).
+        taxonomy: a :class:`~hiercls.Taxonomy`, a bundled name (``"pbc"``, ``"paper"``,
+            ``"all4"``) or a taxonomy JSON path. Every label must be one of its nodes.
+        layout: one of ``"auto"`` (see :func:`detect_layout`), ``"folder"``, ``"csv"``,
+            ``"pbc"``, ``"all4"``; the module docstring describes each.
+        check_images: decode every image (in parallel) to catch truncated or unreadable
+            files; with ``False`` only the header is read (fast, misses truncation).
+        workers: processes for the image check (default: usable cores, at most 16).
+        warn: call :meth:`ScanReport.log` (summary to stderr, one :class:`DataWarning` per problem).
+
+    Returns:
+        ``(samples, report)``: the kept images sorted by path, each with an absolute path
+        and a node name, and a :class:`ScanReport`.
+
+    Raises:
+        FileNotFoundError: ``root`` or the taxonomy file does not exist.
+        UnknownNodeError: labels (folder names, CSV labels) that are not taxonomy nodes; the
+            message names them, their files, the closest nodes, the taxonomy and the fix.
+        ValueError: a bad ``layout``, a CSV without ``path,label`` columns, or no usable image.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}.")
+    tax, source = _resolve_taxonomy(taxonomy)
+    path = Path(os.path.abspath(root))
+    if not path.exists():
+        raise FileNotFoundError(f"root: {os.fspath(root)!r} does not exist. Pass the folder of your images or a CSV manifest.")
+    resolved = detect_layout(path) if layout == "auto" else layout
+    if resolved == "csv" and not path.is_file():
+        raise ValueError(f"root: layout 'csv' needs a CSV file, got the folder {str(path)!r}.")
+    if resolved != "csv" and not path.is_dir():
+        raise ValueError(f"root: layout {resolved!r} needs a folder, got the file {str(path)!r}. Use layout='csv' for a manifest.")
+
+    skipped: dict[str, list[str]] = defaultdict(list)
+    notes: dict[str, list[str]] = {}
+    empty: list[str] = []
+    ignored: list[str] = []
+    if resolved == "folder":
+        entries, base, empty, ignored = _label_folder(path, tax)
+    elif resolved == "pbc":
+        entries, base, empty, ignored, notes = _label_pbc(path)
+    elif resolved == "all4":
+        entries, base, empty, ignored = _label_all4(path)
+    else:
+        entries, base, csv_skipped = _label_csv(path)
+        for k, v in csv_skipped.items():
+            skipped[k].extend(v)
+    if ignored:
+        notes = dict(notes)
+        notes["ignored: file name does not end in an image extension"] = ignored
+
+    # labels that are not nodes: an error, before any image is decoded
+    unknown: dict[str, list[str]] = defaultdict(list)
+    for p, label, why in entries:
+        if label is None and not why.startswith("?"):
+            unknown[why].append(p)
+        elif label is not None and label not in tax:
+            unknown[label].append(p)
+    if unknown:
+        raise UnknownNodeError(_unknown_labels_message(unknown, tax, source, resolved))
+    kept: list[tuple[str, str]] = []
+    for p, label, why in entries:
+        if label is None:
+            reason = {
+                "?top": "image directly in the data folder, not in a class folder (no label)",
+                "?notclass": f"image outside the {resolved} class folders (no label)",
+            }[why]
+            skipped[reason].append(p)
+        elif label == tax.root:
+            skipped[f"labelled only at the taxonomy root {tax.root!r} (carries no class information)"].append(p)
+        else:
+            kept.append((p, label))
+
+    results = parallel_map(_check_chunk, [p for p, _ in kept], bool(check_images), workers=workers)
+    samples: list[Sample] = []
+    converted: dict[str, list[str]] = defaultdict(list)
+    found = Counter(label for _, label in kept)
+    for (p, label), (reason, mode) in zip(kept, results):
+        if reason is not None:
+            skipped[reason].append(p)
+            continue
+        if mode != "RGB":
+            converted[mode].append(p)
+        samples.append(Sample(p, label))
+    samples.sort(key=lambda s: s.path)
+
+    counts_raw = Counter(s.label for s in samples)
+    order = {n: i for i, n in enumerate(tax.nodes)}
+    counts = {k: counts_raw[k] for k in sorted(counts_raw, key=order.__getitem__)}
+    emptied = {label: n for label, n in found.items() if counts_raw[label] == 0}
+    missing_leaves = [leaf for leaf in tax.leaves if counts_raw[leaf] == 0]
+    report = ScanReport(
+        root=str(path),
+        layout=resolved,
+        base=str(base),
+        taxonomy=source,
+        counts=counts,
+        skipped={k: sorted(v) for k, v in skipped.items()},
+        converted={k: sorted(v) for k, v in converted.items()},
+        empty_folders=empty,
+        emptied_labels=emptied,
+        leaves_without_images=missing_leaves if counts else [],
+        notes=notes,
+        num_files=len(entries),
+    )
+    if not samples:
+        reasons = "; ".join(f"{len(v)} {k}" for k, v in report.skipped.items()) or "no image files found"
+        raise ValueError(
+            f"No usable images in {str(path)!r} (layout {resolved!r}, taxonomy {source}): {len(entries)} image file(s) "
+            f"found; {reasons}. Fix: point it at a folder of class folders named after taxonomy nodes, a CSV with "
+            "columns path,label, or the PBC / ALL download as published; run without --data to train on a "
+            "generated synthetic set."
+        )
+    if warn:
+        report.log(stacklevel=3)
+    return samples, report
+
+
+def _unknown_labels_message(unknown: Mapping[str, list[str]], tax: Taxonomy, source: str, layout: str) -> str:
+    what = {"folder": "folder name(s)", "csv": "CSV label(s)"}.get(layout, "label(s)")
+    parts = []
+    for label in sorted(unknown, key=lambda k: -len(unknown[k]))[:8]:
+        close = difflib.get_close_matches(label, tax.nodes, n=2, cutoff=0.6)
+        hint = f", closest node {' or '.join(map(repr, close))}" if close else ""
+        parts.append(f"{label!r} ({len(unknown[label])} file(s), e.g. {unknown[label][0]}{hint})")
+    more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+    fix = (
+        "Rename those folders to node names, or add the labels to the taxonomy file (as children of their parent) "
+        "and pass it with --taxonomy PATH"
+        if layout == "folder"
+        else "Fix the labels to node names, or add them to the taxonomy file (as children of their parent) and pass "
+        "it with --taxonomy PATH"
+    )
+    return (
+        f"{len(unknown)} {what} not in the taxonomy {source}: {'; '.join(parts)}{more}. {fix}. "
+        f"Its nodes: {', '.join(tax.nodes[:40])}{' ...' if tax.num_nodes > 40 else ''}."
+    )
+
+
+# ------------------------------------------------------------------ split and manifest
+def split(
+    samples: Sequence[Sample], seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+) -> dict[str, list[Sample]]:
+    """Deterministic train/val/test split, stratified by label.
+
+    Per label, its samples sorted by path are shuffled with one
+    ``np.random.default_rng(seed)`` shared by all labels, and cut at
+    ``round(f_train * n)`` and ``round((f_train + f_val) * n)``. Labels are visited in
+    the order of their first path, which for class folders with file-name prefixes
+    (PBC) is folder then prefix: the same scheme and order as the peer baseline
+    (``tools/flat_baseline_gpu_data.py``), so on the same images the splits coincide.
+    The result does not depend on the order of ``samples``.
+
+    Args:
+        samples: the samples (e.g. from :func:`scan`).
+        seed: seed of the shuffle.
+        fractions: train, val, test fractions (non-negative, summing to 1).
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each sorted by path.
+
+    Raises:
+        ValueError: ``fractions`` are not three non-negative numbers summing to 1.
+
+    Examples:
+        >>> s = [Sample(f"/d/{c}/{i}.jpg", c) for c in "ab" for i in range(10)]
+        >>> {k: len(v) for k, v in split(s).items()}
+        {'train': 14, 'val': 2, 'test': 4}
+    """
+    fr = tuple(float(f) for f in fractions)
+    if len(fr) != 3 or min(fr) < 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
+        raise ValueError(f"fractions: expected (train, val, test) >= 0 summing to 1, got {fractions!r}.")
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for s in sorted(samples, key=lambda s: s.path):
+        groups[s.label].append(s)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
+    for label in sorted(groups, key=lambda k: groups[k][0].path):
+        members = groups[label]
+        n = len(members)
+        perm = np.arange(n)
+        rng.shuffle(perm)  # consumes the stream like the baseline's rng.shuffle(index array)
+        a, b = round(fr[0] * n), round((fr[0] + fr[1]) * n)
+        for name, part in zip(SPLITS, (perm[:a], perm[a:b], perm[b:])):
+            out[name].extend(members[i] for i in part.tolist())
+    for name in SPLITS:
+        out[name].sort(key=lambda s: s.path)
+    return out
+
+
+def write_manifest(path: str | os.PathLike[str], splits: Mapping[str, Sequence[Sample]]) -> None:
+    """Write the split as a CSV with columns ``split,path,label``, atomically.
+
+    Paths are written relative to the manifest's folder when they can be (so the
+    manifest and the data can move together), absolute otherwise.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    here = os.path.abspath(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "path", "label"])
+        for name, samples in splits.items():
+            for s in samples:
+                p = os.path.abspath(s.path)
+                try:
+                    rel = os.path.relpath(p, here)
+                except ValueError:  # another drive (Windows)
+                    rel = p
+                w.writerow([name, Path(rel).as_posix(), s.label])
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | os.PathLike[str], taxonomy: TaxonomyLike | None = None) -> dict[str, list[Sample]]:
+    """Read a manifest written by :func:`write_manifest`: ``{"train": [...], "val": [...], "test": [...], ...}``.
+
+    Relative paths are resolved against the manifest's folder. With ``taxonomy``,
+    every label is checked to be one of its nodes.
+
+    Raises:
+        FileNotFoundError: no such manifest.
+        ValueError: the header lacks ``split``, ``path`` or ``label``, or a row is short.
+        UnknownNodeError: with ``taxonomy``, labels that are not its nodes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: manifest {os.fspath(path)!r} not found. Write one with write_manifest() or pack.")
+    here = os.path.abspath(path.parent)
+    out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if not {"split", "path", "label"} <= set(header):
+            raise ValueError(f"{str(path)!r}: expected the header 'split,path,label', got {header!r}.")
+        i_s, i_p, i_l = header.index("split"), header.index("path"), header.index("label")
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) < len(header):
+                raise ValueError(f"{str(path)!r} line {line}: expected {len(header)} columns, got {row!r}.")
+            out.setdefault(row[i_s], []).append(Sample(os.path.abspath(os.path.join(here, row[i_p])), row[i_l]))
+    if taxonomy is not None:
+        tax, source = _resolve_taxonomy(taxonomy)
+        unknown: dict[str, list[str]] = defaultdict(list)
+        for samples in out.values():
+            for s in samples:
+                if s.label not in tax:
+                    unknown[s.label].append(s.path)
+        if unknown:
+            raise UnknownNodeError(_unknown_labels_message(unknown, tax, source, "csv"))
+    return out
+
+
+# ------------------------------------------------------------------ loading
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 1.0 if arr.max(initial=0) <= 255 else (255.0 / 65535.0)  # 16-bit range -> 8 bit
+        arr = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(path: str | os.PathLike[str] | bytes, size: int) -> np.ndarray:
+    """Read an image as RGB ``uint8`` ``(size, size, 3)``.
+
+    The short side is resized to ``size`` (bicubic, antialiased; JPEGs are first
+    decoded at the smallest DCT scale not below ``size``, which is faster) and
+    the centre ``size x size`` is cropped: cells are centred in these crops and
+    the aspect ratio is kept (PBC's 360x363 crops lose about one pixel row).
+    Grayscale, palette, CMYK and 16-bit images are converted to RGB; transparent
+    pixels are composited onto white.
+
+    Args:
+        path: an image file, or the encoded bytes of one.
+        size: output side in pixels.
+
+    Raises:
+        ValueError: ``size`` is not a positive int.
+        OSError: the file cannot be read (:func:`scan` finds these beforehand).
+    """
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size: expected a positive int (pixels), got {size!r}.")
+    src = io.BytesIO(path) if isinstance(path, (bytes, bytearray, memoryview)) else path
+    with Image.open(src) as im:
+        if im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK"):
+            im.draft(im.mode, (size, size))
+        im = _to_rgb(im)
+        w, h = im.size
+        if min(w, h) != size:
+            s = size / min(w, h)
+            nw, nh = max(size, round(w * s)), max(size, round(h * s))
+            im = im.resize((nw, nh), Image.BICUBIC)
+            w, h = nw, nh
+        left, top = (w - size) // 2, (h - size) // 2
+        if (w, h) != (size, size):
+            im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8).copy()
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """A map-style dataset over :class:`Sample` s: ``(image, target node index)``.
+
+    Args:
+        samples: the samples (labels must be nodes of ``taxonomy``).
+        taxonomy: a Taxonomy, bundled name or JSON path.
+        size: image side in pixels (see :func:`load_image`).
+        transform: optional callable applied to the ``uint8`` ``(3, size, size)`` tensor.
+
+    Returns (per item):
+        ``(image, target)``: ``image`` a ``uint8`` tensor ``(3, size, size)`` (or what
+        ``transform`` returns), ``target`` an ``int64`` scalar tensor (node index).
+
+    Raises:
+        UnknownNodeError: a label is not a node of the taxonomy.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        taxonomy: TaxonomyLike,
+        size: int,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+    ) -> None:
+        self.taxonomy = load_taxonomy(taxonomy)
+        self.samples = list(samples)
+        self.size = int(size)
+        self.transform = transform
+        self.targets = self.taxonomy.encode([s.label for s in self.samples]) if self.samples else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Any, torch.Tensor]:
+        image = torch.from_numpy(load_image(self.samples[i].path, self.size)).permute(2, 0, 1).contiguous()
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, torch.tensor(int(self.targets[i]), dtype=torch.int64)
+
+
+def relative_names(samples: Iterable[Sample], base: str | os.PathLike[str]) -> list[str]:
+    """Paths relative to ``base`` with ``/`` separators (``"neutrophil/BNE_1.jpg"``)."""
+    b = os.path.abspath(base)
+    return [Path(os.path.relpath(os.path.abspath(s.path), b)).as_posix() for s in samples]
