@@ -1,0 +1,70 @@
+"""Hierarchical metrics: pure functions (:mod:`~hiercls.metrics.functional`) and torchmetrics classes.
+
+Functions take ``(y_true, y_pred, taxonomy, ...)`` with node names or indices;
+classes accumulate over batches with ``update(preds, target)`` and reduce
+across DDP processes. See :mod:`hiercls.metrics.functional` for the formulas.
+"""
+
+from hiercls.metrics.classes import (
+    CorrectRate,
+    HierarchicalF1,
+    HierarchicalFBeta,
+    HierarchicalMetrics,
+    HierarchicalPrecision,
+    HierarchicalRecall,
+    LevelAccuracy,
+    MistakeSeverity,
+)
+from hiercls.metrics.functional import (
+    accuracy,
+    correct_rate,
+    distance_at_k,
+    hierarchical_f1,
+    hierarchical_fbeta,
+    hierarchical_precision,
+    hierarchical_precision_recall_fscore,
+    hierarchical_recall,
+    inconsistency_rate,
+    lca_distance,
+    lca_f1,
+    lca_precision,
+    lca_recall,
+    level_accuracy,
+    level_confusion_matrix,
+    level_precision_recall_f1,
+    mistake_severity,
+    node_average_precision,
+    node_recall,
+    summary,
+)
+
+__all__ = [
+    "CorrectRate",
+    "HierarchicalF1",
+    "HierarchicalFBeta",
+    "HierarchicalMetrics",
+    "HierarchicalPrecision",
+    "HierarchicalRecall",
+    "LevelAccuracy",
+    "MistakeSeverity",
+    "accuracy",
+    "correct_rate",
+    "distance_at_k",
+    "hierarchical_f1",
+    "hierarchical_fbeta",
+    "hierarchical_precision",
+    "hierarchical_precision_recall_fscore",
+    "hierarchical_recall",
+    "inconsistency_rate",
+    "lca_distance",
+    "lca_f1",
+    "lca_precision",
+    "lca_recall",
+    "level_accuracy",
+    "level_confusion_matrix",
+    "level_precision_recall_f1",
+    "mistake_severity",
+    "node_average_precision",
+    "node_recall",
+    "summary",
+]

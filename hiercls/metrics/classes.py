@@ -1,0 +1,396 @@
+"""Stateful metrics: torchmetrics ``Metric`` shells over :mod:`hiercls.metrics.functional`.
+
+Each class declares additive states (``dist_reduce_fx="sum"``), so batches
+accumulate, ``reset()`` clears, and ``compute()`` under DDP sums the states of
+every process before dividing: the result equals the one-shot functional
+value on the concatenated data. ``update(preds, target)`` takes ``(B,)`` node
+indices (or names) in torchmetrics' argument order (predictions first).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from hiercls.metrics.functional import (
+    Average,
+    Distance,
+    _check_beta,
+    _check_option,
+    _check_taxonomy,
+    _check_zero_division,
+    _distance,
+    _encode_pair,
+    _fbeta,
+    _level_counts,
+    _pair_stats,
+    _require_tree,
+    _resolve_distance,
+    _safe_div,
+    _summary_counts,
+    _summary_from_counts,
+)
+from hiercls.taxonomy import LabelsLike, Taxonomy
+
+__all__ = [
+    "CorrectRate",
+    "HierarchicalF1",
+    "HierarchicalFBeta",
+    "HierarchicalMetrics",
+    "HierarchicalPrecision",
+    "HierarchicalRecall",
+    "LevelAccuracy",
+    "MistakeSeverity",
+]
+
+_COUNT_KEYS = ("total", "exact", "inter", "size_true", "size_pred", "mistakes", "severity", "correct")
+
+
+def _int_state() -> torch.Tensor:
+    return torch.tensor(0, dtype=torch.int64)
+
+
+class _TaxonomyMetric(Metric):
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, taxonomy: Taxonomy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.taxonomy = _check_taxonomy(taxonomy)
+
+    def _pairs_numpy(self, preds: LabelsLike, target: LabelsLike) -> tuple[np.ndarray, np.ndarray]:
+        return _encode_pair(target, preds, self.taxonomy, names=("target", "preds"))
+
+    def _add(self, name: str, value: Any) -> None:
+        state = getattr(self, name)
+        setattr(self, name, state + torch.as_tensor(np.array(value), dtype=state.dtype, device=state.device))
+
+
+class HierarchicalMetrics(_TaxonomyMetric):
+    """All of :func:`hiercls.metrics.summary` accumulated over batches (and DDP processes).
+
+    States are integer counts (samples, exact matches, ancestor-set
+    intersections and sizes, mistakes and their summed LCA distance, correct
+    predictions, per-depth hits); ``compute()`` returns the same dict as
+    ``summary`` on all the data seen since the last ``reset()``.
+
+    Args:
+        taxonomy: the taxonomy that ``preds`` and ``target`` index.
+        distance: the mistake-severity distance (see :func:`hiercls.metrics.lca_distance`).
+        zero_division: value of a 0/0 ratio.
+        **kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ...).
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = HierarchicalMetrics(tax)
+        >>> metric.update(torch.tensor([3, 3]), torch.tensor([3, 4]))
+        >>> metric.update(torch.tensor([1]), torch.tensor([5]))
+        >>> round(metric.compute()["hierarchical_precision"], 4)
+        0.6
+    """
+
+    higher_is_better = None
+
+    def __init__(
+        self, taxonomy: Taxonomy, *, distance: Distance = "auto", zero_division: float = 0.0, **kwargs: Any
+    ) -> None:
+        super().__init__(taxonomy, **kwargs)
+        self.distance = _resolve_distance(self.taxonomy, distance)
+        self.zero_division = _check_zero_division(zero_division)
+        for key in _COUNT_KEYS:
+            self.add_state(key, default=_int_state(), dist_reduce_fx="sum")
+        if self.taxonomy.is_tree:
+            size = self.taxonomy.max_depth + 1
+            self.add_state("level_correct", default=torch.zeros(size, dtype=torch.int64), dist_reduce_fx="sum")
+            self.add_state("level_total", default=torch.zeros(size, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, preds: LabelsLike, target: LabelsLike) -> None:
+        """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        t, p = self._pairs_numpy(preds, target)
+        for key, value in _summary_counts(self.taxonomy, t, p, self.distance).items():
+            self._add(key, value)
+
+    def compute(self) -> dict[str, float]:
+        """The :func:`hiercls.metrics.summary` dict of everything seen so far."""
+        counts: dict[str, Any] = {key: int(getattr(self, key)) for key in _COUNT_KEYS}
+        if self.taxonomy.is_tree:
+            counts["level_correct"] = self.level_correct.cpu().numpy()
+            counts["level_total"] = self.level_total.cpu().numpy()
+        return _summary_from_counts(counts, self.zero_division)
+
+
+class _HierarchicalSetMetric(_TaxonomyMetric):
+    """Shared states of hierarchical precision / recall / F-beta (micro sums and macro per-sample sums)."""
+
+    higher_is_better = True
+    is_differentiable = False
+    _which = 2
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        *,
+        beta: float = 1.0,
+        average: Average = "micro",
+        zero_division: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(taxonomy, **kwargs)
+        self.beta = _check_beta(beta)
+        self.average = _check_option(average, "average", ("micro", "macro"))
+        self.zero_division = _check_zero_division(zero_division)
+        for key in ("inter", "size_true", "size_pred", "total"):
+            self.add_state(key, default=_int_state(), dist_reduce_fx="sum")
+        for key in ("sum_precision", "sum_recall", "sum_fscore"):
+            self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: LabelsLike, target: LabelsLike) -> None:
+        """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        t, p = self._pairs_numpy(preds, target)
+        pairs = _pair_stats(self.taxonomy, t, p)
+        self._add("inter", int(pairs.inter.sum()))
+        self._add("size_true", int(pairs.size_true.sum()))
+        self._add("size_pred", int(pairs.size_pred.sum()))
+        self._add("total", len(t))
+        if self.average == "macro":
+            zd = self.zero_division
+            prec = _safe_div(pairs.inter, pairs.size_pred, zd)
+            rec = _safe_div(pairs.inter, pairs.size_true, zd)
+            self._add("sum_precision", float(np.sum(prec)))
+            self._add("sum_recall", float(np.sum(rec)))
+            self._add("sum_fscore", float(np.sum(_fbeta(prec, rec, self.beta, zd))))
+
+    def _compute_all(self) -> tuple[float, float, float]:
+        zd = self.zero_division
+        if self.average == "macro":
+            total = int(self.total)
+            return tuple(_safe_div(float(s), total, zd) for s in (self.sum_precision, self.sum_recall, self.sum_fscore))  # type: ignore[return-value]
+        prec = _safe_div(int(self.inter), int(self.size_pred), zd)
+        rec = _safe_div(int(self.inter), int(self.size_true), zd)
+        return prec, rec, _fbeta(prec, rec, self.beta, zd)
+
+    def compute(self) -> float:
+        """The metric over everything seen so far (a float)."""
+        return self._compute_all()[self._which]
+
+
+class HierarchicalPrecision(_HierarchicalSetMetric):
+    """Stateful :func:`hiercls.metrics.hierarchical_precision` (micro or macro).
+
+    Args:
+        taxonomy: the taxonomy that ``preds`` and ``target`` index.
+        average: ``"micro"`` or ``"macro"``.
+        zero_division: value of a 0/0 ratio.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = HierarchicalPrecision(tax)
+        >>> metric(torch.tensor([4]), torch.tensor([3]))
+        0.5
+    """
+
+    _which = 0
+
+    def __init__(self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(taxonomy, average=average, zero_division=zero_division, **kwargs)
+
+
+class HierarchicalRecall(_HierarchicalSetMetric):
+    """Stateful :func:`hiercls.metrics.hierarchical_recall` (micro or macro).
+
+    Args:
+        taxonomy: the taxonomy that ``preds`` and ``target`` index.
+        average: ``"micro"`` or ``"macro"``.
+        zero_division: value of a 0/0 ratio.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = HierarchicalRecall(tax)
+        >>> metric(torch.tensor([1]), torch.tensor([3]))
+        0.5
+    """
+
+    _which = 1
+
+    def __init__(self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(taxonomy, average=average, zero_division=zero_division, **kwargs)
+
+
+class HierarchicalFBeta(_HierarchicalSetMetric):
+    """Stateful :func:`hiercls.metrics.hierarchical_fbeta`: ``(1 + beta^2) hP hR / (beta^2 hP + hR)``.
+
+    Args:
+        taxonomy: the taxonomy that ``preds`` and ``target`` index.
+        beta: weight of recall (``beta > 0``).
+        average: ``"micro"`` or ``"macro"``.
+        zero_division: value of a 0/0 ratio.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = HierarchicalFBeta(tax, beta=2.0)
+        >>> round(metric(torch.tensor([1]), torch.tensor([3])), 4)
+        0.5556
+    """
+
+    _which = 2
+
+
+class HierarchicalF1(_HierarchicalSetMetric):
+    """Stateful :func:`hiercls.metrics.hierarchical_f1`.
+
+    Args:
+        taxonomy: the taxonomy that ``preds`` and ``target`` index.
+        average: ``"micro"`` or ``"macro"``.
+        zero_division: value of a 0/0 ratio.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = HierarchicalF1(tax)
+        >>> metric.update(torch.tensor([3, 3]), torch.tensor([3, 5]))
+        >>> metric.compute()
+        0.5
+    """
+
+    _which = 2
+
+    def __init__(self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(taxonomy, beta=1.0, average=average, zero_division=zero_division, **kwargs)
+
+
+class MistakeSeverity(_TaxonomyMetric):
+    """Stateful :func:`hiercls.metrics.mistake_severity`: summed LCA distance of mistakes / number of mistakes.
+
+    Args:
+        taxonomy: the taxonomy that ``preds`` and ``target`` index.
+        distance: ``"auto"``, ``"height"`` or ``"path"`` (see :func:`hiercls.metrics.lca_distance`).
+        zero_division: the value when there was no mistake.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = MistakeSeverity(tax)
+        >>> metric(torch.tensor([3, 4, 5]), torch.tensor([3, 3, 3]))
+        1.5
+    """
+
+    higher_is_better = False
+
+    def __init__(
+        self, taxonomy: Taxonomy, *, distance: Distance = "auto", zero_division: float = 0.0, **kwargs: Any
+    ) -> None:
+        super().__init__(taxonomy, **kwargs)
+        self.distance = _resolve_distance(self.taxonomy, distance)
+        self.zero_division = _check_zero_division(zero_division)
+        self.add_state("severity", default=_int_state(), dist_reduce_fx="sum")
+        self.add_state("mistakes", default=_int_state(), dist_reduce_fx="sum")
+
+    def update(self, preds: LabelsLike, target: LabelsLike) -> None:
+        """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        t, p = self._pairs_numpy(preds, target)
+        wrong = t != p
+        t, p = t[wrong], p[wrong]
+        dist = _distance(self.taxonomy, t, p, _pair_stats(self.taxonomy, t, p).lca, self.distance)
+        self._add("severity", int(dist.sum()))
+        self._add("mistakes", len(dist))
+
+    def compute(self) -> float:
+        """Mean LCA distance over the mistakes seen so far."""
+        return _safe_div(int(self.severity), int(self.mistakes), self.zero_division)
+
+
+class LevelAccuracy(_TaxonomyMetric):
+    """Stateful :func:`hiercls.metrics.level_accuracy` (trees): ``compute()`` returns ``{depth: accuracy}``.
+
+    Args:
+        taxonomy: a tree.
+        zero_division: value for a depth that no true node reached.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Raises:
+        TaxonomyError: the taxonomy is a DAG.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = LevelAccuracy(tax)
+        >>> metric(torch.tensor([4, 5]), torch.tensor([3, 3]))
+        {1: 0.5, 2: 0.0}
+    """
+
+    higher_is_better = True
+
+    def __init__(self, taxonomy: Taxonomy, *, zero_division: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(taxonomy, **kwargs)
+        _require_tree(self.taxonomy, "LevelAccuracy")
+        self.zero_division = _check_zero_division(zero_division)
+        size = self.taxonomy.max_depth + 1
+        self.add_state("level_correct", default=torch.zeros(size, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("level_total", default=torch.zeros(size, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, preds: LabelsLike, target: LabelsLike) -> None:
+        """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        t, p = self._pairs_numpy(preds, target)
+        correct, total = _level_counts(self.taxonomy, t, self.taxonomy._lca_unchecked(t, p))
+        self._add("level_correct", correct)
+        self._add("level_total", total)
+
+    def compute(self) -> dict[int, float]:
+        """``{depth: accuracy}`` for depths ``1 .. max_depth``."""
+        correct = self.level_correct.cpu().numpy()
+        total = self.level_total.cpu().numpy()
+        return {d: _safe_div(correct[d], total[d], self.zero_division) for d in range(1, len(correct))}
+
+
+class CorrectRate(_TaxonomyMetric):
+    """Stateful :func:`hiercls.metrics.correct_rate`: predictions that are the truth or one of its ancestors.
+
+    Args:
+        taxonomy: the taxonomy that ``preds`` and ``target`` index.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = CorrectRate(tax)
+        >>> metric(torch.tensor([1, 4]), torch.tensor([3, 3]))
+        0.5
+    """
+
+    higher_is_better = True
+
+    def __init__(self, taxonomy: Taxonomy, **kwargs: Any) -> None:
+        super().__init__(taxonomy, **kwargs)
+        self.add_state("correct", default=_int_state(), dist_reduce_fx="sum")
+        self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
+
+    def update(self, preds: LabelsLike, target: LabelsLike) -> None:
+        """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        t, p = self._pairs_numpy(preds, target)
+        pairs = _pair_stats(self.taxonomy, t, p)
+        self._add("correct", int(np.count_nonzero(pairs.inter == pairs.size_pred)))
+        self._add("total", len(t))
+
+    def compute(self) -> float:
+        """The fraction of correct predictions seen so far."""
+        return _safe_div(int(self.correct), int(self.total), 0.0)

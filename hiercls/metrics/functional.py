@@ -1,0 +1,1030 @@
+"""Hierarchical metrics as pure functions: ``metric(y_true, y_pred, taxonomy, ...)``.
+
+Every function takes node names or node indices (a sequence, a numpy array or
+a torch tensor), validates them once at the door, and then works on int64
+arrays: the lowest common ancestor (LCA) of each (truth, prediction) pair is
+computed once with the taxonomy's O(1) Euler-tour query (trees) or a sorted
+merge of the ancestor sets (DAGs), and every number below is a vectorised sum
+over it. Nothing of size ``num_nodes x num_nodes`` is built.
+
+Notation: ``A(n)`` is the set of node ``n`` and its ancestors, **root
+excluded** (so ``|A(n)| = depth(n)`` in a tree); ``t_i`` and ``p_i`` are the
+true and predicted nodes of sample ``i``; ``lca`` is the lowest common
+ancestor (in a DAG: the deepest common ancestor).
+
+- hierarchical precision / recall / F-beta (Kiritchenko et al. 2006), micro:
+  ``hP = sum_i |A(t_i) & A(p_i)| / sum_i |A(p_i)|``,
+  ``hR = sum_i |A(t_i) & A(p_i)| / sum_i |A(t_i)|``,
+  ``hF = (1 + beta^2) hP hR / (beta^2 hP + hR)``; macro averages the
+  per-sample scores (HiClass' convention). In a tree
+  ``|A(t) & A(p)| = depth(lca(t, p))``.
+- mistake severity (Bertinetto et al. 2020): mean LCA distance over the
+  misclassified samples (see :func:`lca_distance` for the two distances).
+- LCA precision / recall (Valmadre 2022): ``c(lca) / c(p)`` and
+  ``c(lca) / c(t)`` averaged over samples, with ``c`` the depth or the
+  information ``log(num_leaves / leaves_under(n))``.
+- correct rate: the fraction of predictions that are the truth or one of its
+  ancestors (non-mandatory predictions, Valmadre 2022).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, Union
+
+import numpy as np
+
+from hiercls.errors import TaxonomyError, UnknownNodeError
+from hiercls.taxonomy import LabelsLike, Taxonomy
+
+__all__ = [
+    "Average",
+    "Distance",
+    "Measure",
+    "accuracy",
+    "correct_rate",
+    "distance_at_k",
+    "hierarchical_f1",
+    "hierarchical_fbeta",
+    "hierarchical_precision",
+    "hierarchical_precision_recall_fscore",
+    "hierarchical_recall",
+    "inconsistency_rate",
+    "lca_distance",
+    "lca_f1",
+    "lca_precision",
+    "lca_recall",
+    "level_accuracy",
+    "level_confusion_matrix",
+    "level_precision_recall_f1",
+    "mistake_severity",
+    "node_average_precision",
+    "node_recall",
+    "summary",
+]
+
+Average = Literal["micro", "macro"]
+Distance = Literal["auto", "height", "path"]
+Measure = Literal["info", "depth"]
+ZeroDivision = Union[float, int]
+
+_AVERAGES = ("micro", "macro")
+_DISTANCES = ("auto", "height", "path")
+_MEASURES = ("info", "depth")
+
+
+# --------------------------------------------------------------- validation
+def _check_taxonomy(taxonomy: Any) -> Taxonomy:
+    if not isinstance(taxonomy, Taxonomy):
+        raise TypeError(
+            f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}. "
+            "Build one with Taxonomy.from_edges / from_paths / from_dict."
+        )
+    return taxonomy
+
+
+def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1) -> np.ndarray:
+    """Names or indices -> int64 node indices, with errors that name the argument."""
+    if labels is None:
+        raise ValueError(f"{name}: expected node names or node indices, got None.")
+    try:
+        out = taxonomy.encode(labels)
+    except UnknownNodeError as err:
+        raise UnknownNodeError(f"{name}: {err}") from None
+    if out.ndim != ndim:
+        shape = "(num_samples,)" if ndim == 1 else "(num_samples, k)"
+        raise ValueError(f"{name}: expected a {ndim}-D array of shape {shape}, got shape {tuple(out.shape)}.")
+    if out.shape[0] == 0:
+        raise ValueError(f"{name} is empty: give at least one sample.")
+    return out
+
+
+def _encode_pair(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, names: tuple[str, str] = ("y_true", "y_pred")
+) -> tuple[np.ndarray, np.ndarray]:
+    _check_taxonomy(taxonomy)
+    t = _encode(y_true, taxonomy, names[0])
+    p = _encode(y_pred, taxonomy, names[1])
+    if t.shape != p.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same length, got {t.shape[0]} and {p.shape[0]}: "
+            "give one prediction per sample."
+        )
+    return t, p
+
+
+def _check_option(value: Any, name: str, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}.")
+    return value
+
+
+def _check_zero_division(zero_division: Any) -> float:
+    if isinstance(zero_division, bool) or not isinstance(zero_division, (int, float, np.integer, np.floating)):
+        raise ValueError(f"zero_division: expected a number such as 0.0, 1.0 or float('nan'), got {zero_division!r}.")
+    return float(zero_division)
+
+
+def _check_beta(beta: Any) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) or not beta > 0:
+        raise ValueError(f"beta: expected a positive number (1.0 gives F1), got {beta!r}.")
+    return float(beta)
+
+
+def _require_tree(taxonomy: Taxonomy, what: str) -> None:
+    if not taxonomy.is_tree:
+        raise TaxonomyError(f"{what} needs a tree (one node per depth on each path), but this taxonomy is a DAG.")
+
+
+# ---------------------------------------------------------------- the core
+class _Pairs(NamedTuple):
+    """Per-sample statistics of (truth, prediction) pairs, all int64 arrays ``(B,)``."""
+
+    lca: np.ndarray  # lowest (DAG: deepest) common ancestor
+    inter: np.ndarray  # |A(t) & A(p)|, root excluded
+    size_true: np.ndarray  # |A(t)|
+    size_pred: np.ndarray  # |A(p)|
+
+
+def _gather_rows(ptr: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate CSR rows: (position in ``rows``, value) pairs."""
+    starts = ptr[rows]
+    counts = ptr[rows + 1] - starts
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
+    offsets = np.cumsum(counts) - counts
+    within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(offsets, counts)
+    return owner, flat[np.repeat(starts, counts) + within]
+
+
+def _pair_stats(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> _Pairs:
+    """LCA and set sizes for trusted int64 node indices ``t`` and ``p``."""
+    if taxonomy.is_tree:
+        depth = taxonomy.depth_index
+        lca = taxonomy._lca_unchecked(t, p)
+        return _Pairs(lca, depth[lca], depth[t], depth[p])
+    # DAG: common ancestors are the (sample, node) keys found in both ancestor sets
+    ptr, idx = taxonomy.ancestors_ptr, taxonomy.ancestors_index
+    sizes = np.diff(ptr) - 1
+    n = taxonomy.num_nodes
+    owner_t, anc_t = _gather_rows(ptr, idx, t)
+    owner_p, anc_p = _gather_rows(ptr, idx, p)
+    keys = np.concatenate([owner_t * n + anc_t, owner_p * n + anc_p])
+    keys.sort()
+    common = keys[1:][keys[1:] == keys[:-1]]
+    owners, nodes = np.divmod(common, n)
+    inter = np.bincount(owners, minlength=len(t)) - 1  # the root is always common
+    lca = np.zeros(len(t), dtype=np.int64)
+    # keys are sorted by (sample, node) and nodes by depth: the last common node is a deepest one
+    last = np.append(owners[1:] != owners[:-1], True)
+    lca[owners[last]] = nodes[last]
+    return _Pairs(lca, inter.astype(np.int64), sizes[t], sizes[p])
+
+
+def _resolve_distance(taxonomy: Taxonomy, distance: str) -> str:
+    _check_option(distance, "distance", _DISTANCES)
+    if distance != "auto":
+        return distance
+    leaf_depths = taxonomy.depth_index[taxonomy.leaf_index]
+    return "height" if taxonomy.is_tree and leaf_depths.min() == leaf_depths.max() else "path"
+
+
+def _distance(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, lca: np.ndarray, kind: str) -> np.ndarray:
+    """LCA distance of trusted pairs: ``height(lca)`` or ``depth(t) + depth(p) - 2 depth(lca)``; 0 when ``t == p``."""
+    if kind == "height":
+        return np.where(t == p, 0, taxonomy.height_index[lca])
+    depth = taxonomy.depth_index
+    return depth[t] + depth[p] - 2 * depth[lca]
+
+
+def _safe_div(num: np.ndarray | float, den: np.ndarray | float, zero_division: float) -> Any:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den != 0, num / np.where(den != 0, den, 1.0), zero_division)
+    return float(out) if out.ndim == 0 else out
+
+
+def _fbeta(precision: Any, recall: Any, beta: float, zero_division: float) -> Any:
+    b2 = beta * beta
+    return _safe_div((1 + b2) * np.asarray(precision) * recall, b2 * np.asarray(precision) + recall, zero_division)
+
+
+def _information(taxonomy: Taxonomy) -> np.ndarray:
+    """``log(num_leaves / leaves_under(n))`` per node (0 at the root, largest at leaves)."""
+    owner = np.repeat(np.arange(taxonomy.num_nodes), np.diff(taxonomy.descendants_ptr))
+    under = np.bincount(owner, weights=taxonomy.is_leaf_mask[taxonomy.descendants_index], minlength=taxonomy.num_nodes)
+    return np.log(taxonomy.num_leaves) - np.log(under)
+
+
+def _measure(taxonomy: Taxonomy, measure: str) -> np.ndarray:
+    _check_option(measure, "measure", _MEASURES)
+    return _information(taxonomy) if measure == "info" else taxonomy.depth_index.astype(np.float64)
+
+
+# ---------------------------------------------------------- exact and level
+def accuracy(y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy) -> float:
+    """Exact-match accuracy: the fraction of samples whose predicted node is the true node.
+
+    ``accuracy = mean_i [p_i == t_i]``. A prediction that stops at an ancestor
+    of the truth counts as wrong here (see :func:`correct_rate`).
+
+    Args:
+        y_true: true nodes ``(B,)``: names or indices (sequence, numpy or torch).
+        y_pred: predicted nodes ``(B,)``, same forms.
+        taxonomy: the taxonomy both refer to.
+
+    Returns:
+        A float in [0, 1].
+
+    Raises:
+        ValueError: an input is empty, not 1-D, or the lengths differ.
+        UnknownNodeError: a node is not in the taxonomy.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> accuracy(["ALL", "AML", "CLL"], ["ALL", "ALL", "CLL"], tax)
+        0.666...
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    return float(np.count_nonzero(t == p)) / len(t)
+
+
+def _level_counts(taxonomy: Taxonomy, t: np.ndarray, lca: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per depth d: #samples correct at depth d (``depth(lca) >= d``), #samples whose truth reaches d."""
+    size = taxonomy.max_depth + 1
+    depth = taxonomy.depth_index
+    correct = np.cumsum(np.bincount(depth[lca], minlength=size)[::-1])[::-1]
+    total = np.cumsum(np.bincount(depth[t], minlength=size)[::-1])[::-1]
+    return correct, total
+
+
+def level_accuracy(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, zero_division: ZeroDivision = 0.0
+) -> dict[int, float]:
+    """Accuracy at each depth: does the prediction's ancestor at depth d equal the truth's?
+
+    ``acc_d = #{i : depth(t_i) >= d and depth(lca(t_i, p_i)) >= d} / #{i : depth(t_i) >= d}``.
+    Samples whose true node is shallower than ``d`` (partial labels, ragged
+    trees) are left out at depth ``d``; a prediction that stops above ``d``
+    counts as wrong there.
+
+    Args:
+        y_true: true nodes ``(B,)``, names or indices.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree.
+        zero_division: value for a depth that no true node reaches.
+
+    Returns:
+        ``{depth: accuracy}`` for depths ``1 .. taxonomy.max_depth``.
+
+    Raises:
+        TaxonomyError: the taxonomy is a DAG.
+        ValueError: empty or mismatched inputs.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> level_accuracy(["ALL", "AML", "CLL"], ["ALL", "ALL", "acute"], tax)
+        {1: 0.666..., 2: 0.333...}
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    _require_tree(taxonomy, "level_accuracy")
+    zd = _check_zero_division(zero_division)
+    correct, total = _level_counts(taxonomy, t, taxonomy._lca_unchecked(t, p))
+    return {d: _safe_div(correct[d], total[d], zd) for d in range(1, taxonomy.max_depth + 1)}
+
+
+def _check_depth(taxonomy: Taxonomy, depth: Any) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 1 <= depth <= taxonomy.max_depth:
+        raise ValueError(f"depth: expected an int in [1, {taxonomy.max_depth}] (the root's depth 0 has one class), got {depth!r}.")
+    return int(depth)
+
+
+def _level_rows_cols(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Local class indices at ``depth``: rows of samples whose truth reaches it; column K = stopped above."""
+    level = taxonomy.levels()[depth]
+    k = len(level)
+    table = taxonomy.ancestor_table
+    rows = table[t, depth]
+    cols = table[p, depth]
+    keep = rows >= 0
+    rows = rows[keep] - level[0]
+    cols = cols[keep]
+    cols = np.where(cols >= 0, cols - level[0], k)
+    return rows, cols, k
+
+
+def level_confusion_matrix(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, depth: int, *, abstain_column: bool = False
+) -> np.ndarray:
+    """Confusion matrix between the true and predicted ancestors at one depth.
+
+    Row ``i``, column ``j`` counts samples whose true node's ancestor at
+    ``depth`` is ``taxonomy.levels()[depth][i]`` and whose predicted node's is
+    ``taxonomy.levels()[depth][j]``. Samples whose truth is shallower than
+    ``depth`` are left out. Predictions that stop above ``depth``
+    (non-mandatory decoding) go to an extra last column when
+    ``abstain_column=True``, and are left out otherwise.
+
+    Memory is ``K x K`` for the ``K`` nodes at ``depth``: use it at coarse
+    levels of large taxonomies.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree.
+        depth: the level, in ``1 .. taxonomy.max_depth``.
+        abstain_column: add a column for predictions above ``depth``.
+
+    Returns:
+        int64 array ``(K, K)`` (``(K, K + 1)`` with ``abstain_column``).
+
+    Raises:
+        TaxonomyError: the taxonomy is a DAG.
+        ValueError: empty or mismatched inputs, or a depth out of range.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> level_confusion_matrix(["ALL", "AML", "CLL"], ["ALL", "CLL", "r"], tax, 1, abstain_column=True).tolist()
+        [[1, 1, 0], [0, 0, 1]]
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    _require_tree(taxonomy, "level_confusion_matrix")
+    depth = _check_depth(taxonomy, depth)
+    rows, cols, k = _level_rows_cols(taxonomy, t, p, depth)
+    matrix = np.bincount(rows * (k + 1) + cols, minlength=k * (k + 1)).reshape(k, k + 1)
+    return matrix if abstain_column else matrix[:, :k].copy()
+
+
+def level_precision_recall_f1(
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    average: Literal["macro", "micro", "weighted"] = "macro",
+    zero_division: ZeroDivision = 0.0,
+) -> dict[int, tuple[float, float, float]]:
+    """Per-level precision, recall and F1 over the nodes of each depth, as flat multi-class scores.
+
+    At depth ``d``, each sample whose truth reaches ``d`` has a true class (its
+    ancestor at ``d``) and a predicted class (the prediction's ancestor at
+    ``d``, or none if it stops above). For class ``k``:
+    ``P_k = TP_k / #predicted k``, ``R_k = TP_k / #true k`` (a prediction that
+    stops above ``d`` lowers recall only). ``macro`` averages over the classes
+    that occur in the truth or the predictions, ``weighted`` weights by true
+    support, ``micro`` pools the counts. F1 is ``2PR / (P + R)`` per class.
+    Costs O(B + K) per level (no confusion matrix is built).
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree.
+        average: ``"macro"``, ``"micro"`` or ``"weighted"``.
+        zero_division: value of a 0/0 ratio.
+
+    Returns:
+        ``{depth: (precision, recall, f1)}`` for depths ``1 .. max_depth``.
+
+    Raises:
+        TaxonomyError: the taxonomy is a DAG.
+        ValueError: empty or mismatched inputs, or an unknown ``average``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> level_precision_recall_f1(["ALL", "AML", "CLL"], ["ALL", "ALL", "CLL"], tax, average="micro")[2]
+        (0.666..., 0.666..., 0.666...)
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    _require_tree(taxonomy, "level_precision_recall_f1")
+    _check_option(average, "average", ("macro", "micro", "weighted"))
+    zd = _check_zero_division(zero_division)
+    out: dict[int, tuple[float, float, float]] = {}
+    for d in range(1, taxonomy.max_depth + 1):  # one vectorised pass per level
+        rows, cols, k = _level_rows_cols(taxonomy, t, p, d)
+        if len(rows) == 0:
+            out[d] = (zd, zd, zd)
+            continue
+        tp = np.bincount(rows[rows == cols], minlength=k)
+        n_pred = np.bincount(cols, minlength=k + 1)[:k]
+        n_true = np.bincount(rows, minlength=k)
+        if average == "micro":
+            prec = _safe_div(tp.sum(), n_pred.sum(), zd)
+            rec = _safe_div(tp.sum(), n_true.sum(), zd)
+            out[d] = (prec, rec, _fbeta(prec, rec, 1.0, zd))
+            continue
+        prec_k = _safe_div(tp, n_pred, zd)
+        rec_k = _safe_div(tp, n_true, zd)
+        f1_k = _fbeta(prec_k, rec_k, 1.0, zd)
+        present = (n_true > 0) | (n_pred > 0)
+        weights = present.astype(np.float64) if average == "macro" else n_true.astype(np.float64)
+        scores = tuple(float(np.sum(weights * s) / weights.sum()) for s in (prec_k, rec_k, f1_k))
+        out[d] = scores  # type: ignore[assignment]
+    return out
+
+
+# ------------------------------------------------------------ hierarchical
+def hierarchical_precision_recall_fscore(
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    beta: float = 1.0,
+    average: Average = "micro",
+    zero_division: ZeroDivision = 0.0,
+) -> tuple[float, float, float]:
+    """Hierarchical precision, recall and F-beta in one pass (one LCA query per sample).
+
+    Set-based (Kiritchenko et al. 2006): ``A(n)`` is ``n`` and its ancestors,
+    root excluded. Micro averaging pools over samples:
+
+    ``hP = sum_i |A(t_i) & A(p_i)| / sum_i |A(p_i)|``,
+    ``hR = sum_i |A(t_i) & A(p_i)| / sum_i |A(t_i)|``,
+    ``hF = (1 + beta^2) hP hR / (beta^2 hP + hR)``.
+
+    Macro averaging computes ``hP_i, hR_i, hF_i`` per sample and averages them
+    (HiClass' ``average="macro"``). In a tree
+    ``|A(t) & A(p)| = depth(lca(t, p))``; in a DAG the ancestor sets are
+    intersected through the CSR ancestor arrays. Any 0/0 ratio (a prediction
+    or truth at the root) takes ``zero_division``.
+
+    Args:
+        y_true: true nodes ``(B,)``, names or indices.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree or a DAG.
+        beta: weight of recall in the F-score (``beta > 0``).
+        average: ``"micro"`` or ``"macro"``.
+        zero_division: value of a 0/0 ratio.
+
+    Returns:
+        ``(precision, recall, fscore)`` floats in [0, 1].
+
+    Raises:
+        ValueError: empty or mismatched inputs, a bad ``average``, ``beta`` or ``zero_division``.
+        UnknownNodeError: a node is not in the taxonomy.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> hierarchical_precision_recall_fscore(["ALL", "CLL"], ["AML", "chronic"], tax)
+        (0.666..., 0.5, 0.571...)
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    beta = _check_beta(beta)
+    _check_option(average, "average", _AVERAGES)
+    zd = _check_zero_division(zero_division)
+    pairs = _pair_stats(taxonomy, t, p)
+    return _prf_from_pairs(pairs, beta, average, zd)
+
+
+def _prf_from_pairs(pairs: _Pairs, beta: float, average: str, zd: float) -> tuple[float, float, float]:
+    if average == "micro":
+        inter = int(pairs.inter.sum())
+        prec = _safe_div(inter, int(pairs.size_pred.sum()), zd)
+        rec = _safe_div(inter, int(pairs.size_true.sum()), zd)
+        return prec, rec, _fbeta(prec, rec, beta, zd)
+    prec_i = _safe_div(pairs.inter, pairs.size_pred, zd)
+    rec_i = _safe_div(pairs.inter, pairs.size_true, zd)
+    f_i = _fbeta(prec_i, rec_i, beta, zd)
+    return float(np.mean(prec_i)), float(np.mean(rec_i)), float(np.mean(f_i))
+
+
+def hierarchical_precision(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: ZeroDivision = 0.0
+) -> float:
+    """Hierarchical precision ``sum_i |A(t_i) & A(p_i)| / sum_i |A(p_i)|`` (micro; macro: mean of per-sample ratios).
+
+    See :func:`hierarchical_precision_recall_fscore` for the definitions, arguments and errors.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> hierarchical_precision(["ALL"], ["AML"], tax)
+        0.5
+    """
+    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[0]
+
+
+def hierarchical_recall(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: ZeroDivision = 0.0
+) -> float:
+    """Hierarchical recall ``sum_i |A(t_i) & A(p_i)| / sum_i |A(t_i)|`` (micro; macro: mean of per-sample ratios).
+
+    See :func:`hierarchical_precision_recall_fscore` for the definitions, arguments and errors.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> hierarchical_recall(["ALL"], ["acute"], tax)
+        0.5
+    """
+    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[1]
+
+
+def hierarchical_fbeta(
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    beta: float = 1.0,
+    average: Average = "micro",
+    zero_division: ZeroDivision = 0.0,
+) -> float:
+    """Hierarchical F-beta ``(1 + beta^2) hP hR / (beta^2 hP + hR)``.
+
+    See :func:`hierarchical_precision_recall_fscore` for the definitions, arguments and errors.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> round(hierarchical_fbeta(["ALL"], ["acute"], tax, beta=2.0), 4)
+        0.5556
+    """
+    return hierarchical_precision_recall_fscore(
+        y_true, y_pred, taxonomy, beta=beta, average=average, zero_division=zero_division
+    )[2]
+
+
+def hierarchical_f1(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: ZeroDivision = 0.0
+) -> float:
+    """Hierarchical F1 ``2 hP hR / (hP + hR)`` (:func:`hierarchical_fbeta` with ``beta=1``).
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> hierarchical_f1(["ALL", "CLL"], ["ALL", "ALL"], tax)
+        0.5
+    """
+    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[2]
+
+
+# -------------------------------------------------------------- LCA-based
+def lca_distance(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, distance: Distance = "auto"
+) -> np.ndarray:
+    """The LCA distance of each (truth, prediction) pair.
+
+    - ``"height"``: the height of the LCA above the leaves,
+      ``height(lca(t, p))`` (the longest distance from the LCA down to a
+      leaf), 0 when ``t == p``. This is Bertinetto et al.'s (2020) mistake
+      severity; for a tree whose leaves all share one depth ``D`` it equals
+      ``D - depth(lca)``.
+    - ``"path"``: the number of edges between the two nodes,
+      ``depth(t) + depth(p) - 2 depth(lca)`` (in a DAG: through the deepest
+      common ancestor, with longest-path depths).
+    - ``"auto"`` (default): ``"height"`` for trees whose leaves all share one
+      depth, ``"path"`` otherwise (ragged trees, DAGs), where the height of the
+      LCA would not measure the mistake.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree or a DAG.
+        distance: ``"auto"``, ``"height"`` or ``"path"``.
+
+    Returns:
+        int64 array ``(B,)``.
+
+    Raises:
+        ValueError: empty or mismatched inputs, or an unknown ``distance``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> lca_distance(["ALL", "ALL", "ALL"], ["ALL", "AML", "CLL"], tax).tolist()
+        [0, 1, 2]
+        >>> lca_distance(["ALL", "ALL", "ALL"], ["ALL", "AML", "CLL"], tax, distance="path").tolist()
+        [0, 2, 4]
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    kind = _resolve_distance(taxonomy, distance)
+    return _distance(taxonomy, t, p, _pair_stats(taxonomy, t, p).lca, kind)
+
+
+def mistake_severity(
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    distance: Distance = "auto",
+    zero_division: ZeroDivision = 0.0,
+) -> float:
+    """Mistake severity (Bertinetto et al. 2020): mean LCA distance over the misclassified samples.
+
+    ``severity = sum_{i : p_i != t_i} dist(t_i, p_i) / #{i : p_i != t_i}``
+    where ``dist`` is :func:`lca_distance`'s: by default (``"auto"``) the
+    height of the LCA above the leaves, ``D - depth(lca)``, for trees whose
+    leaves all share one depth ``D`` (Bertinetto's definition), and the path
+    length ``depth(t) + depth(p) - 2 depth(lca)`` otherwise. Pass
+    ``distance="height"`` or ``"path"`` to choose.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree or a DAG.
+        distance: ``"auto"``, ``"height"`` or ``"path"``.
+        zero_division: the value when no sample is misclassified.
+
+    Returns:
+        A non-negative float (not bounded by 1).
+
+    Raises:
+        ValueError: empty or mismatched inputs, or an unknown ``distance``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> mistake_severity(["ALL", "ALL", "ALL"], ["ALL", "AML", "CLL"], tax)
+        1.5
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    kind = _resolve_distance(taxonomy, distance)
+    zd = _check_zero_division(zero_division)
+    wrong = t != p
+    dist = _distance(taxonomy, t[wrong], p[wrong], _pair_stats(taxonomy, t[wrong], p[wrong]).lca, kind)
+    return _safe_div(int(dist.sum()), len(dist), zd)
+
+
+def distance_at_k(
+    y_true: LabelsLike, topk_preds: LabelsLike, taxonomy: Taxonomy, *, distance: Distance = "auto"
+) -> float:
+    """Average hierarchical distance of the top-k predictions (Bertinetto et al. 2020).
+
+    ``distance@k = mean_i mean_{j < k} dist(t_i, topk_i[j])`` with ``dist`` the
+    LCA distance of :func:`lca_distance` (0 for a correct prediction). Get
+    ``topk_preds`` from :func:`hiercls.decoding.top_k_leaves`.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        topk_preds: predicted nodes ``(B, k)``, names or indices.
+        taxonomy: a tree or a DAG.
+        distance: ``"auto"``, ``"height"`` or ``"path"``.
+
+    Returns:
+        A non-negative float.
+
+    Raises:
+        ValueError: empty inputs, ``topk_preds`` not 2-D, or a row count that differs from ``y_true``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> distance_at_k(["ALL"], [["ALL", "CLL"]], tax)
+        1.0
+    """
+    _check_taxonomy(taxonomy)
+    t = _encode(y_true, taxonomy, "y_true")
+    top = _encode(topk_preds, taxonomy, "topk_preds", ndim=2)
+    if top.shape[0] != t.shape[0] or top.shape[1] == 0:
+        raise ValueError(
+            f"topk_preds: expected shape ({t.shape[0]}, k) with k >= 1 to match y_true, got {tuple(top.shape)}."
+        )
+    kind = _resolve_distance(taxonomy, distance)
+    tt = np.repeat(t, top.shape[1])
+    pp = top.ravel()
+    return float(_distance(taxonomy, tt, pp, _pair_stats(taxonomy, tt, pp).lca, kind).mean())
+
+
+def _lca_scores(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, measure: str, zero_division: Any
+) -> tuple[np.ndarray, np.ndarray, float]:
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    c = _measure(taxonomy, measure)
+    zd = _check_zero_division(zero_division)
+    lca = _pair_stats(taxonomy, t, p).lca
+    return _safe_div(c[lca], c[p], zd), _safe_div(c[lca], c[t], zd), zd
+
+
+def lca_precision(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, measure: Measure = "info", zero_division: ZeroDivision = 0.0
+) -> float:
+    """LCA precision (Valmadre 2022): ``mean_i c(lca(t_i, p_i)) / c(p_i)``.
+
+    ``c`` is the information ``log(num_leaves / leaves_under(n))``
+    (``measure="info"``) or the depth (``measure="depth"``; in a tree this is
+    the macro :func:`hierarchical_precision`). A prediction at the root
+    (``c = 0``) takes ``zero_division``.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree or a DAG (where the LCA is a deepest common ancestor).
+        measure: ``"info"`` or ``"depth"``.
+        zero_division: value of a 0/0 ratio.
+
+    Returns:
+        A float in [0, 1].
+
+    Raises:
+        ValueError: empty or mismatched inputs, or an unknown ``measure``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> lca_precision(["ALL"], ["AML"], tax, measure="depth")
+        0.5
+    """
+    return float(np.mean(_lca_scores(y_true, y_pred, taxonomy, measure, zero_division)[0]))
+
+
+def lca_recall(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, measure: Measure = "info", zero_division: ZeroDivision = 0.0
+) -> float:
+    """LCA recall (Valmadre 2022): ``mean_i c(lca(t_i, p_i)) / c(t_i)``; see :func:`lca_precision`.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> round(lca_recall(["ALL"], ["acute"], tax), 4)  # log(3/2) / log(3)
+        0.3691
+    """
+    return float(np.mean(_lca_scores(y_true, y_pred, taxonomy, measure, zero_division)[1]))
+
+
+def lca_f1(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, measure: Measure = "info", zero_division: ZeroDivision = 0.0
+) -> float:
+    """LCA F1: ``mean_i 2 P_i R_i / (P_i + R_i)`` of the per-sample LCA precision and recall.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> lca_f1(["ALL"], ["acute"], tax, measure="depth")
+        0.666...
+    """
+    prec, rec, zd = _lca_scores(y_true, y_pred, taxonomy, measure, zero_division)
+    return float(np.mean(_fbeta(prec, rec, 1.0, zd)))
+
+
+def correct_rate(y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy) -> float:
+    """The fraction of "correct" predictions: the true node or one of its ancestors (Valmadre 2022).
+
+    ``correct = mean_i [p_i in ancestors(t_i) or p_i == t_i]``. A
+    non-mandatory decoder that stops at ``"Acute"`` for an ``"AML"`` sample is
+    correct (if unspecific); predicting the root is always correct.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree or a DAG.
+
+    Returns:
+        A float in [0, 1].
+
+    Raises:
+        ValueError: empty or mismatched inputs.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> correct_rate(["ALL", "AML", "CLL"], ["acute", "ALL", "r"], tax)
+        0.666...
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    pairs = _pair_stats(taxonomy, t, p)
+    return float(np.count_nonzero(pairs.inter == pairs.size_pred)) / len(t)
+
+
+def node_recall(
+    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, zero_division: ZeroDivision = float("nan")
+) -> np.ndarray:
+    """Recall of every node: of the samples whose true path contains ``n``, the fraction whose predicted path does.
+
+    ``recall(n) = #{i : n in A(t_i) and n in A(p_i)} / #{i : n in A(t_i)}``
+    (the root's entry is 1). Useful to colour :func:`hiercls.plot.plot_taxonomy`.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree or a DAG.
+        zero_division: value for nodes on no true path (default NaN).
+
+    Returns:
+        float64 array ``(num_nodes,)``.
+
+    Raises:
+        ValueError: empty or mismatched inputs.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> node_recall(["ALL", "AML"], ["ALL", "CLL"], tax).round(2).tolist()
+        [1.0, 0.5, nan, 1.0, 0.0, nan]
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    zd = _check_zero_division(zero_division)
+    n = taxonomy.num_nodes
+    owner, anc = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, t)
+    support = np.bincount(anc, minlength=n)
+    if taxonomy.is_tree:
+        lca_depth = taxonomy.depth_index[taxonomy._lca_unchecked(t, p)]
+        hit = anc[taxonomy.depth_index[anc] <= lca_depth[owner]]
+    else:
+        owner_p, anc_p = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, p)
+        keys = np.concatenate([owner * n + anc, owner_p * n + anc_p])
+        keys.sort()
+        hit = keys[1:][keys[1:] == keys[:-1]] % n
+    return _safe_div(np.bincount(hit, minlength=n), support, zd)
+
+
+# ---------------------------------------------------------- probabilities
+def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs") -> np.ndarray:
+    if hasattr(probs, "detach") and hasattr(probs, "cpu"):
+        probs = probs.detach().cpu().float().numpy()
+    arr = np.asarray(probs)
+    if arr.ndim != 2 or arr.shape[1] != taxonomy.num_nodes:
+        raise ValueError(
+            f"{name}: expected node marginals of shape (num_samples, {taxonomy.num_nodes}), got shape {tuple(arr.shape)}."
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: give at least one sample.")
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name}: expected a float array of marginals, got dtype {arr.dtype}.")
+    return arr.astype(np.float64, copy=False)
+
+
+def node_average_precision(
+    probs: Any,
+    y_true: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    average: Literal["macro", "none"] = "macro",
+    zero_division: ZeroDivision = float("nan"),
+) -> float | np.ndarray:
+    """Average precision of every node as a binary detector (multi-label view, e.g. the sigmoid head).
+
+    For node ``n``, the positives are the samples whose true path contains
+    ``n``; samples labelled at a strict ancestor of ``n`` (partial labels) say
+    nothing about ``n`` and are left out. Ranking samples by ``probs[:, n]``,
+    ``AP(n) = sum_k (R_k - R_{k-1}) P_k`` over the distinct score thresholds
+    (scikit-learn's ``average_precision_score``; tied scores form one step).
+    ``"macro"`` averages over the non-root nodes that have positives.
+
+    Args:
+        probs: node scores ``(B, num_nodes)`` (numpy or torch).
+        y_true: true nodes ``(B,)``.
+        taxonomy: a tree or a DAG.
+        average: ``"macro"`` (a float) or ``"none"`` (per node).
+        zero_division: AP of a node without positives (and the macro value when no node has any).
+
+    Returns:
+        A float, or a float64 array ``(num_nodes,)`` (the root's entry is ``zero_division``).
+
+    Raises:
+        ValueError: bad shapes, empty input or an unknown ``average``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a", "r/b"])
+        >>> probs = [[1.0, 0.9, 0.1], [1.0, 0.2, 0.8], [1.0, 0.95, 0.05]]
+        >>> node_average_precision(probs, ["a", "b", "b"], tax, average="none").round(3).tolist()
+        [nan, 0.5, 0.833]
+    """
+    _check_taxonomy(taxonomy)
+    scores = _as_probs(probs, taxonomy)
+    t = _encode(y_true, taxonomy, "y_true")
+    if len(t) != len(scores):
+        raise ValueError(f"probs and y_true must have the same number of samples, got {len(scores)} and {len(t)}.")
+    _check_option(average, "average", ("macro", "none"))
+    zd = _check_zero_division(zero_division)
+    positive = taxonomy.multi_hot(t)
+    known = taxonomy.known_mask(t)
+    order = np.argsort(-scores, axis=0, kind="stable")
+    s_sorted = np.take_along_axis(scores, order, axis=0)
+    rel = np.take_along_axis(positive & known, order, axis=0).astype(np.float64)
+    cnt = np.take_along_axis(known, order, axis=0).astype(np.float64)
+    cum_rel = np.cumsum(rel, axis=0)
+    cum_cnt = np.cumsum(cnt, axis=0)
+    # precision at the end of each group of tied scores, spread back over the group
+    b = len(scores)
+    is_end = np.ones_like(s_sorted, dtype=bool)
+    is_end[:-1] = s_sorted[1:] != s_sorted[:-1]
+    end_pos = np.where(is_end, np.arange(b)[:, None], b)
+    end_pos = np.minimum.accumulate(end_pos[::-1], axis=0)[::-1]
+    prec_end = np.take_along_axis(_safe_div(cum_rel, cum_cnt, 0.0), end_pos, axis=0)
+    n_pos = cum_rel[-1]
+    ap = _safe_div((rel * prec_end).sum(axis=0), n_pos, zd)
+    ap[0] = zd
+    if average == "none":
+        return ap
+    valid = n_pos > 0
+    valid[0] = False
+    return float(ap[valid].mean()) if valid.any() else zd
+
+
+def inconsistency_rate(probs: Any, taxonomy: Taxonomy, *, tol: float = 1e-6) -> float:
+    """The fraction of samples with an inconsistent output: some child's marginal above its parent's.
+
+    ``rate = mean_i [exists edge (u, v): probs[i, v] > probs[i, u] + tol]``.
+    Coherent heads (conditional, flat, coherent sigmoid) give 0.
+
+    Args:
+        probs: node marginals ``(B, num_nodes)`` (numpy or torch).
+        taxonomy: a tree or a DAG.
+        tol: slack for rounding.
+
+    Returns:
+        A float in [0, 1].
+
+    Raises:
+        ValueError: bad shape or empty input.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a", "r/b"])
+        >>> inconsistency_rate([[1.0, 0.7, 0.3], [0.5, 0.9, 0.1]], tax)
+        0.5
+    """
+    _check_taxonomy(taxonomy)
+    scores = _as_probs(probs, taxonomy)
+    edges = taxonomy.edges_index()
+    bad = (scores[:, edges[:, 1]] > scores[:, edges[:, 0]] + tol).any(axis=1)
+    return float(np.count_nonzero(bad)) / len(scores)
+
+
+# ----------------------------------------------------------------- summary
+def _summary_counts(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, kind: str) -> dict[str, Any]:
+    """Additive counts for :func:`summary` (the metric classes sum them across batches and processes)."""
+    pairs = _pair_stats(taxonomy, t, p)
+    wrong = t != p
+    dist = _distance(taxonomy, t[wrong], p[wrong], pairs.lca[wrong], kind)
+    counts: dict[str, Any] = {
+        "total": len(t),
+        "exact": int(len(t) - np.count_nonzero(wrong)),
+        "inter": int(pairs.inter.sum()),
+        "size_true": int(pairs.size_true.sum()),
+        "size_pred": int(pairs.size_pred.sum()),
+        "mistakes": int(len(dist)),
+        "severity": int(dist.sum()),
+        "correct": int(np.count_nonzero(pairs.inter == pairs.size_pred)),
+    }
+    if taxonomy.is_tree:
+        counts["level_correct"], counts["level_total"] = _level_counts(taxonomy, t, pairs.lca)
+    return counts
+
+
+def _summary_from_counts(counts: Mapping[str, Any], zero_division: float) -> dict[str, float]:
+    zd = zero_division
+    total = float(counts["total"])
+    prec = _safe_div(counts["inter"], counts["size_pred"], zd)
+    rec = _safe_div(counts["inter"], counts["size_true"], zd)
+    out = {
+        "accuracy": _safe_div(counts["exact"], total, zd),
+        "hierarchical_precision": prec,
+        "hierarchical_recall": rec,
+        "hierarchical_f1": _fbeta(prec, rec, 1.0, zd),
+        "mistake_severity": _safe_div(counts["severity"], counts["mistakes"], zd),
+        "correct_rate": _safe_div(counts["correct"], total, zd),
+    }
+    if "level_correct" in counts:
+        correct = np.asarray(counts["level_correct"])
+        level_total = np.asarray(counts["level_total"])
+        for d in range(1, len(correct)):
+            out[f"level_accuracy/{d}"] = _safe_div(correct[d], level_total[d], zd)
+    return out
+
+
+def summary(
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    distance: Distance = "auto",
+    zero_division: ZeroDivision = 0.0,
+) -> dict[str, float]:
+    """The standard hierarchical report in one pass (one validation, one LCA query per sample).
+
+    Keys: ``accuracy``, ``hierarchical_precision``, ``hierarchical_recall``,
+    ``hierarchical_f1`` (micro), ``mistake_severity``, ``correct_rate``, and
+    ``level_accuracy/<depth>`` for depths ``1 .. max_depth`` (trees only; a
+    DAG has no single ancestor per depth). Each equals the function of the
+    same name.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree or a DAG.
+        distance: the mistake-severity distance (see :func:`lca_distance`).
+        zero_division: value of a 0/0 ratio.
+
+    Returns:
+        ``{name: value}``.
+
+    Raises:
+        ValueError: empty or mismatched inputs, or a bad option.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> report = summary(["ALL", "AML", "CLL"], ["ALL", "ALL", "acute"], tax)
+        >>> report["accuracy"], report["hierarchical_precision"], report["level_accuracy/1"]
+        (0.333..., 0.6, 0.666...)
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    kind = _resolve_distance(taxonomy, distance)
+    zd = _check_zero_division(zero_division)
+    return _summary_from_counts(_summary_counts(taxonomy, t, p, kind), zd)
