@@ -1,0 +1,402 @@
+"""Checkpoints that never unpickle: safetensors tensors + a JSON sidecar, written atomically.
+
+A checkpoint named ``run/best`` is three files:
+
+- ``run/best.safetensors``: the model's ``state_dict`` (plain keys, loadable by any safetensors
+  reader; the loss module's constant buffers are left out);
+- ``run/best.state.safetensors`` (optional): the tensors of the training state (optimizer moments,
+  RNG states...);
+- ``run/best.json``: the sidecar, written last: format version, the taxonomy (its JSON and
+  fingerprint), the model/run config, metrics, epoch, the non-tensor part of the training state
+  (scheduler, optimizer hyper-parameters, Python/NumPy RNG) and the SHA-256 of both tensor files.
+
+Every file goes to a temporary name in the same folder and is then ``os.replace``-d, so a crash
+leaves the previous checkpoint intact (a sidecar always describes complete tensor files: the
+hashes are checked on load). :func:`load_checkpoint` refuses a checkpoint whose taxonomy
+fingerprint differs from the taxonomy you give it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from hiercls import Taxonomy
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "checkpoint_paths",
+    "get_rng_state",
+    "load_checkpoint",
+    "load_model",
+    "model_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+FORMAT = "hiercls-leukemia-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, damaged, of another format, or for another taxonomy."""
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` read.
+
+    Attributes:
+        path: the sidecar (``.json``).
+        taxonomy: the taxonomy the model was trained on.
+        config: the run's config (``config["model"]`` rebuilds the model).
+        metrics: metrics recorded with it (e.g. validation metrics of that epoch).
+        epoch: the epoch that had just finished (0-based), or None.
+        state: the training state passed as ``state=`` / optimizer / scheduler / rng, decoded.
+        weights: the model's tensors.
+    """
+
+    path: Path
+    taxonomy: Taxonomy
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    epoch: int | None
+    state: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Tensor] = field(default_factory=dict)
+
+
+def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+    """``(weights, state, sidecar)`` paths of the checkpoint ``path`` (with or without a suffix)."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".state.safetensors", ".safetensors", ".json"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    base = path.with_name(name)
+    return base.with_name(name + ".safetensors"), base.with_name(name + ".state.safetensors"), base.with_name(name + ".json")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def model_state(model: nn.Module) -> dict[str, Tensor]:
+    """The model's tensors to save: ``state_dict`` of the unwrapped model without ``criterion.*``, on CPU."""
+    out = {}
+    for key, value in _unwrap(model).state_dict().items():
+        if not key.startswith("criterion."):
+            out[key] = value.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+# ------------------------------------------------------------- state encoding (no pickle)
+def _encode(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    if isinstance(obj, Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().to("cpu", copy=True).contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, np.ndarray):
+        key = f"t{len(tensors)}"
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(obj).copy())
+        return {"__ndarray__": key}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors) for v in obj]
+    if isinstance(obj, Mapping):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(
+        f"state: cannot store a {type(obj).__name__} without pickle; use tensors, arrays, numbers, strings, "
+        "lists, tuples and dicts."
+    )
+
+
+def _decode(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__ndarray__" in obj:
+            return tensors[obj["__ndarray__"]].numpy()
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        if "__items__" in obj:
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
+        return {k: _decode(v, tensors) for k, v in obj.items()}
+    return obj
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA, when available) RNG states."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+# --------------------------------------------------------------------------- files
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through ``write(tmp_path)`` to a temporary file in the same folder, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    taxonomy: Taxonomy,
+    *,
+    config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    epoch: int | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    state: Mapping[str, Any] | None = None,
+    rng: bool = False,
+) -> Path:
+    """Write a checkpoint atomically (see the module docstring); returns the sidecar's path.
+
+    Args:
+        path: ``run/best`` (suffixes ``.json``/``.safetensors`` are accepted and dropped).
+        model: the model (DDP- or ``torch.compile``-wrapped is fine).
+        taxonomy: its taxonomy (stored as JSON with its fingerprint).
+        config: JSON-able run config.
+        metrics: JSON-able metrics.
+        epoch: the epoch just finished.
+        optimizer, scheduler: their ``state_dict()`` is stored (tensors in safetensors, the rest in JSON).
+        state: any extra training state made of tensors, arrays, numbers, strings, lists, tuples, dicts.
+        rng: also store the RNG states (:func:`get_rng_state`) for an exact resume.
+
+    Raises:
+        CheckpointError: ``state`` holds something that cannot be stored without pickle.
+    """
+    weights_path, state_path, sidecar_path = checkpoint_paths(path)
+    sidecar_path.parent.mkdir(parents=True, exist_ok=True)
+    train_state: dict[str, Any] = dict(state or {})
+    if optimizer is not None:
+        train_state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        train_state["scheduler"] = scheduler.state_dict()
+    if rng:
+        train_state["rng"] = get_rng_state()
+    tensors: dict[str, Tensor] = {}
+    encoded_state = _encode(train_state, tensors)
+    json.dumps(encoded_state)  # fail before writing anything
+    _atomic_write(weights_path, lambda tmp: save_file(model_state(model), tmp, metadata={"format": FORMAT}))
+    files = {"weights": {"file": weights_path.name, "sha256": _sha256(weights_path)}}
+    if tensors:
+        _atomic_write(state_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+        files["state"] = {"file": state_path.name, "sha256": _sha256(state_path)}
+    elif state_path.exists():
+        state_path.unlink()
+    sidecar = {
+        "format": FORMAT,
+        "version": VERSION,
+        "epoch": epoch,
+        "taxonomy_fingerprint": taxonomy.fingerprint,
+        "taxonomy": json.loads(taxonomy.to_json()),
+        "config": dict(config or {}),
+        "metrics": dict(metrics or {}),
+        "files": files,
+        "state": encoded_state,
+    }
+    text = json.dumps(sidecar, indent=1, default=_json_default)
+
+    def write_json(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+    _atomic_write(sidecar_path, write_json)
+    return sidecar_path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    if isinstance(obj, Tensor) and obj.numel() == 1:
+        return obj.item()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def _taxonomy_from_json(data: Mapping[str, Any]) -> Taxonomy:
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "taxonomy.json"
+        file.write_text(json.dumps(data), encoding="utf-8")
+        return Taxonomy.from_json(file)
+
+
+def _load_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> None:
+    try:
+        missing, unexpected = _unwrap(model).load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatch
+        raise CheckpointError(
+            f"model: the checkpoint's weights do not fit this model ({str(err).splitlines()[-1].strip()}); "
+            "build it with the checkpoint's config (config['model'])."
+        ) from err
+    missing = [k for k in missing if not k.startswith("criterion.")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"model: the checkpoint's weights do not fit this model (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}); build it with the checkpoint's config (config['model'])."
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module | None = None,
+    *,
+    taxonomy: Taxonomy | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    restore_rng: bool = False,
+    verify: bool = True,
+) -> Checkpoint:
+    """Read a checkpoint; optionally load it into a model / optimizer / scheduler and restore the RNG.
+
+    Nothing is unpickled: tensors come from safetensors, everything else from JSON.
+
+    Args:
+        path: ``run/best``, ``run/best.json`` or ``run/best.safetensors``.
+        model: load the weights into it (strict: every parameter must be present and match).
+        taxonomy: the taxonomy you are going to use; refused if its fingerprint differs.
+        optimizer, scheduler: restore their state (saved with the checkpoint).
+        restore_rng: restore the RNG states saved with ``rng=True``.
+        verify: check the SHA-256 of the tensor files against the sidecar.
+
+    Raises:
+        CheckpointError: missing files, another format, damaged files, a taxonomy mismatch, weights that
+            do not fit the model, or a state that was not saved.
+    """
+    weights_path, state_path, sidecar_path = checkpoint_paths(path)
+    if not sidecar_path.is_file():
+        raise CheckpointError(
+            f"path: no checkpoint sidecar {sidecar_path} (a checkpoint is NAME.json + NAME.safetensors, "
+            "as written by save_checkpoint)."
+        )
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{sidecar_path} is not valid JSON ({err}); the checkpoint is damaged.") from err
+    if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
+        raise CheckpointError(f"{sidecar_path}: not a {FORMAT} sidecar (format={sidecar.get('format')!r}).")
+    if sidecar.get("version", 0) > VERSION:
+        raise CheckpointError(f"{sidecar_path}: version {sidecar['version']} is newer than this code ({VERSION}).")
+    stored = _taxonomy_from_json(sidecar["taxonomy"])
+    if stored.fingerprint != sidecar["taxonomy_fingerprint"]:
+        raise CheckpointError(f"{sidecar_path}: the stored taxonomy does not match its fingerprint; damaged file.")
+    if taxonomy is not None and taxonomy.fingerprint != stored.fingerprint:
+        ours, theirs = set(taxonomy.nodes), set(stored.nodes)
+        diff = sorted(ours ^ theirs)[:6]
+        raise CheckpointError(
+            f"taxonomy: the checkpoint {sidecar_path.name} was trained on another taxonomy "
+            f"(fingerprint {stored.fingerprint[:12]}..., {stored.num_nodes} nodes; yours "
+            f"{taxonomy.fingerprint[:12]}..., {taxonomy.num_nodes} nodes"
+            + (f"; nodes in only one of them: {diff}" if diff else "; same nodes, different structure or order")
+            + "). Use the checkpoint's own taxonomy (Checkpoint.taxonomy) or retrain."
+        )
+    for key, file in (("weights", weights_path), ("state", state_path)):
+        entry = sidecar["files"].get(key)
+        if entry is None:
+            continue
+        if not file.is_file():
+            raise CheckpointError(f"{sidecar_path}: its {key} file {file} is missing.")
+        if verify and _sha256(file) != entry["sha256"]:
+            raise CheckpointError(f"{file}: SHA-256 differs from the sidecar's; the checkpoint is damaged or mixed.")
+    weights = load_file(str(weights_path))
+    tensors = load_file(str(state_path)) if "state" in sidecar["files"] else {}
+    state = _decode(sidecar.get("state") or {}, tensors)
+    if model is not None:
+        _load_weights(model, weights)
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if obj is not None:
+            if name not in state:
+                raise CheckpointError(f"{name}: the checkpoint {sidecar_path.name} holds no {name} state.")
+            obj.load_state_dict(state[name])
+    if restore_rng:
+        if "rng" not in state:
+            raise CheckpointError(f"restore_rng: the checkpoint {sidecar_path.name} holds no RNG state.")
+        set_rng_state(state["rng"])
+    return Checkpoint(
+        path=sidecar_path,
+        taxonomy=stored,
+        config=sidecar.get("config") or {},
+        metrics=sidecar.get("metrics") or {},
+        epoch=sidecar.get("epoch"),
+        state=state,
+        weights=weights,
+    )
+
+
+def load_model(
+    path: str | os.PathLike[str], *, taxonomy: Taxonomy | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Checkpoint]:
+    """Rebuild the model a checkpoint describes (from ``config["model"]``), load its weights, eval mode.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`, or no model config in the sidecar.
+    """
+    from examples.leukemia.models import model_from_config
+
+    ckpt = load_checkpoint(path, taxonomy=taxonomy)
+    if "model" not in ckpt.config:
+        raise CheckpointError(f"{ckpt.path}: no config['model'] to rebuild the model from.")
+    model = model_from_config(ckpt.config["model"], ckpt.taxonomy)
+    _load_weights(model, ckpt.weights)
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,309 @@
+"""Evaluate checkpoints: per-level and hierarchical metrics, a results table, confusion matrices and recall trees.
+
+    python -m examples.leukemia.evaluate runs/hierarchical-convnext_tiny/best runs/flat-convnext_tiny/best --out eval
+    python -m examples.leukemia.evaluate runs/*/best --pack cache/pbc128.npz --split test --out eval
+
+Each checkpoint is evaluated on a split of its data: by default the data it was trained on (its
+``--pack``, or the split manifest ``splits.csv`` written next to it), or the ``--pack`` / ``--data``
+given here. Predictions are decoded with the checkpoint's rule (``--decode`` overrides) and scored
+with :mod:`hiercls.metrics`. Written to ``--out``:
+
+- ``results.json`` and ``results.md``: a methods x backbones table as in Hamdi et al. (fine-leaf
+  accuracy, 8-class accuracy for PBC, hierarchical F1, mistake severity, per-level accuracy);
+- per checkpoint ``<name>_confusion.png`` (one confusion matrix per tree level,
+  :func:`hiercls.plot.plot_level_confusion_matrices`) and ``<name>_taxonomy_recall.png`` (the tree
+  drawn with each node's recall, :func:`hiercls.plot.plot_taxonomy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hiercls import Taxonomy
+from hiercls.decoding import decode
+from hiercls.metrics import accuracy, node_recall, summary
+
+log = logging.getLogger("examples.leukemia.evaluate")
+
+__all__ = ["evaluation_metrics", "load_split", "main", "results_markdown", "save_figures"]
+
+# headline columns of the results table: key -> header
+HEADLINE: dict[str, str] = {
+    "eight_class_accuracy": "8-class acc",
+    "fine_leaf_accuracy": "fine-leaf acc",
+    "hierarchical_f1": "hier. F1",
+    "mistake_severity": "mistake sev.",
+}
+
+
+def _np(values: Any) -> np.ndarray:
+    if isinstance(values, Tensor):
+        return values.detach().cpu().numpy().astype(np.int64)
+    return np.asarray(values, dtype=np.int64)
+
+
+def eight_class_table(taxonomy: Taxonomy) -> np.ndarray | None:
+    """Per node, its PBC 8-class (BloodMNIST) index, or None when the taxonomy is not PBC's."""
+    from examples.leukemia.data import PBC_CLASS_NODE, pbc_class_table
+
+    if not all(n in taxonomy for n in PBC_CLASS_NODE.values()):
+        return None
+    return pbc_class_table(taxonomy)
+
+
+def evaluation_metrics(y_true: Any, y_pred: Any, taxonomy: Taxonomy) -> dict[str, Any]:
+    """The library's :func:`hiercls.metrics.summary` plus the numbers of the paper's table.
+
+    Adds ``fine_leaf_accuracy`` (exact match over the images labelled at a leaf: the finest task),
+    ``eight_class_accuracy`` (PBC only: prediction and truth mapped to their 8-class ancestor with
+    :func:`examples.leukemia.data.pbc_class_table`, over every image, partial labels included) and
+    ``eight_class_accuracy_leaf_labelled`` (the same over leaf-labelled images, comparable to the
+    peer baseline's ``--fine`` run), and the counts.
+
+    Args:
+        y_true, y_pred: node indices ``(N,)`` (numpy or torch).
+        taxonomy: their taxonomy.
+    """
+    t, p = _np(y_true), _np(y_pred)
+    out: dict[str, Any] = {k: float(v) for k, v in summary(t, p, taxonomy).items()}
+    leaf = np.asarray(taxonomy.is_leaf_mask)[t]
+    out["n"] = int(len(t))
+    out["n_partial_labels"] = int((~leaf).sum())
+    out["fine_leaf_accuracy"] = accuracy(t[leaf], p[leaf], taxonomy) if leaf.any() else math.nan
+    table = eight_class_table(taxonomy)
+    if table is not None:
+        ct, cp = table[t], table[p]
+        known = ct >= 0
+        out["eight_class_accuracy"] = float((ct == cp)[known].mean()) if known.any() else math.nan
+        both = known & leaf
+        out["eight_class_accuracy_leaf_labelled"] = float((ct == cp)[both].mean()) if both.any() else math.nan
+    return out
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results", note: str = "") -> str:
+    """Markdown tables: headline metrics as methods x backbones, then one detailed row per run.
+
+    Each row needs ``method``, ``backbone`` and ``metrics`` (from :func:`evaluation_metrics`); optional
+    ``train_seconds``, ``img_per_s``, ``decode``.
+    """
+    lines = [f"## {title}", ""]
+    if note:
+        lines += [note, ""]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    cell = {(r["method"], r["backbone"]): r for r in rows}
+    for key, header in HEADLINE.items():
+        if not any(key in r["metrics"] for r in rows):
+            continue
+        lines += [f"**{header}**", "", "| method | " + " | ".join(backbones) + " |",
+                  "|---|" + "---|" * len(backbones)]
+        for m in methods:
+            vals = [_fmt(cell[(m, b)]["metrics"].get(key)) if (m, b) in cell else "" for b in backbones]
+            lines.append(f"| {m} | " + " | ".join(vals) + " |")
+        lines.append("")
+    depths = sorted({int(k.split("/")[1]) for r in rows for k in r["metrics"] if k.startswith("level_accuracy/")})
+    cols = [*HEADLINE, "hierarchical_precision", "hierarchical_recall", "accuracy"]
+    cols = [c for c in cols if any(c in r["metrics"] for r in rows)]
+    head = ["method", "backbone", "decode", *(HEADLINE.get(c, c.replace("_", " ")) for c in cols),
+            *(f"acc@depth {d}" for d in depths), "train s", "img/s", "n"]
+    lines += ["**All numbers**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        m = r["metrics"]
+        vals = [r["method"], r["backbone"], r.get("decode", ""), *(_fmt(m.get(c)) for c in cols),
+                *(_fmt(m.get(f"level_accuracy/{d}")) for d in depths),
+                _fmt(r.get("train_seconds"), 1), _fmt(r.get("img_per_s"), 0), _fmt(m.get("n"))]
+        lines.append("| " + " | ".join(vals) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def save_figures(y_true: Any, y_pred: Any, taxonomy: Taxonomy, prefix: str | os.PathLike[str], *,
+                 title: str = "") -> list[Path]:
+    """Per-level confusion matrices and the taxonomy coloured by per-node recall, as two PNGs.
+
+    Returns:
+        the paths written: ``<prefix>_confusion.png``, ``<prefix>_taxonomy_recall.png``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hiercls.plot import plot_level_confusion_matrices, plot_taxonomy
+
+    t, p = _np(y_true), _np(y_pred)
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig = plot_level_confusion_matrices(t, p, taxonomy)
+    if title:
+        fig.suptitle(f"{title}: confusion per level")
+    path = prefix.with_name(prefix.name + "_confusion.png")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+    fig = plot_taxonomy(taxonomy, values=node_recall(t, p, taxonomy))
+    if title:
+        fig.suptitle(f"{title}: recall per node")
+    path = prefix.with_name(prefix.name + "_taxonomy_recall.png")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def load_split(
+    config: Mapping[str, Any],
+    taxonomy: Taxonomy,
+    split: str,
+    *,
+    checkpoint_dir: Path,
+    pack: str | None = None,
+    data: str | None = None,
+    layout: str = "auto",
+    split_seed: int | None = None,
+    image_size: int | None = None,
+    device: torch.device | str = "cpu",
+    workers: int | None = None,
+) -> tuple[Tensor, Tensor, list[str]]:
+    """uint8 images ``(N, 3, H, W)``, int64 targets ``(N,)`` and names of one split.
+
+    Source, in order: ``pack``; ``data`` (scanned and split with ``split_seed``); the checkpoint's own
+    pack (``config["pack"]``); its split manifest ``splits.csv``.
+
+    Raises:
+        FileNotFoundError: no source found.
+        ValueError: the split is empty.
+    """
+    from examples.leukemia import data as data_mod
+    from examples.leukemia.train import _decode_all
+
+    size = int(image_size or config.get("image_size") or 128)
+    pack = pack or (config.get("pack") if data is None and config.get("pack") and Path(config["pack"]).is_file() else None)
+    if pack:
+        from examples.leukemia.pack import load_pack
+
+        pk = load_pack(pack, device, workers, taxonomy=taxonomy)
+        idx = np.flatnonzero(pk.split == split)
+        t_idx = torch.from_numpy(idx).to(pk.images.device)
+        images, targets, names = pk.images[t_idx], pk.targets[t_idx], [pk.names[i] for i in idx]
+    else:
+        if data is not None:
+            samples, _ = data_mod.scan(data, taxonomy, layout=layout, workers=workers)
+            items = data_mod.split(samples, seed=split_seed or config.get("split_seed") or data_mod.DEFAULT_SEED)[split]
+        else:
+            manifest = checkpoint_dir / "splits.csv"
+            if not manifest.is_file():
+                raise FileNotFoundError(
+                    f"no data to evaluate on: pass --pack or --data (no {manifest} next to the checkpoint)."
+                )
+            items = data_mod.read_manifest(manifest, taxonomy).get(split, [])
+        names = [s.path for s in items]
+        images = _decode_all(names, size, workers or data_mod.default_workers()).to(device)
+        targets = torch.as_tensor(taxonomy.encode([s.label for s in items]), dtype=torch.int64).reshape(-1).to(device)
+    if len(names) == 0:
+        raise ValueError(f"split: no images in the {split!r} split.")
+    return images, targets, names
+
+
+def run_name(config: Mapping[str, Any], taken: set[str]) -> str:
+    """``<method>-<backbone>`` (with a suffix when already taken)."""
+    model = config.get("model", {})
+    base = f"{model.get('method', 'model')}-{model.get('backbone', 'x')}"
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m examples.leukemia.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+", help="checkpoints (run/best, run/best.json, or a run folder)")
+    p.add_argument("--pack", default=None, help="evaluate on this pack's split")
+    p.add_argument("--data", default=None, help="evaluate on this dataset (scanned and split as in training)")
+    p.add_argument("--layout", default="auto")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split-seed", type=int, default=None)
+    p.add_argument("--decode", default=None, help="decoding rule (default: each checkpoint's)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--out", default="eval", help="output folder")
+    p.add_argument("--no-figures", dest="figures", action="store_false")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``python -m examples.leukemia.evaluate``; returns what ``results.json`` holds."""
+    from examples.leukemia.checkpoint import load_model
+    from examples.leukemia.train import predict
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, taken, synthetic = [], set(), False
+    for ckpt_path in args.checkpoints:
+        path = Path(ckpt_path)
+        if path.is_dir():
+            path = path / "best"
+        model, ckpt = load_model(path, device=device)
+        tax = ckpt.taxonomy
+        images, targets, _ = load_split(
+            ckpt.config, tax, args.split, checkpoint_dir=ckpt.path.parent, pack=args.pack, data=args.data,
+            layout=args.layout, split_seed=args.split_seed, device=device, workers=args.workers,
+        )
+        probs = predict(model, images, batch_size=args.batch_size, device=device, amp=True,
+                        channels_last=device.type == "cuda")
+        rule = args.decode or ckpt.config.get("decode") or ckpt.config.get("model", {}).get("decode", "argmax_leaf")
+        preds = decode(probs, tax, rule, threshold=args.threshold)
+        metrics = evaluation_metrics(targets, preds, tax)
+        name = run_name(ckpt.config, taken)
+        synthetic |= bool(ckpt.config.get("synthetic"))
+        figures = []
+        if args.figures:
+            title = f"{name} ({args.split})" + (" [SYNTHETIC]" if ckpt.config.get("synthetic") else "")
+            figures = [str(p) for p in save_figures(targets, preds, tax, out / name, title=title)]
+        rows.append({
+            "name": name, "checkpoint": str(ckpt.path), "method": ckpt.config.get("model", {}).get("method"),
+            "backbone": ckpt.config.get("model", {}).get("backbone"), "decode": rule, "split": args.split,
+            "epoch": ckpt.epoch, "metrics": metrics, "synthetic": bool(ckpt.config.get("synthetic")),
+            "figures": figures,
+        })
+        log.info("%s: %s", name, {k: round(v, 4) for k, v in metrics.items() if k in HEADLINE or k == "accuracy"})
+    note = f"Split: {args.split}."
+    if synthetic:
+        note += " **SYNTHETIC images: these numbers say nothing about real cells.**"
+    result = {"split": args.split, "synthetic": synthetic, "rows": rows}
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (out / "results.md").write_text(results_markdown(rows, title="Evaluation", note=note))
+    print(results_markdown(rows, title="Evaluation", note=note))
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,304 @@
+"""Models of the leukemia example: a timm backbone + a hiercls head (+ the loss to train it with).
+
+The three methods of Hamdi et al. (AMAI 2023), all built from the library's parts:
+
+- ``flat``: one backbone, :class:`hiercls.heads.FlatHead` (a softmax over the leaves), trained with
+  :func:`hiercls.losses.flat_cross_entropy` (minus the log marginal of the labelled node, so images
+  labelled at an inner node still train it); node marginals are sums of leaf probabilities.
+- ``per-level`` (the paper's *Base Hierarchical Model*): one separate backbone per tree level, each
+  ending in a softmax over that level's nodes; the per-level logits are laid side by side in the
+  library's per-node layout and trained with :func:`hiercls.losses.level_cross_entropy`, whose
+  level-``d`` term is the only one that reaches backbone ``d``, so each model is trained only by its
+  own level's loss. At inference the levels are merged into node marginals by
+  :func:`hiercls.marginals.level_marginals`.
+- ``hierarchical`` (the paper's *Proposed Multi-label Hierarchical Model*): one shared backbone,
+  :class:`hiercls.heads.LevelHead` (one softmax per level) trained with the same level loss, decoded
+  tier by tier (``top_down``).
+
+``--head`` / ``--loss`` swap in any head or loss of the library on a shared backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from hiercls import Taxonomy
+from hiercls.heads import create_head
+from hiercls.losses import create_loss, default_loss
+from hiercls.marginals import level_marginals
+
+__all__ = [
+    "METHODS",
+    "HierarchicalClassifier",
+    "Method",
+    "PerLevelClassifier",
+    "build_model",
+    "create_backbone",
+    "load_init_weights",
+    "method_defaults",
+]
+
+log = logging.getLogger(__name__)
+
+Method = Literal["flat", "per-level", "hierarchical"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+# method -> (head kind, loss kind) when --head / --loss are not given
+_DEFAULTS: dict[str, tuple[str, str]] = {
+    "flat": ("flat", "flat"),
+    "per-level": ("level", "level"),
+    "hierarchical": ("level", "level"),
+}
+# tiered decoding for the paper's two hierarchical models, the plain argmax for the flat one
+_DEFAULT_DECODE: dict[str, str] = {"flat": "argmax_leaf", "per-level": "top_down", "hierarchical": "top_down"}
+
+
+def method_defaults(method: str, head: str | None = None, loss: str | None = None) -> dict[str, str]:
+    """The head kind, loss kind and decoding rule a method uses, after ``--head``/``--loss`` overrides.
+
+    Raises:
+        ValueError: unknown method, or a head other than ``level`` for ``per-level``.
+    """
+    if method not in _DEFAULTS:
+        raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}.")
+    head_kind = head or _DEFAULTS[method][0]
+    if method == "per-level" and head_kind != "level":
+        raise ValueError(
+            f"head: the per-level method is one softmax per level (head 'level'), got {head_kind!r}; "
+            "use --method hierarchical to put another head on a shared backbone."
+        )
+    loss_kind = loss or (_DEFAULTS[method][1] if head is None else default_loss(head_kind))
+    decode = _DEFAULT_DECODE[method] if head_kind in ("flat", "level") else "top_down"
+    return {"head": head_kind, "loss": loss_kind, "decode": decode}
+
+
+def create_backbone(name: str, *, pretrained: bool = False, img_size: int | None = None, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, num_classes=0, pretrained=...)``: pooled features ``(B, num_features)``.
+
+    ``img_size`` is passed to models that take it (ViTs need it at sizes other than their default
+    so the position embedding matches); convolutional models ignore it.
+
+    Raises:
+        ValueError: timm does not know the name.
+    """
+    if ":" not in name and not timm.is_model(name.split(".")[0]):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise ValueError(f"backbone: timm has no model {name!r}; close names: {close}. See timm.list_models().")
+    if img_size is not None:
+        try:
+            return timm.create_model(name, num_classes=0, pretrained=pretrained, img_size=img_size, **kwargs)
+        except TypeError as err:  # the architecture takes any input size
+            if "img_size" not in str(err):
+                raise
+    return timm.create_model(name, num_classes=0, pretrained=pretrained, **kwargs)
+
+
+class HierarchicalClassifier(nn.Module):
+    """A shared timm backbone followed by one hiercls head (the ``flat`` and ``hierarchical`` methods).
+
+    Attributes:
+        backbone: timm model with ``num_classes=0`` (pooled features ``(B, F)``).
+        head: a :class:`hiercls.heads.HierarchicalHead`.
+        criterion: the loss module, ``(logits, target) -> scalar``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, criterion: nn.Module, taxonomy: Taxonomy) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.criterion = criterion
+        self.taxonomy = taxonomy
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images ``(B, 3, H, W)`` float -> logits ``(B, head.out_features)``."""
+        return self.head(self.backbone(images))
+
+    def marginals(self, logits: Tensor) -> Tensor:
+        """logits -> node marginals ``(B, num_nodes)`` float32."""
+        return self.head.marginals(logits)
+
+    def backbones(self) -> list[nn.Module]:
+        """The backbones; the one that feeds depth ``d`` is ``backbones()[min(d - 1, len - 1)]``."""
+        return [self.backbone]
+
+
+class PerLevelClassifier(nn.Module):
+    """The paper's Base Hierarchical Model: one backbone and one softmax per tree level.
+
+    Backbone ``d`` (``d = 1 .. max_depth``) feeds a linear layer over the nodes at depth ``d``. The
+    level logits are concatenated in node-index order (nodes are stored depth by depth) with a zero
+    for the root, giving the per-node layout ``(B, num_nodes)`` of :class:`hiercls.heads.LevelHead`;
+    so :func:`hiercls.losses.level_cross_entropy` trains model ``d`` with level ``d``'s loss alone and
+    :func:`hiercls.marginals.level_marginals` merges them at inference.
+    """
+
+    def __init__(self, backbones: list[nn.Module], taxonomy: Taxonomy, criterion: nn.Module) -> None:
+        super().__init__()
+        levels = taxonomy.levels()[1:]
+        starts = [int(lv[0]) for lv in levels]
+        if any(int(lv[-1]) - int(lv[0]) + 1 != len(lv) for lv in levels) or starts[0] != 1:
+            raise ValueError("taxonomy: the per-level model needs nodes stored depth by depth (a tree).")
+        if len(backbones) != len(levels):
+            raise ValueError(f"backbones: expected one per level ({len(levels)}), got {len(backbones)}.")
+        self.levels = nn.ModuleList(backbones)
+        self.classifiers = nn.ModuleList(nn.Linear(b.num_features, len(lv)) for b, lv in zip(backbones, levels))
+        self.criterion = criterion
+        self.taxonomy = taxonomy
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images ``(B, 3, H, W)`` -> per-node logits ``(B, num_nodes)`` (root entry 0)."""
+        parts = [fc(bb(images)) for bb, fc in zip(self.levels, self.classifiers)]
+        return torch.cat([parts[0].new_zeros(parts[0].shape[0], 1), *parts], dim=1)
+
+    def marginals(self, logits: Tensor) -> Tensor:
+        """Merge the level softmaxes into node marginals ``(B, num_nodes)`` float32."""
+        return level_marginals(logits.float(), self.taxonomy)
+
+    def backbones(self) -> list[nn.Module]:
+        """One backbone per depth 1..max_depth."""
+        return list(self.levels)
+
+
+def build_model(
+    backbone: str,
+    taxonomy: Taxonomy,
+    method: Method = "hierarchical",
+    head: str | None = None,
+    pretrained: bool = False,
+    init_checkpoint: str | os.PathLike[str] | None = None,
+    img_size: int | None = None,
+    *,
+    loss: str | None = None,
+    label_smoothing: float = 0.0,
+    loss_kwargs: Mapping[str, Any] | None = None,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+) -> HierarchicalClassifier | PerLevelClassifier:
+    """Build the model of a method: timm backbone(s) + the library's head, with its loss attached.
+
+    Args:
+        backbone: any timm model name (``convnext_tiny``, ``vit_small_patch16_224``, ``resnet18``...).
+        taxonomy: the label tree.
+        method: ``flat``, ``per-level`` or ``hierarchical`` (see the module docstring).
+        head: override the head kind (``conditional``, ``level``, ``sigmoid``, ``flat``).
+        pretrained: download timm's pretrained weights (needs the weights hub).
+        init_checkpoint: local weights for the backbone(s): a timm ``.safetensors``/``.pth`` file or a
+            checkpoint of this example (then the head is loaded too when its shape matches).
+        img_size: input size for models that need it (ViTs).
+        loss: override the loss kind (any of :func:`hiercls.losses.create_loss`).
+        label_smoothing: passed to the loss.
+        loss_kwargs: extra loss options (``alpha`` of HXE, ``beta`` of soft labels...).
+        backbone_kwargs: extra ``timm.create_model`` options (``drop_path_rate``...).
+
+    Returns:
+        A module with ``forward(images) -> logits``, ``marginals(logits) -> (B, num_nodes)``,
+        ``criterion`` (``(logits, target) -> loss``) and a ``config`` dict that rebuilds it.
+
+    Raises:
+        ValueError: unknown method/backbone, or an incompatible head/method pair.
+    """
+    choice = method_defaults(method, head, loss)
+    bkw = dict(backbone_kwargs or {})
+    lkw = {"label_smoothing": float(label_smoothing), **dict(loss_kwargs or {})}
+    if not lkw["label_smoothing"]:
+        lkw.pop("label_smoothing")
+    criterion = create_loss(choice["loss"], taxonomy, **lkw)
+    model: HierarchicalClassifier | PerLevelClassifier
+    if method == "per-level":
+        bbs = [
+            create_backbone(backbone, pretrained=pretrained, img_size=img_size, **bkw) for _ in range(taxonomy.max_depth)
+        ]
+        model = PerLevelClassifier(bbs, taxonomy, criterion)
+    else:
+        bb = create_backbone(backbone, pretrained=pretrained, img_size=img_size, **bkw)
+        model = HierarchicalClassifier(bb, create_head(choice["head"], bb.num_features, taxonomy), criterion, taxonomy)
+    model.config = {
+        "backbone": backbone,
+        "method": method,
+        "head": choice["head"],
+        "loss": choice["loss"],
+        "decode": choice["decode"],
+        "img_size": img_size,
+        "label_smoothing": float(label_smoothing),
+        "loss_kwargs": dict(loss_kwargs or {}),
+        "backbone_kwargs": bkw,
+    }
+    if init_checkpoint is not None:
+        load_init_weights(model, init_checkpoint)
+    return model
+
+
+def model_from_config(config: Mapping[str, Any], taxonomy: Taxonomy) -> HierarchicalClassifier | PerLevelClassifier:
+    """Rebuild (untrained, ``pretrained=False``) the model described by ``model.config``."""
+    return build_model(
+        config["backbone"],
+        taxonomy,
+        config["method"],
+        head=config.get("head"),
+        img_size=config.get("img_size"),
+        loss=config.get("loss"),
+        label_smoothing=config.get("label_smoothing", 0.0),
+        loss_kwargs=config.get("loss_kwargs"),
+        backbone_kwargs=config.get("backbone_kwargs"),
+    )
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".json" or (not path.suffix and path.with_suffix(".safetensors").is_file()):
+        path = path.with_suffix(".safetensors")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles objects
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"init_checkpoint: {path} holds a {type(state).__name__}, expected a dict of tensors.")
+    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, int]:
+    """Load local weights into the backbone(s) (and the head, from this example's checkpoints).
+
+    Accepts timm weights (keys as in ``timm.create_model(name).state_dict()``; the classifier is
+    dropped) or a checkpoint written by :func:`examples.leukemia.checkpoint.save_checkpoint` (keys
+    ``backbone.*``/``head.*``). Tensors whose name or shape does not match are skipped.
+
+    Returns:
+        ``{"loaded": n, "skipped": m}``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: no tensor of the file matches the model.
+    """
+    path = Path(path)
+    if not path.exists() and not path.with_suffix(".safetensors").exists():
+        raise FileNotFoundError(f"init_checkpoint: {path} does not exist.")
+    weights = _read_weights(path)
+    own = model.state_dict()
+    targets: dict[str, Tensor] = {}
+    for key, value in weights.items():
+        if key.startswith("criterion."):
+            continue
+        names = [key] if key in own else [f"backbone.{key}"] + [f"levels.{d}.{key}" for d in range(16)]
+        for name in names:
+            if name in own and own[name].shape == value.shape:
+                targets[name] = value
+    if not targets:
+        raise ValueError(
+            f"init_checkpoint: no tensor in {path} matches the model (first keys: {list(weights)[:5]}); "
+            "is it for the same backbone?"
+        )
+    model.load_state_dict(targets, strict=False)
+    counts = {"loaded": len(targets), "skipped": len(weights) - len(targets)}
+    log.info("init_checkpoint %s: %s", path, counts)
+    return counts

@@ -1,0 +1,722 @@
+"""Train a hierarchical blood-cell classifier: a timm backbone + a hiercls head and loss.
+
+    python -m examples.leukemia.train                      # no data: a small SYNTHETIC set, CPU, minutes
+    python -m examples.leukemia.train --data ../shared/data/pbc --method hierarchical --epochs 40
+    python -m examples.leukemia.train --pack pbc128.npz --backbone vit_small_patch16_224 --img-size 128
+    torchrun --nproc_per_node 4 -m examples.leukemia.train --pack pbc128.npz       # DDP
+
+Reads top to bottom like timm's ``train.py``: arguments -> distributed setup -> data -> model ->
+optimizer and schedule -> (resume) -> loop (train one epoch, validate with the library's
+hierarchical metrics, log, checkpoint) -> final test evaluation of the best checkpoint.
+
+Images are decoded once into uint8 tensors (from a folder/CSV/PBC/ALL layout, or from a packed
+cache with ``--pack``) and kept on the training device; batches are augmented and normalised there
+(:class:`examples.leukemia.gpu_data.GPUBatches`). Images labelled only at an inner node (partial
+labels such as PBC's ``IG``) are trained on: every loss of the library takes any node as target.
+
+Determinism: every epoch draws its randomness from ``(seed, epoch)``, and the RNG/optimizer/
+scheduler states are saved in ``last``; so ``--resume`` continues to the same weights as an
+uninterrupted run (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from examples.leukemia.checkpoint import load_checkpoint, save_checkpoint
+from examples.leukemia.models import METHODS, build_model
+from hiercls import Taxonomy
+from hiercls.decoding import decode
+from hiercls.metrics import HierarchicalMetrics
+
+log = logging.getLogger("examples.leukemia.train")
+
+SYNTHETIC_TAG = "SYNTHETIC"
+HEADS = ("conditional", "level", "sigmoid", "flat")
+LOSSES = ("conditional", "level", "bce", "flat", "hxe", "soft_label", "max_constraint")
+DECODE_RULES = ("auto", "argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
+
+
+# ----------------------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m examples.leukemia.train``."""
+    p = argparse.ArgumentParser(
+        prog="python -m examples.leukemia.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--data", type=str, default=None,
+                   help="image root (folder tree, CSV manifest, PBC or ALL layout); omitted and no --pack: "
+                        "generate a small SYNTHETIC set and train briefly")
+    g.add_argument("--layout", default="auto", choices=("auto", "folder", "csv", "pbc", "all4"),
+                   help="how labels are read from --data (see examples.leukemia.data)")
+    g.add_argument("--pack", type=str, default=None, help="packed uint8 cache (python -m examples.leukemia.pack)")
+    g.add_argument("--taxonomy", type=str, default=None,
+                   help="paper | pbc | all4 | path to a taxonomy JSON (default: inferred from the data)")
+    g.add_argument("--split-seed", type=int, default=20261126)
+    g.add_argument("--partial-labels", default="use", choices=("use", "drop"),
+                   help="train on images labelled only at an inner node, or leave them out")
+    g.add_argument("--synthetic-per-leaf", type=int, default=24, help="images per leaf of the SYNTHETIC set")
+    g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image decoding workers")
+    g.add_argument("--limit", type=int, default=0, help="use at most N images (smoke tests)")
+    g = p.add_argument_group("model")
+    g.add_argument("--method", default="hierarchical", choices=METHODS)
+    g.add_argument("--head", default=None, choices=HEADS, help="override the method's head")
+    g.add_argument("--loss", default=None, choices=LOSSES, help="override the method's loss")
+    g.add_argument("--backbone", default="convnext_tiny", help="any timm model name")
+    g.add_argument("--img-size", type=int, default=None, help="training resolution (default 128; 64 on SYNTHETIC)")
+    g.add_argument("--pretrained", action="store_true", help="timm pretrained weights (needs the weights hub)")
+    g.add_argument("--init-checkpoint", type=str, default=None, help="local weights for the backbone(s)")
+    g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate of the backbone")
+    g.add_argument("--decode", default="auto", choices=DECODE_RULES,
+                   help="decoding rule for validation (auto: top_down for the hierarchical methods, argmax_leaf for flat)")
+    g.add_argument("--threshold", type=float, default=0.5, help="threshold of the 'threshold' rule")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=None, help="default 40 (3 on SYNTHETIC)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="per process (default 256; 32 on SYNTHETIC; capped at the train images per process)")
+    g.add_argument("--lr", type=float, default=None, help="AdamW peak lr (default 5e-4 for ViTs, 2e-3 otherwise)")
+    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--warmup", type=float, default=2.0, help="linear warm-up, in epochs (then cosine to 0)")
+    g.add_argument("--label-smoothing", type=float, default=0.1)
+    g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/rotations/shifts/colour jitter")
+    g = p.add_argument_group("speed")
+    g.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on GPU")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels_last memory format for the model and its inputs")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--eval-batch-size", type=int, default=512)
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--output", type=str, default=None, help="run folder (default runs/<method>-<backbone>[-SYNTHETIC])")
+    g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    g.add_argument("--best-metric", default="accuracy", help="validation metric that picks the best checkpoint")
+    g.add_argument("--no-test", dest="test", action="store_false", help="skip the final test-split evaluation")
+    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and fill the defaults that depend on other arguments."""
+    args = build_parser().parse_args(argv)
+    args.synthetic = args.data is None and args.pack is None
+    if args.epochs is None:
+        args.epochs = 3 if args.synthetic else 40
+    if args.batch_size is None:
+        args.batch_size = 32 if args.synthetic else 256
+    if args.img_size is None and args.pack is None:
+        args.img_size = 64 if args.synthetic else 128
+    if args.lr is None:
+        args.lr = 5e-4 if _is_vit(args.backbone) else 2e-3
+    if args.output is None:
+        tag = f"-{SYNTHETIC_TAG}" if args.synthetic else ""
+        args.output = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
+    return args
+
+
+def _is_vit(backbone: str) -> bool:
+    return any(k in backbone for k in ("vit", "deit", "eva", "beit", "swin"))
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | None = None) -> Dist:
+    """Read RANK/WORLD_SIZE/LOCAL_RANK (torchrun) and join the process group (nccl on GPU, gloo on CPU)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local if world > 1 else (dev.index or 0))
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return Dist(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch of one process: a resumed run replays exactly the same randomness."""
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % 2**31
+
+
+# --------------------------------------------------------------------------------- data
+@dataclass
+class Data:
+    """Decoded images and node targets of each split, on the training device.
+
+    Attributes:
+        taxonomy: the label tree.
+        images: split -> uint8 ``(N, 3, H, W)``.
+        targets: split -> int64 ``(N,)`` node indices (inner nodes for partial labels).
+        names: split -> image paths (relative to the data root when known).
+        source: where the images came from (says SYNTHETIC for generated ones).
+        synthetic: True for the generated set.
+    """
+
+    taxonomy: Taxonomy
+    images: dict[str, Tensor]
+    targets: dict[str, Tensor]
+    names: dict[str, list[str]]
+    source: str
+    synthetic: bool = False
+
+    def subset(self, split: str, keep: Tensor) -> None:
+        """Keep only ``keep`` (bool ``(N,)``) of one split."""
+        idx = torch.nonzero(keep.cpu()).flatten()
+        self.images[split] = self.images[split][idx.to(self.images[split].device)]
+        self.targets[split] = self.targets[split][idx.to(self.targets[split].device)]
+        self.names[split] = [self.names[split][i] for i in idx.tolist()]
+
+
+def _infer_taxonomy(root: Path, layout: str) -> Taxonomy:
+    """The bundled taxonomy a layout implies: PBC -> ``pbc``, ALL -> ``all4``; other layouts need --taxonomy."""
+    from examples.leukemia.data import detect_layout, load_taxonomy
+
+    found = detect_layout(root) if layout == "auto" else layout
+    if found in ("pbc", "all4"):
+        return load_taxonomy(found)
+    raise ValueError(
+        f"--taxonomy: required for a {found!r} layout ({root}); pass --taxonomy paper|pbc|all4 or the path of a "
+        "taxonomy JSON file whose nodes name your folders/labels."
+    )
+
+
+def _load_chunk(paths: list[str], size: int) -> list[np.ndarray]:
+    from examples.leukemia.data import load_image
+
+    return [np.stack([load_image(p, size) for p in paths])] if paths else []
+
+
+def _decode_all(paths: list[str], size: int, workers: int) -> Tensor:
+    from examples.leukemia.data import parallel_map
+
+    chunks = parallel_map(_load_chunk, paths, size, workers=workers, min_parallel=256)
+    if not chunks:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return torch.from_numpy(np.concatenate(chunks)).permute(0, 3, 1, 2).contiguous()
+
+
+def _write_pack_manifest(path: Path, names: dict[str, list[str]], labels: dict[str, list[str]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "path", "label"])
+        for s in names:
+            w.writerows([s, n, lab] for n, lab in zip(names[s], labels[s]))
+    os.replace(tmp, path)
+
+
+def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
+    """Scan or unpack the images, split them (seeded, stratified), decode once, move to the device.
+
+    Writes the split manifest ``splits.csv`` (``split,path,label``) into the run folder (rank 0).
+    """
+    from examples.leukemia import data as data_mod
+
+    if args.pack:
+        from examples.leukemia.pack import load_pack
+
+        pk = load_pack(args.pack, env.device, args.workers, taxonomy=args.taxonomy)
+        tax = pk.taxonomy
+        split = np.asarray(pk.split)
+        images, targets, names = {}, {}, {}
+        for s in ("train", "val", "test"):
+            idx = np.flatnonzero(split == s)
+            t_idx = torch.from_numpy(idx).to(pk.images.device)
+            images[s] = pk.images[t_idx]
+            targets[s] = pk.targets.to(env.device)[t_idx.to(env.device)]
+            names[s] = [str(pk.names[i]) for i in idx]
+        out = Data(tax, images, targets, names, source=f"pack {args.pack}")
+        if env.main:  # paths relative to the packed dataset's class-folder root
+            labels = {s: [tax.nodes[t] for t in targets[s].tolist()] for s in names}
+            _write_pack_manifest(output / "splits.csv", names, labels)
+    else:
+        if args.synthetic:
+            from examples.leukemia.synthetic import make_synthetic
+
+            tax = data_mod.load_taxonomy(args.taxonomy or "paper")
+            root = output / f"{SYNTHETIC_TAG}_images"
+            if env.main and not root.is_dir():
+                make_synthetic(root, tax, n_per_leaf=args.synthetic_per_leaf, size=max(args.img_size, 64), seed=args.seed)
+            _barrier(env)
+            layout = "auto"
+            source = f"{SYNTHETIC_TAG} images generated in {root} (not real cells)"
+        else:
+            root = Path(args.data)
+            tax = data_mod.load_taxonomy(args.taxonomy) if args.taxonomy else _infer_taxonomy(root, args.layout)
+            layout = args.layout
+            source = f"data {root}"
+        samples, _report = data_mod.scan(root, tax, layout=layout, workers=args.workers, warn=env.main)
+        if args.limit:
+            rng = np.random.default_rng(args.split_seed)
+            samples = [samples[i] for i in sorted(rng.permutation(len(samples))[: args.limit])]
+        splits = data_mod.split(samples, seed=args.split_seed)
+        if env.main:
+            data_mod.write_manifest(output / "splits.csv", splits)
+        images, targets, names = {}, {}, {}
+        for s in ("train", "val", "test"):
+            items = splits.get(s, [])
+            names[s] = [str(x.path) for x in items]
+            images[s] = _decode_all(names[s], args.img_size, args.workers).to(env.device)
+            targets[s] = torch.as_tensor(tax.encode([x.label for x in items]), dtype=torch.int64).reshape(-1).to(env.device)
+        out = Data(tax, images, targets, names, source=source, synthetic=args.synthetic)
+    if args.partial_labels == "drop":
+        leaf = torch.as_tensor(out.taxonomy.is_leaf_mask, device=out.targets["train"].device)
+        out.subset("train", leaf[out.targets["train"]])
+    if args.limit and args.pack:
+        for s in out.images:
+            keep = torch.zeros(len(out.names[s]), dtype=torch.bool)
+            keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(args.split_seed))[: args.limit]] = True
+            out.subset(s, keep)
+    if len(out.targets["train"]) == 0:
+        raise ValueError("data: the train split is empty; give more images (or a smaller --limit).")
+    return out
+
+
+def _barrier(env: Dist) -> None:
+    if env.world_size > 1:
+        dist.barrier()
+
+
+# ------------------------------------------------------------------------- optimisation
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norms and other 1-D parameters (timm's default)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
+    """LambdaLR: linear warm-up to the peak lr over ``warmup_steps``, then cosine to 0 at ``total_steps``."""
+    total_steps, warmup_steps = max(1, total_steps), max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ------------------------------------------------------------------------------- loops
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on GPU when ``amp``; nothing on CPU (bit-exact reproducibility)."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _batches(images: Tensor, targets: Tensor, batch_size: int, *, train: bool, augment: bool, seed: int, env: Dist):
+    from examples.leukemia.gpu_data import GPUBatches
+
+    return GPUBatches(
+        images, targets, batch_size, shuffle=train, drop_last=train, augment=augment and train, seed=seed,
+        rank=env.rank, world_size=env.world_size, even_shards=train,
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    forward: nn.Module,
+    criterion: nn.Module,
+    batches: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    env: Dist,
+    amp: bool,
+    clip_grad: float,
+    channels_last: bool,
+    epoch: int,
+    epochs: int,
+    progress: bool,
+) -> dict[str, float]:
+    """One pass over the train batches; returns ``{"loss", "img_per_s", "seconds", "images"}`` (all processes)."""
+    model.train()
+    loss_sum = torch.zeros((), device=env.device, dtype=torch.float64)
+    seen = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize(env.device)
+    t0 = time.perf_counter()
+    for step, (images, target) in enumerate(batches):
+        if not channels_last:
+            images = images.contiguous()
+        with autocast(env.device, amp):
+            logits = forward(images)
+        loss = criterion(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(target)
+        seen += len(target)
+        if bar is not None and (step % 10 == 0 or step == len(batches) - 1):
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen * env.world_size / max(elapsed, 1e-9):.0f}")
+            bar.update(step + 1 - bar.n)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize(env.device)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    totals = torch.stack([loss_sum, torch.tensor(float(seen), device=env.device, dtype=torch.float64)])
+    if env.world_size > 1:
+        dist.all_reduce(totals)
+    images_all = float(totals[1])
+    return {
+        "loss": float(totals[0]) / max(images_all, 1.0),
+        "img_per_s": images_all / max(seconds, 1e-9),
+        "seconds": seconds,
+        "images": images_all,
+    }
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: Tensor, *, batch_size: int, device: torch.device, amp: bool, channels_last: bool,
+    env: Dist | None = None,
+) -> Tensor:
+    """Node marginals ``(N, num_nodes)`` float32 of uint8 images ``(N, 3, H, W)`` (this process's shard
+    ``rank::world_size`` when ``env`` has several processes), in order, on ``device``."""
+    from examples.leukemia.gpu_data import GPUBatches
+
+    model.eval()
+    rank, world = (env.rank, env.world_size) if env is not None else (0, 1)
+    dummy = torch.zeros(len(images), dtype=torch.int64, device=images.device)
+    out = []
+    for batch, _ in GPUBatches(images, dummy, batch_size, shuffle=False, drop_last=False, augment=False, seed=0,
+                               rank=rank, world_size=world, even_shards=False):
+        batch = batch.to(device) if channels_last else batch.to(device).contiguous()
+        with autocast(device, amp):
+            logits = model(batch)
+        out.append(model.marginals(logits.float()).float())
+    if not out:
+        return torch.empty(0, model.taxonomy.num_nodes, device=device)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    taxonomy: Taxonomy,
+    *,
+    rule: str,
+    threshold: float,
+    env: Dist,
+    batch_size: int,
+    amp: bool,
+    channels_last: bool,
+) -> dict[str, float]:
+    """Decode every image with ``rule`` and compute the library's hierarchical metrics (reduced across processes).
+
+    Each process evaluates its shard ``rank::world_size`` (no padding, so the reduced sums equal one
+    process's) with a :class:`hiercls.metrics.HierarchicalMetrics`, whose state torchmetrics sums
+    across processes in ``compute()``.
+    """
+    metric = HierarchicalMetrics(taxonomy).to(env.device)
+    probs = predict(model, images, batch_size=batch_size, device=env.device, amp=amp, channels_last=channels_last,
+                    env=env)
+    shard = targets[env.rank :: env.world_size].to(env.device)
+    if len(shard):
+        preds = decode(probs, taxonomy, rule, threshold=threshold)
+        metric.update(preds, shard)
+        nll = -torch.log(probs.gather(1, shard[:, None]).clamp_min(1e-12)).sum()
+    else:
+        nll = torch.zeros((), device=env.device)
+    result = {k: float(v) for k, v in metric.compute().items()}
+    totals = torch.stack([nll.double(), torch.tensor(float(len(shard)), device=env.device, dtype=torch.float64)])
+    if env.world_size > 1:
+        dist.all_reduce(totals)
+    result["nll"] = float(totals[0]) / max(float(totals[1]), 1.0)
+    return result
+
+
+# ----------------------------------------------------------------------------- logging
+class RunLog:
+    """CSV (``log.csv``) and TensorBoard (``tb/``) logs of a run; rank 0 only."""
+
+    def __init__(self, output: Path, enabled: bool, tensorboard: bool, resume_epoch: int = -1) -> None:
+        self.path = output / "log.csv"
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        if resume_epoch >= 0 and self.path.is_file():  # drop rows of epochs after the resumed checkpoint
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= resume_epoch]
+            self._rewrite(rows)
+        elif self.path.exists():
+            self.path.unlink()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(output / "tb"))
+            except ImportError:  # tensorboard is optional
+                log.warning("tensorboard is not installed; logging to log.csv only")
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        with open(self.path, "w", newline="") as fh:
+            if rows:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        rows = []
+        if self.path.is_file():
+            with open(self.path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        with open(self.path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self.writer.add_scalar(key.replace("/", "_").replace("val_", "val/").replace("train_", "train/"),
+                                           value, row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --------------------------------------------------------------------------------- main
+@dataclass
+class TrainResult:
+    """What :func:`run` returns: the trained model (best weights loaded), its data and numbers."""
+
+    model: nn.Module
+    data: Data
+    config: dict[str, Any]
+    best: dict[str, Any]
+    test: dict[str, float] | None
+    history: list[dict[str, Any]]
+    train_seconds: float
+    img_per_s: float
+    output: Path
+
+
+def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist) -> dict[str, Any]:
+    """The JSON config stored with every checkpoint and in ``config.json``."""
+    cfg = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    cfg["model"] = dict(model.config)
+    cfg["data_source"] = data.source
+    cfg["synthetic"] = data.synthetic
+    cfg["world_size"] = env.world_size
+    cfg["split_sizes"] = {s: len(v) for s, v in data.names.items()}
+    return cfg
+
+
+def run(args: argparse.Namespace, *, data: Data | None = None, env: Dist | None = None) -> TrainResult:
+    """Train with parsed ``args``; ``data`` (already loaded) lets :mod:`compare` share one copy between runs."""
+    env = env or init_distributed(args.device)
+    output = Path(args.output)
+    if env.main:
+        output.mkdir(parents=True, exist_ok=True)
+    _barrier(env)
+    if env.device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    channels_last = bool(args.channels_last)
+
+    # data
+    seed_everything(args.seed)
+    data = data or load_data(args, env, output)
+    tax = data.taxonomy
+    img_size = int(data.images["train"].shape[-1])
+    if data.synthetic and env.main:
+        log.warning("%s data: %s. Numbers from this run say nothing about real cells.", SYNTHETIC_TAG, data.source)
+
+    # model
+    seed_everything(args.seed)
+    backbone_kwargs = {"drop_path_rate": args.drop_path} if args.drop_path else None
+    model = build_model(
+        args.backbone, tax, args.method, head=args.head, loss=args.loss, pretrained=args.pretrained,
+        init_checkpoint=args.init_checkpoint, img_size=img_size if _is_vit(args.backbone) else None,
+        label_smoothing=args.label_smoothing, backbone_kwargs=backbone_kwargs,
+    ).to(env.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = model.criterion
+    rule = model.config["decode"] if args.decode == "auto" else args.decode
+    ddp = model
+    if env.world_size > 1:
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    forward = torch.compile(ddp) if args.compile else ddp
+
+    # optimiser and schedule
+    per_process = len(data.names["train"]) // env.world_size
+    if per_process < args.batch_size:
+        if env.main:
+            log.warning("--batch-size %d is more than the %d train images per process; using %d", args.batch_size,
+                        per_process, max(1, per_process))
+        args.batch_size = max(1, per_process)
+    train_batches = _batches(data.images["train"], data.targets["train"], args.batch_size, train=True,
+                             augment=args.augment, seed=args.seed, env=env)
+    steps_per_epoch = max(1, len(train_batches))
+    optimizer = build_optimizer(model, args.lr, args.weight_decay, fused=env.device.type == "cuda")
+    scheduler = cosine_with_warmup(optimizer, args.epochs * steps_per_epoch, round(args.warmup * steps_per_epoch))
+    config = run_config(args, model, data, env)
+    config["decode"] = rule
+    config["image_size"] = img_size
+
+    # resume
+    start_epoch, best, history = 0, {"epoch": -1, "value": -math.inf, "metrics": {}}, []
+    if args.resume:
+        last = output / "last.json"
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {last}; run without --resume first.")
+        ckpt = load_checkpoint(last, model, taxonomy=tax, optimizer=optimizer, scheduler=scheduler, restore_rng=True)
+        start_epoch = int(ckpt.epoch) + 1
+        best = ckpt.state.get("best", best)
+        history = list(ckpt.state.get("history", []))
+        changed = {k: (ckpt.config.get(k), config[k]) for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed")
+                   if ckpt.config.get(k) != config[k]}
+        if changed and env.main:
+            log.warning("--resume: settings differ from the checkpoint's %s; the result will differ from an "
+                        "uninterrupted run", changed)
+    if env.main:
+        (output / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
+    runlog = RunLog(output, env.main, args.tensorboard, resume_epoch=start_epoch - 1 if args.resume else -1)
+    if env.main:
+        log.info("%s%s %s, %d-node taxonomy | train %d, val %d, test %d images at %d px | %s, %d process(es)",
+                 f"[{SYNTHETIC_TAG}] " if data.synthetic else "", args.method, args.backbone, tax.num_nodes,
+                 len(data.names["train"]), len(data.names["val"]), len(data.names["test"]), img_size,
+                 env.device, env.world_size)
+
+    # loop
+    train_seconds, train_images = sum(h.get("train_seconds", 0.0) for h in history), sum(
+        h.get("train_images", 0.0) for h in history)
+    for epoch in range(start_epoch, args.epochs):
+        seed_everything(epoch_seed(args.seed, epoch, env.rank))
+        train_batches.set_epoch(epoch)
+        stats = train_one_epoch(model, forward, criterion, train_batches, optimizer, scheduler, env=env, amp=args.amp,
+                                clip_grad=args.clip_grad, channels_last=channels_last, epoch=epoch, epochs=args.epochs,
+                                progress=env.main and not args.quiet)
+        train_seconds += stats["seconds"]
+        train_images += stats["images"]
+        val = evaluate(model, data.images["val"], data.targets["val"], tax, rule=rule, threshold=args.threshold,
+                       env=env, batch_size=args.eval_batch_size, amp=args.amp, channels_last=channels_last) \
+            if len(data.names["val"]) else {}
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": stats["loss"],
+               "train_img_per_s": stats["img_per_s"], "train_seconds": stats["seconds"],
+               "train_images": stats["images"], **{f"val_{k}": v for k, v in val.items()}}
+        history.append(row)
+        value = val.get(args.best_metric, -stats["loss"])
+        is_best = value > best["value"]
+        if is_best:
+            best = {"epoch": epoch, "value": value, "metric": args.best_metric, "metrics": val}
+        if env.main:
+            runlog.write(row)
+            shown = {k: round(v, 4) for k, v in val.items() if k in ("accuracy", "hierarchical_f1", "mistake_severity")}
+            log.info("%sepoch %d/%d  loss %.4f  %.0f img/s  val %s%s", f"[{SYNTHETIC_TAG}] " if data.synthetic else "",
+                     epoch + 1, args.epochs, stats["loss"], stats["img_per_s"], shown, "  *best*" if is_best else "")
+            if is_best:
+                save_checkpoint(output / "best", model, tax, config=config, metrics=val, epoch=epoch)
+            save_checkpoint(output / "last", model, tax, config=config, metrics=val, epoch=epoch, optimizer=optimizer,
+                            scheduler=scheduler, rng=True, state={"best": best, "history": history})
+        _barrier(env)
+    runlog.close()
+
+    # the best weights, evaluated on the test split
+    if (output / "best.json").is_file():
+        load_checkpoint(output / "best", model, taxonomy=tax, verify=False)
+    test = None
+    if args.test and len(data.names["test"]):
+        test = evaluate(model, data.images["test"], data.targets["test"], tax, rule=rule, threshold=args.threshold,
+                        env=env, batch_size=args.eval_batch_size, amp=args.amp, channels_last=channels_last)
+    img_per_s = train_images / max(train_seconds, 1e-9)
+    if env.main:
+        summary = {"synthetic": data.synthetic, "data_source": data.source, "best_val": best, "test": test,
+                   "train_seconds": train_seconds, "train_img_per_s": img_per_s, "config": config}
+        if data.synthetic:
+            summary["WARNING"] = f"{SYNTHETIC_TAG} images: these numbers say nothing about real cells."
+        (output / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        if test is not None:
+            log.info("%stest (best epoch %d): %s", f"[{SYNTHETIC_TAG}] " if data.synthetic else "", best["epoch"] + 1,
+                     {k: round(v, 4) for k, v in test.items()})
+    return TrainResult(model, data, config, best, test, history, train_seconds, img_per_s, output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m examples.leukemia.train``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    env = init_distributed(args.device)
+    if not env.main:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        run(args, env=env)
+    finally:
+        if env.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
