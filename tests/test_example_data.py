@@ -1,0 +1,427 @@
+"""The leukemia example's data side: taxonomies, scan (every bad-input case), split, manifest, loading, synthetic set."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hiercls import Taxonomy, UnknownNodeError
+
+from examples.leukemia import data as D
+from examples.leukemia.data import DataWarning, ImageDataset, Sample, load_image, read_manifest, scan, split, write_manifest
+from examples.leukemia.synthetic import make_synthetic
+
+PBC_DIB = "PBC_dataset_normal_DIB"
+
+
+# ---------------------------------------------------------------- helpers
+def _jpeg(path: Path, color=(200, 100, 50), size=(40, 36), mode="RGB", quality=90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(arr).convert(mode).save(path, "JPEG", quality=quality)
+    return path
+
+
+def _png(path: Path, mode: str, size=(30, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "I;16":
+        Image.fromarray((np.arange(size[0] * size[1]).reshape(size[1], size[0]) * 60).astype(np.uint16)).save(path)
+        return path
+    im = Image.new("RGBA", size, (30, 200, 90, 255))
+    if mode == "P":
+        im = Image.new("P", size, 0)
+        im.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+        im.info["transparency"] = 0
+        im.save(path, transparency=0)
+        return path
+    im.convert(mode).save(path)
+    return path
+
+
+def _truncated(path: Path) -> Path:
+    _jpeg(path, size=(64, 64))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) * 6 // 10])
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_subset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """3 images per (class folder, prefix) of PBC and per class of ALL, in the published layouts, plus PBC's .DS file."""
+    top = tmp_path_factory.mktemp("real")
+    src = shared_data / "pbc" / PBC_DIB
+    for cls in sorted(os.listdir(src)):
+        by_prefix: dict[str, list[str]] = {}
+        for name in sorted(os.listdir(src / cls)):
+            if not name.startswith("."):
+                by_prefix.setdefault(name.split("_")[0], []).append(name)
+        for names in by_prefix.values():
+            for name in names[:3]:
+                (top / "pbc" / PBC_DIB / cls).mkdir(parents=True, exist_ok=True)
+                shutil.copy(src / cls / name, top / "pbc" / PBC_DIB / cls / name)
+    shutil.copy(src / "neutrophil" / ".DS_169665.jpg", top / "pbc" / PBC_DIB / "neutrophil" / ".DS_169665.jpg")
+    src = shared_data / "all4" / "Original"
+    for cls in ("Benign", "Early", "Pre", "Pro"):
+        (top / "all4" / "Original" / cls).mkdir(parents=True)
+        for name in sorted(os.listdir(src / cls))[:3]:
+            shutil.copy(src / cls / name, top / "all4" / "Original" / cls / name)
+    return top
+
+
+# ---------------------------------------------------------------- taxonomies
+def test_bundled_taxonomies_load_and_match_the_brief(paper_tax: Taxonomy) -> None:
+    paper, pbc, all4 = (Taxonomy.from_json(D.TAXONOMY_DIR / f"{n}.json") for n in ("paper", "pbc", "all4"))
+    assert paper == paper_tax
+    assert sorted(pbc.leaves) == sorted(
+        ["band_neutrophil", "segmented_neutrophil", "eosinophil", "basophil", "promyelocyte", "myelocyte",
+         "metamyelocyte", "lymphocyte", "monocyte", "erythroblast", "platelet"]
+    )
+    assert set(D.PBC_PREFIX_NODE.values()) <= set(pbc.nodes)
+    assert set(D.PBC_CLASS_NODE.values()) <= set(pbc.nodes)
+    assert pbc.parent("band_neutrophil") == "neutrophil" and pbc.parent("myelocyte") == "immature_granulocyte"
+    assert sorted(all4.leaves) == ["benign", "early_pre_B", "pre_B", "pro_B"]
+    assert set(D.ALL4_CLASS_NODE.values()) <= set(all4.nodes)
+    for tax in (paper, pbc, all4):
+        assert D.load_taxonomy(tax) is tax
+    assert D.load_taxonomy("pbc") == pbc
+
+
+def test_pbc_eight_class_level() -> None:
+    pbc = D.load_taxonomy("pbc")
+    table = D.pbc_class_table(pbc)
+    for node, folder in D.PBC_CLASS_OF_NODE.items():
+        assert D.pbc_eight_class(node) == folder
+        assert D.PBC_CLASSES[table[pbc.index(node)]] == folder
+    above = [n for n in pbc.nodes if n not in D.PBC_CLASS_OF_NODE]
+    assert sorted(above) == ["granulocyte", "leukocyte", "mononuclear_cell", "neutrophil_lineage", "root"]
+    assert (table[pbc.encode(above)] == -1).all()
+    # every 8-class folder's node maps to that folder
+    for folder, node in D.PBC_CLASS_NODE.items():
+        assert D.pbc_eight_class(node) == folder
+    with pytest.raises(ValueError, match="'granulocyte' is not at or below one of the 8 PBC classes"):
+        D.pbc_eight_class("granulocyte")
+    with pytest.raises(ValueError, match="lacks the PBC class nodes"):
+        D.pbc_class_table(D.load_taxonomy("paper"))
+
+
+def test_load_taxonomy_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="neither a bundled taxonomy"):
+        D.load_taxonomy(tmp_path / "nope.json")
+    with pytest.raises(TypeError, match="expected a Taxonomy"):
+        D.load_taxonomy(3)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- real layouts
+def test_scan_real_pbc_layout(real_subset: Path) -> None:
+    with pytest.warns(DataWarning, match=r"skipped 1 file\(s\): not an image .*\.DS_169665\.jpg"):
+        samples, report = scan(real_subset / "pbc", "pbc")
+    assert report.layout == "pbc" and report.base.endswith(PBC_DIB)
+    labels = {Path(s.path).name.split("_")[0]: s.label for s in samples}
+    assert labels == {
+        "BA": "basophil", "EO": "eosinophil", "ERB": "erythroblast", "IG": "immature_granulocyte",
+        "MMY": "metamyelocyte", "MY": "myelocyte", "PMY": "promyelocyte", "LY": "lymphocyte", "MO": "monocyte",
+        "BNE": "band_neutrophil", "NEUTROPHIL": "neutrophil", "SNE": "segmented_neutrophil", "PLATELET": "platelet",
+    }
+    assert len(samples) == 39 and all(n == 3 for n in report.counts.values())
+    assert list(report.skipped) == ["not an image (the content is not a readable image format)"]
+    assert report.converted == {} and report.empty_folders == [] and report.leaves_without_images == []
+    assert [s.path for s in samples] == sorted(s.path for s in samples) and all(os.path.isabs(s.path) for s in samples)
+    names = D.relative_names(samples, report.base)
+    assert "neutrophil/BNE_" in " ".join(names) and all(n.count("/") == 1 for n in names)
+    # the same folders read as a plain folder tree: 'ig' is not a node name
+    with pytest.raises(UnknownNodeError, match=r"'ig' \(3 file|folder name\(s\) not in the taxonomy 'pbc'"):
+        scan(real_subset / "pbc", "pbc", layout="folder", warn=False)
+
+
+def test_scan_real_all4_layout(real_subset: Path) -> None:
+    samples, report = scan(real_subset / "all4", "all4", warn=False)
+    assert report.layout == "all4" and report.base.endswith("Original")
+    assert report.counts == {"benign": 3, "early_pre_B": 3, "pre_B": 3, "pro_B": 3}
+    assert D.relative_names(samples, report.base)[0].startswith("Benign/")
+
+
+def test_layout_errors(real_subset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="layout: expected one of"):
+        scan(real_subset / "all4", "all4", layout="zip")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no PBC layout found"):
+        scan(real_subset / "all4", "pbc", layout="pbc")
+    with pytest.raises(ValueError, match="no ALL layout found"):
+        scan(real_subset / "pbc", "all4", layout="all4")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        scan(tmp_path / "missing", "paper")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(ValueError, match="not a .csv manifest"):
+        scan(tmp_path / "x.txt", "paper")
+    with pytest.raises(ValueError, match="layout 'csv' needs a CSV file"):
+        scan(tmp_path, "paper", layout="csv")
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.fixture
+def messy(tmp_path: Path) -> Path:
+    """A folder tree for the paper taxonomy with every kind of bad input."""
+    root = tmp_path / "messy"
+    for i in range(3):
+        _jpeg(root / "Normal" / f"n{i}.jpg")
+        _jpeg(root / "Leukemia" / "Acute" / "ALL" / f"a{i}.jpg", color=(50, 60, 200))
+    _jpeg(root / "Leukemia" / "Acute" / "partial0.jpg")  # partial label at an inner node
+    _jpeg(root / "site_A" / "Reactive" / "r_cmyk.jpg", mode="CMYK")  # node folder below a container folder
+    _png(root / "Reactive" / "r_gray.png", "L")
+    _png(root / "Reactive" / "r_rgba.png", "RGBA")
+    _png(root / "Reactive" / "r_palette.png", "P")
+    _png(root / "Reactive" / "r_16bit.png", "I;16")
+    _truncated(root / "Leukemia" / "Acute" / "ALL" / "broken.jpg")
+    (root / "Leukemia" / "Acute" / "ALL" / ".DS_0001.jpg").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+    (root / "Leukemia" / "Acute" / "ALL" / "empty.jpg").write_bytes(b"")
+    _truncated(root / "Leukemia" / "Chronic" / "CLL" / "only_bad.jpg")  # CLL ends up with no image
+    (root / "Leukemia" / "Chronic" / "CML").mkdir(parents=True)  # empty folder
+    (root / "Leukemia" / "Chronic" / "CML" / "notes.txt").write_text("no images here")
+    _jpeg(root / "stray.jpg")  # not in any class folder
+    (root / "README.md").write_text("not an image, ignored")
+    return root
+
+
+def test_scan_reports_every_bad_input_once(messy: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples, report = scan(messy, "paper", workers=1)
+    ours = [w for w in caught if issubclass(w.category, DataWarning)]
+    assert len(ours) == len(report.messages()) == len(report.skipped) + 4  # + converted, empty, emptied, leaves
+    assert report.layout == "folder"
+    assert report.counts == {"Normal": 3, "Reactive": 5, "Acute": 1, "ALL": 3}
+    skipped = {k: [Path(p).name for p in v] for k, v in report.skipped.items()}
+    assert skipped["not an image (the content is not a readable image format)"] == [".DS_0001.jpg", "empty.jpg"]
+    truncated = [v for k, v in skipped.items() if k.startswith("truncated or unreadable image")]
+    assert sorted(sum(truncated, [])) == ["broken.jpg", "only_bad.jpg"]
+    assert skipped["image directly in the data folder, not in a class folder (no label)"] == ["stray.jpg"]
+    assert {m: len(p) for m, p in report.converted.items()} == {"CMYK": 1, "L": 1, "RGBA": 1, "P": 1, "I;16": 1}
+    assert [Path(p).name for p in report.empty_folders] == ["CML"]
+    assert report.emptied_labels == {"CLL": 1}
+    assert sorted(report.leaves_without_images) == ["APL", "CLL", "CML"]
+    assert any("README.md" in p for p in report.notes["ignored: file name does not end in an image extension"])
+    text = " | ".join(str(w.message) for w in ours)
+    assert "skipped 2 file(s): not an image" in text and "5 image(s) are not RGB" in text and "empty folder" in text
+    assert "'CLL' (1 file(s))" in text and "cannot learn them" in text
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        report.log()  # reported once only
+    assert not [w for w in again if issubclass(w.category, DataWarning)]
+    # the converted images load as RGB of the asked size
+    for path in sum(report.converted.values(), []):
+        img = load_image(path, 24)
+        assert img.shape == (24, 24, 3) and img.dtype == np.uint8
+
+
+def test_header_only_check_misses_truncation(messy: Path) -> None:
+    _, full = scan(messy, "paper", warn=False)
+    _, quick = scan(messy, "paper", check_images=False, warn=False)
+    assert any(k.startswith("truncated") for k in full.skipped)
+    assert not any(k.startswith("truncated") for k in quick.skipped)  # header-only: only decoding finds it
+    assert quick.num_images == full.num_images + 2
+
+
+def test_parallel_check_equals_serial(tmp_path: Path) -> None:
+    root = make_synthetic(tmp_path / "syn", "paper", n_per_leaf=90, size=16, n_partial=2)
+    _truncated(root / "Normal" / "zz_broken.jpg")
+    serial, r1 = scan(root, "paper", workers=1, warn=False)
+    parallel, r2 = scan(root, "paper", workers=2, warn=False)
+    assert r1.num_files > 512  # above the threshold where the process pool is used
+    assert serial == parallel and r1.skipped == r2.skipped and len(r2.skipped) == 1
+
+
+def test_unknown_folder_label_is_an_error_naming_the_fix(tmp_path: Path) -> None:
+    _jpeg(tmp_path / "d" / "Normal" / "a.jpg")
+    _jpeg(tmp_path / "d" / "Leukaemia" / "b.jpg")
+    with pytest.raises(UnknownNodeError, match=r"'Leukaemia' \(1 file\(s\), e\.g\. .*b\.jpg, closest node 'Leukemia'\)") as err:
+        scan(tmp_path / "d", "paper")
+    msg = str(err.value)
+    assert "not in the taxonomy 'paper'" in msg and "paper.json" in msg and "Rename those folders" in msg
+
+
+def test_empty_dataset_is_an_error_naming_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "Normal").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"No usable images .* 0 image file\(s\) found; no image files found\. Fix: "):
+        scan(tmp_path / "empty", "paper")
+    _truncated(tmp_path / "bad" / "Normal" / "x.jpg")
+    with pytest.raises(ValueError, match=r"No usable images .*1 truncated or unreadable image.*without --data"):
+        scan(tmp_path / "bad", "paper")
+
+
+def test_images_labelled_at_the_root_are_skipped(tmp_path: Path) -> None:
+    _jpeg(tmp_path / "d" / "root" / "x.jpg")
+    _jpeg(tmp_path / "d" / "root" / "Normal" / "y.jpg")
+    samples, report = scan(tmp_path / "d", "paper", warn=False)
+    assert [s.label for s in samples] == ["Normal"]
+    assert list(report.skipped) == ["labelled only at the taxonomy root 'root' (carries no class information)"]
+
+
+# ---------------------------------------------------------------- csv
+def test_csv_manifest_with_partial_labels(tmp_path: Path) -> None:
+    imgs = tmp_path / "imgs"
+    for name in ("a", "b", "c"):
+        _jpeg(imgs / f"{name}.jpg")
+    (tmp_path / "labels.csv").write_text(
+        "label,path,comment\nALL,imgs/a.jpg,x\nLeukemia,imgs/b.jpg,partial\nNormal,imgs/missing.jpg,\nCML,,\n\nAcute,imgs/c.jpg,\n"
+    )
+    samples, report = scan(tmp_path / "labels.csv", "paper", warn=False)
+    assert report.layout == "csv"
+    assert [(Path(s.path).name, s.label) for s in samples] == [("a.jpg", "ALL"), ("b.jpg", "Leukemia"), ("c.jpg", "Acute")]
+    assert [Path(p).name for p in report.skipped["file listed in the CSV not found"]] == ["missing.jpg"]
+    assert report.skipped["empty path in the CSV"] == ["line 5"]
+
+
+def test_csv_errors(tmp_path: Path) -> None:
+    _jpeg(tmp_path / "a.jpg")
+    (tmp_path / "bad_label.csv").write_text("path,label\na.jpg,Leukaemia\na.jpg,CLL\n")
+    with pytest.raises(UnknownNodeError, match=r"1 CSV label\(s\) not in the taxonomy 'paper' .*'Leukaemia'.*Fix the labels"):
+        scan(tmp_path / "bad_label.csv", "paper")
+    (tmp_path / "no_header.csv").write_text("a.jpg,ALL\n")
+    with pytest.raises(ValueError, match="expected a header with columns 'path' and 'label'"):
+        scan(tmp_path / "no_header.csv", "paper")
+    (tmp_path / "short.csv").write_text("path,comment,label\na.jpg\n")
+    with pytest.raises(ValueError, match="line 2: expected at least 3 columns"):
+        scan(tmp_path / "short.csv", "paper")
+
+
+# ---------------------------------------------------------------- split and manifest
+def _samples(counts: dict[str, int]) -> list[Sample]:
+    return [Sample(f"/data/{label}/{label.upper()}_{i:05d}.jpg", label) for label, n in counts.items() for i in range(n)]
+
+
+def _baseline_split(names: list[str], seed: int = 20261126) -> dict[str, str]:
+    """The peer baseline's split, as tools/flat_baseline_gpu_data.py writes it (oracle)."""
+    fine_of = lambda n: n.split("/")[0] + (":" + os.path.basename(n).split("_")[0].upper() if "_" in os.path.basename(n) else "")  # noqa: E731
+    fine = np.array([fine_of(n) for n in names])
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(names), dtype="<U5")
+    for f in np.unique(fine):
+        m = np.flatnonzero(fine == f)
+        rng.shuffle(m)
+        a, b = round(0.7 * len(m)), round(0.8 * len(m))
+        out[m[:a]], out[m[a:b]], out[m[b:]] = "train", "val", "test"
+    return dict(zip(names, out.tolist()))
+
+
+def test_split_is_deterministic_stratified_and_order_free() -> None:
+    samples = _samples({"ALL": 37, "AML": 5, "Normal": 120, "CLL": 1, "CML": 2})
+    parts = split(samples)
+    assert split(list(reversed(samples))) == parts
+    assert split(samples, seed=1) != parts
+    flat = [s for v in parts.values() for s in v]
+    assert sorted(flat, key=lambda s: s.path) == sorted(samples, key=lambda s: s.path)  # disjoint and covering
+    for label, n in {"ALL": 37, "AML": 5, "Normal": 120, "CLL": 1, "CML": 2}.items():
+        got = [sum(s.label == label for s in parts[k]) for k in ("train", "val", "test")]
+        assert got == [round(0.7 * n), round(0.8 * n) - round(0.7 * n), n - round(0.8 * n)]
+    custom = split(samples, fractions=(0.5, 0.25, 0.25))
+    assert len(custom["train"]) == sum(round(0.5 * n) for n in (37, 5, 120, 1, 2))
+
+
+def test_split_equals_the_peer_baselines() -> None:
+    rng = np.random.default_rng(3)
+    groups = {"eosinophil/EO": 61, "ig/IG": 7, "ig/MMY": 33, "ig/MY": 40, "ig/PMY": 19, "neutrophil/BNE": 52,
+              "neutrophil/NEUTROPHIL": 3, "neutrophil/SNE": 48, "platelet/PLATELET": 25}
+    # labelled with PBC node names, whose alphabetical order differs from the baseline's folder:prefix order
+    samples = [Sample(f"/x/{g}_{rng.integers(1e6)}.jpg", D.PBC_PREFIX_NODE[g.split("/")[1]]) for g, n in groups.items() for _ in range(n)]
+    samples = list({s.path: s for s in samples}.values())
+    ours = {Path(s.path).parent.name + "/" + Path(s.path).name: k for k, v in split(samples).items() for s in v}
+    assert ours == _baseline_split(sorted(ours))
+    # the cut points match the baseline's round(0.8 * n) for every size
+    assert all(round((0.7 + 0.1) * n) == round(0.8 * n) for n in range(200_000))
+
+
+def test_split_fraction_errors() -> None:
+    with pytest.raises(ValueError, match="fractions: expected"):
+        split(_samples({"a": 3}), fractions=(0.7, 0.2, 0.2))
+    with pytest.raises(ValueError, match="fractions: expected"):
+        split(_samples({"a": 3}), fractions=(1.2, -0.2, 0.0))
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    files = [_jpeg(tmp_path / "data" / lab / f"{i}.jpg") for lab in ("ALL", "Normal") for i in range(6)]
+    samples = [Sample(str(p), p.parent.name) for p in files]
+    parts = split(samples, seed=5)
+    write_manifest(tmp_path / "run" / "split.csv", parts)
+    text = (tmp_path / "run" / "split.csv").read_text()
+    assert text.startswith("split,path,label") and "../data/ALL/" in text  # relative to the manifest's folder
+    assert read_manifest(tmp_path / "run" / "split.csv") == parts
+    assert read_manifest(tmp_path / "run" / "split.csv", taxonomy="paper") == parts
+    with pytest.raises(UnknownNodeError, match="'ALL'"):
+        read_manifest(tmp_path / "run" / "split.csv", taxonomy="pbc")
+    (tmp_path / "bad.csv").write_text("path,label\n")
+    with pytest.raises(ValueError, match="expected the header 'split,path,label'"):
+        read_manifest(tmp_path / "bad.csv")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_manifest(tmp_path / "none.csv")
+
+
+# ---------------------------------------------------------------- loading
+def test_load_image_converts_resizes_and_crops(tmp_path: Path) -> None:
+    wide = np.zeros((20, 60, 3), np.uint8)
+    wide[:, 20:40] = 255  # a white centre band: the centre crop keeps it
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    img = load_image(tmp_path / "wide.png", 10)
+    assert img.shape == (10, 10, 3) and img.dtype == np.uint8 and img.min() > 200
+    transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    transparent.save(tmp_path / "t.png")
+    assert (load_image(tmp_path / "t.png", 8) == 255).all()  # composited onto white
+    assert load_image(_png(tmp_path / "g.png", "L"), 12).shape == (12, 12, 3)
+    deep = load_image(_png(tmp_path / "d.png", "I;16"), 30)
+    assert deep.max() > 0 and deep.max() < 255  # 16-bit range scaled, not clipped to 255
+    raw = _jpeg(tmp_path / "c.jpg", size=(256, 258)).read_bytes()
+    assert (load_image(raw, 128) == load_image(tmp_path / "c.jpg", 128)).all()
+    with pytest.raises(ValueError, match="size: expected a positive int"):
+        load_image(tmp_path / "c.jpg", 0)
+
+
+def test_image_dataset(tmp_path: Path) -> None:
+    samples = [Sample(str(_jpeg(tmp_path / f"{i}.jpg")), lab) for i, lab in enumerate(["ALL", "Acute", "Normal"])]
+    ds = ImageDataset(samples, "paper", 16)
+    tax = D.load_taxonomy("paper")
+    x, y = ds[1]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.uint8 and y.dtype == torch.int64 and int(y) == tax.index("Acute")
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
+    assert batch[0].shape == (3, 3, 16, 16) and batch[1].tolist() == tax.encode(["ALL", "Acute", "Normal"]).tolist()
+    half = ImageDataset(samples, tax, 16, transform=lambda t: t.float() / 2)
+    assert torch.equal(half[0][0], ds[0][0].float() / 2)
+    with pytest.raises(UnknownNodeError, match="Leukaemia"):
+        ImageDataset([Sample(samples[0].path, "Leukaemia")], tax, 16)
+
+
+# ---------------------------------------------------------------- synthetic
+def test_make_synthetic_mirrors_the_taxonomy(tmp_path: Path) -> None:
+    tax = D.load_taxonomy("paper")
+    root = make_synthetic(tmp_path / "syn", tax, n_per_leaf=5, size=32, seed=1)
+    assert "SYNTHETIC" in (root / "README.txt").read_text()
+    samples, report = scan(root, tax, warn=False)
+    inner = [n for n in tax.nodes[1:] if not tax.is_leaf(n)]
+    assert report.counts == {n: (5 if tax.is_leaf(n) else 1) for n in tax.nodes[1:]}
+    assert len(inner) == 4 and not report.skipped and not report.leaves_without_images
+    assert all(Path(s.path).name.startswith("synthetic_") for s in samples)
+    assert (root / "Leukemia" / "Acute" / "AML" / "APL").is_dir()
+    first = {p.name: p.read_bytes() for p in root.rglob("*.jpg")}
+    make_synthetic(root, tax, n_per_leaf=5, size=32, seed=1)  # regenerating a synthetic folder is allowed
+    assert {p.name: p.read_bytes() for p in root.rglob("*.jpg")} == first
+    # leaves differ in look: the mean colour of depth-1 classes is far apart
+    means = {lab: np.mean([load_image(s.path, 32).reshape(-1, 3).mean(0) for s in samples if s.label == lab], 0)
+             for lab in ("Normal", "Reactive")}
+    assert np.abs(means["Normal"] - means["Reactive"]).max() > 20
+
+
+def test_make_synthetic_errors(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("precious")
+    with pytest.raises(ValueError, match="not empty and not a synthetic set"):
+        make_synthetic(tmp_path / "mine", "paper")
+    with pytest.raises(ValueError, match="n_per_leaf: expected an int >= 1"):
+        make_synthetic(tmp_path / "x", "paper", n_per_leaf=0)
+    with pytest.raises(ValueError, match="size: expected an int >= 16"):
+        make_synthetic(tmp_path / "x", "paper", size=8)
