@@ -126,15 +126,25 @@ class Taxonomy:
     )
 
     # ------------------------------------------------------------------ build
-    def __init__(self, graph: nx.DiGraph, *, root: str | None = None, _order: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        graph: nx.DiGraph,
+        *,
+        root: str | None = None,
+        _order: Sequence[str] | None = None,
+        _owned: bool = False,
+    ) -> None:
         if not isinstance(graph, nx.DiGraph):
             raise TaxonomyError(
                 f"graph: expected a networkx.DiGraph with edges parent -> child, got {type(graph).__name__}. "
                 "Use Taxonomy.from_edges, from_paths, from_parent_map or from_dict for other inputs."
             )
-        g = nx.DiGraph()
-        g.add_nodes_from(graph.nodes)
-        g.add_edges_from(graph.edges)
+        if _owned:  # a fresh graph built by a from_* constructor: no need to copy it
+            g = graph
+        else:  # copy: the caller's graph may change later, and may carry attributes we do not keep
+            g = nx.DiGraph()
+            g.add_nodes_from(graph.nodes)
+            g.add_edges_from(graph.edges)
         _validate_names(g.nodes)
         if g.number_of_nodes() == 0:
             raise TaxonomyError("The taxonomy is empty: give at least one node (a root).")
@@ -212,12 +222,19 @@ class Taxonomy:
                 raise TaxonomyError("nodes: every parent must come before its children in the node list.")
         index = {n: i for i, n in enumerate(nodes)}
         num = len(nodes)
-        parents = [sorted(index[p] for p in g.predecessors(n)) for n in nodes]
-        children = [sorted(index[c] for c in g.successors(n)) for n in nodes]
-        is_tree = all(len(p) <= 1 for p in parents)
+        edge_pc = np.fromiter(
+            (i for p, c in g.edges for i in (index[p], index[c])), dtype=np.int64, count=2 * g.number_of_edges()
+        ).reshape(-1, 2)
+        by_child = np.lexsort((edge_pc[:, 0], edge_pc[:, 1]))
+        parents_idx = edge_pc[by_child, 0]
+        parents_ptr = np.zeros(num + 1, dtype=np.int64)
+        np.cumsum(np.bincount(edge_pc[:, 1], minlength=num), out=parents_ptr[1:])
+        by_parent = np.lexsort((edge_pc[:, 1], edge_pc[:, 0]))
+        children_idx = edge_pc[by_parent, 1]
+        children_ptr = np.zeros(num + 1, dtype=np.int64)
+        np.cumsum(np.bincount(edge_pc[:, 0], minlength=num), out=children_ptr[1:])
+        is_tree = bool((np.diff(parents_ptr) <= 1).all())
         depth = np.array([depth_of[n] for n in nodes], dtype=np.int64)
-        parents_ptr, parents_idx = _csr(parents)
-        children_ptr, children_idx = _csr(children)
         n_children = np.diff(children_ptr)
         is_leaf = n_children == 0
         if order is not None and np.any(np.diff(depth) < 0):
@@ -371,7 +388,7 @@ class Taxonomy:
             _validate_names(edge, where=f"edges[{k}]")
         g = nx.DiGraph()
         g.add_edges_from(pairs)
-        return cls(g, root=root)
+        return cls(g, root=root, _owned=True)
 
     @classmethod
     def from_parent_map(cls, parents: Mapping[str, str | None], *, root: str | None = None) -> Taxonomy:
@@ -403,7 +420,7 @@ class Taxonomy:
                     f"Add it as a key (with its own parent) or fix the name."
                 )
             g.add_edge(parent, child)
-        return cls(g, root=root)
+        return cls(g, root=root, _owned=True)
 
     @classmethod
     def from_dict(cls, tree: Mapping[str, Any], *, root: str | None = None, dag: bool = False) -> Taxonomy:
@@ -451,7 +468,7 @@ class Taxonomy:
                 visit(name, sub, here)
 
         visit(None, tree, "")
-        return cls(g, root=root)
+        return cls(g, root=root, _owned=True)
 
     @classmethod
     def from_paths(
@@ -507,7 +524,7 @@ class Taxonomy:
                 if prev is not None:
                     g.add_edge(prev, name)
                 prev = name
-        return cls(g, root=root)
+        return cls(g, root=root, _owned=True)
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike[str], *, root: str | None = None, dag: bool = False) -> Taxonomy:
@@ -578,7 +595,7 @@ class Taxonomy:
             g = nx.DiGraph()
             g.add_nodes_from(nodes)
             g.add_edges_from(map(tuple, edges))
-            tax = cls(g, _order=nodes)
+            tax = cls(g, _order=nodes, _owned=True)
             if root is not None and root != tax.root:
                 raise TaxonomyError(
                     f"{where}: 'root' is {root!r} but the first node (the node without parents) is {tax.root!r}. "
@@ -1109,7 +1126,7 @@ def _restore(nodes: list[str], edges: list[tuple[str, str]]) -> Taxonomy:
     g = nx.DiGraph()
     g.add_nodes_from(nodes)
     g.add_edges_from(edges)
-    return Taxonomy(g, _order=nodes)
+    return Taxonomy(g, _order=nodes, _owned=True)
 
 
 def _names_list(names: Iterable[Any]) -> str:
