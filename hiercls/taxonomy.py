@@ -987,27 +987,25 @@ class Taxonomy:
         """
         if hasattr(labels, "detach") and hasattr(labels, "cpu"):  # torch tensor, without importing torch
             labels = labels.detach().cpu().numpy()
-        arr = np.asarray(labels)
-        if arr.dtype.kind in "US" and not isinstance(labels, (np.ndarray, str, np.str_)):
-            # numpy turns a mixed list such as ["a", 3] into strings ("3"): look at the objects instead
-            arr = np.asarray(labels, dtype=object)
+        if isinstance(labels, (list, tuple)) and labels and isinstance(labels[0], str):
+            arr = np.asarray(labels, dtype=object)  # skip numpy's fixed-width string copy
+        else:
+            arr = np.asarray(labels)
+            if arr.dtype.kind in "US" and not isinstance(labels, (np.ndarray, str)):
+                # numpy turns a mixed list such as [3, "a"] into strings ("3"): look at the objects instead
+                arr = np.asarray(labels, dtype=object)
         if arr.dtype == object:
             flat = arr.ravel()
             kinds = {type(v) for v in flat}
             if all(issubclass(t, str) for t in kinds):
-                arr = flat.astype(str).reshape(arr.shape)
-            elif all(issubclass(t, (int, np.integer)) and not issubclass(t, bool) for t in kinds):
+                return self._encode_names(flat.tolist(), arr.shape)
+            if all(issubclass(t, (int, np.integer)) and not issubclass(t, bool) for t in kinds):
                 arr = flat.astype(np.int64).reshape(arr.shape)
             else:
                 out = np.fromiter((self.index(v) for v in flat), dtype=np.int64, count=flat.size)
                 return out.reshape(arr.shape)
         if arr.dtype.kind in "US":
-            uniq, inverse = np.unique(arr.astype(str), return_inverse=True)
-            missing = [u for u in uniq.tolist() if u not in self._index]
-            if missing:
-                raise UnknownNodeError(self._unknown_message(missing))
-            mapped = np.fromiter((self._index[u] for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
-            return mapped[inverse].reshape(arr.shape)
+            return self._encode_names((arr.astype(str) if arr.dtype.kind == "S" else arr).ravel().tolist(), arr.shape)
         if arr.dtype.kind in "iu":
             # one min/max pass on the hot path; the mask is built only to report an error
             if arr.size and (arr.min() < 0 or arr.max() >= self.num_nodes):
@@ -1023,6 +1021,14 @@ class Taxonomy:
         if arr.size == 0:
             return arr.astype(np.int64)
         raise UnknownNodeError(f"labels: expected node names or integer node indices, got dtype {arr.dtype}.")
+
+    def _encode_names(self, names: list[str], shape: tuple[int, ...]) -> np.ndarray:
+        try:  # one dict lookup per name: O(n), no sort
+            out = np.fromiter(map(self._index.__getitem__, names), dtype=np.int64, count=len(names))
+        except KeyError:
+            missing = [str(n) for n in dict.fromkeys(n for n in names if n not in self._index)]
+            raise UnknownNodeError(self._unknown_message(missing)) from None
+        return out.reshape(shape)
 
     def names(self, indices: LabelsLike) -> list[str]:
         """Node indices -> node names (a flat list).

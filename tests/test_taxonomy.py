@@ -536,6 +536,9 @@ class TestEncode:
     def test_mixed_names_and_indices(self, paper_tax: Taxonomy) -> None:
         # numpy would turn ["ALL", 3] into ["ALL", "3"]; 3 must stay an index
         assert paper_tax.encode(["ALL", 3, np.int64(0)]).tolist() == [6, 3, 0]
+        assert paper_tax.encode([3, "ALL"]).tolist() == [3, 6]
+        assert paper_tax.encode([np.str_("AML"), "ALL"]).tolist() == [7, 6]
+        assert paper_tax.encode([["ALL", 1], [2, "AML"]]).tolist() == [[6, 1], [2, 7]]
         assert paper_tax.encode(np.array(["ALL", 3], dtype=object)).tolist() == [6, 3]
         assert paper_tax.encode(np.array(["ALL", "AML"], dtype=object)).tolist() == [6, 7]
         assert paper_tax.encode(np.array([1, 2], dtype=object)).tolist() == [1, 2]
@@ -563,6 +566,8 @@ class TestEncode:
     def test_unknown_names(self, paper_tax: Taxonomy) -> None:
         with pytest.raises(UnknownNodeError, match=r"2 unknown node names, first 'Acuet', 'zz': not in this taxonomy.*Closest known names: 'Acute'"):
             paper_tax.encode(["ALL", "Acuet", "zz", "zz"])
+        with pytest.raises(UnknownNodeError, match=r"2 unknown node names, first 'zz', 'Acuet'"):  # order of appearance
+            paper_tax.encode(np.array([["zz", "ALL"], ["Acuet", "zz"]]))
         with pytest.raises(UnknownNodeError, match=r"Unknown node 'AXL'"):
             paper_tax.encode(["ALL", 1, "AXL"])  # mixed list goes through index()
 
