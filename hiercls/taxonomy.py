@@ -531,10 +531,24 @@ class Taxonomy:
         """Build from a folder tree: every sub-folder is a node, nested as on disk.
 
         Hidden folders (starting with ``.``) and ``__pycache__`` are skipped; files
-        are ignored. The root is named after the top folder unless ``root`` is given.
+        are ignored. Sibling folders are taken in sorted order.
+
+        Args:
+            path: the top folder; it becomes the root.
+            root: the root's name (default: the top folder's name).
+            dag: accept a folder name that appears under several parents as one node
+                with several parents.
 
         Raises:
             TaxonomyError: ``path`` is not a folder, or a folder name appears twice (ambiguous).
+
+        Examples:
+            >>> import os, tempfile
+            >>> top = tempfile.mkdtemp()
+            >>> for sub in ("leukemia/ALL", "leukemia/AML", "normal", ".cache"):
+            ...     os.makedirs(os.path.join(top, sub))
+            >>> Taxonomy.from_folder(top, root="blood").nodes
+            ('blood', 'leukemia', 'normal', 'ALL', 'AML')
         """
         top = Path(path)
         if not top.is_dir():
