@@ -540,7 +540,8 @@ class Taxonomy:
                 with several parents.
 
         Raises:
-            TaxonomyError: ``path`` is not a folder, or a folder name appears twice (ambiguous).
+            TaxonomyError: ``path`` is not a folder, a folder name appears twice (ambiguous),
+                or a symlink points back up the tree.
 
         Examples:
             >>> import os, tempfile
@@ -555,11 +556,17 @@ class Taxonomy:
             raise TaxonomyError(f"path: {str(top)!r} is not a folder. Pass the top folder of the labelled tree.")
         top_name = root if root is not None else top.resolve().name
 
-        def walk(folder: Path) -> dict[str, Any]:
+        def walk(folder: Path, above: frozenset[Path]) -> dict[str, Any]:
+            real = folder.resolve()
+            if real in above:  # a symlink back up the tree would recurse forever
+                raise TaxonomyError(
+                    f"path: {str(folder)!r} links back to its ancestor folder {str(real)!r} (a symlink loop). "
+                    "Remove the link or point it outside the tree."
+                )
             subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__pycache__")
-            return {p.name: walk(p) for p in subs}
+            return {p.name: walk(p, above | {real}) for p in subs}
 
-        return cls.from_dict({top_name: walk(top)}, dag=dag)
+        return cls.from_dict({top_name: walk(top, frozenset())}, dag=dag)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> Taxonomy:

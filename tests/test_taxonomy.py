@@ -212,6 +212,15 @@ class TestConstructors:
         tax = Taxonomy.from_folder(tmp_path / "top", dag=True)
         assert tax.parents("x") == ("a", "b")
 
+    def test_from_folder_symlinks(self, tmp_path) -> None:
+        (tmp_path / "top" / "a" / "a1").mkdir(parents=True)
+        (tmp_path / "elsewhere" / "b1").mkdir(parents=True)
+        (tmp_path / "top" / "b").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        assert Taxonomy.from_folder(tmp_path / "top").path("b1") == ("top", "b", "b1")  # links are followed
+        (tmp_path / "top" / "a" / "a1" / "loop").symlink_to(tmp_path / "top" / "a", target_is_directory=True)
+        with pytest.raises(TaxonomyError, match=r"path: '.*loop' links back to its ancestor folder '.*a' \(a symlink loop\)"):
+            Taxonomy.from_folder(tmp_path / "top")
+
 
 # --------------------------------------------------------------------- JSON I/O
 class TestJson:
