@@ -1,0 +1,265 @@
+"""Minibatches and augmentation on the device, from ``uint8`` images already there.
+
+A plain PIL ``DataLoader`` cannot feed a compiled ViT-S on a GPU (see
+``../shared/guide/BENCHMARKS.md``): decode once (:func:`examples.leukemia.pack.load_pack`),
+keep the images as ``uint8`` on the GPU (PBC at 224 px: ~2.2 GB), and cut,
+augment and normalise each batch there with batched tensor ops. Everything here
+also runs on CPU (the tests do).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "GPUBatches", "gpu_augment"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=device)
+
+
+def gpu_augment(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    flips: bool = True,
+    rotations: bool = True,
+    max_shift: float | int = 0.1,
+    brightness: float = 0.1,
+    contrast: float = 0.1,
+) -> torch.Tensor:
+    """Random flips, 90° rotations, shifts and brightness/contrast, drawn per sample, batched.
+
+    For each sample, independently: a horizontal flip, a vertical flip and (for
+    square images) a transpose, each with probability 1/2: the 8 symmetries of the
+    square (flips and 90° rotations) equally likely, which a blood cell seen from
+    above does not care about; a shift by up to ``max_shift`` of the side in each
+    direction, the border filled by reflection (a padded crop); contrast and
+    brightness factors ``c, b`` uniform in ``[1 - contrast, 1 + contrast]`` and
+    ``[1 - brightness, 1 + brightness]``: ``x' = (x - m) * c + m * b`` with ``m`` the
+    sample's mean, clamped to ``[0, 255]``. No Python loop over samples: masks select
+    with ``torch.where``, the shifted crop is one gather.
+
+    Args:
+        images: ``(B, C, H, W)`` ``uint8`` or float tensor with values in ``[0, 255]``.
+        generator: a ``torch.Generator`` on ``images.device`` (``None``: the global one).
+        flips: random horizontal and vertical flips.
+        rotations: random transposes (with ``flips``: all 90° rotations); square images only.
+        max_shift: largest shift, as a fraction of the side (float < 1) or in pixels (int).
+        brightness, contrast: jitter amplitudes (0 turns them off).
+
+    Returns:
+        a tensor of the input's shape and dtype (``uint8`` input: rounded and clamped),
+        values in ``[0, 255]``, on the same device.
+
+    Raises:
+        ValueError: ``images`` is not 4-D, or the options are out of range.
+
+    Examples:
+        >>> x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+        >>> y = gpu_augment(x, torch.Generator().manual_seed(0))
+        >>> y.shape, y.dtype
+        (torch.Size([4, 3, 16, 16]), torch.uint8)
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images: expected a (B, C, H, W) tensor, got shape {tuple(images.shape)}.")
+    if not 0 <= brightness < 1 or not 0 <= contrast < 1:
+        raise ValueError(f"brightness, contrast: expected values in [0, 1), got {brightness!r}, {contrast!r}.")
+    b, c, h, w = images.shape
+    shift = int(round(max_shift * min(h, w))) if isinstance(max_shift, float) else int(max_shift)
+    if shift < 0 or shift >= min(h, w):
+        raise ValueError(f"max_shift: expected 0 <= shift < min(H, W) = {min(h, w)} pixels, got {max_shift!r}.")
+    dev = images.device
+    x = images.float()
+    if b == 0:
+        return images.clone()
+    if flips:
+        x = torch.where((_rand(b, generator, dev) < 0.5).view(b, 1, 1, 1), x.flip(3), x)
+        x = torch.where((_rand(b, generator, dev) < 0.5).view(b, 1, 1, 1), x.flip(2), x)
+    if rotations and h == w:
+        x = torch.where((_rand(b, generator, dev) < 0.5).view(b, 1, 1, 1), x.transpose(2, 3), x)
+    if shift > 0:
+        x = F.pad(x, (shift, shift, shift, shift), mode="reflect")
+        off = (_rand(2 * b, generator, dev) * (2 * shift + 1)).long().clamp_(max=2 * shift).view(2, b)
+        rows = (off[0, :, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (off[1, :, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+        batch = torch.arange(b, device=dev)[:, None, None, None]
+        chan = torch.arange(c, device=dev)[None, :, None, None]
+        x = x[batch, chan, rows, cols]  # (B, C, H, W): each sample's own window
+    if brightness > 0 or contrast > 0:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        cf = 1 + contrast * (2 * _rand(b, generator, dev) - 1)
+        bf = 1 + brightness * (2 * _rand(b, generator, dev) - 1)
+        x = (x - mean) * cf.view(b, 1, 1, 1) + mean * bf.view(b, 1, 1, 1)
+        x = x.clamp_(0, 255)
+    if images.dtype == torch.uint8:
+        return x.round_().to(torch.uint8)
+    return x.to(images.dtype)
+
+
+class GPUBatches:
+    """Minibatches ``(normalised float images, targets)`` cut from tensors already on the device.
+
+    Each epoch draws a permutation from a CPU generator seeded with ``(seed, epoch)``
+    (the same on every rank, and the same on CPU and GPU), shards it by rank
+    (``rank::world_size``; with ``even_shards`` the permutation is first padded by
+    wrapping around, or truncated with ``drop_last``, to a multiple of
+    ``world_size``, as ``DistributedSampler`` does, so every rank runs the same
+    number of steps), and yields batches of ``batch_size``. Iterating advances the
+    epoch; call :meth:`set_epoch` to pick one (e.g. on resume).
+
+    Batches are ``float32``, channels-last, normalised ``(x / 255 - mean) / std``,
+    optionally augmented (:func:`gpu_augment`, with a generator seeded per epoch and
+    rank) and resized to ``out_size`` (bilinear, antialiased when shrinking).
+
+    Args:
+        images: ``uint8`` ``(N, 3, H, W)`` on the device.
+        targets: ``(N,)`` (``int64`` node indices) on the device.
+        batch_size: samples per batch (per rank).
+        shuffle: a new permutation each epoch (else the index order).
+        drop_last: drop the last incomplete batch (and, with ``even_shards``, truncate
+            instead of pad).
+        augment: apply :func:`gpu_augment`.
+        seed: seed of the permutations and augmentations.
+        rank, world_size: this process's shard (DDP).
+        out_size: side of the yielded images (default: the stored size).
+        mean, std: per-channel normalisation, in ``[0, 1]`` units.
+        indices: optional ``int64`` subset of ``images`` to iterate (e.g. the train split).
+        even_shards: equal-sized shards (training); ``False`` gives disjoint shards of
+            sizes differing by at most one (exact evaluation).
+        augment_options: keyword arguments for :func:`gpu_augment`.
+
+    Raises:
+        ValueError: shapes, dtypes or options that do not fit.
+
+    Examples:
+        >>> imgs = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+        >>> batches = GPUBatches(imgs, torch.arange(10), 4, shuffle=True, drop_last=False, augment=True, seed=0)
+        >>> [tuple(x.shape) for x, _ in batches], len(batches)
+        ([(4, 3, 8, 8), (4, 3, 8, 8), (2, 3, 8, 8)], 3)
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        augment: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        out_size: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        indices: torch.Tensor | None = None,
+        even_shards: bool = True,
+        augment_options: dict | None = None,
+    ) -> None:
+        if images.ndim != 4 or images.dtype != torch.uint8:
+            raise ValueError(
+                f"images: expected a uint8 (N, C, H, W) tensor, got {images.dtype} of shape {tuple(images.shape)}. "
+                "Decode with examples.leukemia.pack.load_pack."
+            )
+        if targets.ndim != 1 or targets.shape[0] != images.shape[0]:
+            raise ValueError(f"targets: expected shape ({images.shape[0]},), got {tuple(targets.shape)}.")
+        if targets.device != images.device:
+            raise ValueError(f"targets: on {targets.device} but images on {images.device}; move both to one device.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}.")
+        if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
+            raise ValueError(f"rank, world_size: expected 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}.")
+        if out_size is not None and (not isinstance(out_size, int) or out_size < 1):
+            raise ValueError(f"out_size: expected a positive int or None, got {out_size!r}.")
+        c = images.shape[1]
+        if len(mean) != c or len(std) != c or min(std) <= 0:
+            raise ValueError(f"mean, std: expected {c} values each (std > 0), got {tuple(mean)} and {tuple(std)}.")
+        if indices is None:
+            indices = torch.arange(images.shape[0], device=images.device)
+        else:
+            indices = torch.as_tensor(indices, dtype=torch.int64).to(images.device)
+            if indices.ndim != 1 or (indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= images.shape[0])):
+                raise ValueError(f"indices: expected a 1-D int tensor of values in [0, {images.shape[0]}).")
+        self.images, self.targets, self.indices = images, targets, indices
+        self.batch_size, self.shuffle, self.drop_last, self.augment = batch_size, shuffle, drop_last, augment
+        self.seed, self.rank, self.world_size, self.even_shards = int(seed), rank, world_size, even_shards
+        self.out_size = out_size
+        self.augment_options = dict(augment_options or {})
+        std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, c, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, c, 1, 1)
+        self._scale = 1.0 / (255.0 * std_t)  # (x / 255 - mean) / std == x * scale + shift
+        self._shift = -mean_t / std_t
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the permutation and augmentations of ``epoch`` for the next iteration."""
+        self.epoch = int(epoch)
+
+    @property
+    def shard_size(self) -> int:
+        """Samples this rank sees per epoch (before dropping an incomplete last batch)."""
+        n, w = len(self.indices), self.world_size
+        if not self.even_shards:
+            return len(range(self.rank, n, w))
+        return n // w if self.drop_last else math.ceil(n / w)
+
+    def __len__(self) -> int:
+        m = self.shard_size
+        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+    def shard(self, epoch: int | None = None) -> torch.Tensor:
+        """The indices (into ``images``) this rank visits in ``epoch`` (default: the current one), in order."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        n, w = len(self.indices), self.world_size
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+            order = torch.randperm(n, generator=g).to(self.indices.device)
+        else:
+            order = torch.arange(n, device=self.indices.device)
+        if self.even_shards and w > 1:
+            if self.drop_last:
+                order = order[: n // w * w]
+            elif n % w and n:
+                pad = w - n % w
+                order = torch.cat([order, order.repeat(math.ceil(pad / n))[:pad]])
+        return self.indices[order[self.rank :: w]]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.epoch
+        self.epoch += 1
+        mine = self.shard(epoch)
+        gen = None
+        if self.augment:
+            gen = torch.Generator(device=self.images.device).manual_seed(_mix(self.seed, epoch, self.rank + 1))
+        nb = len(self)
+        for k in range(nb):
+            idx = mine[k * self.batch_size : (k + 1) * self.batch_size]
+            yield self._prepare(self.images[idx], gen), self.targets[idx]
+
+    def _prepare(self, batch: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        x = batch.float()
+        if self.augment:
+            x = gpu_augment(x, gen, **self.augment_options)
+        if self.out_size is not None and self.out_size != x.shape[-1]:
+            shrink = self.out_size < x.shape[-1]
+            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False, antialias=shrink)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return x.mul_(self._scale).add_(self._shift)
+
+
+def _mix(*values: int) -> int:
+    # a simple deterministic hash of a few ints into a 63-bit seed (no Python hash randomisation)
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = ((h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF

@@ -1,0 +1,344 @@
+"""Decode a dataset once into a compact cache: JPEG bytes at one resolution, labels, split.
+
+usage::
+
+    python -m examples.leukemia.pack --data ../shared/data/pbc --size 128 --out cache/pbc128.npz
+    python -m examples.leukemia.pack --data ../shared/data/all4 --taxonomy all4 --size 128 --out cache/all4_128.npz
+    python -m examples.leukemia.pack --data ../shared/data/pbc --size 128 --tool-format --out cache/pbc_tool128.npz
+
+The data is scanned and checked (:func:`examples.leukemia.data.scan`), split
+(:func:`examples.leukemia.data.split`), and each image is resized and
+centre-cropped to ``size x size`` (:func:`examples.leukemia.data.load_image`)
+and re-encoded as JPEG (quality 86, optimised Huffman tables: the team's PBC
+copy at 128 px is ~58 MB) into one ``uint8`` buffer. The ``.npz`` holds:
+
+- ``data`` (uint8, all JPEG bytes), ``offsets`` (int64, ``N + 1``): image ``i`` is
+  ``data[offsets[i]:offsets[i + 1]]``;
+- ``names``: paths relative to the dataset's class-folder root
+  (``"neutrophil/BNE_1.jpg"``), sorted;
+- ``targets`` (int32 node indices of the stored taxonomy: the labels, compactly),
+  ``split`` (bytes ``b"train"``/``b"val"``/``b"test"``);
+- ``taxonomy`` (its JSON text), ``fingerprint``, ``size``, ``meta`` (JSON: seed,
+  fractions, layout, quality, source).
+
+``data``, ``offsets`` and ``names`` are the format of the peer baseline
+``tools/flat_baseline_gpu_data.py``, so a pack is also its input;
+``--tool-format`` writes only those three arrays. :func:`load_pack` decodes a
+pack once, in parallel, into a ``uint8`` tensor ``(N, 3, size, size)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hiercls import Taxonomy
+
+from examples.leukemia.data import (
+    DEFAULT_SEED,
+    LAYOUTS,
+    SPLITS,
+    Layout,
+    TaxonomyLike,
+    _resolve_taxonomy,
+    default_workers,
+    detect_layout,
+    load_image,
+    parallel_map,
+    relative_names,
+    scan,
+    split,
+)
+
+__all__ = ["PACK_FORMAT", "Pack", "load_pack", "main", "pack"]
+
+PACK_FORMAT = "hiercls-leukemia-pack/1"
+DEFAULT_QUALITY = 86
+_REQUIRED = ("data", "offsets", "names", "targets", "split", "taxonomy", "fingerprint", "size")
+
+
+def _encode_chunk(paths: list[str], size: int, quality: int) -> list[bytes]:
+    out = []
+    for p in paths:
+        buf = io.BytesIO()
+        Image.fromarray(load_image(p, size)).save(buf, "JPEG", quality=quality, optimize=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def _decode_chunk(blobs: list[bytes]) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
+
+
+def _default_taxonomy(layout: str) -> str:
+    if layout in ("pbc", "all4"):
+        return layout
+    raise ValueError(
+        f"taxonomy: required for layout {layout!r}; pass --taxonomy paper|pbc|all4 or the path of a taxonomy JSON file."
+    )
+
+
+def pack(
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    taxonomy: TaxonomyLike | None = None,
+    layout: Layout = "auto",
+    size: int = 128,
+    seed: int = DEFAULT_SEED,
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    quality: int = DEFAULT_QUALITY,
+    workers: int | None = None,
+    tool_format: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Scan, check, split and encode a dataset into one ``.npz`` (see the module docstring).
+
+    Args:
+        data: the dataset (folder or CSV), any layout of :func:`examples.leukemia.data.scan`.
+        out: the ``.npz`` to write (atomically; parent folders are created).
+        taxonomy: a Taxonomy, bundled name or JSON path; default ``pbc``/``all4`` for those layouts.
+        layout: as for ``scan``.
+        size: side of the stored images in pixels.
+        seed, fractions: the split (:func:`examples.leukemia.data.split`).
+        quality: JPEG quality of the stored images (1..100).
+        workers: processes for decoding and encoding (default: usable cores, at most 16).
+        tool_format: write only ``data``, ``offsets``, ``names`` (the peer baseline's input).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        a summary dict: ``out``, ``num_images``, ``bytes``, ``per_split``, ``scan_s``, ``encode_s``.
+
+    Raises:
+        ValueError: bad ``size``/``quality``, no taxonomy for a ``folder``/``csv`` layout, and
+            everything :func:`examples.leukemia.data.scan` raises.
+    """
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size: expected a positive int (pixels), got {size!r}.")
+    if not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality: expected an int JPEG quality in [1, 100], got {quality!r}.")
+    t0 = time.perf_counter()
+    if taxonomy is None:
+        taxonomy = _default_taxonomy(detect_layout(data) if layout == "auto" else layout)
+    tax, source = _resolve_taxonomy(taxonomy)
+    samples, report = scan(data, tax, layout=layout, check_images=True, workers=workers)
+    parts = split(samples, seed=seed, fractions=fractions)
+    split_of = {s.path: name for name, ss in parts.items() for s in ss}
+    names = relative_names(samples, report.base)
+    order = sorted(range(len(samples)), key=names.__getitem__)
+    samples = [samples[i] for i in order]
+    names = [names[i] for i in order]
+    scan_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(samples), desc=f"pack {size}px", unit="img", file=sys.stderr)
+    try:
+        blobs = parallel_map(
+            _encode_chunk, [s.path for s in samples], size, quality, workers=workers, min_parallel=64,
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    buffer = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+    arrays: dict[str, np.ndarray] = {"data": buffer, "offsets": offsets, "names": np.array(names, dtype=str)}
+    if not tool_format:
+        meta = {
+            "format": PACK_FORMAT,
+            "seed": seed,
+            "fractions": list(fractions),
+            "layout": report.layout,
+            "quality": quality,
+            "source": report.root,
+            "taxonomy_source": source,
+        }
+        arrays |= {
+            "targets": tax.encode([s.label for s in samples]).astype(np.int32),
+            "split": np.array([split_of[s.path] for s in samples], dtype="S5"),
+            "taxonomy": np.array(tax.to_json()),
+            "fingerprint": np.array(tax.fingerprint),
+            "size": np.array(size, dtype=np.int64),
+            "meta": np.array(json.dumps(meta)),
+        }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, out)
+    encode_s = time.perf_counter() - t1
+    return {
+        "out": str(out),
+        "num_images": len(samples),
+        "bytes": out.stat().st_size,
+        "per_split": {k: len(v) for k, v in parts.items()},
+        "skipped": report.num_skipped,
+        "scan_s": round(scan_s, 2),
+        "encode_s": round(encode_s, 2),
+    }
+
+
+@dataclass
+class Pack:
+    """A decoded pack: images in memory (optionally on a GPU) with their targets and split.
+
+    Attributes:
+        images: ``uint8`` tensor ``(N, 3, size, size)`` on ``device``.
+        targets: ``int64`` tensor ``(N,)`` of node indices, on ``device``.
+        split: ``str`` numpy array ``(N,)``: ``"train"``, ``"val"`` or ``"test"``.
+        names: relative image paths (``"neutrophil/BNE_1.jpg"``), sorted.
+        labels: node names ``(N,)``.
+        taxonomy: the taxonomy stored in the pack.
+        size: image side in pixels.
+        meta: seed, fractions, layout, quality and source of the pack.
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    split: np.ndarray
+    names: list[str]
+    labels: list[str]
+    taxonomy: Taxonomy
+    size: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def indices(self, split: str, device: torch.device | str | None = None) -> torch.Tensor:
+        """``int64`` indices of the images of ``split`` (on ``device``, default the images' device).
+
+        Raises:
+            ValueError: ``split`` is not one of the pack's splits.
+        """
+        if split not in SPLITS and split not in set(self.split.tolist()):
+            raise ValueError(f"split: expected one of {SPLITS}, got {split!r}.")
+        idx = torch.from_numpy(np.flatnonzero(self.split == split))
+        return idx.to(self.images.device if device is None else device)
+
+
+def load_pack(
+    path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    workers: int | None = None,
+    *,
+    taxonomy: TaxonomyLike | None = None,
+) -> Pack:
+    """Read a pack written by :func:`pack` and decode its images once, in parallel.
+
+    Args:
+        path: the ``.npz``.
+        device: where ``images`` and ``targets`` go (e.g. ``"cuda"``).
+        workers: decoding processes (default: usable cores, at most 16).
+        taxonomy: if given, it must equal the pack's (same fingerprint).
+
+    Returns:
+        a :class:`Pack`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a pack of this example (e.g. a ``--tool-format`` pack), or
+            ``taxonomy`` differs from the pack's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"path: pack {os.fspath(path)!r} not found. Create it with "
+            "python -m examples.leukemia.pack --data DIR --size 128 --out " + os.fspath(path)
+        )
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in _REQUIRED if k not in z.files]
+        if missing:
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a pack of this example (missing {missing}; a --tool-format pack holds "
+                "only data/offsets/names). Re-create it with python -m examples.leukemia.pack without --tool-format."
+            )
+        data, offsets = z["data"], z["offsets"]
+        names = z["names"].tolist()
+        target_arr = z["targets"].astype(np.int64)
+        split_arr = z["split"].astype(str)
+        tax_json = str(z["taxonomy"])
+        fingerprint = str(z["fingerprint"])
+        size = int(z["size"])
+        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+    with tempfile.TemporaryDirectory() as tmpdir:  # Taxonomy.from_json reads files
+        tax_file = Path(tmpdir) / "taxonomy.json"
+        tax_file.write_text(tax_json, encoding="utf-8")
+        tax = Taxonomy.from_json(tax_file)
+    if tax.fingerprint != fingerprint:
+        raise ValueError(
+            f"{os.fspath(path)!r}: the stored taxonomy does not match its stored fingerprint; the pack is damaged. "
+            "Re-create it with python -m examples.leukemia.pack."
+        )
+    if taxonomy is not None:
+        want, source = _resolve_taxonomy(taxonomy)
+        if want.fingerprint != fingerprint:
+            raise ValueError(
+                f"taxonomy: {source} (fingerprint {want.fingerprint[:12]}) differs from the one the pack "
+                f"{os.fspath(path)!r} was made with (fingerprint {fingerprint[:12]}, root {tax.root!r}, "
+                f"{tax.num_nodes} nodes). Re-pack with this taxonomy, or use the pack's."
+            )
+    blobs = [data[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(names))]
+    chunks = parallel_map(_decode_chunks, blobs, workers=workers, min_parallel=2048, chunk=512)
+    array = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
+    images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
+    labels = tax.names(target_arr) if len(target_arr) else []
+    targets = torch.from_numpy(target_arr).to(device)
+    return Pack(images, targets, split_arr, names, labels, tax, size, meta)
+
+
+def _decode_chunks(blobs: list[bytes]) -> list[np.ndarray]:
+    # one (n, H, W, 3) array per chunk, in a list: parallel_map concatenates the lists
+    return [_decode_chunk(blobs)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line: see the module docstring (``--help``)."""
+    ap = argparse.ArgumentParser(prog="python -m examples.leukemia.pack", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="dataset folder or CSV (folder tree, CSV, PBC or ALL layout)")
+    ap.add_argument("--layout", default="auto", choices=LAYOUTS)
+    ap.add_argument("--taxonomy", default=None, help="paper | pbc | all4 | PATH.json (default: pbc/all4 from the layout)")
+    ap.add_argument("--size", type=int, default=128, help="stored image side in pixels (default 128)")
+    ap.add_argument("--out", required=True, help="the .npz to write")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
+    ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"JPEG quality (default {DEFAULT_QUALITY})")
+    ap.add_argument("--workers", type=int, default=None, help=f"processes (default {default_workers()})")
+    ap.add_argument("--tool-format", action="store_true", help="only data/offsets/names, for tools/flat_baseline_gpu_data.py")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    summary = pack(
+        args.data,
+        args.out,
+        taxonomy=args.taxonomy,
+        layout=args.layout,
+        size=args.size,
+        seed=args.seed,
+        quality=args.quality,
+        workers=args.workers,
+        tool_format=args.tool_format,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The leukemia example's packed cache and GPU-side batches/augmentation (run on CPU here)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from examples.leukemia.data import load_image, load_taxonomy, relative_names, scan, split
+from examples.leukemia.gpu_data import IMAGENET_MEAN, IMAGENET_STD, GPUBatches, gpu_augment
+from examples.leukemia.pack import load_pack, main, pack
+from examples.leukemia.synthetic import make_synthetic
+
+PBC_DIB = "PBC_dataset_normal_DIB"
+PBC_FULL_COUNT = 14526  # images in the team's copy (../shared/data/README.md)
+
+
+@pytest.fixture(scope="module")
+def pbc_subset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """4 images per (class, prefix) of the real PBC copy, plus its .DS file, in the published layout."""
+    top = tmp_path_factory.mktemp("pbc") / "pbc"
+    src = shared_data / "pbc" / PBC_DIB
+    for cls in sorted(os.listdir(src)):
+        (top / PBC_DIB / cls).mkdir(parents=True)
+        seen: dict[str, int] = {}
+        for name in sorted(os.listdir(src / cls)):
+            prefix = name.split("_")[0]
+            if seen.get(prefix, 0) < 4 or name.startswith("."):
+                shutil.copy(src / cls / name, top / PBC_DIB / cls / name)
+                seen[prefix] = seen.get(prefix, 0) + 1
+    return top
+
+
+# ---------------------------------------------------------------- pack / load_pack
+def test_pack_round_trip_on_real_images(pbc_subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cache" / "pbc64.npz"
+    with pytest.warns(UserWarning, match="DS_169665"):
+        summary = pack(pbc_subset, out, size=64, progress=False)
+    assert summary["num_images"] == 52 and summary["skipped"] == 1 and out.is_file()
+    samples, report = scan(pbc_subset, "pbc", warn=False)
+    p = load_pack(out, taxonomy="pbc")
+    names = relative_names(samples, report.base)
+    assert p.names == sorted(names) and p.names[0].startswith("basophil/BA_")
+    by_name = dict(zip(names, samples))
+    assert p.labels == [by_name[n].label for n in p.names]
+    assert p.taxonomy == load_taxonomy("pbc") and p.size == 64 and len(p) == 52
+    assert p.images.shape == (52, 3, 64, 64) and p.images.dtype == torch.uint8
+    assert p.targets.dtype == torch.int64 and p.targets.tolist() == p.taxonomy.encode(p.labels).tolist()
+    parts = split(samples)
+    want = {relative_names([s], report.base)[0]: k for k, v in parts.items() for s in v}
+    assert p.split.tolist() == [want[n] for n in p.names]
+    assert len(p.indices("test")) == len(parts["test"]) and p.indices("train").dtype == torch.int64
+    # stored pixels are the loaded image up to JPEG loss
+    i = p.names.index(next(n for n in p.names if n.startswith("ig/")))
+    ref = load_image(by_name[p.names[i]].path, 64)
+    def mae(k: int) -> float:
+        return float(np.abs(p.images[k].permute(1, 2, 0).numpy().astype(int) - ref.astype(int)).mean())
+
+    assert mae(i) < 5.0 and mae(i + 1) > 3 * mae(i)  # JPEG quality 86 vs another cell
+    assert p.meta["seed"] == 20261126 and p.meta["layout"] == "pbc"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_pack_size_at_128px_fits_the_budget(pbc_subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p128.npz"
+    summary = pack(pbc_subset, out, size=128, progress=False, tool_format=True)
+    with np.load(out) as z:
+        jpeg_bytes_per_image = len(z["data"]) / len(z["offsets"][:-1])
+    # extrapolated to the whole PBC copy: about 60 MB or less (measured on all of it: ~58 MB)
+    assert jpeg_bytes_per_image * PBC_FULL_COUNT < 62e6
+    assert summary["bytes"] < 52 * 6000
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tool_format_is_the_peer_baselines_input(pbc_subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tool.npz"
+    main(["--data", str(pbc_subset), "--size", "32", "--out", str(out), "--tool-format", "--no-progress"])
+    with np.load(out) as z:
+        assert sorted(z.files) == ["data", "names", "offsets"]
+        names, off, data = list(z["names"]), z["offsets"], z["data"]
+    assert names == sorted(names) and {n.split("/")[0] for n in names} == {
+        "basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"}
+    from PIL import Image
+    import io
+
+    img = np.asarray(Image.open(io.BytesIO(data[off[3] : off[4]].tobytes())).convert("RGB"))
+    assert img.shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="holds only data/offsets/names"):
+        load_pack(out)
+
+
+def test_pack_cli_on_synthetic_folder_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_synthetic(tmp_path / "syn", "paper", n_per_leaf=12, size=32)  # 84 images: the parallel path
+    out = tmp_path / "syn.npz"
+    summary = main(["--data", str(root), "--taxonomy", "paper", "--size", "24", "--out", str(out), "--workers", "2"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
+    p = load_pack(out, workers=2)
+    assert p.images.shape == (84, 3, 24, 24) and set(p.labels) == set(load_taxonomy("paper").nodes[1:])
+    with pytest.raises(ValueError, match=r"differs from the one the pack .* Re-pack with this taxonomy"):
+        load_pack(out, taxonomy="pbc")
+    with pytest.raises(ValueError, match="taxonomy: required for layout 'folder'"):
+        pack(root, tmp_path / "x.npz", progress=False)
+    with pytest.raises(ValueError, match="size: expected a positive int"):
+        pack(root, tmp_path / "x.npz", taxonomy="paper", size=0)
+    with pytest.raises(ValueError, match="quality: expected an int JPEG quality"):
+        pack(root, tmp_path / "x.npz", taxonomy="paper", quality=0)
+    with pytest.raises(FileNotFoundError, match="python -m examples.leukemia.pack"):
+        load_pack(tmp_path / "none.npz")
+    with pytest.raises(ValueError, match="split: expected one of"):
+        p.indices("holdout")
+
+
+# ---------------------------------------------------------------- GPUBatches
+def _images(n: int = 23, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g), torch.arange(n) * 10
+
+
+def test_batches_shapes_normalisation_and_len() -> None:
+    images, targets = _images()
+    b = GPUBatches(images, targets, 5, shuffle=False, drop_last=False, augment=False)
+    out = list(b)
+    assert len(b) == len(out) == 5 and [len(t) for _, t in out] == [5, 5, 5, 5, 3]
+    x, t = out[0]
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(x, (images[:5].float() / 255 - mean) / std, atol=1e-5)
+    assert t.tolist() == [0, 10, 20, 30, 40]
+    dropped = GPUBatches(images, targets, 5, shuffle=True, drop_last=True, augment=True, seed=1)
+    assert len(dropped) == 4 and all(len(t) == 5 for _, t in dropped)
+    up = GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, out_size=16)
+    assert next(iter(up))[0].shape == (4, 3, 16, 16)
+    sub = GPUBatches(images, targets, 4, shuffle=True, drop_last=False, augment=False, indices=torch.tensor([3, 7, 9]))
+    assert sorted(torch.cat([t for _, t in sub]).tolist()) == [30, 70, 90]
+
+
+def test_batches_are_deterministic_by_seed_and_epoch() -> None:
+    images, targets = _images()
+
+    def run(seed: int, epoch: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        b = GPUBatches(images, targets, 6, shuffle=True, drop_last=False, augment=True, seed=seed)
+        if epoch is not None:
+            b.set_epoch(epoch)
+        return list(b)
+
+    first, again = run(3), run(3)
+    assert all(torch.equal(x1, x2) and torch.equal(t1, t2) for (x1, t1), (x2, t2) in zip(first, again))
+    other = run(4)
+    assert not all(torch.equal(t1, t2) for (_, t1), (_, t2) in zip(first, other))
+    b = GPUBatches(images, targets, 6, shuffle=True, drop_last=False, augment=True, seed=3)
+    e0, e1 = list(b), list(b)  # iterating advances the epoch
+    assert not all(torch.equal(t1, t2) for (_, t1), (_, t2) in zip(e0, e1))
+    resumed = run(3, epoch=1)
+    assert all(torch.equal(x1, x2) and torch.equal(t1, t2) for (x1, t1), (x2, t2) in zip(e1, resumed))
+    for epoch_batches in (e0, e1):
+        assert sorted(torch.cat([t for _, t in epoch_batches]).tolist()) == targets.tolist()
+
+
+@pytest.mark.parametrize("n,world", [(24, 4), (23, 4), (5, 3), (7, 2)])
+def test_ddp_shards(n: int, world: int) -> None:
+    images, targets = _images(n)
+    for drop_last in (False, True):
+        shards = [
+            torch.cat([t for _, t in GPUBatches(images, targets, 2, shuffle=True, drop_last=False, augment=False,
+                                                 seed=9, rank=r, world_size=world)])
+            if not drop_last else
+            GPUBatches(images, targets, 2, shuffle=True, drop_last=True, augment=False, seed=9, rank=r,
+                       world_size=world).shard()
+            for r in range(world)
+        ]
+        sizes = {len(s) for s in shards}
+        assert len(sizes) == 1  # every rank takes the same number of samples
+        flat = torch.cat(shards).tolist()
+        if drop_last:
+            assert len(set(flat)) == len(flat) == n // world * world  # disjoint, truncated
+        else:
+            assert set(flat) == set(range(0, 10 * n, 10)) and len(flat) == -(-n // world) * world
+            if n % world == 0:
+                assert len(set(flat)) == len(flat)  # disjoint and covering
+    exact = [GPUBatches(images, targets, 2, shuffle=True, drop_last=False, augment=False, seed=9, rank=r,
+                        world_size=world, even_shards=False).shard() for r in range(world)]
+    flat = torch.cat(exact).tolist()
+    assert sorted(flat) == list(range(n)) and max(map(len, exact)) - min(map(len, exact)) <= 1
+
+
+def test_batches_errors() -> None:
+    images, targets = _images()
+    with pytest.raises(ValueError, match="images: expected a uint8"):
+        GPUBatches(images.float(), targets, 4, shuffle=False, drop_last=False, augment=False)
+    with pytest.raises(ValueError, match="targets: expected shape"):
+        GPUBatches(images, targets[:3], 4, shuffle=False, drop_last=False, augment=False)
+    with pytest.raises(ValueError, match="rank, world_size"):
+        GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="batch_size: expected a positive int"):
+        GPUBatches(images, targets, 0, shuffle=False, drop_last=False, augment=False)
+    with pytest.raises(ValueError, match="indices: expected a 1-D int tensor"):
+        GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, indices=torch.tensor([99]))
+    with pytest.raises(ValueError, match="mean, std: expected 3 values"):
+        GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, std=(1.0, 0.0, 1.0))
+
+
+# ---------------------------------------------------------------- gpu_augment
+def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    outs = []
+    for t, v, h in itertools.product((False, True), repeat=3):
+        y = x.transpose(-1, -2) if t else x
+        y = y.flip(-2) if v else y
+        outs.append(y.flip(-1) if h else y)
+    return outs
+
+
+def test_augment_keeps_shape_dtype_and_range() -> None:
+    images, _ = _images(16, 12)
+    g = torch.Generator().manual_seed(0)
+    out = gpu_augment(images, g, brightness=0.5, contrast=0.5)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    f = gpu_augment(images.float(), g, brightness=0.5, contrast=0.5)
+    assert f.dtype == torch.float32 and f.min() >= 0 and f.max() <= 255
+    same = gpu_augment(images, g, flips=False, rotations=False, max_shift=0, brightness=0, contrast=0)
+    assert torch.equal(same, images)
+    a = gpu_augment(images, torch.Generator().manual_seed(5))
+    b = gpu_augment(images, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    assert gpu_augment(images[:0]).shape == (0, 3, 12, 12)
+
+
+def test_augment_flips_and_rotations_are_symmetries_of_each_sample() -> None:
+    images, _ = _images(64, 6)
+    out = gpu_augment(images, torch.Generator().manual_seed(1), max_shift=0, brightness=0, contrast=0)
+    used = set()
+    for x, y in zip(images, out):
+        matches = [k for k, z in enumerate(_dihedral(x)) if torch.equal(z, y)]
+        assert matches, "each output is a flip/rotation of its own input"
+        used.add(matches[0])
+    assert len(used) == 8  # all 8 symmetries occur
+
+
+def test_augment_shift_is_a_reflect_padded_crop() -> None:
+    images, _ = _images(32, 10)
+    out = gpu_augment(images, torch.Generator().manual_seed(2), flips=False, rotations=False, max_shift=3,
+                      brightness=0, contrast=0)
+    padded = F.pad(images.float(), (3, 3, 3, 3), mode="reflect")
+    offsets = set()
+    for k in range(len(images)):
+        hits = [(i, j) for i in range(7) for j in range(7)
+                if torch.equal(padded[k, :, i : i + 10, j : j + 10].to(torch.uint8), out[k])]
+        assert hits, "each output is a window of its own padded input"
+        offsets.add(hits[0])
+    assert len(offsets) > 10  # offsets differ per sample
+    with pytest.raises(ValueError, match="max_shift: expected 0 <= shift"):
+        gpu_augment(images, max_shift=10)
+    with pytest.raises(ValueError, match=r"images: expected a \(B, C, H, W\) tensor"):
+        gpu_augment(images[0])
+    with pytest.raises(ValueError, match="brightness, contrast"):
+        gpu_augment(images, brightness=1.5)
+
+
+def test_augment_brightness_contrast_per_sample() -> None:
+    x = torch.full((6, 3, 4, 4), 100.0)
+    x[:, :, :2] = 60.0
+    out = gpu_augment(x, torch.Generator().manual_seed(0), flips=False, rotations=False, max_shift=0,
+                      brightness=0.2, contrast=0.2)
+    mean_ratio = out.mean(dim=(1, 2, 3)) / x.mean(dim=(1, 2, 3))
+    spread_ratio = (out[:, :, 3].mean((1, 2)) - out[:, :, 0].mean((1, 2))) / 40.0
+    assert ((mean_ratio >= 0.8 - 1e-5) & (mean_ratio <= 1.2 + 1e-5)).all() and mean_ratio.unique().numel() > 1
+    assert ((spread_ratio >= 0.8 - 1e-5) & (spread_ratio <= 1.2 + 1e-5)).all() and spread_ratio.unique().numel() > 1
