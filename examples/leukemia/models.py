@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from hiercls import Taxonomy
 from hiercls.heads import create_head
 from hiercls.losses import create_loss, default_loss
-from hiercls.marginals import level_marginals
+from hiercls.marginals import conditional_log_marginals, level_marginals
 
 __all__ = [
     "METHODS",
@@ -125,6 +125,10 @@ class HierarchicalClassifier(nn.Module):
         """logits -> node marginals ``(B, num_nodes)`` float32."""
         return self.head.marginals(logits)
 
+    def log_marginals(self, logits: Tensor) -> Tensor:
+        """logits -> log node marginals ``(B, num_nodes)`` float32."""
+        return self.head.log_marginals(logits)
+
     def backbones(self) -> list[nn.Module]:
         """The backbones; the one that feeds depth ``d`` is ``backbones()[min(d - 1, len - 1)]``."""
         return [self.backbone]
@@ -161,6 +165,10 @@ class PerLevelClassifier(nn.Module):
     def marginals(self, logits: Tensor) -> Tensor:
         """Merge the level softmaxes into node marginals ``(B, num_nodes)`` float32."""
         return level_marginals(logits.float(), self.taxonomy)
+
+    def log_marginals(self, logits: Tensor) -> Tensor:
+        """Log of :meth:`marginals` (the level marginals equal the conditional ones of the same logits)."""
+        return conditional_log_marginals(logits.float(), self.taxonomy)
 
     def backbones(self) -> list[nn.Module]:
         """One backbone per depth 1..max_depth."""

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--output", type=str, default=None, help="run folder (default runs/<method>-<backbone>[-SYNTHETIC])")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    g.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many epochs as if interrupted (then --resume); for tests")
     g.add_argument("--best-metric", default="accuracy", help="validation metric that picks the best checkpoint")
     g.add_argument("--no-test", dest="test", action="store_false", help="skip the final test-split evaluation")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
@@ -652,7 +654,8 @@ def run(args: argparse.Namespace, *, data: Data | None = None, env: Dist | None 
     # loop
     train_seconds, train_images = sum(h.get("train_seconds", 0.0) for h in history), sum(
         h.get("train_images", 0.0) for h in history)
-    for epoch in range(start_epoch, args.epochs):
+    stop = args.epochs if args.stop_after is None else min(args.epochs, args.stop_after)
+    for epoch in range(start_epoch, stop):
         seed_everything(epoch_seed(args.seed, epoch, env.rank))
         train_batches.set_epoch(epoch)
         stats = train_one_epoch(model, forward, criterion, train_batches, optimizer, scheduler, env=env, amp=args.amp,

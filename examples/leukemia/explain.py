@@ -1,0 +1,220 @@
+"""Where does the model look? One Grad-CAM map per level of each image's predicted path.
+
+    python -m examples.leukemia.explain runs/hierarchical-convnext_tiny/best cells/ --out explain/
+    python -m examples.leukemia.explain runs/hierarchical-vit_small_patch16_224/best a.jpg --max-images 4
+
+For each image the model's prediction is decoded (the checkpoint's rule) and, for every node on
+its path (e.g. ``Leukemia`` -> ``Acute`` -> ``ALL``), a Grad-CAM map (the ``grad-cam`` library,
+``pytorch_grad_cam``) is computed with that node's log marginal as the target, as in the Grad-CAM
+figures of Hamdi et al.:
+
+- CNN backbones: the last feature stage of the backbone (timm's ``feature_info[-1]``);
+- ViT backbones: the first norm of the last transformer block, patch tokens reshaped to the patch
+  grid (the prefix/class tokens dropped): Grad-CAM on the last block;
+- the per-level method: the backbone of that level (each level has its own model).
+
+Written to ``--out``: one overlay PNG per image and level (``<image>_d<depth>_<node>.png``), a
+combined figure ``explain.png`` (rows: images; columns: the input, then one map per level) and
+``explain.csv`` listing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hiercls.decoding import decode
+
+log = logging.getLogger("examples.leukemia.explain")
+
+__all__ = ["cam_target_layer", "explain", "main"]
+
+
+class _LogMarginals(nn.Module):
+    """images -> log node marginals ``(B, num_nodes)``: the output whose entries Grad-CAM targets."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.log_marginals(self.model(images).float())
+
+
+class _NodeTarget:
+    """Grad-CAM target: one node's entry of a sample's output row."""
+
+    def __init__(self, node: int) -> None:
+        self.node = int(node)
+
+    def __call__(self, output: Tensor) -> Tensor:
+        return output[..., self.node]
+
+
+def _is_vit(backbone: nn.Module) -> bool:
+    return hasattr(backbone, "blocks") and hasattr(backbone, "patch_embed")
+
+
+def cam_target_layer(model: nn.Module, depth: int) -> tuple[nn.Module, Callable[[Tensor], Tensor] | None]:
+    """The layer Grad-CAM reads for a level, and the reshape of its output for ViTs (None for CNNs).
+
+    Raises:
+        ValueError: the backbone has neither timm ``feature_info`` nor ViT blocks.
+    """
+    bbs = model.backbones()
+    backbone = bbs[min(depth - 1, len(bbs) - 1)]
+    if _is_vit(backbone):
+        grid = tuple(backbone.patch_embed.grid_size)
+        prefix = int(getattr(backbone, "num_prefix_tokens", 1))
+
+        def reshape(tokens: Tensor) -> Tensor:
+            patches = tokens[:, prefix:, :]
+            return patches.reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[-1]).permute(0, 3, 1, 2)
+
+        block = backbone.blocks[-1]
+        return getattr(block, "norm1", block), reshape
+    info = getattr(backbone, "feature_info", None)
+    if not info:
+        raise ValueError(
+            f"model: cannot pick a Grad-CAM layer for {type(backbone).__name__} (no timm feature_info, no ViT blocks)."
+        )
+    last = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+    return backbone.get_submodule(last), None
+
+
+def explain(
+    model: nn.Module, images: Tensor, *, rule: str, threshold: float = 0.5
+) -> tuple[Tensor, list[list[tuple[int, int, float, np.ndarray]]]]:
+    """Grad-CAM maps for each level of each image's predicted path.
+
+    Args:
+        model: a model of :mod:`examples.leukemia.models` (eval mode).
+        images: normalised float ``(B, 3, H, W)`` on the model's device.
+        rule: decoding rule of the prediction.
+        threshold: for the ``threshold`` rule.
+
+    Returns:
+        ``(pred, maps)``: predicted node indices ``(B,)`` and, per image, a list of
+        ``(depth, node, probability, cam)`` with ``cam`` a float ``(H, W)`` array in [0, 1].
+    """
+    from pytorch_grad_cam import GradCAM
+
+    tax = model.taxonomy
+    with torch.no_grad():
+        probs = model.marginals(model(images).float()).float()
+    pred = decode(probs, tax, rule, threshold=threshold)
+    table = torch.as_tensor(np.array(tax.ancestor_table), device=pred.device)[pred]  # (B, max_depth + 1)
+    wrapper = _LogMarginals(model).eval()
+    maps: list[list[tuple[int, int, float, np.ndarray]]] = [[] for _ in range(len(images))]
+    for depth in range(1, tax.max_depth + 1):
+        rows = torch.nonzero(table[:, depth] >= 0).flatten()
+        if len(rows) == 0:
+            continue
+        layer, reshape = cam_target_layer(model, depth)
+        nodes = table[rows, depth].tolist()
+        with GradCAM(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
+            grayscale = cam(input_tensor=images[rows], targets=[_NodeTarget(n) for n in nodes])
+        for r, n, g in zip(rows.tolist(), nodes, grayscale):
+            maps[r].append((depth, n, float(probs[r, n]), g))
+    return pred, maps
+
+
+def _overlay(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(rgb.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=0.55)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m examples.leukemia.explain", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", default="explain", help="output folder")
+    p.add_argument("--max-images", type=int, default=8)
+    p.add_argument("--decode", default=None, help="rule of the explained prediction (default: the checkpoint's)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--device", default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Entry point of ``python -m examples.leukemia.explain``; returns the rows of ``explain.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from examples.leukemia.checkpoint import load_model
+    from examples.leukemia.gpu_data import GPUBatches
+    from examples.leukemia.predict import _read_images, find_images
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, ckpt = load_model(args.checkpoint, device=device)
+    model = model.float()
+    tax = ckpt.taxonomy
+    size = int(args.img_size or ckpt.config.get("image_size") or 128)
+    paths, rgb, bad = _read_images(find_images(args.inputs)[: max(1, args.max_images) * 2], size)
+    paths, rgb = paths[: args.max_images], rgb[: args.max_images]
+    if bad:
+        log.warning("skipped %d unreadable file(s): %s", len(bad), "; ".join(list(bad)[:5]))
+    if not paths:
+        raise SystemExit("no readable image among the inputs.")
+    uint8 = torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous().to(device)
+    batches = GPUBatches(uint8, torch.zeros(len(uint8), dtype=torch.int64, device=device), len(uint8),
+                         shuffle=False, drop_last=False, augment=False)
+    images = next(iter(batches))[0]  # normalised exactly as in training
+    rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
+    pred, maps = explain(model, images, rule=rule, threshold=args.threshold)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    cols = 1 + max((len(m) for m in maps), default=0)
+    fig, axes = plt.subplots(len(paths), cols, figsize=(2.4 * cols, 2.5 * len(paths)), squeeze=False)
+    tag = " [SYNTHETIC]" if ckpt.config.get("synthetic") else ""
+    for i, path in enumerate(paths):
+        stem = _safe(Path(path).stem)
+        axes[i, 0].imshow(rgb[i])
+        axes[i, 0].set_title(f"{Path(path).name}\npred: {tax.nodes[int(pred[i])]}", fontsize=7)
+        for j, (depth, node, prob, cam) in enumerate(maps[i], start=1):
+            over = _overlay(rgb[i], cam)
+            file = out / f"{stem}_d{depth}_{_safe(tax.nodes[node])}.png"
+            Image.fromarray(over).save(file)
+            axes[i, j].imshow(over)
+            axes[i, j].set_title(f"depth {depth}: {tax.nodes[node]}\np={prob:.2f}", fontsize=7)
+            rows.append({"image": path, "prediction": tax.nodes[int(pred[i])], "depth": depth,
+                         "node": tax.nodes[node], "probability": round(prob, 6), "overlay": str(file)})
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.suptitle(f"Grad-CAM per level: {ckpt.config.get('model', {}).get('method')} "
+                 f"{ckpt.config.get('model', {}).get('backbone')}{tag}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "explain.png", dpi=120)
+    plt.close(fig)
+    with open(out / "explain.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image", "prediction", "depth", "node", "probability", "overlay"])
+        w.writeheader()
+        w.writerows(rows)
+    log.info("wrote %d overlay(s) and %s", len(rows), out / "explain.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
