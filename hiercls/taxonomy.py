@@ -507,7 +507,7 @@ class Taxonomy:
                 parts = [str(p) if isinstance(p, str) else p for p in path]  # np.str_ -> str
             else:
                 raise TaxonomyError(
-                    f"paths[{k}]: expected a tuple of node names or a {sep.join(['a', 'b', 'c'])!r} string, got {path!r}."
+                    f"paths[{k}]: expected a tuple of node names or a {sep.join('abc')!r} string, got {path!r}."
                 )
             if not parts:
                 raise TaxonomyError(f"paths[{k}]: empty path. Each path names at least one node.")
@@ -563,7 +563,9 @@ class Taxonomy:
                     f"path: {str(folder)!r} links back to its ancestor folder {str(real)!r} (a symlink loop). "
                     "Remove the link or point it outside the tree."
                 )
-            subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__pycache__")
+            subs = sorted(
+                p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__pycache__"
+            )
             return {p.name: walk(p, above | {real}) for p in subs}
 
         return cls.from_dict({top_name: walk(top, frozenset())}, dag=dag)

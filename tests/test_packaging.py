@@ -22,7 +22,9 @@ def test_import_does_not_pull_heavy_optional_dependencies() -> None:
         "import json, sys; import hiercls; "
         f"print(json.dumps({{m: any(k == m or k.startswith(m + '.') for k in sys.modules) for m in {list(HEAVY)!r}}}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == {m: False for m in HEAVY}, f"import hiercls imported {[m for m, v in loaded.items() if v]}"
 
@@ -30,7 +32,9 @@ def test_import_does_not_pull_heavy_optional_dependencies() -> None:
 def test_the_check_above_can_see_a_heavy_import() -> None:
     """Guard against a vacuous check: the same probe reports a module that was imported."""
     code = "import json, sys; import hiercls, sklearn; print(json.dumps('sklearn' in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) is True
 
 
@@ -69,7 +73,16 @@ def test_wheel_builds_offline_with_typed_marker(tmp_path: Path) -> None:
     outdir = tmp_path / "dist"
     # --no-isolation: offline, with the tools already in this venv; the wheel package is not needed by
     # setuptools >= 70.1, hence --skip-dependency-check for the build-system 'wheel' requirement
-    cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check", "--outdir", str(outdir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "build",
+        "--wheel",
+        "--no-isolation",
+        "--skip-dependency-check",
+        "--outdir",
+        str(outdir),
+    ]
     run = subprocess.run(cmd, cwd=src, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"python -m build failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     wheels = list(outdir.glob("hiercls-*.whl"))
@@ -80,6 +93,10 @@ def test_wheel_builds_offline_with_typed_marker(tmp_path: Path) -> None:
     assert not {"tests", "examples", "benchmarks", "docs"} & top, f"wheel ships {sorted(top)}"
     assert all(t == "hiercls" or t.startswith("hiercls-") for t in top), sorted(top)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
-    requires = [line for line in zipfile.ZipFile(wheels[0]).read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")]
+    requires = [
+        line
+        for line in zipfile.ZipFile(wheels[0]).read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
     core = [r for r in requires if "extra ==" not in r]
     assert not any(h in r for r in core for h in ("timm", "matplotlib", "scikit-learn")), core

@@ -86,7 +86,9 @@ class TestConstructors:
             Taxonomy.from_edges([("r", "")])
 
     def test_non_string_names_in_graph(self) -> None:
-        with pytest.raises(TaxonomyError, match=r"node names must be strings, got 0 \(int\). Convert them with str\(\)"):
+        with pytest.raises(
+            TaxonomyError, match=r"node names must be strings, got 0 \(int\). Convert them with str\(\)"
+        ):
             Taxonomy(nx.DiGraph([(0, 1)]))
 
     def test_from_parent_map(self, paper_tax: Taxonomy) -> None:
@@ -160,7 +162,9 @@ class TestConstructors:
         assert tax.depth("a11") == 3 and tax.is_leaf("b")
 
     def test_from_paths_errors(self) -> None:
-        with pytest.raises(TaxonomyError, match=r"paths\[1\]: 'x' has parent 'b' here but 'a' in an earlier path: ambiguous"):
+        with pytest.raises(
+            TaxonomyError, match=r"paths\[1\]: 'x' has parent 'b' here but 'a' in an earlier path: ambiguous"
+        ):
             Taxonomy.from_paths(["r/a/x", "r/b/x"])
         with pytest.raises(TaxonomyError, match=r"paths\[1\]: 'a' has parent None here but 'r'"):
             Taxonomy.from_paths(["r/a", "a/b"])
@@ -170,7 +174,9 @@ class TestConstructors:
             Taxonomy.from_paths(["r//a"])
         with pytest.raises(TaxonomyError, match=r"paths\[0\]: node names must be strings, got 3"):
             Taxonomy.from_paths([("r", 3)])
-        with pytest.raises(TaxonomyError, match=r"paths\[0\]: expected a tuple of node names or a 'a/b/c' string, got 7"):
+        with pytest.raises(
+            TaxonomyError, match=r"paths\[0\]: expected a tuple of node names or a 'a/b/c' string, got 7"
+        ):
             Taxonomy.from_paths([7])  # type: ignore[list-item]
         with pytest.raises(TaxonomyError, match=r"paths: expected a list of paths, got the single string 'r/a'"):
             Taxonomy.from_paths("r/a")
@@ -218,7 +224,9 @@ class TestConstructors:
         (tmp_path / "top" / "b").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
         assert Taxonomy.from_folder(tmp_path / "top").path("b1") == ("top", "b", "b1")  # links are followed
         (tmp_path / "top" / "a" / "a1" / "loop").symlink_to(tmp_path / "top" / "a", target_is_directory=True)
-        with pytest.raises(TaxonomyError, match=r"path: '.*loop' links back to its ancestor folder '.*a' \(a symlink loop\)"):
+        with pytest.raises(
+            TaxonomyError, match=r"path: '.*loop' links back to its ancestor folder '.*a' \(a symlink loop\)"
+        ):
             Taxonomy.from_folder(tmp_path / "top")
 
 
@@ -257,13 +265,21 @@ class TestJson:
         return str(f)
 
     def test_hand_written_forms(self, tmp_path, paper_tax: Taxonomy) -> None:
-        tree = {"root": {"Normal": None, "Reactive": None, "Leukemia": {"Acute": {"ALL": None, "AML": ["APL"]}, "Chronic": ["CLL", "CML"]}}}
+        tree = {
+            "root": {
+                "Normal": None,
+                "Reactive": None,
+                "Leukemia": {"Acute": {"ALL": None, "AML": ["APL"]}, "Chronic": ["CLL", "CML"]},
+            }
+        }
         assert Taxonomy.from_json(self._write(tmp_path, {"tree": tree})) == paper_tax
         assert Taxonomy.from_json(self._write(tmp_path, {"edges": PAPER_EDGES})) == paper_tax
         parents = {c: p for p, c in PAPER_EDGES}
         assert Taxonomy.from_json(self._write(tmp_path, {"parents": parents})) == paper_tax
         # nodes + edges without format/version is accepted
-        assert Taxonomy.from_json(self._write(tmp_path, {"nodes": list(PAPER_NODES), "edges": PAPER_EDGES})) == paper_tax
+        assert (
+            Taxonomy.from_json(self._write(tmp_path, {"nodes": list(PAPER_NODES), "edges": PAPER_EDGES})) == paper_tax
+        )
 
     def test_hand_written_root_and_dag(self, tmp_path) -> None:
         tax = Taxonomy.from_json(self._write(tmp_path, {"tree": {"a": ["x"], "b": ["y"]}, "root": "top"}))
@@ -282,11 +298,15 @@ class TestJson:
             Taxonomy.from_json(self._write(tmp_path, "{not json"))
         with pytest.raises(TaxonomyError, match=r"expected a JSON object, got list"):
             Taxonomy.from_json(self._write(tmp_path, [["r", "a"]]))
-        with pytest.raises(TaxonomyError, match=r"expected keys 'nodes' and 'edges' \(as written by to_json\).*got \['nodes'\]"):
+        with pytest.raises(
+            TaxonomyError, match=r"expected keys 'nodes' and 'edges' \(as written by to_json\).*got \['nodes'\]"
+        ):
             Taxonomy.from_json(self._write(tmp_path, {"nodes": ["r"]}))
         with pytest.raises(TaxonomyError, match=r"'format'/'version' are 'other'/None.*not a hiercls taxonomy file"):
             Taxonomy.from_json(self._write(tmp_path, {"format": "other", "nodes": ["r"], "edges": []}))
-        with pytest.raises(TaxonomyError, match=r"written by a newer hiercls \(format version 2, this one reads up to 1\)"):
+        with pytest.raises(
+            TaxonomyError, match=r"written by a newer hiercls \(format version 2, this one reads up to 1\)"
+        ):
             Taxonomy.from_json(self._write(tmp_path, {"version": 2, "nodes": ["r"], "edges": []}))
 
     def test_bad_nodes_edges_file(self, tmp_path) -> None:
@@ -326,7 +346,9 @@ class TestValidation:
             Taxonomy.from_edges([("r", "a"), ("a", "a")])
 
     def test_cycle_is_shown(self) -> None:
-        with pytest.raises(TaxonomyError, match=r"has a cycle: '(a|b|c)' -> '(a|b|c)' -> '(a|b|c)' -> '(a|b|c)'\.") as info:
+        with pytest.raises(
+            TaxonomyError, match=r"has a cycle: '(a|b|c)' -> '(a|b|c)' -> '(a|b|c)' -> '(a|b|c)'\."
+        ) as info:
             Taxonomy.from_edges([("r", "a"), ("a", "b"), ("b", "c"), ("c", "a")])
         msg = str(info.value)
         assert all(f"'{n}'" in msg for n in "abc") and "'r'" not in msg
@@ -377,16 +399,23 @@ class TestQueries:
         assert -1 not in paper_tax and 2.0 not in paper_tax and True not in paper_tax
 
     def test_unknown_name_suggests_closest(self, paper_tax: Taxonomy) -> None:
-        with pytest.raises(UnknownNodeError, match=r"Unknown node 'Acuet': not in this taxonomy \(11 nodes, root 'root'\). Closest known names: 'Acute'"):
+        with pytest.raises(
+            UnknownNodeError,
+            match=r"Unknown node 'Acuet': not in this taxonomy \(11 nodes, root 'root'\). Closest known names: 'Acute'",
+        ):
             paper_tax.index("Acuet")
-        with pytest.raises(UnknownNodeError, match=r"Unknown node 'zzzz': not in this taxonomy \(11 nodes, root 'root'\)\.$"):
+        with pytest.raises(
+            UnknownNodeError, match=r"Unknown node 'zzzz': not in this taxonomy \(11 nodes, root 'root'\)\.$"
+        ):
             paper_tax.index("zzzz")
         with pytest.raises(KeyError):
             paper_tax.index("zzzz")
 
     @pytest.mark.parametrize("bad", [11, -1, np.int64(100)])
     def test_index_out_of_range(self, paper_tax: Taxonomy, bad: int) -> None:
-        with pytest.raises(UnknownNodeError, match=r"Node index -?\d+ is out of range: this taxonomy has 11 nodes \(0..10\)"):
+        with pytest.raises(
+            UnknownNodeError, match=r"Node index -?\d+ is out of range: this taxonomy has 11 nodes \(0..10\)"
+        ):
             paper_tax.index(bad)
 
     @pytest.mark.parametrize("bad", [1.0, True, None, ("a",)])
@@ -430,7 +459,18 @@ class TestQueries:
         assert t.ancestors_index[t.ancestors_ptr[10] : t.ancestors_ptr[11]].tolist() == [0, 3, 4, 7, 10]
         assert t.descendants_index[t.descendants_ptr[4] : t.descendants_ptr[5]].tolist() == [4, 6, 7, 10]
         assert t.parents_ptr.tolist() == [0] + list(range(11))
-        assert t.edges_index().tolist() == [[0, 1], [0, 2], [0, 3], [3, 4], [3, 5], [4, 6], [4, 7], [5, 8], [5, 9], [7, 10]]
+        assert t.edges_index().tolist() == [
+            [0, 1],
+            [0, 2],
+            [0, 3],
+            [3, 4],
+            [3, 5],
+            [4, 6],
+            [4, 7],
+            [5, 8],
+            [5, 9],
+            [7, 10],
+        ]
 
     def test_levels(self, paper_tax: Taxonomy) -> None:
         levels = paper_tax.levels()
@@ -496,7 +536,11 @@ class TestDag:
         ids=["lca", "parent_index", "ancestor_table", "path", "parent"],
     )
     def test_tree_only_operations_raise(self, dag: Taxonomy, call) -> None:
-        with pytest.raises(TaxonomyError, match=r"needs a tree, but this taxonomy is a DAG \(nodes with several parents, e\.g\. 'x'\)\. Use .* instead"):
+        with pytest.raises(
+            TaxonomyError,
+            match=r"needs a tree, but this taxonomy is a DAG \(nodes with several parents, e\.g\. 'x'\)\. "
+            r"Use .* instead",
+        ):
             call(dag)
 
     def test_encode_multi_hot_known_mask(self, dag: Taxonomy) -> None:
@@ -561,7 +605,15 @@ class TestEncode:
             paper_tax.encode(torch.tensor([1.0]))
 
     def test_empty(self, paper_tax: Taxonomy) -> None:
-        for empty in ([], (), np.array([], dtype=np.int64), np.array([], dtype=object), np.array([], dtype=str), torch.tensor([], dtype=torch.long), torch.tensor([])):
+        for empty in (
+            [],
+            (),
+            np.array([], dtype=np.int64),
+            np.array([], dtype=object),
+            np.array([], dtype=str),
+            torch.tensor([], dtype=torch.long),
+            torch.tensor([]),
+        ):
             out = paper_tax.encode(empty)
             assert out.dtype == np.int64 and out.shape == (0,)
         assert paper_tax.encode(np.zeros((0, 3), dtype=np.int32)).shape == (0, 3)
@@ -573,7 +625,10 @@ class TestEncode:
         assert np.shares_memory(paper_tax.encode(idx), idx)
 
     def test_unknown_names(self, paper_tax: Taxonomy) -> None:
-        with pytest.raises(UnknownNodeError, match=r"2 unknown node names, first 'Acuet', 'zz': not in this taxonomy.*Closest known names: 'Acute'"):
+        with pytest.raises(
+            UnknownNodeError,
+            match=r"2 unknown node names, first 'Acuet', 'zz': not in this taxonomy.*Closest known names: 'Acute'",
+        ):
             paper_tax.encode(["ALL", "Acuet", "zz", "zz"])
         with pytest.raises(UnknownNodeError, match=r"2 unknown node names, first 'zz', 'Acuet'"):  # order of appearance
             paper_tax.encode(np.array([["zz", "ALL"], ["Acuet", "zz"]]))
@@ -581,7 +636,10 @@ class TestEncode:
             paper_tax.encode(["ALL", 1, "AXL"])  # mixed list goes through index()
 
     def test_out_of_range(self, paper_tax: Taxonomy) -> None:
-        with pytest.raises(UnknownNodeError, match=r"3 node indices out of range \[0, 11\): first \[-1, 11, 12\]\. Indices must come from"):
+        with pytest.raises(
+            UnknownNodeError,
+            match=r"3 node indices out of range \[0, 11\): first \[-1, 11, 12\]\. Indices must come from",
+        ):
             paper_tax.encode([0, -1, 11, 12, 5])
         with pytest.raises(UnknownNodeError, match=r"out of range"):
             paper_tax.encode(np.array([2**64 - 1], dtype=np.uint64))
@@ -591,7 +649,9 @@ class TestEncode:
     def test_bad_types(self, paper_tax: Taxonomy) -> None:
         with pytest.raises(UnknownNodeError, match=r"labels: got booleans; expected node names or node indices"):
             paper_tax.encode(np.array([True, False]))
-        with pytest.raises(UnknownNodeError, match=r"labels: expected node names or integer node indices, got dtype float64"):
+        with pytest.raises(
+            UnknownNodeError, match=r"labels: expected node names or integer node indices, got dtype float64"
+        ):
             paper_tax.encode([1.0, 2.0])
         with pytest.raises(UnknownNodeError, match=r"node: expected a node name \(str\) or index \(int\), got 1.5"):
             paper_tax.encode(np.array(["ALL", 1.5], dtype=object))
@@ -731,7 +791,9 @@ class TestSynthetic:
     def test_no_quadratic_arrays(self) -> None:
         tax = layered_taxonomy()
         n = tax.num_nodes
-        arrays = {name: getattr(tax, name) for name in type(tax).__slots__ if isinstance(getattr(tax, name), np.ndarray)}
+        arrays = {
+            name: getattr(tax, name) for name in type(tax).__slots__ if isinstance(getattr(tax, name), np.ndarray)
+        }
         assert len(arrays) >= 15  # the test inspects the real storage
         for name, arr in arrays.items():
             assert arr.size < n * n // 100, f"{name} has {arr.size} elements (shape {arr.shape})"

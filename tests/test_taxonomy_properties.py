@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from functools import lru_cache
+from functools import cache
 
 import networkx as nx
 import numpy as np
@@ -52,7 +52,7 @@ def oracle_lca(tax: Taxonomy, a: int, b: int) -> int:
 def oracle_depth(tax: Taxonomy) -> list[int]:
     """Longest distance from the root (the tree depth on trees), by memoised recursion over parents."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def depth(i: int) -> int:
         ps = parents_of(tax, i)
         return 1 + max(depth(p) for p in ps) if ps else 0
@@ -61,7 +61,7 @@ def oracle_depth(tax: Taxonomy) -> list[int]:
 
 
 def oracle_height(tax: Taxonomy) -> list[int]:
-    @lru_cache(maxsize=None)
+    @cache
     def height(i: int) -> int:
         kids = [tax.index(c) for c in tax.children(i)]
         return 1 + max(height(c) for c in kids) if kids else 0
@@ -149,7 +149,9 @@ def test_parents_before_children_and_depth_order(tax: Taxonomy) -> None:
 @given(taxonomies())
 def test_depth_is_the_longest_path(tax: Taxonomy) -> None:
     assert tax.depth_index.tolist() == oracle_depth(tax)
-    assert tax.depth_index.tolist() == [nx.dag_longest_path_length(tax.graph.subgraph(nx.ancestors(tax.graph, n) | {n})) for n in tax.nodes]
+    assert tax.depth_index.tolist() == [
+        nx.dag_longest_path_length(tax.graph.subgraph(nx.ancestors(tax.graph, n) | {n})) for n in tax.nodes
+    ]
     assert tax.max_depth == max(oracle_depth(tax))
 
 
@@ -295,7 +297,9 @@ def test_fingerprint_follows_structure_and_order(tax: Taxonomy) -> None:
     rebuilt = Taxonomy.from_edges(edges)
     if tax.is_tree:  # each parent's children listed in index order: the same indices, the same fingerprint
         assert rebuilt == tax and rebuilt.fingerprint == tax.fingerprint
-    assert (rebuilt.fingerprint == tax.fingerprint) == (rebuilt.nodes == tax.nodes and named_edges(rebuilt) == named_edges(tax))
+    assert (rebuilt.fingerprint == tax.fingerprint) == (
+        rebuilt.nodes == tax.nodes and named_edges(rebuilt) == named_edges(tax)
+    )
     # another order of one parent's children -> other indices -> another fingerprint
     busy = [i for i in range(tax.num_nodes) if len(tax.children(i)) >= 2]
     if busy:
