@@ -1,0 +1,589 @@
+"""Hierarchical decoding: from node marginals ``P(node)`` to one predicted node per sample.
+
+Every decoder takes marginals ``probs`` of shape ``(B, num_nodes)`` from any
+head (torch or numpy; torch in gives torch out on the same device, numpy in
+gives numpy out) and returns int64 node indices ``(B,)``. Work is batched and
+vectorised: a handful of passes over ``(B, num_nodes)``, with per-depth loops
+(``max_depth`` steps) for the tree recursions; large batches are processed in
+chunks so that memory stays ``O(chunk x num_nodes)``.
+
+Rules (``decode(probs, taxonomy, rule=...)``):
+
+- ``"argmax_leaf"``: the leaf with the largest marginal (mandatory leaf).
+- ``"top_down"``: greedy from the root, following the child with the largest
+  marginal until a leaf.
+- ``"threshold"``: the deepest node whose marginal is ``>= threshold``
+  (ties: the larger marginal, then the smaller index); the root always
+  qualifies. ``threshold=0.5`` is the "majority" rule (non-mandatory leaf).
+- ``"crm"``: conditional risk minimisation (Karthik et al., ICLR 2021): the
+  leaf minimising the expected LCA cost under ``P``
+  (:func:`expected_lca_cost`).
+- ``"hf_optimal"``: the node maximising the expected hierarchical F-beta
+  under ``P`` (Plaud et al., ICML 2025), exact
+  (:func:`expected_hierarchical_fbeta`).
+
+Plus :func:`top_k_leaves` (for distance@k) and :func:`operating_curve`
+(Valmadre, NeurIPS 2022): the exact curve of (specificity, correct rate) over
+all thresholds of the ``"threshold"`` rule.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import numpy as np
+import torch
+
+from hiercls.errors import TaxonomyError
+from hiercls.metrics.functional import (
+    Measure,
+    _check_beta,
+    _check_option,
+    _check_taxonomy,
+    _encode,
+    _measure,
+    _pair_stats,
+    _safe_div,
+)
+from hiercls.taxonomy import LabelsLike, Taxonomy
+
+__all__ = [
+    "OperatingCurve",
+    "Rule",
+    "decode",
+    "expected_hierarchical_fbeta",
+    "expected_lca_cost",
+    "operating_curve",
+    "top_k_leaves",
+]
+
+Rule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
+CostLike = Union[Literal["height", "path"], np.ndarray, torch.Tensor, Sequence[float], None]
+_RULES = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
+_CHUNK_ELEMENTS = 1 << 21  # about 8 MB of float32 per chunk: keeps the working set in cache
+
+
+# ------------------------------------------------------------------- plumbing
+class _Plan:
+    """Index tensors of one taxonomy on one device (built once, cached)."""
+
+    def __init__(self, taxonomy: Taxonomy, device: torch.device) -> None:
+        levels = taxonomy.levels()
+        self.num_nodes = taxonomy.num_nodes
+        self.max_depth = taxonomy.max_depth
+        self.bounds = [(int(lv[0]), int(lv[-1]) + 1) for lv in levels]
+        self.depth = torch.as_tensor(taxonomy.depth_index.copy(), device=device)
+        self.leaf_index = torch.as_tensor(taxonomy.leaf_index.copy(), device=device)
+        edges = taxonomy.edges_index()
+        self.edge_parent = torch.as_tensor(edges[:, 0].copy(), device=device)
+        self.edge_child = torch.as_tensor(edges[:, 1].copy(), device=device)
+        self.is_tree = taxonomy.is_tree
+        if self.is_tree:
+            parent = taxonomy.parent_index
+            self.parent = torch.as_tensor(np.maximum(parent, 0), device=device)
+            # per level: parent of each node as an index into the level above
+            self.local_parent = [None] + [
+                torch.as_tensor(parent[a:b] - self.bounds[d - 1][0], device=device)
+                for d, (a, b) in enumerate(self.bounds)
+                if d > 0
+            ]
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(taxonomy: Taxonomy, device: str) -> _Plan:
+    return _Plan(taxonomy, torch.device(device))
+
+
+def _as_probs(probs: Any, taxonomy: Taxonomy, validate: bool = True) -> tuple[torch.Tensor, bool]:
+    """Marginals -> float tensor ``(B, num_nodes)``; also says whether to hand back numpy."""
+    as_numpy = not isinstance(probs, torch.Tensor)
+    if as_numpy:
+        arr = np.asarray(probs)
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"probs: expected float node marginals, got an array of dtype {arr.dtype}.")
+        tensor = torch.from_numpy(np.ascontiguousarray(arr))
+    else:
+        tensor = probs.detach()
+    if tensor.ndim != 2 or tensor.shape[1] != taxonomy.num_nodes:
+        raise ValueError(
+            f"probs: expected node marginals of shape (batch, {taxonomy.num_nodes}), got shape {tuple(tensor.shape)}. "
+            "Get them from head.marginals(logits); add a batch dimension with probs[None] for one sample."
+        )
+    if tensor.shape[0] == 0:
+        raise ValueError("probs is empty: give at least one sample (shape (batch, num_nodes) with batch >= 1).")
+    if not tensor.is_floating_point():
+        raise ValueError(f"probs: expected float node marginals, got dtype {tensor.dtype}.")
+    if tensor.dtype not in (torch.float32, torch.float64):
+        tensor = tensor.float()
+    if validate and not bool(torch.isfinite(tensor).all()):
+        raise ValueError("probs: found NaN or infinite marginals; check the head's output (e.g. NaN logits).")
+    return tensor, as_numpy
+
+
+def _chunks(batch: int, num_nodes: int, width: int = 1) -> list[slice]:
+    size = max(1, _CHUNK_ELEMENTS // max(1, num_nodes * width))
+    return [slice(i, min(i + size, batch)) for i in range(0, batch, size)]
+
+
+def _per_chunk(probs: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], width: int = 1) -> torch.Tensor:
+    parts = [fn(probs[s]) for s in _chunks(probs.shape[0], probs.shape[1], width)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _out(index: torch.Tensor, as_numpy: bool) -> Any:
+    return index.cpu().numpy() if as_numpy else index
+
+
+def _require_tree(taxonomy: Taxonomy, what: str) -> None:
+    if not taxonomy.is_tree:
+        raise TaxonomyError(
+            f"{what} needs a tree (a node's prediction path must be unique), but this taxonomy is a DAG. "
+            "Use rule='argmax_leaf', 'top_down' or 'threshold' for DAGs."
+        )
+
+
+def _cumsum_down(values: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """In place: ``values[:, n] += values[:, parent(n)]`` level by level, i.e. sums along each root-to-node path."""
+    for a, b in plan.bounds[1:]:
+        values[:, a:b] += values.index_select(1, plan.parent[a:b])
+    return values
+
+
+# ------------------------------------------------------------------ decoders
+def _argmax_leaf(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    return plan.leaf_index[probs.index_select(1, plan.leaf_index).argmax(dim=1)]
+
+
+def _top_down(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    batch, n = probs.shape
+    parent = plan.edge_parent.expand(batch, -1)
+    child = plan.edge_child.expand(batch, -1)
+    src = probs.index_select(1, plan.edge_child)
+    best = torch.full_like(probs, -torch.inf).scatter_reduce(1, parent, src, "amax")
+    is_best = src == best.gather(1, parent)
+    candidate = torch.where(is_best, child, n)
+    best_child = torch.full((batch, n), n, dtype=torch.long, device=probs.device)
+    best_child = best_child.scatter_reduce(1, parent, candidate, "amin")  # ties: the smaller index
+    current = torch.zeros(batch, dtype=torch.long, device=probs.device)
+    for _ in range(plan.max_depth):
+        nxt = best_child.gather(1, current[:, None]).squeeze(1)
+        current = torch.where(nxt < n, nxt, current)
+    return current
+
+
+def _threshold(probs: torch.Tensor, plan: _Plan, tau: float) -> torch.Tensor:
+    qualifies = probs >= tau
+    qualifies[:, 0] = True
+    depth = torch.where(qualifies, plan.depth, -1)
+    deepest = depth == depth.amax(dim=1, keepdim=True)
+    return torch.where(deepest, probs, -torch.inf).argmax(dim=1)
+
+
+def _resolve_cost(cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtype: torch.dtype) -> tuple[str, torch.Tensor | None]:
+    if cost is None or (isinstance(cost, str) and cost == "height"):
+        return "node", torch.as_tensor(taxonomy.height_index.copy(), device=device, dtype=dtype)
+    if isinstance(cost, str):
+        if cost == "path":
+            return "path", None
+        raise ValueError(f"cost: expected 'height', 'path' or a per-node array of shape ({taxonomy.num_nodes},), got {cost!r}.")
+    values = torch.as_tensor(np.asarray(cost.cpu() if isinstance(cost, torch.Tensor) else cost, dtype=np.float64))
+    if values.shape != (taxonomy.num_nodes,) or not bool(torch.isfinite(values).all()):
+        raise ValueError(
+            f"cost: expected finite per-node costs of shape ({taxonomy.num_nodes},) (cost[lca(leaf, truth)]), "
+            f"got shape {tuple(values.shape)}."
+        )
+    return "node", values.to(device=device, dtype=dtype)
+
+
+def _expected_cost_chunk(probs: torch.Tensor, plan: _Plan, mode: str, cost: torch.Tensor | None) -> torch.Tensor:
+    # E[c(lca(n, Y))] = c(root) P(root) + sum_{a in path(n), a != root} P(a) (c(a) - c(parent(a)))
+    # E[dist_path(n, Y)] = depth(n) P(root) + sum_{a != root} P(a) - 2 sum_{a in path(n), a != root} P(a)
+    if mode == "node":
+        step = cost - cost[plan.parent]
+        step[0] = 0.0
+        values = _cumsum_down(probs * step, plan)
+        return values + cost[0] * probs[:, :1]
+    values = probs.clone()
+    values[:, 0] = 0.0
+    total = values.sum(dim=1, keepdim=True)
+    values = _cumsum_down(values, plan)
+    return plan.depth.to(probs.dtype) * probs[:, :1] + total - 2.0 * values
+
+
+def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> Any:
+    """Expected LCA cost of predicting each node: ``R(n) = sum_y P(Y = y) d(n, y)``.
+
+    ``probs`` are read as marginals of a distribution over the nodes:
+    ``P(a) = P(Y in subtree(a))``. Along the path ``root = a_0, ..., a_k = n``,
+    ``lca(n, Y) = a_j`` with probability ``P(a_j) - P(a_{j+1})``, so for a
+    per-node cost ``d(n, y) = c(lca(n, y))``
+
+    ``R(n) = c(root) P(root) + sum_{j=1..k} P(a_j) (c(a_j) - c(a_{j-1}))``,
+
+    a cumulative sum down the tree: ``O(B x num_nodes)``, no leaves x leaves
+    matrix. With ``cost="path"``, ``d(n, y) = depth(n) + depth(y) - 2 depth(lca)``
+    and ``R(n) = depth(n) P(root) + sum_{a != root} P(a) - 2 sum_{j=1..k} P(a_j)``.
+
+    Args:
+        probs: node marginals ``(B, num_nodes)``, torch or numpy.
+        taxonomy: a tree.
+        cost: ``None`` or ``"height"`` (``c = height``: the LCA height of
+            Bertinetto et al. and Karthik et al.), ``"path"``, or a per-node
+            array ``c`` of shape ``(num_nodes,)`` (set it to 0 at leaves so a
+            correct leaf costs nothing).
+
+    Returns:
+        ``(B, num_nodes)`` expected costs (the rows of inner nodes too), float.
+
+    Raises:
+        TaxonomyError: the taxonomy is a DAG.
+        ValueError: bad ``probs`` shape or values, or a bad ``cost``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> probs = np.array([[1.0, 0.6, 0.4, 0.3, 0.3]])
+        >>> expected_lca_cost(probs, tax, cost="path").round(2).tolist()
+        [[1.6, 1.4, 1.8, 1.8, 1.8]]
+    """
+    _check_taxonomy(taxonomy)
+    _require_tree(taxonomy, "expected_lca_cost")
+    tensor, as_numpy = _as_probs(probs, taxonomy)
+    plan = _plan(taxonomy, str(tensor.device))
+    mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
+    out = _per_chunk(tensor, lambda x: _expected_cost_chunk(x, plan, mode, c))
+    return out.cpu().numpy() if as_numpy else out
+
+
+def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float) -> torch.Tensor:
+    """Exact expected hF-beta of predicting each node, for one chunk ``(b, num_nodes)``.
+
+    With ``q(y)`` the mass of "the truth is exactly y" and ``M(a, d)`` the mass
+    of truths at depth ``d`` inside ``subtree(a)``:
+    ``E[hF(n)] = (1 + beta^2) sum_{a in path(n), a != root} sum_{d >= depth(a)} M(a, d) / (beta^2 d + depth(n))``.
+    ``M`` lives per level as ``(b, D - depth + 1, n_level)``: about 1.5 x num_nodes values per sample on wide trees.
+    """
+    b2 = beta * beta
+    depth_max = plan.max_depth
+    bounds = plan.bounds
+    dtype = probs.dtype
+    batch = probs.shape[0]
+    # exclusive masses q (clipped at 0 for incoherent marginals) and per-depth subtree masses M, bottom-up
+    masses: list[torch.Tensor | None] = [None] * (depth_max + 1)
+    for level in range(depth_max, 0, -1):
+        a, b = bounds[level]
+        width = depth_max - level + 1
+        m = torch.zeros(batch, width, b - a, dtype=dtype, device=probs.device)
+        if level < depth_max:
+            c0, c1 = bounds[level + 1]
+            below = torch.cat([probs[:, None, c0:c1], masses[level + 1]], dim=1)  # (b, 1 + width - 1, n_child)
+            sums = torch.zeros(batch, width, b - a, dtype=dtype, device=probs.device)
+            sums.index_add_(2, plan.local_parent[level + 1], below)
+            m[:, 0] = (probs[:, a:b] - sums[:, 0]).clamp_min(0.0)
+            m[:, 1:] = sums[:, 1:]
+        else:
+            m[:, 0] = probs[:, a:b].clamp_min(0.0)
+        masses[level] = m
+    out = torch.zeros_like(probs)
+    above: torch.Tensor | None = None
+    for level in range(1, depth_max + 1):
+        a, b = bounds[level]
+        width = depth_max - level + 1
+        ks = torch.arange(level, depth_max + 1, dtype=dtype, device=probs.device)
+        weights = 1.0 / (b2 * ks[None, :] + ks[:, None])  # [predicted depth k, truth depth d]
+        h = torch.einsum("bdn,kd->bkn", masses[level], weights)
+        if above is not None:
+            h += above.index_select(2, plan.local_parent[level])[:, 1:]
+        out[:, a:b] = (1.0 + b2) * h[:, 0]
+        above = h
+    return out
+
+
+def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.0) -> Any:
+    """Exact expected hierarchical F-beta of predicting each node (Plaud et al., ICML 2025).
+
+    The truth ``Y`` follows the distribution whose marginals are ``probs``:
+    ``P(Y = y) = q(y) = P(y) - sum_{c in children(y)} P(c)`` (0 at inner nodes
+    for leaf-only distributions; clipped at 0 if the marginals are
+    incoherent). Predicting node ``n`` (its path, root excluded) scores
+    ``hF(n, y) = (1 + beta^2) |A(n) & A(y)| / (beta^2 |A(y)| + |A(n)|)``
+    with ``|A(n)| = depth(n)`` and ``|A(n) & A(y)| = depth(lca(n, y))``.
+    Writing ``depth(lca(n, y))`` as the number of non-root ``a`` on ``n``'s
+    path with ``y`` in ``subtree(a)``:
+
+    ``E[hF(n)] = (1 + beta^2) sum_{a in path(n), a != root} sum_d M(a, d) / (beta^2 d + depth(n))``
+
+    where ``M(a, d)`` is the mass of truths of depth ``d`` below ``a``:
+    per-depth subtree sums, bottom-up, then per-predicted-depth path sums,
+    top-down. ``O(B x num_nodes x D)`` time for depth ``D`` (much less on wide
+    trees), no node x node matrix. Predicting the root scores 0.
+
+    Args:
+        probs: node marginals ``(B, num_nodes)``, torch or numpy.
+        taxonomy: a tree.
+        beta: the F-beta weight of recall (``beta > 0``).
+
+    Returns:
+        ``(B, num_nodes)`` expected hF-beta, float.
+
+    Raises:
+        TaxonomyError: the taxonomy is a DAG.
+        ValueError: bad ``probs`` or ``beta``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> probs = np.array([[1.0, 0.6, 0.4, 0.3, 0.3]])
+        >>> expected_hierarchical_fbeta(probs, tax).round(3).tolist()
+        [[0.0, 0.4, 0.4, 0.45, 0.45]]
+    """
+    _check_taxonomy(taxonomy)
+    _require_tree(taxonomy, "expected_hierarchical_fbeta")
+    beta = _check_beta(beta)
+    tensor, as_numpy = _as_probs(probs, taxonomy)
+    plan = _plan(taxonomy, str(tensor.device))
+    out = _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta), width=2)
+    return out.cpu().numpy() if as_numpy else out
+
+
+def decode(
+    probs: Any,
+    taxonomy: Taxonomy,
+    rule: Rule = "argmax_leaf",
+    *,
+    threshold: float = 0.5,
+    cost: CostLike = None,
+    beta: float = 1.0,
+) -> Any:
+    """Decode node marginals into one predicted node per sample.
+
+    Rules and their formulas:
+
+    - ``"argmax_leaf"``: ``argmax_{l leaf} P(l)``.
+    - ``"top_down"``: ``n_0 = root``, ``n_{k+1} = argmax_{c in children(n_k)} P(c)``
+      until a leaf (smaller index on ties).
+    - ``"threshold"``: ``argmax_{n : P(n) >= threshold} (depth(n), P(n))``,
+      the root always qualifying; ``threshold=0.5`` gives the majority rule.
+    - ``"crm"``: ``argmin_{l leaf} sum_y P(y) d(l, y)`` with the LCA cost
+      ``d`` given by ``cost`` (default: LCA height), Karthik et al. 2021; see
+      :func:`expected_lca_cost`.
+    - ``"hf_optimal"``: ``argmax_n E[hF_beta(n, Y)]``, exact, Plaud et al.
+      2025; see :func:`expected_hierarchical_fbeta`.
+
+    ``"crm"`` and ``"hf_optimal"`` need a tree; the others work on DAGs too.
+    When to use which: ``docs/decoding.md``.
+
+    Args:
+        probs: node marginals ``(B, num_nodes)`` (torch, numpy or nested lists), any head.
+        taxonomy: the taxonomy of the head.
+        rule: the decoding rule.
+        threshold: the ``"threshold"`` rule's marginal threshold.
+        cost: the ``"crm"`` cost: ``None``/``"height"``, ``"path"`` or a per-node array.
+        beta: the ``"hf_optimal"`` F-beta weight.
+
+    Returns:
+        int64 node indices ``(B,)``: a torch tensor on ``probs``' device for
+        torch input, a numpy array otherwise.
+
+    Raises:
+        ValueError: an unknown rule, bad ``probs`` (shape, dtype, NaN, empty) or options.
+        TaxonomyError: ``"crm"`` or ``"hf_optimal"`` on a DAG.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> probs = np.array([[1.0, 0.6, 0.4, 0.3, 0.3]])
+        >>> [tax.name(int(decode(probs, tax, rule)[0])) for rule in ("argmax_leaf", "threshold", "hf_optimal")]
+        ['b', 'a', 'a1']
+    """
+    _check_taxonomy(taxonomy)
+    _check_option(rule, "rule", _RULES)
+    if rule in ("crm", "hf_optimal"):
+        _require_tree(taxonomy, f"rule={rule!r}")
+    tensor, as_numpy = _as_probs(probs, taxonomy)
+    plan = _plan(taxonomy, str(tensor.device))
+    if rule == "argmax_leaf":
+        return _out(_argmax_leaf(tensor, plan), as_numpy)
+    if rule == "top_down":
+        return _out(_per_chunk(tensor, lambda x: _top_down(x, plan), width=4), as_numpy)
+    if rule == "threshold":
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
+            raise ValueError(f"threshold: expected a number (e.g. 0.5), got {threshold!r}.")
+        return _out(_per_chunk(tensor, lambda x: _threshold(x, plan, float(threshold))), as_numpy)
+    if rule == "crm":
+        mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
+        first_leaf = plan.leaf_index
+
+        def crm(x: torch.Tensor) -> torch.Tensor:
+            return first_leaf[_expected_cost_chunk(x, plan, mode, c).index_select(1, first_leaf).argmin(dim=1)]
+
+        return _out(_per_chunk(tensor, crm), as_numpy)
+    beta = _check_beta(beta)
+    return _out(_per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta).argmax(dim=1), width=2), as_numpy)
+
+
+def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int) -> Any:
+    """The ``k`` leaves with the largest marginals, best first (for distance@k).
+
+    Args:
+        probs: node marginals ``(B, num_nodes)``.
+        taxonomy: a tree or a DAG.
+        k: how many leaves, ``1 <= k <= num_leaves``.
+
+    Returns:
+        int64 node indices ``(B, k)`` (torch in, torch out; numpy otherwise).
+
+    Raises:
+        ValueError: bad ``probs`` or ``k``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> top_k_leaves(np.array([[1.0, 0.6, 0.4, 0.35, 0.25]]), tax, 2).tolist()
+        [[2, 3]]
+    """
+    _check_taxonomy(taxonomy)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= taxonomy.num_leaves:
+        raise ValueError(f"k: expected an int in [1, {taxonomy.num_leaves}] (the number of leaves), got {k!r}.")
+    tensor, as_numpy = _as_probs(probs, taxonomy)
+    plan = _plan(taxonomy, str(tensor.device))
+    top = tensor.index_select(1, plan.leaf_index).topk(int(k), dim=1).indices
+    return _out(plan.leaf_index[top], as_numpy)
+
+
+# --------------------------------------------------------- operating curves
+@dataclass(frozen=True)
+class OperatingCurve:
+    """The exact operating curve of the ``"threshold"`` rule over all thresholds.
+
+    Attributes:
+        thresholds: float64 ``(T,)``, decreasing; the first is ``inf`` (every prediction is the root).
+        specificity: float64 ``(T,)``: mean LCA recall ``c(lca(p, t)) / c(t)`` of
+            the predictions at each threshold (how much of the true label's
+            specificity the predictions recover; the x-axis of Valmadre 2022).
+        correct: float64 ``(T,)``: the fraction of predictions that are the
+            truth or one of its ancestors.
+        auc: the area under the Pareto front, ``integral_0^1 max{correct_j : specificity_j >= x} dx``:
+            the best correct rate reachable at each specificity (a step function; the
+            curve itself need not be monotone for incoherent marginals).
+    """
+
+    thresholds: np.ndarray
+    specificity: np.ndarray
+    correct: np.ndarray
+    auc: float
+
+
+def _front_area(specificity: np.ndarray, correct: np.ndarray) -> float:
+    order = np.argsort(specificity, kind="stable")
+    x = specificity[order]
+    best_beyond = np.maximum.accumulate(correct[order][::-1])[::-1]  # max correct among points at >= x
+    widths = np.diff(np.concatenate([[0.0], x]))
+    return float(np.sum(widths * best_beyond))
+
+
+def operating_curve(
+    probs: Any,
+    target: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    measure: Measure = "info",
+    thresholds: Sequence[float] | np.ndarray | None = None,
+) -> OperatingCurve:
+    """Sweep the ``"threshold"`` rule over every threshold: (specificity, correct) pairs and their area.
+
+    Valmadre (NeurIPS 2022): as the threshold falls, predictions move deeper
+    and become more specific but less often correct. For each sample, the
+    prediction changes only at the marginals of its "records": scanning nodes
+    by decreasing marginal (ties by index), a node is a record when it is
+    deeper than every node before it (the root first). Each record is an event
+    ``(threshold, change in specificity, change in correctness)``; sorting all
+    events and accumulating gives the exact curve in ``O(B N log N)``.
+
+    ``specificity`` is the mean LCA recall ``c(lca(p, t)) / c(t)`` (1 for a
+    sample labelled at the root), ``c`` the information
+    ``log(num_leaves / leaves_under(n))`` (``measure="info"``, Valmadre's
+    choice) or the depth; ``correct`` is the fraction of predictions that are
+    the truth or one of its ancestors.
+
+    Args:
+        probs: node marginals ``(B, num_nodes)``.
+        target: true nodes ``(B,)``, names or indices.
+        taxonomy: a tree or a DAG.
+        measure: ``"info"`` or ``"depth"``.
+        thresholds: evaluate the curve at these thresholds instead of returning
+            every breakpoint (the area is still computed on the exact curve).
+
+    Returns:
+        An :class:`OperatingCurve`.
+
+    Raises:
+        ValueError: bad shapes, empty input, an unknown ``measure``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> probs = np.array([[1.0, 0.9, 0.1, 0.6, 0.3]])
+        >>> curve = operating_curve(probs, ["a2"], tax, measure="depth")
+        >>> curve.thresholds.tolist(), curve.specificity.tolist(), curve.correct.tolist()
+        ([inf, 0.9, 0.6], [0.0, 0.5, 0.5], [1.0, 1.0, 0.0])
+        >>> curve.auc
+        0.5
+    """
+    _check_taxonomy(taxonomy)
+    tensor, _ = _as_probs(probs, taxonomy)
+    t = _encode(target, taxonomy, "target")
+    if len(t) != tensor.shape[0]:
+        raise ValueError(f"probs and target must have the same number of samples, got {tensor.shape[0]} and {len(t)}.")
+    c = _measure(taxonomy, measure)
+    plan = _plan(taxonomy, str(tensor.device))
+    ev_thr, ev_spec, ev_corr = [], [], []
+    base_spec = 0.0
+    base_corr = 0.0
+    for part in _chunks(tensor.shape[0], tensor.shape[1], width=4):
+        x = tensor[part].clone()
+        x[:, 0] = torch.inf  # the root always qualifies
+        values, order = torch.sort(x, dim=1, descending=True, stable=True)
+        depth = plan.depth[order]
+        running = torch.cummax(depth, dim=1).values
+        record = torch.ones_like(depth, dtype=torch.bool)
+        record[:, 1:] = depth[:, 1:] > running[:, :-1]
+        rows, cols = record.nonzero(as_tuple=True)
+        nodes = order[rows, cols].cpu().numpy()
+        thr = values[rows, cols].double().cpu().numpy()
+        sample = rows.cpu().numpy() + part.start
+        truth = t[sample]
+        pairs = _pair_stats(taxonomy, truth, nodes)
+        spec = _safe_div(c[pairs.lca], c[truth], 1.0)
+        corr = (pairs.inter == pairs.size_pred).astype(np.float64)
+        first = np.ones(len(sample), dtype=bool)
+        first[1:] = sample[1:] != sample[:-1]  # the root record of each sample
+        base_spec += float(spec[first].sum())
+        base_corr += float(corr[first].sum())
+        later = ~first
+        ev_thr.append(thr[later])
+        ev_spec.append((spec - np.roll(spec, 1))[later])
+        ev_corr.append((corr - np.roll(corr, 1))[later])
+    batch = tensor.shape[0]
+    thr = np.concatenate(ev_thr)
+    order_e = np.argsort(-thr, kind="stable")
+    thr = thr[order_e]
+    d_spec = np.concatenate(ev_spec)[order_e]
+    d_corr = np.concatenate(ev_corr)[order_e]
+    # one point per distinct threshold: the state after all events at or above it
+    last = np.append(thr[1:] != thr[:-1], True) if len(thr) else np.zeros(0, dtype=bool)
+    thresholds_all = np.concatenate([[np.inf], thr[last]])
+    spec_all = np.concatenate([[base_spec], base_spec + np.cumsum(d_spec)[last]]) / batch
+    corr_all = np.concatenate([[base_corr], base_corr + np.cumsum(d_corr)[last]]) / batch
+    auc = _front_area(spec_all, corr_all)
+    if thresholds is None:
+        return OperatingCurve(thresholds_all, spec_all, corr_all, auc)
+    query = np.asarray(thresholds, dtype=np.float64).ravel()
+    if query.size == 0 or not np.isfinite(query).all():
+        raise ValueError(f"thresholds: expected a non-empty sequence of finite numbers, got {thresholds!r}.")
+    # number of breakpoints at or above each query threshold (thresholds_all is decreasing)
+    at = np.searchsorted(-thresholds_all, -query, side="right") - 1
+    return OperatingCurve(query, spec_all[at], corr_all[at], auc)

@@ -1,0 +1,241 @@
+"""Decoders: validity properties, exhaustive-search oracles on small random trees, input forms, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hiercls.decoding as decoding
+from hiercls import Taxonomy, TaxonomyError
+from hiercls.decoding import (
+    decode,
+    expected_hierarchical_fbeta,
+    expected_lca_cost,
+    operating_curve,
+    top_k_leaves,
+)
+from tests import oracles_decoding as oracle
+from tests.strategies import dags, taxonomies, trees
+
+RULES = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
+seeds = st.integers(0, 2**32 - 1)
+
+
+def _probs(tax: Taxonomy, seed: int, batch: int = 6) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    half = batch // 2
+    return np.concatenate(
+        [oracle.random_marginals(tax, rng, half, leaves_only=True), oracle.random_marginals(tax, rng, batch - half)]
+    )
+
+
+# ------------------------------------------------------------- properties
+@given(tax=taxonomies(max_nodes=20), seed=seeds)
+def test_every_rule_returns_valid_nodes(tax: Taxonomy, seed: int) -> None:
+    probs = _probs(tax, seed)
+    for rule in RULES:
+        if rule in ("crm", "hf_optimal") and not tax.is_tree:
+            continue
+        out = decode(probs, tax, rule)
+        assert isinstance(out, np.ndarray) and out.dtype == np.int64 and out.shape == (len(probs),)
+        assert ((out >= 0) & (out < tax.num_nodes)).all()
+        if rule in ("argmax_leaf", "top_down", "crm"):
+            assert tax.is_leaf_mask[out].all(), rule
+
+
+@settings(max_examples=25)
+@given(tax=trees(max_nodes=12), seed=seeds, cost=st.sampled_from([None, "height", "path", "random"]))
+def test_expected_lca_cost_matches_exhaustive_sum(tax: Taxonomy, seed: int, cost) -> None:
+    probs = _probs(tax, seed, batch=4)
+    if cost == "random":
+        cost = np.random.default_rng(seed).uniform(0, 3, tax.num_nodes)
+    got = expected_lca_cost(probs, tax, cost=cost)
+    want = np.stack([oracle.expected_cost(row, tax, cost) for row in probs])
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    # crm: a leaf whose brute-force expected cost is the minimum over leaves
+    chosen = decode(probs, tax, "crm", cost=cost)
+    leaves = tax.leaf_index
+    np.testing.assert_allclose(want[np.arange(len(probs)), chosen], want[:, leaves].min(axis=1), atol=1e-9)
+
+
+@settings(max_examples=25)
+@given(tax=trees(max_nodes=12), seed=seeds, beta=st.sampled_from([0.5, 1.0, 2.0]))
+def test_expected_hf_matches_exhaustive_sum(tax: Taxonomy, seed: int, beta: float) -> None:
+    probs = _probs(tax, seed, batch=4)
+    got = expected_hierarchical_fbeta(probs, tax, beta=beta)
+    want = np.stack([oracle.expected_hf(row, tax, beta) for row in probs])
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    chosen = decode(probs, tax, "hf_optimal", beta=beta)
+    np.testing.assert_allclose(want[np.arange(len(probs)), chosen], want.max(axis=1), atol=1e-9)
+
+
+@given(tax=taxonomies(max_nodes=16), seed=seeds, tau=st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]))
+def test_threshold_and_top_down_match_oracles(tax: Taxonomy, seed: int, tau: float) -> None:
+    probs = _probs(tax, seed)
+    probs[0] = np.round(probs[0], 1)  # ties in marginals
+    assert decode(probs, tax, "threshold", threshold=tau).tolist() == [
+        oracle.threshold_decode(row, tax, tau) for row in probs
+    ]
+    assert decode(probs, tax, "top_down").tolist() == [oracle.top_down_decode(row, tax) for row in probs]
+
+
+@given(tax=trees(max_nodes=16), seed=seeds)
+def test_argmax_leaf_and_top_k(tax: Taxonomy, seed: int) -> None:
+    probs = _probs(tax, seed)
+    leaves = tax.leaf_index
+    assert decode(probs, tax).tolist() == leaves[probs[:, leaves].argmax(axis=1)].tolist()
+    k = min(3, tax.num_leaves)
+    top = top_k_leaves(probs, tax, k)
+    assert top.shape == (len(probs), k) and tax.is_leaf_mask[top].all()
+    vals = np.take_along_axis(probs, top, axis=1)
+    assert (np.diff(vals, axis=1) <= 0).all()
+    assert np.allclose(vals[:, 0], probs[:, leaves].max(axis=1))
+
+
+@settings(max_examples=20)
+@given(tax=taxonomies(max_nodes=12), seed=seeds, measure=st.sampled_from(["info", "depth"]))
+def test_operating_curve_matches_threshold_sweep(tax: Taxonomy, seed: int, measure: str) -> None:
+    probs = np.round(_probs(tax, seed, batch=5), 2)
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, tax.num_nodes, len(probs)).tolist()
+    curve = operating_curve(probs, target, tax, measure=measure)
+    assert curve.thresholds[0] == np.inf and curve.correct[0] == 1.0
+    assert (np.diff(curve.thresholds) < 0).all()
+    taus = sorted(set(np.unique(probs).tolist()) | {0.0, 0.33, 1.5}, reverse=True)
+    at = operating_curve(probs, target, tax, measure=measure, thresholds=taus)
+    for tau, spec, corr in zip(taus, at.specificity, at.correct):
+        want = oracle.curve_point(probs, target, tax, tau, measure)
+        assert spec == pytest.approx(want[0]) and corr == pytest.approx(want[1])
+    assert at.auc == curve.auc
+    assert 0.0 <= curve.auc <= 1.0
+    assert curve.auc >= curve.specificity.max() * curve.correct[curve.specificity.argmax()] - 1e-12
+
+
+def test_operating_curve_area_of_a_known_case() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = np.array([[1.0, 0.9, 0.1, 0.6, 0.3], [1.0, 0.2, 0.8, 0.1, 0.1]])
+    curve = operating_curve(probs, ["a1", "b"], tax, measure="depth")
+    # thresholds inf -> root/root, 0.9 -> a/root, 0.8 -> a/b, 0.6 -> a1/b, 0.1 -> a1/a1 (wrong for b)
+    assert curve.thresholds.tolist() == [np.inf, 0.9, 0.8, 0.6, 0.1]
+    assert curve.specificity.tolist() == [0.0, 0.25, 0.75, 1.0, 0.5]
+    assert curve.correct.tolist() == [1.0, 1.0, 1.0, 1.0, 0.5]
+    assert curve.auc == pytest.approx(1.0)  # the front: correct 1 up to specificity 1
+    worse = operating_curve(probs, ["a2", "a1"], tax, measure="depth")
+    assert 0.0 <= worse.auc < curve.auc
+
+
+# ------------------------------------------------------------ known cases
+def test_threshold_stops_at_an_inner_node_when_unsure(paper_tax: Taxonomy) -> None:
+    probs = np.zeros((1, paper_tax.num_nodes))
+    for name, p in {"root": 1.0, "Leukemia": 0.9, "Acute": 0.85, "ALL": 0.45, "AML": 0.4, "APL": 0.3, "Chronic": 0.05,
+                    "CLL": 0.03, "CML": 0.02, "Normal": 0.06, "Reactive": 0.04}.items():
+        probs[0, paper_tax.index(name)] = p
+    assert paper_tax.names(decode(probs, paper_tax, "threshold")) == ["Acute"]
+    assert paper_tax.names(decode(probs, paper_tax, "argmax_leaf")) == ["ALL"]
+    assert paper_tax.names(decode(probs, paper_tax, "top_down")) == ["ALL"]
+    assert paper_tax.names(decode(probs, paper_tax, "threshold", threshold=0.3)) == ["APL"]
+    hf = paper_tax.names(decode(probs, paper_tax, "hf_optimal"))[0]
+    assert hf in ("Acute", "AML", "ALL")
+
+
+def test_crm_prefers_the_leaf_of_the_heavier_subtree() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/a/a3", "r/b/b1"])
+    # leaves: a1 .25, a2 .25, a3 .2, b1 .3 -> argmax says b1, CRM says a leaf of the heavy subtree a
+    probs = np.array([[1.0, 0.7, 0.3, 0.25, 0.25, 0.2, 0.3]])
+    assert tax.names(decode(probs, tax, "argmax_leaf")) == ["b1"]
+    assert tax.names(decode(probs, tax, "crm")) == ["a1"]
+
+
+def test_crm_on_a_flat_taxonomy_is_argmax_and_custom_height_cost_is_the_default() -> None:
+    tax = Taxonomy.from_paths([f"r/c{i}" for i in range(6)])
+    probs = _probs(tax, 3, batch=8)
+    assert decode(probs, tax, "crm").tolist() == decode(probs, tax, "argmax_leaf").tolist()
+    deep = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2/x"])
+    probs = _probs(deep, 5)
+    np.testing.assert_allclose(
+        expected_lca_cost(probs, deep, cost=deep.height_index.astype(float)), expected_lca_cost(probs, deep)
+    )
+
+
+def test_hf_optimal_beta_trades_depth() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = np.array([[1.0, 0.8, 0.2, 0.45, 0.35]])
+    # beta small favours precision (stop at a), large beta favours recall (go to a leaf)
+    assert tax.names(decode(probs, tax, "hf_optimal", beta=0.3)) == ["a"]
+    assert tax.names(decode(probs, tax, "hf_optimal", beta=3.0)) == ["a1"]
+
+
+# ----------------------------------------------------------- input forms
+def test_torch_in_torch_out_numpy_in_numpy_out_and_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2", "r/c"])
+    probs = _probs(tax, 7, batch=13)
+    expected = {rule: decode(probs, tax, rule) for rule in RULES}
+    for rule in RULES:
+        out_t = decode(torch.from_numpy(probs).float(), tax, rule)
+        assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.int64
+        assert out_t.tolist() == expected[rule].tolist()
+        assert decode(probs.tolist(), tax, rule).tolist() == expected[rule].tolist()
+        assert decode(torch.from_numpy(probs).bfloat16().float(), tax, rule).shape == (13,)
+    monkeypatch.setattr(decoding, "_CHUNK_ELEMENTS", 7)  # one sample per chunk: batch independence
+    for rule in RULES:
+        assert decode(probs, tax, rule).tolist() == expected[rule].tolist()
+    np.testing.assert_array_equal(top_k_leaves(torch.from_numpy(probs), tax, 2).numpy(), top_k_leaves(probs, tax, 2))
+
+
+def test_decoders_work_on_dags() -> None:
+    tax = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("b", "y")])
+    probs = np.array([[1.0, 0.6, 0.4, 0.7, 0.3]])
+    assert tax.names(decode(probs, tax, "top_down")) == ["x"]
+    assert tax.names(decode(probs, tax, "threshold")) == ["x"]
+    assert tax.names(decode(probs, tax, "argmax_leaf")) == ["x"]
+
+
+# ------------------------------------------------------------------ errors
+def test_errors_name_the_argument() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    good = np.full((2, tax.num_nodes), 0.5)
+    with pytest.raises(ValueError, match="rule: expected one of"):
+        decode(good, tax, "beam")
+    with pytest.raises(ValueError, match=r"probs: expected node marginals of shape \(batch, 5\)"):
+        decode(good[:, :3], tax)
+    with pytest.raises(ValueError, match="probs is empty"):
+        decode(np.zeros((0, 5)), tax)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        decode(np.full((1, 5), np.nan), tax)
+    with pytest.raises(ValueError, match="expected float node marginals"):
+        decode(torch.ones(2, 5, dtype=torch.long), tax)
+    with pytest.raises(ValueError, match="expected float node marginals"):
+        decode(np.array([["a"] * 5]), tax)
+    with pytest.raises(ValueError, match="threshold: expected a number"):
+        decode(good, tax, "threshold", threshold="high")
+    with pytest.raises(ValueError, match="cost: expected 'height', 'path' or a per-node array"):
+        decode(good, tax, "crm", cost="manhattan")
+    with pytest.raises(ValueError, match=r"cost: expected finite per-node costs of shape \(5,\)"):
+        decode(good, tax, "crm", cost=[1.0, 2.0])
+    with pytest.raises(ValueError, match="beta: expected a positive number"):
+        decode(good, tax, "hf_optimal", beta=0)
+    with pytest.raises(ValueError, match=r"k: expected an int in \[1, 3\]"):
+        top_k_leaves(good, tax, 4)
+    with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
+        decode(good, {"r": ["a"]})
+    with pytest.raises(ValueError, match="probs and target must have the same number of samples"):
+        operating_curve(good, ["a1"], tax)
+    with pytest.raises(ValueError, match="measure: expected one of"):
+        operating_curve(good, ["a1", "b"], tax, measure="entropy")
+    with pytest.raises(ValueError, match="thresholds: expected a non-empty sequence"):
+        operating_curve(good, ["a1", "b"], tax, thresholds=[])
+
+
+@given(tax=dags(min_nodes=4), seed=seeds)
+def test_tree_only_rules_refuse_dags(tax: Taxonomy, seed: int) -> None:
+    if tax.is_tree:
+        return
+    probs = _probs(tax, seed, batch=2)
+    for rule in ("crm", "hf_optimal"):
+        with pytest.raises(TaxonomyError, match="needs a tree"):
+            decode(probs, tax, rule)
+    with pytest.raises(TaxonomyError, match="needs a tree"):
+        expected_lca_cost(probs, tax)
