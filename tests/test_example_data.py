@@ -1,8 +1,7 @@
-"""The leukemia example's data side: taxonomies, scan (every bad-input case), split, manifest, loading, synthetic set."""
+"""The leukemia example's data side: taxonomies, scan (every bad input), split, manifest, loading, synthetic set."""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import warnings
@@ -13,11 +12,19 @@ import pytest
 import torch
 from PIL import Image
 
-from hiercls import Taxonomy, UnknownNodeError
-
 from examples.leukemia import data as D
-from examples.leukemia.data import DataWarning, ImageDataset, Sample, load_image, read_manifest, scan, split, write_manifest
+from examples.leukemia.data import (
+    DataWarning,
+    ImageDataset,
+    Sample,
+    load_image,
+    read_manifest,
+    scan,
+    split,
+    write_manifest,
+)
 from examples.leukemia.synthetic import make_synthetic
+from hiercls import Taxonomy, UnknownNodeError
 
 PBC_DIB = "PBC_dataset_normal_DIB"
 
@@ -56,7 +63,7 @@ def _truncated(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def real_subset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """3 images per (class folder, prefix) of PBC and per class of ALL, in the published layouts, plus PBC's .DS file."""
+    """3 images per (class folder, prefix) of PBC and per class of ALL, as published, plus PBC's .DS file."""
     top = tmp_path_factory.mktemp("real")
     src = shared_data / "pbc" / PBC_DIB
     for cls in sorted(os.listdir(src)):
@@ -82,8 +89,19 @@ def test_bundled_taxonomies_load_and_match_the_brief(paper_tax: Taxonomy) -> Non
     paper, pbc, all4 = (Taxonomy.from_json(D.TAXONOMY_DIR / f"{n}.json") for n in ("paper", "pbc", "all4"))
     assert paper == paper_tax
     assert sorted(pbc.leaves) == sorted(
-        ["band_neutrophil", "segmented_neutrophil", "eosinophil", "basophil", "promyelocyte", "myelocyte",
-         "metamyelocyte", "lymphocyte", "monocyte", "erythroblast", "platelet"]
+        [
+            "band_neutrophil",
+            "segmented_neutrophil",
+            "eosinophil",
+            "basophil",
+            "promyelocyte",
+            "myelocyte",
+            "metamyelocyte",
+            "lymphocyte",
+            "monocyte",
+            "erythroblast",
+            "platelet",
+        ]
     )
     assert set(D.PBC_PREFIX_NODE.values()) <= set(pbc.nodes)
     assert set(D.PBC_CLASS_NODE.values()) <= set(pbc.nodes)
@@ -127,9 +145,19 @@ def test_scan_real_pbc_layout(real_subset: Path) -> None:
     assert report.layout == "pbc" and report.base.endswith(PBC_DIB)
     labels = {Path(s.path).name.split("_")[0]: s.label for s in samples}
     assert labels == {
-        "BA": "basophil", "EO": "eosinophil", "ERB": "erythroblast", "IG": "immature_granulocyte",
-        "MMY": "metamyelocyte", "MY": "myelocyte", "PMY": "promyelocyte", "LY": "lymphocyte", "MO": "monocyte",
-        "BNE": "band_neutrophil", "NEUTROPHIL": "neutrophil", "SNE": "segmented_neutrophil", "PLATELET": "platelet",
+        "BA": "basophil",
+        "EO": "eosinophil",
+        "ERB": "erythroblast",
+        "IG": "immature_granulocyte",
+        "MMY": "metamyelocyte",
+        "MY": "myelocyte",
+        "PMY": "promyelocyte",
+        "LY": "lymphocyte",
+        "MO": "monocyte",
+        "BNE": "band_neutrophil",
+        "NEUTROPHIL": "neutrophil",
+        "SNE": "segmented_neutrophil",
+        "PLATELET": "platelet",
     }
     assert len(samples) == 39 and all(n == 3 for n in report.counts.values())
     assert list(report.skipped) == ["not an image (the content is not a readable image format)"]
@@ -193,7 +221,7 @@ def messy(tmp_path: Path) -> Path:
 def test_scan_reports_every_bad_input_once(messy: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        samples, report = scan(messy, "paper", workers=1)
+        _, report = scan(messy, "paper", workers=1)
     ours = [w for w in caught if issubclass(w.category, DataWarning)]
     assert len(ours) == len(report.messages()) == len(report.skipped) + 4  # + converted, empty, emptied, leaves
     assert report.layout == "folder"
@@ -241,7 +269,9 @@ def test_parallel_check_equals_serial(tmp_path: Path) -> None:
 def test_unknown_folder_label_is_an_error_naming_the_fix(tmp_path: Path) -> None:
     _jpeg(tmp_path / "d" / "Normal" / "a.jpg")
     _jpeg(tmp_path / "d" / "Leukaemia" / "b.jpg")
-    with pytest.raises(UnknownNodeError, match=r"'Leukaemia' \(1 file\(s\), e\.g\. .*b\.jpg, closest node 'Leukemia'\)") as err:
+    with pytest.raises(
+        UnknownNodeError, match=r"'Leukaemia' \(1 file\(s\), e\.g\. .*b\.jpg, closest node 'Leukemia'\)"
+    ) as err:
         scan(tmp_path / "d", "paper")
     msg = str(err.value)
     assert "not in the taxonomy 'paper'" in msg and "paper.json" in msg and "Rename those folders" in msg
@@ -270,11 +300,16 @@ def test_csv_manifest_with_partial_labels(tmp_path: Path) -> None:
     for name in ("a", "b", "c"):
         _jpeg(imgs / f"{name}.jpg")
     (tmp_path / "labels.csv").write_text(
-        "label,path,comment\nALL,imgs/a.jpg,x\nLeukemia,imgs/b.jpg,partial\nNormal,imgs/missing.jpg,\nCML,,\n\nAcute,imgs/c.jpg,\n"
+        "label,path,comment\nALL,imgs/a.jpg,x\nLeukemia,imgs/b.jpg,partial\n"
+        "Normal,imgs/missing.jpg,\nCML,,\n\nAcute,imgs/c.jpg,\n"
     )
     samples, report = scan(tmp_path / "labels.csv", "paper", warn=False)
     assert report.layout == "csv"
-    assert [(Path(s.path).name, s.label) for s in samples] == [("a.jpg", "ALL"), ("b.jpg", "Leukemia"), ("c.jpg", "Acute")]
+    assert [(Path(s.path).name, s.label) for s in samples] == [
+        ("a.jpg", "ALL"),
+        ("b.jpg", "Leukemia"),
+        ("c.jpg", "Acute"),
+    ]
     assert [Path(p).name for p in report.skipped["file listed in the CSV not found"]] == ["missing.jpg"]
     assert report.skipped["empty path in the CSV"] == ["line 5"]
 
@@ -282,7 +317,9 @@ def test_csv_manifest_with_partial_labels(tmp_path: Path) -> None:
 def test_csv_errors(tmp_path: Path) -> None:
     _jpeg(tmp_path / "a.jpg")
     (tmp_path / "bad_label.csv").write_text("path,label\na.jpg,Leukaemia\na.jpg,CLL\n")
-    with pytest.raises(UnknownNodeError, match=r"1 CSV label\(s\) not in the taxonomy 'paper' .*'Leukaemia'.*Fix the labels"):
+    with pytest.raises(
+        UnknownNodeError, match=r"1 CSV label\(s\) not in the taxonomy 'paper' .*'Leukaemia'.*Fix the labels"
+    ):
         scan(tmp_path / "bad_label.csv", "paper")
     (tmp_path / "no_header.csv").write_text("a.jpg,ALL\n")
     with pytest.raises(ValueError, match="expected a header with columns 'path' and 'label'"):
@@ -294,12 +331,16 @@ def test_csv_errors(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- split and manifest
 def _samples(counts: dict[str, int]) -> list[Sample]:
-    return [Sample(f"/data/{label}/{label.upper()}_{i:05d}.jpg", label) for label, n in counts.items() for i in range(n)]
+    return [
+        Sample(f"/data/{label}/{label.upper()}_{i:05d}.jpg", label) for label, n in counts.items() for i in range(n)
+    ]
 
 
 def _baseline_split(names: list[str], seed: int = 20261126) -> dict[str, str]:
     """The peer baseline's split, as tools/flat_baseline_gpu_data.py writes it (oracle)."""
-    fine_of = lambda n: n.split("/")[0] + (":" + os.path.basename(n).split("_")[0].upper() if "_" in os.path.basename(n) else "")  # noqa: E731
+    fine_of = lambda n: (
+        n.split("/")[0] + (":" + os.path.basename(n).split("_")[0].upper() if "_" in os.path.basename(n) else "")
+    )
     fine = np.array([fine_of(n) for n in names])
     rng = np.random.default_rng(seed)
     out = np.empty(len(names), dtype="<U5")
@@ -327,10 +368,23 @@ def test_split_is_deterministic_stratified_and_order_free() -> None:
 
 def test_split_equals_the_peer_baselines() -> None:
     rng = np.random.default_rng(3)
-    groups = {"eosinophil/EO": 61, "ig/IG": 7, "ig/MMY": 33, "ig/MY": 40, "ig/PMY": 19, "neutrophil/BNE": 52,
-              "neutrophil/NEUTROPHIL": 3, "neutrophil/SNE": 48, "platelet/PLATELET": 25}
+    groups = {
+        "eosinophil/EO": 61,
+        "ig/IG": 7,
+        "ig/MMY": 33,
+        "ig/MY": 40,
+        "ig/PMY": 19,
+        "neutrophil/BNE": 52,
+        "neutrophil/NEUTROPHIL": 3,
+        "neutrophil/SNE": 48,
+        "platelet/PLATELET": 25,
+    }
     # labelled with PBC node names, whose alphabetical order differs from the baseline's folder:prefix order
-    samples = [Sample(f"/x/{g}_{rng.integers(1e6)}.jpg", D.PBC_PREFIX_NODE[g.split("/")[1]]) for g, n in groups.items() for _ in range(n)]
+    samples = [
+        Sample(f"/x/{g}_{rng.integers(1e6)}.jpg", D.PBC_PREFIX_NODE[g.split("/")[1]])
+        for g, n in groups.items()
+        for _ in range(n)
+    ]
     samples = list({s.path: s for s in samples}.values())
     ours = {Path(s.path).parent.name + "/" + Path(s.path).name: k for k, v in split(samples).items() for s in v}
     assert ours == _baseline_split(sorted(ours))
@@ -411,8 +465,10 @@ def test_make_synthetic_mirrors_the_taxonomy(tmp_path: Path) -> None:
     make_synthetic(root, tax, n_per_leaf=5, size=32, seed=1)  # regenerating a synthetic folder is allowed
     assert {p.name: p.read_bytes() for p in root.rglob("*.jpg")} == first
     # leaves differ in look: the mean colour of depth-1 classes is far apart
-    means = {lab: np.mean([load_image(s.path, 32).reshape(-1, 3).mean(0) for s in samples if s.label == lab], 0)
-             for lab in ("Normal", "Reactive")}
+    means = {
+        lab: np.mean([load_image(s.path, 32).reshape(-1, 3).mean(0) for s in samples if s.label == lab], 0)
+        for lab in ("Normal", "Reactive")
+    }
     assert np.abs(means["Normal"] - means["Reactive"]).max() > 20
 
 

@@ -60,6 +60,7 @@ def test_pack_round_trip_on_real_images(pbc_subset: Path, tmp_path: Path) -> Non
     # stored pixels are the loaded image up to JPEG loss
     i = p.names.index(next(n for n in p.names if n.startswith("ig/")))
     ref = load_image(by_name[p.names[i]].path, 64)
+
     def mae(k: int) -> float:
         return float(np.abs(p.images[k].permute(1, 2, 0).numpy().astype(int) - ref.astype(int)).mean())
 
@@ -86,9 +87,18 @@ def test_tool_format_is_the_peer_baselines_input(pbc_subset: Path, tmp_path: Pat
         assert sorted(z.files) == ["data", "names", "offsets"]
         names, off, data = list(z["names"]), z["offsets"], z["data"]
     assert names == sorted(names) and {n.split("/")[0] for n in names} == {
-        "basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"}
-    from PIL import Image
+        "basophil",
+        "eosinophil",
+        "erythroblast",
+        "ig",
+        "lymphocyte",
+        "monocyte",
+        "neutrophil",
+        "platelet",
+    }
     import io
+
+    from PIL import Image
 
     img = np.asarray(Image.open(io.BytesIO(data[off[3] : off[4]].tobytes())).convert("RGB"))
     assert img.shape == (32, 32, 3)
@@ -169,11 +179,26 @@ def test_ddp_shards(n: int, world: int) -> None:
     images, targets = _images(n)
     for drop_last in (False, True):
         shards = [
-            torch.cat([t for _, t in GPUBatches(images, targets, 2, shuffle=True, drop_last=False, augment=False,
-                                                 seed=9, rank=r, world_size=world)])
-            if not drop_last else
-            GPUBatches(images, targets, 2, shuffle=True, drop_last=True, augment=False, seed=9, rank=r,
-                       world_size=world).shard()
+            torch.cat(
+                [
+                    t
+                    for _, t in GPUBatches(
+                        images,
+                        targets,
+                        2,
+                        shuffle=True,
+                        drop_last=False,
+                        augment=False,
+                        seed=9,
+                        rank=r,
+                        world_size=world,
+                    )
+                ]
+            )
+            if not drop_last
+            else GPUBatches(
+                images, targets, 2, shuffle=True, drop_last=True, augment=False, seed=9, rank=r, world_size=world
+            ).shard()
             for r in range(world)
         ]
         sizes = {len(s) for s in shards}
@@ -185,8 +210,21 @@ def test_ddp_shards(n: int, world: int) -> None:
             assert set(flat) == set(range(0, 10 * n, 10)) and len(flat) == -(-n // world) * world
             if n % world == 0:
                 assert len(set(flat)) == len(flat)  # disjoint and covering
-    exact = [GPUBatches(images, targets, 2, shuffle=True, drop_last=False, augment=False, seed=9, rank=r,
-                        world_size=world, even_shards=False).shard() for r in range(world)]
+    exact = [
+        GPUBatches(
+            images,
+            targets,
+            2,
+            shuffle=True,
+            drop_last=False,
+            augment=False,
+            seed=9,
+            rank=r,
+            world_size=world,
+            even_shards=False,
+        ).shard()
+        for r in range(world)
+    ]
     flat = torch.cat(exact).tolist()
     assert sorted(flat) == list(range(n)) and max(map(len, exact)) - min(map(len, exact)) <= 1
 
@@ -245,13 +283,18 @@ def test_augment_flips_and_rotations_are_symmetries_of_each_sample() -> None:
 
 def test_augment_shift_is_a_reflect_padded_crop() -> None:
     images, _ = _images(32, 10)
-    out = gpu_augment(images, torch.Generator().manual_seed(2), flips=False, rotations=False, max_shift=3,
-                      brightness=0, contrast=0)
+    out = gpu_augment(
+        images, torch.Generator().manual_seed(2), flips=False, rotations=False, max_shift=3, brightness=0, contrast=0
+    )
     padded = F.pad(images.float(), (3, 3, 3, 3), mode="reflect")
     offsets = set()
     for k in range(len(images)):
-        hits = [(i, j) for i in range(7) for j in range(7)
-                if torch.equal(padded[k, :, i : i + 10, j : j + 10].to(torch.uint8), out[k])]
+        hits = [
+            (i, j)
+            for i in range(7)
+            for j in range(7)
+            if torch.equal(padded[k, :, i : i + 10, j : j + 10].to(torch.uint8), out[k])
+        ]
         assert hits, "each output is a window of its own padded input"
         offsets.add(hits[0])
     assert len(offsets) > 10  # offsets differ per sample
@@ -266,8 +309,9 @@ def test_augment_shift_is_a_reflect_padded_crop() -> None:
 def test_augment_brightness_contrast_per_sample() -> None:
     x = torch.full((6, 3, 4, 4), 100.0)
     x[:, :, :2] = 60.0
-    out = gpu_augment(x, torch.Generator().manual_seed(0), flips=False, rotations=False, max_shift=0,
-                      brightness=0.2, contrast=0.2)
+    out = gpu_augment(
+        x, torch.Generator().manual_seed(0), flips=False, rotations=False, max_shift=0, brightness=0.2, contrast=0.2
+    )
     mean_ratio = out.mean(dim=(1, 2, 3)) / x.mean(dim=(1, 2, 3))
     spread_ratio = (out[:, :, 3].mean((1, 2)) - out[:, :, 0].mean((1, 2))) / 40.0
     assert ((mean_ratio >= 0.8 - 1e-5) & (mean_ratio <= 1.2 + 1e-5)).all() and mean_ratio.unique().numel() > 1

@@ -36,11 +36,11 @@ import os
 import sys
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Union, get_args
+from typing import Any, Literal, Union, get_args
 
 import numpy as np
 import torch
@@ -69,9 +69,9 @@ __all__ = [
     "detect_layout",
     "load_image",
     "load_taxonomy",
+    "parallel_map",
     "pbc_class_table",
     "pbc_eight_class",
-    "parallel_map",
     "read_manifest",
     "relative_names",
     "scan",
@@ -218,7 +218,9 @@ def _resolve_taxonomy(spec: TaxonomyLike) -> tuple[Taxonomy, str]:
         path = TAXONOMY_DIR / f"{spec}.json"
         return Taxonomy.from_json(path), f"{spec!r} ({path})"
     if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"taxonomy: expected a Taxonomy, a bundled name {BUNDLED_TAXONOMIES} or a JSON path, got {spec!r}.")
+        raise TypeError(
+            f"taxonomy: expected a Taxonomy, a bundled name {BUNDLED_TAXONOMIES} or a JSON path, got {spec!r}."
+        )
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(
@@ -441,9 +443,14 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
     if path.is_file():
         if path.suffix.lower() == ".csv":
             return "csv"
-        raise ValueError(f"root: {os.fspath(root)!r} is a file but not a .csv manifest. Pass a folder or a CSV with columns path,label.")
+        raise ValueError(
+            f"root: {os.fspath(root)!r} is a file but not a .csv manifest. "
+            "Pass a folder or a CSV with columns path,label."
+        )
     if not path.is_dir():
-        raise FileNotFoundError(f"root: {os.fspath(root)!r} does not exist. Pass the folder of your images or a CSV manifest.")
+        raise FileNotFoundError(
+            f"root: {os.fspath(root)!r} does not exist. Pass the folder of your images or a CSV manifest."
+        )
     if _all4_base(path) is not None:
         return "all4"
     if _find_dir(path, _is_pbc_base) is not None:
@@ -467,7 +474,9 @@ def _label_folder(root: Path, tax: Taxonomy) -> tuple[list[tuple[str, str | None
     return out, root, empty, ignored
 
 
-def _label_pbc(root: Path) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]]]:
+def _label_pbc(
+    root: Path,
+) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]]]:
     base = _find_dir(root, _is_pbc_base)
     if base is None:
         raise ValueError(
@@ -529,7 +538,9 @@ def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dic
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) <= max(ip, il):
-                raise ValueError(f"{str(path)!r} line {line}: expected at least {max(ip, il) + 1} columns, got {row!r}.")
+                raise ValueError(
+                    f"{str(path)!r} line {line}: expected at least {max(ip, il) + 1} columns, got {row!r}."
+                )
             rel, label = row[ip].strip(), row[il].strip()
             full = os.path.abspath(os.path.join(base, rel))
             if not rel:
@@ -586,8 +597,15 @@ def default_workers() -> int:
     return max(1, min(16, n))
 
 
-def parallel_map(fn: Callable[..., list[Any]], items: Sequence[Any], *args: Any, workers: int | None = None,
-                 min_parallel: int = 512, chunk: int = 256, progress: Callable[[int], None] | None = None) -> list[Any]:
+def parallel_map(
+    fn: Callable[..., list[Any]],
+    items: Sequence[Any],
+    *args: Any,
+    workers: int | None = None,
+    min_parallel: int = 512,
+    chunk: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> list[Any]:
     """``fn(chunk_of_items, *args)`` over chunks, in a process pool when there is enough work; results in order."""
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
@@ -647,12 +665,16 @@ def scan(
     tax, source = _resolve_taxonomy(taxonomy)
     path = Path(os.path.abspath(root))
     if not path.exists():
-        raise FileNotFoundError(f"root: {os.fspath(root)!r} does not exist. Pass the folder of your images or a CSV manifest.")
+        raise FileNotFoundError(
+            f"root: {os.fspath(root)!r} does not exist. Pass the folder of your images or a CSV manifest."
+        )
     resolved = detect_layout(path) if layout == "auto" else layout
     if resolved == "csv" and not path.is_file():
         raise ValueError(f"root: layout 'csv' needs a CSV file, got the folder {str(path)!r}.")
     if resolved != "csv" and not path.is_dir():
-        raise ValueError(f"root: layout {resolved!r} needs a folder, got the file {str(path)!r}. Use layout='csv' for a manifest.")
+        raise ValueError(
+            f"root: layout {resolved!r} needs a folder, got the file {str(path)!r}. Use layout='csv' for a manifest."
+        )
 
     skipped: dict[str, list[str]] = defaultdict(list)
     notes: dict[str, list[str]] = {}
@@ -848,7 +870,9 @@ def read_manifest(path: str | os.PathLike[str], taxonomy: TaxonomyLike | None = 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"path: manifest {os.fspath(path)!r} not found. Write one with write_manifest() or pack.")
+        raise FileNotFoundError(
+            f"path: manifest {os.fspath(path)!r} not found. Write one with write_manifest() or pack."
+        )
     here = os.path.abspath(path.parent)
     out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
     with open(path, newline="", encoding="utf-8-sig") as fh:

@@ -31,7 +31,7 @@ def gpu_augment(
     *,
     flips: bool = True,
     rotations: bool = True,
-    max_shift: float | int = 0.1,
+    max_shift: float = 0.1,
     brightness: float = 0.1,
     contrast: float = 0.1,
 ) -> torch.Tensor:
@@ -73,7 +73,7 @@ def gpu_augment(
     if not 0 <= brightness < 1 or not 0 <= contrast < 1:
         raise ValueError(f"brightness, contrast: expected values in [0, 1), got {brightness!r}, {contrast!r}.")
     b, c, h, w = images.shape
-    shift = int(round(max_shift * min(h, w))) if isinstance(max_shift, float) else int(max_shift)
+    shift = round(max_shift * min(h, w)) if isinstance(max_shift, float) else int(max_shift)
     if shift < 0 or shift >= min(h, w):
         raise ValueError(f"max_shift: expected 0 <= shift < min(H, W) = {min(h, w)} pixels, got {max_shift!r}.")
     dev = images.device
@@ -177,7 +177,9 @@ class GPUBatches:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}.")
         if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
-            raise ValueError(f"rank, world_size: expected 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}.")
+            raise ValueError(
+                f"rank, world_size: expected 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}."
+            )
         if out_size is not None and (not isinstance(out_size, int) or out_size < 1):
             raise ValueError(f"out_size: expected a positive int or None, got {out_size!r}.")
         c = images.shape[1]
@@ -187,7 +189,9 @@ class GPUBatches:
             indices = torch.arange(images.shape[0], device=images.device)
         else:
             indices = torch.as_tensor(indices, dtype=torch.int64).to(images.device)
-            if indices.ndim != 1 or (indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= images.shape[0])):
+            if indices.ndim != 1 or (
+                indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= images.shape[0])
+            ):
                 raise ValueError(f"indices: expected a 1-D int tensor of values in [0, {images.shape[0]}).")
         self.images, self.targets, self.indices = images, targets, indices
         self.batch_size, self.shuffle, self.drop_last, self.augment = batch_size, shuffle, drop_last, augment
@@ -251,7 +255,9 @@ class GPUBatches:
             x = gpu_augment(x, gen, **self.augment_options)
         if self.out_size is not None and self.out_size != x.shape[-1]:
             shrink = self.out_size < x.shape[-1]
-            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False, antialias=shrink)
+            x = F.interpolate(
+                x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False, antialias=shrink
+            )
         x = x.contiguous(memory_format=torch.channels_last)
         return x.mul_(self._scale).add_(self._shift)
 

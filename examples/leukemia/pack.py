@@ -44,8 +44,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hiercls import Taxonomy
-
 from examples.leukemia.data import (
     DEFAULT_SEED,
     LAYOUTS,
@@ -61,6 +59,7 @@ from examples.leukemia.data import (
     scan,
     split,
 )
+from hiercls import Taxonomy
 
 __all__ = ["PACK_FORMAT", "Pack", "load_pack", "main", "pack"]
 
@@ -150,7 +149,12 @@ def pack(
         bar = tqdm(total=len(samples), desc=f"pack {size}px", unit="img", file=sys.stderr)
     try:
         blobs = parallel_map(
-            _encode_chunk, [s.path for s in samples], size, quality, workers=workers, min_parallel=64,
+            _encode_chunk,
+            [s.path for s in samples],
+            size,
+            quality,
+            workers=workers,
+            min_parallel=64,
             progress=bar.update if bar is not None else None,
         )
     finally:
@@ -315,13 +319,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m examples.leukemia.pack", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="dataset folder or CSV (folder tree, CSV, PBC or ALL layout)")
     ap.add_argument("--layout", default="auto", choices=LAYOUTS)
-    ap.add_argument("--taxonomy", default=None, help="paper | pbc | all4 | PATH.json (default: pbc/all4 from the layout)")
+    ap.add_argument(
+        "--taxonomy", default=None, help="paper | pbc | all4 | PATH.json (default: pbc/all4 from the layout)"
+    )
     ap.add_argument("--size", type=int, default=128, help="stored image side in pixels (default 128)")
     ap.add_argument("--out", required=True, help="the .npz to write")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"JPEG quality (default {DEFAULT_QUALITY})")
     ap.add_argument("--workers", type=int, default=None, help=f"processes (default {default_workers()})")
-    ap.add_argument("--tool-format", action="store_true", help="only data/offsets/names, for tools/flat_baseline_gpu_data.py")
+    ap.add_argument(
+        "--tool-format", action="store_true", help="only data/offsets/names, for tools/flat_baseline_gpu_data.py"
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     summary = pack(

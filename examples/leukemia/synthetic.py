@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hiercls import Taxonomy
-
 from examples.leukemia.data import TaxonomyLike, load_taxonomy
+from hiercls import Taxonomy
 
 __all__ = ["README_TEXT", "make_synthetic"]
 
@@ -105,13 +104,15 @@ def _draw(codes: list[tuple[int, int]], size: int, rng: np.random.Generator) -> 
     img = img * (1 - nucleus) + dark * nucleus
     # depth 3: granule count
     k3, n3 = codes[2] if len(codes) > 2 else (0, 1)
-    count = int(round(3 + 22 * (k3 / (n3 - 1) if n3 > 1 else 0))) + int(rng.integers(-1, 2))
+    count = round(3 + 22 * (k3 / (n3 - 1) if n3 > 1 else 0)) + int(rng.integers(-1, 2))
     ang = rng.uniform(0, 2 * np.pi, max(count, 0))
     rad = radius * np.sqrt(rng.uniform(0.05, 0.85, max(count, 0)))
     granules = np.zeros((size, size), dtype=np.float32)
     gr = max(0.8, s / 64)
     for a, r in zip(ang, rad):
-        granules = np.maximum(granules, np.clip(gr - np.hypot(xx - cx - r * np.cos(a), yy - cy - r * np.sin(a)) + 0.5, 0, 1))
+        granules = np.maximum(
+            granules, np.clip(gr - np.hypot(xx - cx - r * np.cos(a), yy - cy - r * np.sin(a)) + 0.5, 0, 1)
+        )
     g = (granules * 0.8)[..., None]
     img = img * (1 - g) + np.array([70, 30, 60], dtype=np.float32) * g
     img = img * rng.uniform(0.92, 1.08) + rng.normal(0, 5, img.shape)
@@ -155,7 +156,9 @@ def make_synthetic(
         raise ValueError(f"n_partial: expected an int >= 0, got {n_partial!r}.")
     bad = [n for n in tax.nodes if n in (".", "..") or any(ch in n for ch in '/\\:*?"<>|')]
     if bad:
-        raise ValueError(f"taxonomy: node names {bad[:5]} cannot be folder names; rename them to write a synthetic set.")
+        raise ValueError(
+            f"taxonomy: node names {bad[:5]} cannot be folder names; rename them to write a synthetic set."
+        )
     out = Path(out_dir)
     readme = out / "README.txt"
     if out.exists() and any(out.iterdir()):
@@ -180,5 +183,7 @@ def make_synthetic(
             pixels = _draw(_path_codes(tax, src), size, rng)
             Image.fromarray(pixels).save(folder / f"synthetic_{tax.nodes[node]}_{i:04d}.jpg", quality=92)
     name = taxonomy if isinstance(taxonomy, (str, os.PathLike)) else f"Taxonomy(root={tax.root!r})"
-    readme.write_text(README_TEXT.format(taxonomy=str(name), n_per_leaf=n_per_leaf, size=size, seed=seed), encoding="utf-8")
+    readme.write_text(
+        README_TEXT.format(taxonomy=str(name), n_per_leaf=n_per_leaf, size=size, seed=seed), encoding="utf-8"
+    )
     return out
