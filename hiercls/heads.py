@@ -1,0 +1,309 @@
+"""Classification heads over a taxonomy: features ``(B, F)`` -> logits -> node marginals.
+
+Each head is one ``nn.Linear`` plus the taxonomy's index tensors, registered
+as (non-persistent) buffers so that ``.to(device)`` and ``torch.compile`` just
+work. The maths lives in :mod:`hiercls.marginals` and :mod:`hiercls.losses`;
+a head only knows its logit layout and how to turn logits into node marginals
+``P(node)`` of shape ``(B, num_nodes)`` (float32, even for bf16 logits).
+
+===============  ====================  =====================================  =====================
+kind             logits                marginals                              default loss
+===============  ====================  =====================================  =====================
+``conditional``  ``(B, num_nodes)``    sibling-group softmax, product down    ``conditional``
+``level``        ``(B, num_nodes)``    one softmax per depth (see below)      ``level``
+``sigmoid``      ``(B, num_nodes)``    independent sigmoids (max-constrained  ``bce`` (coherent:
+                                       when ``coherent=True``); DAGs too      ``max_constraint``)
+``flat``         ``(B, num_leaves)``   leaf softmax summed up the tree        ``flat``
+===============  ====================  =====================================  =====================
+
+Build one by name with :func:`create_head` and its loss with
+:func:`hiercls.losses.create_loss` (``default_loss(head.kind)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from hiercls.marginals import (
+    _check_logits,
+    _check_taxonomy,
+    _conditional_log_marginals,
+    _flat_log_marginals,
+    _require_tree,
+    _sigmoid_log_marginals,
+    _TaxonomyBuffers,
+)
+from hiercls.taxonomy import Taxonomy
+
+__all__ = ["ConditionalHead", "FlatHead", "HeadKind", "HierarchicalHead", "LevelHead", "SigmoidHead", "create_head"]
+
+HeadKind = Literal["conditional", "level", "sigmoid", "flat"]
+
+
+class HierarchicalHead(nn.Module):
+    """Base class: a linear layer from features to the head's logits, plus node marginals.
+
+    Attributes:
+        kind: the head kind (``"conditional"``, ``"level"``, ``"sigmoid"`` or ``"flat"``).
+        taxonomy: the :class:`~hiercls.Taxonomy` the head was built for.
+        fingerprint: ``taxonomy.fingerprint``, to check a checkpoint against a taxonomy.
+        in_features: feature width ``F``.
+        out_features: logit width (``num_nodes``, or ``num_leaves`` for the flat head).
+        linear: the ``nn.Linear(in_features, out_features)``.
+    """
+
+    kind: str = ""
+
+    def __init__(self, in_features: int, taxonomy: Taxonomy, out_features: int, tables: tuple[str, ...], bias: bool) -> None:
+        super().__init__()
+        _check_taxonomy(taxonomy)
+        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+            raise ValueError(f"in_features: expected a positive int (the backbone's feature width), got {in_features!r}.")
+        self.taxonomy = taxonomy
+        self.fingerprint = taxonomy.fingerprint
+        self.in_features = in_features
+        self.out_features = out_features
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.tables = _TaxonomyBuffers(taxonomy, tables)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Logits of the head.
+
+        Args:
+            features: ``(B, in_features)`` floating tensor (e.g. a timm backbone with ``num_classes=0``).
+
+        Returns:
+            ``(B, out_features)`` logits, in the dtype of the computation (bf16 under autocast).
+
+        Raises:
+            ValueError: ``features`` is not ``(B, in_features)``.
+        """
+        if features.ndim != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"features: expected shape (B, in_features) = (B, {self.in_features}), got {tuple(features.shape)}. "
+                "Build the head with in_features = the backbone's num_features (and pool/flatten its output)."
+            )
+        return self.linear(features)
+
+    def log_marginals(self, logits: Tensor) -> Tensor:
+        """Log node marginals ``log P(node)``: float32 ``(B, num_nodes)``.
+
+        Raises:
+            ValueError: ``logits`` is not ``(B, out_features)``.
+        """
+        _check_logits(logits, self.out_features, self._width_name, f"{type(self).__name__}.log_marginals")
+        return self._log_marginals(logits.float())
+
+    def marginals(self, logits: Tensor) -> Tensor:
+        """Node marginals ``P(node)``: float32 ``(B, num_nodes)``, batch-independent, root 1.
+
+        Raises:
+            ValueError: ``logits`` is not ``(B, out_features)``.
+        """
+        return self.log_marginals(logits).exp()
+
+    _width_name = "num_nodes"
+
+    def _log_marginals(self, logits: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, num_nodes={self.taxonomy.num_nodes}, fingerprint={self.fingerprint[:12]!r}"
+
+
+class ConditionalHead(HierarchicalHead):
+    """One logit per node, softmax within each sibling group (the paper's tiered classifier as one layer).
+
+    ``P(node | parent) = softmax(logits[children of parent])[node]`` and
+    ``P(node)`` is the product of conditionals down the path; the root's logit
+    is ignored (DESIGN.md's per-node layout). Train with
+    :func:`hiercls.losses.conditional_softmax_nll`.
+
+    Args:
+        in_features: feature width.
+        taxonomy: a tree.
+        bias: add a bias to the linear layer.
+
+    Raises:
+        TaxonomyError: the taxonomy is a DAG.
+        ValueError: ``in_features`` is not a positive int.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/Normal", "r/Leukemia/ALL", "r/Leukemia/AML"])
+        >>> head = ConditionalHead(8, tax)
+        >>> logits = head(torch.randn(4, 8))
+        >>> logits.shape, head.marginals(logits).shape
+        (torch.Size([4, 5]), torch.Size([4, 5]))
+    """
+
+    kind = "conditional"
+
+    def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
+        _require_tree(taxonomy, "ConditionalHead", "Use a SigmoidHead (DAG-capable) instead.")
+        super().__init__(in_features, taxonomy, taxonomy.num_nodes, ("parent", "parent_local"), bias)
+
+    def _log_marginals(self, logits: Tensor) -> Tensor:
+        return _conditional_log_marginals(logits, self.tables)
+
+
+class LevelHead(HierarchicalHead):
+    """One softmax per depth level (the paper's per-level classifiers as one multi-head layer).
+
+    Logits ``(B, num_nodes)``: the nodes of depth ``d`` are a contiguous block
+    (nodes are indexed by depth) and form one softmax, trained with
+    :func:`hiercls.losses.level_cross_entropy`. Its marginals renormalise each
+    level's softmax within sibling groups, which equals the conditional
+    marginals of the same logits (see :func:`hiercls.marginals.level_marginals`),
+    so they are consistent and tiered/top-down decoding works on them.
+
+    Args:
+        in_features: feature width.
+        taxonomy: a tree.
+        bias: add a bias to the linear layer.
+
+    Raises:
+        TaxonomyError: the taxonomy is a DAG.
+        ValueError: ``in_features`` is not a positive int.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1"])
+        >>> head = LevelHead(8, tax)
+        >>> p = head.marginals(head(torch.randn(2, 8)))
+        >>> torch.allclose(p[:, 1] + p[:, 2], torch.ones(2))
+        True
+    """
+
+    kind = "level"
+
+    def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
+        _require_tree(taxonomy, "LevelHead", "Use a SigmoidHead (DAG-capable) instead.")
+        super().__init__(in_features, taxonomy, taxonomy.num_nodes, ("parent", "parent_local"), bias)
+
+    def _log_marginals(self, logits: Tensor) -> Tensor:
+        return _conditional_log_marginals(logits, self.tables)
+
+
+class SigmoidHead(HierarchicalHead):
+    """One independent sigmoid per node (multi-label hierarchical model); trees and DAGs.
+
+    ``P(node) = sigmoid(logits[node])``. With ``coherent=True`` the
+    max-constraint module of C-HMCNN (Giunchiglia & Lukasiewicz 2020) is
+    applied to the marginals: ``P(node) = max`` of the sigmoids over the node's
+    descendants and itself, so no child is ever more probable than its parent.
+    ``forward`` returns raw logits in both cases: train with
+    :func:`hiercls.losses.node_bce`, or with
+    :func:`hiercls.losses.max_constraint_loss` when ``coherent=True``. The
+    root's marginal is 1.
+
+    Args:
+        in_features: feature width.
+        taxonomy: a tree or a DAG.
+        coherent: apply the max-constraint in :meth:`marginals`.
+        bias: add a bias to the linear layer.
+
+    Raises:
+        ValueError: ``in_features`` is not a positive int.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])  # a DAG
+        >>> head = SigmoidHead(8, tax, coherent=True)
+        >>> p = head.marginals(head(torch.randn(3, 8)))
+        >>> bool((p[:, 1] >= p[:, 3]).all() and (p[:, 2] >= p[:, 3]).all())
+        True
+    """
+
+    kind = "sigmoid"
+
+    def __init__(self, in_features: int, taxonomy: Taxonomy, *, coherent: bool = False, bias: bool = True) -> None:
+        tables = ("parent_local",) if taxonomy.is_tree else ("desc_owner", "desc_index")
+        super().__init__(in_features, taxonomy, taxonomy.num_nodes, tables, bias)
+        self.coherent = bool(coherent)
+
+    def _log_marginals(self, logits: Tensor) -> Tensor:
+        return _sigmoid_log_marginals(logits, self.tables, self.coherent)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", coherent={self.coherent}"
+
+
+class FlatHead(HierarchicalHead):
+    """One logit per leaf (the flat baseline), made hierarchy-aware by its marginals.
+
+    Logits ``(B, num_leaves)`` in ``taxonomy.leaf_index`` order; ``P(node)`` is
+    the sum of the leaf softmax over the leaves below the node (in a DAG, each
+    leaf counted once: the probability that the true leaf is below the node).
+    Train with :func:`hiercls.losses.flat_cross_entropy` (partial labels
+    allowed), :func:`~hiercls.losses.hxe_loss` or
+    :func:`~hiercls.losses.soft_label_loss`.
+
+    Args:
+        in_features: feature width.
+        taxonomy: a tree or a DAG.
+        bias: add a bias to the linear layer.
+
+    Raises:
+        ValueError: ``in_features`` is not a positive int.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> head = FlatHead(8, tax)
+        >>> logits = head(torch.randn(2, 8))
+        >>> logits.shape, head.marginals(logits).shape
+        (torch.Size([2, 3]), torch.Size([2, 5]))
+    """
+
+    kind = "flat"
+    _width_name = "num_leaves"
+
+    def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
+        _check_taxonomy(taxonomy)
+        tables = ("leaf_index",) + (("parent_local",) if taxonomy.is_tree else ("desc_owner", "desc_index"))
+        super().__init__(in_features, taxonomy, taxonomy.num_leaves, tables, bias)
+
+    def _log_marginals(self, logits: Tensor) -> Tensor:
+        return _flat_log_marginals(logits, self.tables)
+
+
+_HEADS: dict[str, type[HierarchicalHead]] = {
+    "conditional": ConditionalHead,
+    "level": LevelHead,
+    "sigmoid": SigmoidHead,
+    "flat": FlatHead,
+}
+
+
+def create_head(kind: HeadKind, in_features: int, taxonomy: Taxonomy, **kwargs: Any) -> HierarchicalHead:
+    """Build a head by name.
+
+    Args:
+        kind: ``"conditional"``, ``"level"``, ``"sigmoid"`` or ``"flat"``.
+        in_features: feature width.
+        taxonomy: the taxonomy.
+        **kwargs: the head's options (``bias``; ``coherent`` for ``"sigmoid"``).
+
+    Returns:
+        the head module.
+
+    Raises:
+        ValueError: unknown ``kind`` (the message lists the known ones).
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/b"])
+        >>> head = create_head("sigmoid", 16, tax, coherent=True)
+        >>> head.kind, head.out_features
+        ('sigmoid', 4)
+    """
+    if kind not in _HEADS:
+        raise ValueError(f"kind: unknown head {kind!r}; expected one of {', '.join(map(repr, _HEADS))}.")
+    return _HEADS[kind](in_features, taxonomy, **kwargs)

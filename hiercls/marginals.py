@@ -1,0 +1,639 @@
+"""Node marginals ``P(node)`` from the logits of each head kind.
+
+Every head of :mod:`hiercls.heads` turns features into logits of its own
+layout; the functions here turn those logits into the common currency of the
+library: node marginals ``P(node)``, a float32 tensor of shape
+``(B, num_nodes)`` in node index order (the root's column is 1). They are
+batch-independent: a sample's row never depends on the rest of its batch.
+
+=====================  ===================  =======================================================
+head kind              logits               marginals
+=====================  ===================  =======================================================
+``"conditional"``      ``(B, num_nodes)``   softmax within each sibling group, product down the path
+``"level"``            ``(B, num_nodes)``   the same as ``"conditional"`` (see :func:`level_marginals`)
+``"sigmoid"``          ``(B, num_nodes)``   one sigmoid per node, optionally max-constrained
+``"flat"``             ``(B, num_leaves)``  softmax over leaves, summed up to every ancestor
+=====================  ===================  =======================================================
+
+Everything is vectorised with index tensors built once per taxonomy (and
+cached per device for the functional forms; the heads hold them as buffers):
+no Python loop over samples or nodes, only over depth levels, and nothing of
+size ``num_nodes x num_nodes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hiercls.errors import TaxonomyError
+from hiercls.taxonomy import Taxonomy
+
+__all__ = [
+    "conditional_log_marginals",
+    "conditional_marginals",
+    "flat_log_marginals",
+    "flat_marginals",
+    "level_marginals",
+    "sigmoid_log_marginals",
+    "sigmoid_marginals",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Index tables: numpy arrays computed once per taxonomy, turned into tensors per device.
+# ---------------------------------------------------------------------------------------------
+
+# The padded sibling-group table of the path strategy (see _conditional_nll) costs
+# num_groups x max_group_size int64 entries; above this many per node we use the dense strategy.
+_PATH_TABLE_BUDGET_PER_NODE = 16
+
+
+def _level_bounds(tax: Taxonomy) -> tuple[int, ...]:
+    # nodes are sorted by depth: level d is the index range [bounds[d], bounds[d + 1])
+    return tuple(int(b) for b in np.searchsorted(tax.depth_index, np.arange(tax.max_depth + 2)))
+
+
+def _b_parent(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    return np.maximum(tax.parent_index, 0)
+
+
+def _b_parent_local(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    # a node's parent as an offset into the parent's level (root: 0)
+    parent = get("parent")
+    starts = np.asarray(_level_bounds(tax)[:-1], dtype=np.int64)
+    return parent - starts[tax.depth_index[parent]]
+
+
+def _b_path_node(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    # (N, D + 1): node n's ancestor at depth d; -1 below n is replaced by the root (masked by path_valid)
+    return np.maximum(tax.ancestor_table, 0)
+
+
+def _b_path_valid(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    return tax.ancestor_table >= 0
+
+
+def _b_group_tables(tax: Taxonomy) -> dict[str, np.ndarray]:
+    """Sibling groups (children of each inner node) padded to the largest group."""
+    ptr = tax.children_ptr
+    sizes = np.diff(ptr)
+    inner = np.flatnonzero(sizes > 0)
+    width = int(sizes.max()) if len(inner) else 1
+    rows = len(inner) if len(inner) else 1
+    members = np.zeros((rows, width), dtype=np.int64)
+    valid = np.zeros((rows, width), dtype=bool)
+    node_row = np.zeros(tax.num_nodes, dtype=np.int64)  # row of the node's own sibling group
+    node_pos = np.zeros(tax.num_nodes, dtype=np.int64)  # position of the node in that row
+    for r, p in enumerate(inner.tolist()):  # once per taxonomy, not on a hot path
+        kids = tax.children_index[ptr[p] : ptr[p + 1]]
+        members[r, : len(kids)] = kids
+        valid[r, : len(kids)] = True
+        node_row[kids] = r
+        node_pos[kids] = np.arange(len(kids))
+    return {"group_members": members, "group_valid": valid, "node_row": node_row, "node_pos": node_pos}
+
+
+def _b_path_row(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    return get("node_row")[get("path_node")]
+
+
+def _b_path_pos(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    return get("node_pos")[get("path_node")]
+
+
+def _b_leaf_pos(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    pos = np.full(tax.num_nodes, -1, dtype=np.int64)
+    pos[tax.leaf_index] = np.arange(tax.num_leaves)
+    return pos
+
+
+def _b_desc_owner(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    return np.repeat(np.arange(tax.num_nodes), np.diff(tax.descendants_ptr))
+
+
+def _b_leafdesc(tax: Taxonomy) -> dict[str, np.ndarray]:
+    """CSR of the leaves below each node (itself if a leaf), as positions in leaf order."""
+    owner = np.repeat(np.arange(tax.num_nodes), np.diff(tax.descendants_ptr))
+    desc = tax.descendants_index
+    keep = tax.is_leaf_mask[desc]
+    pos = np.full(tax.num_nodes, -1, dtype=np.int64)
+    pos[tax.leaf_index] = np.arange(tax.num_leaves)
+    ptr = np.zeros(tax.num_nodes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner[keep], minlength=tax.num_nodes), out=ptr[1:])
+    return {"leafdesc_ptr": ptr, "leafdesc_pos": pos[desc[keep]], "leaves_below": np.diff(ptr)}
+
+
+_SIMPLE: dict[str, Callable[[Taxonomy, Callable[[str], np.ndarray]], np.ndarray]] = {
+    "parent": _b_parent,
+    "parent_local": _b_parent_local,
+    "path_node": _b_path_node,
+    "path_valid": _b_path_valid,
+    "path_row": _b_path_row,
+    "path_pos": _b_path_pos,
+    "leaf_pos": _b_leaf_pos,
+    "level_start": lambda tax, get: np.asarray(_level_bounds(tax)[:-1], dtype=np.int64),
+    "desc_owner": _b_desc_owner,
+    "depth": lambda tax, get: tax.depth_index,
+    "height": lambda tax, get: tax.height_index,
+    "leaf_index": lambda tax, get: tax.leaf_index,
+    "anc_ptr": lambda tax, get: tax.ancestors_ptr,
+    "anc_index": lambda tax, get: tax.ancestors_index,
+    "desc_ptr": lambda tax, get: tax.descendants_ptr,
+    "desc_index": lambda tax, get: tax.descendants_index,
+    "edge_parent": lambda tax, get: tax.edges_index()[:, 0],
+    "edge_child": lambda tax, get: tax.edges_index()[:, 1],
+}
+_GROUPED: dict[str, Callable[[Taxonomy], dict[str, np.ndarray]]] = {
+    **dict.fromkeys(("group_members", "group_valid", "node_row", "node_pos"), _b_group_tables),
+    **dict.fromkeys(("leafdesc_ptr", "leafdesc_pos", "leaves_below"), _b_leafdesc),
+}
+
+
+class _TaxonomyTables:
+    """Lazily built index tensors of one taxonomy on one device (the functional forms' cache).
+
+    Attributes are built on first access and kept; the static facts (sizes,
+    level bounds, strategy flags) are plain Python values.
+    """
+
+    def __init__(self, taxonomy: Taxonomy, device: torch.device | str = "cpu") -> None:
+        self.taxonomy = taxonomy
+        self.device = torch.device(device)
+        self.num_nodes = taxonomy.num_nodes
+        self.num_leaves = taxonomy.num_leaves
+        self.max_depth = taxonomy.max_depth
+        self.is_tree = taxonomy.is_tree
+        self.level_bounds = _level_bounds(taxonomy)
+        self.tree_height = int(taxonomy.height_index[0])
+        sizes = np.diff(taxonomy.children_ptr)
+        groups = int((sizes > 0).sum())
+        widest = int(sizes.max()) if taxonomy.num_nodes > 1 else 1
+        # the path strategy gathers max_depth x widest logits per sample; use it while its
+        # padded table stays small (it always does for bounded fan-out)
+        self.nll_path = groups * widest <= _PATH_TABLE_BUDGET_PER_NODE * taxonomy.num_nodes + 1024
+        self._numpy: dict[str, np.ndarray] = {}
+
+    def numpy(self, name: str) -> np.ndarray:
+        if name not in self._numpy:
+            if name in _SIMPLE:
+                self._numpy[name] = np.ascontiguousarray(_SIMPLE[name](self.taxonomy, self.numpy))
+            elif name in _GROUPED:
+                self._numpy.update(_GROUPED[name](self.taxonomy))
+            else:
+                raise AttributeError(f"no index table called {name!r}")
+        return self._numpy[name]
+
+    def __getattr__(self, name: str) -> Tensor:
+        if name.startswith("_") or (name not in _SIMPLE and name not in _GROUPED):
+            raise AttributeError(name)
+        value = torch.from_numpy(self.numpy(name).copy()).to(self.device)
+        self.__dict__[name] = value
+        return value
+
+
+_STATIC = ("num_nodes", "num_leaves", "max_depth", "is_tree", "level_bounds", "tree_height", "nll_path")
+_CACHE: OrderedDict[tuple[Taxonomy, str], _TaxonomyTables] = OrderedDict()
+_CACHE_SIZE = 16
+
+
+def _tables_for(taxonomy: Taxonomy, device: torch.device | str) -> _TaxonomyTables:
+    key = (taxonomy, str(torch.device(device)))
+    tables = _CACHE.get(key)
+    if tables is None:
+        tables = _TaxonomyTables(taxonomy, device)
+        _CACHE[key] = tables
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return tables
+
+
+class _TaxonomyBuffers(nn.Module):
+    """The index tensors a head or loss needs, as non-persistent buffers.
+
+    ``.to(device)`` moves them with the owning module and ``torch.compile``
+    sees them as ordinary buffers; they are not saved in ``state_dict`` (they
+    are a function of the taxonomy, whose fingerprint the owner keeps).
+    """
+
+    def __init__(self, taxonomy: Taxonomy, names: Iterable[str]) -> None:
+        super().__init__()
+        tables = _TaxonomyTables(taxonomy, "cpu")
+        for attr in _STATIC:
+            setattr(self, attr, getattr(tables, attr))
+        for name in names:
+            self.register_buffer(name, getattr(tables, name), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"num_nodes={self.num_nodes}, num_leaves={self.num_leaves}, buffers={list(self._buffers)}"
+
+
+# Which tables each computation needs (heads and losses register these as buffers).
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "conditional": ("parent", "parent_local"),
+    "sigmoid": ("parent_local", "desc_owner", "desc_index"),
+    "flat": ("parent_local", "leaf_index", "desc_owner", "desc_index"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks shared with hiercls.heads and hiercls.losses.
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_tree(taxonomy: Taxonomy, what: str, instead: str) -> None:
+    if not isinstance(taxonomy, Taxonomy):
+        raise TypeError(f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}.")
+    if not taxonomy.is_tree:
+        raise TaxonomyError(
+            f"{what} needs a tree (one parent per node, so that each node has one sibling group and one path), "
+            f"but this taxonomy is a DAG. {instead}"
+        )
+
+
+def _check_taxonomy(taxonomy: Any) -> Taxonomy:
+    if not isinstance(taxonomy, Taxonomy):
+        raise TypeError(f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}.")
+    return taxonomy
+
+
+def _check_logits(logits: Any, width: int, width_name: str, where: str) -> Tensor:
+    """Shape and dtype checks (no device sync)."""
+    if not isinstance(logits, Tensor):
+        raise ValueError(f"logits: expected a torch.Tensor of shape (B, {width_name}) = (B, {width}), got {type(logits).__name__}.")
+    if not (logits.is_floating_point()):
+        raise ValueError(f"logits: expected a floating-point tensor, got dtype {logits.dtype}. Pass the head's raw output.")
+    if logits.ndim != 2 or logits.shape[1] != width:
+        raise ValueError(
+            f"logits: {where} expects shape (B, {width_name}) = (B, {width}), got {tuple(logits.shape)}. "
+            f"Use a head built on the same taxonomy"
+            + (" (the flat head's logits are in taxonomy.leaf_index order)." if width_name == "num_leaves" else ".")
+        )
+    return logits
+
+
+def _check_finite(logits: Tensor) -> None:
+    """Raise ValueError on NaN or infinite logits (one device sync)."""
+    if logits.numel() == 0:
+        return
+    # one reduction instead of an elementwise mask; a huge but finite sum is re-checked exactly
+    if not math.isfinite(float(logits.detach().sum())) and not bool(torch.isfinite(logits.detach()).all()):
+        bad = (~torch.isfinite(logits.detach())).nonzero()[:3].tolist()
+        raise ValueError(
+            f"logits: found NaN or infinite values (first at [sample, column] {bad}). "
+            "Check the model for exploding activations or a too-high learning rate; "
+            "pass validate_args=False to skip this check."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure tensor maths (inputs already checked; `t` holds the index tables: a _TaxonomyTables or a
+# _TaxonomyBuffers). Loops run over depth levels only.
+# ---------------------------------------------------------------------------------------------
+
+
+def _level_sizes(bounds: tuple[int, ...]) -> list[int]:
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# The level-wise helpers work on node-major tensors (num_nodes, B): on CPU, index ops along dim 0
+# move whole rows of B values and run an order of magnitude faster than along dim 1.
+
+
+def _subtree_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]) -> Tensor:
+    """Reduce each node's subtree (its descendants and itself): node-major ``(N, B) -> (N, B)``.
+
+    ``"lse"`` is a log-sum-exp; ``-inf`` entries contribute nothing. Trees go
+    bottom-up one level at a time (O(B x N)); DAGs reduce over the descendants
+    CSR (O(B x sum of subtree sizes)), so that a node reached by two paths
+    counts once.
+    """
+    batch = values.shape[1]
+    if not t.is_tree:
+        return _descendants_reduce_nm(values, t, op)
+    bounds = t.level_bounds
+    depth = len(bounds) - 2
+    # split (not slicing) so that the backward pass assembles one gradient instead of one per level
+    levels = torch.split(values, _level_sizes(bounds), dim=0)
+    below = levels[depth]
+    out = [below]
+    for d in range(depth - 1, -1, -1):
+        cur = levels[d]
+        index = t.parent_local[bounds[d + 1] : bounds[d + 2]]
+        if op == "sum":
+            cur = cur.index_add(0, index, below)
+        elif op == "amax":
+            cur = cur.scatter_reduce(0, index[:, None].expand(-1, batch), below, "amax", include_self=True)
+        else:
+            with torch.no_grad():
+                top = cur.scatter_reduce(0, index[:, None].expand(-1, batch), below, "amax", include_self=True)
+            summed = torch.exp(cur - top).index_add(0, index, torch.exp(below - top[index]))
+            cur = top + torch.log(summed)
+        out.append(cur)
+        below = cur
+    return torch.cat(out[::-1], dim=0)
+
+
+def _descendants_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]) -> Tensor:
+    num, batch = values.shape
+    owner = t.desc_owner[:, None].expand(-1, batch)
+    gathered = values[t.desc_index]
+    if op == "sum":
+        return values.new_zeros(num, batch).index_add(0, t.desc_owner, gathered)
+    if op == "amax":
+        return values.new_full((num, batch), -math.inf).scatter_reduce(0, owner, gathered, "amax", include_self=False)
+    with torch.no_grad():
+        top = values.new_full((num, batch), -math.inf).scatter_reduce(0, owner, gathered, "amax", include_self=False)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    summed = values.new_zeros(num, batch).index_add(0, t.desc_owner, torch.exp(gathered - top[t.desc_owner]))
+    return top + torch.log(summed)
+
+
+def _subtree_reduce(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]) -> Tensor:
+    """:func:`_subtree_reduce_nm` for batch-major ``(B, N)`` tensors (returns a contiguous ``(B, N)``)."""
+    return _subtree_reduce_nm(values.t().contiguous(), t, op).t().contiguous()
+
+
+def _cumulate_down_nm(values: Tensor, t: Any) -> Tensor:
+    """Sum each node's value with its ancestors' (trees), node-major ``(N, B)``, one step per level."""
+    bounds = t.level_bounds
+    levels = torch.split(values, _level_sizes(bounds), dim=0)
+    out = [levels[0]]
+    for d in range(1, len(bounds) - 1):
+        out.append(out[-1][t.parent_local[bounds[d] : bounds[d + 1]]] + levels[d])
+    return torch.cat(out, dim=0)
+
+
+def _group_logsumexp_nm(logits: Tensor, t: Any, with_mean: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Log-sum-exp (and optionally mean) of each non-root node's sibling group, node-major.
+
+    ``logits`` is ``(N, B)``; returns ``(N - 1, B)`` tensors whose row ``n - 1``
+    describes the sibling group that contains node ``n``.
+    """
+    num, batch = logits.shape
+    children = logits[1:]
+    index = t.parent[1:]
+    with torch.no_grad():
+        top = logits.new_full((num, batch), -math.inf).scatter_reduce(
+            0, index[:, None].expand(-1, batch), children, "amax", include_self=False
+        )
+        top_at = top[index]
+    summed = logits.new_zeros(num, batch).index_add(0, index, torch.exp(children - top_at))
+    lse = top_at + torch.log(summed[index])
+    mean = None
+    if with_mean:
+        counts = torch.bincount(index, minlength=num).to(logits.dtype).clamp_min(1)[:, None]
+        mean = (logits.new_zeros(num, batch).index_add(0, index, children) / counts)[index]
+    return lse, mean
+
+
+def _conditional_log_marginals(logits: Tensor, t: Any) -> Tensor:
+    if logits.shape[1] == 1:
+        return torch.zeros_like(logits)
+    nm = logits.t().contiguous()
+    lse, _ = _group_logsumexp_nm(nm, t)
+    log_cond = torch.cat([torch.zeros_like(nm[:1]), nm[1:] - lse], dim=0)
+    return _cumulate_down_nm(log_cond, t).t().contiguous()
+
+
+def _sigmoid_log_marginals(logits: Tensor, t: Any, coherent: bool) -> Tensor:
+    if coherent:
+        logits = _subtree_reduce(logits, t, "amax")
+    log_probs = F.logsigmoid(logits)
+    return torch.cat([torch.zeros_like(log_probs[:, :1]), log_probs[:, 1:]], dim=1)
+
+
+def _leaf_rows(leaf_logits: Tensor, t: Any, fill: float) -> Tensor:
+    """Place leaf-ordered values ``(B, L)`` into node-major ``(N, B)``, ``fill`` at inner nodes."""
+    out = leaf_logits.new_full((t.num_nodes, leaf_logits.shape[0]), fill)
+    return out.index_copy(0, t.leaf_index, leaf_logits.t())
+
+
+def _flat_log_marginals(leaf_logits: Tensor, t: Any) -> Tensor:
+    subtree = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, -math.inf), t, "lse")
+    return (subtree - subtree[:1]).t().contiguous()  # the root's subtree holds every leaf once
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------
+
+
+def conditional_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
+    """Log node marginals ``log P(node)`` of the conditional (per-parent softmax) head.
+
+    ``log P(node | parent) = logits[node] - logsumexp(logits[siblings of node, node included])``
+    and ``log P(node) = sum of log P(a | parent(a))`` over the node's ancestors
+    ``a`` below the root and the node itself. The root's logit is ignored and
+    ``log P(root) = 0``. Cost O(B x num_nodes).
+
+    Args:
+        logits: ``(B, num_nodes)`` floating tensor, one logit per node in index order.
+        taxonomy: a tree.
+
+    Returns:
+        float32 ``(B, num_nodes)``.
+
+    Raises:
+        ValueError: ``logits`` is not a floating tensor of shape ``(B, num_nodes)``.
+        TaxonomyError: the taxonomy is a DAG (sibling groups are not defined).
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> logits = torch.tensor([[0.0, 1.0, 1.0, 0.0, 0.0]])
+        >>> conditional_log_marginals(logits, tax).exp()
+        tensor([[1.0000, 0.5000, 0.5000, 0.2500, 0.2500]])
+    """
+    _require_tree(taxonomy, "conditional_log_marginals", "Use a SigmoidHead for a DAG.")
+    _check_logits(logits, taxonomy.num_nodes, "num_nodes", "conditional_log_marginals")
+    return _conditional_log_marginals(logits.float(), _tables_for(taxonomy, logits.device))
+
+
+def conditional_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
+    """Node marginals ``P(node)`` of the conditional head: products of sibling-group softmaxes down the path.
+
+    For a tree, each inner node's marginal equals the sum of its children's and
+    the root's is 1. See :func:`conditional_log_marginals` for the formula.
+
+    Args:
+        logits: ``(B, num_nodes)`` floating tensor (bf16 is fine; the result is float32).
+        taxonomy: a tree.
+
+    Returns:
+        float32 ``(B, num_nodes)``.
+
+    Raises:
+        ValueError: wrong shape or dtype of ``logits``.
+        TaxonomyError: the taxonomy is a DAG.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> p = conditional_marginals(torch.randn(4, tax.num_nodes), tax)
+        >>> torch.allclose(p[:, 1], p[:, 3] + p[:, 4]), bool((p[:, 0] == 1).all())
+        (True, True)
+    """
+    return conditional_log_marginals(logits, taxonomy).exp()
+
+
+def level_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
+    """Node marginals of the per-level head: each level's softmax renormalised within sibling groups.
+
+    The level head has one softmax over all nodes of each depth. Restricted to
+    the children of one parent and renormalised, the level softmax equals the
+    softmax of those children's logits (the level's normaliser cancels), so
+    ``P(node | parent)`` is the sibling-group softmax and the marginals are
+    products down the path: exactly :func:`conditional_marginals` of the same
+    logits. They are consistent (children sum to the parent), so top-down and
+    tiered decoding apply unchanged.
+
+    Args:
+        logits: ``(B, num_nodes)`` floating tensor.
+        taxonomy: a tree.
+
+    Returns:
+        float32 ``(B, num_nodes)``.
+
+    Raises:
+        ValueError: wrong shape or dtype of ``logits``.
+        TaxonomyError: the taxonomy is a DAG.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> logits = torch.randn(2, tax.num_nodes)
+        >>> torch.equal(level_marginals(logits, tax), conditional_marginals(logits, tax))
+        True
+    """
+    return conditional_marginals(logits, taxonomy)
+
+
+def sigmoid_log_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = False) -> Tensor:
+    """Log node marginals of the sigmoid (one independent logit per node) head.
+
+    ``P(node) = sigmoid(logits[node])``; with ``coherent=True`` the max-constraint
+    of Giunchiglia & Lukasiewicz (2020) applies:
+    ``P(node) = max over d in descendants(node) ∪ {node} of sigmoid(logits[d])``,
+    so that no node is less probable than any of its descendants (in a DAG too).
+    The root's marginal is 1. Computed in logit space (``max`` commutes with the
+    sigmoid), so it is exact at logits of ±1e4.
+
+    Args:
+        logits: ``(B, num_nodes)`` floating tensor.
+        taxonomy: a tree or a DAG.
+        coherent: apply the max-constraint.
+
+    Returns:
+        float32 ``(B, num_nodes)``.
+
+    Raises:
+        ValueError: wrong shape or dtype of ``logits``.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/b"])
+        >>> logits = torch.tensor([[0.0, -1.0, 0.0, 2.0]])
+        >>> sigmoid_log_marginals(logits, tax, coherent=True).exp()
+        tensor([[1.0000, 0.8808, 0.5000, 0.8808]])
+    """
+    _check_taxonomy(taxonomy)
+    _check_logits(logits, taxonomy.num_nodes, "num_nodes", "sigmoid_log_marginals")
+    return _sigmoid_log_marginals(logits.float(), _tables_for(taxonomy, logits.device), bool(coherent))
+
+
+def sigmoid_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = False) -> Tensor:
+    """Node marginals of the sigmoid head, optionally max-constrained. See :func:`sigmoid_log_marginals`.
+
+    Args:
+        logits: ``(B, num_nodes)`` floating tensor.
+        taxonomy: a tree or a DAG.
+        coherent: apply the max-constraint (no node above its parent).
+
+    Returns:
+        float32 ``(B, num_nodes)``; column 0 (the root) is 1.
+
+    Raises:
+        ValueError: wrong shape or dtype of ``logits``.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/b"])
+        >>> p = sigmoid_marginals(torch.randn(3, 4), tax, coherent=True)
+        >>> bool((p[:, 1] >= p[:, 3]).all())
+        True
+    """
+    return sigmoid_log_marginals(logits, taxonomy, coherent).exp()
+
+
+def flat_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
+    """Log node marginals of the flat (one logit per leaf) head.
+
+    ``P(leaf)`` is the softmax over leaves and ``P(node)`` the sum of ``P(leaf)``
+    over the leaves below the node, i.e.
+    ``log P(node) = logsumexp(logits[leaves below node]) - logsumexp(logits)``.
+
+    In a DAG a leaf can lie below a node along several paths; it is counted
+    once, so ``P(node)`` is the probability that the true leaf is a descendant
+    of ``node``. Children then need not sum to their parent (they may share
+    leaves), but every marginal is a probability and the root's is 1.
+
+    Args:
+        logits: ``(B, num_leaves)`` floating tensor, leaves in ``taxonomy.leaf_index`` order.
+        taxonomy: a tree or a DAG.
+
+    Returns:
+        float32 ``(B, num_nodes)``.
+
+    Raises:
+        ValueError: ``logits`` is not of shape ``(B, num_leaves)``.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> tax.leaves
+        ('b', 'a1', 'a2')
+        >>> flat_log_marginals(torch.zeros(1, 3), tax).exp()
+        tensor([[1.0000, 0.6667, 0.3333, 0.3333, 0.3333]])
+    """
+    _check_taxonomy(taxonomy)
+    _check_logits(logits, taxonomy.num_leaves, "num_leaves", "flat_log_marginals")
+    return _flat_log_marginals(logits.float(), _tables_for(taxonomy, logits.device))
+
+
+def flat_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
+    """Node marginals of the flat head: leaf softmax summed up to every ancestor. See :func:`flat_log_marginals`.
+
+    Args:
+        logits: ``(B, num_leaves)`` floating tensor, leaves in ``taxonomy.leaf_index`` order.
+        taxonomy: a tree or a DAG.
+
+    Returns:
+        float32 ``(B, num_nodes)``.
+
+    Raises:
+        ValueError: ``logits`` is not of shape ``(B, num_leaves)``.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> p = flat_marginals(torch.randn(5, tax.num_leaves), tax)
+        >>> torch.allclose(p[:, 0], torch.ones(5)), torch.allclose(p[:, 1], p[:, 3] + p[:, 4])
+        (True, True)
+    """
+    return flat_log_marginals(logits, taxonomy).exp()
