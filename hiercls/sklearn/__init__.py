@@ -1,0 +1,49 @@
+"""scikit-learn estimators over the same taxonomy, decoders and metrics as the PyTorch side.
+
+The estimators follow scikit-learn's conventions (``fit``/``predict``/
+``predict_proba``/``score``, fitted attributes ending in ``_``, ``Pipeline``,
+``GridSearchCV``, pickling, ``parametrize_with_checks``):
+
+- :class:`LocalClassifierPerParentNode`: one scikit-learn classifier per inner
+  node, trained only on the samples below it, chained into node marginals.
+
+They return node marginals ``(n_samples, num_nodes)`` from ``predict_proba``
+(columns named by ``nodes_``), decode them with :func:`hiercls.decoding.decode`
+(which can stop at an inner node), and score with the hierarchical F1 of
+:mod:`hiercls.metrics`. Scorers for model selection: :func:`make_hierarchical_scorer`
+and the ready-made ``hierarchical_f1_scorer`` and friends.
+
+scikit-learn is an optional dependency (``pip install hiercls[sklearn]``);
+``import hiercls`` does not need it.
+"""
+
+from __future__ import annotations
+
+try:
+    import sklearn  # noqa: F401
+except ImportError as err:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError(
+        "hiercls.sklearn needs scikit-learn: pip install 'hiercls[sklearn]' (or pip install scikit-learn)."
+    ) from err
+
+from hiercls.sklearn._local import LocalClassifierPerParentNode
+from hiercls.sklearn._scoring import (
+    HierarchicalScorer,
+    hierarchical_f1_scorer,
+    hierarchical_precision_scorer,
+    hierarchical_recall_scorer,
+    lca_f1_scorer,
+    make_hierarchical_scorer,
+    neg_mistake_severity_scorer,
+)
+
+__all__ = [
+    "LocalClassifierPerParentNode",
+    "make_hierarchical_scorer",
+    "HierarchicalScorer",
+    "hierarchical_f1_scorer",
+    "hierarchical_precision_scorer",
+    "hierarchical_recall_scorer",
+    "neg_mistake_severity_scorer",
+    "lca_f1_scorer",
+]

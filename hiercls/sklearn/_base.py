@@ -1,0 +1,116 @@
+"""What both scikit-learn estimators share: labels, decoding, scoring."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from hiercls.sklearn._labels import fit_codec
+from hiercls.taxonomy import Taxonomy
+
+DecoderRule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
+_DECODERS = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
+# rules that may stop at an inner node (the others always predict a leaf)
+_INNER_NODE_RULES = ("threshold", "hf_optimal")
+
+
+class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator):
+    """Base of the hierarchical scikit-learn estimators (not public).
+
+    Subclasses set ``self._codec``, ``taxonomy_``, ``nodes_``, ``classes_`` via
+    :meth:`_fit_labels` and implement :meth:`predict_proba`.
+    """
+
+    decoder: str
+    decoder_options: dict[str, Any] | None
+    taxonomy: Taxonomy | None
+
+    # ------------------------------------------------------------ fit-time
+    def _fit_labels(self, y: Any) -> np.ndarray:
+        """Read ``y`` (inferring the taxonomy if needed); set the label attributes; return node indices."""
+        self._check_decoder()
+        codec, target = fit_codec(y, self.taxonomy)
+        if not codec.root_has_label and self.decoder in _INNER_NODE_RULES:
+            raise ValueError(
+                f"decoder={self.decoder!r} may predict the root, which has no label of y's numeric type "
+                f"({codec.node_labels.dtype}). Give y as strings (the root is then named "
+                f"{codec.taxonomy.root!r}), pass a taxonomy, or use a leaf decoder such as 'argmax_leaf'."
+            )
+        self._codec = codec
+        self.taxonomy_ = codec.taxonomy
+        self.nodes_ = np.asarray(codec.taxonomy.nodes, dtype=object)
+        self.classes_ = codec.classes(target)
+        return target
+
+    def _check_decoder(self) -> None:
+        if self.decoder not in _DECODERS:
+            raise ValueError(
+                f"decoder: expected one of {', '.join(map(repr, _DECODERS))}, got {self.decoder!r}. "
+                "See hiercls.decoding.decode for what each rule does."
+            )
+        if self.decoder_options is not None and not isinstance(self.decoder_options, dict):
+            raise ValueError(
+                f"decoder_options: expected a dict of keyword arguments for hiercls.decoding.decode "
+                f"(e.g. {{'threshold': 0.6}}) or None, got {type(self.decoder_options).__name__}."
+            )
+
+    # ---------------------------------------------------------- prediction
+    def predict_proba(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _predict_nodes(self, X: Any) -> np.ndarray:
+        """Decoded node indices, int64 ``(n_samples,)``."""
+        from hiercls.decoding import decode
+
+        probs = self.predict_proba(X)
+        return np.asarray(decode(probs, self.taxonomy_, self.decoder, **(self.decoder_options or {})), dtype=np.int64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels, decoded from the node marginals with the ``decoder`` rule.
+
+        Args:
+            X: features, shape ``(n_samples, n_features)``.
+
+        Returns:
+            ``(n_samples,)`` labels in the format of the ``y`` given to ``fit``:
+            class labels, node names, or label paths (as ``"a/b/c"`` strings).
+            A non-mandatory-leaf rule (``"threshold"``, ``"hf_optimal"``) may
+            return an inner node: a coarser but surer answer.
+        """
+        check_is_fitted(self)
+        return self._codec.decode(self._predict_nodes(X))
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Hierarchical F1 (micro) of ``predict(X)`` against ``y``.
+
+        The set-based hierarchical F1 of Kiritchenko et al. (2006): each label
+        stands for itself and its ancestors, the root excluded; micro
+        averaging sums the intersections and the set sizes over samples,
+        ``hF1 = 2 hP hR / (hP + hR)`` with ``hP = sum |A(pred) & A(true)| / sum |A(pred)|``
+        and ``hR = sum |A(pred) & A(true)| / sum |A(true)|``. Computed by
+        :func:`hiercls.metrics.hierarchical_f1`, so it equals the PyTorch side.
+
+        Args:
+            X: features, shape ``(n_samples, n_features)``.
+            y: true labels (class labels, node names or label paths; partial labels allowed).
+            sample_weight: not supported; must be None.
+
+        Returns:
+            The hierarchical F1 in ``[0, 1]`` (higher is better).
+
+        Raises:
+            ValueError: ``sample_weight`` is given, or ``y`` has unknown labels.
+        """
+        from hiercls.sklearn._scoring import hierarchical_f1_scorer
+
+        if sample_weight is not None:
+            raise ValueError("sample_weight: the hierarchical metrics take no sample weights; pass None.")
+        return float(hierarchical_f1_scorer(self, X, y))
+
+    def _encode_labels(self, y: Any, *, name: str = "y") -> np.ndarray:
+        """Labels (any format this estimator reads) -> int64 node indices of ``taxonomy_``."""
+        check_is_fitted(self)
+        return self._codec.encode(y, name=name)

@@ -1,0 +1,317 @@
+"""Labels in the user's format <-> node indices of a taxonomy, for the scikit-learn front.
+
+scikit-learn users give ``y`` in one of three shapes, and get predictions back
+in the same one:
+
+- **flat labels** (``0, 1, 2`` or ``"cat", "dog"``) without a taxonomy: a
+  one-level taxonomy ``root -> classes`` is inferred (this is how scikit-learn's
+  own estimator checks call us);
+- **node names** (strings) of a given taxonomy, inner nodes allowed (partial labels);
+- **label paths**: strings ``"a/b/c"``, tuples ``("a", "b", "c")``, or a 2-D
+  array with one column per level padded with ``""`` (HiClass' format). The
+  taxonomy is inferred from the paths when none is given; when the paths do
+  not share a first node, a root is added above them and left out of the
+  predicted paths again.
+
+Everything here runs once per fit or per call on the *unique* labels; the
+per-sample work is a vectorised lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+from hiercls.errors import TaxonomyError, UnknownNodeError
+from hiercls.taxonomy import Taxonomy
+
+SEP = "/"
+"""Separator of label paths given as strings (``"a/b/c"``)."""
+
+LabelMode = Literal["flat", "name", "path"]
+
+_PADDING = ("", None)
+
+
+@dataclass(frozen=True)
+class LabelCodec:
+    """How a fitted estimator reads and writes labels (private; pickles with the estimator).
+
+    Attributes:
+        mode: ``"flat"`` (numeric class labels, taxonomy ``root -> classes``),
+            ``"name"`` (node names) or ``"path"`` (label paths).
+        taxonomy: the taxonomy the node indices refer to.
+        node_labels: ``(num_nodes,)`` label written for each node by ``decode``.
+        root_has_label: False in flat mode, where the root has no label of
+            ``y``'s type (a decoder must then always predict a leaf).
+        virtual_root: path mode: the user's paths leave the root out.
+        flat_classes: flat mode: the sorted class values; ``flat_nodes`` their node indices.
+    """
+
+    mode: LabelMode
+    taxonomy: Taxonomy
+    node_labels: np.ndarray
+    root_has_label: bool = True
+    virtual_root: bool = False
+    flat_classes: np.ndarray | None = None
+    flat_nodes: np.ndarray | None = None
+
+    # ------------------------------------------------------------- reading
+    def encode(self, y: Any, *, name: str = "y") -> np.ndarray:
+        """Labels in this codec's format (or node names / paths) -> int64 node indices ``(n,)``.
+
+        Raises:
+            ValueError: the labels are malformed, unknown (``UnknownNodeError``)
+                or a path does not match the taxonomy.
+        """
+        labels = _as_label_array(y, name=name)
+        if self.mode == "flat":
+            return self._encode_flat(labels, name)
+        if not _is_text(labels):
+            raise ValueError(
+                f"{name}: expected node names or label paths as strings, got dtype {labels.dtype}. "
+                "Numeric class labels are accepted only when the estimator was fitted on numeric labels "
+                "with taxonomy=None."
+            )
+        return self._encode_strings(labels, name)
+
+    def _encode_flat(self, labels: np.ndarray, name: str) -> np.ndarray:
+        assert self.flat_classes is not None and self.flat_nodes is not None  # set in flat mode
+        if _is_text(labels) or labels.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{name}: the estimator was fitted on numeric class labels ({self.flat_classes.dtype}); "
+                f"got labels of dtype {labels.dtype}. Pass labels of the same kind as at fit."
+            )
+        uniq, inverse = np.unique(labels, return_inverse=True)
+        pos = np.searchsorted(self.flat_classes, uniq)
+        pos = np.clip(pos, 0, len(self.flat_classes) - 1)
+        unknown = self.flat_classes[pos] != uniq
+        if np.any(unknown):
+            shown = uniq[unknown][:5].tolist()
+            raise UnknownNodeError(
+                f"{name}: {int(unknown.sum())} labels were not seen at fit, first {shown}; "
+                f"known classes: {self.flat_classes[:10].tolist()}."
+            )
+        return self.flat_nodes[pos][inverse].reshape(-1)
+
+    def _encode_strings(self, labels: np.ndarray, name: str) -> np.ndarray:
+        tax = self.taxonomy
+        uniq, inverse = _unique_labels(labels)
+        out = np.empty(len(uniq), dtype=np.int64)
+        for k, label in enumerate(uniq):  # once per distinct label, not per sample
+            out[k] = _node_of(label, tax, self.virtual_root, name)
+        return out[inverse]
+
+    # ------------------------------------------------------------- writing
+    def decode(self, node_index: np.ndarray) -> np.ndarray:
+        """int node indices ``(n,)`` -> labels in this codec's format ``(n,)``."""
+        return self.node_labels[np.asarray(node_index, dtype=np.int64)]
+
+    def classes(self, node_index: np.ndarray) -> np.ndarray:
+        """The distinct training labels, sorted, in the user's format (scikit-learn's ``classes_``)."""
+        return np.unique(self.decode(np.unique(node_index)))
+
+
+def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[LabelCodec, np.ndarray]:
+    """Read ``y`` at fit: infer the taxonomy if needed, return the codec and the target node indices.
+
+    Raises:
+        ValueError: ``y`` is None, continuous, mixed, has NaN, or does not fit ``taxonomy``.
+        TaxonomyError: inferred paths are ambiguous (a name under two parents).
+    """
+    if y is None:
+        raise ValueError(
+            f"{name}: this estimator requires y to be passed, but the target y is None. "
+            "Pass class labels, node names or label paths."
+        )
+    if taxonomy is not None and not isinstance(taxonomy, Taxonomy):
+        raise TypeError(
+            f"taxonomy: expected a hiercls.Taxonomy or None, got {type(taxonomy).__name__}. "
+            "Build one with Taxonomy.from_paths / from_edges / from_json, or pass None to infer it from y."
+        )
+    labels = _as_label_array(y, name=name)
+    if labels.size == 0:
+        raise ValueError(f"{name}: got 0 labels; fit needs at least one labelled sample.")
+    has_tuples = labels.dtype == object and any(isinstance(v, tuple) for v in labels.tolist())
+    if not _is_text(labels):
+        if taxonomy is not None:
+            raise ValueError(
+                f"{name}: got {labels.dtype} labels with a taxonomy. With taxonomy=..., give node names or "
+                "label paths as strings; numeric class labels are accepted with taxonomy=None (a taxonomy "
+                "root -> classes is then inferred)."
+            )
+        check_classification_targets(labels)  # raises on continuous, NaN, mixed types
+        return _fit_flat(labels)
+    if taxonomy is not None:
+        codec = _codec_for(taxonomy, labels)
+        return codec, codec.encode(labels, name=name)
+    uniq, inverse = _unique_labels(labels)
+    paths = [_split(u) for u in uniq]
+    if not has_tuples and all(len(p) == 1 for p in paths):
+        return _fit_names(uniq, inverse)
+    firsts = {p[0] for p in paths}
+    virtual = len(firsts) > 1
+    root = _fresh_root({n for p in paths for n in p}) if virtual else None
+    tax = Taxonomy.from_paths(paths, root=root)
+    node_labels = _path_labels(tax, virtual)
+    codec = LabelCodec("path", tax, node_labels, virtual_root=virtual)
+    leaf_of_path = tax.encode([p[-1] for p in paths])
+    return codec, leaf_of_path[inverse]
+
+
+# ---------------------------------------------------------------- helpers
+def _fit_flat(labels: np.ndarray) -> tuple[LabelCodec, np.ndarray]:
+    classes, inverse = np.unique(labels, return_inverse=True)
+    names = [str(c) for c in classes.tolist()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"y: class labels {classes.tolist()[:10]} are not distinct as strings; relabel them.")
+    root = _fresh_root(set(names))
+    tax = Taxonomy.from_edges([(root, n) for n in names])
+    nodes = tax.encode(names)
+    node_labels = np.empty(tax.num_nodes, dtype=classes.dtype)
+    node_labels[nodes] = classes
+    node_labels[0] = classes[0]  # placeholder: the root has no label of y's type
+    codec = LabelCodec("flat", tax, node_labels, root_has_label=False, flat_classes=classes, flat_nodes=nodes)
+    return codec, nodes[inverse.reshape(-1)]
+
+
+def _fit_names(uniq: list[Any], inverse: np.ndarray) -> tuple[LabelCodec, np.ndarray]:
+    names = [str(u) for u in uniq]
+    root = _fresh_root(set(names))
+    tax = Taxonomy.from_edges([(root, n) for n in names])
+    codec = LabelCodec("name", tax, np.asarray(tax.nodes, dtype=str))
+    return codec, tax.encode(names)[inverse]
+
+
+def _codec_for(taxonomy: Taxonomy, labels: np.ndarray) -> LabelCodec:
+    """Codec for a given taxonomy: name mode, or path mode if some label is a path."""
+    uniq, _ = _unique_labels(labels)
+    path_like = [u for u in uniq if isinstance(u, tuple) or (u not in taxonomy and SEP in u)]
+    if not path_like:
+        return LabelCodec("name", taxonomy, np.asarray(taxonomy.nodes, dtype=str))
+    if not taxonomy.is_tree:
+        raise TaxonomyError(
+            "y: label paths need a tree taxonomy (a node of a DAG has several paths). Give node names instead."
+        )
+    first = _split(path_like[0])
+    virtual = first[0] != taxonomy.root
+    return LabelCodec("path", taxonomy, _path_labels(taxonomy, virtual), virtual_root=virtual)
+
+
+def _node_of(label: Any, tax: Taxonomy, virtual_root: bool, name: str) -> int:
+    if isinstance(label, str) and label in tax:
+        return tax.index(label)
+    path = _split(label)
+    if len(path) == 1:
+        return tax.index(path[0])  # raises UnknownNodeError with close matches
+    node = tax.index(path[-1])
+    if not tax.is_tree:
+        raise TaxonomyError(f"{name}: label paths need a tree taxonomy; give node names instead of {label!r}.")
+    full = tax.path(node)
+    if tuple(path) != full and tuple(path) != full[1:]:
+        shown = SEP.join(path) if isinstance(label, tuple) else label
+        raise ValueError(
+            f"{name}: label path {shown!r} does not match the taxonomy, where {path[-1]!r} has path "
+            f"{SEP.join(full[1:] if virtual_root else full)!r}. Fix the label or the taxonomy."
+        )
+    return node
+
+
+def _path_labels(tax: Taxonomy, virtual_root: bool) -> np.ndarray:
+    anc = tax.ancestor_table
+    names = np.asarray(tax.nodes, dtype=object)
+    out = []
+    for i in range(tax.num_nodes):  # once per fit, over the taxonomy
+        path = names[anc[i, : tax.depth_index[i] + 1]].tolist()
+        if virtual_root and len(path) > 1:
+            path = path[1:]
+        out.append(SEP.join(path))
+    return np.asarray(out, dtype=str)
+
+
+def _as_label_array(y: Any, *, name: str) -> np.ndarray:
+    """``y`` -> 1-D numpy array (tuples as objects; a 2-D HiClass-style array -> tuples)."""
+    if hasattr(y, "detach") and hasattr(y, "cpu"):  # torch tensor, without importing torch here
+        y = y.detach().cpu().numpy()
+    if isinstance(y, (list, tuple)) and any(isinstance(v, (tuple, list)) for v in y):
+        out = np.empty(len(y), dtype=object)
+        for k, v in enumerate(y):
+            if isinstance(v, (tuple, list)):
+                out[k] = _strip_padding(v, name, k)
+            elif isinstance(v, str):
+                out[k] = v
+            else:
+                raise ValueError(f"{name}[{k}]: expected a label path (tuple of names) or a string, got {v!r}.")
+        return out
+    arr = np.asarray(y)
+    if arr.ndim == 2:
+        if arr.shape[1] == 1:
+            return column_or_1d(arr, warn=True)  # scikit-learn's DataConversionWarning
+        if arr.dtype.kind not in "USO":
+            raise ValueError(
+                f"{name}: a 2-D y of shape {arr.shape} is read as label paths (one column per level, "
+                f"padded with ''), which must be strings; got dtype {arr.dtype}. Multi-output is not supported."
+            )
+        out = np.empty(arr.shape[0], dtype=object)
+        for k, row in enumerate(arr.tolist()):
+            out[k] = _strip_padding(row, name, k)
+        return out
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of labels (or 2-D label paths), got shape {arr.shape}.")
+    if arr.dtype == object and any(isinstance(v, (tuple, list)) for v in arr):
+        return _as_label_array(list(arr), name=name)
+    return arr
+
+
+def _strip_padding(path: Any, name: str, k: int) -> tuple[str, ...]:
+    parts = list(path)
+    while parts and (parts[-1] in _PADDING or (isinstance(parts[-1], float) and np.isnan(parts[-1]))):
+        parts.pop()
+    if not parts:
+        raise ValueError(f"{name}[{k}]: empty label path. Each label names at least one node.")
+    bad = [p for p in parts if not isinstance(p, str) or not p]
+    if bad:
+        raise ValueError(
+            f"{name}[{k}]: label path {tuple(parts)!r} has {bad[0]!r}; path elements must be non-empty "
+            "strings (padding '' only at the end)."
+        )
+    return tuple(parts)
+
+
+def _split(label: Any) -> tuple[str, ...]:
+    if isinstance(label, tuple):
+        return label
+    return tuple(str(label).split(SEP))
+
+
+def _unique_labels(labels: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """Distinct labels (strings or tuples), sorted, and each sample's position among them.
+
+    Sorted, so that the inferred taxonomy (and the column order of
+    ``predict_proba``) does not depend on the order of the samples.
+    """
+    values = labels.tolist()
+    if all(isinstance(v, str) for v in values):
+        uniq, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+        return uniq.tolist(), inverse.reshape(-1)
+    keys = sorted(set(values), key=lambda v: (_split(v), isinstance(v, tuple)))
+    pos = {v: k for k, v in enumerate(keys)}
+    return keys, np.asarray([pos[v] for v in values], dtype=np.int64)
+
+
+def _is_text(labels: np.ndarray) -> bool:
+    """Strings, or objects that are all strings or tuples (label paths)."""
+    if labels.dtype.kind in "US":
+        return True
+    return labels.dtype == object and all(isinstance(v, (str, tuple)) for v in labels.tolist())
+
+
+def _fresh_root(names: set[str]) -> str:
+    root = "root"
+    while root in names:
+        root += "_"
+    return root

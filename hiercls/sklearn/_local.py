@@ -1,0 +1,244 @@
+"""A local classifier per parent node: one scikit-learn classifier per inner node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils import get_tags
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from hiercls.errors import TaxonomyError
+from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase
+from hiercls.taxonomy import Taxonomy
+
+
+class LocalClassifierPerParentNode(HierarchicalClassifierBase):
+    """One classifier per inner node of a taxonomy, chained into node marginals.
+
+    Each inner (parent) node ``p`` gets its own clone of ``base_estimator``,
+    trained only on the samples whose label lies *strictly below* ``p``, to
+    predict which child of ``p`` their path goes through: the masked per-node
+    loss of the PyTorch side, done classically. A sample labelled at an inner
+    node ``q`` (a partial label) trains the classifiers above ``q`` and none at
+    or below it.
+
+    Node marginals are the product of the conditionals down the path::
+
+        P(node) = prod over the nodes v on the path below the root of P(v | parent(v))
+
+    where ``P(v | p)`` is column ``v`` of ``estimators_[p].predict_proba``. A
+    parent whose classifier saw a single child at fit gives that child
+    conditional 1 (and its other children 0); a parent with no training sample
+    below it gives its children the uniform conditional ``1 / num_children``;
+    children a classifier never saw get 0. Each sample's output depends on that
+    sample alone (no batch statistics, no top-down routing of subsets).
+
+    ``predict`` decodes the marginals with :func:`hiercls.decoding.decode`
+    (``decoder`` rule, ``decoder_options`` as keyword arguments), so it can stop
+    at an inner node (``decoder="threshold"``). ``score`` is the hierarchical F1
+    (micro) of :func:`hiercls.metrics.hierarchical_f1`.
+
+    Labels ``y`` may be flat class labels (a taxonomy ``root -> classes`` is
+    inferred), label paths (``"a/b/c"`` strings, tuples, or a 2-D array padded
+    with ``""``; the taxonomy is inferred from them), or node names of a given
+    ``taxonomy`` (any node: partial labels). ``predict`` answers in the same format.
+
+    Args:
+        base_estimator: an unfitted scikit-learn classifier with ``predict_proba``,
+            cloned for every inner node. None means ``LogisticRegression()``.
+        taxonomy: a tree :class:`hiercls.Taxonomy`, or None to infer one from ``y``.
+        decoder: the :func:`hiercls.decoding.decode` rule used by ``predict``.
+        decoder_options: keyword arguments for the rule (e.g. ``{"threshold": 0.6}``).
+        n_jobs: parallel jobs for fitting the per-node classifiers (joblib; None means 1).
+
+    Attributes:
+        taxonomy_ (Taxonomy): the taxonomy used (given or inferred).
+        nodes_ (np.ndarray): node names, shape ``(num_nodes,)``: the columns of ``predict_proba``.
+        classes_ (np.ndarray): the distinct labels seen at fit, sorted, in ``y``'s format
+            (scikit-learn's convention; ``predict`` may also return other nodes, e.g. inner
+            nodes with ``decoder="threshold"``).
+        estimators_ (dict[str, object | None]): inner node name -> its fitted classifier,
+            or None where no classifier was needed (fewer than two children seen).
+        n_samples_per_parent_ (dict[str, int]): inner node name -> number of training samples.
+        n_features_in_ (int): number of features seen at fit.
+        feature_names_in_ (np.ndarray): feature names, when ``X`` had string column names.
+
+    Raises:
+        TaxonomyError: (at fit) the taxonomy is a DAG.
+        ValueError: (at fit) the base estimator has no ``predict_proba``, a
+            parameter is invalid, or ``y`` does not fit the taxonomy.
+
+    Examples:
+        >>> import numpy as np
+        >>> from hiercls.sklearn import LocalClassifierPerParentNode
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.array(["animal/cat", "animal/dog", "plant"] * 20)
+        >>> X = rng.normal(size=(60, 3)) + (np.arange(60) % 3)[:, None]
+        >>> clf = LocalClassifierPerParentNode().fit(X, y)
+        >>> clf.nodes_.tolist()
+        ['root', 'animal', 'plant', 'cat', 'dog']
+        >>> clf.predict_proba(X[:2]).round(2).shape
+        (2, 5)
+        >>> clf.predict(X[:3]).tolist()
+        ['animal/cat', 'animal/dog', 'plant']
+    """
+
+    def __init__(
+        self,
+        base_estimator: Any = None,
+        taxonomy: Taxonomy | None = None,
+        decoder: DecoderRule = "argmax_leaf",
+        decoder_options: dict[str, Any] | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.base_estimator = base_estimator
+        self.taxonomy = taxonomy
+        self.decoder = decoder
+        self.decoder_options = decoder_options
+        self.n_jobs = n_jobs
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any) -> LocalClassifierPerParentNode:
+        """Fit one classifier per inner node.
+
+        Args:
+            X: features, shape ``(n_samples, n_features)`` (sparse if the base estimator takes it).
+            y: labels, shape ``(n_samples,)`` (or ``(n_samples, depth)`` label paths).
+
+        Returns:
+            self.
+        """
+        base = self._base()
+        X = validate_data(self, X, **self._input_options(base))
+        target = self._fit_labels(y)
+        if len(target) != X.shape[0]:
+            raise ValueError(
+                f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
+            )
+        tax = self.taxonomy_
+        if not tax.is_tree:
+            raise TaxonomyError(
+                "taxonomy: LocalClassifierPerParentNode needs a tree (each node one parent, so that its "
+                "marginal is a product down one path). Use HierarchicalHeadClassifier(head='sigmoid') for a DAG."
+            )
+        rows, parents, children = _parent_child_pairs(target, tax)
+        num = tax.num_nodes
+        counts = np.bincount(children, minlength=num)  # samples routed through each node (as a child)
+        parent_of = tax.parent_index
+        seen = counts > 0
+        seen_children = np.bincount(parent_of[seen], minlength=num) if seen.any() else np.zeros(num, np.int64)
+        n_children = np.diff(tax.children_ptr)
+        inner = np.flatnonzero(n_children > 0)
+
+        default = np.zeros(num, dtype=np.float64)
+        default[0] = 1.0
+        child = np.arange(1, num)
+        p = parent_of[child]
+        none_seen = seen_children[p] == 0
+        default[child[none_seen]] = 1.0 / n_children[p[none_seen]]
+        one_seen = seen_children[p] == 1
+        default[child[one_seen]] = seen[child[one_seen]].astype(np.float64)
+
+        order = np.argsort(parents, kind="stable")
+        rows, parents, children = rows[order], parents[order], children[order]
+        bounds = np.searchsorted(parents, np.stack([inner, inner + 1]))
+        to_fit = [k for k, node in enumerate(inner) if seen_children[node] >= 2]
+        fitted = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_one)(clone(base), X[rows[bounds[0, k] : bounds[1, k]]], children[bounds[0, k] : bounds[1, k]])
+            for k in to_fit
+        )
+        names = tax.nodes
+        self.estimators_ = {names[node]: None for node in inner.tolist()}
+        for k, est in zip(to_fit, fitted):
+            self.estimators_[names[inner[k]]] = est
+        sizes = (bounds[1] - bounds[0]).tolist()
+        self.n_samples_per_parent_ = {names[node]: int(size) for node, size in zip(inner.tolist(), sizes)}
+        self._default_conditional = default
+        return self
+
+    # ------------------------------------------------------------ predict
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Node marginals ``P(node)``, float64 ``(n_samples, num_nodes)``, columns named by ``nodes_``.
+
+        ``P(root) = 1``; the children of every node sum to that node (for
+        children a classifier saw). Rows are not distributions over ``classes_``:
+        each depth level sums to at most 1.
+
+        Args:
+            X: features, shape ``(n_samples, n_features)``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, **self._input_options(self._base()))
+        cond = np.repeat(self._default_conditional[None, :], X.shape[0], axis=0)
+        for est in self.estimators_.values():  # one call per fitted classifier
+            if est is not None:
+                cond[:, est.classes_] = est.predict_proba(X)
+        return _marginals_from_conditionals(cond, self.taxonomy_)
+
+    # ------------------------------------------------------------ helpers
+    def _base(self) -> Any:
+        base = LogisticRegression() if self.base_estimator is None else self.base_estimator
+        if not hasattr(base, "fit") or not hasattr(base, "get_params"):
+            raise ValueError(
+                f"base_estimator: expected an unfitted scikit-learn classifier, got {type(base).__name__}. "
+                "Pass e.g. LogisticRegression() or RandomForestClassifier()."
+            )
+        if not hasattr(base, "predict_proba"):
+            raise ValueError(
+                f"base_estimator: {type(base).__name__} has no predict_proba, which the node marginals need. "
+                "Use SVC(probability=True), CalibratedClassifierCV(LinearSVC()), or another probabilistic classifier."
+            )
+        return base
+
+    @staticmethod
+    def _input_options(base: Any) -> dict[str, Any]:
+        tags = get_tags(base)
+        return {
+            "accept_sparse": "csr" if tags.input_tags.sparse else False,
+            "ensure_all_finite": "allow-nan" if tags.input_tags.allow_nan else True,
+        }
+
+    def __sklearn_tags__(self):  # noqa: ANN204 - sklearn.utils.Tags
+        tags = super().__sklearn_tags__()
+        base_tags = get_tags(LogisticRegression() if self.base_estimator is None else self.base_estimator)
+        tags.input_tags.sparse = base_tags.input_tags.sparse
+        tags.input_tags.allow_nan = base_tags.input_tags.allow_nan
+        return tags
+
+
+def _fit_one(estimator: Any, X: Any, target: np.ndarray) -> Any:
+    return estimator.fit(X, target)
+
+
+def _parent_child_pairs(target: np.ndarray, tax: Taxonomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (sample, parent, child) step of the samples' label paths, one level at a time.
+
+    A sample labelled at depth ``d`` contributes the ``d`` steps of its path; a
+    partial label (an inner node) contributes nothing below itself.
+    """
+    anc = tax.ancestor_table
+    depth = tax.depth_index[target]
+    rows, parents, children = [], [], []
+    for k in range(tax.max_depth):  # one vectorised step per level
+        sel = np.flatnonzero(depth > k)
+        rows.append(sel)
+        parents.append(anc[target[sel], k])
+        children.append(anc[target[sel], k + 1])
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(rows), np.concatenate(parents), np.concatenate(children)
+
+
+def _marginals_from_conditionals(cond: np.ndarray, tax: Taxonomy) -> np.ndarray:
+    """P(node) = P(parent) * P(node | parent), one depth level at a time (trees); root = 1."""
+    marg = cond.copy()
+    marg[:, 0] = 1.0
+    parent = tax.parent_index
+    for level in tax.levels()[1:]:
+        marg[:, level] *= marg[:, parent[level]]
+    return marg

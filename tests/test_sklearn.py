@@ -1,0 +1,385 @@
+"""The scikit-learn front: labels, the per-parent-node estimator, the head estimator, scorers.
+
+Slow, obviously-correct oracles (a Python loop over parents and samples for the
+local classifiers, set arithmetic for the hierarchical F1) check the vectorised
+code; scikit-learn's own estimator checks live in test_sklearn_checks.py.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from joblib import parallel_backend
+from sklearn.exceptions import DataConversionWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+import hiercls.metrics
+from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
+from hiercls.decoding import decode
+from hiercls.sklearn import (
+    LocalClassifierPerParentNode,
+    hierarchical_f1_scorer,
+    hierarchical_precision_scorer,
+    hierarchical_recall_scorer,
+    make_hierarchical_scorer,
+    neg_mistake_severity_scorer,
+)
+from tests.strategies import trees
+
+PATHS = ["animal/cat", "animal/dog", "plant/tree", "plant/grass", "fungus"]
+
+
+def blobs(labels: list, n_per: int = 12, dim: int = 4, seed: int = 0, spread: float = 0.6):
+    """Well-separated Gaussian blobs, one per distinct label, in label order."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=3.0, size=(len(labels), dim))
+    X = np.concatenate([c + spread * rng.normal(size=(n_per, dim)) for c in centres])
+    y = np.repeat(np.asarray(labels, dtype=object), n_per)
+    perm = rng.permutation(len(X))
+    return X[perm], y[perm]
+
+
+def as_str(y: np.ndarray) -> np.ndarray:
+    return np.asarray(y.tolist(), dtype=str)
+
+
+# ------------------------------------------------------------- slow oracles
+def oracle_lcpn_proba(X: np.ndarray, target: np.ndarray, tax: Taxonomy, X_test: np.ndarray) -> np.ndarray:
+    """Per-parent classifiers by explicit loops over parents and samples; marginals by walking each path."""
+    cond = np.zeros((len(X_test), tax.num_nodes))
+    cond[:, 0] = 1.0
+    for p in range(tax.num_nodes):
+        kids = [tax.index(c) for c in tax.children(p)]
+        if not kids:
+            continue
+        rows, child = [], []
+        for i, label in enumerate(target.tolist()):
+            path = [tax.index(n) for n in tax.path(label)]
+            if p in path[:-1]:  # p strictly above the label
+                rows.append(i)
+                child.append(path[path.index(p) + 1])
+        seen = sorted(set(child))
+        if not seen:
+            cond[:, kids] = 1.0 / len(kids)
+        elif len(seen) == 1:
+            cond[:, seen[0]] = 1.0
+        else:
+            est = LogisticRegression().fit(X[rows], child)
+            cond[:, est.classes_] = est.predict_proba(X_test)
+    marg = np.ones((len(X_test), tax.num_nodes))
+    for j in range(tax.num_nodes):
+        for n in tax.path(j)[1:]:
+            marg[:, j] *= cond[:, tax.index(n)]
+    return marg
+
+
+def oracle_hf1(t: list[int], p: list[int], tax: Taxonomy) -> float:
+    """Micro hierarchical F1 (Kiritchenko et al. 2006), root excluded, by set arithmetic."""
+    inter = n_true = n_pred = 0
+    for a, b in zip(t, p):
+        sa = set(tax.ancestors(a, include_self=True)) - {tax.root}
+        sb = set(tax.ancestors(b, include_self=True)) - {tax.root}
+        inter += len(sa & sb)
+        n_true += len(sa)
+        n_pred += len(sb)
+    prec = inter / n_pred if n_pred else 0.0
+    rec = inter / n_true if n_true else 0.0
+    return 0.0 if prec + rec == 0 else 2 * prec * rec / (prec + rec)
+
+
+# -------------------------------------------------------------- label formats
+def test_flat_numeric_labels_infer_root_and_round_trip():
+    X, y = blobs([0, 1, 2])
+    y = y.astype(np.int64)
+    clf = LocalClassifierPerParentNode().fit(X, y)
+    assert clf.taxonomy_.nodes == ("root", "0", "1", "2")
+    assert clf.nodes_.tolist() == ["root", "0", "1", "2"]
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    pred = clf.predict(X)
+    assert pred.dtype == y.dtype
+    assert (pred == y).mean() > 0.95
+
+
+def test_flat_string_labels_avoid_root_name_clash():
+    X, y = blobs(["root", "leaf"])
+    clf = LocalClassifierPerParentNode().fit(X, y)
+    assert clf.taxonomy_.root == "root_"
+    assert sorted(clf.taxonomy_.leaves) == ["leaf", "root"]
+    np.testing.assert_array_equal(clf.classes_, ["leaf", "root"])
+
+
+def test_paths_without_common_first_node_get_a_virtual_root_left_out_of_predictions():
+    X, y = blobs(PATHS)
+    clf = LocalClassifierPerParentNode().fit(X, y)
+    tax = clf.taxonomy_
+    assert tax.root == "root" and set(tax.children("root")) == {"animal", "plant", "fungus"}
+    pred = clf.predict(X)
+    assert set(pred.tolist()) <= set(PATHS)
+    assert (pred == as_str(y)).mean() > 0.95
+    np.testing.assert_array_equal(clf.classes_, sorted(PATHS))
+
+
+def test_paths_with_common_first_node_use_it_as_root():
+    X, y = blobs(["life/" + p for p in PATHS])
+    clf = LocalClassifierPerParentNode().fit(X, y)
+    assert clf.taxonomy_.root == "life"
+    assert clf.predict(X[:5]).tolist()[0].startswith("life/")
+
+
+def test_tuple_paths_and_hiclass_2d_arrays_equal_string_paths():
+    X, y = blobs(PATHS)
+    as_tuples = [tuple(p.split("/")) for p in y]
+    padded = np.array([list(t) + [""] * (2 - len(t)) for t in as_tuples])
+    ref = LocalClassifierPerParentNode().fit(X, y).predict_proba(X)
+    for labels in (as_tuples, padded):
+        clf = LocalClassifierPerParentNode().fit(X, labels)
+        np.testing.assert_allclose(clf.predict_proba(X), ref)
+        assert clf.predict(X[:3]).tolist() == LocalClassifierPerParentNode().fit(X, y).predict(X[:3]).tolist()
+
+
+def test_given_taxonomy_accepts_node_names_and_paths_with_or_without_root(paper_tax):
+    leaves = ["Normal", "Reactive", "ALL", "APL", "CLL", "CML"]
+    X, y = blobs(leaves)
+    by_name = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, y)
+    assert by_name.taxonomy_ is paper_tax
+    full = np.array(["/".join(paper_tax.path(n)) for n in y])
+    short = np.array(["/".join(paper_tax.path(n)[1:]) for n in y])
+    for labels in (full, short):
+        clf = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, labels)
+        np.testing.assert_allclose(clf.predict_proba(X), by_name.predict_proba(X))
+        assert set(clf.predict(X).tolist()) <= set(labels.tolist())
+
+
+def test_column_vector_y_warns_like_scikit_learn():
+    X, y = blobs(["a", "b"])
+    with pytest.warns(DataConversionWarning, match="column-vector y"):
+        LocalClassifierPerParentNode().fit(X, y[:, None])
+
+
+def test_label_errors_name_the_argument(paper_tax):
+    X, y = blobs(["a", "b"])
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        LocalClassifierPerParentNode().fit(X, None)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        LocalClassifierPerParentNode().fit(X, np.linspace(0, 1, len(X)))
+    with pytest.raises(ValueError, match="numeric class labels are accepted with taxonomy=None"):
+        LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, np.arange(len(X)) % 2)
+    with pytest.raises(UnknownNodeError, match="Unknown node 'a'"):
+        LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, y)
+    with pytest.raises(ValueError, match="does not match the taxonomy"):
+        LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, np.array(["Leukemia/Chronic/ALL"] * len(X)))
+    with pytest.raises(ValueError, match="found 24 samples in X but 23 labels"):
+        LocalClassifierPerParentNode().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="2-D y of shape .* must be strings"):
+        LocalClassifierPerParentNode().fit(X, np.zeros((len(X), 2)))
+    with pytest.raises(ValueError, match="padding '' only at the end"):
+        LocalClassifierPerParentNode().fit(X, np.array([["", "a"]] * len(X)))
+    with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
+        LocalClassifierPerParentNode(taxonomy={"root": ["a"]}).fit(X, y)
+    with pytest.raises(TaxonomyError, match="ambiguous"):
+        LocalClassifierPerParentNode().fit(X, np.array(["a/x", "b/x"] * (len(X) // 2)))
+
+
+def test_numeric_labels_with_an_inner_node_decoder_raise():
+    X, y = blobs([0, 1])
+    with pytest.raises(ValueError, match="decoder='threshold' may predict the root"):
+        LocalClassifierPerParentNode(decoder="threshold").fit(X, y.astype(int))
+    with pytest.raises(ValueError, match="decoder: expected one of"):
+        LocalClassifierPerParentNode(decoder="argmax").fit(X, y.astype(int))
+    with pytest.raises(ValueError, match="decoder_options: expected a dict"):
+        LocalClassifierPerParentNode(decoder_options=0.5).fit(X, y.astype(int))
+
+
+def test_unknown_labels_at_score_time_raise():
+    X, y = blobs([0, 1])
+    clf = LocalClassifierPerParentNode().fit(X, y.astype(int))
+    with pytest.raises(UnknownNodeError, match="not seen at fit"):
+        clf.score(X, np.full(len(X), 7))
+    with pytest.raises(ValueError, match="fitted on numeric class labels"):
+        clf.score(X, np.array(["0"] * len(X)))
+    with pytest.raises(ValueError, match="sample_weight"):
+        clf.score(X, y.astype(int), sample_weight=np.ones(len(X)))
+
+
+# -------------------------------------------------- local classifier per parent
+@settings(max_examples=15, deadline=None)
+@given(tax=trees(min_nodes=2, max_nodes=12), data=st.data())
+def test_lcpn_marginals_equal_a_loop_over_parents_and_samples(tax, data):
+    n = data.draw(st.integers(6, 30))
+    target = np.array(data.draw(st.lists(st.integers(0, tax.num_nodes - 1), min_size=n, max_size=n)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    X = rng.normal(size=(n, 3)) + 0.5 * target[:, None]
+    X_test = rng.normal(size=(7, 3))
+    y = np.array(tax.names(target))
+    clf = LocalClassifierPerParentNode(taxonomy=tax).fit(X, y)
+    probs = clf.predict_proba(X_test)
+    np.testing.assert_allclose(probs, oracle_lcpn_proba(X, target, tax, X_test), rtol=1e-9, atol=1e-12)
+    # marginals: root 1, children of each node sum to it (every sibling group is complete here,
+    # as unseen children of a fitted parent only occur when a classifier saw two of three children)
+    assert np.all(probs[:, 0] == 1.0) and np.all((probs >= 0) & (probs <= 1 + 1e-12))
+    parent = tax.parent_index
+    sums = np.zeros_like(probs)
+    np.add.at(sums.T, parent[1:], probs[:, 1:].T)
+    inner = np.flatnonzero(~tax.is_leaf_mask)
+    np.testing.assert_allclose(sums[:, inner], probs[:, inner], atol=1e-9)
+
+
+def test_partial_labels_train_only_the_classifiers_above_them(paper_tax):
+    y = np.array(["ALL", "AML", "APL", "CLL", "CML", "Leukemia", "Acute", "Normal", "Reactive"] * 6)
+    X, _ = blobs(list(range(len(y))), n_per=1, seed=3)
+    clf = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, y)
+    # root: every sample below it; Leukemia: the 5 leukaemia leaves + Acute; Acute: ALL, AML, APL; AML: APL only
+    assert clf.n_samples_per_parent_ == {"root": 54, "Leukemia": 36, "Acute": 18, "Chronic": 12, "AML": 6}
+    assert clf.estimators_["AML"] is None  # a single child seen: conditional 1
+    assert set(clf.estimators_["Leukemia"].classes_.tolist()) == {paper_tax.index("Acute"), paper_tax.index("Chronic")}
+    probs = clf.predict_proba(X)
+    np.testing.assert_allclose(probs[:, paper_tax.index("APL")], probs[:, paper_tax.index("AML")])
+
+
+def test_parent_without_samples_is_uniform_and_single_child_gets_one():
+    tax = Taxonomy.from_dict({"r": {"a": ["a1", "a2", "a3"], "b": ["b1", "b2"]}})
+    X, y = blobs(["a1", "a2", "b"], n_per=5)
+    clf = LocalClassifierPerParentNode(taxonomy=tax).fit(X, y)
+    probs = clf.predict_proba(X)
+    assert clf.estimators_["b"] is None and clf.n_samples_per_parent_["b"] == 0
+    np.testing.assert_allclose(probs[:, tax.index("b1")], probs[:, tax.index("b")] / 2)
+    np.testing.assert_allclose(probs[:, tax.index("a3")], 0.0)  # unseen child of a fitted parent
+    one = LocalClassifierPerParentNode(taxonomy=tax).fit(X[:5], ["a1"] * 5).predict_proba(X)
+    np.testing.assert_allclose(one[:, [tax.index("a"), tax.index("a1")]], 1.0)
+
+
+def test_ragged_depths_shallow_leaves_keep_their_probability(paper_tax):
+    leaves = ["Normal", "Reactive", "ALL", "APL", "CLL", "CML"]
+    X, y = blobs(leaves, n_per=15, seed=1, spread=0.3)
+    clf = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, y)
+    probs = clf.predict_proba(X)
+    rows = y == "Normal"
+    assert probs[rows, paper_tax.index("Normal")].min() > 0.5  # depth-1 leaf, next to depth-4 ones
+    pred = clf.predict(X)
+    assert (pred == as_str(y)).mean() > 0.95
+    assert {paper_tax.depth(p) for p in pred} == {1, 3, 4}
+
+
+def test_outputs_do_not_depend_on_the_rest_of_the_batch():
+    X, y = blobs(PATHS, n_per=20, seed=2)
+    for clf in (LocalClassifierPerParentNode(),):
+        clf.fit(X, y)
+        full = clf.predict_proba(X)
+        rng = np.random.default_rng(0)
+        for rows in (np.arange(1), rng.choice(len(X), 17, replace=False), rng.permutation(len(X))):
+            np.testing.assert_allclose(clf.predict_proba(X[rows]), full[rows], rtol=1e-12, atol=1e-14)
+            np.testing.assert_array_equal(clf.predict(X[rows]), clf.predict(X)[rows])
+
+
+def test_sparse_input_gives_the_dense_result():
+    X, y = blobs(PATHS)
+    dense = LocalClassifierPerParentNode().fit(X, y)
+    sparse = LocalClassifierPerParentNode().fit(sp.csr_matrix(X), y)
+    np.testing.assert_allclose(sparse.predict_proba(sp.csc_matrix(X)), dense.predict_proba(X), rtol=1e-6)
+
+
+def test_n_jobs_and_pickle_give_the_same_model():
+    X, y = blobs(PATHS)
+    ref = LocalClassifierPerParentNode().fit(X, y)
+    with parallel_backend("threading"):  # the same joblib path as processes, without their start-up time
+        par = LocalClassifierPerParentNode(n_jobs=2).fit(X, y)
+    np.testing.assert_allclose(par.predict_proba(X), ref.predict_proba(X))
+    back = pickle.loads(pickle.dumps(ref))
+    np.testing.assert_array_equal(back.predict_proba(X), ref.predict_proba(X))
+    np.testing.assert_array_equal(back.predict(X), ref.predict(X))
+
+
+def test_lcpn_errors():
+    X, y = blobs(["a", "b"])
+    with pytest.raises(ValueError, match="SVC has no predict_proba.*probability=True"):
+        LocalClassifierPerParentNode(SVC()).fit(X, y)
+    with pytest.raises(ValueError, match="base_estimator: expected an unfitted scikit-learn classifier"):
+        LocalClassifierPerParentNode("LogisticRegression").fit(X, y)
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")])
+    with pytest.raises(TaxonomyError, match="needs a tree"):
+        LocalClassifierPerParentNode(taxonomy=dag).fit(X, np.array(["c", "a"] * (len(X) // 2)))
+
+
+def test_threshold_decoder_stops_at_an_inner_node(paper_tax):
+    X, y = blobs(["ALL", "APL", "Normal"], n_per=15, seed=4)
+    X_amb = X[y == "ALL"][:1] * 0.5 + X[y == "APL"][:1] * 0.5  # between two acute leaves
+    clf = LocalClassifierPerParentNode(taxonomy=paper_tax, decoder="threshold", decoder_options={"threshold": 0.9})
+    clf.fit(X, y)
+    pred = clf.predict(np.concatenate([X_amb, X[y == "Normal"][:1]]))
+    assert pred[1] == "Normal"
+    assert pred[0] in ("Acute", "Leukemia")
+
+
+def test_predict_uses_hiercls_decode():
+    X, y = blobs(PATHS)
+    for rule in ("argmax_leaf", "top_down"):
+        clf = LocalClassifierPerParentNode(decoder=rule).fit(X, y)
+        expected = decode(clf.predict_proba(X), clf.taxonomy_, rule)
+        np.testing.assert_array_equal(clf.predict(X), clf._codec.node_labels[expected])
+
+
+# ------------------------------------------------------------------- scorers
+def test_scores_equal_the_pytorch_side_metrics_and_a_set_oracle(paper_tax):
+    leaves = ["Normal", "Reactive", "ALL", "APL", "CLL", "CML"]
+    X, y = blobs(leaves, n_per=10, seed=6, spread=2.5)  # overlapping: some mistakes
+    clf = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, y)
+    pred = clf.predict(X)
+    t, p = paper_tax.encode(as_str(y)), paper_tax.encode(pred)
+    assert (t != p).any()
+    hf1 = hiercls.metrics.hierarchical_f1(t, p, paper_tax)
+    assert clf.score(X, y) == pytest.approx(hf1, abs=1e-12)
+    assert clf.score(X, y) == pytest.approx(oracle_hf1(t.tolist(), p.tolist(), paper_tax), abs=1e-12)
+    assert hierarchical_f1_scorer(clf, X, y) == pytest.approx(hf1, abs=1e-12)
+    assert hierarchical_precision_scorer(clf, X, y) == pytest.approx(
+        hiercls.metrics.hierarchical_precision(t, p, paper_tax), abs=1e-12
+    )
+    assert hierarchical_recall_scorer(clf, X, y) == pytest.approx(
+        hiercls.metrics.hierarchical_recall(t, p, paper_tax), abs=1e-12
+    )
+    assert neg_mistake_severity_scorer(clf, X, y) == pytest.approx(
+        -hiercls.metrics.mistake_severity(t, p, paper_tax), abs=1e-12
+    )
+    macro = make_hierarchical_scorer("hierarchical_f1", average="macro")
+    assert macro(clf, X, y) == pytest.approx(hiercls.metrics.hierarchical_f1(t, p, paper_tax, average="macro"))
+
+
+def test_pipeline_and_grid_search_with_hierarchical_scorers():
+    X, y = blobs(PATHS, n_per=16, seed=7, spread=1.5)
+    pipe = make_pipeline(StandardScaler(), LocalClassifierPerParentNode())
+    search = GridSearchCV(
+        pipe,
+        {"localclassifierperparentnode__base_estimator": [LogisticRegression(C=0.01), LogisticRegression(C=10.0)]},
+        scoring={"hf1": hierarchical_f1_scorer, "severity": neg_mistake_severity_scorer},
+        refit="hf1",
+        cv=3,
+    )
+    search.fit(X, y)
+    assert search.best_params_["localclassifierperparentnode__base_estimator"].C == 10.0
+    assert 0.5 < search.score(X, y) <= 1.0
+    assert hierarchical_f1_scorer(search, X, y) == pytest.approx(search.score(X, y))
+
+
+def test_scorer_errors():
+    X, y = blobs(["a", "b"])
+    with pytest.raises(ValueError, match="metric: expected one of"):
+        make_hierarchical_scorer("f1")
+    with pytest.raises(TypeError, match="need a fitted hiercls.sklearn estimator"):
+        hierarchical_f1_scorer(LogisticRegression().fit(X, y), X, y)
+    clf = LocalClassifierPerParentNode().fit(X, y)
+    with pytest.raises(ValueError, match="sample_weight"):
+        hierarchical_f1_scorer(clf, X, y, sample_weight=np.ones(len(X)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert repr(make_hierarchical_scorer("hierarchical_fbeta", beta=2.0)) == (
+            "make_hierarchical_scorer('hierarchical_fbeta', beta=2.0)"
+        )
