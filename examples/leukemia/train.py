@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--output", type=str, default=None, help="run folder (default runs/<method>-<backbone>[-SYNTHETIC])")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    g.add_argument("--checkpoint-every", type=int, default=1,
+                   help="write 'last' every N epochs (and at the end) and 'best' when it improves; 0: both at the end only")
     g.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many epochs as if interrupted (then --resume); for tests")
     g.add_argument("--best-metric", default="accuracy", help="validation metric that picks the best checkpoint")
@@ -642,6 +644,10 @@ def run(args: argparse.Namespace, *, data: Data | None = None, env: Dist | None 
         if changed and env.main:
             log.warning("--resume: settings differ from the checkpoint's %s; the result will differ from an "
                         "uninterrupted run", changed)
+    best_weights = None
+    if args.resume and (output / "best.json").is_file():
+        best_weights = load_checkpoint(output / "best", taxonomy=tax).weights
+        best_weights = {k: v.to(env.device) for k, v in best_weights.items()}
     if env.main:
         (output / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
     runlog = RunLog(output, env.main, args.tensorboard, resume_epoch=start_epoch - 1 if args.resume else -1)
@@ -674,21 +680,27 @@ def run(args: argparse.Namespace, *, data: Data | None = None, env: Dist | None 
         is_best = value > best["value"]
         if is_best:
             best = {"epoch": epoch, "value": value, "metric": args.best_metric, "metrics": val}
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if env.main:
             runlog.write(row)
             shown = {k: round(v, 4) for k, v in val.items() if k in ("accuracy", "hierarchical_f1", "mistake_severity")}
             log.info("%sepoch %d/%d  loss %.4f  %.0f img/s  val %s%s", f"[{SYNTHETIC_TAG}] " if data.synthetic else "",
                      epoch + 1, args.epochs, stats["loss"], stats["img_per_s"], shown, "  *best*" if is_best else "")
-            if is_best:
+            if is_best and args.checkpoint_every > 0:
                 save_checkpoint(output / "best", model, tax, config=config, metrics=val, epoch=epoch)
-            save_checkpoint(output / "last", model, tax, config=config, metrics=val, epoch=epoch, optimizer=optimizer,
-                            scheduler=scheduler, rng=True, state={"best": best, "history": history})
+            if epoch == stop - 1 or (args.checkpoint_every > 0 and (epoch + 1) % args.checkpoint_every == 0):
+                save_checkpoint(output / "last", model, tax, config=config, metrics=val, epoch=epoch,
+                                optimizer=optimizer, scheduler=scheduler, rng=True,
+                                state={"best": best, "history": history})
         _barrier(env)
     runlog.close()
 
-    # the best weights, evaluated on the test split
-    if (output / "best.json").is_file():
-        load_checkpoint(output / "best", model, taxonomy=tax, verify=False)
+    # the best weights (kept in memory), saved if not yet, and evaluated on the test split
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+        if env.main and (args.checkpoint_every == 0 or not (output / "best.json").is_file()):
+            save_checkpoint(output / "best", model, tax, config=config, metrics=best["metrics"], epoch=best["epoch"])
+        del best_weights
     test = None
     if args.test and len(data.names["test"]):
         test = evaluate(model, data.images["test"], data.targets["test"], tax, rule=rule, threshold=args.threshold,

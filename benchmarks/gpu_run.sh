@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The leukemia example's one job for a lent GPU (H100/H200, 16 cores, torch + timm, no pip).
+#
+#   PYTHONPATH=$PWD bash benchmarks/gpu_run.sh            # from the repo root; packs in .carry/
+#   bash benchmarks/gpu_run.sh --smoke                    # CPU, tiny models, a few real images: end to end
+#
+# Inputs (made by `python -m examples.leukemia.pack`, never committed):
+#   .carry/pbc128.npz  .carry/all4_128.npz  .carry/pbc_tool128.npz  .carry/tools/*.py (copies of ../shared/tools)
+# Stages, each under `timeout` within one overall budget (BUDGET seconds, default 500), partial
+# results kept whatever happens:
+#   1. peer baseline: tools/flat_baseline_gpu_data.py, flat ResNet-18 over PBC's fine leaves
+#   2. examples.leukemia.compare on PBC: flat / hierarchical x resnet18, convnext_tiny,
+#      vit_small_patch16_224, and per-level on resnet18 (the most informative runs first)
+#   3. the same on ALL (fewer runs)
+#   4. benchmarks/gpu_step.py: the hierarchical head's cost relative to a flat head
+#   5. benchmarks/leukemia_throughput.py: real packed data vs synthetic input, vit_small
+# Output in $OUT (at most 8 plain files): results.json, results.md, gpu_run.log,
+# pbc_flat_baseline.json (the tool's), figures.tar.gz (confusion matrices, recall trees).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+SMOKE=0
+[[ "${1:-}" == "--smoke" ]] && SMOKE=1
+OUT=${OUT:-$ROOT/runs/gpu_out}
+mkdir -p "$OUT"
+export OUT
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")
+BUDGET=${BUDGET:-500}
+PY=${PYTHON:-python3}
+exec > >(tee "$OUT/gpu_run.log") 2>&1
+T0=$(date +%s)
+STAGES="$WORK/stages.txt"
+: > "$STAGES"
+
+left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+# stage NAME MAX_SECONDS RESERVE_FOR_LATER cmd...: run with a timeout of min(MAX, time left - RESERVE)
+stage() {
+  local name=$1 max=$2 reserve=$3; shift 3
+  local t=$(( $(left) - reserve )); (( t > max )) && t=$max
+  if (( t < 10 )); then echo "== $name: skipped (no time left)"; echo "$name skipped 0" >> "$STAGES"; return; fi
+  echo "== $name (timeout ${t}s, $(left)s of the budget left): $*"
+  local s=$(date +%s)
+  timeout --signal=TERM --kill-after=10 "$t" "$@"
+  local rc=$?
+  echo "== $name: exit $rc after $(( $(date +%s) - s ))s"
+  echo "$name $rc $(( $(date +%s) - s ))" >> "$STAGES"
+}
+
+if (( SMOKE )); then
+  # tiny packs from a few real images per class (../shared/data), tiny models, one epoch, on CPU
+  CARRY="$WORK/carry"; mkdir -p "$CARRY/tools"
+  DATA=${HIERCLS_SHARED_DATA:-$ROOT/../shared/data}
+  cp "$DATA/../tools/"*.py "$CARRY/tools/" 2>/dev/null || cp "$ROOT/.carry/tools/"*.py "$CARRY/tools/"
+  $PY - "$DATA" "$WORK/mini" <<'EOF'
+import os, sys
+from collections import defaultdict
+src, dst = sys.argv[1], sys.argv[2]
+for ds, per in (("pbc", 5), ("all4", 12)):
+    top = os.path.join(src, ds)
+    seen = defaultdict(int)
+    for dirpath, _, files in sorted(os.walk(top)):
+        for f in sorted(files):
+            key = (dirpath, f.split("_")[0] if "_" in f else "")
+            if seen[key] < per:
+                seen[key] += 1
+                rel = os.path.relpath(os.path.join(dirpath, f), top)
+                os.makedirs(os.path.dirname(os.path.join(dst, ds, rel)), exist_ok=True)
+                os.symlink(os.path.join(dirpath, f), os.path.join(dst, ds, rel))
+EOF
+  for spec in "pbc pbc128.npz" "all4 all4_128.npz"; do set -- $spec
+    $PY -m examples.leukemia.pack --data "$WORK/mini/$1" --size 32 --out "$CARRY/$2" --no-progress
+  done
+  $PY -m examples.leukemia.pack --data "$WORK/mini/pbc" --size 32 --tool-format --out "$CARRY/pbc_tool128.npz" --no-progress
+  BASE_ARGS=(--models test_resnet --fine --epochs 1 --bs 16)
+  PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit
+  ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
+  CMP_ARGS=(--epochs 1 --batch-size 16 --device cpu)
+  TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu)
+  STEP_ARGS=(--smoke)
+else
+  CARRY="$ROOT/.carry"
+  BASE_ARGS=(--models resnet18 --fine --epochs 30)
+  PBC_RUNS=hierarchical:resnet18,flat:resnet18,per-level:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
+  ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
+  CMP_ARGS=(--epochs 30 --batch-size 256)
+  TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
+  STEP_ARGS=()
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+fi
+$PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
+
+# 1. the peer baseline, same job (writes $OUT/pbc_flat_baseline.json)
+stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$CARRY/pbc_tool128.npz" "${BASE_ARGS[@]}"
+# 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time
+T2=$(( $(left) - 120 )); (( T2 > 290 )) && T2=290
+stage compare_pbc "$T2" 110 $PY -m examples.leukemia.compare --pack "$CARRY/pbc128.npz" --runs "$PBC_RUNS" \
+  "${CMP_ARGS[@]}" --deadline $(( T2 - 15 )) --baseline-json "$OUT/pbc_flat_baseline.json" \
+  --title "PBC (real images, 128 px, from scratch)" --out "$WORK/pbc"
+# 3. ALL: saturated by any model (see BENCHMARKS.md), fewer runs
+stage compare_all4 60 50 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" --runs "$ALL_RUNS" \
+  "${CMP_ARGS[@]}" --deadline 50 --title "ALL 4-class (real images, 128 px, from scratch)" --out "$WORK/all4"
+# 4. head overhead (written by the heads helper)
+if [[ -f benchmarks/gpu_step.py ]]; then
+  stage gpu_step 45 40 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}" --out "$WORK/gpu_step.json"
+else
+  echo "== gpu_step: benchmarks/gpu_step.py not found, skipped"; echo "gpu_step missing 0" >> "$STAGES"
+fi
+# 5. feeding the GPU: a real-data epoch vs synthetic input
+stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$CARRY/pbc128.npz" "${TP_ARGS[@]}" \
+  --out "$WORK/throughput.json"
+
+# report: merge, figures, summary
+$PY - "$STAGES" "$WORK/stages.json" <<'EOF'
+import json, sys
+rows = [dict(zip(("name", "rc", "seconds"), l.split())) for l in open(sys.argv[1]) if l.strip()]
+json.dump(rows, open(sys.argv[2], "w"), indent=1)
+EOF
+$PY benchmarks/leukemia_gpu_report.py "$WORK" "$OUT"
+(cd "$WORK" && find pbc/figures all4/figures -name '*.png' 2>/dev/null | tar czf "$OUT/figures.tar.gz" -T - 2>/dev/null) || true
+echo "== done in $(( $(date +%s) - T0 ))s; files in $OUT:"; ls -la "$OUT"

@@ -1,0 +1,94 @@
+"""Merge the stages of ``benchmarks/gpu_run.sh`` into one results.json + results.md and print a summary.
+
+    python benchmarks/leukemia_gpu_report.py WORK_DIR OUT_DIR
+
+Reads (each optional: a stage that timed out or failed is reported as missing):
+``OUT_DIR/pbc_flat_baseline.json`` (the peer baseline), ``WORK_DIR/pbc/results.json``,
+``WORK_DIR/all4/results.json`` (examples.leukemia.compare), ``WORK_DIR/gpu_step.json``
+(benchmarks/gpu_step.py) and ``WORK_DIR/throughput.json`` (benchmarks/leukemia_throughput.py),
+plus ``WORK_DIR/stages.json`` (exit codes and seconds of each stage).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _f(v: Any, d: int = 4) -> str:
+    return f"{v:.{d}f}" if isinstance(v, (int, float)) else "—"
+
+
+def summary_table(merged: dict[str, Any]) -> str:
+    """One line per trained model: the numbers BENCHMARKS.md asks for."""
+    lines = ["| dataset | method | backbone | 8-class | fine-leaf | hF1 | mistake sev. | train s | img/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    base = merged.get("baseline") or {}
+    for name, v in base.items():
+        if isinstance(v, dict) and "test_acc" in v:
+            lines.append(f"| pbc | peer flat (tool, --fine) | {name} | {_f(v.get('test_acc_8class'))} | "
+                         f"{_f(v.get('test_acc'))} | — | — | {_f(v.get('train_s'), 1)} | {_f(v.get('img_per_s'), 0)} |")
+    for ds in ("pbc", "all4"):
+        for r in (merged.get(ds) or {}).get("rows", []):
+            m = r["metrics"]
+            lines.append(f"| {ds} | {r['method']} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
+                         f"{_f(m.get('fine_leaf_accuracy'))} | {_f(m.get('hierarchical_f1'))} | "
+                         f"{_f(m.get('mistake_severity'), 3)} | {_f(r.get('train_seconds'), 1)} | "
+                         f"{_f(r.get('img_per_s'), 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    work, out = Path(argv[0]), Path(argv[1])
+    merged: dict[str, Any] = {
+        "stages": _load(work / "stages.json"),
+        "baseline": _load(out / "pbc_flat_baseline.json"),
+        "pbc": _load(work / "pbc" / "results.json"),
+        "all4": _load(work / "all4" / "results.json"),
+        "gpu_step": _load(work / "gpu_step.json"),
+        "throughput": _load(work / "throughput.json"),
+    }
+    md = ["# Leukemia example on the lent GPU", ""]
+    dev = next((merged[k].get("device") for k in ("pbc", "all4", "throughput") if isinstance(merged.get(k), dict)), None)
+    md += [f"Device: {dev or 'unknown'}. All numbers below come from one job (`benchmarks/gpu_run.sh`).", ""]
+    md += ["## Summary (test split)", "", summary_table(merged)]
+    for ds in ("pbc", "all4"):
+        path = work / ds / "results.md"
+        md += [path.read_text() if path.is_file() else f"## {ds}\n\n(stage missing: see gpu_run.log)\n", ""]
+    tp = merged.get("throughput")
+    if isinstance(tp, dict):
+        md += ["## Feeding the GPU (real packed data vs synthetic input, same model and step)", "",
+               "| backbone | size | synthetic img/s | real img/s | real / synthetic |", "|---|---|---|---|---|"]
+        for size, r in tp.get("results", {}).items():
+            md.append(f"| {tp.get('backbone')} | {size} | {r['synthetic']['img_per_s']} | {r['real']['img_per_s']} | "
+                      f"{r['real_over_synthetic']} |")
+        md.append("")
+    if merged.get("gpu_step") is not None:
+        md += ["## Head overhead (benchmarks/gpu_step.py)", "", "```json",
+               json.dumps(merged["gpu_step"], indent=1)[:4000], "```", ""]
+    if merged.get("stages"):
+        md += ["## Stages", "", "| stage | exit | seconds |", "|---|---|---|"]
+        md += [f"| {s['name']} | {s['rc']} | {s['seconds']} |" for s in merged["stages"]]
+        md.append("")
+    text = "\n".join(md)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(merged, indent=1, default=str) + "\n")
+    print(summary_table(merged))
+    if isinstance(tp, dict):
+        for size, r in tp.get("results", {}).items():
+            print(f"throughput {tp.get('backbone')} @{size}px: real/synthetic = {r['real_over_synthetic']}")
+    return merged
+
+
+if __name__ == "__main__":
+    main()

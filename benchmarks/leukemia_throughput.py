@@ -1,0 +1,129 @@
+"""Feeding the GPU: training img/s of the leukemia example on real packed images vs synthetic input.
+
+    python benchmarks/leukemia_throughput.py --pack .carry/pbc128.npz --backbone vit_small_patch16_224
+
+The same model (hierarchical method: timm backbone + LevelHead + level loss), the same step
+(bf16 autocast on GPU, channels_last, AdamW, gradient clipping, cosine schedule), timed twice in
+one process:
+
+- ``synthetic``: one random normalised batch already on the device, reused every step (the
+  input pipeline costs nothing: the ceiling);
+- ``real``: an epoch over the pack's train split through
+  :class:`examples.leukemia.gpu_data.GPUBatches` (uint8 images on the device, shuffled, augmented,
+  normalised there), exactly as ``examples.leukemia.train`` feeds it.
+
+Target (BENCHMARKS.md): real >= 90% of synthetic. Sizes: the pack's own (128 px) and, with
+``--sizes 128,224``, upsampled on the device by GPUBatches' ``out_size``. Prints one JSON object
+(and writes it to ``--out`` if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from examples.leukemia.gpu_data import GPUBatches  # noqa: E402
+from examples.leukemia.models import build_model  # noqa: E402
+from examples.leukemia.pack import load_pack  # noqa: E402
+from examples.leukemia.train import autocast, build_optimizer, cosine_with_warmup  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model, batches, device: torch.device, steps: int, warmup: int) -> dict[str, float]:
+    """Run ``warmup`` then ``steps`` training steps drawing from ``batches`` (an iterator factory)."""
+    optimizer = build_optimizer(model, 1e-4, 0.05, fused=device.type == "cuda")
+    scheduler = cosine_with_warmup(optimizer, 10_000, 10)
+    criterion = model.criterion
+    model.train()
+    it = batches()
+    seen, t0 = 0, 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        try:
+            images, target = next(it)
+        except StopIteration:
+            it = batches()
+            images, target = next(it)
+        with autocast(device, True):
+            logits = model(images)
+        loss = criterion(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step >= warmup:
+            seen += len(target)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return {"img_per_s": round(seen / dt, 1), "steps": steps, "seconds": round(dt, 3)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pack", required=True)
+    ap.add_argument("--backbone", default="vit_small_patch16_224")
+    ap.add_argument("--sizes", default="", help="comma-separated input sizes (default: the pack's)")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=40, help="timed steps (the real run covers about one epoch)")
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+    t0 = time.perf_counter()
+    pk = load_pack(args.pack, device)
+    load_s = time.perf_counter() - t0
+    train_idx = pk.indices("train")
+    images, targets = pk.images[train_idx], pk.targets[train_idx]
+    out: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "backbone": args.backbone, "batch_size": args.batch_size,
+        "train_images": len(train_idx), "pack_load_s": round(load_s, 2),
+        "epoch_steps": len(train_idx) // args.batch_size, "results": {},
+    }
+    sizes = [int(s) for s in args.sizes.split(",") if s] or [pk.size]
+    for size in sizes:
+        torch.manual_seed(0)
+        model = build_model(args.backbone, pk.taxonomy, "hierarchical", img_size=size).to(device)
+        model = model.to(memory_format=torch.channels_last)
+        real = GPUBatches(images, targets, args.batch_size, shuffle=True, drop_last=True, augment=True, seed=0,
+                          out_size=None if size == pk.size else size)
+        fixed = next(iter(GPUBatches(images, targets, args.batch_size, shuffle=True, drop_last=True, augment=False,
+                                     seed=1, out_size=None if size == pk.size else size)))
+        steps = min(args.steps, max(1, len(real) - 1)) if len(real) > args.warmup else args.steps
+        synth = measure(model, lambda: iter([fixed] * (args.warmup + steps + 1)), device, steps, args.warmup)
+        realm = measure(model, lambda: iter(real), device, steps, args.warmup)
+        ratio = realm["img_per_s"] / synth["img_per_s"] if synth["img_per_s"] else math.nan
+        out["results"][str(size)] = {"synthetic": synth, "real": realm, "real_over_synthetic": round(ratio, 4),
+                                     "meets_90pct": bool(ratio >= 0.9)}
+        print(size, out["results"][str(size)], flush=True)
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

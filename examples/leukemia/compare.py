@@ -1,0 +1,232 @@
+"""The paper's comparison: every (method, backbone) trained on the same split in one process, scored on test.
+
+    python -m examples.leukemia.compare --pack cache/pbc128.npz --backbones resnet18,convnext_tiny \\
+        --methods flat,per-level,hierarchical --epochs 30 --out results/pbc
+    python -m examples.leukemia.compare --runs hierarchical:resnet18,flat:resnet18 --pack cache/all4_128.npz ...
+
+The images are decoded once (a ``--pack`` stays on the GPU as uint8) and shared by all runs; each
+run is :func:`examples.leukemia.train.run` with the same split, seed and schedule, then its best
+checkpoint (by validation accuracy) is decoded on the test split (each method's rule: tiered
+``top_down`` for the two hierarchical models, ``argmax_leaf`` for flat) and scored with
+:func:`examples.leukemia.evaluate.evaluation_metrics`: 8-class accuracy (PBC's BloodMNIST level),
+fine-leaf accuracy, hierarchical F1, mistake severity, per-level accuracy; plus train seconds
+and img/s. Written to ``--out`` after every run (a stopped job keeps what finished):
+``results.json``, ``results.md`` (methods x backbones tables), ``figures/<method>-<backbone>_*.png``
+(per-level confusion matrices, taxonomy with per-node recall) and ``runs/<method>-<backbone>/``
+(checkpoints, logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hiercls.decoding import decode
+
+log = logging.getLogger("examples.leukemia.compare")
+
+__all__ = ["main"]
+
+_ALT_KEYS = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "mistake_severity", "accuracy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m examples.leukemia.compare", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--pack", default=None, help="packed dataset (examples.leukemia.pack)")
+    p.add_argument("--data", default=None, help="or an image folder / CSV (decoded once into memory)")
+    p.add_argument("--layout", default="auto")
+    p.add_argument("--taxonomy", default=None)
+    p.add_argument("--backbones", default="convnext_tiny,vit_small_patch16_224")
+    p.add_argument("--methods", default="flat,per-level,hierarchical")
+    p.add_argument("--runs", default=None,
+                   help="explicit comma-separated method:backbone list, in this order (overrides --methods/--backbones)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--img-size", type=int, default=None, help="for --data (a pack has its own size)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=0, help="use at most N images per split (smoke tests)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds: skip runs expected to end after this (estimated from earlier runs of the backbone)")
+    p.add_argument("--baseline-json", default=None,
+                   help="JSON of tools/flat_baseline_gpu_data.py from the same job, shown next to the table")
+    p.add_argument("--train-args", default="", help="extra flags for every training run, e.g. '--warmup 3'")
+    p.add_argument("--figures", default="all", choices=("all", "none"))
+    p.add_argument("--title", default=None)
+    p.add_argument("--out", default="results/compare")
+    return p
+
+
+def _runs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    from examples.leukemia.models import METHODS
+
+    if args.runs:
+        pairs = [tuple(r.split(":", 1)) for r in args.runs.split(",") if r]
+    else:
+        pairs = [(m, b) for b in args.backbones.split(",") if b for m in args.methods.split(",") if m]
+    for m, _b in pairs:
+        if m not in METHODS:
+            raise SystemExit(f"--methods/--runs: unknown method {m!r}; expected one of {list(METHODS)}.")
+    return pairs  # type: ignore[return-value]
+
+
+def _baseline_md(path: str | None) -> tuple[str, dict[str, Any] | None]:
+    if not path or not Path(path).is_file():
+        return "", None
+    base = json.loads(Path(path).read_text())
+    rows = [(k, v) for k, v in base.items() if isinstance(v, dict) and "test_acc" in v]
+    if not rows:
+        return "", base
+    lines = ["**Peer baseline** (`tools/flat_baseline_gpu_data.py`, same job; plain timm flat softmax over the fine "
+             "leaves, images labelled only at an inner node left out; its own split of those images, seed 20261126)",
+             "", "| model | fine-leaf acc | 8-class acc (same predictions) | train s | img/s |", "|---|---|---|---|---|"]
+    for name, v in rows:
+        lines.append(f"| {name} | {v.get('test_acc', '—')} | {v.get('test_acc_8class', '—')} | {v.get('train_s', '—')} "
+                     f"| {v.get('img_per_s', '—')} |")
+    return "\n".join(lines) + "\n", base
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``python -m examples.leukemia.compare``; returns what ``results.json`` holds."""
+    import shlex
+
+    from examples.leukemia import train as T
+    from examples.leukemia.evaluate import evaluation_metrics, results_markdown, save_figures
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    if not args.pack and not args.data:
+        raise SystemExit("compare: give --pack or --data (the comparison is meant for real images).")
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = _runs(args)
+    common = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+              "--quiet", "--no-test", "--checkpoint-every", "0"]
+    for flag, value in (("--pack", args.pack), ("--data", args.data), ("--taxonomy", args.taxonomy),
+                        ("--img-size", args.img_size), ("--device", args.device), ("--workers", args.workers)):
+        if value is not None:
+            common += [flag, str(value)]
+    if args.data:
+        common += ["--layout", args.layout]
+    if args.limit:
+        common += ["--limit", str(args.limit)]
+    if args.compile:
+        common.append("--compile")
+    common += shlex.split(args.train_args)
+
+    base_args = T.parse_args(common + ["--output", str(out)])
+    env = T.init_distributed(base_args.device)
+    t0 = time.perf_counter()
+    data = T.load_data(base_args, env, out)
+    load_s = time.perf_counter() - t0
+    tax = data.taxonomy
+    device_name = torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu"
+    log.info("data: %s | train %d, val %d, test %d | %d px | loaded in %.1f s | %s", data.source,
+             len(data.names["train"]), len(data.names["val"]), len(data.names["test"]),
+             data.images["train"].shape[-1], load_s, device_name)
+    baseline_md, baseline = _baseline_md(args.baseline_json)
+    result: dict[str, Any] = {
+        "title": args.title or f"{Path(args.pack or args.data).stem}: methods x backbones",
+        "device": device_name, "torch": torch.__version__, "data_source": data.source,
+        "synthetic": data.synthetic, "image_size": int(data.images["train"].shape[-1]),
+        "split_sizes": {s: len(v) for s, v in data.names.items()},
+        "partial_labels_in_train": int((~torch.as_tensor(tax.is_leaf_mask, device=data.targets["train"].device)[
+            data.targets["train"]]).sum()),
+        "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "load_seconds": load_s,
+        "rows": [], "skipped": [], "baseline": baseline,
+    }
+    estimates: dict[str, float] = {}
+
+    def write() -> None:
+        rows = result["rows"]
+        note = (f"Test split: {result['split_sizes'].get('test')} images "
+                f"({sum(r['metrics']['n_partial_labels'] for r in rows[:1])} labelled only at an inner node); "
+                f"{args.epochs} epochs from scratch at {result['image_size']} px, batch {args.batch_size}, seed "
+                f"{args.seed}, on {device_name}. Decoding: each method's rule (column 'decode').")
+        if data.synthetic:
+            note += " **SYNTHETIC images: these numbers say nothing about real cells.**"
+        md = results_markdown(rows, title=result["title"], note=note) if rows else f"## {result['title']}\n\n(no run finished)\n"
+        if result["skipped"]:
+            md += "\nSkipped: " + ", ".join(f"{s['method']}:{s['backbone']} ({s['reason']})" for s in result["skipped"]) + "\n"
+        if baseline_md:
+            md += "\n" + baseline_md
+        result["wall_seconds"] = time.perf_counter() - t_start
+        if env.main:
+            (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+            (out / "results.md").write_text(md)
+
+    for method, backbone in runs:
+        name = f"{method}-{backbone}"
+        levels = tax.max_depth if method == "per-level" else 1
+        est = estimates.get(backbone, 0.0) * levels
+        if args.deadline is not None and time.perf_counter() - t_start + est > args.deadline:
+            log.info("skip %s: expected %.0f s, %.0f s left", name, est, args.deadline - (time.perf_counter() - t_start))
+            result["skipped"].append({"method": method, "backbone": backbone, "reason": f"time (~{est:.0f} s)"})
+            write()
+            continue
+        run_args = T.parse_args(common + ["--method", method, "--backbone", backbone, "--output", str(out / "runs" / name)])
+        t_run = time.perf_counter()
+        try:
+            res = T.run(run_args, data=data, env=env)
+        except Exception as err:  # record and go on with the other runs
+            log.exception("run %s failed", name)
+            result["skipped"].append({"method": method, "backbone": backbone, "reason": f"error: {err!r}"[:300]})
+            write()
+            continue
+        wall = time.perf_counter() - t_run
+        estimates[backbone] = wall / levels
+        rule = res.config["decode"]
+        probs = T.predict(res.model, data.images["test"], batch_size=512, device=env.device, amp=True,
+                          channels_last=True)
+        target = data.targets["test"].to(probs.device)
+        preds = decode(probs, tax, rule)
+        metrics = evaluation_metrics(target, preds, tax)
+        row: dict[str, Any] = {
+            "name": name, "method": method, "backbone": backbone, "decode": rule, "head": res.config["model"]["head"],
+            "loss": res.config["model"]["loss"], "metrics": metrics, "best_epoch": res.best.get("epoch"),
+            "val_best": res.best.get("value"), "train_seconds": res.train_seconds, "img_per_s": res.img_per_s,
+            "wall_seconds": wall, "params_m": sum(p.numel() for p in res.model.parameters()) / 1e6,
+        }
+        if rule != "argmax_leaf":
+            alt = evaluation_metrics(target, decode(probs, tax, "argmax_leaf"), tax)
+            row["metrics_argmax_leaf"] = {k: alt[k] for k in _ALT_KEYS if k in alt}
+        if args.figures == "all" and env.main:
+            title = f"{name} (test)" + (" [SYNTHETIC]" if data.synthetic else "")
+            try:
+                row["figures"] = [str(p) for p in save_figures(target, preds, tax, out / "figures" / name, title=title)]
+            except Exception as err:  # figures must not cost the numbers
+                log.warning("figures of %s failed: %r", name, err)
+        result["rows"].append(row)
+        shown = {k: round(v, 4) for k, v in metrics.items()
+                 if k in ("eight_class_accuracy", "fine_leaf_accuracy", "hierarchical_f1", "mistake_severity")}
+        log.info("%s: %s | train %.1f s, %.0f img/s", name, shown, res.train_seconds, res.img_per_s)
+        write()
+        del res, probs
+        gc.collect()
+        if env.device.type == "cuda":
+            torch.cuda.empty_cache()
+    write()
+    if env.main:
+        print((out / "results.md").read_text())
+    if env.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
