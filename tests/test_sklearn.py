@@ -13,20 +13,23 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from joblib import parallel_backend
 from sklearn.exceptions import DataConversionWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits
 
 import hiercls.metrics
 from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls.decoding import decode
 from hiercls.sklearn import (
+    HierarchicalHeadClassifier,
     LocalClassifierPerParentNode,
     hierarchical_f1_scorer,
     hierarchical_precision_scorer,
@@ -35,6 +38,16 @@ from hiercls.sklearn import (
     neg_mistake_severity_scorer,
 )
 from tests.strategies import trees
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: more BLAS/torch threads only fight the other test worker for the 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
+
 
 PATHS = ["animal/cat", "animal/dog", "plant/tree", "plant/grass", "fungus"]
 
@@ -272,7 +285,7 @@ def test_ragged_depths_shallow_leaves_keep_their_probability(paper_tax):
 
 def test_outputs_do_not_depend_on_the_rest_of_the_batch():
     X, y = blobs(PATHS, n_per=20, seed=2)
-    for clf in (LocalClassifierPerParentNode(),):
+    for clf in (LocalClassifierPerParentNode(), HierarchicalHeadClassifier(max_iter=30, lr=0.1, random_state=0)):
         clf.fit(X, y)
         full = clf.predict_proba(X)
         rng = np.random.default_rng(0)
@@ -328,6 +341,57 @@ def test_predict_uses_hiercls_decode():
         np.testing.assert_array_equal(clf.predict(X), clf._codec.node_labels[expected])
 
 
+# -------------------------------------------------------------- head classifier
+def test_head_classifier_learns_paths_and_partial_labels(paper_tax):
+    leaves = ["Normal", "Reactive", "ALL", "APL", "CLL", "CML"]
+    X, y = blobs(leaves, n_per=15, seed=5)
+    y_partial = y.copy()
+    y_partial[:10] = [paper_tax.parent(n) or n for n in y[:10]]  # some labels only at the parent
+    for head in ("conditional", "level", "sigmoid", "flat"):
+        clf = HierarchicalHeadClassifier(head=head, max_iter=40, lr=0.1, batch_size=None, random_state=0,
+                                         taxonomy=paper_tax)
+        clf.fit(X, y_partial)
+        probs = clf.predict_proba(X)
+        assert probs.shape == (len(X), paper_tax.num_nodes) and probs.dtype == np.float64
+        assert clf.score(X, y) > 0.9, head
+        assert len(clf.loss_curve_) == 40 and clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+def test_head_classifier_is_deterministic_and_leaves_the_global_rng_alone():
+    X, y = blobs(PATHS)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = HierarchicalHeadClassifier(hidden_layer_sizes=(8,), max_iter=5, batch_size=16, random_state=7).fit(X, y)
+    after = torch.rand(1)
+    b = HierarchicalHeadClassifier(hidden_layer_sizes=(8,), max_iter=5, batch_size=16, random_state=7).fit(X, y)
+    assert before == after
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    c = HierarchicalHeadClassifier(hidden_layer_sizes=(8,), max_iter=5, batch_size=16, random_state=8).fit(X, y)
+    assert not np.allclose(a.predict_proba(X), c.predict_proba(X))
+    back = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(back.predict_proba(X), a.predict_proba(X))
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"head": "softmax"}, "head: expected one of"),
+        ({"loss": 3}, "loss: expected a hiercls.losses.create_loss kind"),
+        ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes: expected a tuple of positive ints"),
+        ({"max_iter": 0}, "max_iter: expected an int >= 1"),
+        ({"lr": -1.0}, "lr: expected a float > 0"),
+        ({"weight_decay": -1.0}, "weight_decay: expected a float >= 0"),
+        ({"batch_size": 0}, "batch_size: expected an int >= 1 or None"),
+        ({"device": "gpu0"}, "device: expected a torch device"),
+    ],
+)
+def test_head_classifier_parameter_errors(params, match):
+    X, y = blobs(["a", "b"])
+    with pytest.raises(ValueError, match=match):
+        HierarchicalHeadClassifier(**params).fit(X, y)
+
+
 # ------------------------------------------------------------------- scorers
 def test_scores_equal_the_pytorch_side_metrics_and_a_set_oracle(paper_tax):
     leaves = ["Normal", "Reactive", "ALL", "APL", "CLL", "CML"]
@@ -367,6 +431,9 @@ def test_pipeline_and_grid_search_with_hierarchical_scorers():
     assert search.best_params_["localclassifierperparentnode__base_estimator"].C == 10.0
     assert 0.5 < search.score(X, y) <= 1.0
     assert hierarchical_f1_scorer(search, X, y) == pytest.approx(search.score(X, y))
+    scores = cross_val_score(make_pipeline(StandardScaler(), HierarchicalHeadClassifier(max_iter=20, lr=0.1)),
+                             X, y, cv=2, scoring=hierarchical_f1_scorer)
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
 
 
 def test_scorer_errors():

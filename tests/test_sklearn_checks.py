@@ -17,14 +17,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import scipy.sparse as sp
 from sklearn.datasets import make_blobs
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import shuffle
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
 
-from hiercls.sklearn import LocalClassifierPerParentNode
+from hiercls.sklearn import HierarchicalHeadClassifier, LocalClassifierPerParentNode
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: more BLAS/torch threads only fight the other test worker for the 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
+
 
 PROBA_IS_NODE_MARGINALS = (
     "predict_proba returns node marginals (n_samples, num_nodes): the root column (always 1) is included and "
@@ -34,6 +46,8 @@ PROBA_IS_NODE_MARGINALS = (
 
 ESTIMATORS = [
     LocalClassifierPerParentNode(),
+    # small and full-batch, to keep the checks fast
+    HierarchicalHeadClassifier(max_iter=20, lr=0.1, batch_size=None, random_state=0),
 ]
 
 

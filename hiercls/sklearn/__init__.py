@@ -1,13 +1,15 @@
 """scikit-learn estimators over the same taxonomy, decoders and metrics as the PyTorch side.
 
-The estimators follow scikit-learn's conventions (``fit``/``predict``/
+Two estimators follow scikit-learn's conventions (``fit``/``predict``/
 ``predict_proba``/``score``, fitted attributes ending in ``_``, ``Pipeline``,
 ``GridSearchCV``, pickling, ``parametrize_with_checks``):
 
 - :class:`LocalClassifierPerParentNode`: one scikit-learn classifier per inner
-  node, trained only on the samples below it, chained into node marginals.
+  node, trained only on the samples below it, chained into node marginals;
+- :class:`HierarchicalHeadClassifier`: a linear or MLP network with a hiercls
+  head trained with a hiercls loss (a linear probe on frozen embeddings).
 
-They return node marginals ``(n_samples, num_nodes)`` from ``predict_proba``
+Both return node marginals ``(n_samples, num_nodes)`` from ``predict_proba``
 (columns named by ``nodes_``), decode them with :func:`hiercls.decoding.decode`
 (which can stop at an inner node), and score with the hierarchical F1 of
 :mod:`hiercls.metrics`. Scorers for model selection: :func:`make_hierarchical_scorer`
@@ -26,6 +28,7 @@ except ImportError as err:  # pragma: no cover - exercised only without scikit-l
         "hiercls.sklearn needs scikit-learn: pip install 'hiercls[sklearn]' (or pip install scikit-learn)."
     ) from err
 
+from hiercls.sklearn._head import HeadNetwork, HierarchicalHeadClassifier
 from hiercls.sklearn._local import LocalClassifierPerParentNode
 from hiercls.sklearn._scoring import (
     HierarchicalScorer,
@@ -39,6 +42,8 @@ from hiercls.sklearn._scoring import (
 
 __all__ = [
     "LocalClassifierPerParentNode",
+    "HierarchicalHeadClassifier",
+    "HeadNetwork",
     "make_hierarchical_scorer",
     "HierarchicalScorer",
     "hierarchical_f1_scorer",
