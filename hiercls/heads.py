@@ -34,6 +34,7 @@ from hiercls.marginals import (
     _require_tree,
     _sigmoid_log_marginals,
     _TaxonomyBuffers,
+    _upcast,
 )
 from hiercls.taxonomy import Taxonomy
 
@@ -94,7 +95,7 @@ class HierarchicalHead(nn.Module):
             ValueError: ``logits`` is not ``(B, out_features)``.
         """
         _check_logits(logits, self.out_features, self._width_name, f"{type(self).__name__}.log_marginals")
-        return self._log_marginals(logits.float())
+        return self._log_marginals(_upcast(logits))
 
     def marginals(self, logits: Tensor) -> Tensor:
         """Node marginals ``P(node)``: float32 ``(B, num_nodes)``, batch-independent, root 1.

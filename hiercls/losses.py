@@ -32,7 +32,7 @@ Common arguments:
   one device synchronisation. Shapes and dtypes are always checked.
 
 Logits are computed in float32 whatever their dtype (bf16 under autocast is
-fine). Everything is vectorised with index tensors; the only Python loops run
+fine; float64 stays float64). Everything is vectorised with index tensors; the only Python loops run
 over depth levels.
 """
 
@@ -56,6 +56,7 @@ from hiercls.marginals import (
     _require_tree,
     _subtree_reduce_nm,
     _tables_for,
+    _upcast,
     _TaxonomyBuffers,
 )
 from hiercls.taxonomy import Taxonomy
@@ -175,11 +176,12 @@ def _reduce(losses: Tensor, reduction: str) -> Tensor:
 def _csr_pairs(ptr: Tensor, index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
     """Concatenate CSR rows ``rows``: (position in ``rows``, value) pairs."""
     starts = ptr[rows]
-    counts = ptr[rows + 1] - starts
-    owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=rows.device), counts)
-    first = torch.cumsum(counts, 0) - counts
-    within = torch.arange(owner.shape[0], device=rows.device) - first[owner]
-    return owner, index[starts[owner] + within]
+    ends = torch.cumsum(ptr[rows + 1] - starts, 0)
+    total = int(ends[-1]) if rows.shape[0] else 0  # one device sync: the output size
+    # (searchsorted rather than repeat_interleave, which stalls for ~20 ms on some multi-threaded CPUs)
+    position = torch.arange(total, device=rows.device)
+    owner = torch.searchsorted(ends, position, right=True)
+    return owner, index[starts[owner] + position - (ends - (ptr[rows + 1] - starts))[owner]]
 
 
 def _positive_mask(target: Tensor, t: Any) -> Tensor:
@@ -269,7 +271,7 @@ def _level_cross_entropy(logits: Tensor, target: Tensor, t: Any, weight: Tensor 
     # the target's node at each depth as a position within that level; -100 (ignored) below the target
     local = torch.where(t.path_valid[target], nodes - t.level_start, torch.full_like(nodes, -100))
     levels = torch.split(logits, _level_sizes(bounds), dim=1)  # split: one gradient, not one per level
-    losses = logits.new_zeros(logits.shape[0])
+    losses = logits[:, :0].sum(1)  # zeros that stay in the graph (a root-only taxonomy has no level)
     for d in range(1, len(bounds) - 1):  # the fused log-softmax + NLL kernel, one call per level
         term = F.cross_entropy(levels[d], local[:, d], reduction="none", label_smoothing=smoothing)
         losses = losses + (term if weight is None else term * weight[nodes[:, d]])
@@ -327,11 +329,7 @@ def _max_constraint(logits: Tensor, target: Tensor, t: Any, weight: Tensor | Non
         pos_max = _subtree_reduce_nm(nm.masked_fill(~positive, -math.inf), t, "amax")
         pos_max = torch.where(positive, pos_max, constrained)
     # positives are taught through pos_max, negatives through the constrained logit (the MCM)
-    losses = _MaskedBCEWithLogits.apply(pos_max, _smoothed_goal(positive, smoothing, logits.dtype), scale, 0)
-    if smoothing:  # a positive node's (1 - y) = eps / 2 part uses the MCM too
-        fix = 0.5 * smoothing * (F.softplus(constrained) - F.softplus(pos_max)) * positive.to(logits.dtype) * scale
-        losses = losses + fix.sum(0)
-    return losses
+    return _MaskedBCEWithLogits.apply(pos_max, _smoothed_goal(positive, smoothing, logits.dtype), scale, 0)
 
 
 class _FlatNLL(torch.autograd.Function):
@@ -498,7 +496,7 @@ def _prepare(spec: _Spec, logits: Any, target: Any, taxonomy: Taxonomy, validate
     if validate_args:
         _check_finite(logits)
         _check_target_values(target, taxonomy.num_nodes)
-    return logits.float(), target
+    return _upcast(logits), target
 
 
 def _functional(
@@ -520,6 +518,7 @@ def _functional(
     logits, target = _prepare(spec, logits, target, taxonomy, validate_args)
     tables = _tables_for(taxonomy, logits.device)
     node_weight = _node_weight(weight, taxonomy, logits.device, validate_args)
+    node_weight = None if node_weight is None else node_weight.to(logits.dtype)
     return _reduce(spec.fn(logits, target, tables, node_weight, smoothing, **options), reduction)
 
 
@@ -724,10 +723,12 @@ def max_constraint_loss(
     negative node is pushed down through its best descendant overall. Computed
     in logit space (``max`` commutes with the sigmoid), so it is exact at
     logits of ±1e4. ``M`` leaves out the root and the nodes strictly below a
-    partial label. With label smoothing ``ε`` the targets become
-    ``y (1 - ε) + ε / 2`` and a negative node's (tiny) positive part uses
-    ``MCM_A``. In a DAG, a negative node's ``MCM_A`` may include nodes below a
-    partial label (they are its descendants too), which then get gradient.
+    partial label. With label smoothing ``ε`` each term becomes a binary
+    cross-entropy with target ``y (1 - ε) + ε / 2`` on the node's effective
+    probability (``max_{B in D(A)} y_B h_B`` for positives, ``MCM_A`` for
+    negatives), so nodes below a partial label stay masked. In a DAG, a
+    negative node's ``MCM_A`` may include nodes below a partial label (they are
+    its descendants too), which then get gradient.
 
     Args:
         logits: ``(B, num_nodes)`` floating tensor (the sigmoid head's raw logits).
@@ -955,7 +956,7 @@ class _HierarchicalLoss(nn.Module):
         """Loss of ``logits`` against ``target`` node indices; see the function of the same name."""
         spec = _SPECS[self._kind]
         logits, target = _prepare(spec, logits, target, self.taxonomy, self.validate_args)
-        weight = None if self.weight is None else self.weight.float()
+        weight = None if self.weight is None else self.weight.to(logits.dtype)
         losses = spec.fn(logits, target, self.tables, weight, self.label_smoothing, **self.options)
         return _reduce(losses, self.reduction)
 

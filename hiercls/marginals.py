@@ -280,6 +280,11 @@ def _check_logits(logits: Any, width: int, width_name: str, where: str) -> Tenso
     return logits
 
 
+def _upcast(logits: Tensor) -> Tensor:
+    """Compute in float32 (float64 stays float64, e.g. for gradcheck)."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
 def _check_finite(logits: Tensor) -> None:
     """Raise ValueError on NaN or infinite logits (one device sync)."""
     if logits.numel() == 0:
@@ -440,7 +445,7 @@ def conditional_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         taxonomy: a tree.
 
     Returns:
-        float32 ``(B, num_nodes)``.
+        float32 ``(B, num_nodes)`` (float64 for float64 logits).
 
     Raises:
         ValueError: ``logits`` is not a floating tensor of shape ``(B, num_nodes)``.
@@ -456,7 +461,7 @@ def conditional_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
     """
     _require_tree(taxonomy, "conditional_log_marginals", "Use a SigmoidHead for a DAG.")
     _check_logits(logits, taxonomy.num_nodes, "num_nodes", "conditional_log_marginals")
-    return _conditional_log_marginals(logits.float(), _tables_for(taxonomy, logits.device))
+    return _conditional_log_marginals(_upcast(logits), _tables_for(taxonomy, logits.device))
 
 
 def conditional_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
@@ -470,7 +475,7 @@ def conditional_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         taxonomy: a tree.
 
     Returns:
-        float32 ``(B, num_nodes)``.
+        float32 ``(B, num_nodes)`` (float64 for float64 logits).
 
     Raises:
         ValueError: wrong shape or dtype of ``logits``.
@@ -503,7 +508,7 @@ def level_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         taxonomy: a tree.
 
     Returns:
-        float32 ``(B, num_nodes)``.
+        float32 ``(B, num_nodes)`` (float64 for float64 logits).
 
     Raises:
         ValueError: wrong shape or dtype of ``logits``.
@@ -536,7 +541,7 @@ def sigmoid_log_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = F
         coherent: apply the max-constraint.
 
     Returns:
-        float32 ``(B, num_nodes)``.
+        float32 ``(B, num_nodes)`` (float64 for float64 logits).
 
     Raises:
         ValueError: wrong shape or dtype of ``logits``.
@@ -551,7 +556,7 @@ def sigmoid_log_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = F
     """
     _check_taxonomy(taxonomy)
     _check_logits(logits, taxonomy.num_nodes, "num_nodes", "sigmoid_log_marginals")
-    return _sigmoid_log_marginals(logits.float(), _tables_for(taxonomy, logits.device), bool(coherent))
+    return _sigmoid_log_marginals(_upcast(logits), _tables_for(taxonomy, logits.device), bool(coherent))
 
 
 def sigmoid_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = False) -> Tensor:
@@ -563,7 +568,7 @@ def sigmoid_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = False
         coherent: apply the max-constraint (no node above its parent).
 
     Returns:
-        float32 ``(B, num_nodes)``; column 0 (the root) is 1.
+        float32 ``(B, num_nodes)`` (float64 for float64 logits); column 0 (the root) is 1.
 
     Raises:
         ValueError: wrong shape or dtype of ``logits``.
@@ -596,7 +601,7 @@ def flat_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         taxonomy: a tree or a DAG.
 
     Returns:
-        float32 ``(B, num_nodes)``.
+        float32 ``(B, num_nodes)`` (float64 for float64 logits).
 
     Raises:
         ValueError: ``logits`` is not of shape ``(B, num_leaves)``.
@@ -612,7 +617,7 @@ def flat_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
     """
     _check_taxonomy(taxonomy)
     _check_logits(logits, taxonomy.num_leaves, "num_leaves", "flat_log_marginals")
-    return _flat_log_marginals(logits.float(), _tables_for(taxonomy, logits.device))
+    return _flat_log_marginals(_upcast(logits), _tables_for(taxonomy, logits.device))
 
 
 def flat_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
@@ -623,7 +628,7 @@ def flat_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         taxonomy: a tree or a DAG.
 
     Returns:
-        float32 ``(B, num_nodes)``.
+        float32 ``(B, num_nodes)`` (float64 for float64 logits).
 
     Raises:
         ValueError: ``logits`` is not of shape ``(B, num_leaves)``.

@@ -1,0 +1,221 @@
+"""Slow, obviously-correct pure-Python references for hiercls.marginals and hiercls.losses.
+
+Every function loops over samples and nodes in plain Python (float64 ``math``),
+using only the Taxonomy's name-level queries (children, ancestors, descendants,
+depth, height, lca), so that it shares no index tables with the library. Each
+takes ``logits`` as a list of rows (or a tensor, converted with ``tolist()``)
+and returns a list of per-sample floats (or rows of marginals).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from hiercls import Taxonomy
+
+
+def _rows(logits) -> list[list[float]]:
+    return logits.tolist() if hasattr(logits, "tolist") else [list(r) for r in logits]
+
+
+def _lse(values: Sequence[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _softplus(value: float) -> float:
+    """log(1 + exp(value)), stable."""
+    return max(value, 0.0) + math.log1p(math.exp(-abs(value)))
+
+
+def _idx(tax: Taxonomy, names: Sequence[str]) -> list[int]:
+    return [tax.index(n) for n in names]
+
+
+def _path(tax: Taxonomy, node: int) -> list[int]:
+    return _idx(tax, tax.ancestors(node, include_self=True))
+
+
+def _weight(weight, tax: Taxonomy) -> list[float]:
+    """Per-node weights from None, a per-node or a per-level sequence."""
+    if weight is None:
+        return [1.0] * tax.num_nodes
+    w = [float(v) for v in (weight.tolist() if hasattr(weight, "tolist") else weight)]
+    if len(w) == tax.num_nodes:
+        return w
+    return [w[tax.depth(n)] for n in range(tax.num_nodes)]
+
+
+def _leaf_below(tax: Taxonomy, node: int) -> list[int]:
+    """Positions (in leaf order) of the leaves below ``node`` (itself if a leaf)."""
+    leaves = list(tax.leaf_index.tolist())
+    below = set(_idx(tax, tax.descendants(node, include_self=True)))
+    return [k for k, leaf in enumerate(leaves) if leaf in below]
+
+
+# ------------------------------------------------------------------------------------ marginals
+
+
+def conditional_marginals(logits, tax: Taxonomy) -> list[list[float]]:
+    out = []
+    for row in _rows(logits):
+        probs = []
+        for n in range(tax.num_nodes):
+            p = 1.0
+            for a in _path(tax, n)[1:]:
+                sibs = _idx(tax, tax.children(tax.parent(a)))
+                p *= math.exp(row[a] - _lse([row[s] for s in sibs]))
+            probs.append(p)
+        out.append(probs)
+    return out
+
+
+def sigmoid_marginals(logits, tax: Taxonomy, coherent: bool = False) -> list[list[float]]:
+    out = []
+    for row in _rows(logits):
+        probs = []
+        for n in range(tax.num_nodes):
+            if n == 0:
+                probs.append(1.0)
+                continue
+            nodes = _idx(tax, tax.descendants(n, include_self=True)) if coherent else [n]
+            probs.append(max(1.0 / (1.0 + math.exp(-row[d])) for d in nodes))
+        out.append(probs)
+    return out
+
+
+def flat_marginals(logits, tax: Taxonomy) -> list[list[float]]:
+    out = []
+    for row in _rows(logits):
+        total = _lse(row)
+        out.append([sum(math.exp(row[k] - total) for k in _leaf_below(tax, n)) for n in range(tax.num_nodes)])
+    return out
+
+
+# --------------------------------------------------------------------------------------- losses
+
+
+def conditional_nll(logits, target, tax: Taxonomy, weight=None, smoothing: float = 0.0) -> list[float]:
+    w = _weight(weight, tax)
+    out = []
+    for row, t in zip(_rows(logits), list(target)):
+        loss = 0.0
+        for n in _path(tax, int(t))[1:]:
+            sibs = _idx(tax, tax.children(tax.parent(n)))
+            lse = _lse([row[s] for s in sibs])
+            mean = sum(row[s] for s in sibs) / len(sibs)
+            loss += w[n] * (lse - (1 - smoothing) * row[n] - smoothing * mean)
+        out.append(loss)
+    return out
+
+
+def level_cross_entropy(logits, target, tax: Taxonomy, weight=None, smoothing: float = 0.0) -> list[float]:
+    w = _weight(weight, tax)
+    out = []
+    for row, t in zip(_rows(logits), list(target)):
+        loss = 0.0
+        for n in _path(tax, int(t))[1:]:
+            level = [m for m in range(tax.num_nodes) if tax.depth(m) == tax.depth(n)]
+            lse = _lse([row[m] for m in level])
+            mean = sum(row[m] for m in level) / len(level)
+            loss += w[n] * (lse - (1 - smoothing) * row[n] - smoothing * mean)
+        out.append(loss)
+    return out
+
+
+def node_bce(logits, target, tax: Taxonomy, weight=None, smoothing: float = 0.0, negatives: str = "all") -> list[float]:
+    w = _weight(weight, tax)
+    out = []
+    for row, t in zip(_rows(logits), list(target)):
+        t = int(t)
+        positives = set(_idx(tax, tax.ancestors(t, include_self=True)))
+        below = set(_idx(tax, tax.descendants(t)))
+        strict = positives - {t}
+        loss = 0.0
+        for n in range(1, tax.num_nodes):
+            if n in below:
+                continue
+            if negatives == "siblings" and not any(tax.index(p) in strict for p in tax.parents(n)):
+                continue
+            y = (1.0 if n in positives else 0.0) * (1 - smoothing) + smoothing / 2
+            loss += w[n] * (_softplus(row[n]) - y * row[n])
+        out.append(loss)
+    return out
+
+
+def max_constraint_loss(logits, target, tax: Taxonomy, weight=None, smoothing: float = 0.0) -> list[float]:
+    """MCLoss from Giunchiglia & Lukasiewicz (2020), in logit space (max commutes with the sigmoid)."""
+    w = _weight(weight, tax)
+    out = []
+    for row, t in zip(_rows(logits), list(target)):
+        t = int(t)
+        positives = set(_idx(tax, tax.ancestors(t, include_self=True)))
+        below = set(_idx(tax, tax.descendants(t)))
+        loss = 0.0
+        for a in range(1, tax.num_nodes):
+            if a in below:
+                continue
+            subtree = _idx(tax, tax.descendants(a, include_self=True))
+            mcm = max(row[b] for b in subtree)  # logit of MCM_A
+            if a in positives:  # -log max_B y_B h_B (label smoothing: BCE against 1 - eps/2)
+                z = max(row[b] for b in subtree if b in positives)  # logit of max y_B h_B
+                y = 1 - smoothing / 2
+            else:  # -log(1 - MCM_A) (label smoothing: BCE against eps/2)
+                z = mcm
+                y = smoothing / 2
+            loss += w[a] * (y * _softplus(-z) + (1 - y) * _softplus(z))
+        out.append(loss)
+    return out
+
+
+def flat_cross_entropy(logits, target, tax: Taxonomy, weight=None, smoothing: float = 0.0) -> list[float]:
+    w = _weight(weight, tax)
+    out = []
+    for row, t in zip(_rows(logits), list(target)):
+        t = int(t)
+        total = _lse(row)
+        log_p = [v - total for v in row]
+        inside = math.log(sum(math.exp(log_p[k]) for k in _leaf_below(tax, t)))
+        loss = -(1 - smoothing) * inside - smoothing * sum(log_p) / len(log_p)
+        out.append(w[t] * loss)
+    return out
+
+
+def hxe_loss(logits, target, tax: Taxonomy, alpha: float, weight=None, smoothing: float = 0.0) -> list[float]:
+    """Bertinetto et al. (2020), eq. HXE: -sum_l lambda(C^(l)) log p(C^(l) | C^(l+1)), lambda = exp(-alpha h)."""
+    w = _weight(weight, tax)
+    out = []
+    for row, t in zip(_rows(logits), list(target)):
+        total = _lse(row)
+        probs = [math.exp(v - total) for v in row]
+
+        def mass(n: int) -> float:
+            return sum(probs[k] for k in _leaf_below(tax, n))
+
+        path = _path(tax, int(t))
+        loss = 0.0
+        for parent, node in zip(path[:-1], path[1:]):
+            lam = math.exp(-alpha * tax.height(node)) * w[node]
+            loss -= lam * math.log(mass(node) / mass(parent))
+        mean_nll = -sum(math.log(p) for p in probs) / len(probs)
+        out.append((1 - smoothing) * loss + smoothing * mean_nll)
+    return out
+
+
+def soft_label_loss(logits, target, tax: Taxonomy, beta: float, weight=None, smoothing: float = 0.0) -> list[float]:
+    """Bertinetto et al. (2020) soft labels: y_A ∝ exp(-beta d(A, t)), d = height(LCA) / tree height."""
+    w = _weight(weight, tax)
+    leaves = tax.leaf_index.tolist()
+    tree_height = max(tax.height(), 1)
+    out = []
+    for row, t in zip(_rows(logits), list(target)):
+        t = int(t)
+        total = _lse(row)
+        scores = [math.exp(-beta * tax.height(tax.lca(leaf, t)) / tree_height) for leaf in leaves]
+        norm = sum(scores)
+        goal = [(1 - smoothing) * s / norm + smoothing / len(leaves) for s in scores]
+        out.append(w[t] * -sum(g * (v - total) for g, v in zip(goal, row)))
+    return out

@@ -1,0 +1,417 @@
+"""hiercls.losses: oracles, masking, invariances, scale, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
+from hiercls import losses as L
+from hiercls.marginals import _tables_for, conditional_log_marginals, flat_log_marginals
+from tests import oracles_losses as O
+from tests.strategies import dags, trees
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: OpenMP regions only add latency (tens of ms each on an oversubscribed 2-core runner)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# kind -> (function, module class, oracle, logits width, DAGs allowed, extra options)
+KINDS = {
+    "conditional": (L.conditional_softmax_nll, L.ConditionalSoftmaxLoss, O.conditional_nll, "nodes", False, {}),
+    "level": (L.level_cross_entropy, L.LevelCrossEntropyLoss, O.level_cross_entropy, "nodes", False, {}),
+    "bce": (L.node_bce, L.NodeBCELoss, O.node_bce, "nodes", True, {}),
+    "bce_siblings": (L.node_bce, L.NodeBCELoss, O.node_bce, "nodes", True, {"negatives": "siblings"}),
+    "max_constraint": (L.max_constraint_loss, L.MaxConstraintLoss, O.max_constraint_loss, "nodes", True, {}),
+    "flat": (L.flat_cross_entropy, L.FlatCrossEntropyLoss, O.flat_cross_entropy, "leaves", True, {}),
+    "hxe": (L.hxe_loss, L.HXELoss, O.hxe_loss, "leaves", False, {"alpha": 0.5}),
+    "soft_label": (L.soft_label_loss, L.SoftLabelLoss, O.soft_label_loss, "leaves", False, {"beta": 3.0}),
+}
+TREE_KINDS = list(KINDS)
+DAG_KINDS = [k for k, v in KINDS.items() if v[4]]
+
+
+def _width(tax: Taxonomy, kind: str) -> int:
+    return tax.num_nodes if KINDS[kind][3] == "nodes" else tax.num_leaves
+
+
+@st.composite
+def cases(draw, kind: str, dag: bool = False, max_batch: int = 6):
+    """(taxonomy, float64 logits, target, weight or None, smoothing)."""
+    tax = draw(dags(max_nodes=14) if dag else trees(max_nodes=18))
+    batch = draw(st.integers(1, max_batch))
+    target = torch.tensor(draw(st.lists(st.integers(0, tax.num_nodes - 1), min_size=batch, max_size=batch)))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    scale = draw(st.sampled_from([0.5, 2.0, 6.0]))
+    logits = torch.randn(batch, _width(tax, kind), generator=gen, dtype=torch.float64) * scale
+    which = draw(st.sampled_from(["none", "node", "level"]))
+    weight = None
+    if which == "node":
+        weight = torch.rand(tax.num_nodes, generator=gen, dtype=torch.float64) * 2
+    elif which == "level":
+        weight = torch.rand(tax.max_depth + 1, generator=gen, dtype=torch.float64) * 2
+    smoothing = draw(st.sampled_from([0.0, 0.0, 0.2]))
+    return tax, logits, target, weight, smoothing
+
+
+def _call(kind: str, logits, target, tax, **kwargs):
+    fn, _, _, _, _, extra = KINDS[kind]
+    return fn(logits, target, tax, **{**extra, **kwargs})
+
+
+def _oracle(kind: str, logits, target, tax, weight, smoothing):
+    _, _, oracle, _, _, extra = KINDS[kind]
+    return torch.tensor(oracle(logits, target.tolist(), tax, weight=weight, smoothing=smoothing, **extra), dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------- oracles
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+@settings(max_examples=25)
+@given(data=st.data())
+def test_equals_oracle_on_trees(kind, data):
+    tax, logits, target, weight, smoothing = data.draw(cases(kind))
+    got = _call(kind, logits, target, tax, weight=weight, label_smoothing=smoothing, reduction="none")
+    torch.testing.assert_close(got, _oracle(kind, logits, target, tax, weight, smoothing), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", DAG_KINDS)
+@settings(max_examples=25)
+@given(data=st.data())
+def test_equals_oracle_on_dags(kind, data):
+    tax, logits, target, weight, smoothing = data.draw(cases(kind, dag=True))
+    got = _call(kind, logits, target, tax, weight=weight, label_smoothing=smoothing, reduction="none")
+    torch.testing.assert_close(got, _oracle(kind, logits, target, tax, weight, smoothing), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("path", [True, False])
+@settings(max_examples=30)
+@given(data=st.data())
+def test_conditional_nll_both_strategies_equal_oracle(path, data):
+    tax, logits, target, weight, smoothing = data.draw(cases("conditional"))
+    tables = _tables_for(tax, "cpu")
+    node_weight = None if weight is None else L._node_weight(weight, tax, torch.device("cpu"), True).double()
+    got = L._conditional_nll(logits, target, tables, node_weight, smoothing, path=path)
+    want = torch.tensor(O.conditional_nll(logits, target.tolist(), tax, weight=weight, smoothing=smoothing), dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
+
+
+def test_paper_taxonomy_values(paper_tax):
+    # uniform logits: each decision on the path costs log(group size)
+    logits = torch.zeros(3, paper_tax.num_nodes)
+    target = torch.tensor([paper_tax.index(n) for n in ["APL", "Normal", "Acute"]])
+    got = L.conditional_softmax_nll(logits, target, paper_tax, reduction="none")
+    # APL: root(3) -> Leukemia, Leukemia(2) -> Acute, Acute(2) -> AML, AML(1) -> APL
+    want = torch.tensor([math.log(3) + 2 * math.log(2), math.log(3), math.log(3) + math.log(2)])
+    torch.testing.assert_close(got, want)
+
+
+# --------------------------------------------------------------- relations between losses/marginals
+
+
+@settings(max_examples=30)
+@given(data=st.data())
+def test_conditional_nll_is_minus_log_marginal(data):
+    tax, logits, target, _, _ = data.draw(cases("conditional"))
+    nll = L.conditional_softmax_nll(logits, target, tax, reduction="none")
+    log_marginal = conditional_log_marginals(logits, tax).gather(1, target[:, None]).squeeze(1)
+    torch.testing.assert_close(nll, -log_marginal)
+
+
+@settings(max_examples=30)
+@given(data=st.data())
+def test_flat_ce_is_minus_log_marginal_and_hxe_alpha0(data):
+    tax, logits, target, _, _ = data.draw(cases("flat"))
+    flat = L.flat_cross_entropy(logits, target, tax, reduction="none")
+    log_marginal = flat_log_marginals(logits, tax).gather(1, target[:, None]).squeeze(1)
+    torch.testing.assert_close(flat, -log_marginal)
+    torch.testing.assert_close(L.hxe_loss(logits, target, tax, alpha=0.0, reduction="none"), flat)
+
+
+@settings(max_examples=30)
+@given(data=st.data())
+def test_flat_ce_on_leaves_is_cross_entropy_and_soft_label_limit(data):
+    tax, logits, _, _, smoothing = data.draw(cases("flat"))
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.randint(0, tax.num_leaves, (logits.shape[0],), generator=gen)
+    target = torch.as_tensor(tax.leaf_index.copy())[pos]
+    want = F.cross_entropy(logits, pos, reduction="none", label_smoothing=smoothing)
+    torch.testing.assert_close(L.flat_cross_entropy(logits, target, tax, reduction="none", label_smoothing=smoothing), want)
+    if tax.height() <= 20:  # beta -> infinity: one-hot soft labels
+        got = L.soft_label_loss(logits, target, tax, beta=1e4, reduction="none", label_smoothing=smoothing)
+        torch.testing.assert_close(got, want)
+
+
+def test_soft_label_beta0_is_uniform_target(paper_tax):
+    logits = torch.randn(4, paper_tax.num_leaves, dtype=torch.float64)
+    target = torch.tensor([0, 3, 5, 9])
+    want = -torch.log_softmax(logits, 1).mean(1)
+    torch.testing.assert_close(L.soft_label_loss(logits, target, paper_tax, beta=0.0, reduction="none"), want)
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_per_level_weight_equals_expanded_per_node_weight(kind, paper_tax):
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(5, _width(paper_tax, kind), generator=gen)
+    target = torch.tensor([0, 1, 4, 6, 9])
+    per_level = torch.tensor([0.3, 1.0, 2.0, 0.5, 1.5])
+    per_node = per_level[torch.as_tensor(paper_tax.depth_index.copy())]
+    a = _call(kind, logits, target, paper_tax, weight=per_level, reduction="none")
+    b = _call(kind, logits, target, paper_tax, weight=per_node, reduction="none")
+    c = _call(kind, logits, target, paper_tax, weight=torch.ones(paper_tax.num_nodes), reduction="none")
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(c, _call(kind, logits, target, paper_tax, reduction="none"))
+
+
+# ------------------------------------------------------------------------------------- masking
+
+
+def _masked_nodes(kind: str, tax: Taxonomy, t: int) -> set[int]:
+    """Logits that must not influence the loss of a sample with target t."""
+    path = [tax.index(n) for n in tax.ancestors(t, include_self=True)]
+    below = {tax.index(n) for n in tax.descendants(t)}
+    everything = set(range(tax.num_nodes))
+    if kind == "conditional":
+        used = {tax.index(c) for n in path[1:] for c in tax.children(tax.parent(n))}
+        return everything - used
+    if kind == "level":
+        return {n for n in everything if tax.depth(n) == 0 or tax.depth(n) > tax.depth(t)}
+    if kind == "bce_siblings":
+        near = {tax.index(c) for a in path[:-1] for c in tax.children(a)}
+        return everything - (near - below)
+    return below | {0}  # bce, max_constraint
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "bce", "bce_siblings", "max_constraint"])
+@settings(max_examples=30)
+@given(data=st.data())
+def test_masked_logits_change_nothing_and_get_zero_gradient(kind, data):
+    tax, logits, target, weight, smoothing = data.draw(cases(kind))
+    logits = logits.float()
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    for b, t in enumerate(target.tolist()):
+        mask[b, sorted(_masked_nodes(kind, tax, t))] = True
+    x = logits.clone().requires_grad_(True)
+    loss = _call(kind, x, target, tax, weight=weight, label_smoothing=smoothing, reduction="sum")
+    loss.backward()
+    assert torch.equal(x.grad[mask], torch.zeros_like(x.grad[mask]))
+    noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(3)) * 50
+    moved = torch.where(mask, logits + noise, logits)
+    again = _call(kind, moved, target, tax, weight=weight, label_smoothing=smoothing, reduction="sum")
+    assert torch.equal(loss.detach(), again)
+
+
+def test_normal_image_teaches_only_the_first_level(paper_tax):
+    x = torch.zeros(1, paper_tax.num_nodes, requires_grad=True)
+    L.conditional_softmax_nll(x, torch.tensor([paper_tax.index("Normal")]), paper_tax).backward()
+    first = [paper_tax.index(n) for n in ("Normal", "Reactive", "Leukemia")]
+    assert torch.count_nonzero(x.grad) == 3 and torch.count_nonzero(x.grad[0, first]) == 3
+
+
+# ---------------------------------------------------------------------------------- invariances
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+@settings(max_examples=15)
+@given(data=st.data())
+def test_batch_permutation_invariance(kind, data):
+    tax, logits, target, weight, smoothing = data.draw(cases(kind))
+    perm = torch.randperm(logits.shape[0], generator=torch.Generator().manual_seed(7))
+    kw = {"weight": weight, "label_smoothing": smoothing}
+    per_sample = _call(kind, logits, target, tax, reduction="none", **kw)
+    torch.testing.assert_close(_call(kind, logits[perm], target[perm], tax, reduction="none", **kw), per_sample[perm])
+    torch.testing.assert_close(_call(kind, logits[perm], target[perm], tax, **kw), per_sample.mean())
+    torch.testing.assert_close(_call(kind, logits[perm], target[perm], tax, reduction="sum", **kw), per_sample.sum())
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_functional_equals_module(kind, data):
+    tax, logits, target, weight, smoothing = data.draw(cases(kind))
+    _, cls, _, _, _, extra = KINDS[kind]
+    for reduction in ("mean", "sum", "none"):
+        kw = {"weight": weight, "label_smoothing": smoothing, "reduction": reduction}
+        module = cls(tax, **extra, **kw)
+        torch.testing.assert_close(module(logits, target), _call(kind, logits, target, tax, **kw), rtol=1e-12, atol=0)
+        assert type(L.create_loss(kind.replace("bce_siblings", "bce"), tax, **extra, **kw)) is cls
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+@settings(max_examples=15)
+@given(data=st.data())
+def test_finite_and_nonnegative_at_extreme_logits(kind, data):
+    tax, logits, target, weight, smoothing = data.draw(cases(kind))
+    x = (torch.sign(logits) * 1e4).float().requires_grad_(True)
+    loss = _call(kind, x, target, tax, weight=weight, label_smoothing=smoothing, reduction="none")
+    assert torch.isfinite(loss).all() and (loss >= 0).all()
+    loss.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("kind", DAG_KINDS)
+@settings(max_examples=15)
+@given(data=st.data())
+def test_finite_at_extreme_logits_on_dags(kind, data):
+    tax, logits, target, weight, smoothing = data.draw(cases(kind, dag=True))
+    x = (torch.sign(logits) * 1e4).float().requires_grad_(True)
+    loss = _call(kind, x, target, tax, weight=weight, label_smoothing=smoothing, reduction="none")
+    assert torch.isfinite(loss).all() and (loss >= 0).all()
+    loss.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("kind", ["bce", "bce_siblings", "max_constraint", "flat"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_fused_backward_passes_gradcheck(kind, smoothing, paper_tax):
+    # the fused autograd Functions (masked BCE, flat NLL) against finite differences
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, _width(paper_tax, kind), generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([paper_tax.index(n) for n in ["APL", "Leukemia", "Normal", "Chronic"]])
+    weight = torch.rand(paper_tax.num_nodes, generator=gen, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda v: _call(kind, v, target, paper_tax, weight=weight, label_smoothing=smoothing, reduction="none"), (x,)
+    )
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_empty_batch(kind, paper_tax):
+    x = torch.zeros(0, _width(paper_tax, kind), requires_grad=True)
+    target = torch.zeros(0, dtype=torch.long)
+    mean = _call(kind, x, target, paper_tax)
+    assert mean.item() == 0.0 and mean.shape == ()
+    mean.backward()
+    assert _call(kind, x, target, paper_tax, reduction="sum").item() == 0.0
+    assert _call(kind, x, target, paper_tax, reduction="none").shape == (0,)
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_bf16_logits_give_float32_loss(kind, paper_tax):
+    x = torch.randn(3, _width(paper_tax, kind)).bfloat16().requires_grad_(True)
+    loss = _call(kind, x, torch.tensor([3, 0, 9]), paper_tax)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert x.grad.dtype == torch.bfloat16
+
+
+def test_module_moves_with_to_and_keeps_no_state(paper_tax):
+    module = L.ConditionalSoftmaxLoss(paper_tax, weight=torch.ones(5))
+    assert module.state_dict() == {}
+    assert all(b.device.type == "cpu" for b in module.buffers())
+    module = module.to(torch.float64)  # integer index buffers stay integer
+    assert module.tables.path_node.dtype == torch.int64
+    x = torch.randn(2, paper_tax.num_nodes, dtype=torch.float64)
+    assert module(x, torch.tensor([1, 9])).dtype == torch.float64
+
+
+def test_default_loss_and_create_loss(paper_tax):
+    assert [L.default_loss(k) for k in ("conditional", "level", "sigmoid", "flat")] == ["conditional", "level", "bce", "flat"]
+    assert isinstance(L.create_loss("max_constraint", paper_tax), L.MaxConstraintLoss)
+    assert L.create_loss("bce", paper_tax, negatives="siblings").options == {"negatives": "siblings"}
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+
+def test_wrong_width_names_expected_shape(paper_tax):
+    with pytest.raises(ValueError, match=r"expects shape \(B, num_nodes\) = \(B, 11\), got \(2, 7\)"):
+        L.conditional_softmax_nll(torch.zeros(2, 7), torch.tensor([1, 2]), paper_tax)
+    with pytest.raises(ValueError, match=r"\(B, num_leaves\) = \(B, 6\), got \(2, 11\).*leaf_index order"):
+        L.flat_cross_entropy(torch.zeros(2, 11), torch.tensor([1, 2]), paper_tax)
+    with pytest.raises(ValueError, match=r"expects shape \(B, num_nodes\)"):
+        L.ConditionalSoftmaxLoss(paper_tax)(torch.zeros(11), torch.tensor([1]))
+    with pytest.raises(ValueError, match="expected a torch.Tensor"):
+        L.node_bce([[0.0] * 11], torch.tensor([1]), paper_tax)
+    with pytest.raises(ValueError, match="floating-point"):
+        L.node_bce(torch.zeros(1, 11, dtype=torch.long), torch.tensor([1]), paper_tax)
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_target_out_of_range_raises_unknown_node(kind, paper_tax):
+    x = torch.zeros(2, _width(paper_tax, kind))
+    with pytest.raises(UnknownNodeError, match=r"out of range \[0, 11\).*first \[11\]"):
+        _call(kind, x, torch.tensor([1, 11]), paper_tax)
+    with pytest.raises(UnknownNodeError, match=r"first \[-1\]"):
+        _call(kind, x, torch.tensor([-1, 2]), paper_tax)
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_logits_raise(kind, bad, paper_tax):
+    x = torch.zeros(2, _width(paper_tax, kind))
+    x[1, 0] = bad
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(first at \[sample, column\] \[\[1, 0\]\]\)"):
+        _call(kind, x, torch.tensor([1, 2]), paper_tax)
+    _, cls, _, _, _, extra = KINDS[kind]
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cls(paper_tax, **extra)(x, torch.tensor([1, 2]))
+
+
+def test_huge_finite_logits_are_not_mistaken_for_infinite(paper_tax):
+    x = torch.full((2, paper_tax.num_nodes), 3e38)  # the sum overflows, every value is finite
+    assert torch.isfinite(L.conditional_softmax_nll(x, torch.tensor([1, 9]), paper_tax))
+
+
+def test_validate_args_false_skips_value_checks(paper_tax):
+    x = torch.full((1, paper_tax.num_nodes), math.nan)
+    assert torch.isnan(L.conditional_softmax_nll(x, torch.tensor([9]), paper_tax, validate_args=False))
+
+
+def test_target_errors(paper_tax):
+    x = torch.zeros(2, paper_tax.num_nodes)
+    with pytest.raises(ValueError, match=r"target: expected shape \(B,\) = \(2,\)"):
+        L.conditional_softmax_nll(x, torch.tensor([1, 2, 3]), paper_tax)
+    with pytest.raises(ValueError, match="integer node indices, got dtype torch.float32"):
+        L.conditional_softmax_nll(x, torch.tensor([1.0, 2.0]), paper_tax)
+    with pytest.raises(ValueError, match="integer node indices, got dtype torch.bool"):
+        L.conditional_softmax_nll(x, torch.tensor([True, False]), paper_tax)
+    with pytest.raises(ValueError, match="taxonomy.encode"):
+        L.conditional_softmax_nll(x, ["ALL", "AML"], paper_tax)
+    # lists of indices are accepted
+    assert torch.isfinite(L.conditional_softmax_nll(x, [1, 2], paper_tax))
+
+
+def test_option_errors(paper_tax):
+    x, t = torch.zeros(1, paper_tax.num_nodes), torch.tensor([1])
+    with pytest.raises(ValueError, match="reduction: expected one of 'mean', 'sum', 'none', got 'avg'"):
+        L.conditional_softmax_nll(x, t, paper_tax, reduction="avg")
+    with pytest.raises(ValueError, match=r"label_smoothing: expected a float in \[0, 1\], got 1.5"):
+        L.ConditionalSoftmaxLoss(paper_tax, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"weight: expected a per-node tensor of shape \(num_nodes,\) = \(11,\) or a per-level"):
+        L.level_cross_entropy(x, t, paper_tax, weight=torch.ones(3))
+    with pytest.raises(ValueError, match="weight: expected finite, non-negative"):
+        L.LevelCrossEntropyLoss(paper_tax, weight=-torch.ones(5))
+    with pytest.raises(ValueError, match="negatives: expected 'all' or 'siblings', got 'cousins'"):
+        L.node_bce(x, t, paper_tax, negatives="cousins")
+    with pytest.raises(ValueError, match="alpha: expected a finite float >= 0, got -1"):
+        L.HXELoss(paper_tax, alpha=-1)
+    with pytest.raises(ValueError, match="beta: expected a finite float >= 0"):
+        L.soft_label_loss(torch.zeros(1, 6), t, paper_tax, beta=math.nan)
+    with pytest.raises(ValueError, match="kind: unknown loss 'focal'; expected one of 'conditional'"):
+        L.create_loss("focal", paper_tax)
+    with pytest.raises(ValueError, match="head_kind: unknown head kind 'tree'"):
+        L.default_loss("tree")
+    with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy, got dict"):
+        L.node_bce(x, t, {"root": None})
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "hxe", "soft_label"])
+def test_tree_only_losses_refuse_dags(kind):
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
+    x = torch.zeros(1, _width(dag, kind))
+    with pytest.raises(TaxonomyError, match="needs a tree.*DAG.*SigmoidHead"):
+        _call(kind, x, torch.tensor([1]), dag)
+    _, cls, _, _, _, extra = KINDS[kind]
+    with pytest.raises(TaxonomyError, match="needs a tree"):
+        cls(dag, **extra)
