@@ -77,9 +77,10 @@ class _Plan:
         self.bounds = [(int(lv[0]), int(lv[-1]) + 1) for lv in levels]
         self.depth = torch.as_tensor(taxonomy.depth_index.copy(), device=device)
         self.leaf_index = torch.as_tensor(taxonomy.leaf_index.copy(), device=device)
-        edges = taxonomy.edges_index()
-        self.edge_parent = torch.as_tensor(edges[:, 0].copy(), device=device)
-        self.edge_child = torch.as_tensor(edges[:, 1].copy(), device=device)
+        self.children_ptr = torch.as_tensor(taxonomy.children_ptr.copy(), device=device)
+        # a sentinel entry so that gathers at an empty range stay in bounds
+        self.children_index = torch.as_tensor(np.append(taxonomy.children_index, 0), device=device)
+        self.depth_float = self.depth.float()
         self.is_tree = taxonomy.is_tree
         if self.is_tree:
             parent = taxonomy.parent_index
@@ -118,9 +119,14 @@ def _as_probs(probs: Any, taxonomy: Taxonomy, validate: bool = True) -> tuple[to
         raise ValueError(f"probs: expected float node marginals, got dtype {tensor.dtype}.")
     if tensor.dtype not in (torch.float32, torch.float64):
         tensor = tensor.float()
-    if validate and not bool(torch.isfinite(tensor).all()):
-        raise ValueError("probs: found NaN or infinite marginals; check the head's output (e.g. NaN logits).")
+    if validate:
+        _check_finite(tensor)
     return tensor, as_numpy
+
+
+def _check_finite(chunk: torch.Tensor) -> None:
+    if not bool(torch.isfinite(chunk).all()):
+        raise ValueError("probs: found NaN or infinite marginals; check the head's output (e.g. NaN logits).")
 
 
 def _chunks(batch: int, num_nodes: int, width: int = 1) -> list[slice]:
@@ -129,7 +135,12 @@ def _chunks(batch: int, num_nodes: int, width: int = 1) -> list[slice]:
 
 
 def _per_chunk(probs: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], width: int = 1) -> torch.Tensor:
-    parts = [fn(probs[s]) for s in _chunks(probs.shape[0], probs.shape[1], width)]
+    """Apply ``fn`` to batch chunks, checking each chunk for NaN/inf while it is in cache."""
+    parts = []
+    for part in _chunks(probs.shape[0], probs.shape[1], width):
+        chunk = probs[part]
+        _check_finite(chunk)
+        parts.append(fn(chunk))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
@@ -158,26 +169,31 @@ def _argmax_leaf(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
 
 
 def _top_down(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
-    batch, n = probs.shape
-    parent = plan.edge_parent.expand(batch, -1)
-    child = plan.edge_child.expand(batch, -1)
-    src = probs.index_select(1, plan.edge_child)
-    best = torch.full_like(probs, -torch.inf).scatter_reduce(1, parent, src, "amax")
-    is_best = src == best.gather(1, parent)
-    candidate = torch.where(is_best, child, n)
-    best_child = torch.full((batch, n), n, dtype=torch.long, device=probs.device)
-    best_child = best_child.scatter_reduce(1, parent, candidate, "amin")  # ties: the smaller index
+    # walk down one level per step, looking only at the children of each sample's current node:
+    # O(B x fan-out) per step instead of O(B x num_nodes)
+    batch = probs.shape[0]
+    rows = torch.arange(batch, device=probs.device)[:, None]
     current = torch.zeros(batch, dtype=torch.long, device=probs.device)
     for _ in range(plan.max_depth):
-        nxt = best_child.gather(1, current[:, None]).squeeze(1)
-        current = torch.where(nxt < n, nxt, current)
+        start = plan.children_ptr[current]
+        count = plan.children_ptr[current + 1] - start
+        width = int(count.max())
+        if width == 0:
+            break
+        offsets = torch.arange(width, device=probs.device)
+        valid = offsets[None, :] < count[:, None]
+        slot = torch.where(valid, start[:, None] + offsets[None, :], 0)
+        kids = plan.children_index[slot]
+        scores = torch.where(valid, probs[rows, kids], -torch.inf)
+        best = kids.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)  # first maximum: the smaller index
+        current = torch.where(count > 0, best, current)
     return current
 
 
 def _threshold(probs: torch.Tensor, plan: _Plan, tau: float) -> torch.Tensor:
     qualifies = probs >= tau
     qualifies[:, 0] = True
-    depth = torch.where(qualifies, plan.depth, -1)
+    depth = torch.where(qualifies, plan.depth_float, -1.0)
     deepest = depth == depth.amax(dim=1, keepdim=True)
     return torch.where(deepest, probs, -torch.inf).argmax(dim=1)
 
@@ -251,7 +267,7 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> 
     """
     _check_taxonomy(taxonomy)
     _require_tree(taxonomy, "expected_lca_cost")
-    tensor, as_numpy = _as_probs(probs, taxonomy)
+    tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
     plan = _plan(taxonomy, str(tensor.device))
     mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
     out = _per_chunk(tensor, lambda x: _expected_cost_chunk(x, plan, mode, c))
@@ -343,7 +359,7 @@ def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.
     _check_taxonomy(taxonomy)
     _require_tree(taxonomy, "expected_hierarchical_fbeta")
     beta = _check_beta(beta)
-    tensor, as_numpy = _as_probs(probs, taxonomy)
+    tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
     plan = _plan(taxonomy, str(tensor.device))
     out = _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta), width=2)
     return out.cpu().numpy() if as_numpy else out
@@ -403,12 +419,12 @@ def decode(
     _check_option(rule, "rule", _RULES)
     if rule in ("crm", "hf_optimal"):
         _require_tree(taxonomy, f"rule={rule!r}")
-    tensor, as_numpy = _as_probs(probs, taxonomy)
+    tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
     plan = _plan(taxonomy, str(tensor.device))
     if rule == "argmax_leaf":
-        return _out(_argmax_leaf(tensor, plan), as_numpy)
+        return _out(_per_chunk(tensor, lambda x: _argmax_leaf(x, plan)), as_numpy)
     if rule == "top_down":
-        return _out(_per_chunk(tensor, lambda x: _top_down(x, plan), width=4), as_numpy)
+        return _out(_per_chunk(tensor, lambda x: _top_down(x, plan)), as_numpy)
     if rule == "threshold":
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
             raise ValueError(f"threshold: expected a number (e.g. 0.5), got {threshold!r}.")

@@ -1,0 +1,84 @@
+"""Decoding speed on the iNat21-shaped tree: every rule on 10,000 samples of node marginals (CPU).
+
+Target (docs/BENCHMARKS): ``crm`` and ``hf_optimal`` for 10,000 samples in <= 2 s each on 2 cores.
+Marginals are coherent: a random softmax over the 10,000 leaves summed up the tree.
+Prints one JSON object; times are medians over ``--repeats`` runs.
+
+    python benchmarks/decoding.py [--samples 10000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hiercls.decoding import decode, operating_curve, top_k_leaves  # noqa: E402
+from hiercls.synthetic import layered_taxonomy  # noqa: E402
+
+
+def coherent_marginals(tax, samples: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    leaf = (torch.randn(samples, tax.num_leaves, generator=gen) * 4).softmax(dim=1)
+    probs = torch.zeros(samples, tax.num_nodes)
+    probs[:, torch.as_tensor(tax.leaf_index.copy())] = leaf
+    parent = torch.as_tensor(np.maximum(tax.parent_index, 0))
+    for level in reversed(tax.levels()[1:]):
+        a, b = int(level[0]), int(level[-1]) + 1
+        probs.index_add_(1, parent[a:b], probs[:, a:b])
+    return probs
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    tax = layered_taxonomy()
+    probs = coherent_marginals(tax, args.samples)
+    target = torch.as_tensor(tax.leaf_index[np.random.default_rng(0).integers(0, tax.num_leaves, args.samples)])
+    result: dict = {
+        "benchmark": "decoding",
+        "taxonomy": {"num_nodes": tax.num_nodes, "num_leaves": tax.num_leaves, "max_depth": tax.max_depth},
+        "samples": args.samples,
+        "marginals_mb": round(probs.numel() * 4 / 2**20, 1),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "seconds": {},
+    }
+    for rule in ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"):
+        decode(probs[:64], tax, rule)  # warm the per-taxonomy plan
+        result["seconds"][rule] = round(median_time(lambda: decode(probs, tax, rule), args.repeats), 4)
+    result["seconds"]["top_k_leaves(k=5)"] = round(median_time(lambda: top_k_leaves(probs, tax, 5), args.repeats), 4)
+    small = min(args.samples, 2000)
+    result["seconds"][f"operating_curve({small} samples)"] = round(
+        median_time(lambda: operating_curve(probs[:small], target[:small], tax), 1), 4
+    )
+    result["targets"] = {"crm_seconds_max": 2.0, "hf_optimal_seconds_max": 2.0}
+    result["meets_targets"] = result["seconds"]["crm"] <= 2.0 and result["seconds"]["hf_optimal"] <= 2.0
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
