@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": device_name, "torch": torch.__version__, "data_source": data.source,
         "synthetic": data.synthetic, "image_size": int(data.images["train"].shape[-1]),
         "split_sizes": {s: len(v) for s, v in data.names.items()},
-        "partial_labels_in_train": int((~torch.as_tensor(tax.is_leaf_mask, device=data.targets["train"].device)[
+        "partial_labels_in_train": int((~torch.tensor(tax.is_leaf_mask, device=data.targets["train"].device)[
             data.targets["train"]]).sum()),
         "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "load_seconds": load_s,
         "rows": [], "skipped": [], "baseline": baseline,

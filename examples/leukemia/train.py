@@ -310,7 +310,7 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             targets[s] = torch.as_tensor(tax.encode([x.label for x in items]), dtype=torch.int64).reshape(-1).to(env.device)
         out = Data(tax, images, targets, names, source=source, synthetic=args.synthetic)
     if args.partial_labels == "drop":
-        leaf = torch.as_tensor(out.taxonomy.is_leaf_mask, device=out.targets["train"].device)
+        leaf = torch.tensor(out.taxonomy.is_leaf_mask, device=out.targets["train"].device)
         out.subset("train", leaf[out.targets["train"]])
     if args.limit and args.pack:
         for s in out.images:
@@ -575,6 +575,14 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
 
 def run(args: argparse.Namespace, *, data: Data | None = None, env: Dist | None = None) -> TrainResult:
     """Train with parsed ``args``; ``data`` (already loaded) lets :mod:`compare` share one copy between runs."""
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        return _run(args, data=data, env=env)
+    finally:  # leave the process as it was (tests and compare call run() in-process)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
+def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> TrainResult:
     env = env or init_distributed(args.device)
     output = Path(args.output)
     if env.main:

@@ -1,0 +1,282 @@
+"""The leukemia example's training side: models, checkpoints, the train loop, resume, the synthetic main job.
+
+Tiny timm models (``test_convnext``, ``test_vit``, ``test_resnet``; ``pretrained=False``) at 32 px on
+a few dozen real PBC images (``../shared/data``, required in CI) and on generated ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from examples.leukemia import train as T
+from examples.leukemia.checkpoint import (
+    CheckpointError,
+    checkpoint_paths,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from examples.leukemia.data import load_taxonomy
+from examples.leukemia.models import PerLevelClassifier, build_model, method_defaults
+
+FAST = ["--quiet", "--no-tensorboard", "--img-size", "32", "--batch-size", "8", "--workers", "1"]
+
+
+def copy_pbc_subset(shared_data: Path, dest: Path, per_prefix: int = 6) -> Path:
+    """A PBC-layout copy with ``per_prefix`` images of every file-name prefix, plus the stray macOS file."""
+    src = shared_data / "pbc" / "PBC_dataset_normal_DIB"
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for cls in sorted(p for p in src.iterdir() if p.is_dir()):
+        (dest / "PBC_dataset_normal_DIB" / cls.name).mkdir(parents=True, exist_ok=True)
+        for f in sorted(cls.iterdir()):
+            key = (cls.name, f.name.split("_")[0])
+            if f.name.startswith(".") or counts[key] < per_prefix:
+                counts[key] += 1
+                shutil.copy(f, dest / "PBC_dataset_normal_DIB" / cls.name / f.name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def pbc_subset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    return copy_pbc_subset(shared_data, tmp_path_factory.mktemp("pbc"))
+
+
+@pytest.fixture(scope="module")
+def pbc_pack(pbc_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from examples.leukemia.pack import pack
+
+    out = tmp_path_factory.mktemp("pack") / "pbc32.npz"
+    pack(pbc_subset, out, size=32, workers=1, progress=False)
+    return out
+
+
+# ------------------------------------------------------------------------------------ models
+def test_method_defaults_and_errors() -> None:
+    assert method_defaults("flat") == {"head": "flat", "loss": "flat", "decode": "argmax_leaf"}
+    assert method_defaults("hierarchical") == {"head": "level", "loss": "level", "decode": "top_down"}
+    assert method_defaults("hierarchical", head="conditional")["loss"] == "conditional"
+    assert method_defaults("hierarchical", head="conditional", loss="bce")["loss"] == "bce"
+    with pytest.raises(ValueError, match="method: expected one of"):
+        method_defaults("tree")
+    with pytest.raises(ValueError, match="per-level method is one softmax per level"):
+        method_defaults("per-level", head="conditional")
+    with pytest.raises(ValueError, match="backbone: timm has no model 'no_such_net'"):
+        build_model("no_such_net", load_taxonomy("paper"), "flat")
+
+
+def test_per_level_model_trains_each_backbone_only_by_its_level(paper_tax) -> None:
+    torch.manual_seed(0)
+    model = build_model("test_vit", paper_tax, "per-level", img_size=32)
+    assert isinstance(model, PerLevelClassifier) and len(model.backbones()) == paper_tax.max_depth
+    images = torch.randn(2, 3, 32, 32)
+    logits = model(images)
+    assert logits.shape == (2, paper_tax.num_nodes)
+    # targets at depth 1 ("Normal", "Reactive"): only the depth-1 backbone may receive a gradient
+    target = torch.tensor([paper_tax.index("Normal"), paper_tax.index("Reactive")])
+    model.criterion(logits, target).backward()
+    grads = [sum(float(p.grad.abs().sum()) for p in bb.parameters() if p.grad is not None) for bb in model.backbones()]
+    assert grads[0] > 0 and grads[1:] == [0.0] * (len(grads) - 1)
+    probs = model.marginals(logits.detach())
+    assert torch.allclose(probs[:, 0], torch.ones(2)) and torch.allclose(
+        probs[:, list(paper_tax.levels()[1])].sum(1), torch.ones(2), atol=1e-5
+    )
+
+
+def test_init_checkpoint_loads_backbone(tmp_path: Path, paper_tax) -> None:
+    torch.manual_seed(1)
+    trained = build_model("test_convnext", paper_tax, "hierarchical")
+    save_checkpoint(tmp_path / "ck", trained, paper_tax, config={"model": trained.config})
+    # our checkpoint, and a plain timm state dict of the backbone
+    fresh = build_model("test_convnext", paper_tax, "flat", init_checkpoint=tmp_path / "ck")
+    key = "backbone.stem.0.weight"
+    assert torch.equal(fresh.state_dict()[key], trained.state_dict()[key])
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in trained.backbone.state_dict().items()}, tmp_path / "timm.safetensors")
+    per_level = build_model("test_convnext", paper_tax, "per-level", init_checkpoint=tmp_path / "timm.safetensors")
+    assert all(torch.equal(bb.stem[0].weight, trained.backbone.stem[0].weight) for bb in per_level.backbones())
+    with pytest.raises(ValueError, match="no tensor in .* matches the model"):
+        build_model("test_vit", paper_tax, "flat", init_checkpoint=tmp_path / "timm.safetensors")
+    with pytest.raises(FileNotFoundError, match="init_checkpoint: .* does not exist"):
+        build_model("test_vit", paper_tax, "flat", init_checkpoint=tmp_path / "missing.safetensors")
+
+
+# ------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_without_pickle(tmp_path: Path, paper_tax) -> None:
+    torch.manual_seed(0)
+    model = build_model("test_convnext", paper_tax, "hierarchical")
+    opt = T.build_optimizer(model, 1e-3, 0.05, fused=False)
+    sched = T.cosine_with_warmup(opt, 10, 2)
+    loss = model.criterion(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 5]))
+    loss.backward()
+    opt.step()
+    sched.step()
+    extra = {"best": {"epoch": 3, "value": 0.5}, "pair": (1, "a"), 7: [1.5, None]}
+    saved_rng = torch.get_rng_state()  # save_checkpoint(rng=True) stores this state
+    path = save_checkpoint(tmp_path / "run" / "last.json", model, paper_tax, config={"model": model.config, "lr": 1e-3},
+                           metrics={"accuracy": 0.25}, epoch=3, optimizer=opt, scheduler=sched, state=extra, rng=True)
+    weights, state, sidecar = checkpoint_paths(path)
+    assert path == sidecar and weights.is_file() and state.is_file()
+    assert not list((tmp_path / "run").glob(".*tmp*")), "temporary files left behind"
+    text = sidecar.read_text()
+    assert "pickle" not in text and json.loads(text)["taxonomy_fingerprint"] == paper_tax.fingerprint
+
+    model2 = build_model("test_convnext", paper_tax, "hierarchical")
+    opt2 = T.build_optimizer(model2, 1e-3, 0.05, fused=False)
+    sched2 = T.cosine_with_warmup(opt2, 10, 2)
+    torch.manual_seed(123)  # the RNG moves on...
+    assert not torch.equal(torch.get_rng_state(), saved_rng)
+    ck = load_checkpoint(tmp_path / "run" / "last", model2, taxonomy=paper_tax, optimizer=opt2, scheduler=sched2,
+                         restore_rng=True)
+    assert ck.epoch == 3 and ck.metrics == {"accuracy": 0.25} and ck.config["lr"] == 1e-3
+    assert ck.state["pair"] == (1, "a") and ck.state[7] == [1.5, None] and ck.state["best"]["epoch"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+    assert sched2.state_dict()["last_epoch"] == sched.state_dict()["last_epoch"]
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k]["exp_avg"], s2[k]["exp_avg"]) for k in s1)
+    assert torch.equal(torch.get_rng_state(), saved_rng)  # ...and restore_rng brings it back
+    # load_model rebuilds the model from the stored config
+    rebuilt, _ = load_model(tmp_path / "run" / "last")
+    assert not rebuilt.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()))
+
+
+def test_checkpoint_refuses_another_taxonomy(tmp_path: Path, paper_tax) -> None:
+    model = build_model("test_convnext", paper_tax, "flat")
+    save_checkpoint(tmp_path / "best", model, paper_tax, config={"model": model.config})
+    with pytest.raises(CheckpointError, match="trained on another taxonomy"):
+        load_checkpoint(tmp_path / "best", taxonomy=load_taxonomy("pbc"))
+    with pytest.raises(CheckpointError, match="trained on another taxonomy"):
+        load_model(tmp_path / "best", taxonomy=load_taxonomy("all4"))
+    # same nodes in a different structure is refused too
+    moved = type(paper_tax).from_paths(["root/Normal", "root/Reactive", "root/Leukemia/Acute/ALL",
+                                        "root/Leukemia/Acute/AML/APL", "root/Leukemia/Chronic/CLL",
+                                        "root/Chronic2/CML"])
+    with pytest.raises(CheckpointError, match="taxonomy: the checkpoint best.json"):
+        load_checkpoint(tmp_path / "best", taxonomy=moved)
+
+
+def test_checkpoint_errors(tmp_path: Path, paper_tax, monkeypatch: pytest.MonkeyPatch) -> None:
+    import examples.leukemia.checkpoint as C
+
+    model = build_model("test_convnext", paper_tax, "flat")
+    save_checkpoint(tmp_path / "ck", model, paper_tax, epoch=0)
+    before = (tmp_path / "ck.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="no checkpoint sidecar"):
+        load_checkpoint(tmp_path / "nothing")
+    with pytest.raises(CheckpointError, match="cannot store a object without pickle"):
+        save_checkpoint(tmp_path / "bad", model, paper_tax, state={"x": object()})
+    assert not (tmp_path / "bad.safetensors").exists()
+    with pytest.raises(CheckpointError, match="holds no optimizer state"):
+        load_checkpoint(tmp_path / "ck", optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(CheckpointError, match="weights do not fit this model"):
+        load_checkpoint(tmp_path / "ck", build_model("test_vit", paper_tax, "flat"))
+
+    # a crash while writing leaves the previous checkpoint whole and no temporary file
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(C, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "ck", build_model("test_convnext", paper_tax, "flat"), paper_tax, epoch=1)
+    monkeypatch.undo()
+    assert (tmp_path / "ck.safetensors").read_bytes() == before and load_checkpoint(tmp_path / "ck").epoch == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # tampered tensors are caught by the sidecar's hash
+    (tmp_path / "ck.safetensors").write_bytes(before[:-4] + b"\0\0\0\0")
+    with pytest.raises(CheckpointError, match="SHA-256 differs"):
+        load_checkpoint(tmp_path / "ck")
+    (tmp_path / "ck.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(tmp_path / "ck")
+
+
+# ------------------------------------------------------------------------------- training
+@pytest.mark.parametrize(
+    ("method", "backbone"), [("flat", "test_convnext"), ("hierarchical", "test_vit"), ("per-level", "test_resnet")]
+)
+def test_each_method_trains_on_real_images(method: str, backbone: str, pbc_pack: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = T.parse_args(["--pack", str(pbc_pack), "--method", method, "--backbone", backbone, "--epochs", "1",
+                         "--output", str(out), *FAST])
+    res = T.run(args)
+    tax = res.data.taxonomy
+    assert tax.root == "root" and "band_neutrophil" in tax.nodes
+    # images labelled only at an inner node (IG, NEUTROPHIL prefixes) are in the training split
+    inner = ~torch.tensor(tax.is_leaf_mask)[res.data.targets["train"]]
+    assert int(inner.sum()) >= 2
+    assert len(res.history) == 1 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in res.history)
+    for name in ("best.json", "best.safetensors", "last.json", "last.state.safetensors", "log.csv", "splits.csv",
+                 "config.json", "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["synthetic"] is False and 0 <= summary["test"]["hierarchical_f1"] <= 1
+    assert summary["config"]["model"]["method"] == method
+    rows = (out / "log.csv").read_text().splitlines()
+    assert len(rows) == 2 and "val_hierarchical_f1" in rows[0]
+    model, ck = load_model(out / "best")
+    assert ck.taxonomy == tax and ck.config["image_size"] == 32
+
+
+def test_train_on_image_folder_with_bad_file(pbc_subset: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        T.main(["--data", str(pbc_subset), "--backbone", "test_convnext", "--epochs", "1", "--output", str(out), *FAST])
+    manifest = (out / "splits.csv").read_text().splitlines()
+    assert manifest[0] == "split,path,label"
+    labels = {line.rsplit(",", 1)[1] for line in manifest[1:]}
+    assert {"immature_granulocyte", "neutrophil", "myelocyte", "platelet"} <= labels
+    assert not any(".DS_" in line for line in manifest), "the macOS metadata file must be skipped at scan time"
+    assert json.loads((out / "config.json").read_text())["data_source"].startswith("data ")
+
+
+def test_partial_labels_drop_and_taxonomy_errors(pbc_pack: Path, pbc_subset: Path, tmp_path: Path) -> None:
+    args = T.parse_args(["--pack", str(pbc_pack), "--partial-labels", "drop", "--output", str(tmp_path), *FAST])
+    env = T.init_distributed("cpu")
+    kept = T.load_data(args, env, tmp_path)
+    full = T.load_data(T.parse_args(["--pack", str(pbc_pack), "--output", str(tmp_path), *FAST]), env, tmp_path)
+    leaf = torch.tensor(kept.taxonomy.is_leaf_mask)
+    assert bool(leaf[kept.targets["train"]].all()) and len(kept.names["train"]) < len(full.names["train"])
+    # a folder of class folders needs --taxonomy (PBC and ALL layouts imply theirs)
+    plain = tmp_path / "plain"
+    shutil.copytree(pbc_subset / "PBC_dataset_normal_DIB" / "basophil", plain / "basophil")
+    with pytest.raises(ValueError, match="--taxonomy: required for a 'folder' layout"):
+        T.load_data(T.parse_args(["--data", str(plain), "--output", str(tmp_path / "o"), *FAST]), env, tmp_path)
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    common = ["--backbone", "test_convnext", "--epochs", "2", "--synthetic-per-leaf", "4", "--seed", "3", *FAST]
+    a = T.run(T.parse_args([*common, "--output", str(tmp_path / "a")]))
+    T.run(T.parse_args([*common, "--output", str(tmp_path / "b"), "--stop-after", "1"]))
+    assert json.loads((tmp_path / "b" / "last.json").read_text())["epoch"] == 0
+    b = T.run(T.parse_args([*common, "--output", str(tmp_path / "b"), "--resume"]))
+    wa, wb = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.test == b.test and a.best["epoch"] == b.best["epoch"]
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and "img_per_s" not in k} for r in rows]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
+        T.run(T.parse_args([*common, "--output", str(tmp_path / "c"), "--resume"]))
+
+
+def test_synthetic_main_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = T.parse_args([])
+    assert args.synthetic and args.backbone == "convnext_tiny" and "SYNTHETIC" in args.output
+    with caplog.at_level(logging.INFO):
+        rc = T.main(["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "4", "--quiet",
+                     "--img-size", "32", "--workers", "1"])
+    assert rc == 0
+    out = tmp_path / "runs" / "hierarchical-test_convnext-SYNTHETIC"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["synthetic"] is True and "SYNTHETIC" in summary["WARNING"]
+    assert (out / "SYNTHETIC_images").is_dir() and any((out / "tb").iterdir())
+    assert "SYNTHETIC" in caplog.text and "[SYNTHETIC] test" in caplog.text
