@@ -415,6 +415,11 @@ def test_scores_equal_the_pytorch_side_metrics_and_a_set_oracle(paper_tax):
     )
     macro = make_hierarchical_scorer("hierarchical_f1", average="macro")
     assert macro(clf, X, y) == pytest.approx(hiercls.metrics.hierarchical_f1(t, p, paper_tax, average="macro"))
+    # the stateful torchmetrics class of a training loop, fed in two batches of torch tensors
+    stateful = hiercls.metrics.HierarchicalMetrics(paper_tax)
+    stateful.update(torch.as_tensor(p[:25]), torch.as_tensor(t[:25]))
+    stateful.update(torch.as_tensor(p[25:]), torch.as_tensor(t[25:]))
+    assert stateful.compute()["hierarchical_f1"] == pytest.approx(clf.score(X, y), abs=1e-6)
 
 
 def test_pipeline_and_grid_search_with_hierarchical_scorers():
