@@ -1,0 +1,164 @@
+"""The leukemia example's evaluation side: evaluate, predict, explain and compare produce their files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from examples.leukemia import train as T
+from examples.leukemia.data import PBC_CLASS_OF_NODE, load_taxonomy
+from examples.leukemia.evaluate import evaluation_metrics, results_markdown
+from tests.test_example_train import FAST, copy_pbc_subset
+
+PNG = b"\x89PNG\r\n\x1a\n"
+PBC = load_taxonomy("pbc")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two runs on one generated (SYNTHETIC) image set: hierarchical CNN and flat ViT, one epoch each."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for method, backbone in (("hierarchical", "test_convnext"), ("flat", "test_vit")):
+        out = root / f"{method}-{backbone}"
+        T.run(T.parse_args(["--method", method, "--backbone", backbone, "--epochs", "1", "--synthetic-per-leaf", "4",
+                            "--output", str(out), *FAST]))
+        runs[method] = out
+    return runs
+
+
+# ---------------------------------------------------------------- the paper's numbers, against an oracle
+def _oracle(t: list[int], p: list[int]) -> dict[str, float]:
+    names = PBC.nodes
+    leaf = [i for i in range(len(t)) if names[t[i]] in PBC.leaves]
+    fine = sum(t[i] == p[i] for i in leaf) / len(leaf) if leaf else float("nan")
+    hits, total = 0, 0
+    for a, b in zip(t, p):
+        if names[a] in PBC_CLASS_OF_NODE:
+            total += 1
+            hits += PBC_CLASS_OF_NODE[names[a]] == PBC_CLASS_OF_NODE.get(names[b])
+    return {"fine_leaf_accuracy": fine, "eight_class_accuracy": hits / total if total else float("nan")}
+
+
+labelled = st.sampled_from([PBC.index(n) for n in PBC_CLASS_OF_NODE])  # at or below the 8 classes
+any_node = st.integers(1, PBC.num_nodes - 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(labelled, any_node), min_size=1, max_size=40))
+def test_evaluation_metrics_match_a_slow_oracle(pairs: list[tuple[int, int]]) -> None:
+    t, p = [a for a, _ in pairs], [b for _, b in pairs]
+    got = evaluation_metrics(np.array(t), np.array(p), PBC)
+    want = _oracle(t, p)
+    for key, value in want.items():
+        assert (np.isnan(value) and np.isnan(got[key])) or got[key] == pytest.approx(value), key
+    assert got["n"] == len(t) and got["n_partial_labels"] == sum(PBC.nodes[a] not in PBC.leaves for a in t)
+    assert 0 <= got["hierarchical_f1"] <= 1
+
+
+def test_evaluation_metrics_without_pbc_nodes(paper_tax) -> None:
+    got = evaluation_metrics([paper_tax.index("ALL")], [paper_tax.index("ALL")], paper_tax)
+    assert "eight_class_accuracy" not in got and got["fine_leaf_accuracy"] == 1.0 and got["accuracy"] == 1.0
+
+
+def test_results_markdown_is_a_methods_by_backbones_table() -> None:
+    m = {"fine_leaf_accuracy": 0.5, "hierarchical_f1": 0.75, "mistake_severity": 1.5, "level_accuracy/1": 1.0, "n": 4}
+    rows = [{"method": "flat", "backbone": "a", "metrics": m}, {"method": "hierarchical", "backbone": "b", "metrics": m}]
+    md = results_markdown(rows, title="T")
+    assert "| method | a | b |" in md and "| flat | 0.5000 |  |" in md and "| hierarchical |  | 0.5000 |" in md
+    assert "acc@depth 1" in md and "8-class" not in md
+
+
+# ---------------------------------------------------------------------------------------- the scripts
+def test_evaluate_writes_tables_and_figures(trained: dict[str, Path], tmp_path: Path) -> None:
+    from examples.leukemia.evaluate import main
+
+    result = main([str(trained["hierarchical"] / "best"), str(trained["flat"]), "--out", str(tmp_path)])
+    assert [r["method"] for r in result["rows"]] == ["hierarchical", "flat"] and result["synthetic"]
+    assert result["rows"][0]["decode"] == "top_down" and result["rows"][1]["decode"] == "argmax_leaf"
+    md = (tmp_path / "results.md").read_text()
+    assert "| method | test_convnext | test_vit |" in md and "SYNTHETIC" in md
+    assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["metrics"]["n"] > 0
+    for run in ("hierarchical-test_convnext", "flat-test_vit"):
+        for kind in ("confusion", "taxonomy_recall"):
+            assert (tmp_path / f"{run}_{kind}.png").read_bytes()[:8] == PNG
+
+
+def test_predict_writes_csv_with_cautious_answers(trained: dict[str, Path], tmp_path: Path, caplog) -> None:
+    from examples.leukemia.predict import main
+
+    images = sorted((trained["hierarchical"] / "SYNTHETIC_images").rglob("*.jpg"))[:3]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, src in enumerate(images):
+        (folder / f"cell{i}.jpg").write_bytes(src.read_bytes())
+    (folder / "notes.jpg").write_text("not an image")
+    out = tmp_path / "pred.csv"
+    with caplog.at_level(logging.WARNING):
+        rows = main([str(trained["hierarchical"] / "best"), str(folder), "--out", str(out), "--threshold", "0.5"])
+    assert "skipped 1 file(s)" in caplog.text and "notes.jpg" in caplog.text
+    with open(out, newline="") as fh:
+        read = list(csv.DictReader(fh))
+    assert len(read) == len(rows) == 3
+    tax = load_taxonomy("paper")
+    for row in read:
+        route = row["prediction_path"].split("/")
+        assert route[-1] == row["prediction"] and route[0] == tax.root
+        # with threshold >= 0.5 the cautious answer lies on the tiered (top-down) prediction's path
+        assert route[: len(row["answer_path"].split("/"))] == row["answer_path"].split("/")
+        assert float(row["answer_prob"]) >= 0.5
+        probs = [float(row[f"p_depth{d}"]) for d in range(1, tax.max_depth + 1) if row[f"p_depth{d}"] != ""]
+        assert len(probs) == len(route) - 1 and all(a >= b - 1e-6 for a, b in zip(probs, probs[1:]))
+    with pytest.raises(FileNotFoundError, match="inputs: .* does not exist"):
+        main([str(trained["hierarchical"] / "best"), str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="--threshold"):
+        main([str(trained["hierarchical"] / "best"), str(folder), "--threshold", "0"])
+
+
+@pytest.mark.parametrize("method", ["hierarchical", "flat"])  # a CNN and a ViT backbone
+def test_explain_writes_one_map_per_level(method: str, trained: dict[str, Path], tmp_path: Path) -> None:
+    from examples.leukemia.explain import main
+
+    images = trained[method] / "SYNTHETIC_images" / "Leukemia"
+    rows = main([str(trained[method] / "best"), str(images), "--out", str(tmp_path), "--max-images", "2"])
+    tax = load_taxonomy("paper")
+    preds = {r["image"]: r["prediction"] for r in rows}
+    assert len(preds) == 2 and len(rows) == sum(tax.depth(p) for p in preds.values())
+    assert (tmp_path / "explain.png").read_bytes()[:8] == PNG
+    for r in rows:
+        assert Path(r["overlay"]).read_bytes()[:8] == PNG and r["node"] in tax.ancestors(r["prediction"], include_self=True)
+
+
+def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
+    from examples.leukemia.compare import main
+    from examples.leukemia.pack import pack
+
+    data = copy_pbc_subset(shared_data, tmp_path / "pbc")
+    pk = tmp_path / "pbc32.npz"
+    pack(data, pk, size=32, workers=1, progress=False)
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"resnet18": {"test_acc": 0.9157, "test_acc_8class": 0.9847, "train_s": 16}}))
+    out = tmp_path / "cmp"
+    result = main(["--pack", str(pk), "--runs", "hierarchical:test_resnet,flat:test_resnet", "--epochs", "1",
+                   "--batch-size", "8", "--device", "cpu", "--baseline-json", str(baseline), "--out", str(out)])
+    assert [r["method"] for r in result["rows"]] == ["hierarchical", "flat"] and not result["skipped"]
+    for row in result["rows"]:
+        assert {"eight_class_accuracy", "fine_leaf_accuracy", "hierarchical_f1", "mistake_severity"} <= set(row["metrics"])
+        assert row["train_seconds"] > 0 and row["img_per_s"] > 0
+        assert all(Path(f).read_bytes()[:8] == PNG for f in row["figures"]) and len(row["figures"]) == 2
+    assert "metrics_argmax_leaf" in result["rows"][0] and result["partial_labels_in_train"] > 0
+    md = (out / "results.md").read_text()
+    assert "| method | test_resnet |" in md and "**8-class acc**" in md and "Peer baseline" in md and "0.9157" in md
+    assert json.loads((out / "results.json").read_text())["rows"][1]["method"] == "flat"
+    # runs that cannot finish before the deadline are skipped and say so
+    skipped = main(["--pack", str(pk), "--runs", "hierarchical:test_resnet", "--deadline", "0", "--device", "cpu",
+                    "--out", str(tmp_path / "late")])
+    assert skipped["rows"] == [] and skipped["skipped"][0]["reason"].startswith("time")
+    assert "Skipped: hierarchical:test_resnet" in (tmp_path / "late" / "results.md").read_text()
