@@ -203,6 +203,37 @@ def test_label_errors_name_the_argument(paper_tax):
         LocalClassifierPerParentNode().fit(X, np.array(["a/x", "b/x"] * (len(X) // 2)))
 
 
+def test_more_label_errors(paper_tax):
+    X, y = blobs(["a", "b"])
+    n = len(X)
+    with pytest.raises(ValueError, match="got 0 labels"):
+        LocalClassifierPerParentNode().fit(X, [])
+    with pytest.raises(ValueError, match=r"y\[1\]: expected a label path \(tuple of names\) or a string, got 3"):
+        LocalClassifierPerParentNode().fit(X[:2], [("a", "b"), 3])
+    with pytest.raises(ValueError, match="expected a 1-D array of labels"):
+        LocalClassifierPerParentNode().fit(X, np.zeros((n, 2, 2)))
+    with pytest.raises(ValueError, match=r"y\[0\]: empty label path"):
+        LocalClassifierPerParentNode().fit(X[:2], [(), ("a",)])
+    with pytest.raises(ValueError, match="must hold node names .strings. padded with '', got 7"):
+        LocalClassifierPerParentNode().fit(X[:2], np.array([["a", None], ["b", 7]], dtype=object))
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")])
+    with pytest.raises(TaxonomyError, match="label paths need a tree taxonomy"):
+        LocalClassifierPerParentNode(taxonomy=dag).fit(X[:2], ["r/a/c", "b"])
+    clf = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X[:4], ["ALL", "CLL", "Normal", "APL"])
+    with pytest.raises(ValueError, match="expected node names or label paths as strings, got dtype int64"):
+        clf.score(X[:2], np.array([1, 2]))
+
+
+def test_hiclass_2d_labels_with_none_padding_equal_string_paths():
+    X, y = blobs(PATHS, n_per=4)
+    rows = np.array([p.split("/") + [None] * (2 - len(p.split("/"))) for p in y], dtype=object)
+    a = LocalClassifierPerParentNode().fit(X, rows)
+    b = LocalClassifierPerParentNode().fit(X, y)
+    assert a.taxonomy_ == b.taxonomy_
+    np.testing.assert_array_equal(a.classes_, b.classes_)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X))
+
+
 def test_numeric_labels_with_an_inner_node_decoder_raise():
     X, y = blobs([0, 1])
     with pytest.raises(ValueError, match="decoder='threshold' may predict the root"):
@@ -211,6 +242,9 @@ def test_numeric_labels_with_an_inner_node_decoder_raise():
         LocalClassifierPerParentNode(decoder="argmax").fit(X, y.astype(int))
     with pytest.raises(ValueError, match="decoder_options: expected a dict"):
         LocalClassifierPerParentNode(decoder_options=0.5).fit(X, y.astype(int))
+    clf = LocalClassifierPerParentNode().fit(X, y.astype(int)).set_params(decoder="hf_optimal")
+    with pytest.raises(ValueError, match="decoder='hf_optimal' may predict the root"):  # changed after fit
+        clf.predict(X)
 
 
 def test_unknown_labels_at_score_time_raise():

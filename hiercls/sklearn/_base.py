@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from hiercls.sklearn._labels import fit_codec
+from hiercls.sklearn._labels import LabelCodec, fit_codec
 from hiercls.taxonomy import Taxonomy
 
 DecoderRule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
@@ -33,12 +33,7 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator):
         """Read ``y`` (inferring the taxonomy if needed); set the label attributes; return node indices."""
         self._check_decoder()
         codec, target = fit_codec(y, self.taxonomy)
-        if not codec.root_has_label and self.decoder in _INNER_NODE_RULES:
-            raise ValueError(
-                f"decoder={self.decoder!r} may predict the root, which has no label of y's numeric type "
-                f"({codec.node_labels.dtype}). Give y as strings (the root is then named "
-                f"{codec.taxonomy.root!r}), pass a taxonomy, or use a leaf decoder such as 'argmax_leaf'."
-            )
+        self._check_decoder_labels(codec)
         self._codec = codec
         self.taxonomy_ = codec.taxonomy
         self.nodes_ = np.asarray(codec.taxonomy.nodes, dtype=object)
@@ -55,6 +50,14 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"decoder_options: expected a dict of keyword arguments for hiercls.decoding.decode "
                 f"(e.g. {{'threshold': 0.6}}) or None, got {type(self.decoder_options).__name__}."
+            )
+
+    def _check_decoder_labels(self, codec: LabelCodec) -> None:
+        if not codec.root_has_label and self.decoder in _INNER_NODE_RULES:
+            raise ValueError(
+                f"decoder={self.decoder!r} may predict the root, which has no label of y's numeric type "
+                f"({codec.node_labels.dtype}). Give y as strings (the root is then named "
+                f"{codec.taxonomy.root!r}), pass a taxonomy, or use a leaf decoder such as 'argmax_leaf'."
             )
 
     # ---------------------------------------------------------- prediction
@@ -81,6 +84,8 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator):
             return an inner node: a coarser but surer answer.
         """
         check_is_fitted(self)
+        self._check_decoder()  # decoder may have been changed by set_params after fit
+        self._check_decoder_labels(self._codec)
         return self._codec.decode(self._predict_nodes(X))
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:

@@ -166,9 +166,7 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
 # ---------------------------------------------------------------- helpers
 def _fit_flat(labels: np.ndarray) -> tuple[LabelCodec, np.ndarray]:
     classes, inverse = np.unique(labels, return_inverse=True)
-    names = [str(c) for c in classes.tolist()]
-    if len(set(names)) != len(names):
-        raise ValueError(f"y: class labels {classes.tolist()[:10]} are not distinct as strings; relabel them.")
+    names = [str(c) for c in classes.tolist()]  # distinct: str() of distinct numbers differs
     root = _fresh_root(set(names))
     tax = Taxonomy.from_edges([(root, n) for n in names])
     nodes = tax.encode(names)
@@ -256,15 +254,33 @@ def _as_label_array(y: Any, *, name: str) -> np.ndarray:
                 f"{name}: a 2-D y of shape {arr.shape} is read as label paths (one column per level, "
                 f"padded with ''), which must be strings; got dtype {arr.dtype}. Multi-output is not supported."
             )
-        out = np.empty(arr.shape[0], dtype=object)
-        for k, row in enumerate(arr.tolist()):
-            out[k] = _strip_padding(row, name, k)
-        return out
+        pad = _is_pad(arr)
+        if arr.dtype == object:
+            bad = [v for v in arr[~pad].tolist() if not isinstance(v, str)]
+            if bad:
+                raise ValueError(
+                    f"{name}: label paths must hold node names (strings) padded with '', got {bad[0]!r}."
+                )
+        # one Python step per distinct row, not per sample
+        rows, inverse = np.unique(np.where(pad, "", arr).astype(str), axis=0, return_inverse=True)
+        first = np.zeros(len(rows), dtype=np.int64)
+        first[inverse.reshape(-1)[::-1]] = np.arange(arr.shape[0])[::-1]  # a sample showing each row
+        paths = np.empty(len(rows), dtype=object)
+        for k, row in enumerate(rows.tolist()):
+            paths[k] = _strip_padding(row, name, int(first[k]))
+        return paths[inverse.reshape(-1)]
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of labels (or 2-D label paths), got shape {arr.shape}.")
     if arr.dtype == object and any(isinstance(v, (tuple, list)) for v in arr):
         return _as_label_array(list(arr), name=name)
     return arr
+
+
+def _is_pad(arr: np.ndarray) -> np.ndarray:
+    """Padding cells of a 2-D label array: '' or None (or NaN in object arrays)."""
+    if arr.dtype.kind in "US":
+        return arr == ""
+    return np.vectorize(lambda v: v is None or v == "" or (isinstance(v, float) and np.isnan(v)), otypes=[bool])(arr)
 
 
 def _strip_padding(path: Any, name: str, k: int) -> tuple[str, ...]:
