@@ -224,6 +224,7 @@ class SigmoidHead(HierarchicalHead):
     kind = "sigmoid"
 
     def __init__(self, in_features: int, taxonomy: Taxonomy, *, coherent: bool = False, bias: bool = True) -> None:
+        _check_taxonomy(taxonomy)
         tables = ("parent_local",) if taxonomy.is_tree else ("desc_owner", "desc_index")
         super().__init__(in_features, taxonomy, taxonomy.num_nodes, tables, bias)
         self.coherent = bool(coherent)

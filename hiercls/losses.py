@@ -50,7 +50,8 @@ from hiercls.marginals import (
     _check_finite,
     _check_logits,
     _check_taxonomy,
-    _group_logsumexp_nm,
+    _group_log_softmax_nm,
+    _group_mean_nm,
     _level_sizes,
     _leaf_rows,
     _require_tree,
@@ -248,20 +249,25 @@ def _conditional_nll(
         present = t.group_valid[rows]
         batch, depth, width = members.shape
         group = logits.gather(1, members.reshape(batch, depth * width)).reshape(batch, depth, width)
-        lse = group.masked_fill(~present, -math.inf).logsumexp(-1)
-        chosen = group.gather(2, t.path_pos[target][:, 1:].unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            top = group.masked_fill(~present, -math.inf).amax(-1, keepdim=True)
+        shifted = group - top  # differences before the log-sum: exact at logits of ±1e4
+        log_sum = shifted.masked_fill(~present, -math.inf).exp().sum(-1).log()
+        log_cond = shifted.gather(2, t.path_pos[target][:, 1:].unsqueeze(-1)).squeeze(-1) - log_sum
         if smoothing:
             mean = torch.where(present, group, torch.zeros_like(group)).sum(-1) / present.sum(-1)
+            chosen = group.gather(2, t.path_pos[target][:, 1:].unsqueeze(-1)).squeeze(-1)
     else:
-        # dense: every sibling group's logsumexp (O(B x N), node-major), then pick the path's
-        lse_all, mean_all = _group_logsumexp_nm(logits.t().contiguous(), t, with_mean=bool(smoothing))
-        shifted = (nodes - 1).clamp_min(0)
+        # dense: every sibling group's log-softmax (O(B x N), node-major), then pick the path's
+        nm = logits.t().contiguous()
+        shifted_nodes = (nodes - 1).clamp_min(0)
         columns = torch.arange(logits.shape[0], device=logits.device)[:, None]
-        lse = lse_all[shifted, columns]
-        chosen = logits.gather(1, nodes)
+        log_cond = _group_log_softmax_nm(nm, t)[shifted_nodes, columns]
         if smoothing:
-            mean = mean_all[shifted, columns]
-    terms = lse - chosen if not smoothing else lse - (1.0 - smoothing) * chosen - smoothing * mean
+            mean = _group_mean_nm(nm, t)[shifted_nodes, columns]
+            chosen = logits.gather(1, nodes)
+    # -log P(n | parent), and with smoothing + eps * (logit - mean logit of the group)
+    terms = -log_cond if not smoothing else smoothing * (chosen - mean) - log_cond
     return _terms_on_path(terms, nodes, valid, weight)
 
 
@@ -376,6 +382,8 @@ def _flat_cross_entropy(leaf_logits: Tensor, target: Tensor, t: Any, weight: Ten
 def _hxe(
     leaf_logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float, alpha: float = 0.1
 ) -> Tensor:
+    if leaf_logits.shape[1]:  # shift-invariant; keeps values near 0 for precision at ±1e4
+        leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
     subtree = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, -math.inf), t, "lse")  # (N, B): log P(node) + lse
     nodes = t.path_node[target]
     valid = t.path_valid[target][:, 1:]
@@ -396,6 +404,8 @@ def _soft_label(
 ) -> Tensor:
     # Leaves whose LCA with the target is the path node p_k form the "ring" below p_k minus below p_{k+1};
     # they share the weight exp(-beta * height(p_k) / tree height). Sums over rings come from subtree sums.
+    if leaf_logits.shape[1]:  # shift-invariant; keeps values near 0 for precision at ±1e4
+        leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
     sums = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, 0.0), t, "sum")  # (N, B)
     nodes = t.path_node[target]
     valid = t.path_valid[target]

@@ -377,11 +377,12 @@ def _cumulate_down_nm(values: Tensor, t: Any) -> Tensor:
     return torch.cat(out, dim=0)
 
 
-def _group_logsumexp_nm(logits: Tensor, t: Any, with_mean: bool = False) -> tuple[Tensor, Tensor | None]:
-    """Log-sum-exp (and optionally mean) of each non-root node's sibling group, node-major.
+def _group_log_softmax_nm(logits: Tensor, t: Any) -> Tensor:
+    """``log P(n | parent)`` for every non-root node: softmax within sibling groups, node-major.
 
-    ``logits`` is ``(N, B)``; returns ``(N - 1, B)`` tensors whose row ``n - 1``
-    describes the sibling group that contains node ``n``.
+    ``logits`` is ``(N, B)``; returns ``(N - 1, B)`` whose row ``n - 1`` is node
+    ``n``. Differences are taken before the log-sum (``(x - max) - log sum exp(x - max)``),
+    so the result stays exact when logits are large (±1e4).
     """
     num, batch = logits.shape
     children = logits[1:]
@@ -390,22 +391,24 @@ def _group_logsumexp_nm(logits: Tensor, t: Any, with_mean: bool = False) -> tupl
         top = logits.new_full((num, batch), -math.inf).scatter_reduce(
             0, index[:, None].expand(-1, batch), children, "amax", include_self=False
         )
-        top_at = top[index]
-    summed = logits.new_zeros(num, batch).index_add(0, index, torch.exp(children - top_at))
-    lse = top_at + torch.log(summed[index])
-    mean = None
-    if with_mean:
-        counts = torch.bincount(index, minlength=num).to(logits.dtype).clamp_min(1)[:, None]
-        mean = (logits.new_zeros(num, batch).index_add(0, index, children) / counts)[index]
-    return lse, mean
+    shifted = children - top[index]
+    summed = logits.new_zeros(num, batch).index_add(0, index, torch.exp(shifted))
+    return shifted - torch.log(summed)[index]
+
+
+def _group_mean_nm(logits: Tensor, t: Any) -> Tensor:
+    """Mean logit of the sibling group of every non-root node, node-major ``(N - 1, B)``."""
+    num, batch = logits.shape
+    index = t.parent[1:]
+    counts = torch.bincount(index, minlength=num).to(logits.dtype).clamp_min(1)[:, None]
+    return (logits.new_zeros(num, batch).index_add(0, index, logits[1:]) / counts)[index]
 
 
 def _conditional_log_marginals(logits: Tensor, t: Any) -> Tensor:
     if logits.shape[1] == 1:
         return torch.zeros_like(logits)
     nm = logits.t().contiguous()
-    lse, _ = _group_logsumexp_nm(nm, t)
-    log_cond = torch.cat([torch.zeros_like(nm[:1]), nm[1:] - lse], dim=0)
+    log_cond = torch.cat([torch.zeros_like(nm[:1]), _group_log_softmax_nm(nm, t)], dim=0)
     return _cumulate_down_nm(log_cond, t).t().contiguous()
 
 
@@ -418,6 +421,8 @@ def _sigmoid_log_marginals(logits: Tensor, t: Any, coherent: bool) -> Tensor:
 
 def _leaf_rows(leaf_logits: Tensor, t: Any, fill: float) -> Tensor:
     """Place leaf-ordered values ``(B, L)`` into node-major ``(N, B)``, ``fill`` at inner nodes."""
+    if leaf_logits.shape[1]:  # shift by the row max: log-masses near 0 keep full precision at ±1e4
+        leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
     out = leaf_logits.new_full((t.num_nodes, leaf_logits.shape[0]), fill)
     return out.index_copy(0, t.leaf_index, leaf_logits.t())
 

@@ -178,7 +178,7 @@ def flat_cross_entropy(logits, target, tax: Taxonomy, weight=None, smoothing: fl
         t = int(t)
         total = _lse(row)
         log_p = [v - total for v in row]
-        inside = math.log(sum(math.exp(log_p[k]) for k in _leaf_below(tax, t)))
+        inside = _lse([log_p[k] for k in _leaf_below(tax, t)])
         loss = -(1 - smoothing) * inside - smoothing * sum(log_p) / len(log_p)
         out.append(w[t] * loss)
     return out
@@ -190,17 +190,16 @@ def hxe_loss(logits, target, tax: Taxonomy, alpha: float, weight=None, smoothing
     out = []
     for row, t in zip(_rows(logits), list(target)):
         total = _lse(row)
-        probs = [math.exp(v - total) for v in row]
 
-        def mass(n: int) -> float:
-            return sum(probs[k] for k in _leaf_below(tax, n))
+        def log_mass(n: int) -> float:  # log P(n): log of the summed leaf probabilities below n
+            return _lse([row[k] for k in _leaf_below(tax, n)]) - total
 
         path = _path(tax, int(t))
         loss = 0.0
         for parent, node in zip(path[:-1], path[1:]):
             lam = math.exp(-alpha * tax.height(node)) * w[node]
-            loss -= lam * math.log(mass(node) / mass(parent))
-        mean_nll = -sum(math.log(p) for p in probs) / len(probs)
+            loss -= lam * (log_mass(node) - log_mass(parent))
+        mean_nll = -sum(v - total for v in row) / len(row)
         out.append((1 - smoothing) * loss + smoothing * mean_nll)
     return out
 

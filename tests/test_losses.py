@@ -260,6 +260,18 @@ def test_finite_and_nonnegative_at_extreme_logits(kind, data):
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("kind", TREE_KINDS)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_extreme_float32_logits_match_the_float64_oracle(kind, data):
+    tax, logits, target, weight, smoothing = data.draw(cases(kind))
+    x = torch.sign(logits) * 1e4 + logits  # ±1e4 plus a little spread, exactly representable in float32
+    x = x.float().double()
+    got = _call(kind, x.float(), target, tax, weight=weight, label_smoothing=smoothing, reduction="none")
+    want = _oracle(kind, x, target, tax, weight, smoothing)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-3)
+
+
 @pytest.mark.parametrize("kind", DAG_KINDS)
 @settings(max_examples=15)
 @given(data=st.data())

@@ -163,7 +163,7 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
             rec = _safe_div(pairs.inter, pairs.size_true, zd)
             self._add("sum_precision", float(np.sum(prec)))
             self._add("sum_recall", float(np.sum(rec)))
-            self._add("sum_fscore", float(np.sum(_fbeta(prec, rec, self.beta, zd))))
+            self._add("sum_fscore", float(np.sum(_fbeta(prec, rec, self.beta))))
 
     def _compute_all(self) -> tuple[float, float, float]:
         zd = self.zero_division
@@ -172,7 +172,7 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
             return tuple(_safe_div(float(s), total, zd) for s in (self.sum_precision, self.sum_recall, self.sum_fscore))  # type: ignore[return-value]
         prec = _safe_div(int(self.inter), int(self.size_pred), zd)
         rec = _safe_div(int(self.inter), int(self.size_true), zd)
-        return prec, rec, _fbeta(prec, rec, self.beta, zd)
+        return prec, rec, _fbeta(prec, rec, self.beta)
 
     def compute(self) -> float:
         """The metric over everything seen so far (a float)."""

@@ -163,6 +163,9 @@ def _pair_stats(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> _Pairs:
         depth = taxonomy.depth_index
         lca = taxonomy._lca_unchecked(t, p)
         return _Pairs(lca, depth[lca], depth[t], depth[p])
+    if len(t) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Pairs(empty, empty, empty, empty)
     # DAG: common ancestors are the (sample, node) keys found in both ancestor sets
     ptr, idx = taxonomy.ancestors_ptr, taxonomy.ancestors_index
     sizes = np.diff(ptr) - 1
@@ -205,9 +208,13 @@ def _safe_div(num: np.ndarray | float, den: np.ndarray | float, zero_division: f
     return float(out) if out.ndim == 0 else out
 
 
-def _fbeta(precision: Any, recall: Any, beta: float, zero_division: float) -> Any:
+def _fbeta(precision: Any, recall: Any, beta: float) -> Any:
+    """F-beta of (possibly zero_division-filled) precision and recall; 0 when both are 0 (scikit-learn's rule).
+
+    When precision and recall are both ill-defined they already hold ``zero_division``, and so does F.
+    """
     b2 = beta * beta
-    return _safe_div((1 + b2) * np.asarray(precision) * recall, b2 * np.asarray(precision) + recall, zero_division)
+    return _safe_div((1 + b2) * np.asarray(precision) * recall, b2 * np.asarray(precision) + recall, 0.0)
 
 
 def _information(taxonomy: Taxonomy) -> np.ndarray:
@@ -414,11 +421,11 @@ def level_precision_recall_f1(
         if average == "micro":
             prec = _safe_div(tp.sum(), n_pred.sum(), zd)
             rec = _safe_div(tp.sum(), n_true.sum(), zd)
-            out[d] = (prec, rec, _fbeta(prec, rec, 1.0, zd))
+            out[d] = (prec, rec, _fbeta(prec, rec, 1.0))
             continue
         prec_k = _safe_div(tp, n_pred, zd)
         rec_k = _safe_div(tp, n_true, zd)
-        f1_k = _fbeta(prec_k, rec_k, 1.0, zd)
+        f1_k = _fbeta(prec_k, rec_k, 1.0)
         present = (n_true > 0) | (n_pred > 0)
         weights = present.astype(np.float64) if average == "macro" else n_true.astype(np.float64)
         scores = tuple(float(np.sum(weights * s) / weights.sum()) for s in (prec_k, rec_k, f1_k))
@@ -448,8 +455,10 @@ def hierarchical_precision_recall_fscore(
     Macro averaging computes ``hP_i, hR_i, hF_i`` per sample and averages them
     (HiClass' ``average="macro"``). In a tree
     ``|A(t) & A(p)| = depth(lca(t, p))``; in a DAG the ancestor sets are
-    intersected through the CSR ancestor arrays. Any 0/0 ratio (a prediction
-    or truth at the root) takes ``zero_division``.
+    intersected through the CSR ancestor arrays. A 0/0 precision or recall (a
+    prediction or truth at the root) takes ``zero_division``; F is 0 when
+    precision and recall are both 0 (scikit-learn's rule; HiClass returns
+    ``zero_division`` there), and ``zero_division`` when both were undefined.
 
     Args:
         y_true: true nodes ``(B,)``, names or indices.
@@ -485,10 +494,10 @@ def _prf_from_pairs(pairs: _Pairs, beta: float, average: str, zd: float) -> tupl
         inter = int(pairs.inter.sum())
         prec = _safe_div(inter, int(pairs.size_pred.sum()), zd)
         rec = _safe_div(inter, int(pairs.size_true.sum()), zd)
-        return prec, rec, _fbeta(prec, rec, beta, zd)
+        return prec, rec, _fbeta(prec, rec, beta)
     prec_i = _safe_div(pairs.inter, pairs.size_pred, zd)
     rec_i = _safe_div(pairs.inter, pairs.size_true, zd)
-    f_i = _fbeta(prec_i, rec_i, beta, zd)
+    f_i = _fbeta(prec_i, rec_i, beta)
     return float(np.mean(prec_i)), float(np.mean(rec_i)), float(np.mean(f_i))
 
 
@@ -757,7 +766,7 @@ def lca_f1(
         0.666...
     """
     prec, rec, zd = _lca_scores(y_true, y_pred, taxonomy, measure, zero_division)
-    return float(np.mean(_fbeta(prec, rec, 1.0, zd)))
+    return float(np.mean(_fbeta(prec, rec, 1.0)))
 
 
 def correct_rate(y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy) -> float:
@@ -976,7 +985,7 @@ def _summary_from_counts(counts: Mapping[str, Any], zero_division: float) -> dic
         "accuracy": _safe_div(counts["exact"], total, zd),
         "hierarchical_precision": prec,
         "hierarchical_recall": rec,
-        "hierarchical_f1": _fbeta(prec, rec, 1.0, zd),
+        "hierarchical_f1": _fbeta(prec, rec, 1.0),
         "mistake_severity": _safe_div(counts["severity"], counts["mistakes"], zd),
         "correct_rate": _safe_div(counts["correct"], total, zd),
     }

@@ -1,0 +1,138 @@
+"""hiercls.heads: layouts, buffers, device/dtype moves, torch.compile, errors."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from hiercls import Taxonomy, TaxonomyError
+from hiercls import heads as H
+from hiercls import losses as L
+from hiercls import marginals as M
+
+DAG = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("b", "y")])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls", "functional"),
+    [
+        ("conditional", H.ConditionalHead, M.conditional_marginals),
+        ("level", H.LevelHead, M.level_marginals),
+        ("sigmoid", H.SigmoidHead, M.sigmoid_marginals),
+        ("flat", H.FlatHead, M.flat_marginals),
+    ],
+)
+def test_layout_and_marginals(kind, cls, functional, paper_tax):
+    torch.manual_seed(0)
+    head = H.create_head(kind, 16, paper_tax)
+    assert type(head) is cls and head.kind == kind and head.taxonomy is paper_tax
+    assert head.fingerprint == paper_tax.fingerprint and head.in_features == 16
+    width = paper_tax.num_leaves if kind == "flat" else paper_tax.num_nodes
+    assert head.out_features == width
+    logits = head(torch.randn(5, 16))
+    assert logits.shape == (5, width)
+    probs = head.marginals(logits)
+    assert probs.shape == (5, paper_tax.num_nodes) and probs.dtype == torch.float32
+    torch.testing.assert_close(probs, functional(logits, paper_tax))
+    torch.testing.assert_close(head.log_marginals(logits).exp(), probs)
+    torch.testing.assert_close(probs[:, 0], torch.ones(5))
+    assert L.default_loss(kind) in ("conditional", "level", "bce", "flat")
+
+
+def test_coherent_sigmoid_head_on_a_dag():
+    head = H.SigmoidHead(8, DAG, coherent=True)
+    probs = head.marginals(head(torch.randn(6, 8)))
+    for parent, child in DAG.edges_index().tolist():
+        assert (probs[:, child] <= probs[:, parent]).all()
+    assert "coherent=True" in repr(head)
+
+
+def test_flat_head_on_a_dag():
+    head = H.FlatHead(4, DAG)
+    assert head.out_features == DAG.num_leaves == 2
+    probs = head.marginals(head(torch.randn(3, 4)))
+    torch.testing.assert_close(probs[:, 0], torch.ones(3))
+
+
+def test_bf16_logits_give_float32_marginals(paper_tax):
+    head = H.ConditionalHead(8, paper_tax)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(torch.randn(3, 8))
+    assert logits.dtype == torch.bfloat16
+    assert head.marginals(logits).dtype == torch.float32
+
+
+def test_buffers_move_and_state_dict_holds_only_weights(paper_tax):
+    head = H.ConditionalHead(8, paper_tax, bias=False)
+    assert set(head.state_dict()) == {"linear.weight"}
+    buffers = dict(head.named_buffers())
+    assert {"tables.parent", "tables.parent_local"} <= set(buffers)
+    head64 = head.to(torch.float64)
+    assert head64.tables.parent.dtype == torch.int64 and head64.linear.weight.dtype == torch.float64
+    fresh = H.ConditionalHead(8, paper_tax, bias=False)
+    fresh.load_state_dict(head.state_dict())
+    x = torch.randn(2, 8, dtype=torch.float64)
+    torch.testing.assert_close(fresh.double()(x), head64(x))
+    assert head.to("meta").tables.parent.device.type == "meta"
+
+
+def test_copy_and_pickle(paper_tax):
+    head = H.SigmoidHead(4, paper_tax, coherent=True)
+    for clone in (copy.deepcopy(head), pickle.loads(pickle.dumps(head))):
+        x = torch.randn(2, 4)
+        torch.testing.assert_close(clone.marginals(clone(x)), head.marginals(head(x)))
+        assert clone.taxonomy == paper_tax
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "sigmoid", "flat"])
+def test_torch_compile_traces_head_and_loss_in_one_graph(kind, paper_tax):
+    torch._dynamo.reset()
+    head = H.create_head(kind, 8, paper_tax)
+    loss_fn = L.create_loss(L.default_loss(kind), paper_tax, validate_args=False)
+
+    def step(features, target):
+        logits = head(features)
+        return loss_fn(logits, target), head.marginals(logits)
+
+    features, target = torch.randn(4, 8), torch.tensor([3, 1, 9, 10])
+    fullgraph = kind in ("conditional", "level")  # bce/flat gather CSR rows of data-dependent size
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=fullgraph)
+    loss, probs = compiled(features, target)
+    want_loss, want_probs = step(features, target)
+    torch.testing.assert_close(loss, want_loss)
+    torch.testing.assert_close(probs, want_probs)
+    loss.backward()
+    assert head.linear.weight.grad is not None
+
+
+def test_errors(paper_tax):
+    with pytest.raises(ValueError, match="in_features: expected a positive int.*got 0"):
+        H.ConditionalHead(0, paper_tax)
+    with pytest.raises(ValueError, match="in_features: expected a positive int"):
+        H.FlatHead(True, paper_tax)
+    head = H.ConditionalHead(8, paper_tax)
+    with pytest.raises(ValueError, match=r"features: expected shape \(B, in_features\) = \(B, 8\), got \(2, 7\)"):
+        head(torch.randn(2, 7))
+    with pytest.raises(ValueError, match=r"ConditionalHead.log_marginals expects shape \(B, num_nodes\) = \(B, 11\), got \(2, 6\)"):
+        head.marginals(torch.randn(2, 6))
+    with pytest.raises(ValueError, match=r"\(B, num_leaves\) = \(B, 6\)"):
+        H.FlatHead(8, paper_tax).marginals(torch.randn(2, 11))
+    with pytest.raises(ValueError, match="kind: unknown head 'tiered'; expected one of 'conditional', 'level', 'sigmoid', 'flat'"):
+        H.create_head("tiered", 8, paper_tax)
+    with pytest.raises(TaxonomyError, match="ConditionalHead needs a tree.*SigmoidHead"):
+        H.ConditionalHead(8, DAG)
+    with pytest.raises(TaxonomyError, match="LevelHead needs a tree"):
+        H.create_head("level", 8, DAG)
+    with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
+        H.SigmoidHead(8, ["root"])

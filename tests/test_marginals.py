@@ -1,0 +1,194 @@
+"""hiercls.marginals: oracles, consistency (children sum to parent, root 1), coherence, batch independence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hiercls import Taxonomy, TaxonomyError
+from hiercls import marginals as M
+from hiercls.synthetic import layered_taxonomy
+from tests import oracles_losses as O
+from tests.strategies import dags, trees
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: OpenMP regions only add latency on an oversubscribed runner."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@st.composite
+def logits_for(draw, tax_strategy, leaves: bool = False, max_batch: int = 5):
+    tax = draw(tax_strategy)
+    batch = draw(st.integers(1, max_batch))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    scale = draw(st.sampled_from([0.3, 2.0, 8.0]))
+    width = tax.num_leaves if leaves else tax.num_nodes
+    return tax, torch.randn(batch, width, generator=gen, dtype=torch.float64) * scale
+
+
+def _children_sum(tax: Taxonomy, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inner node marginals, sums of their children's marginals)."""
+    inner = [n for n in range(tax.num_nodes) if not tax.is_leaf(n)]
+    sums = torch.stack([probs[:, [tax.index(c) for c in tax.children(n)]].sum(1) for n in inner], 1)
+    return probs[:, inner], sums
+
+
+# ---------------------------------------------------------------------------------------- oracles
+
+
+@settings(max_examples=30)
+@given(case=logits_for(trees(max_nodes=20)))
+def test_conditional_and_level_marginals_equal_oracle(case):
+    tax, logits = case
+    want = torch.tensor(O.conditional_marginals(logits, tax), dtype=torch.float64)
+    torch.testing.assert_close(M.conditional_marginals(logits, tax), want)
+    torch.testing.assert_close(M.level_marginals(logits, tax), want)
+
+
+@pytest.mark.parametrize("coherent", [False, True])
+@settings(max_examples=25)
+@given(case=logits_for(st.one_of(trees(max_nodes=20), dags(max_nodes=16))))
+def test_sigmoid_marginals_equal_oracle(coherent, case):
+    tax, logits = case
+    want = torch.tensor(O.sigmoid_marginals(logits, tax, coherent), dtype=torch.float64)
+    torch.testing.assert_close(M.sigmoid_marginals(logits, tax, coherent), want)
+
+
+@settings(max_examples=30)
+@given(case=logits_for(st.one_of(trees(max_nodes=20), dags(max_nodes=16)), leaves=True))
+def test_flat_marginals_equal_oracle(case):
+    tax, logits = case
+    want = torch.tensor(O.flat_marginals(logits, tax), dtype=torch.float64)
+    torch.testing.assert_close(M.flat_marginals(logits, tax), want)
+
+
+# ------------------------------------------------------------------------------------ consistency
+
+
+@settings(max_examples=40)
+@given(case=logits_for(trees(max_nodes=30)), leaves=st.booleans())
+def test_children_sum_to_parent_and_root_is_one(case, leaves):
+    tax, logits = case
+    if leaves:
+        logits = logits[:, : tax.num_leaves]
+        probs = M.flat_marginals(logits, tax)
+    else:
+        probs = M.conditional_marginals(logits, tax)
+    assert torch.allclose(probs[:, 0], torch.ones(len(probs), dtype=probs.dtype))
+    assert ((probs >= 0) & (probs <= 1 + 1e-12)).all()
+    parents, sums = _children_sum(tax, probs) if tax.num_nodes > 1 else (probs[:, :0], probs[:, :0])
+    torch.testing.assert_close(parents, sums)
+    leaf_total = probs[:, torch.as_tensor(tax.leaf_index.copy())].sum(1)
+    torch.testing.assert_close(leaf_total, torch.ones_like(leaf_total))
+
+
+@pytest.mark.parametrize("coherent", [False, True])
+@settings(max_examples=30)
+@given(case=logits_for(st.one_of(trees(max_nodes=25), dags(max_nodes=20))))
+def test_sigmoid_coherence(coherent, case):
+    tax, logits = case
+    probs = M.sigmoid_marginals(logits, tax, coherent=coherent)
+    assert (probs[:, 0] == 1).all()
+    edges = torch.as_tensor(tax.edges_index().copy())
+    violated = (probs[:, edges[:, 1]] > probs[:, edges[:, 0]]).any()
+    if coherent:
+        assert not violated
+    if not coherent:  # plain sigmoids below the root
+        torch.testing.assert_close(probs[:, 1:], torch.sigmoid(logits[:, 1:]))
+
+
+def test_dag_flat_marginals_count_shared_leaves_once():
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("b", "y")])
+    probs = M.flat_marginals(torch.zeros(1, 2), dag)  # leaves x, y at 1/2 each
+    assert dag.leaves == ("x", "y")
+    torch.testing.assert_close(probs[0], torch.tensor([1.0, 0.5, 1.0, 0.5, 0.5]))
+
+
+# ---------------------------------------------------------------------- batch independence, scale
+
+
+@settings(max_examples=20)
+@given(case=logits_for(trees(max_nodes=25), max_batch=6))
+def test_batch_independent(case):
+    tax, logits = case
+    for fn, width in ((M.conditional_marginals, tax.num_nodes), (M.sigmoid_marginals, tax.num_nodes), (M.flat_marginals, tax.num_leaves)):
+        x = logits[:, :width].contiguous()
+        whole = fn(x, tax)
+        one_by_one = torch.cat([fn(x[i : i + 1], tax) for i in range(len(x))])
+        torch.testing.assert_close(whole, one_by_one, rtol=1e-12, atol=1e-12)
+
+
+def test_extreme_logits_stay_finite(paper_tax):
+    sign = torch.where(torch.rand(4, paper_tax.num_nodes, generator=torch.Generator().manual_seed(0)) > 0.5, 1.0, -1.0)
+    x = sign * 1e4
+    for log_probs in (
+        M.conditional_log_marginals(x, paper_tax),
+        M.sigmoid_log_marginals(x, paper_tax, coherent=True),
+        M.flat_log_marginals(x[:, : paper_tax.num_leaves], paper_tax),
+    ):
+        assert torch.isfinite(log_probs).all() and (log_probs <= 0).all()
+    probs = M.conditional_marginals(x, paper_tax)
+    parents, sums = _children_sum(paper_tax, probs)
+    torch.testing.assert_close(parents, sums)
+
+
+def test_bf16_logits_give_float32_marginals(paper_tax):
+    x = torch.randn(2, paper_tax.num_nodes).bfloat16()
+    assert M.conditional_marginals(x, paper_tax).dtype == torch.float32
+    assert M.sigmoid_marginals(x, paper_tax, coherent=True).dtype == torch.float32
+    assert M.flat_marginals(x[:, : paper_tax.num_leaves], paper_tax).dtype == torch.float32
+
+
+def test_inat_shaped_tree_marginals_are_consistent():
+    tax = layered_taxonomy((3, 13, 51, 273))
+    logits = torch.randn(8, tax.num_nodes, generator=torch.Generator().manual_seed(2))
+    probs = M.conditional_marginals(logits, tax)
+    parents, sums = _children_sum(tax, probs)
+    torch.testing.assert_close(parents, sums, rtol=1e-5, atol=1e-6)
+    flat = M.flat_marginals(logits[:, : tax.num_leaves], tax)
+    torch.testing.assert_close(flat[:, 0], torch.ones(8))
+
+
+def test_dense_tables_are_linear_in_size():
+    # nothing num_nodes x num_nodes: every index table is O(num_nodes x depth)
+    tax = layered_taxonomy((3, 13, 51, 273, 1103))
+    tables = M._TaxonomyTables(tax)
+    names = [*M._SIMPLE, *M._GROUPED]
+    sizes = {n: getattr(tables, n).numel() for n in names if n not in ("edge_parent", "edge_child") or True}
+    assert max(sizes.values()) <= 16 * tax.num_nodes * (tax.max_depth + 1)
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+
+def test_errors(paper_tax):
+    with pytest.raises(ValueError, match=r"conditional_log_marginals expects shape \(B, num_nodes\) = \(B, 11\), got \(2, 6\)"):
+        M.conditional_marginals(torch.zeros(2, 6), paper_tax)
+    with pytest.raises(ValueError, match=r"flat_log_marginals expects shape \(B, num_leaves\) = \(B, 6\), got \(2, 11\)"):
+        M.flat_marginals(torch.zeros(2, 11), paper_tax)
+    with pytest.raises(ValueError, match="expected a torch.Tensor"):
+        M.sigmoid_marginals([[0.0] * 11], paper_tax)
+    with pytest.raises(ValueError, match="floating-point"):
+        M.sigmoid_marginals(torch.zeros(1, 11, dtype=torch.long), paper_tax)
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
+    with pytest.raises(TaxonomyError, match="conditional_log_marginals needs a tree.*DAG"):
+        M.conditional_marginals(torch.zeros(1, 4), dag)
+    with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
+        M.flat_marginals(torch.zeros(1, 3), "root/a")
+
+
+def test_root_only_taxonomy():
+    tax = Taxonomy.from_edges([]) if False else Taxonomy.from_paths(["root"])
+    assert tax.num_nodes == 1
+    for fn in (M.conditional_marginals, M.sigmoid_marginals, M.flat_marginals):
+        assert fn(torch.randn(2, 1), tax).tolist() == [[1.0], [1.0]]
+    assert math.isclose(M.flat_log_marginals(torch.randn(1, 1), tax).item(), 0.0)

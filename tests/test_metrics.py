@@ -1,0 +1,299 @@
+"""Metric functions: oracles on random trees and DAGs, properties, input forms, known values, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+
+from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
+from hiercls import metrics as M
+from tests import oracles_metrics as oracle
+from tests.strategies import dags, taxonomies, trees
+
+
+@st.composite
+def labelled(draw, strategy=None, max_size: int = 25):
+    """A taxonomy and aligned y_true, y_pred node indices (any node)."""
+    tax = draw(strategy if strategy is not None else taxonomies(max_nodes=20))
+    n = draw(st.integers(1, max_size))
+    nodes = st.integers(0, tax.num_nodes - 1)
+    y_true = draw(st.lists(nodes, min_size=n, max_size=n))
+    y_pred = draw(st.lists(nodes, min_size=n, max_size=n))
+    return tax, y_true, y_pred
+
+
+zero_divisions = st.sampled_from([0.0, 1.0])
+
+
+# ------------------------------------------------------------------ oracles
+@given(case=labelled(), beta=st.sampled_from([0.5, 1.0, 2.0]), average=st.sampled_from(["micro", "macro"]), zd=zero_divisions)
+def test_hierarchical_prf_matches_set_oracle_on_trees_and_dags(case, beta, average, zd) -> None:
+    tax, y_true, y_pred = case
+    got = M.hierarchical_precision_recall_fscore(y_true, y_pred, tax, beta=beta, average=average, zero_division=zd)
+    want = oracle.hierarchical_prf(y_true, y_pred, tax, beta, average, zd)
+    assert got == pytest.approx(want)
+    assert M.hierarchical_precision(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[0])
+    assert M.hierarchical_recall(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[1])
+    assert M.hierarchical_fbeta(y_true, y_pred, tax, beta=beta, average=average, zero_division=zd) == pytest.approx(want[2])
+    if beta == 1.0:
+        assert M.hierarchical_f1(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[2])
+
+
+@given(case=labelled(), distance=st.sampled_from(["height", "path"]))
+def test_mistake_severity_and_lca_distance_match_oracle(case, distance) -> None:
+    tax, y_true, y_pred = case
+    got = M.lca_distance(y_true, y_pred, tax, distance=distance)
+    assert got.tolist() == [oracle.distance(tax, t, p, distance) for t, p in zip(y_true, y_pred)]
+    assert M.mistake_severity(y_true, y_pred, tax, distance=distance) == pytest.approx(
+        oracle.mistake_severity(y_true, y_pred, tax, distance)
+    )
+    topk = np.stack([y_pred, list(reversed(y_true))], axis=1)
+    want = np.mean([[oracle.distance(tax, t, p, distance) for p in row] for t, row in zip(y_true, topk)])
+    assert M.distance_at_k(y_true, topk, tax, distance=distance) == pytest.approx(want)
+
+
+def test_auto_distance_is_height_on_level_trees_and_path_otherwise(paper_tax: Taxonomy) -> None:
+    level = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1"])
+    assert M.mistake_severity(["a1", "a1"], ["a2", "b1"], level) == 1.5  # heights 1 and 2
+    assert M.mistake_severity(["a1", "a1"], ["a2", "b1"], level, distance="path") == 3.0
+    # ragged (leaves at depths 1..4): path length
+    assert M.mistake_severity(["APL"], ["Normal"], paper_tax) == 5.0
+    assert M.mistake_severity(["APL"], ["Normal"], paper_tax, distance="height") == 4.0
+    assert M.mistake_severity(["APL"], ["APL"], paper_tax, zero_division=-1.0) == -1.0
+
+
+@given(case=labelled(trees(max_nodes=20)), zd=zero_divisions)
+def test_level_metrics_match_oracles(case, zd) -> None:
+    tax, y_true, y_pred = case
+    assert M.level_accuracy(y_true, y_pred, tax, zero_division=zd) == pytest.approx(
+        oracle.level_accuracy(y_true, y_pred, tax, zd)
+    )
+    for d in range(1, tax.max_depth + 1):
+        rows, cols = oracle.level_classes(y_true, y_pred, tax, d)
+        level = [tax.nodes[i] for i in tax.levels()[d]]
+        cm = M.level_confusion_matrix(y_true, y_pred, tax, d, abstain_column=True)
+        assert cm.shape == (len(level), len(level) + 1)
+        for i, name_t in enumerate(level):
+            for j, name_p in enumerate([*level, None]):
+                assert cm[i, j] == sum(r == name_t and c == name_p for r, c in zip(rows, cols))
+        np.testing.assert_array_equal(M.level_confusion_matrix(y_true, y_pred, tax, d), cm[:, :-1])
+    for average in ("macro", "micro", "weighted"):
+        got = M.level_precision_recall_f1(y_true, y_pred, tax, average=average, zero_division=zd)
+        for d in range(1, tax.max_depth + 1):
+            rows, cols = oracle.level_classes(y_true, y_pred, tax, d)
+            if not rows:
+                assert got[d] == (zd, zd, zd)
+                continue
+            cols = [c if c is not None else "<stopped above>" for c in cols]
+            labels = sorted(set(rows) | (set(cols) - {"<stopped above>"}))
+            want = precision_recall_fscore_support(rows, cols, labels=labels, average=average, zero_division=zd)[:3]
+            assert got[d] == pytest.approx(want), (d, average)
+
+
+@given(case=labelled(), measure=st.sampled_from(["info", "depth"]), zd=zero_divisions)
+def test_lca_metrics_and_correct_rate_match_oracles(case, measure, zd) -> None:
+    tax, y_true, y_pred = case
+    want = oracle.lca_prf(y_true, y_pred, tax, measure, zd)
+    assert M.lca_precision(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(want[0])
+    assert M.lca_recall(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(want[1])
+    assert M.lca_f1(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(want[2])
+    assert M.correct_rate(y_true, y_pred, tax) == pytest.approx(oracle.correct_rate(y_true, y_pred, tax))
+    np.testing.assert_allclose(M.node_recall(y_true, y_pred, tax), oracle.node_recall(y_true, y_pred, tax))
+
+
+@given(case=labelled(trees(max_nodes=20)))
+def test_lca_depth_metrics_are_macro_hierarchical_metrics_on_trees(case) -> None:
+    tax, y_true, y_pred = case
+    macro = M.hierarchical_precision_recall_fscore(y_true, y_pred, tax, average="macro")
+    assert M.lca_precision(y_true, y_pred, tax, measure="depth") == pytest.approx(macro[0])
+    assert M.lca_recall(y_true, y_pred, tax, measure="depth") == pytest.approx(macro[1])
+
+
+@given(case=labelled(), seed=st.integers(0, 2**31))
+def test_node_average_precision_matches_sklearn_and_inconsistency_oracle(case, seed) -> None:
+    tax, y_true, _ = case
+    rng = np.random.default_rng(seed)
+    probs = np.round(rng.random((len(y_true), tax.num_nodes)), 1)  # rounded: ties
+    got = M.node_average_precision(probs, y_true, tax, average="none")
+    positive = tax.multi_hot(y_true)
+    known = tax.known_mask(y_true)
+    want = []
+    for n in range(tax.num_nodes):
+        keep = known[:, n]
+        if n == 0 or not positive[keep, n].any():
+            want.append(math.nan)
+        else:
+            want.append(average_precision_score(positive[keep, n], probs[keep, n]))
+    np.testing.assert_allclose(got, want)
+    macro = M.node_average_precision(probs, y_true, tax)
+    finite = [w for w in want if not math.isnan(w)]
+    assert (macro == pytest.approx(np.mean(finite))) if finite else math.isnan(macro)
+    for tol in (0.0, 0.15):
+        assert M.inconsistency_rate(probs, tax, tol=tol) == pytest.approx(oracle.inconsistency_rate(probs, tax, tol))
+
+
+# --------------------------------------------------------------- properties
+@given(case=labelled())
+def test_metrics_lie_in_unit_interval(case) -> None:
+    tax, y_true, y_pred = case
+    values = [
+        *M.hierarchical_precision_recall_fscore(y_true, y_pred, tax),
+        *M.hierarchical_precision_recall_fscore(y_true, y_pred, tax, average="macro"),
+        M.accuracy(y_true, y_pred, tax),
+        M.correct_rate(y_true, y_pred, tax),
+        M.lca_precision(y_true, y_pred, tax),
+        M.lca_recall(y_true, y_pred, tax),
+        M.lca_f1(y_true, y_pred, tax),
+    ]
+    assert all(0.0 <= v <= 1.0 for v in values), values
+    assert M.mistake_severity(y_true, y_pred, tax) >= 0
+
+
+@given(case=labelled())
+def test_perfect_predictions_score_one(case) -> None:
+    tax, y_true, _ = case
+    y_true = [t for t in y_true if t != 0] or [tax.num_nodes - 1]
+    if tax.num_nodes == 1:
+        return
+    assert M.hierarchical_precision_recall_fscore(y_true, y_true, tax) == (1.0, 1.0, 1.0)
+    assert M.hierarchical_precision_recall_fscore(y_true, y_true, tax, average="macro") == (1.0, 1.0, 1.0)
+    assert M.accuracy(y_true, y_true, tax) == 1.0 and M.correct_rate(y_true, y_true, tax) == 1.0
+    assert M.mistake_severity(y_true, y_true, tax) == 0.0
+    report = M.summary(y_true, y_true, tax)
+    assert all(v == 1.0 for k, v in report.items() if k != "mistake_severity" and not k.startswith("level"))
+
+
+@given(case=labelled())
+def test_precision_and_recall_swap_with_their_arguments(case) -> None:
+    tax, y_true, y_pred = case
+    for average in ("micro", "macro"):
+        assert M.hierarchical_precision(y_true, y_pred, tax, average=average) == pytest.approx(
+            M.hierarchical_recall(y_pred, y_true, tax, average=average)
+        )
+
+
+@given(n=st.integers(2, 12), data=st.data())
+def test_on_a_flat_taxonomy_hierarchical_f1_is_accuracy(n, data) -> None:
+    tax = Taxonomy.from_paths([f"r/c{i}" for i in range(n)])
+    size = data.draw(st.integers(1, 30))
+    leaves = st.sampled_from(tax.leaf_index.tolist())
+    y_true = data.draw(st.lists(leaves, min_size=size, max_size=size))
+    y_pred = data.draw(st.lists(leaves, min_size=size, max_size=size))
+    acc = M.accuracy(y_true, y_pred, tax)
+    assert M.hierarchical_f1(y_true, y_pred, tax) == pytest.approx(acc)
+    assert M.hierarchical_f1(y_true, y_pred, tax, average="macro") == pytest.approx(acc)
+
+
+@given(case=labelled())
+def test_summary_equals_the_individual_functions(case) -> None:
+    tax, y_true, y_pred = case
+    report = M.summary(y_true, y_pred, tax)
+    p, r, f = M.hierarchical_precision_recall_fscore(y_true, y_pred, tax)
+    assert report["accuracy"] == M.accuracy(y_true, y_pred, tax)
+    assert (report["hierarchical_precision"], report["hierarchical_recall"], report["hierarchical_f1"]) == (p, r, f)
+    assert report["mistake_severity"] == M.mistake_severity(y_true, y_pred, tax)
+    assert report["correct_rate"] == M.correct_rate(y_true, y_pred, tax)
+    levels = {int(k.split("/")[1]): v for k, v in report.items() if k.startswith("level_accuracy/")}
+    if tax.is_tree:
+        assert levels == M.level_accuracy(y_true, y_pred, tax)
+    else:
+        assert levels == {}
+
+
+# -------------------------------------------------------------- input forms
+def test_names_indices_numpy_and_torch_give_the_same_values(paper_tax: Taxonomy) -> None:
+    names_t = ["ALL", "APL", "CLL", "Normal", "Acute"]
+    names_p = ["ALL", "AML", "CML", "Reactive", "ALL"]
+    idx_t = paper_tax.encode(names_t)
+    idx_p = paper_tax.encode(names_p)
+    forms = [
+        (names_t, names_p),
+        (np.array(names_t), np.array(names_p)),
+        (idx_t.tolist(), idx_p.tolist()),
+        (idx_t, idx_p),
+        (torch.as_tensor(idx_t), torch.as_tensor(idx_p)),
+        (torch.as_tensor(idx_t, dtype=torch.int32), idx_p.astype(np.uint8)),
+    ]
+    reports = [M.summary(t, p, paper_tax) for t, p in forms]
+    assert all(r == reports[0] for r in reports)
+    # hand-checked: |A| sizes t: 3,4,3,1,2; p: 3,3,3,1,3; intersections 3,3,2,0,2
+    assert reports[0]["hierarchical_precision"] == pytest.approx(10 / 13)
+    assert reports[0]["hierarchical_recall"] == pytest.approx(10 / 13)
+    assert reports[0]["accuracy"] == 0.2 and reports[0]["correct_rate"] == 0.4  # AML is APL's parent
+
+
+def test_matches_hiclass_documented_values() -> None:
+    # hiclass.metrics.f1 docstring: y_true [[0,1,2],[3,4,5]], y_pred [[0,1,2],[6,7,8]] -> 0.5 (micro and macro)
+    tax = Taxonomy.from_paths(["r/0/1/2", "r/3/4/5", "r/6/7/8"])
+    assert M.hierarchical_f1(["2", "5"], ["2", "8"], tax) == 0.5
+    assert M.hierarchical_f1(["2", "5"], ["2", "8"], tax, average="macro") == 0.5
+
+
+# ------------------------------------------------------------------- errors
+def test_errors_name_the_argument(paper_tax: Taxonomy) -> None:
+    with pytest.raises(ValueError, match="y_true is empty"):
+        M.hierarchical_f1([], [], paper_tax)
+    with pytest.raises(ValueError, match="y_pred is empty"):
+        M.summary(["ALL"], np.array([], dtype=np.int64), paper_tax)
+    with pytest.raises(ValueError, match="y_true and y_pred must have the same length, got 2 and 1"):
+        M.accuracy(["ALL", "AML"], ["ALL"], paper_tax)
+    with pytest.raises(UnknownNodeError, match="y_pred: Unknown node 'AMLL'"):
+        M.hierarchical_precision(["ALL"], ["AMLL"], paper_tax)
+    with pytest.raises(UnknownNodeError, match="y_true: 1 node indices out of range"):
+        M.hierarchical_recall([99], [1], paper_tax)
+    with pytest.raises(ValueError, match=r"y_true: expected a 1-D array of shape \(num_samples,\), got shape \(2, 1\)"):
+        M.accuracy([[1], [2]], [1, 2], paper_tax)
+    with pytest.raises(ValueError, match="y_true: expected node names or node indices, got None"):
+        M.accuracy(None, [1], paper_tax)
+    with pytest.raises(ValueError, match="average: expected one of 'micro', 'macro', got 'samples'"):
+        M.hierarchical_f1(["ALL"], ["ALL"], paper_tax, average="samples")
+    with pytest.raises(ValueError, match="beta: expected a positive number"):
+        M.hierarchical_fbeta(["ALL"], ["ALL"], paper_tax, beta=-1)
+    with pytest.raises(ValueError, match="zero_division: expected a number"):
+        M.hierarchical_f1(["ALL"], ["ALL"], paper_tax, zero_division="warn")
+    with pytest.raises(ValueError, match="distance: expected one of"):
+        M.mistake_severity(["ALL"], ["AML"], paper_tax, distance="euclid")
+    with pytest.raises(ValueError, match="measure: expected one of"):
+        M.lca_precision(["ALL"], ["AML"], paper_tax, measure="entropy")
+    with pytest.raises(ValueError, match=r"depth: expected an int in \[1, 4\]"):
+        M.level_confusion_matrix(["ALL"], ["AML"], paper_tax, 0)
+    with pytest.raises(ValueError, match=r"topk_preds: expected a 2-D array"):
+        M.distance_at_k(["ALL"], ["AML"], paper_tax)
+    with pytest.raises(ValueError, match=r"topk_preds: expected shape \(2, k\)"):
+        M.distance_at_k(["ALL", "CLL"], [["AML"]], paper_tax)
+    with pytest.raises(ValueError, match=r"probs: expected node marginals of shape \(num_samples, 11\)"):
+        M.node_average_precision(np.ones((2, 3)), ["ALL", "AML"], paper_tax)
+    with pytest.raises(ValueError, match="probs is empty"):
+        M.inconsistency_rate(np.ones((0, 11)), paper_tax)
+    with pytest.raises(ValueError, match="probs and y_true must have the same number of samples"):
+        M.node_average_precision(np.ones((2, 11)), ["ALL"], paper_tax)
+    with pytest.raises(ValueError, match="average: expected one of 'macro', 'micro', 'weighted'"):
+        M.level_precision_recall_f1(["ALL"], ["ALL"], paper_tax, average="samples")
+    with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
+        M.accuracy(["ALL"], ["ALL"], {"root": ["ALL"]})
+
+
+def test_tree_only_metrics_refuse_dags() -> None:
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
+    for fn in (M.level_accuracy, M.level_precision_recall_f1):
+        with pytest.raises(TaxonomyError, match="needs a tree"):
+            fn(["x"], ["a"], dag)
+    with pytest.raises(TaxonomyError, match="needs a tree"):
+        M.level_confusion_matrix(["x"], ["a"], dag, 1)
+    # set-based and LCA-based metrics work on DAGs: x's set is {a, b, x}
+    assert M.hierarchical_precision_recall_fscore(["x"], ["a"], dag) == pytest.approx((1.0, 1 / 3, 0.5))
+
+
+@settings(max_examples=10)
+@given(case=labelled(dags(max_nodes=15)))
+def test_dag_summary_has_no_level_keys(case) -> None:
+    tax, y_true, y_pred = case
+    keys = set(M.summary(y_true, y_pred, tax))
+    base = {"accuracy", "hierarchical_precision", "hierarchical_recall", "hierarchical_f1", "mistake_severity", "correct_rate"}
+    assert base <= keys and (tax.is_tree or keys == base)
