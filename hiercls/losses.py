@@ -676,7 +676,9 @@ def node_bce(
     below the target, about which a partial label says nothing. With
     ``negatives="siblings"``, ``M`` keeps only the positives and the children
     of the target's strict ancestors (the alternatives at each decision on the
-    path), as the conditional loss does.
+    path), as the conditional loss does; each sigmoid then learns
+    ``P(node | parent)`` rather than ``P(node)``, so decode with products down
+    the path (or top-down), not with the raw sigmoids.
 
     Args:
         logits: ``(B, num_nodes)`` floating tensor.
