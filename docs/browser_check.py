@@ -73,7 +73,12 @@ class Page:
 
 
 _MATH_READY = "window.MathJax && MathJax.startup && MathJax.startup.promise && window.__mjDone === true"
-_MATH_HOOK = "if (window.MathJax && MathJax.startup && MathJax.startup.promise && !window.__mjHooked) {window.__mjHooked = true; MathJax.startup.promise.then(() => { window.__mjDone = true; });}"
+# MathJax's startup promise resolves once the page is typeset; then wait for its web fonts
+_MATH_HOOK = (
+    "if (window.MathJax && MathJax.startup && MathJax.startup.promise && !window.__mjHooked) {"
+    " window.__mjHooked = true;"
+    " MathJax.startup.promise.then(() => document.fonts.ready).then(() => { window.__mjDone = true; }); }"
+)
 
 PAGES = [
     Page(
@@ -96,6 +101,11 @@ PAGES = [
             if (typeset < n) p.push(`math page: ${n - typeset} of ${n} formulas not typeset`);
             const errors = document.querySelectorAll('mjx-merror').length;
             if (errors) p.push(`math page: ${errors} TeX errors (red formulas)`);
+            const glyphs = [...document.querySelectorAll('mjx-c')];
+            const blank = glyphs.filter(c => getComputedStyle(c, '::before').content === 'none').length;
+            if (glyphs.length && blank) p.push(`math page: ${blank} of ${glyphs.length} glyphs have no character (invisible maths)`);
+            const fonts = [...document.fonts].filter(f => f.family.startsWith('MJX'));
+            if (!fonts.some(f => f.status === 'loaded' && f.family !== 'MJXZERO')) p.push('math page: no MathJax font loaded');
             return p; })()""",
     ),
     Page(
