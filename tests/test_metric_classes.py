@@ -1,0 +1,115 @@
+"""torchmetrics classes: accumulation over batches equals the one-shot functional value; reset; errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
+from hiercls import metrics as M
+from tests.strategies import taxonomies, trees
+
+
+@st.composite
+def split_case(draw, strategy=None):
+    tax = draw(strategy if strategy is not None else taxonomies(max_nodes=15))
+    n = draw(st.integers(1, 30))
+    nodes = st.integers(0, tax.num_nodes - 1)
+    y_true = draw(st.lists(nodes, min_size=n, max_size=n))
+    y_pred = draw(st.lists(nodes, min_size=n, max_size=n))
+    cuts = sorted(draw(st.lists(st.integers(1, n), max_size=4, unique=True)))
+    bounds = [0, *[c for c in cuts if c < n], n]
+    return tax, y_true, y_pred, list(zip(bounds[:-1], bounds[1:]))
+
+
+def _feed(metric, y_true, y_pred, batches):
+    for a, b in batches:
+        metric.update(torch.tensor(y_pred[a:b]), torch.tensor(y_true[a:b]))
+    return metric.compute()
+
+
+@settings(max_examples=30)
+@given(case=split_case())
+def test_batch_split_accumulation_equals_one_shot(case) -> None:
+    tax, y_true, y_pred, batches = case
+    report = _feed(M.HierarchicalMetrics(tax), y_true, y_pred, batches)
+    want = M.summary(y_true, y_pred, tax)
+    assert report.keys() == want.keys()
+    assert report == pytest.approx(want)
+    for average in ("micro", "macro"):
+        for cls, fn in (
+            (M.HierarchicalPrecision, M.hierarchical_precision),
+            (M.HierarchicalRecall, M.hierarchical_recall),
+            (M.HierarchicalF1, M.hierarchical_f1),
+        ):
+            assert _feed(cls(tax, average=average), y_true, y_pred, batches) == pytest.approx(
+                fn(y_true, y_pred, tax, average=average)
+            )
+        assert _feed(M.HierarchicalFBeta(tax, beta=2.0, average=average), y_true, y_pred, batches) == pytest.approx(
+            M.hierarchical_fbeta(y_true, y_pred, tax, beta=2.0, average=average)
+        )
+    assert _feed(M.MistakeSeverity(tax, distance="path"), y_true, y_pred, batches) == pytest.approx(
+        M.mistake_severity(y_true, y_pred, tax, distance="path")
+    )
+    assert _feed(M.CorrectRate(tax), y_true, y_pred, batches) == pytest.approx(M.correct_rate(y_true, y_pred, tax))
+    if tax.is_tree:
+        assert _feed(M.LevelAccuracy(tax), y_true, y_pred, batches) == pytest.approx(
+            M.level_accuracy(y_true, y_pred, tax)
+        )
+
+
+@given(case=split_case(trees(max_nodes=12)))
+def test_reset_forgets_and_forward_returns_the_batch_value(case) -> None:
+    tax, y_true, y_pred, _ = case
+    metric = M.HierarchicalMetrics(tax)
+    metric.update(torch.tensor(y_true), torch.tensor(y_pred))  # something else first
+    metric.reset()
+    batch_value = metric(torch.tensor(y_pred), torch.tensor(y_true))
+    assert batch_value == pytest.approx(M.summary(y_true, y_pred, tax))
+    assert metric.compute() == pytest.approx(M.summary(y_true, y_pred, tax))
+
+
+def test_names_and_known_values(paper_tax: Taxonomy) -> None:
+    metric = M.HierarchicalMetrics(paper_tax)
+    metric.update(["ALL", "AML"], ["ALL", "APL"])
+    metric.update(["CML"], ["CLL"])
+    report = metric.compute()
+    assert report["accuracy"] == pytest.approx(1 / 3)
+    assert report["hierarchical_recall"] == pytest.approx(8 / 10)
+    assert report["correct_rate"] == pytest.approx(2 / 3)  # AML is APL's parent
+    assert report["level_accuracy/4"] == 0.0  # only APL reaches depth 4, and AML stops above it
+    assert set(report) >= {"level_accuracy/1", "level_accuracy/2", "level_accuracy/3", "level_accuracy/4"}
+
+
+def test_states_are_summed_tensors() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    metric = M.HierarchicalMetrics(tax)
+    for name, reduce in metric._reductions.items():
+        assert getattr(reduce, "__name__", "") in ("dim_zero_sum", "sum"), name
+    assert metric.level_correct.dtype == torch.int64
+
+
+def test_errors(paper_tax: Taxonomy) -> None:
+    metric = M.HierarchicalF1(paper_tax)
+    with pytest.raises(UnknownNodeError, match="preds: Unknown node 'XYZ'"):
+        metric.update(["XYZ"], ["ALL"])
+    with pytest.raises(ValueError, match="target is empty"):
+        metric.update(torch.tensor([1]), torch.tensor([], dtype=torch.long))
+    with pytest.raises(ValueError, match="target and preds must have the same length"):
+        metric.update(torch.tensor([1, 2]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="average: expected one of"):
+        M.HierarchicalPrecision(paper_tax, average="weighted")
+    with pytest.raises(ValueError, match="distance: expected one of"):
+        M.MistakeSeverity(paper_tax, distance="hops")
+    with pytest.raises(ValueError, match="beta: expected a positive number"):
+        M.HierarchicalFBeta(paper_tax, beta=0.0)
+    with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
+        M.CorrectRate("root/ALL")
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
+    with pytest.raises(TaxonomyError, match="needs a tree"):
+        M.LevelAccuracy(dag)
+    assert "level_accuracy/1" not in M.HierarchicalMetrics(dag)(torch.tensor([3]), torch.tensor([3]))
+    assert np.isfinite(M.HierarchicalMetrics(dag)(torch.tensor([1]), torch.tensor([3]))["hierarchical_f1"])
