@@ -280,3 +280,14 @@ def test_synthetic_main_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert summary["synthetic"] is True and "SYNTHETIC" in summary["WARNING"]
     assert (out / "SYNTHETIC_images").is_dir() and any((out / "tb").iterdir())
     assert "SYNTHETIC" in caplog.text and "[SYNTHETIC] test" in caplog.text
+
+
+def test_module_entry_point_dispatches(capsys) -> None:
+    from examples.leukemia.__main__ import main
+
+    assert main(["--help"]) == 0 and "Commands" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown command 'nope'"):
+        main(["nope"])
+    with pytest.raises(SystemExit):  # argparse's --help of the chosen script
+        main(["evaluate", "--help"])
+    assert "python -m examples.leukemia.evaluate" in capsys.readouterr().out

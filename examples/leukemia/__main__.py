@@ -1,0 +1,30 @@
+"""``python -m examples.leukemia [COMMAND] ...``: one entry point for the example's scripts.
+
+Commands: ``train`` (the default: with no argument at all it is the SYNTHETIC main job),
+``pack``, ``compare``, ``evaluate``, ``predict``, ``explain``; the rest of the command line goes
+to that script (``python -m examples.leukemia train --help``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = ("train", "pack", "compare", "evaluate", "predict", "explain")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    if argv and not argv[0].startswith("-") and command == "train" and argv[0] not in COMMANDS:
+        raise SystemExit(f"unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}.")
+    module = importlib.import_module(f"examples.leukemia.{command}")
+    result = module.main(argv)
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
