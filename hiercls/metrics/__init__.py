@@ -3,18 +3,13 @@
 Functions take ``(y_true, y_pred, taxonomy, ...)`` with node names or indices;
 classes accumulate over batches with ``update(preds, target)`` and reduce
 across DDP processes. See :mod:`hiercls.metrics.functional` for the formulas.
+
+The classes (and torchmetrics, which imports matplotlib when it is installed)
+load on first use, so the functions and the decoders import quickly.
 """
 
-from hiercls.metrics.classes import (
-    CorrectRate,
-    HierarchicalF1,
-    HierarchicalFBeta,
-    HierarchicalMetrics,
-    HierarchicalPrecision,
-    HierarchicalRecall,
-    LevelAccuracy,
-    MistakeSeverity,
-)
+from typing import TYPE_CHECKING, Any
+
 from hiercls.metrics.functional import (
     accuracy,
     correct_rate,
@@ -68,3 +63,38 @@ __all__ = [
     "node_recall",
     "summary",
 ]
+
+_CLASSES = (
+    "CorrectRate",
+    "HierarchicalF1",
+    "HierarchicalFBeta",
+    "HierarchicalMetrics",
+    "HierarchicalPrecision",
+    "HierarchicalRecall",
+    "LevelAccuracy",
+    "MistakeSeverity",
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hiercls.metrics.classes import (
+        CorrectRate,
+        HierarchicalF1,
+        HierarchicalFBeta,
+        HierarchicalMetrics,
+        HierarchicalPrecision,
+        HierarchicalRecall,
+        LevelAccuracy,
+        MistakeSeverity,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES:
+        from hiercls.metrics import classes
+
+        return getattr(classes, name)
+    raise AttributeError(f"module 'hiercls.metrics' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,363 @@
+"""Figures for hierarchical predictions (needs the optional ``matplotlib``: ``pip install hiercls[plot]``).
+
+Every function returns a matplotlib ``Figure``; matplotlib is imported inside
+the functions, so ``import hiercls`` never imports it. Pass ``ax=`` to draw
+into an existing axes where the function draws one panel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from hiercls.decoding import OperatingCurve
+from hiercls.metrics.functional import (
+    Distance,
+    _check_taxonomy,
+    _encode_pair,
+    _resolve_distance,
+    _distance,
+    _pair_stats,
+    level_confusion_matrix,
+)
+from hiercls.taxonomy import LabelsLike, Taxonomy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_level_confusion_matrices",
+    "plot_mistake_severity_histogram",
+    "plot_operating_curve",
+    "plot_taxonomy",
+    "taxonomy_layout",
+]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("hiercls.plot needs matplotlib: pip install 'hiercls[plot]'.") from err
+    return plt
+
+
+def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, new_ax = _pyplot().subplots(figsize=figsize)
+    return fig, new_ax
+
+
+def plot_level_confusion_matrices(
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    depths: Sequence[int] | None = None,
+    normalize: Literal["true", "none"] = "true",
+    max_classes: int = 40,
+    annotate_up_to: int = 10,
+) -> Figure:
+    """One confusion matrix per depth, side by side (the true and predicted ancestors at that depth).
+
+    Rows are true classes, columns predicted classes, plus a last column
+    "stopped above" for predictions that end above the depth (non-mandatory
+    decoding). With ``normalize="true"`` each row sums to 1 (per-class recall
+    on the diagonal).
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree.
+        depths: the depths to draw (default: every depth with at most ``max_classes`` nodes).
+        normalize: ``"true"`` (rows sum to 1) or ``"none"`` (counts).
+        max_classes: refuse levels wider than this (a 10,000-class matrix is unreadable).
+        annotate_up_to: write the values in the cells of matrices at most this wide.
+
+    Returns:
+        A Figure with one axes per depth, titled ``"depth d"``.
+
+    Raises:
+        ValueError: no depth fits ``max_classes``, a requested depth is wider, or a bad ``normalize``.
+        TaxonomyError: the taxonomy is a DAG.
+
+    Examples:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> fig = plot_level_confusion_matrices(["ALL", "AML", "CLL"], ["ALL", "CLL", "acute"], tax)
+        >>> [ax.get_title() for ax in fig.axes]
+        ['depth 1', 'depth 2']
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    if normalize not in ("true", "none"):
+        raise ValueError(f"normalize: expected 'true' or 'none', got {normalize!r}.")
+    levels = taxonomy.levels()
+    if depths is None:
+        depths = [d for d in range(1, taxonomy.max_depth + 1) if len(levels[d]) <= max_classes]
+        if not depths:
+            raise ValueError(
+                f"No depth has at most max_classes={max_classes} nodes; pass depths=[...] and a larger max_classes."
+            )
+    for d in depths:
+        if not (isinstance(d, (int, np.integer)) and 1 <= d <= taxonomy.max_depth):
+            raise ValueError(f"depths: expected depths in [1, {taxonomy.max_depth}], got {d!r}.")
+        if len(levels[d]) > max_classes:
+            raise ValueError(
+                f"depths: depth {d} has {len(levels[d])} nodes, more than max_classes={max_classes}; raise max_classes to draw it."
+            )
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(depths), figsize=(4.5 * len(depths), 4.2), squeeze=False)
+    for ax, d in zip(axes[0], depths):
+        matrix = level_confusion_matrix(t, p, taxonomy, int(d), abstain_column=True).astype(np.float64)
+        if normalize == "true":
+            rows = matrix.sum(axis=1, keepdims=True)
+            matrix = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+        names = [taxonomy.nodes[i] for i in levels[d]]
+        ax.imshow(matrix, cmap="Blues", vmin=0, aspect="auto")
+        ax.set_title(f"depth {d}")
+        ax.set_xticks(range(len(names) + 1), [*names, "stopped above"], rotation=90, fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if len(names) <= annotate_up_to:
+            peak = matrix.max() if matrix.size else 1.0
+            for (i, j), value in np.ndenumerate(matrix):
+                text = f"{value:.2f}" if normalize == "true" else f"{int(value)}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if value > 0.6 * peak else "black")
+    fig.tight_layout()
+    return fig
+
+
+def taxonomy_layout(taxonomy: Taxonomy) -> np.ndarray:
+    """Node positions ``(num_nodes, 2)`` for drawing: y = -depth, x from the leaves' order.
+
+    For a tree, leaves take x = 0, 1, 2, ... in depth-first order and each
+    inner node sits at the mean x of its children, so edges never cross. For
+    a DAG, the nodes of each depth are spread evenly in index order.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> taxonomy_layout(Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])).tolist()
+        [[1.25, 0.0], [0.5, -1.0], [2.0, -1.0], [0.0, -2.0], [1.0, -2.0]]
+    """
+    _check_taxonomy(taxonomy)
+    n = taxonomy.num_nodes
+    pos = np.zeros((n, 2))
+    pos[:, 1] = -taxonomy.depth_index
+    ptr, kids = taxonomy.children_ptr, taxonomy.children_index
+    if taxonomy.is_tree:
+        order = []
+        stack = [0]
+        while stack:  # depth-first, children in index order
+            node = stack.pop()
+            order.append(node)
+            stack.extend(kids[ptr[node] : ptr[node + 1]][::-1].tolist())
+        leaf_rank = 0
+        for node in order:
+            if ptr[node] == ptr[node + 1]:
+                pos[node, 0] = leaf_rank
+                leaf_rank += 1
+        for node in range(n - 1, -1, -1):  # children have larger indices
+            if ptr[node] != ptr[node + 1]:
+                pos[node, 0] = pos[kids[ptr[node] : ptr[node + 1]], 0].mean()
+        return pos
+    width = max(len(level) for level in taxonomy.levels())
+    for level in taxonomy.levels():
+        pos[level, 0] = (np.arange(len(level)) + 0.5) * width / len(level)
+    return pos
+
+
+def plot_taxonomy(
+    taxonomy: Taxonomy,
+    values: np.ndarray | Sequence[float] | Mapping[str, float] | None = None,
+    *,
+    ax: Axes | None = None,
+    cmap: str = "viridis",
+    value_label: str = "value",
+    label_up_to: int = 60,
+    title: str | None = None,
+) -> Figure:
+    """Draw the taxonomy top-down, colouring each node by a per-node value (e.g. recall or error counts).
+
+    Get per-node recall from :func:`hiercls.metrics.node_recall`; NaN values
+    (nodes without data) are drawn grey. The layout is computed from depths
+    (:func:`taxonomy_layout`): no graphviz.
+
+    Args:
+        taxonomy: a tree or a DAG.
+        values: ``(num_nodes,)`` numbers, or ``{node name: number}`` (missing names are NaN), or None.
+        ax: draw into this axes (default: a new figure).
+        cmap: the matplotlib colormap of the values.
+        value_label: the colour bar's label.
+        label_up_to: write node names (and values) only when the taxonomy has at most this many nodes.
+        title: the axes title.
+
+    Returns:
+        The Figure: one axes for the tree, plus a colour bar axes when ``values`` are given.
+
+    Raises:
+        ValueError: ``values`` has the wrong length.
+        UnknownNodeError: a name in a ``values`` mapping is not in the taxonomy.
+
+    Examples:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> fig = plot_taxonomy(tax, {"a1": 0.9, "a2": 0.4}, value_label="recall")
+        >>> len(fig.axes), sorted(t.get_text().split()[0] for t in fig.axes[0].texts)
+        (2, ['a', 'a1', 'a2', 'b', 'r'])
+    """
+    _check_taxonomy(taxonomy)
+    n = taxonomy.num_nodes
+    if values is None:
+        data = None
+    elif isinstance(values, Mapping):
+        data = np.full(n, np.nan)
+        for name, value in values.items():
+            data[taxonomy.index(name)] = float(value)
+    else:
+        data = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64).ravel()
+        if data.shape != (n,):
+            raise ValueError(f"values: expected {n} per-node values (num_nodes), got shape {np.shape(values)}.")
+    from matplotlib.collections import LineCollection
+
+    pos = taxonomy_layout(taxonomy)
+    width = float(np.ptp(pos[:, 0])) + 1.0
+    fig, ax = _figure_and_axes(ax, (min(2.0 + 0.5 * width, 24.0), 1.5 + 1.2 * taxonomy.max_depth))
+    edges = taxonomy.edges_index()
+    ax.add_collection(LineCollection(pos[edges], colors="0.6", linewidths=0.8, zorder=1))
+    size = 300 if n <= label_up_to else max(2.0, 3000.0 / n)
+    if data is None:
+        ax.scatter(pos[:, 0], pos[:, 1], s=size, c="tab:blue", zorder=2)
+    else:
+        missing = np.isnan(data)
+        ax.scatter(pos[missing, 0], pos[missing, 1], s=size, c="0.85", edgecolors="0.5", zorder=2)
+        points = ax.scatter(pos[~missing, 0], pos[~missing, 1], s=size, c=data[~missing], cmap=cmap, zorder=3)
+        fig.colorbar(points, ax=ax, label=value_label)
+    if n <= label_up_to:
+        for i, name in enumerate(taxonomy.nodes):
+            text = name if data is None or np.isnan(data[i]) else f"{name}\n{data[i]:.2g}"
+            ax.text(pos[i, 0], pos[i, 1] - 0.18, text, ha="center", va="top", fontsize=8, zorder=4)
+    ax.set_xlim(pos[:, 0].min() - 0.7, pos[:, 0].max() + 0.7)
+    ax.set_ylim(-taxonomy.max_depth - 0.8, 0.5)
+    ax.set_yticks(-np.arange(taxonomy.max_depth + 1), [f"depth {d}" for d in range(taxonomy.max_depth + 1)])
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_operating_curve(
+    curves: OperatingCurve | Mapping[str, OperatingCurve], *, ax: Axes | None = None, title: str | None = None
+) -> Figure:
+    """Correct rate against specificity for one or several :class:`~hiercls.decoding.OperatingCurve`.
+
+    Each curve is drawn as its operating points joined in threshold order, the
+    legend giving its area (``auc``). Compare models at every operating point,
+    not only at the leaves (Valmadre 2022).
+
+    Args:
+        curves: one curve, or ``{label: curve}``.
+        ax: draw into this axes (default: a new figure).
+        title: the axes title.
+
+    Returns:
+        The Figure (one axes, one line per curve).
+
+    Raises:
+        ValueError: no curve given, or a value that is not an OperatingCurve.
+
+    Examples:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np
+        >>> from hiercls import Taxonomy
+        >>> from hiercls.decoding import operating_curve
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> curve = operating_curve(np.array([[1.0, 0.9, 0.1, 0.6, 0.3]]), ["a2"], tax)
+        >>> fig = plot_operating_curve({"flat softmax": curve})
+        >>> fig.axes[0].get_legend().get_texts()[0].get_text()
+        'flat softmax (AUC 0.369)'
+    """
+    named = {"curve": curves} if isinstance(curves, OperatingCurve) else dict(curves)
+    if not named or not all(isinstance(c, OperatingCurve) for c in named.values()):
+        raise ValueError("curves: expected an OperatingCurve or a non-empty {label: OperatingCurve} mapping.")
+    fig, ax = _figure_and_axes(ax, (5.5, 4.5))
+    for label, curve in named.items():
+        ax.plot(curve.specificity, curve.correct, marker=".", markersize=3, label=f"{label} (AUC {curve.auc:.3f})")
+    ax.set_xlabel("specificity (mean LCA recall)")
+    ax.set_ylabel("correct rate (truth or an ancestor)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_mistake_severity_histogram(
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    distance: Distance = "auto",
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Histogram of the LCA distances of the mistakes (the distribution behind mistake severity).
+
+    One bar per distance value with its count written above it; the title
+    gives the mean (:func:`hiercls.metrics.mistake_severity`) and the number
+    of mistakes. See :func:`hiercls.metrics.lca_distance` for ``distance``.
+
+    Args:
+        y_true: true nodes ``(B,)``.
+        y_pred: predicted nodes ``(B,)``.
+        taxonomy: a tree or a DAG.
+        distance: ``"auto"``, ``"height"`` or ``"path"``.
+        ax: draw into this axes (default: a new figure).
+        title: the axes title (default: the mean severity).
+
+    Returns:
+        The Figure (one axes).
+
+    Raises:
+        ValueError: empty or mismatched inputs, or an unknown ``distance``.
+
+    Examples:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> fig = plot_mistake_severity_histogram(["ALL", "ALL", "ALL"], ["ALL", "AML", "CLL"], tax)
+        >>> fig.axes[0].get_title()
+        'mistake severity 1.50 (height, 2 mistakes)'
+    """
+    t, p = _encode_pair(y_true, y_pred, taxonomy)
+    kind = _resolve_distance(taxonomy, distance)
+    wrong = t != p
+    dist = _distance(taxonomy, t[wrong], p[wrong], _pair_stats(taxonomy, t[wrong], p[wrong]).lca, kind)
+    fig, ax = _figure_and_axes(ax, (5.5, 4.0))
+    if len(dist):
+        values, counts = np.unique(dist, return_counts=True)
+        ax.bar(values, counts, width=0.8, color="tab:red", alpha=0.8)
+        for v, c in zip(values.tolist(), counts.tolist()):
+            ax.text(v, c, str(c), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(values)
+        mean = float(dist.mean())
+    else:
+        mean = 0.0
+    ax.set_xlabel(f"LCA distance ({kind})")
+    ax.set_ylabel("mistakes")
+    ax.set_title(title or f"mistake severity {mean:.2f} ({kind}, {len(dist)} mistakes)")
+    return fig

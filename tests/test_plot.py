@@ -1,0 +1,138 @@
+"""Figures: contents (axes, titles, texts, artists), the layout, errors, and lazy matplotlib import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given  # noqa: E402
+
+from hiercls import Taxonomy  # noqa: E402
+from hiercls.decoding import operating_curve  # noqa: E402
+from hiercls.metrics import level_confusion_matrix, node_recall  # noqa: E402
+from hiercls.plot import (  # noqa: E402
+    plot_level_confusion_matrices,
+    plot_mistake_severity_histogram,
+    plot_operating_curve,
+    plot_taxonomy,
+    taxonomy_layout,
+)
+from tests.strategies import trees  # noqa: E402
+
+Y_TRUE = ["ALL", "AML", "APL", "CLL", "CML", "Normal", "Reactive", "APL"]
+Y_PRED = ["ALL", "ALL", "AML", "CLL", "Acute", "Normal", "Normal", "APL"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_importing_hiercls_does_not_import_matplotlib() -> None:
+    code = "import sys, hiercls, hiercls.metrics, hiercls.decoding, hiercls.plot; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_level_confusion_matrices_contents(paper_tax: Taxonomy) -> None:
+    fig = plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, normalize="none")
+    assert [ax.get_title() for ax in fig.axes] == ["depth 1", "depth 2", "depth 3", "depth 4"]
+    ax = fig.axes[2]  # depth 3: ALL, AML, CLL, CML (+ stopped above)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["ALL", "AML", "CLL", "CML", "stopped above"]
+    matrix = level_confusion_matrix(Y_TRUE, Y_PRED, paper_tax, 3, abstain_column=True)
+    cells = [t.get_text() for t in ax.texts]
+    assert len(cells) == matrix.size and cells == [str(v) for v in matrix.ravel().tolist()]
+    assert ax.images[0].get_array().tolist() == matrix.tolist()
+    normalized = plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, depths=[1])
+    assert len(normalized.axes) == 1
+    np.testing.assert_allclose(normalized.axes[0].images[0].get_array().sum(axis=1), 1.0)
+
+
+def test_taxonomy_plot_with_recall_values(paper_tax: Taxonomy) -> None:
+    recall = node_recall(Y_TRUE, Y_PRED, paper_tax)
+    fig = plot_taxonomy(paper_tax, recall, value_label="recall", title="per-node recall")
+    assert len(fig.axes) == 2  # the tree and its colour bar
+    assert fig.axes[1].get_ylabel() == "recall"
+    texts = {t.get_text().split("\n")[0]: t.get_text() for t in fig.axes[0].texts}
+    assert set(texts) == set(paper_tax.nodes)
+    assert texts["CML"] == "CML\n0"  # CML was predicted as Acute
+    assert texts["Reactive"] == "Reactive\n0" and texts["ALL"] == "ALL\n1"
+    assert fig.axes[0].get_title() == "per-node recall"
+    assert len(fig.axes[0].collections) == 3  # edges, grey (no value), coloured
+    plain = plot_taxonomy(paper_tax)
+    assert len(plain.axes) == 1 and len(plain.axes[0].texts) == paper_tax.num_nodes
+    segments = plain.axes[0].collections[0].get_segments()
+    assert len(segments) == paper_tax.num_nodes - 1
+
+
+def test_taxonomy_plot_skips_labels_on_large_trees_and_accepts_a_mapping() -> None:
+    tax = Taxonomy.from_paths([f"r/g{i}/l{i}_{j}" for i in range(10) for j in range(10)])
+    fig = plot_taxonomy(tax, {"g0": 1.0, "l3_3": 0.5})
+    assert len(fig.axes[0].texts) == 0
+    coloured = fig.axes[0].collections[2]
+    assert sorted(coloured.get_array().tolist()) == [0.5, 1.0]
+
+
+@given(tax=trees(max_nodes=30))
+def test_layout_puts_parents_between_children_and_leaves_apart(tax: Taxonomy) -> None:
+    pos = taxonomy_layout(tax)
+    assert (pos[:, 1] == -tax.depth_index).all()
+    leaves_x = np.sort(pos[tax.leaf_index, 0])
+    assert leaves_x.tolist() == list(range(tax.num_leaves))
+    for node in range(tax.num_nodes):
+        kids = [tax.index(c) for c in tax.children(node)]
+        if kids:
+            assert pos[node, 0] == pytest.approx(pos[kids, 0].mean())
+
+
+def test_operating_curve_plot(paper_tax: Taxonomy) -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.random((20, paper_tax.num_nodes))
+    target = rng.integers(0, paper_tax.num_nodes, 20)
+    a = operating_curve(probs, target, paper_tax)
+    b = operating_curve(probs[::-1], target, paper_tax)
+    fig = plot_operating_curve({"model A": a, "model B": b}, title="operating points")
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"model A (AUC {a.auc:.3f})", f"model B (AUC {b.auc:.3f})"]
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), a.specificity)
+    assert ax.get_title() == "operating points"
+    assert len(plot_operating_curve(a).axes[0].lines) == 1
+
+
+def test_mistake_severity_histogram(paper_tax: Taxonomy) -> None:
+    fig = plot_mistake_severity_histogram(Y_TRUE, Y_PRED, paper_tax, distance="path")
+    ax = fig.axes[0]
+    # mistakes: AML->ALL 2, APL->AML 1, CML->Acute 3, Reactive->Normal 2
+    assert sorted((int(round(p.get_x() + p.get_width() / 2)), int(p.get_height())) for p in ax.patches) == [(1, 1), (2, 2), (3, 1)]
+    assert [t.get_text() for t in ax.texts] == ["1", "2", "1"]
+    assert ax.get_title() == "mistake severity 2.00 (path, 4 mistakes)"
+    fig2, ax2 = plt.subplots()
+    assert plot_mistake_severity_histogram(Y_TRUE, Y_TRUE, paper_tax, ax=ax2) is fig2
+    assert "0 mistakes" in ax2.get_title()
+
+
+def test_plot_errors(paper_tax: Taxonomy) -> None:
+    with pytest.raises(ValueError, match=r"values: expected 11 per-node values"):
+        plot_taxonomy(paper_tax, [1.0, 2.0])
+    with pytest.raises(ValueError, match="normalize: expected 'true' or 'none'"):
+        plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, normalize="all")
+    with pytest.raises(ValueError, match="depth 3 has 4 nodes, more than max_classes=3"):
+        plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, depths=[3], max_classes=3)
+    wide = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1"])
+    with pytest.raises(ValueError, match="No depth has at most max_classes=1 nodes"):
+        plot_level_confusion_matrices(["a1"], ["b1"], wide, max_classes=1)
+    with pytest.raises(ValueError, match=r"depths: expected depths in \[1, 4\]"):
+        plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, depths=[0])
+    with pytest.raises(ValueError, match="curves: expected an OperatingCurve"):
+        plot_operating_curve({})
