@@ -291,3 +291,9 @@ def test_module_entry_point_dispatches(capsys) -> None:
     with pytest.raises(SystemExit):  # argparse's --help of the chosen script
         main(["evaluate", "--help"])
     assert "python -m examples.leukemia.evaluate" in capsys.readouterr().out
+
+
+def test_pack_size_mismatch_is_an_error(pbc_pack: Path, tmp_path: Path) -> None:
+    args = T.parse_args(["--pack", str(pbc_pack), "--output", str(tmp_path), "--quiet", "--img-size", "64"])
+    with pytest.raises(ValueError, match="--img-size: the pack .* holds 32 px images, not 64"):
+        T.load_data(args, T.init_distributed("cpu"), tmp_path)

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--head", default=None, choices=HEADS, help="override the method's head")
     g.add_argument("--loss", default=None, choices=LOSSES, help="override the method's loss")
     g.add_argument("--backbone", default="convnext_tiny", help="any timm model name")
-    g.add_argument("--img-size", type=int, default=None, help="training resolution (default 128; 64 on SYNTHETIC)")
+    g.add_argument("--img-size", type=int, default=None, help="training resolution (default 128; 32 on SYNTHETIC)")
     g.add_argument("--pretrained", action="store_true", help="timm pretrained weights (needs the weights hub)")
     g.add_argument("--init-checkpoint", type=str, default=None, help="local weights for the backbone(s)")
     g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate of the backbone")
@@ -90,12 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoding rule for validation (auto: top_down for the hierarchical methods, argmax_leaf for flat)")
     g.add_argument("--threshold", type=float, default=0.5, help="threshold of the 'threshold' rule")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None, help="default 40 (3 on SYNTHETIC)")
+    g.add_argument("--epochs", type=int, default=None, help="default 40 (8 on SYNTHETIC)")
     g.add_argument("--batch-size", type=int, default=None,
                    help="per process (default 256; 32 on SYNTHETIC; capped at the train images per process)")
-    g.add_argument("--lr", type=float, default=None, help="AdamW peak lr (default 5e-4 for ViTs, 2e-3 otherwise)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="AdamW peak lr (default 5e-4 for ViTs, 2e-3 otherwise; 1e-3 on SYNTHETIC)")
     g.add_argument("--weight-decay", type=float, default=0.05)
-    g.add_argument("--warmup", type=float, default=2.0, help="linear warm-up, in epochs (then cosine to 0)")
+    g.add_argument("--warmup", type=float, default=None,
+                   help="linear warm-up in epochs, then cosine to 0 (default 2; 1 on SYNTHETIC)")
     g.add_argument("--label-smoothing", type=float, default=0.1)
     g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/rotations/shifts/colour jitter")
@@ -126,13 +128,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.synthetic = args.data is None and args.pack is None
     if args.epochs is None:
-        args.epochs = 3 if args.synthetic else 40
+        args.epochs = 8 if args.synthetic else 40
+    if args.warmup is None:
+        args.warmup = 1.0 if args.synthetic else 2.0
     if args.batch_size is None:
         args.batch_size = 32 if args.synthetic else 256
     if args.img_size is None and args.pack is None:
-        args.img_size = 64 if args.synthetic else 128
+        args.img_size = 32 if args.synthetic else 128
     if args.lr is None:
-        args.lr = 5e-4 if _is_vit(args.backbone) else 2e-3
+        args.lr = 1e-3 if args.synthetic else 5e-4 if _is_vit(args.backbone) else 2e-3
     if args.output is None:
         tag = f"-{SYNTHETIC_TAG}" if args.synthetic else ""
         args.output = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
@@ -267,6 +271,11 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
 
         pk = load_pack(args.pack, env.device, args.workers, taxonomy=args.taxonomy)
         tax = pk.taxonomy
+        if args.img_size is not None and args.img_size != pk.size:
+            raise ValueError(
+                f"--img-size: the pack {args.pack} holds {pk.size} px images, not {args.img_size}; drop --img-size or "
+                f"re-pack with python -m examples.leukemia.pack --size {args.img_size}."
+            )
         split = np.asarray(pk.split)
         images, targets, names = {}, {}, {}
         for s in ("train", "val", "test"):
