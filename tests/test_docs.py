@@ -84,18 +84,6 @@ def _rel(page: Path) -> str:
     return page.relative_to(DOCS).as_posix()
 
 
-# TEMPORARY, while the library modules are being written in parallel: a page (or API
-# block) that needs a hiercls module which does not exist yet is skipped. Remove this
-# once hiercls.heads/marginals/losses/decoding/metrics/plot/sklearn have all landed.
-def _pending(err: BaseException) -> str | None:
-    name = getattr(err, "name", None) or ""
-    if isinstance(err, ModuleNotFoundError) and name.startswith("hiercls."):
-        top = ".".join(name.split(".")[:2])
-        if not (REPO / top.replace(".", "/")).is_dir() and not (REPO / (top.replace(".", "/") + ".py")).is_file():
-            return top
-    return None
-
-
 # --------------------------------------------------------------------------- code blocks
 
 
@@ -148,8 +136,6 @@ def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
             try:
                 exec(code, namespace)
             except Exception as err:  # noqa: BLE001 - say which block failed
-                if _pending(err):
-                    pytest.skip(f"{_rel(page)}:{block.line} waits for {_pending(err)}")
                 raise AssertionError(f"the python block at {_rel(page)}:{block.line} failed: {err!r}") from err
     finally:
         torch.set_num_threads(threads)
@@ -157,27 +143,38 @@ def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
             sys.modules["matplotlib.pyplot"].close("all")
 
 
-@pytest.mark.slow
-def test_multi_gpu_script_runs_under_torchrun(tmp_path: Path) -> None:
-    """The DDP script of the multi-GPU guide trains with 2 CPU processes (gloo) and prints reduced metrics."""
-    import os
-    import subprocess
+def test_multi_gpu_script_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The DDP script of the multi-GPU guide trains and reports metrics (one gloo process, in this process).
 
-    pytest.importorskip("torchmetrics")
+    Its reduction across several processes is what the metric classes' own DDP tests check; here
+    we check that the script, as printed, runs under a process group.
+    """
+    import socket
+
+    torch = pytest.importorskip("torch")
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available in this build")
     (block,) = [b for b in _blocks(DOCS / "guides" / "multi-gpu.md") if 'title="train_ddp.py"' in _fence_line(b)]
-    script = tmp_path / "train_ddp.py"
-    script.write_text(block.code)
-    env = {
-        **os.environ,
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
-    assert len(lines) == 3 and all("world 2" in line for line in lines), done.stdout
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # gloo on CPU, like the guide's try-out
+    namespace: dict[str, object] = {"__name__": "train_ddp"}
+    exec(compile(block.code, "guides/multi-gpu.md:train_ddp.py", "exec"), namespace)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        namespace["main"]()
+    finally:
+        torch.set_num_threads(threads)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 3 and all("world 1" in line for line in lines), lines
     assert "'accuracy'" in lines[-1] and "'hierarchical_f1'" in lines[-1]
 
 
@@ -209,10 +206,6 @@ def _directives(page: Path) -> list[tuple[str, dict]]:
 def _resolve(ident: str) -> object:
     """The object an identifier names: the longest importable module prefix, then attributes."""
     parts = ident.split(".")
-    if parts[0] == "hiercls" and len(parts) > 1:
-        err = ModuleNotFoundError(f"No module named {'.'.join(parts[:2])!r}", name=".".join(parts[:2]))
-        if _pending(err) and not hasattr(importlib.import_module("hiercls"), parts[1]):
-            raise err
     for k in range(len(parts), 0, -1):
         try:
             obj = importlib.import_module(".".join(parts[:k]))
@@ -259,8 +252,7 @@ def test_every_api_identifier_imports() -> None:
         try:
             _resolve(ident)
         except Exception as err:  # noqa: BLE001
-            if not _pending(err):
-                broken.append(f"{_rel(page)}: ::: {ident} -> {err!r}")
+            broken.append(f"{_rel(page)}: ::: {ident} -> {err!r}")
     assert not broken, "\n".join(broken)
 
 
@@ -269,12 +261,7 @@ def test_every_public_name_has_an_api_page() -> None:
     documented: set[int] = set()
     for page in _api_pages():
         for ident, opts in _directives(page):
-            try:
-                obj = _resolve(ident)
-            except ModuleNotFoundError as err:
-                if _pending(err):
-                    continue
-                raise
+            obj = _resolve(ident)
             if hasattr(obj, "__path__") or type(obj).__name__ == "module":
                 for name in opts.get("members") or _public_names(obj):
                     documented.add(id(getattr(obj, name)))
