@@ -157,14 +157,13 @@ def save_figures(y_true: Any, y_pred: Any, taxonomy: Taxonomy, prefix: str | os.
     written = []
     fig = plot_level_confusion_matrices(t, p, taxonomy)
     if title:
-        fig.suptitle(f"{title}: confusion per level")
+        fig.suptitle(f"{title}: confusion per level", y=1.06)
     path = prefix.with_name(prefix.name + "_confusion.png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     written.append(path)
-    fig = plot_taxonomy(taxonomy, values=node_recall(t, p, taxonomy))
-    if title:
-        fig.suptitle(f"{title}: recall per node")
+    fig = plot_taxonomy(taxonomy, values=node_recall(t, p, taxonomy), value_label="recall",
+                        title=f"{title}: recall per node" if title else "recall per node")
     path = prefix.with_name(prefix.name + "_taxonomy_recall.png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
