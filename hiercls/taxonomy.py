@@ -353,6 +353,12 @@ class Taxonomy:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"Taxonomy is immutable: cannot delete {name!r}.")
 
+    def __copy__(self) -> Taxonomy:
+        return self  # immutable: a copy is the same object
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Taxonomy:
+        return self  # immutable; also spares scikit-learn's clone a rebuild per grid point
+
     def __reduce__(self) -> tuple[Any, ...]:
         edges = [(self._nodes[p], self._nodes[c]) for p, c in self.edges_index().tolist()]
         return (_restore, (list(self._nodes), edges))

@@ -816,3 +816,11 @@ class TestSynthetic:
     def test_shrinking_widths(self) -> None:
         with pytest.raises(TaxonomyError, match=r"widths: each level needs at least as many nodes as the one above"):
             layered_taxonomy((4, 2))
+
+
+def test_copy_and_deepcopy_return_the_same_immutable_object() -> None:
+    import copy
+
+    tax = Taxonomy.from_paths(["r/a/x", "r/b"])
+    assert copy.copy(tax) is tax
+    assert copy.deepcopy({"t": tax})["t"] is tax
