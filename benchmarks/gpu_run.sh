@@ -77,7 +77,6 @@ EOF
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
   CMP_ARGS=(--epochs 1 --batch-size 16 --device cpu)
   TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu)
-  STEP_ARGS=(--smoke)
 else
   CARRY="$ROOT/.carry"
   BASE_ARGS=(--models resnet18 --fine --epochs 30)
@@ -85,7 +84,6 @@ else
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
   CMP_ARGS=(--epochs 30 --batch-size 256)
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
-  STEP_ARGS=()
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
 $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
@@ -100,9 +98,12 @@ stage compare_pbc "$T2" 110 $PY -m examples.leukemia.compare --pack "$CARRY/pbc1
 # 3. ALL: saturated by any model (see BENCHMARKS.md), fewer runs
 stage compare_all4 60 50 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" --runs "$ALL_RUNS" \
   "${CMP_ARGS[@]}" --deadline 50 --title "ALL 4-class (real images, 128 px, from scratch)" --out "$WORK/all4"
-# 4. head overhead (written by the heads helper)
+# 4. head overhead (written by the heads helper): pass --smoke/--out only where the script takes them
 if [[ -f benchmarks/gpu_step.py ]]; then
-  stage gpu_step 45 40 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}" --out "$WORK/gpu_step.json"
+  STEP=()
+  (( SMOKE )) && grep -q -- '--smoke' benchmarks/gpu_step.py && STEP+=(--smoke)
+  grep -q -- '"--out"' benchmarks/gpu_step.py && STEP+=(--out "$WORK/gpu_step.json")
+  stage gpu_step 45 40 bash -c 'set -o pipefail; OUT="$1" "${@:2}" | tee "$1/gpu_step.out"' _ "$WORK" $PY benchmarks/gpu_step.py "${STEP[@]}"
 else
   echo "== gpu_step: benchmarks/gpu_step.py not found, skipped"; echo "gpu_step missing 0" >> "$STAGES"
 fi
@@ -119,3 +120,4 @@ EOF
 $PY benchmarks/leukemia_gpu_report.py "$WORK" "$OUT"
 (cd "$WORK" && find pbc/figures all4/figures -name '*.png' 2>/dev/null | tar czf "$OUT/figures.tar.gz" -T - 2>/dev/null) || true
 echo "== done in $(( $(date +%s) - T0 ))s; files in $OUT:"; ls -la "$OUT"
+[[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"   # checkpoints and logs of the runs (KEEP_WORK=1 keeps them)

@@ -24,6 +24,21 @@ def _load(path: Path) -> Any:
         return None
 
 
+def _last_json(path: Path) -> Any:
+    """The last line of a log that parses as a JSON object (benchmarks print one)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return None
+
+
 def _f(v: Any, d: int = 4) -> str:
     return f"{v:.{d}f}" if isinstance(v, (int, float)) else "—"
 
@@ -55,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "baseline": _load(out / "pbc_flat_baseline.json"),
         "pbc": _load(work / "pbc" / "results.json"),
         "all4": _load(work / "all4" / "results.json"),
-        "gpu_step": _load(work / "gpu_step.json"),
+        "gpu_step": _load(work / "gpu_step.json") or _last_json(work / "gpu_step.out"),
         "throughput": _load(work / "throughput.json"),
     }
     md = ["# Leukemia example on the lent GPU", ""]

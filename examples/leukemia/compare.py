@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     runs = _runs(args)
     common = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-              "--quiet", "--no-test", "--checkpoint-every", "0"]
+              "--quiet", "--no-test", "--checkpoint-every", "0", "--no-last"]
     for flag, value in (("--pack", args.pack), ("--data", args.data), ("--taxonomy", args.taxonomy),
                         ("--img-size", args.img_size), ("--device", args.device), ("--workers", args.workers)):
         if value is not None:

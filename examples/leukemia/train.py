@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     g.add_argument("--checkpoint-every", type=int, default=1,
                    help="write 'last' every N epochs (and at the end) and 'best' when it improves; 0: both at the end only")
+    g.add_argument("--no-last", dest="save_last", action="store_false",
+                   help="do not write the 'last' checkpoint (saves time and disk; no --resume then)")
     g.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many epochs as if interrupted (then --resume); for tests")
     g.add_argument("--best-metric", default="accuracy", help="validation metric that picks the best checkpoint")
@@ -705,7 +707,8 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
                      epoch + 1, args.epochs, stats["loss"], stats["img_per_s"], shown, "  *best*" if is_best else "")
             if is_best and args.checkpoint_every > 0:
                 save_checkpoint(output / "best", model, tax, config=config, metrics=val, epoch=epoch)
-            if epoch == stop - 1 or (args.checkpoint_every > 0 and (epoch + 1) % args.checkpoint_every == 0):
+            periodic = args.checkpoint_every > 0 and (epoch + 1) % args.checkpoint_every == 0
+            if args.save_last and (epoch == stop - 1 or periodic):
                 save_checkpoint(output / "last", model, tax, config=config, metrics=val, epoch=epoch,
                                 optimizer=optimizer, scheduler=scheduler, rng=True,
                                 state={"best": best, "history": history})
