@@ -274,48 +274,60 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> 
     return out.cpu().numpy() if as_numpy else out
 
 
-def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float) -> torch.Tensor:
-    """Exact expected hF-beta of predicting each node, for one chunk ``(b, num_nodes)``.
+def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax: bool = False) -> torch.Tensor:
+    """Exact expected hF-beta of predicting each node for a chunk ``(b, num_nodes)``.
+
+    Returns the node-major values ``(num_nodes, b)``, or with ``argmax=True``
+    the best node of each sample ``(b,)`` (first maximum) without building them.
 
     With ``q(y)`` the mass of "the truth is exactly y" and ``M(a, d)`` the mass
     of truths at depth ``d`` inside ``subtree(a)``:
     ``E[hF(n)] = (1 + beta^2) sum_{a in path(n), a != root} sum_{d >= depth(a)} M(a, d) / (beta^2 d + depth(n))``.
-    ``M`` lives per level as ``(b, D - depth + 1, n_level)``: about 1.5 x num_nodes values per sample on wide trees.
+    Per level, one tensor ``(1 + D - depth + 1, n_level, b)`` holds the marginals then ``M(., d)`` for
+    ``d = depth .. D`` (about 1.5 x num_nodes values per sample on wide trees), so that one ``index_add_``
+    per level moves every channel up, and one matrix product per level applies the weights.
     """
     b2 = beta * beta
     depth_max = plan.max_depth
     bounds = plan.bounds
-    dtype = probs.dtype
     batch = probs.shape[0]
-    # exclusive masses q (clipped at 0 for incoherent marginals) and per-depth subtree masses M, bottom-up
-    masses: list[torch.Tensor | None] = [None] * (depth_max + 1)
+    kw = {"dtype": probs.dtype, "device": probs.device}
+    # bottom-up: channel 0 = P, channel 1 = q (clipped at 0 for incoherent marginals), channels 2.. = M(., d > depth)
+    stacks: list[torch.Tensor] = [probs[:0]] * (depth_max + 1)
     for level in range(depth_max, 0, -1):
         a, b = bounds[level]
-        width = depth_max - level + 1
-        m = torch.zeros(batch, width, b - a, dtype=dtype, device=probs.device)
+        stack = torch.empty(depth_max - level + 2, b - a, batch, **kw)
+        stack[0] = probs[:, a:b].t()
         if level < depth_max:
-            c0, c1 = bounds[level + 1]
-            below = torch.cat([probs[:, None, c0:c1], masses[level + 1]], dim=1)  # (b, 1 + width - 1, n_child)
-            sums = torch.zeros(batch, width, b - a, dtype=dtype, device=probs.device)
-            sums.index_add_(2, plan.local_parent[level + 1], below)
-            m[:, 0] = (probs[:, a:b] - sums[:, 0]).clamp_min(0.0)
-            m[:, 1:] = sums[:, 1:]
+            stack[1:].zero_().index_add_(1, plan.local_parent[level + 1], stacks[level + 1])
+            torch.sub(stack[0], stack[1], out=stack[1])
         else:
-            m[:, 0] = probs[:, a:b].clamp_min(0.0)
-        masses[level] = m
-    out = torch.zeros_like(probs)
+            stack[1] = stack[0]
+        stack[1].clamp_min_(0.0)
+        stacks[level] = stack
+    # top-down: H_k(n) = sum_{a in path(n)} G_k(a) for predicted depths k >= depth(n); E(n) = (1 + beta^2) H_depth(n)(n)
+    out = None if argmax else torch.zeros(plan.num_nodes, batch, **kw)
+    best_value = torch.zeros(batch, **kw)  # the root scores 0
+    best_node = torch.zeros(batch, dtype=torch.long, device=probs.device)
     above: torch.Tensor | None = None
     for level in range(1, depth_max + 1):
         a, b = bounds[level]
-        width = depth_max - level + 1
-        ks = torch.arange(level, depth_max + 1, dtype=dtype, device=probs.device)
-        weights = 1.0 / (b2 * ks[None, :] + ks[:, None])  # [predicted depth k, truth depth d]
-        h = torch.einsum("bdn,kd->bkn", masses[level], weights)
+        masses = stacks[level][1:]
+        width = masses.shape[0]
+        ks = torch.arange(level, depth_max + 1, **kw)
+        weights = (1.0 + b2) / (b2 * ks[None, :] + ks[:, None])  # [predicted depth k, truth depth d]
+        h = (weights @ masses.reshape(width, -1)).view(width, b - a, batch)
         if above is not None:
-            h += above.index_select(2, plan.local_parent[level])[:, 1:]
-        out[:, a:b] = (1.0 + b2) * h[:, 0]
+            h += above[1:].index_select(1, plan.local_parent[level])
+        if argmax:
+            value, where = h[0].max(dim=0)
+            better = value > best_value  # strict: earlier (smaller) indices win ties
+            best_value = torch.where(better, value, best_value)
+            best_node = torch.where(better, where + a, best_node)
+        else:
+            out[a:b] = h[0]
         above = h
-    return out
+    return best_node if argmax else out
 
 
 def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.0) -> Any:
@@ -361,7 +373,7 @@ def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.
     beta = _check_beta(beta)
     tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
     plan = _plan(taxonomy, str(tensor.device))
-    out = _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta), width=2)
+    out = _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta).t(), width=2)
     return out.cpu().numpy() if as_numpy else out
 
 
@@ -438,7 +450,7 @@ def decode(
 
         return _out(_per_chunk(tensor, crm), as_numpy)
     beta = _check_beta(beta)
-    return _out(_per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta).argmax(dim=1), width=2), as_numpy)
+    return _out(_per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta, argmax=True), width=2), as_numpy)
 
 
 def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int) -> Any:

@@ -239,3 +239,21 @@ def test_tree_only_rules_refuse_dags(tax: Taxonomy, seed: int) -> None:
             decode(probs, tax, rule)
     with pytest.raises(TaxonomyError, match="needs a tree"):
         expected_lca_cost(probs, tax)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_in_cuda_out_with_the_cpu_answers() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2", "r/c"])
+    probs = torch.from_numpy(_probs(tax, 11, batch=64)).float()
+    target = torch.randint(0, tax.num_nodes, (64,))
+    for rule in RULES:
+        out = decode(probs.cuda(), tax, rule)
+        assert out.device.type == "cuda" and out.dtype == torch.int64
+        assert out.cpu().tolist() == decode(probs, tax, rule).tolist(), rule
+    assert top_k_leaves(probs.cuda(), tax, 2).device.type == "cuda"
+    np.testing.assert_allclose(
+        expected_hierarchical_fbeta(probs.cuda(), tax).cpu(), expected_hierarchical_fbeta(probs, tax), atol=1e-6
+    )
+    curve_gpu = operating_curve(probs.cuda(), target, tax)
+    curve_cpu = operating_curve(probs, target, tax)
+    np.testing.assert_allclose(curve_gpu.correct, curve_cpu.correct)
