@@ -1,0 +1,209 @@
+"""Loss cost on the iNat21-shaped taxonomy: forward + backward on CPU, as a ratio to flat cross-entropy.
+
+Every hiercls loss runs on a batch of logits (``(B, num_nodes)`` or
+``(B, num_leaves)``), forward and backward, next to ``F.cross_entropy`` over
+the 10,000 leaves: each repeat times the baseline and then the loss, so the
+two share the machine's state, and the reported ratio is the median of the
+per-repeat ratios. Peak extra memory is the highest live CPU memory allocated
+during one forward + backward (inputs excluded, the logits' gradient
+included), read from the torch profiler's memory events.
+
+Usage::
+
+    python benchmarks/losses.py                     # defaults: batch 256, 30 repeats
+    python benchmarks/losses.py --partial 0.25      # a quarter of the targets are inner nodes
+    python benchmarks/losses.py --threads 1 --out results.json
+
+Prints one JSON object (and writes it to ``--out`` or ``$OUT/losses.json``
+when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from hiercls import losses as L
+from hiercls import marginals as M
+from hiercls.synthetic import layered_taxonomy
+
+
+def _targets(tax, batch: int, partial: float, gen: torch.Generator) -> torch.Tensor:
+    leaves = torch.as_tensor(tax.leaf_index.copy())
+    target = leaves[torch.randint(0, len(leaves), (batch,), generator=gen)]
+    if partial > 0:
+        table = torch.as_tensor(tax.ancestor_table.copy())
+        depth = torch.as_tensor(tax.depth_index.copy())[target]
+        up = (torch.rand(batch, generator=gen) * depth.float()).long().clamp_min(1)  # an ancestor at depth >= 1
+        inner = table[target, up]
+        target = torch.where(torch.rand(batch, generator=gen) < partial, inner, target)
+    return target
+
+
+def _peak_extra_mib(step: Callable[[], None], device: torch.device) -> float:
+    """Highest live memory allocated during ``step`` (MiB): CUDA allocator stats, or the CPU profiler's memory events."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return round((torch.cuda.max_memory_allocated(device) - before) / 2**20, 2)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # each op's own allocations minus frees ("[memory]" events: frees outside any op), in start order
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for event in events:
+        live += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return round(peak / 2**20, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--partial", type=float, default=0.0, help="fraction of targets at inner nodes")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--only", nargs="*", default=None, help="names of the losses to run")
+    parser.add_argument("--device", default="cpu", help="cpu (the reference) or cuda")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    tax = layered_taxonomy()
+    build_s = time.perf_counter() - t0
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    target = _targets(tax, args.batch, args.partial, gen).to(device)
+    leaf_pos = torch.randint(0, tax.num_leaves, (args.batch,), generator=gen).to(device)
+    node_logits = torch.randn(args.batch, tax.num_nodes, generator=gen).to(device).requires_grad_(True)
+    leaf_logits = torch.randn(args.batch, tax.num_leaves, generator=gen).to(device).requires_grad_(True)
+
+    baseline = (lambda: F.cross_entropy(leaf_logits, leaf_pos), leaf_logits)
+    cases: dict[str, tuple[Callable[[], torch.Tensor], torch.Tensor]] = {
+        "conditional_softmax_nll": (lambda m=L.ConditionalSoftmaxLoss(tax).to(device): m(node_logits, target), node_logits),
+        "conditional_softmax_nll[validate_args=False]": (
+            lambda m=L.ConditionalSoftmaxLoss(tax, validate_args=False).to(device): m(node_logits, target),
+            node_logits,
+        ),
+        "conditional_softmax_nll[label_smoothing=0.1]": (
+            lambda m=L.ConditionalSoftmaxLoss(tax, label_smoothing=0.1).to(device): m(node_logits, target),
+            node_logits,
+        ),
+        "flat_cross_entropy": (lambda m=L.FlatCrossEntropyLoss(tax).to(device): m(leaf_logits, target), leaf_logits),
+        "level_cross_entropy": (lambda m=L.LevelCrossEntropyLoss(tax).to(device): m(node_logits, target), node_logits),
+        "node_bce": (lambda m=L.NodeBCELoss(tax).to(device): m(node_logits, target), node_logits),
+        "node_bce[negatives=siblings]": (
+            lambda m=L.NodeBCELoss(tax, negatives="siblings").to(device): m(node_logits, target),
+            node_logits,
+        ),
+        "max_constraint_loss": (lambda m=L.MaxConstraintLoss(tax).to(device): m(node_logits, target), node_logits),
+        "hxe_loss": (lambda m=L.HXELoss(tax, alpha=0.1).to(device): m(leaf_logits, target), leaf_logits),
+        "soft_label_loss": (lambda m=L.SoftLabelLoss(tax, beta=10.0).to(device): m(leaf_logits, target), leaf_logits),
+    }
+    # forward-only references: node marginals for every node (evaluation, not training)
+    marginal_cases: dict[str, tuple[Callable[[], torch.Tensor], torch.Tensor]] = {
+        "conditional_marginals": (lambda: M.conditional_marginals(node_logits.detach(), tax), node_logits),
+        "sigmoid_marginals[coherent]": (lambda: M.sigmoid_marginals(node_logits.detach(), tax, True), node_logits),
+        "flat_marginals": (lambda: M.flat_marginals(leaf_logits.detach(), tax), leaf_logits),
+    }
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k in args.only}
+        marginal_cases = {k: v for k, v in marginal_cases.items() if k in args.only}
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def run(fn: Callable[[], torch.Tensor], logits: torch.Tensor, backward: bool = True) -> float:
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        if backward:
+            out.backward()
+        sync()
+        elapsed = time.perf_counter() - start
+        logits.grad = None
+        return elapsed
+
+    results: dict[str, dict] = {}
+    base_times: list[float] = []
+    for name, (fn, logits) in {**cases, **marginal_cases}.items():
+        backward = name in cases
+        for _ in range(args.warmup):
+            run(*baseline)
+            run(fn, logits, backward)
+        ratios, times, bases = [], [], []
+        for _ in range(args.repeats):
+            base = run(*baseline)
+            took = run(fn, logits, backward)
+            bases.append(base)
+            times.append(took)
+            ratios.append(took / base)
+        base_times.extend(bases)
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        results[name] = {
+            "pass": "forward+backward" if backward else "forward",
+            "median_ms": round(statistics.median(times) * 1e3, 3),
+            "baseline_median_ms": round(statistics.median(bases) * 1e3, 3),
+            "ratio_to_cross_entropy": round(statistics.median(ratios), 3),
+            "ratio_iqr": [round(q1, 3), round(q3, 3)],
+            "logits_shape": list(logits.shape),
+        }
+
+        def step(fn=fn, logits=logits, backward=backward) -> None:
+            run(fn, logits, backward)
+
+        results[name]["peak_extra_mib"] = _peak_extra_mib(step, device)
+
+    report = {
+        "benchmark": "losses",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "taxonomy": {
+            "shape": "iNat21 (hiercls.synthetic.layered_taxonomy())",
+            "num_nodes": tax.num_nodes,
+            "num_leaves": tax.num_leaves,
+            "max_depth": tax.max_depth,
+            "build_s": round(build_s, 2),
+        },
+        "batch": args.batch,
+        "partial_fraction": args.partial,
+        "repeats": args.repeats,
+        "baseline": {
+            "name": f"F.cross_entropy over {tax.num_leaves} leaves, forward+backward",
+            "median_ms": round(statistics.median(base_times) * 1e3, 3),
+            "peak_extra_mib": _peak_extra_mib(lambda: run(*baseline), device),
+        },
+        "losses": results,
+        "note": "ratio = median over repeats of (loss time / F.cross_entropy time measured just before it)",
+    }
+    text = json.dumps(report, indent=1)
+    print(text)
+    default_name = f"losses_{device.type}_t{torch.get_num_threads()}.json"
+    out = args.out or (os.path.join(os.environ["OUT"], default_name) if os.environ.get("OUT") else None)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
