@@ -145,7 +145,7 @@ class ConditionalHead(HierarchicalHead):
 
     def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
         _require_tree(taxonomy, "ConditionalHead", "Use a SigmoidHead (DAG-capable) instead.")
-        super().__init__(in_features, taxonomy, taxonomy.num_nodes, ("parent", "parent_local"), bias)
+        super().__init__(in_features, taxonomy, taxonomy.num_nodes, ("parent_group", "parent_local"), bias)
 
     def _log_marginals(self, logits: Tensor) -> Tensor:
         return _conditional_log_marginals(logits, self.tables)
@@ -184,7 +184,7 @@ class LevelHead(HierarchicalHead):
 
     def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
         _require_tree(taxonomy, "LevelHead", "Use a SigmoidHead (DAG-capable) instead.")
-        super().__init__(in_features, taxonomy, taxonomy.num_nodes, ("parent", "parent_local"), bias)
+        super().__init__(in_features, taxonomy, taxonomy.num_nodes, ("parent_group", "parent_local"), bias)
 
     def _log_marginals(self, logits: Tensor) -> Tensor:
         return _conditional_log_marginals(logits, self.tables)
@@ -269,7 +269,7 @@ class FlatHead(HierarchicalHead):
 
     def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
         _check_taxonomy(taxonomy)
-        tables = ("leaf_index",) + (("parent_local",) if taxonomy.is_tree else ("desc_owner", "desc_index"))
+        tables = ("leaf_index",) + (("parent_local", "is_leaf") if taxonomy.is_tree else ("desc_owner", "desc_index"))
         super().__init__(in_features, taxonomy, taxonomy.num_leaves, tables, bias)
 
     def _log_marginals(self, logits: Tensor) -> Tensor:

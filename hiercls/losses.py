@@ -450,7 +450,7 @@ def _cond_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
 
     if _TaxonomyTables(tax).nll_path:
         return base + ("path_row", "path_pos", "group_members", "group_valid")
-    return base + ("parent",)
+    return base + ("parent", "parent_group")
 
 
 def _sigmoid_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
@@ -471,7 +471,7 @@ _SPECS: dict[str, _Spec] = {
         "flat_cross_entropy", _flat_cross_entropy, "num_leaves", False, lambda tax, o: ("leafdesc_ptr", "leafdesc_pos")
     ),
     "hxe": _Spec(
-        "hxe_loss", _hxe, "num_leaves", True, lambda tax, o: _TREE_TABLES + ("parent_local", "leaf_index", "height"), _DAG_HINT
+        "hxe_loss", _hxe, "num_leaves", True, lambda tax, o: _TREE_TABLES + ("parent_local", "leaf_index", "height", "is_leaf"), _DAG_HINT
     ),
     "soft_label": _Spec(
         "soft_label_loss",

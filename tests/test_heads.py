@@ -77,14 +77,14 @@ def test_buffers_move_and_state_dict_holds_only_weights(paper_tax):
     head = H.ConditionalHead(8, paper_tax, bias=False)
     assert set(head.state_dict()) == {"linear.weight"}
     buffers = dict(head.named_buffers())
-    assert {"tables.parent", "tables.parent_local"} <= set(buffers)
+    assert {"tables.parent_group", "tables.parent_local"} <= set(buffers)
     head64 = head.to(torch.float64)
-    assert head64.tables.parent.dtype == torch.int64 and head64.linear.weight.dtype == torch.float64
+    assert head64.tables.parent_group.dtype == torch.int64 and head64.linear.weight.dtype == torch.float64
     fresh = H.ConditionalHead(8, paper_tax, bias=False)
     fresh.load_state_dict(head.state_dict())
     x = torch.randn(2, 8, dtype=torch.float64)
     torch.testing.assert_close(fresh.double()(x), head64(x))
-    assert head.to("meta").tables.parent.device.type == "meta"
+    assert head.to("meta").tables.parent_group.device.type == "meta"
 
 
 def test_copy_and_pickle(paper_tax):
