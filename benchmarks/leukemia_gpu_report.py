@@ -45,20 +45,26 @@ def _f(v: Any, d: int = 4) -> str:
 
 def summary_table(merged: dict[str, Any]) -> str:
     """One line per trained model: the numbers BENCHMARKS.md asks for."""
-    lines = ["| dataset | method | backbone | 8-class | fine-leaf | hF1 | mistake sev. | train s | img/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | method | backbone | 8-class | fine-leaf | hF1 | mistake sev. | train s | img/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     base = merged.get("baseline") or {}
     for name, v in base.items():
         if isinstance(v, dict) and "test_acc" in v:
-            lines.append(f"| pbc | peer flat (tool, --fine) | {name} | {_f(v.get('test_acc_8class'))} | "
-                         f"{_f(v.get('test_acc'))} | — | — | {_f(v.get('train_s'), 1)} | {_f(v.get('img_per_s'), 0)} |")
+            lines.append(
+                f"| pbc | peer flat (tool, --fine) | {name} | {_f(v.get('test_acc_8class'))} | "
+                f"{_f(v.get('test_acc'))} | — | — | {_f(v.get('train_s'), 1)} | {_f(v.get('img_per_s'), 0)} |"
+            )
     for ds in ("pbc", "all4"):
         for r in (merged.get(ds) or {}).get("rows", []):
             m = r["metrics"]
-            lines.append(f"| {ds} | {r['method']} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
-                         f"{_f(m.get('fine_leaf_accuracy'))} | {_f(m.get('hierarchical_f1'))} | "
-                         f"{_f(m.get('mistake_severity'), 3)} | {_f(r.get('train_seconds'), 1)} | "
-                         f"{_f(r.get('img_per_s'), 0)} |")
+            lines.append(
+                f"| {ds} | {r['method']} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
+                f"{_f(m.get('fine_leaf_accuracy'))} | {_f(m.get('hierarchical_f1'))} | "
+                f"{_f(m.get('mistake_severity'), 3)} | {_f(r.get('train_seconds'), 1)} | "
+                f"{_f(r.get('img_per_s'), 0)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -74,7 +80,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "throughput": _load(work / "throughput.json"),
     }
     md = ["# Leukemia example on the lent GPU", ""]
-    dev = next((merged[k].get("device") for k in ("pbc", "all4", "throughput") if isinstance(merged.get(k), dict)), None)
+    dev = next(
+        (merged[k].get("device") for k in ("pbc", "all4", "throughput") if isinstance(merged.get(k), dict)), None
+    )
     md += [f"Device: {dev or 'unknown'}. All numbers below come from one job (`benchmarks/gpu_run.sh`).", ""]
     md += ["## Summary (test split)", "", summary_table(merged)]
     for ds in ("pbc", "all4"):
@@ -82,15 +90,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         md += [path.read_text() if path.is_file() else f"## {ds}\n\n(stage missing: see gpu_run.log)\n", ""]
     tp = merged.get("throughput")
     if isinstance(tp, dict):
-        md += ["## Feeding the GPU (real packed data vs synthetic input, same model and step)", "",
-               "| backbone | size | synthetic img/s | real img/s | real / synthetic |", "|---|---|---|---|---|"]
+        md += [
+            "## Feeding the GPU (real packed data vs synthetic input, same model and step)",
+            "",
+            "| backbone | size | synthetic img/s | real img/s | real / synthetic |",
+            "|---|---|---|---|---|",
+        ]
         for size, r in tp.get("results", {}).items():
-            md.append(f"| {tp.get('backbone')} | {size} | {r['synthetic']['img_per_s']} | {r['real']['img_per_s']} | "
-                      f"{r['real_over_synthetic']} |")
+            md.append(
+                f"| {tp.get('backbone')} | {size} | {r['synthetic']['img_per_s']} | {r['real']['img_per_s']} | "
+                f"{r['real_over_synthetic']} |"
+            )
         md.append("")
     if merged.get("gpu_step") is not None:
-        md += ["## Head overhead (benchmarks/gpu_step.py)", "", "```json",
-               json.dumps(merged["gpu_step"], indent=1)[:4000], "```", ""]
+        md += [
+            "## Head overhead (benchmarks/gpu_step.py)",
+            "",
+            "```json",
+            json.dumps(merged["gpu_step"], indent=1)[:4000],
+            "```",
+            "",
+        ]
     if merged.get("stages"):
         md += ["## Stages", "", "| stage | exit | seconds |", "|---|---|---|"]
         md += [f"| {s['name']} | {s['rc']} | {s['seconds']} |" for s in merged["stages"]]

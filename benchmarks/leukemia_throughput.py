@@ -30,10 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from examples.leukemia.gpu_data import GPUBatches  # noqa: E402
-from examples.leukemia.models import build_model  # noqa: E402
-from examples.leukemia.pack import load_pack  # noqa: E402
-from examples.leukemia.train import autocast, build_optimizer, cosine_with_warmup  # noqa: E402
+from examples.leukemia.gpu_data import GPUBatches
+from examples.leukemia.models import build_model
+from examples.leukemia.pack import load_pack
+from examples.leukemia.train import autocast, build_optimizer, cosine_with_warmup
 
 
 def _sync(device: torch.device) -> None:
@@ -95,25 +95,54 @@ def main(argv: list[str] | None = None) -> dict:
     images, targets = pk.images[train_idx], pk.targets[train_idx]
     out: dict = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "backbone": args.backbone, "batch_size": args.batch_size,
-        "train_images": len(train_idx), "pack_load_s": round(load_s, 2),
-        "epoch_steps": len(train_idx) // args.batch_size, "results": {},
+        "torch": torch.__version__,
+        "backbone": args.backbone,
+        "batch_size": args.batch_size,
+        "train_images": len(train_idx),
+        "pack_load_s": round(load_s, 2),
+        "epoch_steps": len(train_idx) // args.batch_size,
+        "results": {},
     }
     sizes = [int(s) for s in args.sizes.split(",") if s] or [pk.size]
     for size in sizes:
         torch.manual_seed(0)
         model = build_model(args.backbone, pk.taxonomy, "hierarchical", img_size=size).to(device)
         model = model.to(memory_format=torch.channels_last)
-        real = GPUBatches(images, targets, args.batch_size, shuffle=True, drop_last=True, augment=True, seed=0,
-                          out_size=None if size == pk.size else size)
-        fixed = next(iter(GPUBatches(images, targets, args.batch_size, shuffle=True, drop_last=True, augment=False,
-                                     seed=1, out_size=None if size == pk.size else size)))
+        real = GPUBatches(
+            images,
+            targets,
+            args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            augment=True,
+            seed=0,
+            out_size=None if size == pk.size else size,
+        )
+        fixed = next(
+            iter(
+                GPUBatches(
+                    images,
+                    targets,
+                    args.batch_size,
+                    shuffle=True,
+                    drop_last=True,
+                    augment=False,
+                    seed=1,
+                    out_size=None if size == pk.size else size,
+                )
+            )
+        )
         steps = min(args.steps, max(1, len(real) - 1)) if len(real) > args.warmup else args.steps
-        synth = measure(model, lambda: iter([fixed] * (args.warmup + steps + 1)), device, steps, args.warmup)
-        realm = measure(model, lambda: iter(real), device, steps, args.warmup)
+        repeated = [fixed] * (args.warmup + steps + 1)
+        synth = measure(model, lambda batches=repeated: iter(batches), device, steps, args.warmup)
+        realm = measure(model, lambda batches=real: iter(batches), device, steps, args.warmup)
         ratio = realm["img_per_s"] / synth["img_per_s"] if synth["img_per_s"] else math.nan
-        out["results"][str(size)] = {"synthetic": synth, "real": realm, "real_over_synthetic": round(ratio, 4),
-                                     "meets_90pct": bool(ratio >= 0.9)}
+        out["results"][str(size)] = {
+            "synthetic": synth,
+            "real": realm,
+            "real_over_synthetic": round(ratio, 4),
+            "meets_90pct": bool(ratio >= 0.9),
+        }
         print(size, out["results"][str(size)], flush=True)
         del model
         if device.type == "cuda":

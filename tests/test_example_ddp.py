@@ -23,25 +23,61 @@ from examples.leukemia import train as T
 from examples.leukemia.synthetic import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
-COMMON = ["--taxonomy", "paper", "--backbone", "test_convnext", "--epochs", "2", "--no-augment", "--img-size", "32",
-          "--seed", "5", "--quiet", "--no-tensorboard", "--workers", "1"]
+COMMON = [
+    "--taxonomy",
+    "paper",
+    "--backbone",
+    "test_convnext",
+    "--epochs",
+    "2",
+    "--no-augment",
+    "--img-size",
+    "32",
+    "--seed",
+    "5",
+    "--quiet",
+    "--no-tensorboard",
+    "--workers",
+    "1",
+]
 
 
 def test_two_processes_match_one(tmp_path: Path) -> None:
     data = make_synthetic(tmp_path / "SYNTHETIC", "paper", n_per_leaf=5, size=32, seed=1)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-           "-m", "examples.leukemia.train", "--data", str(data), *COMMON, "--batch-size", "8",
-           "--output", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "examples.leukemia.train",
+        "--data",
+        str(data),
+        *COMMON,
+        "--batch-size",
+        "8",
+        "--output",
+        str(tmp_path / "ddp"),
+    ]
+    proc = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "2 process(es)" in proc.stderr
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = T.run(T.parse_args(["--data", str(data), *COMMON, "--batch-size", "16", "--output", str(tmp_path / "one")]))
+        one = T.run(
+            T.parse_args(["--data", str(data), *COMMON, "--batch-size", "16", "--output", str(tmp_path / "one")])
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -49,12 +85,15 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert two["config"]["world_size"] == 2 and one.config["world_size"] == 1
     assert two["config"]["split_sizes"] == one.config["split_sizes"]
     # identical validation and test metrics (the loss-like nll up to float rounding)
-    exact = lambda d: {k: v for k, v in d.items() if k != "nll"}  # noqa: E731
+    exact = lambda d: {k: v for k, v in d.items() if k != "nll"}
     assert exact(two["test"]) == exact(one.test)
     assert two["test"]["nll"] == pytest.approx(one.test["nll"], rel=1e-4)
     assert exact(two["best_val"]["metrics"]) == exact(one.best["metrics"])
     # the same weights, up to the order of float sums
-    w1, w2 = load_file(str(tmp_path / "one" / "last.safetensors")), load_file(str(tmp_path / "ddp" / "last.safetensors"))
+    w1, w2 = (
+        load_file(str(tmp_path / "one" / "last.safetensors")),
+        load_file(str(tmp_path / "ddp" / "last.safetensors")),
+    )
     assert w1.keys() == w2.keys()
     for key in w1:
         assert torch.allclose(w1[key], w2[key], rtol=1e-3, atol=1e-4), key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -28,8 +29,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = {}
     for method, backbone in (("hierarchical", "test_convnext"), ("flat", "test_vit")):
         out = root / f"{method}-{backbone}"
-        T.run(T.parse_args(["--method", method, "--backbone", backbone, "--epochs", "1", "--synthetic-per-leaf", "4",
-                            "--output", str(out), *FAST]))
+        T.run(
+            T.parse_args(
+                [
+                    "--method",
+                    method,
+                    "--backbone",
+                    backbone,
+                    "--epochs",
+                    "1",
+                    "--synthetic-per-leaf",
+                    "4",
+                    "--output",
+                    str(out),
+                    *FAST,
+                ]
+            )
+        )
         runs[method] = out
     return runs
 
@@ -70,7 +86,10 @@ def test_evaluation_metrics_without_pbc_nodes(paper_tax) -> None:
 
 def test_results_markdown_is_a_methods_by_backbones_table() -> None:
     m = {"fine_leaf_accuracy": 0.5, "hierarchical_f1": 0.75, "mistake_severity": 1.5, "level_accuracy/1": 1.0, "n": 4}
-    rows = [{"method": "flat", "backbone": "a", "metrics": m}, {"method": "hierarchical", "backbone": "b", "metrics": m}]
+    rows = [
+        {"method": "flat", "backbone": "a", "metrics": m},
+        {"method": "hierarchical", "backbone": "b", "metrics": m},
+    ]
     md = results_markdown(rows, title="T")
     assert "| method | a | b |" in md and "| flat | 0.5000 |  |" in md and "| hierarchical |  | 0.5000 |" in md
     assert "acc@depth 1" in md and "8-class" not in md
@@ -115,7 +134,7 @@ def test_predict_writes_csv_with_cautious_answers(trained: dict[str, Path], tmp_
         assert route[: len(row["answer_path"].split("/"))] == row["answer_path"].split("/")
         assert float(row["answer_prob"]) >= 0.5
         probs = [float(row[f"p_depth{d}"]) for d in range(1, tax.max_depth + 1) if row[f"p_depth{d}"] != ""]
-        assert len(probs) == len(route) - 1 and all(a >= b - 1e-6 for a, b in zip(probs, probs[1:]))
+        assert len(probs) == len(route) - 1 and all(a >= b - 1e-6 for a, b in itertools.pairwise(probs))
     with pytest.raises(FileNotFoundError, match="inputs: .* does not exist"):
         main([str(trained["hierarchical"] / "best"), str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="--threshold"):
@@ -133,7 +152,9 @@ def test_explain_writes_one_map_per_level(method: str, trained: dict[str, Path],
     assert len(preds) == 2 and len(rows) == sum(tax.depth(p) for p in preds.values())
     assert (tmp_path / "explain.png").read_bytes()[:8] == PNG
     for r in rows:
-        assert Path(r["overlay"]).read_bytes()[:8] == PNG and r["node"] in tax.ancestors(r["prediction"], include_self=True)
+        assert Path(r["overlay"]).read_bytes()[:8] == PNG and r["node"] in tax.ancestors(
+            r["prediction"], include_self=True
+        )
 
 
 def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
@@ -146,11 +167,29 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"resnet18": {"test_acc": 0.9157, "test_acc_8class": 0.9847, "train_s": 16}}))
     out = tmp_path / "cmp"
-    result = main(["--pack", str(pk), "--runs", "hierarchical:test_resnet,flat:test_resnet", "--epochs", "1",
-                   "--batch-size", "8", "--device", "cpu", "--baseline-json", str(baseline), "--out", str(out)])
+    result = main(
+        [
+            "--pack",
+            str(pk),
+            "--runs",
+            "hierarchical:test_resnet,flat:test_resnet",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--baseline-json",
+            str(baseline),
+            "--out",
+            str(out),
+        ]
+    )
     assert [r["method"] for r in result["rows"]] == ["hierarchical", "flat"] and not result["skipped"]
     for row in result["rows"]:
-        assert {"eight_class_accuracy", "fine_leaf_accuracy", "hierarchical_f1", "mistake_severity"} <= set(row["metrics"])
+        assert {"eight_class_accuracy", "fine_leaf_accuracy", "hierarchical_f1", "mistake_severity"} <= set(
+            row["metrics"]
+        )
         assert row["train_seconds"] > 0 and row["img_per_s"] > 0
         assert all(Path(f).read_bytes()[:8] == PNG for f in row["figures"]) and len(row["figures"]) == 2
     assert "metrics_argmax_leaf" in result["rows"][0] and result["partial_labels_in_train"] > 0
@@ -158,7 +197,19 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
     assert "| method | test_resnet |" in md and "**8-class acc**" in md and "Peer baseline" in md and "0.9157" in md
     assert json.loads((out / "results.json").read_text())["rows"][1]["method"] == "flat"
     # runs that cannot finish before the deadline are skipped and say so
-    skipped = main(["--pack", str(pk), "--runs", "hierarchical:test_resnet", "--deadline", "0", "--device", "cpu",
-                    "--out", str(tmp_path / "late")])
+    skipped = main(
+        [
+            "--pack",
+            str(pk),
+            "--runs",
+            "hierarchical:test_resnet",
+            "--deadline",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "late"),
+        ]
+    )
     assert skipped["rows"] == [] and skipped["skipped"][0]["reason"].startswith("time")
     assert "Skipped: hierarchical:test_resnet" in (tmp_path / "late" / "results.md").read_text()

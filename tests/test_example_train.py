@@ -121,8 +121,18 @@ def test_checkpoint_round_trip_without_pickle(tmp_path: Path, paper_tax) -> None
     sched.step()
     extra = {"best": {"epoch": 3, "value": 0.5}, "pair": (1, "a"), 7: [1.5, None]}
     saved_rng = torch.get_rng_state()  # save_checkpoint(rng=True) stores this state
-    path = save_checkpoint(tmp_path / "run" / "last.json", model, paper_tax, config={"model": model.config, "lr": 1e-3},
-                           metrics={"accuracy": 0.25}, epoch=3, optimizer=opt, scheduler=sched, state=extra, rng=True)
+    path = save_checkpoint(
+        tmp_path / "run" / "last.json",
+        model,
+        paper_tax,
+        config={"model": model.config, "lr": 1e-3},
+        metrics={"accuracy": 0.25},
+        epoch=3,
+        optimizer=opt,
+        scheduler=sched,
+        state=extra,
+        rng=True,
+    )
     weights, state, sidecar = checkpoint_paths(path)
     assert path == sidecar and weights.is_file() and state.is_file()
     assert not list((tmp_path / "run").glob(".*tmp*")), "temporary files left behind"
@@ -134,8 +144,9 @@ def test_checkpoint_round_trip_without_pickle(tmp_path: Path, paper_tax) -> None
     sched2 = T.cosine_with_warmup(opt2, 10, 2)
     torch.manual_seed(123)  # the RNG moves on...
     assert not torch.equal(torch.get_rng_state(), saved_rng)
-    ck = load_checkpoint(tmp_path / "run" / "last", model2, taxonomy=paper_tax, optimizer=opt2, scheduler=sched2,
-                         restore_rng=True)
+    ck = load_checkpoint(
+        tmp_path / "run" / "last", model2, taxonomy=paper_tax, optimizer=opt2, scheduler=sched2, restore_rng=True
+    )
     assert ck.epoch == 3 and ck.metrics == {"accuracy": 0.25} and ck.config["lr"] == 1e-3
     assert ck.state["pair"] == (1, "a") and ck.state[7] == [1.5, None] and ck.state["best"]["epoch"] == 3
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
@@ -157,9 +168,16 @@ def test_checkpoint_refuses_another_taxonomy(tmp_path: Path, paper_tax) -> None:
     with pytest.raises(CheckpointError, match="trained on another taxonomy"):
         load_model(tmp_path / "best", taxonomy=load_taxonomy("all4"))
     # same nodes in a different structure is refused too
-    moved = type(paper_tax).from_paths(["root/Normal", "root/Reactive", "root/Leukemia/Acute/ALL",
-                                        "root/Leukemia/Acute/AML/APL", "root/Leukemia/Chronic/CLL",
-                                        "root/Chronic2/CML"])
+    moved = type(paper_tax).from_paths(
+        [
+            "root/Normal",
+            "root/Reactive",
+            "root/Leukemia/Acute/ALL",
+            "root/Leukemia/Acute/AML/APL",
+            "root/Leukemia/Chronic/CLL",
+            "root/Chronic2/CML",
+        ]
+    )
     with pytest.raises(CheckpointError, match="taxonomy: the checkpoint best.json"):
         load_checkpoint(tmp_path / "best", taxonomy=moved)
 
@@ -205,8 +223,21 @@ def test_checkpoint_errors(tmp_path: Path, paper_tax, monkeypatch: pytest.Monkey
 )
 def test_each_method_trains_on_real_images(method: str, backbone: str, pbc_pack: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = T.parse_args(["--pack", str(pbc_pack), "--method", method, "--backbone", backbone, "--epochs", "1",
-                         "--output", str(out), *FAST])
+    args = T.parse_args(
+        [
+            "--pack",
+            str(pbc_pack),
+            "--method",
+            method,
+            "--backbone",
+            backbone,
+            "--epochs",
+            "1",
+            "--output",
+            str(out),
+            *FAST,
+        ]
+    )
     res = T.run(args)
     tax = res.data.taxonomy
     assert tax.root == "root" and "band_neutrophil" in tax.nodes
@@ -214,15 +245,23 @@ def test_each_method_trains_on_real_images(method: str, backbone: str, pbc_pack:
     inner = ~torch.tensor(tax.is_leaf_mask)[res.data.targets["train"]]
     assert int(inner.sum()) >= 2
     assert len(res.history) == 1 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in res.history)
-    for name in ("best.json", "best.safetensors", "last.json", "last.state.safetensors", "log.csv", "splits.csv",
-                 "config.json", "summary.json"):
+    for name in (
+        "best.json",
+        "best.safetensors",
+        "last.json",
+        "last.state.safetensors",
+        "log.csv",
+        "splits.csv",
+        "config.json",
+        "summary.json",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic"] is False and 0 <= summary["test"]["hierarchical_f1"] <= 1
     assert summary["config"]["model"]["method"] == method
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 2 and "val_hierarchical_f1" in rows[0]
-    model, ck = load_model(out / "best")
+    _, ck = load_model(out / "best")
     assert ck.taxonomy == tax and ck.config["image_size"] == 32
 
 
@@ -261,7 +300,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     wa, wb = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.test == b.test and a.best["epoch"] == b.best["epoch"]
-    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and "img_per_s" not in k} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and "img_per_s" not in k} for r in rows]
     assert strip(a.history) == strip(b.history)
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
         T.run(T.parse_args([*common, "--output", str(tmp_path / "c"), "--resume"]))
@@ -272,8 +311,21 @@ def test_synthetic_main_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     args = T.parse_args([])
     assert args.synthetic and args.backbone == "convnext_tiny" and "SYNTHETIC" in args.output
     with caplog.at_level(logging.INFO):
-        rc = T.main(["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "4", "--quiet",
-                     "--img-size", "32", "--workers", "1"])
+        rc = T.main(
+            [
+                "--backbone",
+                "test_convnext",
+                "--epochs",
+                "1",
+                "--synthetic-per-leaf",
+                "4",
+                "--quiet",
+                "--img-size",
+                "32",
+                "--workers",
+                "1",
+            ]
+        )
     assert rc == 0
     out = tmp_path / "runs" / "hierarchical-test_convnext-SYNTHETIC"
     summary = json.loads((out / "summary.json").read_text())

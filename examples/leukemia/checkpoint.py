@@ -87,7 +87,11 @@ def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
             name = name[: -len(suffix)]
             break
     base = path.with_name(name)
-    return base.with_name(name + ".safetensors"), base.with_name(name + ".state.safetensors"), base.with_name(name + ".json")
+    return (
+        base.with_name(name + ".safetensors"),
+        base.with_name(name + ".state.safetensors"),
+        base.with_name(name + ".json"),
+    )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

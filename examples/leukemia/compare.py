@@ -22,8 +22,6 @@ import argparse
 import gc
 import json
 import logging
-import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,16 +39,22 @@ _ALT_KEYS = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "m
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m examples.leukemia.compare", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m examples.leukemia.compare",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--pack", default=None, help="packed dataset (examples.leukemia.pack)")
     p.add_argument("--data", default=None, help="or an image folder / CSV (decoded once into memory)")
     p.add_argument("--layout", default="auto")
     p.add_argument("--taxonomy", default=None)
     p.add_argument("--backbones", default="convnext_tiny,vit_small_patch16_224")
     p.add_argument("--methods", default="flat,per-level,hierarchical")
-    p.add_argument("--runs", default=None,
-                   help="explicit comma-separated method:backbone list, in this order (overrides --methods/--backbones)")
+    p.add_argument(
+        "--runs",
+        default=None,
+        help="explicit comma-separated method:backbone list, in this order (overrides --methods/--backbones)",
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--img-size", type=int, default=None, help="for --data (a pack has its own size)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -59,10 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--deadline", type=float, default=None,
-                   help="seconds: skip runs expected to end after this (estimated from earlier runs of the backbone)")
-    p.add_argument("--baseline-json", default=None,
-                   help="JSON of tools/flat_baseline_gpu_data.py from the same job, shown next to the table")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds: skip runs expected to end after this (estimated from earlier runs of the backbone)",
+    )
+    p.add_argument(
+        "--baseline-json",
+        default=None,
+        help="JSON of tools/flat_baseline_gpu_data.py from the same job, shown next to the table",
+    )
     p.add_argument("--train-args", default="", help="extra flags for every training run, e.g. '--warmup 3'")
     p.add_argument("--figures", default="all", choices=("all", "none"))
     p.add_argument("--title", default=None)
@@ -90,12 +101,20 @@ def _baseline_md(path: str | None) -> tuple[str, dict[str, Any] | None]:
     rows = [(k, v) for k, v in base.items() if isinstance(v, dict) and "test_acc" in v]
     if not rows:
         return "", base
-    lines = ["**Peer baseline** (`tools/flat_baseline_gpu_data.py`, same job; plain timm flat softmax over the fine "
-             "leaves, images labelled only at an inner node left out; its own split of those images, seed 20261126)",
-             "", "| model | fine-leaf acc | 8-class acc (same predictions) | train s | img/s |", "|---|---|---|---|---|"]
+    lines = [
+        (
+            "**Peer baseline** (`tools/flat_baseline_gpu_data.py`, same job; plain timm flat softmax over the fine "
+            "leaves, images labelled only at an inner node left out; its own split of those images, seed 20261126)"
+        ),
+        "",
+        "| model | fine-leaf acc | 8-class acc (same predictions) | train s | img/s |",
+        "|---|---|---|---|---|",
+    ]
     for name, v in rows:
-        lines.append(f"| {name} | {v.get('test_acc', '—')} | {v.get('test_acc_8class', '—')} | {v.get('train_s', '—')} "
-                     f"| {v.get('img_per_s', '—')} |")
+        lines.append(
+            f"| {name} | {v.get('test_acc', '—')} | {v.get('test_acc_8class', '—')} | {v.get('train_s', '—')} "
+            f"| {v.get('img_per_s', '—')} |"
+        )
     return "\n".join(lines) + "\n", base
 
 
@@ -114,10 +133,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = _runs(args)
-    common = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-              "--quiet", "--no-test", "--checkpoint-every", "0", "--no-last"]
-    for flag, value in (("--pack", args.pack), ("--data", args.data), ("--taxonomy", args.taxonomy),
-                        ("--img-size", args.img_size), ("--device", args.device), ("--workers", args.workers)):
+    common = [
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--seed",
+        str(args.seed),
+        "--quiet",
+        "--no-test",
+        "--checkpoint-every",
+        "0",
+        "--no-last",
+    ]
+    for flag, value in (
+        ("--pack", args.pack),
+        ("--data", args.data),
+        ("--taxonomy", args.taxonomy),
+        ("--img-size", args.img_size),
+        ("--device", args.device),
+        ("--workers", args.workers),
+    ):
         if value is not None:
             common += [flag, str(value)]
     if args.data:
@@ -135,33 +171,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     tax = data.taxonomy
     device_name = torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu"
-    log.info("data: %s | train %d, val %d, test %d | %d px | loaded in %.1f s | %s", data.source,
-             len(data.names["train"]), len(data.names["val"]), len(data.names["test"]),
-             data.images["train"].shape[-1], load_s, device_name)
+    log.info(
+        "data: %s | train %d, val %d, test %d | %d px | loaded in %.1f s | %s",
+        data.source,
+        len(data.names["train"]),
+        len(data.names["val"]),
+        len(data.names["test"]),
+        data.images["train"].shape[-1],
+        load_s,
+        device_name,
+    )
     baseline_md, baseline = _baseline_md(args.baseline_json)
     result: dict[str, Any] = {
         "title": args.title or f"{Path(args.pack or args.data).stem}: methods x backbones",
-        "device": device_name, "torch": torch.__version__, "data_source": data.source,
-        "synthetic": data.synthetic, "image_size": int(data.images["train"].shape[-1]),
+        "device": device_name,
+        "torch": torch.__version__,
+        "data_source": data.source,
+        "synthetic": data.synthetic,
+        "image_size": int(data.images["train"].shape[-1]),
         "split_sizes": {s: len(v) for s, v in data.names.items()},
-        "partial_labels_in_train": int((~torch.tensor(tax.is_leaf_mask, device=data.targets["train"].device)[
-            data.targets["train"]]).sum()),
-        "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "load_seconds": load_s,
-        "rows": [], "skipped": [], "baseline": baseline,
+        "partial_labels_in_train": int(
+            (~torch.tensor(tax.is_leaf_mask, device=data.targets["train"].device)[data.targets["train"]]).sum()
+        ),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "load_seconds": load_s,
+        "rows": [],
+        "skipped": [],
+        "baseline": baseline,
     }
     estimates: dict[str, float] = {}
 
     def write() -> None:
         rows = result["rows"]
-        note = (f"Test split: {result['split_sizes'].get('test')} images "
-                f"({sum(r['metrics']['n_partial_labels'] for r in rows[:1])} labelled only at an inner node); "
-                f"{args.epochs} epochs from scratch at {result['image_size']} px, batch {args.batch_size}, seed "
-                f"{args.seed}, on {device_name}. Decoding: each method's rule (column 'decode').")
+        note = (
+            f"Test split: {result['split_sizes'].get('test')} images "
+            f"({sum(r['metrics']['n_partial_labels'] for r in rows[:1])} labelled only at an inner node); "
+            f"{args.epochs} epochs from scratch at {result['image_size']} px, batch {args.batch_size}, seed "
+            f"{args.seed}, on {device_name}. Decoding: each method's rule (column 'decode')."
+        )
         if data.synthetic:
             note += " **SYNTHETIC images: these numbers say nothing about real cells.**"
-        md = results_markdown(rows, title=result["title"], note=note) if rows else f"## {result['title']}\n\n(no run finished)\n"
+        md = (
+            results_markdown(rows, title=result["title"], note=note)
+            if rows
+            else f"## {result['title']}\n\n(no run finished)\n"
+        )
         if result["skipped"]:
-            md += "\nSkipped: " + ", ".join(f"{s['method']}:{s['backbone']} ({s['reason']})" for s in result["skipped"]) + "\n"
+            md += (
+                "\nSkipped: "
+                + ", ".join(f"{s['method']}:{s['backbone']} ({s['reason']})" for s in result["skipped"])
+                + "\n"
+            )
         if baseline_md:
             md += "\n" + baseline_md
         result["wall_seconds"] = time.perf_counter() - t_start
@@ -174,11 +236,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         levels = tax.max_depth if method == "per-level" else 1
         est = estimates.get(backbone, 0.0) * levels
         if args.deadline is not None and time.perf_counter() - t_start + est > args.deadline:
-            log.info("skip %s: expected %.0f s, %.0f s left", name, est, args.deadline - (time.perf_counter() - t_start))
+            log.info(
+                "skip %s: expected %.0f s, %.0f s left", name, est, args.deadline - (time.perf_counter() - t_start)
+            )
             result["skipped"].append({"method": method, "backbone": backbone, "reason": f"time (~{est:.0f} s)"})
             write()
             continue
-        run_args = T.parse_args(common + ["--method", method, "--backbone", backbone, "--output", str(out / "runs" / name)])
+        run_args = T.parse_args(
+            common + ["--method", method, "--backbone", backbone, "--output", str(out / "runs" / name)]
+        )
         t_run = time.perf_counter()
         try:
             res = T.run(run_args, data=data, env=env)
@@ -190,16 +256,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         wall = time.perf_counter() - t_run
         estimates[backbone] = wall / levels
         rule = res.config["decode"]
-        probs = T.predict(res.model, data.images["test"], batch_size=512, device=env.device, amp=True,
-                          channels_last=True)
+        probs = T.predict(
+            res.model, data.images["test"], batch_size=512, device=env.device, amp=True, channels_last=True
+        )
         target = data.targets["test"].to(probs.device)
         preds = decode(probs, tax, rule)
         metrics = evaluation_metrics(target, preds, tax)
         row: dict[str, Any] = {
-            "name": name, "method": method, "backbone": backbone, "decode": rule, "head": res.config["model"]["head"],
-            "loss": res.config["model"]["loss"], "metrics": metrics, "best_epoch": res.best.get("epoch"),
-            "val_best": res.best.get("value"), "train_seconds": res.train_seconds, "img_per_s": res.img_per_s,
-            "wall_seconds": wall, "params_m": sum(p.numel() for p in res.model.parameters()) / 1e6,
+            "name": name,
+            "method": method,
+            "backbone": backbone,
+            "decode": rule,
+            "head": res.config["model"]["head"],
+            "loss": res.config["model"]["loss"],
+            "metrics": metrics,
+            "best_epoch": res.best.get("epoch"),
+            "val_best": res.best.get("value"),
+            "train_seconds": res.train_seconds,
+            "img_per_s": res.img_per_s,
+            "wall_seconds": wall,
+            "params_m": sum(p.numel() for p in res.model.parameters()) / 1e6,
         }
         if rule != "argmax_leaf":
             alt = evaluation_metrics(target, decode(probs, tax, "argmax_leaf"), tax)
@@ -211,8 +287,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             except Exception as err:  # figures must not cost the numbers
                 log.warning("figures of %s failed: %r", name, err)
         result["rows"].append(row)
-        shown = {k: round(v, 4) for k, v in metrics.items()
-                 if k in ("eight_class_accuracy", "fine_leaf_accuracy", "hierarchical_f1", "mistake_severity")}
+        shown = {
+            k: round(v, 4)
+            for k, v in metrics.items()
+            if k in ("eight_class_accuracy", "fine_leaf_accuracy", "hierarchical_f1", "mistake_severity")
+        }
         log.info("%s: %s | train %.1f s, %.0f img/s", name, shown, res.train_seconds, res.img_per_s)
         write()
         del res, probs

@@ -79,7 +79,7 @@ def evaluation_metrics(y_true: Any, y_pred: Any, taxonomy: Taxonomy) -> dict[str
     t, p = _np(y_true), _np(y_pred)
     out: dict[str, Any] = {k: float(v) for k, v in summary(t, p, taxonomy).items()}
     leaf = np.asarray(taxonomy.is_leaf_mask)[t]
-    out["n"] = int(len(t))
+    out["n"] = len(t)
     out["n_partial_labels"] = int((~leaf).sum())
     out["fine_leaf_accuracy"] = accuracy(t[leaf], p[leaf], taxonomy) if leaf.any() else math.nan
     table = eight_class_table(taxonomy)
@@ -115,8 +115,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     for key, header in HEADLINE.items():
         if not any(key in r["metrics"] for r in rows):
             continue
-        lines += [f"**{header}**", "", "| method | " + " | ".join(backbones) + " |",
-                  "|---|" + "---|" * len(backbones)]
+        lines += [f"**{header}**", "", "| method | " + " | ".join(backbones) + " |", "|---|" + "---|" * len(backbones)]
         for m in methods:
             vals = [_fmt(cell[(m, b)]["metrics"].get(key)) if (m, b) in cell else "" for b in backbones]
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
@@ -124,21 +123,37 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     depths = sorted({int(k.split("/")[1]) for r in rows for k in r["metrics"] if k.startswith("level_accuracy/")})
     cols = [*HEADLINE, "hierarchical_precision", "hierarchical_recall", "accuracy"]
     cols = [c for c in cols if any(c in r["metrics"] for r in rows)]
-    head = ["method", "backbone", "decode", *(HEADLINE.get(c, c.replace("_", " ")) for c in cols),
-            *(f"acc@depth {d}" for d in depths), "train s", "img/s", "n"]
+    head = [
+        "method",
+        "backbone",
+        "decode",
+        *(HEADLINE.get(c, c.replace("_", " ")) for c in cols),
+        *(f"acc@depth {d}" for d in depths),
+        "train s",
+        "img/s",
+        "n",
+    ]
     lines += ["**All numbers**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         m = r["metrics"]
-        vals = [r["method"], r["backbone"], r.get("decode", ""), *(_fmt(m.get(c)) for c in cols),
-                *(_fmt(m.get(f"level_accuracy/{d}")) for d in depths),
-                _fmt(r.get("train_seconds"), 1), _fmt(r.get("img_per_s"), 0), _fmt(m.get("n"))]
+        vals = [
+            r["method"],
+            r["backbone"],
+            r.get("decode", ""),
+            *(_fmt(m.get(c)) for c in cols),
+            *(_fmt(m.get(f"level_accuracy/{d}")) for d in depths),
+            _fmt(r.get("train_seconds"), 1),
+            _fmt(r.get("img_per_s"), 0),
+            _fmt(m.get("n")),
+        ]
         lines.append("| " + " | ".join(vals) + " |")
     lines.append("")
     return "\n".join(lines)
 
 
-def save_figures(y_true: Any, y_pred: Any, taxonomy: Taxonomy, prefix: str | os.PathLike[str], *,
-                 title: str = "") -> list[Path]:
+def save_figures(
+    y_true: Any, y_pred: Any, taxonomy: Taxonomy, prefix: str | os.PathLike[str], *, title: str = ""
+) -> list[Path]:
     """Per-level confusion matrices and the taxonomy coloured by per-node recall, as two PNGs.
 
     Returns:
@@ -162,8 +177,12 @@ def save_figures(y_true: Any, y_pred: Any, taxonomy: Taxonomy, prefix: str | os.
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     written.append(path)
-    fig = plot_taxonomy(taxonomy, values=node_recall(t, p, taxonomy), value_label="recall",
-                        title=f"{title}: recall per node" if title else "recall per node")
+    fig = plot_taxonomy(
+        taxonomy,
+        values=node_recall(t, p, taxonomy),
+        value_label="recall",
+        title=f"{title}: recall per node" if title else "recall per node",
+    )
     path = prefix.with_name(prefix.name + "_taxonomy_recall.png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -198,7 +217,9 @@ def load_split(
     from examples.leukemia.train import _decode_all
 
     size = int(image_size or config.get("image_size") or 128)
-    pack = pack or (config.get("pack") if data is None and config.get("pack") and Path(config["pack"]).is_file() else None)
+    pack = pack or (
+        config.get("pack") if data is None and config.get("pack") and Path(config["pack"]).is_file() else None
+    )
     if pack:
         from examples.leukemia.pack import load_pack
 
@@ -272,11 +293,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model, ckpt = load_model(path, device=device)
         tax = ckpt.taxonomy
         images, targets, _ = load_split(
-            ckpt.config, tax, args.split, checkpoint_dir=ckpt.path.parent, pack=args.pack, data=args.data,
-            layout=args.layout, split_seed=args.split_seed, device=device, workers=args.workers,
+            ckpt.config,
+            tax,
+            args.split,
+            checkpoint_dir=ckpt.path.parent,
+            pack=args.pack,
+            data=args.data,
+            layout=args.layout,
+            split_seed=args.split_seed,
+            device=device,
+            workers=args.workers,
         )
-        probs = predict(model, images, batch_size=args.batch_size, device=device, amp=True,
-                        channels_last=device.type == "cuda")
+        probs = predict(
+            model, images, batch_size=args.batch_size, device=device, amp=True, channels_last=device.type == "cuda"
+        )
         rule = args.decode or ckpt.config.get("decode") or ckpt.config.get("model", {}).get("decode", "argmax_leaf")
         preds = decode(probs, tax, rule, threshold=args.threshold)
         metrics = evaluation_metrics(targets, preds, tax)
@@ -286,12 +316,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.figures:
             title = f"{name} ({args.split})" + (" [SYNTHETIC]" if ckpt.config.get("synthetic") else "")
             figures = [str(p) for p in save_figures(targets, preds, tax, out / name, title=title)]
-        rows.append({
-            "name": name, "checkpoint": str(ckpt.path), "method": ckpt.config.get("model", {}).get("method"),
-            "backbone": ckpt.config.get("model", {}).get("backbone"), "decode": rule, "split": args.split,
-            "epoch": ckpt.epoch, "metrics": metrics, "synthetic": bool(ckpt.config.get("synthetic")),
-            "figures": figures,
-        })
+        rows.append(
+            {
+                "name": name,
+                "checkpoint": str(ckpt.path),
+                "method": ckpt.config.get("model", {}).get("method"),
+                "backbone": ckpt.config.get("model", {}).get("backbone"),
+                "decode": rule,
+                "split": args.split,
+                "epoch": ckpt.epoch,
+                "metrics": metrics,
+                "synthetic": bool(ckpt.config.get("synthetic")),
+                "figures": figures,
+            }
+        )
         log.info("%s: %s", name, {k: round(v, 4) for k, v in metrics.items() if k in HEADLINE or k == "accuracy"})
     note = f"Split: {args.split}."
     if synthetic:

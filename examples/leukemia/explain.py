@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -177,8 +176,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if not paths:
         raise SystemExit("no readable image among the inputs.")
     uint8 = torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous().to(device)
-    batches = GPUBatches(uint8, torch.zeros(len(uint8), dtype=torch.int64, device=device), len(uint8),
-                         shuffle=False, drop_last=False, augment=False)
+    batches = GPUBatches(
+        uint8,
+        torch.zeros(len(uint8), dtype=torch.int64, device=device),
+        len(uint8),
+        shuffle=False,
+        drop_last=False,
+        augment=False,
+    )
     images = next(iter(batches))[0]  # normalised exactly as in training
     rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
     pred, maps = explain(model, images, rule=rule, threshold=args.threshold)
@@ -199,12 +204,23 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             Image.fromarray(over).save(file)
             axes[i, j].imshow(over)
             axes[i, j].set_title(f"depth {depth}: {tax.nodes[node]}\np={prob:.2f}", fontsize=7)
-            rows.append({"image": path, "prediction": tax.nodes[int(pred[i])], "depth": depth,
-                         "node": tax.nodes[node], "probability": round(prob, 6), "overlay": str(file)})
+            rows.append(
+                {
+                    "image": path,
+                    "prediction": tax.nodes[int(pred[i])],
+                    "depth": depth,
+                    "node": tax.nodes[node],
+                    "probability": round(prob, 6),
+                    "overlay": str(file),
+                }
+            )
         for ax in axes[i]:
             ax.axis("off")
-    fig.suptitle(f"Grad-CAM per level: {ckpt.config.get('model', {}).get('method')} "
-                 f"{ckpt.config.get('model', {}).get('backbone')}{tag}", fontsize=9)
+    fig.suptitle(
+        f"Grad-CAM per level: {ckpt.config.get('model', {}).get('method')} "
+        f"{ckpt.config.get('model', {}).get('backbone')}{tag}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out / "explain.png", dpi=120)
     plt.close(fig)

@@ -221,7 +221,8 @@ def build_model(
     model: HierarchicalClassifier | PerLevelClassifier
     if method == "per-level":
         bbs = [
-            create_backbone(backbone, pretrained=pretrained, img_size=img_size, **bkw) for _ in range(taxonomy.max_depth)
+            create_backbone(backbone, pretrained=pretrained, img_size=img_size, **bkw)
+            for _ in range(taxonomy.max_depth)
         ]
         model = PerLevelClassifier(bbs, taxonomy, criterion)
     else:

@@ -52,8 +52,11 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                            and not p.name.startswith("."))
+            found += sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            )
         elif path.is_file():
             found.append(str(path))
         else:
@@ -110,6 +113,12 @@ def predict_rows(
     return rows
 
 
+def _write_csv(fh: Any, rows: list[dict[str, Any]]) -> None:
+    w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m examples.leukemia.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (run/best or run/best.json)")
@@ -145,15 +154,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     probs = predict(model, batch, batch_size=args.batch_size, device=device, amp=True, channels_last=True)
     rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
     rows = predict_rows(probs, ckpt.taxonomy, paths, rule=rule, threshold=args.threshold)
-    fields = list(rows[0])
-    fh = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8")
-    try:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    finally:
-        if fh is not sys.stdout:
-            fh.close()
+    if args.out == "-":
+        _write_csv(sys.stdout, rows)
+    else:
+        with open(args.out, "w", newline="", encoding="utf-8") as fh:
+            _write_csv(fh, rows)
     if ckpt.config.get("synthetic"):
         log.warning("this checkpoint was trained on SYNTHETIC images: its predictions mean nothing for real cells.")
     if args.out != "-":

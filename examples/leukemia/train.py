@@ -29,7 +29,6 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,17 +62,33 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--data", type=str, default=None,
-                   help="image root (folder tree, CSV manifest, PBC or ALL layout); omitted and no --pack: "
-                        "generate a small SYNTHETIC set and train briefly")
-    g.add_argument("--layout", default="auto", choices=("auto", "folder", "csv", "pbc", "all4"),
-                   help="how labels are read from --data (see examples.leukemia.data)")
+    g.add_argument(
+        "--data",
+        type=str,
+        default=None,
+        help="image root (folder tree, CSV manifest, PBC or ALL layout); omitted and no --pack: "
+        "generate a small SYNTHETIC set and train briefly",
+    )
+    g.add_argument(
+        "--layout",
+        default="auto",
+        choices=("auto", "folder", "csv", "pbc", "all4"),
+        help="how labels are read from --data (see examples.leukemia.data)",
+    )
     g.add_argument("--pack", type=str, default=None, help="packed uint8 cache (python -m examples.leukemia.pack)")
-    g.add_argument("--taxonomy", type=str, default=None,
-                   help="paper | pbc | all4 | path to a taxonomy JSON (default: inferred from the data)")
+    g.add_argument(
+        "--taxonomy",
+        type=str,
+        default=None,
+        help="paper | pbc | all4 | path to a taxonomy JSON (default: inferred from the data)",
+    )
     g.add_argument("--split-seed", type=int, default=20261126)
-    g.add_argument("--partial-labels", default="use", choices=("use", "drop"),
-                   help="train on images labelled only at an inner node, or leave them out")
+    g.add_argument(
+        "--partial-labels",
+        default="use",
+        choices=("use", "drop"),
+        help="train on images labelled only at an inner node, or leave them out",
+    )
     g.add_argument("--synthetic-per-leaf", type=int, default=24, help="images per leaf of the SYNTHETIC set")
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image decoding workers")
     g.add_argument("--limit", type=int, default=0, help="use at most N images (smoke tests)")
@@ -86,38 +101,70 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pretrained", action="store_true", help="timm pretrained weights (needs the weights hub)")
     g.add_argument("--init-checkpoint", type=str, default=None, help="local weights for the backbone(s)")
     g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate of the backbone")
-    g.add_argument("--decode", default="auto", choices=DECODE_RULES,
-                   help="decoding rule for validation (auto: top_down for the hierarchical methods, argmax_leaf for flat)")
+    g.add_argument(
+        "--decode",
+        default="auto",
+        choices=DECODE_RULES,
+        help="decoding rule for validation (auto: top_down for the hierarchical methods, argmax_leaf for flat)",
+    )
     g.add_argument("--threshold", type=float, default=0.5, help="threshold of the 'threshold' rule")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help="default 40 (8 on SYNTHETIC)")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help="per process (default 256; 32 on SYNTHETIC; capped at the train images per process)")
-    g.add_argument("--lr", type=float, default=None,
-                   help="AdamW peak lr (default 5e-4 for ViTs, 2e-3 otherwise; 1e-3 on SYNTHETIC)")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="per process (default 256; 32 on SYNTHETIC; capped at the train images per process)",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="AdamW peak lr (default 5e-4 for ViTs, 2e-3 otherwise; 1e-3 on SYNTHETIC)",
+    )
     g.add_argument("--weight-decay", type=float, default=0.05)
-    g.add_argument("--warmup", type=float, default=None,
-                   help="linear warm-up in epochs, then cosine to 0 (default 2; 1 on SYNTHETIC)")
+    g.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="linear warm-up in epochs, then cosine to 0 (default 2; 1 on SYNTHETIC)",
+    )
     g.add_argument("--label-smoothing", type=float, default=0.1)
     g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/rotations/shifts/colour jitter")
     g = p.add_argument_group("speed")
     g.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on GPU")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="channels_last memory format for the model and its inputs")
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels_last memory format for the model and its inputs",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--eval-batch-size", type=int, default=512)
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--output", type=str, default=None, help="run folder (default runs/<method>-<backbone>[-SYNTHETIC])")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    g.add_argument("--checkpoint-every", type=int, default=1,
-                   help="write 'last' every N epochs (and at the end) and 'best' when it improves; 0: both at the end only")
-    g.add_argument("--no-last", dest="save_last", action="store_false",
-                   help="do not write the 'last' checkpoint (saves time and disk; no --resume then)")
-    g.add_argument("--stop-after", type=int, default=None,
-                   help="stop after this many epochs as if interrupted (then --resume); for tests")
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        help="write 'last' every N epochs (and at the end) and 'best' when it improves; 0: both at the end only",
+    )
+    g.add_argument(
+        "--no-last",
+        dest="save_last",
+        action="store_false",
+        help="do not write the 'last' checkpoint (saves time and disk; no --resume then)",
+    )
+    g.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="stop after this many epochs as if interrupted (then --resume); for tests",
+    )
     g.add_argument("--best-metric", default="accuracy", help="validation metric that picks the best checkpoint")
     g.add_argument("--no-test", dest="test", action="store_false", help="skip the final test-split evaluation")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
@@ -256,8 +303,8 @@ def _write_pack_manifest(path: Path, names: dict[str, list[str]], labels: dict[s
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["split", "path", "label"])
-        for s in names:
-            w.writerows([s, n, lab] for n, lab in zip(names[s], labels[s]))
+        for split_name, split_names in names.items():
+            w.writerows([split_name, n, lab] for n, lab in zip(split_names, labels[split_name]))
     os.replace(tmp, path)
 
 
@@ -297,7 +344,9 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             tax = data_mod.load_taxonomy(args.taxonomy or "paper")
             root = output / f"{SYNTHETIC_TAG}_images"
             if env.main and not root.is_dir():
-                make_synthetic(root, tax, n_per_leaf=args.synthetic_per_leaf, size=max(args.img_size, 64), seed=args.seed)
+                make_synthetic(
+                    root, tax, n_per_leaf=args.synthetic_per_leaf, size=max(args.img_size, 64), seed=args.seed
+                )
             _barrier(env)
             layout = "auto"
             source = f"{SYNTHETIC_TAG} images generated in {root} (not real cells)"
@@ -318,7 +367,9 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             items = splits.get(s, [])
             names[s] = [str(x.path) for x in items]
             images[s] = _decode_all(names[s], args.img_size, args.workers).to(env.device)
-            targets[s] = torch.as_tensor(tax.encode([x.label for x in items]), dtype=torch.int64).reshape(-1).to(env.device)
+            targets[s] = (
+                torch.as_tensor(tax.encode([x.label for x in items]), dtype=torch.int64).reshape(-1).to(env.device)
+            )
         out = Data(tax, images, targets, names, source=source, synthetic=args.synthetic)
     if args.partial_labels == "drop":
         leaf = torch.tensor(out.taxonomy.is_leaf_mask, device=out.targets["train"].device)
@@ -326,7 +377,9 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
     if args.limit and args.pack:
         for s in out.images:
             keep = torch.zeros(len(out.names[s]), dtype=torch.bool)
-            keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(args.split_seed))[: args.limit]] = True
+            keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(args.split_seed))[: args.limit]] = (
+                True
+            )
             out.subset(s, keep)
     if len(out.targets["train"]) == 0:
         raise ValueError("data: the train split is empty; give more images (or a smaller --limit).")
@@ -371,8 +424,16 @@ def _batches(images: Tensor, targets: Tensor, batch_size: int, *, train: bool, a
     from examples.leukemia.gpu_data import GPUBatches
 
     return GPUBatches(
-        images, targets, batch_size, shuffle=train, drop_last=train, augment=augment and train, seed=seed,
-        rank=env.rank, world_size=env.world_size, even_shards=train,
+        images,
+        targets,
+        batch_size,
+        shuffle=train,
+        drop_last=train,
+        augment=augment and train,
+        seed=seed,
+        rank=env.rank,
+        world_size=env.world_size,
+        even_shards=train,
     )
 
 
@@ -441,7 +502,13 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: Tensor, *, batch_size: int, device: torch.device, amp: bool, channels_last: bool,
+    model: nn.Module,
+    images: Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
     env: Dist | None = None,
 ) -> Tensor:
     """Node marginals ``(N, num_nodes)`` float32 of uint8 images ``(N, 3, H, W)`` (this process's shard
@@ -452,8 +519,18 @@ def predict(
     rank, world = (env.rank, env.world_size) if env is not None else (0, 1)
     dummy = torch.zeros(len(images), dtype=torch.int64, device=images.device)
     out = []
-    for batch, _ in GPUBatches(images, dummy, batch_size, shuffle=False, drop_last=False, augment=False, seed=0,
-                               rank=rank, world_size=world, even_shards=False):
+    for batch, _ in GPUBatches(
+        images,
+        dummy,
+        batch_size,
+        shuffle=False,
+        drop_last=False,
+        augment=False,
+        seed=0,
+        rank=rank,
+        world_size=world,
+        even_shards=False,
+    ):
         batch = batch.to(device) if channels_last else batch.to(device).contiguous()
         with autocast(device, amp):
             logits = model(batch)
@@ -484,8 +561,9 @@ def evaluate(
     across processes in ``compute()``.
     """
     metric = HierarchicalMetrics(taxonomy).to(env.device)
-    probs = predict(model, images, batch_size=batch_size, device=env.device, amp=amp, channels_last=channels_last,
-                    env=env)
+    probs = predict(
+        model, images, batch_size=batch_size, device=env.device, amp=amp, channels_last=channels_last, env=env
+    )
     shard = targets[env.rank :: env.world_size].to(env.device)
     if len(shard):
         preds = decode(probs, taxonomy, rule, threshold=threshold)
@@ -548,8 +626,9 @@ class RunLog:
         if self.writer is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
-                    self.writer.add_scalar(key.replace("/", "_").replace("val_", "val/").replace("train_", "train/"),
-                                           value, row["epoch"])
+                    self.writer.add_scalar(
+                        key.replace("/", "_").replace("val_", "val/").replace("train_", "train/"), value, row["epoch"]
+                    )
             self.writer.flush()
 
     def close(self) -> None:
@@ -619,9 +698,16 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     seed_everything(args.seed)
     backbone_kwargs = {"drop_path_rate": args.drop_path} if args.drop_path else None
     model = build_model(
-        args.backbone, tax, args.method, head=args.head, loss=args.loss, pretrained=args.pretrained,
-        init_checkpoint=args.init_checkpoint, img_size=img_size if _is_vit(args.backbone) else None,
-        label_smoothing=args.label_smoothing, backbone_kwargs=backbone_kwargs,
+        args.backbone,
+        tax,
+        args.method,
+        head=args.head,
+        loss=args.loss,
+        pretrained=args.pretrained,
+        init_checkpoint=args.init_checkpoint,
+        img_size=img_size if _is_vit(args.backbone) else None,
+        label_smoothing=args.label_smoothing,
+        backbone_kwargs=backbone_kwargs,
     ).to(env.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -629,18 +715,31 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     rule = model.config["decode"] if args.decode == "auto" else args.decode
     ddp = model
     if env.world_size > 1:
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None
+        )
     forward = torch.compile(ddp) if args.compile else ddp
 
     # optimiser and schedule
     per_process = len(data.names["train"]) // env.world_size
     if per_process < args.batch_size:
         if env.main:
-            log.warning("--batch-size %d is more than the %d train images per process; using %d", args.batch_size,
-                        per_process, max(1, per_process))
+            log.warning(
+                "--batch-size %d is more than the %d train images per process; using %d",
+                args.batch_size,
+                per_process,
+                max(1, per_process),
+            )
         args.batch_size = max(1, per_process)
-    train_batches = _batches(data.images["train"], data.targets["train"], args.batch_size, train=True,
-                             augment=args.augment, seed=args.seed, env=env)
+    train_batches = _batches(
+        data.images["train"],
+        data.targets["train"],
+        args.batch_size,
+        train=True,
+        augment=args.augment,
+        seed=args.seed,
+        env=env,
+    )
     steps_per_epoch = max(1, len(train_batches))
     optimizer = build_optimizer(model, args.lr, args.weight_decay, fused=env.device.type == "cuda")
     scheduler = cosine_with_warmup(optimizer, args.epochs * steps_per_epoch, round(args.warmup * steps_per_epoch))
@@ -658,11 +757,16 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         start_epoch = int(ckpt.epoch) + 1
         best = ckpt.state.get("best", best)
         history = list(ckpt.state.get("history", []))
-        changed = {k: (ckpt.config.get(k), config[k]) for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed")
-                   if ckpt.config.get(k) != config[k]}
+        changed = {
+            k: (ckpt.config.get(k), config[k])
+            for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed")
+            if ckpt.config.get(k) != config[k]
+        }
         if changed and env.main:
-            log.warning("--resume: settings differ from the checkpoint's %s; the result will differ from an "
-                        "uninterrupted run", changed)
+            log.warning(
+                "--resume: settings differ from the checkpoint's %s; the result will differ from an uninterrupted run",
+                changed,
+            )
     best_weights = None
     if args.resume and (output / "best.json").is_file():
         best_weights = load_checkpoint(output / "best", taxonomy=tax).weights
@@ -671,29 +775,71 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         (output / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
     runlog = RunLog(output, env.main, args.tensorboard, resume_epoch=start_epoch - 1 if args.resume else -1)
     if env.main:
-        log.info("%s%s %s, %d-node taxonomy | train %d, val %d, test %d images at %d px | %s, %d process(es)",
-                 f"[{SYNTHETIC_TAG}] " if data.synthetic else "", args.method, args.backbone, tax.num_nodes,
-                 len(data.names["train"]), len(data.names["val"]), len(data.names["test"]), img_size,
-                 env.device, env.world_size)
+        log.info(
+            "%s%s %s, %d-node taxonomy | train %d, val %d, test %d images at %d px | %s, %d process(es)",
+            f"[{SYNTHETIC_TAG}] " if data.synthetic else "",
+            args.method,
+            args.backbone,
+            tax.num_nodes,
+            len(data.names["train"]),
+            len(data.names["val"]),
+            len(data.names["test"]),
+            img_size,
+            env.device,
+            env.world_size,
+        )
 
     # loop
-    train_seconds, train_images = sum(h.get("train_seconds", 0.0) for h in history), sum(
-        h.get("train_images", 0.0) for h in history)
+    train_seconds, train_images = (
+        sum(h.get("train_seconds", 0.0) for h in history),
+        sum(h.get("train_images", 0.0) for h in history),
+    )
     stop = args.epochs if args.stop_after is None else min(args.epochs, args.stop_after)
     for epoch in range(start_epoch, stop):
         seed_everything(epoch_seed(args.seed, epoch, env.rank))
         train_batches.set_epoch(epoch)
-        stats = train_one_epoch(model, forward, criterion, train_batches, optimizer, scheduler, env=env, amp=args.amp,
-                                clip_grad=args.clip_grad, channels_last=channels_last, epoch=epoch, epochs=args.epochs,
-                                progress=env.main and not args.quiet)
+        stats = train_one_epoch(
+            model,
+            forward,
+            criterion,
+            train_batches,
+            optimizer,
+            scheduler,
+            env=env,
+            amp=args.amp,
+            clip_grad=args.clip_grad,
+            channels_last=channels_last,
+            epoch=epoch,
+            epochs=args.epochs,
+            progress=env.main and not args.quiet,
+        )
         train_seconds += stats["seconds"]
         train_images += stats["images"]
-        val = evaluate(model, data.images["val"], data.targets["val"], tax, rule=rule, threshold=args.threshold,
-                       env=env, batch_size=args.eval_batch_size, amp=args.amp, channels_last=channels_last) \
-            if len(data.names["val"]) else {}
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": stats["loss"],
-               "train_img_per_s": stats["img_per_s"], "train_seconds": stats["seconds"],
-               "train_images": stats["images"], **{f"val_{k}": v for k, v in val.items()}}
+        val = (
+            evaluate(
+                model,
+                data.images["val"],
+                data.targets["val"],
+                tax,
+                rule=rule,
+                threshold=args.threshold,
+                env=env,
+                batch_size=args.eval_batch_size,
+                amp=args.amp,
+                channels_last=channels_last,
+            )
+            if len(data.names["val"])
+            else {}
+        )
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": stats["loss"],
+            "train_img_per_s": stats["img_per_s"],
+            "train_seconds": stats["seconds"],
+            "train_images": stats["images"],
+            **{f"val_{k}": v for k, v in val.items()},
+        }
         history.append(row)
         value = val.get(args.best_metric, -stats["loss"])
         is_best = value > best["value"]
@@ -703,15 +849,32 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         if env.main:
             runlog.write(row)
             shown = {k: round(v, 4) for k, v in val.items() if k in ("accuracy", "hierarchical_f1", "mistake_severity")}
-            log.info("%sepoch %d/%d  loss %.4f  %.0f img/s  val %s%s", f"[{SYNTHETIC_TAG}] " if data.synthetic else "",
-                     epoch + 1, args.epochs, stats["loss"], stats["img_per_s"], shown, "  *best*" if is_best else "")
+            log.info(
+                "%sepoch %d/%d  loss %.4f  %.0f img/s  val %s%s",
+                f"[{SYNTHETIC_TAG}] " if data.synthetic else "",
+                epoch + 1,
+                args.epochs,
+                stats["loss"],
+                stats["img_per_s"],
+                shown,
+                "  *best*" if is_best else "",
+            )
             if is_best and args.checkpoint_every > 0:
                 save_checkpoint(output / "best", model, tax, config=config, metrics=val, epoch=epoch)
             periodic = args.checkpoint_every > 0 and (epoch + 1) % args.checkpoint_every == 0
             if args.save_last and (epoch == stop - 1 or periodic):
-                save_checkpoint(output / "last", model, tax, config=config, metrics=val, epoch=epoch,
-                                optimizer=optimizer, scheduler=scheduler, rng=True,
-                                state={"best": best, "history": history})
+                save_checkpoint(
+                    output / "last",
+                    model,
+                    tax,
+                    config=config,
+                    metrics=val,
+                    epoch=epoch,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    rng=True,
+                    state={"best": best, "history": history},
+                )
         _barrier(env)
     runlog.close()
 
@@ -723,18 +886,39 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         del best_weights
     test = None
     if args.test and len(data.names["test"]):
-        test = evaluate(model, data.images["test"], data.targets["test"], tax, rule=rule, threshold=args.threshold,
-                        env=env, batch_size=args.eval_batch_size, amp=args.amp, channels_last=channels_last)
+        test = evaluate(
+            model,
+            data.images["test"],
+            data.targets["test"],
+            tax,
+            rule=rule,
+            threshold=args.threshold,
+            env=env,
+            batch_size=args.eval_batch_size,
+            amp=args.amp,
+            channels_last=channels_last,
+        )
     img_per_s = train_images / max(train_seconds, 1e-9)
     if env.main:
-        summary = {"synthetic": data.synthetic, "data_source": data.source, "best_val": best, "test": test,
-                   "train_seconds": train_seconds, "train_img_per_s": img_per_s, "config": config}
+        summary = {
+            "synthetic": data.synthetic,
+            "data_source": data.source,
+            "best_val": best,
+            "test": test,
+            "train_seconds": train_seconds,
+            "train_img_per_s": img_per_s,
+            "config": config,
+        }
         if data.synthetic:
             summary["WARNING"] = f"{SYNTHETIC_TAG} images: these numbers say nothing about real cells."
         (output / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
         if test is not None:
-            log.info("%stest (best epoch %d): %s", f"[{SYNTHETIC_TAG}] " if data.synthetic else "", best["epoch"] + 1,
-                     {k: round(v, 4) for k, v in test.items()})
+            log.info(
+                "%stest (best epoch %d): %s",
+                f"[{SYNTHETIC_TAG}] " if data.synthetic else "",
+                best["epoch"] + 1,
+                {k: round(v, 4) for k, v in test.items()},
+            )
     return TrainResult(model, data, config, best, test, history, train_seconds, img_per_s, output)
 
 
