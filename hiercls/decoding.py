@@ -80,7 +80,9 @@ class _Plan:
         self.children_ptr = torch.as_tensor(taxonomy.children_ptr.copy(), device=device)
         # a sentinel entry so that gathers at an empty range stay in bounds
         self.children_index = torch.as_tensor(np.append(taxonomy.children_index, 0), device=device)
-        self.depth_float = self.depth.float()
+        leaves = taxonomy.leaf_index
+        contiguous = len(leaves) > 0 and leaves[-1] - leaves[0] + 1 == len(leaves)
+        self.leaf_range = (int(leaves[0]), int(leaves[-1]) + 1) if contiguous else None
         self.is_tree = taxonomy.is_tree
         if self.is_tree:
             parent = taxonomy.parent_index
@@ -125,7 +127,8 @@ def _as_probs(probs: Any, taxonomy: Taxonomy, validate: bool = True) -> tuple[to
 
 
 def _check_finite(chunk: torch.Tensor) -> None:
-    if not bool(torch.isfinite(chunk).all()):
+    # a sum is finite unless some entry is NaN/inf (or finite entries overflow): one cheap pass, exact check after
+    if not bool(torch.isfinite(chunk.sum())) and not bool(torch.isfinite(chunk).all()):
         raise ValueError("probs: found NaN or infinite marginals; check the head's output (e.g. NaN logits).")
 
 
@@ -164,8 +167,14 @@ def _cumsum_down(values: torch.Tensor, plan: _Plan) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ decoders
+def _leaf_block(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    if plan.leaf_range is not None:  # leaves are one column range (e.g. every leaf at the deepest level)
+        return probs[:, plan.leaf_range[0] : plan.leaf_range[1]]
+    return probs.index_select(1, plan.leaf_index)
+
+
 def _argmax_leaf(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
-    return plan.leaf_index[probs.index_select(1, plan.leaf_index).argmax(dim=1)]
+    return plan.leaf_index[_leaf_block(probs, plan).argmax(dim=1)]
 
 
 def _top_down(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
@@ -191,11 +200,14 @@ def _top_down(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
 
 
 def _threshold(probs: torch.Tensor, plan: _Plan, tau: float) -> torch.Tensor:
-    qualifies = probs >= tau
-    qualifies[:, 0] = True
-    depth = torch.where(qualifies, plan.depth_float, -1.0)
-    deepest = depth == depth.amax(dim=1, keepdim=True)
-    return torch.where(deepest, probs, -torch.inf).argmax(dim=1)
+    # nodes are sorted by depth, so each level is a column range: the deepest level with a qualifying node wins,
+    # and within it the largest marginal (first index on ties)
+    best = torch.zeros(probs.shape[0], dtype=torch.long, device=probs.device)
+    for a, b in plan.bounds[1:]:
+        block = probs[:, a:b]
+        value, where = torch.where(block >= tau, block, -torch.inf).max(dim=1)
+        best = torch.where(value > -torch.inf, where + a, best)
+    return best
 
 
 def _resolve_cost(cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtype: torch.dtype) -> tuple[str, torch.Tensor | None]:
@@ -214,19 +226,22 @@ def _resolve_cost(cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtyp
     return "node", values.to(device=device, dtype=dtype)
 
 
-def _expected_cost_chunk(probs: torch.Tensor, plan: _Plan, mode: str, cost: torch.Tensor | None) -> torch.Tensor:
+def _expected_cost_chunk(
+    probs: torch.Tensor, plan: _Plan, mode: str, cost: torch.Tensor | None, *, up_to_constant: bool = False
+) -> torch.Tensor:
     # E[c(lca(n, Y))] = c(root) P(root) + sum_{a in path(n), a != root} P(a) (c(a) - c(parent(a)))
     # E[dist_path(n, Y)] = depth(n) P(root) + sum_{a != root} P(a) - 2 sum_{a in path(n), a != root} P(a)
+    # up_to_constant drops the terms that are the same for every node of a sample (enough for an argmin)
     if mode == "node":
         step = cost - cost[plan.parent]
         step[0] = 0.0
         values = _cumsum_down(probs * step, plan)
-        return values + cost[0] * probs[:, :1]
+        return values if up_to_constant else values.add_(cost[0] * probs[:, :1])
     values = probs.clone()
     values[:, 0] = 0.0
-    total = values.sum(dim=1, keepdim=True)
-    values = _cumsum_down(values, plan)
-    return plan.depth.to(probs.dtype) * probs[:, :1] + total - 2.0 * values
+    total = None if up_to_constant else values.sum(dim=1, keepdim=True)
+    values = _cumsum_down(values, plan).mul_(-2.0).add_(plan.depth.to(probs.dtype) * probs[:, :1])
+    return values if total is None else values.add_(total)
 
 
 def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> Any:
@@ -292,33 +307,48 @@ def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax:
     bounds = plan.bounds
     batch = probs.shape[0]
     kw = {"dtype": probs.dtype, "device": probs.device}
-    # bottom-up: channel 0 = P, channel 1 = q (clipped at 0 for incoherent marginals), channels 2.. = M(., d > depth)
+    # bottom-up, per level: channel 0 = P+ (negative marginals count as 0), channel 1 = q, channels 2.. = M(., d > depth);
+    # the deepest level holds q = P+ alone
     stacks: list[torch.Tensor] = [probs[:0]] * (depth_max + 1)
     for level in range(depth_max, 0, -1):
         a, b = bounds[level]
+        if level == depth_max:
+            stack = torch.empty(1, b - a, batch, **kw)
+            torch.clamp_min(probs[:, a:b].t(), 0.0, out=stack[0])
+            stacks[level] = stack
+            continue
         stack = torch.empty(depth_max - level + 2, b - a, batch, **kw)
-        stack[0] = probs[:, a:b].t()
-        if level < depth_max:
-            stack[1:].zero_().index_add_(1, plan.local_parent[level + 1], stacks[level + 1])
-            torch.sub(stack[0], stack[1], out=stack[1])
+        torch.clamp_min(probs[:, a:b].t(), 0.0, out=stack[0])
+        up = plan.local_parent[level + 1]
+        if level + 1 == depth_max:  # children sums of P+ and of q are the same sums
+            stack[1].zero_().index_add_(0, up, stacks[level + 1][0])
+            stack[2] = stack[1]
         else:
-            stack[1] = stack[0]
-        stack[1].clamp_min_(0.0)
+            stack[1:].zero_().index_add_(1, up, stacks[level + 1])
+        torch.sub(stack[0], stack[1], out=stack[1]).clamp_min_(0.0)
         stacks[level] = stack
-    # top-down: H_k(n) = sum_{a in path(n)} G_k(a) for predicted depths k >= depth(n); E(n) = (1 + beta^2) H_depth(n)(n)
+    # top-down: H_k(n) = sum_{a in path(n)} G_k(a) for predicted depths k >= depth(n); E(n) = H_depth(n)(n)
     out = None if argmax else torch.zeros(plan.num_nodes, batch, **kw)
     best_value = torch.zeros(batch, **kw)  # the root scores 0
     best_node = torch.zeros(batch, dtype=torch.long, device=probs.device)
     above: torch.Tensor | None = None
     for level in range(1, depth_max + 1):
         a, b = bounds[level]
-        masses = stacks[level][1:]
-        width = masses.shape[0]
-        ks = torch.arange(level, depth_max + 1, **kw)
-        weights = (1.0 + b2) / (b2 * ks[None, :] + ks[:, None])  # [predicted depth k, truth depth d]
-        h = (weights @ masses.reshape(width, -1)).view(width, b - a, batch)
-        if above is not None:
-            h += above[1:].index_select(1, plan.local_parent[level])
+        if level == depth_max:  # one channel: E = H_above + (1 + b2) / ((1 + b2) D) q
+            q = stacks[level][0]
+            scale = (1.0 + b2) / ((b2 + 1.0) * level)
+            if above is None:
+                h = (q * scale)[None]
+            else:
+                h = above[1].index_select(0, plan.local_parent[level]).add_(q, alpha=scale)[None]
+        else:
+            masses = stacks[level][1:]
+            width = masses.shape[0]
+            ks = torch.arange(level, depth_max + 1, **kw)
+            weights = (1.0 + b2) / (b2 * ks[None, :] + ks[:, None])  # [predicted depth k, truth depth d]
+            h = (weights @ masses.reshape(width, -1)).view(width, b - a, batch)
+            if above is not None:
+                h += above[1:].index_select(1, plan.local_parent[level])
         if argmax:
             value, where = h[0].max(dim=0)
             better = value > best_value  # strict: earlier (smaller) indices win ties
@@ -335,8 +365,8 @@ def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.
 
     The truth ``Y`` follows the distribution whose marginals are ``probs``:
     ``P(Y = y) = q(y) = P(y) - sum_{c in children(y)} P(c)`` (0 at inner nodes
-    for leaf-only distributions; clipped at 0 if the marginals are
-    incoherent). Predicting node ``n`` (its path, root excluded) scores
+    for leaf-only distributions; negative marginals count as 0 and ``q`` is
+    clipped at 0 if the marginals are incoherent). Predicting node ``n`` (its path, root excluded) scores
     ``hF(n, y) = (1 + beta^2) |A(n) & A(y)| / (beta^2 |A(y)| + |A(n)|)``
     with ``|A(n)| = depth(n)`` and ``|A(n) & A(y)| = depth(lca(n, y))``.
     Writing ``depth(lca(n, y))`` as the number of non-root ``a`` on ``n``'s
@@ -446,7 +476,7 @@ def decode(
         first_leaf = plan.leaf_index
 
         def crm(x: torch.Tensor) -> torch.Tensor:
-            return first_leaf[_expected_cost_chunk(x, plan, mode, c).index_select(1, first_leaf).argmin(dim=1)]
+            return first_leaf[_leaf_block(_expected_cost_chunk(x, plan, mode, c, up_to_constant=True), plan).argmin(dim=1)]
 
         return _out(_per_chunk(tensor, crm), as_numpy)
     beta = _check_beta(beta)
@@ -478,7 +508,7 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int) -> Any:
         raise ValueError(f"k: expected an int in [1, {taxonomy.num_leaves}] (the number of leaves), got {k!r}.")
     tensor, as_numpy = _as_probs(probs, taxonomy)
     plan = _plan(taxonomy, str(tensor.device))
-    top = tensor.index_select(1, plan.leaf_index).topk(int(k), dim=1).indices
+    top = _leaf_block(tensor, plan).topk(int(k), dim=1).indices
     return _out(plan.leaf_index[top], as_numpy)
 
 
