@@ -705,7 +705,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         loss=args.loss,
         pretrained=args.pretrained,
         init_checkpoint=args.init_checkpoint,
-        img_size=img_size if _is_vit(args.backbone) else None,
+        img_size=img_size,
         label_smoothing=args.label_smoothing,
         backbone_kwargs=backbone_kwargs,
     ).to(env.device)
