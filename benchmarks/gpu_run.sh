@@ -77,6 +77,7 @@ EOF
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
   CMP_ARGS=(--epochs 1 --batch-size 16 --device cpu)
   TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu)
+  STEP_ARGS=(--device cpu --model test_vit --batch 8 --steps 2 --warmup 1 --rounds 1)
 else
   CARRY="$ROOT/.carry"
   BASE_ARGS=(--models resnet18 --fine --epochs 30)
@@ -84,6 +85,7 @@ else
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
   CMP_ARGS=(--epochs 30 --batch-size 256)
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
+  STEP_ARGS=(--model vit_small_patch16_224 convnext_tiny)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
 $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
@@ -91,19 +93,16 @@ $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__ver
 # 1. the peer baseline, same job (writes $OUT/pbc_flat_baseline.json)
 stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$CARRY/pbc_tool128.npz" "${BASE_ARGS[@]}"
 # 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time
-T2=$(( $(left) - 120 )); (( T2 > 290 )) && T2=290
-stage compare_pbc "$T2" 110 $PY -m examples.leukemia.compare --pack "$CARRY/pbc128.npz" --runs "$PBC_RUNS" \
+T2=$(( $(left) - 165 )); (( T2 > 290 )) && T2=290
+stage compare_pbc "$T2" 155 $PY -m examples.leukemia.compare --pack "$CARRY/pbc128.npz" --runs "$PBC_RUNS" \
   "${CMP_ARGS[@]}" --deadline $(( T2 - 15 )) --baseline-json "$OUT/pbc_flat_baseline.json" \
-  --title "PBC (real images, 128 px, from scratch)" --out "$WORK/pbc"
+  --title "PBC (real images, from scratch)" --out "$WORK/pbc"
 # 3. ALL: saturated by any model (see BENCHMARKS.md), fewer runs
-stage compare_all4 60 50 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" --runs "$ALL_RUNS" \
-  "${CMP_ARGS[@]}" --deadline 50 --title "ALL 4-class (real images, 128 px, from scratch)" --out "$WORK/all4"
-# 4. head overhead (written by the heads helper): pass --smoke/--out only where the script takes them
+stage compare_all4 55 100 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" --runs "$ALL_RUNS" \
+  "${CMP_ARGS[@]}" --deadline 50 --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
+# 4. head overhead: benchmarks/gpu_step.py (writes $OUT/gpu_step.json; OUT points at the work folder here)
 if [[ -f benchmarks/gpu_step.py ]]; then
-  STEP=()
-  (( SMOKE )) && grep -q -- '--smoke' benchmarks/gpu_step.py && STEP+=(--smoke)
-  grep -q -- '"--out"' benchmarks/gpu_step.py && STEP+=(--out "$WORK/gpu_step.json")
-  stage gpu_step 45 40 bash -c 'set -o pipefail; OUT="$1" "${@:2}" | tee "$1/gpu_step.out"' _ "$WORK" $PY benchmarks/gpu_step.py "${STEP[@]}"
+  stage gpu_step 60 40 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
 else
   echo "== gpu_step: benchmarks/gpu_step.py not found, skipped"; echo "gpu_step missing 0" >> "$STAGES"
 fi
