@@ -24,10 +24,10 @@ PBC = load_taxonomy("pbc")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two runs on one generated (SYNTHETIC) image set: hierarchical CNN and flat ViT, one epoch each."""
+    """Three runs on generated (SYNTHETIC) images, one epoch each: hierarchical CNN, flat ViT, per-level CNN."""
     root = tmp_path_factory.mktemp("runs")
     runs = {}
-    for method, backbone in (("hierarchical", "test_convnext"), ("flat", "test_vit")):
+    for method, backbone in (("hierarchical", "test_convnext"), ("flat", "test_vit"), ("per-level", "test_resnet")):
         out = root / f"{method}-{backbone}"
         T.run(
             T.parse_args(
@@ -141,7 +141,7 @@ def test_predict_writes_csv_with_cautious_answers(trained: dict[str, Path], tmp_
         main([str(trained["hierarchical"] / "best"), str(folder), "--threshold", "0"])
 
 
-@pytest.mark.parametrize("method", ["hierarchical", "flat"])  # a CNN and a ViT backbone
+@pytest.mark.parametrize("method", ["hierarchical", "flat", "per-level"])  # CNN, ViT, one CNN per level
 def test_explain_writes_one_map_per_level(method: str, trained: dict[str, Path], tmp_path: Path) -> None:
     from examples.leukemia.explain import main
 
