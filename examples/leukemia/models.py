@@ -207,14 +207,17 @@ def build_model(
 
     Returns:
         A module with ``forward(images) -> logits``, ``marginals(logits) -> (B, num_nodes)``,
-        ``criterion`` (``(logits, target) -> loss``) and a ``config`` dict that rebuilds it.
+        ``criterion`` (``(logits, target) -> loss``, built with ``validate_args=False``: the targets are
+        checked once by ``Taxonomy.encode``, so a training step never waits on a host sync) and a
+        ``config`` dict that rebuilds it.
 
     Raises:
         ValueError: unknown method/backbone, or an incompatible head/method pair.
     """
     choice = method_defaults(method, head, loss)
     bkw = dict(backbone_kwargs or {})
-    lkw = {"label_smoothing": float(label_smoothing), **dict(loss_kwargs or {})}
+    # targets come from Taxonomy.encode (checked once): no per-step validation, no host sync on GPU
+    lkw = {"validate_args": False, "label_smoothing": float(label_smoothing), **dict(loss_kwargs or {})}
     if not lkw["label_smoothing"]:
         lkw.pop("label_smoothing")
     criterion = create_loss(choice["loss"], taxonomy, **lkw)
