@@ -29,11 +29,25 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")
 BUDGET=${BUDGET:-500}
 PY=${PYTHON:-python3}
 exec > >(tee "$OUT/gpu_run.log") 2>&1
+TEE_PID=$!
 T0=$(date +%s)
 STAGES="$WORK/stages.txt"
 : > "$STAGES"
 
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+# merge what the stages wrote into $OUT/results.{json,md} and pack the figures (cheap: run after each stage)
+report() {
+  $PY - "$STAGES" "$WORK/stages.json" <<'EOF2'
+import json, sys
+rows = [dict(zip(("name", "rc", "seconds"), l.split())) for l in open(sys.argv[1]) if l.strip()]
+json.dump(rows, open(sys.argv[2], "w"), indent=1)
+EOF2
+  $PY benchmarks/leukemia_gpu_report.py "$WORK" "$OUT" > "$WORK/summary.txt" 2>&1
+  (cd "$WORK" && find pbc/figures all4/figures -name '*.png' 2>/dev/null | tar czf "$OUT/figures.tar.gz" -T - 2>/dev/null) || true
+}
+# and every 30 s in the background, so even a job killed mid-stage leaves its finished runs in $OUT
+( while sleep 30; do report; done ) &
+REPORTER=$!
 # stage NAME MAX_SECONDS RESERVE_FOR_LATER cmd...: run with a timeout of min(MAX, time left - RESERVE)
 stage() {
   local name=$1 max=$2 reserve=$3; shift 3
@@ -45,6 +59,7 @@ stage() {
   local rc=$?
   echo "== $name: exit $rc after $(( $(date +%s) - s ))s"
   echo "$name $rc $(( $(date +%s) - s ))" >> "$STAGES"
+  report
 }
 
 if (( SMOKE )); then
@@ -110,13 +125,11 @@ fi
 stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$CARRY/pbc128.npz" "${TP_ARGS[@]}" \
   --out "$WORK/throughput.json"
 
-# report: merge, figures, summary
-$PY - "$STAGES" "$WORK/stages.json" <<'EOF'
-import json, sys
-rows = [dict(zip(("name", "rc", "seconds"), l.split())) for l in open(sys.argv[1]) if l.strip()]
-json.dump(rows, open(sys.argv[2], "w"), indent=1)
-EOF
-$PY benchmarks/leukemia_gpu_report.py "$WORK" "$OUT"
-(cd "$WORK" && find pbc/figures all4/figures -name '*.png' 2>/dev/null | tar czf "$OUT/figures.tar.gz" -T - 2>/dev/null) || true
+# final report (also written after every stage, so a job cut short still returns its results)
+kill "$REPORTER" 2>/dev/null; wait "$REPORTER" 2>/dev/null
+report
+cat "$WORK/summary.txt"
 echo "== done in $(( $(date +%s) - T0 ))s; files in $OUT:"; ls -la "$OUT"
 [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"   # checkpoints and logs of the runs (KEEP_WORK=1 keeps them)
+exec 1>&- 2>&-                                # let tee write the log's last lines before we return
+wait "$TEE_PID" 2>/dev/null || sleep 1
