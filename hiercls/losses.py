@@ -29,7 +29,10 @@ Common arguments:
 - ``label_smoothing``: ``ε`` in ``[0, 1]``; each loss says how it smooths.
 - ``validate_args``: check the values too (NaN or infinite logits raise
   ``ValueError``, targets out of range raise ``UnknownNodeError``); this costs
-  one device synchronisation. Shapes and dtypes are always checked.
+  one device synchronisation per call, which on a GPU stalls the launch queue
+  (measured on an H200: 3-6% of a ViT-S / ConvNeXt-T training step at batch
+  256). Validate the first batches, then train with ``validate_args=False``.
+  Shapes and dtypes are always checked.
 
 Logits are computed in float32 whatever their dtype (bf16 under autocast is
 fine; float64 stays float64). Everything is vectorised with index tensors; the only Python loops run

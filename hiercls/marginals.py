@@ -182,6 +182,8 @@ class _TaxonomyTables:
         self.level_bounds = _level_bounds(taxonomy)
         self.tree_height = int(taxonomy.height_index[0])
         self.num_groups = max(int((np.diff(taxonomy.children_ptr) > 0).sum()), 1)
+        leaves = taxonomy.leaf_index
+        self.leaves_last = bool(np.array_equal(leaves, np.arange(taxonomy.num_nodes - len(leaves), taxonomy.num_nodes)))
         sizes = np.diff(taxonomy.children_ptr)
         groups = int((sizes > 0).sum())
         widest = int(sizes.max()) if taxonomy.num_nodes > 1 else 1
@@ -208,7 +210,17 @@ class _TaxonomyTables:
         return value
 
 
-_STATIC = ("num_nodes", "num_leaves", "max_depth", "is_tree", "level_bounds", "tree_height", "num_groups", "nll_path")
+_STATIC = (
+    "num_nodes",
+    "num_leaves",
+    "max_depth",
+    "is_tree",
+    "level_bounds",
+    "tree_height",
+    "num_groups",
+    "leaves_last",
+    "nll_path",
+)
 _CACHE: OrderedDict[tuple[Taxonomy, str], _TaxonomyTables] = OrderedDict()
 _CACHE_SIZE = 16
 
@@ -429,8 +441,10 @@ def _leaf_rows(leaf_logits: Tensor, t: Any, fill: float) -> Tensor:
     """Place leaf-ordered values ``(B, L)`` into node-major ``(N, B)``, ``fill`` at inner nodes."""
     if leaf_logits.shape[1]:  # shift by the row max: log-masses near 0 keep full precision at ±1e4
         leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
-    out = leaf_logits.new_full((t.num_nodes, leaf_logits.shape[0]), fill)
-    return out.index_copy(0, t.leaf_index, leaf_logits.t())
+    rows = leaf_logits.t().contiguous()  # (index_copy from a transposed view is ~5x slower)
+    if t.leaves_last:  # every leaf at the deepest level (the iNat21 shape): no scatter needed
+        return torch.cat([rows.new_full((t.num_nodes - t.num_leaves, rows.shape[1]), fill), rows], dim=0)
+    return rows.new_full((t.num_nodes, rows.shape[1]), fill).index_copy(0, t.leaf_index, rows)
 
 
 def _flat_log_marginals(leaf_logits: Tensor, t: Any) -> Tensor:
