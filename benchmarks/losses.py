@@ -49,7 +49,10 @@ def _targets(tax, batch: int, partial: float, gen: torch.Generator) -> torch.Ten
 
 
 def _peak_extra_mib(step: Callable[[], None], device: torch.device) -> float:
-    """Highest live memory allocated during ``step`` (MiB): CUDA allocator stats, or the CPU profiler's memory events."""
+    """Highest live memory allocated during ``step`` (MiB).
+
+    On CUDA from the allocator's statistics; on CPU from the profiler's memory events.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -95,27 +98,30 @@ def main() -> None:
     leaf_logits = torch.randn(args.batch, tax.num_leaves, generator=gen).to(device).requires_grad_(True)
 
     baseline = (lambda: F.cross_entropy(leaf_logits, leaf_pos), leaf_logits)
-    cases: dict[str, tuple[Callable[[], torch.Tensor], torch.Tensor]] = {
-        "conditional_softmax_nll": (lambda m=L.ConditionalSoftmaxLoss(tax).to(device): m(node_logits, target), node_logits),
+    modules: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {
+        "conditional_softmax_nll": (L.ConditionalSoftmaxLoss(tax), node_logits),
         "conditional_softmax_nll[validate_args=False]": (
-            lambda m=L.ConditionalSoftmaxLoss(tax, validate_args=False).to(device): m(node_logits, target),
+            L.ConditionalSoftmaxLoss(tax, validate_args=False),
             node_logits,
         ),
         "conditional_softmax_nll[label_smoothing=0.1]": (
-            lambda m=L.ConditionalSoftmaxLoss(tax, label_smoothing=0.1).to(device): m(node_logits, target),
+            L.ConditionalSoftmaxLoss(tax, label_smoothing=0.1),
             node_logits,
         ),
-        "flat_cross_entropy": (lambda m=L.FlatCrossEntropyLoss(tax).to(device): m(leaf_logits, target), leaf_logits),
-        "level_cross_entropy": (lambda m=L.LevelCrossEntropyLoss(tax).to(device): m(node_logits, target), node_logits),
-        "node_bce": (lambda m=L.NodeBCELoss(tax).to(device): m(node_logits, target), node_logits),
-        "node_bce[negatives=siblings]": (
-            lambda m=L.NodeBCELoss(tax, negatives="siblings").to(device): m(node_logits, target),
-            node_logits,
-        ),
-        "max_constraint_loss": (lambda m=L.MaxConstraintLoss(tax).to(device): m(node_logits, target), node_logits),
-        "hxe_loss": (lambda m=L.HXELoss(tax, alpha=0.1).to(device): m(leaf_logits, target), leaf_logits),
-        "soft_label_loss": (lambda m=L.SoftLabelLoss(tax, beta=10.0).to(device): m(leaf_logits, target), leaf_logits),
+        "flat_cross_entropy": (L.FlatCrossEntropyLoss(tax), leaf_logits),
+        "level_cross_entropy": (L.LevelCrossEntropyLoss(tax), node_logits),
+        "node_bce": (L.NodeBCELoss(tax), node_logits),
+        "node_bce[negatives=siblings]": (L.NodeBCELoss(tax, negatives="siblings"), node_logits),
+        "max_constraint_loss": (L.MaxConstraintLoss(tax), node_logits),
+        "hxe_loss": (L.HXELoss(tax, alpha=0.1), leaf_logits),
+        "soft_label_loss": (L.SoftLabelLoss(tax, beta=10.0), leaf_logits),
     }
+
+    def bind(module: torch.nn.Module, logits: torch.Tensor) -> Callable[[], torch.Tensor]:
+        module = module.to(device)
+        return lambda: module(logits, target)
+
+    cases = {name: (bind(module, logits), logits) for name, (module, logits) in modules.items()}
     # forward-only references: node marginals for every node (evaluation, not training)
     marginal_cases: dict[str, tuple[Callable[[], torch.Tensor], torch.Tensor]] = {
         "conditional_marginals": (lambda: M.conditional_marginals(node_logits.detach(), tax), node_logits),

@@ -57,11 +57,15 @@ class HierarchicalHead(nn.Module):
 
     kind: str = ""
 
-    def __init__(self, in_features: int, taxonomy: Taxonomy, out_features: int, tables: tuple[str, ...], bias: bool) -> None:
+    def __init__(
+        self, in_features: int, taxonomy: Taxonomy, out_features: int, tables: tuple[str, ...], bias: bool
+    ) -> None:
         super().__init__()
         _check_taxonomy(taxonomy)
         if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
-            raise ValueError(f"in_features: expected a positive int (the backbone's feature width), got {in_features!r}.")
+            raise ValueError(
+                f"in_features: expected a positive int (the backbone's feature width), got {in_features!r}."
+            )
         self.taxonomy = taxonomy
         self.fingerprint = taxonomy.fingerprint
         self.in_features = in_features

@@ -42,6 +42,8 @@ over depth levels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -55,13 +57,14 @@ from hiercls.marginals import (
     _check_taxonomy,
     _group_log_softmax_nm,
     _group_mean_nm,
-    _level_sizes,
     _leaf_rows,
+    _level_sizes,
     _require_tree,
     _subtree_reduce_nm,
     _tables_for,
-    _upcast,
     _TaxonomyBuffers,
+    _TaxonomyTables,
+    _upcast,
 )
 from hiercls.taxonomy import Taxonomy
 
@@ -127,7 +130,8 @@ def _check_target(target: Any, logits: Tensor, num_nodes: int) -> Tensor:
         )
     if target.ndim != 1 or target.shape[0] != logits.shape[0]:
         raise ValueError(
-            f"target: expected shape (B,) = ({logits.shape[0]},) to match logits {tuple(logits.shape)}, got {tuple(target.shape)}."
+            f"target: expected shape (B,) = ({logits.shape[0]},) to match logits {tuple(logits.shape)}, "
+            f"got {tuple(target.shape)}."
         )
     return target.to(device=logits.device, dtype=torch.long)
 
@@ -305,9 +309,16 @@ def _node_bce(
         if t.is_tree:
             near = strict.gather(1, t.parent[None, :].expand(batch, -1))
         else:
-            near = torch.zeros(batch, t.num_nodes, dtype=torch.uint8, device=logits.device).scatter_reduce(
-                1, t.edge_child.expand(batch, -1), strict[:, t.edge_parent].to(torch.uint8), "amax", include_self=True
-            ) > 0
+            near = (
+                torch.zeros(batch, t.num_nodes, dtype=torch.uint8, device=logits.device).scatter_reduce(
+                    1,
+                    t.edge_child.expand(batch, -1),
+                    strict[:, t.edge_parent].to(torch.uint8),
+                    "amax",
+                    include_self=True,
+                )
+                > 0
+            )
         known = known & near
     scale = known.to(logits.dtype)
     if weight is not None:
@@ -352,7 +363,9 @@ class _FlatNLL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, owner: Tensor, cols: Tensor, smoothing: float) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, logits: Tensor, owner: Tensor, cols: Tensor, smoothing: float
+    ) -> Tensor:
         batch = logits.shape[0]
         with torch.no_grad():
             log_probs = F.log_softmax(logits, 1)
@@ -434,9 +447,16 @@ _TREE_TABLES = ("path_node", "path_valid")
 _DAG_TABLES = ("anc_ptr", "anc_index", "desc_owner")
 
 
+@dataclass(frozen=True)
 class _Spec:
-    def __init__(self, name: str, fn: Any, width: str, tree_only: bool, tables: Any, dag_hint: str = "") -> None:
-        self.name, self.fn, self.width, self.tree_only, self.tables, self.dag_hint = name, fn, width, tree_only, tables, dag_hint
+    """One loss kind: its public name, its maths, its logit width, and the index tables it needs."""
+
+    name: str
+    fn: Callable[..., Tensor]
+    width: Literal["num_nodes", "num_leaves"]
+    tree_only: bool
+    tables: Callable[[Taxonomy, dict[str, Any]], tuple[str, ...]]
+    dag_hint: str = ""
 
     def check(self, taxonomy: Any) -> Taxonomy:
         if self.tree_only:
@@ -448,12 +468,9 @@ class _Spec:
 
 
 def _cond_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
-    base = _TREE_TABLES
-    from hiercls.marginals import _TaxonomyTables
-
     if _TaxonomyTables(tax).nll_path:
-        return base + ("path_row", "path_pos", "group_members", "group_valid")
-    return base + ("parent", "parent_group")
+        return _TREE_TABLES + ("path_row", "path_pos", "group_members", "group_valid")
+    return _TREE_TABLES + ("parent", "parent_group")
 
 
 def _sigmoid_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
@@ -467,14 +484,26 @@ def _sigmoid_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
 _DAG_HINT = "For a DAG use a SigmoidHead with node_bce or max_constraint_loss, or a FlatHead with flat_cross_entropy."
 _SPECS: dict[str, _Spec] = {
     "conditional": _Spec("conditional_softmax_nll", _conditional_nll, "num_nodes", True, _cond_tables, _DAG_HINT),
-    "level": _Spec("level_cross_entropy", _level_cross_entropy, "num_nodes", True, lambda tax, o: _TREE_TABLES + ("level_start",), _DAG_HINT),
+    "level": _Spec(
+        "level_cross_entropy",
+        _level_cross_entropy,
+        "num_nodes",
+        True,
+        lambda tax, o: _TREE_TABLES + ("level_start",),
+        _DAG_HINT,
+    ),
     "bce": _Spec("node_bce", _node_bce, "num_nodes", False, _sigmoid_tables),
     "max_constraint": _Spec("max_constraint_loss", _max_constraint, "num_nodes", False, _sigmoid_tables),
     "flat": _Spec(
         "flat_cross_entropy", _flat_cross_entropy, "num_leaves", False, lambda tax, o: ("leafdesc_ptr", "leafdesc_pos")
     ),
     "hxe": _Spec(
-        "hxe_loss", _hxe, "num_leaves", True, lambda tax, o: _TREE_TABLES + ("parent_local", "leaf_index", "height", "is_leaf"), _DAG_HINT
+        "hxe_loss",
+        _hxe,
+        "num_leaves",
+        True,
+        lambda tax, o: _TREE_TABLES + ("parent_local", "leaf_index", "height", "is_leaf"),
+        _DAG_HINT,
     ),
     "soft_label": _Spec(
         "soft_label_loss",
@@ -712,7 +741,9 @@ def node_bce(
         >>> node_bce(logits, torch.tensor([tax.index("a1")]), tax, negatives="siblings")  # a, b, a1, a2
         tensor(2.7726)
     """
-    return _functional("bce", logits, target, taxonomy, weight, label_smoothing, reduction, validate_args, negatives=negatives)
+    return _functional(
+        "bce", logits, target, taxonomy, weight, label_smoothing, reduction, validate_args, negatives=negatives
+    )
 
 
 def max_constraint_loss(
@@ -933,7 +964,9 @@ def soft_label_loss(
         >>> soft_label_loss(logits, torch.tensor([tax.index("a1")]), tax, beta=0.0)  # uniform target
         tensor(1.4076)
     """
-    return _functional("soft_label", logits, target, taxonomy, weight, label_smoothing, reduction, validate_args, beta=beta)
+    return _functional(
+        "soft_label", logits, target, taxonomy, weight, label_smoothing, reduction, validate_args, beta=beta
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1318,5 +1351,7 @@ def default_loss(head_kind: str) -> str:
         'bce'
     """
     if head_kind not in _DEFAULT_LOSS:
-        raise ValueError(f"head_kind: unknown head kind {head_kind!r}; expected one of {', '.join(map(repr, _DEFAULT_LOSS))}.")
+        raise ValueError(
+            f"head_kind: unknown head kind {head_kind!r}; expected one of {', '.join(map(repr, _DEFAULT_LOSS))}."
+        )
     return _DEFAULT_LOSS[head_kind]

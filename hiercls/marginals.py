@@ -282,9 +282,13 @@ def _check_taxonomy(taxonomy: Any) -> Taxonomy:
 def _check_logits(logits: Any, width: int, width_name: str, where: str) -> Tensor:
     """Shape and dtype checks (no device sync)."""
     if not isinstance(logits, Tensor):
-        raise ValueError(f"logits: expected a torch.Tensor of shape (B, {width_name}) = (B, {width}), got {type(logits).__name__}.")
+        raise ValueError(
+            f"logits: expected a torch.Tensor of shape (B, {width_name}) = (B, {width}), got {type(logits).__name__}."
+        )
     if not (logits.is_floating_point()):
-        raise ValueError(f"logits: expected a floating-point tensor, got dtype {logits.dtype}. Pass the head's raw output.")
+        raise ValueError(
+            f"logits: expected a floating-point tensor, got dtype {logits.dtype}. Pass the head's raw output."
+        )
     if logits.ndim != 2 or logits.shape[1] != width:
         raise ValueError(
             f"logits: {where} expects shape (B, {width_name}) = (B, {width}), got {tuple(logits.shape)}. "

@@ -191,7 +191,7 @@ def hxe_loss(logits, target, tax: Taxonomy, alpha: float, weight=None, smoothing
     for row, t in zip(_rows(logits), list(target)):
         total = _lse(row)
 
-        def log_mass(n: int) -> float:  # log P(n): log of the summed leaf probabilities below n
+        def log_mass(n: int, row=row, total=total) -> float:  # log P(n): log of the summed leaf probs below n
             return _lse([row[k] for k in _leaf_below(tax, n)]) - total
 
         path = _path(tax, int(t))

@@ -124,11 +124,15 @@ def test_errors(paper_tax):
     head = H.ConditionalHead(8, paper_tax)
     with pytest.raises(ValueError, match=r"features: expected shape \(B, in_features\) = \(B, 8\), got \(2, 7\)"):
         head(torch.randn(2, 7))
-    with pytest.raises(ValueError, match=r"ConditionalHead.log_marginals expects shape \(B, num_nodes\) = \(B, 11\), got \(2, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"ConditionalHead.log_marginals expects shape \(B, num_nodes\) = \(B, 11\), got \(2, 6\)"
+    ):
         head.marginals(torch.randn(2, 6))
     with pytest.raises(ValueError, match=r"\(B, num_leaves\) = \(B, 6\)"):
         H.FlatHead(8, paper_tax).marginals(torch.randn(2, 11))
-    with pytest.raises(ValueError, match="kind: unknown head 'tiered'; expected one of 'conditional', 'level', 'sigmoid', 'flat'"):
+    with pytest.raises(
+        ValueError, match="kind: unknown head 'tiered'; expected one of 'conditional', 'level', 'sigmoid', 'flat'"
+    ):
         H.create_head("tiered", 8, paper_tax)
     with pytest.raises(TaxonomyError, match="ConditionalHead needs a tree.*SigmoidHead"):
         H.ConditionalHead(8, DAG)

@@ -55,7 +55,7 @@ COMBOS = [
 def test_head_and_loss_learn_separable_hierarchical_data(head_kind, head_kw, loss_kind, loss_kw, paper_tax):
     torch.manual_seed(0)
     tax = paper_tax
-    features, leaves, labels = _data(tax, per_leaf=40, seed=1)
+    features, _, labels = _data(tax, per_leaf=40, seed=1)
     test_features, test_leaves, _ = _data(tax, per_leaf=20, seed=2)
     head = H.create_head(head_kind, 32, tax, **head_kw)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), head)
@@ -76,14 +76,16 @@ def test_head_and_loss_learn_separable_hierarchical_data(head_kind, head_kw, los
     predicted = leaf_index[probs[:, leaf_index].argmax(1)]
     accuracy = (predicted == test_leaves).float().mean().item()
     assert accuracy >= 0.97, f"{head_kind}+{loss_kind}: accuracy {accuracy:.3f}"
-    before = loss_fn(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), H.create_head(head_kind, 32, tax, **head_kw))(features), labels)
+    before = loss_fn(
+        nn.Sequential(nn.Linear(16, 32), nn.ReLU(), H.create_head(head_kind, 32, tax, **head_kw))(features), labels
+    )
     assert loss.item() < 0.2 * before.item()
 
 
 def test_conditional_head_learns_a_deeper_tree():
     tax = layered_taxonomy((3, 8, 20), seed=1)
     torch.manual_seed(0)
-    features, leaves, labels = _data(tax, per_leaf=12, seed=3)
+    features, _, labels = _data(tax, per_leaf=12, seed=3)
     test_features, test_leaves, _ = _data(tax, per_leaf=6, seed=4)
     head = H.ConditionalHead(64, tax)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), head)

@@ -71,7 +71,9 @@ def _call(kind: str, logits, target, tax, **kwargs):
 
 def _oracle(kind: str, logits, target, tax, weight, smoothing):
     _, _, oracle, _, _, extra = KINDS[kind]
-    return torch.tensor(oracle(logits, target.tolist(), tax, weight=weight, smoothing=smoothing, **extra), dtype=torch.float64)
+    return torch.tensor(
+        oracle(logits, target.tolist(), tax, weight=weight, smoothing=smoothing, **extra), dtype=torch.float64
+    )
 
 
 # ---------------------------------------------------------------------------------------- oracles
@@ -103,7 +105,9 @@ def test_conditional_nll_both_strategies_equal_oracle(path, data):
     tables = _tables_for(tax, "cpu")
     node_weight = None if weight is None else L._node_weight(weight, tax, torch.device("cpu"), True).double()
     got = L._conditional_nll(logits, target, tables, node_weight, smoothing, path=path)
-    want = torch.tensor(O.conditional_nll(logits, target.tolist(), tax, weight=weight, smoothing=smoothing), dtype=torch.float64)
+    want = torch.tensor(
+        O.conditional_nll(logits, target.tolist(), tax, weight=weight, smoothing=smoothing), dtype=torch.float64
+    )
     torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
 
 
@@ -147,7 +151,9 @@ def test_flat_ce_on_leaves_is_cross_entropy_and_soft_label_limit(data):
     pos = torch.randint(0, tax.num_leaves, (logits.shape[0],), generator=gen)
     target = torch.as_tensor(tax.leaf_index.copy())[pos]
     want = F.cross_entropy(logits, pos, reduction="none", label_smoothing=smoothing)
-    torch.testing.assert_close(L.flat_cross_entropy(logits, target, tax, reduction="none", label_smoothing=smoothing), want)
+    torch.testing.assert_close(
+        L.flat_cross_entropy(logits, target, tax, reduction="none", label_smoothing=smoothing), want
+    )
     if tax.height() <= 20:  # beta -> infinity: one-hot soft labels
         got = L.soft_label_loss(logits, target, tax, beta=1e4, reduction="none", label_smoothing=smoothing)
         torch.testing.assert_close(got, want)
@@ -328,7 +334,12 @@ def test_module_moves_with_to_and_keeps_no_state(paper_tax):
 
 
 def test_default_loss_and_create_loss(paper_tax):
-    assert [L.default_loss(k) for k in ("conditional", "level", "sigmoid", "flat")] == ["conditional", "level", "bce", "flat"]
+    assert [L.default_loss(k) for k in ("conditional", "level", "sigmoid", "flat")] == [
+        "conditional",
+        "level",
+        "bce",
+        "flat",
+    ]
     assert isinstance(L.create_loss("max_constraint", paper_tax), L.MaxConstraintLoss)
     assert L.create_loss("bce", paper_tax, negatives="siblings").options == {"negatives": "siblings"}
 
@@ -400,7 +411,9 @@ def test_option_errors(paper_tax):
         L.conditional_softmax_nll(x, t, paper_tax, reduction="avg")
     with pytest.raises(ValueError, match=r"label_smoothing: expected a float in \[0, 1\], got 1.5"):
         L.ConditionalSoftmaxLoss(paper_tax, label_smoothing=1.5)
-    with pytest.raises(ValueError, match=r"weight: expected a per-node tensor of shape \(num_nodes,\) = \(11,\) or a per-level"):
+    with pytest.raises(
+        ValueError, match=r"weight: expected a per-node tensor of shape \(num_nodes,\) = \(11,\) or a per-level"
+    ):
         L.level_cross_entropy(x, t, paper_tax, weight=torch.ones(3))
     with pytest.raises(ValueError, match="weight: expected finite, non-negative"):
         L.LevelCrossEntropyLoss(paper_tax, weight=-torch.ones(5))
