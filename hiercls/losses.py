@@ -192,23 +192,35 @@ def _csr_pairs(ptr: Tensor, index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor
     return owner, index[starts[owner] + position - (ends - (ptr[rows + 1] - starts))[owner]]
 
 
-def _positive_mask(target: Tensor, t: Any) -> Tensor:
-    """bool (B, N): the target and its ancestors."""
-    mask = torch.zeros(target.shape[0], t.num_nodes, dtype=torch.bool, device=target.device)
+def _positive_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
+    """bool (B, N), or (N, B) when ``node_major``: the target and its ancestors."""
+    batch = target.shape[0]
+    shape = (t.num_nodes, batch) if node_major else (batch, t.num_nodes)
+    mask = torch.zeros(shape, dtype=torch.bool, device=target.device)
     if t.is_tree:  # path_node pads with the root, which is positive anyway
-        return mask.scatter_(1, t.path_node[target], True)
-    rows, cols = _csr_pairs(t.anc_ptr, t.anc_index, target)
-    mask[rows, cols] = True
+        nodes = t.path_node[target]
+        if not node_major:
+            return mask.scatter_(1, nodes, True)
+        rows = torch.arange(batch, device=target.device)[:, None].expand_as(nodes)
+        return mask.index_put_((nodes, rows), torch.ones((), dtype=torch.bool, device=target.device))
+    owner, nodes = _csr_pairs(t.anc_ptr, t.anc_index, target)
+    mask[(nodes, owner) if node_major else (owner, nodes)] = True
     return mask
 
 
-def _unknown_mask(target: Tensor, t: Any) -> Tensor:
-    """bool (B, N): nodes a (partial) label says nothing about: strictly below the target, and the root."""
-    mask = torch.zeros(target.shape[0], t.num_nodes, dtype=torch.bool, device=target.device)
-    rows, cols = _csr_pairs(t.desc_ptr, t.desc_index, target)
-    mask[rows, cols] = True
-    mask[torch.arange(target.shape[0], device=target.device), target] = False
-    mask[:, 0] = True
+def _unknown_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
+    """bool (B, N), or (N, B): nodes a (partial) label says nothing about: strictly below the target, and the root."""
+    batch = target.shape[0]
+    shape = (t.num_nodes, batch) if node_major else (batch, t.num_nodes)
+    mask = torch.zeros(shape, dtype=torch.bool, device=target.device)
+    owner, nodes = _csr_pairs(t.desc_ptr, t.desc_index, target)
+    strict = nodes != target[owner]
+    owner, nodes = owner[strict], nodes[strict]
+    mask[(nodes, owner) if node_major else (owner, nodes)] = True
+    if node_major:
+        mask[0] = True
+    else:
+        mask[:, 0] = True
     return mask
 
 
@@ -330,8 +342,8 @@ def _max_constraint(logits: Tensor, target: Tensor, t: Any, weight: Tensor | Non
     # node-major (N, B) throughout: the subtree max runs level by level along dim 0
     batch = logits.shape[0]
     nm = logits.t().contiguous()
-    positive = _positive_mask(target, t).t()
-    scale = (~_unknown_mask(target, t)).t().to(logits.dtype)
+    positive = _positive_mask(target, t, node_major=True)
+    scale = (~_unknown_mask(target, t, node_major=True)).to(logits.dtype)
     if weight is not None:
         scale = scale * weight[:, None]
     constrained = _subtree_reduce_nm(nm, t, "amax")  # MCM in logit space: max over descendants
