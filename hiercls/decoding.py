@@ -432,7 +432,7 @@ def decode(
       2025; see :func:`expected_hierarchical_fbeta`.
 
     ``"crm"`` and ``"hf_optimal"`` need a tree; the others work on DAGs too.
-    When to use which: ``docs/decoding.md``.
+    When to use which: the documentation's Concepts > Decoding page (``docs/concepts/decoding.md``).
 
     Args:
         probs: node marginals ``(B, num_nodes)`` (torch, numpy or nested lists), any head.

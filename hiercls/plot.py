@@ -65,8 +65,9 @@ def plot_level_confusion_matrices(
     """One confusion matrix per depth, side by side (the true and predicted ancestors at that depth).
 
     Rows are true classes, columns predicted classes, plus a last column
-    "stopped above" for predictions that end above the depth (non-mandatory
-    decoding). With ``normalize="true"`` each row sums to 1 (per-class recall
+    "ends above" for predictions with no node at that depth: an inner node
+    chosen by non-mandatory decoding, or a leaf shallower than the depth (a
+    mistake into another branch of a ragged tree). With ``normalize="true"`` each row sums to 1 (per-class recall
     on the diagonal).
 
     Args:
@@ -121,7 +122,7 @@ def plot_level_confusion_matrices(
         names = [taxonomy.nodes[i] for i in levels[d]]
         ax.imshow(matrix, cmap="Blues", vmin=0, aspect="auto")
         ax.set_title(f"depth {d}")
-        ax.set_xticks(range(len(names) + 1), [*names, "stopped above"], rotation=90, fontsize=8)
+        ax.set_xticks(range(len(names) + 1), [*names, "ends above"], rotation=90, fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")

@@ -45,9 +45,9 @@ def test_importing_hiercls_does_not_import_matplotlib() -> None:
 def test_level_confusion_matrices_contents(paper_tax: Taxonomy) -> None:
     fig = plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, normalize="none")
     assert [ax.get_title() for ax in fig.axes] == ["depth 1", "depth 2", "depth 3", "depth 4"]
-    ax = fig.axes[2]  # depth 3: ALL, AML, CLL, CML (+ stopped above)
+    ax = fig.axes[2]  # depth 3: ALL, AML, CLL, CML (+ ends above)
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels == ["ALL", "AML", "CLL", "CML", "stopped above"]
+    assert labels == ["ALL", "AML", "CLL", "CML", "ends above"]
     matrix = level_confusion_matrix(Y_TRUE, Y_PRED, paper_tax, 3, abstain_column=True)
     cells = [t.get_text() for t in ax.texts]
     assert len(cells) == matrix.size and cells == [str(v) for v in matrix.ravel().tolist()]
