@@ -887,8 +887,9 @@ def hxe_loss(
 
     where ``h(n)`` is the height of ``n`` (its longest distance down to a leaf;
     leaves have height 0). With ``alpha = 0`` the sum telescopes to the flat
-    cross-entropy ``-log P(t)``; larger ``alpha`` discounts the fine decisions
-    relative to the coarse ones. A partial label ``t`` stops the path at ``t``
+    cross-entropy ``-log P(t)``; a larger ``alpha`` shrinks the weight of the
+    decisions high in the tree (large height) relative to the fine ones near the
+    leaves, whose weight stays 1. A partial label ``t`` stops the path at ``t``
     (only the decisions down to ``t`` are taught). Computed in log space from
     per-subtree log-sum-exps, O(B x num_nodes).
 
