@@ -52,9 +52,11 @@ def summary_table(merged: dict[str, Any]) -> str:
     base = merged.get("baseline") or {}
     for name, v in base.items():
         if isinstance(v, dict) and "test_acc" in v:
+            fine = v.get("classes") != 8  # the tool's --fine mode (its own split); else 8 classes, our split
+            label = "peer flat (tool, --fine)" if fine else "peer flat (tool, 8 classes)"
             lines.append(
-                f"| pbc | peer flat (tool, --fine) | {name} | {_f(v.get('test_acc_8class'))} | "
-                f"{_f(v.get('test_acc'))} | — | — | {_f(v.get('train_s'), 1)} | {_f(v.get('img_per_s'), 0)} |"
+                f"| pbc | {label} | {name} | {_f(v.get('test_acc_8class'))} | "
+                f"{_f(v.get('test_acc')) if fine else '—'} | — | — | {_f(v.get('train_s'), 1)} | {_f(v.get('img_per_s'), 0)} |"
             )
     for ds in ("pbc", "all4"):
         for r in (merged.get(ds) or {}).get("rows", []):
