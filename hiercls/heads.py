@@ -22,6 +22,7 @@ Build one by name with :func:`create_head` and its loss with
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
 
 from torch import Tensor, nn
@@ -43,7 +44,7 @@ __all__ = ["ConditionalHead", "FlatHead", "HeadKind", "HierarchicalHead", "Level
 HeadKind = Literal["conditional", "level", "sigmoid", "flat"]
 
 
-class HierarchicalHead(nn.Module):
+class HierarchicalHead(nn.Module, metaclass=ABCMeta):
     """Base class: a linear layer from features to the head's logits, plus node marginals.
 
     Attributes:
@@ -111,8 +112,9 @@ class HierarchicalHead(nn.Module):
 
     _width_name = "num_nodes"
 
-    def _log_marginals(self, logits: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _log_marginals(self, logits: Tensor) -> Tensor:
+        """Log node marginals of already-checked logits (each head's own parameterisation)."""
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, num_nodes={self.taxonomy.num_nodes}, fingerprint={self.fingerprint[:12]!r}"

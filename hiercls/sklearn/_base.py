@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
 
 import numpy as np
@@ -17,7 +18,7 @@ _DECODERS = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
 _INNER_NODE_RULES = ("threshold", "hf_optimal")
 
 
-class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator):
+class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMeta):
     """Base of the hierarchical scikit-learn estimators (not public).
 
     Subclasses set ``self._codec``, ``taxonomy_``, ``nodes_``, ``classes_`` via
@@ -61,8 +62,9 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator):
             )
 
     # ---------------------------------------------------------- prediction
-    def predict_proba(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Node marginals ``(n_samples, num_nodes)``; columns named by ``nodes_``."""
 
     def _predict_nodes(self, X: Any) -> np.ndarray:
         """Decoded node indices, int64 ``(n_samples,)``."""

@@ -80,7 +80,8 @@ class LabelCodec:
         return self._encode_strings(labels, name)
 
     def _encode_flat(self, labels: np.ndarray, name: str) -> np.ndarray:
-        assert self.flat_classes is not None and self.flat_nodes is not None  # set in flat mode
+        if self.flat_classes is None or self.flat_nodes is None:
+            raise ValueError(f"{name}: numeric class labels need an estimator fitted on numeric labels.")
         if _is_text(labels) or labels.dtype.kind not in "biuf":
             raise ValueError(
                 f"{name}: the estimator was fitted on numeric class labels ({self.flat_classes.dtype}); "
