@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -306,32 +307,41 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
         T.run(T.parse_args([*common, "--output", str(tmp_path / "c"), "--resume"]))
 
 
-def test_synthetic_main_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_synthetic_defaults_leave_real_data_defaults_alone() -> None:
     args = T.parse_args([])
-    assert args.synthetic and args.backbone == "convnext_tiny" and "SYNTHETIC" in args.output
+    assert args.synthetic and "SYNTHETIC" in args.output
+    assert {k: getattr(args, k) for k in T.SYNTHETIC_DEFAULTS} == T.SYNTHETIC_DEFAULTS
+    assert args.output == str(Path("runs") / "hierarchical-resnet10t-SYNTHETIC")
+    real = T.parse_args(["--data", "somewhere"])
+    assert not real.synthetic and real.threads is None
+    assert (real.backbone, real.img_size, real.epochs, real.batch_size, real.lr) == ("convnext_tiny", 128, 40, 256, 2e-3)
+    assert T.parse_args(["--data", "x", "--backbone", "vit_small_patch16_224"]).lr == 5e-4
+    # a flag given explicitly wins over the synthetic default
+    assert T.parse_args(["--backbone", "test_vit", "--threads", "2", "--epochs", "3"]).backbone == "test_vit"
+
+
+def test_synthetic_main_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, capsys) -> None:
+    """The main job end to end on a smaller budget: it learns the generated set and says what to do next."""
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
     with caplog.at_level(logging.INFO):
-        rc = T.main(
-            [
-                "--backbone",
-                "test_convnext",
-                "--epochs",
-                "1",
-                "--synthetic-per-leaf",
-                "4",
-                "--quiet",
-                "--img-size",
-                "32",
-                "--workers",
-                "1",
-            ]
-        )
-    assert rc == 0
-    out = tmp_path / "runs" / "hierarchical-test_convnext-SYNTHETIC"
+        rc = T.main(["--backbone", "test_resnet", "--epochs", "8", "--synthetic-per-leaf", "30", "--lr", "5e-3"])
+    assert rc == 0 and torch.get_num_threads() == threads, "the run must give the process its thread count back"
+    out = tmp_path / "runs" / "hierarchical-test_resnet-SYNTHETIC"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic"] is True and "SYNTHETIC" in summary["WARNING"]
+    assert summary["config"]["threads"] == 1 and summary["config"]["image_size"] == 32
     assert (out / "SYNTHETIC_images").is_dir() and any((out / "tb").iterdir())
     assert "SYNTHETIC" in caplog.text and "[SYNTHETIC] test" in caplog.text
+    text = capsys.readouterr().out
+    assert "SYNTHETIC run finished" in text and f"Outputs in {Path('runs') / out.name}/" in text
+    assert "--data PATH/TO/PBC_dataset_normal_DIB" in text and "not how well anything classifies blood cells" in text
+    # partial labels are in the test split, and the tiny ResNet learns every level of the cartoons
+    leaf = re.search(r"leaf accuracy \((\d+) images labelled at a leaf\)\s+([\d.]+)", text)
+    partial = re.search(r"partial labels: prediction within the labelled node \((\d+) images\)\s+([\d.]+)", text)
+    assert leaf and partial and int(partial.group(1)) > 0
+    assert float(leaf.group(2)) >= 0.9, text
+    assert summary["test"]["level_accuracy/1"] == 1.0
 
 
 def test_module_entry_point_dispatches(capsys) -> None:
