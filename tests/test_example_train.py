@@ -314,7 +314,8 @@ def test_synthetic_defaults_leave_real_data_defaults_alone() -> None:
     assert args.output == str(Path("runs") / "hierarchical-resnet10t-SYNTHETIC")
     real = T.parse_args(["--data", "somewhere"])
     assert not real.synthetic and real.threads is None
-    assert (real.backbone, real.img_size, real.epochs, real.batch_size, real.lr) == ("convnext_tiny", 128, 40, 256, 2e-3)
+    real_defaults = (real.backbone, real.img_size, real.epochs, real.batch_size, real.lr)
+    assert real_defaults == ("convnext_tiny", 128, 40, 256, 2e-3)
     assert T.parse_args(["--data", "x", "--backbone", "vit_small_patch16_224"]).lr == 5e-4
     # a flag given explicitly wins over the synthetic default
     assert T.parse_args(["--backbone", "test_vit", "--threads", "2", "--epochs", "3"]).backbone == "test_vit"
