@@ -1,7 +1,7 @@
 """A small SYNTHETIC image set for offline runs: cartoon cells whose look encodes their taxonomy path.
 
 Used when the example runs without ``--data``: it works on a fresh machine,
-offline, in a couple of minutes on CPU. These are not blood cells and say
+offline, in about half a minute on CPU. These are not blood cells and say
 nothing about real accuracy; the folder carries a ``README.txt`` that says so,
 and every file name starts with ``synthetic_``.
 

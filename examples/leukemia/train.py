@@ -1,6 +1,6 @@
 """Train a hierarchical blood-cell classifier: a timm backbone + a hiercls head and loss.
 
-    python -m examples.leukemia.train                      # no data: a small SYNTHETIC set, CPU, ~1-2 minutes
+    python -m examples.leukemia.train                      # no data: a small SYNTHETIC set, CPU, ~30 s
     python -m examples.leukemia.train --data ../shared/data/pbc --method hierarchical --epochs 40
     python -m examples.leukemia.train --pack pbc128.npz --backbone vit_small_patch16_224 --img-size 128
     torchrun --nproc_per_node 4 -m examples.leukemia.train --pack pbc128.npz       # DDP
@@ -49,7 +49,7 @@ log = logging.getLogger("examples.leukemia.train")
 
 SYNTHETIC_TAG = "SYNTHETIC"
 # The main job without --data: a small, fast timm ResNet from scratch on the generated set
-# (examples.leukemia.synthetic), sized to finish in a couple of minutes on 2 CPU cores.
+# (examples.leukemia.synthetic), sized to finish in about half a minute on 2 CPU cores (well under 3 when busy).
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "backbone": "resnet10t",
     "img_size": 32,
