@@ -486,8 +486,8 @@ def _cond_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _sigmoid_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
-    names = ("desc_ptr", "desc_index", "parent_local")
-    names += _TREE_TABLES if tax.is_tree else _DAG_TABLES
+    names: tuple[str, ...] = ("desc_ptr", "desc_index")
+    names += (_TREE_TABLES + ("parent_local",)) if tax.is_tree else _DAG_TABLES  # parent_local: trees only
     if options.get("negatives") == "siblings":
         names += ("parent",) if tax.is_tree else ("edge_parent", "edge_child")
     return names

@@ -440,3 +440,13 @@ def test_tree_only_losses_refuse_dags(kind):
     _, cls, _, _, _, extra = KINDS[kind]
     with pytest.raises(TaxonomyError, match="needs a tree"):
         cls(dag, **extra)
+
+
+@pytest.mark.parametrize("kind, options", [("bce", {}), ("bce", {"negatives": "siblings"}), ("max_constraint", {})])
+def test_sigmoid_loss_modules_build_and_match_the_functions_on_a_dag(kind, options) -> None:
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("x", "y"), ("b", "z")])
+    logits = torch.randn(5, dag.num_nodes, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([5, 1, 3, 4, 2])  # y, a, then partial labels at inner nodes
+    module = L.create_loss(kind, dag, **options)
+    function = {"bce": L.node_bce, "max_constraint": L.max_constraint_loss}[kind]
+    torch.testing.assert_close(module(logits, target), function(logits, target, dag, **options))
