@@ -181,6 +181,8 @@ def plot_taxonomy(
     ax: Axes | None = None,
     cmap: str = "viridis",
     value_label: str = "value",
+    vmin: float | None = None,
+    vmax: float | None = None,
     label_up_to: int = 60,
     title: str | None = None,
 ) -> Figure:
@@ -196,6 +198,9 @@ def plot_taxonomy(
         ax: draw into this axes (default: a new figure).
         cmap: the matplotlib colormap of the values.
         value_label: the colour bar's label.
+        vmin: the value at the bottom of the colour scale (default: the smallest value). Pass
+            ``vmin=0, vmax=1`` for rates such as recall, so that 0.99 does not look like a failure.
+        vmax: the value at the top of the colour scale (default: the largest value).
         label_up_to: write node names (and values) only when the taxonomy has at most this many nodes.
         title: the axes title.
 
@@ -240,7 +245,7 @@ def plot_taxonomy(
     else:
         missing = np.isnan(data)
         ax.scatter(pos[missing, 0], pos[missing, 1], s=size, c="0.85", edgecolors="0.5", zorder=2)
-        points = ax.scatter(pos[~missing, 0], pos[~missing, 1], s=size, c=data[~missing], cmap=cmap, zorder=3)
+        points = ax.scatter(pos[~missing, 0], pos[~missing, 1], s=size, c=data[~missing], cmap=cmap, vmin=vmin, vmax=vmax, zorder=3)
         fig.colorbar(points, ax=ax, label=value_label)
     if n <= label_up_to:
         for i, name in enumerate(taxonomy.nodes):

@@ -136,3 +136,12 @@ def test_plot_errors(paper_tax: Taxonomy) -> None:
         plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, depths=[0])
     with pytest.raises(ValueError, match="curves: expected an OperatingCurve"):
         plot_operating_curve({})
+
+
+def test_plot_taxonomy_colour_scale_can_be_fixed(paper_tax) -> None:
+    values = {"Normal": 0.99, "Reactive": 1.0}
+    fig = plot_taxonomy(paper_tax, values, vmin=0.0, vmax=1.0)
+    norm = fig.axes[0].collections[-1].norm
+    assert (norm.vmin, norm.vmax) == (0.0, 1.0)
+    auto = plot_taxonomy(paper_tax, values).axes[0].collections[-1].norm
+    assert (auto.vmin, auto.vmax) == (0.99, 1.0)

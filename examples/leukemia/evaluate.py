@@ -181,6 +181,8 @@ def save_figures(
         taxonomy,
         values=node_recall(t, p, taxonomy),
         value_label="recall",
+        vmin=0.0,
+        vmax=1.0,
         title=f"{title}: recall per node" if title else "recall per node",
     )
     path = prefix.with_name(prefix.name + "_taxonomy_recall.png")
