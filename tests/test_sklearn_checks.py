@@ -63,6 +63,7 @@ def expected_failed_checks(estimator: object) -> dict[str, str]:
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks, xfail_strict=True)
 def test_scikit_learn_estimator_checks(estimator, check):
+    """Each scikit-learn check asserts internally and raises on failure (xfail_strict for the listed ones)."""
     check(estimator)
 
 
