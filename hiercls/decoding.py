@@ -527,6 +527,15 @@ class OperatingCurve:
         auc: the area under the Pareto front, ``integral_0^1 max{correct_j : specificity_j >= x} dx``:
             the best correct rate reachable at each specificity (a step function; the
             curve itself need not be monotone for incoherent marginals).
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> probs = torch.tensor([[1.0, 0.9, 0.1, 0.6, 0.3], [1.0, 0.2, 0.8, 0.1, 0.1]])
+        >>> curve = operating_curve(probs, torch.tensor([3, 2]), tax)
+        >>> float(curve.thresholds[0]), bool(0.0 <= curve.auc <= 1.0)
+        (inf, True)
     """
 
     thresholds: np.ndarray

@@ -54,6 +54,19 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         in_features: feature width ``F``.
         out_features: logit width (``num_nodes``, or ``num_leaves`` for the flat head).
         linear: the ``nn.Linear(in_features, out_features)``.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> from hiercls.heads import create_head
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> for kind in ("conditional", "level", "sigmoid", "flat"):
+        ...     head = create_head(kind, 8, tax)
+        ...     print(kind, head.out_features, tuple(head.marginals(head(torch.randn(2, 8))).shape))
+        conditional 5 (2, 5)
+        level 5 (2, 5)
+        sigmoid 5 (2, 5)
+        flat 3 (2, 5)
     """
 
     kind: str = ""

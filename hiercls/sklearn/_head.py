@@ -25,6 +25,16 @@ class HeadNetwork(nn.Module):
     Args:
         body: the hidden layers (an empty ``nn.Sequential`` for a linear probe).
         head: the hierarchical head; its ``marginals`` turn logits into node marginals.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from hiercls import Taxonomy
+        >>> from hiercls.heads import ConditionalHead
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+        >>> net = HeadNetwork(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), ConditionalHead(8, tax))
+        >>> net(torch.randn(3, 4)).shape
+        torch.Size([3, 5])
     """
 
     def __init__(self, body: nn.Sequential, head: nn.Module) -> None:

@@ -42,6 +42,16 @@ class HierarchicalScorer:
     ``neg_*`` scorers are, so that model selection always maximises.
 
     Build one with :func:`make_hierarchical_scorer`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from hiercls.sklearn import LocalClassifierPerParentNode, make_hierarchical_scorer
+        >>> X = np.array([[0.0], [0.1], [5.0], [5.1], [9.0], [9.1]])
+        >>> y = ["r/a/a1", "r/a/a1", "r/a/a2", "r/a/a2", "r/b", "r/b"]
+        >>> clf = LocalClassifierPerParentNode().fit(X, y)
+        >>> scorer = make_hierarchical_scorer("hierarchical_f1")
+        >>> 0.0 <= scorer(clf, X, y) <= 1.0
+        True
     """
 
     def __init__(self, metric: str, sign: int, kwargs: dict[str, Any]) -> None:
