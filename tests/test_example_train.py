@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 from collections import defaultdict
@@ -360,3 +361,66 @@ def test_pack_size_mismatch_is_an_error(pbc_pack: Path, tmp_path: Path) -> None:
     args = T.parse_args(["--pack", str(pbc_pack), "--output", str(tmp_path), "--quiet", "--img-size", "64"])
     with pytest.raises(ValueError, match="--img-size: the pack .* holds 32 px images, not 64"):
         T.load_data(args, T.init_distributed("cpu"), tmp_path)
+
+
+# ------------------------------------------------------------------- model selection, backbone options
+def test_best_metric_is_checked_before_training(paper_tax, capsys) -> None:
+    with pytest.raises(SystemExit, match=r"--best-metric: expected one of leaf_accuracy.*got 'acc'"):
+        T.parse_args(["--best-metric", "acc"])
+    with pytest.raises(SystemExit, match=r"got 'level_accuracy/x'"):
+        T.parse_args(["--best-metric", "level_accuracy/x"])
+    assert T.parse_args([]).best_metric == "leaf_accuracy"
+    assert T.parse_args(["--best-metric", "level_accuracy/2"]).best_metric == "level_accuracy/2"
+    inner = torch.tensor([paper_tax.index("Leukemia"), paper_tax.index("Acute")])
+    leafy = torch.tensor([paper_tax.index("Leukemia"), paper_tax.index("ALL")])
+    # no validation image at a leaf: leaf accuracy would be NaN every epoch, so select by hF1 instead
+    assert T.resolve_best_metric("leaf_accuracy", paper_tax, inner) == "hierarchical_f1"
+    assert T.resolve_best_metric("leaf_accuracy", paper_tax, leafy) == "leaf_accuracy"
+    depth = paper_tax.max_depth
+    assert T.resolve_best_metric(f"level_accuracy/{depth}", paper_tax, leafy) == f"level_accuracy/{depth}"
+    with pytest.raises(SystemExit, match=f"needs a tree with a level {depth + 1}"):
+        T.resolve_best_metric(f"level_accuracy/{depth + 1}", paper_tax, leafy)
+
+
+def test_selection_score_direction() -> None:
+    val = {"leaf_accuracy": 0.8, "mistake_severity": 2.5, "nll": 0.4, "hierarchical_f1": float("nan")}
+    assert T.selection_score(val, "leaf_accuracy", 9.0) == 0.8
+    # lower is better: a smaller severity or NLL must score higher
+    assert T.selection_score(val, "mistake_severity", 9.0) == -2.5
+    assert T.selection_score({**val, "mistake_severity": 2.0}, "mistake_severity", 9.0) > -2.5
+    assert T.selection_score(val, "nll", 9.0) == -0.4
+    assert T.selection_score(val, "hierarchical_f1", 9.0) == float("-inf")
+    assert T.selection_score({}, "leaf_accuracy", 1.5) == -1.5  # no validation split: the training loss
+
+
+def test_validation_leaf_accuracy_matches_a_per_sample_oracle(paper_tax) -> None:
+    torch.manual_seed(0)
+    model = build_model("test_convnext", paper_tax, "hierarchical", img_size=32).eval()
+    images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
+    targets = torch.randint(0, paper_tax.num_nodes, (24,))
+    env = T.init_distributed("cpu")
+    kw = dict(rule="top_down", threshold=0.5, env=env, batch_size=7, amp=False, channels_last=False)
+    got = T.evaluate(model, images, targets, paper_tax, **kw)
+    probs = T.predict(model, images, batch_size=7, device=env.device, amp=False, channels_last=False, env=env)
+    preds = T.decode(probs, paper_tax, "top_down").tolist()
+    hits = n = 0
+    for t, p in zip(targets.tolist(), preds):
+        if paper_tax.is_leaf(paper_tax.nodes[t]):
+            n += 1
+            hits += int(t == p)
+    assert n > 0 and got["leaf_accuracy"] == pytest.approx(hits / n)
+    only_inner = torch.full((5,), paper_tax.index("Acute"))
+    assert math.isnan(T.evaluate(model, images[:5], only_inner, paper_tax, **kw)["leaf_accuracy"])
+
+
+def test_backbone_kwargs_reach_timm_and_the_checkpoint(tmp_path: Path, capsys) -> None:
+    common = ["--backbone", "test_vit", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    res = T.run(T.parse_args([*common, "--backbone-kwargs", '{"patch_size": 8}', "--output", str(tmp_path / "a")]))
+    assert tuple(res.model.backbone.patch_embed.grid_size) == (4, 4)  # 32 px / 8
+    model, ck = load_model(tmp_path / "a" / "best")
+    assert ck.config["model"]["backbone_kwargs"] == {"patch_size": 8}
+    assert tuple(model.backbone.patch_embed.grid_size) == (4, 4)
+    for bad, why in (("[8]", "got a JSON list"), ("{patch_size: 8}", "Expecting property name")):
+        with pytest.raises(SystemExit):
+            T.parse_args([*common, "--backbone-kwargs", bad])
+        assert why in capsys.readouterr().err

@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-checkpoint", type=str, default=None, help="local weights for the backbone(s)")
     g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate of the backbone")
     g.add_argument(
+        "--backbone-kwargs",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="extra timm.create_model options as a JSON object, e.g. '{\"patch_size\": 8}' for a ViT at 64 px",
+    )
+    g.add_argument(
         "--decode",
         default="auto",
         choices=DECODE_RULES,
@@ -199,11 +206,96 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop after this many epochs as if interrupted (then --resume); for tests",
     )
-    g.add_argument("--best-metric", default="accuracy", help="validation metric that picks the best checkpoint")
+    g.add_argument(
+        "--best-metric",
+        default="leaf_accuracy",
+        help="validation metric that picks the best checkpoint: "
+        + ", ".join(SELECTION_METRICS)
+        + " or level_accuracy/<depth>; mistake_severity and nll count lower as better "
+        "(leaf_accuracy: exact match over the images labelled at a leaf; hierarchical_f1 when none is)",
+    )
     g.add_argument("--no-test", dest="test", action="store_false", help="skip the final test-split evaluation")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+SELECTION_METRICS = (
+    "leaf_accuracy",
+    "accuracy",
+    "hierarchical_f1",
+    "hierarchical_precision",
+    "hierarchical_recall",
+    "correct_rate",
+    "mistake_severity",
+    "nll",
+)
+LOWER_IS_BETTER = frozenset({"mistake_severity", "nll"})
+
+
+def _check_best_metric(name: str) -> None:
+    """Refuse an unknown ``--best-metric`` before any data is read (a typo must not silently select by loss)."""
+    if name in SELECTION_METRICS:
+        return
+    head, _, depth = name.partition("/")
+    if head == "level_accuracy" and depth.isdigit() and int(depth) >= 1:
+        return
+    raise SystemExit(
+        f"--best-metric: expected one of {', '.join(SELECTION_METRICS)} or level_accuracy/<depth>, got {name!r}; "
+        "pick one of these (the validation columns of log.csv, without the 'val_' prefix)"
+    )
+
+
+def selection_score(val: dict[str, float], metric: str, train_loss: float) -> float:
+    """The number the best checkpoint maximises: the validation ``metric``, negated when lower is better.
+
+    Without a validation split (``val`` empty) it is ``-train_loss``. A NaN metric scores ``-inf`` (never best).
+    """
+    if not val:
+        return -float(train_loss)
+    value = float(val[metric])
+    if math.isnan(value):
+        return -math.inf
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+def resolve_best_metric(name: str, taxonomy: Taxonomy, val_targets: Tensor, *, main: bool = True) -> str:
+    """Check ``--best-metric`` against the data before training starts, never after.
+
+    ``leaf_accuracy`` falls back to ``hierarchical_f1`` (with a warning) when no validation image is
+    labelled at a leaf; ``level_accuracy/<d>`` must name a depth the taxonomy has (trees only).
+    """
+    if name == "leaf_accuracy" and len(val_targets):
+        if not bool(np.asarray(taxonomy.is_leaf_mask)[val_targets.cpu().numpy()].any()):
+            if main:
+                log.warning("no validation image is labelled at a leaf: the best checkpoint is chosen by hierarchical_f1")
+            return "hierarchical_f1"
+    if name.startswith("level_accuracy/"):
+        depth = int(name.partition("/")[2])
+        max_depth = taxonomy.max_depth
+        if not taxonomy.is_tree or depth > max_depth:
+            raise SystemExit(
+                f"--best-metric: {name!r} needs a tree with a level {depth}, but the taxonomy is "
+                f"{'a tree of depth ' + str(max_depth) if taxonomy.is_tree else 'a DAG (no per-level accuracy)'}; "
+                "pick a depth in range or another metric"
+            )
+    return name
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse type of ``--backbone-kwargs``: a JSON object with string keys."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"patch_size\": 8}}', got {text!r} ({err.msg}); "
+            "quote it for the shell"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"patch_size\": 8}}', got a JSON {type(value).__name__}: {text!r}"
+        )
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -225,6 +317,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lr = syn.get("lr", 5e-4 if _is_vit(args.backbone) else 2e-3)
     if args.threads is None:
         args.threads = syn.get("threads")
+    _check_best_metric(args.best_metric)
     if args.output is None:
         tag = f"-{SYNTHETIC_TAG}" if args.synthetic else ""
         args.output = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
@@ -604,17 +697,20 @@ def evaluate(
         model, images, batch_size=batch_size, device=env.device, amp=amp, channels_last=channels_last, env=env
     )
     shard = targets[env.rank :: env.world_size].to(env.device)
+    totals = torch.zeros(4, device=env.device, dtype=torch.float64)  # nll sum, n, leaf-labelled hits, leaf-labelled n
     if len(shard):
         preds = decode(probs, taxonomy, rule, threshold=threshold)
         metric.update(preds, shard)
-        nll = -torch.log(probs.gather(1, shard[:, None]).clamp_min(1e-12)).sum()
-    else:
-        nll = torch.zeros((), device=env.device)
+        at_leaf = torch.tensor(taxonomy.is_leaf_mask, device=env.device)[shard]
+        totals[0] = -torch.log(probs.gather(1, shard[:, None]).clamp_min(1e-12)).double().sum()
+        totals[1] = len(shard)
+        totals[2] = ((preds == shard) & at_leaf).sum()
+        totals[3] = at_leaf.sum()
     result = {k: float(v) for k, v in metric.compute().items()}
-    totals = torch.stack([nll.double(), torch.tensor(float(len(shard)), device=env.device, dtype=torch.float64)])
     if env.world_size > 1:
         dist.all_reduce(totals)
     result["nll"] = float(totals[0]) / max(float(totals[1]), 1.0)
+    result["leaf_accuracy"] = float(totals[2] / totals[3]) if totals[3] > 0 else math.nan
     return result
 
 
@@ -739,7 +835,9 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
 
     # model
     seed_everything(args.seed)
-    backbone_kwargs = {"drop_path_rate": args.drop_path} if args.drop_path else None
+    backbone_kwargs = dict(args.backbone_kwargs or {})
+    if args.drop_path:
+        backbone_kwargs["drop_path_rate"] = args.drop_path
     model = build_model(
         args.backbone,
         tax,
@@ -789,6 +887,9 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     config = run_config(args, model, data, env)
     config["decode"] = rule
     config["image_size"] = img_size
+
+    best_metric = resolve_best_metric(args.best_metric, tax, data.targets["val"], main=env.main)
+    config["best_metric"] = best_metric
 
     # resume
     start_epoch, best, history = 0, {"epoch": -1, "value": -math.inf, "metrics": {}}, []
@@ -884,14 +985,14 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
             **{f"val_{k}": v for k, v in val.items()},
         }
         history.append(row)
-        value = val.get(args.best_metric, -stats["loss"])
+        value = selection_score(val, best_metric, stats["loss"])
         is_best = value > best["value"]
         if is_best:
-            best = {"epoch": epoch, "value": value, "metric": args.best_metric, "metrics": val}
+            best = {"epoch": epoch, "value": value, "metric": best_metric, "metrics": val}
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if env.main:
             runlog.write(row)
-            shown = {k: round(v, 4) for k, v in val.items() if k in ("accuracy", "hierarchical_f1", "mistake_severity")}
+            shown = {k: round(v, 4) for k, v in val.items() if k in ("leaf_accuracy", "hierarchical_f1", "mistake_severity")}
             log.info(
                 "%sepoch %d/%d  loss %.4f  %.0f img/s  val %s%s",
                 f"[{SYNTHETIC_TAG}] " if data.synthetic else "",
