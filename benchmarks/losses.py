@@ -25,10 +25,9 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
-
-import sys
 from pathlib import Path
 
 import torch
@@ -36,9 +35,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hiercls import losses as L  # noqa: E402
-from hiercls import marginals as M  # noqa: E402
-from hiercls.synthetic import layered_taxonomy  # noqa: E402
+from hiercls import losses as L
+from hiercls import marginals as M
+from hiercls.synthetic import layered_taxonomy
 
 
 def _targets(tax, batch: int, partial: float, gen: torch.Generator) -> torch.Tensor:

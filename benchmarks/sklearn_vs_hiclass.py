@@ -83,8 +83,9 @@ def load_features(n_images: int, seed: int, cache: Path) -> dict[str, np.ndarray
     if cache.exists():
         with np.load(cache, allow_pickle=False) as f:
             return dict(f)
-    from examples.leukemia.data import scan
     from sklearn.model_selection import train_test_split
+
+    from examples.leukemia.data import scan
 
     samples, _ = scan(DATA, TAXONOMY, layout="pbc", check_images=False, warn=False)
     paths = np.array([s.path for s in samples])
@@ -92,8 +93,10 @@ def load_features(n_images: int, seed: int, cache: Path) -> dict[str, np.ndarray
     rng = np.random.default_rng(seed)
     # stratified sample: the same fraction of every label
     keep = np.concatenate(
-        [rng.choice(np.flatnonzero(labels == c), max(2, round(n_images * np.mean(labels == c))), replace=False)
-         for c in np.unique(labels)]
+        [
+            rng.choice(np.flatnonzero(labels == c), max(2, round(n_images * np.mean(labels == c))), replace=False)
+            for c in np.unique(labels)
+        ]
     )
     paths, labels = paths[keep], labels[keep]
     feats = featurise(paths, seed)
@@ -129,9 +132,11 @@ def featurise(paths: np.ndarray, seed: int) -> np.ndarray:
     hsv = _rgb_to_hsv(rgb)
     edges = np.linspace(0, 1 + 1e-9, 17)
     gen = torch.Generator().manual_seed(seed)
-    convs = [torch.randn(16, 3, 5, 5, generator=gen) / (3 * 25) ** 0.5,
-             torch.randn(32, 16, 3, 3, generator=gen) / (16 * 9) ** 0.5,
-             torch.randn(64, 32, 3, 3, generator=gen) / (32 * 9) ** 0.5]
+    convs = [
+        torch.randn(16, 3, 5, 5, generator=gen) / (3 * 25) ** 0.5,
+        torch.randn(32, 16, 3, 3, generator=gen) / (16 * 9) ** 0.5,
+        torch.randn(64, 32, 3, 3, generator=gen) / (32 * 9) ** 0.5,
+    ]
     out = []
     with torch.no_grad():
         for start in range(0, len(images), 512):
@@ -257,8 +262,8 @@ def main() -> None:
         "benchmark": "sklearn_vs_hiclass",
         "dataset": "PBC (../shared/data/pbc), stratified sample, 70/30 stratified split",
         "taxonomy": f"pbc.json: {tax.num_nodes} nodes, {tax.num_leaves} leaves, depths 1-{tax.max_depth}",
-        "n_train": int(len(data["y_train"])),
-        "n_test": int(len(data["y_test"])),
+        "n_train": len(data["y_train"]),
+        "n_test": len(data["y_test"]),
         "n_features": int(data["X_train"].shape[1]),
         "partial_labels_train": int((~tax.is_leaf_mask[tax.encode(data["y_train"])]).sum()),
         "base_estimator": "LogisticRegression(max_iter=1000), BLAS single-threaded, n_jobs 1",

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hiercls.synthetic import INAT21_WIDTHS, layered_taxonomy  # noqa: E402
+from hiercls.synthetic import INAT21_WIDTHS, layered_taxonomy
 
 GOAL_BUILD_S = 1.0
 GOAL_LCA_S = 0.2

@@ -190,7 +190,9 @@ class Browser:
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=120) as resp:
                 return json.loads(resp.read())["value"]
@@ -266,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--site", type=Path, default=REPO / "site", help="the built site (default: site/)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/hiercls-docs-shots"), help="folder for the PNGs")
-    parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
+    parser.add_argument(
+        "--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
+    )
     parser.add_argument("--chromedriver", default=shutil.which("chromedriver") or "chromedriver")
     parser.add_argument("--build", action="store_true", help="run `mkdocs build --strict` into --site first")
     args = parser.parse_args(argv)

@@ -41,7 +41,7 @@ def _find(obj: griffe.Object, loader: griffe.GriffeLoader, name: str) -> str | N
     for path in candidates:
         try:
             found = loader.modules_collection.get_member(path)
-        except Exception:  # noqa: BLE001 - griffe raises several kinds for a missing path
+        except Exception:
             continue
         if found is not None:
             return path

@@ -210,13 +210,17 @@ def _threshold(probs: torch.Tensor, plan: _Plan, tau: float) -> torch.Tensor:
     return best
 
 
-def _resolve_cost(cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtype: torch.dtype) -> tuple[str, torch.Tensor | None]:
+def _resolve_cost(
+    cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtype: torch.dtype
+) -> tuple[str, torch.Tensor | None]:
     if cost is None or (isinstance(cost, str) and cost == "height"):
         return "node", torch.as_tensor(taxonomy.height_index.copy(), device=device, dtype=dtype)
     if isinstance(cost, str):
         if cost == "path":
             return "path", None
-        raise ValueError(f"cost: expected 'height', 'path' or a per-node array of shape ({taxonomy.num_nodes},), got {cost!r}.")
+        raise ValueError(
+            f"cost: expected 'height', 'path' or a per-node array of shape ({taxonomy.num_nodes},), got {cost!r}."
+        )
     values = torch.as_tensor(np.asarray(cost.cpu() if isinstance(cost, torch.Tensor) else cost, dtype=np.float64))
     if values.shape != (taxonomy.num_nodes,) or not bool(torch.isfinite(values).all()):
         raise ValueError(
@@ -476,7 +480,9 @@ def decode(
         first_leaf = plan.leaf_index
 
         def crm(x: torch.Tensor) -> torch.Tensor:
-            return first_leaf[_leaf_block(_expected_cost_chunk(x, plan, mode, c, up_to_constant=True), plan).argmin(dim=1)]
+            return first_leaf[
+                _leaf_block(_expected_cost_chunk(x, plan, mode, c, up_to_constant=True), plan).argmin(dim=1)
+            ]
 
         return _out(_per_chunk(tensor, crm), as_numpy)
     beta = _check_beta(beta)

@@ -23,6 +23,7 @@ size ``num_nodes x num_nodes``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -324,7 +325,7 @@ def _check_finite(logits: Tensor) -> None:
 
 
 def _level_sizes(bounds: tuple[int, ...]) -> list[int]:
-    return [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    return [b - a for a, b in itertools.pairwise(bounds)]
 
 
 # The level-wise helpers work on node-major tensors (num_nodes, B): on CPU, index ops along dim 0

@@ -16,10 +16,10 @@ from hiercls.decoding import OperatingCurve
 from hiercls.metrics.functional import (
     Distance,
     _check_taxonomy,
-    _encode_pair,
-    _resolve_distance,
     _distance,
+    _encode_pair,
     _pair_stats,
+    _resolve_distance,
     level_confusion_matrix,
 )
 from hiercls.taxonomy import LabelsLike, Taxonomy
@@ -130,7 +130,9 @@ def plot_level_confusion_matrices(
             peak = matrix.max() if matrix.size else 1.0
             for (i, j), value in np.ndenumerate(matrix):
                 text = f"{value:.2f}" if normalize == "true" else f"{int(value)}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if value > 0.6 * peak else "black")
+                ax.text(
+                    j, i, text, ha="center", va="center", fontsize=7, color="white" if value > 0.6 * peak else "black"
+                )
     fig.tight_layout()
     return fig
 
@@ -245,7 +247,9 @@ def plot_taxonomy(
     else:
         missing = np.isnan(data)
         ax.scatter(pos[missing, 0], pos[missing, 1], s=size, c="0.85", edgecolors="0.5", zorder=2)
-        points = ax.scatter(pos[~missing, 0], pos[~missing, 1], s=size, c=data[~missing], cmap=cmap, vmin=vmin, vmax=vmax, zorder=3)
+        points = ax.scatter(
+            pos[~missing, 0], pos[~missing, 1], s=size, c=data[~missing], cmap=cmap, vmin=vmin, vmax=vmax, zorder=3
+        )
         fig.colorbar(points, ax=ax, label=value_label)
     if n <= label_up_to:
         for i, name in enumerate(taxonomy.nodes):

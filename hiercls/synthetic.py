@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,7 +39,7 @@ def layered_taxonomy(widths: Sequence[int] = INAT21_WIDTHS, *, seed: int = 0) ->
     widths = [int(w) for w in widths]
     if not widths or any(w < 1 for w in widths):
         raise TaxonomyError(f"widths: expected positive level widths, got {widths}.")
-    if any(b < a for a, b in zip(widths, widths[1:])):
+    if any(b < a for a, b in itertools.pairwise(widths)):
         raise TaxonomyError(
             f"widths: each level needs at least as many nodes as the one above (every parent gets a child), got {widths}."
         )

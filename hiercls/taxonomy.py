@@ -25,7 +25,7 @@ import numpy as np
 
 from hiercls.errors import TaxonomyError, UnknownNodeError
 
-__all__ = ["Taxonomy", "NodeLike", "LabelsLike"]
+__all__ = ["LabelsLike", "NodeLike", "Taxonomy"]
 
 NodeLike = Union[str, int, np.integer]
 """A node given by its name (``str``) or its index (``int``)."""
@@ -99,30 +99,30 @@ class Taxonomy:
     """
 
     __slots__ = (
-        "_graph",
-        "_nodes",
-        "_index",
-        "_is_tree",
-        "_depth",
-        "_height",
-        "_parents_ptr",
-        "_parents_idx",
-        "_children_ptr",
-        "_children_idx",
-        "_anc_ptr",
         "_anc_idx",
-        "_desc_ptr",
-        "_desc_idx",
-        "_is_leaf",
-        "_leaf_index",
-        "_parent",
+        "_anc_ptr",
         "_anc_table",
-        "_euler_first",
-        "_sparse",
-        "_log2",
+        "_children_idx",
+        "_children_ptr",
+        "_depth",
+        "_desc_idx",
+        "_desc_ptr",
         "_euler_depth_nodes",
+        "_euler_first",
         "_fingerprint",
         "_frozen",
+        "_graph",
+        "_height",
+        "_index",
+        "_is_leaf",
+        "_is_tree",
+        "_leaf_index",
+        "_log2",
+        "_nodes",
+        "_parent",
+        "_parents_idx",
+        "_parents_ptr",
+        "_sparse",
     )
 
     # ------------------------------------------------------------------ build
@@ -860,8 +860,12 @@ class Taxonomy:
             i = int(node)
             if 0 <= i < self.num_nodes:
                 return i
-            raise UnknownNodeError(f"Node index {i} is out of range: this taxonomy has {self.num_nodes} nodes (0..{self.num_nodes - 1}).")
-        raise UnknownNodeError(f"node: expected a node name (str) or index (int), got {node!r} ({type(node).__name__}).")
+            raise UnknownNodeError(
+                f"Node index {i} is out of range: this taxonomy has {self.num_nodes} nodes (0..{self.num_nodes - 1})."
+            )
+        raise UnknownNodeError(
+            f"node: expected a node name (str) or index (int), got {node!r} ({type(node).__name__})."
+        )
 
     def name(self, index: int) -> str:
         """The name of the node at ``index``."""
@@ -877,7 +881,7 @@ class Taxonomy:
     def __len__(self) -> int:
         return self.num_nodes
 
-    def __iter__(self):  # noqa: ANN204 - iterator of names
+    def __iter__(self):
         return iter(self._nodes)
 
     def parents(self, node: NodeLike) -> tuple[str, ...]:
@@ -1153,7 +1157,11 @@ class Taxonomy:
         first = missing[0]
         close = difflib.get_close_matches(str(first), self._nodes, n=3, cutoff=0.6)
         hint = f" Closest known names: {_names_list(close)}." if close else ""
-        many = f"{len(missing)} unknown node names, first {_names_list(missing[:5])}" if len(missing) > 1 else f"Unknown node {first!r}"
+        many = (
+            f"{len(missing)} unknown node names, first {_names_list(missing[:5])}"
+            if len(missing) > 1
+            else f"Unknown node {first!r}"
+        )
         return f"{many}: not in this taxonomy ({self.num_nodes} nodes, root {self.root!r}).{hint}"
 
 

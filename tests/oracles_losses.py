@@ -9,6 +9,7 @@ and returns a list of per-sample floats (or rows of marginals).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -196,7 +197,7 @@ def hxe_loss(logits, target, tax: Taxonomy, alpha: float, weight=None, smoothing
 
         path = _path(tax, int(t))
         loss = 0.0
-        for parent, node in zip(path[:-1], path[1:]):
+        for parent, node in itertools.pairwise(path):
             lam = math.exp(-alpha * tax.height(node)) * w[node]
             loss -= lam * (log_mass(node) - log_mass(parent))
         mean_nll = -sum(v - total for v in row) / len(row)

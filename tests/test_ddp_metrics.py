@@ -21,7 +21,13 @@ WORLD = 2
 
 def _taxonomy() -> Taxonomy:
     return Taxonomy.from_dict(
-        {"root": {"Normal": None, "Reactive": None, "Leukemia": {"Acute": {"ALL": None, "AML": ["APL"]}, "Chronic": ["CLL", "CML"]}}}
+        {
+            "root": {
+                "Normal": None,
+                "Reactive": None,
+                "Leukemia": {"Acute": {"ALL": None, "AML": ["APL"]}, "Chronic": ["CLL", "CML"]},
+            }
+        }
     )
 
 
@@ -64,7 +70,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is unavailable")
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is unavailable"
+)
 def test_two_gloo_processes_reduce_to_the_single_process_values() -> None:
     tax = _taxonomy()
     y_true, y_pred = _data()

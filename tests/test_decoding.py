@@ -130,8 +130,19 @@ def test_operating_curve_area_of_a_known_case() -> None:
 # ------------------------------------------------------------ known cases
 def test_threshold_stops_at_an_inner_node_when_unsure(paper_tax: Taxonomy) -> None:
     probs = np.zeros((1, paper_tax.num_nodes))
-    for name, p in {"root": 1.0, "Leukemia": 0.9, "Acute": 0.85, "ALL": 0.45, "AML": 0.4, "APL": 0.3, "Chronic": 0.05,
-                    "CLL": 0.03, "CML": 0.02, "Normal": 0.06, "Reactive": 0.04}.items():
+    for name, p in {
+        "root": 1.0,
+        "Leukemia": 0.9,
+        "Acute": 0.85,
+        "ALL": 0.45,
+        "AML": 0.4,
+        "APL": 0.3,
+        "Chronic": 0.05,
+        "CLL": 0.03,
+        "CML": 0.02,
+        "Normal": 0.06,
+        "Reactive": 0.04,
+    }.items():
         probs[0, paper_tax.index(name)] = p
     assert paper_tax.names(decode(probs, paper_tax, "threshold")) == ["Acute"]
     assert paper_tax.names(decode(probs, paper_tax, "argmax_leaf")) == ["ALL"]

@@ -135,7 +135,7 @@ def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
             code = compile(block.code, f"{_rel(page)}:{block.line}", "exec")
             try:
                 exec(code, namespace)
-            except Exception as err:  # noqa: BLE001 - say which block failed
+            except Exception as err:
                 raise AssertionError(f"the python block at {_rel(page)}:{block.line} failed: {err!r}") from err
     finally:
         torch.set_num_threads(threads)
@@ -159,7 +159,13 @@ def test_multi_gpu_script_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # gloo on CPU, like the guide's try-out
@@ -251,7 +257,7 @@ def test_every_api_identifier_imports() -> None:
     for page, ident in directives:
         try:
             _resolve(ident)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             broken.append(f"{_rel(page)}: ::: {ident} -> {err!r}")
     assert not broken, "\n".join(broken)
 
@@ -292,7 +298,7 @@ def test_nav_lists_every_page_and_only_existing_pages() -> None:
     nav = _nav_files(config["nav"])
     missing_files = [f for f in nav if not (DOCS / f).is_file()]
     assert not missing_files, f"nav entries with no page: {missing_files}"
-    not_in_nav = sorted(set(_rel(p) for p in _pages()) - set(nav))
+    not_in_nav = sorted({_rel(p) for p in _pages()} - set(nav))
     assert not not_in_nav, f"pages missing from the nav of mkdocs.yml: {not_in_nav}"
     assert all(f"api/{p.name}" in nav for p in _api_pages())
 

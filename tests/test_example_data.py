@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import warnings
@@ -229,7 +230,7 @@ def test_scan_reports_every_bad_input_once(messy: Path) -> None:
     skipped = {k: [Path(p).name for p in v] for k, v in report.skipped.items()}
     assert skipped["not an image (the content is not a readable image format)"] == [".DS_0001.jpg", "empty.jpg"]
     truncated = [v for k, v in skipped.items() if k.startswith("truncated or unreadable image")]
-    assert sorted(sum(truncated, [])) == ["broken.jpg", "only_bad.jpg"]
+    assert sorted(itertools.chain.from_iterable(truncated)) == ["broken.jpg", "only_bad.jpg"]
     assert skipped["image directly in the data folder, not in a class folder (no label)"] == ["stray.jpg"]
     assert {m: len(p) for m, p in report.converted.items()} == {"CMYK": 1, "L": 1, "RGBA": 1, "P": 1, "I;16": 1}
     assert [Path(p).name for p in report.empty_folders] == ["CML"]
@@ -244,7 +245,7 @@ def test_scan_reports_every_bad_input_once(messy: Path) -> None:
         report.log()  # reported once only
     assert not [w for w in again if issubclass(w.category, DataWarning)]
     # the converted images load as RGB of the asked size
-    for path in sum(report.converted.values(), []):
+    for path in itertools.chain.from_iterable(report.converted.values()):
         img = load_image(path, 24)
         assert img.shape == (24, 24, 3) and img.dtype == np.uint8
 
@@ -338,9 +339,10 @@ def _samples(counts: dict[str, int]) -> list[Sample]:
 
 def _baseline_split(names: list[str], seed: int = 20261126) -> dict[str, str]:
     """The peer baseline's split, as tools/flat_baseline_gpu_data.py writes it (oracle)."""
-    fine_of = lambda n: (
-        n.split("/")[0] + (":" + os.path.basename(n).split("_")[0].upper() if "_" in os.path.basename(n) else "")
-    )
+
+    def fine_of(n):
+        return n.split("/")[0] + (":" + os.path.basename(n).split("_")[0].upper() if "_" in os.path.basename(n) else "")
+
     fine = np.array([fine_of(n) for n in names])
     rng = np.random.default_rng(seed)
     out = np.empty(len(names), dtype="<U5")

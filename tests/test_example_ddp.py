@@ -84,8 +84,11 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     two = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert two["config"]["world_size"] == 2 and one.config["world_size"] == 1
     assert two["config"]["split_sizes"] == one.config["split_sizes"]
+
     # identical validation and test metrics (the loss-like nll up to float rounding)
-    exact = lambda d: {k: v for k, v in d.items() if k != "nll"}
+    def exact(d):
+        return {k: v for k, v in d.items() if k != "nll"}
+
     assert exact(two["test"]) == exact(one.test)
     assert two["test"]["nll"] == pytest.approx(one.test["nll"], rel=1e-4)
     assert exact(two["best_val"]["metrics"]) == exact(one.best["metrics"])

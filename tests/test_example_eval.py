@@ -195,7 +195,13 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
     assert "metrics_argmax_leaf" in result["rows"][0] and result["partial_labels_in_train"] > 0
     md = (out / "results.md").read_text()
     assert "| method | test_resnet |" in md and "**8-class acc**" in md and "Peer baseline" in md and "0.9157" in md
-    assert json.loads((out / "results.json").read_text())["rows"][1]["method"] == "flat"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"][1]["method"] == "flat"
+    assert (
+        saved["command"].startswith("python -m examples.leukemia.compare --pack ")
+        and "flat:test_resnet" in saved["command"]
+    )
+    assert all(r["best_metric"] == "leaf_accuracy" and 0 <= r["val_best"] <= 1 for r in saved["rows"])
     # runs that cannot finish before the deadline are skipped and say so
     skipped = main(
         [

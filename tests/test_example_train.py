@@ -302,7 +302,10 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     wa, wb = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.test == b.test and a.best["epoch"] == b.best["epoch"]
-    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and "img_per_s" not in k} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if "seconds" not in k and "img_per_s" not in k} for r in rows]
+
     assert strip(a.history) == strip(b.history)
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
         T.run(T.parse_args([*common, "--output", str(tmp_path / "c"), "--resume"]))
@@ -399,7 +402,7 @@ def test_validation_leaf_accuracy_matches_a_per_sample_oracle(paper_tax) -> None
     images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
     targets = torch.randint(0, paper_tax.num_nodes, (24,))
     env = T.init_distributed("cpu")
-    kw = dict(rule="top_down", threshold=0.5, env=env, batch_size=7, amp=False, channels_last=False)
+    kw = {"rule": "top_down", "threshold": 0.5, "env": env, "batch_size": 7, "amp": False, "channels_last": False}
     got = T.evaluate(model, images, targets, paper_tax, **kw)
     probs = T.predict(model, images, batch_size=7, device=env.device, amp=False, channels_last=False, env=env)
     preds = T.decode(probs, paper_tax, "top_down").tolist()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +24,7 @@ def split_case(draw, strategy=None):
     y_pred = draw(st.lists(nodes, min_size=n, max_size=n))
     cuts = sorted(draw(st.lists(st.integers(1, n), max_size=4, unique=True)))
     bounds = [0, *[c for c in cuts if c < n], n]
-    return tax, y_true, y_pred, list(zip(bounds[:-1], bounds[1:]))
+    return tax, y_true, y_pred, list(itertools.pairwise(bounds))
 
 
 def _feed(metric, y_true, y_pred, batches):

@@ -32,7 +32,12 @@ zero_divisions = st.sampled_from([0.0, 1.0])
 
 
 # ------------------------------------------------------------------ oracles
-@given(case=labelled(), beta=st.sampled_from([0.5, 1.0, 2.0]), average=st.sampled_from(["micro", "macro"]), zd=zero_divisions)
+@given(
+    case=labelled(),
+    beta=st.sampled_from([0.5, 1.0, 2.0]),
+    average=st.sampled_from(["micro", "macro"]),
+    zd=zero_divisions,
+)
 def test_hierarchical_prf_matches_set_oracle_on_trees_and_dags(case, beta, average, zd) -> None:
     tax, y_true, y_pred = case
     got = M.hierarchical_precision_recall_fscore(y_true, y_pred, tax, beta=beta, average=average, zero_division=zd)
@@ -40,7 +45,9 @@ def test_hierarchical_prf_matches_set_oracle_on_trees_and_dags(case, beta, avera
     assert got == pytest.approx(want)
     assert M.hierarchical_precision(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[0])
     assert M.hierarchical_recall(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[1])
-    assert M.hierarchical_fbeta(y_true, y_pred, tax, beta=beta, average=average, zero_division=zd) == pytest.approx(want[2])
+    assert M.hierarchical_fbeta(y_true, y_pred, tax, beta=beta, average=average, zero_division=zd) == pytest.approx(
+        want[2]
+    )
     if beta == 1.0:
         assert M.hierarchical_f1(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[2])
 
@@ -295,5 +302,12 @@ def test_tree_only_metrics_refuse_dags() -> None:
 def test_dag_summary_has_no_level_keys(case) -> None:
     tax, y_true, y_pred = case
     keys = set(M.summary(y_true, y_pred, tax))
-    base = {"accuracy", "hierarchical_precision", "hierarchical_recall", "hierarchical_f1", "mistake_severity", "correct_rate"}
+    base = {
+        "accuracy",
+        "hierarchical_precision",
+        "hierarchical_recall",
+        "hierarchical_f1",
+        "mistake_severity",
+        "correct_rate",
+    }
     assert base <= keys and (tax.is_tree or keys == base)

@@ -9,22 +9,22 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import given  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from hypothesis import given
 
-from hiercls import Taxonomy  # noqa: E402
-from hiercls.decoding import operating_curve  # noqa: E402
-from hiercls.metrics import level_confusion_matrix, node_recall  # noqa: E402
-from hiercls.plot import (  # noqa: E402
+from hiercls import Taxonomy
+from hiercls.decoding import operating_curve
+from hiercls.metrics import level_confusion_matrix, node_recall
+from hiercls.plot import (
     plot_level_confusion_matrices,
     plot_mistake_severity_histogram,
     plot_operating_curve,
     plot_taxonomy,
     taxonomy_layout,
 )
-from tests.strategies import trees  # noqa: E402
+from tests.strategies import trees
 
 Y_TRUE = ["ALL", "AML", "APL", "CLL", "CML", "Normal", "Reactive", "APL"]
 Y_PRED = ["ALL", "ALL", "AML", "CLL", "Acute", "Normal", "Normal", "APL"]
@@ -114,7 +114,11 @@ def test_mistake_severity_histogram(paper_tax: Taxonomy) -> None:
     fig = plot_mistake_severity_histogram(Y_TRUE, Y_PRED, paper_tax, distance="path")
     ax = fig.axes[0]
     # mistakes: AML->ALL 2, APL->AML 1, CML->Acute 3, Reactive->Normal 2
-    assert sorted((int(round(p.get_x() + p.get_width() / 2)), int(p.get_height())) for p in ax.patches) == [(1, 1), (2, 2), (3, 1)]
+    assert sorted((round(p.get_x() + p.get_width() / 2), int(p.get_height())) for p in ax.patches) == [
+        (1, 1),
+        (2, 2),
+        (3, 1),
+    ]
     assert [t.get_text() for t in ax.texts] == ["1", "2", "1"]
     assert ax.get_title() == "mistake severity 2.00 (path, 4 mistakes)"
     fig2, ax2 = plt.subplots()

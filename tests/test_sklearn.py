@@ -39,6 +39,7 @@ from hiercls.sklearn import (
 )
 from tests.strategies import trees
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny problems: more BLAS/torch threads only fight the other test worker for the 2 cores."""
@@ -204,7 +205,7 @@ def test_label_errors_name_the_argument(paper_tax):
 
 
 def test_more_label_errors(paper_tax):
-    X, y = blobs(["a", "b"])
+    X, _y = blobs(["a", "b"])
     n = len(X)
     with pytest.raises(ValueError, match="got 0 labels"):
         LocalClassifierPerParentNode().fit(X, [])
@@ -382,8 +383,9 @@ def test_head_classifier_learns_paths_and_partial_labels(paper_tax):
     y_partial = y.copy()
     y_partial[:10] = [paper_tax.parent(n) or n for n in y[:10]]  # some labels only at the parent
     for head in ("conditional", "level", "sigmoid", "flat"):
-        clf = HierarchicalHeadClassifier(head=head, max_iter=40, lr=0.1, batch_size=None, random_state=0,
-                                         taxonomy=paper_tax)
+        clf = HierarchicalHeadClassifier(
+            head=head, max_iter=40, lr=0.1, batch_size=None, random_state=0, taxonomy=paper_tax
+        )
         clf.fit(X, y_partial)
         probs = clf.predict_proba(X)
         assert probs.shape == (len(X), paper_tax.num_nodes) and probs.dtype == np.float64
@@ -470,8 +472,13 @@ def test_pipeline_and_grid_search_with_hierarchical_scorers():
     assert search.best_params_["localclassifierperparentnode__base_estimator"].C == 10.0
     assert 0.5 < search.score(X, y) <= 1.0
     assert hierarchical_f1_scorer(search, X, y) == pytest.approx(search.score(X, y))
-    scores = cross_val_score(make_pipeline(StandardScaler(), HierarchicalHeadClassifier(max_iter=20, lr=0.1)),
-                             X, y, cv=2, scoring=hierarchical_f1_scorer)
+    scores = cross_val_score(
+        make_pipeline(StandardScaler(), HierarchicalHeadClassifier(max_iter=20, lr=0.1)),
+        X,
+        y,
+        cv=2,
+        scoring=hierarchical_f1_scorer,
+    )
     assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import scipy.sparse as sp
+import torch
 from sklearn.datasets import make_blobs
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import StandardScaler
@@ -27,6 +27,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
 from hiercls.sklearn import HierarchicalHeadClassifier, LocalClassifierPerParentNode
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():

@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "seed": args.seed,
+        "train_args": args.train_args,
+        "command": "python -m examples.leukemia.compare " + shlex.join(sys.argv[1:] if argv is None else argv),
         "load_seconds": load_s,
         "rows": [],
         "skipped": [],

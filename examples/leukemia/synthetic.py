@@ -30,6 +30,7 @@ two look the same: the label, not the image, is less specific).
 from __future__ import annotations
 
 import colorsys
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -63,7 +64,7 @@ def _path_codes(tax: Taxonomy, node: int) -> list[tuple[int, int]]:
     path = tax.ancestors_index[tax.ancestors_ptr[node] : tax.ancestors_ptr[node + 1]].tolist()
     if not tax.is_tree:  # a DAG: follow the first parent
         path = [tax.index(n) for n in tax.paths(node)[0]]
-    for a, b in zip(path[:-1], path[1:]):
+    for a, b in itertools.pairwise(path):
         sibs = idx[ptr[a] : ptr[a + 1]].tolist()
         out.append((sibs.index(b), len(sibs)))
     return out

@@ -265,11 +265,11 @@ def resolve_best_metric(name: str, taxonomy: Taxonomy, val_targets: Tensor, *, m
     ``leaf_accuracy`` falls back to ``hierarchical_f1`` (with a warning) when no validation image is
     labelled at a leaf; ``level_accuracy/<d>`` must name a depth the taxonomy has (trees only).
     """
-    if name == "leaf_accuracy" and len(val_targets):
-        if not bool(np.asarray(taxonomy.is_leaf_mask)[val_targets.cpu().numpy()].any()):
-            if main:
-                log.warning("no validation image is labelled at a leaf: the best checkpoint is chosen by hierarchical_f1")
-            return "hierarchical_f1"
+    at_leaf = np.asarray(taxonomy.is_leaf_mask)[val_targets.cpu().numpy()]
+    if name == "leaf_accuracy" and len(at_leaf) and not at_leaf.any():
+        if main:
+            log.warning("no validation image is labelled at a leaf: the best checkpoint is chosen by hierarchical_f1")
+        return "hierarchical_f1"
     if name.startswith("level_accuracy/"):
         depth = int(name.partition("/")[2])
         max_depth = taxonomy.max_depth
@@ -288,8 +288,7 @@ def _json_object(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(
-            f"expected a JSON object such as '{{\"patch_size\": 8}}', got {text!r} ({err.msg}); "
-            "quote it for the shell"
+            f"expected a JSON object such as '{{\"patch_size\": 8}}', got {text!r} ({err.msg}); quote it for the shell"
         ) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
@@ -992,7 +991,9 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if env.main:
             runlog.write(row)
-            shown = {k: round(v, 4) for k, v in val.items() if k in ("leaf_accuracy", "hierarchical_f1", "mistake_severity")}
+            shown = {
+                k: round(v, 4) for k, v in val.items() if k in ("leaf_accuracy", "hierarchical_f1", "mistake_severity")
+            }
             log.info(
                 "%sepoch %d/%d  loss %.4f  %.0f img/s  val %s%s",
                 f"[{SYNTHETIC_TAG}] " if data.synthetic else "",

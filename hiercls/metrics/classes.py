@@ -199,7 +199,9 @@ class HierarchicalPrecision(_HierarchicalSetMetric):
 
     _which = 0
 
-    def __init__(self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(taxonomy, average=average, zero_division=zero_division, **kwargs)
 
 
@@ -223,7 +225,9 @@ class HierarchicalRecall(_HierarchicalSetMetric):
 
     _which = 1
 
-    def __init__(self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(taxonomy, average=average, zero_division=zero_division, **kwargs)
 
 
@@ -270,7 +274,9 @@ class HierarchicalF1(_HierarchicalSetMetric):
 
     _which = 2
 
-    def __init__(self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(taxonomy, beta=1.0, average=average, zero_division=zero_division, **kwargs)
 
 

@@ -29,7 +29,6 @@ ancestor (in a DAG: the deepest common ancestor).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple, Union
 
@@ -305,11 +304,15 @@ def level_accuracy(
 
 def _check_depth(taxonomy: Taxonomy, depth: Any) -> int:
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 1 <= depth <= taxonomy.max_depth:
-        raise ValueError(f"depth: expected an int in [1, {taxonomy.max_depth}] (the root's depth 0 has one class), got {depth!r}.")
+        raise ValueError(
+            f"depth: expected an int in [1, {taxonomy.max_depth}] (the root's depth 0 has one class), got {depth!r}."
+        )
     return int(depth)
 
 
-def _level_rows_cols(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _level_rows_cols(
+    taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, depth: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Local class indices at ``depth``: rows of samples whose truth reaches it; column K = stopped above."""
     level = taxonomy.levels()[depth]
     k = len(level)
@@ -502,7 +505,12 @@ def _prf_from_pairs(pairs: _Pairs, beta: float, average: str, zd: float) -> tupl
 
 
 def hierarchical_precision(
-    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: ZeroDivision = 0.0
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    average: Average = "micro",
+    zero_division: ZeroDivision = 0.0,
 ) -> float:
     """Hierarchical precision ``sum_i |A(t_i) & A(p_i)| / sum_i |A(p_i)|`` (micro; macro: mean of per-sample ratios).
 
@@ -514,11 +522,18 @@ def hierarchical_precision(
         >>> hierarchical_precision(["ALL"], ["AML"], tax)
         0.5
     """
-    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[0]
+    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[
+        0
+    ]
 
 
 def hierarchical_recall(
-    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: ZeroDivision = 0.0
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    average: Average = "micro",
+    zero_division: ZeroDivision = 0.0,
 ) -> float:
     """Hierarchical recall ``sum_i |A(t_i) & A(p_i)| / sum_i |A(t_i)|`` (micro; macro: mean of per-sample ratios).
 
@@ -530,7 +545,9 @@ def hierarchical_recall(
         >>> hierarchical_recall(["ALL"], ["acute"], tax)
         0.5
     """
-    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[1]
+    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[
+        1
+    ]
 
 
 def hierarchical_fbeta(
@@ -558,7 +575,12 @@ def hierarchical_fbeta(
 
 
 def hierarchical_f1(
-    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: ZeroDivision = 0.0
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    average: Average = "micro",
+    zero_division: ZeroDivision = 0.0,
 ) -> float:
     """Hierarchical F1 ``2 hP hR / (hP + hR)`` (:func:`hierarchical_fbeta` with ``beta=1``).
 
@@ -568,7 +590,9 @@ def hierarchical_f1(
         >>> hierarchical_f1(["ALL", "CLL"], ["ALL", "ALL"], tax)
         0.5
     """
-    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[2]
+    return hierarchical_precision_recall_fscore(y_true, y_pred, taxonomy, average=average, zero_division=zero_division)[
+        2
+    ]
 
 
 # -------------------------------------------------------------- LCA-based
@@ -709,7 +733,12 @@ def _lca_scores(
 
 
 def lca_precision(
-    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, measure: Measure = "info", zero_division: ZeroDivision = 0.0
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    measure: Measure = "info",
+    zero_division: ZeroDivision = 0.0,
 ) -> float:
     """LCA precision (Valmadre 2022): ``mean_i c(lca(t_i, p_i)) / c(p_i)``.
 
@@ -741,7 +770,12 @@ def lca_precision(
 
 
 def lca_recall(
-    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, measure: Measure = "info", zero_division: ZeroDivision = 0.0
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    measure: Measure = "info",
+    zero_division: ZeroDivision = 0.0,
 ) -> float:
     """LCA recall (Valmadre 2022): ``mean_i c(lca(t_i, p_i)) / c(t_i)``; see :func:`lca_precision`.
 
@@ -755,7 +789,12 @@ def lca_recall(
 
 
 def lca_f1(
-    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, *, measure: Measure = "info", zero_division: ZeroDivision = 0.0
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    *,
+    measure: Measure = "info",
+    zero_division: ZeroDivision = 0.0,
 ) -> float:
     """LCA F1: ``mean_i 2 P_i R_i / (P_i + R_i)`` of the per-sample LCA precision and recall.
 
@@ -765,7 +804,7 @@ def lca_f1(
         >>> lca_f1(["ALL"], ["acute"], tax, measure="depth")
         0.666...
     """
-    prec, rec, zd = _lca_scores(y_true, y_pred, taxonomy, measure, zero_division)
+    prec, rec, _zd = _lca_scores(y_true, y_pred, taxonomy, measure, zero_division)
     return float(np.mean(_fbeta(prec, rec, 1.0)))
 
 
@@ -967,7 +1006,7 @@ def _summary_counts(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, kind: str)
         "inter": int(pairs.inter.sum()),
         "size_true": int(pairs.size_true.sum()),
         "size_pred": int(pairs.size_pred.sum()),
-        "mistakes": int(len(dist)),
+        "mistakes": len(dist),
         "severity": int(dist.sum()),
         "correct": int(np.count_nonzero(pairs.inter == pairs.size_pred)),
     }

@@ -41,14 +41,14 @@ from hiercls.sklearn._scoring import (
 )
 
 __all__ = [
-    "LocalClassifierPerParentNode",
-    "HierarchicalHeadClassifier",
     "HeadNetwork",
-    "make_hierarchical_scorer",
+    "HierarchicalHeadClassifier",
     "HierarchicalScorer",
+    "LocalClassifierPerParentNode",
     "hierarchical_f1_scorer",
     "hierarchical_precision_scorer",
     "hierarchical_recall_scorer",
-    "neg_mistake_severity_scorer",
     "lca_f1_scorer",
+    "make_hierarchical_scorer",
+    "neg_mistake_severity_scorer",
 ]

@@ -259,9 +259,7 @@ def _as_label_array(y: Any, *, name: str) -> np.ndarray:
         if arr.dtype == object:
             bad = [v for v in arr[~pad].tolist() if not isinstance(v, str)]
             if bad:
-                raise ValueError(
-                    f"{name}: label paths must hold node names (strings) padded with '', got {bad[0]!r}."
-                )
+                raise ValueError(f"{name}: label paths must hold node names (strings) padded with '', got {bad[0]!r}.")
         # one Python step per distinct row, not per sample
         rows, inverse = np.unique(np.where(pad, "", arr).astype(str), axis=0, return_inverse=True)
         first = np.zeros(len(rows), dtype=np.int64)

@@ -202,7 +202,7 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
             "ensure_all_finite": "allow-nan" if tags.input_tags.allow_nan else True,
         }
 
-    def __sklearn_tags__(self):  # noqa: ANN204 - sklearn.utils.Tags
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         base_tags = get_tags(LogisticRegression() if self.base_estimator is None else self.base_estimator)
         tags.input_tags.sparse = base_tags.input_tags.sparse
