@@ -359,10 +359,12 @@ def _subtree_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]
         else:
             with torch.no_grad():
                 top = cur.scatter_reduce(0, index[:, None].expand(-1, batch), below, "amax", include_self=True)
+                # an all -inf subtree (masked classes) would give -inf - -inf = NaN; shift it by 0 instead
+                top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
             # a node's own term: exp(0) = 1 for leaves (top is their value), 0 for inner nodes, without exp(-inf)
             leaf = t.is_leaf[bounds[d] : bounds[d + 1], None]
             own = torch.exp((cur - top).masked_fill(~leaf, 0.0)) * leaf
-            cur = top + torch.log(own.index_add(0, index, torch.exp(below - top[index])))
+            cur = top + _log_or_neg_inf(own.index_add(0, index, torch.exp(below - top[index])))
         out.append(cur)
         below = cur
     return torch.cat(out[::-1], dim=0)
@@ -380,7 +382,17 @@ def _descendants_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "l
         top = values.new_full((num, batch), -math.inf).scatter_reduce(0, owner, gathered, "amax", include_self=False)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     summed = values.new_zeros(num, batch).index_add(0, t.desc_owner, torch.exp(gathered - top[t.desc_owner]))
-    return top + torch.log(summed)
+    return top + _log_or_neg_inf(summed)
+
+
+def _log_or_neg_inf(x: Tensor) -> Tensor:
+    """``log(x)`` for ``x >= 0`` whose gradient is 0, not NaN, where ``x == 0`` (an all ``-inf`` subtree).
+
+    A plain ``log`` would send ``0 / 0`` back to every masked logit (``logits + log(mask)`` is a common
+    way to mask classes) and from there into the weights.
+    """
+    pos = x > 0
+    return torch.where(pos, torch.log(torch.where(pos, x, torch.ones_like(x))), torch.full_like(x, -math.inf))
 
 
 def _subtree_reduce(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]) -> Tensor:

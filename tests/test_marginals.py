@@ -106,6 +106,27 @@ def test_sigmoid_coherence(coherent, case):
         torch.testing.assert_close(probs[:, 1:], torch.sigmoid(logits[:, 1:]))
 
 
+@settings(max_examples=40)
+@given(case=logits_for(st.one_of(trees(max_nodes=20), dags(max_nodes=16)), leaves=True), data=st.data())
+def test_flat_marginals_with_masked_leaves(case, data):
+    """Leaves masked with -inf (whole subtrees, too) get probability 0, the rest equals the oracle, and
+    a loss on the unmasked nodes sends finite gradients back: 0 to every masked logit, NaN nowhere."""
+    tax, logits = case
+    masked = torch.tensor(data.draw(st.lists(st.booleans(), min_size=tax.num_leaves, max_size=tax.num_leaves)))
+    keep = data.draw(st.integers(0, tax.num_leaves - 1))
+    masked[keep] = False  # at least one class stays
+    x = logits.masked_fill(masked, -math.inf).requires_grad_(True)
+    want = torch.tensor(O.flat_marginals(x.detach(), tax), dtype=torch.float64)
+    got = M.flat_marginals(x, tax)
+    torch.testing.assert_close(got, want)
+    log = M.flat_log_marginals(x, tax)
+    finite = torch.isfinite(log)
+    assert torch.equal(finite, want > 0)
+    (log[finite] * torch.rand(int(finite.sum()), dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert (x.grad[:, masked] == 0).all()
+
+
 def test_dag_flat_marginals_count_shared_leaves_once():
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("b", "y")])
     probs = M.flat_marginals(torch.zeros(1, 2), dag)  # leaves x, y at 1/2 each
