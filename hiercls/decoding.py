@@ -30,6 +30,7 @@ all thresholds of the ``"threshold"`` rule.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -98,6 +99,20 @@ class _Plan:
 @functools.lru_cache(maxsize=16)
 def _plan(taxonomy: Taxonomy, device: str) -> _Plan:
     return _Plan(taxonomy, torch.device(device))
+
+
+def _check_threshold(threshold: Any) -> float:
+    """A finite real threshold from a Python, numpy or 0-d torch number (not a bool)."""
+    if isinstance(threshold, (bool, np.bool_)):
+        raise ValueError(f"threshold: expected a number (e.g. 0.5), got {threshold!r}.")
+    if isinstance(threshold, (torch.Tensor, np.ndarray)) and threshold.ndim == 0:
+        threshold = threshold.item()
+    if not isinstance(threshold, (int, float, np.floating, np.integer)) or isinstance(threshold, bool):
+        raise ValueError(f"threshold: expected a number (e.g. 0.5), got {threshold!r}.")
+    value = float(threshold)
+    if not math.isfinite(value):
+        raise ValueError(f"threshold: expected a finite number (e.g. 0.5), got {value}.")
+    return value
 
 
 def _as_probs(probs: Any, taxonomy: Taxonomy, validate: bool = True) -> tuple[torch.Tensor, bool]:
@@ -472,9 +487,8 @@ def decode(
     if rule == "top_down":
         return _out(_per_chunk(tensor, lambda x: _top_down(x, plan)), as_numpy)
     if rule == "threshold":
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
-            raise ValueError(f"threshold: expected a number (e.g. 0.5), got {threshold!r}.")
-        return _out(_per_chunk(tensor, lambda x: _threshold(x, plan, float(threshold))), as_numpy)
+        tau = _check_threshold(threshold)
+        return _out(_per_chunk(tensor, lambda x: _threshold(x, plan, tau)), as_numpy)
     if rule == "crm":
         mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
         first_leaf = plan.leaf_index
@@ -655,8 +669,11 @@ def operating_curve(
     if thresholds is None:
         return OperatingCurve(thresholds_all, spec_all, corr_all, auc)
     query = np.asarray(thresholds, dtype=np.float64).ravel()
-    if query.size == 0 or not np.isfinite(query).all():
-        raise ValueError(f"thresholds: expected a non-empty sequence of finite numbers, got {thresholds!r}.")
+    if query.size == 0 or np.isnan(query).any():
+        raise ValueError(
+            f"thresholds: expected a non-empty sequence of numbers (inf allowed: the curve's first point), "
+            f"got {thresholds!r}."
+        )
     # number of breakpoints at or above each query threshold (thresholds_all is decreasing)
     at = np.searchsorted(-thresholds_all, -query, side="right") - 1
     return OperatingCurve(query, spec_all[at], corr_all[at], auc)

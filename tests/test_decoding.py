@@ -204,6 +204,23 @@ def test_decoders_work_on_dags() -> None:
     assert tax.names(decode(probs, tax, "argmax_leaf")) == ["x"]
 
 
+def test_threshold_accepts_numpy_and_torch_scalars(paper_tax: Taxonomy) -> None:
+    probs = torch.rand(6, paper_tax.num_nodes, generator=torch.Generator().manual_seed(0))
+    want = decode(probs, paper_tax, "threshold", threshold=0.5)
+    for tau in (np.float32(0.5), np.array(0.5), torch.tensor(0.5), 1 / 2):
+        assert torch.equal(decode(probs, paper_tax, "threshold", threshold=tau), want)
+
+
+def test_operating_curve_takes_its_own_thresholds_back() -> None:
+    """The curve starts at threshold +inf (everything at the root); asking for those points must work."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = np.array([[1.0, 0.7, 0.3, 0.6, 0.1], [1.0, 0.2, 0.8, 0.1, 0.1]])
+    curve = operating_curve(probs, ["a1", "b"], tax)
+    again = operating_curve(probs, ["a1", "b"], tax, thresholds=curve.thresholds)
+    np.testing.assert_array_equal(again.specificity, curve.specificity)
+    np.testing.assert_array_equal(again.correct, curve.correct)
+
+
 # ------------------------------------------------------------------ errors
 def test_errors_name_the_argument() -> None:
     tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
@@ -222,6 +239,12 @@ def test_errors_name_the_argument() -> None:
         decode(np.array([["a"] * 5]), tax)
     with pytest.raises(ValueError, match="threshold: expected a number"):
         decode(good, tax, "threshold", threshold="high")
+    for bad in (float("nan"), float("inf")):  # NaN used to send every sample to the root silently
+        with pytest.raises(ValueError, match="threshold: expected a finite number"):
+            decode(good, tax, "threshold", threshold=bad)
+    for bad in (True, torch.tensor([0.5])):
+        with pytest.raises(ValueError, match="threshold: expected a number"):
+            decode(good, tax, "threshold", threshold=bad)
     with pytest.raises(ValueError, match="cost: expected 'height', 'path' or a per-node array"):
         decode(good, tax, "crm", cost="manhattan")
     with pytest.raises(ValueError, match=r"cost: expected finite per-node costs of shape \(5,\)"):
@@ -238,6 +261,8 @@ def test_errors_name_the_argument() -> None:
         operating_curve(good, ["a1", "b"], tax, measure="entropy")
     with pytest.raises(ValueError, match="thresholds: expected a non-empty sequence"):
         operating_curve(good, ["a1", "b"], tax, thresholds=[])
+    with pytest.raises(ValueError, match="thresholds: expected a non-empty sequence"):
+        operating_curve(good, ["a1", "b"], tax, thresholds=[0.5, float("nan")])
 
 
 @given(tax=dags(min_nodes=4), seed=seeds)

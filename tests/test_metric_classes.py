@@ -14,6 +14,17 @@ from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls import metrics as M
 from tests.strategies import taxonomies, trees
 
+CLASSES = (
+    "CorrectRate",
+    "HierarchicalF1",
+    "HierarchicalFBeta",
+    "HierarchicalMetrics",
+    "HierarchicalPrecision",
+    "HierarchicalRecall",
+    "LevelAccuracy",
+    "MistakeSeverity",
+)
+
 
 @st.composite
 def split_case(draw, strategy=None):
@@ -94,11 +105,29 @@ def test_states_are_summed_tensors() -> None:
     assert metric.level_correct.dtype == torch.int64
 
 
+@pytest.mark.parametrize("name", CLASSES)
+def test_empty_batches_add_nothing(name: str, paper_tax: Taxonomy) -> None:
+    """An empty batch (every sample filtered out, an empty DDP shard) is not an error and changes nothing."""
+    import hiercls.metrics.classes as classes_module
+
+    assert set(CLASSES) == set(classes_module.__all__)
+    cls = getattr(M, name)
+    y_true = torch.tensor([paper_tax.index(n) for n in ("ALL", "AML", "CLL", "Normal")])
+    y_pred = torch.tensor([paper_tax.index(n) for n in ("ALL", "ALL", "Chronic", "Reactive")])
+    empty = torch.zeros(0, dtype=torch.long)
+    metric = cls(paper_tax)
+    metric.update(empty, empty)
+    metric.update(y_pred[:2], y_true[:2])
+    metric.update(empty, empty)
+    metric.update(y_pred[2:], y_true[2:])
+    assert metric.compute() == cls(paper_tax)(y_pred, y_true)
+
+
 def test_errors(paper_tax: Taxonomy) -> None:
     metric = M.HierarchicalF1(paper_tax)
     with pytest.raises(UnknownNodeError, match="preds: Unknown node 'XYZ'"):
         metric.update(["XYZ"], ["ALL"])
-    with pytest.raises(ValueError, match="target is empty"):
+    with pytest.raises(ValueError, match="target and preds must have the same length, got 0 and 1"):
         metric.update(torch.tensor([1]), torch.tensor([], dtype=torch.long))
     with pytest.raises(ValueError, match="target and preds must have the same length"):
         metric.update(torch.tensor([1, 2]), torch.tensor([1]))

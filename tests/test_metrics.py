@@ -243,6 +243,23 @@ def test_matches_hiclass_documented_values() -> None:
 
 
 # ------------------------------------------------------------------- errors
+def test_probability_metrics_refuse_non_finite_and_keep_float64(paper_tax: Taxonomy) -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.random((6, paper_tax.num_nodes))
+    y = [paper_tax.index(n) for n in ("ALL", "AML", "CLL", "Normal", "ALL", "CML")]
+    for bad in (np.nan, np.inf):
+        broken = probs.copy()
+        broken[2, 3] = bad
+        with pytest.raises(ValueError, match=r"probs: expected finite marginals, got .* at sample 2, node 3"):
+            M.node_average_precision(broken, y, paper_tax)
+        with pytest.raises(ValueError, match="probs: expected finite marginals"):
+            M.inconsistency_rate(broken, paper_tax)
+    # scores that differ only below float32 resolution must not tie when given as a float64 tensor
+    close = np.tile(np.linspace(0.5, 0.5 + 5e-9, 6)[:, None], (1, paper_tax.num_nodes))
+    got = M.node_average_precision(torch.tensor(close, dtype=torch.float64), y, paper_tax, average="none")
+    np.testing.assert_array_equal(got, M.node_average_precision(close, y, paper_tax, average="none"))
+
+
 def test_errors_name_the_argument(paper_tax: Taxonomy) -> None:
     with pytest.raises(ValueError, match="y_true is empty"):
         M.hierarchical_f1([], [], paper_tax)

@@ -62,7 +62,8 @@ class _TaxonomyMetric(Metric):
         self.taxonomy = _check_taxonomy(taxonomy)
 
     def _pairs_numpy(self, preds: LabelsLike, target: LabelsLike) -> tuple[np.ndarray, np.ndarray]:
-        return _encode_pair(target, preds, self.taxonomy, names=("target", "preds"))
+        # an empty batch (all samples filtered out, an empty DDP shard) adds nothing; it is not an error
+        return _encode_pair(target, preds, self.taxonomy, names=("target", "preds"), allow_empty=True)
 
     def _add(self, name: str, value: Any) -> None:
         state = getattr(self, name)
@@ -112,6 +113,8 @@ class HierarchicalMetrics(_TaxonomyMetric):
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
         t, p = self._pairs_numpy(preds, target)
+        if not len(t):
+            return
         for key, value in _summary_counts(self.taxonomy, t, p, self.distance).items():
             self._add(key, value)
 
@@ -152,6 +155,8 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
         t, p = self._pairs_numpy(preds, target)
+        if not len(t):
+            return
         pairs = _pair_stats(self.taxonomy, t, p)
         self._add("inter", int(pairs.inter.sum()))
         self._add("size_true", int(pairs.size_true.sum()))
@@ -312,6 +317,8 @@ class MistakeSeverity(_TaxonomyMetric):
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
         t, p = self._pairs_numpy(preds, target)
+        if not len(t):
+            return
         wrong = t != p
         t, p = t[wrong], p[wrong]
         dist = _distance(self.taxonomy, t, p, _pair_stats(self.taxonomy, t, p).lca, self.distance)
@@ -356,6 +363,8 @@ class LevelAccuracy(_TaxonomyMetric):
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
         t, p = self._pairs_numpy(preds, target)
+        if not len(t):
+            return
         correct, total = _level_counts(self.taxonomy, t, self.taxonomy._lca_unchecked(t, p))
         self._add("level_correct", correct)
         self._add("level_total", total)
@@ -393,6 +402,8 @@ class CorrectRate(_TaxonomyMetric):
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
         t, p = self._pairs_numpy(preds, target)
+        if not len(t):
+            return
         pairs = _pair_stats(self.taxonomy, t, p)
         self._add("correct", int(np.count_nonzero(pairs.inter == pairs.size_pred)))
         self._add("total", len(t))

@@ -83,7 +83,7 @@ def _check_taxonomy(taxonomy: Any) -> Taxonomy:
     return taxonomy
 
 
-def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1) -> np.ndarray:
+def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1, allow_empty: bool = False) -> np.ndarray:
     """Names or indices -> int64 node indices, with errors that name the argument."""
     if labels is None:
         raise ValueError(f"{name}: expected node names or node indices, got None.")
@@ -94,17 +94,21 @@ def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1) ->
     if out.ndim != ndim:
         shape = "(num_samples,)" if ndim == 1 else "(num_samples, k)"
         raise ValueError(f"{name}: expected a {ndim}-D array of shape {shape}, got shape {tuple(out.shape)}.")
-    if out.shape[0] == 0:
+    if out.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: give at least one sample.")
     return out
 
 
 def _encode_pair(
-    y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, names: tuple[str, str] = ("y_true", "y_pred")
+    y_true: LabelsLike,
+    y_pred: LabelsLike,
+    taxonomy: Taxonomy,
+    names: tuple[str, str] = ("y_true", "y_pred"),
+    allow_empty: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     _check_taxonomy(taxonomy)
-    t = _encode(y_true, taxonomy, names[0])
-    p = _encode(y_pred, taxonomy, names[1])
+    t = _encode(y_true, taxonomy, names[0], allow_empty=allow_empty)
+    p = _encode(y_pred, taxonomy, names[1], allow_empty=allow_empty)
     if t.shape != p.shape:
         raise ValueError(
             f"{names[0]} and {names[1]} must have the same length, got {t.shape[0]} and {p.shape[0]}: "
@@ -882,7 +886,9 @@ def node_recall(
 # ---------------------------------------------------------- probabilities
 def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs") -> np.ndarray:
     if hasattr(probs, "detach") and hasattr(probs, "cpu"):
-        probs = probs.detach().cpu().float().numpy()
+        probs = probs.detach().cpu()
+        # keep float64 as it is (rounding to float32 can create ties in the AP ranking)
+        probs = probs.numpy() if str(probs.dtype) == "torch.float64" else probs.float().numpy()
     arr = np.asarray(probs)
     if arr.ndim != 2 or arr.shape[1] != taxonomy.num_nodes:
         raise ValueError(
@@ -892,7 +898,14 @@ def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs") -> np.ndarray
         raise ValueError(f"{name} is empty: give at least one sample.")
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a float array of marginals, got dtype {arr.dtype}.")
-    return arr.astype(np.float64, copy=False)
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(
+            f"{name}: expected finite marginals, got {arr[tuple(bad)]} at sample {bad[0]}, node {bad[1]} "
+            f"({int((~np.isfinite(arr)).sum())} non-finite value(s)); check the model's outputs for NaN/inf."
+        )
+    return arr
 
 
 def node_average_precision(
