@@ -411,6 +411,8 @@ def test_option_errors(paper_tax):
         L.conditional_softmax_nll(x, t, paper_tax, reduction="avg")
     with pytest.raises(ValueError, match=r"label_smoothing: expected a float in \[0, 1\], got 1.5"):
         L.ConditionalSoftmaxLoss(paper_tax, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"label_smoothing: expected a float in \[0, 1\], got True"):
+        L.ConditionalSoftmaxLoss(paper_tax, label_smoothing=True)
     with pytest.raises(
         ValueError, match=r"weight: expected a per-node tensor of shape \(num_nodes,\) = \(11,\) or a per-level"
     ):
