@@ -483,3 +483,21 @@ def test_make_synthetic_errors(tmp_path: Path) -> None:
         make_synthetic(tmp_path / "x", "paper", n_per_leaf=0)
     with pytest.raises(ValueError, match="size: expected an int >= 16"):
         make_synthetic(tmp_path / "x", "paper", size=8)
+
+
+@pytest.mark.parametrize("name", ["paper", "pbc", "all4"])
+def test_bundled_taxonomy_descriptions_count_their_leaves_right(name: str) -> None:
+    """A description that states a leaf count or a depth range must match the tree it describes."""
+    import json
+    import re
+
+    path = Path(D.__file__).parent / "taxonomies" / f"{name}.json"
+    text = json.loads(path.read_text())["description"]
+    tax = D.load_taxonomy(name)
+    leaves = re.search(r"(\d+) (?:fine )?leaves", text)
+    if leaves:
+        assert int(leaves.group(1)) == tax.num_leaves, text
+    depths = re.search(r"depths (\d+) to (\d+)", text)
+    if depths:
+        at = [tax.depth(n) for n in tax.nodes if tax.is_leaf(n)]
+        assert (min(at), max(at)) == (int(depths.group(1)), int(depths.group(2))), text
