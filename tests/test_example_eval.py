@@ -219,3 +219,58 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
     )
     assert skipped["rows"] == [] and skipped["skipped"][0]["reason"].startswith("time")
     assert "Skipped: hierarchical:test_resnet" in (tmp_path / "late" / "results.md").read_text()
+
+
+# ------------------------------------------------------------------------------------ aggregate
+def _fake_results(path: Path, seed: int, rows: dict[tuple[str, str], dict[str, float]]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    out = path / "results.json"
+    out.write_text(
+        json.dumps({"seed": seed, "rows": [{"method": m, "backbone": b, "metrics": v} for (m, b), v in rows.items()]})
+    )
+    return out
+
+
+def test_aggregate_pools_seeds_and_pairs_them(tmp_path: Path, capsys) -> None:
+    from examples.leukemia.aggregate import main
+
+    acc = {0: (0.80, 0.82), 1: (0.70, 0.75), 2: (0.90, 0.89)}  # seed: (flat, hierarchical)
+    files = [
+        _fake_results(
+            tmp_path / f"s{s}",
+            s,
+            {
+                ("flat", "bb"): {"fine_leaf_accuracy": f, "mistake_severity": 3.0},
+                ("hierarchical", "bb"): {"fine_leaf_accuracy": h, "mistake_severity": 2.5 + s},
+            },
+        )
+        for s, (f, h) in acc.items()
+    ]
+    result = main([*map(str, files), "--out", str(tmp_path / "agg")])
+    flat = next(e for e in result["summary"] if e["method"] == "flat")["fine_leaf_accuracy"]
+    assert flat["n"] == 3 and flat["mean"] == pytest.approx(0.8) and flat["sd"] == pytest.approx(0.1)
+    (pair,) = result["paired"]
+    diffs = [h - f for f, h in acc.values()]  # +0.02, +0.05, -0.01
+    mean = sum(diffs) / 3
+    sd = (sum((d - mean) ** 2 for d in diffs) / 2) ** 0.5
+    assert pair["fine_leaf_accuracy"]["mean_diff"] == pytest.approx(mean)
+    assert pair["fine_leaf_accuracy"]["se"] == pytest.approx(sd / 3**0.5)
+    assert pair["fine_leaf_accuracy"]["wins"] == 2
+    # lower severity is better: 2.5 < 3 wins, 3.5 and 4.5 lose
+    assert pair["mistake_severity"]["wins"] == 1
+    md = (tmp_path / "agg" / "aggregate.md").read_text()
+    assert "0.8000 ± 0.1000" in md and "(2/3)" in md and md == capsys.readouterr().out.rstrip("\n") + "\n"
+
+
+def test_aggregate_errors(tmp_path: Path) -> None:
+    from examples.leukemia.aggregate import main
+
+    a = _fake_results(tmp_path / "a", 0, {("flat", "bb"): {"fine_leaf_accuracy": 0.5}})
+    b = _fake_results(tmp_path / "b", 0, {("flat", "bb"): {"fine_leaf_accuracy": 0.6}})
+    with pytest.raises(SystemExit, match="both have seed 0"):
+        main([str(a), str(b)])
+    with pytest.raises(SystemExit, match="no such file"):
+        main([str(tmp_path / "missing.json")])
+    (tmp_path / "x.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="expected a compare results.json"):
+        main([str(tmp_path / "x.json")])

@@ -1,7 +1,7 @@
 """``python -m examples.leukemia [COMMAND] ...``: one entry point for the example's scripts.
 
 Commands: ``train`` (the default: with no argument at all it is the SYNTHETIC main job),
-``pack``, ``compare``, ``evaluate``, ``predict``, ``explain``; the rest of the command line goes
+``pack``, ``compare``, ``aggregate``, ``evaluate``, ``predict``, ``explain``; the rest of the command line goes
 to that script (``python -m examples.leukemia train --help``).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("train", "pack", "compare", "evaluate", "predict", "explain")
+COMMANDS = ("train", "pack", "compare", "aggregate", "evaluate", "predict", "explain")
 
 
 def main(argv: list[str] | None = None) -> int:
