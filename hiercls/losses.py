@@ -105,7 +105,9 @@ def _check_reduction(reduction: Any) -> str:
 
 
 def _check_smoothing(label_smoothing: Any) -> float:
-    if isinstance(label_smoothing, bool) or type(label_smoothing).__name__ == "bool_":  # True would silently mean 1.0 (uniform targets)
+    if (
+        isinstance(label_smoothing, bool) or type(label_smoothing).__name__ == "bool_"
+    ):  # True would silently mean 1.0 (uniform targets)
         raise ValueError(f"label_smoothing: expected a float in [0, 1], got {label_smoothing!r}.")
     try:
         value = float(label_smoothing)

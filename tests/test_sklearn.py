@@ -154,10 +154,10 @@ def test_tuple_paths_and_hiclass_2d_arrays_equal_string_paths():
     X, y = blobs(PATHS)
     as_tuples = [tuple(p.split("/")) for p in y]
     padded = np.array([list(t) + [""] * (2 - len(t)) for t in as_tuples])
-    ref = LocalClassifierPerParentNode().fit(X, y).predict_proba(X)
+    ref = LocalClassifierPerParentNode().fit(X, y).predict_marginals(X)
     for labels in (as_tuples, padded):
         clf = LocalClassifierPerParentNode().fit(X, labels)
-        np.testing.assert_allclose(clf.predict_proba(X), ref)
+        np.testing.assert_allclose(clf.predict_marginals(X), ref)
         assert clf.predict(X[:3]).tolist() == LocalClassifierPerParentNode().fit(X, y).predict(X[:3]).tolist()
 
 
@@ -170,7 +170,7 @@ def test_given_taxonomy_accepts_node_names_and_paths_with_or_without_root(paper_
     short = np.array(["/".join(paper_tax.path(n)[1:]) for n in y])
     for labels in (full, short):
         clf = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, labels)
-        np.testing.assert_allclose(clf.predict_proba(X), by_name.predict_proba(X))
+        np.testing.assert_allclose(clf.predict_marginals(X), by_name.predict_marginals(X))
         assert set(clf.predict(X).tolist()) <= set(labels.tolist())
 
 
@@ -232,7 +232,7 @@ def test_hiclass_2d_labels_with_none_padding_equal_string_paths():
     b = LocalClassifierPerParentNode().fit(X, y)
     assert a.taxonomy_ == b.taxonomy_
     np.testing.assert_array_equal(a.classes_, b.classes_)
-    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_allclose(a.predict_marginals(X), b.predict_marginals(X))
 
 
 def test_numeric_labels_with_an_inner_node_decoder_raise():
@@ -270,7 +270,7 @@ def test_lcpn_marginals_equal_a_loop_over_parents_and_samples(tax, data):
     X_test = rng.normal(size=(7, 3))
     y = np.array(tax.names(target))
     clf = LocalClassifierPerParentNode(taxonomy=tax).fit(X, y)
-    probs = clf.predict_proba(X_test)
+    probs = clf.predict_marginals(X_test)
     np.testing.assert_allclose(probs, oracle_lcpn_proba(X, target, tax, X_test), rtol=1e-9, atol=1e-12)
     # marginals: root 1, children of each node sum to it (every sibling group is complete here,
     # as unseen children of a fitted parent only occur when a classifier saw two of three children)
@@ -290,7 +290,7 @@ def test_partial_labels_train_only_the_classifiers_above_them(paper_tax):
     assert clf.n_samples_per_parent_ == {"root": 54, "Leukemia": 36, "Acute": 18, "Chronic": 12, "AML": 6}
     assert clf.estimators_["AML"] is None  # a single child seen: conditional 1
     assert set(clf.estimators_["Leukemia"].classes_.tolist()) == {paper_tax.index("Acute"), paper_tax.index("Chronic")}
-    probs = clf.predict_proba(X)
+    probs = clf.predict_marginals(X)
     np.testing.assert_allclose(probs[:, paper_tax.index("APL")], probs[:, paper_tax.index("AML")])
 
 
@@ -298,11 +298,11 @@ def test_parent_without_samples_is_uniform_and_single_child_gets_one():
     tax = Taxonomy.from_dict({"r": {"a": ["a1", "a2", "a3"], "b": ["b1", "b2"]}})
     X, y = blobs(["a1", "a2", "b"], n_per=5)
     clf = LocalClassifierPerParentNode(taxonomy=tax).fit(X, y)
-    probs = clf.predict_proba(X)
+    probs = clf.predict_marginals(X)
     assert clf.estimators_["b"] is None and clf.n_samples_per_parent_["b"] == 0
     np.testing.assert_allclose(probs[:, tax.index("b1")], probs[:, tax.index("b")] / 2)
     np.testing.assert_allclose(probs[:, tax.index("a3")], 0.0)  # unseen child of a fitted parent
-    one = LocalClassifierPerParentNode(taxonomy=tax).fit(X[:5], ["a1"] * 5).predict_proba(X)
+    one = LocalClassifierPerParentNode(taxonomy=tax).fit(X[:5], ["a1"] * 5).predict_marginals(X)
     np.testing.assert_allclose(one[:, [tax.index("a"), tax.index("a1")]], 1.0)
 
 
@@ -310,7 +310,7 @@ def test_ragged_depths_shallow_leaves_keep_their_probability(paper_tax):
     leaves = ["Normal", "Reactive", "ALL", "APL", "CLL", "CML"]
     X, y = blobs(leaves, n_per=15, seed=1, spread=0.3)
     clf = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, y)
-    probs = clf.predict_proba(X)
+    probs = clf.predict_marginals(X)
     rows = y == "Normal"
     assert probs[rows, paper_tax.index("Normal")].min() > 0.5  # depth-1 leaf, next to depth-4 ones
     pred = clf.predict(X)
@@ -322,10 +322,10 @@ def test_outputs_do_not_depend_on_the_rest_of_the_batch():
     X, y = blobs(PATHS, n_per=20, seed=2)
     for clf in (LocalClassifierPerParentNode(), HierarchicalHeadClassifier(max_iter=30, lr=0.1, random_state=0)):
         clf.fit(X, y)
-        full = clf.predict_proba(X)
+        full = clf.predict_marginals(X)
         rng = np.random.default_rng(0)
         for rows in (np.arange(1), rng.choice(len(X), 17, replace=False), rng.permutation(len(X))):
-            np.testing.assert_allclose(clf.predict_proba(X[rows]), full[rows], rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(clf.predict_marginals(X[rows]), full[rows], rtol=1e-12, atol=1e-14)
             np.testing.assert_array_equal(clf.predict(X[rows]), clf.predict(X)[rows])
 
 
@@ -333,7 +333,7 @@ def test_sparse_input_gives_the_dense_result():
     X, y = blobs(PATHS)
     dense = LocalClassifierPerParentNode().fit(X, y)
     sparse = LocalClassifierPerParentNode().fit(sp.csr_matrix(X), y)
-    np.testing.assert_allclose(sparse.predict_proba(sp.csc_matrix(X)), dense.predict_proba(X), rtol=1e-6)
+    np.testing.assert_allclose(sparse.predict_marginals(sp.csc_matrix(X)), dense.predict_marginals(X), rtol=1e-6)
 
 
 def test_n_jobs_and_pickle_give_the_same_model():
@@ -341,9 +341,9 @@ def test_n_jobs_and_pickle_give_the_same_model():
     ref = LocalClassifierPerParentNode().fit(X, y)
     with parallel_backend("threading"):  # the same joblib path as processes, without their start-up time
         par = LocalClassifierPerParentNode(n_jobs=2).fit(X, y)
-    np.testing.assert_allclose(par.predict_proba(X), ref.predict_proba(X))
+    np.testing.assert_allclose(par.predict_marginals(X), ref.predict_marginals(X))
     back = pickle.loads(pickle.dumps(ref))
-    np.testing.assert_array_equal(back.predict_proba(X), ref.predict_proba(X))
+    np.testing.assert_array_equal(back.predict_marginals(X), ref.predict_marginals(X))
     np.testing.assert_array_equal(back.predict(X), ref.predict(X))
 
 
@@ -372,7 +372,7 @@ def test_predict_uses_hiercls_decode():
     X, y = blobs(PATHS)
     for rule in ("argmax_leaf", "top_down"):
         clf = LocalClassifierPerParentNode(decoder=rule).fit(X, y)
-        expected = decode(clf.predict_proba(X), clf.taxonomy_, rule)
+        expected = decode(clf.predict_marginals(X), clf.taxonomy_, rule)
         np.testing.assert_array_equal(clf.predict(X), clf._codec.node_labels[expected])
 
 
@@ -387,7 +387,7 @@ def test_head_classifier_learns_paths_and_partial_labels(paper_tax):
             head=head, max_iter=40, lr=0.1, batch_size=None, random_state=0, taxonomy=paper_tax
         )
         clf.fit(X, y_partial)
-        probs = clf.predict_proba(X)
+        probs = clf.predict_marginals(X)
         assert probs.shape == (len(X), paper_tax.num_nodes) and probs.dtype == np.float64
         assert clf.score(X, y) > 0.9, head
         assert len(clf.loss_curve_) == 40 and clf.loss_curve_[-1] < clf.loss_curve_[0]
@@ -402,11 +402,11 @@ def test_head_classifier_is_deterministic_and_leaves_the_global_rng_alone():
     after = torch.rand(1)
     b = HierarchicalHeadClassifier(hidden_layer_sizes=(8,), max_iter=5, batch_size=16, random_state=7).fit(X, y)
     assert before == after
-    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.predict_marginals(X), b.predict_marginals(X))
     c = HierarchicalHeadClassifier(hidden_layer_sizes=(8,), max_iter=5, batch_size=16, random_state=8).fit(X, y)
-    assert not np.allclose(a.predict_proba(X), c.predict_proba(X))
+    assert not np.allclose(a.predict_marginals(X), c.predict_marginals(X))
     back = pickle.loads(pickle.dumps(a))
-    np.testing.assert_array_equal(back.predict_proba(X), a.predict_proba(X))
+    np.testing.assert_array_equal(back.predict_marginals(X), a.predict_marginals(X))
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,10 @@
-"""scikit-learn's estimator checks for the hiercls.sklearn estimators.
+"""scikit-learn's estimator checks for the hiercls.sklearn estimators, and scikit-learn's own tools on them.
 
 The checks call ``fit(X, y)`` with flat class labels (``0/1/2``, ``-1/1``,
 strings, object arrays): the estimators infer the taxonomy ``root -> classes``.
-Every check passes except those listed in ``EXPECTED_FAILED_CHECKS`` (marked
-xfail, strictly: if one starts passing, the list must shrink). Each of them
-fails for a single, deliberate reason: ``predict_proba`` returns node marginals
-over *all* nodes, ``(n_samples, num_nodes)`` with the root's column (always 1)
-included, so a row sums to the number of depth levels it reaches, not 1, and
-has ``num_nodes = n_classes + 1`` columns for flat labels. That is the
-library's common currency (what ``hiercls.decoding.decode`` and the metrics
-take), and the price is these checks. What else they check is tested by
-``test_what_the_expected_failures_check_besides_the_probability_shape`` below.
+Every check passes: ``predict_proba`` returns the columns of ``classes_``
+(which sum to 1 when every class is a leaf), and the node marginals of every
+node, the library's common currency, come from ``predict_marginals``.
 """
 
 from __future__ import annotations
@@ -19,10 +13,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.base import clone
 from sklearn.datasets import make_blobs
-from sklearn.metrics import accuracy_score
+from sklearn.ensemble import VotingClassifier
+from sklearn.metrics import accuracy_score, get_scorer, log_loss, roc_auc_score
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import shuffle
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
@@ -39,12 +34,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-PROBA_IS_NODE_MARGINALS = (
-    "predict_proba returns node marginals (n_samples, num_nodes): the root column (always 1) is included and "
-    "each depth level sums to 1, so for flat labels there are n_classes + 1 columns summing to 2, not n_classes "
-    "columns summing to 1 as this check asserts"
-)
-
 ESTIMATORS = [
     LocalClassifierPerParentNode(),
     # small and full-batch, to keep the checks fast
@@ -52,55 +41,60 @@ ESTIMATORS = [
 ]
 
 
-def expected_failed_checks(estimator: object) -> dict[str, str]:
-    """The checks each estimator is expected to fail, and why."""
-    failed = {"check_classifiers_train": PROBA_IS_NODE_MARGINALS}
-    if isinstance(estimator, LocalClassifierPerParentNode):
-        # it accepts sparse X (LogisticRegression does), so these checks go on to assert the proba shape
-        failed["check_estimator_sparse_array"] = PROBA_IS_NODE_MARGINALS
-        failed["check_estimator_sparse_matrix"] = PROBA_IS_NODE_MARGINALS
-    return failed
-
-
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks, xfail_strict=True)
+@parametrize_with_checks(ESTIMATORS)
 def test_scikit_learn_estimator_checks(estimator, check):
-    """Each scikit-learn check asserts internally and raises on failure (xfail_strict for the listed ones)."""
+    """Each scikit-learn check asserts internally and raises on failure."""
     check(estimator)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
-def test_what_the_expected_failures_check_besides_the_probability_shape(estimator):
-    """check_classifiers_train and check_estimator_sparse_*, minus their predict_proba shape/sum asserts."""
-    X, y = make_blobs(n_samples=300, random_state=0)
-    X, y = shuffle(X, y, random_state=7)
+def test_predict_proba_is_what_scikit_learn_tools_read(estimator):
+    """Binary AUC, log loss and soft voting see one column per class in classes_ order (they used to get
+    the node marginals, root column first, and silently inverted the AUC)."""
+    X, y = make_blobs(n_samples=300, centers=3, random_state=0)
     X = StandardScaler().fit_transform(X)
-    for Xp, yp in ((X[y != 2], y[y != 2]), (X, y)):
-        clf = estimator.__class__(**estimator.get_params())
-        with pytest.raises(ValueError):
-            clf.fit(Xp, yp[:-1])
-        clf.fit(Xp.tolist(), yp.tolist())
-        clf.fit(Xp, yp)
-        pred = clf.predict(Xp)
-        assert pred.shape == (len(Xp),)
-        assert accuracy_score(yp, pred) > 0.83
-        with pytest.raises(ValueError):
-            clf.predict(Xp.T)
-        with pytest.raises(ValueError):
-            clf.predict_proba(Xp.T)
-        probs = clf.predict_proba(Xp)
-        n_classes = len(np.unique(yp))
-        assert probs.shape == (len(Xp), n_classes + 1)
-        np.testing.assert_allclose(probs[:, 0], 1.0)
-        np.testing.assert_allclose(probs[:, 1:].sum(1), 1.0, rtol=1e-6)
-        # columns = nodes_: the root, then one per class; the argmax over the classes is the prediction
-        assert clf.nodes_[1:].tolist() == [str(c) for c in clf.classes_]
-        np.testing.assert_array_equal(clf.classes_[np.argmax(probs[:, 1:], axis=1)], pred)
+    binary = y != 2
+    Xb, yb = X[binary], y[binary]
+    clf = clone(estimator).fit(Xb, yb)
+    probs = clf.predict_proba(Xb)
+    assert probs.shape == (len(yb), 2) and clf.classes_.tolist() == [0, 1]
+    marg = clf.predict_marginals(Xb)
+    column = {str(n): j for j, n in enumerate(clf.nodes_)}
+    np.testing.assert_array_equal(probs, marg[:, [column["0"], column["1"]]])
+    assert get_scorer("roc_auc")(clf, Xb, yb) == roc_auc_score(yb, marg[:, column["1"]]) > 0.9
+    assert get_scorer("neg_log_loss")(clf, Xb, yb) == pytest.approx(-log_loss(yb, probs), rel=1e-12)
+    clf = clone(estimator).fit(X, y)
+    voting = VotingClassifier([("a", clone(estimator)), ("b", clone(estimator))], voting="soft").fit(X, y)
+    assert accuracy_score(y, voting.predict(X)) == pytest.approx(accuracy_score(y, clf.predict(X)), abs=0.02)
+    np.testing.assert_array_equal(clf.classes_[np.argmax(clf.predict_proba(X), axis=1)], clf.predict(X))
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_predict_proba_columns_with_paths_and_partial_labels(estimator):
+    rng = np.random.default_rng(0)
+    y = np.array(["animal/cat", "animal/dog", "plant"] * 30)
+    X = rng.normal(size=(90, 3)) + 3 * (np.arange(90) % 3)[:, None]
+    clf = clone(estimator).fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(X).sum(1), 1.0, rtol=1e-9)  # every class is a leaf
+    partial = y.copy()
+    partial[:6] = "animal"  # an inner node becomes a class; its column holds cat + dog
+    clf = clone(estimator).fit(X, partial)
+    assert clf.classes_.tolist() == ["animal", "animal/cat", "animal/dog", "plant"]
+    probs = clf.predict_proba(X)
+    np.testing.assert_allclose(probs[:, 0], probs[:, 1] + probs[:, 2], rtol=1e-9)
+    np.testing.assert_allclose(probs[:, 0] + probs[:, 3], 1.0, rtol=1e-9)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_sparse_input(estimator):
+    X, y = make_blobs(n_samples=300, random_state=0)
+    X = StandardScaler().fit_transform(X)
     if isinstance(estimator, LocalClassifierPerParentNode):
         for container in (sp.csr_matrix, sp.csr_array, sp.coo_matrix, sp.csc_array):
             Xs = container(X)
             clf = LocalClassifierPerParentNode().fit(Xs, y)
             assert clf.predict(Xs).shape == (len(y),)
-            assert clf.predict_proba(Xs).shape == (len(y), 4)
+            assert clf.predict_proba(Xs).shape == (len(y), 3)
     else:
         with pytest.raises(TypeError, match="[Ss]parse"):
             estimator.__class__(**estimator.get_params()).fit(sp.csr_matrix(X), y)

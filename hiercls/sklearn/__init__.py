@@ -9,8 +9,10 @@ Two estimators follow scikit-learn's conventions (``fit``/``predict``/
 - :class:`HierarchicalHeadClassifier`: a linear or MLP network with a hiercls
   head trained with a hiercls loss (a linear probe on frozen embeddings).
 
-Both return node marginals ``(n_samples, num_nodes)`` from ``predict_proba``
-(columns named by ``nodes_``), decode them with :func:`hiercls.decoding.decode`
+Both return node marginals ``(n_samples, num_nodes)`` from ``predict_marginals``
+(columns named by ``nodes_``) and the columns of ``classes_`` from
+``predict_proba`` (what scikit-learn's metrics and meta-estimators read), decode
+the marginals with :func:`hiercls.decoding.decode`
 (which can stop at an inner node), and score with the hierarchical F1 of
 :mod:`hiercls.metrics`. Scorers for model selection: :func:`make_hierarchical_scorer`
 and the ready-made ``hierarchical_f1_scorer`` and friends.

@@ -22,7 +22,7 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
     """Base of the hierarchical scikit-learn estimators (not public).
 
     Subclasses set ``self._codec``, ``taxonomy_``, ``nodes_``, ``classes_`` via
-    :meth:`_fit_labels` and implement :meth:`predict_proba`.
+    :meth:`_fit_labels` and implement :meth:`predict_marginals`.
     """
 
     decoder: str
@@ -39,6 +39,9 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         self.taxonomy_ = codec.taxonomy
         self.nodes_ = np.asarray(codec.taxonomy.nodes, dtype=object)
         self.classes_ = codec.classes(target)
+        # node index of each entry of classes_ (classes_ is the sorted labels of the distinct target nodes)
+        nodes = np.unique(target)
+        self._class_nodes = nodes[np.argsort(codec.decode(nodes), kind="stable")]
         return target
 
     def _check_decoder(self) -> None:
@@ -63,14 +66,32 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
 
     # ---------------------------------------------------------- prediction
     @abstractmethod
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_marginals(self, X: Any) -> np.ndarray:
         """Node marginals ``(n_samples, num_nodes)``; columns named by ``nodes_``."""
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``P(class)`` for each entry of ``classes_``, float64 ``(n_samples, n_classes)``.
+
+        Column ``j`` is the node marginal of ``classes_[j]``, so scikit-learn's
+        tools (``roc_auc``, ``log_loss``, soft voting, calibration) read the
+        columns they expect. When every class is a leaf (the usual case: flat
+        labels, or paths that all end at a leaf) the rows sum to 1. When ``y``
+        had partial labels, ``classes_`` holds inner nodes too, and such a
+        column includes the mass of its descendants, so the rows sum to more
+        than 1. :meth:`predict_marginals` gives every node, the root included:
+        the input of :func:`hiercls.decoding.decode` and the probability metrics.
+
+        Args:
+            X: features, shape ``(n_samples, n_features)``.
+        """
+        check_is_fitted(self)
+        return self.predict_marginals(X)[:, self._class_nodes]
 
     def _predict_nodes(self, X: Any) -> np.ndarray:
         """Decoded node indices, int64 ``(n_samples,)``."""
         from hiercls.decoding import decode
 
-        probs = self.predict_proba(X)
+        probs = self.predict_marginals(X)
         return np.asarray(decode(probs, self.taxonomy_, self.decoder, **(self.decoder_options or {})), dtype=np.int64)
 
     def predict(self, X: Any) -> np.ndarray:

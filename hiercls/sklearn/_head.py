@@ -59,8 +59,8 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
     samples, else on shuffled minibatches. Labels at inner nodes (partial
     labels) are handled by the loss's masking.
 
-    ``predict_proba`` returns the head's node marginals; ``predict`` decodes
-    them with :func:`hiercls.decoding.decode`; ``score`` is the hierarchical F1
+    ``predict_marginals`` returns the head's node marginals (``predict_proba``
+    their columns of ``classes_``); ``predict`` decodes them with :func:`hiercls.decoding.decode`; ``score`` is the hierarchical F1
     (micro). Inference runs in float64 so that a sample's output does not
     depend on the rest of its batch beyond float64 rounding.
 
@@ -83,7 +83,7 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
 
     Attributes:
         taxonomy_ (Taxonomy): the taxonomy used (given or inferred).
-        nodes_ (np.ndarray): node names, shape ``(num_nodes,)``: the columns of ``predict_proba``.
+        nodes_ (np.ndarray): node names, shape ``(num_nodes,)``: the columns of ``predict_marginals``.
         classes_ (np.ndarray): the distinct labels seen at fit, sorted, in ``y``'s format.
         module_ (HeadNetwork): the trained network (on ``device``).
         loss_curve_ (list[float]): mean training loss of each epoch.
@@ -101,8 +101,10 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         >>> y = np.array(["animal/cat", "animal/dog", "plant"] * 20)
         >>> X = rng.normal(size=(60, 3)) + 3 * (np.arange(60) % 3)[:, None]
         >>> clf = HierarchicalHeadClassifier(max_iter=20, lr=0.3, random_state=0).fit(X, y)
-        >>> clf.predict_proba(X[:2]).shape
+        >>> clf.predict_marginals(X[:2]).shape  # every node: root, animal, plant, cat, dog
         (2, 5)
+        >>> clf.classes_.tolist(), clf.predict_proba(X[:2]).sum(axis=1).round(6).tolist()
+        (['animal/cat', 'animal/dog', 'plant'], [1.0, 1.0])
         >>> clf.predict(X[:3]).tolist()
         ['animal/cat', 'animal/dog', 'plant']
     """
@@ -193,7 +195,7 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         return self
 
     # ------------------------------------------------------------ predict
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_marginals(self, X: Any) -> np.ndarray:
         """Node marginals ``P(node)`` from the head, float64 ``(n_samples, num_nodes)``, columns ``nodes_``.
 
         Args:

@@ -57,7 +57,7 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
 
     Attributes:
         taxonomy_ (Taxonomy): the taxonomy used (given or inferred).
-        nodes_ (np.ndarray): node names, shape ``(num_nodes,)``: the columns of ``predict_proba``.
+        nodes_ (np.ndarray): node names, shape ``(num_nodes,)``: the columns of ``predict_marginals``.
         classes_ (np.ndarray): the distinct labels seen at fit, sorted, in ``y``'s format
             (scikit-learn's convention; ``predict`` may also return other nodes, e.g. inner
             nodes with ``decoder="threshold"``).
@@ -81,8 +81,10 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
         >>> clf = LocalClassifierPerParentNode().fit(X, y)
         >>> clf.nodes_.tolist()
         ['root', 'animal', 'plant', 'cat', 'dog']
-        >>> clf.predict_proba(X[:2]).round(2).shape
+        >>> clf.predict_marginals(X[:2]).shape  # every node
         (2, 5)
+        >>> clf.predict_proba(X[:2]).shape  # the columns of classes_: cat, dog, plant
+        (2, 3)
         >>> clf.predict(X[:3]).tolist()
         ['animal/cat', 'animal/dog', 'plant']
     """
@@ -161,7 +163,7 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
         return self
 
     # ------------------------------------------------------------ predict
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_marginals(self, X: Any) -> np.ndarray:
         """Node marginals ``P(node)``, float64 ``(n_samples, num_nodes)``, columns named by ``nodes_``.
 
         ``P(root) = 1``; the children of every node sum to that node (for
