@@ -105,3 +105,47 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert [float(r["train_images"]) for r in rows] == [h["train_images"] for h in one.history]
     assert [float(r["train_loss"]) for r in rows] == pytest.approx([h["train_loss"] for h in one.history], rel=1e-4)
+
+
+def test_ddp_validation_describes_the_saved_weights_with_batch_norm(tmp_path: Path) -> None:
+    """With BatchNorm each process ends an epoch with its own running statistics; the processes must
+    evaluate with rank 0's (the ones saved), so the logged validation metrics are the checkpoint's."""
+    from examples.leukemia.checkpoint import load_model
+
+    data = make_synthetic(tmp_path / "SYNTHETIC", "paper", n_per_leaf=6, size=32, seed=2)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    args = [*COMMON, "--backbone", "test_resnet", "--epochs", "1", "--batch-size", "4"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2"]
+    cmd += ["-m", "examples.leukemia.train", "--data", str(data), *args, "--output", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        parsed = T.parse_args(["--data", str(data), *args, "--output", str(tmp_path / "again")])
+        one = T.init_distributed("cpu")
+        loaded = T.load_data(parsed, one, tmp_path / "again")
+        model, ck = load_model(tmp_path / "ddp" / "best")
+        got = T.evaluate(
+            model.eval(),
+            loaded.images["val"],
+            loaded.targets["val"],
+            loaded.taxonomy,
+            rule=ck.config["decode"],
+            threshold=parsed.threshold,
+            env=one,
+            batch_size=64,
+            amp=False,
+            channels_last=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    want = summary["best_val"]["metrics"]
+    assert {k: v for k, v in got.items() if k != "nll"} == {k: v for k, v in want.items() if k != "nll"}
+    assert got["nll"] == pytest.approx(want["nll"], rel=1e-5)

@@ -195,6 +195,9 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
     assert "metrics_argmax_leaf" in result["rows"][0] and result["partial_labels_in_train"] > 0
     md = (out / "results.md").read_text()
     assert "| method | test_resnet |" in md and "**8-class acc**" in md and "Peer baseline" in md and "0.9157" in md
+    # each run folder is self-contained: evaluate RUN/best finds the split without --pack/--data
+    for name in ("hierarchical-test_resnet", "flat-test_resnet"):
+        assert (out / "runs" / name / "splits.csv").read_text() == (out / "splits.csv").read_text()
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"][1]["method"] == "flat"
     assert (
@@ -274,3 +277,29 @@ def test_aggregate_errors(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text("[1, 2]")
     with pytest.raises(SystemExit, match="expected a compare results.json"):
         main([str(tmp_path / "x.json")])
+
+
+def test_evaluate_a_pack_run_from_anywhere(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """The checkpoint stores the pack's absolute path, so evaluate works from another folder; a pack
+    that has gone is an error that says what to pass, not a crash on the pack-relative manifest."""
+    from examples.leukemia import train as T
+    from examples.leukemia.evaluate import main
+    from examples.leukemia.pack import pack
+
+    data = copy_pbc_subset(shared_data, tmp_path / "pbc", per_prefix=3)
+    monkeypatch.chdir(tmp_path)
+    pack(data, Path("pbc32.npz"), size=32, workers=1, progress=False)  # a relative path, as users type it
+    args = ["--pack", "pbc32.npz", "--backbone", "test_convnext", "--epochs", "1", "--output", "run"]
+    T.run(T.parse_args([*args, "--quiet", "--no-tensorboard", "--batch-size", "8", "--workers", "1"]))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = main([str(tmp_path / "run" / "best"), "--no-figures", "--out", "eval"])
+    assert result["rows"][0]["metrics"]["n"] > 0
+    (tmp_path / "pbc32.npz").rename(tmp_path / "moved.npz")
+    with pytest.raises(FileNotFoundError, match="trained on the pack .*pbc32.npz, which is not there any more"):
+        main([str(tmp_path / "run" / "best"), "--no-figures", "--out", "eval2"])
+    moved = main(
+        [str(tmp_path / "run" / "best"), "--pack", str(tmp_path / "moved.npz"), "--no-figures", "--out", "eval3"]
+    )
+    assert moved["rows"][0]["metrics"] == result["rows"][0]["metrics"]

@@ -427,3 +427,14 @@ def test_backbone_kwargs_reach_timm_and_the_checkpoint(tmp_path: Path, capsys) -
         with pytest.raises(SystemExit):
             T.parse_args([*common, "--backbone-kwargs", bad])
         assert why in capsys.readouterr().err
+
+
+def test_synthetic_images_are_remade_when_their_flags_change(tmp_path: Path) -> None:
+    common = ["--backbone", "test_convnext", "--epochs", "1", "--output", str(tmp_path / "run"), *FAST]
+    a = T.run(T.parse_args([*common, "--synthetic-per-leaf", "3"]))
+    same = T.run(T.parse_args([*common, "--synthetic-per-leaf", "3"]))
+    assert same.data.names == a.data.names
+    more = T.run(T.parse_args([*common, "--synthetic-per-leaf", "5"]))
+    assert sum(len(v) for v in more.data.names.values()) > sum(len(v) for v in a.data.names.values())
+    pbc = T.run(T.parse_args([*common, "--synthetic-per-leaf", "2", "--taxonomy", "pbc"]))
+    assert pbc.data.taxonomy.root == "root" and "band_neutrophil" in pbc.data.taxonomy.nodes

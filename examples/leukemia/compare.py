@@ -22,6 +22,7 @@ import argparse
 import gc
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -260,6 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write()
             continue
         wall = time.perf_counter() - t_run
+        if (out / "splits.csv").is_file():  # the run folder is self-contained: evaluate RUN/best finds its split
+            shutil.copyfile(out / "splits.csv", out / "runs" / name / "splits.csv")
         estimates[backbone] = wall / levels
         rule = res.config["decode"]
         probs = T.predict(

@@ -234,6 +234,11 @@ def load_split(
             samples, _ = data_mod.scan(data, taxonomy, layout=layout, workers=workers)
             items = data_mod.split(samples, seed=split_seed or config.get("split_seed") or data_mod.DEFAULT_SEED)[split]
         else:
+            if config.get("pack"):  # its manifest lists paths inside the pack, not files on disk
+                raise FileNotFoundError(
+                    f"the checkpoint was trained on the pack {config['pack']}, which is not there any more: "
+                    "pass --pack PATH (the same pack, moved) or --data PATH (the images it was packed from)."
+                )
             manifest = checkpoint_dir / "splits.csv"
             if not manifest.is_file():
                 raise FileNotFoundError(

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -474,10 +475,23 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
 
             tax = data_mod.load_taxonomy(args.taxonomy or "paper")
             root = output / f"{SYNTHETIC_TAG}_images"
-            if env.main and not root.is_dir():
-                make_synthetic(
-                    root, tax, n_per_leaf=args.synthetic_per_leaf, size=max(args.img_size, 64), seed=args.seed
-                )
+            recipe = {
+                "taxonomy": tax.fingerprint,
+                "n_per_leaf": args.synthetic_per_leaf,
+                "size": max(args.img_size, 64),
+                "seed": args.seed,
+            }
+            stamp = output / f"{SYNTHETIC_TAG}_images.json"  # beside the images: scan must not see it
+            if env.main:
+                old = json.loads(stamp.read_text()) if stamp.is_file() else None
+                if not root.is_dir() or old != recipe:  # flags changed since the images were made: remake them
+                    if root.is_dir():
+                        log.info(
+                            "%s images in %s were made with other settings; generating them again", SYNTHETIC_TAG, root
+                        )
+                        shutil.rmtree(root)
+                    make_synthetic(root, tax, n_per_leaf=recipe["n_per_leaf"], size=recipe["size"], seed=recipe["seed"])
+                    stamp.write_text(json.dumps(recipe))
             _barrier(env)
             layout = "auto"
             source = f"{SYNTHETIC_TAG} images generated in {root} (not real cells)"
@@ -713,6 +727,18 @@ def evaluate(
     return result
 
 
+def _sync_buffers(model: nn.Module, env: Dist) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers only at the start of the next forward, so after an epoch each process holds
+    the statistics of its own last batches; evaluating (each on its shard) and saving (rank 0) must
+    use one set, or the validation metrics do not describe the saved weights.
+    """
+    if env.world_size > 1:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
 # ----------------------------------------------------------------------------- logging
 class RunLog:
     """CSV (``log.csv``) and TensorBoard (``tb/``) logs of a run; rank 0 only."""
@@ -789,6 +815,10 @@ class TrainResult:
 def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist) -> dict[str, Any]:
     """The JSON config stored with every checkpoint and in ``config.json``."""
     cfg = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    # absolute, so that evaluate/predict find the data from any working directory
+    for key in ("pack", "data", "taxonomy"):
+        if cfg.get(key) and Path(cfg[key]).exists():
+            cfg[key] = str(Path(cfg[key]).resolve())
     cfg["model"] = dict(model.config)
     cfg["data_source"] = data.source
     cfg["synthetic"] = data.synthetic
@@ -958,6 +988,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         )
         train_seconds += stats["seconds"]
         train_images += stats["images"]
+        _sync_buffers(model, env)
         val = (
             evaluate(
                 model,
@@ -1079,8 +1110,13 @@ def final_test_metrics(result: TrainResult, env: Dist | None = None) -> dict[str
     """
     if result.test is None:
         return None
-    if env is not None and env.world_size > 1:
-        return dict(result.test)
+    if env is not None and env.world_size > 1:  # the reduced metrics, plus the counts every process knows
+        out = dict(result.test)
+        leaf = torch.tensor(result.data.taxonomy.is_leaf_mask)[result.data.targets["test"].cpu()]
+        out["n_partial_labels"] = int((~leaf).sum())
+        if "leaf_accuracy" in out:
+            out["fine_leaf_accuracy"] = out["leaf_accuracy"]
+        return out
     from examples.leukemia.evaluate import evaluation_metrics
 
     tax, cfg = result.data.taxonomy, result.config
@@ -1110,15 +1146,17 @@ def format_summary(result: TrainResult, report: dict[str, Any] | None, wall_seco
     if report is not None:
         n = len(data.names["test"])
         best = result.best.get("epoch", -1) + 1
+        chosen = (
+            f"by validation {cfg['best_metric']}" if data.names.get("val") else "by training loss (no validation split)"
+        )
         lines.append(
-            f"Test split ({n} {tag}images), best epoch {best} of {cfg['epochs']} by validation {cfg['best_metric']}, "
-            f"decoding {cfg['decode']}:"
+            f"Test split ({n} {tag}images), best epoch {best} of {cfg['epochs']} {chosen}, decoding {cfg['decode']}:"
         )
         rows: list[tuple[str, str]] = []
         n_partial = report.get("n_partial_labels")
         if "fine_leaf_accuracy" in report:
             rows.append((f"leaf accuracy ({n - n_partial} images labelled at a leaf)", report["fine_leaf_accuracy"]))
-        if n_partial:
+        if n_partial and "partial_inside" in report:
             rows.append(
                 (f"partial labels: prediction within the labelled node ({n_partial} images)", report["partial_inside"])
             )
