@@ -1,19 +1,26 @@
-"""Checkpoints that never unpickle: safetensors tensors + a JSON sidecar, written atomically.
+"""Checkpoints that never unpickle: safetensors tensors + a JSON sidecar, committed atomically.
 
-A checkpoint named ``run/best`` is three files:
+A checkpoint named ``run/best`` is a sidecar and the tensor files it names:
 
-- ``run/best.safetensors``: the model's ``state_dict`` (plain keys, loadable by any safetensors
-  reader; the loss module's constant buffers are left out);
-- ``run/best.state.safetensors`` (optional): the tensors of the training state (optimizer moments,
-  RNG states...);
-- ``run/best.json``: the sidecar, written last: format version, the taxonomy (its JSON and
-  fingerprint), the model/run config, metrics, epoch, the non-tensor part of the training state
-  (scheduler, optimizer hyper-parameters, Python/NumPy RNG) and the SHA-256 of both tensor files.
+- ``run/best.json``: the sidecar: format version, the taxonomy (its JSON and fingerprint), the
+  model/run config, metrics, epoch, the non-tensor part of the training state (scheduler, optimizer
+  hyper-parameters, Python/NumPy RNG) and the file name and SHA-256 of each tensor file;
+- ``run/best.<sha12>.safetensors``: the model's ``state_dict`` (plain keys, loadable by any
+  safetensors reader; the loss module's constant buffers are left out);
+- ``run/best.<sha12>.state.safetensors`` (optional): the tensors of the training state (optimizer
+  moments, RNG states...).
 
-Every file goes to a temporary name in the same folder and is then ``os.replace``-d, so a crash
-leaves the previous checkpoint intact (a sidecar always describes complete tensor files: the
-hashes are checked on load). :func:`load_checkpoint` refuses a checkpoint whose taxonomy
-fingerprint differs from the taxonomy you give it.
+``<sha12>`` is the first 12 hex digits of the file's SHA-256, so a save never overwrites a tensor
+file that the current sidecar names. Find the files with :func:`checkpoint_paths`.
+
+A save writes each tensor file to a temporary name, ``fsync``-s it and renames it to its hashed
+name; then it replaces the sidecar (``os.replace``): that is the single commit step. Only after it
+are the tensor files of the previous sidecar deleted. So a crash or a full disk at any point leaves
+either the previous checkpoint or the new one, whole (the hashes are checked on load).
+Checkpoints of the earlier layout (``run/best.safetensors``, ``run/best.state.safetensors``, whose
+sidecar names them) still load, and the next save over them removes those files.
+:func:`load_checkpoint` refuses a checkpoint whose taxonomy fingerprint differs from the taxonomy
+you give it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,7 +56,9 @@ __all__ = [
 ]
 
 FORMAT = "hiercls-leukemia-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: tensor files named by their hash (version 1: NAME.safetensors)
+_HASH_CHARS = 12
+_HASH_SUFFIX = re.compile(rf"\.[0-9a-f]{{{_HASH_CHARS}}}$")
 
 
 class CheckpointError(ValueError):
