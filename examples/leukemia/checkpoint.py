@@ -88,19 +88,63 @@ class Checkpoint:
     weights: dict[str, Tensor] = field(default_factory=dict)
 
 
-def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
-    """``(weights, state, sidecar)`` paths of the checkpoint ``path`` (with or without a suffix)."""
+def _split(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """``(folder, name)`` of the checkpoint ``path``: ``run/best``, ``run/best.json`` or one of its tensor files."""
     path = Path(path)
     name = path.name
     for suffix in (".state.safetensors", ".safetensors", ".json"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
+            if suffix != ".json":  # run/best.<sha12>.safetensors -> run/best
+                name = _HASH_SUFFIX.sub("", name)
             break
-    base = path.with_name(name)
+    return path.parent, name
+
+
+def _tensor_name(name: str, sha256: str, kind: str) -> str:
+    """``NAME.<sha12>.safetensors`` (``kind`` "weights") or ``NAME.<sha12>.state.safetensors`` ("state")."""
+    return f"{name}.{sha256[:_HASH_CHARS]}{'.state' if kind == 'state' else ''}.safetensors"
+
+
+def _named_files(sidecar: Any, sidecar_path: Path) -> dict[str, str]:
+    """``{"weights": file name, "state": file name}`` of a parsed sidecar (the entries it has).
+
+    Raises:
+        CheckpointError: a ``files`` entry without a plain file name (the tensor files live beside the sidecar).
+    """
+    files = sidecar.get("files") if isinstance(sidecar, dict) else None
+    out: dict[str, str] = {}
+    for key, entry in (files or {}).items() if isinstance(files, dict) else ():
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise CheckpointError(
+                f"{sidecar_path}: its {key} entry names {name!r}, expected a file name beside the sidecar; "
+                "the checkpoint is damaged."
+            )
+        out[key] = name
+    return out
+
+
+def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+    """``(weights, state, sidecar)`` paths of the checkpoint ``path`` (``run/best``, ``run/best.json``...).
+
+    The single source of truth for where a checkpoint's files are: the tensor files are those its
+    sidecar names (``run/best.<sha12>.safetensors``, ``run/best.<sha12>.state.safetensors``; the
+    earlier layout's ``run/best.safetensors``...). Without a readable sidecar (not saved yet, or
+    damaged: :func:`load_checkpoint` says what is wrong), and for a state the checkpoint does not
+    have, the earlier layout's names are returned; check ``.is_file()`` before reading them.
+    """
+    folder, name = _split(path)
+    sidecar_path = folder / f"{name}.json"
+    named: dict[str, str] = {}
+    try:
+        named = _named_files(json.loads(sidecar_path.read_text(encoding="utf-8")), sidecar_path)
+    except (OSError, ValueError):  # no sidecar, not JSON, or a damaged files entry
+        pass
     return (
-        base.with_name(name + ".safetensors"),
-        base.with_name(name + ".state.safetensors"),
-        base.with_name(name + ".json"),
+        folder / named.get("weights", f"{name}.safetensors"),
+        folder / named.get("state", f"{name}.state.safetensors"),
+        sidecar_path,
     )
 
 
