@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from examples.leukemia import train as T
+from examples.leukemia.checkpoint import checkpoint_paths
 from examples.leukemia.synthetic import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,10 +94,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert two["test"]["nll"] == pytest.approx(one.test["nll"], rel=1e-4)
     assert exact(two["best_val"]["metrics"]) == exact(one.best["metrics"])
     # the same weights, up to the order of float sums
-    w1, w2 = (
-        load_file(str(tmp_path / "one" / "last.safetensors")),
-        load_file(str(tmp_path / "ddp" / "last.safetensors")),
-    )
+    w1, w2 = (load_file(checkpoint_paths(tmp_path / run / "last")[0]) for run in ("one", "ddp"))
     assert w1.keys() == w2.keys()
     for key in w1:
         assert torch.allclose(w1[key], w2[key], rtol=1e-3, atol=1e-4), key

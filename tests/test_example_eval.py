@@ -157,6 +157,37 @@ def test_explain_writes_one_map_per_level(method: str, trained: dict[str, Path],
         )
 
 
+def test_explain_keeps_images_with_the_same_name_apart(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from examples.leukemia.checkpoint import save_checkpoint
+    from examples.leukemia.explain import main
+    from examples.leukemia.models import build_model
+
+    tax = load_taxonomy("paper")
+    model = build_model("test_convnext", tax, "hierarchical")
+    config = {"model": model.config, "image_size": 32, "decode": "top_down"}
+    save_checkpoint(tmp_path / "run" / "best", model, tax, config=config)
+    rng = np.random.default_rng(0)
+    images = [
+        tmp_path / "cells" / "a" / "x.png",
+        tmp_path / "cells" / "b" / "x.png",
+        tmp_path / "cells" / "b" / "x.jpg",
+    ]
+    for file in images:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(file)
+    out = tmp_path / "out"
+    rows = main([str(tmp_path / "run" / "best"), str(tmp_path / "cells"), "--out", str(out), "--device", "cpu"])
+    preds = {r["image"]: r["prediction"] for r in rows}
+    assert preds.keys() == {str(f) for f in images} and len(rows) == sum(tax.depth(p) for p in preds.values())
+    overlays = [r["overlay"] for r in rows]
+    assert len(set(overlays)) == len(rows), "two images wrote the same overlay file"
+    assert all(Path(o).read_bytes()[:8] == PNG for o in overlays)
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(["explain.png", *(Path(o).name for o in overlays)])
+    assert all(Path(o).name.startswith(("000_x_d", "001_x_d", "002_x_d")) for o in overlays)
+
+
 def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
     from examples.leukemia.compare import main
     from examples.leukemia.pack import pack

@@ -27,7 +27,7 @@ from examples.leukemia.checkpoint import (
     save_checkpoint,
 )
 from examples.leukemia.data import load_taxonomy
-from examples.leukemia.models import PerLevelClassifier, build_model, method_defaults
+from examples.leukemia.models import HEAD_LOSSES, PerLevelClassifier, build_model, method_defaults
 
 FAST = ["--quiet", "--no-tensorboard", "--img-size", "32", "--batch-size", "8", "--workers", "1"]
 
@@ -65,13 +65,95 @@ def test_method_defaults_and_errors() -> None:
     assert method_defaults("flat") == {"head": "flat", "loss": "flat", "decode": "argmax_leaf"}
     assert method_defaults("hierarchical") == {"head": "level", "loss": "level", "decode": "top_down"}
     assert method_defaults("hierarchical", head="conditional")["loss"] == "conditional"
-    assert method_defaults("hierarchical", head="conditional", loss="bce")["loss"] == "bce"
+    assert method_defaults("hierarchical", head="conditional", loss="level")["loss"] == "level"
+    with pytest.raises(ValueError, match="head/loss: --head 'conditional' and --loss 'bce' do not fit"):
+        method_defaults("hierarchical", head="conditional", loss="bce")
     with pytest.raises(ValueError, match="method: expected one of"):
         method_defaults("tree")
     with pytest.raises(ValueError, match="per-level method is one softmax per level"):
         method_defaults("per-level", head="conditional")
     with pytest.raises(ValueError, match="backbone: timm has no model 'no_such_net'"):
         build_model("no_such_net", load_taxonomy("paper"), "flat")
+
+
+HEADS = ("conditional", "level", "sigmoid", "flat")
+LOSSES = ("conditional", "level", "bce", "flat", "hxe", "soft_label", "max_constraint")
+
+
+def test_head_losses_table_matches_the_library() -> None:
+    from hiercls.heads import _HEADS
+    from hiercls.losses import _LOSSES, default_loss
+
+    assert set(HEAD_LOSSES) == set(_HEADS) == set(HEADS) and set(_LOSSES) == set(LOSSES)
+    assert {loss for losses in HEAD_LOSSES.values() for loss in losses} == set(LOSSES)
+    assert all(losses[0] == default_loss(head) for head, losses in HEAD_LOSSES.items())
+
+
+def _loss_step(model: torch.nn.Module, tax) -> float:
+    """One SGD step of the model's criterion on the head's logits of random features; returns the loss."""
+    torch.manual_seed(0)
+    if isinstance(model, PerLevelClassifier):
+        logits = model(torch.randn(3, 3, 32, 32))
+        params = list(model.classifiers.parameters())
+    else:
+        logits = model.head(torch.randn(3, model.backbone.num_features))
+        params = list(model.head.parameters())
+    target = torch.tensor([tax.index("Normal"), tax.index("Leukemia"), tax.index("APL")])  # one partial label
+    loss = model.criterion(logits, target)
+    loss.backward()
+    opt = torch.optim.SGD(params, lr=0.1)
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, params)), "the step moved nothing"
+    probs = model.marginals(logits.detach())
+    assert probs.shape == (3, tax.num_nodes) and torch.allclose(probs[:, 0], torch.ones(3))
+    return float(loss.detach())
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_loss_pair_builds_and_steps_or_is_refused(head: str, loss: str, paper_tax) -> None:
+    if loss in HEAD_LOSSES[head]:
+        model = build_model("test_convnext", paper_tax, "hierarchical", head=head, loss=loss)
+        assert (model.config["head"], model.config["loss"]) == (head, loss)
+        assert model.head.kind == head and getattr(model.head, "coherent", False) == (loss == "max_constraint")
+        assert math.isfinite(_loss_step(model, paper_tax))
+    else:
+        msg = rf"--head '{head}' and --loss '{loss}' do not fit: .* Valid --loss for the {head} head: " + re.escape(
+            ", ".join(HEAD_LOSSES[head])
+        )
+        with pytest.raises(ValueError, match=msg):
+            build_model("test_convnext", paper_tax, "hierarchical", head=head, loss=loss)
+        with pytest.raises(ValueError, match=msg):
+            method_defaults("flat", head=head, loss=loss)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_per_level_method_takes_only_the_level_head_losses(loss: str, paper_tax) -> None:
+    if loss in HEAD_LOSSES["level"]:
+        model = build_model("test_convnext", paper_tax, "per-level", loss=loss)
+        assert model.config["loss"] == loss and math.isfinite(_loss_step(model, paper_tax))
+    else:
+        with pytest.raises(ValueError, match=rf"--method per-level \(head 'level'\) and --loss '{loss}' do not fit"):
+            build_model("test_convnext", paper_tax, "per-level", loss=loss)
+
+
+def test_loss_alone_picks_a_head_that_fits() -> None:
+    # the method's head when it fits the loss, else the loss's own head
+    assert method_defaults("hierarchical", loss="conditional")["head"] == "level"
+    assert method_defaults("hierarchical", loss="bce")["head"] == "sigmoid"
+    assert method_defaults("hierarchical", loss="max_constraint")["head"] == "sigmoid"
+    assert method_defaults("hierarchical", loss="hxe")["head"] == "flat"
+    assert method_defaults("flat", loss="soft_label")["head"] == "flat"
+    assert method_defaults("flat", loss="level") == {"head": "level", "loss": "level", "decode": "argmax_leaf"}
+    assert method_defaults("flat", loss="conditional")["head"] == "conditional"
+    for loss in LOSSES:
+        choice = method_defaults("hierarchical", loss=loss)
+        assert loss in HEAD_LOSSES[choice["head"]]
+    with pytest.raises(ValueError, match="head: expected one of .* got 'tree'"):
+        method_defaults("hierarchical", head="tree")
+    with pytest.raises(ValueError, match="loss: expected one of .* got 'nll'"):
+        method_defaults("hierarchical", loss="nll")
 
 
 def test_per_level_model_trains_each_backbone_only_by_its_level(paper_tax) -> None:
@@ -137,6 +219,9 @@ def test_checkpoint_round_trip_without_pickle(tmp_path: Path, paper_tax) -> None
     )
     weights, state, sidecar = checkpoint_paths(path)
     assert path == sidecar and weights.is_file() and state.is_file()
+    assert re.fullmatch(r"last\.[0-9a-f]{12}\.safetensors", weights.name), weights.name
+    assert re.fullmatch(r"last\.[0-9a-f]{12}\.state\.safetensors", state.name), state.name
+    assert checkpoint_paths(weights) == checkpoint_paths(state) == checkpoint_paths(tmp_path / "run" / "last")
     assert not list((tmp_path / "run").glob(".*tmp*")), "temporary files left behind"
     text = sidecar.read_text()
     assert "pickle" not in text and json.loads(text)["taxonomy_fingerprint"] == paper_tax.fingerprint
@@ -189,12 +274,13 @@ def test_checkpoint_errors(tmp_path: Path, paper_tax, monkeypatch: pytest.Monkey
 
     model = build_model("test_convnext", paper_tax, "flat")
     save_checkpoint(tmp_path / "ck", model, paper_tax, epoch=0)
-    before = (tmp_path / "ck.safetensors").read_bytes()
+    weights = checkpoint_paths(tmp_path / "ck")[0]
+    before = weights.read_bytes()
     with pytest.raises(CheckpointError, match="no checkpoint sidecar"):
         load_checkpoint(tmp_path / "nothing")
     with pytest.raises(CheckpointError, match="cannot store a object without pickle"):
         save_checkpoint(tmp_path / "bad", model, paper_tax, state={"x": object()})
-    assert not (tmp_path / "bad.safetensors").exists()
+    assert not list(tmp_path.glob("bad*"))
     with pytest.raises(CheckpointError, match="holds no optimizer state"):
         load_checkpoint(tmp_path / "ck", optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(CheckpointError, match="weights do not fit this model"):
@@ -208,15 +294,128 @@ def test_checkpoint_errors(tmp_path: Path, paper_tax, monkeypatch: pytest.Monkey
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "ck", build_model("test_convnext", paper_tax, "flat"), paper_tax, epoch=1)
     monkeypatch.undo()
-    assert (tmp_path / "ck.safetensors").read_bytes() == before and load_checkpoint(tmp_path / "ck").epoch == 0
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert checkpoint_paths(tmp_path / "ck")[0] == weights and weights.read_bytes() == before
+    assert load_checkpoint(tmp_path / "ck").epoch == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ck.json", weights.name]), (
+        "temporary files left behind"
+    )
     # tampered tensors are caught by the sidecar's hash
-    (tmp_path / "ck.safetensors").write_bytes(before[:-4] + b"\0\0\0\0")
+    weights.write_bytes(before[:-4] + b"\0\0\0\0")
     with pytest.raises(CheckpointError, match="SHA-256 differs"):
         load_checkpoint(tmp_path / "ck")
     (tmp_path / "ck.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(tmp_path / "ck")
+
+
+def _stepped_flat_model(paper_tax) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = build_model("test_convnext", paper_tax, "flat")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.criterion(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 5])).backward()
+    opt.step()
+    return model, opt
+
+
+def _bump(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+
+def test_checkpoint_failure_while_writing_the_state_keeps_the_previous_one(
+    tmp_path: Path, paper_tax, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import examples.leukemia.checkpoint as C
+
+    model, opt = _stepped_flat_model(paper_tax)
+    save_checkpoint(tmp_path / "last", model, paper_tax, epoch=0, optimizer=opt)
+    first = C.model_state(model)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    _bump(model)
+    real_save_file = C.save_file
+
+    def weights_then_full_disk(tensors, filename, metadata=None):
+        if not any(k.startswith("backbone.") for k in tensors):  # the state file
+            raise OSError(28, "No space left on device")
+        real_save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(C, "save_file", weights_then_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(tmp_path / "last", model, paper_tax, epoch=1, optimizer=opt)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == files, "the failed save must leave nothing behind"
+    fresh = build_model("test_convnext", paper_tax, "flat")
+    ck = load_checkpoint(tmp_path / "last", fresh, optimizer=torch.optim.SGD(fresh.parameters(), lr=0.1))
+    assert ck.epoch == 0 and all(torch.equal(fresh.state_dict()[k], v) for k, v in first.items())
+    # --resume's path: the run goes on from the intact checkpoint, and the next save succeeds
+    save_checkpoint(tmp_path / "last", model, paper_tax, epoch=1, optimizer=opt)
+    assert load_checkpoint(tmp_path / "last").epoch == 1
+
+
+def test_checkpoint_saves_replace_files_and_read_the_earlier_layout(tmp_path: Path, paper_tax) -> None:
+    model, opt = _stepped_flat_model(paper_tax)
+
+    def sgd():
+        return torch.optim.SGD(build_model("test_convnext", paper_tax, "flat").parameters(), lr=0.1, momentum=0.9)
+
+    # a checkpoint of the earlier layout (version 1): NAME.safetensors + NAME.state.safetensors
+    save_checkpoint(tmp_path / "last", model, paper_tax, epoch=0, optimizer=opt)
+    weights, state, sidecar = checkpoint_paths(tmp_path / "last")
+    weights.rename(tmp_path / "last.safetensors")
+    state.rename(tmp_path / "last.state.safetensors")
+    data = json.loads(sidecar.read_text())
+    data["version"] = 1
+    data["files"]["weights"]["file"], data["files"]["state"]["file"] = "last.safetensors", "last.state.safetensors"
+    sidecar.write_text(json.dumps(data))
+    assert checkpoint_paths(tmp_path / "last")[:2] == (
+        tmp_path / "last.safetensors",
+        tmp_path / "last.state.safetensors",
+    )
+    assert load_checkpoint(tmp_path / "last.safetensors", optimizer=sgd()).epoch == 0
+    # a save killed before its clean-up left a hashed file; another checkpoint shares the folder
+    (tmp_path / "last.0123456789ab.safetensors").write_bytes(b"orphan")
+    save_checkpoint(tmp_path / "best", model, paper_tax, epoch=0)
+    best = sorted(p.name for p in tmp_path.glob("best*"))
+    assert len(best) == 2
+
+    def last_files() -> list[str]:
+        return sorted(p.name for p in tmp_path.glob("last*"))
+
+    # the next save writes new files, commits the sidecar, then deletes what the old one named (and the orphan)
+    _bump(model)
+    save_checkpoint(tmp_path / "last", model, paper_tax, epoch=1, optimizer=opt)
+    weights, state, _ = checkpoint_paths(tmp_path / "last")
+    assert last_files() == sorted(["last.json", weights.name, state.name])
+    assert sorted(p.name for p in tmp_path.glob("best*")) == best, "another checkpoint's files must stay"
+    assert load_checkpoint(tmp_path / "last", optimizer=sgd()).epoch == 1
+    # same weights: the same file, kept; no state: the state file goes
+    save_checkpoint(tmp_path / "last", model, paper_tax, epoch=2)
+    assert checkpoint_paths(tmp_path / "last")[0] == weights and last_files() == sorted(["last.json", weights.name])
+    assert load_checkpoint(tmp_path / "last").epoch == 2 and load_checkpoint(tmp_path / "best").epoch == 0
+
+
+def test_checkpoint_load_rereads_a_sidecar_replaced_meanwhile(
+    tmp_path: Path, paper_tax, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import examples.leukemia.checkpoint as C
+
+    model, _ = _stepped_flat_model(paper_tax)
+    save_checkpoint(tmp_path / "best", model, paper_tax, epoch=0)
+    real_read = C._read_tensor_files
+    calls = []
+
+    def a_save_in_between(*args, **kwargs):  # a training run saves while evaluate is reading
+        if not calls:
+            _bump(model)
+            save_checkpoint(tmp_path / "best", model, paper_tax, epoch=1)
+        calls.append(1)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(C, "_read_tensor_files", a_save_in_between)
+    ck = load_checkpoint(tmp_path / "best")
+    assert ck.epoch == 1 and len(calls) == 2
+    assert all(torch.equal(ck.weights[k], v) for k, v in C.model_state(model).items())
 
 
 # ------------------------------------------------------------------------------- training
@@ -249,9 +448,10 @@ def test_each_method_trains_on_real_images(method: str, backbone: str, pbc_pack:
     assert len(res.history) == 1 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in res.history)
     for name in (
         "best.json",
-        "best.safetensors",
+        checkpoint_paths(out / "best")[0].name,
         "last.json",
-        "last.state.safetensors",
+        checkpoint_paths(out / "last")[0].name,
+        checkpoint_paths(out / "last")[1].name,
         "log.csv",
         "splits.csv",
         "config.json",
@@ -299,7 +499,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     T.run(T.parse_args([*common, "--output", str(tmp_path / "b"), "--stop-after", "1"]))
     assert json.loads((tmp_path / "b" / "last.json").read_text())["epoch"] == 0
     b = T.run(T.parse_args([*common, "--output", str(tmp_path / "b"), "--resume"]))
-    wa, wb = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
+    wa, wb = (load_file(checkpoint_paths(tmp_path / run / "last")[0]) for run in ("a", "b"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.test == b.test and a.best["epoch"] == b.best["epoch"]
 

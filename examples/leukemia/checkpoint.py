@@ -25,13 +25,14 @@ you give it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,14 @@ def _named_files(sidecar: Any, sidecar_path: Path) -> dict[str, str]:
     return out
 
 
+def _named_by(sidecar_path: Path) -> dict[str, str]:
+    """:func:`_named_files` of the sidecar on disk; empty when it is missing, not JSON or damaged."""
+    try:
+        return _named_files(json.loads(sidecar_path.read_text(encoding="utf-8")), sidecar_path)
+    except (OSError, ValueError):
+        return {}
+
+
 def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
     """``(weights, state, sidecar)`` paths of the checkpoint ``path`` (``run/best``, ``run/best.json``...).
 
@@ -136,11 +145,7 @@ def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
     """
     folder, name = _split(path)
     sidecar_path = folder / f"{name}.json"
-    named: dict[str, str] = {}
-    try:
-        named = _named_files(json.loads(sidecar_path.read_text(encoding="utf-8")), sidecar_path)
-    except (OSError, ValueError):  # no sidecar, not JSON, or a damaged files entry
-        pass
+    named = _named_by(sidecar_path)
     return (
         folder / named.get("weights", f"{name}.safetensors"),
         folder / named.get("state", f"{name}.state.safetensors"),
@@ -239,19 +244,74 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through ``write(tmp_path)`` to a temporary file in the same folder, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _write_tmp(folder: Path, prefix: str, write: Callable[[str], None]) -> str:
+    """Write through ``write(tmp_path)`` to a new temporary file in ``folder`` and ``fsync`` it (removed on error)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{prefix}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
+
+
+def _unlink(path: str | os.PathLike[str]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through ``write(tmp_path)`` to a temporary file in the same folder, then ``os.replace``."""
+    tmp = _write_tmp(path.parent, path.name, write)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink(tmp)
         raise
+
+
+def _write_tensor_file(folder: Path, name: str, kind: str, tensors: dict[str, Tensor]) -> tuple[str, str]:
+    """Save ``tensors`` under their hashed name (:func:`_tensor_name`); returns ``(file name, sha256)``."""
+    tmp = _write_tmp(folder, name, lambda t: save_file(tensors, t, metadata={"format": FORMAT}))
+    try:
+        sha = _sha256(Path(tmp))
+        file = _tensor_name(name, sha, kind)
+        os.replace(tmp, folder / file)  # same name <=> same bytes: never changes a file a sidecar names
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return file, sha
+
+
+def _stale_files(folder: Path, name: str, previous: set[str], keep: set[str]) -> list[Path]:
+    """Tensor files of checkpoint ``name`` that the new sidecar does not name.
+
+    Those the previous sidecar named and the hashed files a crashed save left behind; only names of
+    this checkpoint (``NAME.<sha12>[.state].safetensors``, ``NAME[.state].safetensors``) are considered.
+    """
+    hashed = re.compile(rf"{re.escape(name)}\.[0-9a-f]{{{_HASH_CHARS}}}(\.state)?\.safetensors")
+    legacy = {f"{name}.safetensors", f"{name}.state.safetensors"}
+    found = {f for f in previous if f in legacy or hashed.fullmatch(f)}
+    with contextlib.suppress(OSError):
+        found |= {p.name for p in folder.iterdir() if hashed.fullmatch(p.name)}
+    return [folder / f for f in sorted(found - keep)]
 
 
 def save_checkpoint(
@@ -283,8 +343,9 @@ def save_checkpoint(
     Raises:
         CheckpointError: ``state`` holds something that cannot be stored without pickle.
     """
-    weights_path, state_path, sidecar_path = checkpoint_paths(path)
-    sidecar_path.parent.mkdir(parents=True, exist_ok=True)
+    folder, name = _split(path)
+    sidecar_path = folder / f"{name}.json"
+    folder.mkdir(parents=True, exist_ok=True)
     train_state: dict[str, Any] = dict(state or {})
     if optimizer is not None:
         train_state["optimizer"] = optimizer.state_dict()
@@ -295,31 +356,41 @@ def save_checkpoint(
     tensors: dict[str, Tensor] = {}
     encoded_state = _encode(train_state, tensors)
     json.dumps(encoded_state)  # fail before writing anything
-    _atomic_write(weights_path, lambda tmp: save_file(model_state(model), tmp, metadata={"format": FORMAT}))
-    files = {"weights": {"file": weights_path.name, "sha256": _sha256(weights_path)}}
-    if tensors:
-        _atomic_write(state_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-        files["state"] = {"file": state_path.name, "sha256": _sha256(state_path)}
-    elif state_path.exists():
-        state_path.unlink()
-    sidecar = {
-        "format": FORMAT,
-        "version": VERSION,
-        "epoch": epoch,
-        "taxonomy_fingerprint": taxonomy.fingerprint,
-        "taxonomy": json.loads(taxonomy.to_json()),
-        "config": dict(config or {}),
-        "metrics": dict(metrics or {}),
-        "files": files,
-        "state": encoded_state,
-    }
-    text = json.dumps(sidecar, indent=1, default=_json_default)
+    previous = set(_named_by(sidecar_path).values())  # never touched before the commit, deleted after it
+    files: dict[str, dict[str, str]] = {}
+    try:
+        for kind, content in (("weights", model_state(model)), ("state", tensors)):
+            if kind == "weights" or content:
+                file, sha = _write_tensor_file(folder, name, kind, content)
+                files[kind] = {"file": file, "sha256": sha}
+        sidecar = {
+            "format": FORMAT,
+            "version": VERSION,
+            "epoch": epoch,
+            "taxonomy_fingerprint": taxonomy.fingerprint,
+            "taxonomy": json.loads(taxonomy.to_json()),
+            "config": dict(config or {}),
+            "metrics": dict(metrics or {}),
+            "files": files,
+            "state": encoded_state,
+        }
+        text = json.dumps(sidecar, indent=1, default=_json_default)
 
-    def write_json(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        def write_json(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
 
-    _atomic_write(sidecar_path, write_json)
+        _fsync_dir(folder)  # the tensor files' names are durable before the sidecar names them
+        _atomic_write(sidecar_path, write_json)  # the commit
+    except BaseException:  # the previous checkpoint stays as it was; drop what this save added
+        current = set(_named_by(sidecar_path).values())  # an interrupt right after the commit: keep what it names
+        for entry in files.values():
+            if entry["file"] not in previous | current:
+                _unlink(folder / entry["file"])
+        raise
+    _fsync_dir(folder)
+    for stale in _stale_files(folder, name, previous, {entry["file"] for entry in files.values()}):
+        _unlink(stale)
     return sidecar_path
 
 
@@ -356,44 +427,32 @@ def _load_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> None:
         )
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str],
-    model: nn.Module | None = None,
-    *,
-    taxonomy: Taxonomy | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    restore_rng: bool = False,
-    verify: bool = True,
-) -> Checkpoint:
-    """Read a checkpoint; optionally load it into a model / optimizer / scheduler and restore the RNG.
+class _MissingFileError(CheckpointError):
+    """A tensor file the sidecar names is not there."""
 
-    Nothing is unpickled: tensors come from safetensors, everything else from JSON.
 
-    Args:
-        path: ``run/best``, ``run/best.json`` or ``run/best.safetensors``.
-        model: load the weights into it (strict: every parameter must be present and match).
-        taxonomy: the taxonomy you are going to use; refused if its fingerprint differs.
-        optimizer, scheduler: restore their state (saved with the checkpoint).
-        restore_rng: restore the RNG states saved with ``rng=True``.
-        verify: check the SHA-256 of the tensor files against the sidecar.
+def _text_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
 
-    Raises:
-        CheckpointError: missing files, another format, damaged files, a taxonomy mismatch, weights that
-            do not fit the model, or a state that was not saved.
-    """
-    weights_path, state_path, sidecar_path = checkpoint_paths(path)
-    if not sidecar_path.is_file():
+
+def _read_sidecar(sidecar_path: Path, taxonomy: Taxonomy | None) -> tuple[str, dict[str, Any], Taxonomy]:
+    """``(text, parsed sidecar, stored taxonomy)``, checked (format, version, taxonomy fingerprint)."""
+    text = _text_or_none(sidecar_path)
+    if text is None:
         raise CheckpointError(
-            f"path: no checkpoint sidecar {sidecar_path} (a checkpoint is NAME.json + NAME.safetensors, "
-            "as written by save_checkpoint)."
+            f"path: no checkpoint sidecar {sidecar_path} (a checkpoint is NAME.json + the NAME.*.safetensors "
+            "files it names, as written by save_checkpoint)."
         )
     try:
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        sidecar = json.loads(text)
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{sidecar_path} is not valid JSON ({err}); the checkpoint is damaged.") from err
     if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
-        raise CheckpointError(f"{sidecar_path}: not a {FORMAT} sidecar (format={sidecar.get('format')!r}).")
+        found = sidecar.get("format") if isinstance(sidecar, dict) else type(sidecar).__name__
+        raise CheckpointError(f"{sidecar_path}: not a {FORMAT} sidecar (format={found!r}).")
     if sidecar.get("version", 0) > VERSION:
         raise CheckpointError(f"{sidecar_path}: version {sidecar['version']} is newer than this code ({VERSION}).")
     stored = _taxonomy_from_json(sidecar["taxonomy"])
@@ -409,16 +468,69 @@ def load_checkpoint(
             + (f"; nodes in only one of them: {diff}" if diff else "; same nodes, different structure or order")
             + "). Use the checkpoint's own taxonomy (Checkpoint.taxonomy) or retrain."
         )
-    for key, file in (("weights", weights_path), ("state", state_path)):
-        entry = sidecar["files"].get(key)
-        if entry is None:
+    return text, sidecar, stored
+
+
+def _read_tensor_files(
+    sidecar: dict[str, Any], sidecar_path: Path, verify: bool
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(weights, state tensors)`` from the files the sidecar names (hashes checked when ``verify``)."""
+    named = _named_files(sidecar, sidecar_path)
+    if "weights" not in named:
+        raise CheckpointError(f"{sidecar_path}: names no weights file; the checkpoint is damaged.")
+    out: dict[str, dict[str, Tensor]] = {"weights": {}, "state": {}}
+    for key in ("weights", "state"):
+        if key not in named:
             continue
-        if not file.is_file():
-            raise CheckpointError(f"{sidecar_path}: its {key} file {file} is missing.")
-        if verify and _sha256(file) != entry["sha256"]:
-            raise CheckpointError(f"{file}: SHA-256 differs from the sidecar's; the checkpoint is damaged or mixed.")
-    weights = load_file(str(weights_path))
-    tensors = load_file(str(state_path)) if "state" in sidecar["files"] else {}
+        file = sidecar_path.parent / named[key]
+        try:
+            if verify and _sha256(file) != sidecar["files"][key].get("sha256"):
+                raise CheckpointError(
+                    f"{file}: SHA-256 differs from the sidecar's; the checkpoint is damaged or mixed."
+                )
+            out[key] = load_file(str(file))
+        except FileNotFoundError:
+            raise _MissingFileError(f"{sidecar_path}: its {key} file {file} is missing.") from None
+    return out["weights"], out["state"]
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module | None = None,
+    *,
+    taxonomy: Taxonomy | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    restore_rng: bool = False,
+    verify: bool = True,
+) -> Checkpoint:
+    """Read a checkpoint; optionally load it into a model / optimizer / scheduler and restore the RNG.
+
+    Nothing is unpickled: tensors come from safetensors, everything else from JSON.
+
+    Args:
+        path: ``run/best``, ``run/best.json`` or one of its tensor files (``run/best.<sha12>.safetensors``).
+        model: load the weights into it (strict: every parameter must be present and match).
+        taxonomy: the taxonomy you are going to use; refused if its fingerprint differs.
+        optimizer, scheduler: restore their state (saved with the checkpoint).
+        restore_rng: restore the RNG states saved with ``rng=True``.
+        verify: check the SHA-256 of the tensor files against the sidecar.
+
+    Raises:
+        CheckpointError: missing files, another format, damaged files, a taxonomy mismatch, weights that
+            do not fit the model, or a state that was not saved.
+    """
+    folder, base = _split(path)
+    sidecar_path = folder / f"{base}.json"
+    for attempt in range(3):
+        text, sidecar, stored = _read_sidecar(sidecar_path, taxonomy)
+        try:
+            weights, tensors = _read_tensor_files(sidecar, sidecar_path, verify)
+            break
+        except _MissingFileError:
+            # a save replaced the checkpoint between reading the sidecar and its files: read the new one
+            if attempt == 2 or _text_or_none(sidecar_path) in (None, text):
+                raise
     state = _decode(sidecar.get("state") or {}, tensors)
     if model is not None:
         _load_weights(model, weights)

@@ -13,9 +13,10 @@ figures of Hamdi et al.:
   grid (the prefix/class tokens dropped): Grad-CAM on the last block;
 - the per-level method: the backbone of that level (each level has its own model).
 
-Written to ``--out``: one overlay PNG per image and level (``<image>_d<depth>_<node>.png``), a
-combined figure ``explain.png`` (rows: images; columns: the input, then one map per level) and
-``explain.csv`` listing them.
+Written to ``--out``: one overlay PNG per image and level, ``<i>_<image>_d<depth>_<node>.png`` with
+``<i>`` the image's 3-digit position in the run (``000``, ``001``...; images that share a file name,
+``a/x.jpg`` and ``b/x.jpg``, get distinct overlays), a combined figure ``explain.png`` (rows:
+images; columns: the input, then one map per level) and ``explain.csv`` listing them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from hiercls.decoding import decode
 
 log = logging.getLogger("examples.leukemia.explain")
 
-__all__ = ["cam_target_layer", "explain", "main"]
+__all__ = ["cam_target_layer", "explain", "main", "overlay_name"]
 
 
 class _LogMarginals(nn.Module):
@@ -137,6 +138,11 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
+def overlay_name(index: int, image: str | Path, depth: int, node: str) -> str:
+    """``<index:03d>_<image stem>_d<depth>_<node>.png``: the index keeps images that share a stem apart."""
+    return f"{index:03d}_{_safe(Path(image).stem)}_d{depth}_{_safe(node)}.png"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m examples.leukemia.explain", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
@@ -195,12 +201,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     fig, axes = plt.subplots(len(paths), cols, figsize=(2.4 * cols, 2.5 * len(paths)), squeeze=False)
     tag = " [SYNTHETIC]" if ckpt.config.get("synthetic") else ""
     for i, path in enumerate(paths):
-        stem = _safe(Path(path).stem)
         axes[i, 0].imshow(rgb[i])
         axes[i, 0].set_title(f"{Path(path).name}\npred: {tax.nodes[int(pred[i])]}", fontsize=7)
         for j, (depth, node, prob, cam) in enumerate(maps[i], start=1):
             over = _overlay(rgb[i], cam)
-            file = out / f"{stem}_d{depth}_{_safe(tax.nodes[node])}.png"
+            file = out / overlay_name(i, path, depth, tax.nodes[node])
             Image.fromarray(over).save(file)
             axes[i, j].imshow(over)
             axes[i, j].set_title(f"depth {depth}: {tax.nodes[node]}\np={prob:.2f}", fontsize=7)

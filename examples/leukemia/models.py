@@ -15,7 +15,8 @@ The three methods of Hamdi et al. (AMAI 2023), all built from the library's part
   :class:`hiercls.heads.LevelHead` (one softmax per level) trained with the same level loss, decoded
   tier by tier (``top_down``).
 
-``--head`` / ``--loss`` swap in any head or loss of the library on a shared backbone.
+``--head`` / ``--loss`` swap in any head or loss of the library on a shared backbone, as long as the
+loss trains the head's probability model (:data:`HEAD_LOSSES`; an incompatible pair is refused).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from hiercls.losses import create_loss, default_loss
 from hiercls.marginals import conditional_log_marginals, level_marginals
 
 __all__ = [
+    "HEAD_LOSSES",
     "METHODS",
     "HierarchicalClassifier",
     "Method",
@@ -60,22 +62,89 @@ _DEFAULTS: dict[str, tuple[str, str]] = {
 # tiered decoding for the paper's two hierarchical models, the plain argmax for the flat one
 _DEFAULT_DECODE: dict[str, str] = {"flat": "argmax_leaf", "per-level": "top_down", "hierarchical": "top_down"}
 
+HEAD_LOSSES: dict[str, tuple[str, ...]] = {
+    "conditional": ("conditional", "level"),
+    "level": ("level", "conditional"),
+    "sigmoid": ("bce", "max_constraint"),
+    "flat": ("flat", "hxe", "soft_label"),
+}
+"""Head kind -> the loss kinds that train the probability model its marginals read (first: its default).
+
+The library has no such table (only :func:`hiercls.losses.default_loss`), so it lives here:
+
+- ``conditional`` and ``level`` heads both emit per-node logits whose marginals are sibling-group
+  softmaxes multiplied down the path (a level softmax renormalised within sibling groups is the same
+  thing, :func:`hiercls.marginals.level_marginals`), so ``conditional_softmax_nll`` and
+  ``level_cross_entropy`` train either; ``bce``/``max_constraint`` would fit independent sigmoids.
+- ``sigmoid``: per-node sigmoids, trained by ``node_bce``, or by ``max_constraint_loss`` (C-HMCNN;
+  the head is then built with ``coherent=True`` so its marginals apply the max-constraint too).
+- ``flat``: leaf logits ``(B, num_leaves)``; the per-node losses fail on their shape.
+"""
+
+_HEAD_LOGITS: dict[str, str] = {
+    "conditional": "per-node logits read as one softmax per sibling group",
+    "level": "per-node logits read as one softmax per depth level (sibling-group softmaxes once renormalised)",
+    "sigmoid": "per-node logits read as independent sigmoids",
+    "flat": "leaf logits (B, num_leaves) read as one softmax over the leaves",
+}
+# loss kind -> the head built for it when only --loss is given and the method's head does not fit it
+_LOSS_HEAD: dict[str, str] = {
+    "conditional": "conditional",
+    "level": "level",
+    "bce": "sigmoid",
+    "max_constraint": "sigmoid",
+    "flat": "flat",
+    "hxe": "flat",
+    "soft_label": "flat",
+}
+
+
+def _check_pair(method: str, head: str, loss: str, head_given: bool) -> None:
+    """Refuse a head/loss pair outside :data:`HEAD_LOSSES` (named by the flags that chose them)."""
+    if loss in HEAD_LOSSES[head]:
+        return
+    fits = [h for h, losses in HEAD_LOSSES.items() if loss in losses]
+    if method == "per-level":
+        flag = "--method per-level (head 'level')"
+        fix = f"or use --method hierarchical --loss {loss} (head {_LOSS_HEAD[loss]!r})"
+    else:
+        flag = f"--head {head!r}" if head_given else f"--method {method} (head {head!r})"
+        fix = f"or leave --head out to get the head that fits --loss {loss} ({_LOSS_HEAD[loss]!r})"
+    raise ValueError(
+        f"head/loss: {flag} and --loss {loss!r} do not fit: the {head} head's logits are {_HEAD_LOGITS[head]}, "
+        f"and --loss {loss} is for {' or '.join(fits)} heads (it would fail on the logits' shape or train "
+        f"another probability model than the one the head's marginals read). Valid --loss for the {head} "
+        f"head: {', '.join(HEAD_LOSSES[head])}; {fix}."
+    )
+
 
 def method_defaults(method: str, head: str | None = None, loss: str | None = None) -> dict[str, str]:
     """The head kind, loss kind and decoding rule a method uses, after ``--head``/``--loss`` overrides.
 
+    A head without a loss gets its default loss (:func:`hiercls.losses.default_loss`); a loss
+    without a head keeps the method's head when it fits (:data:`HEAD_LOSSES`), else gets the head
+    that fits the loss (``bce`` -> ``sigmoid``, ``hxe`` -> ``flat``...).
+
     Raises:
-        ValueError: unknown method, or a head other than ``level`` for ``per-level``.
+        ValueError: unknown method, head or loss; a head other than ``level`` for ``per-level``; or a
+            head/loss pair outside :data:`HEAD_LOSSES`.
     """
     if method not in _DEFAULTS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}.")
+    if head is not None and head not in HEAD_LOSSES:
+        raise ValueError(f"head: expected one of {list(HEAD_LOSSES)}, got {head!r}.")
+    if loss is not None and loss not in _LOSS_HEAD:
+        raise ValueError(f"loss: expected one of {list(_LOSS_HEAD)}, got {loss!r}.")
     head_kind = head or _DEFAULTS[method][0]
     if method == "per-level" and head_kind != "level":
         raise ValueError(
             f"head: the per-level method is one softmax per level (head 'level'), got {head_kind!r}; "
             "use --method hierarchical to put another head on a shared backbone."
         )
+    if head is None and loss is not None and method != "per-level" and loss not in HEAD_LOSSES[head_kind]:
+        head_kind = _LOSS_HEAD[loss]
     loss_kind = loss or (_DEFAULTS[method][1] if head is None else default_loss(head_kind))
+    _check_pair(method, head_kind, loss_kind, head is not None)
     decode = _DEFAULT_DECODE[method] if head_kind in ("flat", "level") else "top_down"
     return {"head": head_kind, "loss": loss_kind, "decode": decode}
 
@@ -195,12 +264,13 @@ def build_model(
         backbone: any timm model name (``convnext_tiny``, ``vit_small_patch16_224``, ``resnet18``...).
         taxonomy: the label tree.
         method: ``flat``, ``per-level`` or ``hierarchical`` (see the module docstring).
-        head: override the head kind (``conditional``, ``level``, ``sigmoid``, ``flat``).
+        head: override the head kind (``conditional``, ``level``, ``sigmoid``, ``flat``); see
+            :func:`method_defaults` for how ``head`` and ``loss`` are completed and checked.
         pretrained: download timm's pretrained weights (needs the weights hub).
         init_checkpoint: local weights for the backbone(s): a timm ``.safetensors``/``.pth`` file or a
             checkpoint of this example (then the head is loaded too when its shape matches).
         img_size: input size for models that need it (ViTs).
-        loss: override the loss kind (any of :func:`hiercls.losses.create_loss`).
+        loss: override the loss kind (one that fits the head, :data:`HEAD_LOSSES`).
         label_smoothing: passed to the loss.
         loss_kwargs: extra loss options (``alpha`` of HXE, ``beta`` of soft labels...).
         backbone_kwargs: extra ``timm.create_model`` options (``drop_path_rate``...).
@@ -212,7 +282,7 @@ def build_model(
         ``config`` dict that rebuilds it.
 
     Raises:
-        ValueError: unknown method/backbone, or an incompatible head/method pair.
+        ValueError: unknown method/backbone/head/loss, or an incompatible head/method or head/loss pair.
     """
     choice = method_defaults(method, head, loss)
     bkw = dict(backbone_kwargs or {})
@@ -230,7 +300,11 @@ def build_model(
         model = PerLevelClassifier(bbs, taxonomy, criterion)
     else:
         bb = create_backbone(backbone, pretrained=pretrained, img_size=img_size, **bkw)
-        model = HierarchicalClassifier(bb, create_head(choice["head"], bb.num_features, taxonomy), criterion, taxonomy)
+        # max_constraint_loss trains the max-constrained sigmoids: the head's marginals must apply it too
+        hkw = {"coherent": True} if choice["loss"] == "max_constraint" else {}
+        model = HierarchicalClassifier(
+            bb, create_head(choice["head"], bb.num_features, taxonomy, **hkw), criterion, taxonomy
+        )
     model.config = {
         "backbone": backbone,
         "method": method,
@@ -262,9 +336,15 @@ def model_from_config(config: Mapping[str, Any], taxonomy: Taxonomy) -> Hierarch
     )
 
 
+def _checkpoint_weights(path: Path) -> Path:
+    """``path`` itself, or the weights file of this example's checkpoint ``path`` (``run/best``, ``run/best.json``)."""
+    from examples.leukemia.checkpoint import checkpoint_paths
+
+    return checkpoint_paths(path)[0] if path.suffix == ".json" or not path.is_file() else path
+
+
 def _read_weights(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".json" or (not path.suffix and path.with_suffix(".safetensors").is_file()):
-        path = path.with_suffix(".safetensors")
+    path = _checkpoint_weights(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -293,8 +373,11 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[st
         ValueError: no tensor of the file matches the model.
     """
     path = Path(path)
-    if not path.exists() and not path.with_suffix(".safetensors").exists():
-        raise FileNotFoundError(f"init_checkpoint: {path} does not exist.")
+    if not _checkpoint_weights(path).is_file():
+        raise FileNotFoundError(
+            f"init_checkpoint: {path} does not exist; give a timm .safetensors/.pth file or a checkpoint of this "
+            "example (run/best)."
+        )
     weights = _read_weights(path)
     own = model.state_dict()
     targets: dict[str, Tensor] = {}
