@@ -193,6 +193,35 @@ def test_init_checkpoint_loads_backbone(tmp_path: Path, paper_tax) -> None:
         build_model("test_vit", paper_tax, "flat", init_checkpoint=tmp_path / "missing.safetensors")
 
 
+def test_init_checkpoint_resizes_a_vit_position_embedding(tmp_path: Path, paper_tax, caplog) -> None:
+    """Local ViT weights made at another size: the position embedding is interpolated (as timm does for
+    pretrained=True), not silently left random."""
+    import timm
+    from safetensors.torch import save_file
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(2)
+    src = timm.create_model("test_vit", num_classes=0, img_size=64)  # an 4x4 patch grid
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, tmp_path / "vit64.safetensors")
+    with caplog.at_level(logging.WARNING):
+        model = build_model(
+            "test_vit", paper_tax, "hierarchical", img_size=32, init_checkpoint=tmp_path / "vit64.safetensors"
+        )
+    got = model.backbone.pos_embed
+    assert got.shape != src.pos_embed.shape
+    want = resample_abs_pos_embed(
+        src.pos_embed.detach(), new_size=list(model.backbone.patch_embed.grid_size), num_prefix_tokens=1
+    )
+    torch.testing.assert_close(got.detach(), want)
+    assert "another shape" not in caplog.text
+    # a backbone tensor that cannot be fitted is reported, not skipped in silence
+    wide = timm.create_model("test_vit", num_classes=0, embed_dim=96, num_heads=2)
+    save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, tmp_path / "wide.safetensors")
+    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match="no tensor in .* matches"):
+        build_model("test_vit", paper_tax, "hierarchical", img_size=32, init_checkpoint=tmp_path / "wide.safetensors")
+    assert "backbone tensor(s) have another shape" in caplog.text
+
+
 # ------------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip_without_pickle(tmp_path: Path, paper_tax) -> None:
     torch.manual_seed(0)

@@ -358,12 +358,27 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 
 
+def _resample_pos_embed(model: nn.Module, name: str, value: Tensor, own: Tensor) -> Tensor:
+    """A ViT's absolute position embedding interpolated to this model's patch grid (weights made at
+    224 px used at 128 px), as timm does for ``pretrained=True``; ``value`` unchanged if not a timm ViT."""
+    from timm.layers import resample_abs_pos_embed
+
+    owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
+    if grid is None or value.ndim != 3 or own.ndim != 3:
+        return value
+    prefix = 0 if getattr(owner, "no_embed_class", False) else int(getattr(owner, "num_prefix_tokens", 1))
+    return resample_abs_pos_embed(value, new_size=list(grid), num_prefix_tokens=prefix)
+
+
 def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, int]:
     """Load local weights into the backbone(s) (and the head, from this example's checkpoints).
 
     Accepts timm weights (keys as in ``timm.create_model(name).state_dict()``; the classifier is
     dropped) or a checkpoint written by :func:`examples.leukemia.checkpoint.save_checkpoint` (keys
-    ``backbone.*``/``head.*``). Tensors whose name or shape does not match are skipped.
+    ``backbone.*``/``head.*``). A ViT's position embedding is interpolated to the model's patch grid
+    (weights made at another image size); other tensors whose name or shape does not match are skipped,
+    with a warning for backbone tensors of another shape.
 
     Returns:
         ``{"loaded": n, "skipped": m}``.
@@ -381,13 +396,27 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[st
     weights = _read_weights(path)
     own = model.state_dict()
     targets: dict[str, Tensor] = {}
+    mismatched: list[str] = []
     for key, value in weights.items():
         if key.startswith("criterion."):
             continue
         names = [key] if key in own else [f"backbone.{key}"] + [f"levels.{d}.{key}" for d in range(16)]
         for name in names:
-            if name in own and own[name].shape == value.shape:
+            if name not in own:
+                continue
+            if own[name].shape != value.shape and name.endswith("pos_embed"):
+                value = _resample_pos_embed(model, name, value, own[name])
+            if own[name].shape == value.shape:
                 targets[name] = value
+            elif not name.endswith(("head.weight", "head.bias", "fc.weight", "fc.bias")):
+                mismatched.append(f"{name} {tuple(value.shape)} -> {tuple(own[name].shape)}")
+    if mismatched:
+        log.warning(
+            "init_checkpoint %s: %d backbone tensor(s) have another shape and stay as initialised, first: %s",
+            path,
+            len(mismatched),
+            "; ".join(mismatched[:3]),
+        )
     if not targets:
         raise ValueError(
             f"init_checkpoint: no tensor in {path} matches the model (first keys: {list(weights)[:5]}); "
