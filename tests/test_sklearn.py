@@ -200,8 +200,15 @@ def test_label_errors_name_the_argument(paper_tax):
         LocalClassifierPerParentNode().fit(X, np.array([["", "a"]] * len(X)))
     with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
         LocalClassifierPerParentNode(taxonomy={"root": ["a"]}).fit(X, y)
-    with pytest.raises(TaxonomyError, match="ambiguous"):
+    with pytest.raises(TaxonomyError, match=r"'x' is under 'a' in y\[0\] \('a/x'\) and under 'b' in y\[1\] \('b/x'\)"):
         LocalClassifierPerParentNode().fit(X, np.array(["a/x", "b/x"] * (len(X) // 2)))
+    # rows are the user's: the clash is reported at the first rows that show it, not at sorted positions
+    with pytest.raises(TaxonomyError, match=r"in y\[1\] \('b/other'\) and under 'a' in y\[3\]"):
+        LocalClassifierPerParentNode().fit(X[:4], ["c", "b/other", "c", "a/other"])
+    with pytest.raises(ValueError, match="byte-string labels .such as b'cat'.*astype.str."):
+        LocalClassifierPerParentNode().fit(X[:4], np.array([b"cat", b"dog"] * 2))
+    with pytest.raises(ValueError, match="node 'TCP/IP' contains it"):
+        LocalClassifierPerParentNode().fit(X[:4], [("TCP/IP", "v4"), ("UDP", "x")] * 2)
 
 
 def test_more_label_errors(paper_tax):

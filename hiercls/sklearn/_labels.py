@@ -1,7 +1,8 @@
 """Labels in the user's format <-> node indices of a taxonomy, for the scikit-learn front.
 
 scikit-learn users give ``y`` in one of three shapes, and get predictions back
-in the same one:
+in that shape (label paths given as tuples or a 2-D array come back as
+``"a/b/c"`` strings):
 
 - **flat labels** (``0, 1, 2`` or ``"cat", "dog"``) without a taxonomy: a
   one-level taxonomy ``root -> classes`` is inferred (this is how scikit-learn's
@@ -154,6 +155,7 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
     paths = [_split(u) for u in uniq]
     if not has_tuples and all(len(p) == 1 for p in paths):
         return _fit_names(uniq, inverse)
+    _check_unique_parents(uniq, paths, labels, inverse, name)
     firsts = {p[0] for p in paths}
     virtual = len(firsts) > 1
     root = _fresh_root({n for p in paths for n in p}) if virtual else None
@@ -165,6 +167,33 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
 
 
 # ---------------------------------------------------------------- helpers
+def _check_unique_parents(
+    uniq: list[Any], paths: list[tuple[str, ...]], labels: np.ndarray, inverse: np.ndarray, name: str
+) -> None:
+    """Inferred paths must form a tree: a node name under two parents is an error naming two rows of ``y``."""
+    parent: dict[str, tuple[str | None, int]] = {}
+    for k, path in enumerate(paths):  # once per distinct label
+        for depth, node in enumerate(path):
+            above = path[depth - 1] if depth else None
+            seen = parent.setdefault(node, (above, k))
+            if seen[0] != above:
+                # the first row of y showing each parent, reported in y's order
+                (r0, p0), (r1, p1) = sorted(
+                    (int(np.flatnonzero(inverse == j)[0]), par) for j, par in ((seen[1], seen[0]), (k, above))
+                )
+                raise TaxonomyError(
+                    f"{name}: the label paths do not form a tree: {node!r} is under {p0!r} in {name}[{r0}] "
+                    f"({_shown(labels[r0])!r}) and under {p1!r} in {name}[{r1}] ({_shown(labels[r1])!r}). "
+                    "Node names must be unique: rename one (e.g. with its parent as a prefix), or pass "
+                    "taxonomy=... built from your own tree."
+                )
+
+
+def _shown(label: Any) -> Any:
+    """A label as the user wrote it (numpy scalars as plain Python values)."""
+    return label.item() if isinstance(label, np.generic) else label
+
+
 def _fit_flat(labels: np.ndarray) -> tuple[LabelCodec, np.ndarray]:
     classes, inverse = np.unique(labels, return_inverse=True)
     names = [str(c) for c in classes.tolist()]  # distinct: str() of distinct numbers differs
@@ -221,6 +250,13 @@ def _node_of(label: Any, tax: Taxonomy, virtual_root: bool, name: str) -> int:
 
 
 def _path_labels(tax: Taxonomy, virtual_root: bool) -> np.ndarray:
+    clash = [n for n in tax.nodes if SEP in n]
+    if clash:
+        raise ValueError(
+            f"y: label paths are written with {SEP!r} between node names, but node {clash[0]!r} contains it, so "
+            f"its paths could not be read back. Rename the node(s) ({len(clash)} contain {SEP!r}), or give y as "
+            "node names instead of paths."
+        )
     anc = tax.ancestor_table
     names = np.asarray(tax.nodes, dtype=object)
     out = []
@@ -270,6 +306,11 @@ def _as_label_array(y: Any, *, name: str) -> np.ndarray:
         return paths[inverse.reshape(-1)]
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of labels (or 2-D label paths), got shape {arr.shape}.")
+    if arr.dtype.kind == "S" or (arr.dtype == object and any(isinstance(v, bytes) for v in arr.tolist())):
+        raise ValueError(
+            f"{name}: got byte-string labels (such as {arr.tolist()[0]!r}); predictions come back as str, which would never "
+            f"equal them. Decode them first, e.g. {name}.astype(str) or [v.decode() for v in {name}]."
+        )
     if arr.dtype == object and any(isinstance(v, (tuple, list)) for v in arr):
         return _as_label_array(list(arr), name=name)
     return arr
