@@ -12,18 +12,10 @@ from hypothesis import strategies as st
 
 from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls import metrics as M
+from hiercls.metrics import classes as metric_classes
 from tests.strategies import taxonomies, trees
 
-CLASSES = (
-    "CorrectRate",
-    "HierarchicalF1",
-    "HierarchicalFBeta",
-    "HierarchicalMetrics",
-    "HierarchicalPrecision",
-    "HierarchicalRecall",
-    "LevelAccuracy",
-    "MistakeSeverity",
-)
+CLASSES = tuple(metric_classes.__all__)
 
 
 @st.composite
@@ -108,9 +100,6 @@ def test_states_are_summed_tensors() -> None:
 @pytest.mark.parametrize("name", CLASSES)
 def test_empty_batches_add_nothing(name: str, paper_tax: Taxonomy) -> None:
     """An empty batch (every sample filtered out, an empty DDP shard) is not an error and changes nothing."""
-    import hiercls.metrics.classes as classes_module
-
-    assert set(CLASSES) == set(classes_module.__all__)
     cls = getattr(M, name)
     y_true = torch.tensor([paper_tax.index(n) for n in ("ALL", "AML", "CLL", "Normal")])
     y_pred = torch.tensor([paper_tax.index(n) for n in ("ALL", "ALL", "Chronic", "Reactive")])
