@@ -238,7 +238,10 @@ def plot_taxonomy(
 
     pos = taxonomy_layout(taxonomy)
     width = float(np.ptp(pos[:, 0])) + 1.0
-    fig, ax = _figure_and_axes(ax, (min(2.0 + 0.5 * width, 24.0), 1.5 + 1.2 * taxonomy.max_depth))
+    labels = [_wrap_name(name) for name in taxonomy.nodes] if n <= label_up_to else []
+    # room for the longest label line under each leaf slot (about 0.09 inch per character at 8 pt)
+    per_slot = max([0.5] + [0.09 * len(line) for text in labels for line in text.split("\n")])
+    fig, ax = _figure_and_axes(ax, (min(2.0 + per_slot * width, 24.0), 1.5 + 1.2 * taxonomy.max_depth))
     edges = taxonomy.edges_index()
     ax.add_collection(LineCollection(pos[edges], colors="0.6", linewidths=0.8, zorder=1))
     size = 300 if n <= label_up_to else max(2.0, 3000.0 / n)
@@ -252,7 +255,7 @@ def plot_taxonomy(
         )
         fig.colorbar(points, ax=ax, label=value_label)
     if n <= label_up_to:
-        for i, name in enumerate(taxonomy.nodes):
+        for i, name in enumerate(labels):
             text = name if data is None or np.isnan(data[i]) else f"{name}\n{data[i]:.2g}"
             ax.text(pos[i, 0], pos[i, 1] - 0.18, text, ha="center", va="top", fontsize=8, zorder=4)
     ax.set_xlim(pos[:, 0].min() - 0.7, pos[:, 0].max() + 0.7)
@@ -264,6 +267,22 @@ def plot_taxonomy(
     if title:
         ax.set_title(title)
     return fig
+
+
+def _wrap_name(name: str, width: int = 12) -> str:
+    """A long node name broken after ``_``, ``-`` or spaces into lines of about ``width`` characters."""
+    if len(name) <= width:
+        return name
+    import re
+
+    lines, line = [], ""
+    for part in re.findall(r"[^_\- ]*[_\- ]|[^_\- ]+", name):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def plot_operating_curve(

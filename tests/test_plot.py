@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from hiercls import Taxonomy
 from hiercls.decoding import operating_curve
@@ -149,3 +150,24 @@ def test_plot_taxonomy_colour_scale_can_be_fixed(paper_tax) -> None:
     assert (norm.vmin, norm.vmax) == (0.0, 1.0)
     auto = plot_taxonomy(paper_tax, values).axes[0].collections[-1].norm
     assert (auto.vmin, auto.vmax) == (0.99, 1.0)
+
+
+@given(st.text(alphabet="ab_- ", min_size=0, max_size=40))
+def test_long_node_names_wrap_without_losing_characters(name: str) -> None:
+    from hiercls.plot import _wrap_name
+
+    wrapped = _wrap_name(name)
+    assert wrapped.replace("\n", "") == name
+    if len(name) <= 12:
+        assert wrapped == name
+
+
+def test_taxonomy_figure_widens_for_long_names() -> None:
+    short = Taxonomy.from_paths([f"r/n{i}" for i in range(8)])
+    long = Taxonomy.from_paths([f"r/segmented_neutrophil_{i}" for i in range(8)])
+    w_short = plot_taxonomy(short).get_size_inches()[0]
+    w_long = plot_taxonomy(long).get_size_inches()[0]
+    assert w_long > w_short
+    texts = [t.get_text() for t in plot_taxonomy(long).axes[0].texts]
+    assert "segmented_\nneutrophil_0" in texts
+    plt.close("all")
