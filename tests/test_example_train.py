@@ -667,3 +667,46 @@ def test_synthetic_images_are_remade_when_their_flags_change(tmp_path: Path) -> 
     assert sum(len(v) for v in more.data.names.values()) > sum(len(v) for v in a.data.names.values())
     pbc = T.run(T.parse_args([*common, "--synthetic-per-leaf", "2", "--taxonomy", "pbc"]))
     assert pbc.data.taxonomy.root == "root" and "band_neutrophil" in pbc.data.taxonomy.nodes
+
+
+def test_config_keeps_a_bundled_taxonomy_name_and_makes_paths_absolute(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").mkdir()  # a folder named like the bundled taxonomy must not be taken for it
+    res = T.run(
+        T.parse_args(
+            [
+                "--backbone",
+                "test_convnext",
+                "--epochs",
+                "1",
+                "--synthetic-per-leaf",
+                "2",
+                "--taxonomy",
+                "paper",
+                "--output",
+                "run",
+                *FAST,
+            ]
+        )
+    )
+    assert res.config["taxonomy"] == "paper"
+    tree = tmp_path / "tree.json"
+    tree.write_text(json.dumps({"tree": {"root": {"a": ["a1", "a2"], "b": None}}}))
+    res = T.run(
+        T.parse_args(
+            [
+                "--backbone",
+                "test_convnext",
+                "--epochs",
+                "1",
+                "--synthetic-per-leaf",
+                "2",
+                "--taxonomy",
+                "tree.json",
+                "--output",
+                "run2",
+                *FAST,
+            ]
+        )
+    )
+    assert res.config["taxonomy"] == str(tree.resolve())

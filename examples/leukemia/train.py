@@ -817,7 +817,8 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
     cfg = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     # absolute, so that evaluate/predict find the data from any working directory
     for key in ("pack", "data", "taxonomy"):
-        if cfg.get(key) and Path(cfg[key]).exists():
+        # a bundled taxonomy name ("pbc") stays a name even if a folder of that name is here
+        if cfg.get(key) and (Path(cfg[key]).is_file() if key == "taxonomy" else Path(cfg[key]).exists()):
             cfg[key] = str(Path(cfg[key]).resolve())
     cfg["model"] = dict(model.config)
     cfg["data_source"] = data.source
