@@ -672,41 +672,12 @@ def test_synthetic_images_are_remade_when_their_flags_change(tmp_path: Path) -> 
 def test_config_keeps_a_bundled_taxonomy_name_and_makes_paths_absolute(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "paper").mkdir()  # a folder named like the bundled taxonomy must not be taken for it
-    res = T.run(
-        T.parse_args(
-            [
-                "--backbone",
-                "test_convnext",
-                "--epochs",
-                "1",
-                "--synthetic-per-leaf",
-                "2",
-                "--taxonomy",
-                "paper",
-                "--output",
-                "run",
-                *FAST,
-            ]
-        )
-    )
-    assert res.config["taxonomy"] == "paper"
     tree = tmp_path / "tree.json"
     tree.write_text(json.dumps({"tree": {"root": {"a": ["a1", "a2"], "b": None}}}))
-    res = T.run(
-        T.parse_args(
-            [
-                "--backbone",
-                "test_convnext",
-                "--epochs",
-                "1",
-                "--synthetic-per-leaf",
-                "2",
-                "--taxonomy",
-                "tree.json",
-                "--output",
-                "run2",
-                *FAST,
-            ]
-        )
-    )
-    assert res.config["taxonomy"] == str(tree.resolve())
+
+    def config_taxonomy(taxonomy: str, output: str) -> str:
+        args = ["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "2", "--taxonomy", taxonomy]
+        return T.run(T.parse_args([*args, "--output", output, *FAST])).config["taxonomy"]
+
+    assert config_taxonomy("paper", "run") == "paper"
+    assert config_taxonomy("tree.json", "run2") == str(tree.resolve())

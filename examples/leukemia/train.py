@@ -918,6 +918,21 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     config["decode"] = rule
     config["image_size"] = img_size
 
+    def score(split: str) -> dict[str, float]:
+        """The decoded metrics of one split (validation each epoch, test at the end)."""
+        return evaluate(
+            model,
+            data.images[split],
+            data.targets[split],
+            tax,
+            rule=rule,
+            threshold=args.threshold,
+            env=env,
+            batch_size=args.eval_batch_size,
+            amp=args.amp,
+            channels_last=channels_last,
+        )
+
     best_metric = resolve_best_metric(args.best_metric, tax, data.targets["val"], main=env.main)
     config["best_metric"] = best_metric
 
@@ -990,22 +1005,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         train_seconds += stats["seconds"]
         train_images += stats["images"]
         _sync_buffers(model, env)
-        val = (
-            evaluate(
-                model,
-                data.images["val"],
-                data.targets["val"],
-                tax,
-                rule=rule,
-                threshold=args.threshold,
-                env=env,
-                batch_size=args.eval_batch_size,
-                amp=args.amp,
-                channels_last=channels_last,
-            )
-            if len(data.names["val"])
-            else {}
-        )
+        val = score("val") if len(data.names["val"]) else {}
         row = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
@@ -1063,18 +1063,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         del best_weights
     test = None
     if args.test and len(data.names["test"]):
-        test = evaluate(
-            model,
-            data.images["test"],
-            data.targets["test"],
-            tax,
-            rule=rule,
-            threshold=args.threshold,
-            env=env,
-            batch_size=args.eval_batch_size,
-            amp=args.amp,
-            channels_last=channels_last,
-        )
+        test = score("test")
     img_per_s = train_images / max(train_seconds, 1e-9)
     if env.main:
         summary = {
