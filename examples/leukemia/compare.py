@@ -265,8 +265,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             shutil.copyfile(out / "splits.csv", out / "runs" / name / "splits.csv")
         estimates[backbone] = wall / levels
         rule = res.config["decode"]
+        tta = str(res.config.get("tta", "none"))
         probs = T.predict(
-            res.model, data.images["test"], batch_size=512, device=env.device, amp=True, channels_last=True
+            res.model, data.images["test"], batch_size=512, device=env.device, amp=True, channels_last=True, tta=tta
         )
         target = data.targets["test"].to(probs.device)
         preds = decode(probs, tax, rule)
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "method": method,
             "backbone": backbone,
             "decode": rule,
+            "tta": tta,
+            "ema": float(res.config.get("ema", 0.0)),
             "head": res.config["model"]["head"],
             "loss": res.config["model"]["loss"],
             "metrics": metrics,

@@ -274,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=None)
     p.add_argument("--decode", default=None, help="decoding rule (default: each checkpoint's)")
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--tta",
+        default=None,
+        choices=("none", "flip", "d4"),
+        help="test-time augmentation: average over the image and its mirror (flip) or the 8 flips and 90-degree "
+        "rotations (d4); default: the checkpoint's (train --tta)",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default=None)
     p.add_argument("--workers", type=int, default=None)
@@ -311,8 +318,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             device=device,
             workers=args.workers,
         )
+        tta = args.tta or str(ckpt.config.get("tta", "none"))
         probs = predict(
-            model, images, batch_size=args.batch_size, device=device, amp=True, channels_last=device.type == "cuda"
+            model,
+            images,
+            batch_size=args.batch_size,
+            device=device,
+            amp=True,
+            channels_last=device.type == "cuda",
+            tta=tta,
         )
         rule = args.decode or ckpt.config.get("decode") or ckpt.config.get("model", {}).get("decode", "argmax_leaf")
         preds = decode(probs, tax, rule, threshold=args.threshold)
@@ -330,6 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "method": ckpt.config.get("model", {}).get("method"),
                 "backbone": ckpt.config.get("model", {}).get("backbone"),
                 "decode": rule,
+                "tta": tta,
                 "split": args.split,
                 "epoch": ckpt.epoch,
                 "metrics": metrics,

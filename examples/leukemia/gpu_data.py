@@ -15,10 +15,60 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "GPUBatches", "gpu_augment"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTA_MODES", "GPUBatches", "gpu_augment", "tta_views"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+#: test-time augmentation modes and their number of views (see :func:`tta_views`)
+TTA_MODES: dict[str, int] = {"none": 1, "flip": 2, "d4": 8}
+
+
+def tta_views(images: torch.Tensor, mode: str) -> Iterator[torch.Tensor]:
+    """The views of a batch that test-time augmentation averages over, the batch itself first.
+
+    ``"none"``: the batch. ``"flip"``: it and its horizontal mirror. ``"d4"``: the 8 symmetries of
+    the square (the 4 rotations by 90° of the batch and of its mirror), the same symmetries
+    :func:`gpu_augment` trains with; needs square images. Each view keeps the input's memory
+    format (channels-last stays channels-last).
+
+    Args:
+        images: ``(B, C, H, W)`` tensor (any dtype).
+        mode: one of :data:`TTA_MODES`.
+
+    Raises:
+        ValueError: an unknown ``mode``, or ``"d4"`` on images that are not square.
+
+    Examples:
+        >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+        >>> [v.flatten().tolist() for v in tta_views(x, "flip")]
+        [[0.0, 1.0, 2.0, 3.0], [1.0, 0.0, 3.0, 2.0]]
+        >>> len(list(tta_views(x, "d4")))
+        8
+    """
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta: expected one of {sorted(TTA_MODES)}, got {mode!r}.")
+    if mode == "d4" and images.shape[-1] != images.shape[-2]:
+        raise ValueError(
+            f"tta: 'd4' rotates by 90 degrees and needs square images, got {tuple(images.shape[-2:])}; use tta='flip'."
+        )
+    channels_last = images.ndim == 4 and images.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def keep(x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=fmt)
+
+    yield images
+    if mode == "none":
+        return
+    mirror = keep(torch.flip(images, dims=(-1,)))
+    yield mirror
+    if mode == "flip":
+        return
+    for k in (1, 2, 3):
+        yield keep(torch.rot90(images, k, dims=(-2, -1)))
+        yield keep(torch.rot90(mirror, k, dims=(-2, -1)))
 
 
 def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

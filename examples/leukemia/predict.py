@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="confidence needed for the 'answer' to go deeper")
     p.add_argument("--img-size", type=int, default=None, help="default: the training resolution")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--tta",
+        default=None,
+        choices=("none", "flip", "d4"),
+        help="test-time augmentation: average over the image and its mirror (flip) or the 8 flips and 90-degree "
+        "rotations (d4); default: the checkpoint's (train --tta)",
+    )
     p.add_argument("--device", default=None)
     return p
 
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if not paths:
         raise SystemExit("no readable image among the inputs.")
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    probs = predict(model, batch, batch_size=args.batch_size, device=device, amp=True, channels_last=True)
+    tta = args.tta or str(ckpt.config.get("tta", "none"))
+    probs = predict(model, batch, batch_size=args.batch_size, device=device, amp=True, channels_last=True, tta=tta)
     rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
     rows = predict_rows(probs, ckpt.taxonomy, paths, rule=rule, threshold=args.threshold)
     if args.out == "-":

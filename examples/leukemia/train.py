@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from examples.leukemia.checkpoint import load_checkpoint, save_checkpoint
+from examples.leukemia.checkpoint import CheckpointError, _load_weights, load_checkpoint, model_state, save_checkpoint
 from examples.leukemia.models import METHODS, build_model
 from hiercls import Taxonomy
 from hiercls.decoding import decode
@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoding rule for validation (auto: top_down for the hierarchical methods, argmax_leaf for flat)",
     )
     g.add_argument("--threshold", type=float, default=0.5, help="threshold of the 'threshold' rule")
+    g.add_argument(
+        "--tta",
+        default="none",
+        choices=("none", "flip", "d4"),
+        help="test-time augmentation of every evaluation (validation and test): average the node marginals "
+        "over the image and its mirror (flip) or over the 8 flips and 90-degree rotations (d4)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"default 40 ({SYNTHETIC_DEFAULTS['epochs']} on SYNTHETIC)")
     g.add_argument(
@@ -167,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-smoothing", type=float, default=0.1)
     g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/rotations/shifts/colour jitter")
+    g.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights with this largest decay (e.g. 0.999; 0: off), "
+        "warmed up as in timm's ModelEmaV3; it is what is validated, saved as best and tested",
+    )
     g = p.add_argument_group("speed")
     g.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on GPU")
@@ -318,6 +332,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.threads is None:
         args.threads = syn.get("threads")
     _check_best_metric(args.best_metric)
+    if not 0.0 <= args.ema < 1.0:
+        raise SystemExit(f"--ema: expected a decay in [0, 1) (0 turns it off), got {args.ema!r}; try --ema 0.999.")
     if args.output is None:
         tag = f"-{SYNTHETIC_TAG}" if args.synthetic else ""
         args.output = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
@@ -597,8 +613,13 @@ def train_one_epoch(
     epoch: int,
     epochs: int,
     progress: bool,
+    ema: Any = None,
 ) -> dict[str, float]:
-    """One pass over the train batches; returns ``{"loss", "img_per_s", "seconds", "images"}`` (all processes)."""
+    """One pass over the train batches; returns ``{"loss", "img_per_s", "seconds", "images"}`` (all processes).
+
+    ``ema``: a ``timm.utils.ModelEmaV3`` updated after every step, its warm-up counted in optimiser
+    steps (the scheduler's step count, so a resumed run continues the same schedule).
+    """
     model.train()
     loss_sum = torch.zeros((), device=env.device, dtype=torch.float64)
     seen = 0
@@ -622,6 +643,8 @@ def train_one_epoch(
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model, step=scheduler.last_epoch)
         loss_sum += loss.detach() * len(target)
         seen += len(target)
         if bar is not None and (step % 10 == 0 or step == len(batches) - 1):
@@ -655,10 +678,20 @@ def predict(
     amp: bool,
     channels_last: bool,
     env: Dist | None = None,
+    tta: str = "none",
 ) -> Tensor:
     """Node marginals ``(N, num_nodes)`` float32 of uint8 images ``(N, 3, H, W)`` (this process's shard
-    ``rank::world_size`` when ``env`` has several processes), in order, on ``device``."""
-    from examples.leukemia.gpu_data import GPUBatches
+    ``rank::world_size`` when ``env`` has several processes), in order, on ``device``.
+
+    ``tta``: test-time augmentation (:data:`examples.leukemia.gpu_data.TTA_MODES`): the marginals are
+    averaged over the views of :func:`examples.leukemia.gpu_data.tta_views`. An average of consistent
+    marginals is consistent (a parent's probability is still the sum of its children's), so any
+    decoder reads it as it reads one view's.
+    """
+    from examples.leukemia.gpu_data import TTA_MODES, GPUBatches, tta_views
+
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta: expected one of {sorted(TTA_MODES)}, got {tta!r}.")
 
     model.eval()
     rank, world = (env.rank, env.world_size) if env is not None else (0, 1)
@@ -677,9 +710,13 @@ def predict(
         even_shards=False,
     ):
         batch = batch.to(device) if channels_last else batch.to(device).contiguous()
-        with autocast(device, amp):
-            logits = model(batch)
-        out.append(model.marginals(logits.float()).float())
+        total = None
+        for view in tta_views(batch, tta):
+            with autocast(device, amp):
+                logits = model(view)
+            probs = model.marginals(logits.float()).float()
+            total = probs if total is None else total.add_(probs)
+        out.append(total.div_(TTA_MODES[tta]) if tta != "none" else total)
     if not out:
         return torch.empty(0, model.taxonomy.num_nodes, device=device)
     return torch.cat(out)
@@ -698,6 +735,7 @@ def evaluate(
     batch_size: int,
     amp: bool,
     channels_last: bool,
+    tta: str = "none",
 ) -> dict[str, float]:
     """Decode every image with ``rule`` and compute the library's hierarchical metrics (reduced across processes).
 
@@ -707,7 +745,14 @@ def evaluate(
     """
     metric = HierarchicalMetrics(taxonomy).to(env.device)
     probs = predict(
-        model, images, batch_size=batch_size, device=env.device, amp=amp, channels_last=channels_last, env=env
+        model,
+        images,
+        batch_size=batch_size,
+        device=env.device,
+        amp=amp,
+        channels_last=channels_last,
+        env=env,
+        tta=tta,
     )
     shard = targets[env.rank :: env.world_size].to(env.device)
     totals = torch.zeros(4, device=env.device, dtype=torch.float64)  # nll sum, n, leaf-labelled hits, leaf-labelled n
@@ -882,6 +927,13 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     ).to(env.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    ema = None
+    if args.ema:
+        from timm.utils import ModelEmaV3
+
+        # warm-up: decay 1 - (1 + step) ** -3/4, capped at --ema (timm's advice for short runs)
+        ema = ModelEmaV3(model, decay=args.ema, use_warmup=True, warmup_power=0.75)
+    net = ema.module if ema is not None else model  # what is validated, saved as best and tested
     criterion = model.criterion
     rule = model.config["decode"] if args.decode == "auto" else args.decode
     ddp = model
@@ -921,7 +973,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     def score(split: str) -> dict[str, float]:
         """The decoded metrics of one split (validation each epoch, test at the end)."""
         return evaluate(
-            model,
+            net,
             data.images[split],
             data.targets[split],
             tax,
@@ -931,6 +983,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
             batch_size=args.eval_batch_size,
             amp=args.amp,
             channels_last=channels_last,
+            tta=args.tta,
         )
 
     best_metric = resolve_best_metric(args.best_metric, tax, data.targets["val"], main=env.main)
@@ -946,9 +999,16 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         start_epoch = int(ckpt.epoch) + 1
         best = ckpt.state.get("best", best)
         history = list(ckpt.state.get("history", []))
+        if ema is not None:
+            if "ema" not in ckpt.state:
+                raise CheckpointError(
+                    f"--resume --ema: {last} was saved without --ema, so the averaged weights are lost; "
+                    "resume without --ema or start a new run."
+                )
+            _load_weights(ema.module, ckpt.state["ema"])
         changed = {
             k: (ckpt.config.get(k), config[k])
-            for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed")
+            for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed", "ema", "tta")
             if ckpt.config.get(k) != config[k]
         }
         if changed and env.main:
@@ -1001,10 +1061,13 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
             epoch=epoch,
             epochs=args.epochs,
             progress=env.main and not args.quiet,
+            ema=ema,
         )
         train_seconds += stats["seconds"]
         train_images += stats["images"]
         _sync_buffers(model, env)
+        if ema is not None:
+            _sync_buffers(ema.module, env)
         val = score("val") if len(data.names["val"]) else {}
         row = {
             "epoch": epoch,
@@ -1020,7 +1083,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         is_best = value > best["value"]
         if is_best:
             best = {"epoch": epoch, "value": value, "metric": best_metric, "metrics": val}
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if env.main:
             runlog.write(row)
             shown = {
@@ -1037,7 +1100,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
                 "  *best*" if is_best else "",
             )
             if is_best and args.checkpoint_every > 0:
-                save_checkpoint(output / "best", model, tax, config=config, metrics=val, epoch=epoch)
+                save_checkpoint(output / "best", net, tax, config=config, metrics=val, epoch=epoch)
             periodic = args.checkpoint_every > 0 and (epoch + 1) % args.checkpoint_every == 0
             if args.save_last and (epoch == stop - 1 or periodic):
                 save_checkpoint(
@@ -1050,14 +1113,20 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
                     optimizer=optimizer,
                     scheduler=scheduler,
                     rng=True,
-                    state={"best": best, "history": history},
+                    state={
+                        "best": best,
+                        "history": history,
+                        **({"ema": model_state(ema.module)} if ema is not None else {}),
+                    },
                 )
         _barrier(env)
     runlog.close()
 
-    # the best weights (kept in memory), saved if not yet, and evaluated on the test split
+    # the best weights (kept in memory; the averaged ones with --ema), saved if not yet, and evaluated
+    # on the test split
     if best_weights is not None:
         model.load_state_dict(best_weights)
+        net = model
         if env.main and (args.checkpoint_every == 0 or not (output / "best.json").is_file()):
             save_checkpoint(output / "best", model, tax, config=config, metrics=best["metrics"], epoch=best["epoch"])
         del best_weights
@@ -1119,6 +1188,7 @@ def final_test_metrics(result: TrainResult, env: Dist | None = None) -> dict[str
         device=device,
         amp=bool(cfg.get("amp", True)),
         channels_last=bool(cfg.get("channels_last", True)),
+        tta=str(cfg.get("tta", "none")),
     )
     preds = decode(probs, tax, cfg["decode"], threshold=float(cfg.get("threshold", 0.5)))
     out = evaluation_metrics(target, preds, tax)
