@@ -147,6 +147,8 @@ def test_train_tta_is_what_evaluate_reproduces(tmp_path: Path) -> None:
     assert math.isclose(row["metrics"]["hierarchical_f1"], res.test["hierarchical_f1"], abs_tol=1e-9)
     plain = evaluate_main([str(out), "--out", str(tmp_path / "e2"), "--no-figures", "--device", "cpu", "--tta", "none"])
     assert plain["rows"][0]["tta"] == "none"
+    assert ", d4 TTA |" in (tmp_path / "eval" / "results.md").read_text()
+    assert "TTA" not in (tmp_path / "e2" / "results.md").read_text()
 
 
 def _float_items(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -104,7 +104,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     """Markdown tables: headline metrics as methods x backbones, then one detailed row per run.
 
     Each row needs ``method``, ``backbone`` and ``metrics`` (from :func:`evaluation_metrics`); optional
-    ``train_seconds``, ``img_per_s``, ``decode``.
+    ``train_seconds``, ``img_per_s``, ``decode``, ``tta`` (shown with the decoder unless ``"none"``).
     """
     lines = [f"## {title}", ""]
     if note:
@@ -139,7 +139,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
         vals = [
             r["method"],
             r["backbone"],
-            r.get("decode", ""),
+            r.get("decode", "") + (f", {r['tta']} TTA" if r.get("tta", "none") != "none" else ""),
             *(_fmt(m.get(c)) for c in cols),
             *(_fmt(m.get(f"level_accuracy/{d}")) for d in depths),
             _fmt(r.get("train_seconds"), 1),
