@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from examples.leukemia import data as D
@@ -436,6 +438,50 @@ def test_load_image_converts_resizes_and_crops(tmp_path: Path) -> None:
     assert (load_image(raw, 128) == load_image(tmp_path / "c.jpg", 128)).all()
     with pytest.raises(ValueError, match="size: expected a positive int"):
         load_image(tmp_path / "c.jpg", 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    w=st.integers(4, 40),
+    h=st.integers(4, 40),
+    size=st.integers(1, 24),
+    crop=st.floats(0.05, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_load_image_crop_equals_cropping_first(w: int, h: int, size: int, crop: float, seed: int) -> None:
+    """Oracle: cut the centre square of side round(crop * short side) by hand, save it losslessly,
+    load that at ``size`` without a crop."""
+    import io
+
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    side = max(1, round(min(w, h) * crop))
+    left, top = (w - side) // 2, (h - side) // 2
+    ref = io.BytesIO()
+    Image.fromarray(arr[top : top + side, left : left + side]).save(ref, "PNG")
+    got = load_image(buf.getvalue(), size, crop)
+    assert got.shape == (size, size, 3)
+    if crop < 1:  # crop=1 keeps the default path (resize the short side, then cut the centre)
+        assert (got == load_image(ref.getvalue(), size)).all()
+    assert (load_image(buf.getvalue(), size, 1.0) == load_image(buf.getvalue(), size)).all()
+
+
+def test_load_image_crop_errors_and_jpeg_draft(tmp_path: Path) -> None:
+    yy, xx = np.mgrid[0:258, 0:256]  # a smooth picture: DCT-domain and bicubic downscaling agree on it
+    smooth = np.stack([xx, yy, (xx + yy) // 2], -1).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "c.jpg"
+    Image.fromarray(smooth).save(path, "JPEG", quality=95)
+    for bad in (0, -0.5, 1.5, float("nan"), True, "0.7"):
+        with pytest.raises(ValueError, match="crop: expected the share of the short side"):
+            load_image(path, 32, bad)
+    # the JPEG draft decodes at a scale large enough for the cut-out: close to a full decode
+    full = np.asarray(Image.open(path).convert("RGB"))
+    side = round(256 * 0.5)
+    left, top = (256 - side) // 2, (258 - side) // 2
+    ref = Image.fromarray(full[top : top + side, left : left + side]).resize((64, 64), Image.BICUBIC)
+    diff = np.abs(load_image(path, 64, 0.5).astype(int) - np.asarray(ref).astype(int)).mean()
+    assert diff < 3.0, diff
 
 
 def test_image_dataset(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -316,3 +317,42 @@ def test_augment_brightness_contrast_per_sample() -> None:
     spread_ratio = (out[:, :, 3].mean((1, 2)) - out[:, :, 0].mean((1, 2))) / 40.0
     assert ((mean_ratio >= 0.8 - 1e-5) & (mean_ratio <= 1.2 + 1e-5)).all() and mean_ratio.unique().numel() > 1
     assert ((spread_ratio >= 0.8 - 1e-5) & (spread_ratio <= 1.2 + 1e-5)).all() and spread_ratio.unique().numel() > 1
+
+
+# ---------------------------------------------------------------- --crop, from pack to predict
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_crop_travels_from_the_pack_to_training_and_prediction(pbc_subset: Path, tmp_path: Path) -> None:
+    from examples.leukemia import train as T
+    from examples.leukemia.predict import main as predict_main
+
+    out = tmp_path / "c.npz"
+    pack(pbc_subset, out, size=32, crop=0.6, progress=False)
+    p = load_pack(out)
+    assert p.meta["crop"] == 0.6
+    samples, report = scan(pbc_subset, "pbc", warn=False)
+    by_name = dict(zip(relative_names(samples, report.base), samples))
+    k = 3
+    ref = load_image(by_name[p.names[k]].path, 32, 0.6).astype(int)
+    whole = load_image(by_name[p.names[k]].path, 32).astype(int)
+    stored = p.images[k].permute(1, 2, 0).numpy().astype(int)
+    err_crop, err_whole = np.abs(stored - ref).mean(), np.abs(stored - whole).mean()
+    assert err_crop < 10.0 and err_crop < err_whole / 2, (err_crop, err_whole)  # the cut-out, up to JPEG loss
+    fast = ["--quiet", "--no-tensorboard", "--batch-size", "8", "--workers", "1", "--backbone", "test_resnet"]
+    run = tmp_path / "run"
+    res = T.run(T.parse_args(["--pack", str(out), "--epochs", "1", "--output", str(run), *fast]))
+    assert res.config["crop"] == 0.6 and json.loads((run / "config.json").read_text())["crop"] == 0.6
+    with pytest.raises(ValueError, match="--crop: the pack .* was cut with crop 0.6, not 0.5"):
+        T.run(T.parse_args(["--pack", str(out), "--crop", "0.5", "--output", str(tmp_path / "r2"), *fast]))
+    # predict reads new images with the checkpoint's crop
+    image = by_name[p.names[k]].path
+    rows = predict_main([str(run / "best"), str(image), "--out", str(tmp_path / "p.csv"), "--device", "cpu"])
+    tax = res.data.taxonomy
+    model = res.model.eval()
+
+    def marginals(crop: float) -> torch.Tensor:
+        x = torch.from_numpy(load_image(image, 32, crop)).permute(2, 0, 1)[None].contiguous()
+        return T.predict(model, x, batch_size=1, device=torch.device("cpu"), amp=False, channels_last=True)[0]
+
+    node = tax.index(rows[0]["prediction"])
+    assert math.isclose(rows[0]["prediction_prob"], float(marginals(0.6)[node]), abs_tol=2e-6)
+    assert not math.isclose(rows[0]["prediction_prob"], float(marginals(1.0)[node]), abs_tol=2e-6)

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data_source": data.source,
         "synthetic": data.synthetic,
         "image_size": int(data.images["train"].shape[-1]),
+        "crop": data.crop,
         "split_sizes": {s: len(v) for s, v in data.names.items()},
         "partial_labels_in_train": int(
             (~torch.tensor(tax.is_leaf_mask, device=data.targets["train"].device)[data.targets["train"]]).sum()
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         note = (
             f"Test split: {result['split_sizes'].get('test')} images "
             f"({sum(r['metrics']['n_partial_labels'] for r in rows[:1])} labelled only at an inner node); "
-            f"{args.epochs} epochs from scratch at {result['image_size']} px, batch {args.batch_size}, seed "
+            f"{args.epochs} epochs from scratch at {result['image_size']} px"
+            + (f" (the centre {data.crop:.0%} of each image)" if data.crop < 1 else "")
+            + f", batch {args.batch_size}, seed "
             f"{args.seed}, on {device_name}. Decoding: each method's rule (column 'decode')."
         )
         if data.synthetic:

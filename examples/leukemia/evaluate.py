@@ -246,7 +246,8 @@ def load_split(
                 )
             items = data_mod.read_manifest(manifest, taxonomy).get(split, [])
         names = [s.path for s in items]
-        images = _decode_all(names, size, workers or data_mod.default_workers()).to(device)
+        crop = float(config.get("crop", 1.0))
+        images = _decode_all(names, size, workers or data_mod.default_workers(), crop).to(device)
         targets = torch.as_tensor(taxonomy.encode([s.label for s in items]), dtype=torch.int64).reshape(-1).to(device)
     if len(names) == 0:
         raise ValueError(f"split: no images in the {split!r} split.")

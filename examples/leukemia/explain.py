@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     model = model.float()
     tax = ckpt.taxonomy
     size = int(args.img_size or ckpt.config.get("image_size") or 128)
-    paths, rgb, bad = _read_images(find_images(args.inputs)[: max(1, args.max_images) * 2], size)
+    crop = float(ckpt.config.get("crop", 1.0))  # read as in training
+    paths, rgb, bad = _read_images(find_images(args.inputs)[: max(1, args.max_images) * 2], size, crop)
     paths, rgb = paths[: args.max_images], rgb[: args.max_images]
     if bad:
         log.warning("skipped %d unreadable file(s): %s", len(bad), "; ".join(list(bad)[:5]))

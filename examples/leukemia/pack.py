@@ -51,6 +51,7 @@ from examples.leukemia.data import (
     Layout,
     TaxonomyLike,
     _resolve_taxonomy,
+    check_crop,
     default_workers,
     detect_layout,
     load_image,
@@ -68,11 +69,11 @@ DEFAULT_QUALITY = 86
 _REQUIRED = ("data", "offsets", "names", "targets", "split", "taxonomy", "fingerprint", "size")
 
 
-def _encode_chunk(paths: list[str], size: int, quality: int) -> list[bytes]:
+def _encode_chunk(paths: list[str], size: int, quality: int, crop: float = 1.0) -> list[bytes]:
     out = []
     for p in paths:
         buf = io.BytesIO()
-        Image.fromarray(load_image(p, size)).save(buf, "JPEG", quality=quality, optimize=True)
+        Image.fromarray(load_image(p, size, crop)).save(buf, "JPEG", quality=quality, optimize=True)
         out.append(buf.getvalue())
     return out
 
@@ -99,6 +100,7 @@ def pack(
     seed: int = DEFAULT_SEED,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     quality: int = DEFAULT_QUALITY,
+    crop: float = 1.0,
     workers: int | None = None,
     tool_format: bool = False,
     progress: bool = True,
@@ -113,6 +115,9 @@ def pack(
         size: side of the stored images in pixels.
         seed, fractions: the split (:func:`examples.leukemia.data.split`).
         quality: JPEG quality of the stored images (1..100).
+        crop: share of each image's short side kept around the centre before resizing, in ``(0, 1]``
+            (:func:`examples.leukemia.data.load_image`); stored in the pack's ``meta``, and
+            ``predict``/``explain`` apply it to new images.
         workers: processes for decoding and encoding (default: usable cores, at most 16).
         tool_format: write only ``data``, ``offsets``, ``names`` (the peer baseline's input).
         progress: show a tqdm progress bar.
@@ -128,6 +133,7 @@ def pack(
         raise ValueError(f"size: expected a positive int (pixels), got {size!r}.")
     if not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ValueError(f"quality: expected an int JPEG quality in [1, 100], got {quality!r}.")
+    crop = check_crop(crop)
     t0 = time.perf_counter()
     if taxonomy is None:
         taxonomy = _default_taxonomy(detect_layout(data) if layout == "auto" else layout)
@@ -153,6 +159,7 @@ def pack(
             [s.path for s in samples],
             size,
             quality,
+            crop,
             workers=workers,
             min_parallel=64,
             progress=bar.update if bar is not None else None,
@@ -171,6 +178,7 @@ def pack(
             "fractions": list(fractions),
             "layout": report.layout,
             "quality": quality,
+            "crop": crop,
             "source": report.root,
             "taxonomy_source": source,
         }
@@ -326,6 +334,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", required=True, help="the .npz to write")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"JPEG quality (default {DEFAULT_QUALITY})")
+    ap.add_argument(
+        "--crop",
+        type=float,
+        default=1.0,
+        help="share of the short side kept around the centre before resizing (default 1: all of it; PBC's cells "
+        "fill about half the frame, so 0.75 zooms in without cutting the large ones)",
+    )
     ap.add_argument("--workers", type=int, default=None, help=f"processes (default {default_workers()})")
     ap.add_argument(
         "--tool-format", action="store_true", help="only data/offsets/names, for tools/flat_baseline_gpu_data.py"
@@ -340,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         size=args.size,
         seed=args.seed,
         quality=args.quality,
+        crop=args.crop,
         workers=args.workers,
         tool_format=args.tool_format,
         progress=not args.no_progress,

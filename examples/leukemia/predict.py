@@ -66,13 +66,13 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
     return found
 
 
-def _read_images(paths: Sequence[str], size: int) -> tuple[list[str], np.ndarray, dict[str, str]]:
+def _read_images(paths: Sequence[str], size: int, crop: float = 1.0) -> tuple[list[str], np.ndarray, dict[str, str]]:
     from examples.leukemia.data import load_image
 
     kept, arrays, bad = [], [], {}
     for p in paths:
         try:
-            arrays.append(load_image(p, size))
+            arrays.append(load_image(p, size, crop))
             kept.append(p)
         except (OSError, ValueError, SyntaxError) as err:  # not an image, truncated, unreadable
             bad[p] = f"{type(err).__name__}: {err}"
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, ckpt = load_model(args.checkpoint, device=device)
     size = int(args.img_size or ckpt.config.get("image_size") or 128)
-    paths, images, bad = _read_images(find_images(args.inputs), size)
+    paths, images, bad = _read_images(find_images(args.inputs), size, float(ckpt.config.get("crop", 1.0)))
     if bad:
         first = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5])
         log.warning("skipped %d file(s) that are not readable images: %s", len(bad), first)

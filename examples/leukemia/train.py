@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--split-seed", type=int, default=20261126)
     g.add_argument(
+        "--crop",
+        type=float,
+        default=None,
+        help="share of each image's short side kept around the centre before resizing, in (0, 1] (default 1; a "
+        "pack keeps the crop it was made with)",
+    )
+    g.add_argument(
         "--partial-labels",
         default="use",
         choices=("use", "drop"),
@@ -401,6 +408,8 @@ class Data:
         names: split -> image paths (relative to the data root when known).
         source: where the images came from (says SYNTHETIC for generated ones).
         synthetic: True for the generated set.
+        crop: share of each image's short side kept around the centre before resizing
+            (:func:`examples.leukemia.data.load_image`); new images must be read the same way.
     """
 
     taxonomy: Taxonomy
@@ -409,6 +418,7 @@ class Data:
     names: dict[str, list[str]]
     source: str
     synthetic: bool = False
+    crop: float = 1.0
 
     def subset(self, split: str, keep: Tensor) -> None:
         """Keep only ``keep`` (bool ``(N,)``) of one split."""
@@ -431,16 +441,16 @@ def _infer_taxonomy(root: Path, layout: str) -> Taxonomy:
     )
 
 
-def _load_chunk(paths: list[str], size: int) -> list[np.ndarray]:
+def _load_chunk(paths: list[str], size: int, crop: float = 1.0) -> list[np.ndarray]:
     from examples.leukemia.data import load_image
 
-    return [np.stack([load_image(p, size) for p in paths])] if paths else []
+    return [np.stack([load_image(p, size, crop) for p in paths])] if paths else []
 
 
-def _decode_all(paths: list[str], size: int, workers: int) -> Tensor:
+def _decode_all(paths: list[str], size: int, workers: int, crop: float = 1.0) -> Tensor:
     from examples.leukemia.data import parallel_map
 
-    chunks = parallel_map(_load_chunk, paths, size, workers=workers, min_parallel=256)
+    chunks = parallel_map(_load_chunk, paths, size, crop, workers=workers, min_parallel=256)
     if not chunks:
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
     return torch.from_numpy(np.concatenate(chunks)).permute(0, 3, 1, 2).contiguous()
@@ -473,6 +483,12 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
                 f"--img-size: the pack {args.pack} holds {pk.size} px images, not {args.img_size}; drop --img-size or "
                 f"re-pack with python -m examples.leukemia.pack --size {args.img_size}."
             )
+        crop = float(pk.meta.get("crop", 1.0))
+        if args.crop is not None and args.crop != crop:
+            raise ValueError(
+                f"--crop: the pack {args.pack} was cut with crop {crop:g}, not {args.crop:g}; drop --crop or re-pack "
+                f"with python -m examples.leukemia.pack --crop {args.crop:g}."
+            )
         split = np.asarray(pk.split)
         images, targets, names = {}, {}, {}
         for s in ("train", "val", "test"):
@@ -481,7 +497,7 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             images[s] = pk.images[t_idx]
             targets[s] = pk.targets.to(env.device)[t_idx.to(env.device)]
             names[s] = [str(pk.names[i]) for i in idx]
-        out = Data(tax, images, targets, names, source=f"pack {args.pack}")
+        out = Data(tax, images, targets, names, source=f"pack {args.pack}", crop=crop)
         if env.main:  # paths relative to the packed dataset's class-folder root
             labels = {s: [tax.nodes[t] for t in targets[s].tolist()] for s in names}
             _write_pack_manifest(output / "splits.csv", names, labels)
@@ -516,6 +532,7 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             tax = data_mod.load_taxonomy(args.taxonomy) if args.taxonomy else _infer_taxonomy(root, args.layout)
             layout = args.layout
             source = f"data {root}"
+        crop = data_mod.check_crop(1.0 if args.crop is None else args.crop, "--crop")
         samples, _report = data_mod.scan(root, tax, layout=layout, workers=args.workers, warn=env.main)
         if args.limit:
             rng = np.random.default_rng(args.split_seed)
@@ -527,11 +544,11 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
         for s in ("train", "val", "test"):
             items = splits.get(s, [])
             names[s] = [str(x.path) for x in items]
-            images[s] = _decode_all(names[s], args.img_size, args.workers).to(env.device)
+            images[s] = _decode_all(names[s], args.img_size, args.workers, crop).to(env.device)
             targets[s] = (
                 torch.as_tensor(tax.encode([x.label for x in items]), dtype=torch.int64).reshape(-1).to(env.device)
             )
-        out = Data(tax, images, targets, names, source=source, synthetic=args.synthetic)
+        out = Data(tax, images, targets, names, source=source, synthetic=args.synthetic, crop=crop)
     if args.partial_labels == "drop":
         leaf = torch.tensor(out.taxonomy.is_leaf_mask, device=out.targets["train"].device)
         out.subset("train", leaf[out.targets["train"]])
@@ -867,6 +884,7 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
             cfg[key] = str(Path(cfg[key]).resolve())
     cfg["model"] = dict(model.config)
     cfg["data_source"] = data.source
+    cfg["crop"] = data.crop  # predict/explain read new images the same way
     cfg["synthetic"] = data.synthetic
     cfg["world_size"] = env.world_size
     cfg["split_sizes"] = {s: len(v) for s, v in data.names.items()}
