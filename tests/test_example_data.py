@@ -496,6 +496,10 @@ def test_image_dataset(tmp_path: Path) -> None:
     assert torch.equal(half[0][0], ds[0][0].float() / 2)
     with pytest.raises(UnknownNodeError, match="Leukaemia"):
         ImageDataset([Sample(samples[0].path, "Leukaemia")], tax, 16)
+    cut = ImageDataset(samples, tax, 16, crop=0.5)
+    assert torch.equal(cut[2][0], torch.from_numpy(load_image(samples[2].path, 16, 0.5)).permute(2, 0, 1))
+    with pytest.raises(ValueError, match="crop: expected"):
+        ImageDataset(samples, tax, 16, crop=2)
 
 
 # ---------------------------------------------------------------- synthetic

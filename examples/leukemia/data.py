@@ -979,6 +979,7 @@ class ImageDataset(torch.utils.data.Dataset):
         taxonomy: a Taxonomy, bundled name or JSON path.
         size: image side in pixels (see :func:`load_image`).
         transform: optional callable applied to the ``uint8`` ``(3, size, size)`` tensor.
+        crop: share of the short side kept around the centre before resizing (see :func:`load_image`).
 
     Returns (per item):
         ``(image, target)``: ``image`` a ``uint8`` tensor ``(3, size, size)`` (or what
@@ -994,7 +995,9 @@ class ImageDataset(torch.utils.data.Dataset):
         taxonomy: TaxonomyLike,
         size: int,
         transform: Callable[[torch.Tensor], Any] | None = None,
+        crop: float = 1.0,
     ) -> None:
+        self.crop = check_crop(crop)
         self.taxonomy = load_taxonomy(taxonomy)
         self.samples = list(samples)
         self.size = int(size)
@@ -1005,7 +1008,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[Any, torch.Tensor]:
-        image = torch.from_numpy(load_image(self.samples[i].path, self.size)).permute(2, 0, 1).contiguous()
+        image = torch.from_numpy(load_image(self.samples[i].path, self.size, self.crop)).permute(2, 0, 1).contiguous()
         if self.transform is not None:
             image = self.transform(image)
         return image, torch.tensor(int(self.targets[i]), dtype=torch.int64)
