@@ -99,7 +99,7 @@ EOF
 else
   CARRY="$ROOT/.carry"
   BASE_ARGS=(--models resnet18 --epochs 40)
-  PBC_RUNS=hierarchical:resnet18,flat:resnet18,per-level:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
+  PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,per-level:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224}
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
   CMP_ARGS=(--epochs 40 --batch-size 256)
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
@@ -107,17 +107,23 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
 $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
+# the PBC pack (e.g. PBC_PACK=pbc128_c70.npz, packed with --crop 0.7) and recipe flags for every
+# training run of both comparisons (e.g. TRAIN_ARGS="--tta d4"); the peer baseline reads the same pack
+PBC_PACK="$CARRY/${PBC_PACK:-pbc128.npz}"
+[[ -f "$PBC_PACK" ]] || { echo "== no pack $PBC_PACK: pack it first (see the header)"; exit 2; }
+TRAIN_ARGS=${TRAIN_ARGS:-}
+echo "== PBC pack $PBC_PACK; train args: ${TRAIN_ARGS:-none}"
 
 # 1. the peer baseline, same job (writes $OUT/pbc_flat_baseline.json)
-stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$CARRY/pbc128.npz" "${BASE_ARGS[@]}"
+stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}"
 # 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time
 T2=$(( $(left) - 165 )); (( T2 > 290 )) && T2=290
-stage compare_pbc "$T2" 155 $PY -m examples.leukemia.compare --pack "$CARRY/pbc128.npz" --runs "$PBC_RUNS" \
-  "${CMP_ARGS[@]}" --deadline $(( T2 - 15 )) --baseline-json "$OUT/pbc_flat_baseline.json" \
+stage compare_pbc "$T2" 155 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
+  "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline $(( T2 - 15 )) --baseline-json "$OUT/pbc_flat_baseline.json" \
   --title "PBC (real images, from scratch)" --out "$WORK/pbc"
 # 3. ALL: saturated by any model (see BENCHMARKS.md), fewer runs
 stage compare_all4 55 100 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" --runs "$ALL_RUNS" \
-  "${CMP_ARGS[@]}" --deadline 50 --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
+  "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline 50 --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
 # 4. head overhead: benchmarks/gpu_step.py (writes $OUT/gpu_step.json; OUT points at the work folder here)
 if [[ -f benchmarks/gpu_step.py ]]; then
   stage gpu_step 60 40 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
@@ -125,7 +131,7 @@ else
   echo "== gpu_step: benchmarks/gpu_step.py not found, skipped"; echo "gpu_step missing 0" >> "$STAGES"
 fi
 # 5. feeding the GPU: a real-data epoch vs synthetic input
-stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$CARRY/pbc128.npz" "${TP_ARGS[@]}" \
+stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \
   --out "$WORK/throughput.json"
 
 # final report (also written after every stage, so a job cut short still returns its results)

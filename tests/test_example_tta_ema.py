@@ -213,3 +213,16 @@ def test_ema_errors(tmp_path: Path) -> None:
     T.run(T.parse_args([*SYN, "--epochs", "2", "--stop-after", "1", "--output", str(tmp_path / "r")]))
     with pytest.raises(CheckpointError, match="saved without --ema"):
         T.run(T.parse_args([*SYN, "--epochs", "2", "--ema", "0.9", "--output", str(tmp_path / "r"), "--resume"]))
+
+
+def test_resume_warns_about_a_changed_recipe_only(tmp_path: Path, caplog) -> None:
+    import logging
+
+    common = [*SYN, "--epochs", "2", "--output", str(tmp_path / "r")]
+    T.run(T.parse_args([*common, "--stop-after", "1"]))
+    with caplog.at_level(logging.WARNING):
+        T.run(T.parse_args([*common, "--resume", "--stop-after", "1"]))
+    assert "settings differ" not in caplog.text  # same flags: nothing to say
+    with caplog.at_level(logging.WARNING):
+        T.run(T.parse_args([*common, "--resume", "--tta", "flip"]))
+    assert "settings differ" in caplog.text and "'tta': ('none', 'flip')" in caplog.text

@@ -1024,10 +1024,11 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
                     "resume without --ema or start a new run."
                 )
             _load_weights(ema.module, ckpt.state["ema"])
+        before = {"ema": 0.0, "tta": "none", "crop": 1.0}  # what checkpoints older than these flags used
         changed = {
-            k: (ckpt.config.get(k), config[k])
-            for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed", "ema", "tta")
-            if ckpt.config.get(k) != config[k]
+            k: (ckpt.config.get(k, before.get(k)), config[k])
+            for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed", "ema", "tta", "crop")
+            if ckpt.config.get(k, before.get(k)) != config[k]
         }
         if changed and env.main:
             log.warning(
