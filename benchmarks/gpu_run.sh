@@ -32,6 +32,14 @@ export OUT
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")
 BUDGET=${BUDGET:-500}
 PY=${PYTHON:-python3}
+# the PBC pack (e.g. PBC_PACK=pbc128_c70.npz, packed with --crop 0.7); the peer baseline reads the same
+# pack. Checked before anything starts in the background, so a missing pack costs no device time.
+if (( SMOKE )); then
+  PBC_PACK=""  # made below from a few real images
+else
+  PBC_PACK="$ROOT/.carry/${PBC_PACK:-pbc128.npz}"
+  [[ -f "$PBC_PACK" ]] || { echo "no pack $PBC_PACK: pack it first (see the header of $0)" >&2; exit 2; }
+fi
 exec > >(tee "$OUT/gpu_run.log") 2>&1
 TEE_PID=$!
 T0=$(date +%s)
@@ -90,6 +98,7 @@ EOF
   for spec in "pbc pbc128.npz" "all4 all4_128.npz"; do set -- $spec
     $PY -m examples.leukemia.pack --data "$WORK/mini/$1" --size 32 --out "$CARRY/$2" --no-progress
   done
+  PBC_PACK="$CARRY/pbc128.npz"
   BASE_ARGS=(--models test_resnet --epochs 1 --bs 16)
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
@@ -107,10 +116,8 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
 $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
-# the PBC pack (e.g. PBC_PACK=pbc128_c70.npz, packed with --crop 0.7) and recipe flags for every
-# training run of both comparisons (e.g. TRAIN_ARGS="--tta d4"); the peer baseline reads the same pack
-PBC_PACK="$CARRY/${PBC_PACK:-pbc128.npz}"
-[[ -f "$PBC_PACK" ]] || { echo "== no pack $PBC_PACK: pack it first (see the header)"; exit 2; }
+# recipe flags for every training run of both comparisons (e.g. TRAIN_ARGS="--tta d4"; not --crop: a
+# pack keeps its own); the peer baseline tool takes none of them
 TRAIN_ARGS=${TRAIN_ARGS:-}
 echo "== PBC pack $PBC_PACK; train args: ${TRAIN_ARGS:-none}"
 

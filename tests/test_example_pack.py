@@ -341,6 +341,19 @@ def test_crop_travels_from_the_pack_to_training_and_prediction(pbc_subset: Path,
     run = tmp_path / "run"
     res = T.run(T.parse_args(["--pack", str(out), "--epochs", "1", "--output", str(run), *fast]))
     assert res.config["crop"] == 0.6 and json.loads((run / "config.json").read_text())["crop"] == 0.6
+    # evaluate refuses a pack cut another way (or at another size) than the checkpoint was trained on
+    from examples.leukemia.evaluate import main as evaluate_main
+
+    whole = tmp_path / "whole.npz"
+    pack(pbc_subset, whole, size=32, progress=False)
+    with pytest.raises(ValueError, match="cut with crop 1 but the checkpoint was trained on crop 0.6"):
+        evaluate_main([str(run), "--pack", str(whole), "--out", str(tmp_path / "ev"), "--no-figures"])
+    bigger = tmp_path / "big.npz"
+    pack(pbc_subset, bigger, size=40, crop=0.6, progress=False)
+    with pytest.raises(ValueError, match="holds 40 px images but the checkpoint was trained at 32 px"):
+        evaluate_main([str(run), "--pack", str(bigger), "--out", str(tmp_path / "ev"), "--no-figures"])
+    row = evaluate_main([str(run), "--pack", str(out), "--out", str(tmp_path / "ev"), "--no-figures"])["rows"][0]
+    assert math.isclose(row["metrics"]["hierarchical_f1"], res.test["hierarchical_f1"], abs_tol=1e-9)
     with pytest.raises(ValueError, match="--crop: the pack .* was cut with crop 0.6, not 0.5"):
         T.run(T.parse_args(["--pack", str(out), "--crop", "0.5", "--output", str(tmp_path / "r2"), *fast]))
     # predict reads new images with the checkpoint's crop

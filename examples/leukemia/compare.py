@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"Test split: {result['split_sizes'].get('test')} images "
             f"({sum(r['metrics']['n_partial_labels'] for r in rows[:1])} labelled only at an inner node); "
             f"{args.epochs} epochs from scratch at {result['image_size']} px"
-            + (f" (the centre {data.crop:.0%} of each image)" if data.crop < 1 else "")
+            + (f" (the centre {data.crop:.0%} of each image's short side)" if data.crop < 1 else "")
             + f", batch {args.batch_size}, seed "
             f"{args.seed}, on {device_name}. Decoding: each method's rule (column 'decode')."
         )

@@ -226,6 +226,18 @@ def load_split(
         from examples.leukemia.pack import load_pack
 
         pk = load_pack(pack, device, workers, taxonomy=taxonomy)
+        want_crop, got_crop = float(config.get("crop", 1.0)), float(pk.meta.get("crop", 1.0))
+        if got_crop != want_crop:
+            raise ValueError(
+                f"pack: {pack} was cut with crop {got_crop:g} but the checkpoint was trained on crop {want_crop:g}; "
+                f"evaluate on a pack made with --crop {want_crop:g} (or on --data, which reads images the "
+                "checkpoint's way)."
+            )
+        if image_size is None and config.get("image_size") and pk.size != int(config["image_size"]):
+            raise ValueError(
+                f"pack: {pack} holds {pk.size} px images but the checkpoint was trained at {config['image_size']} px; "
+                f"evaluate on a pack made with --size {config['image_size']} (or on --data)."
+            )
         idx = np.flatnonzero(pk.split == split)
         t_idx = torch.from_numpy(idx).to(pk.images.device)
         images, targets, names = pk.images[t_idx], pk.targets[t_idx], [pk.names[i] for i in idx]

@@ -92,7 +92,7 @@ def cam_target_layer(model: nn.Module, depth: int) -> tuple[nn.Module, Callable[
 
 
 def explain(
-    model: nn.Module, images: Tensor, *, rule: str, threshold: float = 0.5
+    model: nn.Module, images: Tensor, *, rule: str, threshold: float = 0.5, tta: str = "none"
 ) -> tuple[Tensor, list[list[tuple[int, int, float, np.ndarray]]]]:
     """Grad-CAM maps for each level of each image's predicted path.
 
@@ -101,6 +101,9 @@ def explain(
         images: normalised float ``(B, 3, H, W)`` on the model's device.
         rule: decoding rule of the prediction.
         threshold: for the ``threshold`` rule.
+        tta: the prediction (and the probabilities shown) average the marginals over these views
+            (:func:`examples.leukemia.gpu_data.tta_views`), as ``predict`` does; the maps are of the
+            image as it is.
 
     Returns:
         ``(pred, maps)``: predicted node indices ``(B,)`` and, per image, a list of
@@ -109,8 +112,12 @@ def explain(
     from pytorch_grad_cam import GradCAM
 
     tax = model.taxonomy
+    from examples.leukemia.gpu_data import TTA_MODES, tta_views
+
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta: expected one of {sorted(TTA_MODES)}, got {tta!r}.")
     with torch.no_grad():
-        probs = model.marginals(model(images).float()).float()
+        probs = sum(model.marginals(model(v).float()).float() for v in tta_views(images, tta)) / TTA_MODES[tta]
     pred = decode(probs, tax, rule, threshold=threshold)
     table = torch.as_tensor(np.array(tax.ancestor_table), device=pred.device)[pred]  # (B, max_depth + 1)
     wrapper = _LogMarginals(model).eval()
@@ -151,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=8)
     p.add_argument("--decode", default=None, help="rule of the explained prediction (default: the checkpoint's)")
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--tta",
+        default=None,
+        choices=("none", "flip", "d4"),
+        help="test-time augmentation of the explained prediction, as in predict; the maps are of the image as "
+        "it is (default: the checkpoint's)",
+    )
     p.add_argument("--img-size", type=int, default=None)
     p.add_argument("--device", default=None)
     return p
@@ -193,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     images = next(iter(batches))[0]  # normalised exactly as in training
     rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
-    pred, maps = explain(model, images, rule=rule, threshold=args.threshold)
+    tta = args.tta or str(ckpt.config.get("tta", "none"))
+    pred, maps = explain(model, images, rule=rule, threshold=args.threshold, tta=tta)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

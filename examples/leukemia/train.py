@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="keep an exponential moving average of the weights with this largest decay (e.g. 0.999; 0: off), "
-        "warmed up as in timm's ModelEmaV3; it is what is validated, saved as best and tested",
+        "warmed up as in timm's ModelEmaV3; it is what is validated, saved as best and tested (without a "
+        "validation split the best epoch is picked by the raw weights' training loss)",
     )
     g = p.add_argument_group("speed")
     g.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
@@ -949,7 +950,8 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     if args.ema:
         from timm.utils import ModelEmaV3
 
-        # warm-up: decay 1 - (1 + step) ** -3/4, capped at --ema (timm's advice for short runs)
+        # warm-up: decay 0 at the first optimiser step, then 1 - s ** -3/4 at step s + 1, capped at --ema
+        # (timm's advice for short runs)
         ema = ModelEmaV3(model, decay=args.ema, use_warmup=True, warmup_power=0.75)
     net = ema.module if ema is not None else model  # what is validated, saved as best and tested
     criterion = model.criterion
@@ -1149,6 +1151,9 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         if env.main and (args.checkpoint_every == 0 or not (output / "best.json").is_file()):
             save_checkpoint(output / "best", model, tax, config=config, metrics=best["metrics"], epoch=best["epoch"])
         del best_weights
+    elif ema is not None:  # no epoch was scored better than -inf (e.g. NaN throughout): keep the average
+        model.load_state_dict(ema.module.state_dict())
+        net = model
     test = None
     if args.test and len(data.names["test"]):
         test = score("test")
