@@ -5,16 +5,20 @@
 #   bash benchmarks/gpu_run.sh --smoke                    # CPU, tiny models, a few real images: end to end
 #
 # Inputs (made by `python -m examples.leukemia.pack`, never committed):
-#   .carry/pbc128.npz  .carry/all4_128.npz  .carry/tools/*.py (copies of ../shared/tools)
-#   (pbc128.npz also holds the data/offsets/names arrays the peer-baseline tool reads; pack both at
-#   --quality 75 so they travel together under the device's 64 MiB limit: 42 + 11 MB)
+#   .carry/pbc128_c70.npz  .carry/all4_128.npz  .carry/tools/*.py (copies of ../shared/tools)
+#     python -m examples.leukemia.pack --data ../shared/data/pbc --size 128 --crop 0.7 --quality 75 --out .carry/pbc128_c70.npz
+#     python -m examples.leukemia.pack --data ../shared/data/all4 --taxonomy all4 --size 128 --quality 75 --out .carry/all4_128.npz
+#   (a pack also holds the data/offsets/names arrays the peer-baseline tool reads, so the baseline
+#   trains on the same pixels; at --quality 75 both travel under the device's 64 MiB carry limit,
+#   42 + 11 MB: keep nothing else big in .carry. PBC_PACK=pbc128.npz runs the uncropped pack instead.)
 # Stages, each under `timeout` within one overall budget (BUDGET seconds, default 500), partial
 # results kept whatever happens:
 #   1. peer baseline: tools/flat_baseline_gpu_data.py, flat ResNet-18 over PBC's 8 classes, 40 epochs
 #      (its 8-class split is ours image for image; its --fine mode drops IG/NEUTROPHIL first and so
 #      splits differently: the fine-leaf flat baseline is the 'flat' run of stage 2 instead)
 #   2. examples.leukemia.compare on PBC: flat / hierarchical x resnet18, convnext_tiny,
-#      vit_small_patch16_224, and per-level on resnet18 (the most informative runs first)
+#      vit_small_patch16_224, then per-level on resnet18 (5 backbones: measured uncropped in session 1; last, so the
+#      deadline drops it before the paper's two backbones)
 #   3. the same on ALL (fewer runs)
 #   4. benchmarks/gpu_step.py: the hierarchical head's cost relative to a flat head
 #   5. benchmarks/leukemia_throughput.py: real packed data vs synthetic input, vit_small
@@ -32,12 +36,12 @@ export OUT
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")
 BUDGET=${BUDGET:-500}
 PY=${PYTHON:-python3}
-# the PBC pack (e.g. PBC_PACK=pbc128_c70.npz, packed with --crop 0.7); the peer baseline reads the same
+# the PBC pack (default pbc128_c70.npz, packed with --crop 0.7; PBC_PACK=NAME picks another in .carry); the peer baseline reads the same
 # pack. Checked before anything starts in the background, so a missing pack costs no device time.
 if (( SMOKE )); then
   PBC_PACK=""  # made below from a few real images
 else
-  PBC_PACK="$ROOT/.carry/${PBC_PACK:-pbc128.npz}"
+  PBC_PACK="$ROOT/.carry/${PBC_PACK:-pbc128_c70.npz}"
   [[ -f "$PBC_PACK" ]] || { echo "no pack $PBC_PACK: pack it first (see the header of $0)" >&2; exit 2; }
 fi
 exec > >(tee "$OUT/gpu_run.log") 2>&1
@@ -108,7 +112,7 @@ EOF
 else
   CARRY="$ROOT/.carry"
   BASE_ARGS=(--models resnet18 --epochs 40)
-  PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,per-level:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224}
+  PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224,per-level:resnet18}
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
   CMP_ARGS=(--epochs 40 --batch-size 256)
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
