@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import decode
 from hiercls.metrics import accuracy, node_recall, summary
@@ -287,13 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=None)
     p.add_argument("--decode", default=None, help="decoding rule (default: each checkpoint's)")
     p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument(
-        "--tta",
-        default=None,
-        choices=("none", "flip", "d4"),
-        help="test-time augmentation: average over the image and its mirror (flip) or the 8 flips and 90-degree "
-        "rotations (d4); default: the checkpoint's (train --tta)",
-    )
+    add_tta_argument(p, note="default: the checkpoint's (train --tta)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default=None)
     p.add_argument("--workers", type=int, default=None)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from examples.leukemia.gpu_data import add_tta_argument
 from hiercls.decoding import decode
 
 log = logging.getLogger("examples.leukemia.explain")
@@ -158,12 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=8)
     p.add_argument("--decode", default=None, help="rule of the explained prediction (default: the checkpoint's)")
     p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument(
-        "--tta",
-        default=None,
-        choices=("none", "flip", "d4"),
-        help="test-time augmentation of the explained prediction, as in predict; the maps are of the image as "
-        "it is (default: the checkpoint's)",
+    add_tta_argument(
+        p,
+        note="of the explained prediction, as in predict; the maps are of the image as it is "
+        "(default: the checkpoint's)",
     )
     p.add_argument("--img-size", type=int, default=None)
     p.add_argument("--device", default=None)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTA_MODES", "GPUBatches", "gpu_augment", "tta_views"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTA_MODES", "GPUBatches", "add_tta_argument", "gpu_augment", "tta_views"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,6 +70,20 @@ def tta_views(images: torch.Tensor, mode: str) -> Iterator[torch.Tensor]:
     for k in (1, 2, 3):
         yield keep(torch.rot90(images, k, dims=(-2, -1)))
         yield keep(torch.rot90(mirror, k, dims=(-2, -1)))
+
+
+def add_tta_argument(parser: Any, *, default: str | None = None, note: str = "") -> None:
+    """Add the scripts' shared ``--tta`` flag (one of :data:`TTA_MODES`) to an ``argparse`` parser.
+
+    ``default=None`` means "the checkpoint's" (what ``train --tta`` recorded); ``note`` ends the help.
+    """
+    parser.add_argument(
+        "--tta",
+        default=default,
+        choices=tuple(TTA_MODES),
+        help="test-time augmentation: average the node marginals over the image and its mirror (flip) or over "
+        "the 8 flips and 90-degree rotations (d4)" + (f"; {note}" if note else ""),
+    )
 
 
 def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

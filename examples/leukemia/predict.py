@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import decode
 
@@ -128,13 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="confidence needed for the 'answer' to go deeper")
     p.add_argument("--img-size", type=int, default=None, help="default: the training resolution")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument(
-        "--tta",
-        default=None,
-        choices=("none", "flip", "d4"),
-        help="test-time augmentation: average over the image and its mirror (flip) or the 8 flips and 90-degree "
-        "rotations (d4); default: the checkpoint's (train --tta)",
-    )
+    add_tta_argument(p, note="default: the checkpoint's (train --tta)")
     p.add_argument("--device", default=None)
     return p
 

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from examples.leukemia.checkpoint import CheckpointError, _load_weights, load_checkpoint, model_state, save_checkpoint
+from examples.leukemia.gpu_data import add_tta_argument
 from examples.leukemia.models import METHODS, build_model
 from hiercls import Taxonomy
 from hiercls.decoding import decode
@@ -149,13 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoding rule for validation (auto: top_down for the hierarchical methods, argmax_leaf for flat)",
     )
     g.add_argument("--threshold", type=float, default=0.5, help="threshold of the 'threshold' rule")
-    g.add_argument(
-        "--tta",
-        default="none",
-        choices=("none", "flip", "d4"),
-        help="test-time augmentation of every evaluation (validation and test): average the node marginals "
-        "over the image and its mirror (flip) or over the 8 flips and 90-degree rotations (d4)",
-    )
+    add_tta_argument(g, default="none", note="of every evaluation (validation and test)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"default 40 ({SYNTHETIC_DEFAULTS['epochs']} on SYNTHETIC)")
     g.add_argument(
