@@ -6,6 +6,7 @@ import itertools
 import os
 import shutil
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ PBC_DIB = "PBC_dataset_normal_DIB"
 # ---------------------------------------------------------------- helpers
 def _jpeg(path: Path, color=(200, 100, 50), size=(40, 36), mode="RGB", quality=90) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))  # not hash(): it changes with PYTHONHASHSEED
     arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
     Image.fromarray(arr).convert(mode).save(path, "JPEG", quality=quality)
     return path
