@@ -51,6 +51,7 @@ __all__ = [
     "get_rng_state",
     "load_checkpoint",
     "load_model",
+    "load_weights",
     "model_state",
     "save_checkpoint",
     "set_rng_state",
@@ -411,7 +412,14 @@ def _taxonomy_from_json(data: Mapping[str, Any]) -> Taxonomy:
         return Taxonomy.from_json(file)
 
 
-def _load_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> None:
+def load_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> None:
+    """Load saved weights (:func:`model_state`) into a model, strictly except for ``criterion.*`` buffers.
+
+    The counterpart of :func:`model_state`, e.g. for a second copy of the weights (train's EMA).
+
+    Raises:
+        CheckpointError: weights missing, unexpected or of another shape.
+    """
     try:
         missing, unexpected = _unwrap(model).load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shape mismatch
@@ -533,7 +541,7 @@ def load_checkpoint(
                 raise
     state = _decode(sidecar.get("state") or {}, tensors)
     if model is not None:
-        _load_weights(model, weights)
+        load_weights(model, weights)
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
         if obj is not None:
             if name not in state:
@@ -568,5 +576,5 @@ def load_model(
     if "model" not in ckpt.config:
         raise CheckpointError(f"{ckpt.path}: no config['model'] to rebuild the model from.")
     model = model_from_config(ckpt.config["model"], ckpt.taxonomy)
-    _load_weights(model, ckpt.weights)
+    load_weights(model, ckpt.weights)
     return model.to(device).eval(), ckpt

@@ -916,7 +916,12 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def check_crop(crop: Any, name: str = "crop") -> float:
-    """``crop`` as a float in ``(0, 1]`` (the share of the short side kept), or a ValueError naming ``name``."""
+    """``crop`` as a float in ``(0, 1]`` (the share of the short side kept), or a ValueError naming ``name``.
+
+    Examples:
+        >>> check_crop(0.7)
+        0.7
+    """
     if isinstance(crop, bool) or not isinstance(crop, (int, float, np.integer, np.floating)) or not 0 < crop <= 1:
         raise ValueError(
             f"{name}: expected the share of the short side to keep, in (0, 1], got {crop!r}; 1 keeps the whole image."

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from examples.leukemia.gpu_data import add_tta_argument
+from examples.leukemia.gpu_data import add_tta_argument, tta_mean
 from hiercls.decoding import decode
 
 log = logging.getLogger("examples.leukemia.explain")
@@ -113,12 +113,8 @@ def explain(
     from pytorch_grad_cam import GradCAM
 
     tax = model.taxonomy
-    from examples.leukemia.gpu_data import TTA_MODES, tta_views
-
-    if tta not in TTA_MODES:
-        raise ValueError(f"tta: expected one of {sorted(TTA_MODES)}, got {tta!r}.")
     with torch.no_grad():
-        probs = sum(model.marginals(model(v).float()).float() for v in tta_views(images, tta)) / TTA_MODES[tta]
+        probs = tta_mean(lambda v: model.marginals(model(v).float()).float(), images, tta)
     pred = decode(probs, tax, rule, threshold=threshold)
     table = torch.as_tensor(np.array(tax.ancestor_table), device=pred.device)[pred]  # (B, max_depth + 1)
     wrapper = _LogMarginals(model).eval()

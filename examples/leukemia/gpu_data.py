@@ -10,13 +10,23 @@ also runs on CPU (the tests do).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTA_MODES", "GPUBatches", "add_tta_argument", "gpu_augment", "tta_views"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TTA_MODES",
+    "GPUBatches",
+    "add_tta_argument",
+    "check_tta",
+    "gpu_augment",
+    "tta_mean",
+    "tta_views",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,6 +34,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: test-time augmentation modes and their number of views (see :func:`tta_views`)
 TTA_MODES: dict[str, int] = {"none": 1, "flip": 2, "d4": 8}
+
+
+def check_tta(mode: Any) -> str:
+    """``mode`` if it is one of :data:`TTA_MODES`, else a ValueError that lists them.
+
+    Examples:
+        >>> check_tta("d4")
+        'd4'
+    """
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta: expected one of {sorted(TTA_MODES)}, got {mode!r}.")
+    return mode
 
 
 def tta_views(images: torch.Tensor, mode: str) -> Iterator[torch.Tensor]:
@@ -48,8 +70,7 @@ def tta_views(images: torch.Tensor, mode: str) -> Iterator[torch.Tensor]:
         >>> len(list(tta_views(x, "d4")))
         8
     """
-    if mode not in TTA_MODES:
-        raise ValueError(f"tta: expected one of {sorted(TTA_MODES)}, got {mode!r}.")
+    check_tta(mode)
     if mode == "d4" and images.shape[-1] != images.shape[-2]:
         raise ValueError(
             f"tta: 'd4' rotates by 90 degrees and needs square images, got {tuple(images.shape[-2:])}; use tta='flip'."
@@ -72,10 +93,35 @@ def tta_views(images: torch.Tensor, mode: str) -> Iterator[torch.Tensor]:
         yield keep(torch.rot90(mirror, k, dims=(-2, -1)))
 
 
+def tta_mean(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, mode: str) -> torch.Tensor:
+    """The mean of ``fn(view)`` over the views of :func:`tta_views` (``fn(images)`` itself for ``"none"``).
+
+    Used with ``fn`` = a model's node marginals: an average of consistent marginals is consistent.
+
+    Examples:
+        >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+        >>> tta_mean(lambda v: v[..., 0, 0], x, "flip")  # top-left pixel of x and of its mirror
+        tensor([[0.5000]])
+    """
+    check_tta(mode)
+    total = None
+    for view in tta_views(images, mode):
+        value = fn(view)
+        total = value if total is None else total + value
+    return total / TTA_MODES[mode] if mode != "none" else total
+
+
 def add_tta_argument(parser: Any, *, default: str | None = None, note: str = "") -> None:
     """Add the scripts' shared ``--tta`` flag (one of :data:`TTA_MODES`) to an ``argparse`` parser.
 
     ``default=None`` means "the checkpoint's" (what ``train --tta`` recorded); ``note`` ends the help.
+
+    Examples:
+        >>> import argparse
+        >>> p = argparse.ArgumentParser()
+        >>> add_tta_argument(p, default="none")
+        >>> p.parse_args(["--tta", "d4"]).tta
+        'd4'
     """
     parser.add_argument(
         "--tta",

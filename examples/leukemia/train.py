@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from examples.leukemia.checkpoint import CheckpointError, _load_weights, load_checkpoint, model_state, save_checkpoint
+from examples.leukemia.checkpoint import CheckpointError, load_checkpoint, load_weights, model_state, save_checkpoint
 from examples.leukemia.gpu_data import add_tta_argument
 from examples.leukemia.models import METHODS, build_model
 from hiercls import Taxonomy
@@ -701,10 +701,14 @@ def predict(
     marginals is consistent (a parent's probability is still the sum of its children's), so any
     decoder reads it as it reads one view's.
     """
-    from examples.leukemia.gpu_data import TTA_MODES, GPUBatches, tta_views
+    from examples.leukemia.gpu_data import GPUBatches, check_tta, tta_mean
 
-    if tta not in TTA_MODES:
-        raise ValueError(f"tta: expected one of {sorted(TTA_MODES)}, got {tta!r}.")
+    check_tta(tta)
+
+    def marginals(view: Tensor) -> Tensor:
+        with autocast(device, amp):
+            logits = model(view)
+        return model.marginals(logits.float()).float()
 
     model.eval()
     rank, world = (env.rank, env.world_size) if env is not None else (0, 1)
@@ -723,13 +727,7 @@ def predict(
         even_shards=False,
     ):
         batch = batch.to(device) if channels_last else batch.to(device).contiguous()
-        total = None
-        for view in tta_views(batch, tta):
-            with autocast(device, amp):
-                logits = model(view)
-            probs = model.marginals(logits.float()).float()
-            total = probs if total is None else total.add_(probs)
-        out.append(total.div_(TTA_MODES[tta]) if tta != "none" else total)
+        out.append(tta_mean(marginals, batch, tta))
     if not out:
         return torch.empty(0, model.taxonomy.num_nodes, device=device)
     return torch.cat(out)
@@ -1020,7 +1018,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
                     f"--resume --ema: {last} was saved without --ema, so the averaged weights are lost; "
                     "resume without --ema or start a new run."
                 )
-            _load_weights(ema.module, ckpt.state["ema"])
+            load_weights(ema.module, ckpt.state["ema"])
         before = {"ema": 0.0, "tta": "none", "crop": 1.0}  # what checkpoints older than these flags used
         changed = {
             k: (ckpt.config.get(k, before.get(k)), config[k])
