@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -46,10 +44,11 @@ def _metrics(tax: Taxonomy) -> dict:
     }
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _worker(rank: int, out_dir: str) -> None:
+    # a file rendezvous: a port picked free beforehand can be taken by a parallel test before the
+    # processes bind it (seen once under pytest -n 2)
+    init = (Path(out_dir) / "rendezvous").as_uri()
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
     try:
         tax = _taxonomy()
         y_true, y_pred = _data()
@@ -64,12 +63,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is unavailable"
 )
@@ -82,7 +75,7 @@ def test_two_gloo_processes_reduce_to_the_single_process_values() -> None:
         single[name] = metric.compute()
     assert single["all"] == pytest.approx(M.summary(y_true, y_pred, tax))
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(_worker, args=(_free_port(), out_dir), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(out_dir,), nprocs=WORLD, join=True)
         for rank in range(WORLD):
             got = torch.load(Path(out_dir) / f"rank{rank}.pt", weights_only=False)
             for name in single:
