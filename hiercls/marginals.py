@@ -305,17 +305,21 @@ def _upcast(logits: Tensor) -> Tensor:
 
 
 def _check_finite(logits: Tensor) -> None:
-    """Raise ValueError on NaN or infinite logits (one device sync)."""
+    """Raise ValueError on NaN or +inf logits (one device sync); -inf masks a logit and is allowed."""
     if logits.numel() == 0:
         return
-    # one reduction instead of an elementwise mask; a huge but finite sum is re-checked exactly
-    if not math.isfinite(float(logits.detach().sum())) and not bool(torch.isfinite(logits.detach()).all()):
-        bad = (~torch.isfinite(logits.detach())).nonzero()[:3].tolist()
-        raise ValueError(
-            f"logits: found NaN or infinite values (first at [sample, column] {bad}). "
-            "Check the model for exploding activations or a too-high learning rate; "
-            "pass validate_args=False to skip this check."
-        )
+    # one reduction instead of an elementwise mask; a sum that is not finite (a huge one, or a -inf
+    # mask) is re-checked exactly
+    if not math.isfinite(float(logits.detach().sum())):
+        x = logits.detach()
+        bad_mask = torch.isnan(x) | (x == math.inf)
+        if bool(bad_mask.any()):
+            bad = bad_mask.nonzero()[:3].tolist()
+            raise ValueError(
+                f"logits: found NaN or +inf values (first at [sample, column] {bad}). "
+                "Check the model for exploding activations or a too-high learning rate "
+                "(-inf is allowed: it masks a logit); pass validate_args=False to skip this check."
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,9 +430,16 @@ def _group_log_softmax_nm(logits: Tensor, t: Any) -> Tensor:
         top = logits.new_full((t.num_groups, batch), -math.inf).scatter_reduce(
             0, group[:, None].expand(-1, batch), children, "amax", include_self=False
         )
+        # a group whose logits are all -inf (``logits + log(mask)`` masking a whole subtree): shift by 0,
+        # so its members come out -inf (their parent's marginal is 0) with zero gradient, not NaN
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     shifted = children - top[group]
     summed = logits.new_zeros(t.num_groups, batch).index_add(0, group, torch.exp(shifted))
-    return shifted - torch.log(summed)[group]
+    empty = summed == 0
+    log_sum = torch.where(
+        empty, torch.zeros_like(summed), torch.log(torch.where(empty, torch.ones_like(summed), summed))
+    )
+    return shifted - log_sum[group]
 
 
 def _group_mean_nm(logits: Tensor, t: Any) -> Tensor:

@@ -199,10 +199,13 @@ def _masked_nodes(kind: str, tax: Taxonomy, t: int) -> set[int]:
     return below | {0}  # bce, max_constraint
 
 
+@pytest.mark.parametrize("moved_by", ["noise", "-inf"])
 @pytest.mark.parametrize("kind", ["conditional", "level", "bce", "bce_siblings", "max_constraint"])
 @settings(max_examples=30)
 @given(data=st.data())
-def test_masked_logits_change_nothing_and_get_zero_gradient(kind, data):
+def test_masked_logits_change_nothing_and_get_zero_gradient(kind, moved_by, data):
+    """Logits a sample's loss must not read can move anywhere, to -inf too (``logits + log(mask)``
+    masking a whole sibling group or level): the loss stays and their gradient is exactly 0, not NaN."""
     tax, logits, target, weight, smoothing = data.draw(cases(kind))
     logits = logits.float()
     mask = torch.zeros_like(logits, dtype=torch.bool)
@@ -212,10 +215,46 @@ def test_masked_logits_change_nothing_and_get_zero_gradient(kind, data):
     loss = _call(kind, x, target, tax, weight=weight, label_smoothing=smoothing, reduction="sum")
     loss.backward()
     assert torch.equal(x.grad[mask], torch.zeros_like(x.grad[mask]))
-    noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(3)) * 50
-    moved = torch.where(mask, logits + noise, logits)
-    again = _call(kind, moved, target, tax, weight=weight, label_smoothing=smoothing, reduction="sum")
-    assert torch.equal(loss.detach(), again)
+    if moved_by == "noise":
+        noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(3)) * 50
+        moved = torch.where(mask, logits + noise, logits)
+    else:
+        moved = logits.masked_fill(mask, -math.inf)
+    y = moved.clone().requires_grad_(True)
+    again = _call(kind, y, target, tax, weight=weight, label_smoothing=smoothing, reduction="sum")
+    again.backward()
+    assert (
+        torch.allclose(loss.detach(), again.detach(), rtol=1e-6, atol=1e-6)
+        if moved_by == "-inf"
+        else torch.equal(loss.detach(), again.detach())
+    )
+    assert torch.isfinite(y.grad).all()
+    assert torch.equal(y.grad[mask], torch.zeros_like(y.grad[mask]))
+
+
+@pytest.mark.parametrize("path", [True, False])
+def test_conditional_nll_with_a_masked_subtree_has_no_nan_in_either_strategy(path, paper_tax):
+    """Both NLL strategies: a subtree masked with -inf leaves the loss of targets outside it as it was
+    and gives its logits gradient 0; a target inside it costs +inf, never NaN."""
+    tables = _tables_for(paper_tax, torch.device("cpu"))
+    inside = paper_tax.index("Leukemia")
+    masked = [inside] + [paper_tax.index(n) for n in paper_tax.descendants("Leukemia")]
+    logits = torch.randn(3, paper_tax.num_nodes, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    target = torch.tensor([paper_tax.index("Normal"), paper_tax.index("Reactive"), paper_tax.index("Normal")])
+    x = logits.clone().requires_grad_(True)
+    reference = L._conditional_nll(x, target, tables, None, 0.0, path=path)
+    y = logits.clone()
+    y[:, masked] = -math.inf
+    y.requires_grad_(True)
+    got = L._conditional_nll(y, target, tables, None, 0.0, path=path)
+    got.sum().backward()
+    # P(Normal) and P(Reactive) renormalise without Leukemia: the loss can only drop, and stays finite
+    assert torch.isfinite(got).all() and (got <= reference.detach() + 1e-12).all()
+    assert torch.isfinite(y.grad).all() and (y.grad[:, masked] == 0).all()
+    impossible = L._conditional_nll(
+        y.detach(), torch.tensor([paper_tax.index("CLL")]).repeat(3), tables, None, 0.0, path=path
+    )
+    assert torch.isinf(impossible).all() and (impossible > 0).all()
 
 
 def test_normal_image_teaches_only_the_first_level(paper_tax):
@@ -370,15 +409,36 @@ def test_target_out_of_range_raises_unknown_node(kind, paper_tax):
 
 
 @pytest.mark.parametrize("kind", TREE_KINDS)
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_logits_raise(kind, bad, paper_tax):
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_and_plus_inf_logits_raise(kind, bad, paper_tax):
     x = torch.zeros(2, _width(paper_tax, kind))
     x[1, 0] = bad
-    with pytest.raises(ValueError, match=r"NaN or infinite values \(first at \[sample, column\] \[\[1, 0\]\]\)"):
+    with pytest.raises(ValueError, match=r"NaN or \+inf values \(first at \[sample, column\] \[\[1, 0\]\]\)"):
         _call(kind, x, torch.tensor([1, 2]), paper_tax)
     _, cls, _, _, _, extra = KINDS[kind]
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
         cls(paper_tax, **extra)(x, torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_minus_inf_masks_a_logit_and_passes_validation(kind, paper_tax):
+    """-inf is how a class is masked (``logits + log(mask)``): validation accepts it, and the loss
+    equals the limit of a very negative logit, with a finite gradient that is 0 at the mask."""
+    x = torch.randn(2, _width(paper_tax, kind), generator=torch.Generator().manual_seed(1))
+    column = _width(paper_tax, kind) - 1  # the last node (APL) or the last leaf: never on the targets' paths
+    target = torch.tensor([1, 2])  # Normal, Reactive
+    far = x.clone()
+    far[:, column] = -1e4
+    y = x.clone()
+    y[:, column] = -math.inf
+    y.requires_grad_(True)
+    loss = _call(kind, y, target, paper_tax)
+    if kind == "soft_label":  # its soft target gives every leaf some mass, the masked one too
+        assert loss.item() == math.inf
+        return
+    loss.backward()
+    assert torch.allclose(loss.detach(), _call(kind, far, target, paper_tax), atol=1e-6)
+    assert torch.isfinite(y.grad).all() and (y.grad[:, column] == 0).all()
 
 
 def test_huge_finite_logits_are_not_mistaken_for_infinite(paper_tax):

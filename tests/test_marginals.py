@@ -221,3 +221,29 @@ def test_root_only_taxonomy():
     for fn in (M.conditional_marginals, M.sigmoid_marginals, M.flat_marginals):
         assert fn(torch.randn(2, 1), tax).tolist() == [[1.0], [1.0]]
     assert math.isclose(M.flat_log_marginals(torch.randn(1, 1), tax).item(), 0.0)
+
+
+@settings(max_examples=40)
+@given(case=logits_for(trees(min_nodes=2, max_nodes=20)), data=st.data())
+def test_conditional_marginals_with_a_masked_subtree(case, data):
+    """Masking a whole subtree with -inf (its root and every node below, so whole sibling groups are
+    -inf) gives it probability 0 and leaves every other marginal as if only its root were masked;
+    gradients are finite everywhere and 0 at the masked logits (no 0/0 from an all -inf group)."""
+    tax, logits = case
+    top = data.draw(st.integers(1, tax.num_nodes - 1))
+    subtree = [top] + [tax.index(n) for n in tax.descendants(top)]
+    only_top = logits.clone()
+    only_top[:, top] = -math.inf
+    want = M.conditional_marginals(only_top, tax)
+    x = logits.clone()
+    x[:, subtree] = -math.inf
+    x.requires_grad_(True)
+    got = M.conditional_marginals(x, tax)
+    assert (got[:, subtree] == 0).all()
+    rest = [n for n in range(tax.num_nodes) if n not in subtree]
+    torch.testing.assert_close(got[:, rest], want[:, rest])
+    for fn in (M.conditional_log_marginals, M.level_marginals):
+        x.grad = None
+        out = fn(x, tax)
+        (out[torch.isfinite(out)] * torch.rand(int(torch.isfinite(out).sum()), dtype=torch.float64)).sum().backward()
+        assert torch.isfinite(x.grad).all() and (x.grad[:, subtree] == 0).all()
