@@ -33,7 +33,12 @@ def split_case(draw, strategy=None):
 def _feed(metric, y_true, y_pred, batches):
     for a, b in batches:
         metric.update(torch.tensor(y_pred[a:b]), torch.tensor(y_true[a:b]))
-    return metric.compute()
+    return _floats(metric.compute())
+
+
+def _floats(value):
+    """compute()'s 0-d tensors (or a dict of them) as floats."""
+    return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else float(value)
 
 
 @settings(max_examples=30)
@@ -72,16 +77,16 @@ def test_reset_forgets_and_forward_returns_the_batch_value(case) -> None:
     metric = M.HierarchicalMetrics(tax)
     metric.update(torch.tensor(y_true), torch.tensor(y_pred))  # something else first
     metric.reset()
-    batch_value = metric(torch.tensor(y_pred), torch.tensor(y_true))
+    batch_value = _floats(metric(torch.tensor(y_pred), torch.tensor(y_true)))
     assert batch_value == pytest.approx(M.summary(y_true, y_pred, tax))
-    assert metric.compute() == pytest.approx(M.summary(y_true, y_pred, tax))
+    assert _floats(metric.compute()) == pytest.approx(M.summary(y_true, y_pred, tax))
 
 
 def test_names_and_known_values(paper_tax: Taxonomy) -> None:
     metric = M.HierarchicalMetrics(paper_tax)
     metric.update(["ALL", "AML"], ["ALL", "APL"])
     metric.update(["CML"], ["CLL"])
-    report = metric.compute()
+    report = _floats(metric.compute())
     assert report["accuracy"] == pytest.approx(1 / 3)
     assert report["hierarchical_recall"] == pytest.approx(8 / 10)
     assert report["correct_rate"] == pytest.approx(2 / 3)  # AML is APL's parent
@@ -109,7 +114,7 @@ def test_empty_batches_add_nothing(name: str, paper_tax: Taxonomy) -> None:
     metric.update(y_pred[:2], y_true[:2])
     metric.update(empty, empty)
     metric.update(y_pred[2:], y_true[2:])
-    assert metric.compute() == cls(paper_tax)(y_pred, y_true)
+    assert _floats(metric.compute()) == _floats(cls(paper_tax)(y_pred, y_true))
 
 
 def test_errors(paper_tax: Taxonomy) -> None:
@@ -132,4 +137,36 @@ def test_errors(paper_tax: Taxonomy) -> None:
     with pytest.raises(TaxonomyError, match="needs a tree"):
         M.LevelAccuracy(dag)
     assert "level_accuracy/1" not in M.HierarchicalMetrics(dag)(torch.tensor([3]), torch.tensor([3]))
-    assert np.isfinite(M.HierarchicalMetrics(dag)(torch.tensor([1]), torch.tensor([3]))["hierarchical_f1"])
+    assert np.isfinite(float(M.HierarchicalMetrics(dag)(torch.tensor([1]), torch.tensor([3]))["hierarchical_f1"]))
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_compute_returns_tensors_that_torchmetrics_wrappers_accept(name: str, paper_tax: Taxonomy) -> None:
+    """torchmetrics' convention: 0-d tensors (or a dict of them) on the metric's device, in the default
+    float dtype; BootStrapper stacks them and MetricTracker ranks them (both failed on Python floats)."""
+    from torchmetrics.wrappers import BootStrapper, MetricTracker
+
+    cls = getattr(M, name)
+    y_true = torch.tensor([paper_tax.index(n) for n in ("ALL", "AML", "CLL", "Normal", "APL", "CML")])
+    y_pred = torch.tensor([paper_tax.index(n) for n in ("ALL", "ALL", "Chronic", "Reactive", "APL", "CML")])
+    value = cls(paper_tax)(y_pred, y_true)
+    for v in value.values() if isinstance(value, dict) else [value]:
+        assert isinstance(v, torch.Tensor) and v.ndim == 0 and v.dtype == torch.get_default_dtype()
+        assert v.device == torch.device("cpu")
+    if isinstance(value, dict):
+        return
+    torch.manual_seed(0)  # BootStrapper resamples with the global generator
+    boot = BootStrapper(cls(paper_tax), num_bootstraps=4)
+    boot.update(y_pred, y_true)
+    out = boot.compute()
+    assert torch.isfinite(out["mean"]) and torch.isfinite(out["std"])
+    tracker = MetricTracker(cls(paper_tax), maximize=bool(cls.higher_is_better))
+    for cut in (3, 6):
+        tracker.increment()
+        tracker.update(y_pred[:cut], y_true[:cut])
+    best = tracker.best_metric()
+    assert isinstance(best, float) and best == pytest.approx(
+        max(float(v) for v in tracker.compute_all())
+        if cls.higher_is_better
+        else min(float(v) for v in tracker.compute_all())
+    )

@@ -5,6 +5,9 @@ accumulate, ``reset()`` clears, and ``compute()`` under DDP sums the states of
 every process before dividing: the result equals the one-shot functional
 value on the concatenated data. ``update(preds, target)`` takes ``(B,)`` node
 indices (or names) in torchmetrics' argument order (predictions first).
+``compute()`` returns 0-d tensors (or a dict of them) in the default float dtype
+on the metric's device, as torchmetrics' wrappers (``BootStrapper``,
+``MetricTracker``) and Lightning's ``self.log`` expect; ``float()`` gives the number.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ class _TaxonomyMetric(Metric):
         # an empty batch (all samples filtered out, an empty DDP shard) adds nothing; it is not an error
         return _encode_pair(target, preds, self.taxonomy, names=("target", "preds"), allow_empty=True)
 
+    def _value(self, value: float) -> torch.Tensor:
+        """A computed ratio as a 0-d tensor on the metric's device (torchmetrics' convention)."""
+        return torch.tensor(float(value), dtype=torch.get_default_dtype(), device=self.device)
+
     def _add(self, name: str, value: Any) -> None:
         state = getattr(self, name)
         setattr(self, name, state + torch.as_tensor(np.array(value), dtype=state.dtype, device=state.device))
@@ -91,8 +98,8 @@ class HierarchicalMetrics(_TaxonomyMetric):
         >>> metric = HierarchicalMetrics(tax)
         >>> metric.update(torch.tensor([3, 3]), torch.tensor([3, 4]))
         >>> metric.update(torch.tensor([1]), torch.tensor([5]))
-        >>> round(metric.compute()["hierarchical_precision"], 4)
-        0.6
+        >>> metric.compute()["hierarchical_precision"]
+        tensor(0.6000)
     """
 
     higher_is_better = None
@@ -118,13 +125,13 @@ class HierarchicalMetrics(_TaxonomyMetric):
         for key, value in _summary_counts(self.taxonomy, t, p, self.distance).items():
             self._add(key, value)
 
-    def compute(self) -> dict[str, float]:
-        """The :func:`hiercls.metrics.summary` dict of everything seen so far."""
+    def compute(self) -> dict[str, torch.Tensor]:
+        """The :func:`hiercls.metrics.summary` dict of everything seen so far, as 0-d tensors."""
         counts: dict[str, Any] = {key: int(getattr(self, key)) for key in _COUNT_KEYS}
         if self.taxonomy.is_tree:
             counts["level_correct"] = self.level_correct.cpu().numpy()
             counts["level_total"] = self.level_total.cpu().numpy()
-        return _summary_from_counts(counts, self.zero_division)
+        return {k: self._value(v) for k, v in _summary_from_counts(counts, self.zero_division).items()}
 
 
 class _HierarchicalSetMetric(_TaxonomyMetric):
@@ -179,9 +186,9 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
         rec = _safe_div(int(self.inter), int(self.size_true), zd)
         return prec, rec, _fbeta(prec, rec, self.beta)
 
-    def compute(self) -> float:
-        """The metric over everything seen so far (a float)."""
-        return self._compute_all()[self._which]
+    def compute(self) -> torch.Tensor:
+        """The metric over everything seen so far (a 0-d tensor)."""
+        return self._value(self._compute_all()[self._which])
 
 
 class HierarchicalPrecision(_HierarchicalSetMetric):
@@ -199,7 +206,7 @@ class HierarchicalPrecision(_HierarchicalSetMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = HierarchicalPrecision(tax)
         >>> metric(torch.tensor([4]), torch.tensor([3]))
-        0.5
+        tensor(0.5000)
     """
 
     _which = 0
@@ -225,7 +232,7 @@ class HierarchicalRecall(_HierarchicalSetMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = HierarchicalRecall(tax)
         >>> metric(torch.tensor([1]), torch.tensor([3]))
-        0.5
+        tensor(0.5000)
     """
 
     _which = 1
@@ -251,7 +258,7 @@ class HierarchicalFBeta(_HierarchicalSetMetric):
         >>> from hiercls import Taxonomy
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = HierarchicalFBeta(tax, beta=2.0)
-        >>> round(metric(torch.tensor([1]), torch.tensor([3])), 4)
+        >>> round(float(metric(torch.tensor([1]), torch.tensor([3]))), 4)
         0.5556
     """
 
@@ -274,7 +281,7 @@ class HierarchicalF1(_HierarchicalSetMetric):
         >>> metric = HierarchicalF1(tax)
         >>> metric.update(torch.tensor([3, 3]), torch.tensor([3, 5]))
         >>> metric.compute()
-        0.5
+        tensor(0.5000)
     """
 
     _which = 2
@@ -300,7 +307,7 @@ class MistakeSeverity(_TaxonomyMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = MistakeSeverity(tax)
         >>> metric(torch.tensor([3, 4, 5]), torch.tensor([3, 3, 3]))
-        1.5
+        tensor(1.5000)
     """
 
     higher_is_better = False
@@ -325,9 +332,9 @@ class MistakeSeverity(_TaxonomyMetric):
         self._add("severity", int(dist.sum()))
         self._add("mistakes", len(dist))
 
-    def compute(self) -> float:
-        """Mean LCA distance over the mistakes seen so far."""
-        return _safe_div(int(self.severity), int(self.mistakes), self.zero_division)
+    def compute(self) -> torch.Tensor:
+        """Mean LCA distance over the mistakes seen so far (a 0-d tensor)."""
+        return self._value(_safe_div(int(self.severity), int(self.mistakes), self.zero_division))
 
 
 class LevelAccuracy(_TaxonomyMetric):
@@ -347,7 +354,7 @@ class LevelAccuracy(_TaxonomyMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = LevelAccuracy(tax)
         >>> metric(torch.tensor([4, 5]), torch.tensor([3, 3]))
-        {1: 0.5, 2: 0.0}
+        {1: tensor(0.5000), 2: tensor(0.)}
     """
 
     higher_is_better = True
@@ -369,11 +376,11 @@ class LevelAccuracy(_TaxonomyMetric):
         self._add("level_correct", correct)
         self._add("level_total", total)
 
-    def compute(self) -> dict[int, float]:
-        """``{depth: accuracy}`` for depths ``1 .. max_depth``."""
+    def compute(self) -> dict[int, torch.Tensor]:
+        """``{depth: accuracy}`` for depths ``1 .. max_depth``, as 0-d tensors."""
         correct = self.level_correct.cpu().numpy()
         total = self.level_total.cpu().numpy()
-        return {d: _safe_div(correct[d], total[d], self.zero_division) for d in range(1, len(correct))}
+        return {d: self._value(_safe_div(correct[d], total[d], self.zero_division)) for d in range(1, len(correct))}
 
 
 class CorrectRate(_TaxonomyMetric):
@@ -389,7 +396,7 @@ class CorrectRate(_TaxonomyMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = CorrectRate(tax)
         >>> metric(torch.tensor([1, 4]), torch.tensor([3, 3]))
-        0.5
+        tensor(0.5000)
     """
 
     higher_is_better = True
@@ -408,6 +415,6 @@ class CorrectRate(_TaxonomyMetric):
         self._add("correct", int(np.count_nonzero(pairs.inter == pairs.size_pred)))
         self._add("total", len(t))
 
-    def compute(self) -> float:
-        """The fraction of correct predictions seen so far."""
-        return _safe_div(int(self.correct), int(self.total), 0.0)
+    def compute(self) -> torch.Tensor:
+        """The fraction of correct predictions seen so far (a 0-d tensor)."""
+        return self._value(_safe_div(int(self.correct), int(self.total), 0.0))
