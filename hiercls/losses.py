@@ -85,6 +85,7 @@ __all__ = [
     "NodeBCELoss",
     "Reduction",
     "SoftLabelLoss",
+    "compatible_losses",
     "conditional_softmax_nll",
     "create_loss",
     "default_loss",
@@ -1360,7 +1361,17 @@ _LOSSES: dict[str, type[_HierarchicalLoss]] = {
     "soft_label": SoftLabelLoss,
     "max_constraint": MaxConstraintLoss,
 }
-_DEFAULT_LOSS = {"conditional": "conditional", "level": "level", "sigmoid": "bce", "flat": "flat"}
+# head kind -> the loss kinds that train the probability model its marginals read (first: the default).
+# conditional and level heads share one model (sibling-group softmaxes multiplied down the path; a level
+# softmax renormalised within sibling groups is the same thing), so either per-node softmax loss fits;
+# sigmoid heads read independent sigmoids; flat heads emit leaf logits, the shape only leaf losses take.
+_HEAD_LOSSES: dict[str, tuple[str, ...]] = {
+    "conditional": ("conditional", "level"),
+    "level": ("level", "conditional"),
+    "sigmoid": ("bce", "max_constraint"),
+    "flat": ("flat", "hxe", "soft_label"),
+}
+_DEFAULT_LOSS = {head: kinds[0] for head, kinds in _HEAD_LOSSES.items()}
 
 
 def create_loss(kind: LossKind, taxonomy: Taxonomy, **kwargs: Any) -> nn.Module:
@@ -1388,6 +1399,33 @@ def create_loss(kind: LossKind, taxonomy: Taxonomy, **kwargs: Any) -> nn.Module:
     if kind not in _LOSSES:
         raise ValueError(f"kind: unknown loss {kind!r}; expected one of {', '.join(map(repr, _LOSSES))}.")
     return _LOSSES[kind](taxonomy, **kwargs)
+
+
+def compatible_losses(head_kind: str) -> tuple[str, ...]:
+    """The loss kinds that train a head kind's probability model, its default first.
+
+    ``conditional`` and ``level`` heads read their per-node logits as the same
+    model (sibling-group softmaxes multiplied down the path), so
+    ``conditional`` and ``level`` losses train either; ``sigmoid`` heads take
+    ``bce`` or ``max_constraint`` (build the head with ``coherent=True`` for the
+    latter); ``flat`` heads emit leaf logits, which only ``flat``, ``hxe`` and
+    ``soft_label`` take. Any other pair trains a model the head's marginals do
+    not read.
+
+    Raises:
+        ValueError: unknown head kind.
+
+    Examples:
+        >>> compatible_losses("flat")
+        ('flat', 'hxe', 'soft_label')
+        >>> "bce" in compatible_losses("conditional")
+        False
+    """
+    if head_kind not in _HEAD_LOSSES:
+        raise ValueError(
+            f"head_kind: unknown head kind {head_kind!r}; expected one of {', '.join(map(repr, _HEAD_LOSSES))}."
+        )
+    return _HEAD_LOSSES[head_kind]
 
 
 def default_loss(head_kind: str) -> str:

@@ -427,12 +427,35 @@ def test_head_classifier_is_deterministic_and_leaves_the_global_rng_alone():
         ({"weight_decay": -1.0}, "weight_decay: expected a float >= 0"),
         ({"batch_size": 0}, "batch_size: expected an int >= 1 or None"),
         ({"device": "gpu0"}, "device: expected a torch device"),
+        (
+            {"head": "conditional", "loss": "hxe"},
+            r"loss: 'hxe' does not train a head='conditional'.*'conditional', 'level'",
+        ),
+        ({"head": "flat", "loss": "bce"}, r"loss: 'bce' does not train a head='flat'"),
+        ({"head": "sigmoid", "loss": "level"}, r"expected one of 'bce', 'max_constraint'"),
     ],
 )
 def test_head_classifier_parameter_errors(params, match):
     X, y = blobs(["a", "b"])
     with pytest.raises(ValueError, match=match):
         HierarchicalHeadClassifier(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("head", ["conditional", "level", "sigmoid", "flat"])
+def test_head_classifier_trains_every_compatible_loss(head):
+    """Every pair hiercls.losses.compatible_losses allows fits; max_constraint gets C-HMCNN's coherent head."""
+    from hiercls.losses import compatible_losses
+
+    X, y = blobs(["a/x", "a/y", "b"])
+    for loss in compatible_losses(head):
+        clf = HierarchicalHeadClassifier(head=head, loss=loss, max_iter=5, random_state=0).fit(X, y)
+        assert np.isfinite(clf.loss_curve_).all()
+        assert getattr(clf.module_.head, "coherent", False) == (loss == "max_constraint")
+        probs = clf.predict_marginals(X)
+        if (head, loss) != ("sigmoid", "bce"):  # plain independent sigmoids may put a child above its parent
+            kids = [clf.taxonomy_.index(c) for c in clf.taxonomy_.children("a")]
+            # coherent sigmoids: no child above its parent; softmax heads: children sum to the parent
+            assert (probs[:, kids] <= probs[:, [clf.taxonomy_.index("a")]] + 1e-9).all()
 
 
 # ------------------------------------------------------------------- scorers

@@ -166,7 +166,9 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             for h in hidden:
                 layers += [nn.Linear(width, h), nn.ReLU()]
                 width = h
-            module = HeadNetwork(nn.Sequential(*layers), create_head(self.head, width, self.taxonomy_))
+            # max_constraint trains C-HMCNN's coherent model: the head's marginals apply the same constraint
+            options = {"coherent": True} if self.loss == "max_constraint" else {}
+            module = HeadNetwork(nn.Sequential(*layers), create_head(self.head, width, self.taxonomy_, **options))
         module = module.to(device)
         loss_fn = create_loss(self.loss or default_loss(self.head), self.taxonomy_).to(device)
         features = torch.tensor(X, dtype=torch.float32, device=device)  # a copy: X may be read-only
@@ -220,6 +222,15 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         if self.loss is not None and not isinstance(self.loss, str):
             raise ValueError(
                 f"loss: expected a hiercls.losses.create_loss kind (a string) or None, got {type(self.loss).__name__}."
+            )
+        from hiercls.losses import compatible_losses
+
+        fits = compatible_losses(self.head)
+        if self.loss is not None and self.loss not in fits:
+            raise ValueError(
+                f"loss: {self.loss!r} does not train a head={self.head!r} (its marginals read another model); "
+                f"expected one of {', '.join(map(repr, fits))} or None for {fits[0]!r}, "
+                f"or pick the head that {self.loss!r} trains."
             )
         try:
             hidden = tuple(int(h) for h in self.hidden_layer_sizes)
