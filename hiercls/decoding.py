@@ -115,8 +115,13 @@ def _check_threshold(threshold: Any) -> float:
     return value
 
 
-def _as_probs(probs: Any, taxonomy: Taxonomy, validate: bool = True) -> tuple[torch.Tensor, bool]:
-    """Marginals -> float tensor ``(B, num_nodes)``; also says whether to hand back numpy."""
+def _as_probs(
+    probs: Any, taxonomy: Taxonomy, validate: bool = True, allow_empty: bool = True
+) -> tuple[torch.Tensor, bool]:
+    """Marginals -> float tensor ``(B, num_nodes)``; also says whether to hand back numpy.
+
+    ``B = 0`` (an empty evaluation shard, every sample filtered out) passes unless ``allow_empty`` is off.
+    """
     as_numpy = not isinstance(probs, torch.Tensor)
     if as_numpy:
         arr = np.asarray(probs)
@@ -130,7 +135,7 @@ def _as_probs(probs: Any, taxonomy: Taxonomy, validate: bool = True) -> tuple[to
             f"probs: expected node marginals of shape (batch, {taxonomy.num_nodes}), got shape {tuple(tensor.shape)}. "
             "Get them from head.marginals(logits); add a batch dimension with probs[None] for one sample."
         )
-    if tensor.shape[0] == 0:
+    if tensor.shape[0] == 0 and not allow_empty:
         raise ValueError("probs is empty: give at least one sample (shape (batch, num_nodes) with batch >= 1).")
     if not tensor.is_floating_point():
         raise ValueError(f"probs: expected float node marginals, got dtype {tensor.dtype}.")
@@ -304,6 +309,9 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> 
     tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
     plan = _plan(taxonomy, str(tensor.device))
     mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
+    if tensor.shape[0] == 0:
+        out = tensor.new_zeros(0, taxonomy.num_nodes)
+        return out.cpu().numpy() if as_numpy else out
     out = _per_chunk(tensor, lambda x: _expected_cost_chunk(x, plan, mode, c))
     return out.cpu().numpy() if as_numpy else out
 
@@ -421,6 +429,9 @@ def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.
     _require_tree(taxonomy, "expected_hierarchical_fbeta")
     beta = _check_beta(beta)
     tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
+    if tensor.shape[0] == 0:
+        out = tensor.new_zeros(0, taxonomy.num_nodes)
+        return out.cpu().numpy() if as_numpy else out
     plan = _plan(taxonomy, str(tensor.device))
     out = _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta).t(), width=2)
     return out.cpu().numpy() if as_numpy else out
@@ -466,7 +477,8 @@ def decode(
         torch input, a numpy array otherwise.
 
     Raises:
-        ValueError: an unknown rule, bad ``probs`` (shape, dtype, NaN, empty) or options.
+        ValueError: an unknown rule, bad ``probs`` (shape, dtype, NaN) or options. An empty batch
+            (``B = 0``) is not an error: it decodes to an empty result.
         TaxonomyError: ``"crm"`` or ``"hf_optimal"`` on a DAG.
 
     Examples:
@@ -481,13 +493,21 @@ def decode(
     if rule in ("crm", "hf_optimal"):
         _require_tree(taxonomy, f"rule={rule!r}")
     tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
+    if rule == "threshold":
+        threshold = _check_threshold(threshold)
+    elif rule == "hf_optimal":
+        beta = _check_beta(beta)
+    if tensor.shape[0] == 0:  # an empty shard: nothing to decode, options checked all the same
+        if rule == "crm":
+            _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
+        return _out(torch.empty(0, dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
     if rule == "argmax_leaf":
         return _out(_per_chunk(tensor, lambda x: _argmax_leaf(x, plan)), as_numpy)
     if rule == "top_down":
         return _out(_per_chunk(tensor, lambda x: _top_down(x, plan)), as_numpy)
     if rule == "threshold":
-        tau = _check_threshold(threshold)
+        tau = float(threshold)
         return _out(_per_chunk(tensor, lambda x: _threshold(x, plan, tau)), as_numpy)
     if rule == "crm":
         mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
@@ -499,7 +519,6 @@ def decode(
             ]
 
         return _out(_per_chunk(tensor, crm), as_numpy)
-    beta = _check_beta(beta)
     return _out(_per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta, argmax=True), width=2), as_numpy)
 
 
@@ -527,6 +546,8 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int) -> Any:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= taxonomy.num_leaves:
         raise ValueError(f"k: expected an int in [1, {taxonomy.num_leaves}] (the number of leaves), got {k!r}.")
     tensor, as_numpy = _as_probs(probs, taxonomy)
+    if tensor.shape[0] == 0:
+        return _out(torch.empty(0, int(k), dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
     top = _leaf_block(tensor, plan).topk(int(k), dim=1).indices
     return _out(plan.leaf_index[top], as_numpy)
@@ -621,7 +642,7 @@ def operating_curve(
         0.5
     """
     _check_taxonomy(taxonomy)
-    tensor, _ = _as_probs(probs, taxonomy)
+    tensor, _ = _as_probs(probs, taxonomy, allow_empty=False)
     t = _encode(target, taxonomy, "target")
     if len(t) != tensor.shape[0]:
         raise ValueError(f"probs and target must have the same number of samples, got {tensor.shape[0]} and {len(t)}.")

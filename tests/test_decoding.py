@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -229,8 +231,6 @@ def test_errors_name_the_argument() -> None:
         decode(good, tax, "beam")
     with pytest.raises(ValueError, match=r"probs: expected node marginals of shape \(batch, 5\)"):
         decode(good[:, :3], tax)
-    with pytest.raises(ValueError, match="probs is empty"):
-        decode(np.zeros((0, 5)), tax)
     with pytest.raises(ValueError, match="NaN or infinite"):
         decode(np.full((1, 5), np.nan), tax)
     with pytest.raises(ValueError, match="expected float node marginals"):
@@ -293,3 +293,24 @@ def test_cuda_in_cuda_out_with_the_cpu_answers() -> None:
     curve_gpu = operating_curve(probs.cuda(), target, tax)
     curve_cpu = operating_curve(probs, target, tax)
     np.testing.assert_allclose(curve_gpu.correct, curve_cpu.correct)
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_an_empty_batch_decodes_to_an_empty_result(as_torch) -> None:
+    """B = 0 (an empty evaluation shard, every sample filtered out) is not an error, as for the heads,
+    losses and metric classes; options are still checked, and operating_curve still needs samples."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    empty = torch.zeros(0, 5) if as_torch else np.zeros((0, 5))
+    kind = torch.Tensor if as_torch else np.ndarray
+    for rule in ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"):
+        out = decode(empty, tax, rule)
+        assert isinstance(out, kind) and tuple(out.shape) == (0,) and str(out.dtype).endswith("int64")
+    assert tuple(top_k_leaves(empty, tax, 2).shape) == (0, 2)
+    assert tuple(expected_lca_cost(empty, tax).shape) == (0, 5)
+    assert tuple(expected_hierarchical_fbeta(empty, tax).shape) == (0, 5)
+    with pytest.raises(ValueError, match="threshold: expected a finite number"):
+        decode(empty, tax, "threshold", threshold=math.inf)
+    with pytest.raises(ValueError, match="beta"):
+        decode(empty, tax, "hf_optimal", beta=-1.0)
+    with pytest.raises(ValueError, match="probs is empty"):
+        operating_curve(empty, [], tax)
