@@ -22,6 +22,7 @@ Build one by name with :func:`create_head` and its loss with
 
 from __future__ import annotations
 
+import numbers
 from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
 
@@ -76,13 +77,13 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
     ) -> None:
         super().__init__()
         _check_taxonomy(taxonomy)
-        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+        if isinstance(in_features, bool) or not isinstance(in_features, numbers.Integral) or in_features < 1:
             raise ValueError(
                 f"in_features: expected a positive int (the backbone's feature width), got {in_features!r}."
             )
         self.taxonomy = taxonomy
         self.fingerprint = taxonomy.fingerprint
-        self.in_features = in_features
+        self.in_features = in_features = int(in_features)  # np.int64 from a shape is fine
         self.out_features = out_features
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.tables = _TaxonomyBuffers(taxonomy, tables)

@@ -146,6 +146,13 @@ class Taxonomy:
             g.add_nodes_from(graph.nodes)
             g.add_edges_from(graph.edges)
         _validate_names(g.nodes)
+        # str subclasses (numpy's np.str_ from an array of names) become plain str: names print, hash,
+        # JSON-encode and compare the same whatever built the taxonomy
+        odd = {n: str(n) for n in g.nodes if type(n) is not str}
+        if odd:
+            g = nx.relabel_nodes(g, odd, copy=True)
+            if _order is not None:
+                _order = [str(n) for n in _order]
         if g.number_of_nodes() == 0:
             raise TaxonomyError("The taxonomy is empty: give at least one node (a root).")
         loops = list(nx.selfloop_edges(g))
@@ -166,6 +173,7 @@ class Taxonomy:
         if root is not None:
             if not isinstance(root, str) or not root:
                 raise TaxonomyError(f"root: expected a non-empty string, got {root!r}.")
+            root = str(root)  # np.str_ -> str, like the node names
             if root in g:
                 if g.in_degree(root) != 0:
                     raise TaxonomyError(
@@ -387,11 +395,12 @@ class Taxonomy:
             >>> tax.path("a1")
             ('root', 'a', 'a1')
         """
-        pairs = list(edges)
+        pairs = list(edges)  # a (k, 2) numpy array of names gives k rows
         for k, edge in enumerate(pairs):
-            if isinstance(edge, (str, bytes)) or not isinstance(edge, (tuple, list)) or len(edge) != 2:
+            if isinstance(edge, (str, bytes)) or not isinstance(edge, (tuple, list, np.ndarray)) or len(edge) != 2:
                 raise TaxonomyError(f"edges[{k}]: expected a (parent, child) pair, got {edge!r}.")
             _validate_names(edge, where=f"edges[{k}]")
+            pairs[k] = tuple(edge)
         g = nx.DiGraph()
         g.add_edges_from(pairs)
         return cls(g, root=root, _owned=True)

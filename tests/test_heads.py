@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,6 +122,10 @@ def test_errors(paper_tax):
         H.ConditionalHead(0, paper_tax)
     with pytest.raises(ValueError, match="in_features: expected a positive int"):
         H.FlatHead(True, paper_tax)
+    with pytest.raises(ValueError, match="in_features: expected a positive int"):
+        H.FlatHead(8.0, paper_tax)
+    numpy_width = H.create_head("conditional", np.int64(8), paper_tax)  # e.g. from an array's shape
+    assert type(numpy_width.in_features) is int and numpy_width.linear.in_features == 8
     head = H.ConditionalHead(8, paper_tax)
     with pytest.raises(ValueError, match=r"features: expected shape \(B, in_features\) = \(B, 8\), got \(2, 7\)"):
         head(torch.randn(2, 7))

@@ -72,6 +72,20 @@ class TestConstructors:
         assert Taxonomy.from_edges([list(e) for e in PAPER_EDGES]) == paper_tax
         assert Taxonomy.from_edges(iter(PAPER_EDGES)) == paper_tax  # any iterable, even one-shot
 
+    def test_numpy_names_become_plain_strings(self, paper_tax: Taxonomy) -> None:
+        """A (k, 2) array of names, or np.str_ anywhere, builds the same taxonomy with plain str names."""
+        built = [
+            Taxonomy.from_edges(np.array(PAPER_EDGES)),
+            Taxonomy.from_parent_map({np.str_(c): np.str_(p) for p, c in PAPER_EDGES}),
+            Taxonomy.from_edges([(np.str_(p), np.str_(c)) for p, c in PAPER_EDGES], root=np.str_("root")),
+        ]
+        for tax in built:
+            assert tax == paper_tax
+            assert all(type(n) is str for n in tax.nodes) and type(tax.root) is str
+            assert tax.fingerprint == paper_tax.fingerprint
+        with pytest.raises(TaxonomyError, match=r"edges\[0\]: expected a \(parent, child\) pair"):
+            Taxonomy.from_edges(np.array([["r", "a", "b"]]))
+
     @pytest.mark.parametrize("bad", ["ab", ("a",), ("a", "b", "c"), 3, None])
     def test_from_edges_bad_pair(self, bad: object) -> None:
         with pytest.raises(TaxonomyError, match=r"edges\[1\]: expected a \(parent, child\) pair"):
