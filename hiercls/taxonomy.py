@@ -1062,7 +1062,13 @@ class Taxonomy:
             raise UnknownNodeError("labels: got booleans; expected node names or node indices.")
         if arr.size == 0:
             return arr.astype(np.int64)
-        raise UnknownNodeError(f"labels: expected node names or integer node indices, got dtype {arr.dtype}.")
+        hint = (
+            " Float values look like probabilities or scores: decode them into nodes first "
+            "(hiercls.decoding.decode(probs, taxonomy))."
+            if arr.dtype.kind in "fc"
+            else ""
+        )
+        raise UnknownNodeError(f"labels: expected node names or integer node indices, got dtype {arr.dtype}.{hint}")
 
     def _encode_names(self, names: list[str], shape: tuple[int, ...]) -> np.ndarray:
         try:  # one dict lookup per name: O(n), no sort

@@ -121,6 +121,9 @@ def test_errors(paper_tax: Taxonomy) -> None:
     metric = M.HierarchicalF1(paper_tax)
     with pytest.raises(UnknownNodeError, match="preds: Unknown node 'XYZ'"):
         metric.update(["XYZ"], ["ALL"])
+    # marginals passed where nodes belong: one argument name, and the fix
+    with pytest.raises(UnknownNodeError, match=r"^preds: expected node names .* got dtype float32\. .*decode them"):
+        metric.update(torch.rand(2, paper_tax.num_nodes), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="target and preds must have the same length, got 0 and 1"):
         metric.update(torch.tensor([1]), torch.tensor([], dtype=torch.long))
     with pytest.raises(ValueError, match="target and preds must have the same length"):

@@ -90,7 +90,9 @@ def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1, al
     try:
         out = taxonomy.encode(labels)
     except UnknownNodeError as err:
-        raise UnknownNodeError(f"{name}: {err}") from None
+        message = str(err.args[0]) if err.args else str(err)
+        message = message.removeprefix("labels: ")  # encode's own argument name: say the caller's instead
+        raise UnknownNodeError(f"{name}: {message}") from None
     if out.ndim != ndim:
         shape = "(num_samples,)" if ndim == 1 else "(num_samples, k)"
         raise ValueError(f"{name}: expected a {ndim}-D array of shape {shape}, got shape {tuple(out.shape)}.")
