@@ -145,8 +145,9 @@ def test_errors(paper_tax: Taxonomy) -> None:
 
 @pytest.mark.parametrize("name", CLASSES)
 def test_compute_returns_tensors_that_torchmetrics_wrappers_accept(name: str, paper_tax: Taxonomy) -> None:
-    """torchmetrics' convention: 0-d tensors (or a dict of them) on the metric's device, in the default
-    float dtype; BootStrapper stacks them and MetricTracker ranks them (both failed on Python floats)."""
+    """torchmetrics' convention: 0-d tensors (or a dict of them) on the metric's device, float64 so the
+    values equal the functional forms'; BootStrapper stacks them and MetricTracker ranks them (both
+    failed on Python floats)."""
     from torchmetrics.wrappers import BootStrapper, MetricTracker
 
     cls = getattr(M, name)
@@ -154,7 +155,7 @@ def test_compute_returns_tensors_that_torchmetrics_wrappers_accept(name: str, pa
     y_pred = torch.tensor([paper_tax.index(n) for n in ("ALL", "ALL", "Chronic", "Reactive", "APL", "CML")])
     value = cls(paper_tax)(y_pred, y_true)
     for v in value.values() if isinstance(value, dict) else [value]:
-        assert isinstance(v, torch.Tensor) and v.ndim == 0 and v.dtype == torch.get_default_dtype()
+        assert isinstance(v, torch.Tensor) and v.ndim == 0 and v.dtype == torch.float64
         assert v.device == torch.device("cpu")
     if isinstance(value, dict):
         return

@@ -5,9 +5,10 @@ accumulate, ``reset()`` clears, and ``compute()`` under DDP sums the states of
 every process before dividing: the result equals the one-shot functional
 value on the concatenated data. ``update(preds, target)`` takes ``(B,)`` node
 indices (or names) in torchmetrics' argument order (predictions first).
-``compute()`` returns 0-d tensors (or a dict of them) in the default float dtype
-on the metric's device, as torchmetrics' wrappers (``BootStrapper``,
-``MetricTracker``) and Lightning's ``self.log`` expect; ``float()`` gives the number.
+``compute()`` returns 0-d float64 tensors (or a dict of them) on the metric's
+device (float32 on Apple's MPS, which has no float64), as torchmetrics' wrappers
+(``BootStrapper``, ``MetricTracker``) and Lightning's ``self.log`` expect;
+``float()`` gives the number, equal to the functional form's.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class _TaxonomyMetric(Metric):
 
     def _value(self, value: float) -> torch.Tensor:
         """A computed ratio as a 0-d tensor on the metric's device (torchmetrics' convention)."""
-        return torch.tensor(float(value), dtype=torch.get_default_dtype(), device=self.device)
+        # float64: the ratio of integer counts stays the functional form's float, digit for digit
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        return torch.tensor(float(value), dtype=dtype, device=self.device)
 
     def _add(self, name: str, value: Any) -> None:
         state = getattr(self, name)
@@ -99,7 +102,7 @@ class HierarchicalMetrics(_TaxonomyMetric):
         >>> metric.update(torch.tensor([3, 3]), torch.tensor([3, 4]))
         >>> metric.update(torch.tensor([1]), torch.tensor([5]))
         >>> metric.compute()["hierarchical_precision"]
-        tensor(0.6000)
+        tensor(0.6000, dtype=torch.float64)
     """
 
     higher_is_better = None
@@ -206,7 +209,7 @@ class HierarchicalPrecision(_HierarchicalSetMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = HierarchicalPrecision(tax)
         >>> metric(torch.tensor([4]), torch.tensor([3]))
-        tensor(0.5000)
+        tensor(0.5000, dtype=torch.float64)
     """
 
     _which = 0
@@ -232,7 +235,7 @@ class HierarchicalRecall(_HierarchicalSetMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = HierarchicalRecall(tax)
         >>> metric(torch.tensor([1]), torch.tensor([3]))
-        tensor(0.5000)
+        tensor(0.5000, dtype=torch.float64)
     """
 
     _which = 1
@@ -281,7 +284,7 @@ class HierarchicalF1(_HierarchicalSetMetric):
         >>> metric = HierarchicalF1(tax)
         >>> metric.update(torch.tensor([3, 3]), torch.tensor([3, 5]))
         >>> metric.compute()
-        tensor(0.5000)
+        tensor(0.5000, dtype=torch.float64)
     """
 
     _which = 2
@@ -307,7 +310,7 @@ class MistakeSeverity(_TaxonomyMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = MistakeSeverity(tax)
         >>> metric(torch.tensor([3, 4, 5]), torch.tensor([3, 3, 3]))
-        tensor(1.5000)
+        tensor(1.5000, dtype=torch.float64)
     """
 
     higher_is_better = False
@@ -354,7 +357,7 @@ class LevelAccuracy(_TaxonomyMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = LevelAccuracy(tax)
         >>> metric(torch.tensor([4, 5]), torch.tensor([3, 3]))
-        {1: tensor(0.5000), 2: tensor(0.)}
+        {1: tensor(0.5000, dtype=torch.float64), 2: tensor(0., dtype=torch.float64)}
     """
 
     higher_is_better = True
@@ -396,7 +399,7 @@ class CorrectRate(_TaxonomyMetric):
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> metric = CorrectRate(tax)
         >>> metric(torch.tensor([1, 4]), torch.tensor([3, 3]))
-        tensor(0.5000)
+        tensor(0.5000, dtype=torch.float64)
     """
 
     higher_is_better = True
