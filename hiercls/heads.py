@@ -26,6 +26,7 @@ import numbers
 from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from hiercls.marginals import (
@@ -51,7 +52,10 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
     Attributes:
         kind: the head kind (``"conditional"``, ``"level"``, ``"sigmoid"`` or ``"flat"``).
         taxonomy: the :class:`~hiercls.Taxonomy` the head was built for.
-        fingerprint: ``taxonomy.fingerprint``, to check a checkpoint against a taxonomy.
+        fingerprint: ``taxonomy.fingerprint``, to check a checkpoint against a taxonomy. It is
+            also saved in the ``state_dict`` (buffer ``taxonomy_fingerprint``, 32 bytes), and
+            ``load_state_dict`` refuses weights saved from a head on another taxonomy, even one
+            with as many nodes (a state dict without it, from before, loads as it did).
         in_features: feature width ``F``.
         out_features: logit width (``num_nodes``, or ``num_leaves`` for the flat head).
         linear: the ``nn.Linear(in_features, out_features)``.
@@ -87,6 +91,40 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         self.out_features = out_features
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.tables = _TaxonomyBuffers(taxonomy, tables)
+        digest = torch.tensor(list(bytes.fromhex(taxonomy.fingerprint)), dtype=torch.uint8)
+        self.register_buffer("taxonomy_fingerprint", digest)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        key = prefix + "taxonomy_fingerprint"
+        if key not in state_dict:  # saved before heads carried their taxonomy: nothing to compare
+            state_dict[key] = self.taxonomy_fingerprint
+        else:
+            stored = state_dict[key]
+            same = (
+                isinstance(stored, Tensor)
+                and stored.shape == self.taxonomy_fingerprint.shape
+                and bool((stored.to(self.taxonomy_fingerprint.device) == self.taxonomy_fingerprint).all())
+            )
+            if not same:
+                theirs = bytes(stored.tolist()).hex()[:12] if isinstance(stored, Tensor) else repr(stored)
+                error_msgs.append(
+                    f"{key}: these weights were saved from a head on another taxonomy (fingerprint {theirs}...; "
+                    f"this head's {self.fingerprint[:12]}..., {self.taxonomy.num_nodes} nodes). Their logits "
+                    "would be read as the wrong nodes: build the head on the taxonomy they were trained with."
+                )
+                return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, features: Tensor) -> Tensor:
         """Logits of the head.

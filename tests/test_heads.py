@@ -76,7 +76,7 @@ def test_bf16_logits_give_float32_marginals(paper_tax):
 
 def test_buffers_move_and_state_dict_holds_only_weights(paper_tax):
     head = H.ConditionalHead(8, paper_tax, bias=False)
-    assert set(head.state_dict()) == {"linear.weight"}
+    assert set(head.state_dict()) == {"linear.weight", "taxonomy_fingerprint"}  # index tables are not saved
     buffers = dict(head.named_buffers())
     assert {"tables.parent_group", "tables.parent_local"} <= set(buffers)
     head64 = head.to(torch.float64)
@@ -145,3 +145,26 @@ def test_errors(paper_tax):
         H.create_head("level", 8, DAG)
     with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
         H.SigmoidHead(8, ["root"])
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "sigmoid", "flat"])
+def test_state_dict_refuses_weights_from_another_taxonomy(kind, paper_tax):
+    """Same node count, other names/order: the logits would be read as the wrong nodes, so loading fails
+    with a message naming both fingerprints; the same taxonomy loads, and a state dict saved without the
+    fingerprint (before heads carried it) still loads."""
+    edges = [(paper_tax.nodes[p] + "_", paper_tax.nodes[c] + "_") for p, c in paper_tax.edges_index().tolist()]
+    renamed = Taxonomy.from_edges(edges)
+    assert renamed.num_nodes == paper_tax.num_nodes and renamed.fingerprint != paper_tax.fingerprint
+    source = H.create_head(kind, 8, paper_tax)
+    state = source.state_dict()
+    assert state["taxonomy_fingerprint"].dtype == torch.uint8 and state["taxonomy_fingerprint"].numel() == 32
+    with pytest.raises(RuntimeError, match=rf"another taxonomy \(fingerprint {paper_tax.fingerprint[:12]}"):
+        H.create_head(kind, 8, renamed).load_state_dict(state)
+    wrapped = torch.nn.Sequential(torch.nn.Identity(), H.create_head(kind, 8, renamed))
+    with pytest.raises(RuntimeError, match=r"1\.taxonomy_fingerprint: these weights were saved"):
+        wrapped.load_state_dict({f"1.{k}": v for k, v in state.items()})
+    same = H.create_head(kind, 8, paper_tax)
+    same.load_state_dict(state)
+    assert torch.equal(same.linear.weight, source.linear.weight)
+    legacy = {k: v for k, v in state.items() if k != "taxonomy_fingerprint"}
+    H.create_head(kind, 8, paper_tax).load_state_dict(legacy)  # strict, and no missing key
