@@ -612,7 +612,8 @@ def operating_curve(
     events and accumulating gives the exact curve in ``O(B N log N)``.
 
     ``specificity`` is the mean LCA recall ``c(lca(p, t)) / c(t)`` (1 for a
-    sample labelled at the root), ``c`` the information
+    sample labelled at the root; on a DAG, ``c(lca)`` is the largest ``c`` of the
+    common ancestors, which need not be unique), ``c`` the information
     ``log(num_leaves / leaves_under(n))`` (``measure="info"``, Valmadre's
     choice) or the depth; ``correct`` is the fraction of predictions that are
     the truth or one of its ancestors.
@@ -664,7 +665,7 @@ def operating_curve(
         thr = values[rows, cols].double().cpu().numpy()
         sample = rows.cpu().numpy() + part.start
         truth = t[sample]
-        pairs = _pair_stats(taxonomy, truth, nodes)
+        pairs = _pair_stats(taxonomy, truth, nodes, score=c)  # DAG: the most specific common ancestor
         spec = _safe_div(c[pairs.lca], c[truth], 1.0)
         corr = (pairs.inter == pairs.size_pred).astype(np.float64)
         first = np.ones(len(sample), dtype=bool)

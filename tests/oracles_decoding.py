@@ -93,7 +93,9 @@ def curve_point(probs: np.ndarray, target: list[int], tax: Taxonomy, tau: float,
     spec, correct = [], []
     for row, t in zip(probs, target):
         p = threshold_decode(row, tax, tau)
-        lca = lca_slow(tax, p, t)
-        spec.append(1.0 if measure_of(t) == 0 else measure_of(lca) / measure_of(t))
+        # the most specific common ancestor under the measure (on a DAG several can be deepest)
+        common = set(tax.ancestors(p, include_self=True)) & set(tax.ancestors(t, include_self=True))
+        shared = max(measure_of(tax.index(a)) for a in common)
+        spec.append(1.0 if measure_of(t) == 0 else shared / measure_of(t))
         correct.append(float(tax.nodes[p] in tax.ancestors(t, include_self=True)))
     return float(np.mean(spec)), float(np.mean(correct))

@@ -162,8 +162,13 @@ def _gather_rows(ptr: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[n
     return owner, flat[np.repeat(starts, counts) + within]
 
 
-def _pair_stats(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> _Pairs:
-    """LCA and set sizes for trusted int64 node indices ``t`` and ``p``."""
+def _pair_stats(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, score: np.ndarray | None = None) -> _Pairs:
+    """LCA and set sizes for trusted int64 node indices ``t`` and ``p``.
+
+    On a DAG several common ancestors can be deepest; ``lca`` is then the one of largest index, or,
+    given a per-node ``score``, the common ancestor of largest score (ties: the deepest, then the largest
+    index), e.g. the most informative one.
+    """
     if taxonomy.is_tree:
         depth = taxonomy.depth_index
         lca = taxonomy._lca_unchecked(t, p)
@@ -183,6 +188,9 @@ def _pair_stats(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> _Pairs:
     owners, nodes = np.divmod(common, n)
     inter = np.bincount(owners, minlength=len(t)) - 1  # the root is always common
     lca = np.zeros(len(t), dtype=np.int64)
+    if score is not None:  # order each sample's common nodes by score (stable: nodes stay by depth within ties)
+        by_score = np.lexsort((score[nodes], owners))
+        owners, nodes = owners[by_score], nodes[by_score]
     # keys are sorted by (sample, node) and nodes by depth: the last common node is a deepest one
     last = np.append(owners[1:] != owners[:-1], True)
     lca[owners[last]] = nodes[last]
