@@ -110,7 +110,9 @@ def test_evaluate_writes_tables_and_figures(trained: dict[str, Path], tmp_path: 
             assert (tmp_path / f"{run}_{kind}.png").read_bytes()[:8] == PNG
 
 
-def test_predict_writes_csv_with_cautious_answers(trained: dict[str, Path], tmp_path: Path, caplog) -> None:
+def test_predict_writes_csv_with_cautious_answers(
+    trained: dict[str, Path], tmp_path: Path, caplog, capsys, monkeypatch
+) -> None:
     from examples.leukemia.predict import main
 
     images = sorted((trained["hierarchical"] / "SYNTHETIC_images").rglob("*.jpg"))[:3]
@@ -135,10 +137,16 @@ def test_predict_writes_csv_with_cautious_answers(trained: dict[str, Path], tmp_
         assert float(row["answer_prob"]) >= 0.5
         probs = [float(row[f"p_depth{d}"]) for d in range(1, tax.max_depth + 1) if row[f"p_depth{d}"] != ""]
         assert len(probs) == len(route) - 1 and all(a >= b - 1e-6 for a, b in itertools.pairwise(probs))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:  # a user error: "error: ..." and status 2, no traceback
+        main([str(trained["hierarchical"] / "best"), str(tmp_path / "nope")])
+    assert err.value.code == 2 and capsys.readouterr().err.startswith("error: inputs: ")
+    monkeypatch.setenv("HIERCLS_DEBUG", "1")
     with pytest.raises(FileNotFoundError, match="inputs: .* does not exist"):
         main([str(trained["hierarchical"] / "best"), str(tmp_path / "nope")])
-    with pytest.raises(SystemExit, match="--threshold"):
+    with pytest.raises(SystemExit):
         main([str(trained["hierarchical"] / "best"), str(folder), "--threshold", "0"])
+    assert "argument --threshold: expected a probability in (0, 1], got '0'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["hierarchical", "flat", "per-level"])  # CNN, ViT, one CNN per level
@@ -296,18 +304,22 @@ def test_aggregate_pools_seeds_and_pairs_them(tmp_path: Path, capsys) -> None:
     assert "0.8000 ± 0.1000" in md and "(2/3)" in md and md == capsys.readouterr().out.rstrip("\n") + "\n"
 
 
-def test_aggregate_errors(tmp_path: Path) -> None:
+def test_aggregate_errors(tmp_path: Path, capsys, monkeypatch) -> None:
     from examples.leukemia.aggregate import main
 
+    monkeypatch.delenv("HIERCLS_DEBUG", raising=False)
     a = _fake_results(tmp_path / "a", 0, {("flat", "bb"): {"fine_leaf_accuracy": 0.5}})
     b = _fake_results(tmp_path / "b", 0, {("flat", "bb"): {"fine_leaf_accuracy": 0.6}})
-    with pytest.raises(SystemExit, match="both have seed 0"):
-        main([str(a), str(b)])
-    with pytest.raises(SystemExit, match="no such file"):
-        main([str(tmp_path / "missing.json")])
     (tmp_path / "x.json").write_text("[1, 2]")
-    with pytest.raises(SystemExit, match="expected a compare results.json"):
-        main([str(tmp_path / "x.json")])
+    for argv, said in (
+        ([str(a), str(b)], "both have seed 0"),
+        ([str(tmp_path / "missing.json")], "no such file"),
+        ([str(tmp_path / "x.json")], "expected a compare results.json"),
+    ):
+        with pytest.raises(SystemExit) as err:
+            main(argv)
+        text = capsys.readouterr().err
+        assert err.value.code == 2 and text.startswith("error: ") and said in text
 
 
 def test_evaluate_a_pack_run_from_anywhere(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
@@ -328,6 +340,7 @@ def test_evaluate_a_pack_run_from_anywhere(shared_data: Path, tmp_path: Path, mo
     result = main([str(tmp_path / "run" / "best"), "--no-figures", "--out", "eval"])
     assert result["rows"][0]["metrics"]["n"] > 0
     (tmp_path / "pbc32.npz").rename(tmp_path / "moved.npz")
+    monkeypatch.setenv("HIERCLS_DEBUG", "1")  # the exception itself, not the clean exit
     with pytest.raises(FileNotFoundError, match="trained on the pack .*pbc32.npz, which is not there any more"):
         main([str(tmp_path / "run" / "best"), "--no-figures", "--out", "eval2"])
     moved = main(

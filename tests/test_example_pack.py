@@ -321,7 +321,7 @@ def test_augment_brightness_contrast_per_sample() -> None:
 
 # ---------------------------------------------------------------- --crop, from pack to predict
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_crop_travels_from_the_pack_to_training_and_prediction(pbc_subset: Path, tmp_path: Path) -> None:
+def test_crop_travels_from_the_pack_to_training_and_prediction(pbc_subset: Path, tmp_path: Path, monkeypatch) -> None:
     from examples.leukemia import train as T
     from examples.leukemia.predict import main as predict_main
 
@@ -346,6 +346,7 @@ def test_crop_travels_from_the_pack_to_training_and_prediction(pbc_subset: Path,
 
     whole = tmp_path / "whole.npz"
     pack(pbc_subset, whole, size=32, progress=False)
+    monkeypatch.setenv("HIERCLS_DEBUG", "1")  # evaluate's main re-raises its user errors: their messages are checked
     with pytest.raises(ValueError, match="cut with crop 1 but the checkpoint was trained on crop 0.6"):
         evaluate_main([str(run), "--pack", str(whole), "--out", str(tmp_path / "ev"), "--no-figures"])
     bigger = tmp_path / "big.npz"

@@ -193,6 +193,28 @@ def test_init_checkpoint_loads_backbone(tmp_path: Path, paper_tax) -> None:
         build_model("test_vit", paper_tax, "flat", init_checkpoint=tmp_path / "missing.safetensors")
 
 
+def test_init_checkpoint_from_another_taxonomy_keeps_the_backbone_and_starts_the_head_afresh(
+    tmp_path: Path, paper_tax
+) -> None:
+    """Same node count, other taxonomy: the head's logits would mean other nodes, so only the backbone
+    loads (before the heads carried a fingerprint, the head loaded silently)."""
+    from hiercls import Taxonomy
+
+    edges = [(paper_tax.nodes[p] + "_", paper_tax.nodes[c] + "_") for p, c in paper_tax.edges_index().tolist()]
+    other = Taxonomy.from_edges(edges)
+    torch.manual_seed(1)
+    trained = build_model("test_convnext", other, "hierarchical")
+    save_checkpoint(tmp_path / "ck", trained, other, config={"model": trained.config})
+    torch.manual_seed(2)
+    fresh = build_model("test_convnext", paper_tax, "hierarchical", init_checkpoint=tmp_path / "ck")
+    state, source = fresh.state_dict(), trained.state_dict()
+    assert torch.equal(state["backbone.stem.0.weight"], source["backbone.stem.0.weight"])
+    assert not torch.equal(state["head.linear.weight"], source["head.linear.weight"])
+    assert fresh.head.fingerprint == paper_tax.fingerprint
+    same = build_model("test_convnext", other, "hierarchical", init_checkpoint=tmp_path / "ck")
+    assert torch.equal(same.state_dict()["head.linear.weight"], source["head.linear.weight"])
+
+
 def test_init_checkpoint_resizes_a_vit_position_embedding(tmp_path: Path, paper_tax, caplog) -> None:
     """Local ViT weights made at another size: the position embedding is interpolated (as timm does for
     pretrained=True), not silently left random."""

@@ -22,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from examples.leukemia.cli import exits_cleanly
+
 METRICS = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "mistake_severity", "accuracy")
 LOWER_IS_BETTER = frozenset({"mistake_severity"})
 LABELS = {
@@ -146,6 +148,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m examples.leukemia.aggregate``."""
     p = argparse.ArgumentParser(
@@ -156,10 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--reference", default="flat", help="method the others are paired against")
     p.add_argument("--out", default=None, help="folder for aggregate.json and aggregate.md")
     args = p.parse_args(argv)
-    try:
-        result = aggregate(load_runs(args.results), reference=args.reference)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"aggregate: {err}") from None
+    result = aggregate(load_runs(args.results), reference=args.reference)
     result["inputs"] = list(args.results)
     md = markdown(result)
     print(md)

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from examples.leukemia.cli import HelpFormatter, exits_cleanly, whole_number
 from hiercls.decoding import decode
 
 log = logging.getLogger("examples.leukemia.compare")
@@ -43,12 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m examples.leukemia.compare",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--pack", default=None, help="packed dataset (examples.leukemia.pack)")
     p.add_argument("--data", default=None, help="or an image folder / CSV (decoded once into memory)")
-    p.add_argument("--layout", default="auto")
-    p.add_argument("--taxonomy", default=None)
+    p.add_argument("--layout", default="auto", help="how labels are read from --data (as in train)")
+    p.add_argument(
+        "--taxonomy",
+        default=None,
+        help="paper | pbc | all4 | path to a taxonomy JSON; required for --data of class folders or a CSV manifest "
+        "(a PBC or ALL download implies pbc or all4, a pack holds its own)",
+    )
     p.add_argument("--backbones", default="convnext_tiny,vit_small_patch16_224")
     p.add_argument("--methods", default="flat,per-level,hierarchical")
     p.add_argument(
@@ -56,10 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="explicit comma-separated method:backbone list, in this order (overrides --methods/--backbones)",
     )
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=whole_number(1, "train at least one epoch"), default=30)
     p.add_argument("--img-size", type=int, default=None, help="for --data (a pack has its own size)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=0, help="use at most N images per split (smoke tests)")
+    p.add_argument("--batch-size", type=whole_number(1, "e.g. --batch-size 32"), default=256)
+    p.add_argument(
+        "--limit",
+        type=whole_number(1, "leave --limit out to use every image"),
+        default=0,
+        help="use at most N images per split (smoke tests; default: all of them)",
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -123,6 +134,7 @@ def _baseline_md(path: str | None) -> tuple[str, dict[str, Any] | None]:
     return "\n".join(lines) + "\n", base
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m examples.leukemia.compare``; returns what ``results.json`` holds."""
     import shlex
@@ -131,9 +143,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from examples.leukemia.evaluate import evaluation_metrics, results_markdown, save_figures
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.pack and not args.data:
         raise SystemExit("compare: give --pack or --data (the comparison is meant for real images).")
+    if args.pack and args.data:
+        parser.error("--pack and --data: expected one source of images, got both; drop one of them")
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

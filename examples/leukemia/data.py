@@ -213,7 +213,8 @@ def load_taxonomy(spec: TaxonomyLike) -> Taxonomy:
 
 def _resolve_taxonomy(spec: TaxonomyLike) -> tuple[Taxonomy, str]:
     if isinstance(spec, Taxonomy):
-        return spec, f"the given taxonomy (root {spec.root!r}, {spec.num_nodes} nodes)"
+        # no name known: "not in the taxonomy (root 'root', 11 nodes)"
+        return spec, f"(root {spec.root!r}, {spec.num_nodes} nodes)"
     if isinstance(spec, str) and spec in BUNDLED_TAXONOMIES:
         path = TAXONOMY_DIR / f"{spec}.json"
         return Taxonomy.from_json(path), f"{spec!r} ({path})"
@@ -266,6 +267,7 @@ class ScanReport:
         emptied_labels: label -> number of files found for it, for labels whose every file was skipped.
         leaves_without_images: leaves of the taxonomy that no kept image is labelled with.
         notes: informative findings that need no action (reason -> paths), e.g. ignored non-image names.
+        repeated: images a CSV manifest lists more than once with the same label (each kept once).
         num_files: number of candidate image files considered.
     """
 
@@ -280,6 +282,7 @@ class ScanReport:
     emptied_labels: dict[str, int] = field(default_factory=dict)
     leaves_without_images: list[str] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)
+    repeated: list[str] = field(default_factory=list)
     num_files: int = 0
     _logged: bool = field(default=False, repr=False, compare=False)
 
@@ -304,6 +307,11 @@ class ScanReport:
             out.append(
                 f"{len(paths)} image(s) are not RGB ({modes}); they are kept and converted to RGB when loaded "
                 f"(transparent pixels onto white); first: {_first(paths)}"
+            )
+        if self.repeated:
+            out.append(
+                f"{len(self.repeated)} image(s) listed more than once in the CSV with the same label: each kept "
+                f"once; first: {_first(self.repeated)}"
             )
         if self.empty_folders:
             out.append(f"{len(self.empty_folders)} empty folder(s) (no image files): {_first(self.empty_folders)}")
@@ -554,6 +562,30 @@ def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dic
     return out, base, dict(skipped)
 
 
+def _drop_repeated(
+    entries: list[tuple[str, str | None, str]],
+) -> tuple[list[tuple[str, str | None, str]], list[str], list[str]]:
+    """``(entries, repeated, conflicting)``: a CSV that lists an image several times.
+
+    With one label it is kept once (``repeated``); with different labels every copy is left out
+    (``conflicting``): it has no single label, and its copies could be split into both train and test.
+    """
+    labels_of: dict[str, set[str | None]] = defaultdict(set)
+    rows_of: Counter[str] = Counter()
+    for p, label, _ in entries:
+        labels_of[p].add(label)
+        rows_of[p] += 1
+    conflicting = sorted(p for p, labels in labels_of.items() if len(labels) > 1)
+    repeated = sorted(p for p, n in rows_of.items() if n > 1 and len(labels_of[p]) == 1)
+    seen = set(conflicting)
+    kept = []
+    for entry in entries:
+        if entry[0] not in seen:
+            seen.add(entry[0])
+            kept.append(entry)
+    return kept, repeated, conflicting
+
+
 # ------------------------------------------------------------------ image check
 def _check_one(path: str, decode: bool) -> tuple[str | None, str]:
     """(reason to skip or None, image mode)."""
@@ -680,6 +712,7 @@ def scan(
     notes: dict[str, list[str]] = {}
     empty: list[str] = []
     ignored: list[str] = []
+    repeated: list[str] = []
     if resolved == "folder":
         entries, base, empty, ignored = _label_folder(path, tax)
     elif resolved == "pbc":
@@ -703,6 +736,14 @@ def scan(
             unknown[label].append(p)
     if unknown:
         raise UnknownNodeError(_unknown_labels_message(unknown, tax, source, resolved))
+    num_files = len(entries)
+    if resolved == "csv":
+        entries, repeated, conflicting = _drop_repeated(entries)
+        if conflicting:
+            skipped[
+                "listed more than once in the CSV with different labels (every copy left out: it has no single "
+                "label, and its copies could be split into both train and test); list each image once"
+            ].extend(conflicting)
     kept: list[tuple[str, str]] = []
     for p, label, why in entries:
         if label is None:
@@ -746,12 +787,13 @@ def scan(
         emptied_labels=emptied,
         leaves_without_images=missing_leaves if counts else [],
         notes=notes,
-        num_files=len(entries),
+        repeated=repeated,
+        num_files=num_files,
     )
     if not samples:
         reasons = "; ".join(f"{len(v)} {k}" for k, v in report.skipped.items()) or "no image files found"
         raise ValueError(
-            f"No usable images in {str(path)!r} (layout {resolved!r}, taxonomy {source}): {len(entries)} image file(s) "
+            f"No usable images in {str(path)!r} (layout {resolved!r}, taxonomy {source}): {num_files} image file(s) "
             f"found; {reasons}. Fix: point it at a folder of class folders named after taxonomy nodes, a CSV with "
             "columns path,label, or the PBC / ALL download as published; run without --data to train on a "
             "generated synthetic set."

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from examples.leukemia.cli import exits_cleanly, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import decode
@@ -38,7 +39,7 @@ from hiercls.metrics import accuracy, node_recall, summary
 
 log = logging.getLogger("examples.leukemia.evaluate")
 
-__all__ = ["evaluation_metrics", "load_split", "main", "results_markdown", "save_figures"]
+__all__ = ["evaluation_metrics", "load_split", "main", "resolve_checkpoint", "results_markdown", "save_figures"]
 
 # headline columns of the results table: key -> header
 HEADLINE: dict[str, str] = {
@@ -267,6 +268,24 @@ def load_split(
     return images, targets, names
 
 
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint a command line names: ``run/best``, ``run/best.json``, or a run folder (its ``best``).
+
+    Raises:
+        FileNotFoundError: a folder without ``best.json``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if not (path / "best.json").is_file():
+        fix = f"pass {path / 'last'} (its last checkpoint)" if (path / "last.json").is_file() else "pass RUN/best"
+        raise FileNotFoundError(
+            f"checkpoint: expected a checkpoint (RUN/best, RUN/best.json) or a run folder holding best.json, got the "
+            f"folder {str(path)!r}, which has no best.json; {fix}."
+        )
+    return path / "best"
+
+
 def run_name(config: Mapping[str, Any], taken: set[str]) -> str:
     """``<method>-<backbone>`` (with a suffix when already taken)."""
     model = config.get("model", {})
@@ -287,9 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--split-seed", type=int, default=None)
     p.add_argument("--decode", default=None, help="decoding rule (default: each checkpoint's)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=probability, default=0.5, help="threshold of the 'threshold' rule")
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=whole_number(1), default=256)
     p.add_argument("--device", default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", default="eval", help="output folder")
@@ -297,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m examples.leukemia.evaluate``; returns what ``results.json`` holds."""
     from examples.leukemia.checkpoint import load_model
@@ -309,10 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     rows, taken, synthetic = [], set(), False
     for ckpt_path in args.checkpoints:
-        path = Path(ckpt_path)
-        if path.is_dir():
-            path = path / "best"
-        model, ckpt = load_model(path, device=device)
+        model, ckpt = load_model(resolve_checkpoint(ckpt_path), device=device)
         tax = ckpt.taxonomy
         images, targets, _ = load_split(
             ckpt.config,

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from examples.leukemia.cli import exits_cleanly, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument, tta_mean
 from hiercls.decoding import decode
 
@@ -119,16 +120,35 @@ def explain(
     table = torch.as_tensor(np.array(tax.ancestor_table), device=pred.device)[pred]  # (B, max_depth + 1)
     wrapper = _LogMarginals(model).eval()
     maps: list[list[tuple[int, int, float, np.ndarray]]] = [[] for _ in range(len(images))]
+    grids: set[tuple[int, ...]] = set()  # the feature grids the maps are read from
+    reshape: Callable[[Tensor], Tensor] | None = None
+
+    def record_grid(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        grids.add(tuple((reshape(output) if reshape is not None else output).shape[-2:]))
+
     for depth in range(1, tax.max_depth + 1):
         rows = torch.nonzero(table[:, depth] >= 0).flatten()
         if len(rows) == 0:
             continue
         layer, reshape = cam_target_layer(model, depth)
         nodes = table[rows, depth].tolist()
-        with GradCAM(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
-            grayscale = cam(input_tensor=images[rows], targets=[_NodeTarget(n) for n in nodes])
+        hook = layer.register_forward_hook(record_grid)
+        try:
+            with GradCAM(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
+                grayscale = cam(input_tensor=images[rows], targets=[_NodeTarget(n) for n in nodes])
+        finally:
+            hook.remove()
         for r, n, g in zip(rows.tolist(), nodes, grayscale):
             maps[r].append((depth, n, float(probs[r, n]), g))
+    if (1, 1) in grids:
+        log.warning(
+            "Grad-CAM: the target layer's feature grid is 1x1 for %dx%d px images, so the maps carry no spatial "
+            "information (one weight for the whole image); explain a model trained at a larger --img-size (a "
+            "stride-32 CNN has a 4x4 grid at 128 px) or with a ViT backbone (its patch grid: 4x4 at 32 px with "
+            "patch 8).",
+            images.shape[-2],
+            images.shape[-1],
+        )
     return pred, maps
 
 
@@ -149,22 +169,28 @@ def overlay_name(index: int, image: str | Path, depth: int, node: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m examples.leukemia.explain", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", default="explain", help="output folder")
-    p.add_argument("--max-images", type=int, default=8)
+    p.add_argument(
+        "--max-images",
+        type=whole_number(1, "e.g. --max-images 8"),
+        default=8,
+        help="explain at most this many images (the first found; default 8)",
+    )
     p.add_argument("--decode", default=None, help="rule of the explained prediction (default: the checkpoint's)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=probability, default=0.5, help="threshold of the 'threshold' rule")
     add_tta_argument(
         p,
         note="of the explained prediction, as in predict; the maps are of the image as it is "
         "(default: the checkpoint's)",
     )
-    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--img-size", type=whole_number(1), default=None, help="default: the training resolution")
     p.add_argument("--device", default=None)
     return p
 
 
+@exits_cleanly
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Entry point of ``python -m examples.leukemia.explain``; returns the rows of ``explain.csv``."""
     import matplotlib
@@ -174,23 +200,27 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from PIL import Image
 
     from examples.leukemia.checkpoint import load_model
+    from examples.leukemia.evaluate import resolve_checkpoint
     from examples.leukemia.gpu_data import GPUBatches
     from examples.leukemia.predict import _read_images, find_images
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, ckpt = load_model(args.checkpoint, device=device)
+    model, ckpt = load_model(resolve_checkpoint(args.checkpoint), device=device)
     model = model.float()
     tax = ckpt.taxonomy
     size = int(args.img_size or ckpt.config.get("image_size") or 128)
     crop = float(ckpt.config.get("crop", 1.0))  # read as in training
-    paths, rgb, bad = _read_images(find_images(args.inputs)[: max(1, args.max_images) * 2], size, crop)
+    paths, rgb, bad = _read_images(find_images(args.inputs)[: args.max_images * 2], size, crop)
     paths, rgb = paths[: args.max_images], rgb[: args.max_images]
     if bad:
         log.warning("skipped %d unreadable file(s): %s", len(bad), "; ".join(list(bad)[:5]))
     if not paths:
-        raise SystemExit("no readable image among the inputs.")
+        raise ValueError(
+            f"inputs: expected readable images, got none among the {len(bad)} file(s) found (see the warning "
+            "above); pass image files (PNG, JPEG, TIFF...) or folders of them."
+        )
     uint8 = torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous().to(device)
     batches = GPUBatches(
         uint8,

@@ -21,6 +21,7 @@ loss trains the head's probability model (:data:`HEAD_LOSSES`; an incompatible p
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 
 from hiercls import Taxonomy
 from hiercls.heads import create_head
-from hiercls.losses import create_loss, default_loss
+from hiercls.losses import compatible_losses, create_loss, default_loss
 from hiercls.marginals import conditional_log_marginals, level_marginals
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Method",
     "PerLevelClassifier",
     "build_model",
+    "check_backbone",
     "create_backbone",
     "load_init_weights",
     "method_defaults",
@@ -63,14 +65,10 @@ _DEFAULTS: dict[str, tuple[str, str]] = {
 _DEFAULT_DECODE: dict[str, str] = {"flat": "argmax_leaf", "per-level": "top_down", "hierarchical": "top_down"}
 
 HEAD_LOSSES: dict[str, tuple[str, ...]] = {
-    "conditional": ("conditional", "level"),
-    "level": ("level", "conditional"),
-    "sigmoid": ("bce", "max_constraint"),
-    "flat": ("flat", "hxe", "soft_label"),
+    kind: compatible_losses(kind) for kind in ("conditional", "level", "sigmoid", "flat")
 }
-"""Head kind -> the loss kinds that train the probability model its marginals read (first: its default).
-
-The library has no such table (only :func:`hiercls.losses.default_loss`), so it lives here:
+"""Head kind -> the loss kinds that train the probability model its marginals read (first: its default),
+from :func:`hiercls.losses.compatible_losses`:
 
 - ``conditional`` and ``level`` heads both emit per-node logits whose marginals are sibling-group
   softmaxes multiplied down the path (a level softmax renormalised within sibling groups is the same
@@ -149,6 +147,25 @@ def method_defaults(method: str, head: str | None = None, loss: str | None = Non
     return {"head": head_kind, "loss": loss_kind, "decode": decode}
 
 
+def check_backbone(name: str) -> None:
+    """Refuse a backbone name timm does not know (``hf-hub:...`` names and ``.tag`` suffixes pass to timm).
+
+    Raises:
+        ValueError: an unknown name; the message suggests the closest of :func:`timm.list_models`.
+
+    Examples:
+        >>> check_backbone("convnext_tiny")
+    """
+    if ":" in name or timm.is_model(name.split(".")[0]):
+        return
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=4, cutoff=0.6)
+    hint = f"closest names: {', '.join(map(repr, close))}; " if close else ""
+    raise ValueError(
+        f"backbone: timm has no model {name!r}; {hint}pass --backbone with one of timm.list_models() "
+        "(python -c \"import timm; print(timm.list_models('*convnext*'))\" lists a family)."
+    )
+
+
 def create_backbone(name: str, *, pretrained: bool = False, img_size: int | None = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, num_classes=0, pretrained=...)``: pooled features ``(B, num_features)``.
 
@@ -158,9 +175,7 @@ def create_backbone(name: str, *, pretrained: bool = False, img_size: int | None
     Raises:
         ValueError: timm does not know the name.
     """
-    if ":" not in name and not timm.is_model(name.split(".")[0]):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise ValueError(f"backbone: timm has no model {name!r}; close names: {close}. See timm.list_models().")
+    check_backbone(name)
     if img_size is not None:
         try:
             return timm.create_model(name, num_classes=0, pretrained=pretrained, img_size=img_size, **kwargs)
@@ -397,8 +412,20 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[st
     own = model.state_dict()
     targets: dict[str, Tensor] = {}
     mismatched: list[str] = []
+    # a head trained on another taxonomy (its fingerprint buffer differs) would read every logit as the
+    # wrong node even when the shapes agree: start such heads afresh; the backbone still loads
+    mark = "taxonomy_fingerprint"
+    foreign = [
+        key[: -len(mark)]
+        for key, value in weights.items()
+        if key.endswith(mark) and key in own and not torch.equal(own[key].cpu(), value.cpu())
+    ]
+    if foreign:
+        log.info(
+            "init_checkpoint %s: head(s) %s were trained on another taxonomy and stay as initialised", path, foreign
+        )
     for key, value in weights.items():
-        if key.startswith("criterion."):
+        if key.startswith("criterion.") or key.endswith(mark) or any(key.startswith(p) for p in foreign):
             continue
         names = [key] if key in own else [f"backbone.{key}"] + [f"levels.{d}.{key}" for d in range(16)]
         for name in names:

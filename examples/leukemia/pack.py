@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from examples.leukemia.cli import exits_cleanly
 from examples.leukemia.data import (
     DEFAULT_SEED,
     LAYOUTS,
@@ -138,7 +139,8 @@ def pack(
     if taxonomy is None:
         taxonomy = _default_taxonomy(detect_layout(data) if layout == "auto" else layout)
     tax, source = _resolve_taxonomy(taxonomy)
-    samples, report = scan(data, tax, layout=layout, check_images=True, workers=workers)
+    # the spec, not the Taxonomy: scan's messages then name the taxonomy given ('paper', a path)
+    samples, report = scan(data, taxonomy, layout=layout, check_images=True, workers=workers)
     parts = split(samples, seed=seed, fractions=fractions)
     split_of = {s.path: name for name, ss in parts.items() for s in ss}
     names = relative_names(samples, report.base)
@@ -304,7 +306,7 @@ def load_pack(
         want, source = _resolve_taxonomy(taxonomy)
         if want.fingerprint != fingerprint:
             raise ValueError(
-                f"taxonomy: {source} (fingerprint {want.fingerprint[:12]}) differs from the one the pack "
+                f"taxonomy: the taxonomy {source}, fingerprint {want.fingerprint[:12]}, differs from the one the pack "
                 f"{os.fspath(path)!r} was made with (fingerprint {fingerprint[:12]}, root {tax.root!r}, "
                 f"{tax.num_nodes} nodes). Re-pack with this taxonomy, or use the pack's."
             )
@@ -322,13 +324,17 @@ def _decode_chunks(blobs: list[bytes]) -> list[np.ndarray]:
     return [_decode_chunk(blobs)]
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: see the module docstring (``--help``)."""
     ap = argparse.ArgumentParser(prog="python -m examples.leukemia.pack", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="dataset folder or CSV (folder tree, CSV, PBC or ALL layout)")
     ap.add_argument("--layout", default="auto", choices=LAYOUTS)
     ap.add_argument(
-        "--taxonomy", default=None, help="paper | pbc | all4 | PATH.json (default: pbc/all4 from the layout)"
+        "--taxonomy",
+        default=None,
+        help="paper | pbc | all4 | PATH.json; required for a folder or CSV layout (a PBC or ALL download implies "
+        "pbc or all4)",
     )
     ap.add_argument("--size", type=int, default=128, help="stored image side in pixels (default 128)")
     ap.add_argument("--out", required=True, help="the .npz to write")
@@ -339,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=float,
         default=1.0,
         help="share of the short side kept around the centre before resizing (default 1: all of it; PBC's cells "
-        "fill about half the frame, so 0.75 zooms in without cutting the large ones)",
+        "fill about half the frame, so 0.7 zooms in without cutting the large ones)",
     )
     ap.add_argument("--workers", type=int, default=None, help=f"processes (default {default_workers()})")
     ap.add_argument(

@@ -14,6 +14,9 @@ Columns:
 - ``depth<d>``, ``p_depth<d>`` for every depth: the node of the prediction's path at that depth and
   its probability (the per-level probabilities).
 
+An ``answer`` of the taxonomy's root (``root``) means that not even a first-level node reached
+``--threshold``: the model does not commit to any class for that image.
+
 Files that are not readable images are skipped and listed once on stderr.
 """
 
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from examples.leukemia.cli import exits_cleanly, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import decode
@@ -122,36 +126,39 @@ def _write_csv(fh: Any, rows: list[dict[str, Any]]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m examples.leukemia.predict", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="checkpoint (run/best or run/best.json)")
+    p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", default="predictions.csv", help="CSV to write ('-' for stdout)")
     p.add_argument("--decode", default=None, help="rule for 'prediction' (default: the checkpoint's)")
-    p.add_argument("--threshold", type=float, default=0.5, help="confidence needed for the 'answer' to go deeper")
-    p.add_argument("--img-size", type=int, default=None, help="default: the training resolution")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threshold", type=probability, default=0.5, help="confidence needed for the 'answer' to go deeper")
+    p.add_argument("--img-size", type=whole_number(1), default=None, help="default: the training resolution")
+    p.add_argument("--batch-size", type=whole_number(1), default=128)
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
     p.add_argument("--device", default=None)
     return p
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Entry point of ``python -m examples.leukemia.predict``; returns the rows written."""
     from examples.leukemia.checkpoint import load_model
+    from examples.leukemia.evaluate import resolve_checkpoint
     from examples.leukemia.train import predict
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    if not 0.0 < args.threshold <= 1.0:
-        raise SystemExit(f"--threshold: expected a probability in (0, 1], got {args.threshold}.")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, ckpt = load_model(args.checkpoint, device=device)
+    model, ckpt = load_model(resolve_checkpoint(args.checkpoint), device=device)
     size = int(args.img_size or ckpt.config.get("image_size") or 128)
     paths, images, bad = _read_images(find_images(args.inputs), size, float(ckpt.config.get("crop", 1.0)))
     if bad:
         first = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5])
         log.warning("skipped %d file(s) that are not readable images: %s", len(bad), first)
     if not paths:
-        raise SystemExit("no readable image among the inputs.")
+        raise ValueError(
+            f"inputs: expected readable images, got none among the {len(bad)} file(s) found (see the warning "
+            "above); pass image files (PNG, JPEG, TIFF...) or folders of them."
+        )
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
     tta = args.tta or str(ckpt.config.get("tta", "none"))
     probs = predict(model, batch, batch_size=args.batch_size, device=device, amp=True, channels_last=True, tta=tta)

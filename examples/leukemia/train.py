@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from examples.leukemia.checkpoint import CheckpointError, load_checkpoint, load_weights, model_state, save_checkpoint
+from examples.leukemia.cli import HelpFormatter, exits_cleanly, positive_float, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument
 from examples.leukemia.models import METHODS, build_model
 from hiercls import Taxonomy
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m examples.leukemia.train",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument(
@@ -94,9 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--taxonomy",
         type=str,
         default=None,
-        help="paper | pbc | all4 | path to a taxonomy JSON (default: inferred from the data)",
+        help="paper | pbc | all4 | path to a taxonomy JSON. Required for a folder or CSV layout (--data of class "
+        "folders or a CSV manifest); a PBC or ALL download implies pbc or all4, a pack holds its own, and the "
+        "SYNTHETIC set uses paper when it is left out",
     )
-    g.add_argument("--split-seed", type=int, default=20261126)
+    g.add_argument(
+        "--split-seed",
+        type=int,
+        default=20261126,
+        help="seed of the train/val/test split of --data (a pack holds its own split)",
+    )
     g.add_argument(
         "--crop",
         type=float,
@@ -117,9 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per leaf of the SYNTHETIC set",
     )
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image decoding workers")
-    g.add_argument("--limit", type=int, default=0, help="use at most N images (smoke tests)")
+    g.add_argument(
+        "--limit",
+        type=whole_number(1, "leave --limit out to use every image"),
+        default=0,
+        help="use at most N images (smoke tests; default: all of them)",
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--method", default="hierarchical", choices=METHODS)
+    g.add_argument("--method", default="hierarchical", choices=METHODS, help="model family (head, loss, decoding)")
     g.add_argument("--head", default=None, choices=HEADS, help="override the method's head")
     g.add_argument("--loss", default=None, choices=LOSSES, help="override the method's loss")
     g.add_argument(
@@ -149,31 +162,41 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DECODE_RULES,
         help="decoding rule for validation (auto: top_down for the hierarchical methods, argmax_leaf for flat)",
     )
-    g.add_argument("--threshold", type=float, default=0.5, help="threshold of the 'threshold' rule")
+    g.add_argument("--threshold", type=probability, default=0.5, help="threshold of the 'threshold' rule")
     add_tta_argument(g, default="none", note="of every evaluation (validation and test)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None, help=f"default 40 ({SYNTHETIC_DEFAULTS['epochs']} on SYNTHETIC)")
+    g.add_argument(
+        "--epochs",
+        type=whole_number(1, "train at least one epoch"),
+        default=None,
+        help=f"default 40 ({SYNTHETIC_DEFAULTS['epochs']} on SYNTHETIC)",
+    )
     g.add_argument(
         "--batch-size",
-        type=int,
+        type=whole_number(1, "e.g. --batch-size 32"),
         default=None,
         help=f"per process (default 256; {SYNTHETIC_DEFAULTS['batch_size']} on SYNTHETIC; capped at the train images "
         "per process)",
     )
     g.add_argument(
         "--lr",
-        type=float,
+        type=positive_float("e.g. --lr 2e-3"),
         default=None,
         help=f"AdamW peak lr (default 5e-4 for ViTs, 2e-3 otherwise; {SYNTHETIC_DEFAULTS['lr']:g} on SYNTHETIC)",
     )
-    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (not on biases and norms)")
     g.add_argument(
         "--warmup",
         type=float,
         default=None,
         help=f"linear warm-up in epochs, then cosine to 0 (default 2; {SYNTHETIC_DEFAULTS['warmup']:g} on SYNTHETIC)",
     )
-    g.add_argument("--label-smoothing", type=float, default=0.1)
+    g.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.1,
+        help="label smoothing epsilon in [0, 1] of the loss (each hiercls loss says how it smooths; 0: off)",
+    )
     g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/rotations/shifts/colour jitter")
     g.add_argument(
@@ -194,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels_last memory format for the model and its inputs",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--eval-batch-size", type=int, default=512)
+    g.add_argument("--eval-batch-size", type=int, default=512, help="batch size of validation and test")
     g.add_argument(
         "--threads",
         type=int,
@@ -203,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         "little from more and can lose several times over on a busy machine)",
     )
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--seed", type=int, default=0, help="seed of the weights' initialisation and of each epoch's batches"
+    )
     g.add_argument("--output", type=str, default=None, help="run folder (default runs/<method>-<backbone>[-SYNTHETIC])")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     g.add_argument(
@@ -233,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(leaf_accuracy: exact match over the images labelled at a leaf; hierarchical_f1 when none is)",
     )
     g.add_argument("--no-test", dest="test", action="store_false", help="skip the final test-split evaluation")
-    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
+    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="log to log.csv only (no tb/)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -317,7 +342,14 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and fill the defaults that depend on other arguments."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data is not None and args.pack is not None:
+        parser.error(
+            f"--data and --pack: expected one source of images, got both (--data {args.data}, --pack {args.pack}; a "
+            "pack holds its own images, so --data would be ignored); drop --data to train on the pack, or drop --pack "
+            "to read the images of --data"
+        )
     args.synthetic = args.data is None and args.pack is None
     syn = SYNTHETIC_DEFAULTS if args.synthetic else {}
     if args.backbone is None:
@@ -424,13 +456,13 @@ class Data:
         self.names[split] = [self.names[split][i] for i in idx.tolist()]
 
 
-def _infer_taxonomy(root: Path, layout: str) -> Taxonomy:
-    """The bundled taxonomy a layout implies: PBC -> ``pbc``, ALL -> ``all4``; other layouts need --taxonomy."""
-    from examples.leukemia.data import detect_layout, load_taxonomy
+def _infer_taxonomy(root: Path, layout: str) -> str:
+    """The bundled taxonomy a layout implies: PBC -> ``"pbc"``, ALL -> ``"all4"``; other layouts need --taxonomy."""
+    from examples.leukemia.data import detect_layout
 
     found = detect_layout(root) if layout == "auto" else layout
     if found in ("pbc", "all4"):
-        return load_taxonomy(found)
+        return found
     raise ValueError(
         f"--taxonomy: required for a {found!r} layout ({root}); pass --taxonomy paper|pbc|all4 or the path of a "
         "taxonomy JSON file whose nodes name your folders/labels."
@@ -501,7 +533,8 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
         if args.synthetic:
             from examples.leukemia.synthetic import make_synthetic
 
-            tax = data_mod.load_taxonomy(args.taxonomy or "paper")
+            tax_spec = args.taxonomy or "paper"
+            tax = data_mod.load_taxonomy(tax_spec)
             root = output / f"{SYNTHETIC_TAG}_images"
             recipe = {
                 "taxonomy": tax.fingerprint,
@@ -525,11 +558,13 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             source = f"{SYNTHETIC_TAG} images generated in {root} (not real cells)"
         else:
             root = Path(args.data)
-            tax = data_mod.load_taxonomy(args.taxonomy) if args.taxonomy else _infer_taxonomy(root, args.layout)
+            tax_spec = args.taxonomy or _infer_taxonomy(root, args.layout)
+            tax = data_mod.load_taxonomy(tax_spec)
             layout = args.layout
             source = f"data {root}"
         crop = data_mod.check_crop(1.0 if args.crop is None else args.crop, "--crop")
-        samples, _report = data_mod.scan(root, tax, layout=layout, workers=args.workers, warn=env.main)
+        # the name or path given, not the Taxonomy: scan's messages then name it ('paper', tree.json)
+        samples, _report = data_mod.scan(root, tax_spec, layout=layout, workers=args.workers, warn=env.main)
         if args.limit:
             rng = np.random.default_rng(args.split_seed)
             samples = [samples[i] for i in sorted(rng.permutation(len(samples))[: args.limit])]
@@ -896,7 +931,21 @@ def run(args: argparse.Namespace, *, data: Data | None = None, env: Dist | None 
         torch.set_num_threads(threads)
 
 
+def check_model_args(args: argparse.Namespace) -> None:
+    """Refuse a head/loss pair that does not fit and a backbone timm does not know, before any data is read.
+
+    Raises:
+        ValueError: as :func:`examples.leukemia.models.method_defaults` and
+            :func:`examples.leukemia.models.check_backbone`.
+    """
+    from examples.leukemia.models import check_backbone, method_defaults
+
+    method_defaults(args.method, args.head, args.loss)
+    check_backbone(args.backbone)
+
+
 def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> TrainResult:
+    check_model_args(args)
     env = env or init_distributed(args.device)
     output = Path(args.output)
     if env.main:
@@ -1276,6 +1325,7 @@ def format_summary(result: TrainResult, report: dict[str, Any] | None, wall_seco
     return "\n".join(lines) + "\n"
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m examples.leukemia.train``."""
     t0 = time.perf_counter()

@@ -1,0 +1,165 @@
+"""What the example's scripts share on the command line: argument types, the help format, a clean exit.
+
+- :func:`whole_number`, :func:`positive_float`, :func:`probability`: ``argparse`` types that refuse
+  a bad value when the command line is parsed, before any data is read;
+- :class:`HelpFormatter`: ``--help`` shows each flag's default once, and not where it says nothing
+  (``None``, the ``False``/``True`` of an on/off switch);
+- :func:`exits_cleanly`: the decorator of every script's ``main``: a user error (a bad flag value,
+  a missing file, a damaged checkpoint, labels outside the taxonomy) ends the script with
+  ``error: <message>`` on stderr and exit status 2, without a traceback. Set ``HIERCLS_DEBUG=1`` to
+  get the exception with its full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hiercls
+from examples.leukemia.checkpoint import CheckpointError
+from hiercls import TaxonomyError
+
+__all__ = [
+    "DEBUG_ENV",
+    "USER_ERRORS",
+    "HelpFormatter",
+    "exits_cleanly",
+    "positive_float",
+    "probability",
+    "whole_number",
+]
+
+DEBUG_ENV = "HIERCLS_DEBUG"
+USER_ERRORS: tuple[type[BaseException], ...] = (CheckpointError, TaxonomyError, ValueError, FileNotFoundError)
+"""What :func:`exits_cleanly` reports as ``error: <message>``; any other exception keeps its traceback."""
+
+_OWN_CODE = (Path(__file__).resolve().parent, Path(hiercls.__file__).resolve().parent)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ------------------------------------------------------------------ argument types
+def whole_number(minimum: int = 1, fix: str = "") -> Callable[[str], int]:
+    """An ``argparse`` type: an int ``>= minimum``; ``fix`` ends the message (what to pass instead).
+
+    Examples:
+        >>> whole_number(1)("3")
+        3
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number >= {minimum}, got {text!r}" + (f"; {fix}" if fix else "")
+            )
+        return value
+
+    return parse
+
+
+def positive_float(fix: str = "") -> Callable[[str], float]:
+    """An ``argparse`` type: a finite float ``> 0``; ``fix`` ends the message.
+
+    Examples:
+        >>> positive_float()("2e-3")
+        0.002
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}" + (f"; {fix}" if fix else ""))
+        return value
+
+    return parse
+
+
+def probability(text: str) -> float:
+    """An ``argparse`` type: a probability in ``(0, 1]`` (a decoding threshold).
+
+    Examples:
+        >>> probability("0.8")
+        0.8
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability in (0, 1], got {text!r}; e.g. 0.5 (higher: answers stop at coarser nodes "
+            "more often)"
+        )
+    return value
+
+
+# ------------------------------------------------------------------ help
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``ArgumentDefaultsHelpFormatter`` that adds ``(default: X)`` only where it tells something.
+
+    Left out: when the help already names the default, when the default is ``None`` (the help says
+    what happens), and for on/off switches (``--quiet``, ``--no-test``): their default is "off" /
+    "not given", which ``(default: True)`` on a ``--no-...`` flag only confuses.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if "default" in text or action.default is None or switch:
+            return action.help
+        return super()._get_help_string(action)
+
+
+# ------------------------------------------------------------------ clean exit
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+def _raised_by_own_code(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is in this example or in hiercls.
+
+    Their messages say what is wrong and what to do; an error from elsewhere (torch, timm, the
+    standard library) is better read with its traceback, so the message then says how to get it.
+    """
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    file = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return any(file.is_relative_to(root) for root in _OWN_CODE)
+
+
+def exits_cleanly(main: F) -> F:
+    """Decorate a script's ``main(argv)``: a user error (:data:`USER_ERRORS`) prints ``error: <message>``
+    to stderr and exits with status 2, without a traceback; ``HIERCLS_DEBUG=1`` re-raises it instead.
+
+    Only these types are caught, so any other exception (a genuine bug) keeps its traceback.
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as err:
+            if _debug():
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            if not _raised_by_own_code(err):
+                print(f"(set {DEBUG_ENV}=1 to see where it came from: the full traceback)", file=sys.stderr)
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,268 @@
+"""The leukemia example's command lines: flag checks at parse time, clean user errors, help texts, run folders."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from examples.leukemia import train as T
+from examples.leukemia.__main__ import COMMANDS
+from examples.leukemia.cli import DEBUG_ENV, exits_cleanly
+from examples.leukemia.data import DataWarning, load_taxonomy, scan
+from hiercls import UnknownNodeError
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--quiet", "--no-tensorboard", "--img-size", "32", "--batch-size", "8", "--workers", "1"]
+
+
+def _image(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny run (SYNTHETIC, test_convnext at 32 px, one epoch): a run folder holding best.json."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    args = ["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "2", "--output", str(out), *FAST]
+    T.run(T.parse_args(args))
+    return out
+
+
+# ------------------------------------------------------------------ 1. flag values, at parse time
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--epochs", "0"], "argument --epochs: expected a whole number >= 1, got '0'"),
+        (["--limit", "0"], "argument --limit: expected a whole number >= 1, got '0'; leave --limit out"),
+        (["--batch-size", "0"], "argument --batch-size: expected a whole number >= 1, got '0'"),
+        (["--batch-size", "two"], "argument --batch-size: expected a whole number >= 1, got 'two'"),
+        (["--lr", "0"], "argument --lr: expected a number > 0, got '0'"),
+        (["--lr=-1e-3"], "argument --lr: expected a number > 0, got '-1e-3'"),
+        (["--threshold", "0"], "argument --threshold: expected a probability in (0, 1], got '0'"),
+        (["--threshold", "1.5"], "argument --threshold: expected a probability in (0, 1], got '1.5'"),
+        (["--data", "imgs", "--pack", "p.npz"], "--data and --pack: expected one source of images, got both"),
+    ],
+)
+def test_train_refuses_bad_flag_values_when_parsing(argv: list[str], said: str, capsys) -> None:
+    with pytest.raises(SystemExit) as err:
+        T.parse_args(argv)
+    assert err.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_train_keeps_good_flag_values() -> None:
+    args = T.parse_args(["--epochs", "1", "--limit", "5", "--batch-size", "1", "--lr", "1e-4", "--threshold", "1"])
+    assert (args.epochs, args.limit, args.batch_size, args.lr, args.threshold) == (1, 5, 1, 1e-4, 1.0)
+    assert T.parse_args(["--pack", "p.npz"]).limit == 0  # no --limit: every image
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "said"),
+    [
+        ("explain", ["ckpt", "img", "--max-images", "0"], "argument --max-images: expected a whole number >= 1"),
+        ("explain", ["ckpt", "img", "--threshold", "0"], "argument --threshold: expected a probability in (0, 1]"),
+        ("predict", ["ckpt", "img", "--threshold", "2"], "argument --threshold: expected a probability in (0, 1]"),
+        ("evaluate", ["ckpt", "--threshold", "0"], "argument --threshold: expected a probability in (0, 1]"),
+    ],
+)
+def test_other_scripts_refuse_bad_flag_values_when_parsing(script: str, argv: list[str], said: str, capsys) -> None:
+    module = importlib.import_module(f"examples.leukemia.{script}")
+    with pytest.raises(SystemExit) as err:
+        module.build_parser().parse_args(argv)
+    assert err.value.code == 2 and said in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ 2. model flags, before any data
+@pytest.fixture
+def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    def read(*args, **kwargs):
+        raise AssertionError("data was read before the model flags were checked")
+
+    monkeypatch.setattr(T, "load_data", read)
+
+
+def test_mistyped_backbone_is_refused_before_any_data(no_data, tmp_path: Path, capsys) -> None:
+    argv = ["--data", str(tmp_path), "--taxonomy", "paper", "--backbone", "convnext_tiy", "--output", str(tmp_path)]
+    with pytest.raises(SystemExit) as err:
+        T.main(argv)
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and "error: backbone: timm has no model 'convnext_tiy'" in text
+    assert "closest names: 'convnext_tiny'" in text, "difflib's closest name comes first"
+
+
+def test_head_loss_pair_is_refused_before_any_data(no_data, tmp_path: Path, capsys) -> None:
+    argv = ["--data", str(tmp_path), "--taxonomy", "paper", "--head", "conditional", "--loss", "bce"]
+    with pytest.raises(SystemExit) as err:
+        T.main([*argv, "--backbone", "test_convnext", "--output", str(tmp_path)])
+    assert err.value.code == 2 and "error: head/loss: --head 'conditional' and --loss 'bce'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ 3. a CSV listing an image twice
+def test_csv_duplicates_kept_once_or_left_out(tmp_path: Path) -> None:
+    rows = [("a.png", "Normal"), ("b.png", "CLL"), ("c.png", "APL"), ("d.png", "ALL")]
+    for i, (name, _) in enumerate(rows):
+        _image(tmp_path / name, i)
+    rows += [("a.png", "Normal"), ("./a.png", "Normal"), ("b.png", "CML"), ("c.png", "APL"), ("c.png", "Reactive")]
+    manifest = tmp_path / "labels.csv"
+    with open(manifest, "w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "label"), *rows])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples, report = scan(manifest, "paper", layout="csv", workers=1)
+    assert sorted((Path(s.path).name, s.label) for s in samples) == [("a.png", "Normal"), ("d.png", "ALL")]
+    said = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    same = [m for m in said if "listed more than once in the CSV with the same label" in m]
+    differ = [m for m in said if "listed more than once in the CSV with different labels" in m]
+    assert len(same) == 1 and "1 image(s)" in same[0] and "a.png" in same[0]
+    assert len(differ) == 1 and "skipped 2 file(s)" in differ[0] and "b.png" in differ[0] and "c.png" in differ[0]
+    assert report.repeated == [str(tmp_path / "a.png")]
+
+
+# ------------------------------------------------------------------ 4. a clean exit for user errors
+def test_every_script_exits_cleanly() -> None:
+    for command in COMMANDS:
+        main = importlib.import_module(f"examples.leukemia.{command}").main
+        assert getattr(main, "__wrapped__", None) is not None, f"{command}.main is not decorated with exits_cleanly"
+
+
+def test_user_error_is_one_line_exit_2_and_debug_reraises(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    argv = ["--data", str(tmp_path), "--taxonomy", str(tmp_path / "no_tree.json"), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as err:
+        T.main([*argv, "--backbone", "test_convnext", *FAST])
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and text.startswith("error: taxonomy: ") and "Traceback" not in text
+    assert DEBUG_ENV not in text, "our own message says what to do: no debug hint"
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(FileNotFoundError, match="neither a bundled taxonomy"):
+        T.main([*argv, "--backbone", "test_convnext", *FAST])
+
+
+def test_clean_exit_hints_at_the_traceback_only_for_foreign_errors_and_keeps_bugs(monkeypatch, capsys) -> None:
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+
+    @exits_cleanly
+    def foreign(argv=None):
+        return int("x")  # a ValueError raised outside the example and hiercls
+
+    @exits_cleanly
+    def bug(argv=None):
+        raise RuntimeError("a genuine bug")
+
+    with pytest.raises(SystemExit) as err:
+        foreign()
+    text = capsys.readouterr().err.splitlines()
+    assert err.value.code == 2 and text[0].startswith("error: invalid literal") and f"{DEBUG_ENV}=1" in text[-1]
+    with pytest.raises(RuntimeError, match="a genuine bug"):
+        bug()
+
+
+def test_module_exits_with_status_2_without_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "examples.leukemia.predict", str(tmp_path / "nope"), str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PATH": "", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)},
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ 5. Grad-CAM on a 1x1 feature grid
+def test_explain_warns_once_on_a_1x1_feature_grid(caplog) -> None:
+    from examples.leukemia.explain import explain
+    from examples.leukemia.models import build_model
+
+    tax = load_taxonomy("paper")
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    cnn = build_model("test_convnext", tax, "hierarchical", img_size=32).eval()
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.explain"):
+        explain(cnn, images, rule="top_down")
+    said = [r.getMessage() for r in caplog.records if "feature grid" in r.getMessage()]
+    assert len(said) == 1 and "1x1 for 32x32 px" in said[0] and "--img-size" in said[0] and "ViT" in said[0]
+    caplog.clear()
+    vit = build_model("test_vit", tax, "hierarchical", img_size=32, backbone_kwargs={"patch_size": 8}).eval()
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.explain"):
+        explain(vit, images, rule="top_down")
+    assert "feature grid" not in caplog.text, "a 4x4 patch grid has spatial information"
+
+
+# ------------------------------------------------------------------ 6. naming the taxonomy in label errors
+def test_unknown_label_message_names_the_taxonomy_given(tmp_path: Path) -> None:
+    _image(tmp_path / "data" / "Lymphoma" / "x.png")
+    _image(tmp_path / "data" / "Normal" / "y.png", 1)
+    args = T.parse_args(["--data", str(tmp_path / "data"), "--taxonomy", "paper", "--output", str(tmp_path), *FAST])
+    with pytest.raises(UnknownNodeError) as err:
+        T.load_data(args, T.init_distributed("cpu"), tmp_path)
+    assert "folder name(s) not in the taxonomy 'paper' (" in str(err.value)
+    with pytest.raises(UnknownNodeError) as err:  # a Taxonomy object: no name to give, and no doubled phrase
+        scan(tmp_path / "data", load_taxonomy("paper"), layout="folder", workers=1)
+    assert "not in the taxonomy (root 'root', 11 nodes)" in str(err.value) and "the given" not in str(err.value)
+
+
+# ------------------------------------------------------------------ 7. run folders for predict and explain
+def test_predict_and_explain_take_a_run_folder(run_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from examples.leukemia import explain, predict
+
+    images = sorted((run_dir / "SYNTHETIC_images").rglob("*.jpg"))[:2]
+    rows = predict.main([str(run_dir), *map(str, images), "--out", str(tmp_path / "p.csv")])
+    assert [r["path"] for r in rows] == list(map(str, images))
+    assert len(explain.main([str(run_dir), str(images[0]), "--out", str(tmp_path / "ex")])) >= 1
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with pytest.raises(SystemExit):
+        predict.main([str(tmp_path), str(images[0]), "--out", str(tmp_path / "q.csv")])
+    assert "has no best.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ 8. help texts
+def test_help_texts(capsys) -> None:
+    from examples.leukemia.cli import HelpFormatter
+
+    parser = T.build_parser()
+    text = " ".join(parser.format_help().split())
+    assert "(default: inferred from the data)" not in text and "Required for a folder or CSV layout" in text
+    assert "(default: None)" not in text
+    # the --no-... switches: no "(default: True)" (their dest is True unless given)
+    assert "--no-augment no flips/rotations/shifts/colour jitter --ema" in text
+    assert "no --resume then) --stop-after" in text and "--no-test skip the final test-split evaluation --no" in text
+    helps = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
+    for flag in ("--split-seed", "--seed", "--weight-decay", "--label-smoothing"):
+        assert helps[flag].help, f"{flag} has no help"
+    formatter = HelpFormatter("train")
+    for flag, action in helps.items():  # the default said once at most
+        assert (formatter._get_help_string(action) or "").replace("%(default)s", "").count("default") <= 1, flag
+    from examples.leukemia import pack
+
+    with pytest.raises(SystemExit):
+        pack.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "so 0.7 zooms in" in out and "required for a folder or CSV layout" in out
+
+
+# ------------------------------------------------------------------ 9. predict's answer 'root'
+def test_answer_is_the_root_when_no_first_level_node_reaches_the_threshold() -> None:
+    from examples.leukemia.predict import predict_rows
+
+    tax = load_taxonomy("paper")
+    probs = torch.zeros(1, tax.num_nodes)
+    probs[0, tax.index("root")] = 1.0
+    for node in ("Normal", "Reactive", "Leukemia"):  # 1/3 each: none reaches 0.5
+        probs[0, tax.index(node)] = 1 / 3
+    probs[0, tax.index("Acute")] = probs[0, tax.index("ALL")] = 1 / 3
+    (row,) = predict_rows(probs, tax, ["x.png"], rule="top_down", threshold=0.5)
+    assert row["answer"] == row["answer_path"] == "root" and row["answer_is_leaf"] is False
