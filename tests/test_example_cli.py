@@ -266,3 +266,38 @@ def test_answer_is_the_root_when_no_first_level_node_reaches_the_threshold() -> 
     probs[0, tax.index("Acute")] = probs[0, tax.index("ALL")] = 1 / 3
     (row,) = predict_rows(probs, tax, ["x.png"], rule="top_down", threshold=0.5)
     assert row["answer"] == row["answer_path"] == "root" and row["answer_is_leaf"] is False
+
+
+def test_compare_refuses_a_mistyped_backbone_before_any_run(tmp_path: Path) -> None:
+    """The typo is in the last run: it must stop the comparison at once, not after the runs before it
+    (the pack does not even exist: it is never read)."""
+    from examples.leukemia.compare import main
+
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit, match=r"--backbones/--runs: .*'convnext_tiy'.*convnext_tiny"):
+        main(
+            ["--pack", str(tmp_path / "missing.npz"), "--runs", "flat:test_resnet,flat:convnext_tiy", "--out", str(out)]
+        )
+    assert not out.exists()
+
+
+def test_a_data_error_leaves_no_empty_run_folder(tmp_path: Path) -> None:
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    out = tmp_path / "run"
+    with pytest.raises(ValueError):
+        T.run(
+            T.parse_args(
+                ["--data", str(empty), "--taxonomy", "paper", "--backbone", "test_convnext", "--output", str(out)]
+            )
+        )
+    assert not out.exists()
+    kept = tmp_path / "existing"
+    kept.mkdir()  # a folder the user made stays, even empty
+    with pytest.raises(ValueError):
+        T.run(
+            T.parse_args(
+                ["--data", str(empty), "--taxonomy", "paper", "--backbone", "test_convnext", "--output", str(kept)]
+            )
+        )
+    assert kept.is_dir()

@@ -103,6 +103,13 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, str]]:
     for m, _b in pairs:
         if m not in METHODS:
             raise SystemExit(f"--methods/--runs: unknown method {m!r}; expected one of {list(METHODS)}.")
+    from examples.leukemia.models import check_backbone
+
+    for b in dict.fromkeys(b for _, b in pairs):  # a typo in the last backbone must not wait for the others' runs
+        try:
+            check_backbone(b)
+        except ValueError as err:
+            raise SystemExit(f"--backbones/--runs: {err}") from None
     return pairs  # type: ignore[return-value]
 
 
@@ -149,10 +156,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("compare: give --pack or --data (the comparison is meant for real images).")
     if args.pack and args.data:
         parser.error("--pack and --data: expected one source of images, got both; drop one of them")
+    runs = _runs(args)  # unknown methods and backbones stop here, before any folder or data
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = _runs(args)
     common = [
         "--epochs",
         str(args.epochs),

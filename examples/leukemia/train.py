@@ -948,6 +948,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     check_model_args(args)
     env = env or init_distributed(args.device)
     output = Path(args.output)
+    created = not output.exists()
     if env.main:
         output.mkdir(parents=True, exist_ok=True)
     _barrier(env)
@@ -963,7 +964,13 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
 
     # data
     seed_everything(args.seed)
-    data = data or load_data(args, env, output)
+    try:
+        data = data or load_data(args, env, output)
+    except BaseException:
+        # bad data stops the run before anything is written: leave no empty run folder behind
+        if env.main and created and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
+        raise
     tax = data.taxonomy
     img_size = int(data.images["train"].shape[-1])
     if data.synthetic and env.main:
