@@ -230,6 +230,15 @@ def test_more_label_errors(paper_tax):
     clf = LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X[:4], ["ALL", "CLL", "Normal", "APL"])
     with pytest.raises(ValueError, match="expected node names or label paths as strings, got dtype int64"):
         clf.score(X[:2], np.array([1, 2]))
+    # the argument and the row of y, not an index into the distinct labels or a bare TypeError
+    with pytest.raises(ValueError, match=r"y: mixes strings and other values \(e\.g\. y\[1\] = 1, int\)"):
+        LocalClassifierPerParentNode().fit(X[:3], np.array(["a", 1, "b"], dtype=object))
+    with pytest.raises(ValueError, match=r"y\[2\]: the label path 'a//y' has an empty node name.*'a/y'"):
+        LocalClassifierPerParentNode().fit(X[:3], ["b", "a/x", "a//y"])
+    with pytest.raises(UnknownNodeError, match=r"^y_true: Unknown node 'fungus'"):
+        clf.score(X[:2], ["ALL", "fungus"])
+    with pytest.raises(UnknownNodeError, match=r"^y_true: Unknown node 'fungus'"):
+        clf.score(X[:2], ["ALL", "Acute/fungus"])
 
 
 def test_hiclass_2d_labels_with_none_padding_equal_string_paths():

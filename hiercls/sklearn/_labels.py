@@ -139,6 +139,14 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
     if labels.size == 0:
         raise ValueError(f"{name}: got 0 labels; fit needs at least one labelled sample.")
     has_tuples = labels.dtype == object and any(isinstance(v, tuple) for v in labels.tolist())
+    if labels.dtype == object:
+        text = [isinstance(v, (str, tuple)) for v in labels.tolist()]
+        if any(text) and not all(text):
+            row = text.index(False)  # the first label that is not a string
+            raise ValueError(
+                f"{name}: mixes strings and other values (e.g. {name}[{row}] = {_shown(labels[row])!r}, "
+                f"{type(labels[row]).__name__}); give every label as a string (str() the numbers)."
+            )
     if not _is_text(labels):
         if taxonomy is not None:
             raise ValueError(
@@ -153,6 +161,13 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
         return codec, codec.encode(labels, name=name)
     uniq, inverse = _unique_labels(labels)
     paths = [_split(u) for u in uniq]
+    for k, path in enumerate(paths):
+        if not all(path):
+            row = int(np.flatnonzero(inverse == k)[0])
+            raise ValueError(
+                f"{name}[{row}]: the label path {_shown(labels[row])!r} has an empty node name (two {SEP!r} in a "
+                f"row, or one at an end); write it as {SEP.join(n for n in path if n)!r}."
+            )
     if not has_tuples and all(len(p) == 1 for p in paths):
         return _fit_names(uniq, inverse)
     _check_unique_parents(uniq, paths, labels, inverse, name)
@@ -234,9 +249,12 @@ def _node_of(label: Any, tax: Taxonomy, virtual_root: bool, name: str) -> int:
     if isinstance(label, str) and label in tax:
         return tax.index(label)
     path = _split(label)
+    try:
+        node = tax.index(path[-1])  # raises UnknownNodeError with close matches
+    except UnknownNodeError as err:
+        raise UnknownNodeError(f"{name}: {err.args[0] if err.args else err}") from None
     if len(path) == 1:
-        return tax.index(path[0])  # raises UnknownNodeError with close matches
-    node = tax.index(path[-1])
+        return node
     if not tax.is_tree:
         raise TaxonomyError(f"{name}: label paths need a tree taxonomy; give node names instead of {label!r}.")
     full = tax.path(node)
