@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -133,6 +134,7 @@ class Taxonomy:
         root: str | None = None,
         _order: Sequence[str] | None = None,
         _owned: bool = False,
+        _warn_numeric: bool = True,
     ) -> None:
         if not isinstance(graph, nx.DiGraph):
             raise TaxonomyError(
@@ -199,6 +201,16 @@ class Taxonomy:
         if not roots:  # pragma: no cover - a graph with no source has a cycle, caught above
             raise TaxonomyError("The taxonomy has no root (every node has a parent).")
         self._build(g, roots[0], _order, topo)
+        numeric = [n for n in self.nodes if n.isdecimal()] if _warn_numeric else []
+        if numeric:
+            # e.g. NCBI taxids: tax.encode([9606]) is the node at *index* 9606, not the node named '9606'
+            warnings.warn(
+                f"{len(numeric)} node name(s) look like integers (first: {_names_list(numeric[:3])}). Integer "
+                "labels are always read as node indices, never as names: give such labels as strings "
+                f"(e.g. {numeric[0]!r}, not {int(numeric[0])}) to encode() and the metrics.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _build(self, g: nx.DiGraph, root: str, order: Sequence[str] | None, topo: Sequence[str]) -> None:
         # longest-path depth (equal to the tree depth on trees)
@@ -1016,7 +1028,9 @@ class Taxonomy:
 
         Accepts a name, an index, a sequence (names and indices may be mixed), a
         numpy array or a torch tensor; the output has the input's shape. An int64
-        numpy array of valid indices is returned as is (no copy).
+        numpy array of valid indices is returned as is (no copy). Integers are
+        always indices: a node named ``"9606"`` is encoded from the string
+        ``"9606"``, never from the int ``9606`` (building such a taxonomy warns).
 
         Raises:
             UnknownNodeError: some names are unknown or indices out of range (the
@@ -1184,7 +1198,7 @@ def _restore(nodes: list[str], edges: list[tuple[str, str]]) -> Taxonomy:
     g = nx.DiGraph()
     g.add_nodes_from(nodes)
     g.add_edges_from(edges)
-    return Taxonomy(g, _order=nodes, _owned=True)
+    return Taxonomy(g, _order=nodes, _owned=True, _warn_numeric=False)  # warned when it was built
 
 
 def _names_list(names: Iterable[Any]) -> str:

@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 import time
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -71,6 +72,18 @@ class TestConstructors:
         assert Taxonomy.from_edges(PAPER_EDGES) == paper_tax
         assert Taxonomy.from_edges([list(e) for e in PAPER_EDGES]) == paper_tax
         assert Taxonomy.from_edges(iter(PAPER_EDGES)) == paper_tax  # any iterable, even one-shot
+
+    def test_integer_looking_names_warn_once_and_encode_as_strings(self) -> None:
+        """NCBI-style ids: ints are indices, so the int 2 is *not* the node '2'; building says so once,
+        unpickling (a DataLoader worker, a DDP rank) does not say it again."""
+        with pytest.warns(UserWarning, match=r"2 node name\(s\) look like integers \(first: '2', '1'\).*'2', not 2"):
+            tax = Taxonomy.from_paths(["root/2", "root/1"])
+        assert list(tax.names(tax.encode(["2", "1"]))) == ["2", "1"]
+        assert list(tax.names(tax.encode([2, 1]))) == ["1", "2"]  # indices: the int 2 is the node '1' here
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert pickle.loads(pickle.dumps(tax)) == tax
+            Taxonomy.from_paths(["root/a2", "root/b"])  # digits inside a name are fine
 
     def test_numpy_names_become_plain_strings(self, paper_tax: Taxonomy) -> None:
         """A (k, 2) array of names, or np.str_ anywhere, builds the same taxonomy with plain str names."""

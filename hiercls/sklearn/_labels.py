@@ -20,6 +20,9 @@ per-sample work is a vectorised lookup.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -174,7 +177,8 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
     firsts = {p[0] for p in paths}
     virtual = len(firsts) > 1
     root = _fresh_root({n for p in paths for n in p}) if virtual else None
-    tax = Taxonomy.from_paths(paths, root=root)
+    with _numeric_names_ok():
+        tax = Taxonomy.from_paths(paths, root=root)
     node_labels = _path_labels(tax, virtual)
     codec = LabelCodec("path", tax, node_labels, virtual_root=virtual)
     leaf_of_path = tax.encode([p[-1] for p in paths])
@@ -182,6 +186,15 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
 
 
 # ---------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _numeric_names_ok() -> Iterator[None]:
+    """Build an inferred taxonomy without the numeric-names warning: the codec maps y's labels (int class
+    labels become names '0', '1', ...), so no user ever passes those integers to ``encode``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*node name\(s\) look like integers", category=UserWarning)
+        yield
+
+
 def _check_unique_parents(
     uniq: list[Any], paths: list[tuple[str, ...]], labels: np.ndarray, inverse: np.ndarray, name: str
 ) -> None:
@@ -213,7 +226,8 @@ def _fit_flat(labels: np.ndarray) -> tuple[LabelCodec, np.ndarray]:
     classes, inverse = np.unique(labels, return_inverse=True)
     names = [str(c) for c in classes.tolist()]  # distinct: str() of distinct numbers differs
     root = _fresh_root(set(names))
-    tax = Taxonomy.from_edges([(root, n) for n in names])
+    with _numeric_names_ok():
+        tax = Taxonomy.from_edges([(root, n) for n in names])
     nodes = tax.encode(names)
     node_labels = np.empty(tax.num_nodes, dtype=classes.dtype)
     node_labels[nodes] = classes
@@ -225,7 +239,8 @@ def _fit_flat(labels: np.ndarray) -> tuple[LabelCodec, np.ndarray]:
 def _fit_names(uniq: list[Any], inverse: np.ndarray) -> tuple[LabelCodec, np.ndarray]:
     names = [str(u) for u in uniq]
     root = _fresh_root(set(names))
-    tax = Taxonomy.from_edges([(root, n) for n in names])
+    with _numeric_names_ok():
+        tax = Taxonomy.from_edges([(root, n) for n in names])
     codec = LabelCodec("name", tax, np.asarray(tax.nodes, dtype=str))
     return codec, tax.encode(names)[inverse]
 
