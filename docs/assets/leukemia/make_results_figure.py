@@ -1,0 +1,143 @@
+"""Draw every recorded PBC test result of the leukemia page as one dot chart.
+
+    python docs/assets/leukemia/make_results_figure.py
+
+Reads the result files in ``results/`` next to this file (the raw output the page's tables were
+copied from) and writes ``pbc_results_overview.png``: one row per setting (hardware, backbone,
+resolution, crop, epochs), one dot per method and seed (a 4-seed summary as its mean with a
+bar of one standard deviation), fine-leaf accuracy on the left and 8-class accuracy on the
+right, with the targets of ``BENCHMARKS.md`` and the peer baseline marked. Numbers only: no
+image is read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+METRICS = {"fine_leaf_accuracy": "fine-leaf accuracy (11 leaves)", "eight_class_accuracy": "8-class accuracy"}
+TARGETS = {"fine_leaf_accuracy": 0.93, "eight_class_accuracy": 0.985}
+# method key -> (legend label, colour, marker)
+STYLE = {
+    "flat": ("flat", "#4c72b0", "o"),
+    "hierarchical": ("hierarchical, level head (the paper's)", "#dd8452", "s"),
+    "conditional": ("hierarchical, conditional head", "#55a868", "D"),
+    "per-level": ("per-level (one model per level)", "#8172b3", "^"),
+}
+# a point: (fine, eight, fine_sd, eight_sd); sd 0 for a single run
+Point = tuple[float, float, float, float]
+
+
+def _key(row: dict) -> str:
+    if row.get("method") == "hierarchical" and row.get("head") == "conditional":
+        return "conditional"
+    return row["method"]
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def collect() -> tuple[dict[str, dict[str, list[Point]]], list[str], dict[str, float]]:
+    """``{setting: {method: [point, ...]}}``, the settings in drawing order (best hardware first),
+    and the peer baseline's 8-class accuracy where it ran in the same job."""
+    points: dict[str, dict[str, list[Point]]] = defaultdict(lambda: defaultdict(list))
+    order: list[str] = []
+    peer: dict[str, float] = {}
+
+    def add(setting: str, key: str, point: Point) -> None:
+        if setting not in order:
+            order.append(setting)
+        points[setting][key].append(point)
+
+    def add_row(setting: str, row: dict) -> None:
+        m = row["metrics"]
+        add(setting, _key(row), (m["fine_leaf_accuracy"], m["eight_class_accuracy"], 0.0, 0.0))
+
+    gpu = "H200, ResNet-18, 128 px, uncropped,\n40 epochs (session 1)"
+    for name in ("pbc_h200_run1.json", "pbc_h200_run2_per_level.json"):
+        for row in _load(name)["rows"]:
+            add_row(gpu, row)
+    peer[gpu] = _load("pbc_peer_baseline_h200.json")["resnet18"]["test_acc_8class"]
+
+    recipe = _load("pbc_cpu_recipe_options.json")["rows"]
+    plain = [
+        r
+        for r in recipe
+        if (r["tta"] == "none" and r["recipe"] in ("crop 0.7", "no crop"))
+        or (r["tta"] == "none" and r["recipe"].startswith("crop 0.7, --head conditional"))
+    ]
+    for size in (128, 64):
+        for row in plain:
+            if row["image_size"] == size:
+                crop = "crop 0.7" if row["recipe"].startswith("crop") else "uncropped"
+                add_row(f"CPU, ConvNeXt-Atto, {size} px, {crop},\n10 epochs", row)
+
+    uncropped64 = "CPU, ConvNeXt-Atto, 64 px, uncropped,\n10 epochs (mean ± sd over seeds)"
+    for s in _load("pbc_cpu64_convnext_atto_seeds.json")["summary"]:
+        fine, eight = s["fine_leaf_accuracy"], s["eight_class_accuracy"]
+        sd = (fine["sd"], eight["sd"]) if fine["n"] > 1 else (0.0, 0.0)
+        add(uncropped64, s["method"], (fine["mean"], eight["mean"], *sd))
+    return points, order, peer
+
+
+def draw(out: Path) -> None:
+    points, order, peer = collect()
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 0.8 * len(order) + 2.0), sharey=True)
+    offsets = {k: (i - 1.5) * 0.16 for i, k in enumerate(STYLE)}
+    seen: dict[str, object] = {}
+    for j, (ax, metric) in enumerate(zip(axes, METRICS)):
+        for y, setting in enumerate(order):
+            for key, vals in points[setting].items():
+                label, colour, marker = STYLE[key]
+                for fine, eight, sd_fine, sd_eight in vals:
+                    x, sd = (fine, sd_fine) if j == 0 else (eight, sd_eight)
+                    handle = ax.errorbar(
+                        x,
+                        y + offsets[key],
+                        xerr=sd or None,
+                        fmt=marker,
+                        color=colour,
+                        markersize=6,
+                        capsize=3,
+                        zorder=3,
+                    )
+                    seen.setdefault(label, handle)
+            if j == 1 and setting in peer:
+                handle = ax.scatter([peer[setting]], [y], marker="|", s=400, color="black", zorder=4)
+                seen.setdefault("peer baseline (flat ResNet-18, same job and split)", handle)
+        ax.axvline(TARGETS[metric], color="crimson", ls="--", lw=1)
+        ax.annotate(
+            f"target {TARGETS[metric]}",
+            (TARGETS[metric], -0.6),
+            color="crimson",
+            fontsize=8,
+            ha="right",
+            va="center",
+            xytext=(-3, 0),
+            textcoords="offset points",
+        )
+        ax.set_title(METRICS[metric], fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel("test accuracy, PBC test split (2,906 images)", fontsize=9)
+    axes[0].set_yticks(range(len(order)), order, fontsize=8)
+    axes[0].set_ylim(len(order) - 0.5, -0.9)
+    fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(
+        "PBC: every recorded test result, one marker per run (from scratch; the dashed line is the target)", fontsize=10
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    draw(HERE / "pbc_results_overview.png")
