@@ -301,3 +301,24 @@ def test_a_data_error_leaves_no_empty_run_folder(tmp_path: Path) -> None:
             )
         )
     assert kept.is_dir()
+
+
+def test_data_warnings_print_as_one_line_while_a_script_runs() -> None:
+    """A skipped file is news for the user: 'warning: <message>', not 'data.py:532: DataWarning: ...'
+    followed by the source line; other warnings keep Python's format, and the format is restored after."""
+    code = (
+        "import warnings\n"
+        "from examples.leukemia.cli import exits_cleanly\n"
+        "from examples.leukemia.data import DataWarning\n"
+        "@exits_cleanly\n"
+        "def main():\n"
+        "    warnings.warn('skipped 1 file(s): not an image; first: a/.DS_1.jpg', DataWarning)\n"
+        "    warnings.warn('something else', RuntimeWarning)\n"
+        "main()\n"
+        "warnings.warn('after main', DataWarning)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    lines = done.stderr.splitlines()
+    assert "warning: skipped 1 file(s): not an image; first: a/.DS_1.jpg" in lines
+    assert any("RuntimeWarning: something else" in line for line in lines)
+    assert any("DataWarning: after main" in line for line in lines)  # outside main: Python's own format

@@ -7,7 +7,8 @@
 - :func:`exits_cleanly`: the decorator of every script's ``main``: a user error (a bad flag value,
   a missing file, a damaged checkpoint, labels outside the taxonomy) ends the script with
   ``error: <message>`` on stderr and exit status 2, without a traceback. Set ``HIERCLS_DEBUG=1`` to
-  get the exception with its full traceback instead.
+  get the exception with its full traceback instead. While ``main`` runs, a data warning (skipped
+  files, empty folders) prints as one ``warning: <message>`` line, without the source location.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,6 +153,8 @@ def exits_cleanly(main: F) -> F:
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        default_format = warnings.formatwarning
+        warnings.formatwarning = _format_warning  # data warnings as one 'warning: ...' line each
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as err:
@@ -161,5 +165,22 @@ def exits_cleanly(main: F) -> F:
                 print(f"(set {DEBUG_ENV}=1 to see where it came from: the full traceback)", file=sys.stderr)
             sys.stderr.flush()
             raise SystemExit(2) from None
+        finally:
+            warnings.formatwarning = default_format
 
     return wrapper  # type: ignore[return-value]
+
+
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """A :class:`~examples.leukemia.data.DataWarning` (skipped files, empty folders) is for the user, not a
+    developer: ``warning: <message>`` without the file, line number and source line; others as usual."""
+    from examples.leukemia.data import DataWarning
+
+    if issubclass(category, DataWarning):
+        return f"warning: {message}\n"
+    return _DEFAULT_FORMAT(message, category, filename, lineno, line)
+
+
+_DEFAULT_FORMAT = warnings.formatwarning
