@@ -66,6 +66,7 @@ from hiercls.marginals import (
     _group_mean_nm,
     _leaf_rows,
     _level_sizes,
+    _log_or_zero,
     _require_tree,
     _subtree_reduce_nm,
     _tables_for,
@@ -287,10 +288,7 @@ def _conditional_nll(
             top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # an all -inf (masked) group
         shifted = group - top  # differences before the log-sum: exact at logits of ±1e4
         summed = shifted.masked_fill(~present, -math.inf).exp().sum(-1)
-        empty = summed == 0  # a masked group on the path: its node's loss is +inf, its gradient 0 (not NaN)
-        log_sum = torch.where(
-            empty, torch.zeros_like(summed), torch.log(torch.where(empty, torch.ones_like(summed), summed))
-        )
+        log_sum = _log_or_zero(summed)  # a masked group on the path: the node's loss is +inf, gradient 0
         log_cond = shifted.gather(2, t.path_pos[target][:, 1:].unsqueeze(-1)).squeeze(-1) - log_sum
         if smoothing:
             mean = torch.where(present, group, torch.zeros_like(group)).sum(-1) / present.sum(-1)

@@ -399,6 +399,15 @@ def _log_or_neg_inf(x: Tensor) -> Tensor:
     return torch.where(pos, torch.log(torch.where(pos, x, torch.ones_like(x))), torch.full_like(x, -math.inf))
 
 
+def _log_or_zero(x: Tensor) -> Tensor:
+    """``log(x)`` for ``x > 0`` and 0 where ``x == 0`` (a group whose logits are all -inf), gradient 0 there.
+
+    Subtracted from logits shifted by a group maximum of 0, the masked members stay -inf, not 0/0.
+    """
+    empty = x == 0
+    return torch.where(empty, torch.zeros_like(x), torch.log(torch.where(empty, torch.ones_like(x), x)))
+
+
 def _subtree_reduce(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]) -> Tensor:
     """:func:`_subtree_reduce_nm` for batch-major ``(B, N)`` tensors (returns a contiguous ``(B, N)``)."""
     return _subtree_reduce_nm(values.t().contiguous(), t, op).t().contiguous()
@@ -435,11 +444,7 @@ def _group_log_softmax_nm(logits: Tensor, t: Any) -> Tensor:
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     shifted = children - top[group]
     summed = logits.new_zeros(t.num_groups, batch).index_add(0, group, torch.exp(shifted))
-    empty = summed == 0
-    log_sum = torch.where(
-        empty, torch.zeros_like(summed), torch.log(torch.where(empty, torch.ones_like(summed), summed))
-    )
-    return shifted - log_sum[group]
+    return shifted - _log_or_zero(summed)[group]
 
 
 def _group_mean_nm(logits: Tensor, t: Any) -> Tensor:
