@@ -69,12 +69,9 @@ def collect() -> tuple[dict[str, dict[str, list[Point]]], list[str], dict[str, f
     peer[gpu] = _load("pbc_peer_baseline_h200.json")["resnet18"]["test_acc_8class"]
 
     recipe = _load("pbc_cpu_recipe_options.json")["rows"]
-    plain = [
-        r
-        for r in recipe
-        if (r["tta"] == "none" and r["recipe"] in ("crop 0.7", "no crop"))
-        or (r["tta"] == "none" and r["recipe"].startswith("crop 0.7, --head conditional"))
-    ]
+    # trained runs only: no TTA, EMA, HXE or re-decoded variants of the same checkpoints
+    kept = ("crop 0.7", "no crop", "crop 0.7, --head conditional --loss conditional")
+    plain = [r for r in recipe if r["tta"] == "none" and r["recipe"] in kept]
     for size in (128, 64):
         for row in plain:
             if row["image_size"] == size:
