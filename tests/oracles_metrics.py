@@ -112,3 +112,8 @@ def inconsistency_rate(probs, tax: Taxonomy, tol: float) -> float:
     for row in probs:
         bad += any(row[tax.index(c)] > row[tax.index(u)] + tol for u in tax.nodes for c in tax.children(u))
     return bad / len(probs)
+
+
+def floats(value):
+    """A metric class's compute(): 0-d tensors (or a dict of them) as Python floats, for comparisons."""
+    return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else float(value)

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from hiercls import Taxonomy
 from hiercls import metrics as M
+from tests import oracles_metrics as O
 
 WORLD = 2
 
@@ -44,11 +45,6 @@ def _metrics(tax: Taxonomy) -> dict:
     }
 
 
-def _floats(value):
-    """compute()'s 0-d tensors (or a dict of them) as floats, for pytest.approx."""
-    return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else float(value)
-
-
 def _worker(rank: int, out_dir: str) -> None:
     # a file rendezvous: a port picked free beforehand can be taken by a parallel test before the
     # processes bind it (seen once under pytest -n 2)
@@ -62,7 +58,7 @@ def _worker(rank: int, out_dir: str) -> None:
         for batch in np.array_split(shard, 3):
             for metric in metrics.values():
                 metric.update(torch.as_tensor(y_pred[batch]), torch.as_tensor(y_true[batch]))
-        results = {name: _floats(metric.compute()) for name, metric in metrics.items()}
+        results = {name: O.floats(metric.compute()) for name, metric in metrics.items()}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -77,7 +73,7 @@ def test_two_gloo_processes_reduce_to_the_single_process_values() -> None:
     single = {}
     for name, metric in _metrics(tax).items():
         metric.update(torch.as_tensor(y_pred), torch.as_tensor(y_true))
-        single[name] = _floats(metric.compute())
+        single[name] = O.floats(metric.compute())
     assert single["all"] == pytest.approx(M.summary(y_true, y_pred, tax))
     with tempfile.TemporaryDirectory() as out_dir:
         mp.spawn(_worker, args=(out_dir,), nprocs=WORLD, join=True)
@@ -88,4 +84,4 @@ def test_two_gloo_processes_reduce_to_the_single_process_values() -> None:
     # the shards alone differ from the whole: the reduction did something
     half = M.HierarchicalMetrics(tax)
     half.update(torch.as_tensor(y_pred[0::2]), torch.as_tensor(y_true[0::2]))
-    assert _floats(half.compute()) != pytest.approx(single["all"])
+    assert O.floats(half.compute()) != pytest.approx(single["all"])

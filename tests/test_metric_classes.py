@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls import metrics as M
 from hiercls.metrics import classes as metric_classes
+from tests import oracles_metrics as O
 from tests.strategies import taxonomies, trees
 
 CLASSES = tuple(metric_classes.__all__)
@@ -33,12 +34,7 @@ def split_case(draw, strategy=None):
 def _feed(metric, y_true, y_pred, batches):
     for a, b in batches:
         metric.update(torch.tensor(y_pred[a:b]), torch.tensor(y_true[a:b]))
-    return _floats(metric.compute())
-
-
-def _floats(value):
-    """compute()'s 0-d tensors (or a dict of them) as floats."""
-    return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else float(value)
+    return O.floats(metric.compute())
 
 
 @settings(max_examples=30)
@@ -77,16 +73,16 @@ def test_reset_forgets_and_forward_returns_the_batch_value(case) -> None:
     metric = M.HierarchicalMetrics(tax)
     metric.update(torch.tensor(y_true), torch.tensor(y_pred))  # something else first
     metric.reset()
-    batch_value = _floats(metric(torch.tensor(y_pred), torch.tensor(y_true)))
+    batch_value = O.floats(metric(torch.tensor(y_pred), torch.tensor(y_true)))
     assert batch_value == pytest.approx(M.summary(y_true, y_pred, tax))
-    assert _floats(metric.compute()) == pytest.approx(M.summary(y_true, y_pred, tax))
+    assert O.floats(metric.compute()) == pytest.approx(M.summary(y_true, y_pred, tax))
 
 
 def test_names_and_known_values(paper_tax: Taxonomy) -> None:
     metric = M.HierarchicalMetrics(paper_tax)
     metric.update(["ALL", "AML"], ["ALL", "APL"])
     metric.update(["CML"], ["CLL"])
-    report = _floats(metric.compute())
+    report = O.floats(metric.compute())
     assert report["accuracy"] == pytest.approx(1 / 3)
     assert report["hierarchical_recall"] == pytest.approx(8 / 10)
     assert report["correct_rate"] == pytest.approx(2 / 3)  # AML is APL's parent
@@ -114,7 +110,7 @@ def test_empty_batches_add_nothing(name: str, paper_tax: Taxonomy) -> None:
     metric.update(y_pred[:2], y_true[:2])
     metric.update(empty, empty)
     metric.update(y_pred[2:], y_true[2:])
-    assert _floats(metric.compute()) == _floats(cls(paper_tax)(y_pred, y_true))
+    assert O.floats(metric.compute()) == O.floats(cls(paper_tax)(y_pred, y_true))
 
 
 def test_errors(paper_tax: Taxonomy) -> None:
