@@ -46,8 +46,8 @@ def _f(v: Any, d: int = 4) -> str:
 def summary_table(merged: dict[str, Any]) -> str:
     """One line per trained model: the numbers BENCHMARKS.md asks for."""
     lines = [
-        "| dataset | method | backbone | 8-class | fine-leaf | hF1 | mistake sev. | train s | img/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | method | backbone | 8-class | fine-leaf | hF1 | mistake sev. | train s | img/s | img/s after epoch 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = merged.get("baseline") or {}
     for name, v in base.items():
@@ -56,7 +56,7 @@ def summary_table(merged: dict[str, Any]) -> str:
             label = "peer flat (tool, --fine)" if fine else "peer flat (tool, 8 classes)"
             lines.append(
                 f"| pbc | {label} | {name} | {_f(v.get('test_acc_8class'))} | "
-                f"{_f(v.get('test_acc')) if fine else '—'} | — | — | {_f(v.get('train_s'), 1)} | {_f(v.get('img_per_s'), 0)} |"
+                f"{_f(v.get('test_acc')) if fine else '—'} | — | — | {_f(v.get('train_s'), 1)} | {_f(v.get('img_per_s'), 0)} | — |"
             )
     for ds in ("pbc", "all4"):
         for r in (merged.get(ds) or {}).get("rows", []):
@@ -65,7 +65,7 @@ def summary_table(merged: dict[str, Any]) -> str:
                 f"| {ds} | {r['method']} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
                 f"{_f(m.get('fine_leaf_accuracy'))} | {_f(m.get('hierarchical_f1'))} | "
                 f"{_f(m.get('mistake_severity'), 3)} | {_f(r.get('train_seconds'), 1)} | "
-                f"{_f(r.get('img_per_s'), 0)} |"
+                f"{_f(r.get('img_per_s'), 0)} | {_f(r.get('img_per_s_after_first_epoch'), 0)} |"
             )
     return "\n".join(lines) + "\n"
 

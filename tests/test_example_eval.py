@@ -230,9 +230,11 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
             row["metrics"]
         )
         assert row["train_seconds"] > 0 and row["img_per_s"] > 0
+        assert row["img_per_s_after_first_epoch"] is None  # one epoch: nothing after the first
         assert all(Path(f).read_bytes()[:8] == PNG for f in row["figures"]) and len(row["figures"]) == 2
     assert "metrics_argmax_leaf" in result["rows"][0] and result["partial_labels_in_train"] > 0
     md = (out / "results.md").read_text()
+    assert "| img/s after epoch 1 |" in md
     assert "| method | test_resnet |" in md and "**8-class acc**" in md and "Peer baseline" in md and "0.9157" in md
     # each run folder is self-contained: evaluate RUN/best finds the split without --pack/--data
     for name in ("hierarchical-test_resnet", "flat-test_resnet"):

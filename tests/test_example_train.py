@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from examples.leukemia import train as T
@@ -558,8 +560,38 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
         return [{k: v for k, v in r.items() if "seconds" not in k and "img_per_s" not in k} for r in rows]
 
     assert strip(a.history) == strip(b.history)
+    # two epochs: the throughput after the first is the second epoch's, in the result and summary.json
+    second = a.history[1]
+    assert a.img_per_s_after_first_epoch == pytest.approx(second["train_images"] / second["train_seconds"])
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["train_img_per_s_after_first_epoch"] == pytest.approx(a.img_per_s_after_first_epoch)
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
         T.run(T.parse_args([*common, "--output", str(tmp_path / "c"), "--resume"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.floats(1e-3, 1e3, allow_nan=False)),
+        min_size=0,
+        max_size=6,
+    )
+)
+def test_throughput_after_first_epoch_leaves_out_epoch_zero(epochs: list[tuple[int, float]]) -> None:
+    history = [{"epoch": e, "train_images": n, "train_seconds": s} for e, (n, s) in enumerate(epochs)]
+    got = T.throughput_after_first_epoch(history)
+    if len(epochs) < 2:
+        assert got is None
+        return
+    # oracle: one epoch at a time, the first one skipped
+    images = seconds = 0.0
+    for row in history[1:]:
+        images += row["train_images"]
+        seconds += row["train_seconds"]
+    assert got == pytest.approx(images / seconds)
+    # a first epoch 1000x slower (start-up) does not move it
+    slow = [{**history[0], "train_seconds": history[0]["train_seconds"] * 1000}, *history[1:]]
+    assert T.throughput_after_first_epoch(slow) == pytest.approx(got)
 
 
 def test_synthetic_defaults_leave_real_data_defaults_alone() -> None:

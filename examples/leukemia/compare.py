@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "val_best": res.best.get("metrics", {}).get(res.best.get("metric"), res.best.get("value")),
             "train_seconds": res.train_seconds,
             "img_per_s": res.img_per_s,
+            "img_per_s_after_first_epoch": res.img_per_s_after_first_epoch,
             "wall_seconds": wall,
             "params_m": sum(p.numel() for p in res.model.parameters()) / 1e6,
         }
@@ -330,7 +331,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for k, v in metrics.items()
             if k in ("eight_class_accuracy", "fine_leaf_accuracy", "hierarchical_f1", "mistake_severity")
         }
-        log.info("%s: %s | train %.1f s, %.0f img/s", name, shown, res.train_seconds, res.img_per_s)
+        steady = res.img_per_s_after_first_epoch
+        log.info(
+            "%s: %s | train %.1f s, %.0f img/s (%s after the first epoch)",
+            name,
+            shown,
+            res.train_seconds,
+            res.img_per_s,
+            "—" if steady is None else f"{steady:.0f}",
+        )
         write()
         del res, probs
         gc.collect()

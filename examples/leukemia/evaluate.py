@@ -106,7 +106,9 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     """Markdown tables: headline metrics as methods x backbones, then one detailed row per run.
 
     Each row needs ``method``, ``backbone`` and ``metrics`` (from :func:`evaluation_metrics`); optional
-    ``train_seconds``, ``img_per_s``, ``decode``, ``tta`` (shown with the decoder unless ``"none"``).
+    ``train_seconds``, ``img_per_s``, ``img_per_s_after_first_epoch`` (the column to compare methods by:
+    the first epoch of a process pays one-time start-up), ``decode``, ``tta`` (shown with the decoder
+    unless ``"none"``).
     """
     lines = [f"## {title}", ""]
     if note:
@@ -133,6 +135,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
         *(f"acc@depth {d}" for d in depths),
         "train s",
         "img/s",
+        "img/s after epoch 1",
         "n",
     ]
     lines += ["**All numbers**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -146,6 +149,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
             *(_fmt(m.get(f"level_accuracy/{d}")) for d in depths),
             _fmt(r.get("train_seconds"), 1),
             _fmt(r.get("img_per_s"), 0),
+            _fmt(r.get("img_per_s_after_first_epoch"), 0),
             _fmt(m.get("n")),
         ]
         lines.append("| " + " | ".join(vals) + " |")
