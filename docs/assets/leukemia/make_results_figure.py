@@ -62,6 +62,13 @@ def collect() -> tuple[dict[str, dict[str, list[Point]]], list[str], dict[str, f
         m = row["metrics"]
         add(setting, _key(row), (m["fine_leaf_accuracy"], m["eight_class_accuracy"], 0.0, 0.0))
 
+    # session 5: one job (benchmarks/gpu_run.sh) plus a second call for the runs its deadline skipped
+    names = {"resnet18": "ResNet-18", "convnext_tiny": "ConvNeXt-Tiny", "vit_small_patch16_224": "ViT-Small"}
+    job = _load("h200_c70_job.json")
+    for row in job["pbc"]["rows"] + _load("pbc_h200_c70_second_call.json")["rows"]:
+        add_row(f"H200, {names[row['backbone']]}, 128 px, crop 0.7,\n40 epochs (session 5)", row)
+    peer["H200, ResNet-18, 128 px, crop 0.7,\n40 epochs (session 5)"] = job["baseline"]["resnet18"]["test_acc_8class"]
+
     gpu = "H200, ResNet-18, 128 px, uncropped,\n40 epochs (session 1)"
     for name in ("pbc_h200_run1.json", "pbc_h200_run2_per_level.json"):
         for row in _load(name)["rows"]:
