@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import logging
+import re
 import subprocess
 import sys
 import warnings
@@ -268,17 +269,26 @@ def test_answer_is_the_root_when_no_first_level_node_reaches_the_threshold() -> 
     assert row["answer"] == row["answer_path"] == "root" and row["answer_is_leaf"] is False
 
 
-def test_compare_refuses_a_mistyped_backbone_before_any_run(tmp_path: Path) -> None:
+def test_compare_refuses_a_mistyped_backbone_before_any_run(tmp_path: Path, capsys) -> None:
     """The typo is in the last run: it must stop the comparison at once, not after the runs before it
     (the pack does not even exist: it is never read)."""
     from examples.leukemia.compare import main
 
     out = tmp_path / "cmp"
-    with pytest.raises(SystemExit, match=r"--backbones/--runs: .*'convnext_tiy'.*convnext_tiny"):
+    with pytest.raises(SystemExit) as err:
         main(
             ["--pack", str(tmp_path / "missing.npz"), "--runs", "flat:test_resnet,flat:convnext_tiy", "--out", str(out)]
         )
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and re.search(r"^error: --backbones/--runs: .*'convnext_tiy'.*convnext_tiny", text)
     assert not out.exists()
+    for argv, said in (
+        (["--runs", "flat:test_resnet"], "error: --pack or --data: expected a source of real images, got neither"),
+        (["--pack", "x.npz", "--runs", "flatt:test_resnet"], "error: --methods/--runs: unknown method 'flatt'"),
+    ):
+        with pytest.raises(SystemExit) as err:
+            main([*argv, "--out", str(out)])
+        assert err.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_a_data_error_leaves_no_empty_run_folder(tmp_path: Path) -> None:

@@ -636,8 +636,8 @@ def test_module_entry_point_dispatches(capsys) -> None:
     from examples.leukemia.__main__ import main
 
     assert main(["--help"]) == 0 and "Commands" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="unknown command 'nope'"):
-        main(["nope"])
+    assert main(["nope"]) == 2  # status 2 and an 'error: ...' line, like every other user error
+    assert capsys.readouterr().err.startswith("error: unknown command 'nope'; expected one of train,")
     with pytest.raises(SystemExit):  # argparse's --help of the chosen script
         main(["evaluate", "--help"])
     assert "python -m examples.leukemia.evaluate" in capsys.readouterr().out
@@ -651,10 +651,13 @@ def test_pack_size_mismatch_is_an_error(pbc_pack: Path, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------- model selection, backbone options
 def test_best_metric_is_checked_before_training(paper_tax, capsys) -> None:
-    with pytest.raises(SystemExit, match=r"--best-metric: expected one of leaf_accuracy.*got 'acc'"):
-        T.parse_args(["--best-metric", "acc"])
-    with pytest.raises(SystemExit, match=r"got 'level_accuracy/x'"):
-        T.parse_args(["--best-metric", "level_accuracy/x"])
+    for bad, said in (
+        ("acc", r"error: --best-metric: expected one of leaf_accuracy.*got 'acc'"),
+        ("level_accuracy/x", r"error: .*got 'level_accuracy/x'"),
+    ):
+        with pytest.raises(SystemExit) as err:
+            T.parse_args(["--best-metric", bad])
+        assert err.value.code == 2 and re.search(said, capsys.readouterr().err)
     assert T.parse_args([]).best_metric == "leaf_accuracy"
     assert T.parse_args(["--best-metric", "level_accuracy/2"]).best_metric == "level_accuracy/2"
     inner = torch.tensor([paper_tax.index("Leukemia"), paper_tax.index("Acute")])
@@ -664,7 +667,7 @@ def test_best_metric_is_checked_before_training(paper_tax, capsys) -> None:
     assert T.resolve_best_metric("leaf_accuracy", paper_tax, leafy) == "leaf_accuracy"
     depth = paper_tax.max_depth
     assert T.resolve_best_metric(f"level_accuracy/{depth}", paper_tax, leafy) == f"level_accuracy/{depth}"
-    with pytest.raises(SystemExit, match=f"needs a tree with a level {depth + 1}"):
+    with pytest.raises(ValueError, match=f"needs a tree with a level {depth + 1}"):
         T.resolve_best_metric(f"level_accuracy/{depth + 1}", paper_tax, leafy)
 
 

@@ -219,10 +219,11 @@ def test_ema_weights_are_validated_saved_as_best_and_resume_exactly(tmp_path: Pa
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_ema_errors(tmp_path: Path) -> None:
+def test_ema_errors(tmp_path: Path, capsys) -> None:
     for bad in ("1", "-0.1", "1.5"):
-        with pytest.raises(SystemExit, match="--ema: expected a decay in"):
+        with pytest.raises(SystemExit) as err:
             T.parse_args(["--ema", bad])
+        assert err.value.code == 2 and "error: --ema: expected a decay in" in capsys.readouterr().err
     T.run(T.parse_args([*SYN, "--epochs", "2", "--stop-after", "1", "--output", str(tmp_path / "r")]))
     with pytest.raises(CheckpointError, match="saved without --ema"):
         T.run(T.parse_args([*SYN, "--epochs", "2", "--ema", "0.9", "--output", str(tmp_path / "r"), "--resume"]))

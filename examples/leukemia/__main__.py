@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     if argv and not argv[0].startswith("-") and command == "train" and argv[0] not in COMMANDS:
-        raise SystemExit(f"unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}.")
+        print(
+            f"error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)} "
+            "(python -m examples.leukemia --help lists them)",
+            file=sys.stderr,
+        )
+        return 2
     module = importlib.import_module(f"examples.leukemia.{command}")
     result = module.main(argv)
     return result if isinstance(result, int) else 0

@@ -102,14 +102,14 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, str]]:
         pairs = [(m, b) for b in args.backbones.split(",") if b for m in args.methods.split(",") if m]
     for m, _b in pairs:
         if m not in METHODS:
-            raise SystemExit(f"--methods/--runs: unknown method {m!r}; expected one of {list(METHODS)}.")
+            raise ValueError(f"--methods/--runs: unknown method {m!r}; expected one of {list(METHODS)}.")
     from examples.leukemia.models import check_backbone
 
     for b in dict.fromkeys(b for _, b in pairs):  # a typo in the last backbone must not wait for the others' runs
         try:
             check_backbone(b)
         except ValueError as err:
-            raise SystemExit(f"--backbones/--runs: {err}") from None
+            raise ValueError(f"--backbones/--runs: {err}") from None
     return pairs  # type: ignore[return-value]
 
 
@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.pack and not args.data:
-        raise SystemExit("compare: give --pack or --data (the comparison is meant for real images).")
+        parser.error(
+            "--pack or --data: expected a source of real images, got neither; give --pack FILE.npz (from "
+            "python -m examples.leukemia.pack) or --data FOLDER (the comparison is meant for real images)"
+        )
     if args.pack and args.data:
         parser.error("--pack and --data: expected one source of images, got both; drop one of them")
     runs = _runs(args)  # unknown methods and backbones stop here, before any folder or data

@@ -278,13 +278,17 @@ LOWER_IS_BETTER = frozenset({"mistake_severity", "nll"})
 
 
 def _check_best_metric(name: str) -> None:
-    """Refuse an unknown ``--best-metric`` before any data is read (a typo must not silently select by loss)."""
+    """Refuse an unknown ``--best-metric`` before any data is read (a typo must not silently select by loss).
+
+    Raises:
+        ValueError: ``name`` is neither a selection metric nor ``level_accuracy/<depth>``.
+    """
     if name in SELECTION_METRICS:
         return
     head, _, depth = name.partition("/")
     if head == "level_accuracy" and depth.isdigit() and int(depth) >= 1:
         return
-    raise SystemExit(
+    raise ValueError(
         f"--best-metric: expected one of {', '.join(SELECTION_METRICS)} or level_accuracy/<depth>, got {name!r}; "
         "pick one of these (the validation columns of log.csv, without the 'val_' prefix)"
     )
@@ -318,7 +322,7 @@ def resolve_best_metric(name: str, taxonomy: Taxonomy, val_targets: Tensor, *, m
         depth = int(name.partition("/")[2])
         max_depth = taxonomy.max_depth
         if not taxonomy.is_tree or depth > max_depth:
-            raise SystemExit(
+            raise ValueError(
                 f"--best-metric: {name!r} needs a tree with a level {depth}, but the taxonomy is "
                 f"{'a tree of depth ' + str(max_depth) if taxonomy.is_tree else 'a DAG (no per-level accuracy)'}; "
                 "pick a depth in range or another metric"
@@ -367,9 +371,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lr = syn.get("lr", 5e-4 if _is_vit(args.backbone) else 2e-3)
     if args.threads is None:
         args.threads = syn.get("threads")
-    _check_best_metric(args.best_metric)
+    try:
+        _check_best_metric(args.best_metric)
+    except ValueError as err:
+        parser.error(str(err))
     if not 0.0 <= args.ema < 1.0:
-        raise SystemExit(f"--ema: expected a decay in [0, 1) (0 turns it off), got {args.ema!r}; try --ema 0.999.")
+        parser.error(f"--ema: expected a decay in [0, 1) (0 turns it off), got {args.ema!r}; try --ema 0.999")
     if args.output is None:
         tag = f"-{SYNTHETIC_TAG}" if args.synthetic else ""
         args.output = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
