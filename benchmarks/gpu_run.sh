@@ -24,12 +24,21 @@
 #   5. benchmarks/leukemia_throughput.py: real packed data vs synthetic input, vit_small
 # Output in $OUT (at most 8 plain files): results.json, results.md, gpu_run.log,
 # pbc_flat_baseline.json (the tool's), figures.tar.gz (confusion matrices, recall trees).
+#
+# JOB=seeds runs another job with the same stages 1 and 5: the PBC comparison once per seed in SEEDS
+# (default "0 1 2 3 4"; runs PBC_RUNS, default flat and hierarchical ResNet-18, the pair one seed cannot
+# separate), pooled by examples.leukemia.aggregate (mean +- sd, paired differences against flat), and
+# the throughput check with --profile (operator tables of real vs synthetic input). No ALL, no gpu_step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 SMOKE=0
 [[ "${1:-}" == "--smoke" ]] && SMOKE=1
+JOB=${JOB:-paper}
+[[ "$JOB" == paper || "$JOB" == seeds ]] || { echo "JOB=$JOB: expected paper or seeds" >&2; exit 2; }
+SEEDS=${SEEDS:-0 1 2 3 4}
+USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs
 OUT=${OUT:-$ROOT/runs/gpu_out}
 mkdir -p "$OUT"
 export OUT
@@ -105,6 +114,7 @@ EOF
   PBC_PACK="$CARRY/pbc128.npz"
   BASE_ARGS=(--models test_resnet --epochs 1 --bs 16)
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit
+  [[ "$JOB" == seeds ]] && PBC_RUNS=hierarchical:test_resnet,flat:test_resnet
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
   CMP_ARGS=(--epochs 1 --batch-size 16 --device cpu)
   TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu)
@@ -113,6 +123,7 @@ else
   CARRY="$ROOT/.carry"
   BASE_ARGS=(--models resnet18 --epochs 40)
   PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224,per-level:resnet18}
+  [[ "$JOB" == seeds ]] && PBC_RUNS=${USER_PBC_RUNS:-hierarchical:resnet18,flat:resnet18}
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
   CMP_ARGS=(--epochs 40 --batch-size 256)
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
@@ -123,10 +134,30 @@ $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__ver
 # recipe flags for every training run of both comparisons (e.g. TRAIN_ARGS="--tta d4"; not --crop: a
 # pack keeps its own); the peer baseline tool takes none of them
 TRAIN_ARGS=${TRAIN_ARGS:-}
-echo "== PBC pack $PBC_PACK; train args: ${TRAIN_ARGS:-none}"
+echo "== job $JOB; PBC pack $PBC_PACK; train args: ${TRAIN_ARGS:-none}"
 
 # 1. the peer baseline, same job (writes $OUT/pbc_flat_baseline.json)
 stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}"
+if [[ "$JOB" == seeds ]]; then
+  # 2'. one comparison per seed (same split: the split seed is fixed), each under the time left
+  for S in $SEEDS; do
+    stage "compare_pbc_seed$S" 120 45 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
+      "${CMP_ARGS[@]}" --seed "$S" --figures none --train-args "$TRAIN_ARGS" --deadline $(( $(left) - 60 )) \
+      --title "PBC (real images, from scratch), seed $S" --out "$WORK/pbc_seeds/seed$S"
+  done
+  seeds_done=("$WORK"/pbc_seeds/seed*/results.json)
+  stage aggregate 20 25 $PY -m examples.leukemia.aggregate "${seeds_done[@]}" --out "$WORK/pbc_seeds"
+  stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
+    --out "$WORK/throughput.json"
+  kill "$REPORTER" 2>/dev/null; wait "$REPORTER" 2>/dev/null
+  report
+  cat "$WORK/summary.txt"
+  echo "== done in $(( $(date +%s) - T0 ))s; files in $OUT:"; ls -la "$OUT"
+  [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
+  exec 1>&- 2>&-
+  wait "$TEE_PID" 2>/dev/null || sleep 1
+  exit 0
+fi
 # 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time
 T2=$(( $(left) - 165 )); (( T2 > 290 )) && T2=290
 stage compare_pbc "$T2" 155 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \

@@ -4,7 +4,8 @@
 
 Reads (each optional: a stage that timed out or failed is reported as missing):
 ``OUT_DIR/pbc_flat_baseline.json`` (the peer baseline), ``WORK_DIR/pbc/results.json``,
-``WORK_DIR/all4/results.json`` (examples.leukemia.compare), ``WORK_DIR/gpu_step.json``
+``WORK_DIR/all4/results.json`` (examples.leukemia.compare), ``WORK_DIR/pbc_seeds/seed*/results.json`` and
+``WORK_DIR/pbc_seeds/aggregate.{json,md}`` (the ``JOB=seeds`` job), ``WORK_DIR/gpu_step.json``
 (benchmarks/gpu_step.py) and ``WORK_DIR/throughput.json`` (benchmarks/leukemia_throughput.py),
 plus ``WORK_DIR/stages.json`` (exit codes and seconds of each stage).
 """
@@ -58,8 +59,10 @@ def summary_table(merged: dict[str, Any]) -> str:
                 f"| pbc | {label} | {name} | {_f(v.get('test_acc_8class'))} | "
                 f"{_f(v.get('test_acc')) if fine else '—'} | — | — | {_f(v.get('train_s'), 1)} | {_f(v.get('img_per_s'), 0)} | — |"
             )
-    for ds in ("pbc", "all4"):
-        for r in (merged.get(ds) or {}).get("rows", []):
+    sets = [("pbc", merged.get("pbc")), ("all4", merged.get("all4"))]
+    sets += [(f"pbc {name}", res) for name, res in (merged.get("pbc_seeds") or {}).items()]
+    for ds, res in sets:
+        for r in (res or {}).get("rows", []):
             m = r["metrics"]
             lines.append(
                 f"| {ds} | {r['method']} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
@@ -80,6 +83,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "all4": _load(work / "all4" / "results.json"),
         "gpu_step": _load(work / "gpu_step.json") or _last_json(work / "gpu_step.out"),
         "throughput": _load(work / "throughput.json"),
+        "pbc_seeds": {
+            p.parent.name: _load(p) for p in sorted((work / "pbc_seeds").glob("seed*/results.json")) if _load(p)
+        },
+        "pbc_seeds_aggregate": _load(work / "pbc_seeds" / "aggregate.json"),
     }
     md = ["# Leukemia example on the lent GPU", ""]
     dev = next(
@@ -89,19 +96,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     md += ["## Summary (test split)", "", summary_table(merged)]
     for ds in ("pbc", "all4"):
         path = work / ds / "results.md"
-        md += [path.read_text() if path.is_file() else f"## {ds}\n\n(stage missing: see gpu_run.log)\n", ""]
+        if path.is_file() or not merged["pbc_seeds"]:  # the seeds job runs neither
+            md += [path.read_text() if path.is_file() else f"## {ds}\n\n(stage missing: see gpu_run.log)\n", ""]
+    if merged["pbc_seeds"]:
+        agg = work / "pbc_seeds" / "aggregate.md"
+        md += ["## PBC over seeds (examples.leukemia.aggregate)", ""]
+        md += [agg.read_text() if agg.is_file() else "(aggregate missing: see gpu_run.log)", ""]
     tp = merged.get("throughput")
     if isinstance(tp, dict):
         md += [
             "## Feeding the GPU (real packed data vs synthetic input, same model and step)",
             "",
-            "| backbone | size | synthetic img/s | real img/s | real / synthetic |",
-            "|---|---|---|---|---|",
+            "| backbone | size | synthetic img/s | real img/s | real / synthetic | host ms per step getting a batch "
+            "(synthetic / real) | profiled host / device ms per step (synthetic; real) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for size, r in tp.get("results", {}).items():
+            prof = r.get("profile") or {}
+            cost = "; ".join(
+                f"{_f(prof[k].get('host_ms_per_step'), 1)} / {_f(prof[k].get('device_ms_per_step'), 1)}"
+                for k in ("synthetic", "real")
+                if k in prof
+            )
             md.append(
                 f"| {tp.get('backbone')} | {size} | {r['synthetic']['img_per_s']} | {r['real']['img_per_s']} | "
-                f"{r['real_over_synthetic']} |"
+                f"{r['real_over_synthetic']} | {_f(r['synthetic'].get('host_data_ms'), 2)} / "
+                f"{_f(r['real'].get('host_data_ms'), 2)} | {cost or '—'} |"
             )
         md.append("")
     if merged.get("gpu_step") is not None:

@@ -13,8 +13,11 @@ one process:
   normalised there), exactly as ``examples.leukemia.train`` feeds it.
 
 Target (BENCHMARKS.md): real >= 90% of synthetic. Sizes: the pack's own (128 px) and, with
-``--sizes 128,224``, upsampled on the device by GPUBatches' ``out_size``. Prints one JSON object
-(and writes it to ``--out`` if given).
+``--sizes 128,224``, upsampled on the device by GPUBatches' ``out_size``. Each measurement also
+reports ``host_data_ms``: the host's wall time per step spent getting the next batch (the data path's
+launch cost, plus any wait for the device it forces). ``--profile`` adds, per size and input, the
+operators that took the most device and host time over a few extra steps (``torch.profiler``), to
+find where a real-data step loses time. Prints one JSON object (and writes it to ``--out`` if given).
 """
 
 from __future__ import annotations
@@ -48,16 +51,19 @@ def measure(model, batches, device: torch.device, steps: int, warmup: int) -> di
     criterion = model.criterion
     model.train()
     it = batches()
-    seen, t0 = 0, 0.0
+    seen, t0, t_data = 0, 0.0, 0.0
     for step in range(warmup + steps):
         if step == warmup:
             _sync(device)
             t0 = time.perf_counter()
+        t_next = time.perf_counter()
         try:
             images, target = next(it)
         except StopIteration:
             it = batches()
             images, target = next(it)
+        if step >= warmup:
+            t_data += time.perf_counter() - t_next
         with autocast(device, True):
             logits = model(images)
         loss = criterion(logits.float(), target)
@@ -70,7 +76,47 @@ def measure(model, batches, device: torch.device, steps: int, warmup: int) -> di
             seen += len(target)
     _sync(device)
     dt = time.perf_counter() - t0
-    return {"img_per_s": round(seen / dt, 1), "steps": steps, "seconds": round(dt, 3)}
+    return {
+        "img_per_s": round(seen / dt, 1),
+        "steps": steps,
+        "seconds": round(dt, 3),
+        "host_data_ms": round(1e3 * t_data / max(steps, 1), 3),
+    }
+
+
+def profile(model, batches, device: torch.device, steps: int = 6, top: int = 15) -> dict:
+    """Operators with the most self time over ``steps`` training steps (after 2 warm-up steps).
+
+    Returns ``{"steps", "host_ms_per_step", "device_ms_per_step", "by_device", "by_host"}``: the lists hold
+    ``{"name", "calls", "self_host_us", "self_device_us"}`` per step, highest first (device times are 0 on CPU).
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    measure(model, batches, device, 2, 0)  # warm the iterator and the allocator, untimed
+    with torch_profile(activities=acts) as prof:
+        measure(model, batches, device, steps, 0)
+
+    def device_us(e) -> float:
+        return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) or 0.0)
+
+    rows = [
+        {
+            "name": e.key,
+            "calls": round(e.count / steps, 2),
+            "self_host_us": round(e.self_cpu_time_total / steps, 1),
+            "self_device_us": round(device_us(e) / steps, 1),
+        }
+        for e in prof.key_averages()
+    ]
+    return {
+        "steps": steps,
+        "host_ms_per_step": round(sum(r["self_host_us"] for r in rows) / 1e3, 3),
+        "device_ms_per_step": round(sum(r["self_device_us"] for r in rows) / 1e3, 3),
+        "by_device": sorted(rows, key=lambda r: -r["self_device_us"])[:top],
+        "by_host": sorted(rows, key=lambda r: -r["self_host_us"])[:top],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--profile", action="store_true", help="add the top operators of real and synthetic steps")
     args = ap.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
@@ -144,6 +191,11 @@ def main(argv: list[str] | None = None) -> dict:
             "meets_90pct": bool(ratio >= 0.9),
         }
         print(size, out["results"][str(size)], flush=True)
+        if args.profile:
+            out["results"][str(size)]["profile"] = {
+                "synthetic": profile(model, lambda batches=repeated: iter(batches), device),
+                "real": profile(model, lambda batches=real: iter(batches), device),
+            }
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -1,0 +1,118 @@
+"""The GPU job's scripts, run on CPU: the throughput check and the report that merges the job's stages.
+
+They run unattended on a lent GPU with minutes to spare, so a broken option or a report that drops a
+stage must show up here, not there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import leukemia_gpu_report as report  # noqa: E402
+import leukemia_throughput as throughput  # noqa: E402
+
+from tests.test_example_train import copy_pbc_subset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_pack(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    from examples.leukemia.pack import pack
+
+    out = tmp_path_factory.mktemp("pack") / "pbc32.npz"
+    pack(copy_pbc_subset(shared_data, tmp_path_factory.mktemp("pbc")), out, size=32, workers=1, progress=False)
+    return out
+
+
+def test_throughput_reports_host_data_time_and_a_profile(tiny_pack: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tp.json"
+    argv = ["--pack", str(tiny_pack), "--backbone", "test_vit", "--batch-size", "4", "--steps", "2"]
+    res = throughput.main([*argv, "--warmup", "1", "--device", "cpu", "--profile", "--out", str(out)])
+    assert json.loads(out.read_text()) == res
+    (size, r), *_ = res["results"].items()
+    assert size == "32" and r["real_over_synthetic"] > 0
+    for kind in ("synthetic", "real"):
+        assert r[kind]["img_per_s"] > 0 and r[kind]["host_data_ms"] >= 0
+        prof = r["profile"][kind]
+        assert prof["steps"] == 6 and prof["host_ms_per_step"] > 0 and prof["device_ms_per_step"] == 0  # CPU
+        assert prof["by_host"] and all(
+            set(row) == {"name", "calls", "self_host_us", "self_device_us"} for row in prof["by_host"]
+        )
+        hosts = [row["self_host_us"] for row in prof["by_host"]]
+        assert hosts == sorted(hosts, reverse=True)
+    # the real input runs the data path (indexing, augmentation); the reused synthetic batch does not
+    assert r["real"]["host_data_ms"] > r["synthetic"]["host_data_ms"]
+    # the job's report shows both, next to the ratio
+    work, report_out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    report_out.mkdir()
+    (work / "throughput.json").write_text(json.dumps(res))
+    report.main([str(work), str(report_out)])
+    row = next(line for line in (report_out / "results.md").read_text().splitlines() if line.startswith("| test_vit |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "32" and cells[5] == f"{r['synthetic']['host_data_ms']:.2f} / {r['real']['host_data_ms']:.2f}"
+    assert cells[6].count("/") == 2 and "—" not in cells[6]
+
+
+def _compare_result(seed: int, fine: dict[str, float]) -> dict:
+    rows = [
+        {
+            "method": method,
+            "backbone": "resnet18",
+            "metrics": {
+                "fine_leaf_accuracy": acc,
+                "eight_class_accuracy": acc + 0.05,
+                "hierarchical_f1": acc,
+                "mistake_severity": 2.0,
+                "accuracy": acc,
+            },
+            "train_seconds": 20.0,
+            "img_per_s": 20000.0,
+            "img_per_s_after_first_epoch": 21000.0,
+        }
+        for method, acc in fine.items()
+    ]
+    return {"seed": seed, "split_sizes": {"train": 10, "val": 2, "test": 4}, "device": "cpu", "rows": rows}
+
+
+def test_report_of_the_seeds_job_lists_every_seed_and_the_pooled_table(tmp_path: Path, capsys) -> None:
+    from examples.leukemia.aggregate import main as aggregate
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    out.mkdir()
+    files = []
+    for seed, fine in ((0, {"flat": 0.90, "hierarchical": 0.91}), (1, {"flat": 0.92, "hierarchical": 0.92})):
+        f = work / "pbc_seeds" / f"seed{seed}" / "results.json"
+        f.parent.mkdir(parents=True)
+        f.write_text(json.dumps(_compare_result(seed, fine)))
+        files.append(str(f))
+    aggregate([*files, "--out", str(work / "pbc_seeds")])
+    (work / "stages.json").write_text(json.dumps([{"name": "compare_pbc_seed0", "rc": "0", "seconds": "50"}]))
+    capsys.readouterr()
+    merged = report.main([str(work), str(out)])
+    assert set(merged["pbc_seeds"]) == {"seed0", "seed1"} and merged["pbc_seeds_aggregate"]["reference"] == "flat"
+    table = capsys.readouterr().out
+    assert table.count("| pbc seed0 |") == 2 and table.count("| pbc seed1 |") == 2 and "| 21000 |" in table
+    md = (out / "results.md").read_text()
+    assert "## PBC over seeds" in md and "(stage missing" not in md  # the seeds job runs no pbc/all4 stage
+    assert (work / "pbc_seeds" / "aggregate.md").read_text() in md
+    assert json.loads((out / "results.json").read_text())["pbc_seeds"]["seed1"]["seed"] == 1
+
+
+def test_report_of_the_paper_job_says_which_stage_is_missing(tmp_path: Path, capsys) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    (work / "pbc").mkdir()
+    (work / "pbc" / "results.json").write_text(json.dumps(_compare_result(0, {"flat": 0.9})))
+    (work / "pbc" / "results.md").write_text("## PBC\n\ntable\n")
+    merged = report.main([str(work), str(out)])
+    md = (out / "results.md").read_text()
+    assert merged["pbc_seeds"] == {} and "## PBC\n\ntable" in md and "## all4\n\n(stage missing" in md
+    assert "| pbc | flat | resnet18 |" in capsys.readouterr().out
