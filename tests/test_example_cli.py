@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import logging
 import re
 import subprocess
@@ -332,3 +333,24 @@ def test_data_warnings_print_as_one_line_while_a_script_runs() -> None:
     assert "warning: skipped 1 file(s): not an image; first: a/.DS_1.jpg" in lines
     assert any("RuntimeWarning: something else" in line for line in lines)
     assert any("DataWarning: after main" in line for line in lines)  # outside main: Python's own format
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bars_stay_out_of_redirected_output(tmp_path: Path, monkeypatch, terminal: bool) -> None:
+    """On a terminal the bars draw ('\\r' updates); redirected to a file they are off, so a log holds the
+    per-epoch lines only, not carriage-return fragments of a bar."""
+    from examples.leukemia.pack import pack
+
+    err = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    fast = [a for a in FAST if a != "--quiet"]
+    T.run(T.parse_args([*fast, "--epochs", "1", "--synthetic-per-leaf", "3", "--output", str(tmp_path / "run")]))
+    pack(tmp_path / "run" / "SYNTHETIC_images", tmp_path / "p.npz", taxonomy="paper", size=16, workers=1)
+    text = err.getvalue()
+    assert ("\r" in text) is terminal
+    assert ("epoch 1/1:" in text) is terminal and ("pack 16px" in text) is terminal

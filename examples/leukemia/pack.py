@@ -121,7 +121,7 @@ def pack(
             ``predict``/``explain`` apply it to new images.
         workers: processes for decoding and encoding (default: usable cores, at most 16).
         tool_format: write only ``data``, ``offsets``, ``names`` (the peer baseline's input).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (when stderr is a terminal).
 
     Returns:
         a summary dict: ``out``, ``num_images``, ``bytes``, ``per_split``, ``scan_s``, ``encode_s``.
@@ -154,7 +154,8 @@ def pack(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(samples), desc=f"pack {size}px", unit="img", file=sys.stderr)
+        # disable=None: shown on a terminal only, not written into a redirected log
+        bar = tqdm(total=len(samples), desc=f"pack {size}px", unit="img", file=sys.stderr, disable=None)
     try:
         blobs = parallel_map(
             _encode_chunk,

@@ -683,7 +683,11 @@ def train_one_epoch(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+        # disable=None: no bar when stderr is not a terminal (a log file would fill with '\r' fragments;
+        # the per-epoch log line says the same)
+        bar = tqdm(
+            total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, disable=None
+        )
     if env.device.type == "cuda":
         torch.cuda.synchronize(env.device)
     t0 = time.perf_counter()
