@@ -110,6 +110,28 @@ def test_evaluate_writes_tables_and_figures(trained: dict[str, Path], tmp_path: 
             assert (tmp_path / f"{run}_{kind}.png").read_bytes()[:8] == PNG
 
 
+def test_evaluate_on_images_with_a_label_the_model_lacks_says_how_to_fix_it(
+    trained: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """The checkpoint's taxonomy is fixed, so the fix is to rename or leave out images, not to pass
+    another --taxonomy (evaluate has no such option)."""
+    from PIL import Image
+
+    from examples.leukemia.evaluate import main
+
+    for folder in ("Normal", "Normall"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (16, 16), (i * 90, 40, 200)).save(tmp_path / "data" / folder / f"{i}.png")
+    run = trained["flat"]
+    with pytest.raises(SystemExit) as err:
+        main([str(run), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and text.startswith("error: 1 folder name(s) not in the taxonomy of the checkpoint")
+    assert "'Normall' (2 file(s)" in text and "closest node 'Normal'" in text and "leave those images out" in text
+    assert "--taxonomy" not in text
+
+
 def test_predict_writes_csv_with_cautious_answers(
     trained: dict[str, Path], tmp_path: Path, caplog, capsys, monkeypatch
 ) -> None:

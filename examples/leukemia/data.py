@@ -668,6 +668,7 @@ def scan(
     workers: int | None = None,
     *,
     warn: bool = True,
+    taxonomy_owner: str | None = None,
 ) -> tuple[list[Sample], ScanReport]:
     """Find the labelled images under ``root``, check each once, and report what is wrong.
 
@@ -681,6 +682,9 @@ def scan(
             files; with ``False`` only the header is read (fast, misses truncation).
         workers: processes for the image check (default: usable cores, at most 16).
         warn: call :meth:`ScanReport.log` (summary to stderr, one :class:`DataWarning` per problem).
+        taxonomy_owner: what ``taxonomy`` belongs to when the user cannot change it (e.g.
+            ``"the checkpoint runs/x/best"``): an unknown label's message then names it and says to
+            rename or leave out those images, instead of to pass another ``--taxonomy``.
 
     Returns:
         ``(samples, report)``: the kept images sorted by path, each with an absolute path
@@ -735,7 +739,7 @@ def scan(
         elif label is not None and label not in tax:
             unknown[label].append(p)
     if unknown:
-        raise UnknownNodeError(_unknown_labels_message(unknown, tax, source, resolved))
+        raise UnknownNodeError(_unknown_labels_message(unknown, tax, source, resolved, owner=taxonomy_owner))
     num_files = len(entries)
     if resolved == "csv":
         entries, repeated, conflicting = _drop_repeated(entries)
@@ -803,7 +807,9 @@ def scan(
     return samples, report
 
 
-def _unknown_labels_message(unknown: Mapping[str, list[str]], tax: Taxonomy, source: str, layout: str) -> str:
+def _unknown_labels_message(
+    unknown: Mapping[str, list[str]], tax: Taxonomy, source: str, layout: str, *, owner: str | None = None
+) -> str:
     what = {"folder": "folder name(s)", "csv": "CSV label(s)"}.get(layout, "label(s)")
     parts = []
     for label in sorted(unknown, key=lambda k: -len(unknown[k]))[:8]:
@@ -818,6 +824,13 @@ def _unknown_labels_message(unknown: Mapping[str, list[str]], tax: Taxonomy, sou
         else "Fix the labels to node names, or add them to the taxonomy file (as children of their parent) and pass "
         "it with --taxonomy PATH"
     )
+    if owner is not None:  # a trained model's taxonomy: it scores only the nodes it was trained on
+        source = f"of {owner} {source}"
+        fix = (
+            f"The taxonomy of {owner} cannot change: a model scores only the nodes it was trained on. "
+            + ("Rename those folders to its node names" if layout == "folder" else "Fix the labels to its node names")
+            + ", or leave those images out"
+        )
     return (
         f"{len(unknown)} {what} not in the taxonomy {source}: {'; '.join(parts)}{more}. {fix}. "
         f"Its nodes: {', '.join(tax.nodes[:40])}{' ...' if tax.num_nodes > 40 else ''}."

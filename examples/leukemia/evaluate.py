@@ -249,7 +249,9 @@ def load_split(
         images, targets, names = pk.images[t_idx], pk.targets[t_idx], [pk.names[i] for i in idx]
     else:
         if data is not None:
-            samples, _ = data_mod.scan(data, taxonomy, layout=layout, workers=workers)
+            samples, _ = data_mod.scan(
+                data, taxonomy, layout=layout, workers=workers, taxonomy_owner=f"the checkpoint {checkpoint_dir}"
+            )
             items = data_mod.split(samples, seed=split_seed or config.get("split_seed") or data_mod.DEFAULT_SEED)[split]
         else:
             if config.get("pack"):  # its manifest lists paths inside the pack, not files on disk
