@@ -297,6 +297,61 @@ def _fake_results(path: Path, seed: int, rows: dict[tuple[str, str], dict[str, f
     return out
 
 
+def test_evaluate_records_the_training_seed_so_aggregate_can_pool_readouts(
+    trained: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """The same checkpoints read out another way (here: TTA) pool over seeds like compare's results."""
+    from examples.leukemia.aggregate import main as aggregate
+    from examples.leukemia.evaluate import main as evaluate
+
+    other = tmp_path / "flat-seed5"
+    T.run(
+        T.parse_args(
+            [
+                "--backbone",
+                "test_vit",
+                "--method",
+                "flat",
+                "--epochs",
+                "1",
+                "--synthetic-per-leaf",
+                "4",
+                "--seed",
+                "5",
+                "--output",
+                str(other),
+                *FAST,
+            ]
+        )
+    )
+    first = evaluate(
+        [
+            str(trained["hierarchical"]),
+            str(trained["flat"]),
+            "--tta",
+            "flip",
+            "--no-figures",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
+    seed0 = json.loads((trained["flat"] / "config.json").read_text())["seed"]
+    assert first["seed"] == seed0 and [r["seed"] for r in first["rows"]] == [seed0, seed0]
+    assert all(r["tta"] == "flip" for r in first["rows"])
+    second = evaluate([str(other), "--tta", "flip", "--no-figures", "--out", str(tmp_path / "b")])
+    assert second["seed"] == 5
+    mixed = evaluate([str(trained["flat"]), str(other), "--no-figures", "--out", str(tmp_path / "c")])
+    assert "seed" not in mixed and [r["seed"] for r in mixed["rows"]] == [seed0, 5]
+    capsys.readouterr()
+    pooled = aggregate([str(tmp_path / "a" / "results.json"), str(tmp_path / "b" / "results.json")])
+    flat = next(e for e in pooled["summary"] if e["method"] == "flat")["fine_leaf_accuracy"]
+    acc = [first["rows"][1]["metrics"]["fine_leaf_accuracy"], second["rows"][0]["metrics"]["fine_leaf_accuracy"]]
+    assert flat["n"] == 2 and flat["mean"] == pytest.approx(sum(acc) / 2)
+    with pytest.raises(SystemExit) as err:
+        aggregate([str(tmp_path / "c" / "results.json")])
+    assert err.value.code == 2 and "checkpoints that share one training seed" in capsys.readouterr().err
+
+
 def test_aggregate_pools_seeds_and_pairs_them(tmp_path: Path, capsys) -> None:
     from examples.leukemia.aggregate import main
 

@@ -10,6 +10,9 @@ prints (and with ``--out`` writes) a markdown table of mean ± sample standard d
 (default ``flat``) on the same backbone, seed by seed: the mean difference, its standard error and
 how many seeds it wins. Runs are paired by seed, so a method missing for a seed is left out of that
 seed's pair, and the count of pairs is shown.
+
+``evaluate``'s results.json pools the same way when its checkpoints share one training seed (it then
+records that seed): e.g. the same checkpoints read out with ``evaluate --tta d4``, one file per seed.
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not JSON ({err.msg}); give a compare results.json.") from None
         if not isinstance(data, dict) or "rows" not in data or "seed" not in data:
-            raise ValueError(f"{path}: expected a compare results.json with 'rows' and 'seed'.")
+            raise ValueError(
+                f"{path}: expected a compare results.json with 'rows' and 'seed' (or an evaluate results.json of "
+                "checkpoints that share one training seed)."
+            )
         seed = int(data["seed"])
         if seed in seen:
             raise ValueError(

@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "decode": rule,
                 "tta": tta,
                 "split": args.split,
+                "seed": ckpt.config.get("seed"),
                 "epoch": ckpt.epoch,
                 "metrics": metrics,
                 "synthetic": bool(ckpt.config.get("synthetic")),
@@ -387,7 +388,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     note = f"Split: {args.split}."
     if synthetic:
         note += " **SYNTHETIC images: these numbers say nothing about real cells.**"
-    result = {"split": args.split, "synthetic": synthetic, "rows": rows}
+    result: dict[str, Any] = {"split": args.split, "synthetic": synthetic, "rows": rows}
+    seeds = {r["seed"] for r in rows}
+    if len(seeds) == 1 and None not in seeds:  # one training seed: examples.leukemia.aggregate can pool it
+        result["seed"] = seeds.pop()
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (out / "results.md").write_text(results_markdown(rows, title="Evaluation", note=note))
     print(results_markdown(rows, title="Evaluation", note=note))
