@@ -27,8 +27,10 @@
 #
 # JOB=seeds runs another job with the same stages 1 and 5: the PBC comparison once per seed in SEEDS
 # (default "0 1 2 3 4"; runs PBC_RUNS, default flat and hierarchical ResNet-18, the pair one seed cannot
-# separate), pooled by examples.leukemia.aggregate (mean +- sd, paired differences against flat), and
-# the throughput check with --profile (operator tables of real vs synthetic input). No ALL, no gpu_step.
+# separate), pooled by examples.leukemia.aggregate (mean +- sd, paired differences against flat); the
+# same checkpoints read out again with test-time augmentation over the 8 flips and rotations
+# (evaluate --tta d4, inference only), pooled the same way; and the throughput check with --profile
+# (operator tables of real vs synthetic input). No ALL, no gpu_step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -141,12 +143,17 @@ stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "
 if [[ "$JOB" == seeds ]]; then
   # 2'. one comparison per seed (same split: the split seed is fixed), each under the time left
   for S in $SEEDS; do
-    stage "compare_pbc_seed$S" 120 45 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
-      "${CMP_ARGS[@]}" --seed "$S" --figures none --train-args "$TRAIN_ARGS" --deadline $(( $(left) - 60 )) \
+    stage "compare_pbc_seed$S" 120 70 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
+      "${CMP_ARGS[@]}" --seed "$S" --figures none --train-args "$TRAIN_ARGS" --deadline $(( $(left) - 85 )) \
       --title "PBC (real images, from scratch), seed $S" --out "$WORK/pbc_seeds/seed$S"
+    runs_done=("$WORK/pbc_seeds/seed$S"/runs/*/)
+    [[ -d "${runs_done[0]}" ]] && stage "tta_seed$S" 30 60 $PY -m examples.leukemia.evaluate "${runs_done[@]}" \
+      --pack "$PBC_PACK" --tta d4 --no-figures --out "$WORK/pbc_seeds_tta/seed$S"
   done
   seeds_done=("$WORK"/pbc_seeds/seed*/results.json)
-  stage aggregate 20 25 $PY -m examples.leukemia.aggregate "${seeds_done[@]}" --out "$WORK/pbc_seeds"
+  stage aggregate 20 50 $PY -m examples.leukemia.aggregate "${seeds_done[@]}" --out "$WORK/pbc_seeds"
+  tta_done=("$WORK"/pbc_seeds_tta/seed*/results.json)
+  stage aggregate_tta 20 45 $PY -m examples.leukemia.aggregate "${tta_done[@]}" --out "$WORK/pbc_seeds_tta"
   stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
     --out "$WORK/throughput.json"
   kill "$REPORTER" 2>/dev/null; wait "$REPORTER" 2>/dev/null

@@ -5,7 +5,8 @@
 Reads (each optional: a stage that timed out or failed is reported as missing):
 ``OUT_DIR/pbc_flat_baseline.json`` (the peer baseline), ``WORK_DIR/pbc/results.json``,
 ``WORK_DIR/all4/results.json`` (examples.leukemia.compare), ``WORK_DIR/pbc_seeds/seed*/results.json`` and
-``WORK_DIR/pbc_seeds/aggregate.{json,md}`` (the ``JOB=seeds`` job), ``WORK_DIR/gpu_step.json``
+``WORK_DIR/pbc_seeds/aggregate.{json,md}`` and the same under ``WORK_DIR/pbc_seeds_tta`` (the ``JOB=seeds``
+job; the latter from ``evaluate --tta d4``), ``WORK_DIR/gpu_step.json``
 (benchmarks/gpu_step.py) and ``WORK_DIR/throughput.json`` (benchmarks/leukemia_throughput.py),
 plus ``WORK_DIR/stages.json`` (exit codes and seconds of each stage).
 """
@@ -61,6 +62,7 @@ def summary_table(merged: dict[str, Any]) -> str:
             )
     sets = [("pbc", merged.get("pbc")), ("all4", merged.get("all4"))]
     sets += [(f"pbc {name}", res) for name, res in (merged.get("pbc_seeds") or {}).items()]
+    sets += [(f"pbc {name} d4 TTA", res) for name, res in (merged.get("pbc_seeds_tta") or {}).items()]
     for ds, res in sets:
         for r in (res or {}).get("rows", []):
             m = r["metrics"]
@@ -87,6 +89,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.parent.name: _load(p) for p in sorted((work / "pbc_seeds").glob("seed*/results.json")) if _load(p)
         },
         "pbc_seeds_aggregate": _load(work / "pbc_seeds" / "aggregate.json"),
+        "pbc_seeds_tta": {
+            p.parent.name: _load(p) for p in sorted((work / "pbc_seeds_tta").glob("seed*/results.json")) if _load(p)
+        },
+        "pbc_seeds_tta_aggregate": _load(work / "pbc_seeds_tta" / "aggregate.json"),
     }
     md = ["# Leukemia example on the lent GPU", ""]
     dev = next(
@@ -98,10 +104,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         path = work / ds / "results.md"
         if path.is_file() or not merged["pbc_seeds"]:  # the seeds job runs neither
             md += [path.read_text() if path.is_file() else f"## {ds}\n\n(stage missing: see gpu_run.log)\n", ""]
-    if merged["pbc_seeds"]:
-        agg = work / "pbc_seeds" / "aggregate.md"
-        md += ["## PBC over seeds (examples.leukemia.aggregate)", ""]
-        md += [agg.read_text() if agg.is_file() else "(aggregate missing: see gpu_run.log)", ""]
+    for key, title in (
+        ("pbc_seeds", "PBC over seeds (examples.leukemia.aggregate)"),
+        ("pbc_seeds_tta", "PBC over seeds, the same checkpoints with d4 test-time augmentation (evaluate --tta d4)"),
+    ):
+        if merged[key]:
+            agg = work / key / "aggregate.md"
+            md += [f"## {title}", ""]
+            md += [agg.read_text() if agg.is_file() else "(aggregate missing: see gpu_run.log)", ""]
     tp = merged.get("throughput")
     if isinstance(tp, dict):
         md += [

@@ -86,21 +86,24 @@ def test_report_of_the_seeds_job_lists_every_seed_and_the_pooled_table(tmp_path:
 
     work, out = tmp_path / "work", tmp_path / "out"
     out.mkdir()
-    files = []
-    for seed, fine in ((0, {"flat": 0.90, "hierarchical": 0.91}), (1, {"flat": 0.92, "hierarchical": 0.92})):
-        f = work / "pbc_seeds" / f"seed{seed}" / "results.json"
-        f.parent.mkdir(parents=True)
-        f.write_text(json.dumps(_compare_result(seed, fine)))
-        files.append(str(f))
-    aggregate([*files, "--out", str(work / "pbc_seeds")])
+    for folder in ("pbc_seeds", "pbc_seeds_tta"):  # compare's results, then the same checkpoints with TTA
+        files = []
+        for seed, fine in ((0, {"flat": 0.90, "hierarchical": 0.91}), (1, {"flat": 0.92, "hierarchical": 0.92})):
+            f = work / folder / f"seed{seed}" / "results.json"
+            f.parent.mkdir(parents=True)
+            f.write_text(json.dumps(_compare_result(seed, fine)))
+            files.append(str(f))
+        aggregate([*files, "--out", str(work / folder)])
     (work / "stages.json").write_text(json.dumps([{"name": "compare_pbc_seed0", "rc": "0", "seconds": "50"}]))
     capsys.readouterr()
     merged = report.main([str(work), str(out)])
     assert set(merged["pbc_seeds"]) == {"seed0", "seed1"} and merged["pbc_seeds_aggregate"]["reference"] == "flat"
     table = capsys.readouterr().out
     assert table.count("| pbc seed0 |") == 2 and table.count("| pbc seed1 |") == 2 and "| 21000 |" in table
+    assert table.count("| pbc seed0 d4 TTA |") == 2 and set(merged["pbc_seeds_tta"]) == {"seed0", "seed1"}
     md = (out / "results.md").read_text()
-    assert "## PBC over seeds" in md and "(stage missing" not in md  # the seeds job runs no pbc/all4 stage
+    assert "## PBC over seeds (" in md and "(stage missing" not in md  # the seeds job runs no pbc/all4 stage
+    assert "## PBC over seeds, the same checkpoints with d4 test-time augmentation" in md
     assert (work / "pbc_seeds" / "aggregate.md").read_text() in md
     assert json.loads((out / "results.json").read_text())["pbc_seeds"]["seed1"]["seed"] == 1
 
