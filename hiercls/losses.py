@@ -421,7 +421,10 @@ class _FlatNLL(torch.autograd.Function):
             top = logits.new_full((batch,), -math.inf).scatter_reduce(0, owner, picked, "amax", include_self=False)
             top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
             inside = top + torch.log(logits.new_zeros(batch).scatter_add(0, owner, torch.exp(picked - top[owner])))
-            losses = -inside if not smoothing else -(1.0 - smoothing) * inside - smoothing * log_probs.mean(1)
+            # log P(t) <= 0; rounding can leave +1e-8 when t covers (nearly) every leaf, e.g. the root. Clamp the
+            # value only: the backward below uses the unclamped log-sum, so gradients are unchanged.
+            log_pt = inside.clamp(max=0.0)
+            losses = -log_pt if not smoothing else -(1.0 - smoothing) * log_pt - smoothing * log_probs.mean(1)
         ctx.save_for_backward(log_probs, owner, cols, picked - inside[owner])
         ctx.smoothing = smoothing
         return losses
