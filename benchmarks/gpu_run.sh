@@ -25,9 +25,10 @@
 # Output in $OUT (at most 8 plain files): results.json, results.md, gpu_run.log,
 # pbc_flat_baseline.json (the tool's), figures.tar.gz (confusion matrices, recall trees).
 #
-# JOB=seeds runs another job with the same stages 1 and 5: the PBC comparison once per seed in SEEDS
-# (default "0 1 2 3 4"; runs PBC_RUNS, default flat and hierarchical ResNet-18, the pair one seed cannot
-# separate), pooled by examples.leukemia.aggregate (mean +- sd, paired differences against flat); the
+# JOB=seeds runs another job with the same stages 1 and 5 (default BUDGET 540): the PBC comparison once
+# per seed in SEEDS (default "0 1 2 3"; runs PBC_RUNS, default flat and hierarchical ResNet-18, the pair
+# one seed cannot separate; each seed gets an equal share of the time left), pooled by
+# examples.leukemia.aggregate (mean +- sd, paired differences against flat); the
 # same checkpoints read out again with test-time augmentation over the 8 flips and rotations
 # (evaluate --tta d4, inference only), pooled the same way; and the throughput check with --profile
 # (operator tables of real vs synthetic input). No ALL, no gpu_step.
@@ -39,13 +40,13 @@ SMOKE=0
 [[ "${1:-}" == "--smoke" ]] && SMOKE=1
 JOB=${JOB:-paper}
 [[ "$JOB" == paper || "$JOB" == seeds ]] || { echo "JOB=$JOB: expected paper or seeds" >&2; exit 2; }
-SEEDS=${SEEDS:-0 1 2 3 4}
-USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs
+SEEDS=${SEEDS-0 1 2 3}
+USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
 OUT=${OUT:-$ROOT/runs/gpu_out}
 mkdir -p "$OUT"
 export OUT
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")
-BUDGET=${BUDGET:-500}
+if [[ "$JOB" == seeds ]]; then BUDGET=${BUDGET:-540}; else BUDGET=${BUDGET:-500}; fi
 PY=${PYTHON:-python3}
 # the PBC pack (default pbc128_c70.npz, packed with --crop 0.7; PBC_PACK=NAME picks another in .carry); the peer baseline reads the same
 # pack. Checked before anything starts in the background, so a missing pack costs no device time.
@@ -69,12 +70,24 @@ import json, sys
 rows = [dict(zip(("name", "rc", "seconds"), l.split())) for l in open(sys.argv[1]) if l.strip()]
 json.dump(rows, open(sys.argv[2], "w"), indent=1)
 EOF2
-  $PY benchmarks/leukemia_gpu_report.py "$WORK" "$OUT" > "$WORK/summary.txt" 2>&1
+  $PY benchmarks/leukemia_gpu_report.py "$WORK" "$OUT" "$JOB" > "$WORK/summary.txt" 2>&1
   (cd "$WORK" && find pbc/figures all4/figures -name '*.png' 2>/dev/null | tar czf "$OUT/figures.tar.gz" -T - 2>/dev/null) || true
 }
 # and every 30 s in the background, so even a job killed mid-stage leaves its finished runs in $OUT
 ( while sleep 30; do report; done ) &
 REPORTER=$!
+# the end of either job: final report (also written after every stage, so a job cut short still returns
+# its results), the work folder removed, the log flushed
+finish() {
+  kill "$REPORTER" 2>/dev/null; wait "$REPORTER" 2>/dev/null
+  report
+  cat "$WORK/summary.txt"
+  echo "== done in $(( $(date +%s) - T0 ))s; files in $OUT:"; ls -la "$OUT"
+  [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"   # checkpoints and logs of the runs (KEEP_WORK=1 keeps them)
+  exec 1>&- 2>&-                                # let tee write the log's last lines before we return
+  wait "$TEE_PID" 2>/dev/null || sleep 1
+  exit 0
+}
 # stage NAME MAX_SECONDS RESERVE_FOR_LATER cmd...: run with a timeout of min(MAX, time left - RESERVE)
 stage() {
   local name=$1 max=$2 reserve=$3; shift 3
@@ -141,29 +154,42 @@ echo "== job $JOB; PBC pack $PBC_PACK; train args: ${TRAIN_ARGS:-none}"
 # 1. the peer baseline, same job (writes $OUT/pbc_flat_baseline.json)
 stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}"
 if [[ "$JOB" == seeds ]]; then
-  # 2'. one comparison per seed (same split: the split seed is fixed), each under the time left
-  for S in $SEEDS; do
-    stage "compare_pbc_seed$S" 120 70 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
-      "${CMP_ARGS[@]}" --seed "$S" --figures none --train-args "$TRAIN_ARGS" --deadline $(( $(left) - 85 )) \
+  # 2'. one comparison per seed (same split: the split seed is fixed). Each seed still to run gets an equal
+  # share of the time left after the closing stages (CLOSING s), its compare that share minus the TTA
+  # readout's, and compare's --deadline inside that timeout, so a run that cannot finish is skipped whole
+  # (the hierarchical run goes first, so a skip drops the flat reference of that seed only).
+  shopt -s nullglob
+  read -ra SEED_LIST <<< "$SEEDS"
+  (( ${#SEED_LIST[@]} )) || echo "== SEEDS is empty: no comparison to run"
+  CLOSING=60 TTA_S=20
+  i=0
+  for S in "${SEED_LIST[@]}"; do
+    slot=$(( ($(left) - CLOSING) / (${#SEED_LIST[@]} - i) )); i=$(( i + 1 ))
+    T=$(( slot - TTA_S )); (( T > 180 )) && T=180
+    D=$(( T - 10 )); (( D < 1 )) && D=1
+    stage "compare_pbc_seed$S" "$T" "$CLOSING" $PY -m examples.leukemia.compare --pack "$PBC_PACK" \
+      --runs "$PBC_RUNS" "${CMP_ARGS[@]}" --seed "$S" --figures none --train-args "$TRAIN_ARGS" --deadline "$D" \
       --title "PBC (real images, from scratch), seed $S" --out "$WORK/pbc_seeds/seed$S"
-    runs_done=("$WORK/pbc_seeds/seed$S"/runs/*/)
-    [[ -d "${runs_done[0]}" ]] && stage "tta_seed$S" 30 60 $PY -m examples.leukemia.evaluate "${runs_done[@]}" \
-      --pack "$PBC_PACK" --tta d4 --no-figures --out "$WORK/pbc_seeds_tta/seed$S"
+    finished=("$WORK/pbc_seeds/seed$S"/runs/*/best.json)  # a run cut short has a folder but no best.json
+    if (( ${#finished[@]} )); then
+      stage "tta_seed$S" "$TTA_S" "$CLOSING" $PY -m examples.leukemia.evaluate "${finished[@]}" \
+        --pack "$PBC_PACK" --tta d4 --no-figures --out "$WORK/pbc_seeds_tta/seed$S"
+    else
+      echo "== tta_seed$S: skipped (no finished run)"; echo "tta_seed$S skipped 0" >> "$STAGES"
+    fi
   done
-  seeds_done=("$WORK"/pbc_seeds/seed*/results.json)
-  stage aggregate 20 50 $PY -m examples.leukemia.aggregate "${seeds_done[@]}" --out "$WORK/pbc_seeds"
-  tta_done=("$WORK"/pbc_seeds_tta/seed*/results.json)
-  stage aggregate_tta 20 45 $PY -m examples.leukemia.aggregate "${tta_done[@]}" --out "$WORK/pbc_seeds_tta"
-  stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
+  for kind in pbc_seeds pbc_seeds_tta; do
+    pooled=("$WORK/$kind"/seed*/results.json)
+    if (( ${#pooled[@]} )); then
+      stage "aggregate_$kind" 15 45 $PY -m examples.leukemia.aggregate "${pooled[@]}" --out "$WORK/$kind"
+    else
+      echo "== aggregate_$kind: skipped (no results)"; echo "aggregate_$kind skipped 0" >> "$STAGES"
+    fi
+  done
+  shopt -u nullglob
+  stage throughput 45 0 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
     --out "$WORK/throughput.json"
-  kill "$REPORTER" 2>/dev/null; wait "$REPORTER" 2>/dev/null
-  report
-  cat "$WORK/summary.txt"
-  echo "== done in $(( $(date +%s) - T0 ))s; files in $OUT:"; ls -la "$OUT"
-  [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
-  exec 1>&- 2>&-
-  wait "$TEE_PID" 2>/dev/null || sleep 1
-  exit 0
+  finish
 fi
 # 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time
 T2=$(( $(left) - 165 )); (( T2 > 290 )) && T2=290
@@ -183,11 +209,4 @@ fi
 stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \
   --out "$WORK/throughput.json"
 
-# final report (also written after every stage, so a job cut short still returns its results)
-kill "$REPORTER" 2>/dev/null; wait "$REPORTER" 2>/dev/null
-report
-cat "$WORK/summary.txt"
-echo "== done in $(( $(date +%s) - T0 ))s; files in $OUT:"; ls -la "$OUT"
-[[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"   # checkpoints and logs of the runs (KEEP_WORK=1 keeps them)
-exec 1>&- 2>&-                                # let tee write the log's last lines before we return
-wait "$TEE_PID" 2>/dev/null || sleep 1
+finish

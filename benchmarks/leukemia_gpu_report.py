@@ -1,6 +1,6 @@
 """Merge the stages of ``benchmarks/gpu_run.sh`` into one results.json + results.md and print a summary.
 
-    python benchmarks/leukemia_gpu_report.py WORK_DIR OUT_DIR
+    python benchmarks/leukemia_gpu_report.py WORK_DIR OUT_DIR [paper|seeds]
 
 Reads (each optional: a stage that timed out or failed is reported as missing):
 ``OUT_DIR/pbc_flat_baseline.json`` (the peer baseline), ``WORK_DIR/pbc/results.json``,
@@ -45,6 +45,21 @@ def _f(v: Any, d: int = 4) -> str:
     return f"{v:.{d}f}" if isinstance(v, (int, float)) else "—"
 
 
+def _per_seed(folder: Path) -> dict[str, Any]:
+    """``{"seed<N>": results}`` of ``folder/seed<N>/results.json``, in the order of N."""
+    found = {}
+    for path in folder.glob("seed*/results.json"):
+        data = _load(path)
+        if data is not None:
+            found[path.parent.name] = data
+
+    def order(name: str) -> tuple[int, str]:
+        digits = name.removeprefix("seed")
+        return (int(digits), "") if digits.isdigit() else (1 << 30, name)
+
+    return {name: found[name] for name in sorted(found, key=order)}
+
+
 def summary_table(merged: dict[str, Any]) -> str:
     """One line per trained model: the numbers BENCHMARKS.md asks for."""
     lines = [
@@ -78,6 +93,7 @@ def summary_table(merged: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     work, out = Path(argv[0]), Path(argv[1])
+    job = argv[2] if len(argv) > 2 else "paper"
     merged: dict[str, Any] = {
         "stages": _load(work / "stages.json"),
         "baseline": _load(out / "pbc_flat_baseline.json"),
@@ -85,13 +101,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "all4": _load(work / "all4" / "results.json"),
         "gpu_step": _load(work / "gpu_step.json") or _last_json(work / "gpu_step.out"),
         "throughput": _load(work / "throughput.json"),
-        "pbc_seeds": {
-            p.parent.name: _load(p) for p in sorted((work / "pbc_seeds").glob("seed*/results.json")) if _load(p)
-        },
+        "pbc_seeds": _per_seed(work / "pbc_seeds"),
         "pbc_seeds_aggregate": _load(work / "pbc_seeds" / "aggregate.json"),
-        "pbc_seeds_tta": {
-            p.parent.name: _load(p) for p in sorted((work / "pbc_seeds_tta").glob("seed*/results.json")) if _load(p)
-        },
+        "pbc_seeds_tta": _per_seed(work / "pbc_seeds_tta"),
         "pbc_seeds_tta_aggregate": _load(work / "pbc_seeds_tta" / "aggregate.json"),
     }
     md = ["# Leukemia example on the lent GPU", ""]
@@ -102,13 +114,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     md += ["## Summary (test split)", "", summary_table(merged)]
     for ds in ("pbc", "all4"):
         path = work / ds / "results.md"
-        if path.is_file() or not merged["pbc_seeds"]:  # the seeds job runs neither
+        if path.is_file() or job != "seeds":  # the seeds job runs neither
             md += [path.read_text() if path.is_file() else f"## {ds}\n\n(stage missing: see gpu_run.log)\n", ""]
     for key, title in (
         ("pbc_seeds", "PBC over seeds (examples.leukemia.aggregate)"),
         ("pbc_seeds_tta", "PBC over seeds, the same checkpoints with d4 test-time augmentation (evaluate --tta d4)"),
     ):
-        if merged[key]:
+        if merged[key] or job == "seeds":
             agg = work / key / "aggregate.md"
             md += [f"## {title}", ""]
             md += [agg.read_text() if agg.is_file() else "(aggregate missing: see gpu_run.log)", ""]

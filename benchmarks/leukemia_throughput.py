@@ -44,8 +44,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(model, batches, device: torch.device, steps: int, warmup: int) -> dict[str, float]:
-    """Run ``warmup`` then ``steps`` training steps drawing from ``batches`` (an iterator factory)."""
+def measure(model, batches, device: torch.device, steps: int, warmup: int, step_hook=None) -> dict[str, float]:
+    """Run ``warmup`` then ``steps`` training steps drawing from ``batches`` (an iterator factory);
+    ``step_hook()`` is called after every step (e.g. ``torch.profiler.profile.step``)."""
     optimizer = build_optimizer(model, 1e-4, 0.05, fused=device.type == "cuda")
     scheduler = cosine_with_warmup(optimizer, 10_000, 10)
     criterion = model.criterion
@@ -74,6 +75,8 @@ def measure(model, batches, device: torch.device, steps: int, warmup: int) -> di
         scheduler.step()
         if step >= warmup:
             seen += len(target)
+        if step_hook is not None:
+            step_hook()
     _sync(device)
     dt = time.perf_counter() - t0
     return {
@@ -85,37 +88,58 @@ def measure(model, batches, device: torch.device, steps: int, warmup: int) -> di
 
 
 def profile(model, batches, device: torch.device, steps: int = 6, top: int = 15) -> dict:
-    """Operators with the most self time over ``steps`` training steps (after 2 warm-up steps).
+    """Where ``steps`` training steps spend host and device time (``torch.profiler``, after 3 unrecorded
+    warm-up steps, which also build the optimizer's state).
 
-    Returns ``{"steps", "host_ms_per_step", "device_ms_per_step", "by_device", "by_host"}``: the lists hold
-    ``{"name", "calls", "self_host_us", "self_device_us"}`` per step, highest first (device times are 0 on CPU).
+    Returns ``{"steps", "recorded_steps", "host_ms_per_step", "device_ms_per_step", "by_host", "by_op_device",
+    "by_kernel"}``, all per step, lists highest first (``recorded_steps`` counts the profiler's step markers:
+    ``steps`` when the warm-up stayed out):
+
+    - ``by_host``: host operators by self host time, ``{"name", "calls", "self_host_us", "device_us"}``,
+      ``device_us`` being the device time of the kernels the operator launched (its children's included);
+    - ``by_op_device``: the same rows by ``device_us``: which operator the device time goes to;
+    - ``by_kernel``: device kernels by self device time, ``{"name", "calls", "device_us"}``.
+
+    Device time is summed over the kernels only (each kernel also shows under the operator that launched
+    it, so summing both would count it twice); it is 0 on CPU.
     """
-    from torch.profiler import ProfilerActivity
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, schedule
     from torch.profiler import profile as torch_profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    measure(model, batches, device, 2, 0)  # warm the iterator and the allocator, untimed
-    with torch_profile(activities=acts) as prof:
-        measure(model, batches, device, steps, 0)
+    warm = 3
+    with torch_profile(activities=acts, schedule=schedule(wait=0, warmup=warm, active=steps, repeat=1)) as prof:
+        measure(model, batches, device, warm + steps, 0, step_hook=prof.step)
 
-    def device_us(e) -> float:
-        return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) or 0.0)
+    def us(value: float) -> float:
+        return round(float(value or 0.0) / steps, 1)
 
-    rows = [
-        {
-            "name": e.key,
-            "calls": round(e.count / steps, 2),
-            "self_host_us": round(e.self_cpu_time_total / steps, 1),
-            "self_device_us": round(device_us(e) / steps, 1),
-        }
-        for e in prof.key_averages()
-    ]
+    host, kernels, recorded = [], [], 0
+    for e in prof.key_averages():
+        if e.key.startswith("ProfilerStep"):
+            recorded += e.count
+        if e.device_type == DeviceType.CPU:
+            host.append(
+                {
+                    "name": e.key,
+                    "calls": round(e.count / steps, 2),
+                    "self_host_us": us(e.self_cpu_time_total),
+                    "device_us": us(e.device_time_total),
+                }
+            )
+        elif not getattr(e, "is_user_annotation", False):
+            kernels.append(
+                {"name": e.key, "calls": round(e.count / steps, 2), "device_us": us(e.self_device_time_total)}
+            )
     return {
         "steps": steps,
-        "host_ms_per_step": round(sum(r["self_host_us"] for r in rows) / 1e3, 3),
-        "device_ms_per_step": round(sum(r["self_device_us"] for r in rows) / 1e3, 3),
-        "by_device": sorted(rows, key=lambda r: -r["self_device_us"])[:top],
-        "by_host": sorted(rows, key=lambda r: -r["self_host_us"])[:top],
+        "recorded_steps": recorded,
+        "host_ms_per_step": round(sum(r["self_host_us"] for r in host) / 1e3, 3),
+        "device_ms_per_step": round(sum(r["device_us"] for r in kernels) / 1e3, 3),
+        "by_host": sorted(host, key=lambda r: -r["self_host_us"])[:top],
+        "by_op_device": sorted(host, key=lambda r: -r["device_us"])[:top],
+        "by_kernel": sorted(kernels, key=lambda r: -r["device_us"])[:top],
     }
 
 
@@ -196,6 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "synthetic": profile(model, lambda batches=repeated: iter(batches), device),
                 "real": profile(model, lambda batches=real: iter(batches), device),
             }
+        if args.out:  # after every size: a job stopped during the next one keeps this one
+            Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -41,9 +41,11 @@ def test_throughput_reports_host_data_time_and_a_profile(tiny_pack: Path, tmp_pa
         assert r[kind]["img_per_s"] > 0 and r[kind]["host_data_ms"] >= 0
         prof = r["profile"][kind]
         assert prof["steps"] == 6 and prof["host_ms_per_step"] > 0 and prof["device_ms_per_step"] == 0  # CPU
+        assert prof["by_kernel"] == []  # no device kernels on CPU
         assert prof["by_host"] and all(
-            set(row) == {"name", "calls", "self_host_us", "self_device_us"} for row in prof["by_host"]
+            set(row) == {"name", "calls", "self_host_us", "device_us"} for row in prof["by_host"]
         )
+        assert prof["recorded_steps"] == 6  # the 3 warm-up steps (optimizer set-up) stay out of the profile
         hosts = [row["self_host_us"] for row in prof["by_host"]]
         assert hosts == sorted(hosts, reverse=True)
     # the real input runs the data path (indexing, augmentation); the reused synthetic batch does not
@@ -96,7 +98,7 @@ def test_report_of_the_seeds_job_lists_every_seed_and_the_pooled_table(tmp_path:
         aggregate([*files, "--out", str(work / folder)])
     (work / "stages.json").write_text(json.dumps([{"name": "compare_pbc_seed0", "rc": "0", "seconds": "50"}]))
     capsys.readouterr()
-    merged = report.main([str(work), str(out)])
+    merged = report.main([str(work), str(out), "seeds"])
     assert set(merged["pbc_seeds"]) == {"seed0", "seed1"} and merged["pbc_seeds_aggregate"]["reference"] == "flat"
     table = capsys.readouterr().out
     assert table.count("| pbc seed0 |") == 2 and table.count("| pbc seed1 |") == 2 and "| 21000 |" in table
@@ -119,3 +121,19 @@ def test_report_of_the_paper_job_says_which_stage_is_missing(tmp_path: Path, cap
     md = (out / "results.md").read_text()
     assert merged["pbc_seeds"] == {} and "## PBC\n\ntable" in md and "## all4\n\n(stage missing" in md
     assert "| pbc | flat | resnet18 |" in capsys.readouterr().out
+
+
+def test_report_of_a_seeds_job_that_finished_no_seed_and_seed_order(tmp_path: Path, capsys) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "pbc_seeds").mkdir(parents=True)
+    out.mkdir()
+    report.main([str(work), str(out), "seeds"])
+    md = (out / "results.md").read_text()
+    # the sections of this job say what is missing; the paper job's PBC/ALL stages are not listed as missing
+    assert md.count("(aggregate missing: see gpu_run.log)") == 2 and "stage missing" not in md
+    for seed in (10, 2):  # seed10 after seed2, not before it as text would sort
+        f = work / "pbc_seeds" / f"seed{seed}" / "results.json"
+        f.parent.mkdir()
+        f.write_text(json.dumps(_compare_result(seed, {"flat": 0.9})))
+    capsys.readouterr()
+    assert list(report.main([str(work), str(out), "seeds"])["pbc_seeds"]) == ["seed2", "seed10"]
