@@ -390,8 +390,12 @@ def test_aggregate_errors(tmp_path: Path, capsys, monkeypatch) -> None:
     a = _fake_results(tmp_path / "a", 0, {("flat", "bb"): {"fine_leaf_accuracy": 0.5}})
     b = _fake_results(tmp_path / "b", 0, {("flat", "bb"): {"fine_leaf_accuracy": 0.6}})
     (tmp_path / "x.json").write_text("[1, 2]")
+    dup = tmp_path / "dup.json"  # two recipes of flat:bb in one file: pooling would keep one silently
+    row = {"method": "flat", "backbone": "bb", "metrics": {"fine_leaf_accuracy": 0.5}}
+    dup.write_text(json.dumps({"seed": 1, "rows": [row, {**row, "metrics": {"fine_leaf_accuracy": 0.9}}]}))
     for argv, said in (
         ([str(a), str(b)], "both have seed 0"),
+        ([str(dup)], "flat:bb appear more than once"),
         ([str(tmp_path / "missing.json")], "no such file"),
         ([str(tmp_path / "x.json")], "expected a compare results.json"),
     ):

@@ -557,10 +557,15 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     assert a.test == b.test and a.best["epoch"] == b.best["epoch"]
 
     def strip(rows):
-        return [{k: v for k, v in r.items() if "seconds" not in k and "img_per_s" not in k} for r in rows]
+        skip = ("seconds", "img_per_s", "first_in_process")
+        return [{k: v for k, v in r.items() if not any(s in k for s in skip)} for r in rows]
 
     assert strip(a.history) == strip(b.history)
-    # two epochs: the throughput after the first is the second epoch's, in the result and summary.json
+    # the resumed process's first epoch pays start-up too: marked, and left out of the speed
+    assert [h["first_in_process"] for h in a.history] == [True, False]
+    assert [h["first_in_process"] for h in b.history] == [True, True]
+    assert b.img_per_s_after_first_epoch is None
+    # two epochs in one process: the throughput after the first is the second epoch's, in the result and summary.json
     second = a.history[1]
     assert a.img_per_s_after_first_epoch == pytest.approx(second["train_images"] / second["train_seconds"])
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -592,6 +597,12 @@ def test_throughput_after_first_epoch_leaves_out_epoch_zero(epochs: list[tuple[i
     # a first epoch 1000x slower (start-up) does not move it
     slow = [{**history[0], "train_seconds": history[0]["train_seconds"] * 1000}, *history[1:]]
     assert T.throughput_after_first_epoch(slow) == pytest.approx(got)
+    # after --resume the first epoch of the new process is marked and left out too
+    if len(epochs) >= 3:
+        resumed = [*history[:2], {**history[2], "first_in_process": True}, *history[3:]]
+        rest = [history[1], *history[3:]]
+        want = sum(r["train_images"] for r in rest) / sum(r["train_seconds"] for r in rest)
+        assert T.throughput_after_first_epoch(resumed) == pytest.approx(want)
 
 
 def test_synthetic_defaults_leave_real_data_defaults_alone() -> None:

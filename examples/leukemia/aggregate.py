@@ -72,6 +72,14 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 f"{path} and {seen[seed]} both have seed {seed}: pool runs that differ in --seed, one file per seed."
             )
         seen[seed] = str(path)
+        keys = [(row["method"], row["backbone"]) for row in data["rows"]]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(
+                f"{path}: {', '.join(f'{m}:{b}' for m, b in twice)} appear more than once (e.g. two recipes of one "
+                "method and backbone); pooling would keep only one of them. Pool one run per method and backbone "
+                "per file: evaluate each recipe's checkpoints into its own --out."
+            )
         for row in data["rows"]:
             records.append(
                 {"method": row["method"], "backbone": row["backbone"], "seed": seed, "metrics": row["metrics"]}

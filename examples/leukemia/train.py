@@ -688,6 +688,8 @@ def train_one_epoch(
         bar = tqdm(
             total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, disable=None
         )
+        if bar.disable:  # not a terminal: no bar, and no loss.item() every 10 steps (a device sync) for it
+            bar = None
     if env.device.type == "cuda":
         torch.cuda.synchronize(env.device)
     t0 = time.perf_counter()
@@ -888,7 +890,7 @@ class RunLog:
             w.writerows(rows)
         if self.writer is not None:
             for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "epoch":
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
                     self.writer.add_scalar(
                         key.replace("/", "_").replace("val_", "val/").replace("train_", "train/"), value, row["epoch"]
                     )
@@ -917,13 +919,17 @@ class TrainResult:
 
 
 def throughput_after_first_epoch(history: Sequence[Mapping[str, Any]]) -> float | None:
-    """Training img/s over every epoch but the schedule's first (``None`` with one epoch or none).
+    """Training img/s over every epoch but the first of each process (``None`` when none is left).
 
     The first epoch a process runs pays one-time start-up costs (CUDA context, cuDNN autotuning,
     the allocator's first requests): seconds on a GPU. That is noise in a whole-run img/s, and
-    it lands on whichever run comes first in a process, so compare methods by this figure.
+    it lands on whichever run comes first in a process, so compare methods by this figure. Left
+    out: the schedule's epoch 0 and any row marked ``first_in_process`` (the first epoch after
+    ``--resume``).
     """
-    rows = [h for h in history if int(h.get("epoch", 0)) >= 1 and h.get("train_seconds")]
+    rows = [
+        h for h in history if int(h.get("epoch", 0)) >= 1 and not h.get("first_in_process") and h.get("train_seconds")
+    ]
     seconds = sum(float(h["train_seconds"]) for h in rows)
     return sum(float(h["train_images"]) for h in rows) / seconds if seconds > 0 else None
 
@@ -1171,6 +1177,8 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
             "train_img_per_s": stats["img_per_s"],
             "train_seconds": stats["seconds"],
             "train_images": stats["images"],
+            # the first epoch this process ran pays its start-up (also after --resume): left out of the speed
+            "first_in_process": epoch == start_epoch,
             **{f"val_{k}": v for k, v in val.items()},
         }
         history.append(row)
