@@ -25,6 +25,9 @@
 # Output in $OUT (at most 8 plain files): results.json, results.md, gpu_run.log,
 # pbc_flat_baseline.json (the tool's), figures.tar.gz (confusion matrices, recall trees).
 #
+# STAGES picks the paper job's stages (default "baseline compare_pbc compare_all4 gpu_step throughput").
+# With compare_pbc alone it gets the whole budget, e.g. the per-level model of the paper's backbones:
+#   STAGES=compare_pbc PBC_RUNS=per-level:vit_small_patch16_224,per-level:convnext_tiny BUDGET=540 bash ...
 # JOB=seeds runs another job with the same stages 1 and 5 (default BUDGET 540): the PBC comparison once
 # per seed in SEEDS (default "0 1 2 3"; runs PBC_RUNS, default flat and hierarchical ResNet-18, the pair
 # one seed cannot separate; each seed gets an equal share of the time left), pooled by
@@ -42,11 +45,15 @@ JOB=${JOB:-paper}
 [[ "$JOB" == paper || "$JOB" == seeds ]] || { echo "JOB=$JOB: expected paper or seeds" >&2; exit 2; }
 SEEDS=${SEEDS-0 1 2 3}
 USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
-OUT=${OUT:-$ROOT/runs/gpu_out}
-mkdir -p "$OUT"
-export OUT
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")
 if [[ "$JOB" == seeds ]]; then BUDGET=${BUDGET:-540}; else BUDGET=${BUDGET:-500}; fi
+STAGES=${STAGES:-baseline compare_pbc compare_all4 gpu_step throughput}
+for s in $STAGES; do
+  case $s in baseline|compare_pbc|compare_all4|gpu_step|throughput) ;;
+    *) echo "STAGES: unknown stage '$s'; expected some of baseline compare_pbc compare_all4 gpu_step throughput" >&2
+       exit 2 ;;
+  esac
+done
+want() { [[ " $STAGES " == *" $1 "* ]]; }  # is this stage of the paper job asked for?
 PY=${PYTHON:-python3}
 # the PBC pack (default pbc128_c70.npz, packed with --crop 0.7; PBC_PACK=NAME picks another in .carry); the peer baseline reads the same
 # pack. Checked before anything starts in the background, so a missing pack costs no device time.
@@ -56,16 +63,21 @@ else
   PBC_PACK="$ROOT/.carry/${PBC_PACK:-pbc128_c70.npz}"
   [[ -f "$PBC_PACK" ]] || { echo "no pack $PBC_PACK: pack it first (see the header of $0)" >&2; exit 2; }
 fi
+# every setting is checked above: only now is anything created
+OUT=${OUT:-$ROOT/runs/gpu_out}
+mkdir -p "$OUT"
+export OUT
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")
 exec > >(tee "$OUT/gpu_run.log") 2>&1
 TEE_PID=$!
 T0=$(date +%s)
-STAGES="$WORK/stages.txt"
-: > "$STAGES"
+STAGE_LOG="$WORK/stages.txt"
+: > "$STAGE_LOG"
 
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 # merge what the stages wrote into $OUT/results.{json,md} and pack the figures (cheap: run after each stage)
 report() {
-  $PY - "$STAGES" "$WORK/stages.json" <<'EOF2'
+  $PY - "$STAGE_LOG" "$WORK/stages.json" <<'EOF2'
 import json, sys
 rows = [dict(zip(("name", "rc", "seconds"), l.split())) for l in open(sys.argv[1]) if l.strip()]
 json.dump(rows, open(sys.argv[2], "w"), indent=1)
@@ -92,13 +104,13 @@ finish() {
 stage() {
   local name=$1 max=$2 reserve=$3; shift 3
   local t=$(( $(left) - reserve )); (( t > max )) && t=$max
-  if (( t < 10 )); then echo "== $name: skipped (no time left)"; echo "$name skipped 0" >> "$STAGES"; return; fi
+  if (( t < 10 )); then echo "== $name: skipped (no time left)"; echo "$name skipped 0" >> "$STAGE_LOG"; return; fi
   echo "== $name (timeout ${t}s, $(left)s of the budget left): $*"
   local s=$(date +%s)
   timeout --signal=TERM --kill-after=10 "$t" "$@"
   local rc=$?
   echo "== $name: exit $rc after $(( $(date +%s) - s ))s"
-  echo "$name $rc $(( $(date +%s) - s ))" >> "$STAGES"
+  echo "$name $rc $(( $(date +%s) - s ))" >> "$STAGE_LOG"
   report
 }
 
@@ -152,7 +164,7 @@ TRAIN_ARGS=${TRAIN_ARGS:-}
 echo "== job $JOB; PBC pack $PBC_PACK; train args: ${TRAIN_ARGS:-none}"
 
 # 1. the peer baseline, same job (writes $OUT/pbc_flat_baseline.json)
-stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}"
+want baseline && stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}"
 if [[ "$JOB" == seeds ]]; then
   # 2'. one comparison per seed (same split: the split seed is fixed). Each seed still to run gets an equal
   # share of the time left after the closing stages (CLOSING s), its compare that share minus the TTA
@@ -175,7 +187,7 @@ if [[ "$JOB" == seeds ]]; then
       stage "tta_seed$S" "$TTA_S" "$CLOSING" $PY -m examples.leukemia.evaluate "${finished[@]}" \
         --pack "$PBC_PACK" --tta d4 --no-figures --out "$WORK/pbc_seeds_tta/seed$S"
     else
-      echo "== tta_seed$S: skipped (no finished run)"; echo "tta_seed$S skipped 0" >> "$STAGES"
+      echo "== tta_seed$S: skipped (no finished run)"; echo "tta_seed$S skipped 0" >> "$STAGE_LOG"
     fi
   done
   for kind in pbc_seeds pbc_seeds_tta; do
@@ -183,7 +195,7 @@ if [[ "$JOB" == seeds ]]; then
     if (( ${#pooled[@]} )); then
       stage "aggregate_$kind" 15 45 $PY -m examples.leukemia.aggregate "${pooled[@]}" --out "$WORK/$kind"
     else
-      echo "== aggregate_$kind: skipped (no results)"; echo "aggregate_$kind skipped 0" >> "$STAGES"
+      echo "== aggregate_$kind: skipped (no results)"; echo "aggregate_$kind skipped 0" >> "$STAGE_LOG"
     fi
   done
   shopt -u nullglob
@@ -191,22 +203,24 @@ if [[ "$JOB" == seeds ]]; then
     --out "$WORK/throughput.json"
   finish
 fi
-# 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time
-T2=$(( $(left) - 165 )); (( T2 > 290 )) && T2=290
-stage compare_pbc "$T2" 155 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
+# 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time. Alone (no later
+# stage asked for) it gets the whole budget left.
+if want compare_all4 || want gpu_step || want throughput; then
+  T2=$(( $(left) - 165 )); (( T2 > 290 )) && T2=290; R2=155
+else
+  T2=$(( $(left) - 10 )); R2=5
+fi
+want compare_pbc && stage compare_pbc "$T2" "$R2" $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
   "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline $(( T2 - 15 )) --baseline-json "$OUT/pbc_flat_baseline.json" \
   --title "PBC (real images, from scratch)" --out "$WORK/pbc"
 # 3. ALL: saturated by any model (see BENCHMARKS.md), fewer runs
-stage compare_all4 55 100 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" --runs "$ALL_RUNS" \
-  "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline 50 --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
+want compare_all4 && stage compare_all4 55 100 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" \
+  --runs "$ALL_RUNS" "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline 50 \
+  --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
 # 4. head overhead: benchmarks/gpu_step.py (writes $OUT/gpu_step.json; OUT points at the work folder here)
-if [[ -f benchmarks/gpu_step.py ]]; then
-  stage gpu_step 60 40 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
-else
-  echo "== gpu_step: benchmarks/gpu_step.py not found, skipped"; echo "gpu_step missing 0" >> "$STAGES"
-fi
+want gpu_step && stage gpu_step 60 40 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
 # 5. feeding the GPU: a real-data epoch vs synthetic input
-stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \
+want throughput && stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \
   --out "$WORK/throughput.json"
 
 finish

@@ -137,3 +137,69 @@ def test_report_of_a_seeds_job_that_finished_no_seed_and_seed_order(tmp_path: Pa
         f.write_text(json.dumps(_compare_result(seed, {"flat": 0.9})))
     capsys.readouterr()
     assert list(report.main([str(work), str(out), "seeds"])["pbc_seeds"]) == ["seed2", "seed10"]
+
+
+SCRIPT = ROOT / "benchmarks" / "gpu_run.sh"
+
+
+def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: str):
+    import os
+    import subprocess
+
+    out = tmp_path / "out"
+    full = {**os.environ, "OUT": str(out), "TMPDIR": str(tmp_path), "HIERCLS_SHARED_DATA": str(shared_data), **env}
+    done = subprocess.run(
+        ["bash", str(SCRIPT), *(["--smoke"] if smoke else [])],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return done, out
+
+
+@pytest.mark.parametrize(
+    ("env", "ran", "not_ran"),
+    [
+        ({}, ["baseline", "compare_pbc", "compare_all4", "gpu_step", "throughput"], []),
+        ({"STAGES": "compare_pbc"}, ["compare_pbc"], ["baseline", "compare_all4", "gpu_step", "throughput"]),
+        (
+            {"JOB": "seeds", "SEEDS": "0 1"},
+            [
+                "baseline",
+                "compare_pbc_seed0",
+                "tta_seed0",
+                "compare_pbc_seed1",
+                "aggregate_pbc_seeds_tta",
+                "throughput",
+            ],
+            ["compare_pbc", "compare_all4"],
+        ),
+    ],
+)
+def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, env, ran, not_ran) -> None:
+    """``benchmarks/gpu_run.sh --smoke``: every stage asked for exits 0 and lands in the results; the
+    GPU session that runs it for real has minutes, not time to debug."""
+    done, out = _gpu_job(tmp_path, shared_data, **env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    stages = {s["name"]: s for s in json.loads((out / "results.json").read_text())["stages"]}
+    assert all(stages[name]["rc"] == "0" for name in ran), stages
+    assert not set(not_ran) & set(stages)
+    assert (out / "gpu_run.log").is_file() and (out / "results.md").is_file()
+    assert not list(tmp_path.glob("gpu_run.*"))  # the work folder is removed
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"JOB": "all"}, "JOB=all: expected paper or seeds"),
+        ({"STAGES": "compare_pbc typo"}, "STAGES: unknown stage 'typo'"),
+        ({"PBC_PACK": "no_such_pack.npz", "smoke": False}, "no_such_pack.npz: pack it first"),
+    ],
+)
+def test_the_gpu_job_refuses_a_bad_setting_before_it_starts(tmp_path: Path, shared_data: Path, env, said) -> None:
+    """Nothing is created (no output folder, no work folder) and no device time would be spent."""
+    done, out = _gpu_job(tmp_path, shared_data, **env)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert not out.exists() and not list(tmp_path.glob("gpu_run.*"))
