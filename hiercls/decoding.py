@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 Rule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
+"""The decoding rules of :func:`decode` (``rule=``); the module docstring describes each."""
 CostLike = Union[Literal["height", "path"], np.ndarray, torch.Tensor, Sequence[float], None]
 _RULES = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
 _CHUNK_ELEMENTS = 1 << 21  # about 8 MB of float32 per chunk: keeps the working set in cache

@@ -44,6 +44,8 @@ from hiercls.taxonomy import Taxonomy
 __all__ = ["ConditionalHead", "FlatHead", "HeadKind", "HierarchicalHead", "LevelHead", "SigmoidHead", "create_head"]
 
 HeadKind = Literal["conditional", "level", "sigmoid", "flat"]
+"""The head types :func:`create_head` builds: :class:`ConditionalHead`, :class:`LevelHead`,
+:class:`SigmoidHead`, :class:`FlatHead`."""
 
 
 class HierarchicalHead(nn.Module, metaclass=ABCMeta):

@@ -99,7 +99,9 @@ __all__ = [
 ]
 
 Reduction = Literal["mean", "sum", "none"]
+"""How a loss reduces its per-sample values: ``"mean"`` over the batch, ``"sum"``, or ``"none"`` (shape ``(B,)``)."""
 LossKind = Literal["conditional", "level", "bce", "flat", "hxe", "soft_label", "max_constraint"]
+"""The losses :func:`create_loss` builds; :func:`compatible_losses` says which fit a head type."""
 _REDUCTIONS = ("mean", "sum", "none")
 
 # ---------------------------------------------------------------------------------------------

@@ -64,8 +64,13 @@ __all__ = [
 ]
 
 Average = Literal["micro", "macro"]
+"""``"micro"``: pool the counts of all samples, then divide; ``"macro"``: score each sample, then average."""
 Distance = Literal["auto", "height", "path"]
+"""Tree distance of a mistake: the ``"height"`` of the lowest common ancestor, the ``"path"`` length
+between the two nodes, or ``"auto"``: height for trees whose leaves all share one depth, else path."""
 Measure = Literal["info", "depth"]
+"""How specific a node ``n`` is, in the LCA metrics and ``operating_curve``: ``"info"``, the information
+``log(num_leaves / leaves_under(n))``, or ``"depth"``."""
 ZeroDivision = Union[float, int]
 
 _AVERAGES = ("micro", "macro")
