@@ -82,7 +82,7 @@ def summary_table(merged: dict[str, Any]) -> str:
         for r in (res or {}).get("rows", []):
             m = r["metrics"]
             lines.append(
-                f"| {ds} | {r['method']} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
+                f"| {ds} | {r.get('variant') or r['method']} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
                 f"{_f(m.get('fine_leaf_accuracy'))} | {_f(m.get('hierarchical_f1'))} | "
                 f"{_f(m.get('mistake_severity'), 3)} | {_f(r.get('train_seconds'), 1)} | "
                 f"{_f(r.get('img_per_s'), 0)} | {_f(r.get('img_per_s_after_first_epoch'), 0)} |"

@@ -354,3 +354,27 @@ def test_progress_bars_stay_out_of_redirected_output(tmp_path: Path, monkeypatch
     text = err.getvalue()
     assert ("\r" in text) is terminal
     assert ("epoch 1/1:" in text) is terminal and ("pack 16px" in text) is terminal
+
+
+def test_compare_run_specs_with_a_head() -> None:
+    from argparse import Namespace
+
+    from examples.leukemia.compare import _runs
+
+    def parse(runs: str):
+        return _runs(Namespace(runs=runs, methods="", backbones=""))
+
+    assert parse("hierarchical:test_resnet:conditional,flat:test_resnet") == [
+        ("hierarchical", "test_resnet", "conditional"),
+        ("flat", "test_resnet", None),
+    ]
+    # a hub name keeps its ':'; a head after it is still read as the head
+    assert parse("flat:hf-hub:timm/resnet18.a1_in1k") == [("flat", "hf-hub:timm/resnet18.a1_in1k", None)]
+    assert parse("hierarchical:hf-hub:timm/x:sigmoid") == [("hierarchical", "hf-hub:timm/x", "sigmoid")]
+    for runs, said in (
+        ("hierarchical:test_resnet:condtional", "unknown head 'condtional'; expected one of"),
+        ("per-level:test_resnet:conditional", "per-level method is one softmax per level"),
+        ("flat:", "names no backbone"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            parse(runs)

@@ -233,7 +233,7 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
             "--pack",
             str(pk),
             "--runs",
-            "hierarchical:test_resnet,flat:test_resnet",
+            "hierarchical:test_resnet,flat:test_resnet,hierarchical:test_resnet:conditional",
             "--epochs",
             "1",
             "--batch-size",
@@ -246,7 +246,11 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
             str(out),
         ]
     )
-    assert [r["method"] for r in result["rows"]] == ["hierarchical", "flat"] and not result["skipped"]
+    assert [r["method"] for r in result["rows"]] == ["hierarchical", "flat", "hierarchical"] and not result["skipped"]
+    # another head on a method is its own row, folder and table line, trained with that head's loss
+    assert [r["variant"] for r in result["rows"]] == ["hierarchical", "flat", "hierarchical (conditional head)"]
+    assert [(r["head"], r["loss"]) for r in result["rows"]][2] == ("conditional", "conditional")
+    assert [r["name"] for r in result["rows"]][2] == "hierarchical-conditional-test_resnet"
     for row in result["rows"]:
         assert {"eight_class_accuracy", "fine_leaf_accuracy", "hierarchical_f1", "mistake_severity"} <= set(
             row["metrics"]
@@ -258,6 +262,7 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
     md = (out / "results.md").read_text()
     assert "| img/s after epoch 1 |" in md
     assert "| method | test_resnet |" in md and "**8-class acc**" in md and "Peer baseline" in md and "0.9157" in md
+    assert md.count("| hierarchical (conditional head) |") == 5  # 4 headline tables + the detailed one
     # each run folder is self-contained: evaluate RUN/best finds the split without --pack/--data
     for name in ("hierarchical-test_resnet", "flat-test_resnet"):
         assert (out / "runs" / name / "splits.csv").read_text() == (out / "splits.csv").read_text()
@@ -430,3 +435,32 @@ def test_evaluate_a_pack_run_from_anywhere(shared_data: Path, tmp_path: Path, mo
         [str(tmp_path / "run" / "best"), "--pack", str(tmp_path / "moved.npz"), "--no-figures", "--out", "eval3"]
     )
     assert moved["rows"][0]["metrics"] == result["rows"][0]["metrics"]
+
+
+def test_aggregate_keeps_two_heads_of_one_method_apart(tmp_path: Path, capsys) -> None:
+    from examples.leukemia.aggregate import main
+
+    files = []
+    for seed, (flat, level, cond) in enumerate(((0.80, 0.81, 0.83), (0.82, 0.80, 0.84))):
+        rows = [
+            {"method": "flat", "backbone": "bb", "metrics": {"fine_leaf_accuracy": flat}},
+            {
+                "method": "hierarchical",
+                "variant": "hierarchical",
+                "backbone": "bb",
+                "metrics": {"fine_leaf_accuracy": level},
+            },
+            {
+                "method": "hierarchical",
+                "variant": "hierarchical (conditional head)",
+                "backbone": "bb",
+                "metrics": {"fine_leaf_accuracy": cond},
+            },
+        ]
+        f = tmp_path / f"s{seed}.json"
+        f.write_text(json.dumps({"seed": seed, "rows": rows}))
+        files.append(str(f))
+    result = main(files)
+    pairs = {p["method"]: p["fine_leaf_accuracy"]["mean_diff"] for p in result["paired"]}
+    assert pairs == pytest.approx({"hierarchical": -0.005, "hierarchical (conditional head)": 0.025})
+    assert "| hierarchical (conditional head) | bb | 2 |" in capsys.readouterr().out

@@ -72,7 +72,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 f"{path} and {seen[seed]} both have seed {seed}: pool runs that differ in --seed, one file per seed."
             )
         seen[seed] = str(path)
-        keys = [(row["method"], row["backbone"]) for row in data["rows"]]
+        keys = [(row.get("variant") or row["method"], row["backbone"]) for row in data["rows"]]
         twice = sorted({k for k in keys if keys.count(k) > 1})
         if twice:
             raise ValueError(
@@ -81,8 +81,13 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 "per file: evaluate each recipe's checkpoints into its own --out."
             )
         for row in data["rows"]:
-            records.append(
-                {"method": row["method"], "backbone": row["backbone"], "seed": seed, "metrics": row["metrics"]}
+            records.append(  # a method with another head or loss is its own group (compare's "variant")
+                {
+                    "method": row.get("variant") or row["method"],
+                    "backbone": row["backbone"],
+                    "seed": seed,
+                    "metrics": row["metrics"],
+                }
             )
     if not records:
         raise ValueError("no runs found in the given files.")

@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runs",
         default=None,
-        help="explicit comma-separated method:backbone list, in this order (overrides --methods/--backbones)",
+        help="explicit comma-separated method:backbone[:head] list, in this order (overrides --methods/--backbones); "
+        "a head other than the method's own, e.g. hierarchical:resnet18:conditional, trains with that head's "
+        "default loss and is its own row in the tables",
     )
     p.add_argument("--epochs", type=whole_number(1, "train at least one epoch"), default=30)
     p.add_argument("--img-size", type=int, default=None, help="for --data (a pack has its own size)")
@@ -93,24 +95,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _runs(args: argparse.Namespace) -> list[tuple[str, str]]:
-    from examples.leukemia.models import METHODS
+def _runs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    """``(method, backbone, head or None)`` per run, checked: methods, heads and backbones exist and fit."""
+    from examples.leukemia.models import HEAD_LOSSES, METHODS, check_backbone, method_defaults
 
+    runs: list[tuple[str, str, str | None]] = []
     if args.runs:
-        pairs = [tuple(r.split(":", 1)) for r in args.runs.split(",") if r]
+        for spec in (r for r in args.runs.split(",") if r):
+            method, _, rest = spec.partition(":")
+            # the head is a last ':head' part; backbone names may hold ':' themselves (hf-hub:org/name)
+            backbone, _, head = rest.rpartition(":")
+            if head not in HEAD_LOSSES or not backbone:
+                backbone, head = rest, ""
+                if ":" in backbone.removeprefix("hf-hub:"):  # the only ':' a backbone name holds
+                    raise ValueError(
+                        f"--runs: {spec!r}: unknown head {backbone.rpartition(':')[2]!r}; expected one of "
+                        f"{list(HEAD_LOSSES)} (method:backbone:head)."
+                    )
+            if not backbone:
+                raise ValueError(f"--runs: {spec!r} names no backbone; expected method:backbone[:head].")
+            runs.append((method, backbone, head or None))
     else:
-        pairs = [(m, b) for b in args.backbones.split(",") if b for m in args.methods.split(",") if m]
-    for m, _b in pairs:
+        runs = [(m, b, None) for b in args.backbones.split(",") if b for m in args.methods.split(",") if m]
+    for m, _b, head in runs:
         if m not in METHODS:
             raise ValueError(f"--methods/--runs: unknown method {m!r}; expected one of {list(METHODS)}.")
-    from examples.leukemia.models import check_backbone
-
-    for b in dict.fromkeys(b for _, b in pairs):  # a typo in the last backbone must not wait for the others' runs
+        if head is not None:
+            try:
+                method_defaults(m, head=head)
+            except ValueError as err:
+                raise ValueError(f"--runs: {m}:...:{head}: {err}") from None
+    for b in dict.fromkeys(b for _, b, _ in runs):  # a typo in the last backbone must not wait for the others' runs
         try:
             check_backbone(b)
         except ValueError as err:
             raise ValueError(f"--backbones/--runs: {err}") from None
-    return pairs  # type: ignore[return-value]
+    return runs
 
 
 def _baseline_md(path: str | None) -> tuple[str, dict[str, Any] | None]:
@@ -148,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from examples.leukemia import train as T
     from examples.leukemia.evaluate import evaluation_metrics, results_markdown, save_figures
+    from examples.leukemia.models import variant_name
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     parser = build_parser()
@@ -256,7 +277,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if result["skipped"]:
             md += (
                 "\nSkipped: "
-                + ", ".join(f"{s['method']}:{s['backbone']} ({s['reason']})" for s in result["skipped"])
+                + ", ".join(
+                    f"{s['method']}:{s['backbone']}{':' + s['head'] if s.get('head') else ''} ({s['reason']})"
+                    for s in result["skipped"]
+                )
                 + "\n"
             )
         if baseline_md:
@@ -266,26 +290,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
             (out / "results.md").write_text(md)
 
-    for method, backbone in runs:
-        name = f"{method}-{backbone}"
+    for method, backbone, head in runs:
+        name = f"{method}-{backbone}" if head is None else f"{method}-{head}-{backbone}"
         levels = tax.max_depth if method == "per-level" else 1
         est = estimates.get(backbone, 0.0) * levels
         if args.deadline is not None and time.perf_counter() - t_start + est > args.deadline:
             log.info(
                 "skip %s: expected %.0f s, %.0f s left", name, est, args.deadline - (time.perf_counter() - t_start)
             )
-            result["skipped"].append({"method": method, "backbone": backbone, "reason": f"time (~{est:.0f} s)"})
+            result["skipped"].append(
+                {"method": method, "backbone": backbone, "head": head, "reason": f"time (~{est:.0f} s)"}
+            )
             write()
             continue
+        head_args = [] if head is None else ["--head", head]
         run_args = T.parse_args(
-            common + ["--method", method, "--backbone", backbone, "--output", str(out / "runs" / name)]
+            common + ["--method", method, *head_args, "--backbone", backbone, "--output", str(out / "runs" / name)]
         )
         t_run = time.perf_counter()
         try:
             res = T.run(run_args, data=data, env=env)
         except Exception as err:  # record and go on with the other runs
             log.exception("run %s failed", name)
-            result["skipped"].append({"method": method, "backbone": backbone, "reason": f"error: {err!r}"[:300]})
+            result["skipped"].append(
+                {"method": method, "backbone": backbone, "head": head, "reason": f"error: {err!r}"[:300]}
+            )
             write()
             continue
         wall = time.perf_counter() - t_run
@@ -303,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row: dict[str, Any] = {
             "name": name,
             "method": method,
+            "variant": variant_name(method, res.config["model"]["head"], res.config["model"]["loss"]),
             "backbone": backbone,
             "decode": rule,
             "tta": tta,
@@ -352,6 +382,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if env.main:
         print((out / "results.md").read_text())
     if env.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # every rank done before any closes its sockets (gloo aborts otherwise)
         torch.distributed.destroy_process_group()
     return result
 

@@ -105,7 +105,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results", note: str = "") -> str:
     """Markdown tables: headline metrics as methods x backbones, then one detailed row per run.
 
-    Each row needs ``method``, ``backbone`` and ``metrics`` (from :func:`evaluation_metrics`); optional
+    Each row needs ``method``, ``backbone`` and ``metrics`` (from :func:`evaluation_metrics`); rows are
+    grouped by ``variant`` where given (a method with another head or loss, see
+    :func:`examples.leukemia.models.variant_name`), else by ``method``. Optional
     ``train_seconds``, ``img_per_s``, ``img_per_s_after_first_epoch`` (the column to compare methods by:
     the first epoch of a process pays one-time start-up), ``decode``, ``tta`` (shown with the decoder
     unless ``"none"``).
@@ -113,9 +115,13 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     lines = [f"## {title}", ""]
     if note:
         lines += [note, ""]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+
+    def label(r: Mapping[str, Any]) -> str:
+        return r.get("variant") or r["method"]
+
+    methods = list(dict.fromkeys(label(r) for r in rows))
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
-    cell = {(r["method"], r["backbone"]): r for r in rows}
+    cell = {(label(r), r["backbone"]): r for r in rows}
     for key, header in HEADLINE.items():
         if not any(key in r["metrics"] for r in rows):
             continue
@@ -142,7 +148,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     for r in rows:
         m = r["metrics"]
         vals = [
-            r["method"],
+            label(r),
             r["backbone"],
             r.get("decode", "") + (f", {r['tta']} TTA" if r.get("tta", "none") != "none" else ""),
             *(_fmt(m.get(c)) for c in cols),
@@ -326,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m examples.leukemia.evaluate``; returns what ``results.json`` holds."""
     from examples.leukemia.checkpoint import load_model
+    from examples.leukemia.models import variant_name
     from examples.leukemia.train import predict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -373,6 +380,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "name": name,
                 "checkpoint": str(ckpt.path),
                 "method": ckpt.config.get("model", {}).get("method"),
+                "variant": variant_name(
+                    ckpt.config.get("model", {}).get("method"),
+                    ckpt.config.get("model", {}).get("head"),
+                    ckpt.config.get("model", {}).get("loss"),
+                ),
                 "backbone": ckpt.config.get("model", {}).get("backbone"),
                 "decode": rule,
                 "tta": tta,

@@ -147,6 +147,25 @@ def method_defaults(method: str, head: str | None = None, loss: str | None = Non
     return {"head": head_kind, "loss": loss_kind, "decode": decode}
 
 
+def variant_name(method: str, head: str | None = None, loss: str | None = None) -> str:
+    """How a run is named in results tables: its method, plus its head and loss where they are not the
+    method's own, so two heads of one method are told apart (and pooled apart over seeds).
+
+    Examples:
+        >>> variant_name("hierarchical", "level", "level")
+        'hierarchical'
+        >>> variant_name("hierarchical", "conditional", "conditional")
+        'hierarchical (conditional head)'
+        >>> variant_name("flat", "flat", "hxe")
+        'flat (hxe loss)'
+    """
+    own_head = _DEFAULTS[method][0] if method in _DEFAULTS else head
+    own_loss = method_defaults(method, head=head)["loss"] if method in _DEFAULTS and head in HEAD_LOSSES else loss
+    parts = [f"{head} head"] if head and head != own_head else []
+    parts += [f"{loss} loss"] if loss and loss != own_loss else []
+    return f"{method} ({', '.join(parts)})" if parts else method
+
+
 def check_backbone(name: str) -> None:
     """Refuse a backbone name timm does not know (``hf-hub:...`` names and ``.tag`` suffixes pass to timm).
 
