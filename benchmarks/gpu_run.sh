@@ -28,9 +28,10 @@
 # STAGES picks the paper job's stages (default "baseline compare_pbc compare_all4 gpu_step throughput").
 # With compare_pbc alone it gets the whole budget, e.g. the per-level model of the paper's backbones:
 #   STAGES=compare_pbc PBC_RUNS=per-level:vit_small_patch16_224,per-level:convnext_tiny BUDGET=540 bash ...
-# JOB=seeds runs another job with the same stages 1 and 5 (default BUDGET 540): the PBC comparison once
-# per seed in SEEDS (default "0 1 2 3"; runs PBC_RUNS, default flat and hierarchical ResNet-18, the pair
-# one seed cannot separate; each seed gets an equal share of the time left), pooled by
+# JOB=seeds runs another job with the same stages 1 and 5 (default BUDGET 560): the PBC comparison once
+# per seed in SEEDS (default "0 1 2 3"; runs PBC_RUNS, default flat, hierarchical and hierarchical with the
+# library's conditional head, all ResNet-18: what one seed cannot separate; each seed gets an equal share
+# of the time left), pooled by
 # examples.leukemia.aggregate (mean +- sd, paired differences against flat); the
 # same checkpoints read out again with test-time augmentation over the 8 flips and rotations
 # (evaluate --tta d4, inference only), pooled the same way; and the throughput check with --profile
@@ -45,7 +46,7 @@ JOB=${JOB:-paper}
 [[ "$JOB" == paper || "$JOB" == seeds ]] || { echo "JOB=$JOB: expected paper or seeds" >&2; exit 2; }
 SEEDS=${SEEDS-0 1 2 3}
 USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
-if [[ "$JOB" == seeds ]]; then BUDGET=${BUDGET:-540}; else BUDGET=${BUDGET:-500}; fi
+if [[ "$JOB" == seeds ]]; then BUDGET=${BUDGET:-560}; else BUDGET=${BUDGET:-500}; fi
 STAGES=${STAGES:-baseline compare_pbc compare_all4 gpu_step throughput}
 for s in $STAGES; do
   case $s in baseline|compare_pbc|compare_all4|gpu_step|throughput) ;;
@@ -141,7 +142,7 @@ EOF
   PBC_PACK="$CARRY/pbc128.npz"
   BASE_ARGS=(--models test_resnet --epochs 1 --bs 16)
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit
-  [[ "$JOB" == seeds ]] && PBC_RUNS=hierarchical:test_resnet,flat:test_resnet
+  [[ "$JOB" == seeds ]] && PBC_RUNS=flat:test_resnet,hierarchical:test_resnet,hierarchical:test_resnet:conditional
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
   CMP_ARGS=(--epochs 1 --batch-size 16 --device cpu)
   TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu)
@@ -150,7 +151,7 @@ else
   CARRY="$ROOT/.carry"
   BASE_ARGS=(--models resnet18 --epochs 40)
   PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224,per-level:resnet18}
-  [[ "$JOB" == seeds ]] && PBC_RUNS=${USER_PBC_RUNS:-hierarchical:resnet18,flat:resnet18}
+  [[ "$JOB" == seeds ]] && PBC_RUNS=${USER_PBC_RUNS:-flat:resnet18,hierarchical:resnet18,hierarchical:resnet18:conditional}
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
   CMP_ARGS=(--epochs 40 --batch-size 256)
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
@@ -169,7 +170,7 @@ if [[ "$JOB" == seeds ]]; then
   # 2'. one comparison per seed (same split: the split seed is fixed). Each seed still to run gets an equal
   # share of the time left after the closing stages (CLOSING s), its compare that share minus the TTA
   # readout's, and compare's --deadline inside that timeout, so a run that cannot finish is skipped whole
-  # (the hierarchical run goes first, so a skip drops the flat reference of that seed only).
+  # (flat, the reference of the pairs, goes first, so a skip drops a hierarchical variant, not the pairs).
   shopt -s nullglob
   read -ra SEED_LIST <<< "$SEEDS"
   (( ${#SEED_LIST[@]} )) || echo "== SEEDS is empty: no comparison to run"

@@ -188,6 +188,12 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
     assert not set(not_ran) & set(stages)
     assert (out / "gpu_run.log").is_file() and (out / "results.md").is_file()
     assert not list(tmp_path.glob("gpu_run.*"))  # the work folder is removed
+    if env.get("JOB") == "seeds":  # flat first (the reference), then the two hierarchical heads, each pooled
+        merged = json.loads((out / "results.json").read_text())
+        variants = ["flat", "hierarchical", "hierarchical (conditional head)"]
+        assert [r["variant"] for r in merged["pbc_seeds"]["seed0"]["rows"]] == variants
+        assert sorted(r["variant"] for r in merged["pbc_seeds_tta"]["seed1"]["rows"]) == sorted(variants)
+        assert {e["method"] for e in merged["pbc_seeds_tta_aggregate"]["summary"]} == set(variants)
 
 
 @pytest.mark.parametrize(
