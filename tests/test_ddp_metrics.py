@@ -60,6 +60,9 @@ def _worker(rank: int, out_dir: str) -> None:
                 metric.update(torch.as_tensor(y_pred[batch]), torch.as_tensor(y_true[batch]))
         results = {name: O.floats(metric.compute()) for name, metric in metrics.items()}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        # both ranks out of their last all-reduce before either tears down: a peer that closes its
+        # sockets mid-exchange makes gloo abort the other process (SIGABRT, seen once under load)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
