@@ -375,6 +375,8 @@ def test_compare_run_specs_with_a_head() -> None:
         ("hierarchical:test_resnet:condtional", "unknown head 'condtional'; expected one of"),
         ("per-level:test_resnet:conditional", "per-level method is one softmax per level"),
         ("flat:", "names no backbone"),
+        ("flat:test_resnet,flat:test_resnet", "are the same run"),
+        ("hierarchical:test_resnet,hierarchical:test_resnet:level", "are the same run .hierarchical on test_resnet"),
     ):
         with pytest.raises(ValueError, match=said):
             parse(runs)

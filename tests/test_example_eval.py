@@ -450,9 +450,10 @@ def test_aggregate_keeps_two_heads_of_one_method_apart(tmp_path: Path, capsys) -
                 "backbone": "bb",
                 "metrics": {"fine_leaf_accuracy": level},
             },
-            {
+            {  # a row written before the 'variant' field: its head keeps it apart all the same
                 "method": "hierarchical",
-                "variant": "hierarchical (conditional head)",
+                "head": "conditional",
+                "loss": "conditional",
                 "backbone": "bb",
                 "metrics": {"fine_leaf_accuracy": cond},
             },
@@ -464,3 +465,13 @@ def test_aggregate_keeps_two_heads_of_one_method_apart(tmp_path: Path, capsys) -
     pairs = {p["method"]: p["fine_leaf_accuracy"]["mean_diff"] for p in result["paired"]}
     assert pairs == pytest.approx({"hierarchical": -0.005, "hierarchical (conditional head)": 0.025})
     assert "| hierarchical (conditional head) | bb | 2 |" in capsys.readouterr().out
+
+
+def test_evaluate_names_a_run_with_another_head_as_compare_does(tmp_path: Path) -> None:
+    from examples.leukemia.evaluate import main as evaluate
+
+    run = tmp_path / "cond"
+    argv = ["--backbone", "test_vit", "--head", "conditional", "--epochs", "1", "--synthetic-per-leaf", "4"]
+    T.run(T.parse_args([*argv, "--output", str(run), *FAST]))
+    (row,) = evaluate([str(run), "--no-figures", "--out", str(tmp_path / "e")])["rows"]
+    assert row["name"] == "hierarchical-conditional-test_vit" and row["variant"] == "hierarchical (conditional head)"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from examples.leukemia.cli import exits_cleanly
+from examples.leukemia.models import row_variant
 
 METRICS = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "mistake_severity", "accuracy")
 LOWER_IS_BETTER = frozenset({"mistake_severity"})
@@ -72,7 +73,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 f"{path} and {seen[seed]} both have seed {seed}: pool runs that differ in --seed, one file per seed."
             )
         seen[seed] = str(path)
-        keys = [(row.get("variant") or row["method"], row["backbone"]) for row in data["rows"]]
+        keys = [(row_variant(row), row["backbone"]) for row in data["rows"]]
         twice = sorted({k for k in keys if keys.count(k) > 1})
         if twice:
             raise ValueError(
@@ -83,7 +84,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
         for row in data["rows"]:
             records.append(  # a method with another head or loss is its own group (compare's "variant")
                 {
-                    "method": row.get("variant") or row["method"],
+                    "method": row_variant(row),
                     "backbone": row["backbone"],
                     "seed": seed,
                     "metrics": row["metrics"],

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _runs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
     """``(method, backbone, head or None)`` per run, checked: methods, heads and backbones exist and fit."""
-    from examples.leukemia.models import HEAD_LOSSES, METHODS, check_backbone, method_defaults
+    from examples.leukemia.models import HEAD_LOSSES, METHODS, check_backbone, method_defaults, variant_name
 
     runs: list[tuple[str, str, str | None]] = []
     if args.runs:
@@ -125,6 +125,15 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
                 method_defaults(m, head=head)
             except ValueError as err:
                 raise ValueError(f"--runs: {m}:...:{head}: {err}") from None
+    seen: dict[tuple[str, str], str] = {}
+    for m, b, head in runs:  # two runs one table cell: the second would overwrite the first, and share its folder
+        label = variant_name(m, **{k: v for k, v in method_defaults(m, head=head).items() if k != "decode"})
+        spec = f"{m}:{b}{':' + head if head else ''}"
+        if (label, b) in seen:
+            raise ValueError(
+                f"--runs: {spec!r} and {seen[(label, b)]!r} are the same run ({label} on {b}); list each run once."
+            )
+        seen[(label, b)] = spec
     for b in dict.fromkeys(b for _, b, _ in runs):  # a typo in the last backbone must not wait for the others' runs
         try:
             check_backbone(b)

@@ -116,8 +116,10 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     if note:
         lines += [note, ""]
 
+    from examples.leukemia.models import row_variant
+
     def label(r: Mapping[str, Any]) -> str:
-        return r.get("variant") or r["method"]
+        return row_variant(r) or r["method"]
 
     methods = list(dict.fromkeys(label(r) for r in rows))
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
@@ -299,9 +301,14 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 
 def run_name(config: Mapping[str, Any], taken: set[str]) -> str:
-    """``<method>-<backbone>`` (with a suffix when already taken)."""
+    """``<method>-<backbone>``, or ``<method>-<head>-<backbone>`` for a head other than the method's own (as
+    ``compare`` names its run folders), with a suffix when already taken."""
+    from examples.leukemia.models import variant_name
+
     model = config.get("model", {})
-    base = f"{model.get('method', 'model')}-{model.get('backbone', 'x')}"
+    method, head = model.get("method", "model"), model.get("head")
+    own = variant_name(method, head) == method or head is None
+    base = f"{method}-{model.get('backbone', 'x')}" if own else f"{method}-{head}-{model.get('backbone', 'x')}"
     name, k = base, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1

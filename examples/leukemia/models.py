@@ -48,6 +48,8 @@ __all__ = [
     "create_backbone",
     "load_init_weights",
     "method_defaults",
+    "row_variant",
+    "variant_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,9 +149,10 @@ def method_defaults(method: str, head: str | None = None, loss: str | None = Non
     return {"head": head_kind, "loss": loss_kind, "decode": decode}
 
 
-def variant_name(method: str, head: str | None = None, loss: str | None = None) -> str:
+def variant_name(method: str | None, head: str | None = None, loss: str | None = None) -> str | None:
     """How a run is named in results tables: its method, plus its head and loss where they are not the
-    method's own, so two heads of one method are told apart (and pooled apart over seeds).
+    method's own, so two heads of one method are told apart (and pooled apart over seeds). An unknown
+    method (or ``None``, from an old checkpoint) is returned as it is.
 
     Examples:
         >>> variant_name("hierarchical", "level", "level")
@@ -158,12 +161,27 @@ def variant_name(method: str, head: str | None = None, loss: str | None = None) 
         'hierarchical (conditional head)'
         >>> variant_name("flat", "flat", "hxe")
         'flat (hxe loss)'
+        >>> variant_name("hierarchical", None, "bce")  # no head recorded: the loss still shows
+        'hierarchical (bce loss)'
     """
-    own_head = _DEFAULTS[method][0] if method in _DEFAULTS else head
-    own_loss = method_defaults(method, head=head)["loss"] if method in _DEFAULTS and head in HEAD_LOSSES else loss
+    if method not in _DEFAULTS:
+        return method
+    own_head, own_loss = _DEFAULTS[method]
+    if head is not None and head != own_head:
+        try:
+            own_loss = method_defaults(method, head=head)["loss"]  # the loss that goes with that head
+        except ValueError:  # a pair training refuses (never in a checkpoint): name both parts
+            own_loss = None
     parts = [f"{head} head"] if head and head != own_head else []
     parts += [f"{loss} loss"] if loss and loss != own_loss else []
     return f"{method} ({', '.join(parts)})" if parts else method
+
+
+def row_variant(row: Mapping[str, Any]) -> str | None:
+    """The variant of a results row: its ``variant``, or for rows written before that field, the one
+    :func:`variant_name` makes of its ``method``, ``head`` and ``loss`` (so old runs with another head
+    are not pooled with the method's own)."""
+    return row.get("variant") or variant_name(row.get("method"), row.get("head"), row.get("loss"))
 
 
 def check_backbone(name: str) -> None:

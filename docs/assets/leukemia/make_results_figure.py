@@ -37,9 +37,14 @@ Point = tuple[float, float, float, float]
 
 
 def _key(row: dict) -> str:
-    if row.get("method") == "hierarchical" and row.get("head") == "conditional":
+    """The marker style of a run: its method, or ``conditional`` for the hierarchical method with the
+    conditional head (``head`` in a compare row, or the ``variant`` label that aggregate pools by)."""
+    label = row.get("variant") or row["method"]
+    if row.get("head") == "conditional" or "conditional head" in label:
         return "conditional"
-    return row["method"]
+    if label not in STYLE:
+        raise KeyError(f"{label!r}: no marker style for this run; add it to STYLE")
+    return label
 
 
 def _load(name: str) -> dict:
@@ -89,7 +94,7 @@ def collect() -> tuple[dict[str, dict[str, list[Point]]], list[str], dict[str, f
     for s in _load("pbc_cpu64_convnext_atto_seeds.json")["summary"]:
         fine, eight = s["fine_leaf_accuracy"], s["eight_class_accuracy"]
         sd = (fine["sd"], eight["sd"]) if fine["n"] > 1 else (0.0, 0.0)
-        add(uncropped64, s["method"], (fine["mean"], eight["mean"], *sd))
+        add(uncropped64, _key(s), (fine["mean"], eight["mean"], *sd))
     return points, order, peer
 
 
