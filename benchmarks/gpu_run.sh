@@ -25,11 +25,12 @@
 # Output in $OUT (at most 8 plain files): results.json, results.md, gpu_run.log,
 # pbc_flat_baseline.json (the tool's), figures.tar.gz (confusion matrices, recall trees).
 #
-# STAGES picks the paper job's stages (default "baseline compare_pbc compare_all4 gpu_step throughput").
+# STAGES picks the paper job's stages (default "baseline compare_pbc compare_all4 gpu_step throughput";
+# the seeds job ignores it).
 # With compare_pbc alone it gets the whole budget, e.g. the per-level model of the paper's backbones:
 #   STAGES=compare_pbc PBC_RUNS=per-level:vit_small_patch16_224,per-level:convnext_tiny BUDGET=540 bash ...
 # JOB=seeds runs another job with the same stages 1 and 5 (default BUDGET 560): the PBC comparison once
-# per seed in SEEDS (default "0 1 2 3"; runs PBC_RUNS, default flat, hierarchical and hierarchical with the
+# per seed in SEEDS (default "0 1 2"; runs PBC_RUNS, default flat, hierarchical and hierarchical with the
 # library's conditional head, all ResNet-18: what one seed cannot separate; each seed gets an equal share
 # of the time left), pooled by
 # examples.leukemia.aggregate (mean +- sd, paired differences against flat); the
@@ -44,17 +45,22 @@ SMOKE=0
 [[ "${1:-}" == "--smoke" ]] && SMOKE=1
 JOB=${JOB:-paper}
 [[ "$JOB" == paper || "$JOB" == seeds ]] || { echo "JOB=$JOB: expected paper or seeds" >&2; exit 2; }
-SEEDS=${SEEDS-0 1 2 3}
+SEEDS=${SEEDS-0 1 2}
+read -ra SEED_LIST <<< "${SEEDS//$'\n'/ }"
+for s in "${SEED_LIST[@]}"; do
+  [[ "$s" =~ ^[0-9]+$ ]] || { echo "SEEDS: expected whole numbers separated by spaces, got '$SEEDS'" >&2; exit 2; }
+done
 USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
 if [[ "$JOB" == seeds ]]; then BUDGET=${BUDGET:-560}; else BUDGET=${BUDGET:-500}; fi
-STAGES=${STAGES:-baseline compare_pbc compare_all4 gpu_step throughput}
-for s in $STAGES; do
-  case $s in baseline|compare_pbc|compare_all4|gpu_step|throughput) ;;
-    *) echo "STAGES: unknown stage '$s'; expected some of baseline compare_pbc compare_all4 gpu_step throughput" >&2
-       exit 2 ;;
-  esac
+[[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "BUDGET: expected whole seconds, got '$BUDGET'" >&2; exit 2; }
+ALL_STAGES="baseline compare_pbc compare_all4 gpu_step throughput"
+[[ "$JOB" == seeds ]] && STAGES=""  # the seeds job has its own stages
+read -ra STAGE_LIST <<< "$(echo ${STAGES:-$ALL_STAGES})"  # spaces, tabs or newlines between names
+(( ${#STAGE_LIST[@]} )) || { echo "STAGES: no stage named; expected some of $ALL_STAGES" >&2; exit 2; }
+for s in "${STAGE_LIST[@]}"; do
+  [[ " $ALL_STAGES " == *" $s "* ]] || { echo "STAGES: unknown stage '$s'; expected some of $ALL_STAGES" >&2; exit 2; }
 done
-want() { [[ " $STAGES " == *" $1 "* ]]; }  # is this stage of the paper job asked for?
+want() { [[ " ${STAGE_LIST[*]} " == *" $1 "* ]]; }  # is this stage of the paper job asked for?
 PY=${PYTHON:-python3}
 # the PBC pack (default pbc128_c70.npz, packed with --crop 0.7; PBC_PACK=NAME picks another in .carry); the peer baseline reads the same
 # pack. Checked before anything starts in the background, so a missing pack costs no device time.
@@ -67,6 +73,7 @@ fi
 # every setting is checked above: only now is anything created
 OUT=${OUT:-$ROOT/runs/gpu_out}
 mkdir -p "$OUT"
+rm -f "$OUT/pbc_flat_baseline.json"  # a reused OUT must not show an earlier job's baseline as this job's
 export OUT
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_run.XXXXXX")
 exec > >(tee "$OUT/gpu_run.log") 2>&1
@@ -172,7 +179,6 @@ if [[ "$JOB" == seeds ]]; then
   # readout's, and compare's --deadline inside that timeout, so a run that cannot finish is skipped whole
   # (flat, the reference of the pairs, goes first, so a skip drops a hierarchical variant, not the pairs).
   shopt -s nullglob
-  read -ra SEED_LIST <<< "$SEEDS"
   (( ${#SEED_LIST[@]} )) || echo "== SEEDS is empty: no comparison to run"
   CLOSING=60 TTA_S=20
   i=0

@@ -164,6 +164,7 @@ def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: st
     [
         ({}, ["baseline", "compare_pbc", "compare_all4", "gpu_step", "throughput"], []),
         ({"STAGES": "compare_pbc"}, ["compare_pbc"], ["baseline", "compare_all4", "gpu_step", "throughput"]),
+        ({"STAGES": "compare_pbc\nthroughput"}, ["compare_pbc", "throughput"], ["baseline", "gpu_step"]),
         (
             {"JOB": "seeds", "SEEDS": "0 1"},
             [
@@ -202,6 +203,10 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
         ({"JOB": "all"}, "JOB=all: expected paper or seeds"),
         ({"STAGES": "compare_pbc typo"}, "STAGES: unknown stage 'typo'"),
         ({"PBC_PACK": "no_such_pack.npz", "smoke": False}, "no_such_pack.npz: pack it first"),
+        ({"STAGES": " "}, "STAGES: no stage named"),
+        ({"STAGES": "compare_pbc\tbogus"}, "STAGES: unknown stage 'bogus'"),
+        ({"BUDGET": "9m"}, "BUDGET: expected whole seconds, got '9m'"),
+        ({"JOB": "seeds", "SEEDS": "0,1"}, "SEEDS: expected whole numbers separated by spaces"),
     ],
 )
 def test_the_gpu_job_refuses_a_bad_setting_before_it_starts(tmp_path: Path, shared_data: Path, env, said) -> None:
