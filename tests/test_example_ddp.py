@@ -147,3 +147,30 @@ def test_ddp_validation_describes_the_saved_weights_with_batch_norm(tmp_path: Pa
     want = summary["best_val"]["metrics"]
     assert {k: v for k, v in got.items() if k != "nll"} == {k: v for k, v in want.items() if k != "nll"}
     assert got["nll"] == pytest.approx(want["nll"], rel=1e-5)
+
+
+def _agree_worker(rank: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from examples.leukemia.compare import any_rank
+
+    dist.init_process_group("gloo", init_method=(Path(out_dir) / "rendezvous").as_uri(), rank=rank, world_size=2)
+    try:
+        env = T.Dist(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"))
+        # only rank 1 is late: both must skip, or rank 0 would wait in a run rank 1 never starts
+        got = [any_rank(rank == 1, env), any_rank(False, env), any_rank(True, env)]
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(got))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_compare_ranks_agree_on_skipping_a_run(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    from examples.leukemia.compare import any_rank
+
+    assert any_rank(True, T.Dist()) is True and any_rank(False, T.Dist()) is False  # one process: the flag
+    mp.spawn(_agree_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True, False, True]

@@ -95,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def any_rank(flag: bool, env: Any) -> bool:
+    """``flag`` on one process; under ``torchrun``, whether it holds on any rank, agreed by all ranks.
+
+    A decision each rank takes from its own clock (``--deadline``) can differ between ranks; if one rank
+    skipped a run that another trains, the other would wait in the run's collectives forever.
+    """
+    if env.world_size <= 1:
+        return bool(flag)
+    value = torch.tensor([1.0 if flag else 0.0], device=env.device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
 def _runs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
     """``(method, backbone, head or None)`` per run, checked: methods, heads and backbones exist and fit."""
     from examples.leukemia.models import HEAD_LOSSES, METHODS, check_backbone, method_defaults, variant_name
@@ -303,7 +316,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         name = f"{method}-{backbone}" if head is None else f"{method}-{head}-{backbone}"
         levels = tax.max_depth if method == "per-level" else 1
         est = estimates.get(backbone, 0.0) * levels
-        if args.deadline is not None and time.perf_counter() - t_start + est > args.deadline:
+        late = args.deadline is not None and time.perf_counter() - t_start + est > args.deadline
+        if any_rank(late, env):  # every rank skips, or none
             log.info(
                 "skip %s: expected %.0f s, %.0f s left", name, est, args.deadline - (time.perf_counter() - t_start)
             )
