@@ -130,17 +130,16 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
             runs.append((method, backbone, head or None))
     else:
         runs = [(m, b, None) for b in args.backbones.split(",") if b for m in args.methods.split(",") if m]
-    for m, _b, head in runs:
+    seen: dict[tuple[str, str], str] = {}
+    for m, b, head in runs:
         if m not in METHODS:
             raise ValueError(f"--methods/--runs: unknown method {m!r}; expected one of {list(METHODS)}.")
-        if head is not None:
-            try:
-                method_defaults(m, head=head)
-            except ValueError as err:
-                raise ValueError(f"--runs: {m}:...:{head}: {err}") from None
-    seen: dict[tuple[str, str], str] = {}
-    for m, b, head in runs:  # two runs one table cell: the second would overwrite the first, and share its folder
-        label = variant_name(m, **{k: v for k, v in method_defaults(m, head=head).items() if k != "decode"})
+        try:
+            chosen = method_defaults(m, head=head)
+        except ValueError as err:
+            raise ValueError(f"--runs: {m}:...:{head}: {err}") from None
+        # two runs, one table cell: the second would overwrite the first, and share its folder
+        label = variant_name(m, chosen["head"], chosen["loss"])
         spec = f"{m}:{b}{':' + head if head else ''}"
         if (label, b) in seen:
             raise ValueError(

@@ -116,10 +116,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     if note:
         lines += [note, ""]
 
-    from examples.leukemia.models import row_variant
-
-    def label(r: Mapping[str, Any]) -> str:
-        return row_variant(r) or r["method"]
+    from examples.leukemia.models import row_variant as label
 
     methods = list(dict.fromkeys(label(r) for r in rows))
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
@@ -307,7 +304,7 @@ def run_name(config: Mapping[str, Any], taken: set[str]) -> str:
 
     model = config.get("model", {})
     method, head = model.get("method", "model"), model.get("head")
-    own = variant_name(method, head) == method or head is None
+    own = variant_name(method, head) == method  # no head, or the method's own
     base = f"{method}-{model.get('backbone', 'x')}" if own else f"{method}-{head}-{model.get('backbone', 'x')}"
     name, k = base, 2
     while name in taken:
@@ -382,17 +379,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.figures:
             title = f"{name} ({args.split})" + (" [SYNTHETIC]" if ckpt.config.get("synthetic") else "")
             figures = [str(p) for p in save_figures(targets, preds, tax, out / name, title=title)]
+        model_cfg = ckpt.config.get("model", {})
         rows.append(
             {
                 "name": name,
                 "checkpoint": str(ckpt.path),
-                "method": ckpt.config.get("model", {}).get("method"),
-                "variant": variant_name(
-                    ckpt.config.get("model", {}).get("method"),
-                    ckpt.config.get("model", {}).get("head"),
-                    ckpt.config.get("model", {}).get("loss"),
-                ),
-                "backbone": ckpt.config.get("model", {}).get("backbone"),
+                "method": model_cfg.get("method"),
+                "variant": variant_name(model_cfg.get("method"), model_cfg.get("head"), model_cfg.get("loss")),
+                "backbone": model_cfg.get("backbone"),
                 "decode": rule,
                 "tta": tta,
                 "split": args.split,

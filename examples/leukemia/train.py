@@ -1380,9 +1380,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args, env=env)
         if env.main:
             print(format_summary(result, final_test_metrics(result, env), time.perf_counter() - t0), flush=True)
-        if env.world_size > 1:
-            # every rank done before any closes its sockets: a peer gone mid-exchange aborts gloo (SIGABRT)
-            dist.barrier()
+        # every rank done before any closes its sockets: a peer gone mid-exchange aborts gloo (SIGABRT)
+        _barrier(env)
     finally:
         if env.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
