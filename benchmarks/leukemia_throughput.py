@@ -225,10 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print(json.dumps(out, indent=1))  # --out was written after each size
     return out
 
 
