@@ -100,6 +100,11 @@ def any_rank(flag: bool, env: Any) -> bool:
 
     A decision each rank takes from its own clock (``--deadline``) can differ between ranks; if one rank
     skipped a run that another trains, the other would wait in the run's collectives forever.
+
+    Examples:
+        >>> from examples.leukemia.train import Dist
+        >>> any_rank(True, Dist()), any_rank(False, Dist())  # one process: the flag itself
+        (True, False)
     """
     if env.world_size <= 1:
         return bool(flag)

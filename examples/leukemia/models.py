@@ -180,7 +180,14 @@ def variant_name(method: str | None, head: str | None = None, loss: str | None =
 def row_variant(row: Mapping[str, Any]) -> str | None:
     """The variant of a results row: its ``variant``, or for rows written before that field, the one
     :func:`variant_name` makes of its ``method``, ``head`` and ``loss`` (so old runs with another head
-    are not pooled with the method's own)."""
+    are not pooled with the method's own).
+
+    Examples:
+        >>> row_variant({"method": "hierarchical", "head": "conditional", "loss": "conditional"})
+        'hierarchical (conditional head)'
+        >>> row_variant({"method": "flat", "variant": "flat"})
+        'flat'
+    """
     return row.get("variant") or variant_name(row.get("method"), row.get("head"), row.get("loss"))
 
 

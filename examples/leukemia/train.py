@@ -926,6 +926,13 @@ def throughput_after_first_epoch(history: Sequence[Mapping[str, Any]]) -> float 
     it lands on whichever run comes first in a process, so compare methods by this figure. Left
     out: the schedule's epoch 0 and any row marked ``first_in_process`` (the first epoch after
     ``--resume``).
+
+    Examples:
+        >>> rows = [{"epoch": e, "train_images": 100, "train_seconds": s} for e, s in enumerate([9.0, 1.0, 1.0])]
+        >>> throughput_after_first_epoch(rows)  # 200 images in 2 s; the slow first epoch is left out
+        100.0
+        >>> throughput_after_first_epoch(rows[:1]) is None
+        True
     """
     rows = [
         h for h in history if int(h.get("epoch", 0)) >= 1 and not h.get("first_in_process") and h.get("train_seconds")
