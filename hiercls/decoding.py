@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -52,6 +53,7 @@ from hiercls.metrics.functional import (
 from hiercls.taxonomy import LabelsLike, Taxonomy
 
 __all__ = [
+    "RULE_OPTIONS",
     "OperatingCurve",
     "Rule",
     "decode",
@@ -65,6 +67,14 @@ Rule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
 """The decoding rules of :func:`decode` (``rule=``); the module docstring describes each."""
 CostLike = Union[Literal["height", "path"], np.ndarray, torch.Tensor, Sequence[float], None]
 _RULES = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
+RULE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "argmax_leaf": (),
+    "top_down": (),
+    "threshold": ("threshold",),
+    "crm": ("cost",),
+    "hf_optimal": ("beta",),
+}
+"""The keyword options of :func:`decode` that each rule reads; another rule ignores them, with a warning."""
 _CHUNK_ELEMENTS = 1 << 21  # about 8 MB of float32 per chunk: keeps the working set in cache
 
 
@@ -443,9 +453,9 @@ def decode(
     taxonomy: Taxonomy,
     rule: Rule = "argmax_leaf",
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     cost: CostLike = None,
-    beta: float = 1.0,
+    beta: float | None = None,
 ) -> Any:
     """Decode node marginals into one predicted node per sample.
 
@@ -469,9 +479,13 @@ def decode(
         probs: node marginals ``(B, num_nodes)`` (torch, numpy or nested lists), any head.
         taxonomy: the taxonomy of the head.
         rule: the decoding rule.
-        threshold: the ``"threshold"`` rule's marginal threshold.
+        threshold: the ``"threshold"`` rule's marginal threshold (``None``: 0.5).
         cost: the ``"crm"`` cost: ``None``/``"height"``, ``"path"`` or a per-node array.
-        beta: the ``"hf_optimal"`` F-beta weight.
+        beta: the ``"hf_optimal"`` F-beta weight (``None``: 1).
+
+        Each option belongs to one rule (:data:`RULE_OPTIONS`); given to another rule, it has no
+        effect and a ``UserWarning`` says so (a threshold passed with ``rule="top_down"`` does not
+        make top-down decoding stop early: use ``rule="threshold"``).
 
     Returns:
         int64 node indices ``(B,)``: a torch tensor on ``probs``' device for
@@ -493,11 +507,12 @@ def decode(
     _check_option(rule, "rule", _RULES)
     if rule in ("crm", "hf_optimal"):
         _require_tree(taxonomy, f"rule={rule!r}")
+    _warn_unused_options(rule, threshold=threshold, cost=cost, beta=beta)
     tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
     if rule == "threshold":
-        threshold = _check_threshold(threshold)
+        threshold = _check_threshold(0.5 if threshold is None else threshold)
     elif rule == "hf_optimal":
-        beta = _check_beta(beta)
+        beta = _check_beta(1.0 if beta is None else beta)
     if tensor.shape[0] == 0:  # an empty shard: nothing to decode, options checked all the same
         if rule == "crm":
             _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
@@ -521,6 +536,24 @@ def decode(
 
         return _out(_per_chunk(tensor, crm), as_numpy)
     return _out(_per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta, argmax=True), width=2), as_numpy)
+
+
+def _warn_unused_options(rule: str, **options: Any) -> None:
+    """Warn, once per call, about the options given (not None) that ``rule`` does not read."""
+    unused = [name for name, value in options.items() if value is not None and name not in RULE_OPTIONS[rule]]
+    if unused:
+        owners = ", ".join(f"{name} belongs to rule={_owner(name)!r}" for name in unused)
+        warnings.warn(
+            f"decode: rule={rule!r} ignores {', '.join(f'{n}={options[n]!r}' for n in unused)} ({owners}). "
+            f"Leave {'it' if len(unused) == 1 else 'them'} out, or pick the rule that reads "
+            f"{'it' if len(unused) == 1 else 'them'}.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _owner(option: str) -> str:
+    return next(rule for rule, names in RULE_OPTIONS.items() if option in names)
 
 
 def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -314,3 +315,30 @@ def test_an_empty_batch_decodes_to_an_empty_result(as_torch) -> None:
         decode(empty, tax, "hf_optimal", beta=-1.0)
     with pytest.raises(ValueError, match="probs is empty"):
         operating_curve(empty, [], tax)
+
+
+def test_an_option_the_rule_does_not_read_warns_and_changes_nothing() -> None:
+    """A threshold given to top_down (or a beta to argmax_leaf) used to be dropped silently: a user who
+    meant "stop early when unsure" got full-depth answers. It still has no effect, and now says so."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = np.array([[1.0, 0.6, 0.4, 0.3, 0.3], [1.0, 0.2, 0.8, 0.1, 0.1]])
+    for rule, option in [
+        ("top_down", {"threshold": 0.9}),
+        ("argmax_leaf", {"beta": 2.0}),
+        ("threshold", {"cost": "path"}),
+    ]:
+        with pytest.warns(UserWarning, match=rf"rule='{rule}' ignores {next(iter(option))}="):
+            got = decode(probs, tax, rule, **option)
+        np.testing.assert_array_equal(got, decode(probs, tax, rule))
+    with pytest.warns(UserWarning, match="threshold belongs to rule='threshold', beta belongs to rule='hf_optimal'"):
+        decode(probs, tax, "crm", threshold=0.5, beta=1.0)
+    # the options a rule reads, and None for the rest, pass quietly; None means the documented default
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        own = {"threshold": 0.5, "cost": "height", "beta": 1.0}
+        for rule, names in decoding.RULE_OPTIONS.items():
+            decode(probs, tax, rule, threshold=None, cost=None, beta=None)
+            decode(probs, tax, rule, **{name: own[name] for name in names})
+        np.testing.assert_array_equal(decode(probs, tax, "threshold"), decode(probs, tax, "threshold", threshold=0.5))
+        np.testing.assert_array_equal(decode(probs, tax, "hf_optimal"), decode(probs, tax, "hf_optimal", beta=1.0))
+    assert set(decoding.RULE_OPTIONS) == set(decoding._RULES)

@@ -475,3 +475,23 @@ def test_evaluate_names_a_run_with_another_head_as_compare_does(tmp_path: Path) 
     T.run(T.parse_args([*argv, "--output", str(run), *FAST]))
     (row,) = evaluate([str(run), "--no-figures", "--out", str(tmp_path / "e")])["rows"]
     assert row["name"] == "hierarchical-conditional-test_vit" and row["variant"] == "hierarchical (conditional head)"
+
+
+def test_evaluate_reads_out_with_the_checkpoints_threshold(tmp_path: Path) -> None:
+    """A run trained with --decode threshold --threshold 0.2 is read out at 0.2 unless told otherwise
+    (it used to be read at --threshold's default, 0.5, so evaluate disagreed with train's own test numbers)."""
+    from examples.leukemia.evaluate import main
+
+    run = tmp_path / "cautious"
+    argv = ["--backbone", "test_resnet", "--decode", "threshold", "--threshold", "0.2", "--epochs", "1"]
+    T.run(T.parse_args([*argv, "--synthetic-per-leaf", "4", "--output", str(run), *FAST]))
+    trained_test = json.loads((run / "summary.json").read_text())["test"]
+    default = main([str(run / "best"), "--out", str(tmp_path / "default"), "--no-figures"])["rows"][0]
+    explicit = main([str(run / "best"), "--out", str(tmp_path / "at05"), "--no-figures", "--threshold", "0.5"])["rows"][
+        0
+    ]
+    assert (default["decode"], default["threshold"], explicit["threshold"]) == ("threshold", 0.2, 0.5)
+    for key in ("hierarchical_f1", "hierarchical_recall", "accuracy"):
+        assert default["metrics"][key] == pytest.approx(trained_test[key]), key
+    # a higher threshold stops on the path of the lower one's answer, never below it (here: above it)
+    assert explicit["metrics"]["hierarchical_recall"] < default["metrics"]["hierarchical_recall"]

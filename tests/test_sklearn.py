@@ -259,6 +259,11 @@ def test_numeric_labels_with_an_inner_node_decoder_raise():
         LocalClassifierPerParentNode(decoder="argmax").fit(X, y.astype(int))
     with pytest.raises(ValueError, match="decoder_options: expected a dict"):
         LocalClassifierPerParentNode(decoder_options=0.5).fit(X, y.astype(int))
+    # an option the rule does not read (a typo, or another rule's) is refused at fit, not ignored at predict
+    with pytest.raises(ValueError, match="decoder='top_down' reads no option, got 'threshold'"):
+        LocalClassifierPerParentNode(decoder="top_down", decoder_options={"threshold": 0.9}).fit(X, y.astype(int))
+    with pytest.raises(ValueError, match="decoder='crm' reads 'cost', got 'costs'"):
+        LocalClassifierPerParentNode(decoder="crm", decoder_options={"costs": "path"}).fit(X, y.astype(int))
     clf = LocalClassifierPerParentNode().fit(X, y.astype(int)).set_params(decoder="hf_optimal")
     with pytest.raises(ValueError, match="decoder='hf_optimal' may predict the root"):  # changed after fit
         clf.predict(X)

@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             res.model, data.images["test"], batch_size=512, device=env.device, amp=True, channels_last=True, tta=tta
         )
         target = data.targets["test"].to(probs.device)
-        preds = decode(probs, tax, rule)
+        threshold = float(res.config.get("threshold", 0.5)) if rule == "threshold" else None  # as train decoded
+        preds = decode(probs, tax, rule, threshold=threshold)
         metrics = evaluation_metrics(target, preds, tax)
         row: dict[str, Any] = {
             "name": name,

@@ -322,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--split-seed", type=int, default=None)
     p.add_argument("--decode", default=None, help="decoding rule (default: each checkpoint's)")
-    p.add_argument("--threshold", type=probability, default=0.5, help="threshold of the 'threshold' rule")
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=None,
+        help="threshold of the 'threshold' rule (default: the checkpoint's, else 0.5)",
+    )
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
     p.add_argument("--batch-size", type=whole_number(1), default=256)
     p.add_argument("--device", default=None)
@@ -371,7 +376,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             tta=tta,
         )
         rule = args.decode or ckpt.config.get("decode") or ckpt.config.get("model", {}).get("decode", "argmax_leaf")
-        preds = decode(probs, tax, rule, threshold=args.threshold)
+        threshold = args.threshold if args.threshold is not None else float(ckpt.config.get("threshold", 0.5))
+        preds = decode(probs, tax, rule, threshold=threshold if rule == "threshold" else None)
         metrics = evaluation_metrics(targets, preds, tax)
         name = run_name(ckpt.config, taken)
         synthetic |= bool(ckpt.config.get("synthetic"))
@@ -388,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "variant": variant_name(model_cfg.get("method"), model_cfg.get("head"), model_cfg.get("loss")),
                 "backbone": model_cfg.get("backbone"),
                 "decode": rule,
+                "threshold": threshold if rule == "threshold" else None,
                 "tta": tta,
                 "split": args.split,
                 "seed": ckpt.config.get("seed"),

@@ -116,7 +116,7 @@ def explain(
     tax = model.taxonomy
     with torch.no_grad():
         probs = tta_mean(lambda v: model.marginals(model(v).float()).float(), images, tta)
-    pred = decode(probs, tax, rule, threshold=threshold)
+    pred = decode(probs, tax, rule, threshold=threshold if rule == "threshold" else None)
     table = torch.as_tensor(np.array(tax.ancestor_table), device=pred.device)[pred]  # (B, max_depth + 1)
     wrapper = _LogMarginals(model).eval()
     maps: list[list[tuple[int, int, float, np.ndarray]]] = [[] for _ in range(len(images))]
@@ -179,7 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="explain at most this many images (the first found; default 8)",
     )
     p.add_argument("--decode", default=None, help="rule of the explained prediction (default: the checkpoint's)")
-    p.add_argument("--threshold", type=probability, default=0.5, help="threshold of the 'threshold' rule")
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=None,
+        help="threshold of the 'threshold' rule (default: the checkpoint's, else 0.5)",
+    )
     add_tta_argument(
         p,
         note="of the explained prediction, as in predict; the maps are of the image as it is "
@@ -233,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     images = next(iter(batches))[0]  # normalised exactly as in training
     rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
     tta = args.tta or str(ckpt.config.get("tta", "none"))
-    pred, maps = explain(model, images, rule=rule, threshold=args.threshold, tta=tta)
+    threshold = args.threshold if args.threshold is not None else float(ckpt.config.get("threshold", 0.5))
+    pred, maps = explain(model, images, rule=rule, threshold=threshold, tta=tta)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def predict_rows(
 ) -> list[dict[str, Any]]:
     """CSV rows (see the module docstring) from node marginals ``(N, num_nodes)``."""
     probs = probs.float().cpu()
-    pred = decode(probs, taxonomy, rule, threshold=threshold)
+    pred = decode(probs, taxonomy, rule, threshold=threshold if rule == "threshold" else None)
     answer = decode(probs, taxonomy, "threshold", threshold=threshold)
     table = np.asarray(taxonomy.ancestor_table)  # (num_nodes, max_depth + 1): the path of each node
     nodes = taxonomy.nodes
@@ -130,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", default="predictions.csv", help="CSV to write ('-' for stdout)")
     p.add_argument("--decode", default=None, help="rule for 'prediction' (default: the checkpoint's)")
-    p.add_argument("--threshold", type=probability, default=0.5, help="confidence needed for the 'answer' to go deeper")
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=None,
+        help="confidence needed for the 'answer' to go deeper (default: the checkpoint's --threshold, else 0.5)",
+    )
     p.add_argument("--img-size", type=whole_number(1), default=None, help="default: the training resolution")
     p.add_argument("--batch-size", type=whole_number(1), default=128)
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     tta = args.tta or str(ckpt.config.get("tta", "none"))
     probs = predict(model, batch, batch_size=args.batch_size, device=device, amp=True, channels_last=True, tta=tta)
     rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
-    rows = predict_rows(probs, ckpt.taxonomy, paths, rule=rule, threshold=args.threshold)
+    threshold = args.threshold if args.threshold is not None else float(ckpt.config.get("threshold", 0.5))
+    rows = predict_rows(probs, ckpt.taxonomy, paths, rule=rule, threshold=threshold)
     if args.out == "-":
         _write_csv(sys.stdout, rows)
     else:

@@ -817,7 +817,7 @@ def evaluate(
     shard = targets[env.rank :: env.world_size].to(env.device)
     totals = torch.zeros(4, device=env.device, dtype=torch.float64)  # nll sum, n, leaf-labelled hits, leaf-labelled n
     if len(shard):
-        preds = decode(probs, taxonomy, rule, threshold=threshold)
+        preds = decode(probs, taxonomy, rule, threshold=threshold if rule == "threshold" else None)
         metric.update(preds, shard)
         at_leaf = torch.tensor(taxonomy.is_leaf_mask, device=env.device)[shard]
         totals[0] = -torch.log(probs.gather(1, shard[:, None]).clamp_min(1e-12)).double().sum()
@@ -1305,7 +1305,8 @@ def final_test_metrics(result: TrainResult, env: Dist | None = None) -> dict[str
         channels_last=bool(cfg.get("channels_last", True)),
         tta=str(cfg.get("tta", "none")),
     )
-    preds = decode(probs, tax, cfg["decode"], threshold=float(cfg.get("threshold", 0.5)))
+    rule = cfg["decode"]
+    preds = decode(probs, tax, rule, threshold=float(cfg.get("threshold", 0.5)) if rule == "threshold" else None)
     out = evaluation_metrics(target, preds, tax)
     t, p = target.cpu().numpy(), preds.cpu().numpy()
     partial = ~np.asarray(tax.is_leaf_mask)[t]

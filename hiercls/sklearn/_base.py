@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from hiercls.decoding import RULE_OPTIONS
 from hiercls.sklearn._labels import LabelCodec, fit_codec
 from hiercls.taxonomy import Taxonomy
 
@@ -54,6 +55,18 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
             raise ValueError(
                 f"decoder_options: expected a dict of keyword arguments for hiercls.decoding.decode "
                 f"(e.g. {{'threshold': 0.6}}) or None, got {type(self.decoder_options).__name__}."
+            )
+        # found at fit, not at the first predict: an option the rule does not read (a typo, or the
+        # threshold of the 'threshold' rule given to 'top_down') would otherwise have no effect
+        allowed = RULE_OPTIONS[self.decoder]
+        unused = sorted(set(self.decoder_options or {}) - set(allowed))
+        if unused:
+            known = sorted({name for names in RULE_OPTIONS.values() for name in names})
+            raise ValueError(
+                f"decoder_options: decoder={self.decoder!r} reads "
+                f"{', '.join(map(repr, allowed)) if allowed else 'no option'}, got {', '.join(map(repr, unused))} "
+                f"(the options of hiercls.decoding.decode are {', '.join(map(repr, known))}, one rule each: "
+                "see hiercls.decoding.RULE_OPTIONS). Remove them or pick the rule that reads them."
             )
 
     def _check_decoder_labels(self, codec: LabelCodec) -> None:
