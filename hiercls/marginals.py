@@ -456,8 +456,8 @@ def _group_mean_nm(logits: Tensor, t: Any) -> Tensor:
 
 
 def _conditional_log_marginals(logits: Tensor, t: Any) -> Tensor:
-    if logits.shape[1] == 1:
-        return torch.zeros_like(logits)
+    if logits.shape[1] == 1:  # only a root: log P = 0, still in the graph (a zero gradient, as the other heads give)
+        return torch.zeros_like(logits) + logits[:, :0].sum()
     nm = logits.t().contiguous()
     log_cond = torch.cat([torch.zeros_like(nm[:1]), _group_log_softmax_nm(nm, t)], dim=0)
     return _cumulate_down_nm(log_cond, t).t().contiguous()

@@ -168,3 +168,28 @@ def test_state_dict_refuses_weights_from_another_taxonomy(kind, paper_tax):
     assert torch.equal(same.linear.weight, source.linear.weight)
     legacy = {k: v for k, v in state.items() if k != "taxonomy_fingerprint"}
     H.create_head(kind, 8, paper_tax).load_state_dict(legacy)  # strict, and no missing key
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "sigmoid", "flat"])
+def test_a_root_only_taxonomy_trains_every_head_with_zero_gradients(kind):
+    """A taxonomy of one node (every sample is the root) is degenerate but valid: each head's marginals
+    are 1, stay in the autograd graph (the conditional and level heads' used to be detached, so
+    ``loss.backward()`` failed with "does not require grad"), and each loss that fits gives zero gradients."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_node("root")
+    tax = Taxonomy(graph)
+    head = H.create_head(kind, 4, tax)
+    logits = head(torch.randn(3, 4))
+    probs = head.marginals(logits)
+    torch.testing.assert_close(probs, torch.ones(3, 1))
+    assert probs.requires_grad
+    probs.sum().backward()
+    for name in L.compatible_losses(kind):
+        head.zero_grad()
+        loss = L.create_loss(name, tax)(head(torch.randn(3, 4)), torch.zeros(3, dtype=torch.long))
+        assert float(loss.detach()) == 0 and loss.requires_grad, name
+        loss.backward()
+        for p in head.parameters():
+            assert p.grad is None or bool((p.grad == 0).all()), name
