@@ -32,7 +32,10 @@ Common arguments:
   one device synchronisation per call, which on a GPU stalls the launch queue
   (measured on an H200: 3-6% of a ViT-S / ConvNeXt-T training step at batch
   256). Validate the first batches, then train with ``validate_args=False``.
-  Shapes and dtypes are always checked.
+  Shapes and dtypes are always checked. Unchecked values are not caught later:
+  a target of ``-1`` is read as the last node by some losses (plain tensor
+  indexing) and fails with an unrelated indexing error in others, and a NaN
+  logit gives a NaN loss.
 
 A logit of ``-inf`` masks its node (``logits + mask.log()``): the loss is that of a
 very negative logit and the masked logit's gradient is 0, even when a whole
