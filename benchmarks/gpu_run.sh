@@ -25,6 +25,10 @@
 # Output in $OUT (at most 8 plain files): results.json, results.md, gpu_run.log,
 # pbc_flat_baseline.json (the tool's), figures.tar.gz (confusion matrices, recall trees).
 #
+# EPOCHS (default 40) sets the epochs of every training run of both jobs' comparisons (not the peer
+# baseline's, which keeps its own 40), e.g. a longer schedule for the fine-leaf target on ResNet-18 (19 s
+# for 40 flat epochs at 128 px on an H200):
+#   JOB=seeds SEEDS="0 1" EPOCHS=100 PBC_RUNS=flat:resnet18,hierarchical:resnet18 TRAIN_ARGS="--ema 0.999" bash ...
 # STAGES picks the paper job's stages (default "baseline compare_pbc compare_all4 gpu_step throughput";
 # the seeds job ignores it).
 # With compare_pbc alone it gets the whole budget, e.g. the per-level model of the paper's backbones:
@@ -50,6 +54,8 @@ read -ra SEED_LIST <<< "${SEEDS//$'\n'/ }"
 for s in "${SEED_LIST[@]}"; do
   [[ "$s" =~ ^[0-9]+$ ]] || { echo "SEEDS: expected whole numbers separated by spaces, got '$SEEDS'" >&2; exit 2; }
 done
+EPOCHS=${EPOCHS:-}  # epochs of every training run of both comparisons (default 40; 1 with --smoke)
+[[ -z "$EPOCHS" || "$EPOCHS" =~ ^[1-9][0-9]*$ ]] || { echo "EPOCHS: expected a whole number >= 1, got '$EPOCHS'" >&2; exit 2; }
 USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
 if [[ "$JOB" == seeds ]]; then BUDGET=${BUDGET:-560}; else BUDGET=${BUDGET:-500}; fi
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "BUDGET: expected whole seconds, got '$BUDGET'" >&2; exit 2; }
@@ -93,9 +99,12 @@ EOF2
   $PY benchmarks/leukemia_gpu_report.py "$WORK" "$OUT" "$JOB" > "$WORK/summary.txt" 2>&1
   (cd "$WORK" && find pbc/figures all4/figures -name '*.png' 2>/dev/null | tar czf "$OUT/figures.tar.gz" -T - 2>/dev/null) || true
 }
-# and every 30 s in the background, so even a job killed mid-stage leaves its finished runs in $OUT
-( while sleep 30; do report; done ) &
+# and every 30 s (REPORT_EVERY) in the background, so even a job killed mid-stage leaves its finished runs in $OUT
+# (it stops with the job: a job that dies another way than through finish must not leave it, and the tee
+# behind it, holding the output open: the device call would then run on to its time limit)
+( while sleep "${REPORT_EVERY:-30}" && kill -0 $$ 2>/dev/null; do report; done ) &
 REPORTER=$!
+trap 'kill "$REPORTER" 2>/dev/null' EXIT
 # the end of either job: final report (also written after every stage, so a job cut short still returns
 # its results), the work folder removed, the log flushed
 finish() {
@@ -151,7 +160,7 @@ EOF
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit
   [[ "$JOB" == seeds ]] && PBC_RUNS=flat:test_resnet,hierarchical:test_resnet,hierarchical:test_resnet:conditional
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
-  CMP_ARGS=(--epochs 1 --batch-size 16 --device cpu)
+  CMP_ARGS=(--epochs "${EPOCHS:-1}" --batch-size 16 --device cpu)
   TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu)
   STEP_ARGS=(--device cpu --model test_vit --batch 8 --steps 2 --warmup 1 --rounds 1)
 else
@@ -160,7 +169,7 @@ else
   PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224,per-level:resnet18}
   [[ "$JOB" == seeds ]] && PBC_RUNS=${USER_PBC_RUNS:-flat:resnet18,hierarchical:resnet18,hierarchical:resnet18:conditional}
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
-  CMP_ARGS=(--epochs 40 --batch-size 256)
+  CMP_ARGS=(--epochs "${EPOCHS:-40}" --batch-size 256)
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
   STEP_ARGS=(--model vit_small_patch16_224 convnext_tiny)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -184,7 +193,8 @@ if [[ "$JOB" == seeds ]]; then
   i=0
   for S in "${SEED_LIST[@]}"; do
     slot=$(( ($(left) - CLOSING) / (${#SEED_LIST[@]} - i) )); i=$(( i + 1 ))
-    T=$(( slot - TTA_S )); (( T > 180 )) && T=180
+    CAP=$(( 180 * ${EPOCHS:-40} / 40 )); (( CAP < 180 )) && CAP=180  # a longer schedule may take more of the slot
+    T=$(( slot - TTA_S )); (( T > CAP )) && T=$CAP
     D=$(( T - 10 )); (( D < 1 )) && D=1
     stage "compare_pbc_seed$S" "$T" "$CLOSING" $PY -m examples.leukemia.compare --pack "$PBC_PACK" \
       --runs "$PBC_RUNS" "${CMP_ARGS[@]}" --seed "$S" --figures none --train-args "$TRAIN_ARGS" --deadline "$D" \

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,7 @@ def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: st
         ({"STAGES": "compare_pbc"}, ["compare_pbc"], ["baseline", "compare_all4", "gpu_step", "throughput"]),
         ({"STAGES": "compare_pbc\nthroughput"}, ["compare_pbc", "throughput"], ["baseline", "gpu_step"]),
         (
-            {"JOB": "seeds", "SEEDS": "0 1"},
+            {"JOB": "seeds", "SEEDS": "0 1", "EPOCHS": "2"},
             [
                 "baseline",
                 "compare_pbc_seed0",
@@ -191,6 +192,7 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
     assert not list(tmp_path.glob("gpu_run.*"))  # the work folder is removed
     if env.get("JOB") == "seeds":  # flat first (the reference), then the two hierarchical heads, each pooled
         merged = json.loads((out / "results.json").read_text())
+        assert merged["pbc_seeds"]["seed0"]["epochs"] == 2  # EPOCHS reaches every run
         variants = ["flat", "hierarchical", "hierarchical (conditional head)"]
         assert [r["variant"] for r in merged["pbc_seeds"]["seed0"]["rows"]] == variants
         assert sorted(r["variant"] for r in merged["pbc_seeds_tta"]["seed1"]["rows"]) == sorted(variants)
@@ -207,6 +209,7 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
         ({"STAGES": "compare_pbc\tbogus"}, "STAGES: unknown stage 'bogus'"),
         ({"BUDGET": "9m"}, "BUDGET: expected whole seconds, got '9m'"),
         ({"JOB": "seeds", "SEEDS": "0,1"}, "SEEDS: expected whole numbers separated by spaces"),
+        ({"EPOCHS": "0"}, "EPOCHS: expected a whole number >= 1, got '0'"),
     ],
 )
 def test_the_gpu_job_refuses_a_bad_setting_before_it_starts(tmp_path: Path, shared_data: Path, env, said) -> None:
@@ -214,3 +217,20 @@ def test_the_gpu_job_refuses_a_bad_setting_before_it_starts(tmp_path: Path, shar
     done, out = _gpu_job(tmp_path, shared_data, **env)
     assert done.returncode == 2 and said in done.stderr, done.stderr
     assert not out.exists() and not list(tmp_path.glob("gpu_run.*"))
+
+
+def test_a_gpu_job_killed_mid_way_leaves_nothing_holding_its_output(tmp_path: Path, shared_data: Path) -> None:
+    """The background reporter stops once the job is gone. Before, a job that died other than through its
+    ``finish`` (killed, or a shell error) left the reporter and its ``tee`` alive, holding the output
+    pipe: the caller (here ``subprocess.run``, on the device the ``run`` call) waited until its timeout."""
+    import os
+    import subprocess
+
+    fake = tmp_path / "python-that-kills-its-job"
+    fake.write_text("#!/bin/bash\nkill -KILL $PPID\nexit 1\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path), "PYTHON": str(fake)}
+    env |= {"HIERCLS_SHARED_DATA": str(shared_data), "REPORT_EVERY": "1"}
+    start = time.monotonic()
+    done = subprocess.run(["bash", str(SCRIPT), "--smoke"], cwd=ROOT, env=env, capture_output=True, timeout=60)
+    assert done.returncode == -9 and time.monotonic() - start < 30
