@@ -25,6 +25,9 @@
 # Output in $OUT (at most 8 plain files): results.json, results.md, gpu_run.log,
 # pbc_flat_baseline.json (the tool's), figures.tar.gz (confusion matrices, recall trees).
 #
+# AT_ONCE=1 (seeds job) runs the peer baseline and every seed's comparison side by side on the one GPU,
+# then the readouts: for small models at 128 px, which leave the GPU mostly idle one at a time (their
+# img/s are then shared-GPU figures; the accuracies are unaffected).
 # EPOCHS (default 40) sets the epochs of every training run of both jobs' comparisons (not the peer
 # baseline's, which keeps its own 40), e.g. a longer schedule for the fine-leaf target on ResNet-18 (19 s
 # for 40 flat epochs at 128 px on an H200):
@@ -54,6 +57,8 @@ read -ra SEED_LIST <<< "${SEEDS//$'\n'/ }"
 for s in "${SEED_LIST[@]}"; do
   [[ "$s" =~ ^[0-9]+$ ]] || { echo "SEEDS: expected whole numbers separated by spaces, got '$SEEDS'" >&2; exit 2; }
 done
+AT_ONCE=${AT_ONCE:-0}  # seeds job: 1 runs the peer baseline and every seed side by side on the one GPU
+[[ "$AT_ONCE" == 0 || "$AT_ONCE" == 1 ]] || { echo "AT_ONCE: expected 0 or 1, got '$AT_ONCE'" >&2; exit 2; }
 EPOCHS=${EPOCHS:-}  # epochs of every training run of both comparisons (default 40; 1 with --smoke)
 [[ -z "$EPOCHS" || "$EPOCHS" =~ ^[1-9][0-9]*$ ]] || { echo "EPOCHS: expected a whole number >= 1, got '$EPOCHS'" >&2; exit 2; }
 USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
@@ -128,7 +133,12 @@ stage() {
   local rc=$?
   echo "== $name: exit $rc after $(( $(date +%s) - s ))s"
   echo "$name $rc $(( $(date +%s) - s ))" >> "$STAGE_LOG"
-  report
+  [[ -n "${NO_REPORT:-}" ]] || report  # stages running side by side leave it to the reporter and finish
+}
+# side NAME cmd...: run a stage in the background, each output line prefixed with [NAME]
+side() {
+  local name=$1; shift
+  ( NO_REPORT=1 "$@" 2>&1 | sed -u "s/^/[$name] /" ) &
 }
 
 if (( SMOKE )); then
@@ -181,32 +191,54 @@ TRAIN_ARGS=${TRAIN_ARGS:-}
 echo "== job $JOB; PBC pack $PBC_PACK; train args: ${TRAIN_ARGS:-none}"
 
 # 1. the peer baseline, same job (writes $OUT/pbc_flat_baseline.json)
-want baseline && stage baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}"
+BASELINE=(baseline 75 400 $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}")
+[[ "$JOB" == seeds && "$AT_ONCE" == 1 ]] || { want baseline && stage "${BASELINE[@]}"; }
 if [[ "$JOB" == seeds ]]; then
-  # 2'. one comparison per seed (same split: the split seed is fixed). Each seed still to run gets an equal
-  # share of the time left after the closing stages (CLOSING s), its compare that share minus the TTA
-  # readout's, and compare's --deadline inside that timeout, so a run that cannot finish is skipped whole
-  # (flat, the reference of the pairs, goes first, so a skip drops a hierarchical variant, not the pairs).
+  # 2'. one comparison per seed (same split: the split seed is fixed), each read out again with d4 TTA.
   shopt -s nullglob
   (( ${#SEED_LIST[@]} )) || echo "== SEEDS is empty: no comparison to run"
   CLOSING=60 TTA_S=20
-  i=0
-  for S in "${SEED_LIST[@]}"; do
-    slot=$(( ($(left) - CLOSING) / (${#SEED_LIST[@]} - i) )); i=$(( i + 1 ))
-    CAP=$(( 180 * ${EPOCHS:-40} / 40 )); (( CAP < 180 )) && CAP=180  # a longer schedule may take more of the slot
-    T=$(( slot - TTA_S )); (( T > CAP )) && T=$CAP
-    D=$(( T - 10 )); (( D < 1 )) && D=1
-    stage "compare_pbc_seed$S" "$T" "$CLOSING" $PY -m examples.leukemia.compare --pack "$PBC_PACK" \
-      --runs "$PBC_RUNS" "${CMP_ARGS[@]}" --seed "$S" --figures none --train-args "$TRAIN_ARGS" --deadline "$D" \
-      --title "PBC (real images, from scratch), seed $S" --out "$WORK/pbc_seeds/seed$S"
-    finished=("$WORK/pbc_seeds/seed$S"/runs/*/best.json)  # a run cut short has a folder but no best.json
+  compare_seed() {  # compare_seed SEED TIMEOUT RESERVE
+    local D=$(( $2 - 10 )); (( D < 1 )) && D=1
+    stage "compare_pbc_seed$1" "$2" "$3" $PY -m examples.leukemia.compare --pack "$PBC_PACK" \
+      --runs "$PBC_RUNS" "${CMP_ARGS[@]}" --seed "$1" --figures none --train-args "$TRAIN_ARGS" --deadline "$D" \
+      --title "PBC (real images, from scratch), seed $1" --out "$WORK/pbc_seeds/seed$1"
+  }
+  tta_seed() {  # tta_seed SEED: the seed's finished runs (a run cut short has a folder but no best.json)
+    local finished=("$WORK/pbc_seeds/seed$1"/runs/*/best.json)
     if (( ${#finished[@]} )); then
-      stage "tta_seed$S" "$TTA_S" "$CLOSING" $PY -m examples.leukemia.evaluate "${finished[@]}" \
-        --pack "$PBC_PACK" --tta d4 --no-figures --out "$WORK/pbc_seeds_tta/seed$S"
+      stage "tta_seed$1" "$TTA_S" "$CLOSING" $PY -m examples.leukemia.evaluate "${finished[@]}" \
+        --pack "$PBC_PACK" --tta d4 --no-figures --out "$WORK/pbc_seeds_tta/seed$1"
     else
-      echo "== tta_seed$S: skipped (no finished run)"; echo "tta_seed$S skipped 0" >> "$STAGE_LOG"
+      echo "== tta_seed$1: skipped (no finished run)"; echo "tta_seed$1 skipped 0" >> "$STAGE_LOG"
     fi
-  done
+  }
+  if [[ "$AT_ONCE" == 1 ]]; then
+    # AT_ONCE=1: the baseline and every seed's comparison side by side. A ResNet-18 at 128 px leaves an
+    # H200 mostly idle (launch-bound: 40 flat epochs in 19 s), so processes side by side fill its gaps.
+    # Each gets the time left but the readouts' and the closing stages'; img/s figures are then shared-GPU
+    # ones. The readouts follow, one seed after another.
+    T=$(( $(left) - CLOSING - TTA_S * ${#SEED_LIST[@]} ))
+    side_pids=()
+    want baseline && { side baseline stage "${BASELINE[@]}"; side_pids+=($!); }
+    for S in "${SEED_LIST[@]}"; do side "seed$S" compare_seed "$S" "$T" 0; side_pids+=($!); done
+    (( ${#side_pids[@]} )) && wait "${side_pids[@]}"  # not a bare wait: the reporter runs until finish
+    report
+    for S in "${SEED_LIST[@]}"; do tta_seed "$S"; done
+  else
+    # Each seed still to run gets an equal share of the time left after the closing stages (CLOSING s),
+    # its compare that share minus the TTA readout's, and compare's --deadline inside that timeout, so a
+    # run that cannot finish is skipped whole (flat, the reference of the pairs, goes first, so a skip
+    # drops a hierarchical variant, not the pairs).
+    CAP=$(( 180 * ${EPOCHS:-40} / 40 )); (( CAP < 180 )) && CAP=180  # a longer schedule may take more of a slot
+    i=0
+    for S in "${SEED_LIST[@]}"; do
+      slot=$(( ($(left) - CLOSING) / (${#SEED_LIST[@]} - i) )); i=$(( i + 1 ))
+      T=$(( slot - TTA_S )); (( T > CAP )) && T=$CAP
+      compare_seed "$S" "$T" "$CLOSING"
+      tta_seed "$S"
+    done
+  fi
   for kind in pbc_seeds pbc_seeds_tta; do
     pooled=("$WORK/$kind"/seed*/results.json)
     if (( ${#pooled[@]} )); then

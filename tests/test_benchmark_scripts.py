@@ -178,6 +178,11 @@ def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: st
             ],
             ["compare_pbc", "compare_all4"],
         ),
+        (
+            {"JOB": "seeds", "SEEDS": "0 1", "AT_ONCE": "1"},
+            ["baseline", "compare_pbc_seed0", "compare_pbc_seed1", "tta_seed0", "tta_seed1", "throughput"],
+            ["compare_pbc", "compare_all4"],
+        ),
     ],
 )
 def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, env, ran, not_ran) -> None:
@@ -192,11 +197,15 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
     assert not list(tmp_path.glob("gpu_run.*"))  # the work folder is removed
     if env.get("JOB") == "seeds":  # flat first (the reference), then the two hierarchical heads, each pooled
         merged = json.loads((out / "results.json").read_text())
-        assert merged["pbc_seeds"]["seed0"]["epochs"] == 2  # EPOCHS reaches every run
+        assert merged["pbc_seeds"]["seed0"]["epochs"] == int(env.get("EPOCHS", 1))  # EPOCHS reaches every run
         variants = ["flat", "hierarchical", "hierarchical (conditional head)"]
         assert [r["variant"] for r in merged["pbc_seeds"]["seed0"]["rows"]] == variants
         assert sorted(r["variant"] for r in merged["pbc_seeds_tta"]["seed1"]["rows"]) == sorted(variants)
         assert {e["method"] for e in merged["pbc_seeds_tta_aggregate"]["summary"]} == set(variants)
+        if env.get("AT_ONCE") == "1":  # side by side: each line of the log says which process wrote it
+            log = (out / "gpu_run.log").read_text()
+            assert "[seed0] == compare_pbc_seed0" in log and "[seed1] == compare_pbc_seed1" in log
+            assert "[baseline] == baseline" in log
 
 
 @pytest.mark.parametrize(
@@ -210,6 +219,7 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
         ({"BUDGET": "9m"}, "BUDGET: expected whole seconds, got '9m'"),
         ({"JOB": "seeds", "SEEDS": "0,1"}, "SEEDS: expected whole numbers separated by spaces"),
         ({"EPOCHS": "0"}, "EPOCHS: expected a whole number >= 1, got '0'"),
+        ({"JOB": "seeds", "AT_ONCE": "yes"}, "AT_ONCE: expected 0 or 1, got 'yes'"),
     ],
 )
 def test_the_gpu_job_refuses_a_bad_setting_before_it_starts(tmp_path: Path, shared_data: Path, env, said) -> None:
