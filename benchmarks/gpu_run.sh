@@ -4,7 +4,8 @@
 #   PYTHONPATH=$PWD bash benchmarks/gpu_run.sh            # from the repo root; packs in .carry/
 #   bash benchmarks/gpu_run.sh --smoke                    # CPU, tiny models, a few real images: end to end
 #
-# Inputs (made by `python -m examples.leukemia.pack`, never committed):
+# Inputs (made by `python -m examples.leukemia.pack`, never committed; `bash benchmarks/prepare_carry.sh`
+# makes all of them from ../shared in about 20 s on 2 cores):
 #   .carry/pbc128_c70.npz  .carry/all4_128.npz  .carry/tools/*.py (copies of ../shared/tools)
 #     python -m examples.leukemia.pack --data ../shared/data/pbc --size 128 --crop 0.7 --quality 75 --out .carry/pbc128_c70.npz
 #     python -m examples.leukemia.pack --data ../shared/data/all4 --taxonomy all4 --size 128 --quality 75 --out .carry/all4_128.npz
@@ -79,7 +80,7 @@ if (( SMOKE )); then
   PBC_PACK=""  # made below from a few real images
 else
   PBC_PACK="$ROOT/.carry/${PBC_PACK:-pbc128_c70.npz}"
-  [[ -f "$PBC_PACK" ]] || { echo "no pack $PBC_PACK: pack it first (see the header of $0)" >&2; exit 2; }
+  [[ -f "$PBC_PACK" ]] || { echo "no pack $PBC_PACK: pack it first: bash benchmarks/prepare_carry.sh (see the header of $0)" >&2; exit 2; }
 fi
 # every setting is checked above: only now is anything created
 OUT=${OUT:-$ROOT/runs/gpu_out}

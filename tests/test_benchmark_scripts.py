@@ -244,3 +244,38 @@ def test_a_gpu_job_killed_mid_way_leaves_nothing_holding_its_output(tmp_path: Pa
     start = time.monotonic()
     done = subprocess.run(["bash", str(SCRIPT), "--smoke"], cwd=ROOT, env=env, capture_output=True, timeout=60)
     assert done.returncode == -9 and time.monotonic() - start < 30
+
+
+def test_prepare_carry_makes_what_the_gpu_job_reads(tmp_path: Path, shared_data: Path) -> None:
+    """``benchmarks/prepare_carry.sh``: a session starts without .carry; this makes it in one command
+    (here from a few real images per class) and refuses a SHARED that is not ../shared."""
+    import os
+    import shutil
+    import subprocess
+
+    shared = tmp_path / "shared"
+    copy_pbc_subset(shared_data, shared / "data" / "pbc", per_prefix=2)
+    for cls in sorted((shared_data / "all4" / "Original").iterdir()):
+        (shared / "data" / "all4" / "Original" / cls.name).mkdir(parents=True)
+        for f in sorted(cls.iterdir())[:3]:
+            shutil.copy(f, shared / "data" / "all4" / "Original" / cls.name / f.name)
+    shutil.copytree(shared_data.parent / "tools", shared / "tools")
+    script = ROOT / "benchmarks" / "prepare_carry.sh"
+    carry = tmp_path / "carry"
+    env = {**os.environ, "SHARED": str(shared), "CARRY": str(carry), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert sorted(p.name for p in carry.iterdir()) == ["all4_128.npz", "pbc128_c70.npz", "tools"]
+    assert (carry / "tools" / "flat_baseline_gpu_data.py").is_file()
+    from examples.leukemia.pack import load_pack
+
+    assert load_pack(carry / "pbc128_c70.npz").images.shape[-1] == 128
+    bad = subprocess.run(
+        ["bash", str(script)],
+        cwd=ROOT,
+        env={**env, "SHARED": str(tmp_path / "nowhere")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "expected data/pbc, data/all4 and tools/" in bad.stderr
