@@ -475,6 +475,10 @@ def decode(
     ``"crm"`` and ``"hf_optimal"`` need a tree; the others work on DAGs too.
     When to use which: the documentation's Concepts > Decoding page (``docs/concepts/decoding.md``).
 
+    Each option belongs to one rule (:data:`RULE_OPTIONS`); given to another rule, it has no
+    effect and a ``UserWarning`` says so (a threshold passed with ``rule="top_down"`` does not
+    make top-down decoding stop early: use ``rule="threshold"``).
+
     Args:
         probs: node marginals ``(B, num_nodes)`` (torch, numpy or nested lists), any head.
         taxonomy: the taxonomy of the head.
@@ -482,10 +486,6 @@ def decode(
         threshold: the ``"threshold"`` rule's marginal threshold (``None``: 0.5).
         cost: the ``"crm"`` cost: ``None``/``"height"``, ``"path"`` or a per-node array.
         beta: the ``"hf_optimal"`` F-beta weight (``None``: 1).
-
-        Each option belongs to one rule (:data:`RULE_OPTIONS`); given to another rule, it has no
-        effect and a ``UserWarning`` says so (a threshold passed with ``rule="top_down"`` does not
-        make top-down decoding stop early: use ``rule="threshold"``).
 
     Returns:
         int64 node indices ``(B,)``: a torch tensor on ``probs``' device for
