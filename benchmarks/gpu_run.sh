@@ -60,6 +60,7 @@ for s in "${SEED_LIST[@]}"; do
 done
 AT_ONCE=${AT_ONCE:-0}  # seeds job: 1 runs the peer baseline and every seed side by side on the one GPU
 [[ "$AT_ONCE" == 0 || "$AT_ONCE" == 1 ]] || { echo "AT_ONCE: expected 0 or 1, got '$AT_ONCE'" >&2; exit 2; }
+[[ "$AT_ONCE" == 0 || "$JOB" == seeds ]] || { echo "AT_ONCE=1: only the seeds job (JOB=seeds) runs side by side" >&2; exit 2; }
 EPOCHS=${EPOCHS:-}  # epochs of every training run of both comparisons (default 40; 1 with --smoke)
 [[ -z "$EPOCHS" || "$EPOCHS" =~ ^[1-9][0-9]*$ ]] || { echo "EPOCHS: expected a whole number >= 1, got '$EPOCHS'" >&2; exit 2; }
 USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
@@ -108,7 +109,9 @@ EOF2
 # and every 30 s (REPORT_EVERY) in the background, so even a job killed mid-stage leaves its finished runs in $OUT
 # (it stops with the job: a job that dies another way than through finish must not leave it, and the tee
 # behind it, holding the output open: the device call would then run on to its time limit)
-( while sleep "${REPORT_EVERY:-30}" && kill -0 $$ 2>/dev/null; do report; done ) &
+# (its sleep holds none of the job's output: killing the loop would otherwise leave the sleep holding the
+# tee's pipe open for up to REPORT_EVERY s more, at every job's end)
+( while sleep "${REPORT_EVERY:-30}" </dev/null >/dev/null 2>&1 && kill -0 $$ 2>/dev/null; do report; done ) &
 REPORTER=$!
 trap 'kill "$REPORTER" 2>/dev/null' EXIT
 # the end of either job: final report (also written after every stage, so a job cut short still returns

@@ -8,14 +8,17 @@
 # kept (delete it to remake it). SHARED=PATH points at another copy of ../shared; PBC_PACK=NAME names the
 # PBC pack (gpu_run.sh reads the same variable); CARRY=DIR writes elsewhere than .carry (the tests do).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared}
+# SHARED and CARRY given relative to where the script is called from, as usual; the defaults relative to the repo
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+[[ -n "${SHARED:-}" ]] && SHARED=$(realpath -m "$SHARED") || SHARED="$ROOT/../shared"
+[[ -n "${CARRY:-}" ]] && CARRY=$(realpath -m "$CARRY") || CARRY="$ROOT/.carry"
+cd "$ROOT"
 PY=${PYTHON:-python3}
 PBC_PACK=${PBC_PACK:-pbc128_c70.npz}
-CARRY=${CARRY:-.carry}
 LIMIT=$(( 64 * 1024 * 1024 ))
 [[ -d "$SHARED/data/pbc" && -d "$SHARED/data/all4" && -d "$SHARED/tools" ]] \
   || { echo "SHARED=$SHARED: expected data/pbc, data/all4 and tools/ in it" >&2; exit 2; }
+compgen -G "$SHARED/tools/*.py" > /dev/null || { echo "SHARED=$SHARED: no tools/*.py (the peer-baseline tools)" >&2; exit 2; }
 mkdir -p "$CARRY/tools"
 cp "$SHARED"/tools/*.py "$CARRY/tools/"
 t0=$(date +%s)

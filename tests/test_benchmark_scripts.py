@@ -206,6 +206,16 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
             log = (out / "gpu_run.log").read_text()
             assert "[seed0] == compare_pbc_seed0" in log and "[seed1] == compare_pbc_seed1" in log
             assert "[baseline] == baseline" in log
+            # and they overlap: every process starts before any of them ends
+            starts = [
+                log.index(f"[{p}] == {s} (timeout")
+                for p, s in (("baseline", "baseline"), ("seed0", "compare_pbc_seed0"), ("seed1", "compare_pbc_seed1"))
+            ]
+            ends = [
+                log.index(f"[{p}] == {s}: exit")
+                for p, s in (("baseline", "baseline"), ("seed0", "compare_pbc_seed0"), ("seed1", "compare_pbc_seed1"))
+            ]
+            assert max(starts) < min(ends)
 
 
 @pytest.mark.parametrize(
@@ -220,6 +230,7 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
         ({"JOB": "seeds", "SEEDS": "0,1"}, "SEEDS: expected whole numbers separated by spaces"),
         ({"EPOCHS": "0"}, "EPOCHS: expected a whole number >= 1, got '0'"),
         ({"JOB": "seeds", "AT_ONCE": "yes"}, "AT_ONCE: expected 0 or 1, got 'yes'"),
+        ({"AT_ONCE": "1"}, "AT_ONCE=1: only the seeds job (JOB=seeds) runs side by side"),
     ],
 )
 def test_the_gpu_job_refuses_a_bad_setting_before_it_starts(tmp_path: Path, shared_data: Path, env, said) -> None:
@@ -243,7 +254,7 @@ def test_a_gpu_job_killed_mid_way_leaves_nothing_holding_its_output(tmp_path: Pa
     env |= {"HIERCLS_SHARED_DATA": str(shared_data), "REPORT_EVERY": "1"}
     start = time.monotonic()
     done = subprocess.run(["bash", str(SCRIPT), "--smoke"], cwd=ROOT, env=env, capture_output=True, timeout=60)
-    assert done.returncode == -9 and time.monotonic() - start < 30
+    assert done.returncode == -9 and time.monotonic() - start < 10
 
 
 def test_prepare_carry_makes_what_the_gpu_job_reads(tmp_path: Path, shared_data: Path) -> None:
@@ -279,3 +290,22 @@ def test_prepare_carry_makes_what_the_gpu_job_reads(tmp_path: Path, shared_data:
         timeout=60,
     )
     assert bad.returncode == 2 and "expected data/pbc, data/all4 and tools/" in bad.stderr
+    # relative paths are read from the caller's folder, not the repo's
+    again = subprocess.run(
+        ["bash", str(script)],
+        cwd=tmp_path,
+        env={**env, "SHARED": "shared", "CARRY": "rel"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0 and (tmp_path / "rel" / "all4_128.npz").is_file(), again.stderr[-2000:]
+
+
+def test_a_finished_gpu_job_returns_without_waiting_for_its_reporter(tmp_path: Path, shared_data: Path) -> None:
+    """The reporter's sleep held the log's pipe, so every job returned only when that sleep ended (up to
+    30 s of device time per job); here it would be 120 s."""
+    start = time.monotonic()
+    done, out = _gpu_job(tmp_path, shared_data, STAGES="gpu_step", REPORT_EVERY="120")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert time.monotonic() - start < 60 and (out / "results.md").is_file()
