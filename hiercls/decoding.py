@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
+import reprlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -544,12 +545,20 @@ def _warn_unused_options(rule: str, **options: Any) -> None:
     if unused:
         owners = ", ".join(f"{name} belongs to rule={_owner(name)!r}" for name in unused)
         warnings.warn(
-            f"decode: rule={rule!r} ignores {', '.join(f'{n}={options[n]!r}' for n in unused)} ({owners}). "
+            f"decode: rule={rule!r} ignores {', '.join(f'{n}={_brief(options[n])}' for n in unused)} ({owners}). "
             f"Leave {'it' if len(unused) == 1 else 'them'} out, or pick the rule that reads "
             f"{'it' if len(unused) == 1 else 'them'}.",
             UserWarning,
             stacklevel=3,
         )
+
+
+def _brief(value: Any) -> str:
+    """A short description of an option's value for a message (an array's type and shape, not its values:
+    a per-node cost may have 100,000 entries, and printing a CUDA tensor waits for the device)."""
+    if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim > 0:
+        return f"<{type(value).__name__} of shape {tuple(value.shape)}>"
+    return reprlib.repr(value)
 
 
 def _owner(option: str) -> str:

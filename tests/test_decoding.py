@@ -332,6 +332,13 @@ def test_an_option_the_rule_does_not_read_warns_and_changes_nothing() -> None:
         np.testing.assert_array_equal(got, decode(probs, tax, rule))
     with pytest.warns(UserWarning, match="threshold belongs to rule='threshold', beta belongs to rule='hf_optimal'"):
         decode(probs, tax, "crm", threshold=0.5, beta=1.0)
+    # a long per-node cost is described, not printed
+    for cost in (list(range(100_000)), np.arange(100_000.0), torch.arange(100_000.0)):
+        with pytest.warns(UserWarning) as caught:
+            decode(probs, tax, "top_down", cost=cost)
+        assert len(str(caught[0].message)) < 300, str(caught[0].message)[:300]
+    with pytest.warns(UserWarning, match=r"ignores cost=<ndarray of shape \(5,\)>"):
+        decode(probs, tax, "argmax_leaf", cost=np.ones(5))
     # the options a rule reads, and None for the rest, pass quietly; None means the documented default
     with warnings.catch_warnings():
         warnings.simplefilter("error")

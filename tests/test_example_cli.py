@@ -55,6 +55,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--lr=-1e-3"], "argument --lr: expected a number > 0, got '-1e-3'"),
         (["--threshold", "0"], "argument --threshold: expected a probability in (0, 1], got '0'"),
         (["--threshold", "1.5"], "argument --threshold: expected a probability in (0, 1], got '1.5'"),
+        (["--threshold", "0.8"], "--threshold 0.8: only the 'threshold' rule reads it, and --decode is 'auto'"),
+        (["--decode", "top_down", "--threshold", "0.8"], "add --decode threshold, or drop --threshold"),
         (["--data", "imgs", "--pack", "p.npz"], "--data and --pack: expected one source of images, got both"),
     ],
 )
@@ -65,7 +67,21 @@ def test_train_refuses_bad_flag_values_when_parsing(argv: list[str], said: str, 
 
 
 def test_train_keeps_good_flag_values() -> None:
-    args = T.parse_args(["--epochs", "1", "--limit", "5", "--batch-size", "1", "--lr", "1e-4", "--threshold", "1"])
+    argv = [
+        "--epochs",
+        "1",
+        "--limit",
+        "5",
+        "--batch-size",
+        "1",
+        "--lr",
+        "1e-4",
+        "--decode",
+        "threshold",
+        "--threshold",
+        "1",
+    ]
+    args = T.parse_args(argv)
     assert (args.epochs, args.limit, args.batch_size, args.lr, args.threshold) == (1, 5, 1, 1e-4, 1.0)
     assert T.parse_args(["--pack", "p.npz"]).limit == 0  # no --limit: every image
 

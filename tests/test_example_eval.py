@@ -477,7 +477,7 @@ def test_evaluate_names_a_run_with_another_head_as_compare_does(tmp_path: Path) 
     assert row["name"] == "hierarchical-conditional-test_vit" and row["variant"] == "hierarchical (conditional head)"
 
 
-def test_evaluate_reads_out_with_the_checkpoints_threshold(tmp_path: Path) -> None:
+def test_evaluate_reads_out_with_the_checkpoints_threshold(tmp_path: Path, caplog) -> None:
     """A run trained with --decode threshold --threshold 0.2 is read out at 0.2 unless told otherwise
     (it used to be read at --threshold's default, 0.5, so evaluate disagreed with train's own test numbers)."""
     from examples.leukemia.evaluate import main
@@ -495,3 +495,21 @@ def test_evaluate_reads_out_with_the_checkpoints_threshold(tmp_path: Path) -> No
         assert default["metrics"][key] == pytest.approx(trained_test[key]), key
     # a higher threshold stops on the path of the lower one's answer, never below it (here: above it)
     assert explicit["metrics"]["hierarchical_recall"] < default["metrics"]["hierarchical_recall"]
+    # a --threshold that the rule does not read is said to have no effect, and has none
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.evaluate"):
+        td = main([str(run / "best"), "--out", str(tmp_path / "td"), "--no-figures", "--decode", "top_down"])
+        assert "no effect" not in caplog.text
+        td_t = main(
+            [
+                str(run / "best"),
+                "--out",
+                str(tmp_path / "tdt"),
+                "--no-figures",
+                "--decode",
+                "top_down",
+                "--threshold",
+                "0.3",
+            ]
+        )
+    assert "--threshold 0.3 has no effect: the decoding rule is 'top_down'" in caplog.text
+    assert td_t["rows"][0]["metrics"] == td["rows"][0]["metrics"] and td_t["rows"][0]["threshold"] is None

@@ -376,6 +376,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             tta=tta,
         )
         rule = args.decode or ckpt.config.get("decode") or ckpt.config.get("model", {}).get("decode", "argmax_leaf")
+        if args.threshold is not None and rule != "threshold":  # (as decode itself would say)
+            log.warning(
+                "--threshold %g has no effect: the decoding rule is %r; add --decode threshold", args.threshold, rule
+            )
         threshold = args.threshold if args.threshold is not None else float(ckpt.config.get("threshold", 0.5))
         preds = decode(probs, tax, rule, threshold=threshold if rule == "threshold" else None)
         metrics = evaluation_metrics(targets, preds, tax)

@@ -238,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     images = next(iter(batches))[0]  # normalised exactly as in training
     rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
     tta = args.tta or str(ckpt.config.get("tta", "none"))
+    if args.threshold is not None and rule != "threshold":  # (as decode itself would say)
+        log.warning(
+            "--threshold %g has no effect: the decoding rule is %r; add --decode threshold", args.threshold, rule
+        )
     threshold = args.threshold if args.threshold is not None else float(ckpt.config.get("threshold", 0.5))
     pred, maps = explain(model, images, rule=rule, threshold=threshold, tta=tta)
 

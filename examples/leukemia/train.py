@@ -163,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DECODE_RULES,
         help="decoding rule for validation (auto: top_down for the hierarchical methods, argmax_leaf for flat)",
     )
-    g.add_argument("--threshold", type=probability, default=0.5, help="threshold of the 'threshold' rule")
+    g.add_argument(
+        "--threshold",
+        type=probability,
+        default=None,
+        help="threshold of the 'threshold' rule (--decode threshold; default 0.5)",
+    )
     add_tta_argument(g, default="none", note="of every evaluation (validation and test)")
     g = p.add_argument_group("optimisation")
     g.add_argument(
@@ -371,6 +376,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lr = syn.get("lr", 5e-4 if _is_vit(args.backbone) else 2e-3)
     if args.threads is None:
         args.threads = syn.get("threads")
+    if args.threshold is not None and args.decode != "threshold":
+        parser.error(
+            f"--threshold {args.threshold:g}: only the 'threshold' rule reads it, and --decode is {args.decode!r}; "
+            "add --decode threshold, or drop --threshold"
+        )
+    if args.threshold is None:
+        args.threshold = 0.5
     try:
         _check_best_metric(args.best_metric)
     except ValueError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
 
@@ -15,6 +16,8 @@ from hiercls.taxonomy import Taxonomy
 
 DecoderRule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
 _DECODERS = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
+# the rule that reads each option of decode
+_OPTION_RULE = {name: rule for rule, names in RULE_OPTIONS.items() for name in names}
 # rules that may stop at an inner node (the others always predict a leaf)
 _INNER_NODE_RULES = ("threshold", "hf_optimal")
 
@@ -56,18 +59,31 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
                 f"decoder_options: expected a dict of keyword arguments for hiercls.decoding.decode "
                 f"(e.g. {{'threshold': 0.6}}) or None, got {type(self.decoder_options).__name__}."
             )
-        # found at fit, not at the first predict: an option the rule does not read (a typo, or the
-        # threshold of the 'threshold' rule given to 'top_down') would otherwise have no effect
-        allowed = RULE_OPTIONS[self.decoder]
-        unused = sorted(set(self.decoder_options or {}) - set(allowed))
-        if unused:
-            known = sorted({name for names in RULE_OPTIONS.values() for name in names})
+        self._decoder_kwargs()  # a misspelt option is found at fit, not at the first predict
+
+    def _decoder_kwargs(self) -> dict[str, Any]:
+        """The ``decoder_options`` that ``decoder`` reads. ``None`` values count as not given; a name that
+        is no rule's option is an error, another rule's option a warning (``decoder`` and ``decoder_options``
+        are separate parameters, so a search over ``decoder`` meets them)."""
+        given = {k: v for k, v in (self.decoder_options or {}).items() if v is not None}
+        known = sorted({name for names in RULE_OPTIONS.values() for name in names})
+        unknown = sorted(set(given) - set(known), key=str)
+        if unknown:
             raise ValueError(
-                f"decoder_options: decoder={self.decoder!r} reads "
-                f"{', '.join(map(repr, allowed)) if allowed else 'no option'}, got {', '.join(map(repr, unused))} "
-                f"(the options of hiercls.decoding.decode are {', '.join(map(repr, known))}, one rule each: "
-                "see hiercls.decoding.RULE_OPTIONS). Remove them or pick the rule that reads them."
+                f"decoder_options: expected options of hiercls.decoding.decode ({', '.join(map(repr, known))}, one "
+                f"rule each: see hiercls.decoding.RULE_OPTIONS), got {', '.join(map(repr, unknown))}. "
+                "Check the spelling."
             )
+        allowed = RULE_OPTIONS[self.decoder]
+        ignored = sorted(set(given) - set(allowed))
+        if ignored:
+            warnings.warn(
+                f"decoder_options: decoder={self.decoder!r} ignores {', '.join(map(repr, ignored))} (read by "
+                f"decoder={', '.join(repr(_OPTION_RULE[name]) for name in ignored)}); it has no effect.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return {k: v for k, v in given.items() if k in allowed}
 
     def _check_decoder_labels(self, codec: LabelCodec) -> None:
         if not codec.root_has_label and self.decoder in _INNER_NODE_RULES:
@@ -105,7 +121,7 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         from hiercls.decoding import decode
 
         probs = self.predict_marginals(X)
-        return np.asarray(decode(probs, self.taxonomy_, self.decoder, **(self.decoder_options or {})), dtype=np.int64)
+        return np.asarray(decode(probs, self.taxonomy_, self.decoder, **self._decoder_kwargs()), dtype=np.int64)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels, decoded from the node marginals with the ``decoder`` rule.
