@@ -552,8 +552,11 @@ def test_decoder_options_of_another_rule_warn_and_a_search_over_decoder_works(pa
     cautious = LocalClassifierPerParentNode(taxonomy=paper_tax, decoder="threshold", decoder_options={"threshold": 0.9})
     cautious.fit(X, y)
     plain = LocalClassifierPerParentNode(taxonomy=paper_tax, decoder="top_down").fit(X, y)
-    with pytest.warns(UserWarning, match="decoder='top_down' ignores 'threshold' \\(read by decoder='threshold'\\)"):
+    with pytest.warns(
+        UserWarning, match="decoder='top_down' ignores 'threshold' \\(read by decoder='threshold'\\)"
+    ) as said:
         got = cautious.set_params(decoder="top_down").predict(X)
+    assert len(said) == 1 and said[0].filename == __file__  # once, at the user's line
     np.testing.assert_array_equal(got, plain.predict(X))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

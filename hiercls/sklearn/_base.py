@@ -59,9 +59,9 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
                 f"decoder_options: expected a dict of keyword arguments for hiercls.decoding.decode "
                 f"(e.g. {{'threshold': 0.6}}) or None, got {type(self.decoder_options).__name__}."
             )
-        self._decoder_kwargs()  # a misspelt option is found at fit, not at the first predict
+        self._decoder_kwargs(warn=False)  # a misspelt option is found at fit, not at the first predict
 
-    def _decoder_kwargs(self) -> dict[str, Any]:
+    def _decoder_kwargs(self, warn: bool = True) -> dict[str, Any]:
         """The ``decoder_options`` that ``decoder`` reads. ``None`` values count as not given; a name that
         is no rule's option is an error, another rule's option a warning (``decoder`` and ``decoder_options``
         are separate parameters, so a search over ``decoder`` meets them)."""
@@ -76,12 +76,12 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
             )
         allowed = RULE_OPTIONS[self.decoder]
         ignored = sorted(set(given) - set(allowed))
-        if ignored:
+        if ignored and warn:  # (once per predict call: said where it has no effect)
             warnings.warn(
                 f"decoder_options: decoder={self.decoder!r} ignores {', '.join(map(repr, ignored))} (read by "
                 f"decoder={', '.join(repr(_OPTION_RULE[name]) for name in ignored)}); it has no effect.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of predict (or score)
             )
         return {k: v for k, v in given.items() if k in allowed}
 
