@@ -76,6 +76,7 @@ RULE_OPTIONS: dict[str, tuple[str, ...]] = {
     "hf_optimal": ("beta",),
 }
 """The keyword options of :func:`decode` that each rule reads; another rule ignores them, with a warning."""
+_OPTION_RULE = {name: rule for rule, names in RULE_OPTIONS.items() for name in names}  # the rule reading each option
 _CHUNK_ELEMENTS = 1 << 21  # about 8 MB of float32 per chunk: keeps the working set in cache
 
 
@@ -543,7 +544,7 @@ def _warn_unused_options(rule: str, **options: Any) -> None:
     """Warn, once per call, about the options given (not None) that ``rule`` does not read."""
     unused = [name for name, value in options.items() if value is not None and name not in RULE_OPTIONS[rule]]
     if unused:
-        owners = ", ".join(f"{name} belongs to rule={_owner(name)!r}" for name in unused)
+        owners = ", ".join(f"{name} belongs to rule={_OPTION_RULE[name]!r}" for name in unused)
         warnings.warn(
             f"decode: rule={rule!r} ignores {', '.join(f'{n}={_brief(options[n])}' for n in unused)} ({owners}). "
             f"Leave {'it' if len(unused) == 1 else 'them'} out, or pick the rule that reads "
@@ -559,10 +560,6 @@ def _brief(value: Any) -> str:
     if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim > 0:
         return f"<{type(value).__name__} of shape {tuple(value.shape)}>"
     return reprlib.repr(value)
-
-
-def _owner(option: str) -> str:
-    return next(rule for rule, names in RULE_OPTIONS.items() if option in names)
 
 
 def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int) -> Any:

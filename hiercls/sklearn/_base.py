@@ -10,14 +10,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from hiercls.decoding import RULE_OPTIONS
+from hiercls.decoding import _OPTION_RULE, RULE_OPTIONS
 from hiercls.sklearn._labels import LabelCodec, fit_codec
 from hiercls.taxonomy import Taxonomy
 
 DecoderRule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
 _DECODERS = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
-# the rule that reads each option of decode
-_OPTION_RULE = {name: rule for rule, names in RULE_OPTIONS.items() for name in names}
 # rules that may stop at an inner node (the others always predict a leaf)
 _INNER_NODE_RULES = ("threshold", "hf_optimal")
 
@@ -66,7 +64,7 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         is no rule's option is an error, another rule's option a warning (``decoder`` and ``decoder_options``
         are separate parameters, so a search over ``decoder`` meets them)."""
         given = {k: v for k, v in (self.decoder_options or {}).items() if v is not None}
-        known = sorted({name for names in RULE_OPTIONS.values() for name in names})
+        known = sorted(_OPTION_RULE)
         unknown = sorted(set(given) - set(known), key=str)
         if unknown:
             raise ValueError(
