@@ -17,7 +17,8 @@ Target (BENCHMARKS.md): real >= 90% of synthetic. Sizes: the pack's own (128 px)
 reports ``host_data_ms``: the host's wall time per step spent getting the next batch (the data path's
 launch cost, plus any wait for the device it forces). ``--profile`` adds, per size and input, the
 operators that took the most device and host time over a few extra steps (``torch.profiler``), to
-find where a real-data step loses time. Prints one JSON object (and writes it to ``--out`` if given).
+find where a real-data step loses time, and ``data_path_only`` times the real batches with no model (what
+the input costs the device per batch when nothing overlaps). Prints one JSON object (and writes it to ``--out`` if given).
 """
 
 from __future__ import annotations
@@ -85,6 +86,29 @@ def measure(model, batches, device: torch.device, steps: int, warmup: int, step_
         "seconds": round(dt, 3),
         "host_data_ms": round(1e3 * t_data / max(steps, 1), 3),
     }
+
+
+def time_data(batches, device: torch.device, steps: int, warmup: int) -> dict[str, float]:
+    """The data path alone: draw ``warmup`` then ``steps`` batches from ``batches`` (an iterator factory)
+    with no model, synchronising once at the end, so the wall time is the device's time for the batches
+    (or the host's, where the host is slower). ``ms_per_batch`` is what a training step can lose to its
+    input at most, when nothing overlaps."""
+    it = batches()
+    seen, t0 = 0, 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        try:
+            _, target = next(it)
+        except StopIteration:
+            it = batches()
+            _, target = next(it)
+        if step >= warmup:
+            seen += len(target)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return {"ms_per_batch": round(1e3 * dt / max(steps, 1), 3), "img_per_s": round(seen / dt, 1), "steps": steps}
 
 
 def profile(model, batches, device: torch.device, steps: int = 6, top: int = 15) -> dict:
@@ -207,10 +231,12 @@ def main(argv: list[str] | None = None) -> dict:
         repeated = [fixed] * (args.warmup + steps + 1)
         synth = measure(model, lambda batches=repeated: iter(batches), device, steps, args.warmup)
         realm = measure(model, lambda batches=real: iter(batches), device, steps, args.warmup)
+        data = time_data(lambda batches=real: iter(batches), device, steps, args.warmup)
         ratio = realm["img_per_s"] / synth["img_per_s"] if synth["img_per_s"] else math.nan
         out["results"][str(size)] = {
             "synthetic": synth,
             "real": realm,
+            "data_path_only": data,
             "real_over_synthetic": round(ratio, 4),
             "meets_90pct": bool(ratio >= 0.9),
         }

@@ -49,6 +49,8 @@ def test_throughput_reports_host_data_time_and_a_profile(tiny_pack: Path, tmp_pa
         assert prof["recorded_steps"] == 6  # the 3 warm-up steps (optimizer set-up) stay out of the profile
         hosts = [row["self_host_us"] for row in prof["by_host"]]
         assert hosts == sorted(hosts, reverse=True)
+    data = r["data_path_only"]  # the real batches alone, no model
+    assert data["steps"] == 2 and data["ms_per_batch"] > 0 and data["img_per_s"] > 0
     # the real input runs the data path (indexing, augmentation); the reused synthetic batch does not
     assert r["real"]["host_data_ms"] > r["synthetic"]["host_data_ms"]
     # the job's report shows both, next to the ratio
@@ -60,7 +62,8 @@ def test_throughput_reports_host_data_time_and_a_profile(tiny_pack: Path, tmp_pa
     row = next(line for line in (report_out / "results.md").read_text().splitlines() if line.startswith("| test_vit |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "32" and cells[5] == f"{r['synthetic']['host_data_ms']:.2f} / {r['real']['host_data_ms']:.2f}"
-    assert cells[6].count("/") == 2 and "—" not in cells[6]
+    assert cells[6] == f"{data['ms_per_batch']:.2f}"
+    assert cells[7].count("/") == 2 and "—" not in cells[7]
 
 
 def _compare_result(seed: int, fine: dict[str, float]) -> dict:

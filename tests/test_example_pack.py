@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from examples.leukemia.data import load_image, load_taxonomy, relative_names, scan, split
 from examples.leukemia.gpu_data import IMAGENET_MEAN, IMAGENET_STD, GPUBatches, gpu_augment
 from examples.leukemia.pack import load_pack, main, pack
 from examples.leukemia.synthetic import make_synthetic
+from tests.oracles_augment import reference_augment
 
 PBC_DIB = "PBC_dataset_normal_DIB"
 PBC_FULL_COUNT = 14526  # images in the team's copy (../shared/data/README.md)
@@ -305,6 +308,54 @@ def test_augment_shift_is_a_reflect_padded_crop() -> None:
         gpu_augment(images[0])
     with pytest.raises(ValueError, match="brightness, contrast"):
         gpu_augment(images, brightness=1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 9), st.sampled_from([1, 3]), st.integers(2, 11), st.integers(2, 11)),
+    square=st.booleans(),
+    flips=st.booleans(),
+    rotations=st.booleans(),
+    shift_frac=st.floats(0, 0.99),
+    photometric=st.sampled_from([(0.0, 0.0), (0.3, 0.0), (0.0, 0.4), (0.5, 0.5)]),
+    as_float=st.booleans(),
+    to_float=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_augment_matches_the_per_sample_reference(
+    shape, square, flips, rotations, shift_frac, photometric, as_float, to_float, seed
+) -> None:
+    """The single-gather augmentation equals one-sample-at-a-time flips, transpose, reflect pad and crop."""
+    b, c, h, w = shape
+    if square:
+        w = h
+    shift = int(shift_frac * min(h, w))  # pixels, always < min(H, W)
+    brightness, contrast = photometric
+    x = torch.randint(0, 256, (b, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    x = x.float() if as_float else x
+    opts = {"flips": flips, "rotations": rotations, "max_shift": shift, "brightness": brightness, "contrast": contrast}
+    dtype = torch.float32 if to_float else None
+    got = gpu_augment(x, torch.Generator().manual_seed(seed), dtype=dtype, **opts)
+    want = reference_augment(x, torch.Generator().manual_seed(seed), dtype=dtype, **opts)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if brightness == 0 and contrast == 0:
+        assert torch.equal(got, want)  # pure index moves: exact
+    elif got.dtype == torch.uint8:  # float32 against float64 arithmetic: a .5 may round either way
+        assert (got.int() - want.int()).abs().max() <= 1
+    else:
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+
+
+def test_augment_float_output_skips_rounding_and_keeps_the_input() -> None:
+    images, _ = _images(8, 10)
+    before = images.clone()
+    f = gpu_augment(images, torch.Generator().manual_seed(4), dtype=torch.float32)
+    u = gpu_augment(images, torch.Generator().manual_seed(4))
+    assert f.dtype == torch.float32 and torch.equal(f.round().to(torch.uint8), u)
+    assert not torch.equal(f, f.round())  # brightness/contrast values are not rounded
+    assert torch.equal(images, before)  # the input is never written
+    same = gpu_augment(images, flips=False, rotations=False, max_shift=0, brightness=0, contrast=0)
+    assert torch.equal(same, images) and same.data_ptr() != images.data_ptr()
 
 
 def test_augment_brightness_contrast_per_sample() -> None:

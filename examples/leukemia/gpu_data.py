@@ -136,6 +136,11 @@ def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> to
     return torch.rand(n, generator=generator, device=device)
 
 
+def _reflect(k: torch.Tensor, n: int) -> torch.Tensor:
+    # index k in [-(n-1), 2(n-1)] of a reflect-padded axis of length n -> its source index in [0, n)
+    return (n - 1) - ((n - 1) - k.abs()).abs()
+
+
 def gpu_augment(
     images: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -145,6 +150,7 @@ def gpu_augment(
     max_shift: float = 0.1,
     brightness: float = 0.1,
     contrast: float = 0.1,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Random flips, 90° rotations, shifts and brightness/contrast, drawn per sample, batched.
 
@@ -155,8 +161,18 @@ def gpu_augment(
     direction, the border filled by reflection (a padded crop); contrast and
     brightness factors ``c, b`` uniform in ``[1 - contrast, 1 + contrast]`` and
     ``[1 - brightness, 1 + brightness]``: ``x' = (x - m) * c + m * b`` with ``m`` the
-    sample's mean, clamped to ``[0, 255]``. No Python loop over samples: masks select
-    with ``torch.where``, the shifted crop is one gather.
+    sample's mean, clamped to ``[0, 255]``.
+
+    The flips, transpose, padding and crop are composed into one source pixel per
+    output pixel and applied as a single ``gather`` on the input's dtype (``uint8``:
+    a quarter of the memory traffic of ``float32``); only the brightness/contrast
+    step works in ``float32``. No Python loop over samples.
+
+    The random numbers come from ``generator`` in a fixed order, each a
+    ``torch.rand`` over the batch and drawn only when its step is on: horizontal
+    flips, vertical flips, transposes, the ``2B`` shift offsets (rows, then
+    columns), contrast, brightness. The same generator state gives the same
+    augmentation.
 
     Args:
         images: ``(B, C, H, W)`` ``uint8`` or float tensor with values in ``[0, 255]``.
@@ -164,11 +180,14 @@ def gpu_augment(
         flips: random horizontal and vertical flips.
         rotations: random transposes (with ``flips``: all 90° rotations); square images only.
         max_shift: largest shift, as a fraction of the side (float < 1) or in pixels (int).
-        brightness, contrast: jitter amplitudes (0 turns them off).
+        brightness: brightness jitter amplitude (0 turns it off).
+        contrast: contrast jitter amplitude (0 turns it off).
+        dtype: dtype of the result (default: the input's); e.g. ``torch.float32`` for
+            ``uint8`` images about to be normalised, which skips rounding back to ``uint8``.
 
     Returns:
-        a tensor of the input's shape and dtype (``uint8`` input: rounded and clamped),
-        values in ``[0, 255]``, on the same device.
+        a tensor of the input's shape, in ``dtype``, values in ``[0, 255]``
+        (``uint8``: rounded and clamped), on the same device.
 
     Raises:
         ValueError: ``images`` is not 4-D, or the options are out of range.
@@ -178,6 +197,8 @@ def gpu_augment(
         >>> y = gpu_augment(x, torch.Generator().manual_seed(0))
         >>> y.shape, y.dtype
         (torch.Size([4, 3, 16, 16]), torch.uint8)
+        >>> gpu_augment(x, torch.Generator().manual_seed(0), dtype=torch.float32).dtype
+        torch.float32
     """
     if images.ndim != 4:
         raise ValueError(f"images: expected a (B, C, H, W) tensor, got shape {tuple(images.shape)}.")
@@ -187,32 +208,54 @@ def gpu_augment(
     shift = round(max_shift * min(h, w)) if isinstance(max_shift, float) else int(max_shift)
     if shift < 0 or shift >= min(h, w):
         raise ValueError(f"max_shift: expected 0 <= shift < min(H, W) = {min(h, w)} pixels, got {max_shift!r}.")
-    dev = images.device
-    x = images.float()
+    out_dtype = images.dtype if dtype is None else dtype
     if b == 0:
-        return images.clone()
-    if flips:
-        x = torch.where((_rand(b, generator, dev) < 0.5).view(b, 1, 1, 1), x.flip(3), x)
-        x = torch.where((_rand(b, generator, dev) < 0.5).view(b, 1, 1, 1), x.flip(2), x)
-    if rotations and h == w:
-        x = torch.where((_rand(b, generator, dev) < 0.5).view(b, 1, 1, 1), x.transpose(2, 3), x)
-    if shift > 0:
-        x = F.pad(x, (shift, shift, shift, shift), mode="reflect")
-        off = (_rand(2 * b, generator, dev) * (2 * shift + 1)).long().clamp_(max=2 * shift).view(2, b)
-        rows = (off[0, :, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (off[1, :, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
-        batch = torch.arange(b, device=dev)[:, None, None, None]
-        chan = torch.arange(c, device=dev)[None, :, None, None]
-        x = x[batch, chan, rows, cols]  # (B, C, H, W): each sample's own window
+        return images.to(out_dtype, copy=True)
+    dev = images.device
+    x = images
+    rotate = rotations and h == w
+    if flips or rotate or shift > 0:
+        fh = _rand(b, generator, dev) < 0.5 if flips else None
+        fv = _rand(b, generator, dev) < 0.5 if flips else None
+        tr = _rand(b, generator, dev) < 0.5 if rotate else None
+        rows = torch.arange(h, device=dev).expand(b, h)  # (B, H): the padded crop's source row per output row
+        cols = torch.arange(w, device=dev).expand(b, w)
+        if shift > 0:
+            off = (_rand(2 * b, generator, dev) * (2 * shift + 1)).long().clamp_(max=2 * shift).view(2, b)
+            rows = _reflect(rows + (off[0, :, None] - shift), h)
+            cols = _reflect(cols + (off[1, :, None] - shift), w)
+        # output (i, j) reads the flipped-and-transposed image at (rows[i], cols[j]), i.e. the input at
+        # (src_row, src_col) with (a, b) = transpose ? (cols[j], rows[i]) : (rows[i], cols[j]),
+        # src_row = v-flip ? H-1-a : a, src_col = h-flip ? W-1-b : b (H == W whenever transposing)
+        if fv is not None:
+            flip_v = fv[:, None]
+            src_r_rows, src_r_cols = torch.where(flip_v, h - 1 - rows, rows), torch.where(flip_v, h - 1 - cols, cols)
+        else:
+            src_r_rows, src_r_cols = rows, cols
+        if fh is not None:
+            flip_h = fh[:, None]
+            src_c_rows, src_c_cols = torch.where(flip_h, w - 1 - rows, rows), torch.where(flip_h, w - 1 - cols, cols)
+        else:
+            src_c_rows, src_c_cols = rows, cols
+        flat = src_r_rows[:, :, None] * w + src_c_cols[:, None, :]  # (B, H, W), no transpose
+        if tr is not None:
+            flat = torch.where(tr[:, None, None], src_r_cols[:, None, :] * w + src_c_rows[:, :, None], flat)
+        index = flat.view(b, 1, h * w).expand(b, c, h * w)
+        x = x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
     if brightness > 0 or contrast > 0:
+        x = x.float()
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         cf = 1 + contrast * (2 * _rand(b, generator, dev) - 1)
         bf = 1 + brightness * (2 * _rand(b, generator, dev) - 1)
         x = (x - mean) * cf.view(b, 1, 1, 1) + mean * bf.view(b, 1, 1, 1)
         x = x.clamp_(0, 255)
-    if images.dtype == torch.uint8:
-        return x.round_().to(torch.uint8)
-    return x.to(images.dtype)
+        if out_dtype == torch.uint8:
+            return x.round_().to(torch.uint8)
+    if x.dtype == out_dtype:
+        return x if x is not images else images.clone()
+    if out_dtype == torch.uint8:
+        return x.round().clamp_(0, 255).to(torch.uint8)
+    return x.to(out_dtype)
 
 
 class GPUBatches:
@@ -361,9 +404,7 @@ class GPUBatches:
             yield self._prepare(self.images[idx], gen), self.targets[idx]
 
     def _prepare(self, batch: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        x = batch.float()
-        if self.augment:
-            x = gpu_augment(x, gen, **self.augment_options)
+        x = gpu_augment(batch, gen, dtype=torch.float32, **self.augment_options) if self.augment else batch.float()
         if self.out_size is not None and self.out_size != x.shape[-1]:
             shrink = self.out_size < x.shape[-1]
             x = F.interpolate(
