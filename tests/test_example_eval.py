@@ -513,3 +513,22 @@ def test_evaluate_reads_out_with_the_checkpoints_threshold(tmp_path: Path, caplo
         )
     assert "--threshold 0.3 has no effect: the decoding rule is 'top_down'" in caplog.text
     assert td_t["rows"][0]["metrics"] == td["rows"][0]["metrics"] and td_t["rows"][0]["threshold"] is None
+
+
+def test_checkpoint_decoding_prefers_the_command_line_then_the_run(caplog) -> None:
+    """evaluate, explain and predict read a checkpoint out with one rule: the command line's rule and
+    threshold, else the run's, else argmax_leaf at 0.5; a threshold the rule does not read is said to
+    have no effect (except where asked not to: predict's 'answer' column always reads it)."""
+    from examples.leukemia.evaluate import checkpoint_decoding
+
+    run = {"decode": "threshold", "threshold": 0.2, "model": {"decode": "top_down"}}
+    assert checkpoint_decoding(run) == ("threshold", 0.2)
+    assert checkpoint_decoding(run, threshold=0.7) == ("threshold", 0.7)
+    assert checkpoint_decoding({"model": {"decode": "top_down"}}) == ("top_down", 0.5)
+    assert checkpoint_decoding({}) == ("argmax_leaf", 0.5)
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.evaluate"):
+        assert checkpoint_decoding(run, "top_down") == ("top_down", 0.2)
+        assert checkpoint_decoding(run, "top_down", 0.3, warn_unused=False) == ("top_down", 0.3)
+        assert "no effect" not in caplog.text
+        assert checkpoint_decoding(run, "argmax_leaf", 0.3) == ("argmax_leaf", 0.3)
+    assert "--threshold 0.3 has no effect: the decoding rule is 'argmax_leaf'" in caplog.text

@@ -39,7 +39,15 @@ from hiercls.metrics import accuracy, node_recall, summary
 
 log = logging.getLogger("examples.leukemia.evaluate")
 
-__all__ = ["evaluation_metrics", "load_split", "main", "resolve_checkpoint", "results_markdown", "save_figures"]
+__all__ = [
+    "checkpoint_decoding",
+    "evaluation_metrics",
+    "load_split",
+    "main",
+    "resolve_checkpoint",
+    "results_markdown",
+    "save_figures",
+]
 
 # headline columns of the results table: key -> header
 HEADLINE: dict[str, str] = {
@@ -297,6 +305,36 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     return path / "best"
 
 
+def checkpoint_decoding(
+    config: Mapping[str, Any], decode: str | None = None, threshold: float | None = None, *, warn_unused: bool = True
+) -> tuple[str, float]:
+    """The decoding rule and threshold to read a checkpoint out with.
+
+    Each comes from the command line when given, else from the checkpoint's run (its ``--decode`` and
+    ``--threshold``), else ``argmax_leaf`` and 0.5. With ``warn_unused``, a ``threshold`` given for a rule
+    other than ``threshold`` is logged as having no effect (as :func:`hiercls.decoding.decode` would warn).
+
+    Args:
+        config: the checkpoint's ``config``.
+        decode: the rule given on the command line (``None``: not given).
+        threshold: the threshold given on the command line (``None``: not given).
+        warn_unused: log a warning when ``threshold`` is given but the rule does not read it.
+
+    Returns:
+        ``(rule, threshold)``; pass the threshold to ``decode`` only for the ``threshold`` rule.
+
+    Examples:
+        >>> checkpoint_decoding({"decode": "threshold", "threshold": 0.2})
+        ('threshold', 0.2)
+        >>> checkpoint_decoding({"decode": "top_down"}, threshold=0.8, warn_unused=False)
+        ('top_down', 0.8)
+    """
+    rule = decode or config.get("decode") or config.get("model", {}).get("decode") or "argmax_leaf"
+    if warn_unused and threshold is not None and rule != "threshold":
+        log.warning("--threshold %g has no effect: the decoding rule is %r; add --decode threshold", threshold, rule)
+    return rule, float(threshold if threshold is not None else config.get("threshold", 0.5))
+
+
 def run_name(config: Mapping[str, Any], taken: set[str]) -> str:
     """``<method>-<backbone>``, or ``<method>-<head>-<backbone>`` for a head other than the method's own (as
     ``compare`` names its run folders), with a suffix when already taken."""
@@ -375,12 +413,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             channels_last=device.type == "cuda",
             tta=tta,
         )
-        rule = args.decode or ckpt.config.get("decode") or ckpt.config.get("model", {}).get("decode", "argmax_leaf")
-        if args.threshold is not None and rule != "threshold":  # (as decode itself would say)
-            log.warning(
-                "--threshold %g has no effect: the decoding rule is %r; add --decode threshold", args.threshold, rule
-            )
-        threshold = args.threshold if args.threshold is not None else float(ckpt.config.get("threshold", 0.5))
+        rule, threshold = checkpoint_decoding(ckpt.config, args.decode, args.threshold)
         preds = decode(probs, tax, rule, threshold=threshold if rule == "threshold" else None)
         metrics = evaluation_metrics(targets, preds, tax)
         name = run_name(ckpt.config, taken)

@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from PIL import Image
 
     from examples.leukemia.checkpoint import load_model
-    from examples.leukemia.evaluate import resolve_checkpoint
+    from examples.leukemia.evaluate import checkpoint_decoding, resolve_checkpoint
     from examples.leukemia.gpu_data import GPUBatches
     from examples.leukemia.predict import _read_images, find_images
 
@@ -236,13 +236,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         augment=False,
     )
     images = next(iter(batches))[0]  # normalised exactly as in training
-    rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
+    rule, threshold = checkpoint_decoding(ckpt.config, args.decode, args.threshold)
     tta = args.tta or str(ckpt.config.get("tta", "none"))
-    if args.threshold is not None and rule != "threshold":  # (as decode itself would say)
-        log.warning(
-            "--threshold %g has no effect: the decoding rule is %r; add --decode threshold", args.threshold, rule
-        )
-    threshold = args.threshold if args.threshold is not None else float(ckpt.config.get("threshold", 0.5))
     pred, maps = explain(model, images, rule=rule, threshold=threshold, tta=tta)
 
     out = Path(args.out)

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Entry point of ``python -m examples.leukemia.predict``; returns the rows written."""
     from examples.leukemia.checkpoint import load_model
-    from examples.leukemia.evaluate import resolve_checkpoint
+    from examples.leukemia.evaluate import checkpoint_decoding, resolve_checkpoint
     from examples.leukemia.train import predict
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
     tta = args.tta or str(ckpt.config.get("tta", "none"))
     probs = predict(model, batch, batch_size=args.batch_size, device=device, amp=True, channels_last=True, tta=tta)
-    rule = args.decode or ckpt.config.get("decode") or "argmax_leaf"
-    threshold = args.threshold if args.threshold is not None else float(ckpt.config.get("threshold", 0.5))
+    # the threshold also sets the 'answer' column, whatever the rule: no warning here
+    rule, threshold = checkpoint_decoding(ckpt.config, args.decode, args.threshold, warn_unused=False)
     rows = predict_rows(probs, ckpt.taxonomy, paths, rule=rule, threshold=threshold)
     if args.out == "-":
         _write_csv(sys.stdout, rows)
