@@ -75,7 +75,14 @@ RULE_OPTIONS: dict[str, tuple[str, ...]] = {
     "crm": ("cost",),
     "hf_optimal": ("beta",),
 }
-"""The keyword options of :func:`decode` that each rule reads; another rule ignores them, with a warning."""
+"""The keyword options of :func:`decode` that each rule reads; another rule ignores them, with a warning.
+
+Examples:
+    >>> RULE_OPTIONS["threshold"], RULE_OPTIONS["top_down"]
+    (('threshold',), ())
+    >>> [rule for rule, names in RULE_OPTIONS.items() if "cost" in names]  # which rule reads cost=
+    ['crm']
+"""
 _OPTION_RULE = {name: rule for rule, names in RULE_OPTIONS.items() for name in names}  # the rule reading each option
 _CHUNK_ELEMENTS = 1 << 21  # about 8 MB of float32 per chunk: keeps the working set in cache
 

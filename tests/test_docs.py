@@ -7,6 +7,8 @@
 * Every public name of every public module of ``hiercls`` is rendered by some
   ``::: identifier`` block of an API page, every API page's identifiers import,
   and every API page is in the nav of mkdocs.yml.
+* The examples in attribute docstrings (a string after a module-level
+  assignment, e.g. ``RULE_OPTIONS``) run: ``--doctest-modules`` skips them.
 
 The strict site build itself (``mkdocs build --strict``) runs in .ci/run.
 """
@@ -14,6 +16,7 @@ The strict site build itself (``mkdocs build --strict``) runs in .ci/run.
 from __future__ import annotations
 
 import importlib
+import itertools
 import pkgutil
 import re
 import sys
@@ -312,3 +315,41 @@ def test_extra_assets_are_vendored() -> None:
         assert "://" not in asset and (DOCS / asset).is_file(), asset
     fonts = DOCS / "javascripts" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
     assert len(list(fonts.glob("*.woff"))) >= 20
+
+
+def _attribute_docstrings() -> list[tuple[str, str, str]]:
+    """``(module, name, docstring)`` of every module-level assignment of ``hiercls`` followed by a string:
+    the attribute docstrings that the API pages render, which ``--doctest-modules`` does not collect."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / "hiercls").rglob("*.py")):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        for node, nxt in itertools.pairwise(body):
+            target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            if (
+                isinstance(target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                found.append((module, target.id, nxt.value.value))
+    return found
+
+
+def test_attribute_docstring_examples_run() -> None:
+    import doctest
+
+    found = _attribute_docstrings()
+    assert any(name == "RULE_OPTIONS" for _, name, _ in found)  # the collector sees them
+    parser = doctest.DocTestParser()
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    ran = 0
+    for module, name, doc in found:
+        globs = dict(vars(importlib.import_module(module)))
+        test = parser.get_doctest(doc, globs, f"{module}.{name}", module, 0)
+        ran += len(test.examples)
+        runner.run(test, out=lambda _text: None)
+    result = runner.summarize(verbose=False)
+    assert ran > 0 and result.failed == 0, f"{result.failed} of {ran} attribute-docstring examples failed"
