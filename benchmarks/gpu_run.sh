@@ -55,7 +55,7 @@ JOB=${JOB:-paper}
 [[ "$JOB" == paper || "$JOB" == seeds ]] || { echo "JOB=$JOB: expected paper or seeds" >&2; exit 2; }
 SEEDS=${SEEDS-0 1 2}
 read -ra SEED_LIST <<< "${SEEDS//$'\n'/ }"
-for s in "${SEED_LIST[@]}"; do
+for s in ${SEED_LIST[@]+"${SEED_LIST[@]}"}; do
   [[ "$s" =~ ^[0-9]+$ ]] || { echo "SEEDS: expected whole numbers separated by spaces, got '$SEEDS'" >&2; exit 2; }
 done
 AT_ONCE=${AT_ONCE:-0}  # seeds job: 1 runs the peer baseline and every seed side by side on the one GPU
@@ -225,10 +225,10 @@ if [[ "$JOB" == seeds ]]; then
     T=$(( $(left) - CLOSING - TTA_S * ${#SEED_LIST[@]} ))
     side_pids=()
     want baseline && { side baseline stage "${BASELINE[@]}"; side_pids+=($!); }
-    for S in "${SEED_LIST[@]}"; do side "seed$S" compare_seed "$S" "$T" 0; side_pids+=($!); done
+    for S in ${SEED_LIST[@]+"${SEED_LIST[@]}"}; do side "seed$S" compare_seed "$S" "$T" 0; side_pids+=($!); done
     (( ${#side_pids[@]} )) && wait "${side_pids[@]}"  # not a bare wait: the reporter runs until finish
     report
-    for S in "${SEED_LIST[@]}"; do tta_seed "$S"; done
+    for S in ${SEED_LIST[@]+"${SEED_LIST[@]}"}; do tta_seed "$S"; done
   else
     # Each seed still to run gets an equal share of the time left after the closing stages (CLOSING s),
     # its compare that share minus the TTA readout's, and compare's --deadline inside that timeout, so a
@@ -236,7 +236,7 @@ if [[ "$JOB" == seeds ]]; then
     # drops a hierarchical variant, not the pairs).
     CAP=$(( 180 * ${EPOCHS:-40} / 40 )); (( CAP < 180 )) && CAP=180  # a longer schedule may take more of a slot
     i=0
-    for S in "${SEED_LIST[@]}"; do
+    for S in ${SEED_LIST[@]+"${SEED_LIST[@]}"}; do
       slot=$(( ($(left) - CLOSING) / (${#SEED_LIST[@]} - i) )); i=$(( i + 1 ))
       T=$(( slot - TTA_S )); (( T > CAP )) && T=$CAP
       compare_seed "$S" "$T" "$CLOSING"
