@@ -45,6 +45,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _endless(batches):
+    """Batches from ``batches()`` (an iterator factory), starting it again each time it runs out."""
+    while True:
+        empty = True
+        for batch in batches():
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("batches: the iterator factory gave no batch; lower --batch-size or use a larger pack.")
+
+
 def measure(model, batches, device: torch.device, steps: int, warmup: int, step_hook=None) -> dict[str, float]:
     """Run ``warmup`` then ``steps`` training steps drawing from ``batches`` (an iterator factory);
     ``step_hook()`` is called after every step (e.g. ``torch.profiler.profile.step``)."""
@@ -52,18 +63,14 @@ def measure(model, batches, device: torch.device, steps: int, warmup: int, step_
     scheduler = cosine_with_warmup(optimizer, 10_000, 10)
     criterion = model.criterion
     model.train()
-    it = batches()
+    it = _endless(batches)
     seen, t0, t_data = 0, 0.0, 0.0
     for step in range(warmup + steps):
         if step == warmup:
             _sync(device)
             t0 = time.perf_counter()
         t_next = time.perf_counter()
-        try:
-            images, target = next(it)
-        except StopIteration:
-            it = batches()
-            images, target = next(it)
+        images, target = next(it)
         if step >= warmup:
             t_data += time.perf_counter() - t_next
         with autocast(device, True):
@@ -93,17 +100,13 @@ def time_data(batches, device: torch.device, steps: int, warmup: int) -> dict[st
     with no model, synchronising once at the end, so the wall time is the device's time for the batches
     (or the host's, where the host is slower). ``ms_per_batch`` is what a training step can lose to its
     input at most, when nothing overlaps."""
-    it = batches()
+    it = _endless(batches)
     seen, t0 = 0, 0.0
     for step in range(warmup + steps):
         if step == warmup:
             _sync(device)
             t0 = time.perf_counter()
-        try:
-            _, target = next(it)
-        except StopIteration:
-            it = batches()
-            _, target = next(it)
+        _, target = next(it)
         if step >= warmup:
             seen += len(target)
     _sync(device)

@@ -312,3 +312,12 @@ def test_a_finished_gpu_job_returns_without_waiting_for_its_reporter(tmp_path: P
     done, out = _gpu_job(tmp_path, shared_data, STAGES="gpu_step", REPORT_EVERY="120")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert time.monotonic() - start < 60 and (out / "results.md").is_file()
+
+
+def test_throughput_batches_restart_each_epoch_and_an_empty_factory_is_refused() -> None:
+    """The timed loops draw past the end of an epoch (the real run covers about one) by starting the
+    iterator again; a factory that gives nothing is an error, not an endless loop."""
+    it = throughput._endless(lambda: iter([1, 2, 3]))
+    assert [next(it) for _ in range(7)] == [1, 2, 3, 1, 2, 3, 1]
+    with pytest.raises(ValueError, match="gave no batch"):
+        next(throughput._endless(lambda: iter([])))
