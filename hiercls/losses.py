@@ -56,6 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -89,6 +90,7 @@ __all__ = [
     "NodeBCELoss",
     "Reduction",
     "SoftLabelLoss",
+    "balanced_weight",
     "compatible_losses",
     "conditional_softmax_nll",
     "create_loss",
@@ -1378,6 +1380,95 @@ _HEAD_LOSSES: dict[str, tuple[str, ...]] = {
     "flat": ("flat", "hxe", "soft_label"),
 }
 _DEFAULT_LOSS = {head: kinds[0] for head, kinds in _HEAD_LOSSES.items()}
+
+
+def balanced_weight(
+    taxonomy: Taxonomy,
+    targets: Any,
+    *,
+    within: Literal["siblings", "levels", "labels"] = "siblings",
+    power: float = 1.0,
+) -> Tensor:
+    """Per-node loss weights that give every option of a decision the same total weight in training.
+
+    The hierarchical form of scikit-learn's ``class_weight="balanced"``. Let ``n(v)`` be
+    the number of ``targets`` that reach node ``v`` (labelled ``v`` or below it; a partial
+    label reaches its node and the nodes above). The weight of ``v`` is
+    ``(mean of n(s) over the options s of v's decision with n(s) > 0) / n(v)``, raised to
+    ``power``. The options of a decision are set by ``within``:
+
+    - ``"siblings"``: the children of ``v``'s parent, the decisions of
+      :func:`conditional_softmax_nll` (trees only);
+    - ``"levels"``: the nodes at ``v``'s depth, the decisions of :func:`level_cross_entropy`;
+    - ``"labels"``: every label; ``n(v)`` counts the targets equal to ``v``. This is
+      scikit-learn's balanced weight, for :func:`flat_cross_entropy`.
+
+    With ``power=1``, ``n(v) * weight(v)`` is the same for every option of a decision, and
+    a decision's total weight is its number of samples, so the loss keeps its scale.
+    ``power=0.5`` balances halfway (on a log scale), and ``power=0`` gives all ones. Nodes that
+    no target reaches get 1: their terms never occur on these targets.
+
+    Args:
+        taxonomy: the taxonomy of the loss.
+        targets: the training labels: node names or indices (inner nodes are partial labels),
+            as accepted by :meth:`~hiercls.Taxonomy.encode`; one entry per training sample.
+        within: which nodes compete in a decision (see above).
+        power: exponent ``>= 0`` of the weights.
+
+    Returns:
+        a float32 ``(num_nodes,)`` tensor on the CPU, for the ``weight`` argument of the
+        losses (move it with ``.to(device)``, or pass it to :func:`create_loss`).
+
+    Raises:
+        ValueError: ``targets`` is empty or not 1-D, ``within`` is unknown, ``power`` is negative
+            or not finite, or ``within="siblings"`` on a DAG (use ``"levels"`` or ``"labels"``).
+        UnknownNodeError: a target that is not a node of ``taxonomy``.
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/normal", "r/leukemia/ALL", "r/leukemia/AML"])
+        >>> w = balanced_weight(tax, ["normal"] * 6 + ["ALL"] * 3 + ["AML"])
+        >>> {name: round(float(w[tax.index(name)]), 3) for name in ("normal", "leukemia", "ALL", "AML")}
+        {'normal': 0.833, 'leukemia': 1.25, 'ALL': 0.667, 'AML': 2.0}
+        >>> balanced_weight(tax, ["normal"] * 6 + ["ALL"] * 3 + ["AML"], within="labels")[tax.index("normal")]
+        tensor(0.5556)
+    """
+    if within not in ("siblings", "levels", "labels"):
+        raise ValueError(f"within: expected 'siblings', 'levels' or 'labels', got {within!r}.")
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not math.isfinite(power) or power < 0:
+        raise ValueError(f"power: expected a finite number >= 0, got {power!r}.")
+    idx = np.asarray(taxonomy.encode(targets))
+    if idx.ndim != 1 or idx.size == 0:
+        raise ValueError(
+            f"targets: expected a non-empty 1-D sequence of node names or indices (one per training sample), "
+            f"got shape {idx.shape}."
+        )
+    num = taxonomy.num_nodes
+    exact = np.bincount(idx, minlength=num).astype(np.float64)
+    if within == "labels":
+        count, group = exact, np.zeros(num, dtype=np.int64)
+    else:
+        # n(v): each sample counts at its node and at every ancestor (the CSR lists a node's ancestors and itself)
+        anc_ptr, anc_idx = taxonomy.ancestors_ptr, taxonomy.ancestors_index
+        owner = np.repeat(np.arange(num), np.diff(anc_ptr))
+        count = np.bincount(anc_idx, weights=exact[owner], minlength=num)
+        if within == "levels":
+            group = np.asarray(taxonomy.depth_index, dtype=np.int64)
+        elif not taxonomy.is_tree:
+            raise ValueError(
+                "within: 'siblings' needs a tree (one parent per node), but this taxonomy is a DAG; "
+                "use within='levels' or within='labels'."
+            )
+        else:
+            group = np.asarray(taxonomy.parent_index, dtype=np.int64) + 1  # the root: a group of its own (0)
+    present = count > 0
+    groups = int(group.max()) + 1
+    total = np.bincount(group, weights=count, minlength=groups)
+    options = np.bincount(group, weights=present.astype(np.float64), minlength=groups)
+    mean = total / np.maximum(options, 1.0)
+    weight = np.ones(num, dtype=np.float64)
+    weight[present] = (mean[group[present]] / count[present]) ** float(power)
+    return torch.from_numpy(weight.astype(np.float32))
 
 
 def create_loss(kind: LossKind, taxonomy: Taxonomy, **kwargs: Any) -> nn.Module:

@@ -219,3 +219,28 @@ def soft_label_loss(logits, target, tax: Taxonomy, beta: float, weight=None, smo
         goal = [(1 - smoothing) * s / norm + smoothing / len(leaves) for s in scores]
         out.append(w[t] * -sum(g * (v - total) for g, v in zip(goal, row)))
     return out
+
+
+def balanced_weight(taxonomy: Taxonomy, targets: Sequence[str], within: str = "siblings", power: float = 1.0):
+    """Per-node balanced weights by name: count, per node, the targets that reach it (or, for
+    ``"labels"``, equal it), then divide each decision's mean count over its present options by the
+    node's count. Returns ``{name: weight}``."""
+    names = list(taxonomy.nodes)
+    if within == "labels":
+        count = {v: sum(1 for t in targets if t == v) for v in names}
+        options_of = dict.fromkeys(names, names)
+    else:
+        count = {v: sum(1 for t in targets if t == v or v in taxonomy.ancestors(t)) for v in names}
+        if within == "levels":
+            options_of = {v: [u for u in names if taxonomy.depth(u) == taxonomy.depth(v)] for v in names}
+        else:
+            root = names[0]
+            options_of = {v: [root] if v == root else list(taxonomy.children(taxonomy.parents(v)[0])) for v in names}
+    out = {}
+    for v in names:
+        if count[v] == 0:
+            out[v] = 1.0
+            continue
+        present = [count[u] for u in options_of[v] if count[u] > 0]
+        out[v] = (sum(present) / len(present) / count[v]) ** power
+    return out

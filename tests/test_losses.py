@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls import losses as L
+from hiercls.losses import balanced_weight, create_loss
 from hiercls.marginals import _tables_for, conditional_log_marginals, flat_log_marginals
 from tests import oracles_losses as O
 from tests.strategies import dags, trees
@@ -549,3 +551,93 @@ def test_flat_loss_of_a_root_label_is_not_negative_in_float32():
     assert bool((losses >= 0).all()) and float(losses.detach().max()) <= 1e-6
     losses.sum().backward()  # P(root) = 1 whatever the logits: the gradient is 0 up to rounding
     assert float(logits.grad.abs().max()) <= 1e-6
+
+
+# ------------------------------------------------------------------ balanced_weight
+@st.composite
+def _labelled(draw: st.DrawFn, dag: bool = False):
+    tax = draw(dags(max_nodes=15) if dag else trees(max_nodes=15))
+    names = draw(st.lists(st.sampled_from(list(tax.nodes)), min_size=1, max_size=40))
+    return tax, names
+
+
+@settings(max_examples=40)
+@given(
+    case=_labelled(),
+    within=st.sampled_from(["siblings", "levels", "labels"]),
+    power=st.sampled_from([1.0, 0.5, 0.0, 2.0]),
+)
+def test_balanced_weight_matches_the_oracle_on_trees(case, within, power) -> None:
+    tax, names = case
+    got = balanced_weight(tax, names, within=within, power=power)
+    want = O.balanced_weight(tax, names, within, power)
+    assert got.dtype == torch.float32 and got.shape == (tax.num_nodes,)
+    torch.testing.assert_close(got, torch.tensor([want[v] for v in tax.nodes]), rtol=1e-5, atol=0)
+
+
+@settings(max_examples=30)
+@given(case=_labelled(dag=True), within=st.sampled_from(["levels", "labels"]))
+def test_balanced_weight_matches_the_oracle_on_dags(case, within) -> None:
+    tax, names = case
+    want = O.balanced_weight(tax, names, within)
+    got = balanced_weight(tax, tax.encode(names), within=within)  # indices too, not only names
+    torch.testing.assert_close(got, torch.tensor([want[v] for v in tax.nodes]), rtol=1e-5, atol=0)
+
+
+@settings(max_examples=40)
+@given(case=_labelled(), within=st.sampled_from(["siblings", "levels", "labels"]))
+def test_balanced_weight_gives_each_option_of_a_decision_the_same_total(case, within) -> None:
+    """With power 1, n(v) * w(v) is one value per decision, and the decision's total weight is its count."""
+    tax, names = case
+    w = balanced_weight(tax, names, within=within).double().numpy()
+    idx = tax.encode(names)
+    if within == "labels":
+        count = np.bincount(idx, minlength=tax.num_nodes)
+        groups = [list(range(tax.num_nodes))]
+    else:
+        count = np.array([sum(1 for t in names if t == v or v in tax.ancestors(t)) for v in tax.nodes])
+        if within == "levels":
+            groups = [list(level) for level in tax.levels()]
+        else:
+            groups = [tax.encode(tax.children(v)).tolist() for v in tax.nodes if tax.children(v)]
+    for g in groups:
+        present = [v for v in g if count[v] > 0]
+        if present:
+            totals = count[present] * w[present]
+            assert np.allclose(totals, totals[0], rtol=1e-5)
+            assert totals.sum() == pytest.approx(count[present].sum(), rel=1e-5)
+    assert np.all(w[count == 0] == 1.0)
+
+
+def test_balanced_weight_trains_a_loss_and_refuses_bad_input(paper_tax) -> None:
+    names = ["Normal"] * 8 + ["ALL"] * 3 + ["APL"]
+    w = balanced_weight(paper_tax, names)
+    target = torch.as_tensor(paper_tax.encode(names))
+    plain, balanced = create_loss("conditional", paper_tax), create_loss("conditional", paper_tax, weight=w)
+    # at uniform logits every term of a decision is the same, and a decision's total weight is its count:
+    # the loss keeps its scale
+    uniform = torch.zeros(len(names), paper_tax.num_nodes)
+    assert balanced(uniform, target).item() == pytest.approx(plain(uniform, target).item(), rel=1e-6)
+    logits = torch.randn(len(names), paper_tax.num_nodes, generator=torch.Generator().manual_seed(0))
+    logits.requires_grad_(True)
+    weighted = balanced(logits, target)
+    weighted.backward()
+    assert weighted.item() != pytest.approx(plain(logits, target).item()) and logits.grad is not None
+    # labels: the mean weight over the training samples is 1, as with scikit-learn's "balanced"
+    wl = balanced_weight(paper_tax, names, within="labels")
+    assert float(wl[target].mean()) == pytest.approx(1.0)
+    assert torch.equal(balanced_weight(paper_tax, names, power=0), torch.ones(paper_tax.num_nodes))
+    with pytest.raises(ValueError, match="targets: expected a non-empty 1-D"):
+        balanced_weight(paper_tax, [])
+    with pytest.raises(ValueError, match="targets: expected a non-empty 1-D"):
+        balanced_weight(paper_tax, [[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match="within: expected 'siblings', 'levels' or 'labels', got 'leaves'"):
+        balanced_weight(paper_tax, names, within="leaves")
+    for bad in (-1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="power: expected a finite number >= 0"):
+            balanced_weight(paper_tax, names, power=bad)
+    with pytest.raises(UnknownNodeError):
+        balanced_weight(paper_tax, ["Normal", "Lymphoma"])
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")])
+    with pytest.raises(ValueError, match="'siblings' needs a tree"):
+        balanced_weight(dag, ["c", "a"])
