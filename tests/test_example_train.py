@@ -749,3 +749,37 @@ def test_config_keeps_a_bundled_taxonomy_name_and_makes_paths_absolute(tmp_path:
 
     assert config_taxonomy("paper", "run") == "paper"
     assert config_taxonomy("tree.json", "run2") == str(tree.resolve())
+
+
+def test_balance_weights_the_loss_from_the_training_split_and_travels_with_the_checkpoint(tmp_path: Path) -> None:
+    """--balance: hiercls.losses.balanced_weight of the run's training targets, per decision of its loss,
+    kept in the config so that a loaded checkpoint carries the same loss; refused for a loss it does not fit."""
+    from examples.leukemia.checkpoint import load_model
+    from hiercls.losses import balanced_weight
+
+    base = ["--backbone", "test_resnet", "--epochs", "1", "--synthetic-per-leaf", "4", *FAST]
+    res = T.run(T.parse_args([*base, "--balance", "--output", str(tmp_path / "b")]))
+    tax, train = res.data.taxonomy, res.data.targets["train"]
+    weight = res.config["model"]["loss_kwargs"]["weight"]
+    assert res.config["balance"] == 1.0 and res.config["model"]["loss"] == "level"  # the hierarchical method
+    assert weight == balanced_weight(tax, train, within="levels").tolist()
+    assert len(set(weight)) > 1  # the paper's taxonomy is ragged: the levels' options are not equal
+    model, _ = load_model(tmp_path / "b" / "best")
+    logits = torch.randn(5, tax.num_nodes, generator=torch.Generator().manual_seed(0))
+    target = train[:5].cpu()
+    assert model.criterion(logits, target).item() == pytest.approx(res.model.criterion(logits, target).item())
+    # the same run without --balance trains another loss
+    plain = build_model("test_resnet", tax, "hierarchical").criterion
+    assert plain(logits, target).item() != pytest.approx(model.criterion(logits, target).item())
+    flat = T.parse_args([*base, "--method", "flat", "--balance", "0.5"])
+    assert T.balance_weight(flat, tax, train) == balanced_weight(tax, train, within="labels", power=0.5).tolist()
+    assert T.balance_weight(T.parse_args(base), tax, train) is None
+    with pytest.raises(ValueError, match="--balance: weights the decisions of the conditional, level, flat losses"):
+        T.check_model_args(T.parse_args([*base, "--head", "sigmoid", "--balance"]))
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf"])
+def test_balance_refuses_a_bad_power(bad: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        T.parse_args(["--balance", bad])
+    assert "--balance: expected a power >= 0" in capsys.readouterr().err

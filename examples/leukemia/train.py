@@ -203,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="label smoothing epsilon in [0, 1] of the loss (each hiercls loss says how it smooths; 0: off)",
     )
+    g.add_argument(
+        "--balance",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="POWER",
+        help="weight the loss so that every option of each decision carries the same total weight on the "
+        "training split (hiercls.losses.balanced_weight: siblings for the conditional loss, a depth's nodes for "
+        "the level loss, the labels for the flat one); POWER 1 (the value when given alone) balances fully, "
+        "0.5 halfway, 0 is off",
+    )
     g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/rotations/shifts/colour jitter")
     g.add_argument(
@@ -387,6 +399,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         _check_best_metric(args.best_metric)
     except ValueError as err:
         parser.error(str(err))
+    if not (math.isfinite(args.balance) and args.balance >= 0):
+        parser.error(f"--balance: expected a power >= 0 (1: balanced, 0: off), got {args.balance!r}; try --balance 1")
     if not 0.0 <= args.ema < 1.0:
         parser.error(f"--ema: expected a decay in [0, 1) (0 turns it off), got {args.ema!r}; try --ema 0.999")
     if args.output is None:
@@ -990,8 +1004,29 @@ def check_model_args(args: argparse.Namespace) -> None:
     """
     from examples.leukemia.models import check_backbone, method_defaults
 
-    method_defaults(args.method, args.head, args.loss)
+    loss = method_defaults(args.method, args.head, args.loss)["loss"]
+    if getattr(args, "balance", 0.0) and loss not in BALANCE_WITHIN:
+        raise ValueError(
+            f"--balance: weights the decisions of the {', '.join(BALANCE_WITHIN)} losses, but this run trains "
+            f"with the {loss!r} loss; drop --balance, or pick one of those with --loss."
+        )
     check_backbone(args.backbone)
+
+
+#: which nodes compete in one decision of each loss that ``--balance`` weights (hiercls.losses.balanced_weight)
+BALANCE_WITHIN = {"conditional": "siblings", "level": "levels", "flat": "labels"}
+
+
+def balance_weight(args: argparse.Namespace, taxonomy: Taxonomy, train_targets: torch.Tensor) -> list[float] | None:
+    """The ``--balance`` loss weights of a run from its training targets (``None`` when off), as a list
+    that the run's JSON config keeps (so a checkpoint rebuilds the same loss)."""
+    from examples.leukemia.models import method_defaults
+    from hiercls.losses import balanced_weight
+
+    if not args.balance:
+        return None
+    within = BALANCE_WITHIN[method_defaults(args.method, args.head, args.loss)["loss"]]
+    return balanced_weight(taxonomy, train_targets.cpu(), within=within, power=float(args.balance)).tolist()
 
 
 def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> TrainResult:
@@ -1031,6 +1066,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     backbone_kwargs = dict(args.backbone_kwargs or {})
     if args.drop_path:
         backbone_kwargs["drop_path_rate"] = args.drop_path
+    weight = balance_weight(args, tax, data.targets["train"])
     model = build_model(
         args.backbone,
         tax,
@@ -1041,8 +1077,16 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         init_checkpoint=args.init_checkpoint,
         img_size=img_size,
         label_smoothing=args.label_smoothing,
+        loss_kwargs={"weight": weight} if weight is not None else None,
         backbone_kwargs=backbone_kwargs,
     ).to(env.device)
+    if weight is not None and env.main:
+        log.info(
+            "--balance %g: loss weights from the training split, %.3g to %.3g",
+            args.balance,
+            min(weight),
+            max(weight),
+        )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = None
@@ -1125,10 +1169,15 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
                     "resume without --ema or start a new run."
                 )
             load_weights(ema.module, ckpt.state["ema"])
-        before = {"ema": 0.0, "tta": "none", "crop": 1.0}  # what checkpoints older than these flags used
+        before = {
+            "ema": 0.0,
+            "tta": "none",
+            "crop": 1.0,
+            "balance": 0.0,
+        }  # what checkpoints older than these flags used
         changed = {
             k: (ckpt.config.get(k, before.get(k)), config[k])
-            for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed", "ema", "tta", "crop")
+            for k in ("backbone", "method", "epochs", "lr", "batch_size", "seed", "ema", "tta", "crop", "balance")
             if ckpt.config.get(k, before.get(k)) != config[k]
         }
         if changed and env.main:
