@@ -273,6 +273,15 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
         and "flat:test_resnet" in saved["command"]
     )
     assert all(r["best_metric"] == "leaf_accuracy" and 0 <= r["val_best"] <= 1 for r in saved["rows"])
+    # the numbers behind the recall tree, by node name (None where no test image reaches the node)
+    tax = load_taxonomy("pbc")
+    for r in saved["rows"]:
+        assert list(r["node_recall"]) == list(tax.nodes) and r["node_recall"][tax.root] == 1.0
+        assert all(v is None or 0 <= v <= 1 for v in r["node_recall"].values()) and r["balance"] == 0.0
+    from examples.leukemia.evaluate import main as evaluate
+
+    again = evaluate([str(out / "runs" / "flat-test_resnet"), "--no-figures", "--out", str(tmp_path / "ev")])
+    assert again["rows"][0]["node_recall"] == saved["rows"][1]["node_recall"]  # evaluate reproduces compare
     # runs that cannot finish before the deadline are skipped and say so
     skipped = main(
         [

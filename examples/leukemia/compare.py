@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import shlex
 
     from examples.leukemia import train as T
-    from examples.leukemia.evaluate import evaluation_metrics, results_markdown, save_figures
+    from examples.leukemia.evaluate import evaluation_metrics, node_recalls, results_markdown, save_figures
     from examples.leukemia.models import variant_name
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -365,9 +365,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "decode": rule,
             "tta": tta,
             "ema": float(res.config.get("ema", 0.0)),
+            "balance": float(res.config.get("balance", 0.0)),
             "head": res.config["model"]["head"],
             "loss": res.config["model"]["loss"],
             "metrics": metrics,
+            "node_recall": node_recalls(target, preds, tax),
             "best_epoch": res.best.get("epoch"),
             "best_metric": res.best.get("metric"),
             "val_best": res.best.get("metrics", {}).get(res.best.get("metric"), res.best.get("value")),

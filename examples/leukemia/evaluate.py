@@ -44,6 +44,7 @@ __all__ = [
     "evaluation_metrics",
     "load_split",
     "main",
+    "node_recalls",
     "resolve_checkpoint",
     "results_markdown",
     "save_figures",
@@ -100,6 +101,21 @@ def evaluation_metrics(y_true: Any, y_pred: Any, taxonomy: Taxonomy) -> dict[str
         both = known & leaf
         out["eight_class_accuracy_leaf_labelled"] = float((ct == cp)[both].mean()) if both.any() else math.nan
     return out
+
+
+def node_recalls(y_true: Any, y_pred: Any, taxonomy: Taxonomy) -> dict[str, float | None]:
+    """Each node's recall (:func:`hiercls.metrics.node_recall`) by name, the numbers behind the recall
+    tree: of the images whose true path holds the node, the fraction whose predicted path does too
+    (``None`` for a node no image reaches, so the dict stays valid JSON).
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/benign", "r/malignant/pre_B", "r/malignant/pro_B"])
+        >>> node_recalls(tax.encode(["benign", "pre_B"]), tax.encode(["pre_B", "pre_B"]), tax)["benign"]
+        0.0
+    """
+    values = node_recall(_np(y_true), _np(y_pred), taxonomy)
+    return {name: (None if math.isnan(v) else round(float(v), 6)) for name, v in zip(taxonomy.nodes, values.tolist())}
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -416,6 +432,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rule, threshold = checkpoint_decoding(ckpt.config, args.decode, args.threshold)
         preds = decode(probs, tax, rule, threshold=threshold if rule == "threshold" else None)
         metrics = evaluation_metrics(targets, preds, tax)
+        recalls = node_recalls(targets, preds, tax)
         name = run_name(ckpt.config, taken)
         synthetic |= bool(ckpt.config.get("synthetic"))
         figures = []
@@ -433,10 +450,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "decode": rule,
                 "threshold": threshold if rule == "threshold" else None,
                 "tta": tta,
+                "balance": float(ckpt.config.get("balance", 0.0)),
                 "split": args.split,
                 "seed": ckpt.config.get("seed"),
                 "epoch": ckpt.epoch,
                 "metrics": metrics,
+                "node_recall": recalls,
                 "synthetic": bool(ckpt.config.get("synthetic")),
                 "figures": figures,
             }
