@@ -52,6 +52,7 @@ over depth levels.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -1386,7 +1387,7 @@ def balanced_weight(
     taxonomy: Taxonomy,
     targets: Any,
     *,
-    within: Literal["siblings", "levels", "labels"] = "siblings",
+    within: Literal["siblings", "levels", "leaves"] = "siblings",
     power: float = 1.0,
 ) -> Tensor:
     """Per-node loss weights that give every option of a decision the same total weight in training.
@@ -1399,9 +1400,13 @@ def balanced_weight(
 
     - ``"siblings"``: the children of ``v``'s parent, the decisions of
       :func:`conditional_softmax_nll` (trees only);
-    - ``"levels"``: the nodes at ``v``'s depth, the decisions of :func:`level_cross_entropy`;
-    - ``"labels"``: every label; ``n(v)`` counts the targets equal to ``v``. This is
-      scikit-learn's balanced weight, for :func:`flat_cross_entropy`.
+    - ``"levels"``: the nodes at ``v``'s depth, the decisions of :func:`level_cross_entropy`
+      (trees only: in a DAG a sample can reach two nodes of one depth);
+    - ``"leaves"``: the leaves, for :func:`flat_cross_entropy`; ``n(v)`` counts the targets equal
+      to the leaf, as scikit-learn's balanced weight does. A partial label (an inner node ``u``)
+      does not compete with the leaves below it (its term is ``-log P(u)``): it gets the
+      count-weighted mean of their weights, ``(k(u) * mean) / n_leaves(u)``, where ``k(u)`` and
+      ``n_leaves(u)`` are the number of leaves below ``u`` with targets and their targets.
 
     With ``power=1``, ``n(v) * weight(v)`` is the same for every option of a decision, and
     a decision's total weight is its number of samples, so the loss keeps its scale.
@@ -1420,8 +1425,9 @@ def balanced_weight(
         losses (move it with ``.to(device)``, or pass it to :func:`create_loss`).
 
     Raises:
-        ValueError: ``targets`` is empty or not 1-D, ``within`` is unknown, ``power`` is negative
-            or not finite, or ``within="siblings"`` on a DAG (use ``"levels"`` or ``"labels"``).
+        ValueError: ``targets`` is empty or not 1-D, ``within`` is unknown, ``power`` is negative,
+            not finite or so large that a weight overflows, or ``within`` is ``"siblings"`` or
+            ``"levels"`` on a DAG (use ``"leaves"``: the flat losses accept DAGs).
         UnknownNodeError: a target that is not a node of ``taxonomy``.
 
     Examples:
@@ -1430,13 +1436,18 @@ def balanced_weight(
         >>> w = balanced_weight(tax, ["normal"] * 6 + ["ALL"] * 3 + ["AML"])
         >>> {name: round(float(w[tax.index(name)]), 3) for name in ("normal", "leukemia", "ALL", "AML")}
         {'normal': 0.833, 'leukemia': 1.25, 'ALL': 0.667, 'AML': 2.0}
-        >>> balanced_weight(tax, ["normal"] * 6 + ["ALL"] * 3 + ["AML"], within="labels")[tax.index("normal")]
+        >>> balanced_weight(tax, ["normal"] * 6 + ["ALL"] * 3 + ["AML"], within="leaves")[tax.index("normal")]
         tensor(0.5556)
     """
-    if within not in ("siblings", "levels", "labels"):
-        raise ValueError(f"within: expected 'siblings', 'levels' or 'labels', got {within!r}.")
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or not math.isfinite(power) or power < 0:
-        raise ValueError(f"power: expected a finite number >= 0, got {power!r}.")
+    if within not in ("siblings", "levels", "leaves"):
+        raise ValueError(f"within: expected 'siblings', 'levels' or 'leaves', got {within!r}.")
+    if isinstance(power, bool) or not isinstance(power, numbers.Real) or not math.isfinite(power) or power < 0:
+        raise ValueError(f"power: expected a finite real number >= 0, got {power!r}.")
+    if within != "leaves" and not taxonomy.is_tree:
+        raise ValueError(
+            f"within: {within!r} needs a tree (one parent per node), but this taxonomy is a DAG; use "
+            "within='leaves' (the flat losses accept DAGs)."
+        )
     idx = np.asarray(taxonomy.encode(targets))
     if idx.ndim != 1 or idx.size == 0:
         raise ValueError(
@@ -1445,30 +1456,42 @@ def balanced_weight(
         )
     num = taxonomy.num_nodes
     exact = np.bincount(idx, minlength=num).astype(np.float64)
-    if within == "labels":
-        count, group = exact, np.zeros(num, dtype=np.int64)
-    else:
-        # n(v): each sample counts at its node and at every ancestor (the CSR lists a node's ancestors and itself)
-        anc_ptr, anc_idx = taxonomy.ancestors_ptr, taxonomy.ancestors_index
-        owner = np.repeat(np.arange(num), np.diff(anc_ptr))
-        count = np.bincount(anc_idx, weights=exact[owner], minlength=num)
-        if within == "levels":
-            group = np.asarray(taxonomy.depth_index, dtype=np.int64)
-        elif not taxonomy.is_tree:
-            raise ValueError(
-                "within: 'siblings' needs a tree (one parent per node), but this taxonomy is a DAG; "
-                "use within='levels' or within='labels'."
-            )
+    # sums over each node's subtree: every node adds its value to its ancestors and itself (the CSR lists both)
+    anc_ptr, anc_idx = taxonomy.ancestors_ptr, taxonomy.ancestors_index
+    owner = np.repeat(np.arange(num), np.diff(anc_ptr))
+
+    def subtree_sum(values: np.ndarray) -> np.ndarray:
+        return np.bincount(anc_idx, weights=values[owner], minlength=num)
+
+    with np.errstate(over="ignore"):
+        if within == "leaves":
+            leaf_count = np.where(taxonomy.is_leaf_mask, exact, 0.0)
+            present = leaf_count > 0
+            mean = leaf_count.sum() / max(int(present.sum()), 1)
+            below, options = subtree_sum(leaf_count), subtree_sum(present.astype(np.float64))
+            reached = below > 0
+            weight = np.ones(num, dtype=np.float64)
+            weight[reached] = (options[reached] * mean / below[reached]) ** float(power)
         else:
-            group = np.asarray(taxonomy.parent_index, dtype=np.int64) + 1  # the root: a group of its own (0)
-    present = count > 0
-    groups = int(group.max()) + 1
-    total = np.bincount(group, weights=count, minlength=groups)
-    options = np.bincount(group, weights=present.astype(np.float64), minlength=groups)
-    mean = total / np.maximum(options, 1.0)
-    weight = np.ones(num, dtype=np.float64)
-    weight[present] = (mean[group[present]] / count[present]) ** float(power)
-    return torch.from_numpy(weight.astype(np.float32))
+            count = subtree_sum(exact)
+            if within == "levels":
+                group = np.asarray(taxonomy.depth_index, dtype=np.int64)
+            else:
+                group = np.asarray(taxonomy.parent_index, dtype=np.int64) + 1  # the root: a group of its own (0)
+            present = count > 0
+            groups = int(group.max()) + 1
+            total = np.bincount(group, weights=count, minlength=groups)
+            options = np.bincount(group, weights=present.astype(np.float64), minlength=groups)
+            mean = total / np.maximum(options, 1.0)
+            weight = np.ones(num, dtype=np.float64)
+            weight[present] = (mean[group[present]] / count[present]) ** float(power)
+        weight = weight.astype(np.float32)
+    if not np.isfinite(weight).all():
+        raise ValueError(
+            f"power: expected a power whose weights fit float32, got {power!r}, which overflows on these "
+            "counts; use a smaller power, e.g. 1 or 0.5."
+        )
+    return torch.from_numpy(weight)
 
 
 def create_loss(kind: LossKind, taxonomy: Taxonomy, **kwargs: Any) -> nn.Module:

@@ -222,21 +222,29 @@ def soft_label_loss(logits, target, tax: Taxonomy, beta: float, weight=None, smo
 
 
 def balanced_weight(taxonomy: Taxonomy, targets: Sequence[str], within: str = "siblings", power: float = 1.0):
-    """Per-node balanced weights by name: count, per node, the targets that reach it (or, for
-    ``"labels"``, equal it), then divide each decision's mean count over its present options by the
-    node's count. Returns ``{name: weight}``."""
+    """Per-node balanced weights by name. ``"siblings"`` / ``"levels"``: count, per node, the targets that
+    reach it, then divide each decision's mean count over its present options by the node's count.
+    ``"leaves"``: the same over the leaves (targets equal to the leaf), and an inner node gets the
+    count-weighted mean weight of the leaves below it. Returns ``{name: weight}``."""
     names = list(taxonomy.nodes)
-    if within == "labels":
-        count = {v: sum(1 for t in targets if t == v) for v in names}
-        options_of = dict.fromkeys(names, names)
-    else:
-        count = {v: sum(1 for t in targets if t == v or v in taxonomy.ancestors(t)) for v in names}
-        if within == "levels":
-            options_of = {v: [u for u in names if taxonomy.depth(u) == taxonomy.depth(v)] for v in names}
-        else:
-            root = names[0]
-            options_of = {v: [root] if v == root else list(taxonomy.children(taxonomy.parents(v)[0])) for v in names}
     out = {}
+    if within == "leaves":
+        leaves = [v for v in names if not taxonomy.children(v)]
+        count = {v: sum(1 for t in targets if t == v) for v in leaves}
+        present = [v for v in leaves if count[v] > 0]
+        mean = sum(count[v] for v in present) / len(present) if present else 0.0
+        leaf_weight = {v: mean / count[v] for v in present}
+        for v in names:
+            below = [u for u in present if u == v or v in taxonomy.ancestors(u)]
+            total = sum(count[u] for u in below)
+            out[v] = (sum(count[u] * leaf_weight[u] for u in below) / total) ** power if total else 1.0
+        return out
+    count = {v: sum(1 for t in targets if t == v or v in taxonomy.ancestors(t)) for v in names}
+    if within == "levels":
+        options_of = {v: [u for u in names if taxonomy.depth(u) == taxonomy.depth(v)] for v in names}
+    else:
+        root = names[0]
+        options_of = {v: [root] if v == root else list(taxonomy.children(taxonomy.parents(v)[0])) for v in names}
     for v in names:
         if count[v] == 0:
             out[v] = 1.0

@@ -772,7 +772,7 @@ def test_balance_weights_the_loss_from_the_training_split_and_travels_with_the_c
     plain = build_model("test_resnet", tax, "hierarchical").criterion
     assert plain(logits, target).item() != pytest.approx(model.criterion(logits, target).item())
     flat = T.parse_args([*base, "--method", "flat", "--balance", "0.5"])
-    assert T.balance_weight(flat, tax, train) == balanced_weight(tax, train, within="labels", power=0.5).tolist()
+    assert T.balance_weight(flat, tax, train) == balanced_weight(tax, train, within="leaves", power=0.5).tolist()
     assert T.balance_weight(T.parse_args(base), tax, train) is None
     with pytest.raises(ValueError, match="--balance: weights the decisions of the conditional, level, flat losses"):
         T.check_model_args(T.parse_args([*base, "--head", "sigmoid", "--balance"]))

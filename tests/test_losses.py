@@ -564,7 +564,7 @@ def _labelled(draw: st.DrawFn, dag: bool = False):
 @settings(max_examples=40)
 @given(
     case=_labelled(),
-    within=st.sampled_from(["siblings", "levels", "labels"]),
+    within=st.sampled_from(["siblings", "levels", "leaves"]),
     power=st.sampled_from([1.0, 0.5, 0.0, 2.0]),
 )
 def test_balanced_weight_matches_the_oracle_on_trees(case, within, power) -> None:
@@ -576,37 +576,55 @@ def test_balanced_weight_matches_the_oracle_on_trees(case, within, power) -> Non
 
 
 @settings(max_examples=30)
-@given(case=_labelled(dag=True), within=st.sampled_from(["levels", "labels"]))
-def test_balanced_weight_matches_the_oracle_on_dags(case, within) -> None:
+@given(case=_labelled(dag=True))
+def test_balanced_weight_matches_the_oracle_on_dags(case) -> None:
     tax, names = case
-    want = O.balanced_weight(tax, names, within)
-    got = balanced_weight(tax, tax.encode(names), within=within)  # indices too, not only names
+    want = O.balanced_weight(tax, names, "leaves")
+    got = balanced_weight(tax, tax.encode(names), within="leaves")  # indices too, not only names
     torch.testing.assert_close(got, torch.tensor([want[v] for v in tax.nodes]), rtol=1e-5, atol=0)
 
 
 @settings(max_examples=40)
-@given(case=_labelled(), within=st.sampled_from(["siblings", "levels", "labels"]))
+@given(case=_labelled(), within=st.sampled_from(["siblings", "levels", "leaves"]))
 def test_balanced_weight_gives_each_option_of_a_decision_the_same_total(case, within) -> None:
-    """With power 1, n(v) * w(v) is one value per decision, and the decision's total weight is its count."""
+    """With power 1, n(v) * w(v) is one value per decision, and the decision's total weight is its count.
+    With "leaves", a partial label's weight is the count-weighted mean of the weights of the leaves below."""
     tax, names = case
     w = balanced_weight(tax, names, within=within).double().numpy()
     idx = tax.encode(names)
-    if within == "labels":
-        count = np.bincount(idx, minlength=tax.num_nodes)
-        groups = [list(range(tax.num_nodes))]
+    leaf = np.asarray(tax.is_leaf_mask)
+    if within == "leaves":
+        count = np.where(leaf, np.bincount(idx, minlength=tax.num_nodes), 0)
+        groups = [np.flatnonzero(leaf).tolist()]
+        for u in np.flatnonzero(~leaf):  # inner nodes: the mean weight of their leaves' targets
+            below = [v for v in np.flatnonzero(leaf) if u in tax.encode(tax.ancestors(tax.nodes[v]))]
+            total = count[below].sum()
+            want = (count[below] * w[below]).sum() / total if total else 1.0
+            assert w[u] == pytest.approx(want, rel=1e-5)
     else:
         count = np.array([sum(1 for t in names if t == v or v in tax.ancestors(t)) for v in tax.nodes])
         if within == "levels":
             groups = [list(level) for level in tax.levels()]
         else:
             groups = [tax.encode(tax.children(v)).tolist() for v in tax.nodes if tax.children(v)]
+        assert np.all(w[count == 0] == 1.0)
     for g in groups:
         present = [v for v in g if count[v] > 0]
         if present:
             totals = count[present] * w[present]
             assert np.allclose(totals, totals[0], rtol=1e-5)
             assert totals.sum() == pytest.approx(count[present].sum(), rel=1e-5)
-    assert np.all(w[count == 0] == 1.0)
+
+
+def test_balanced_weight_leaves_does_not_let_rare_partial_labels_dominate() -> None:
+    """A partial label is not a class of its own among the leaves: 2 images labelled only 'neutrophil'
+    weigh like the band and segmented images below it, not 25 times the mean (the PBC case)."""
+    tax = Taxonomy.from_paths(["r/neutrophil/band", "r/neutrophil/segmented", "r/lymphocyte"])
+    names = ["band"] * 40 + ["segmented"] * 60 + ["neutrophil"] * 2 + ["lymphocyte"] * 100
+    w = balanced_weight(tax, names, within="leaves")
+    leaves = {v: float(w[tax.index(v)]) for v in ("band", "segmented", "lymphocyte")}
+    assert leaves == pytest.approx({"band": 200 / 3 / 40, "segmented": 200 / 3 / 60, "lymphocyte": 200 / 3 / 100})
+    assert float(w[tax.index("neutrophil")]) == pytest.approx(2 * (200 / 3) / 100)  # (40 w_band + 60 w_seg) / 100
 
 
 def test_balanced_weight_trains_a_loss_and_refuses_bad_input(paper_tax) -> None:
@@ -623,21 +641,26 @@ def test_balanced_weight_trains_a_loss_and_refuses_bad_input(paper_tax) -> None:
     weighted = balanced(logits, target)
     weighted.backward()
     assert weighted.item() != pytest.approx(plain(logits, target).item()) and logits.grad is not None
-    # labels: the mean weight over the training samples is 1, as with scikit-learn's "balanced"
-    wl = balanced_weight(paper_tax, names, within="labels")
+    # leaves: the mean weight over the (leaf-labelled) training samples is 1, as with scikit-learn's "balanced"
+    wl = balanced_weight(paper_tax, names, within="leaves")
     assert float(wl[target].mean()) == pytest.approx(1.0)
     assert torch.equal(balanced_weight(paper_tax, names, power=0), torch.ones(paper_tax.num_nodes))
     with pytest.raises(ValueError, match="targets: expected a non-empty 1-D"):
         balanced_weight(paper_tax, [])
     with pytest.raises(ValueError, match="targets: expected a non-empty 1-D"):
         balanced_weight(paper_tax, [[1, 2], [3, 4]])
-    with pytest.raises(ValueError, match="within: expected 'siblings', 'levels' or 'labels', got 'leaves'"):
-        balanced_weight(paper_tax, names, within="leaves")
+    with pytest.raises(ValueError, match="within: expected 'siblings', 'levels' or 'leaves', got 'labels'"):
+        balanced_weight(paper_tax, names, within="labels")
     for bad in (-1.0, float("nan"), True, "1"):
-        with pytest.raises(ValueError, match="power: expected a finite number >= 0"):
+        with pytest.raises(ValueError, match="power: expected a finite real number >= 0"):
             balanced_weight(paper_tax, names, power=bad)
+    assert torch.equal(balanced_weight(paper_tax, names, power=np.float32(1.0)), w)  # numpy scalars are numbers
+    with pytest.raises(ValueError, match="power: expected a power whose weights fit float32, got 60"):
+        balanced_weight(paper_tax, ["Normal"] * 99 + ["ALL"], power=60)
     with pytest.raises(UnknownNodeError):
         balanced_weight(paper_tax, ["Normal", "Lymphoma"])
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")])
-    with pytest.raises(ValueError, match="'siblings' needs a tree"):
-        balanced_weight(dag, ["c", "a"])
+    for within in ("siblings", "levels"):
+        with pytest.raises(ValueError, match=f"within: '{within}' needs a tree .* use within='leaves'"):
+            balanced_weight(dag, ["c", "a"], within=within)
+    assert balanced_weight(dag, ["c", "a", "c"], within="leaves").shape == (dag.num_nodes,)

@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POWER",
         help="weight the loss so that every option of each decision carries the same total weight on the "
         "training split (hiercls.losses.balanced_weight: siblings for the conditional loss, a depth's nodes for "
-        "the level loss, the labels for the flat one); POWER 1 (the value when given alone) balances fully, "
+        "the level loss, the leaves for the flat one); POWER 1 (the value when given alone) balances fully, "
         "0.5 halfway, 0 is off",
     )
     g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
@@ -1014,7 +1014,7 @@ def check_model_args(args: argparse.Namespace) -> None:
 
 
 #: which nodes compete in one decision of each loss that ``--balance`` weights (hiercls.losses.balanced_weight)
-BALANCE_WITHIN = {"conditional": "siblings", "level": "levels", "flat": "labels"}
+BALANCE_WITHIN = {"conditional": "siblings", "level": "levels", "flat": "leaves"}
 
 
 def balance_weight(args: argparse.Namespace, taxonomy: Taxonomy, train_targets: torch.Tensor) -> list[float] | None:
