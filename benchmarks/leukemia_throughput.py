@@ -53,7 +53,10 @@ def _endless(batches):
             empty = False
             yield batch
         if empty:
-            raise ValueError("batches: the iterator factory gave no batch; lower --batch-size or use a larger pack.")
+            raise ValueError(
+                "batches: expected each pass of the iterator factory to give a batch, got an empty pass; "
+                "lower --batch-size or use a larger pack."
+            )
 
 
 def measure(model, batches, device: torch.device, steps: int, warmup: int, step_hook=None) -> dict[str, float]:

@@ -319,5 +319,5 @@ def test_throughput_batches_restart_each_epoch_and_an_empty_factory_is_refused()
     iterator again; a factory that gives nothing is an error, not an endless loop."""
     it = throughput._endless(lambda: iter([1, 2, 3]))
     assert [next(it) for _ in range(7)] == [1, 2, 3, 1, 2, 3, 1]
-    with pytest.raises(ValueError, match="gave no batch"):
+    with pytest.raises(ValueError, match="got an empty pass"):
         next(throughput._endless(lambda: iter([])))

@@ -345,11 +345,12 @@ def test_attribute_docstring_examples_run() -> None:
     assert any(name == "RULE_OPTIONS" for _, name, _ in found)  # the collector sees them
     parser = doctest.DocTestParser()
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    ran = 0
+    ran, failed = 0, []
     for module, name, doc in found:
         globs = dict(vars(importlib.import_module(module)))
         test = parser.get_doctest(doc, globs, f"{module}.{name}", module, 0)
         ran += len(test.examples)
-        runner.run(test, out=lambda _text: None)
-    result = runner.summarize(verbose=False)
-    assert ran > 0 and result.failed == 0, f"{result.failed} of {ran} attribute-docstring examples failed"
+        report: list[str] = []
+        if runner.run(test, out=report.append).failed:
+            failed.append(f"{module}.{name}:\n{''.join(report)}")
+    assert ran > 0 and not failed, "\n".join(failed)

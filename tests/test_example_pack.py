@@ -356,6 +356,8 @@ def test_augment_float_output_skips_rounding_and_keeps_the_input() -> None:
     assert torch.equal(images, before)  # the input is never written
     same = gpu_augment(images, flips=False, rotations=False, max_shift=0, brightness=0, contrast=0)
     assert torch.equal(same, images) and same.data_ptr() != images.data_ptr()
+    with pytest.raises(ValueError, match="dtype: expected torch.uint8 or a floating dtype, got torch.int32"):
+        gpu_augment(images, dtype=torch.int32)  # would truncate, not round
 
 
 def test_augment_brightness_contrast_per_sample() -> None:

@@ -326,8 +326,9 @@ def checkpoint_decoding(
 ) -> tuple[str, float]:
     """The decoding rule and threshold to read a checkpoint out with.
 
-    Each comes from the command line when given, else from the checkpoint's run (its ``--decode`` and
-    ``--threshold``), else ``argmax_leaf`` and 0.5. With ``warn_unused``, a ``threshold`` given for a rule
+    Each comes from the command line when given, else from the checkpoint's run (its ``--decode``, or
+    for a config without one its method's default rule, and its ``--threshold``), else ``argmax_leaf``
+    and 0.5. With ``warn_unused``, a ``threshold`` given for a rule
     other than ``threshold`` is logged as having no effect (as :func:`hiercls.decoding.decode` would warn).
 
     Args:

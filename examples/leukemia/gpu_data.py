@@ -190,7 +190,8 @@ def gpu_augment(
         (``uint8``: rounded and clamped), on the same device.
 
     Raises:
-        ValueError: ``images`` is not 4-D, or the options are out of range.
+        ValueError: ``images`` is not 4-D, the options are out of range, or ``dtype`` is neither
+            ``uint8`` nor floating.
 
     Examples:
         >>> x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
@@ -209,6 +210,8 @@ def gpu_augment(
     if shift < 0 or shift >= min(h, w):
         raise ValueError(f"max_shift: expected 0 <= shift < min(H, W) = {min(h, w)} pixels, got {max_shift!r}.")
     out_dtype = images.dtype if dtype is None else dtype
+    if not (out_dtype == torch.uint8 or out_dtype.is_floating_point):
+        raise ValueError(f"dtype: expected torch.uint8 or a floating dtype, got {out_dtype}; pass e.g. torch.float32.")
     if b == 0:
         return images.to(out_dtype, copy=True)
     dev = images.device
