@@ -14,6 +14,9 @@ Usage::
     python benchmarks/losses.py --partial 0.25      # a quarter of the targets are inner nodes
     python benchmarks/losses.py --threads 1 --out results.json
 
+Also times :func:`hiercls.losses.balanced_weight` (once per run, from the training labels) on
+``--weight-targets`` labels, and the conditional loss trained with those weights.
+
 Prints one JSON object (and writes it to ``--out`` or ``$OUT/losses.json``
 when given).
 """
@@ -87,6 +90,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="names of the losses to run")
     parser.add_argument("--device", default="cpu", help="cpu (the reference) or cuda")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--weight-targets", type=int, default=1_000_000, help="training labels for the balanced_weight timing"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,6 +116,10 @@ def main() -> None:
         ),
         "conditional_softmax_nll[label_smoothing=0.1]": (
             L.ConditionalSoftmaxLoss(tax, label_smoothing=0.1),
+            node_logits,
+        ),
+        "conditional_softmax_nll[weight=balanced_weight]": (
+            L.ConditionalSoftmaxLoss(tax, weight=L.balanced_weight(tax, target.cpu())),
             node_logits,
         ),
         "flat_cross_entropy": (L.FlatCrossEntropyLoss(tax), leaf_logits),
@@ -181,6 +191,17 @@ def main() -> None:
 
         results[name]["peak_extra_mib"] = _peak_extra_mib(step, device)
 
+    # balanced_weight: computed once per run from the training labels, not per step
+    many = _targets(tax, args.weight_targets, args.partial, gen)
+    weights: dict[str, float] = {}
+    for within in ("siblings", "levels", "leaves"):
+        took = []
+        for _ in range(5):
+            start = time.perf_counter()
+            L.balanced_weight(tax, many, within=within)
+            took.append(time.perf_counter() - start)
+        weights[within] = round(statistics.median(took) * 1e3, 2)
+
     report = {
         "benchmark": "losses",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -204,6 +225,7 @@ def main() -> None:
             "peak_extra_mib": _peak_extra_mib(lambda: run(*baseline), device),
         },
         "losses": results,
+        "balanced_weight_ms": {"targets": args.weight_targets, "median_ms_by_within": weights},
         "note": "ratio = median over repeats of (loss time / F.cross_entropy time measured just before it)",
     }
     text = json.dumps(report, indent=1)
