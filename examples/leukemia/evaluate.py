@@ -328,8 +328,8 @@ def checkpoint_decoding(
 
     Each comes from the command line when given, else from the checkpoint's run (its ``--decode``, or
     for a config without one its method's default rule, and its ``--threshold``), else ``argmax_leaf``
-    and 0.5. With ``warn_unused``, a ``threshold`` given for a rule
-    other than ``threshold`` is logged as having no effect (as :func:`hiercls.decoding.decode` would warn).
+    and 0.5. With ``warn_unused``, a ``threshold`` given for a rule other than ``threshold`` is logged
+    as having no effect (as :func:`hiercls.decoding.decode` would warn).
 
     Args:
         config: the checkpoint's ``config``.

@@ -141,6 +141,13 @@ def _reflect(k: torch.Tensor, n: int) -> torch.Tensor:
     return (n - 1) - ((n - 1) - k.abs()).abs()
 
 
+def _flipped(mask: torch.Tensor | None, n: int, *indices: torch.Tensor) -> list[torch.Tensor]:
+    # each (B, L) index tensor mirrored (k -> n - 1 - k) in the samples where mask is set (None: none)
+    if mask is None:
+        return list(indices)
+    return [torch.where(mask[:, None], n - 1 - k, k) for k in indices]
+
+
 def gpu_augment(
     images: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -230,16 +237,8 @@ def gpu_augment(
         # output (i, j) reads the flipped-and-transposed image at (rows[i], cols[j]), i.e. the input at
         # (src_row, src_col) with (a, b) = transpose ? (cols[j], rows[i]) : (rows[i], cols[j]),
         # src_row = v-flip ? H-1-a : a, src_col = h-flip ? W-1-b : b (H == W whenever transposing)
-        if fv is not None:
-            flip_v = fv[:, None]
-            src_r_rows, src_r_cols = torch.where(flip_v, h - 1 - rows, rows), torch.where(flip_v, h - 1 - cols, cols)
-        else:
-            src_r_rows, src_r_cols = rows, cols
-        if fh is not None:
-            flip_h = fh[:, None]
-            src_c_rows, src_c_cols = torch.where(flip_h, w - 1 - rows, rows), torch.where(flip_h, w - 1 - cols, cols)
-        else:
-            src_c_rows, src_c_cols = rows, cols
+        src_r_rows, src_r_cols = _flipped(fv, h, rows, cols)
+        src_c_rows, src_c_cols = _flipped(fh, w, rows, cols)
         flat = src_r_rows[:, :, None] * w + src_c_cols[:, None, :]  # (B, H, W), no transpose
         if tr is not None:
             flat = torch.where(tr[:, None, None], src_r_cols[:, None, :] * w + src_c_rows[:, :, None], flat)
