@@ -29,6 +29,12 @@
 # AT_ONCE=1 (seeds job) runs the peer baseline and every seed's comparison side by side on the one GPU,
 # then the readouts: for small models at 128 px, which leave the GPU mostly idle one at a time (their
 # img/s are then shared-GPU figures; the accuracies are unaffected).
+# SIDE_RUNS (with AT_ONCE=1) adds PBC runs of examples.leukemia.compare, each in a process of its own beside
+# the seeds, at SIDE_EPOCHS epochs (default 40) and seed 0, e.g. the per-level model of the paper's backbones:
+#   JOB=seeds AT_ONCE=1 SEEDS="0 1" EPOCHS=100 PBC_RUNS=flat:resnet18,hierarchical:resnet18 \
+#     SIDE_RUNS=per-level:vit_small_patch16_224,per-level:convnext_tiny bash ...
+# (a side run that cannot end inside the job's time is killed and reported missing; the readouts and the
+# throughput check start only after every side process has ended, so they run on an idle GPU).
 # EPOCHS (default 40) sets the epochs of every training run of both jobs' comparisons (not the peer
 # baseline's, which keeps its own 40), e.g. a longer schedule for the fine-leaf target on ResNet-18 (19 s
 # for 40 flat epochs at 128 px on an H200):
@@ -61,6 +67,16 @@ done
 AT_ONCE=${AT_ONCE:-0}  # seeds job: 1 runs the peer baseline and every seed side by side on the one GPU
 [[ "$AT_ONCE" == 0 || "$AT_ONCE" == 1 ]] || { echo "AT_ONCE: expected 0 or 1, got '$AT_ONCE'" >&2; exit 2; }
 [[ "$AT_ONCE" == 0 || "$JOB" == seeds ]] || { echo "AT_ONCE=1: only the seeds job (JOB=seeds) runs side by side" >&2; exit 2; }
+SIDE_RUNS=${SIDE_RUNS:-}  # seeds job with AT_ONCE=1: extra PBC runs, one process each, beside the seeds
+[[ -z "$SIDE_RUNS" || ( "$JOB" == seeds && "$AT_ONCE" == 1 ) ]] \
+  || { echo "SIDE_RUNS: only the seeds job with AT_ONCE=1 runs them (set JOB=seeds AT_ONCE=1)" >&2; exit 2; }
+IFS=, read -ra SIDE_LIST <<< "$SIDE_RUNS"
+for r in ${SIDE_LIST[@]+"${SIDE_LIST[@]}"}; do
+  [[ "$r" =~ ^(flat|per-level|hierarchical):[A-Za-z0-9_.-]+(:[a-z_]+)?$ ]] \
+    || { echo "SIDE_RUNS: expected METHOD:BACKBONE[:HEAD] separated by commas, got '$r' in '$SIDE_RUNS'" >&2; exit 2; }
+done
+SIDE_EPOCHS=${SIDE_EPOCHS:-}
+[[ -z "$SIDE_EPOCHS" || "$SIDE_EPOCHS" =~ ^[1-9][0-9]*$ ]] || { echo "SIDE_EPOCHS: expected a whole number >= 1, got '$SIDE_EPOCHS'" >&2; exit 2; }
 EPOCHS=${EPOCHS:-}  # epochs of every training run of both comparisons (default 40; 1 with --smoke)
 [[ -z "$EPOCHS" || "$EPOCHS" =~ ^[1-9][0-9]*$ ]] || { echo "EPOCHS: expected a whole number >= 1, got '$EPOCHS'" >&2; exit 2; }
 USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
@@ -174,7 +190,8 @@ EOF
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit
   [[ "$JOB" == seeds ]] && PBC_RUNS=flat:test_resnet,hierarchical:test_resnet,hierarchical:test_resnet:conditional
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
-  CMP_ARGS=(--epochs "${EPOCHS:-1}" --batch-size 16 --device cpu)
+  CMP_ARGS=(--epochs "${EPOCHS:-1}" --batch-size 16 --device cpu)  # keep --epochs first: SIDE_RUNS drop it
+  SIDE_EPOCHS_DEFAULT=1
   TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu)
   STEP_ARGS=(--device cpu --model test_vit --batch 8 --steps 2 --warmup 1 --rounds 1)
 else
@@ -183,7 +200,8 @@ else
   PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224,per-level:resnet18}
   [[ "$JOB" == seeds ]] && PBC_RUNS=${USER_PBC_RUNS:-flat:resnet18,hierarchical:resnet18,hierarchical:resnet18:conditional}
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
-  CMP_ARGS=(--epochs "${EPOCHS:-40}" --batch-size 256)
+  CMP_ARGS=(--epochs "${EPOCHS:-40}" --batch-size 256)  # keep --epochs first: SIDE_RUNS drop it
+  SIDE_EPOCHS_DEFAULT=40
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
   STEP_ARGS=(--model vit_small_patch16_224 convnext_tiny)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -226,6 +244,14 @@ if [[ "$JOB" == seeds ]]; then
     side_pids=()
     want baseline && { side baseline stage "${BASELINE[@]}"; side_pids+=($!); }
     for S in ${SEED_LIST[@]+"${SEED_LIST[@]}"}; do side "seed$S" compare_seed "$S" "$T" 0; side_pids+=($!); done
+    i=0
+    for R in ${SIDE_LIST[@]+"${SIDE_LIST[@]}"}; do
+      i=$(( i + 1 ))
+      side "side$i" stage "side$i" "$T" 0 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$R" \
+        --epochs "${SIDE_EPOCHS:-$SIDE_EPOCHS_DEFAULT}" "${CMP_ARGS[@]:2}" --seed 0 --figures none --train-args "$TRAIN_ARGS" \
+        --title "PBC (real images, from scratch), side run $i: $R" --out "$WORK/pbc_side/side$i"
+      side_pids+=($!)
+    done
     (( ${#side_pids[@]} )) && wait "${side_pids[@]}"  # not a bare wait: the reporter runs until finish
     report
     for S in ${SEED_LIST[@]+"${SEED_LIST[@]}"}; do tta_seed "$S"; done

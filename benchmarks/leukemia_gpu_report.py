@@ -6,7 +6,7 @@ Reads (each optional: a stage that timed out or failed is reported as missing):
 ``OUT_DIR/pbc_flat_baseline.json`` (the peer baseline), ``WORK_DIR/pbc/results.json``,
 ``WORK_DIR/all4/results.json`` (examples.leukemia.compare), ``WORK_DIR/pbc_seeds/seed*/results.json`` and
 ``WORK_DIR/pbc_seeds/aggregate.{json,md}`` and the same under ``WORK_DIR/pbc_seeds_tta`` (the ``JOB=seeds``
-job; the latter from ``evaluate --tta d4``), ``WORK_DIR/gpu_step.json``
+job; the latter from ``evaluate --tta d4``), ``WORK_DIR/pbc_side/side*/results.{json,md}`` (its ``SIDE_RUNS``), ``WORK_DIR/gpu_step.json``
 (benchmarks/gpu_step.py) and ``WORK_DIR/throughput.json`` (benchmarks/leukemia_throughput.py),
 plus ``WORK_DIR/stages.json`` (exit codes and seconds of each stage).
 """
@@ -45,16 +45,17 @@ def _f(v: Any, d: int = 4) -> str:
     return f"{v:.{d}f}" if isinstance(v, (int, float)) else "—"
 
 
-def _per_seed(folder: Path) -> dict[str, Any]:
-    """``{"seed<N>": results}`` of ``folder/seed<N>/results.json``, in the order of N."""
+def _per_seed(folder: Path, prefix: str = "seed") -> dict[str, Any]:
+    """``{"seed<N>": results}`` of ``folder/seed<N>/results.json``, in the order of N (another prefix: the
+    same for ``folder/<prefix><N>``)."""
     found = {}
-    for path in folder.glob("seed*/results.json"):
+    for path in folder.glob(f"{prefix}*/results.json"):
         data = _load(path)
         if data is not None:
             found[path.parent.name] = data
 
     def order(name: str) -> tuple[int, str]:
-        digits = name.removeprefix("seed")
+        digits = name.removeprefix(prefix)
         return (int(digits), "") if digits.isdigit() else (1 << 30, name)
 
     return {name: found[name] for name in sorted(found, key=order)}
@@ -78,6 +79,7 @@ def summary_table(merged: dict[str, Any]) -> str:
     sets = [("pbc", merged.get("pbc")), ("all4", merged.get("all4"))]
     sets += [(f"pbc {name}", res) for name, res in (merged.get("pbc_seeds") or {}).items()]
     sets += [(f"pbc {name} d4 TTA", res) for name, res in (merged.get("pbc_seeds_tta") or {}).items()]
+    sets += [(f"pbc {name}", res) for name, res in (merged.get("pbc_side") or {}).items()]
     for ds, res in sets:
         for r in (res or {}).get("rows", []):
             m = r["metrics"]
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pbc_seeds_aggregate": _load(work / "pbc_seeds" / "aggregate.json"),
         "pbc_seeds_tta": _per_seed(work / "pbc_seeds_tta"),
         "pbc_seeds_tta_aggregate": _load(work / "pbc_seeds_tta" / "aggregate.json"),
+        "pbc_side": _per_seed(work / "pbc_side", prefix="side"),
     }
     md = ["# Leukemia example on the lent GPU", ""]
     dev = next(
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             agg = work / key / "aggregate.md"
             md += [f"## {title}", ""]
             md += [agg.read_text() if agg.is_file() else "(aggregate missing: see gpu_run.log)", ""]
+    for name in merged["pbc_side"]:
+        path = work / "pbc_side" / name / "results.md"
+        md += [path.read_text() if path.is_file() else f"## PBC {name}\n\n(results.md missing)\n", ""]
     tp = merged.get("throughput")
     if isinstance(tp, dict):
         md += [

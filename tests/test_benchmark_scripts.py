@@ -184,6 +184,11 @@ def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: st
         (
             {"JOB": "seeds", "SEEDS": "0 1", "AT_ONCE": "1"},
             ["baseline", "compare_pbc_seed0", "compare_pbc_seed1", "tta_seed0", "tta_seed1", "throughput"],
+            ["compare_pbc", "compare_all4", "side1"],
+        ),
+        (
+            {"JOB": "seeds", "SEEDS": "0 1", "AT_ONCE": "1", "SIDE_RUNS": "per-level:test_resnet,flat:test_vit"},
+            ["baseline", "compare_pbc_seed0", "compare_pbc_seed1", "side1", "side2", "tta_seed1", "throughput"],
             ["compare_pbc", "compare_all4"],
         ),
     ],
@@ -219,6 +224,13 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
                 for p, s in (("baseline", "baseline"), ("seed0", "compare_pbc_seed0"), ("seed1", "compare_pbc_seed1"))
             ]
             assert max(starts) < min(ends)
+        if "SIDE_RUNS" in env:  # each side run in its own process, beside the seeds, merged into the report
+            assert "[side1] == side1" in log and "[side2] == side2" in log
+            side = merged["pbc_side"]
+            assert [r["method"] + ":" + r["backbone"] for n in ("side1", "side2") for r in side[n]["rows"]] == env[
+                "SIDE_RUNS"
+            ].split(",")
+            assert "| pbc side1 | per-level | test_resnet |" in (out / "results.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -234,6 +246,9 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
         ({"EPOCHS": "0"}, "EPOCHS: expected a whole number >= 1, got '0'"),
         ({"JOB": "seeds", "AT_ONCE": "yes"}, "AT_ONCE: expected 0 or 1, got 'yes'"),
         ({"AT_ONCE": "1"}, "AT_ONCE=1: only the seeds job (JOB=seeds) runs side by side"),
+        ({"JOB": "seeds", "SIDE_RUNS": "per-level:resnet18"}, "SIDE_RUNS: only the seeds job with AT_ONCE=1"),
+        ({"JOB": "seeds", "AT_ONCE": "1", "SIDE_RUNS": "per-level resnet18"}, "SIDE_RUNS: expected METHOD:BACKBONE"),
+        ({"JOB": "seeds", "AT_ONCE": "1", "SIDE_EPOCHS": "x"}, "SIDE_EPOCHS: expected a whole number >= 1, got 'x'"),
     ],
 )
 def test_the_gpu_job_refuses_a_bad_setting_before_it_starts(tmp_path: Path, shared_data: Path, env, said) -> None:
