@@ -28,7 +28,9 @@
 #
 # AT_ONCE=1 (seeds job) runs the peer baseline and every seed's comparison side by side on the one GPU,
 # then the readouts: for small models at 128 px, which leave the GPU mostly idle one at a time (their
-# img/s are then shared-GPU figures; the accuracies are unaffected).
+# img/s are then shared-GPU figures; the accuracies are unaffected). Measured on an H200 (eighth session):
+# with seven processes side by side a 100-epoch flat ResNet-18 took 152 s against 66 s alone, for about
+# 1.3x the work of one process at a time: give a long run (a per-level model) a call of its own.
 # SIDE_RUNS (with AT_ONCE=1) adds PBC runs of examples.leukemia.compare, each in a process of its own beside
 # the seeds, at SIDE_EPOCHS epochs (default 40) and seed 0, e.g. the per-level model of the paper's backbones:
 #   JOB=seeds AT_ONCE=1 SEEDS="0 1" EPOCHS=100 PBC_RUNS=flat:resnet18,hierarchical:resnet18 \
@@ -219,7 +221,10 @@ if [[ "$JOB" == seeds ]]; then
   # 2'. one comparison per seed (same split: the split seed is fixed), each read out again with d4 TTA.
   shopt -s nullglob
   (( ${#SEED_LIST[@]} )) || echo "== SEEDS is empty: no comparison to run"
-  CLOSING=60 TTA_S=20
+  # seconds kept for the closing stages (two aggregates, the profiled throughput check) and for each seed's
+  # d4 readout; measured on an H200 in the eighth session: a readout of two ResNet-18 checkpoints took about
+  # 25 s (20 s was too short) and the profiled throughput check over 45 s (cut at 45 s)
+  CLOSING=110 TTA_S=40
   compare_seed() {  # compare_seed SEED TIMEOUT RESERVE
     local D=$(( $2 - 10 )); (( D < 1 )) && D=1
     stage "compare_pbc_seed$1" "$2" "$3" $PY -m examples.leukemia.compare --pack "$PBC_PACK" \
@@ -278,7 +283,7 @@ if [[ "$JOB" == seeds ]]; then
     fi
   done
   shopt -u nullglob
-  stage throughput 45 0 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
+  stage throughput 75 0 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
     --out "$WORK/throughput.json"
   finish
 fi

@@ -67,6 +67,15 @@ def collect() -> tuple[dict[str, dict[str, list[Point]]], list[str], dict[str, f
         m = row["metrics"]
         add(setting, _key(row), (m["fine_leaf_accuracy"], m["eight_class_accuracy"], 0.0, 0.0))
 
+    # session 8: 100 epochs, ResNet-18, seeds 0 and 1 side by side in one seeds job (with the peer
+    # baseline), seed 2 alone in a second call on the same card
+    e100 = "H200, ResNet-18, 128 px, crop 0.7,\n100 epochs, seeds 0-2 (session 8)"
+    seeds_job = _load("pbc_h200_e100_seeds_job.json")
+    for res in [*seeds_job["pbc_seeds"].values(), _load("pbc_h200_e100_seed2.json")]:
+        for row in res["rows"]:
+            add_row(e100, row)
+    peer[e100] = seeds_job["baseline"]["resnet18"]["test_acc_8class"]
+
     # session 5: one job (benchmarks/gpu_run.sh) plus a second call for the runs its deadline skipped
     names = {"resnet18": "ResNet-18", "convnext_tiny": "ConvNeXt-Tiny", "vit_small_patch16_224": "ViT-Small"}
     job = _load("h200_c70_job.json")
