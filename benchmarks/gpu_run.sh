@@ -22,7 +22,8 @@
 #      deadline drops it before the paper's two backbones)
 #   3. the same on ALL (fewer runs)
 #   4. benchmarks/gpu_step.py: the hierarchical head's cost relative to a flat head
-#   5. benchmarks/leukemia_throughput.py: real packed data vs synthetic input, vit_small
+#   5. benchmarks/leukemia_throughput.py: real packed data vs synthetic input, vit_small (the real input also
+#      prepared 8 batches per call: --chunks 1,8)
 # Output in $OUT (at most 8 plain files): results.json, results.md, gpu_run.log,
 # pbc_flat_baseline.json (the tool's), figures.tar.gz (confusion matrices, recall trees).
 #
@@ -194,7 +195,7 @@ EOF
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
   CMP_ARGS=(--epochs "${EPOCHS:-1}" --batch-size 16 --device cpu)  # keep --epochs first: SIDE_RUNS drop it
   SIDE_EPOCHS_DEFAULT=1
-  TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu)
+  TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu --chunks 1,2)
   STEP_ARGS=(--device cpu --model test_vit --batch 8 --steps 2 --warmup 1 --rounds 1)
 else
   CARRY="$ROOT/.carry"
@@ -204,7 +205,7 @@ else
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
   CMP_ARGS=(--epochs "${EPOCHS:-40}" --batch-size 256)  # keep --epochs first: SIDE_RUNS drop it
   SIDE_EPOCHS_DEFAULT=40
-  TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8)
+  TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8 --chunks 1,8)
   STEP_ARGS=(--model vit_small_patch16_224 convnext_tiny)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
@@ -223,8 +224,8 @@ if [[ "$JOB" == seeds ]]; then
   (( ${#SEED_LIST[@]} )) || echo "== SEEDS is empty: no comparison to run"
   # seconds kept for the closing stages (two aggregates, the profiled throughput check) and for each seed's
   # d4 readout; measured on an H200 in the eighth session: a readout of two ResNet-18 checkpoints took about
-  # 25 s (20 s was too short) and the profiled throughput check over 45 s (cut at 45 s)
-  CLOSING=110 TTA_S=40
+  # 25 s (20 s was too short) and the profiled throughput check over 45 s (cut at 45 s; --chunks 1,8 adds more)
+  CLOSING=125 TTA_S=40
   compare_seed() {  # compare_seed SEED TIMEOUT RESERVE
     local D=$(( $2 - 10 )); (( D < 1 )) && D=1
     stage "compare_pbc_seed$1" "$2" "$3" $PY -m examples.leukemia.compare --pack "$PBC_PACK" \
@@ -283,14 +284,14 @@ if [[ "$JOB" == seeds ]]; then
     fi
   done
   shopt -u nullglob
-  stage throughput 75 0 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
+  stage throughput 90 0 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
     --out "$WORK/throughput.json"
   finish
 fi
 # 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time. Alone (no later
 # stage asked for) it gets the whole budget left.
 if want compare_all4 || want gpu_step || want throughput; then
-  T2=$(( $(left) - 165 )); (( T2 > 290 )) && T2=290; R2=155
+  T2=$(( $(left) - 180 )); (( T2 > 290 )) && T2=290; R2=170
 else
   T2=$(( $(left) - 10 )); R2=5
 fi
@@ -298,13 +299,13 @@ want compare_pbc && stage compare_pbc "$T2" "$R2" $PY -m examples.leukemia.compa
   "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline $(( T2 - 15 )) --baseline-json "$OUT/pbc_flat_baseline.json" \
   --title "PBC (real images, from scratch)" --out "$WORK/pbc"
 # 3. ALL: saturated by any model (see BENCHMARKS.md), fewer runs
-want compare_all4 && stage compare_all4 55 100 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" \
+want compare_all4 && stage compare_all4 55 115 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" \
   --runs "$ALL_RUNS" "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline 50 \
   --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
 # 4. head overhead: benchmarks/gpu_step.py (writes $OUT/gpu_step.json; OUT points at the work folder here)
-want gpu_step && stage gpu_step 60 40 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
+want gpu_step && stage gpu_step 60 55 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
 # 5. feeding the GPU: a real-data epoch vs synthetic input
-want throughput && stage throughput 40 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \
+want throughput && stage throughput 55 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \
   --out "$WORK/throughput.json"
 
 finish

@@ -152,6 +152,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{_f(r['real'].get('host_data_ms'), 2)} | {_f((r.get('data_path_only') or {}).get('ms_per_batch'), 2)} | "
                 f"{cost or '—'} |"
             )
+            for chunk, c in (r.get("chunks") or {}).items():  # the real input prepared CHUNK batches at a time
+                md.append(
+                    f"| {tp.get('backbone')} | {size}, chunk {chunk} | {r['synthetic']['img_per_s']} | "
+                    f"{c['real']['img_per_s']} | {c['real_over_synthetic']} | "
+                    f"{_f(r['synthetic'].get('host_data_ms'), 2)} / {_f(c['real'].get('host_data_ms'), 2)} | "
+                    f"{_f((c.get('data_path_only') or {}).get('ms_per_batch'), 2)} | — |"
+                )
         md.append("")
     if merged.get("gpu_step") is not None:
         md += [
@@ -173,6 +180,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if isinstance(tp, dict):
         for size, r in tp.get("results", {}).items():
             print(f"throughput {tp.get('backbone')} @{size}px: real/synthetic = {r['real_over_synthetic']}")
+            for chunk, c in (r.get("chunks") or {}).items():
+                print(
+                    f"throughput {tp.get('backbone')} @{size}px, chunk {chunk}: real/synthetic = {c['real_over_synthetic']}"
+                )
     return merged
 
 

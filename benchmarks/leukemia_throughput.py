@@ -18,7 +18,10 @@ reports ``host_data_ms``: the host's wall time per step spent getting the next b
 launch cost, plus any wait for the device it forces). ``--profile`` adds, per size and input, the
 operators that took the most device and host time over a few extra steps (``torch.profiler``), to
 find where a real-data step loses time, and ``data_path_only`` times the real batches with no model (what
-the input costs the device per batch when nothing overlaps). Prints one JSON object (and writes it to ``--out`` if given).
+the input costs the device per batch when nothing overlaps). ``--chunks 1,8`` also times the real
+input prepared 8 batches at a time (GPUBatches' ``chunk``, train's ``--augment-chunk``), under
+``chunks`` of each size, with its own ``real_over_synthetic`` against the same synthetic figure.
+Prints one JSON object (and writes it to ``--out`` if given).
 """
 
 from __future__ import annotations
@@ -184,7 +187,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--profile", action="store_true", help="add the top operators of real and synthetic steps")
+    ap.add_argument(
+        "--chunks",
+        default="1",
+        help="comma-separated batches prepared per call of the real input (GPUBatches' chunk); 1 is always "
+        "timed, and the others are added under 'chunks'",
+    )
     args = ap.parse_args(argv)
+    try:
+        chunks = sorted({int(c) for c in args.chunks.split(",") if c.strip()} | {1})
+    except ValueError:
+        ap.error(f"--chunks: expected whole numbers >= 1 separated by commas, got {args.chunks!r}; e.g. 1,8")
+    if chunks[0] < 1:
+        ap.error(f"--chunks: expected whole numbers >= 1 separated by commas, got {args.chunks!r}; e.g. 1,8")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -209,16 +224,21 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(0)
         model = build_model(args.backbone, pk.taxonomy, "hierarchical", img_size=size).to(device)
         model = model.to(memory_format=torch.channels_last)
-        real = GPUBatches(
-            images,
-            targets,
-            args.batch_size,
-            shuffle=True,
-            drop_last=True,
-            augment=True,
-            seed=0,
-            out_size=None if size == pk.size else size,
-        )
+
+        def real_input(chunk: int, size: int = size) -> GPUBatches:
+            return GPUBatches(
+                images,
+                targets,
+                args.batch_size,
+                shuffle=True,
+                drop_last=True,
+                augment=True,
+                seed=0,
+                out_size=None if size == pk.size else size,
+                chunk=chunk,
+            )
+
+        real = real_input(1)
         fixed = next(
             iter(
                 GPUBatches(
@@ -246,6 +266,16 @@ def main(argv: list[str] | None = None) -> dict:
             "real_over_synthetic": round(ratio, 4),
             "meets_90pct": bool(ratio >= 0.9),
         }
+        for chunk in chunks[1:]:
+            batches = real_input(chunk)
+            m = measure(model, lambda batches=batches: iter(batches), device, steps, args.warmup)
+            r = m["img_per_s"] / synth["img_per_s"] if synth["img_per_s"] else math.nan
+            out["results"][str(size)].setdefault("chunks", {})[str(chunk)] = {
+                "real": m,
+                "data_path_only": time_data(lambda batches=batches: iter(batches), device, steps, args.warmup),
+                "real_over_synthetic": round(r, 4),
+                "meets_90pct": bool(r >= 0.9),
+            }
         print(size, out["results"][str(size)], flush=True)
         if args.profile:
             out["results"][str(size)]["profile"] = {

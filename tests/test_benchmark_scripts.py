@@ -34,7 +34,7 @@ def tiny_pack(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pa
 def test_throughput_reports_host_data_time_and_a_profile(tiny_pack: Path, tmp_path: Path) -> None:
     out = tmp_path / "tp.json"
     argv = ["--pack", str(tiny_pack), "--backbone", "test_vit", "--batch-size", "4", "--steps", "2"]
-    res = throughput.main([*argv, "--warmup", "1", "--device", "cpu", "--profile", "--out", str(out)])
+    res = throughput.main([*argv, "--warmup", "1", "--device", "cpu", "--profile", "--chunks", "3", "--out", str(out)])
     assert json.loads(out.read_text()) == res
     (size, r), *_ = res["results"].items()
     assert size == "32" and r["real_over_synthetic"] > 0
@@ -64,6 +64,19 @@ def test_throughput_reports_host_data_time_and_a_profile(tiny_pack: Path, tmp_pa
     assert cells[1] == "32" and cells[5] == f"{r['synthetic']['host_data_ms']:.2f} / {r['real']['host_data_ms']:.2f}"
     assert cells[6] == f"{data['ms_per_batch']:.2f}"
     assert cells[7].count("/") == 2 and "—" not in cells[7]
+    # --chunks 3: the real input again, prepared 3 batches at a time, against the same synthetic figure
+    (chunk,) = r["chunks"].values()
+    assert list(r["chunks"]) == ["3"] and chunk["real"]["img_per_s"] > 0 and chunk["data_path_only"]["steps"] == 2
+    assert chunk["real_over_synthetic"] == round(chunk["real"]["img_per_s"] / r["synthetic"]["img_per_s"], 4)
+    md = (report_out / "results.md").read_text()
+    assert f"| test_vit | 32, chunk 3 | {r['synthetic']['img_per_s']} | {chunk['real']['img_per_s']} |" in md
+
+
+@pytest.mark.parametrize("bad", ["0", "a", "1,,x", "-2"])
+def test_throughput_refuses_bad_chunks(tiny_pack: Path, bad: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        throughput.main(["--pack", str(tiny_pack), "--backbone", "test_vit", "--device", "cpu", "--chunks", bad])
+    assert "--chunks: expected whole numbers >= 1" in capsys.readouterr().err
 
 
 def _compare_result(seed: int, fine: dict[str, float]) -> dict:

@@ -247,6 +247,67 @@ def test_batches_errors() -> None:
         GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, indices=torch.tensor([99]))
     with pytest.raises(ValueError, match="mean, std: expected 3 values"):
         GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, std=(1.0, 0.0, 1.0))
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=r"chunk: expected a positive int .*got " + repr(bad)):
+            GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, chunk=bad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    batch=st.integers(1, 7),
+    chunk=st.integers(1, 6),
+    drop_last=st.booleans(),
+    out_size=st.sampled_from([None, 6, 12]),
+    world=st.integers(1, 3),
+)
+def test_chunked_batches_without_augmentation_are_the_same_batches(n, batch, chunk, drop_last, out_size, world) -> None:
+    """Preparing ``chunk`` batches at once changes nothing but the host cost when nothing is random:
+    the same batches, values and targets, in the same order, each channels-last, on every rank."""
+    images, targets = _images(n)
+    for rank in range(world):
+        kw = {"shuffle": True, "drop_last": drop_last, "augment": False, "seed": 5, "out_size": out_size, "rank": rank}
+        plain = list(GPUBatches(images, targets, batch, world_size=world, **kw))
+        chunked = GPUBatches(images, targets, batch, world_size=world, chunk=chunk, **kw)
+        got = list(chunked)
+        assert len(got) == len(plain) == len(chunked)
+        for (x1, t1), (x2, t2) in zip(plain, got):
+            assert torch.equal(t1, t2) and torch.equal(x1, x2)
+            assert x2.is_contiguous(memory_format=torch.channels_last)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 25), batch=st.integers(1, 6), chunk=st.integers(2, 5), seed=st.integers(0, 2**16))
+def test_chunked_augmentation_keeps_each_image_with_its_target(n, batch, chunk, seed) -> None:
+    """With flips and rotations only, every image handed out is one of the 8 symmetries of the image its
+    target belongs to (a chunk cut in the wrong place would pair an image with another's target), the
+    targets are those of the unchunked batches, and the same seed gives the same chunked epoch."""
+    images, targets = _images(n)
+    opts = {"max_shift": 0, "brightness": 0.0, "contrast": 0.0}
+    kw = {"shuffle": True, "drop_last": False, "augment": True, "seed": seed, "augment_options": opts}
+    b = GPUBatches(images, targets, batch, chunk=chunk, **kw)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    got = list(b)
+    plain = list(GPUBatches(images, targets, batch, **kw))
+    assert [t.tolist() for _, t in got] == [t.tolist() for _, t in plain]
+    for x, t in got:
+        raw = ((x * std + mean) * 255).round().to(torch.uint8)
+        for img, target in zip(raw, t.tolist()):
+            source = images[target // 10]
+            assert any(torch.equal(img, sym) for sym in _dihedral(source))
+    again = GPUBatches(images, targets, batch, chunk=chunk, **kw)
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(got, again))
+    again.set_epoch(0)  # and set_epoch picks the same epoch again (resume)
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(got, again))
+
+
+def test_chunk_one_is_the_original_stream() -> None:
+    images, targets = _images()
+    kw = {"shuffle": True, "drop_last": True, "augment": True, "seed": 2}
+    default = list(GPUBatches(images, targets, 4, **kw))
+    one = list(GPUBatches(images, targets, 4, chunk=1, **kw))
+    assert all(torch.equal(x1, x2) and torch.equal(t1, t2) for (x1, t1), (x2, t2) in zip(default, one))
 
 
 # ---------------------------------------------------------------- gpu_augment

@@ -783,3 +783,36 @@ def test_balance_refuses_a_bad_power(bad: str, capsys) -> None:
     with pytest.raises(SystemExit):
         T.parse_args(["--balance", bad])
     assert "--balance: expected a power >= 0" in capsys.readouterr().err
+
+
+def test_augment_chunk_reaches_the_training_batches_and_the_config(tmp_path: Path, caplog) -> None:
+    """--augment-chunk K: the training batches are prepared K at a time (same batches, another augmentation
+    stream), the config keeps K, and resuming with another K says the result will differ."""
+    base = ["--backbone", "test_resnet", "--epochs", "1", "--synthetic-per-leaf", "4", "--batch-size", "4", *FAST]
+    res = T.run(T.parse_args([*base, "--augment-chunk", "3", "--output", str(tmp_path / "k3")]))
+    assert res.config["augment_chunk"] == 3
+    assert json.loads((tmp_path / "k3" / "config.json").read_text())["augment_chunk"] == 3
+    seen = []
+    real = T._batches
+
+    def spy(*args, **kwargs):
+        batches = real(*args, **kwargs)
+        seen.append(batches.chunk)
+        return batches
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T, "_batches", spy)
+        T.run(T.parse_args([*base, "--augment-chunk", "2", "--output", str(tmp_path / "k2"), "--epochs", "2"]))
+        caplog.clear()
+        T.run(
+            T.parse_args([*base, "--augment-chunk", "5", "--output", str(tmp_path / "k2"), "--epochs", "2", "--resume"])
+        )
+    assert seen[0] == 2 and seen[-1] == 5
+    assert "augment_chunk" in caplog.text and "the result will differ" in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["0", "-3"])
+def test_augment_chunk_refuses_a_bad_value(bad: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        T.parse_args(["--augment-chunk", bad])
+    assert "--augment-chunk: expected a whole number >= 1" in capsys.readouterr().err
