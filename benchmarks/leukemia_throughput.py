@@ -225,34 +225,21 @@ def main(argv: list[str] | None = None) -> dict:
         model = build_model(args.backbone, pk.taxonomy, "hierarchical", img_size=size).to(device)
         model = model.to(memory_format=torch.channels_last)
 
-        def real_input(chunk: int, size: int = size) -> GPUBatches:
+        def real_input(chunk: int = 1, augment: bool = True, seed: int = 0, size: int = size) -> GPUBatches:
             return GPUBatches(
                 images,
                 targets,
                 args.batch_size,
                 shuffle=True,
                 drop_last=True,
-                augment=True,
-                seed=0,
+                augment=augment,
+                seed=seed,
                 out_size=None if size == pk.size else size,
                 chunk=chunk,
             )
 
-        real = real_input(1)
-        fixed = next(
-            iter(
-                GPUBatches(
-                    images,
-                    targets,
-                    args.batch_size,
-                    shuffle=True,
-                    drop_last=True,
-                    augment=False,
-                    seed=1,
-                    out_size=None if size == pk.size else size,
-                )
-            )
-        )
+        real = real_input()
+        fixed = next(iter(real_input(augment=False, seed=1)))  # the synthetic input: one batch, reused every step
         steps = min(args.steps, max(1, len(real) - 1)) if len(real) > args.warmup else args.steps
         repeated = [fixed] * (args.warmup + steps + 1)
         synth = measure(model, lambda batches=repeated: iter(batches), device, steps, args.warmup)
