@@ -21,6 +21,7 @@ from hiercls.decoding import (
     top_k_leaves,
 )
 from tests import oracles_decoding as oracle
+from tests.budget import examples
 from tests.strategies import dags, taxonomies, trees
 
 RULES = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
@@ -49,7 +50,7 @@ def test_every_rule_returns_valid_nodes(tax: Taxonomy, seed: int) -> None:
             assert tax.is_leaf_mask[out].all(), rule
 
 
-@settings(max_examples=25)
+@settings(examples(25))
 @given(tax=trees(max_nodes=12), seed=seeds, cost=st.sampled_from([None, "height", "path", "random"]))
 def test_expected_lca_cost_matches_exhaustive_sum(tax: Taxonomy, seed: int, cost) -> None:
     probs = _probs(tax, seed, batch=4)
@@ -64,7 +65,7 @@ def test_expected_lca_cost_matches_exhaustive_sum(tax: Taxonomy, seed: int, cost
     np.testing.assert_allclose(want[np.arange(len(probs)), chosen], want[:, leaves].min(axis=1), atol=1e-9)
 
 
-@settings(max_examples=25)
+@settings(examples(25))
 @given(tax=trees(max_nodes=12), seed=seeds, beta=st.sampled_from([0.5, 1.0, 2.0]))
 def test_expected_hf_matches_exhaustive_sum(tax: Taxonomy, seed: int, beta: float) -> None:
     probs = _probs(tax, seed, batch=4)
@@ -98,7 +99,7 @@ def test_argmax_leaf_and_top_k(tax: Taxonomy, seed: int) -> None:
     assert np.allclose(vals[:, 0], probs[:, leaves].max(axis=1))
 
 
-@settings(max_examples=20)
+@settings(examples(20))
 @given(tax=taxonomies(max_nodes=12), seed=seeds, measure=st.sampled_from(["info", "depth"]))
 def test_operating_curve_matches_threshold_sweep(tax: Taxonomy, seed: int, measure: str) -> None:
     probs = np.round(_probs(tax, seed, batch=5), 2)

@@ -29,6 +29,7 @@ from examples.leukemia.data import (
 )
 from examples.leukemia.synthetic import make_synthetic
 from hiercls import Taxonomy, UnknownNodeError
+from tests.budget import examples
 
 PBC_DIB = "PBC_dataset_normal_DIB"
 
@@ -441,7 +442,7 @@ def test_load_image_converts_resizes_and_crops(tmp_path: Path) -> None:
         load_image(tmp_path / "c.jpg", 0)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(examples(30), deadline=None)
 @given(
     w=st.integers(4, 40),
     h=st.integers(4, 40),

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from examples.leukemia import train as T
 from examples.leukemia.data import PBC_CLASS_OF_NODE, load_taxonomy
 from examples.leukemia.evaluate import evaluation_metrics, results_markdown
+from tests.budget import examples
 from tests.test_example_train import FAST, copy_pbc_subset
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -67,7 +68,7 @@ labelled = st.sampled_from([PBC.index(n) for n in PBC_CLASS_OF_NODE])  # at or b
 any_node = st.integers(1, PBC.num_nodes - 1)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(examples(30), deadline=None)
 @given(st.lists(st.tuples(labelled, any_node), min_size=1, max_size=40))
 def test_evaluation_metrics_match_a_slow_oracle(pairs: list[tuple[int, int]]) -> None:
     t, p = [a for a, _ in pairs], [b for _, b in pairs]

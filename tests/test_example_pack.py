@@ -20,6 +20,7 @@ from examples.leukemia.data import load_image, load_taxonomy, relative_names, sc
 from examples.leukemia.gpu_data import IMAGENET_MEAN, IMAGENET_STD, GPUBatches, gpu_augment
 from examples.leukemia.pack import load_pack, main, pack
 from examples.leukemia.synthetic import make_synthetic
+from tests.budget import examples
 from tests.oracles_augment import reference_augment
 
 PBC_DIB = "PBC_dataset_normal_DIB"
@@ -252,7 +253,7 @@ def test_batches_errors() -> None:
             GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, chunk=bad)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(examples(40), deadline=None)
 @given(
     n=st.integers(1, 30),
     batch=st.integers(1, 7),
@@ -276,7 +277,7 @@ def test_chunked_batches_without_augmentation_are_the_same_batches(n, batch, chu
             assert x2.is_contiguous(memory_format=torch.channels_last)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(examples(25), deadline=None)
 @given(n=st.integers(1, 25), batch=st.integers(1, 6), chunk=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_chunked_augmentation_keeps_each_image_with_its_target(n, batch, chunk, seed) -> None:
     """With flips and rotations only, every image handed out is one of the 8 symmetries of the image its
@@ -371,7 +372,7 @@ def test_augment_shift_is_a_reflect_padded_crop() -> None:
         gpu_augment(images, brightness=1.5)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(examples(60), deadline=None)
 @given(
     shape=st.tuples(st.integers(1, 9), st.sampled_from([1, 3]), st.integers(2, 11), st.integers(2, 11)),
     square=st.booleans(),

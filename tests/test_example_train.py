@@ -30,6 +30,7 @@ from examples.leukemia.checkpoint import (
 )
 from examples.leukemia.data import load_taxonomy
 from examples.leukemia.models import HEAD_LOSSES, PerLevelClassifier, build_model, method_defaults
+from tests.budget import examples
 
 FAST = ["--quiet", "--no-tensorboard", "--img-size", "32", "--batch-size", "8", "--workers", "1"]
 
@@ -574,7 +575,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
         T.run(T.parse_args([*common, "--output", str(tmp_path / "c"), "--resume"]))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(examples(60), deadline=None)
 @given(
     st.lists(
         st.tuples(st.integers(0, 10_000), st.floats(1e-3, 1e3, allow_nan=False)),

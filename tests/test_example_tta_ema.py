@@ -24,6 +24,7 @@ from examples.leukemia.checkpoint import CheckpointError, checkpoint_paths, load
 from examples.leukemia.gpu_data import TTA_MODES, tta_views
 from examples.leukemia.models import build_model
 from hiercls.decoding import decode
+from tests.budget import examples
 from tests.test_example_train import FAST
 
 
@@ -41,7 +42,7 @@ def _key(a: np.ndarray | torch.Tensor) -> bytes:
     return np.ascontiguousarray(a).tobytes()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(examples(40), deadline=None)
 @given(side=st.integers(1, 6), channels=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
 def test_d4_views_are_the_eight_symmetries_and_closed_under_them(side: int, channels: int, seed: int) -> None:
     x = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (2, channels, side, side), dtype=np.uint8))

@@ -16,6 +16,7 @@ from hiercls import losses as L
 from hiercls.losses import balanced_weight, create_loss
 from hiercls.marginals import _tables_for, conditional_log_marginals, flat_log_marginals
 from tests import oracles_losses as O
+from tests.budget import examples
 from tests.strategies import dags, trees
 
 
@@ -82,7 +83,7 @@ def _oracle(kind: str, logits, target, tax, weight, smoothing):
 
 
 @pytest.mark.parametrize("kind", TREE_KINDS)
-@settings(max_examples=25)
+@settings(examples(25))
 @given(data=st.data())
 def test_equals_oracle_on_trees(kind, data):
     tax, logits, target, weight, smoothing = data.draw(cases(kind))
@@ -91,7 +92,7 @@ def test_equals_oracle_on_trees(kind, data):
 
 
 @pytest.mark.parametrize("kind", DAG_KINDS)
-@settings(max_examples=25)
+@settings(examples(25))
 @given(data=st.data())
 def test_equals_oracle_on_dags(kind, data):
     tax, logits, target, weight, smoothing = data.draw(cases(kind, dag=True))
@@ -100,7 +101,7 @@ def test_equals_oracle_on_dags(kind, data):
 
 
 @pytest.mark.parametrize("path", [True, False])
-@settings(max_examples=30)
+@settings(examples(30))
 @given(data=st.data())
 def test_conditional_nll_both_strategies_equal_oracle(path, data):
     tax, logits, target, weight, smoothing = data.draw(cases("conditional"))
@@ -126,7 +127,7 @@ def test_paper_taxonomy_values(paper_tax):
 # --------------------------------------------------------------- relations between losses/marginals
 
 
-@settings(max_examples=30)
+@settings(examples(30))
 @given(data=st.data())
 def test_conditional_nll_is_minus_log_marginal(data):
     tax, logits, target, _, _ = data.draw(cases("conditional"))
@@ -135,7 +136,7 @@ def test_conditional_nll_is_minus_log_marginal(data):
     torch.testing.assert_close(nll, -log_marginal)
 
 
-@settings(max_examples=30)
+@settings(examples(30))
 @given(data=st.data())
 def test_flat_ce_is_minus_log_marginal_and_hxe_alpha0(data):
     tax, logits, target, _, _ = data.draw(cases("flat"))
@@ -145,7 +146,7 @@ def test_flat_ce_is_minus_log_marginal_and_hxe_alpha0(data):
     torch.testing.assert_close(L.hxe_loss(logits, target, tax, alpha=0.0, reduction="none"), flat)
 
 
-@settings(max_examples=30)
+@settings(examples(30))
 @given(data=st.data())
 def test_flat_ce_on_leaves_is_cross_entropy_and_soft_label_limit(data):
     tax, logits, _, _, smoothing = data.draw(cases("flat"))
@@ -203,7 +204,7 @@ def _masked_nodes(kind: str, tax: Taxonomy, t: int) -> set[int]:
 
 @pytest.mark.parametrize("moved_by", ["noise", "-inf"])
 @pytest.mark.parametrize("kind", ["conditional", "level", "bce", "bce_siblings", "max_constraint"])
-@settings(max_examples=30)
+@settings(examples(30))
 @given(data=st.data())
 def test_masked_logits_change_nothing_and_get_zero_gradient(kind, moved_by, data):
     """Logits a sample's loss must not read can move anywhere, to -inf too (``logits + log(mask)``
@@ -270,7 +271,7 @@ def test_normal_image_teaches_only_the_first_level(paper_tax):
 
 
 @pytest.mark.parametrize("kind", TREE_KINDS)
-@settings(max_examples=15)
+@settings(examples(15))
 @given(data=st.data())
 def test_batch_permutation_invariance(kind, data):
     tax, logits, target, weight, smoothing = data.draw(cases(kind))
@@ -283,7 +284,7 @@ def test_batch_permutation_invariance(kind, data):
 
 
 @pytest.mark.parametrize("kind", TREE_KINDS)
-@settings(max_examples=10)
+@settings(examples(10))
 @given(data=st.data())
 def test_functional_equals_module(kind, data):
     tax, logits, target, weight, smoothing = data.draw(cases(kind))
@@ -296,7 +297,7 @@ def test_functional_equals_module(kind, data):
 
 
 @pytest.mark.parametrize("kind", TREE_KINDS)
-@settings(max_examples=15)
+@settings(examples(15))
 @given(data=st.data())
 def test_finite_and_nonnegative_at_extreme_logits(kind, data):
     tax, logits, target, weight, smoothing = data.draw(cases(kind))
@@ -308,7 +309,7 @@ def test_finite_and_nonnegative_at_extreme_logits(kind, data):
 
 
 @pytest.mark.parametrize("kind", TREE_KINDS)
-@settings(max_examples=10)
+@settings(examples(10))
 @given(data=st.data())
 def test_extreme_float32_logits_match_the_float64_oracle(kind, data):
     tax, logits, target, weight, smoothing = data.draw(cases(kind))
@@ -320,7 +321,7 @@ def test_extreme_float32_logits_match_the_float64_oracle(kind, data):
 
 
 @pytest.mark.parametrize("kind", DAG_KINDS)
-@settings(max_examples=15)
+@settings(examples(15))
 @given(data=st.data())
 def test_finite_at_extreme_logits_on_dags(kind, data):
     tax, logits, target, weight, smoothing = data.draw(cases(kind, dag=True))
@@ -516,7 +517,7 @@ def test_sigmoid_loss_modules_build_and_match_the_functions_on_a_dag(kind, optio
     torch.testing.assert_close(module(logits, target), function(logits, target, dag, **options))
 
 
-@settings(max_examples=40)
+@settings(examples(40))
 @given(data=st.data())
 def test_nll_losses_are_never_negative_and_zero_at_the_root(data):
     """-log P(t) >= 0, and P(root) = 1: a root label carries no information, so it costs 0 up to rounding,
@@ -561,7 +562,7 @@ def _labelled(draw: st.DrawFn, dag: bool = False):
     return tax, names
 
 
-@settings(max_examples=40)
+@settings(examples(40))
 @given(
     case=_labelled(),
     within=st.sampled_from(["siblings", "levels", "leaves"]),
@@ -575,7 +576,7 @@ def test_balanced_weight_matches_the_oracle_on_trees(case, within, power) -> Non
     torch.testing.assert_close(got, torch.tensor([want[v] for v in tax.nodes]), rtol=1e-5, atol=0)
 
 
-@settings(max_examples=30)
+@settings(examples(30))
 @given(case=_labelled(dag=True))
 def test_balanced_weight_matches_the_oracle_on_dags(case) -> None:
     tax, names = case
@@ -584,7 +585,7 @@ def test_balanced_weight_matches_the_oracle_on_dags(case) -> None:
     torch.testing.assert_close(got, torch.tensor([want[v] for v in tax.nodes]), rtol=1e-5, atol=0)
 
 
-@settings(max_examples=40)
+@settings(examples(40))
 @given(case=_labelled(), within=st.sampled_from(["siblings", "levels", "leaves"]))
 def test_balanced_weight_gives_each_option_of_a_decision_the_same_total(case, within) -> None:
     """With power 1, n(v) * w(v) is one value per decision, and the decision's total weight is its count.

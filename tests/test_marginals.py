@@ -13,6 +13,7 @@ from hiercls import Taxonomy, TaxonomyError
 from hiercls import marginals as M
 from hiercls.synthetic import layered_taxonomy
 from tests import oracles_losses as O
+from tests.budget import examples
 from tests.strategies import dags, trees
 
 
@@ -45,7 +46,7 @@ def _children_sum(tax: Taxonomy, probs: torch.Tensor) -> tuple[torch.Tensor, tor
 # ---------------------------------------------------------------------------------------- oracles
 
 
-@settings(max_examples=30)
+@settings(examples(30))
 @given(case=logits_for(trees(max_nodes=20)))
 def test_conditional_and_level_marginals_equal_oracle(case):
     tax, logits = case
@@ -55,7 +56,7 @@ def test_conditional_and_level_marginals_equal_oracle(case):
 
 
 @pytest.mark.parametrize("coherent", [False, True])
-@settings(max_examples=25)
+@settings(examples(25))
 @given(case=logits_for(st.one_of(trees(max_nodes=20), dags(max_nodes=16))))
 def test_sigmoid_marginals_equal_oracle(coherent, case):
     tax, logits = case
@@ -63,7 +64,7 @@ def test_sigmoid_marginals_equal_oracle(coherent, case):
     torch.testing.assert_close(M.sigmoid_marginals(logits, tax, coherent), want)
 
 
-@settings(max_examples=30)
+@settings(examples(30))
 @given(case=logits_for(st.one_of(trees(max_nodes=20), dags(max_nodes=16)), leaves=True))
 def test_flat_marginals_equal_oracle(case):
     tax, logits = case
@@ -74,7 +75,7 @@ def test_flat_marginals_equal_oracle(case):
 # ------------------------------------------------------------------------------------ consistency
 
 
-@settings(max_examples=40)
+@settings(examples(40))
 @given(case=logits_for(trees(max_nodes=30)), leaves=st.booleans())
 def test_children_sum_to_parent_and_root_is_one(case, leaves):
     tax, logits = case
@@ -92,7 +93,7 @@ def test_children_sum_to_parent_and_root_is_one(case, leaves):
 
 
 @pytest.mark.parametrize("coherent", [False, True])
-@settings(max_examples=30)
+@settings(examples(30))
 @given(case=logits_for(st.one_of(trees(max_nodes=25), dags(max_nodes=20))))
 def test_sigmoid_coherence(coherent, case):
     tax, logits = case
@@ -106,7 +107,7 @@ def test_sigmoid_coherence(coherent, case):
         torch.testing.assert_close(probs[:, 1:], torch.sigmoid(logits[:, 1:]))
 
 
-@settings(max_examples=40)
+@settings(examples(40))
 @given(case=logits_for(st.one_of(trees(max_nodes=20), dags(max_nodes=16)), leaves=True), data=st.data())
 def test_flat_marginals_with_masked_leaves(case, data):
     """Leaves masked with -inf (whole subtrees, too) get probability 0, the rest equals the oracle, and
@@ -137,7 +138,7 @@ def test_dag_flat_marginals_count_shared_leaves_once():
 # ---------------------------------------------------------------------- batch independence, scale
 
 
-@settings(max_examples=20)
+@settings(examples(20))
 @given(case=logits_for(trees(max_nodes=25), max_batch=6))
 def test_batch_independent(case):
     tax, logits = case
@@ -223,7 +224,7 @@ def test_root_only_taxonomy():
     assert math.isclose(M.flat_log_marginals(torch.randn(1, 1), tax).item(), 0.0)
 
 
-@settings(max_examples=40)
+@settings(examples(40))
 @given(case=logits_for(trees(min_nodes=2, max_nodes=20)), data=st.data())
 def test_conditional_marginals_with_a_masked_subtree(case, data):
     """Masking a whole subtree with -inf (its root and every node below, so whole sibling groups are

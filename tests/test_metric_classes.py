@@ -14,6 +14,7 @@ from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls import metrics as M
 from hiercls.metrics import classes as metric_classes
 from tests import oracles_metrics as O
+from tests.budget import examples
 from tests.strategies import taxonomies, trees
 
 CLASSES = tuple(metric_classes.__all__)
@@ -37,7 +38,7 @@ def _feed(metric, y_true, y_pred, batches):
     return O.floats(metric.compute())
 
 
-@settings(max_examples=30)
+@settings(examples(30))
 @given(case=split_case())
 def test_batch_split_accumulation_equals_one_shot(case) -> None:
     tax, y_true, y_pred, batches = case

@@ -14,6 +14,7 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls import metrics as M
 from tests import oracles_metrics as oracle
+from tests.budget import examples
 from tests.strategies import dags, taxonomies, trees
 
 
@@ -315,7 +316,7 @@ def test_tree_only_metrics_refuse_dags() -> None:
     assert M.hierarchical_precision_recall_fscore(["x"], ["a"], dag) == pytest.approx((1.0, 1 / 3, 0.5))
 
 
-@settings(max_examples=10)
+@settings(examples(10))
 @given(case=labelled(dags(max_nodes=15)))
 def test_dag_summary_has_no_level_keys(case) -> None:
     tax, y_true, y_pred = case

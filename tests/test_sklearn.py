@@ -37,6 +37,7 @@ from hiercls.sklearn import (
     make_hierarchical_scorer,
     neg_mistake_severity_scorer,
 )
+from tests.budget import examples
 from tests.strategies import trees
 
 
@@ -279,7 +280,7 @@ def test_unknown_labels_at_score_time_raise():
 
 
 # -------------------------------------------------- local classifier per parent
-@settings(max_examples=15, deadline=None)
+@settings(examples(15), deadline=None)
 @given(tax=trees(min_nodes=2, max_nodes=12), data=st.data())
 def test_lcpn_marginals_equal_a_loop_over_parents_and_samples(tax, data):
     n = data.draw(st.integers(6, 30))

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hiercls import Taxonomy
+from tests.budget import examples
 from tests.strategies import dags, taxonomies, tree_and_nodes, trees
 
 
@@ -275,7 +276,7 @@ def test_encode_round_trips_every_input_kind(tax: Taxonomy, data: st.DataObject)
 
 
 @given(taxonomies(max_nodes=12))
-@settings(max_examples=20)
+@settings(examples(20))
 def test_str_shows_every_node_of_small_trees(tax: Taxonomy) -> None:
     lines = str(tax).splitlines()
     truncated = any(line.startswith("... (") for line in lines)
