@@ -30,12 +30,12 @@
 # AT_ONCE=1 (seeds job) runs the peer baseline and every seed's comparison side by side on the one GPU,
 # then the readouts: for small models at 128 px, which leave the GPU mostly idle one at a time (their
 # img/s are then shared-GPU figures; the accuracies are unaffected). Measured on an H200 (eighth session):
-# with seven processes side by side a 100-epoch flat ResNet-18 took 152 s against 66 s alone, for about
-# 1.3x the work of one process at a time: give a long run (a per-level model) a call of its own.
+# with five processes side by side a 100-epoch flat ResNet-18 took 152 s against 66 s alone, for about
+# 1.3x the work of one process at a time (an estimate): give a long run (a per-level model) a call of its own.
 # SIDE_RUNS (with AT_ONCE=1) adds PBC runs of examples.leukemia.compare, each in a process of its own beside
-# the seeds, at SIDE_EPOCHS epochs (default 40) and seed 0, e.g. the per-level model of the paper's backbones:
+# the seeds, at SIDE_EPOCHS epochs (default 40) and seed 0, separated by commas (or newlines), e.g.:
 #   JOB=seeds AT_ONCE=1 SEEDS="0 1" EPOCHS=100 PBC_RUNS=flat:resnet18,hierarchical:resnet18 \
-#     SIDE_RUNS=per-level:vit_small_patch16_224,per-level:convnext_tiny bash ...
+#     SIDE_RUNS=hierarchical:convnext_atto,flat:convnext_atto bash ...
 # (a side run that cannot end inside the job's time is killed and reported missing; the readouts and the
 # throughput check start only after every side process has ended, so they run on an idle GPU).
 # EPOCHS (default 40) sets the epochs of every training run of both jobs' comparisons (not the peer
@@ -44,8 +44,10 @@
 #   JOB=seeds SEEDS="0 1" EPOCHS=100 PBC_RUNS=flat:resnet18,hierarchical:resnet18 TRAIN_ARGS="--ema 0.999" bash ...
 # STAGES picks the paper job's stages (default "baseline compare_pbc compare_all4 gpu_step throughput";
 # the seeds job ignores it).
-# With compare_pbc alone it gets the whole budget, e.g. the per-level model of the paper's backbones:
-#   STAGES=compare_pbc PBC_RUNS=per-level:vit_small_patch16_224,per-level:convnext_tiny BUDGET=540 bash ...
+# With compare_pbc alone it gets the whole budget, e.g. the per-level model of the paper's backbones, about
+# 9 minutes alone on an H200 (estimated), in two calls:
+#   STAGES=compare_pbc PBC_RUNS=per-level:convnext_tiny BUDGET=420 bash ...
+#   STAGES=compare_pbc PBC_RUNS=per-level:vit_small_patch16_224 BUDGET=300 bash ...
 # JOB=seeds runs another job with the same stages 1 and 5 (default BUDGET 560): the PBC comparison once
 # per seed in SEEDS (default "0 1 2"; runs PBC_RUNS, default flat, hierarchical and hierarchical with the
 # library's conditional head, all ResNet-18: what one seed cannot separate; each seed gets an equal share
@@ -71,9 +73,12 @@ AT_ONCE=${AT_ONCE:-0}  # seeds job: 1 runs the peer baseline and every seed side
 [[ "$AT_ONCE" == 0 || "$AT_ONCE" == 1 ]] || { echo "AT_ONCE: expected 0 or 1, got '$AT_ONCE'" >&2; exit 2; }
 [[ "$AT_ONCE" == 0 || "$JOB" == seeds ]] || { echo "AT_ONCE=1: only the seeds job (JOB=seeds) runs side by side" >&2; exit 2; }
 SIDE_RUNS=${SIDE_RUNS:-}  # seeds job with AT_ONCE=1: extra PBC runs, one process each, beside the seeds
+SIDE_RUNS=${SIDE_RUNS//$'\n'/,}; SIDE_RUNS=${SIDE_RUNS//[[:space:]]/}  # newlines as commas, no blanks
 [[ -z "$SIDE_RUNS" || ( "$JOB" == seeds && "$AT_ONCE" == 1 ) ]] \
   || { echo "SIDE_RUNS: only the seeds job with AT_ONCE=1 runs them (set JOB=seeds AT_ONCE=1)" >&2; exit 2; }
-IFS=, read -ra SIDE_LIST <<< "$SIDE_RUNS"
+IFS=, read -ra SIDE_PARTS <<< "$SIDE_RUNS"
+SIDE_LIST=()
+for r in ${SIDE_PARTS[@]+"${SIDE_PARTS[@]}"}; do [[ -n "$r" ]] && SIDE_LIST+=("$r"); done  # no empty runs
 for r in ${SIDE_LIST[@]+"${SIDE_LIST[@]}"}; do
   [[ "$r" =~ ^(flat|per-level|hierarchical):[A-Za-z0-9_.-]+(:[a-z_]+)?$ ]] \
     || { echo "SIDE_RUNS: expected METHOD:BACKBONE[:HEAD] separated by commas, got '$r' in '$SIDE_RUNS'" >&2; exit 2; }
@@ -193,7 +198,7 @@ EOF
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit
   [[ "$JOB" == seeds ]] && PBC_RUNS=flat:test_resnet,hierarchical:test_resnet,hierarchical:test_resnet:conditional
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
-  CMP_ARGS=(--epochs "${EPOCHS:-1}" --batch-size 16 --device cpu)  # keep --epochs first: SIDE_RUNS drop it
+  CMP_ARGS=(--epochs "${EPOCHS:-1}" --batch-size 16 --device cpu)
   SIDE_EPOCHS_DEFAULT=1
   TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu --chunks 1,2)
   STEP_ARGS=(--device cpu --model test_vit --batch 8 --steps 2 --warmup 1 --rounds 1)
@@ -203,7 +208,7 @@ else
   PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224,per-level:resnet18}
   [[ "$JOB" == seeds ]] && PBC_RUNS=${USER_PBC_RUNS:-flat:resnet18,hierarchical:resnet18,hierarchical:resnet18:conditional}
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
-  CMP_ARGS=(--epochs "${EPOCHS:-40}" --batch-size 256)  # keep --epochs first: SIDE_RUNS drop it
+  CMP_ARGS=(--epochs "${EPOCHS:-40}" --batch-size 256)
   SIDE_EPOCHS_DEFAULT=40
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8 --chunks 1,8)
   STEP_ARGS=(--model vit_small_patch16_224 convnext_tiny)
@@ -254,7 +259,7 @@ if [[ "$JOB" == seeds ]]; then
     for R in ${SIDE_LIST[@]+"${SIDE_LIST[@]}"}; do
       i=$(( i + 1 ))
       side "side$i" stage "side$i" "$T" 0 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$R" \
-        --epochs "${SIDE_EPOCHS:-$SIDE_EPOCHS_DEFAULT}" "${CMP_ARGS[@]:2}" --seed 0 --figures none --train-args "$TRAIN_ARGS" \
+        "${CMP_ARGS[@]}" --epochs "${SIDE_EPOCHS:-$SIDE_EPOCHS_DEFAULT}" --seed 0 --figures none --train-args "$TRAIN_ARGS" \
         --title "PBC (real images, from scratch), side run $i: $R" --out "$WORK/pbc_side/side$i"
       side_pids+=($!)
     done

@@ -17,11 +17,17 @@ from hypothesis import settings
 DEEP_SCALE = 10.0
 
 
+def profile_name() -> str:
+    """The hypothesis profile ``conftest.py`` loads: ``ci`` under ``CI``, else ``HYPOTHESIS_PROFILE``, else ``dev``."""
+    return "ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev")
+
+
 def scale() -> float:
-    """The multiplier of every budget: ``HIERCLS_HYPOTHESIS_SCALE``, else 10 under the deep profile, else 1."""
+    """The multiplier of every budget: ``HIERCLS_HYPOTHESIS_SCALE``, else 10 when the loaded profile is
+    ``deep``, else 1."""
     raw = os.environ.get("HIERCLS_HYPOTHESIS_SCALE")
     if raw is None:
-        return DEEP_SCALE if os.environ.get("HYPOTHESIS_PROFILE") == "deep" else 1.0
+        return DEEP_SCALE if profile_name() == "deep" else 1.0
     try:
         value = float(raw)
     except ValueError:

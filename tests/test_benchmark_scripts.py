@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import batches_host_cost  # noqa: E402
 import leukemia_gpu_report as report  # noqa: E402
 import leukemia_throughput as throughput  # noqa: E402
 
@@ -195,12 +196,13 @@ def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: st
             ["compare_pbc", "compare_all4"],
         ),
         (
-            {"JOB": "seeds", "SEEDS": "0 1", "AT_ONCE": "1"},
-            ["baseline", "compare_pbc_seed0", "compare_pbc_seed1", "tta_seed0", "tta_seed1", "throughput"],
-            ["compare_pbc", "compare_all4", "side1"],
-        ),
-        (
-            {"JOB": "seeds", "SEEDS": "0 1", "AT_ONCE": "1", "SIDE_RUNS": "per-level:test_resnet,flat:test_vit"},
+            {
+                "JOB": "seeds",
+                "SEEDS": "0 1",
+                "AT_ONCE": "1",
+                "SIDE_RUNS": "per-level:test_resnet,\nflat:test_vit",  # newlines and blanks are allowed
+                "SIDE_EPOCHS": "2",
+            },
             ["baseline", "compare_pbc_seed0", "compare_pbc_seed1", "side1", "side2", "tta_seed1", "throughput"],
             ["compare_pbc", "compare_all4"],
         ),
@@ -228,21 +230,16 @@ def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, e
             assert "[seed0] == compare_pbc_seed0" in log and "[seed1] == compare_pbc_seed1" in log
             assert "[baseline] == baseline" in log
             # and they overlap: every process starts before any of them ends
-            starts = [
-                log.index(f"[{p}] == {s} (timeout")
-                for p, s in (("baseline", "baseline"), ("seed0", "compare_pbc_seed0"), ("seed1", "compare_pbc_seed1"))
-            ]
-            ends = [
-                log.index(f"[{p}] == {s}: exit")
-                for p, s in (("baseline", "baseline"), ("seed0", "compare_pbc_seed0"), ("seed1", "compare_pbc_seed1"))
-            ]
+            procs = [("baseline", "baseline"), ("seed0", "compare_pbc_seed0"), ("seed1", "compare_pbc_seed1")]
+            procs += [("side1", "side1"), ("side2", "side2")]  # SIDE_RUNS: each in its own process, beside the seeds
+            starts = [log.index(f"[{p}] == {s} (timeout") for p, s in procs]
+            ends = [log.index(f"[{p}] == {s}: exit") for p, s in procs]
             assert max(starts) < min(ends)
-        if "SIDE_RUNS" in env:  # each side run in its own process, beside the seeds, merged into the report
-            assert "[side1] == side1" in log and "[side2] == side2" in log
+            # merged into the report, at SIDE_EPOCHS (not EPOCHS) epochs
             side = merged["pbc_side"]
-            assert [r["method"] + ":" + r["backbone"] for n in ("side1", "side2") for r in side[n]["rows"]] == env[
-                "SIDE_RUNS"
-            ].split(",")
+            runs = [r["method"] + ":" + r["backbone"] for n in ("side1", "side2") for r in side[n]["rows"]]
+            assert runs == ["per-level:test_resnet", "flat:test_vit"]
+            assert side["side1"]["epochs"] == side["side2"]["epochs"] == 2 != merged["pbc_seeds"]["seed0"]["epochs"]
             assert "| pbc side1 | per-level | test_resnet |" in (out / "results.md").read_text()
 
 
@@ -349,3 +346,22 @@ def test_throughput_batches_restart_each_epoch_and_an_empty_factory_is_refused()
     assert [next(it) for _ in range(7)] == [1, 2, 3, 1, 2, 3, 1]
     with pytest.raises(ValueError, match="got an empty pass"):
         next(throughput._endless(lambda: iter([])))
+
+
+def test_batches_host_cost_counts_fewer_calls_per_batch_with_chunks(capsys: pytest.CaptureFixture) -> None:
+    res = batches_host_cost.main(
+        ["--sizes", "2", "--batch-sizes", "4", "--chunks", "1,4", "--batches", "8", "--epochs", "1"]
+    )
+    one, four = res["rows"]
+    assert (one["chunk"], four["chunk"]) == (1, 4) and one["ms_per_batch"] > 0 and four["ms_per_batch"] > 0
+    # one preparation makes the same few dozen calls whatever the chunk; a chunk shares them among its batches
+    assert one["operator_calls_per_preparation"] >= 40
+    assert four["operator_calls_per_batch"] == pytest.approx(four["operator_calls_per_preparation"] / 4, abs=0.01)
+    assert four["operator_calls_per_batch"] < one["operator_calls_per_batch"] / 3
+    assert json.loads(capsys.readouterr().out) == res  # the JSON printed is the result
+
+
+@pytest.mark.parametrize("flag", ["--chunks", "--sizes", "--batch-sizes"])
+def test_batches_host_cost_refuses_bad_lists(flag: str) -> None:
+    with pytest.raises(SystemExit, match=f"{flag}: expected whole numbers >= 1"):
+        batches_host_cost.main([flag, "0,x"])

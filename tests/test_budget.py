@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.budget import DEEP_SCALE, examples, scale
+from tests.budget import DEEP_SCALE, examples, profile_name, scale
 
 
 def test_the_budget_follows_the_scale(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HIERCLS_HYPOTHESIS_SCALE", raising=False)
+    monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("HYPOTHESIS_PROFILE", "dev")
     assert scale() == 1.0 and examples(30).max_examples == 30
     monkeypatch.setenv("HYPOTHESIS_PROFILE", "deep")
     assert scale() == DEEP_SCALE and examples(30).max_examples == 300
+    monkeypatch.setenv("CI", "true")  # CI loads its own profile whatever HYPOTHESIS_PROFILE says, unscaled
+    assert profile_name() == "ci" and scale() == 1.0
+    monkeypatch.delenv("CI")
     monkeypatch.setenv("HIERCLS_HYPOTHESIS_SCALE", "0.01")  # an explicit scale wins, and keeps at least 1
     assert examples(30).max_examples == 1
     monkeypatch.setenv("HIERCLS_HYPOTHESIS_SCALE", "2.5")

@@ -303,12 +303,38 @@ def test_chunked_augmentation_keeps_each_image_with_its_target(n, batch, chunk, 
     assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(got, again))
 
 
-def test_chunk_one_is_the_original_stream() -> None:
+def test_the_default_is_the_original_stream_one_batch_per_call() -> None:
+    """Without ``chunk`` each batch is augmented on its own, in order, from the epoch's generator: the stream
+    every recorded run used (built here by hand), so a new default would show."""
+    from examples.leukemia.gpu_data import _mix
+
     images, targets = _images()
-    kw = {"shuffle": True, "drop_last": True, "augment": True, "seed": 2}
-    default = list(GPUBatches(images, targets, 4, **kw))
-    one = list(GPUBatches(images, targets, 4, chunk=1, **kw))
-    assert all(torch.equal(x1, x2) and torch.equal(t1, t2) for (x1, t1), (x2, t2) in zip(default, one))
+    b = GPUBatches(images, targets, 4, shuffle=True, drop_last=True, augment=True, seed=2)
+    mine, gen = b.shard(0), torch.Generator().manual_seed(_mix(2, 0, 1))
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    got = list(b)
+    assert len(got) == len(mine) // 4
+    for k, (x, t) in enumerate(got):
+        idx = mine[k * 4 : (k + 1) * 4]
+        expected = (gpu_augment(images[idx], gen, dtype=torch.float32) / 255 - mean) / std
+        assert torch.equal(t, targets[idx]) and torch.allclose(x, expected, atol=1e-5)
+
+
+@settings(examples(30), deadline=None)
+@given(n=st.integers(1, 30), batch=st.integers(1, 7), chunk=st.integers(1, 6), drop_last=st.booleans())
+def test_chunk_prepares_that_many_batches_per_call(n, batch, chunk, drop_last) -> None:
+    """``chunk`` batches (fewer in the last chunk) go through one preparation call: the point of the option."""
+    images, targets = _images(n)
+    b = GPUBatches(images, targets, batch, shuffle=True, drop_last=drop_last, augment=True, seed=1, chunk=chunk)
+    sizes = []
+    prepare = b._prepare
+    b._prepare = lambda x, gen: (sizes.append(len(x)), prepare(x, gen))[1]
+    handed = [len(t) for _, t in b]
+    batches = len(b)
+    assert len(sizes) == -(-batches // chunk)  # ceil
+    expected = [sum(handed[i : i + chunk]) for i in range(0, batches, chunk)]
+    assert sizes == expected
 
 
 # ---------------------------------------------------------------- gpu_augment

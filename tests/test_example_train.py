@@ -810,6 +810,11 @@ def test_augment_chunk_reaches_the_training_batches_and_the_config(tmp_path: Pat
         )
     assert seen[0] == 2 and seen[-1] == 5
     assert "augment_chunk" in caplog.text and "the result will differ" in caplog.text
+    # without augmentation the chunk changes no batch: nothing to warn about
+    T.run(T.parse_args([*base, "--no-augment", "--augment-chunk", "2", "--output", str(tmp_path / "na")]))
+    caplog.clear()
+    T.run(T.parse_args([*base, "--no-augment", "--augment-chunk", "4", "--output", str(tmp_path / "na"), "--resume"]))
+    assert "settings differ" not in caplog.text
 
 
 @pytest.mark.parametrize("bad", ["0", "-3"])

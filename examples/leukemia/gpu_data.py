@@ -284,7 +284,8 @@ class GPUBatches:
     the same for every ``chunk``; which random numbers a sample gets is not, so the
     same seed gives a different (equally valid) augmentation per ``chunk``, and
     ``chunk=1`` is the original stream. A chunk holds ``chunk * batch_size`` float32
-    images at ``out_size`` (8 x 256 at 224 px: 1.2 GB).
+    images at ``out_size`` (8 x 256 at 224 px: 1.2 GB), and up to two chunks live at
+    once while the last batch of one is still in use as the next is prepared.
 
     Args:
         images: ``uint8`` ``(N, 3, H, W)`` on the device.

@@ -1219,6 +1219,8 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
             )
             if ckpt.config.get(k, before.get(k)) != config[k]
         }
+        if not config.get("augment", True):  # without augmentation the chunk changes no batch
+            changed.pop("augment_chunk", None)
         if changed and env.main:
             log.warning(
                 "--resume: settings differ from the checkpoint's %s; the result will differ from an uninterrupted run",
