@@ -66,7 +66,7 @@ __all__ = [
 
 Rule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
 """The decoding rules of :func:`decode` (``rule=``); the module docstring describes each."""
-CostLike = Union[Literal["height", "path"], np.ndarray, torch.Tensor, Sequence[float], None]
+CostLike = Union[Literal["auto", "height", "path"], np.ndarray, torch.Tensor, Sequence[float], None]
 _RULES = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
 RULE_OPTIONS: dict[str, tuple[str, ...]] = {
     "argmax_leaf": (),
@@ -250,16 +250,26 @@ def _threshold(probs: torch.Tensor, plan: _Plan, tau: float) -> torch.Tensor:
     return best
 
 
+def _auto_cost(taxonomy: Taxonomy) -> str:
+    # the distance hiercls.metrics.lca_distance and mistake_severity use by default ("auto"): the LCA height
+    # when every leaf has one depth, else the path length (the height of an LCA would not measure a mistake)
+    leaf_depths = taxonomy.depth_index[taxonomy.leaf_index]
+    return "height" if leaf_depths.min() == leaf_depths.max() else "path"
+
+
 def _resolve_cost(
     cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtype: torch.dtype
 ) -> tuple[str, torch.Tensor | None]:
-    if cost is None or (isinstance(cost, str) and cost == "height"):
+    if cost is None or (isinstance(cost, str) and cost == "auto"):
+        cost = _auto_cost(taxonomy)
+    if isinstance(cost, str) and cost == "height":
         return "node", torch.as_tensor(taxonomy.height_index.copy(), device=device, dtype=dtype)
     if isinstance(cost, str):
         if cost == "path":
             return "path", None
         raise ValueError(
-            f"cost: expected 'height', 'path' or a per-node array of shape ({taxonomy.num_nodes},), got {cost!r}."
+            f"cost: expected 'auto', 'height', 'path' or a per-node array of shape ({taxonomy.num_nodes},), "
+            f"got {cost!r}."
         )
     values = torch.as_tensor(np.asarray(cost.cpu() if isinstance(cost, torch.Tensor) else cost, dtype=np.float64))
     if values.shape != (taxonomy.num_nodes,) or not bool(torch.isfinite(values).all()):
@@ -305,10 +315,13 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> 
     Args:
         probs: node marginals ``(B, num_nodes)``, torch or numpy.
         taxonomy: a tree.
-        cost: ``None`` or ``"height"`` (``c = height``: the LCA height of
-            Bertinetto et al. and Karthik et al.), ``"path"``, or a per-node
-            array ``c`` of shape ``(num_nodes,)`` (set it to 0 at leaves so a
-            correct leaf costs nothing).
+        cost: ``None``/``"auto"`` (the distance of
+            :func:`hiercls.metrics.mistake_severity`'s default: ``"height"``
+            when every leaf has the same depth, else ``"path"``), ``"height"``
+            (``c = height``: the LCA height of Bertinetto et al. and Karthik et
+            al.), ``"path"``, or a per-node array ``c`` of shape
+            ``(num_nodes,)`` (set it to 0 at leaves so a correct leaf costs
+            nothing).
 
     Returns:
         ``(B, num_nodes)`` expected costs (the rows of inner nodes too), float.
@@ -476,8 +489,10 @@ def decode(
     - ``"threshold"``: ``argmax_{n : P(n) >= threshold} (depth(n), P(n))``,
       the root always qualifying; ``threshold=0.5`` gives the majority rule.
     - ``"crm"``: ``argmin_{l leaf} sum_y P(y) d(l, y)`` with the LCA cost
-      ``d`` given by ``cost`` (default: LCA height), Karthik et al. 2021; see
-      :func:`expected_lca_cost`.
+      ``d`` given by ``cost`` (default: the distance that
+      :func:`hiercls.metrics.mistake_severity` uses by default, the LCA height
+      when every leaf has one depth and the path length otherwise), Karthik et
+      al. 2021; see :func:`expected_lca_cost`.
     - ``"hf_optimal"``: ``argmax_n E[hF_beta(n, Y)]``, exact, Plaud et al.
       2025; see :func:`expected_hierarchical_fbeta`.
 
@@ -493,7 +508,7 @@ def decode(
         taxonomy: the taxonomy of the head.
         rule: the decoding rule.
         threshold: the ``"threshold"`` rule's marginal threshold (``None``: 0.5).
-        cost: the ``"crm"`` cost: ``None``/``"height"``, ``"path"`` or a per-node array.
+        cost: the ``"crm"`` cost: ``None``/``"auto"``, ``"height"``, ``"path"`` or a per-node array.
         beta: the ``"hf_optimal"`` F-beta weight (``None``: 1).
 
     Returns:

@@ -44,12 +44,15 @@ def expected_cost(row: np.ndarray, tax: Taxonomy, cost: str | np.ndarray | None)
     """sum_y q(y) d(n, y) for every node n, by enumeration of (n, y) pairs."""
     q = exclusive_mass(row, tax)
     out = np.zeros(tax.num_nodes)
+    if cost is None or (isinstance(cost, str) and cost == "auto"):  # the metrics' default distance
+        leaf_depths = {tax.depth(n) for n in range(tax.num_nodes) if tax.is_leaf_mask[n]}
+        cost = "height" if len(leaf_depths) == 1 else "path"
     for n in range(tax.num_nodes):
         for y in range(tax.num_nodes):
             lca = lca_slow(tax, n, y)
             if isinstance(cost, str) and cost == "path":
                 d = tax.depth(n) + tax.depth(y) - 2 * tax.depth(lca)
-            elif cost is None or (isinstance(cost, str) and cost == "height"):
+            elif isinstance(cost, str) and cost == "height":
                 d = tax.height(lca)
             else:
                 d = cost[lca]

@@ -51,7 +51,7 @@ def test_every_rule_returns_valid_nodes(tax: Taxonomy, seed: int) -> None:
 
 
 @settings(examples(25))
-@given(tax=trees(max_nodes=12), seed=seeds, cost=st.sampled_from([None, "height", "path", "random"]))
+@given(tax=trees(max_nodes=12), seed=seeds, cost=st.sampled_from([None, "auto", "height", "path", "random"]))
 def test_expected_lca_cost_matches_exhaustive_sum(tax: Taxonomy, seed: int, cost) -> None:
     probs = _probs(tax, seed, batch=4)
     if cost == "random":
@@ -164,15 +164,41 @@ def test_crm_prefers_the_leaf_of_the_heavier_subtree() -> None:
     assert tax.names(decode(probs, tax, "crm")) == ["a1"]
 
 
-def test_crm_on_a_flat_taxonomy_is_argmax_and_custom_height_cost_is_the_default() -> None:
+def test_crm_on_a_flat_taxonomy_is_argmax_and_the_default_cost_follows_the_leaves_depths() -> None:
     tax = Taxonomy.from_paths([f"r/c{i}" for i in range(6)])
     probs = _probs(tax, 3, batch=8)
     assert decode(probs, tax, "crm").tolist() == decode(probs, tax, "argmax_leaf").tolist()
-    deep = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2/x"])
-    probs = _probs(deep, 5)
-    np.testing.assert_allclose(
-        expected_lca_cost(probs, deep, cost=deep.height_index.astype(float)), expected_lca_cost(probs, deep)
-    )
+    even = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2"])  # every leaf at depth 2: the LCA height
+    probs = _probs(even, 5)
+    for cost in (None, "auto"):
+        np.testing.assert_allclose(expected_lca_cost(probs, even, cost=cost), expected_lca_cost(probs, even, "height"))
+    ragged = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2/x"])  # leaves at depths 2 and 3: the path
+    probs = _probs(ragged, 5)
+    for cost in (None, "auto"):
+        np.testing.assert_allclose(
+            expected_lca_cost(probs, ragged, cost=cost), expected_lca_cost(probs, ragged, "path")
+        )
+    assert not np.allclose(expected_lca_cost(probs, ragged, "height"), expected_lca_cost(probs, ragged, "path"))
+
+
+@settings(examples(25))
+@given(tax=trees(max_nodes=12), seed=seeds)
+def test_crm_by_default_minimises_the_expected_distance_of_mistake_severity(tax: Taxonomy, seed: int) -> None:
+    """The default cost is the LCA distance hiercls.metrics uses by default (mistake_severity): CRM's leaf
+    has the least expected lca_distance to the truth, the truth drawn from the marginals' leaf masses."""
+    from hiercls.metrics import lca_distance
+
+    probs = _probs(tax, seed, batch=4)
+    leaves = tax.leaf_index
+    mass = oracle.exclusive_mass
+    for row, chosen in zip(probs, decode(probs, tax, "crm")):
+        q = mass(row, tax)
+        truths = np.flatnonzero(q > 0)
+        risk = {
+            int(leaf): float(np.dot(q[truths], lca_distance(truths, np.full(len(truths), leaf), tax)))
+            for leaf in leaves
+        }
+        assert risk[int(chosen)] == pytest.approx(min(risk.values()), abs=1e-9)
 
 
 def test_hf_optimal_beta_trades_depth() -> None:
@@ -247,7 +273,7 @@ def test_errors_name_the_argument() -> None:
     for bad in (True, torch.tensor([0.5])):
         with pytest.raises(ValueError, match="threshold: expected a number"):
             decode(good, tax, "threshold", threshold=bad)
-    with pytest.raises(ValueError, match="cost: expected 'height', 'path' or a per-node array"):
+    with pytest.raises(ValueError, match="cost: expected 'auto', 'height', 'path' or a per-node array"):
         decode(good, tax, "crm", cost="manhattan")
     with pytest.raises(ValueError, match=r"cost: expected finite per-node costs of shape \(5,\)"):
         decode(good, tax, "crm", cost=[1.0, 2.0])
