@@ -542,3 +542,29 @@ def test_checkpoint_decoding_prefers_the_command_line_then_the_run(caplog) -> No
         assert "no effect" not in caplog.text
         assert checkpoint_decoding(run, "argmax_leaf", 0.3) == ("argmax_leaf", 0.3)
     assert "--threshold 0.3 has no effect: the decoding rule is 'argmax_leaf'" in caplog.text
+
+
+def test_save_figures_draws_the_recall_it_is_given_or_computes_the_same(
+    paper_tax, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate and compare pass the node_recalls they already hold; without them the same values are
+    computed (a node no image reaches: NaN, drawn blank)."""
+    import hiercls.plot as plot
+    from examples.leukemia.evaluate import node_recalls, save_figures
+
+    drawn = []
+    real = plot.plot_taxonomy
+    monkeypatch.setattr(
+        plot, "plot_taxonomy", lambda tax, values, **kw: (drawn.append(values), real(tax, values, **kw))[1]
+    )
+    t = paper_tax.encode(["ALL", "AML", "CLL", "Normal", "ALL"])
+    p = paper_tax.encode(["ALL", "ALL", "CML", "Normal", "Reactive"])
+    given = node_recalls(t, p, paper_tax)
+    save_figures(t, p, paper_tax, tmp_path / "given", recall=given)
+    save_figures(t, p, paper_tax, tmp_path / "computed")
+    np.testing.assert_allclose(drawn[0], drawn[1], atol=1e-6, equal_nan=True)
+    assert np.isnan(drawn[0]).any() and not np.isnan(drawn[0]).all()
+    zeros = dict.fromkeys(paper_tax.nodes, 0.0)
+    save_figures(t, p, paper_tax, tmp_path / "zeros", recall=zeros)
+    assert (drawn[2] == 0).all()
+    assert (tmp_path / "zeros_taxonomy_recall.png").is_file()

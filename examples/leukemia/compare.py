@@ -385,7 +385,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.figures == "all" and env.main:
             title = f"{name} (test)" + (" [SYNTHETIC]" if data.synthetic else "")
             try:
-                row["figures"] = [str(p) for p in save_figures(target, preds, tax, out / "figures" / name, title=title)]
+                row["figures"] = [
+                    str(p)
+                    for p in save_figures(
+                        target, preds, tax, out / "figures" / name, title=title, recall=row["node_recall"]
+                    )
+                ]
             except Exception as err:  # figures must not cost the numbers
                 log.warning("figures of %s failed: %r", name, err)
         result["rows"].append(row)

@@ -187,9 +187,18 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
 
 
 def save_figures(
-    y_true: Any, y_pred: Any, taxonomy: Taxonomy, prefix: str | os.PathLike[str], *, title: str = ""
+    y_true: Any,
+    y_pred: Any,
+    taxonomy: Taxonomy,
+    prefix: str | os.PathLike[str],
+    *,
+    title: str = "",
+    recall: Mapping[str, float | None] | None = None,
 ) -> list[Path]:
     """Per-level confusion matrices and the taxonomy coloured by per-node recall, as two PNGs.
+
+    ``recall``: the :func:`node_recalls` of the same predictions, when the caller has them already
+    (else they are computed here).
 
     Returns:
         the paths written: ``<prefix>_confusion.png``, ``<prefix>_taxonomy_recall.png``.
@@ -212,9 +221,13 @@ def save_figures(
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     written.append(path)
+    if recall is None:
+        values = node_recall(t, p, taxonomy)
+    else:
+        values = np.array([math.nan if recall.get(n) is None else recall[n] for n in taxonomy.nodes], dtype=float)
     fig = plot_taxonomy(
         taxonomy,
-        values=node_recall(t, p, taxonomy),
+        values=values,
         value_label="recall",
         vmin=0.0,
         vmax=1.0,
@@ -439,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         figures = []
         if args.figures:
             title = f"{name} ({args.split})" + (" [SYNTHETIC]" if ckpt.config.get("synthetic") else "")
-            figures = [str(p) for p in save_figures(targets, preds, tax, out / name, title=title)]
+            figures = [str(p) for p in save_figures(targets, preds, tax, out / name, title=title, recall=recalls)]
         model_cfg = ckpt.config.get("model", {})
         rows.append(
             {
