@@ -199,7 +199,7 @@ EOF
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit
   [[ "$JOB" == seeds ]] && PBC_RUNS=flat:test_resnet,hierarchical:test_resnet,hierarchical:test_resnet:conditional
   ALL_RUNS=hierarchical:test_resnet,flat:test_resnet
-  CMP_ARGS=(--epochs "${EPOCHS:-1}" --batch-size 16 --device cpu)
+  CMP_ARGS=(--epochs "${EPOCHS:-1}" --batch-size 16 --device cpu --also-decode crm,hf_optimal)
   SIDE_EPOCHS_DEFAULT=1
   TP_ARGS=(--backbone test_vit --steps 2 --warmup 1 --batch-size 8 --device cpu --chunks 1,2)
   STEP_ARGS=(--device cpu --model test_vit --batch 8 --steps 2 --warmup 1 --rounds 1)
@@ -209,7 +209,7 @@ else
   PBC_RUNS=${PBC_RUNS:-hierarchical:resnet18,flat:resnet18,hierarchical:convnext_tiny,flat:convnext_tiny,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224,per-level:resnet18}
   [[ "$JOB" == seeds ]] && PBC_RUNS=${USER_PBC_RUNS:-flat:resnet18,hierarchical:resnet18,hierarchical:resnet18:conditional}
   ALL_RUNS=hierarchical:resnet18,flat:resnet18,hierarchical:vit_small_patch16_224,flat:vit_small_patch16_224
-  CMP_ARGS=(--epochs "${EPOCHS:-40}" --batch-size 256)
+  CMP_ARGS=(--epochs "${EPOCHS:-40}" --batch-size 256 --also-decode crm,hf_optimal)  # readouts cost no training
   SIDE_EPOCHS_DEFAULT=40
   TP_ARGS=(--backbone vit_small_patch16_224 --sizes 128,224 --steps 40 --warmup 8 --chunks 1,8)
   STEP_ARGS=(--model vit_small_patch16_224 convnext_tiny)

@@ -243,11 +243,21 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
             "cpu",
             "--baseline-json",
             str(baseline),
+            "--also-decode",
+            "crm, hf_optimal,top_down",
             "--out",
             str(out),
         ]
     )
     assert [r["method"] for r in result["rows"]] == ["hierarchical", "flat", "hierarchical"] and not result["skipped"]
+    # --also-decode: the same probabilities read out with other rules; a run's own rule is not repeated
+    assert [sorted(r["metrics_by_decode"]) for r in result["rows"]] == [
+        ["crm", "hf_optimal"],
+        ["crm", "hf_optimal", "top_down"],
+        ["crm", "hf_optimal"],
+    ]
+    flat_top_down = result["rows"][1]["metrics_by_decode"]["top_down"]
+    assert {"fine_leaf_accuracy", "mistake_severity", "correct_rate"} <= set(flat_top_down)
     # another head on a method is its own row, folder and table line, trained with that head's loss
     assert [r["variant"] for r in result["rows"]] == ["hierarchical", "flat", "hierarchical (conditional head)"]
     assert [(r["head"], r["loss"]) for r in result["rows"]][2] == ("conditional", "conditional")
@@ -261,9 +271,12 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
         assert all(Path(f).read_bytes()[:8] == PNG for f in row["figures"]) and len(row["figures"]) == 2
     assert "metrics_argmax_leaf" in result["rows"][0] and result["partial_labels_in_train"] > 0
     md = (out / "results.md").read_text()
+    assert "read out with other decoding rules" in md and "| flat | test_resnet | top_down |" in md
+    assert "| flat | test_resnet | argmax_leaf (its own) |" in md
     assert "| img/s after epoch 1 |" in md
     assert "| method | test_resnet |" in md and "**8-class acc**" in md and "Peer baseline" in md and "0.9157" in md
-    assert md.count("| hierarchical (conditional head) |") == 5  # 4 headline tables + the detailed one
+    # 4 headline tables + the detailed one + its own rule and the two --also-decode rules
+    assert md.count("| hierarchical (conditional head) |") == 8
     # each run folder is self-contained: evaluate RUN/best finds the split without --pack/--data
     for name in ("hierarchical-test_resnet", "flat-test_resnet"):
         assert (out / "runs" / name / "splits.csv").read_text() == (out / "splits.csv").read_text()
@@ -568,3 +581,30 @@ def test_save_figures_draws_the_recall_it_is_given_or_computes_the_same(
     save_figures(t, p, paper_tax, tmp_path / "zeros", recall=zeros)
     assert (drawn[2] == 0).all()
     assert (tmp_path / "zeros_taxonomy_recall.png").is_file()
+
+
+def test_compare_refuses_an_unknown_rule_to_also_decode_with(tmp_path: Path, capsys) -> None:
+    from examples.leukemia.compare import main
+
+    with pytest.raises(SystemExit):
+        main(["--pack", str(tmp_path / "x.npz"), "--also-decode", "crm,beam", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "--also-decode: expected rules among argmax_leaf" in err and "'beam'" in err
+    assert not (tmp_path / "o").exists()  # refused before anything is created
+
+
+def test_evaluate_expands_a_checkpoint_pattern_the_shell_left_as_it_was(tmp_path: Path) -> None:
+    """``runs/*/best`` matches no file in bash (a checkpoint is best.json + its weights), so bash passes it
+    on unexpanded: it is read as runs/*/best.json; paths that exist and plain names are kept."""
+    from examples.leukemia.evaluate import expand_checkpoints
+
+    for run in ("b", "a"):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "best.json").write_text("{}")
+    runs = tmp_path / "runs"
+    assert expand_checkpoints([f"{runs}/*/best"]) == [f"{runs}/a/best", f"{runs}/b/best"]
+    assert expand_checkpoints([f"{runs}/*/best.json"]) == [f"{runs}/a/best.json", f"{runs}/b/best.json"]
+    assert expand_checkpoints([f"{runs}/*"]) == [f"{runs}/a", f"{runs}/b"]
+    assert expand_checkpoints(["plain/best", f"{runs}/a"]) == ["plain/best", f"{runs}/a"]  # no pattern: as given
+    with pytest.raises(FileNotFoundError, match=r"the pattern .*nothing/\*/best.* matches no checkpoint"):
+        expand_checkpoints([f"{tmp_path}/nothing/*/best"])

@@ -22,6 +22,7 @@ import argparse
 import gc
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -31,13 +32,46 @@ from typing import Any
 import torch
 
 from examples.leukemia.cli import HelpFormatter, exits_cleanly, whole_number
-from hiercls.decoding import decode
+from hiercls.decoding import RULE_OPTIONS, decode
 
 log = logging.getLogger("examples.leukemia.compare")
 
 __all__ = ["main"]
 
 _ALT_KEYS = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "mistake_severity", "accuracy")
+
+
+def _other_decodings_markdown(rows: list[dict[str, Any]]) -> str:
+    """A table of each run read out with its own rule and with the rules of ``--also-decode``.
+
+    Examples:
+        >>> m = {"fine_leaf_accuracy": 0.8, "eight_class_accuracy": 0.9, "hierarchical_f1": 0.85,
+        ...      "mistake_severity": 3.0, "correct_rate": 0.79}
+        >>> row = {"variant": "flat", "backbone": "b", "decode": "argmax_leaf", "metrics": m,
+        ...        "metrics_by_decode": {"crm": dict(m, mistake_severity=2.9)}}
+        >>> print(_other_decodings_markdown([row]).splitlines()[-1])
+        | flat | b | crm | 0.8000 | 0.9000 | 0.8500 | 2.9000 | 0.7900 |
+    """
+    keys = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "mistake_severity", "correct_rate")
+    lines = [
+        "**The same models read out with other decoding rules** (same test probabilities; correct rate: the "
+        "prediction is the true node or one of its ancestors)",
+        "",
+        "| method | backbone | decode | fine-leaf acc | 8-class acc | hier. F1 | mistake sev. | correct rate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) and not math.isnan(value) else "—"
+
+    for r in rows:
+        readouts = [(f"{r['decode']} (its own)", r["metrics"]), *r.get("metrics_by_decode", {}).items()]
+        if len(readouts) == 1:
+            continue
+        for rule, m in readouts:
+            label = r.get("variant") or r["method"]
+            lines.append(f"| {label} | {r['backbone']} | {rule} | " + " | ".join(cell(m.get(k)) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON of tools/flat_baseline_gpu_data.py from the same job, shown next to the table",
     )
     p.add_argument("--train-args", default="", help="extra flags for every training run, e.g. '--warmup 3'")
+    p.add_argument(
+        "--also-decode",
+        default="",
+        metavar="RULES",
+        help="comma-separated decoding rules to read every run out with as well, from the same test "
+        "probabilities (no training cost): e.g. crm,hf_optimal; each row's metrics_by_decode and a table in "
+        "results.md hold them (the threshold rule uses the run's threshold)",
+    )
     p.add_argument("--figures", default="all", choices=("all", "none"))
     p.add_argument("--title", default=None)
     p.add_argument("--out", default="results/compare")
@@ -206,6 +248,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     if args.pack and args.data:
         parser.error("--pack and --data: expected one source of images, got both; drop one of them")
+    also = list(dict.fromkeys(r.strip() for r in args.also_decode.split(",") if r.strip()))
+    unknown = [r for r in also if r not in RULE_OPTIONS]
+    if unknown:
+        parser.error(
+            f"--also-decode: expected rules among {', '.join(RULE_OPTIONS)}, got {', '.join(map(repr, unknown))}; "
+            "e.g. --also-decode crm,hf_optimal"
+        )
     runs = _runs(args)  # unknown methods and backbones stop here, before any folder or data
     t_start = time.perf_counter()
     out = Path(args.out)
@@ -300,6 +349,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if rows
             else f"## {result['title']}\n\n(no run finished)\n"
         )
+        if any(r.get("metrics_by_decode") for r in rows):
+            md += "\n" + _other_decodings_markdown(rows)
         if result["skipped"]:
             md += (
                 "\nSkipped: "
@@ -382,6 +433,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if rule != "argmax_leaf":
             alt = evaluation_metrics(target, decode(probs, tax, "argmax_leaf"), tax)
             row["metrics_argmax_leaf"] = {k: alt[k] for k in _ALT_KEYS if k in alt}
+        by_decode = {}
+        for other in (r for r in also if r != rule):
+            tau = float(res.config.get("threshold", 0.5)) if other == "threshold" else None
+            alt = evaluation_metrics(target, decode(probs, tax, other, threshold=tau), tax)
+            by_decode[other] = {k: alt[k] for k in (*_ALT_KEYS, "correct_rate") if k in alt}
+        if by_decode:
+            row["metrics_by_decode"] = by_decode
         if args.figures == "all" and env.main:
             title = f"{name} (test)" + (" [SYNTHETIC]" if data.synthetic else "")
             try:

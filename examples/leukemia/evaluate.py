@@ -1,7 +1,7 @@
 """Evaluate checkpoints: per-level and hierarchical metrics, a results table, confusion matrices and recall trees.
 
     python -m examples.leukemia.evaluate runs/hierarchical-convnext_tiny/best runs/flat-convnext_tiny/best --out eval
-    python -m examples.leukemia.evaluate runs/*/best --pack cache/pbc128.npz --split test --out eval
+    python -m examples.leukemia.evaluate runs/*/best.json --pack cache/pbc128.npz --split test --out eval
 
 Each checkpoint is evaluated on a split of its data: by default the data it was trained on (its
 ``--pack``, or the split manifest ``splits.csv`` written next to it), or the ``--pack`` / ``--data``
@@ -42,6 +42,7 @@ log = logging.getLogger("examples.leukemia.evaluate")
 __all__ = [
     "checkpoint_decoding",
     "evaluation_metrics",
+    "expand_checkpoints",
     "load_split",
     "main",
     "node_recalls",
@@ -316,6 +317,33 @@ def load_split(
     return images, targets, names
 
 
+def expand_checkpoints(paths: Sequence[str]) -> list[str]:
+    """The checkpoints a command line names, with a pattern the shell left unexpanded expanded here.
+
+    ``runs/*/best`` matches no file (a checkpoint is ``best.json`` plus its weights), so bash passes it on
+    as it is; it is read as ``runs/*/best.json``, each match standing for its checkpoint. A path that
+    exists, or holds no pattern, is kept as given.
+
+    Raises:
+        FileNotFoundError: a pattern that matches no checkpoint.
+    """
+    import glob
+
+    out: list[str] = []
+    for path in paths:
+        if Path(path).exists() or not glob.has_magic(path):
+            out.append(path)
+            continue
+        found = sorted(glob.glob(path)) or [m.removesuffix(".json") for m in sorted(glob.glob(path + ".json"))]
+        if not found:
+            raise FileNotFoundError(
+                f"checkpoints: the pattern {path!r} matches no checkpoint; expected e.g. runs/*/best.json or run "
+                "folders (runs/*)."
+            )
+        out.extend(found)
+    return out
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The checkpoint a command line names: ``run/best``, ``run/best.json``, or a run folder (its ``best``).
 
@@ -418,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, taken, synthetic = [], set(), False
-    for ckpt_path in args.checkpoints:
+    for ckpt_path in expand_checkpoints(args.checkpoints):
         model, ckpt = load_model(resolve_checkpoint(ckpt_path), device=device)
         tax = ckpt.taxonomy
         images, targets, _ = load_split(
