@@ -83,12 +83,19 @@ def summary_table(merged: dict[str, Any]) -> str:
     for ds, res in sets:
         for r in (res or {}).get("rows", []):
             m = r["metrics"]
+            variant = r.get("variant") or r["method"]
             lines.append(
-                f"| {ds} | {r.get('variant') or r['method']} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
+                f"| {ds} | {variant} | {r['backbone']} | {_f(m.get('eight_class_accuracy'))} | "
                 f"{_f(m.get('fine_leaf_accuracy'))} | {_f(m.get('hierarchical_f1'))} | "
                 f"{_f(m.get('mistake_severity'), 3)} | {_f(r.get('train_seconds'), 1)} | "
                 f"{_f(r.get('img_per_s'), 0)} | {_f(r.get('img_per_s_after_first_epoch'), 0)} |"
             )
+            for rule, o in (r.get("metrics_by_decode") or {}).items():  # compare --also-decode: same model
+                lines.append(
+                    f"| {ds} | {variant}, read out with {rule} | {r['backbone']} | "
+                    f"{_f(o.get('eight_class_accuracy'))} | {_f(o.get('fine_leaf_accuracy'))} | "
+                    f"{_f(o.get('hierarchical_f1'))} | {_f(o.get('mistake_severity'), 3)} | — | — | — |"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -126,6 +126,15 @@ def test_report_of_the_seeds_job_lists_every_seed_and_the_pooled_table(tmp_path:
     assert "## PBC over seeds, the same checkpoints with d4 test-time augmentation" in md
     assert (work / "pbc_seeds" / "aggregate.md").read_text() in md
     assert json.loads((out / "results.json").read_text())["pbc_seeds"]["seed1"]["seed"] == 1
+    # compare --also-decode: the same model read out with another rule is a line of the summary too
+    res = _compare_result(2, {"flat": 0.93})
+    res["rows"][0]["metrics_by_decode"] = {"crm": dict(res["rows"][0]["metrics"], mistake_severity=1.5)}
+    (work / "pbc_seeds" / "seed2").mkdir()
+    (work / "pbc_seeds" / "seed2" / "results.json").write_text(json.dumps(res))
+    report.main([str(work), str(out), "seeds"])
+    assert "| pbc seed2 | flat, read out with crm | resnet18 | 0.9800 | 0.9300 | 0.9300 | 1.500 | — | — | — |" in (
+        capsys.readouterr().out
+    )
 
 
 def test_report_of_the_paper_job_says_which_stage_is_missing(tmp_path: Path, capsys) -> None:
