@@ -250,18 +250,14 @@ def _threshold(probs: torch.Tensor, plan: _Plan, tau: float) -> torch.Tensor:
     return best
 
 
-def _auto_cost(taxonomy: Taxonomy) -> str:
-    # the distance hiercls.metrics.lca_distance and mistake_severity use by default ("auto"): the LCA height
-    # when every leaf has one depth, else the path length (the height of an LCA would not measure a mistake)
-    leaf_depths = taxonomy.depth_index[taxonomy.leaf_index]
-    return "height" if leaf_depths.min() == leaf_depths.max() else "path"
-
-
 def _resolve_cost(
     cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtype: torch.dtype
 ) -> tuple[str, torch.Tensor | None]:
     if cost is None or (isinstance(cost, str) and cost == "auto"):
-        cost = _auto_cost(taxonomy)
+        # the distance lca_distance and mistake_severity use by default: one rule, kept in the metrics
+        from hiercls.metrics.functional import _resolve_distance
+
+        cost = _resolve_distance(taxonomy, "auto")
     if isinstance(cost, str) and cost == "height":
         return "node", torch.as_tensor(taxonomy.height_index.copy(), device=device, dtype=dtype)
     if isinstance(cost, str):
