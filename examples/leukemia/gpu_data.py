@@ -424,9 +424,6 @@ class GPUBatches:
             n = min(self.chunk, nb - first)  # batches in this chunk (the last may be short)
             idx = mine[first * bs : (first + n) * bs]
             x, y = self._prepare(self.images[idx], gen), self.targets[idx]
-            if n == 1:
-                yield x, y
-                continue
             for k in range(n):  # views of the chunk, channels-last like it
                 yield x[k * bs : (k + 1) * bs], y[k * bs : (k + 1) * bs]
 
