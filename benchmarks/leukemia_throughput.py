@@ -176,6 +176,18 @@ def profile(model, batches, device: torch.device, steps: int = 6, top: int = 15)
     }
 
 
+def real_readout(batches, model, synth: dict, device: torch.device, steps: int, warmup: int) -> dict:
+    """The real input timed with the model and alone (``data_path_only``), against the synthetic figure."""
+    real = measure(model, lambda: iter(batches), device, steps, warmup)
+    ratio = real["img_per_s"] / synth["img_per_s"] if synth["img_per_s"] else math.nan
+    return {
+        "real": real,
+        "data_path_only": time_data(lambda: iter(batches), device, steps, warmup),
+        "real_over_synthetic": round(ratio, 4),
+        "meets_90pct": bool(ratio >= 0.9),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pack", required=True)
@@ -243,26 +255,10 @@ def main(argv: list[str] | None = None) -> dict:
         steps = min(args.steps, max(1, len(real) - 1)) if len(real) > args.warmup else args.steps
         repeated = [fixed] * (args.warmup + steps + 1)
         synth = measure(model, lambda batches=repeated: iter(batches), device, steps, args.warmup)
-        realm = measure(model, lambda batches=real: iter(batches), device, steps, args.warmup)
-        data = time_data(lambda batches=real: iter(batches), device, steps, args.warmup)
-        ratio = realm["img_per_s"] / synth["img_per_s"] if synth["img_per_s"] else math.nan
-        out["results"][str(size)] = {
-            "synthetic": synth,
-            "real": realm,
-            "data_path_only": data,
-            "real_over_synthetic": round(ratio, 4),
-            "meets_90pct": bool(ratio >= 0.9),
-        }
+        timing = (model, synth, device, steps, args.warmup)
+        out["results"][str(size)] = {"synthetic": synth, **real_readout(real, *timing)}
         for chunk in chunks[1:]:
-            batches = real_input(chunk)
-            m = measure(model, lambda batches=batches: iter(batches), device, steps, args.warmup)
-            r = m["img_per_s"] / synth["img_per_s"] if synth["img_per_s"] else math.nan
-            out["results"][str(size)].setdefault("chunks", {})[str(chunk)] = {
-                "real": m,
-                "data_path_only": time_data(lambda batches=batches: iter(batches), device, steps, args.warmup),
-                "real_over_synthetic": round(r, 4),
-                "meets_90pct": bool(r >= 0.9),
-            }
+            out["results"][str(size)].setdefault("chunks", {})[str(chunk)] = real_readout(real_input(chunk), *timing)
         print(size, out["results"][str(size)], flush=True)
         if args.profile:
             out["results"][str(size)]["profile"] = {
