@@ -430,14 +430,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "wall_seconds": wall,
             "params_m": sum(p.numel() for p in res.model.parameters()) / 1e6,
         }
+        # the same probabilities under other rules: the argmax-leaf readout and --also-decode, each decoded once
+        readouts: dict[str, dict[str, Any]] = {}
+        for other in dict.fromkeys([*(["argmax_leaf"] if rule != "argmax_leaf" else []), *also]):
+            if other != rule:
+                tau = float(res.config.get("threshold", 0.5)) if other == "threshold" else None
+                readouts[other] = evaluation_metrics(target, decode(probs, tax, other, threshold=tau), tax)
         if rule != "argmax_leaf":
-            alt = evaluation_metrics(target, decode(probs, tax, "argmax_leaf"), tax)
+            alt = readouts["argmax_leaf"]
             row["metrics_argmax_leaf"] = {k: alt[k] for k in _ALT_KEYS if k in alt}
-        by_decode = {}
-        for other in (r for r in also if r != rule):
-            tau = float(res.config.get("threshold", 0.5)) if other == "threshold" else None
-            alt = evaluation_metrics(target, decode(probs, tax, other, threshold=tau), tax)
-            by_decode[other] = {k: alt[k] for k in (*_ALT_KEYS, "correct_rate") if k in alt}
+        by_decode = {
+            other: {k: readouts[other][k] for k in (*_ALT_KEYS, "correct_rate") if k in readouts[other]}
+            for other in also
+            if other != rule
+        }
         if by_decode:
             row["metrics_by_decode"] = by_decode
         if args.figures == "all" and env.main:
