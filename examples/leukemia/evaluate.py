@@ -326,6 +326,15 @@ def expand_checkpoints(paths: Sequence[str]) -> list[str]:
 
     Raises:
         FileNotFoundError: a pattern that matches no checkpoint.
+
+    Examples:
+        >>> import tempfile
+        >>> top = Path(tempfile.mkdtemp())
+        >>> for run in ("flat", "hierarchical"):
+        ...     (top / run).mkdir()
+        ...     _ = (top / run / "best.json").write_text("{}")
+        >>> [Path(p).relative_to(top).as_posix() for p in expand_checkpoints([f"{top}/*/best"])]
+        ['flat/best', 'hierarchical/best']
     """
     import glob
 
