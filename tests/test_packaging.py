@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -58,13 +59,13 @@ def test_contract_names_importable() -> None:
 
 
 @pytest.mark.slow
-def test_wheel_builds_offline_with_typed_marker(tmp_path: Path) -> None:
+def test_wheel_and_sdist_build_offline_with_licence(tmp_path: Path) -> None:
     pytest.importorskip("build")
     # build from a copy so that build/ and *.egg-info never land in the (shared) checkout
     src = tmp_path / "src"
     src.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
-    for name in ("pyproject.toml", "README.md", "LICENSE", "hiercls", "tests", "examples", "benchmarks"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "hiercls", "tests", "examples", "benchmarks"):
         path = REPO / name
         if path.is_dir():
             shutil.copytree(path, src / name, ignore=ignore)
@@ -77,6 +78,7 @@ def test_wheel_builds_offline_with_typed_marker(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "build",
+        "--sdist",
         "--wheel",
         "--no-isolation",
         "--skip-dependency-check",
@@ -92,6 +94,16 @@ def test_wheel_builds_offline_with_typed_marker(tmp_path: Path) -> None:
     top = {n.split("/")[0] for n in names}
     assert not {"tests", "examples", "benchmarks", "docs"} & top, f"wheel ships {sorted(top)}"
     assert all(t == "hiercls" or t.startswith("hiercls-") for t in top), sorted(top)
+    # the licence the metadata declares travels with the wheel
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), [n for n in names if "dist-info" in n]
+    # the sdist: the library, its licence and metadata, and no half of the test suite (whose helpers it would lack)
+    sdists = list(outdir.glob("hiercls-*.tar.gz"))
+    assert len(sdists) == 1, sdists
+    with tarfile.open(sdists[0]) as tar:
+        members = [m.split("/", 1)[1] for m in tar.getnames() if "/" in m]
+    assert {"LICENSE", "pyproject.toml", "README.md", "hiercls/taxonomy.py", "hiercls/py.typed"} <= set(members)
+    stray = sorted({m.split("/")[0] for m in members} & {"tests", "examples", "benchmarks", "docs"})
+    assert not stray, f"the sdist ships {stray}"
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = [
         line
