@@ -132,6 +132,11 @@ def _check_threshold(threshold: Any) -> float:
     value = float(threshold)
     if not math.isfinite(value):
         raise ValueError(f"threshold: expected a finite number (e.g. 0.5), got {value}.")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"threshold: expected a probability in [0, 1] (e.g. 0.5), got {value}. It is compared with node "
+            "marginals: above 1 every prediction would stop at the root, below 0 none would stop early."
+        )
     return value
 
 
@@ -162,14 +167,26 @@ def _as_probs(
     if tensor.dtype not in (torch.float32, torch.float64):
         tensor = tensor.float()
     if validate:
-        _check_finite(tensor)
+        _check_marginals(tensor)
     return tensor, as_numpy
 
 
-def _check_finite(chunk: torch.Tensor) -> None:
-    # a sum is finite unless some entry is NaN/inf (or finite entries overflow): one cheap pass, exact check after
-    if not bool(torch.isfinite(chunk.sum())) and not bool(torch.isfinite(chunk).all()):
+# how far outside [0, 1] a marginal may stray by rounding (e.g. a sum of leaf probabilities) and still be read
+_PROB_SLACK = 1e-3
+
+
+def _check_marginals(chunk: torch.Tensor) -> None:
+    """Marginals are finite and in ``[0, 1]``: one pass (min and max), which also catches logits passed by mistake."""
+    if chunk.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(chunk))  # NaN anywhere makes both NaN
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("probs: found NaN or infinite marginals; check the head's output (e.g. NaN logits).")
+    if lo < -_PROB_SLACK or hi > 1.0 + _PROB_SLACK:
+        raise ValueError(
+            f"probs: expected node marginals in [0, 1], got values from {lo:.4g} to {hi:.4g}. These look like "
+            "logits or log-probabilities: pass head.marginals(logits) (or the .exp() of log-marginals)."
+        )
 
 
 def _chunks(batch: int, num_nodes: int, width: int = 1) -> list[slice]:
@@ -182,7 +199,7 @@ def _per_chunk(probs: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], 
     parts = []
     for part in _chunks(probs.shape[0], probs.shape[1], width):
         chunk = probs[part]
-        _check_finite(chunk)
+        _check_marginals(chunk)
         parts.append(fn(chunk))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -512,7 +529,8 @@ def decode(
         torch input, a numpy array otherwise.
 
     Raises:
-        ValueError: an unknown rule, bad ``probs`` (shape, dtype, NaN) or options. An empty batch
+        ValueError: an unknown rule, bad ``probs`` (shape, dtype, NaN, values outside ``[0, 1]``:
+            logits passed by mistake) or options (a ``threshold`` outside ``[0, 1]``). An empty batch
             (``B = 0``) is not an error: it decodes to an empty result.
         TaxonomyError: ``"crm"`` or ``"hf_optimal"`` on a DAG.
 

@@ -273,6 +273,9 @@ def test_errors_name_the_argument() -> None:
     for bad in (True, torch.tensor([0.5])):
         with pytest.raises(ValueError, match="threshold: expected a number"):
             decode(good, tax, "threshold", threshold=bad)
+    for bad in (80, 1.01, -0.2):  # above 1 every sample stopped at the root silently
+        with pytest.raises(ValueError, match=r"threshold: expected a probability in \[0, 1\]"):
+            decode(good, tax, "threshold", threshold=bad)
     with pytest.raises(ValueError, match="cost: expected 'auto', 'height', 'path' or a per-node array"):
         decode(good, tax, "crm", cost="manhattan")
     with pytest.raises(ValueError, match=r"cost: expected finite per-node costs of shape \(5,\)"):
@@ -291,6 +294,31 @@ def test_errors_name_the_argument() -> None:
         operating_curve(good, ["a1", "b"], tax, thresholds=[])
     with pytest.raises(ValueError, match="thresholds: expected a non-empty sequence"):
         operating_curve(good, ["a1", "b"], tax, thresholds=[0.5, float("nan")])
+
+
+def test_logits_or_log_probabilities_are_refused_by_name() -> None:
+    """A head returns logits; given to the decoders by mistake they used to decode to something plausible."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    logits = torch.randn(4, tax.num_nodes, generator=torch.Generator().manual_seed(0)) * 3
+    log_probs = torch.rand(4, tax.num_nodes, generator=torch.Generator().manual_seed(1)).log()
+    calls = [
+        lambda p: decode(p, tax, "threshold"),
+        lambda p: decode(p, tax, "crm"),
+        lambda p: expected_lca_cost(p, tax),
+        lambda p: expected_hierarchical_fbeta(p, tax),
+        lambda p: top_k_leaves(p, tax, 2),
+        lambda p: operating_curve(p, ["a1", "b", "a2", "b"], tax),
+    ]
+    for bad in (logits, log_probs, log_probs.numpy()):
+        for call in calls:
+            with pytest.raises(ValueError, match=r"probs: expected node marginals in \[0, 1\].*look like logits"):
+                call(bad)
+    # rounding just outside [0, 1] (a sum of leaf probabilities, float32) is read, not refused
+    edge = torch.tensor([[1.0 + 1e-6, 0.6, 0.4 + 1e-6, 0.3, -1e-7]])
+    for call in calls[:5]:
+        call(edge)
+    assert decode(edge, tax, "threshold", threshold=1.0).tolist() == [0]
+    assert decode(edge, tax, "threshold", threshold=0.0).tolist() == [decode(edge, tax, "top_down").item()]
 
 
 @given(tax=dags(min_nodes=4), seed=seeds)

@@ -15,7 +15,10 @@ The strict site build itself (``mkdocs build --strict``) runs in .ci/run.
 
 from __future__ import annotations
 
+import contextlib
+import doctest
 import importlib
+import io
 import itertools
 import pkgutil
 import re
@@ -44,6 +47,7 @@ class Block:
     lang: str
     code: str
     skip_reason: str | None
+    end: int = 0  # 1-based line of the closing fence
 
 
 def _blocks(page: Path) -> list[Block]:
@@ -71,8 +75,25 @@ def _blocks(page: Path) -> list[Block]:
         reason = None
         if skip:
             reason = skip["reason"].strip().strip("()").strip()
-        out.append(Block(page, start + 1, lang, "\n".join(body) + "\n", reason if skip else None))
+        out.append(Block(page, start + 1, lang, "\n".join(body) + "\n", reason if skip else None, end=i))
     return out
+
+
+def _shown_outputs(page: Path) -> dict[int, Block]:
+    """The ```text block right after a python block (blank lines between at most): its printed output.
+
+    Keyed by the python block's line. The output is compared as a doctest compares it (``...`` matches
+    anything, runs of whitespace are equal); a page whose output cannot be exact marks the text block
+    with ``<!-- test: skip (reason) -->``, as for code.
+    """
+    lines = page.read_text(encoding="utf-8").splitlines()
+    blocks = _blocks(page)
+    shown = {}
+    for code, text in itertools.pairwise(blocks):
+        between = lines[code.end : text.line - 1]
+        if code.lang == "python" and text.lang == "text" and not any(x.strip() for x in between):
+            shown[code.line] = text
+    return shown
 
 
 def _pages() -> list[Path]:
@@ -131,15 +152,32 @@ def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: more threads only fight the other test worker for the cores
     namespace: dict[str, object] = {"__name__": f"docs:{_rel(page)}"}
+    shown = _shown_outputs(page)
+    checker = doctest.OutputChecker()
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    wrong = []
     try:
         for block in _blocks(page):
             if block.lang != "python" or block.skip_reason is not None:
                 continue
             code = compile(block.code, f"{_rel(page)}:{block.line}", "exec")
+            printed = io.StringIO()
             try:
-                exec(code, namespace)
+                with contextlib.redirect_stdout(printed):
+                    exec(code, namespace)
             except Exception as err:
                 raise AssertionError(f"the python block at {_rel(page)}:{block.line} failed: {err!r}") from err
+            text = shown.get(block.line)
+            if (
+                text is not None
+                and text.skip_reason is None
+                and not checker.check_output(text.code, printed.getvalue(), flags)
+            ):
+                wrong.append(
+                    f"the output shown at {_rel(page)}:{text.line} is not what the block at line {block.line} prints:\n"
+                    + checker.output_difference(doctest.Example("", text.code), printed.getvalue(), flags)
+                )
+        assert not wrong, "\n".join(wrong)
     finally:
         torch.set_num_threads(threads)
         if "matplotlib.pyplot" in sys.modules:  # figures made by a page should not pile up
