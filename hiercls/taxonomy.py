@@ -598,11 +598,21 @@ class Taxonomy:
         return cls.from_dict({top_name: walk(top, frozenset())}, dag=dag)
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike[str]) -> Taxonomy:
+    def from_json(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> Taxonomy:
         """Read a taxonomy written by :meth:`to_json` (exact round trip).
 
         Hand-written files may instead hold ``{"tree": {nested dict}}``,
         ``{"edges": [[parent, child], ...]}`` or ``{"parents": {child: parent}}``.
+
+        Args:
+            source: a JSON file's path; or the JSON text itself (what
+                :meth:`to_json` returns without a path: a string that starts
+                with ``{``), e.g. as stored in a checkpoint; or that text
+                already parsed (a ``dict``).
+
+        Raises:
+            TaxonomyError: not valid JSON, not a hiercls taxonomy (or a newer
+                format version), or an invalid graph (see the class).
 
         Examples:
             >>> import tempfile, os
@@ -611,13 +621,30 @@ class Taxonomy:
             >>> tax.to_json(f)
             >>> Taxonomy.from_json(f) == tax
             True
+            >>> Taxonomy.from_json(tax.to_json()) == tax  # the text, e.g. from a checkpoint
+            True
         """
-        with open(path, encoding="utf-8") as fh:
+        if isinstance(source, Mapping):
+            data: Any = dict(source)
+            where = "the JSON object"
+        elif isinstance(source, str) and source.lstrip().startswith("{"):
             try:
-                data = json.load(fh)
+                data = json.loads(source)
             except json.JSONDecodeError as err:
-                raise TaxonomyError(f"{os.fspath(path)!r} is not valid JSON: {err}.") from err
-        where = repr(os.fspath(path))
+                raise TaxonomyError(f"the JSON text given is not valid JSON: {err}.") from err
+            where = "the JSON text"
+        elif isinstance(source, (str, os.PathLike)):
+            with open(source, encoding="utf-8") as fh:
+                try:
+                    data = json.load(fh)
+                except json.JSONDecodeError as err:
+                    raise TaxonomyError(f"{os.fspath(source)!r} is not valid JSON: {err}.") from err
+            where = repr(os.fspath(source))
+        else:
+            raise TaxonomyError(
+                f"source: expected a JSON file's path, the JSON text (as to_json() returns it) or its parsed dict, "
+                f"got {type(source).__name__}."
+            )
         if not isinstance(data, dict):
             raise TaxonomyError(f"{where}: expected a JSON object, got {type(data).__name__}.")
         if data.get("format", _FORMAT) != _FORMAT or not isinstance(data.get("version", _VERSION), int):

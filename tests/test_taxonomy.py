@@ -280,6 +280,23 @@ class TestJson:
         tax.to_json(tmp_path / "u.json")
         assert Taxonomy.from_json(tmp_path / "u.json") == tax
 
+    def test_from_json_reads_the_text_or_its_parsed_object(self, paper_tax: Taxonomy, dag: Taxonomy) -> None:
+        for tax in (paper_tax, dag, Taxonomy.from_edges([("r", "b"), ("r", "a")])):
+            text = tax.to_json()
+            for source in (text, "\n  " + text, json.loads(text)):
+                back = Taxonomy.from_json(source)
+                assert back == tax and back.nodes == tax.nodes and back.fingerprint == tax.fingerprint
+        # the hand-written forms too, as text
+        assert Taxonomy.from_json(json.dumps({"edges": PAPER_EDGES})) == paper_tax
+        with pytest.raises(TaxonomyError, match="the JSON text given is not valid JSON"):
+            Taxonomy.from_json('{"nodes": ["r"],')
+        with pytest.raises(TaxonomyError, match="the JSON object: expected keys 'nodes' and 'edges'"):
+            Taxonomy.from_json({"node": ["r"]})
+        with pytest.raises(TaxonomyError, match="source: expected a JSON file's path, the JSON text"):
+            Taxonomy.from_json(3)
+        with pytest.raises(FileNotFoundError):  # not JSON text: still read as a path
+            Taxonomy.from_json("no/such/taxonomy.json")
+
     def test_to_json_text(self, paper_tax: Taxonomy) -> None:
         data = json.loads(paper_tax.to_json())
         assert data["format"] == "hiercls-taxonomy" and data["version"] == 1 and data["root"] == "root"

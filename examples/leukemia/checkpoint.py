@@ -405,13 +405,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
-def _taxonomy_from_json(data: Mapping[str, Any]) -> Taxonomy:
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / "taxonomy.json"
-        file.write_text(json.dumps(data), encoding="utf-8")
-        return Taxonomy.from_json(file)
-
-
 def load_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> None:
     """Load saved weights (:func:`model_state`) into a model, strictly except for ``criterion.*`` buffers.
 
@@ -463,7 +456,7 @@ def _read_sidecar(sidecar_path: Path, taxonomy: Taxonomy | None) -> tuple[str, d
         raise CheckpointError(f"{sidecar_path}: not a {FORMAT} sidecar (format={found!r}).")
     if sidecar.get("version", 0) > VERSION:
         raise CheckpointError(f"{sidecar_path}: version {sidecar['version']} is newer than this code ({VERSION}).")
-    stored = _taxonomy_from_json(sidecar["taxonomy"])
+    stored = Taxonomy.from_json(sidecar["taxonomy"])
     if stored.fingerprint != sidecar["taxonomy_fingerprint"]:
         raise CheckpointError(f"{sidecar_path}: the stored taxonomy does not match its fingerprint; damaged file.")
     if taxonomy is not None and taxonomy.fingerprint != stored.fingerprint:
