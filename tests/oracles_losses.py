@@ -186,7 +186,8 @@ def flat_cross_entropy(logits, target, tax: Taxonomy, weight=None, smoothing: fl
 
 
 def hxe_loss(logits, target, tax: Taxonomy, alpha: float, weight=None, smoothing: float = 0.0) -> list[float]:
-    """Bertinetto et al. (2020), eq. HXE: -sum_l lambda(C^(l)) log p(C^(l) | C^(l+1)), lambda = exp(-alpha h)."""
+    """Bertinetto et al. (2020), HXE: -sum_l lambda(C^(l)) log p(C^(l) | C^(l+1)), each edge weighted as in the
+    authors' code, exp(-alpha * depth of its child), here scaled so that the first decision weighs 1."""
     w = _weight(weight, tax)
     out = []
     for row, t in zip(_rows(logits), list(target)):
@@ -198,7 +199,7 @@ def hxe_loss(logits, target, tax: Taxonomy, alpha: float, weight=None, smoothing
         path = _path(tax, int(t))
         loss = 0.0
         for parent, node in itertools.pairwise(path):
-            lam = math.exp(-alpha * tax.height(node)) * w[node]
+            lam = math.exp(-alpha * (tax.depth(node) - 1)) * w[node]  # the decision at depth d: exp(-alpha (d - 1))
             loss -= lam * (log_mass(node) - log_mass(parent))
         mean_nll = -sum(v - total for v in row) / len(row)
         out.append((1 - smoothing) * loss + smoothing * mean_nll)

@@ -136,6 +136,27 @@ def test_conditional_nll_is_minus_log_marginal(data):
     torch.testing.assert_close(nll, -log_marginal)
 
 
+def test_hxe_weighs_the_coarse_decisions_more_as_alpha_grows() -> None:
+    """The authors' weighting, exp(-alpha * depth): a larger alpha makes a coarse mistake cost more than a fine one.
+
+    Two predictions with the same total uncertainty: one unsure only of the first decision (A or B), one unsure
+    only of the last (a1 or a2). With alpha = 0 they cost the same (-log 1/2); with alpha > 0 the coarse doubt
+    costs more, by exp(alpha) (the weighting of the heights, the reverse, gave the opposite).
+    """
+    tax = Taxonomy.from_paths(["r/A/a1", "r/A/a2", "r/B/b1", "r/B/b2"])
+    target = torch.tensor([tax.index("a1")])
+    leaves = list(tax.leaves)
+    coarse = torch.full((1, 4), -1e4)
+    coarse[0, [leaves.index("a1"), leaves.index("b1")]] = 0.0  # P(A) = 1/2, P(a1 | A) = 1
+    fine = torch.full((1, 4), -1e4)
+    fine[0, [leaves.index("a1"), leaves.index("a2")]] = 0.0  # P(A) = 1, P(a1 | A) = 1/2
+    half = math.log(2)
+    for alpha in (0.0, 0.5, 2.0):
+        c = L.hxe_loss(coarse, target, tax, alpha=alpha).item()
+        f = L.hxe_loss(fine, target, tax, alpha=alpha).item()
+        assert c == pytest.approx(half, rel=1e-5) and f == pytest.approx(half * math.exp(-alpha), rel=1e-5)
+
+
 @settings(examples(30))
 @given(data=st.data())
 def test_flat_ce_is_minus_log_marginal_and_hxe_alpha0(data):
