@@ -51,6 +51,7 @@ over depth levels.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -1512,7 +1513,8 @@ def create_loss(kind: LossKind, taxonomy: Taxonomy, **kwargs: Any) -> nn.Module:
         the loss module.
 
     Raises:
-        ValueError: unknown ``kind`` (the message lists the known ones) or a bad option.
+        ValueError: unknown ``kind`` (the message lists the known ones), an option the loss does
+            not take (the message names the losses that take it), or a bad option value.
 
     Examples:
         >>> from hiercls import Taxonomy
@@ -1522,7 +1524,27 @@ def create_loss(kind: LossKind, taxonomy: Taxonomy, **kwargs: Any) -> nn.Module:
     """
     if kind not in _LOSSES:
         raise ValueError(f"kind: unknown loss {kind!r}; expected one of {', '.join(map(repr, _LOSSES))}.")
+    takes = _loss_options(kind)
+    unknown = [name for name in kwargs if name not in takes]
+    if unknown:
+        owners = {name: [k for k in _LOSSES if name in _loss_options(k)] for name in unknown}
+        where = "; ".join(
+            f"{name!r} belongs to {', '.join(map(repr, owners[name]))}"
+            if owners[name]
+            else f"{name!r} is an option of no loss"
+            for name in unknown
+        )
+        raise ValueError(
+            f"create_loss({kind!r}): unknown option(s) {', '.join(map(repr, unknown))} ({where}); "
+            f"{kind!r} takes {', '.join(map(repr, takes))}."
+        )
     return _LOSSES[kind](taxonomy, **kwargs)
+
+
+def _loss_options(kind: str) -> tuple[str, ...]:
+    """The keyword options of a loss kind's module (all but the taxonomy)."""
+    params = inspect.signature(_LOSSES[kind].__init__).parameters
+    return tuple(name for name in params if name not in ("self", "taxonomy"))
 
 
 def compatible_losses(head_kind: str) -> tuple[str, ...]:

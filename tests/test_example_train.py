@@ -727,6 +727,24 @@ def test_backbone_kwargs_reach_timm_and_the_checkpoint(tmp_path: Path, capsys) -
         assert why in capsys.readouterr().err
 
 
+def test_loss_kwargs_reach_the_loss_and_the_checkpoint(tmp_path: Path) -> None:
+    common = ["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    flat_hxe = [*common, "--method", "flat", "--loss", "hxe"]
+    res = T.run(T.parse_args([*flat_hxe, "--loss-kwargs", '{"alpha": 0.5}', "--output", str(tmp_path / "a")]))
+    assert res.model.criterion.options == {"alpha": 0.5}
+    model, ck = load_model(tmp_path / "a" / "best")
+    assert ck.config["loss_kwargs"] == {"alpha": 0.5} and model.criterion.options == {"alpha": 0.5}
+    # refused before any data is read, with the reason and the fix
+    for extra, why in (
+        ('{"alpha": -1}', "--loss-kwargs: alpha: expected a finite float >= 0"),
+        ('{"beta": 5}', "--loss-kwargs: create_loss('hxe'): unknown option(s) 'beta' ('beta' belongs to 'soft_label')"),
+        ('{"weight": [1, 2]}', "'weight' is set by the training loop itself; use --balance"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            T.run(T.parse_args([*flat_hxe, "--loss-kwargs", extra, "--output", str(tmp_path / "b")]))
+    assert not (tmp_path / "b").exists()
+
+
 def test_synthetic_images_are_remade_when_their_flags_change(tmp_path: Path) -> None:
     common = ["--backbone", "test_convnext", "--epochs", "1", "--output", str(tmp_path / "run"), *FAST]
     a = T.run(T.parse_args([*common, "--synthetic-per-leaf", "3"]))

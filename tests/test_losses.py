@@ -511,6 +511,15 @@ def test_option_errors(paper_tax):
         L.soft_label_loss(torch.zeros(1, 6), t, paper_tax, beta=math.nan)
     with pytest.raises(ValueError, match="kind: unknown loss 'focal'; expected one of 'conditional'"):
         L.create_loss("focal", paper_tax)
+    # an option of another loss is named with its owner, not a bare TypeError from __init__
+    with pytest.raises(
+        ValueError, match=r"create_loss\('conditional'\): unknown option\(s\) 'alpha' \('alpha' belongs to 'hxe'\)"
+    ):
+        L.create_loss("conditional", paper_tax, alpha=0.5)
+    with pytest.raises(
+        ValueError, match=r"'negatives' belongs to 'bce'.*'gamma' is an option of no loss.*'soft_label' takes 'beta'"
+    ):
+        L.create_loss("soft_label", paper_tax, negatives="siblings", gamma=2)
     with pytest.raises(ValueError, match="head_kind: unknown head kind 'tree'"):
         L.default_loss("tree")
     with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy, got dict"):

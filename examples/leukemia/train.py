@@ -158,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra timm.create_model options as a JSON object, e.g. '{\"patch_size\": 8}' for a ViT at 64 px",
     )
     g.add_argument(
+        "--loss-kwargs",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="extra options of the loss as a JSON object, e.g. '{\"alpha\": 0.5}' for hxe, '{\"beta\": 5}' for "
+        'soft_label, \'{"negatives": "siblings"}\' for bce (hiercls.losses.create_loss says which loss takes what)',
+    )
+    g.add_argument(
         "--decode",
         default="auto",
         choices=DECODE_RULES,
@@ -1000,6 +1008,7 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
         # a bundled taxonomy name ("pbc") stays a name even if a folder of that name is here
         if cfg.get(key) and (Path(cfg[key]).is_file() if key == "taxonomy" else Path(cfg[key]).exists()):
             cfg[key] = str(Path(cfg[key]).resolve())
+    cfg["loss_kwargs"] = dict(getattr(args, "loss_kwargs", None) or {})  # compared on --resume
     cfg["model"] = dict(model.config)
     cfg["data_source"] = data.source
     cfg["crop"] = data.crop  # predict/explain read new images the same way
@@ -1035,6 +1044,22 @@ def check_model_args(args: argparse.Namespace) -> None:
             f"--balance: weights the decisions of the {', '.join(BALANCE_WITHIN)} losses, but this run trains "
             f"with the {loss!r} loss; drop --balance, or pick one of those with --loss."
         )
+    options = dict(getattr(args, "loss_kwargs", None) or {})
+    if options:
+        flags = {"weight": "--balance", "label_smoothing": "--label-smoothing"}
+        taken = [k for k in options if k in (*flags, "validate_args", "reduction")]
+        if taken:
+            raise ValueError(
+                f"--loss-kwargs: {', '.join(map(repr, taken))} is set by the training loop itself"
+                + "".join(f"; use {flags[k]} for {k!r}" for k in taken if k in flags)
+                + "; drop it from --loss-kwargs."
+            )
+        from hiercls.losses import create_loss
+
+        try:  # names and values checked on a two-leaf tree, before any data is read
+            create_loss(loss, Taxonomy.from_paths(["r/a", "r/b"]), **options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--loss-kwargs: {err}") from None
     check_backbone(args.backbone)
 
 
@@ -1102,7 +1127,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         init_checkpoint=args.init_checkpoint,
         img_size=img_size,
         label_smoothing=args.label_smoothing,
-        loss_kwargs={"weight": weight} if weight is not None else None,
+        loss_kwargs={**(args.loss_kwargs or {}), **({"weight": weight} if weight is not None else {})} or None,
         backbone_kwargs=backbone_kwargs,
     ).to(env.device)
     if weight is not None and env.main:
@@ -1201,6 +1226,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
             "crop": 1.0,
             "balance": 0.0,
             "augment_chunk": 1,
+            "loss_kwargs": {},
         }  # what checkpoints older than these flags used
         changed = {
             k: (ckpt.config.get(k, before.get(k)), config[k])
@@ -1216,6 +1242,7 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
                 "crop",
                 "balance",
                 "augment_chunk",
+                "loss_kwargs",
             )
             if ckpt.config.get(k, before.get(k)) != config[k]
         }
