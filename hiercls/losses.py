@@ -31,7 +31,10 @@ Common arguments:
   ``ValueError``, targets out of range raise ``UnknownNodeError``); this costs
   one device synchronisation per call, which on a GPU stalls the launch queue
   (measured on an H200: 3-6% of a ViT-S / ConvNeXt-T training step at batch
-  256). Validate the first batches, then train with ``validate_args=False``.
+  256). Validate the first batches, then train with ``validate_args=False``:
+  on a tree, no loss then reads anything back to the host (on a DAG,
+  ``node_bce``, ``max_constraint_loss`` and ``flat_cross_entropy`` still read
+  one size: how many descendant pairs the batch's targets have).
   Shapes and dtypes are always checked. Unchecked values are not caught later:
   a target of ``-1`` is read as the last node by some losses (plain tensor
   indexing) and fails with an unrelated indexing error in others, and a NaN
@@ -42,7 +45,10 @@ very negative logit and the masked logit's gradient is 0, even when a whole
 sibling group or level is masked. Never mask a sample's own target (its loss
 becomes infinite or meaningless); with label smoothing or :func:`soft_label_loss`,
 which spread target mass onto other nodes, a masked node in the smoothed set
-makes the loss ``+inf`` too.
+makes the loss ``+inf`` too (for :func:`node_bce` and :func:`max_constraint_loss`
+a huge finite value instead, near the dtype's maximum: the masked logit is
+clamped to the largest finite float, so a ``torch.isfinite`` guard does not
+catch it).
 
 Logits are computed in float32 whatever their dtype (bf16 under autocast is
 fine; float64 stays float64). Everything is vectorised with index tensors; the only Python loops run
@@ -230,8 +236,29 @@ def _positive_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
     return mask
 
 
+def _below_mask(target: Tensor, ranks: Tensor, t: Any, node_major: bool, strict: bool) -> Tensor:
+    """Trees: bool (B, R), or (R, B): which of the nodes with preorder ``ranks`` (R,) lie below each target.
+
+    A range test on preorder ranks: no index list whose length is data-dependent, so no device sync.
+    """
+    start = t.preorder[target]  # the target itself; its subtree runs to start + size - 1
+    end = start + t.subtree_size[target] - 1
+    if not strict:
+        start = start - 1
+    if node_major:
+        return (ranks[:, None] > start[None, :]) & (ranks[:, None] <= end[None, :])
+    return (ranks[None, :] > start[:, None]) & (ranks[None, :] <= end[:, None])
+
+
 def _unknown_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
     """bool (B, N), or (N, B): nodes a (partial) label says nothing about: strictly below the target, and the root."""
+    if t.is_tree:
+        mask = _below_mask(target, t.preorder, t, node_major, strict=True)
+        if node_major:
+            mask[0] = True
+        else:
+            mask[:, 0] = True
+        return mask
     batch = target.shape[0]
     shape = (t.num_nodes, batch) if node_major else (batch, t.num_nodes)
     mask = torch.zeros(shape, dtype=torch.bool, device=target.device)
@@ -434,7 +461,9 @@ class _FlatNLL(torch.autograd.Function):
             # value only: the backward below uses the unclamped log-sum, so gradients are unchanged.
             log_pt = inside.clamp(max=0.0)
             losses = -log_pt if not smoothing else -(1.0 - smoothing) * log_pt - smoothing * log_probs.mean(1)
-        ctx.save_for_backward(log_probs, owner, cols, picked - inside[owner])
+        # a target whose leaves are all masked (-inf): loss +inf, and a zero (not NaN) gradient where none flows
+        shift = torch.where(torch.isfinite(inside), inside, torch.zeros_like(inside))
+        ctx.save_for_backward(log_probs, owner, cols, picked - shift[owner])
         ctx.smoothing = smoothing
         return losses
 
@@ -449,9 +478,47 @@ class _FlatNLL(torch.autograd.Function):
         return out.mul_(grad[:, None]), None, None, None
 
 
-def _flat_cross_entropy(leaf_logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float) -> Tensor:
-    owner, cols = _csr_pairs(t.leafdesc_ptr, t.leafdesc_pos, target)  # the leaves below each target
-    losses = _FlatNLL.apply(leaf_logits, owner, cols, smoothing)
+class _FlatNLLMasked(torch.autograd.Function):
+    """:class:`_FlatNLL` with the leaves below each target given as a dense bool mask ``(B, L)``.
+
+    Trees build the mask from preorder ranks without a device sync; it costs a few more full-size passes
+    than the CSR pairs, which is why the CPU, where a sync is free, keeps those.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, below: Tensor, smoothing: float) -> Tensor:  # type: ignore[override]
+        with torch.no_grad():
+            log_probs = F.log_softmax(logits, 1)
+            inside = torch.logsumexp(log_probs.masked_fill(~below, -math.inf), 1)
+            log_pt = inside.clamp(max=0.0)  # as _FlatNLL: the value only
+            losses = -log_pt if not smoothing else -(1.0 - smoothing) * log_pt - smoothing * log_probs.mean(1)
+        ctx.save_for_backward(log_probs, below, inside)
+        ctx.smoothing = smoothing
+        return losses
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        log_probs, below, inside = ctx.saved_tensors
+        smoothing = ctx.smoothing
+        shift = torch.where(torch.isfinite(inside), inside, torch.zeros_like(inside))  # all leaves masked: no NaN
+        within = torch.exp(log_probs - shift[:, None]).masked_fill_(~below, 0.0)
+        out = log_probs.exp().sub_(within.mul_(1.0 - smoothing))
+        if smoothing:
+            out.sub_(smoothing / log_probs.shape[1])
+        return out.mul_(grad[:, None]), None, None
+
+
+def _flat_cross_entropy(
+    leaf_logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float, dense: bool | None = None
+) -> Tensor:
+    if dense is None:  # off the CPU a data-dependent size would cost a device sync per call
+        dense = t.is_tree and leaf_logits.device.type != "cpu"
+    if dense:
+        below = _below_mask(target, t.leaf_preorder, t, node_major=False, strict=False)
+        losses = _FlatNLLMasked.apply(leaf_logits, below, smoothing)
+    else:
+        owner, cols = _csr_pairs(t.leafdesc_ptr, t.leafdesc_pos, target)  # the leaves below each target
+        losses = _FlatNLL.apply(leaf_logits, owner, cols, smoothing)
     return losses if weight is None else losses * weight[target]
 
 
@@ -535,7 +602,8 @@ def _cond_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _sigmoid_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
-    names: tuple[str, ...] = ("desc_ptr", "desc_index")
+    # trees: the unknown mask is a preorder range test; DAGs: a CSR of the descendants
+    names: tuple[str, ...] = ("preorder", "subtree_size") if tax.is_tree else ("desc_ptr", "desc_index")
     names += (_TREE_TABLES + ("parent_local",)) if tax.is_tree else _DAG_TABLES  # parent_local: trees only
     if options.get("negatives") == "siblings":
         names += ("parent",) if tax.is_tree else ("edge_parent", "edge_child")
@@ -556,7 +624,13 @@ _SPECS: dict[str, _Spec] = {
     "bce": _Spec("node_bce", _node_bce, "num_nodes", False, _sigmoid_tables),
     "max_constraint": _Spec("max_constraint_loss", _max_constraint, "num_nodes", False, _sigmoid_tables),
     "flat": _Spec(
-        "flat_cross_entropy", _flat_cross_entropy, "num_leaves", False, lambda tax, o: ("leafdesc_ptr", "leafdesc_pos")
+        "flat_cross_entropy",
+        _flat_cross_entropy,
+        "num_leaves",
+        False,
+        lambda tax, o: (
+            ("leafdesc_ptr", "leafdesc_pos") + (("preorder", "subtree_size", "leaf_preorder") if tax.is_tree else ())
+        ),
     ),
     "hxe": _Spec(
         "hxe_loss",

@@ -126,6 +126,15 @@ def _b_desc_owner(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray
     return np.repeat(np.arange(tax.num_nodes), np.diff(tax.descendants_ptr))
 
 
+def _b_preorder(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    """Trees: each node's rank in a depth-first preorder, so that the subtree of ``t`` (itself included)
+    is the nodes ranked ``preorder[t] .. preorder[t] + subtree_size[t] - 1`` (a range test, no index list)."""
+    first = tax._euler_first  # first visit in the Euler tour: increasing along a preorder
+    rank = np.empty(tax.num_nodes, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(tax.num_nodes)
+    return rank
+
+
 def _b_leafdesc(tax: Taxonomy) -> dict[str, np.ndarray]:
     """CSR of the leaves below each node (itself if a leaf), as positions in leaf order."""
     owner = np.repeat(np.arange(tax.num_nodes), np.diff(tax.descendants_ptr))
@@ -156,6 +165,9 @@ _SIMPLE: dict[str, Callable[[Taxonomy, Callable[[str], np.ndarray]], np.ndarray]
     "anc_ptr": lambda tax, get: tax.ancestors_ptr,
     "anc_index": lambda tax, get: tax.ancestors_index,
     "desc_ptr": lambda tax, get: tax.descendants_ptr,
+    "subtree_size": lambda tax, get: np.diff(tax.descendants_ptr),  # the CSR lists each node among its own
+    "preorder": _b_preorder,
+    "leaf_preorder": lambda tax, get: get("preorder")[tax.leaf_index],
     "desc_index": lambda tax, get: tax.descendants_index,
     "edge_parent": lambda tax, get: tax.edges_index()[:, 0],
     "edge_child": lambda tax, get: tax.edges_index()[:, 1],

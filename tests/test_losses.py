@@ -695,3 +695,57 @@ def test_balanced_weight_trains_a_loss_and_refuses_bad_input(paper_tax) -> None:
         with pytest.raises(ValueError, match=f"within: '{within}' needs a tree .* use within='leaves'"):
             balanced_weight(dag, ["c", "a"], within=within)
     assert balanced_weight(dag, ["c", "a", "c"], within="leaves").shape == (dag.num_nodes,)
+
+
+# ------------------------------------------------------------------------------ no device sync
+
+
+@settings(examples(40))
+@given(data=st.data())
+def test_flat_ce_dense_mask_equals_the_csr_pairs(data):
+    """Off the CPU, flat CE on a tree reads the leaves below each target from a preorder range (no sync);
+    on the CPU it gathers CSR pairs. Both give the same losses and gradients, -inf masks included."""
+    from hiercls.losses import _flat_cross_entropy
+
+    tax, logits, target, _, smoothing = data.draw(cases("flat"))
+    if data.draw(st.booleans(), label="mask a leaf") and logits.shape[1] > 1:
+        logits = logits.clone()
+        logits[:, data.draw(st.integers(0, logits.shape[1] - 1), label="masked leaf")] = -math.inf
+    t = _tables_for(tax, "cpu")
+    out = []
+    for dense in (False, True):
+        x = logits.clone().requires_grad_(True)
+        loss = _flat_cross_entropy(x, target, t, None, smoothing, dense=dense)
+        finite = torch.isfinite(loss)
+        loss[finite].sum().backward()
+        out.append((loss.detach(), x.grad))
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_tree_losses_need_no_device_sync_without_validation(kind, paper_tax):
+    """With ``validate_args=False`` nothing reads a value back to the host on a tree (the docs' promise).
+
+    The meta device holds no values, so any ``.item()``/``int()`` of a tensor raises there: a loss that
+    runs through on meta tensors does not sync a GPU either.
+    """
+    width = _width(paper_tax, kind)
+    logits = torch.randn(3, width, device="meta")
+    target = torch.tensor([1, 9, 0], device="meta")
+    _, _, _, _, _, extra = KINDS[kind]
+    loss = _call(kind, logits, target, paper_tax, validate_args=False)
+    assert loss.device.type == "meta" and loss.shape == ()
+    module = KINDS[kind][1](paper_tax, validate_args=False, **extra).to("meta")
+    assert module(logits, target).device.type == "meta"
+
+
+def test_the_meta_probe_sees_a_sync(paper_tax):
+    """Guards the test above against passing vacuously: a host read-back fails on meta tensors."""
+    with pytest.raises(Exception, match="meta"):
+        L.flat_cross_entropy(
+            torch.randn(3, paper_tax.num_leaves, device="meta"),
+            torch.tensor([1, 9, 0], device="meta"),
+            paper_tax,
+            validate_args=True,
+        )
