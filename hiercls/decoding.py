@@ -29,6 +29,7 @@ all thresholds of the ``"threshold"`` rule.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import reprlib
@@ -195,12 +196,18 @@ def _chunks(batch: int, num_nodes: int, width: int = 1) -> list[slice]:
 
 
 def _per_chunk(probs: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], width: int = 1) -> torch.Tensor:
-    """Apply ``fn`` to batch chunks, checking each chunk for NaN/inf while it is in cache."""
+    """Apply ``fn`` to batch chunks, checking each chunk for NaN/inf while it is in cache.
+
+    Autocast is off inside: decoding right after an autocast forward pass would otherwise run the
+    expected-hF matmul in bf16 and change decisions the docs call exact.
+    """
     parts = []
-    for part in _chunks(probs.shape[0], probs.shape[1], width):
-        chunk = probs[part]
-        _check_marginals(chunk)
-        parts.append(fn(chunk))
+    kind = probs.device.type
+    with torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext():
+        for part in _chunks(probs.shape[0], probs.shape[1], width):
+            chunk = probs[part]
+            _check_marginals(chunk)
+            parts.append(fn(chunk))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 

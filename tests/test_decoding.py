@@ -20,6 +20,8 @@ from hiercls.decoding import (
     operating_curve,
     top_k_leaves,
 )
+from hiercls.marginals import conditional_marginals
+from hiercls.synthetic import layered_taxonomy
 from tests import oracles_decoding as oracle
 from tests.budget import examples
 from tests.strategies import dags, taxonomies, trees
@@ -404,3 +406,18 @@ def test_an_option_the_rule_does_not_read_warns_and_changes_nothing() -> None:
         np.testing.assert_array_equal(decode(probs, tax, "threshold"), decode(probs, tax, "threshold", threshold=0.5))
         np.testing.assert_array_equal(decode(probs, tax, "hf_optimal"), decode(probs, tax, "hf_optimal", beta=1.0))
     assert set(decoding.RULE_OPTIONS) == set(decoding._RULES)
+
+
+def test_decoding_is_exact_under_autocast() -> None:
+    """Decoding right after an autocast forward pass: the expected-hF matmul must not drop to bf16."""
+    tax = layered_taxonomy((3, 9, 27, 60), seed=0)
+    logits = torch.randn(256, tax.num_nodes, generator=torch.Generator().manual_seed(0)) * 2
+    probs = conditional_marginals(logits, tax)
+    want_hf = expected_hierarchical_fbeta(probs, tax)
+    want = {rule: decode(probs, tax, rule) for rule in ("hf_optimal", "crm")}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got_hf = expected_hierarchical_fbeta(probs, tax)
+        got = {rule: decode(probs, tax, rule) for rule in ("hf_optimal", "crm")}
+    assert got_hf.dtype == want_hf.dtype and torch.equal(got_hf, want_hf)
+    for rule in want:
+        assert torch.equal(got[rule], want[rule]), rule
