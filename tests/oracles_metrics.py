@@ -85,7 +85,8 @@ def lca_prf(y_true, y_pred, tax: Taxonomy, measure: str, zd: float = 0.0) -> tup
     c = (lambda n: info(tax, n)) if measure == "info" else tax.depth
     ps, rs, fs = [], [], []
     for t, p in zip(y_true, y_pred):
-        lca = deepest_common_ancestor(tax, t, p)
+        common = set(tax.ancestors(t, include_self=True)) & set(tax.ancestors(p, include_self=True))
+        lca = max(common, key=c)  # DAG: the most informative common ancestor (a tree has one LCA)
         prec, rec = _div(c(lca), c(p), zd), _div(c(lca), c(t), zd)
         ps.append(prec)
         rs.append(rec)

@@ -421,3 +421,26 @@ def test_decoding_is_exact_under_autocast() -> None:
     assert got_hf.dtype == want_hf.dtype and torch.equal(got_hf, want_hf)
     for rule in want:
         assert torch.equal(got[rule], want[rule]), rule
+
+
+def test_operating_curve_points_equal_lca_recall_on_a_dag() -> None:
+    """Each point of the curve is lca_recall of the threshold predictions, on DAGs too: both read the
+    most informative common ancestor (the deepest one can carry no information)."""
+    from hiercls.metrics import correct_rate, lca_recall
+
+    dag = Taxonomy.from_edges(
+        [("r", "u"), ("r", "w"), ("w", "v"), ("u", "t"), ("u", "p"), ("v", "t"), ("v", "p")]
+        + [("v", f"l{k}") for k in range(3)]
+    )
+    probs = np.zeros((1, dag.num_nodes))
+    probs[0, dag.index("r")] = 1.0
+    probs[0, dag.index("p")] = 0.9
+    for name, value in (("u", 0.9), ("w", 0.95), ("v", 0.95), ("t", 0.05)):
+        probs[0, dag.index(name)] = value
+    curve = operating_curve(probs, ["t"], dag, measure="info")
+    for tau, spec, corr in zip(curve.thresholds, curve.specificity, curve.correct):
+        if not np.isfinite(tau):
+            continue
+        pred = decode(probs, dag, "threshold", threshold=float(tau))
+        assert spec == pytest.approx(lca_recall(["t"], pred, dag, measure="info")), tau
+        assert corr == pytest.approx(correct_rate(["t"], pred, dag)), tau

@@ -10,7 +10,8 @@ over it. Nothing of size ``num_nodes x num_nodes`` is built.
 Notation: ``A(n)`` is the set of node ``n`` and its ancestors, **root
 excluded** (so ``|A(n)| = depth(n)`` in a tree); ``t_i`` and ``p_i`` are the
 true and predicted nodes of sample ``i``; ``lca`` is the lowest common
-ancestor (in a DAG: the deepest common ancestor).
+ancestor (in a DAG: the deepest common ancestor, except in the LCA
+precision/recall, which take the most informative one, as ``operating_curve`` does).
 
 - hierarchical precision / recall / F-beta (Kiritchenko et al. 2006), micro:
   ``hP = sum_i |A(t_i) & A(p_i)| / sum_i |A(p_i)|``,
@@ -747,7 +748,8 @@ def _lca_scores(
     t, p = _encode_pair(y_true, y_pred, taxonomy)
     c = _measure(taxonomy, measure)
     zd = _check_zero_division(zero_division)
-    lca = _pair_stats(taxonomy, t, p).lca
+    # DAG: the most informative common ancestor (largest c), as operating_curve takes it
+    lca = _pair_stats(taxonomy, t, p, score=c).lca
     return _safe_div(c[lca], c[p], zd), _safe_div(c[lca], c[t], zd), zd
 
 
@@ -769,7 +771,8 @@ def lca_precision(
     Args:
         y_true: true nodes ``(B,)``.
         y_pred: predicted nodes ``(B,)``.
-        taxonomy: a tree or a DAG (where the LCA is a deepest common ancestor).
+        taxonomy: a tree or a DAG (where the LCA is the common ancestor of largest ``c``,
+            the most informative one; ties go to the deepest).
         measure: ``"info"`` or ``"depth"``.
         zero_division: value of a 0/0 ratio.
 
