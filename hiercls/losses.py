@@ -289,16 +289,25 @@ class _MaskedBCEWithLogits(torch.autograd.Function):
             big = torch.finfo(logits.dtype).max
             z = logits.clamp(-big, big)  # a masked -inf (or +inf) logit: no inf * 0 or inf - inf below
             terms = z.abs().neg_().exp_().add_(1.0).log_()
-            terms.add_(z.clamp_min(0.0)).sub_(z * goal).mul_(scale)
-            out = terms.sum(dim)
-        ctx.save_for_backward(logits, goal, scale)
+            terms.add_(z.clamp_min(0.0)).sub_(z * goal)
+            # a weight that requires grad (learned per-node weights) gets d loss / d scale = the unscaled terms
+            raw = terms.clone() if ctx.needs_input_grad[2] else None
+            out = terms.mul_(scale).sum(dim)
+        ctx.save_for_backward(logits, goal, scale, raw)
         ctx.dim = dim
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        logits, goal, scale = ctx.saved_tensors
-        return torch.sigmoid(logits).sub_(goal).mul_(scale).mul_(grad.unsqueeze(ctx.dim)), None, None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, Tensor | None, None]:  # type: ignore[override]
+        logits, goal, scale, raw = ctx.saved_tensors
+        grad = grad.unsqueeze(ctx.dim)
+        d_logits = torch.sigmoid(logits).sub_(goal).mul_(scale).mul_(grad) if ctx.needs_input_grad[0] else None
+        d_scale = None
+        if raw is not None:
+            d_scale = raw * grad
+            if d_scale.shape != scale.shape:  # scale was broadcast (a per-node row, ...): sum back to its shape
+                d_scale = d_scale.sum_to_size(scale.shape)
+        return d_logits, None, d_scale, None
 
 
 def _terms_on_path(terms: Tensor, nodes: Tensor, valid: Tensor, weight: Tensor | None) -> Tensor:
@@ -1142,6 +1151,12 @@ class _HierarchicalLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of ``logits`` against ``target`` node indices; see the function of the same name."""
         spec = _SPECS[self._kind]
+        table = next(iter(self.tables.buffers()), None)
+        if isinstance(logits, Tensor) and table is not None and table.device != logits.device:
+            raise ValueError(
+                f"logits are on {logits.device}, but this {type(self).__name__}'s index tables are on {table.device}. "
+                f"Move the loss with the model: loss.to({str(logits.device)!r}) (a loss is a module of its own)."
+            )
         logits, target = _prepare(spec, logits, target, self.taxonomy, self.validate_args)
         weight = None if self.weight is None else self.weight.to(logits.dtype)
         losses = spec.fn(logits, target, self.tables, weight, self.label_smoothing, **self.options)

@@ -749,3 +749,33 @@ def test_the_meta_probe_sees_a_sync(paper_tax):
             paper_tax,
             validate_args=True,
         )
+
+
+@pytest.mark.parametrize(("kind", "options"), [("bce", {}), ("bce", {"negatives": "siblings"}), ("max_constraint", {})])
+def test_learned_weights_get_their_gradient(kind, options, paper_tax):
+    """The fused BCE passes the gradient on to a weight that requires it, like the autograd losses."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, paper_tax.num_nodes, generator=gen, dtype=torch.float64)
+    target = torch.tensor([1, 5, 9, 3])
+    fn = KINDS[kind][0]
+    for shape in (paper_tax.num_nodes, paper_tax.max_depth + 1):  # per node and per level
+        w = (torch.rand(shape, generator=gen) + 0.5).requires_grad_(True)
+        fn(x, target, paper_tax, weight=w, **options).backward()
+        # the loss is linear in the weight: its gradient is the loss of each unit weight
+        unit = torch.eye(shape)
+        want = torch.stack([fn(x, target, paper_tax, weight=e, **options) for e in unit]).float()
+        torch.testing.assert_close(w.grad, want, rtol=1e-5, atol=1e-6)
+    plain = (torch.rand(paper_tax.num_nodes, dtype=torch.float64) + 0.5).requires_grad_(True)
+    xg = x.clone().requires_grad_(True)
+    fn(xg, target, paper_tax, weight=plain, **options).backward()
+    assert plain.grad is not None and xg.grad is not None
+
+
+def test_a_loss_left_on_another_device_says_to_move_it(paper_tax):
+    loss = L.ConditionalSoftmaxLoss(paper_tax)  # its index tables stay on the CPU
+    logits = torch.randn(2, paper_tax.num_nodes, device="meta")
+    with pytest.raises(
+        ValueError,
+        match=r"logits are on meta, but this ConditionalSoftmaxLoss's index tables are on cpu.*loss.to\('meta'\)",
+    ):
+        loss(logits, torch.tensor([1, 2], device="meta"))
