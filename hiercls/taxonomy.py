@@ -466,35 +466,41 @@ class Taxonomy:
         g = nx.DiGraph()
         where: dict[str, str] = {}
 
-        def visit(parent: str | None, value: Any, at: str) -> None:
-            if value is None:
-                return
+        def items_of(value: Any, at: str) -> list[tuple[Any, Any]]:
             if isinstance(value, Mapping):
-                items = list(value.items())
-            elif isinstance(value, (list, tuple)):
-                items = []
+                return list(value.items())
+            if isinstance(value, (list, tuple)):
+                items: list[tuple[Any, Any]] = []
                 for v in value:
                     if isinstance(v, Mapping):
                         items.extend(v.items())
                     else:
                         items.append((v, None))
-            else:
-                raise TaxonomyError(f"tree{at}: expected a dict, a list or None, got {value!r}.")
-            for name, sub in items:
-                _validate_names([name])
-                here = f"{at}[{name!r}]"
-                if name in where and not dag:
-                    raise TaxonomyError(
-                        f"Duplicate name {name!r} at tree{where[name]} and tree{here}: ambiguous. "
-                        "Rename one of them, or pass dag=True if it is one node with two parents."
-                    )
-                where.setdefault(name, here)
-                g.add_node(name)
-                if parent is not None:
-                    g.add_edge(parent, name)
-                visit(name, sub, here)
+                return items
+            raise TaxonomyError(f"tree{at}: expected a dict, a list or None, got {value!r}.")
 
-        visit(None, tree, "")
+        # depth first with an explicit stack (no recursion limit on deep trees), nodes met in preorder
+        stack: list[tuple[str | None, str, Any]] = [(None, "", iter(items_of(tree, "")))]
+        while stack:
+            parent, at, todo = stack[-1]
+            item = next(todo, None)
+            if item is None:
+                stack.pop()
+                continue
+            name, sub = item
+            _validate_names([name])
+            here = f"{at}[{name!r}]"
+            if name in where and not dag:
+                raise TaxonomyError(
+                    f"Duplicate name {name!r} at tree{where[name]} and tree{here}: ambiguous. "
+                    "Rename one of them, or pass dag=True if it is one node with two parents."
+                )
+            where.setdefault(name, here)
+            g.add_node(name)
+            if parent is not None:
+                g.add_edge(parent, name)
+            if sub is not None:
+                stack.append((name, here, iter(items_of(sub, here))))
         return cls(g, root=root, _owned=True)
 
     @classmethod
@@ -995,12 +1001,22 @@ class Taxonomy:
     def paths(self, node: NodeLike) -> list[tuple[str, ...]]:
         """Every root-to-node path (one for a tree, possibly several in a DAG)."""
         i = self.index(node)
-        if i == 0:
-            return [(self.root,)]
-        out: list[tuple[str, ...]] = []
-        for p in self._parents_idx[self._parents_ptr[i] : self._parents_ptr[i + 1]]:
-            out.extend(prefix + (self._nodes[i],) for prefix in self.paths(int(p)))
-        return out
+        ptr, idx = self._parents_ptr, self._parents_idx
+        memo: dict[int, list[tuple[str, ...]]] = {0: [(self.root,)]}
+        stack = [i]  # memoised depth first over the ancestors, without recursion (deep chains)
+        while stack:
+            a = stack[-1]
+            if a in memo:
+                stack.pop()
+                continue
+            parents = [int(p) for p in idx[ptr[a] : ptr[a + 1]]]
+            missing = [p for p in parents if p not in memo]
+            if missing:
+                stack.extend(missing)
+                continue
+            memo[a] = [prefix + (self._nodes[a],) for p in parents for prefix in memo[p]]
+            stack.pop()
+        return memo[i]
 
     def lca(self, a: LabelsLike, b: LabelsLike) -> np.ndarray | int:
         """Lowest common ancestors of node pairs, vectorised, O(1) per pair. Trees only.

@@ -868,3 +868,19 @@ def test_copy_and_deepcopy_return_the_same_immutable_object() -> None:
     tax = Taxonomy.from_paths(["r/a/x", "r/b"])
     assert copy.copy(tax) is tax
     assert copy.deepcopy({"t": tax})["t"] is tax
+
+
+def test_deep_chains_pass_the_recursion_limit() -> None:
+    """Nothing recurses per level: a chain deeper than Python's recursion limit builds and answers."""
+    import sys
+
+    n = sys.getrecursionlimit() + 500
+    names = [f"n{k}" for k in range(n)]
+    nested: dict = {}
+    cur = nested
+    for name in names:
+        cur[name] = {}
+        cur = cur[name]
+    for tax in (Taxonomy.from_dict(nested), Taxonomy.from_paths([tuple(names)])):
+        assert tax.max_depth == n - 1 and tax.nodes == tuple(names)
+        assert tax.paths(names[-1]) == [tuple(names)] and tax.path(names[-1]) == tuple(names)
