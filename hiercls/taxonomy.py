@@ -505,19 +505,31 @@ class Taxonomy:
 
     @classmethod
     def from_paths(
-        cls, paths: Iterable[Sequence[str] | str], *, sep: str = "/", root: str | None = None, dag: bool = False
+        cls,
+        paths: Iterable[Sequence[str] | str],
+        *,
+        sep: str = "/",
+        root: str | None = None,
+        dag: bool = False,
+        sort: bool = False,
     ) -> Taxonomy:
         """Build from label paths: tuples of names, or strings such as ``"root/a/a1"``.
 
-        Paths may have different lengths and need not list every prefix. A name
-        reached through two different parents is ambiguous and raises, unless
-        ``dag=True``.
+        Paths may have different lengths, repeat, and need not list every
+        prefix. A name reached through two different parents is ambiguous and
+        raises, unless ``dag=True``. Nodes are numbered in the order the paths
+        first name them (within each depth), so the node order, and with it the
+        :attr:`fingerprint` a checkpoint is checked against, follows the order
+        of ``paths``; pass ``sort=True`` when that order is incidental, e.g. the
+        per-sample labels of a shuffled dataset.
 
         Args:
             paths: an iterable of paths, each a sequence of names (root first) or a string.
             sep: the separator inside string paths.
             root: joins several top-level names under a new root of that name (see the class).
             dag: accept a name under several parents as one node with several parents.
+            sort: read the paths in sorted order (siblings by name), so that the same set of
+                paths gives the same taxonomy whatever their order.
 
         Raises:
             TaxonomyError: an empty path or name, a bad ``sep``, an ambiguous name
@@ -526,13 +538,15 @@ class Taxonomy:
         Examples:
             >>> Taxonomy.from_paths([("root", "a", "a1"), "root/b"]).nodes
             ('root', 'a', 'b', 'a1')
+            >>> labels = ["cell/wbc/lymphocyte", "cell/rbc", "cell/wbc/monocyte", "cell/rbc"]
+            >>> Taxonomy.from_paths(labels, sort=True) == Taxonomy.from_paths(labels[::-1], sort=True)
+            True
         """
         if not isinstance(sep, str) or not sep:
             raise TaxonomyError(f"sep: expected a non-empty string separator such as '/', got {sep!r}.")
         if isinstance(paths, str):
             raise TaxonomyError(f"paths: expected a list of paths, got the single string {paths!r}; wrap it in a list.")
-        g = nx.DiGraph()
-        first_parent: dict[str, Any] = {}
+        split: list[tuple[int, list[Any]]] = []
         for k, path in enumerate(paths):
             if isinstance(path, str):
                 parts = path.split(sep)
@@ -545,6 +559,12 @@ class Taxonomy:
             if not parts:
                 raise TaxonomyError(f"paths[{k}]: empty path. Each path names at least one node.")
             _validate_names(parts, where=f"paths[{k}]")
+            split.append((k, parts))
+        if sort:
+            split.sort(key=lambda item: item[1])
+        g = nx.DiGraph()
+        first_parent: dict[str, Any] = {}
+        for k, parts in split:
             prev = None
             for name in parts:
                 if name in first_parent and first_parent[name] != prev and not dag:
@@ -1229,6 +1249,14 @@ class Taxonomy:
         first = missing[0]
         close = difflib.get_close_matches(str(first), self._nodes, n=3, cutoff=0.6)
         hint = f" Closest known names: {_names_list(close)}." if close else ""
+        for sep in ("/", ".", ">", "|", ":"):  # a label path ("blood/leukemia/ALL") rather than a node name
+            parts = str(first).split(sep)
+            if len(parts) > 1 and parts[-1] in self._index:
+                hint = (
+                    f" {first!r} looks like a path of names separated by {sep!r}; encode takes node names: "
+                    f"pass its last name ({parts[-1]!r}), e.g. tax.encode([p.split({sep!r})[-1] for p in paths])."
+                )
+                break
         many = (
             f"{len(missing)} unknown node names, first {_names_list(missing[:5])}"
             if len(missing) > 1

@@ -884,3 +884,15 @@ def test_deep_chains_pass_the_recursion_limit() -> None:
     for tax in (Taxonomy.from_dict(nested), Taxonomy.from_paths([tuple(names)])):
         assert tax.max_depth == n - 1 and tax.nodes == tuple(names)
         assert tax.paths(names[-1]) == [tuple(names)] and tax.path(names[-1]) == tuple(names)
+
+
+def test_encoding_a_label_path_says_to_pass_the_last_name() -> None:
+    tax = Taxonomy.from_paths(["blood/leukemia/acute/ALL", "blood/normal"])
+    with pytest.raises(
+        UnknownNodeError, match=r"looks like a path of names separated by '/'.*pass its last name \('ALL'\)"
+    ):
+        tax.encode(["blood/leukemia/acute/ALL", "blood/normal"])
+    assert tax.encode([p.split("/")[-1] for p in ["blood/leukemia/acute/ALL", "blood/normal"]]).tolist() == [
+        tax.index("ALL"),
+        tax.index("normal"),
+    ]

@@ -317,3 +317,19 @@ def test_fingerprint_follows_structure_and_order(tax: Taxonomy) -> None:
     leaf = tax.leaves[-1]
     grown = Taxonomy.from_edges(edges + [(leaf, leaf + "_new")])
     assert grown.fingerprint != tax.fingerprint
+
+
+@given(
+    tax=trees(max_nodes=20),
+    order=st.randoms(use_true_random=False),
+    copies=st.integers(1, 3),
+)
+@settings(examples(60))
+def test_from_paths_sorted_does_not_depend_on_the_order_of_the_paths(tax, order, copies) -> None:
+    """Per-sample labels in any order, with repeats, give one taxonomy (nodes, order, fingerprint)."""
+    paths = ["/".join(tax.path(leaf)) for leaf in tax.leaves] * copies
+    shuffled = list(paths)
+    order.shuffle(shuffled)
+    a, b = Taxonomy.from_paths(paths, sort=True), Taxonomy.from_paths(shuffled, sort=True)
+    assert a.nodes == b.nodes and a.fingerprint == b.fingerprint
+    assert set(a.graph.edges) == set(tax.graph.edges)  # the graph the paths came from, perhaps renumbered
