@@ -170,9 +170,16 @@ def _check_target_values(target: Tensor, num_nodes: int) -> None:
     low, high = torch.stack([target.min(), target.max()]).tolist()
     if low < 0 or high >= num_nodes:
         bad = target[(target < 0) | (target >= num_nodes)]
+        hint = (
+            " An unlabelled sample: leave it out of the batch, or give the root (index 0), which teaches no "
+            "decision (the conditional, level, BCE and max-constraint losses add 0 for it, though a 'mean' still "
+            "counts it; the flat, HXE and soft-label losses still pull it toward uniform leaves when smoothing)."
+            if low < 0
+            else ""
+        )
         raise UnknownNodeError(
             f"target: {bad.numel()} node indices out of range [0, {num_nodes}) of this taxonomy: "
-            f"first {bad[:5].tolist()}. Encode labels with the same taxonomy's encode()."
+            f"first {bad[:5].tolist()}. Encode labels with the same taxonomy's encode().{hint}"
         )
 
 

@@ -41,7 +41,9 @@ def _pyplot() -> Any:
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("hiercls.plot needs matplotlib: pip install 'hiercls[plot]'.") from err
+        raise ImportError(
+            "hiercls.plot needs matplotlib: pip install 'hiercls[plot]' (or pip install matplotlib)."
+        ) from err
     return plt
 
 

@@ -433,6 +433,19 @@ class Taxonomy:
         """
         if not isinstance(parents, Mapping):
             raise TaxonomyError(f"parents: expected a mapping {{child: parent}}, got {type(parents).__name__}.")
+        for child, parent in parents.items():
+            if parent is None or isinstance(parent, str):
+                continue
+            fix = (
+                " The mapping goes child -> parent; for {parent: [children]} use Taxonomy.from_dict, "
+                "e.g. Taxonomy.from_dict({'root': {'a': ['a1', 'a2']}})."
+                if isinstance(parent, (list, tuple, set, Mapping))
+                else ""
+            )
+            raise TaxonomyError(
+                f"parents[{child!r}]: expected the name of the parent of {child!r} (a str, or None for the root), "
+                f"got {type(parent).__name__} {parent!r}.{fix}"
+            )
         explicit = [c for c, p in parents.items() if p is None]
         g = nx.DiGraph()
         g.add_nodes_from(parents.keys())

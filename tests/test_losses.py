@@ -426,6 +426,10 @@ def test_wrong_width_names_expected_shape(paper_tax):
 @pytest.mark.parametrize("kind", TREE_KINDS)
 def test_target_out_of_range_raises_unknown_node(kind, paper_tax):
     x = torch.zeros(2, _width(paper_tax, kind))
+    with pytest.raises(
+        UnknownNodeError, match=r"first \[-100\].*An unlabelled sample: leave it out of the batch, or give the root"
+    ):
+        L.conditional_softmax_nll(torch.zeros(1, paper_tax.num_nodes), torch.tensor([-100]), paper_tax)
     with pytest.raises(UnknownNodeError, match=r"out of range \[0, 11\).*first \[11\]"):
         _call(kind, x, torch.tensor([1, 11]), paper_tax)
     with pytest.raises(UnknownNodeError, match=r"first \[-1\]"):

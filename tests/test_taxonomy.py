@@ -896,3 +896,16 @@ def test_encoding_a_label_path_says_to_pass_the_last_name() -> None:
         tax.index("ALL"),
         tax.index("normal"),
     ]
+
+
+def test_a_parent_map_given_children_lists_points_to_from_dict() -> None:
+    with pytest.raises(
+        TaxonomyError,
+        match=r"parents\['root'\]: expected the name of the parent of 'root'.*got list.*use Taxonomy.from_dict",
+    ):
+        Taxonomy.from_parent_map({"root": ["a", "b"]})
+    with pytest.raises(
+        TaxonomyError,
+        match=r"parents\['a'\]: expected the name of the parent of 'a' \(a str, or None for the root\), got int 3\.$",
+    ):
+        Taxonomy.from_parent_map({"a": 3})
