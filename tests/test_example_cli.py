@@ -241,6 +241,9 @@ def test_predict_and_explain_take_a_run_folder(run_dir: Path, tmp_path: Path, mo
     rows = predict.main([str(run_dir), *map(str, images), "--out", str(tmp_path / "p.csv")])
     assert [r["path"] for r in rows] == list(map(str, images))
     assert len(explain.main([str(run_dir), str(images[0]), "--out", str(tmp_path / "ex")])) >= 1
+    with open(tmp_path / "ex" / "explain.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert table and all(r["map_is_flat"] in ("True", "False") for r in table)
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     with pytest.raises(SystemExit):
         predict.main([str(tmp_path), str(images[0]), "--out", str(tmp_path / "q.csv")])

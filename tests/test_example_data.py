@@ -220,6 +220,8 @@ def messy(tmp_path: Path) -> Path:
     (root / "Leukemia" / "Chronic" / "CML" / "notes.txt").write_text("no images here")
     _jpeg(root / "stray.jpg")  # not in any class folder
     (root / "README.md").write_text("not an image, ignored")
+    _jpeg(root / "Normal" / "n_jfif.jfif")  # a JPEG under another usual extension: read
+    (root / "Normal" / "n3.heic").write_bytes(b"\x00" * 64)  # a format we do not read: said once, by extension
     return root
 
 
@@ -228,9 +230,10 @@ def test_scan_reports_every_bad_input_once(messy: Path) -> None:
         warnings.simplefilter("always")
         _, report = scan(messy, "paper", workers=1)
     ours = [w for w in caught if issubclass(w.category, DataWarning)]
-    assert len(ours) == len(report.messages()) == len(report.skipped) + 4  # + converted, empty, emptied, leaves
+    # + converted, unread names, empty, emptied, leaves
+    assert len(ours) == len(report.messages()) == len(report.skipped) + 5
     assert report.layout == "folder"
-    assert report.counts == {"Normal": 3, "Reactive": 5, "Acute": 1, "ALL": 3}
+    assert report.counts == {"Normal": 4, "Reactive": 5, "Acute": 1, "ALL": 3}
     skipped = {k: [Path(p).name for p in v] for k, v in report.skipped.items()}
     assert skipped["not an image (the content is not a readable image format)"] == [".DS_0001.jpg", "empty.jpg"]
     truncated = [v for k, v in skipped.items() if k.startswith("truncated or unreadable image")]
@@ -242,7 +245,10 @@ def test_scan_reports_every_bad_input_once(messy: Path) -> None:
     assert sorted(report.leaves_without_images) == ["APL", "CLL", "CML"]
     assert any("README.md" in p for p in report.notes["ignored: file name does not end in an image extension"])
     text = " | ".join(str(w.message) for w in ours)
-    assert "skipped 2 file(s): not an image" in text and "5 image(s) are not RGB" in text and "empty folder" in text
+    assert "skipped 2 file(s): not an image" in text and "5 image(s) are not RGB" in text
+    assert "1 folder(s) with no file named as an image" in text
+    # the .heic file is named (not README.md or notes.txt, plainly documents)
+    assert "1 file(s) not read, their names do not end in an image extension (.heic: 1)" in text and "n3.heic" in text
     assert "'CLL' (1 file(s))" in text and "cannot learn them" in text
     with warnings.catch_warnings(record=True) as again:
         warnings.simplefilter("always")
@@ -315,7 +321,9 @@ def test_csv_manifest_with_partial_labels(tmp_path: Path) -> None:
         ("b.jpg", "Leukemia"),
         ("c.jpg", "Acute"),
     ]
-    assert [Path(p).name for p in report.skipped["file listed in the CSV not found"]] == ["missing.jpg"]
+    (not_found,) = [k for k in report.skipped if k.startswith("file listed in the CSV not found")]
+    assert f"a relative path is read from the CSV's folder, {tmp_path}" in not_found
+    assert [Path(p).name for p in report.skipped[not_found]] == ["missing.jpg"]
     assert report.skipped["empty path in the CSV"] == ["line 5"]
 
 

@@ -77,7 +77,15 @@ def test_evaluation_metrics_match_a_slow_oracle(pairs: list[tuple[int, int]]) ->
     for key, value in want.items():
         assert (np.isnan(value) and np.isnan(got[key])) or got[key] == pytest.approx(value), key
     assert got["n"] == len(t) and got["n_partial_labels"] == sum(PBC.nodes[a] not in PBC.leaves for a in t)
+    assert got["n_eight_class"] == len(t)  # every label drawn lies at or below the 8 classes
     assert 0 <= got["hierarchical_f1"] <= 1
+
+
+def test_eight_class_accuracy_counts_the_images_it_covers() -> None:
+    above = next(n for n in PBC.nodes[1:] if n not in PBC_CLASS_OF_NODE)  # a label above the 8 classes
+    t = [PBC.index("lymphocyte"), PBC.index("monocyte"), PBC.index(above)]
+    got = evaluation_metrics(np.array(t), np.array(t), PBC)
+    assert got["n"] == 3 and got["n_eight_class"] == 2 and got["eight_class_accuracy"] == 1.0
 
 
 def test_evaluation_metrics_without_pbc_nodes(paper_tax) -> None:

@@ -746,7 +746,8 @@ def test_loss_kwargs_reach_the_loss_and_the_checkpoint(tmp_path: Path) -> None:
 
 
 def test_synthetic_images_are_remade_when_their_flags_change(tmp_path: Path) -> None:
-    common = ["--backbone", "test_convnext", "--epochs", "1", "--output", str(tmp_path / "run"), *FAST]
+    # one run folder, run after run (--overwrite keeps the folder's SYNTHETIC_images: they are what is checked)
+    common = ["--backbone", "test_convnext", "--epochs", "1", "--output", str(tmp_path / "run"), "--overwrite", *FAST]
     a = T.run(T.parse_args([*common, "--synthetic-per-leaf", "3"]))
     same = T.run(T.parse_args([*common, "--synthetic-per-leaf", "3"]))
     assert same.data.names == a.data.names
@@ -840,3 +841,63 @@ def test_augment_chunk_refuses_a_bad_value(bad: str, capsys) -> None:
     with pytest.raises(SystemExit):
         T.parse_args(["--augment-chunk", bad])
     assert "--augment-chunk: expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_run_folder_is_never_mixed_with_another_run(tmp_path: Path, monkeypatch) -> None:
+    """A second run into a folder that holds one is refused; --overwrite replaces it whole; the default
+    folder steps aside (runs/x-2); --resume on other data is refused before anything is written."""
+    common = ["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    out = tmp_path / "run"
+    T.run(T.parse_args([*common, "--output", str(out)]))
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(FileExistsError, match=r"already holds a run, last saved after epoch 1\. Pass --resume"):
+        T.run(T.parse_args([*common, "--lr", "1e-3", "--no-last", "--output", str(out)]))
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
+    # --overwrite: the old last.* goes too, so a later --resume cannot continue the old run
+    T.run(T.parse_args([*common, "--lr", "1e-3", "--no-last", "--overwrite", "--output", str(out)]))
+    assert not list(out.glob("last.*")) and load_checkpoint(out / "best").config["lr"] == 1e-3
+    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
+        T.run(T.parse_args([*common, "--resume", "--output", str(out)]))
+    # resuming on other data: refused, and splits.csv is left as it was
+    T.run(T.parse_args([*common, "--overwrite", "--output", str(out)]))
+    splits = (out / "splits.csv").read_bytes()
+    with pytest.raises(
+        ValueError, match=r"--resume: the run in .* was trained on other data \(limit: 0 in the run, 5 now\)"
+    ):
+        T.run(T.parse_args([*common, "--limit", "5", "--epochs", "2", "--resume", "--output", str(out)]))
+    assert (out / "splits.csv").read_bytes() == splits
+    # the default folder: a second run lands next to the first
+    monkeypatch.chdir(tmp_path)
+    first = T.parse_args([*common])
+    T.run(first)
+    second = T.parse_args([*common])
+    assert Path(second.output) == Path(first.output + "-2")
+    assert Path(T.parse_args([*common, "--resume"]).output) == Path(first.output)
+    with pytest.raises(SystemExit):
+        T.parse_args([*common, "--resume", "--overwrite"])
+
+
+def test_checkpoint_files_get_the_permissions_of_the_other_files(tmp_path: Path, paper_tax) -> None:
+    """mkstemp's owner-only mode used to stay on the checkpoint files: a teammate could not load them."""
+    import os
+
+    model = build_model("test_convnext", paper_tax, "hierarchical")
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "ck", model, paper_tax, config={"model": model.config})
+    finally:
+        os.umask(old)
+    files = list(tmp_path.glob("ck.*"))
+    assert files and all(f.stat().st_mode & 0o777 == 0o644 for f in files), [
+        (f.name, oct(f.stat().st_mode)) for f in files
+    ]
+
+
+def test_an_empty_validation_split_is_said_at_the_start_and_in_the_summary(tmp_path: Path, caplog) -> None:
+    common = ["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.train"):
+        res = T.run(T.parse_args([*common, "--limit", "4", "--output", str(tmp_path / "r")]))
+    assert not len(res.data.names["val"])
+    assert "the validation split is empty" in caplog.text
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["best_val"]["metric"] == "minus_train_loss" and summary["best_val"]["metrics"] == {}

@@ -251,12 +251,27 @@ def _write_tmp(folder: Path, prefix: str, write: Callable[[str], None]) -> str:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp (and safetensors' writer) leave the file owner-only (0600): give it the permissions of any
+        # other file the run writes, so that others who may read the run folder can load the checkpoint
+        with contextlib.suppress(OSError):  # (a file system without POSIX modes)
+            os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
     except BaseException:
         _unlink(tmp)
         raise
     return tmp
+
+
+def _read_umask() -> int:
+    """The process's umask (read by setting it, then restoring it at once: done once, at import, before any
+    thread of the run could create a file in between)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _unlink(path: str | os.PathLike[str]) -> None:

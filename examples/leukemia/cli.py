@@ -37,7 +37,13 @@ __all__ = [
 ]
 
 DEBUG_ENV = "HIERCLS_DEBUG"
-USER_ERRORS: tuple[type[BaseException], ...] = (CheckpointError, TaxonomyError, ValueError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointError,
+    TaxonomyError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+)
 """What :func:`exits_cleanly` reports as ``error: <message>``; any other exception keeps its traceback."""
 
 _OWN_CODE = (Path(__file__).resolve().parent, Path(hiercls.__file__).resolve().parent)

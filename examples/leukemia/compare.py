@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=whole_number(1, "leave --limit out to use every image"),
         default=0,
-        help="use at most N images per split (smoke tests; default: all of them)",
+        help="use at most N images (smoke tests; default: all of them): with --data N in all, drawn before the "
+        "split; with --pack N per split, drawn from the pack's own split",
     )
     p.add_argument("--device", default=None)
     p.add_argument("--compile", action="store_true")
@@ -383,7 +384,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         head_args = [] if head is None else ["--head", head]
         run_args = T.parse_args(
-            common + ["--method", method, *head_args, "--backbone", backbone, "--output", str(out / "runs" / name)]
+            # compare owns its folder: a rerun replaces each run instead of mixing with it
+            common
+            + [
+                "--method",
+                method,
+                *head_args,
+                "--backbone",
+                backbone,
+                "--output",
+                str(out / "runs" / name),
+                "--overwrite",
+            ]
         )
         t_run = time.perf_counter()
         try:

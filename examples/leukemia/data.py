@@ -90,7 +90,14 @@ BUNDLED_TAXONOMIES: tuple[str, ...] = ("paper", "pbc", "all4")
 DEFAULT_SEED = 20261126
 """Seed of the split: the same as the peer baseline's (``tools/flat_baseline_gpu_data.py``)."""
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+#: the note under which :func:`scan` lists files it did not read because of their names
+IGNORED_NOTE = "ignored: file name does not end in an image extension"
+#: extensions of files that are plainly not images (documentation, tables, archives): ignored without a warning
+DOCUMENT_EXTENSIONS = frozenset(
+    {".md", ".txt", ".rst", ".csv", ".tsv", ".json", ".yml", ".yaml", ".xml", ".html", ".pdf", ".doc", ".docx"}
+    | {".xls", ".xlsx", ".ini", ".cfg", ".log", ".py", ".ipynb", ".zip", ".gz", ".tar", ".7z", ".db", ".npz"}
+)
 _SKIP_DIRS = frozenset({"__MACOSX", "__pycache__"})  # zip-extraction and Python leftovers, never data
 _FIRST = 5  # paths shown per reason
 
@@ -313,8 +320,21 @@ class ScanReport:
                 f"{len(self.repeated)} image(s) listed more than once in the CSV with the same label: each kept "
                 f"once; first: {_first(self.repeated)}"
             )
+        # files with a suffix that is neither an image's nor a document's: perhaps images under another name
+        ignored = [p for p in self.notes.get(IGNORED_NOTE, []) if Path(p).suffix.lower() not in DOCUMENT_EXTENSIONS]
+        ignored = [p for p in ignored if Path(p).suffix]
+        if ignored:
+            kinds = Counter(Path(p).suffix.lower() or "(no extension)" for p in ignored)
+            shown = ", ".join(f"{k}: {n}" for k, n in kinds.most_common(_FIRST))
+            out.append(
+                f"{len(ignored)} file(s) not read, their names do not end in an image extension ({shown}); "
+                f"first: {_first(ignored)}. Rename any that are images to one of "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))}"
+            )
         if self.empty_folders:
-            out.append(f"{len(self.empty_folders)} empty folder(s) (no image files): {_first(self.empty_folders)}")
+            out.append(
+                f"{len(self.empty_folders)} folder(s) with no file named as an image: {_first(self.empty_folders)}"
+            )
         if self.emptied_labels:
             shown = ", ".join(f"{k!r} ({n} file(s))" for k, n in list(self.emptied_labels.items())[:_FIRST])
             out.append(
@@ -556,7 +576,9 @@ def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dic
             elif not label:
                 skipped["empty label in the CSV"].append(full)
             elif not os.path.isfile(full):
-                skipped["file listed in the CSV not found"].append(full)
+                skipped[
+                    f"file listed in the CSV not found (a relative path is read from the CSV's folder, {base})"
+                ].append(full)
             else:
                 out.append((full, label, ""))
     return out, base, dict(skipped)
@@ -729,7 +751,7 @@ def scan(
             skipped[k].extend(v)
     if ignored:
         notes = dict(notes)
-        notes["ignored: file name does not end in an image extension"] = ignored
+        notes[IGNORED_NOTE] = ignored
 
     # labels that are not nodes: an error, before any image is decoded
     unknown: dict[str, list[str]] = defaultdict(list)

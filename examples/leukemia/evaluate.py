@@ -80,7 +80,8 @@ def evaluation_metrics(y_true: Any, y_pred: Any, taxonomy: Taxonomy) -> dict[str
 
     Adds ``fine_leaf_accuracy`` (exact match over the images labelled at a leaf: the finest task),
     ``eight_class_accuracy`` (PBC only: prediction and truth mapped to their 8-class ancestor with
-    :func:`examples.leukemia.data.pbc_class_table`, over every image, partial labels included) and
+    :func:`examples.leukemia.data.pbc_class_table`, over every image labelled at or below one of the 8
+    classes, partial labels such as ``neutrophil`` included; ``n_eight_class`` counts them) and
     ``eight_class_accuracy_leaf_labelled`` (the same over leaf-labelled images, comparable to the
     peer baseline's ``--fine`` run), and the counts.
 
@@ -99,6 +100,7 @@ def evaluation_metrics(y_true: Any, y_pred: Any, taxonomy: Taxonomy) -> dict[str
         ct, cp = table[t], table[p]
         known = ct >= 0
         out["eight_class_accuracy"] = float((ct == cp)[known].mean()) if known.any() else math.nan
+        out["n_eight_class"] = int(known.sum())  # labels above the 8 classes (e.g. 'granulocyte') are left out
         both = known & leaf
         out["eight_class_accuracy_leaf_labelled"] = float((ct == cp)[both].mean()) if both.any() else math.nan
     return out

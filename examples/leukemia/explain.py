@@ -263,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     "node": tax.nodes[node],
                     "probability": round(prob, 6),
                     "overlay": str(file),
+                    # a flat map: no pixel raised this level's score more than another (Grad-CAM finds nothing)
+                    "map_is_flat": bool(np.ptp(cam) <= 1e-8),
                 }
             )
         for ax in axes[i]:
@@ -272,14 +274,24 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         f"{ckpt.config.get('model', {}).get('backbone')}{tag}",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title above the panels
     fig.savefig(out / "explain.png", dpi=120)
     plt.close(fig)
     with open(out / "explain.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["image", "prediction", "depth", "node", "probability", "overlay"])
+        w = csv.DictWriter(
+            fh, fieldnames=["image", "prediction", "depth", "node", "probability", "overlay", "map_is_flat"]
+        )
         w.writeheader()
         w.writerows(rows)
     log.info("wrote %d overlay(s) and %s", len(rows), out / "explain.png")
+    flat = sum(r["map_is_flat"] for r in rows)
+    if flat:
+        log.warning(
+            "%d of %d map(s) are flat (the level's score does not depend on where in the image, per Grad-CAM; "
+            "common for tiny or barely trained models): column map_is_flat of explain.csv",
+            flat,
+            len(rows),
+        )
     return rows
 
 

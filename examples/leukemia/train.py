@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=whole_number(1, "leave --limit out to use every image"),
         default=0,
-        help="use at most N images (smoke tests; default: all of them)",
+        help="use at most N images (smoke tests; default: all of them): with --data N in all, drawn before the "
+        "split; with --pack N per split, drawn from the pack's own split",
     )
     g = p.add_argument_group("model")
     g.add_argument("--method", default="hierarchical", choices=METHODS, help="model family (head, loss, decoding)")
@@ -265,8 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--seed", type=int, default=0, help="seed of the weights' initialisation and of each epoch's batches"
     )
-    g.add_argument("--output", type=str, default=None, help="run folder (default runs/<method>-<backbone>[-SYNTHETIC])")
+    g.add_argument(
+        "--output",
+        type=str,
+        default=None,
+        help="run folder (default runs/<method>-<backbone>[-SYNTHETIC], then -2, -3... when that one holds a run); "
+        "a folder that holds a run is refused unless --resume or --overwrite",
+    )
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --output (its checkpoints, logs, splits and TensorBoard events) with a new one",
+    )
     g.add_argument(
         "--checkpoint-every",
         type=int,
@@ -425,10 +437,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if not 0.0 <= args.ema < 1.0:
         parser.error(f"--ema: expected a decay in [0, 1) (0 turns it off), got {args.ema!r}; try --ema 0.999")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --output and --overwrite replaces it: give one of them")
     if args.output is None:
         tag = f"-{SYNTHETIC_TAG}" if args.synthetic else ""
-        args.output = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
+        base = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
+        args.output = base
+        # a new run never lands on an earlier one by default: runs/x, then runs/x-2, runs/x-3...
+        k = 1
+        while not (args.resume or args.overwrite) and holds_run(Path(args.output)):
+            k += 1
+            args.output = f"{base}-{k}"
     return args
+
+
+#: what a run writes into its folder (``--overwrite`` removes these, and nothing else)
+RUN_FILES = ("best.*", "last.*", "log.csv", "summary.json", "config.json", "splits.csv", "tb")
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run's checkpoint (``best.json`` or ``last.json``)."""
+    return (folder / "best.json").is_file() or (folder / "last.json").is_file()
+
+
+def data_identity(args: argparse.Namespace) -> dict[str, Any]:
+    """What picks a run's images and split, as the run's config stores it (paths made absolute)."""
+    out: dict[str, Any] = {
+        k: getattr(args, k, None) for k in ("data", "pack", "taxonomy", "layout", "split_seed", "limit")
+    }
+    for key in ("pack", "data", "taxonomy"):
+        # a bundled taxonomy name ("pbc") stays a name even if a folder of that name is here
+        if out.get(key) and (Path(out[key]).is_file() if key == "taxonomy" else Path(out[key]).exists()):
+            out[key] = str(Path(out[key]).resolve())
+    return out
 
 
 def _is_vit(backbone: str) -> bool:
@@ -1003,11 +1044,7 @@ def throughput_after_first_epoch(history: Sequence[Mapping[str, Any]]) -> float 
 def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist) -> dict[str, Any]:
     """The JSON config stored with every checkpoint and in ``config.json``."""
     cfg = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
-    # absolute, so that evaluate/predict find the data from any working directory
-    for key in ("pack", "data", "taxonomy"):
-        # a bundled taxonomy name ("pbc") stays a name even if a folder of that name is here
-        if cfg.get(key) and (Path(cfg[key]).is_file() if key == "taxonomy" else Path(cfg[key]).exists()):
-            cfg[key] = str(Path(cfg[key]).resolve())
+    cfg.update(data_identity(args))  # absolute paths: evaluate/predict find the data from any working directory
     cfg["loss_kwargs"] = dict(getattr(args, "loss_kwargs", None) or {})  # compared on --resume
     cfg["model"] = dict(model.config)
     cfg["data_source"] = data.source
@@ -1079,12 +1116,60 @@ def balance_weight(args: argparse.Namespace, taxonomy: Taxonomy, train_targets: 
     return balanced_weight(taxonomy, train_targets.cpu(), within=within, power=float(args.balance)).tolist()
 
 
+def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
+    """Refuse to mix two runs in one folder, and to resume on other data.
+
+    Raises:
+        FileExistsError: ``output`` holds a run and neither ``--resume`` nor ``--overwrite`` was given.
+        FileNotFoundError: ``--resume`` without a checkpoint to continue.
+        ValueError: ``--resume`` with other data, taxonomy, layout, split seed or ``--limit`` than the run's.
+    """
+    last = output / "last.json"
+    if args.resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {last}; run without --resume first.")
+        stored = json.loads(last.read_text(encoding="utf-8")).get("config", {})
+        now = data_identity(args)
+        changed = {k: (stored[k], v) for k, v in now.items() if k in stored and stored[k] != v}
+        if changed:
+            shown = "; ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"--resume: the run in {output} was trained on other data ({shown}). Its test split could hold "
+                "images it trained on. Resume with the run's own data flags (its config.json lists them), or "
+                "start a new run: another --output, or --overwrite."
+            )
+    elif holds_run(output) and not args.overwrite:
+        epoch = ""
+        if last.is_file():
+            epoch = f", last saved after epoch {int(json.loads(last.read_text(encoding='utf-8')).get('epoch', -1)) + 1}"
+        raise FileExistsError(
+            f"--output {output} already holds a run{epoch}. Pass --resume to continue it, --overwrite to "
+            "replace it, or another --output."
+        )
+
+
+def _clear_run(output: Path) -> None:
+    """Remove an earlier run's files (``RUN_FILES``) from ``output``, so that nothing of it mixes with the new one."""
+    removed = 0
+    for pattern in RUN_FILES:
+        for path in output.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed += 1
+    log.warning("--overwrite: removed the earlier run in %s (%d files and folders)", output, removed)
+
+
 def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> TrainResult:
     check_model_args(args)
     env = env or init_distributed(args.device)
     output = Path(args.output)
+    _check_run_folder(args, output)  # before anything is written: a refused run leaves the folder as it was
     created = not output.exists()
     if env.main:
+        if args.overwrite and holds_run(output):
+            _clear_run(output)
         output.mkdir(parents=True, exist_ok=True)
     _barrier(env)
     if env.device.type == "cpu":
@@ -1274,6 +1359,13 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
             env.device,
             env.world_size,
         )
+        if not len(data.names["val"]):
+            log.warning(
+                "the validation split is empty (%d images in all): the best epoch is the one of lowest training "
+                "loss, and --best-metric is not used. Add images (a class needs about 10 for every split to get "
+                "one), or train for a fixed number of epochs and read the last checkpoint.",
+                sum(len(v) for v in data.names.values()),
+            )
 
     # loop
     train_seconds, train_images = (
@@ -1321,7 +1413,9 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
         value = selection_score(val, best_metric, stats["loss"])
         is_best = value > best["value"]
         if is_best:
-            best = {"epoch": epoch, "value": value, "metric": best_metric, "metrics": val}
+            # without a validation split the score is minus the training loss: say so in summary.json
+            chosen_by = best_metric if val else "minus_train_loss"
+            best = {"epoch": epoch, "value": value, "metric": chosen_by, "metrics": val}
             best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if env.main:
             runlog.write(row)
@@ -1468,7 +1562,9 @@ def format_summary(result: TrainResult, report: dict[str, Any] | None, wall_seco
         exact = "exact-match accuracy" + (" (a partial label counts only if matched exactly)" if n_partial else "")
         rows.append((exact, report["accuracy"]))
         if "eight_class_accuracy" in report:
-            rows.append(("8-class accuracy (PBC class folders, all images)", report["eight_class_accuracy"]))
+            k = report.get("n_eight_class", n)
+            scope = "all images" if k == n else f"{k} of {n} images; labels above the 8 classes left out"
+            rows.append((f"8-class accuracy (PBC class folders, {scope})", report["eight_class_accuracy"]))
         rows.append(("hierarchical F1", report["hierarchical_f1"]))
         depths = sorted(int(k.split("/")[1]) for k in report if k.startswith("level_accuracy/"))
         if depths:
