@@ -7,6 +7,7 @@ import importlib
 import io
 import logging
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -399,3 +400,28 @@ def test_compare_run_specs_with_a_head() -> None:
     ):
         with pytest.raises(ValueError, match=said):
             parse(runs)
+
+
+def test_a_moved_run_folder_is_still_evaluated(tmp_path: Path, caplog) -> None:
+    """splits.csv keeps paths relative to the run folder; once the folder moves, evaluate scans the run's
+    own data again (the same split, by its seed), and says what it does."""
+    from examples.leukemia.evaluate import main as evaluate_main
+
+    common = ["--backbone", "test_convnext", "--epochs", "1", *FAST]
+    T.run(T.parse_args([*common, "--synthetic-per-leaf", "6", "--output", str(tmp_path / "gen")]))
+    data = tmp_path / "data"  # a folder of images of one's own, outside the run folder
+    shutil.copytree(tmp_path / "gen" / "SYNTHETIC_images", data)
+    run = tmp_path / "runs" / "r"
+    T.run(T.parse_args([*common, "--data", str(data), "--taxonomy", "paper", "--output", str(run)]))
+    before = evaluate_main([str(run / "best"), "--out", str(tmp_path / "ev0"), "--no-figures"])["rows"][0]
+    moved = tmp_path / "elsewhere" / "deeper" / "r"
+    moved.parent.mkdir(parents=True)
+    shutil.move(str(run), str(moved))
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.evaluate"):
+        after = evaluate_main([str(moved / "best"), "--out", str(tmp_path / "ev1"), "--no-figures"])["rows"][0]
+    assert "a moved run folder?" in caplog.text
+    assert after["metrics"] == before["metrics"]
+    # when the run's data cannot stand in (here: gone), the error says what to pass
+    shutil.rmtree(data)
+    with pytest.raises(FileNotFoundError, match=r"moving the folder loses them: pass --data"):
+        evaluate_main.__wrapped__([str(moved / "best"), "--out", str(tmp_path / "ev2"), "--no-figures"])

@@ -310,6 +310,7 @@ def load_split(
                     f"no data to evaluate on: pass --pack or --data (no {manifest} next to the checkpoint)."
                 )
             items = data_mod.read_manifest(manifest, taxonomy).get(split, [])
+            items = _moved_run_items(items, manifest, config, taxonomy, split, workers)
         names = [s.path for s in items]
         crop = float(config.get("crop", 1.0))
         images = _decode_all(names, size, workers or data_mod.default_workers(), crop).to(device)
@@ -317,6 +318,40 @@ def load_split(
     if len(names) == 0:
         raise ValueError(f"split: no images in the {split!r} split.")
     return images, targets, names
+
+
+def _moved_run_items(
+    items: list[Any], manifest: Path, config: Mapping[str, Any], taxonomy: Taxonomy, split: str, workers: int | None
+) -> list[Any]:
+    """The split's samples when ``splits.csv``'s paths no longer lead to the images: a moved run folder.
+
+    The manifest keeps paths relative to the run folder. When none of them is found from where the folder
+    is now, the run's own data folder (``config["data"]``, absolute) is scanned and split again with the
+    run's seed, which gives the same split (not after ``--limit``, which drew its images first).
+
+    Raises:
+        FileNotFoundError: images listed are missing and the run's data cannot stand in for them.
+    """
+    from examples.leukemia import data as data_mod
+
+    missing = [s.path for s in items if not os.path.isfile(s.path)]
+    if not missing:
+        return items
+    origin = config.get("data")
+    if len(missing) == len(items) and origin and Path(origin).exists() and not config.get("limit"):
+        log.warning(
+            "the images %s lists are not found from where it is now (a moved run folder?): scanning the run's "
+            "data %s again and splitting it with the run's seed",
+            manifest,
+            origin,
+        )
+        samples, _ = data_mod.scan(origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False)
+        return data_mod.split(samples, seed=config.get("split_seed") or data_mod.DEFAULT_SEED)[split]
+    raise FileNotFoundError(
+        f"{len(missing)} of the {len(items)} images {manifest} lists for the {split!r} split are not found, first: "
+        f"{missing[0]}. The manifest's paths are relative to the run folder, so moving the folder loses them: pass "
+        "--data with the images the run trained on (they are scanned and split again with the run's seed)."
+    )
 
 
 def expand_checkpoints(paths: Sequence[str]) -> list[str]:
