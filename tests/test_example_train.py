@@ -858,6 +858,12 @@ def test_a_run_folder_is_never_mixed_with_another_run(tmp_path: Path, monkeypatc
     assert not list(out.glob("last.*")) and load_checkpoint(out / "best").config["lr"] == 1e-3
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
         T.run(T.parse_args([*common, "--resume", "--output", str(out)]))
+    T.run(T.parse_args([*common, "--overwrite", "--output", str(out)]))
+    with pytest.raises(
+        ValueError,
+        match=r"trains backbone 'test_convnext', not 'test_vit'\. Resume it with --method hierarchical --backbone test_convnext",
+    ):
+        T.run(T.parse_args([*common, "--backbone", "test_vit", "--resume", "--output", str(out)]))
     # resuming on other data: refused, and splits.csv is left as it was
     T.run(T.parse_args([*common, "--overwrite", "--output", str(out)]))
     splits = (out / "splits.csv").read_bytes()

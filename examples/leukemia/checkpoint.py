@@ -460,7 +460,8 @@ def _read_sidecar(sidecar_path: Path, taxonomy: Taxonomy | None) -> tuple[str, d
     if text is None:
         raise CheckpointError(
             f"path: no checkpoint sidecar {sidecar_path} (a checkpoint is NAME.json + the NAME.*.safetensors "
-            "files it names, as written by save_checkpoint)."
+            "files it names, as written by save_checkpoint). Give a run's checkpoint as RUN/best (or "
+            "RUN/best.json, RUN/last), or the run folder RUN itself."
         )
     try:
         sidecar = json.loads(text)
@@ -482,7 +483,8 @@ def _read_sidecar(sidecar_path: Path, taxonomy: Taxonomy | None) -> tuple[str, d
             f"(fingerprint {stored.fingerprint[:12]}..., {stored.num_nodes} nodes; yours "
             f"{taxonomy.fingerprint[:12]}..., {taxonomy.num_nodes} nodes"
             + (f"; nodes in only one of them: {diff}" if diff else "; same nodes, different structure or order")
-            + "). Use the checkpoint's own taxonomy (Checkpoint.taxonomy) or retrain."
+            + "). Use the checkpoint's own taxonomy (Checkpoint.taxonomy; on the command line, the --taxonomy "
+            "that its run's config.json names) or retrain."
         )
     return text, sidecar, stored
 

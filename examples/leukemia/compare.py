@@ -89,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="paper | pbc | all4 | path to a taxonomy JSON; required for --data of class folders or a CSV manifest "
         "(a PBC or ALL download implies pbc or all4, a pack holds its own)",
     )
-    p.add_argument("--backbones", default="convnext_tiny,vit_small_patch16_224")
-    p.add_argument("--methods", default="flat,per-level,hierarchical")
+    p.add_argument(
+        "--backbones", default="convnext_tiny,vit_small_patch16_224", help="comma-separated timm model names"
+    )
+    p.add_argument(
+        "--methods", default="flat,per-level,hierarchical", help="comma-separated methods, each run on every backbone"
+    )
     p.add_argument(
         "--runs",
         default=None,
@@ -98,9 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         "a head other than the method's own, e.g. hierarchical:resnet18:conditional, trains with that head's "
         "default loss and is its own row in the tables",
     )
-    p.add_argument("--epochs", type=whole_number(1, "train at least one epoch"), default=30)
+    p.add_argument(
+        "--epochs",
+        type=whole_number(1, "train at least one epoch"),
+        default=30,
+        help="epochs of every run (train alone defaults to 40)",
+    )
     p.add_argument("--img-size", type=int, default=None, help="for --data (a pack has its own size)")
-    p.add_argument("--batch-size", type=whole_number(1, "e.g. --batch-size 32"), default=256)
+    p.add_argument("--batch-size", type=whole_number(1, "e.g. --batch-size 32"), default=256, help="per process")
     p.add_argument(
         "--limit",
         type=whole_number(1, "leave --limit out to use every image"),
@@ -108,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="use at most N images (smoke tests; default: all of them): with --data N in all, drawn before the "
         "split; with --pack N per split, drawn from the pack's own split",
     )
-    p.add_argument("--device", default=None)
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (weights and batches; the split has its own)")
+    p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: up to 8)")
     p.add_argument(
         "--deadline",
         type=float,
@@ -132,9 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         "probabilities (no training cost): e.g. crm,hf_optimal; each row's metrics_by_decode and a table in "
         "results.md hold them (the threshold rule uses the run's threshold)",
     )
-    p.add_argument("--figures", default="all", choices=("all", "none"))
-    p.add_argument("--title", default=None)
-    p.add_argument("--out", default="results/compare")
+    p.add_argument(
+        "--figures", default="all", choices=("all", "none"), help="confusion matrices and recall trees per run"
+    )
+    p.add_argument("--title", default=None, help="title of results.md (default: from the data and the settings)")
+    p.add_argument(
+        "--out",
+        default="results/compare",
+        help="folder of results.md, results.json, figures/ and runs/ (a rerun replaces what it holds)",
+    )
     return p
 
 

@@ -231,8 +231,12 @@ def _resolve_taxonomy(spec: TaxonomyLike) -> tuple[Taxonomy, str]:
         )
     path = Path(spec)
     if not path.is_file():
+        close = [n for n in BUNDLED_TAXONOMIES if n == str(spec).strip().lower()] or difflib.get_close_matches(
+            str(spec).lower(), BUNDLED_TAXONOMIES, n=1, cutoff=0.5
+        )
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise FileNotFoundError(
-            f"taxonomy: {os.fspath(spec)!r} is neither a bundled taxonomy {BUNDLED_TAXONOMIES} nor a JSON file. "
+            f"taxonomy: {os.fspath(spec)!r} is neither a bundled taxonomy {BUNDLED_TAXONOMIES} nor a JSON file.{hint} "
             "Pass one of the names or the path of a taxonomy JSON file."
         )
     return Taxonomy.from_json(path), str(path)

@@ -460,9 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", help="checkpoints (run/best, run/best.json, or a run folder)")
     p.add_argument("--pack", default=None, help="evaluate on this pack's split")
     p.add_argument("--data", default=None, help="evaluate on this dataset (scanned and split as in training)")
-    p.add_argument("--layout", default="auto")
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=("auto", "folder", "csv", "pbc", "all4"),
+        help="how labels are read from --data (as in train: auto, folder, csv, pbc, all4)",
+    )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--split-seed", type=int, default=None)
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the split of --data (default: the run's)")
     p.add_argument("--decode", default=None, help="decoding rule (default: each checkpoint's)")
     p.add_argument(
         "--threshold",
@@ -471,11 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="threshold of the 'threshold' rule (default: the checkpoint's, else 0.5)",
     )
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
-    p.add_argument("--batch-size", type=whole_number(1), default=256)
-    p.add_argument("--device", default=None)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--batch-size", type=whole_number(1), default=256, help="images per inference batch")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
+    p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: up to 8)")
     p.add_argument("--out", default="eval", help="output folder")
-    p.add_argument("--no-figures", dest="figures", action="store_false")
+    p.add_argument(
+        "--no-figures", dest="figures", action="store_false", help="skip the confusion matrices and recall trees"
+    )
     return p
 
 

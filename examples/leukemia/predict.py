@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m examples.leukemia.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", default="predictions.csv", help="CSV to write ('-' for stdout)")
+    p.add_argument("--out", default="predictions.csv", help="CSV to write ('-' for stdout; default predictions.csv)")
     p.add_argument("--decode", default=None, help="rule for 'prediction' (default: the checkpoint's)")
     p.add_argument(
         "--threshold",

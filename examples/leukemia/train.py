@@ -1129,6 +1129,7 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint {last}; run without --resume first.")
         stored = json.loads(last.read_text(encoding="utf-8")).get("config", {})
+        _check_same_model(args, stored, output)
         now = data_identity(args)
         changed = {k: (stored[k], v) for k, v in now.items() if k in stored and stored[k] != v}
         if changed:
@@ -1145,6 +1146,31 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
         raise FileExistsError(
             f"--output {output} already holds a run{epoch}. Pass --resume to continue it, --overwrite to "
             "replace it, or another --output."
+        )
+
+
+def _check_same_model(args: argparse.Namespace, stored: Mapping[str, Any], output: Path) -> None:
+    """``--resume`` with another model than the run's: refused by name, before any data is read."""
+    from examples.leukemia.models import method_defaults
+
+    model = stored.get("model") or {}
+    if not model:
+        return
+    want = {
+        "method": model.get("method"),
+        "backbone": model.get("backbone"),
+        "head": model.get("head"),
+        "loss": model.get("loss"),
+    }
+    choice = method_defaults(args.method, args.head, args.loss)
+    now = {"method": args.method, "backbone": args.backbone, "head": choice["head"], "loss": choice["loss"]}
+    changed = [k for k in want if want[k] is not None and want[k] != now[k]]
+    if changed:
+        flags = " ".join(f"--{k} {want[k]}" for k in ("method", "backbone", "head", "loss") if want[k] is not None)
+        raise ValueError(
+            f"--resume: the run in {output} trains {', '.join(f'{k} {want[k]!r}' for k in changed)}, not "
+            f"{', '.join(repr(now[k]) for k in changed)}. Resume it with {flags}, or start a new run (another "
+            "--output, or --overwrite)."
         )
 
 
