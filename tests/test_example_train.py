@@ -907,3 +907,10 @@ def test_an_empty_validation_split_is_said_at_the_start_and_in_the_summary(tmp_p
     assert "the validation split is empty" in caplog.text
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["best_val"]["metric"] == "minus_train_loss" and summary["best_val"]["metrics"] == {}
+
+
+def test_a_run_stopped_early_does_not_say_it_finished(tmp_path: Path) -> None:
+    common = ["--backbone", "test_convnext", "--epochs", "2", "--synthetic-per-leaf", "2", *FAST]
+    res = T.run(T.parse_args([*common, "--stop-after", "1", "--output", str(tmp_path / "r")]))
+    text = T.format_summary(res, None, 1.0)
+    assert "run stopped after epoch 1 of 2 (--stop-after)" in text and "run finished" not in text

@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-after",
         type=int,
         default=None,
-        help="stop after this many epochs as if interrupted (then --resume); for tests",
+        help="stop after this many epochs, as an interruption would (then --resume continues the run); the test "
+        "split is still scored with the best checkpoint so far; for tests",
     )
     g.add_argument(
         "--best-metric",
@@ -1567,7 +1568,11 @@ def format_summary(result: TrainResult, report: dict[str, Any] | None, wall_seco
     """The friendly end-of-run text: where the outputs are, the test metrics as a small table, what to run next."""
     out, data, cfg = result.output, result.data, result.config
     tag = f"{SYNTHETIC_TAG} " if data.synthetic else ""
-    lines = ["", f"=== {tag}run finished in {wall_seconds:.0f} s: {cfg['method']} {cfg['backbone']} ===", ""]
+    stopped = cfg.get("stop_after") is not None and int(cfg["stop_after"]) < int(cfg["epochs"])
+    what = (
+        f"run stopped after epoch {cfg['stop_after']} of {cfg['epochs']} (--stop-after)" if stopped else "run finished"
+    )
+    lines = ["", f"=== {tag}{what} in {wall_seconds:.0f} s: {cfg['method']} {cfg['backbone']} ===", ""]
     if report is not None:
         n = len(data.names["test"])
         best = result.best.get("epoch", -1) + 1
