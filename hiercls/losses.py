@@ -34,7 +34,7 @@ Common arguments:
   256). Validate the first batches, then train with ``validate_args=False``:
   on a tree, no loss then reads anything back to the host (on a DAG,
   ``node_bce``, ``max_constraint_loss`` and ``flat_cross_entropy`` still read
-  one size: how many descendant pairs the batch's targets have).
+  back the sizes of the batch's ancestor or descendant lists).
   Shapes and dtypes are always checked. Unchecked values are not caught later:
   a target of ``-1`` is read as the last node by some losses (plain tensor
   indexing) and fails with an unrelated indexing error in others, and a NaN
@@ -46,9 +46,10 @@ sibling group or level is masked. Never mask a sample's own target (its loss
 becomes infinite or meaningless); with label smoothing or :func:`soft_label_loss`,
 which spread target mass onto other nodes, a masked node in the smoothed set
 makes the loss ``+inf`` too (for :func:`node_bce` and :func:`max_constraint_loss`
-a huge finite value instead, near the dtype's maximum: the masked logit is
-clamped to the largest finite float, so a ``torch.isfinite`` guard does not
-catch it).
+a huge value instead: the masked logit is clamped to the largest finite float,
+so each such node adds about ``ε/2`` times the dtype's maximum, finite for one
+node, so that a ``torch.isfinite`` guard does not catch it, and ``+inf`` once
+a few add up).
 
 Logits are computed in float32 whatever their dtype (bf16 under autocast is
 fine; float64 stays float64). Everything is vectorised with index tensors; the only Python loops run
@@ -172,8 +173,9 @@ def _check_target_values(target: Tensor, num_nodes: int) -> None:
         bad = target[(target < 0) | (target >= num_nodes)]
         hint = (
             " An unlabelled sample: leave it out of the batch, or give the root (index 0), which teaches no "
-            "decision (the conditional, level, BCE and max-constraint losses add 0 for it, though a 'mean' still "
-            "counts it; the flat, HXE and soft-label losses still pull it toward uniform leaves when smoothing)."
+            "decision (the conditional, level, BCE and max-constraint losses add 0 for it, and so do the flat "
+            "and HXE losses without label smoothing, though a 'mean' still counts it; soft labels always pull "
+            "it toward uniform leaves)."
             if low < 0
             else ""
         )
@@ -614,7 +616,7 @@ class _Spec:
 def _cond_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
     if _TaxonomyTables(tax).nll_path:
         return _TREE_TABLES + ("path_row", "path_pos", "group_members", "group_valid")
-    return _TREE_TABLES + ("parent", "parent_group")
+    return _TREE_TABLES + ("parent", "parent_group", "num_children")
 
 
 def _sigmoid_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:

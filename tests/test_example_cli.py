@@ -402,7 +402,8 @@ def test_compare_run_specs_with_a_head() -> None:
             parse(runs)
 
 
-def test_a_moved_run_folder_is_still_evaluated(tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("extra", [[], ["--split-seed", "0", "--limit", "40"]], ids=["plain", "seed0-limit"])
+def test_a_moved_run_folder_is_still_evaluated(tmp_path: Path, caplog, extra: list[str]) -> None:
     """splits.csv keeps paths relative to the run folder; once the folder moves, evaluate scans the run's
     own data again (the same split, by its seed), and says what it does."""
     from examples.leukemia.evaluate import main as evaluate_main
@@ -412,7 +413,7 @@ def test_a_moved_run_folder_is_still_evaluated(tmp_path: Path, caplog) -> None:
     data = tmp_path / "data"  # a folder of images of one's own, outside the run folder
     shutil.copytree(tmp_path / "gen" / "SYNTHETIC_images", data)
     run = tmp_path / "runs" / "r"
-    T.run(T.parse_args([*common, "--data", str(data), "--taxonomy", "paper", "--output", str(run)]))
+    T.run(T.parse_args([*common, *extra, "--data", str(data), "--taxonomy", "paper", "--output", str(run)]))
     before = evaluate_main([str(run / "best"), "--out", str(tmp_path / "ev0"), "--no-figures"])["rows"][0]
     moved = tmp_path / "elsewhere" / "deeper" / "r"
     moved.parent.mkdir(parents=True)
@@ -420,7 +421,10 @@ def test_a_moved_run_folder_is_still_evaluated(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="examples.leukemia.evaluate"):
         after = evaluate_main([str(moved / "best"), "--out", str(tmp_path / "ev1"), "--no-figures"])["rows"][0]
     assert "a moved run folder?" in caplog.text
-    assert after["metrics"] == before["metrics"]
+    assert after["metrics"] == before["metrics"]  # the same test images (a seed of 0 and --limit included)
+    # --data naming the run's own data repeats its --limit draw and seed too
+    again = evaluate_main([str(moved / "best"), "--data", str(data), "--out", str(tmp_path / "ev3"), "--no-figures"])
+    assert again["rows"][0]["metrics"] == before["metrics"]
     # when the run's data cannot stand in (here: gone), the error says what to pass
     shutil.rmtree(data)
     with pytest.raises(FileNotFoundError, match=r"moving the folder loses them: pass --data"):

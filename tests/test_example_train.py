@@ -854,10 +854,28 @@ def test_a_run_folder_is_never_mixed_with_another_run(tmp_path: Path, monkeypatc
         T.run(T.parse_args([*common, "--lr", "1e-3", "--no-last", "--output", str(out)]))
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
     # --overwrite: the old last.* goes too, so a later --resume cannot continue the old run
+    (out / "my_notes.txt").write_text("mine")
+    (out / "last.backup").mkdir()  # a user's own copy: not a run file
     T.run(T.parse_args([*common, "--lr", "1e-3", "--no-last", "--overwrite", "--output", str(out)]))
-    assert not list(out.glob("last.*")) and load_checkpoint(out / "best").config["lr"] == 1e-3
-    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
+    assert not list(out.glob("last.*.safetensors")) and not (out / "last.json").exists()
+    assert load_checkpoint(out / "best").config["lr"] == 1e-3
+    assert (out / "my_notes.txt").is_file() and (out / "last.backup").is_dir()
+    assert not list(out.glob(".overwritten-run-*"))
+    with pytest.raises(FileNotFoundError, match=r"saved without its last checkpoint \(--no-last\).*--overwrite"):
         T.run(T.parse_args([*common, "--resume", "--output", str(out)]))
+    # an --overwrite that cannot start puts the earlier run back as it was
+    kept = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="No usable images"):
+        (tmp_path / "empty").mkdir()
+        T.run(
+            T.parse_args(
+                [*common, "--data", str(tmp_path / "empty"), "--taxonomy", "paper", "--overwrite", "--output", str(out)]
+            )
+        )
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == kept
+    assert not list(out.glob(".overwritten-run-*"))
+    with pytest.raises(ValueError, match="lies in .*, the run --overwrite replaces"):
+        T.run(T.parse_args([*common, "--init-checkpoint", str(out / "best"), "--overwrite", "--output", str(out)]))
     T.run(T.parse_args([*common, "--overwrite", "--output", str(out)]))
     with pytest.raises(
         ValueError,
@@ -878,7 +896,10 @@ def test_a_run_folder_is_never_mixed_with_another_run(tmp_path: Path, monkeypatc
     T.run(first)
     second = T.parse_args([*common])
     assert Path(second.output) == Path(first.output + "-2")
-    assert Path(T.parse_args([*common, "--resume"]).output) == Path(first.output)
+    assert Path(T.parse_args([*common, "--resume"]).output) == Path(first.output)  # the one run there is
+    T.run(second)
+    with pytest.raises(SystemExit):  # two runs could be meant: --output must say which
+        T.parse_args([*common, "--resume"])
     with pytest.raises(SystemExit):
         T.parse_args([*common, "--resume", "--overwrite"])
 

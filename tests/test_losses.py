@@ -744,6 +744,26 @@ def test_tree_losses_need_no_device_sync_without_validation(kind, paper_tax):
     assert module(logits, target).device.type == "meta"
 
 
+def _wide_fan_tree() -> Taxonomy:
+    """300 small sibling groups and one of 301: the conditional loss takes its dense strategy here."""
+    edges = [("r", f"a{i}") for i in range(300)] + [(f"a{i}", f"a{i}x") for i in range(300)]
+    return Taxonomy.from_edges(edges + [("a0", f"w{j}") for j in range(300)])
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_no_sync_with_smoothing_and_on_a_wide_fan_tree(kind):
+    """The same promise with label smoothing, the siblings-only BCE, and the conditional loss's dense strategy."""
+    from hiercls.marginals import _TaxonomyTables
+
+    tax = _wide_fan_tree()
+    assert not _TaxonomyTables(tax).nll_path
+    logits = torch.randn(3, _width(tax, kind), device="meta")
+    target = torch.tensor([0, 5, tax.num_nodes - 1], device="meta")
+    extra = {"negatives": "siblings"} if kind == "bce" else {}
+    loss = _call(kind, logits, target, tax, validate_args=False, label_smoothing=0.1, **extra)
+    assert loss.device.type == "meta"
+
+
 def test_the_meta_probe_sees_a_sync(paper_tax):
     """Guards the test above against passing vacuously: a host read-back fails on meta tensors."""
     with pytest.raises(Exception, match="meta"):

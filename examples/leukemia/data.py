@@ -864,6 +864,23 @@ def _unknown_labels_message(
 
 
 # ------------------------------------------------------------------ split and manifest
+def limit_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
+    """At most ``limit`` of ``samples`` (all when ``limit`` is 0), drawn with ``seed`` and kept in their order:
+    ``train --limit`` with ``--data`` draws them so before the split, and ``evaluate`` repeats the draw."""
+    if not limit:
+        return list(samples)
+    rng = np.random.default_rng(seed)
+    return [samples[i] for i in sorted(rng.permutation(len(samples))[:limit])]
+
+
+def run_split_seed(config: Mapping[str, Any], given: int | None = None) -> int:
+    """The split seed to use: ``given``, else the run's (0 is a seed like any other), else the default."""
+    if given is not None:
+        return int(given)
+    stored = config.get("split_seed")
+    return DEFAULT_SEED if stored is None else int(stored)
+
+
 def split(
     samples: Sequence[Sample], seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
 ) -> dict[str, list[Sample]]:

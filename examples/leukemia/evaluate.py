@@ -297,7 +297,11 @@ def load_split(
             samples, _ = data_mod.scan(
                 data, taxonomy, layout=layout, workers=workers, taxonomy_owner=f"the checkpoint {checkpoint_dir}"
             )
-            items = data_mod.split(samples, seed=split_seed or config.get("split_seed") or data_mod.DEFAULT_SEED)[split]
+            seed = data_mod.run_split_seed(config, split_seed)
+            if config.get("limit") and config.get("data") and Path(data).resolve() == Path(config["data"]).resolve():
+                # the run's own data: repeat the run's --limit draw, or the split would hold its training images
+                samples = data_mod.limit_samples(samples, int(config["limit"]), seed)
+            items = data_mod.split(samples, seed=seed)[split]
         else:
             if config.get("pack"):  # its manifest lists paths inside the pack, not files on disk
                 raise FileNotFoundError(
@@ -326,8 +330,8 @@ def _moved_run_items(
     """The split's samples when ``splits.csv``'s paths no longer lead to the images: a moved run folder.
 
     The manifest keeps paths relative to the run folder. When none of them is found from where the folder
-    is now, the run's own data folder (``config["data"]``, absolute) is scanned and split again with the
-    run's seed, which gives the same split (not after ``--limit``, which drew its images first).
+    is now, the run's own data folder (``config["data"]``, absolute) is scanned, drawn from as ``--limit``
+    did, and split again with the run's seed: the same split.
 
     Raises:
         FileNotFoundError: images listed are missing and the run's data cannot stand in for them.
@@ -338,7 +342,7 @@ def _moved_run_items(
     if not missing:
         return items
     origin = config.get("data")
-    if len(missing) == len(items) and origin and Path(origin).exists() and not config.get("limit"):
+    if len(missing) == len(items) and origin and Path(origin).exists():
         log.warning(
             "the images %s lists are not found from where it is now (a moved run folder?): scanning the run's "
             "data %s again and splitting it with the run's seed",
@@ -346,7 +350,9 @@ def _moved_run_items(
             origin,
         )
         samples, _ = data_mod.scan(origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False)
-        return data_mod.split(samples, seed=config.get("split_seed") or data_mod.DEFAULT_SEED)[split]
+        seed = data_mod.run_split_seed(config)
+        samples = data_mod.limit_samples(samples, int(config.get("limit") or 0), seed)  # the run's --limit draw
+        return data_mod.split(samples, seed=seed)[split]
     raise FileNotFoundError(
         f"{len(missing)} of the {len(items)} images {manifest} lists for the {split!r} split are not found, first: "
         f"{missing[0]}. The manifest's paths are relative to the run folder, so moving the folder loses them: pass "

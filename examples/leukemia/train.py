@@ -27,10 +27,11 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -444,16 +445,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         tag = f"-{SYNTHETIC_TAG}" if args.synthetic else ""
         base = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
         args.output = base
-        # a new run never lands on an earlier one by default: runs/x, then runs/x-2, runs/x-3...
-        k = 1
-        while not (args.resume or args.overwrite) and holds_run(Path(args.output)):
-            k += 1
-            args.output = f"{base}-{k}"
+        if args.resume:  # the one default folder with a run to continue; several: say which there are
+            found = _default_runs(base)
+            resumable = [f for f in found if (Path(f) / "last.json").is_file()]
+            if len(resumable) > 1:
+                parser.error(
+                    f"--resume without --output: several runs could be meant ({', '.join(resumable)}); "
+                    "pass --output with the one to continue"
+                )
+            args.output = resumable[0] if resumable else base
+        elif not args.overwrite:
+            # a new run never lands on an earlier one by default: runs/x, then runs/x-2, runs/x-3...
+            k = 1
+            while holds_run(Path(args.output)):
+                k += 1
+                args.output = f"{base}-{k}"
     return args
 
 
-#: what a run writes into its folder (``--overwrite`` removes these, and nothing else)
-RUN_FILES = ("best.*", "last.*", "log.csv", "summary.json", "config.json", "splits.csv", "tb")
+def _default_runs(base: str) -> list[str]:
+    """The default run folders ``base``, ``base-2``, ``base-3``... that hold a run, in that order."""
+    found, k, name = [], 1, base
+    while holds_run(Path(name)) or k == 1:
+        if holds_run(Path(name)):
+            found.append(name)
+        k += 1
+        name = f"{base}-{k}"
+    return found
+
+
+#: what a run writes into its folder under fixed names (``--overwrite`` replaces these, its checkpoints'
+#: files and ``eval/``, the folder the end-of-run text suggests for ``evaluate``, and nothing else)
+RUN_FILES = ("best.json", "last.json", "log.csv", "summary.json", "config.json", "splits.csv", "tb", "eval")
+_CHECKPOINT_FILE = re.compile(r"^(best|last)\.[0-9a-f]{12}(\.state)?\.safetensors$")
 
 
 def holds_run(folder: Path) -> bool:
@@ -663,9 +687,7 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
         crop = data_mod.check_crop(1.0 if args.crop is None else args.crop, "--crop")
         # the name or path given, not the Taxonomy: scan's messages then name it ('paper', tree.json)
         samples, _report = data_mod.scan(root, tax_spec, layout=layout, workers=args.workers, warn=env.main)
-        if args.limit:
-            rng = np.random.default_rng(args.split_seed)
-            samples = [samples[i] for i in sorted(rng.permutation(len(samples))[: args.limit])]
+        samples = data_mod.limit_samples(samples, args.limit, args.split_seed)
         splits = data_mod.split(samples, seed=args.split_seed)
         if env.main:
             data_mod.write_manifest(output / "splits.csv", splits)
@@ -1128,6 +1150,11 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
     last = output / "last.json"
     if args.resume:
         if not last.is_file():
+            if (output / "best.json").is_file():
+                raise FileNotFoundError(
+                    f"--resume: {output} holds a run saved without its last checkpoint (--no-last), so it cannot "
+                    "be continued; start it again with --overwrite, or write to another --output."
+                )
             raise FileNotFoundError(f"--resume: no checkpoint {last}; run without --resume first.")
         stored = json.loads(last.read_text(encoding="utf-8")).get("config", {})
         _check_same_model(args, stored, output)
@@ -1140,7 +1167,14 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
                 "images it trained on. Resume with the run's own data flags (its config.json lists them), or "
                 "start a new run: another --output, or --overwrite."
             )
-    elif holds_run(output) and not args.overwrite:
+    elif args.overwrite and getattr(args, "init_checkpoint", None) and holds_run(output):
+        init = Path(args.init_checkpoint).resolve()
+        if init.is_relative_to(output.resolve()):
+            raise ValueError(
+                f"--init-checkpoint {args.init_checkpoint} lies in {output}, the run --overwrite replaces: copy it "
+                "out of the folder first, or write the new run to another --output."
+            )
+    if not args.resume and holds_run(output) and not args.overwrite:
         epoch = ""
         if last.is_file():
             epoch = f", last saved after epoch {int(json.loads(last.read_text(encoding='utf-8')).get('epoch', -1)) + 1}"
@@ -1175,28 +1209,65 @@ def _check_same_model(args: argparse.Namespace, stored: Mapping[str, Any], outpu
         )
 
 
-def _clear_run(output: Path) -> None:
-    """Remove an earlier run's files (``RUN_FILES``) from ``output``, so that nothing of it mixes with the new one."""
-    removed = 0
-    for pattern in RUN_FILES:
-        for path in output.glob(pattern):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            removed += 1
-    log.warning("--overwrite: removed the earlier run in %s (%d files and folders)", output, removed)
+def _run_items(output: Path) -> list[Path]:
+    """An earlier run's files and folders in ``output``: the fixed names and the checkpoints' weight files."""
+    items = [output / name for name in RUN_FILES if (output / name).exists()]
+    items += [p for p in output.iterdir() if p.is_file() and _CHECKPOINT_FILE.match(p.name)]
+    return items
+
+
+def _set_aside_run(output: Path) -> Path:
+    """Move an earlier run's files into a hidden folder of ``output`` (``--overwrite``): deleted once the new
+    run has started, put back if it fails before that, so a failed start loses nothing."""
+    aside = output / f".overwritten-run-{os.getpid()}"
+    aside.mkdir()
+    for item in _run_items(output):
+        item.rename(aside / item.name)
+    return aside
+
+
+def _restore_run(output: Path, aside: Path) -> None:
+    """Put a set-aside run back (the new run failed before its first epoch), replacing what the new one wrote."""
+    for item in aside.iterdir():
+        target = output / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        item.rename(target)
+    aside.rmdir()
+    log.warning("--overwrite: the new run did not start; the earlier run in %s is back as it was", output)
 
 
 def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> TrainResult:
+    """Train with checked ``args``; with ``--overwrite``, the earlier run is replaced only once the new one starts."""
     check_model_args(args)
     env = env or init_distributed(args.device)
     output = Path(args.output)
     _check_run_folder(args, output)  # before anything is written: a refused run leaves the folder as it was
+    aside = _set_aside_run(output) if env.main and args.overwrite and holds_run(output) else None
+    started = False
+
+    def on_start() -> None:
+        nonlocal started
+        started = True
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+            log.warning("--overwrite: removed the earlier run in %s", output)
+
+    try:
+        return _run_body(args, data=data, env=env, output=output, on_start=on_start)
+    except BaseException:
+        if aside is not None and not started:
+            _restore_run(output, aside)
+        raise
+
+
+def _run_body(
+    args: argparse.Namespace, *, data: Data | None, env: Dist, output: Path, on_start: Callable[[], None]
+) -> TrainResult:
     created = not output.exists()
     if env.main:
-        if args.overwrite and holds_run(output):
-            _clear_run(output)
         output.mkdir(parents=True, exist_ok=True)
     _barrier(env)
     if env.device.type == "cpu":
@@ -1372,6 +1443,8 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     if env.main:
         (output / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
     runlog = RunLog(output, env.main, args.tensorboard, resume_epoch=start_epoch - 1 if args.resume else -1)
+    if env.main:
+        on_start()
     if env.main:
         log.info(
             "%s%s %s, %d-node taxonomy | train %d, val %d, test %d images at %d px | %s, %d process(es)",
