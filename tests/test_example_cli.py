@@ -100,7 +100,10 @@ def test_other_scripts_refuse_bad_flag_values_when_parsing(script: str, argv: li
     module = importlib.import_module(f"examples.leukemia.{script}")
     with pytest.raises(SystemExit) as err:
         module.build_parser().parse_args(argv)
-    assert err.value.code == 2 and said in capsys.readouterr().err
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and said in text
+    # two lines: the error and where every option is, not the whole usage block first
+    assert "usage:" not in text and text.strip().endswith(f"--help)") and len(text.strip().splitlines()) == 2
 
 
 # ------------------------------------------------------------------ 2. model flags, before any data

@@ -17,7 +17,6 @@ records that seed): e.g. the same checkpoints read out with ``evaluate --tta d4`
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -25,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from examples.leukemia.cli import exits_cleanly
+from examples.leukemia.cli import ArgumentParser, exits_cleanly
 from examples.leukemia.models import row_variant
 
 METRICS = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "mistake_severity", "accuracy")
@@ -171,7 +170,7 @@ def markdown(result: dict[str, Any]) -> str:
 @exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m examples.leukemia.aggregate``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m examples.leukemia.aggregate",
         description="Pool compare runs over seeds: mean ± sd and paired differences against a reference method.",
     )

@@ -20,7 +20,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import hiercls
 from examples.leukemia.checkpoint import CheckpointError
@@ -29,6 +29,7 @@ from hiercls import TaxonomyError
 __all__ = [
     "DEBUG_ENV",
     "USER_ERRORS",
+    "ArgumentParser",
     "HelpFormatter",
     "exits_cleanly",
     "positive_float",
@@ -128,6 +129,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or action.default is None or switch:
             return action.help
         return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The scripts' parser: :class:`HelpFormatter`, and a bad flag reported in two lines, not after the
+    whole usage block (30 lines for ``train``): the error, then where to read about every option."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n(every option: {self.prog} --help)\n")
 
 
 # ------------------------------------------------------------------ clean exit

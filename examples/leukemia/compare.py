@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from examples.leukemia.cli import HelpFormatter, exits_cleanly, whole_number
+from examples.leukemia.cli import ArgumentParser, HelpFormatter, exits_cleanly, whole_number
 from hiercls.decoding import RULE_OPTIONS, decode
 
 log = logging.getLogger("examples.leukemia.compare")
@@ -75,7 +75,7 @@ def _other_decodings_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m examples.leukemia.compare",
         description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,

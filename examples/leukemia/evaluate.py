@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from examples.leukemia.cli import exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, exits_cleanly, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import decode
@@ -462,7 +462,7 @@ def run_name(config: Mapping[str, Any], taken: set[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m examples.leukemia.evaluate", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m examples.leukemia.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+", help="checkpoints (run/best, run/best.json, or a run folder)")
     p.add_argument("--pack", default=None, help="evaluate on this pack's split")
     p.add_argument("--data", default=None, help="evaluate on this dataset (scanned and split as in training)")
@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "folder", "csv", "pbc", "all4"),
         help="how labels are read from --data (as in train: auto, folder, csv, pbc, all4)",
     )
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the split of --data (default: the run's)")
     p.add_argument("--decode", default=None, help="decoding rule (default: each checkpoint's)")
     p.add_argument(

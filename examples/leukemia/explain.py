@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from examples.leukemia.cli import exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, exits_cleanly, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument, tta_mean
 from hiercls.decoding import decode
 
@@ -168,7 +168,7 @@ def overlay_name(index: int, image: str | Path, depth: int, node: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m examples.leukemia.explain", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m examples.leukemia.explain", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", default="explain", help="output folder")

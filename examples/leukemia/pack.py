@@ -29,7 +29,6 @@ pack once, in parallel, into a ``uint8`` tensor ``(N, 3, size, size)``.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from examples.leukemia.cli import exits_cleanly
+from examples.leukemia.cli import ArgumentParser, exits_cleanly
 from examples.leukemia.data import (
     DEFAULT_SEED,
     LAYOUTS,
@@ -328,7 +327,7 @@ def _decode_chunks(blobs: list[bytes]) -> list[np.ndarray]:
 @exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: see the module docstring (``--help``)."""
-    ap = argparse.ArgumentParser(prog="python -m examples.leukemia.pack", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m examples.leukemia.pack", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="dataset folder or CSV (folder tree, CSV, PBC or ALL layout)")
     ap.add_argument("--layout", default="auto", choices=LAYOUTS)
     ap.add_argument(

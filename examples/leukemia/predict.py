@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from examples.leukemia.cli import exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, exits_cleanly, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import decode
@@ -125,7 +125,7 @@ def _write_csv(fh: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m examples.leukemia.predict", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m examples.leukemia.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", default="predictions.csv", help="CSV to write ('-' for stdout; default predictions.csv)")

@@ -43,7 +43,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from examples.leukemia.checkpoint import CheckpointError, load_checkpoint, load_weights, model_state, save_checkpoint
-from examples.leukemia.cli import HelpFormatter, exits_cleanly, positive_float, probability, whole_number
+from examples.leukemia.cli import (
+    ArgumentParser,
+    HelpFormatter,
+    exits_cleanly,
+    positive_float,
+    probability,
+    whole_number,
+)
 from examples.leukemia.gpu_data import add_tta_argument
 from examples.leukemia.models import METHODS, build_model
 from hiercls import Taxonomy
@@ -73,7 +80,7 @@ DECODE_RULES = ("auto", "argmax_leaf", "top_down", "threshold", "crm", "hf_optim
 # ----------------------------------------------------------------------------- arguments
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m examples.leukemia.train``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m examples.leukemia.train",
         description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
