@@ -103,7 +103,7 @@ def test_other_scripts_refuse_bad_flag_values_when_parsing(script: str, argv: li
     text = capsys.readouterr().err
     assert err.value.code == 2 and said in text
     # two lines: the error and where every option is, not the whole usage block first
-    assert "usage:" not in text and text.strip().endswith(f"--help)") and len(text.strip().splitlines()) == 2
+    assert "usage:" not in text and text.strip().endswith("--help)") and len(text.strip().splitlines()) == 2
 
 
 # ------------------------------------------------------------------ 2. model flags, before any data

@@ -34,3 +34,12 @@ def test_quick_start_runs(capsys) -> None:
     exec(compile(code, "README quick start", "exec"), {})
     out = capsys.readouterr().out
     assert out.startswith("[") and "]" in out
+
+
+def test_ci_stops_on_every_failure() -> None:
+    """Under `set -e`, a command on the left of `&&` may fail without stopping the script: every `&&` line of
+    .ci/run must end in `|| exit 1` (a lint error once passed CI through `ruff check . && ruff format ...`)."""
+    lines = [line.strip() for line in CI.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert "set -euo pipefail" in lines
+    chained = [line for line in lines if "&&" in line]
+    assert chained and all(line.endswith("|| exit 1") for line in chained), chained
