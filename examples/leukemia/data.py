@@ -67,6 +67,7 @@ __all__ = [
     "ScanReport",
     "default_workers",
     "detect_layout",
+    "limit_samples",
     "load_image",
     "load_taxonomy",
     "parallel_map",
@@ -74,6 +75,7 @@ __all__ = [
     "pbc_eight_class",
     "read_manifest",
     "relative_names",
+    "run_split_seed",
     "scan",
     "split",
     "write_manifest",
@@ -866,7 +868,15 @@ def _unknown_labels_message(
 # ------------------------------------------------------------------ split and manifest
 def limit_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
     """At most ``limit`` of ``samples`` (all when ``limit`` is 0), drawn with ``seed`` and kept in their order:
-    ``train --limit`` with ``--data`` draws them so before the split, and ``evaluate`` repeats the draw."""
+    ``train --limit`` with ``--data`` draws them so before the split, and ``evaluate`` repeats the draw.
+
+    Examples:
+        >>> items = [Sample(f"{i}.jpg", "Normal") for i in range(10)]
+        >>> [s.path for s in limit_samples(items, 3, seed=0)] == [s.path for s in limit_samples(items, 3, seed=0)]
+        True
+        >>> len(limit_samples(items, 3, seed=0)), len(limit_samples(items, 0, seed=0))
+        (3, 10)
+    """
     if not limit:
         return list(samples)
     rng = np.random.default_rng(seed)
@@ -874,7 +884,12 @@ def limit_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Samp
 
 
 def run_split_seed(config: Mapping[str, Any], given: int | None = None) -> int:
-    """The split seed to use: ``given``, else the run's (0 is a seed like any other), else the default."""
+    """The split seed to use: ``given``, else the run's (0 is a seed like any other), else the default.
+
+    Examples:
+        >>> run_split_seed({"split_seed": 0}), run_split_seed({"split_seed": 0}, 7), run_split_seed({}) == DEFAULT_SEED
+        (0, 7, True)
+    """
     if given is not None:
         return int(given)
     stored = config.get("split_seed")

@@ -297,11 +297,7 @@ def load_split(
             samples, _ = data_mod.scan(
                 data, taxonomy, layout=layout, workers=workers, taxonomy_owner=f"the checkpoint {checkpoint_dir}"
             )
-            seed = data_mod.run_split_seed(config, split_seed)
-            if config.get("limit") and config.get("data") and Path(data).resolve() == Path(config["data"]).resolve():
-                # the run's own data: repeat the run's --limit draw, or the split would hold its training images
-                samples = data_mod.limit_samples(samples, int(config["limit"]), seed)
-            items = data_mod.split(samples, seed=seed)[split]
+            items = _split_like_the_run(samples, data, config, split, data_mod.run_split_seed(config, split_seed))
         else:
             if config.get("pack"):  # its manifest lists paths inside the pack, not files on disk
                 raise FileNotFoundError(
@@ -322,6 +318,16 @@ def load_split(
     if len(names) == 0:
         raise ValueError(f"split: no images in the {split!r} split.")
     return images, targets, names
+
+
+def _split_like_the_run(samples: list[Any], data: str, config: Mapping[str, Any], split: str, seed: int) -> list[Any]:
+    """One split of the images scanned from ``data``; on the run's own data, after the run's ``--limit``
+    draw (without it the split would hold images the run trained on)."""
+    from examples.leukemia import data as data_mod
+
+    if config.get("limit") and config.get("data") and Path(data).resolve() == Path(config["data"]).resolve():
+        samples = data_mod.limit_samples(samples, int(config["limit"]), seed)
+    return data_mod.split(samples, seed=seed)[split]
 
 
 def _moved_run_items(
@@ -350,9 +356,7 @@ def _moved_run_items(
             origin,
         )
         samples, _ = data_mod.scan(origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False)
-        seed = data_mod.run_split_seed(config)
-        samples = data_mod.limit_samples(samples, int(config.get("limit") or 0), seed)  # the run's --limit draw
-        return data_mod.split(samples, seed=seed)[split]
+        return _split_like_the_run(samples, origin, config, split, data_mod.run_split_seed(config))
     raise FileNotFoundError(
         f"{len(missing)} of the {len(items)} images {manifest} lists for the {split!r} split are not found, first: "
         f"{missing[0]}. The manifest's paths are relative to the run folder, so moving the folder loses them: pass "

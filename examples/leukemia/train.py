@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,8 +454,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         base = os.path.join("runs", f"{args.method}-{args.backbone}{tag}")
         args.output = base
         if args.resume:  # the one default folder with a run to continue; several: say which there are
-            found = _default_runs(base)
-            resumable = [f for f in found if (Path(f) / "last.json").is_file()]
+            resumable = [f for f in _default_runs(base) if (Path(f) / "last.json").is_file()]
             if len(resumable) > 1:
                 parser.error(
                     f"--resume without --output: several runs could be meant ({', '.join(resumable)}); "
@@ -463,22 +463,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.output = resumable[0] if resumable else base
         elif not args.overwrite:
             # a new run never lands on an earlier one by default: runs/x, then runs/x-2, runs/x-3...
-            k = 1
-            while holds_run(Path(args.output)):
-                k += 1
-                args.output = f"{base}-{k}"
+            args.output = next(f for f in _default_folders(base) if not holds_run(Path(f)))
     return args
 
 
+def _default_folders(base: str) -> Iterator[str]:
+    """The default run folders, in the order a new run takes them: ``base``, ``base-2``, ``base-3``..."""
+    yield base
+    yield from (f"{base}-{k}" for k in itertools.count(2))
+
+
 def _default_runs(base: str) -> list[str]:
-    """The default run folders ``base``, ``base-2``, ``base-3``... that hold a run, in that order."""
-    found, k, name = [], 1, base
-    while holds_run(Path(name)) or k == 1:
-        if holds_run(Path(name)):
-            found.append(name)
-        k += 1
-        name = f"{base}-{k}"
-    return found
+    """The default run folders that hold a run: ``base`` if it does, then ``base-2``, ``base-3``... up to
+    the first that does not (a new run takes the first free one, so they follow each other)."""
+    later = itertools.islice(_default_folders(base), 1, None)
+    return ([base] if holds_run(Path(base)) else []) + list(itertools.takewhile(lambda f: holds_run(Path(f)), later))
 
 
 #: what a run writes into its folder under fixed names (``--overwrite`` replaces these, its checkpoints'
