@@ -102,6 +102,7 @@ class _Plan:
         self.children_ptr = torch.as_tensor(taxonomy.children_ptr.copy(), device=device)
         # a sentinel entry so that gathers at an empty range stay in bounds
         self.children_index = torch.as_tensor(np.append(taxonomy.children_index, 0), device=device)
+        self.step_width = _step_widths(taxonomy)
         leaves = taxonomy.leaf_index
         contiguous = len(leaves) > 0 and leaves[-1] - leaves[0] + 1 == len(leaves)
         self.leaf_range = (int(leaves[0]), int(leaves[-1]) + 1) if contiguous else None
@@ -115,6 +116,26 @@ class _Plan:
                 for d, (a, b) in enumerate(self.bounds)
                 if d > 0
             ]
+
+
+def _step_widths(taxonomy: Taxonomy) -> list[int]:
+    """Top-down decoding's fan-out bound per step: the most children among the nodes it can stand on.
+
+    Step ``k`` starts from a node reached in ``k`` steps from the root (a level of a tree). Known on the
+    host from the taxonomy alone, so the walk never reads a batch's fan-out back from the device.
+    """
+    ptr, kids = taxonomy.children_ptr, taxonomy.children_index
+    reach = np.array([taxonomy.index(taxonomy.root)])
+    widths: list[int] = []
+    while len(reach):
+        counts = ptr[reach + 1] - ptr[reach]
+        if counts.max() == 0:
+            break
+        widths.append(int(counts.max()))
+        starts = np.repeat(ptr[reach], counts)
+        offsets = np.arange(len(starts)) - np.repeat(np.cumsum(counts) - counts, counts)
+        reach = np.unique(kids[starts + offsets])
+    return widths
 
 
 @functools.lru_cache(maxsize=16)
@@ -195,8 +216,10 @@ def _chunks(batch: int, num_nodes: int, width: int = 1) -> list[slice]:
     return [slice(i, min(i + size, batch)) for i in range(0, batch, size)]
 
 
-def _per_chunk(probs: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], width: int = 1) -> torch.Tensor:
-    """Apply ``fn`` to batch chunks, checking each chunk for NaN/inf while it is in cache.
+def _per_chunk(
+    probs: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], width: int = 1, validate: bool = True
+) -> torch.Tensor:
+    """Apply ``fn`` to batch chunks, checking each chunk (unless ``validate`` is off) while it is in cache.
 
     Autocast is off inside: decoding right after an autocast forward pass would otherwise run the
     expected-hF matmul in bf16 and change decisions the docs call exact.
@@ -206,7 +229,8 @@ def _per_chunk(probs: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], 
     with torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext():
         for part in _chunks(probs.shape[0], probs.shape[1], width):
             chunk = probs[part]
-            _check_marginals(chunk)
+            if validate:
+                _check_marginals(chunk)
             parts.append(fn(chunk))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -247,12 +271,9 @@ def _top_down(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
     batch = probs.shape[0]
     rows = torch.arange(batch, device=probs.device)[:, None]
     current = torch.zeros(batch, dtype=torch.long, device=probs.device)
-    for _ in range(plan.max_depth):
+    for width in plan.step_width:  # host-known bounds: no read-back of the batch's fan-out
         start = plan.children_ptr[current]
         count = plan.children_ptr[current + 1] - start
-        width = int(count.max())
-        if width == 0:
-            break
         offsets = torch.arange(width, device=probs.device)
         valid = offsets[None, :] < count[:, None]
         slot = torch.where(valid, start[:, None] + offsets[None, :], 0)
@@ -318,7 +339,7 @@ def _expected_cost_chunk(
     return values if total is None else values.add_(total)
 
 
-def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> Any:
+def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None, *, validate_args: bool = True) -> Any:
     """Expected LCA cost of predicting each node: ``R(n) = sum_y P(Y = y) d(n, y)``.
 
     ``probs`` are read as marginals of a distribution over the nodes:
@@ -342,6 +363,7 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> 
             al.), ``"path"``, or a per-node array ``c`` of shape
             ``(num_nodes,)`` (set it to 0 at leaves so a correct leaf costs
             nothing).
+        validate_args: check that ``probs`` are finite and in ``[0, 1]`` (see :func:`decode`).
 
     Returns:
         ``(B, num_nodes)`` expected costs (the rows of inner nodes too), float.
@@ -365,7 +387,7 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None) -> 
     if tensor.shape[0] == 0:
         out = tensor.new_zeros(0, taxonomy.num_nodes)
         return out.cpu().numpy() if as_numpy else out
-    out = _per_chunk(tensor, lambda x: _expected_cost_chunk(x, plan, mode, c))
+    out = _per_chunk(tensor, lambda x: _expected_cost_chunk(x, plan, mode, c), validate=validate_args)
     return out.cpu().numpy() if as_numpy else out
 
 
@@ -440,7 +462,9 @@ def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax:
     return best_node if argmax else out
 
 
-def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.0) -> Any:
+def expected_hierarchical_fbeta(
+    probs: Any, taxonomy: Taxonomy, beta: float = 1.0, *, validate_args: bool = True
+) -> Any:
     """Exact expected hierarchical F-beta of predicting each node (Plaud et al., ICML 2025).
 
     The truth ``Y`` follows the distribution whose marginals are ``probs``:
@@ -463,6 +487,7 @@ def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.
         probs: node marginals ``(B, num_nodes)``, torch or numpy.
         taxonomy: a tree.
         beta: the F-beta weight of recall (``beta > 0``).
+        validate_args: check that ``probs`` are finite and in ``[0, 1]`` (see :func:`decode`).
 
     Returns:
         ``(B, num_nodes)`` expected hF-beta, float.
@@ -486,7 +511,7 @@ def expected_hierarchical_fbeta(probs: Any, taxonomy: Taxonomy, beta: float = 1.
         out = tensor.new_zeros(0, taxonomy.num_nodes)
         return out.cpu().numpy() if as_numpy else out
     plan = _plan(taxonomy, str(tensor.device))
-    out = _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta).t(), width=2)
+    out = _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta).t(), width=2, validate=validate_args)
     return out.cpu().numpy() if as_numpy else out
 
 
@@ -498,6 +523,7 @@ def decode(
     threshold: float | None = None,
     cost: CostLike = None,
     beta: float | None = None,
+    validate_args: bool = True,
 ) -> Any:
     """Decode node marginals into one predicted node per sample.
 
@@ -530,6 +556,9 @@ def decode(
         threshold: the ``"threshold"`` rule's marginal threshold (``None``: 0.5).
         cost: the ``"crm"`` cost: ``None``/``"auto"``, ``"height"``, ``"path"`` or a per-node array.
         beta: the ``"hf_optimal"`` F-beta weight (``None``: 1).
+        validate_args: check that ``probs`` are finite and in ``[0, 1]`` (one min/max pair per
+            chunk read back to the host: a GPU sync per call). Turn it off in a hot loop whose
+            inputs come straight from ``head.marginals``.
 
     Returns:
         int64 node indices ``(B,)``: a torch tensor on ``probs``' device for
@@ -564,12 +593,12 @@ def decode(
         return _out(torch.empty(0, dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
     if rule == "argmax_leaf":
-        return _out(_per_chunk(tensor, lambda x: _argmax_leaf(x, plan)), as_numpy)
+        return _out(_per_chunk(tensor, lambda x: _argmax_leaf(x, plan), validate=validate_args), as_numpy)
     if rule == "top_down":
-        return _out(_per_chunk(tensor, lambda x: _top_down(x, plan)), as_numpy)
+        return _out(_per_chunk(tensor, lambda x: _top_down(x, plan), validate=validate_args), as_numpy)
     if rule == "threshold":
         tau = float(threshold)
-        return _out(_per_chunk(tensor, lambda x: _threshold(x, plan, tau)), as_numpy)
+        return _out(_per_chunk(tensor, lambda x: _threshold(x, plan, tau), validate=validate_args), as_numpy)
     if rule == "crm":
         mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
         first_leaf = plan.leaf_index
@@ -579,8 +608,11 @@ def decode(
                 _leaf_block(_expected_cost_chunk(x, plan, mode, c, up_to_constant=True), plan).argmin(dim=1)
             ]
 
-        return _out(_per_chunk(tensor, crm), as_numpy)
-    return _out(_per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta, argmax=True), width=2), as_numpy)
+        return _out(_per_chunk(tensor, crm, validate=validate_args), as_numpy)
+    return _out(
+        _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta, argmax=True), width=2, validate=validate_args),
+        as_numpy,
+    )
 
 
 def _warn_unused_options(rule: str, **options: Any) -> None:
@@ -605,13 +637,14 @@ def _brief(value: Any) -> str:
     return reprlib.repr(value)
 
 
-def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int) -> Any:
+def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int, *, validate_args: bool = True) -> Any:
     """The ``k`` leaves with the largest marginals, best first (for distance@k).
 
     Args:
         probs: node marginals ``(B, num_nodes)``.
         taxonomy: a tree or a DAG.
         k: how many leaves, ``1 <= k <= num_leaves``.
+        validate_args: check that ``probs`` are finite and in ``[0, 1]`` (see :func:`decode`).
 
     Returns:
         int64 node indices ``(B, k)`` (torch in, torch out; numpy otherwise).
@@ -628,7 +661,7 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int) -> Any:
     _check_taxonomy(taxonomy)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= taxonomy.num_leaves:
         raise ValueError(f"k: expected an int in [1, {taxonomy.num_leaves}] (the number of leaves), got {k!r}.")
-    tensor, as_numpy = _as_probs(probs, taxonomy)
+    tensor, as_numpy = _as_probs(probs, taxonomy, validate=validate_args)
     if tensor.shape[0] == 0:
         return _out(torch.empty(0, int(k), dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))

@@ -444,3 +444,30 @@ def test_operating_curve_points_equal_lca_recall_on_a_dag() -> None:
         pred = decode(probs, dag, "threshold", threshold=float(tau))
         assert spec == pytest.approx(lca_recall(["t"], pred, dag, measure="info")), tau
         assert corr == pytest.approx(correct_rate(["t"], pred, dag)), tau
+
+
+@pytest.mark.parametrize("rule", ["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"])
+def test_decode_without_validation_needs_no_device_sync(rule: str) -> None:
+    """``validate_args=False`` skips the min/max read-back: decoding runs through on the meta device,
+    where any ``.item()``/``float()`` of a tensor raises, so it does not sync a GPU either."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2"])
+    probs = torch.rand(3, tax.num_nodes, device="meta")
+    out = decode(probs, tax, rule, validate_args=False)
+    assert out.device.type == "meta" and out.shape == (3,) and out.dtype == torch.int64
+    with pytest.raises((NotImplementedError, RuntimeError)):  # the check reads values back: meta has none
+        decode(probs, tax, rule)
+    for fn in (expected_lca_cost, expected_hierarchical_fbeta):
+        assert fn(probs, tax, validate_args=False).shape == (3, tax.num_nodes)
+    assert top_k_leaves(probs, tax, 2, validate_args=False).shape == (3, 2)
+
+
+@given(tax=trees(min_nodes=3), seed=seeds)
+def test_validation_changes_no_decision(tax: Taxonomy, seed: int) -> None:
+    """On valid marginals, ``validate_args=False`` only skips the check: every rule decodes the same."""
+    probs = oracle.random_marginals(tax, np.random.default_rng(seed), 5)
+    for rule in ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"):
+        assert np.array_equal(decode(probs, tax, rule), decode(probs, tax, rule, validate_args=False))
+    logits = np.log(np.clip(probs, 1e-6, None))  # wrong input: refused with the check, read without it
+    with pytest.raises(ValueError, match="look like logits"):
+        decode(logits, tax, "top_down")
+    assert decode(logits, tax, "top_down", validate_args=False).shape == (5,)
