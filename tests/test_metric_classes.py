@@ -171,3 +171,71 @@ def test_compute_returns_tensors_that_torchmetrics_wrappers_accept(name: str, pa
         if cls.higher_is_better
         else min(float(v) for v in tracker.compute_all())
     )
+
+
+def _all_metrics(tax: Taxonomy, **kw) -> list:
+    out = [M.HierarchicalMetrics(tax, **kw), M.HierarchicalMetrics(tax, distance="path", **kw)]
+    for average in ("micro", "macro"):
+        for zd in (0.0, 1.0):
+            out += [
+                M.HierarchicalPrecision(tax, average=average, zero_division=zd, **kw),
+                M.HierarchicalRecall(tax, average=average, zero_division=zd, **kw),
+                M.HierarchicalF1(tax, average=average, zero_division=zd, **kw),
+                M.HierarchicalFBeta(tax, beta=0.5, average=average, zero_division=zd, **kw),
+            ]
+    out += [M.MistakeSeverity(tax, **kw), M.MistakeSeverity(tax, distance="path", **kw), M.CorrectRate(tax, **kw)]
+    if tax.is_tree:
+        out.append(M.LevelAccuracy(tax, **kw))
+    return out
+
+
+@settings(examples(30))
+@given(case=split_case(trees(max_nodes=15)))
+def test_unchecked_device_counting_equals_the_checked_host_path(case) -> None:
+    """With ``validate_args=False`` a tree's batches of index tensors are counted on their device (torch LCA
+    tables); every state equals the host path's: integer states exactly, macro float64 sums to rounding."""
+    tax, y_true, y_pred, batches = case
+    for checked, unchecked in zip(_all_metrics(tax), _all_metrics(tax, validate_args=False), strict=True):
+        for a, b in batches:
+            checked.update(torch.tensor(y_pred[a:b]), torch.tensor(y_true[a:b], dtype=torch.int32))
+            unchecked.update(torch.tensor(y_pred[a:b]), torch.tensor(y_true[a:b], dtype=torch.int32))
+        for name in checked._defaults:
+            want, got = getattr(checked, name), getattr(unchecked, name)
+            assert got.dtype == want.dtype, name
+            if want.dtype == torch.int64:
+                assert torch.equal(got, want), (type(checked).__name__, name)
+            else:
+                assert float(got) == pytest.approx(float(want), rel=1e-12), (type(checked).__name__, name)
+        assert O.floats(unchecked.compute()) == pytest.approx(O.floats(checked.compute()), nan_ok=True)
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_unchecked_updates_need_no_device_sync(name: str, paper_tax: Taxonomy) -> None:
+    """On the meta device any read-back of a value raises: an update that runs through there does not
+    sync a GPU. With validation on (the default), the batch is checked and counted on the host."""
+    cls = getattr(M, name)
+    preds = torch.randint(0, paper_tax.num_nodes, (16,), device="meta")
+    target = torch.randint(0, paper_tax.num_nodes, (16,), device="meta")
+    metric = cls(paper_tax, validate_args=False).to("meta")
+    metric.update(preds, target)
+    metric.update(preds[:0], target[:0])  # an empty shard too
+    assert all(getattr(metric, s).device.type == "meta" for s in metric._defaults)
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        cls(paper_tax).to("meta").update(preds, target)
+
+
+def test_unchecked_metrics_still_read_names_dags_and_other_devices() -> None:
+    """The device path is only for index tensors on the metric's device and a tree; anything else is
+    encoded and checked on the host as before, so names and DAGs keep working with validation off."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    metric = M.HierarchicalF1(tax, validate_args=False)
+    metric.update(["a1", "b"], ["a2", "b"])
+    assert float(metric.compute()) == pytest.approx(M.hierarchical_f1(["a2", "b"], ["a1", "b"], tax))
+    with pytest.raises(UnknownNodeError):
+        metric.update(["zzz"], ["a1"])
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
+    severity = M.MistakeSeverity(dag, validate_args=False)
+    severity.update(torch.tensor([1]), torch.tensor([3]))
+    assert float(severity.compute()) == M.mistake_severity([3], [1], dag)
+    with pytest.raises(TypeError, match="validate_args: expected True or False"):
+        M.CorrectRate(tax, validate_args="no")

@@ -9,11 +9,19 @@ indices (or names) in torchmetrics' argument order (predictions first).
 device (float32 on Apple's MPS, which has no float64), as torchmetrics' wrappers
 (``BootStrapper``, ``MetricTracker``) and Lightning's ``self.log`` expect;
 ``float()`` gives the number, equal to the functional form's.
+
+By default each batch is encoded and checked on the host (one small copy of the two index
+vectors per batch). With ``validate_args=False`` (torchmetrics' name), a tree's batches of index
+tensors already on the metric's device are counted there: the lowest common ancestors come from
+the taxonomy's Euler-tour tables moved to the device, so an update never waits for the GPU.
+Nothing checks the indices then: an index out of range fails inside the gather (a device-side
+assert on CUDA), as it would in the losses with ``validate_args=False``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -57,13 +65,81 @@ def _int_state() -> torch.Tensor:
     return torch.tensor(0, dtype=torch.int64)
 
 
+class _TreeTables(NamedTuple):
+    """A tree's LCA tables on one device: Euler tour first visits, its sparse table of
+    shallowest nodes, floor(log2), depth and height. ``O(num_nodes log num_nodes)``."""
+
+    first: torch.Tensor
+    sparse: torch.Tensor
+    log2: torch.Tensor
+    depth: torch.Tensor
+    height: torch.Tensor
+
+
+@functools.lru_cache(maxsize=16)
+def _tree_tables(taxonomy: Taxonomy, device: str) -> _TreeTables:
+    def put(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.array(a, dtype=np.int64), device=device)
+
+    return _TreeTables(
+        put(taxonomy._euler_first),
+        put(taxonomy._sparse),
+        put(taxonomy._log2),
+        put(taxonomy.depth_index),
+        put(taxonomy.height_index),
+    )
+
+
+def _device_lca(tables: _TreeTables, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Lowest common ancestors of trusted index tensors, on their device (the range-minimum query
+    of :meth:`hiercls.Taxonomy.lca`, in torch): no read-back."""
+    fa, fb = tables.first[t], tables.first[p]
+    lo, hi = torch.minimum(fa, fb), torch.maximum(fa, fb)
+    k = tables.log2[hi - lo + 1]
+    x = tables.sparse[k, lo]
+    y = tables.sparse[k, hi - (1 << k) + 1]
+    return torch.where(tables.depth[x] <= tables.depth[y], x, y)
+
+
+def _torch_safe_div(num: torch.Tensor, den: torch.Tensor, zero_division: float) -> torch.Tensor:
+    """``num / den`` in float64, ``zero_division`` where ``den == 0`` (:func:`_safe_div` on the device)."""
+    num, den = num.double(), den.double()
+    return torch.where(den != 0, num / torch.where(den != 0, den, 1.0), zero_division)
+
+
 class _TaxonomyMetric(Metric):
     is_differentiable = False
     full_state_update = False
 
-    def __init__(self, taxonomy: Taxonomy, **kwargs: Any) -> None:
+    def __init__(self, taxonomy: Taxonomy, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.taxonomy = _check_taxonomy(taxonomy)
+        if not isinstance(validate_args, bool):
+            raise TypeError(f"validate_args: expected True or False, got {validate_args!r}.")
+        self.validate_args = validate_args
+
+    def _device_pairs(self, preds: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(target, preds)`` as int64 tensors on the metric's device when the batch can be counted there.
+
+        That is: ``validate_args=False``, a tree, and 1-D integer tensors already on the metric's
+        device (not MPS, which has no float64 for the macro sums). Anything else (names, numpy,
+        another device, validation on) goes the checked host path.
+        """
+        if self.validate_args or not self.taxonomy.is_tree or self.device.type == "mps":
+            return None
+        if not (isinstance(preds, torch.Tensor) and isinstance(target, torch.Tensor)):
+            return None
+        if preds.device != self.device or target.device != self.device:
+            return None
+        if preds.is_floating_point() or target.is_floating_point() or preds.dtype == torch.bool:
+            return None
+        if preds.ndim != 1 or preds.shape != target.shape:
+            return None
+        return target.long(), preds.long()
+
+    def _device_stats(self, t: torch.Tensor, p: torch.Tensor) -> tuple[_TreeTables, torch.Tensor]:
+        tables = _tree_tables(self.taxonomy, str(self.device))
+        return tables, _device_lca(tables, t, p)
 
     def _pairs_numpy(self, preds: LabelsLike, target: LabelsLike) -> tuple[np.ndarray, np.ndarray]:
         # an empty batch (all samples filtered out, an empty DDP shard) adds nothing; it is not an error
@@ -77,7 +153,16 @@ class _TaxonomyMetric(Metric):
 
     def _add(self, name: str, value: Any) -> None:
         state = getattr(self, name)
+        if isinstance(value, torch.Tensor) and value.device == state.device:
+            setattr(self, name, state + value.to(state.dtype))
+            return
         setattr(self, name, state + torch.as_tensor(np.array(value), dtype=state.dtype, device=state.device))
+
+    def _add_levels(self, lca_depth: torch.Tensor, true_depth: torch.Tensor) -> None:
+        """Per depth d: samples correct at d (``depth(lca) >= d``) and samples whose truth reaches d."""
+        levels = torch.arange(self.level_correct.shape[0], device=lca_depth.device)
+        self._add("level_correct", (lca_depth[:, None] >= levels).sum(0))
+        self._add("level_total", (true_depth[:, None] >= levels).sum(0))
 
 
 class HierarchicalMetrics(_TaxonomyMetric):
@@ -92,6 +177,9 @@ class HierarchicalMetrics(_TaxonomyMetric):
         taxonomy: the taxonomy that ``preds`` and ``target`` index.
         distance: the mistake-severity distance (see :func:`hiercls.metrics.lca_distance`).
         zero_division: value of a 0/0 ratio.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
         **kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ...).
 
     Examples:
@@ -122,6 +210,23 @@ class HierarchicalMetrics(_TaxonomyMetric):
 
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        pair = self._device_pairs(preds, target)
+        if pair is not None:
+            t, p = pair
+            tables, lca = self._device_stats(t, p)
+            lca_depth, dt, dp = tables.depth[lca], tables.depth[t], tables.depth[p]
+            wrong = t != p
+            dist = torch.where(wrong, tables.height[lca], 0) if self.distance == "height" else dt + dp - 2 * lca_depth
+            self._add("total", len(t))
+            self._add("exact", (~wrong).sum())
+            self._add("inter", lca_depth.sum())
+            self._add("size_true", dt.sum())
+            self._add("size_pred", dp.sum())
+            self._add("mistakes", wrong.sum())
+            self._add("severity", dist.sum())  # 0 where t == p under either distance
+            self._add("correct", (lca_depth == dp).sum())
+            self._add_levels(lca_depth, dt)
+            return
         t, p = self._pairs_numpy(preds, target)
         if not len(t):
             return
@@ -164,6 +269,23 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
 
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        pair = self._device_pairs(preds, target)
+        if pair is not None:
+            t, p = pair
+            tables, lca = self._device_stats(t, p)
+            inter, dt, dp = tables.depth[lca], tables.depth[t], tables.depth[p]
+            self._add("inter", inter.sum())
+            self._add("size_true", dt.sum())
+            self._add("size_pred", dp.sum())
+            self._add("total", len(t))
+            if self.average == "macro":
+                prec = _torch_safe_div(inter, dp, self.zero_division)
+                rec = _torch_safe_div(inter, dt, self.zero_division)
+                b2 = self.beta * self.beta
+                self._add("sum_precision", prec.sum())
+                self._add("sum_recall", rec.sum())
+                self._add("sum_fscore", _torch_safe_div((1 + b2) * prec * rec, b2 * prec + rec, 0.0).sum())
+            return
         t, p = self._pairs_numpy(preds, target)
         if not len(t):
             return
@@ -201,6 +323,9 @@ class HierarchicalPrecision(_HierarchicalSetMetric):
         taxonomy: the taxonomy that ``preds`` and ``target`` index.
         average: ``"micro"`` or ``"macro"``.
         zero_division: value of a 0/0 ratio.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
         **kwargs: torchmetrics ``Metric`` options.
 
     Examples:
@@ -227,6 +352,9 @@ class HierarchicalRecall(_HierarchicalSetMetric):
         taxonomy: the taxonomy that ``preds`` and ``target`` index.
         average: ``"micro"`` or ``"macro"``.
         zero_division: value of a 0/0 ratio.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
         **kwargs: torchmetrics ``Metric`` options.
 
     Examples:
@@ -254,6 +382,9 @@ class HierarchicalFBeta(_HierarchicalSetMetric):
         beta: weight of recall (``beta > 0``).
         average: ``"micro"`` or ``"macro"``.
         zero_division: value of a 0/0 ratio.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
         **kwargs: torchmetrics ``Metric`` options.
 
     Examples:
@@ -275,6 +406,9 @@ class HierarchicalF1(_HierarchicalSetMetric):
         taxonomy: the taxonomy that ``preds`` and ``target`` index.
         average: ``"micro"`` or ``"macro"``.
         zero_division: value of a 0/0 ratio.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
         **kwargs: torchmetrics ``Metric`` options.
 
     Examples:
@@ -302,6 +436,9 @@ class MistakeSeverity(_TaxonomyMetric):
         taxonomy: the taxonomy that ``preds`` and ``target`` index.
         distance: ``"auto"``, ``"height"`` or ``"path"`` (see :func:`hiercls.metrics.lca_distance`).
         zero_division: the value when there was no mistake.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
         **kwargs: torchmetrics ``Metric`` options.
 
     Examples:
@@ -326,6 +463,18 @@ class MistakeSeverity(_TaxonomyMetric):
 
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        pair = self._device_pairs(preds, target)
+        if pair is not None:
+            t, p = pair
+            tables, lca = self._device_stats(t, p)
+            wrong = t != p
+            if self.distance == "height":
+                dist = torch.where(wrong, tables.height[lca], 0)
+            else:
+                dist = tables.depth[t] + tables.depth[p] - 2 * tables.depth[lca]
+            self._add("severity", dist.sum())
+            self._add("mistakes", wrong.sum())
+            return
         t, p = self._pairs_numpy(preds, target)
         if not len(t):
             return
@@ -346,6 +495,9 @@ class LevelAccuracy(_TaxonomyMetric):
     Args:
         taxonomy: a tree.
         zero_division: value for a depth that no true node reached.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
         **kwargs: torchmetrics ``Metric`` options.
 
     Raises:
@@ -372,6 +524,12 @@ class LevelAccuracy(_TaxonomyMetric):
 
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        pair = self._device_pairs(preds, target)
+        if pair is not None:
+            t, p = pair
+            tables, lca = self._device_stats(t, p)
+            self._add_levels(tables.depth[lca], tables.depth[t])
+            return
         t, p = self._pairs_numpy(preds, target)
         if not len(t):
             return
@@ -391,6 +549,9 @@ class CorrectRate(_TaxonomyMetric):
 
     Args:
         taxonomy: the taxonomy that ``preds`` and ``target`` index.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
         **kwargs: torchmetrics ``Metric`` options.
 
     Examples:
@@ -411,6 +572,13 @@ class CorrectRate(_TaxonomyMetric):
 
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        pair = self._device_pairs(preds, target)
+        if pair is not None:
+            t, p = pair
+            tables, lca = self._device_stats(t, p)
+            self._add("correct", (tables.depth[lca] == tables.depth[p]).sum())
+            self._add("total", len(t))
+            return
         t, p = self._pairs_numpy(preds, target)
         if not len(t):
             return
