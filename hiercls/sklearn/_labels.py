@@ -12,7 +12,9 @@ in that shape (label paths given as tuples or a 2-D array come back as
   array with one column per level padded with ``""`` (HiClass' format). The
   taxonomy is inferred from the paths when none is given; when the paths do
   not share a first node, a root is added above them and left out of the
-  predicted paths again.
+  predicted paths again. A name found under several parents (``a/other``,
+  ``b/other``) becomes one node per parent, named by its path (``"a/other"``);
+  the predicted paths still read ``"a/other"``.
 
 Everything here runs once per fit or per call on the *unique* labels; the
 per-sample work is a vectorised lookup.
@@ -21,6 +23,7 @@ per-sample work is a vectorised lookup.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +40,6 @@ SEP = "/"
 """Separator of label paths given as strings (``"a/b/c"``)."""
 
 LabelMode = Literal["flat", "name", "path"]
-
-_PADDING = ("", None)
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,58 @@ class LabelCodec:
         return self.flat_nodes[pos][inverse].reshape(-1)
 
     def _encode_strings(self, labels: np.ndarray, name: str) -> np.ndarray:
-        tax = self.taxonomy
         uniq, inverse = _unique_labels(labels)
         out = np.empty(len(uniq), dtype=np.int64)
         for k, label in enumerate(uniq):  # once per distinct label, not per sample
-            out[k] = _node_of(label, tax, self.virtual_root, name)
+            out[k] = self._node_of(label, name)
         return out[inverse]
+
+    @functools.cached_property
+    def _path_index(self) -> dict[str, int]:
+        """Path mode: each node's label path (as ``predict`` writes it, and with or without the root) -> index."""
+        index: dict[str, int] = {}
+        if self.mode != "path":
+            return index
+        root = self.taxonomy.root
+        for i, label in enumerate(self.node_labels.tolist()):
+            parts = label.split(SEP)
+            if i == 0:
+                index.setdefault(label, 0)
+                continue
+            full = parts if (not self.virtual_root and parts[0] == root) else [root, *parts]
+            for form in (SEP.join(full), SEP.join(full[1:])):
+                index.setdefault(form, i)
+        return index
+
+    def _node_of(self, label: Any, name: str) -> int:
+        tax = self.taxonomy
+        joined = SEP.join(label) if isinstance(label, tuple) else label
+        if joined in self._path_index:
+            return self._path_index[joined]
+        if isinstance(label, str) and label in tax:
+            return tax.index(label)
+        path = _split(label)
+        under = [lab for lab in self._path_index if lab.split(SEP)[-1] == path[-1]]
+        if len(path) == 1 and len(set(map(self._path_index.get, under))) > 1:
+            shown = sorted({str(self.node_labels[self._path_index[lab]]) for lab in under})
+            raise UnknownNodeError(
+                f"{name}: {path[-1]!r} is under several parents here ({', '.join(map(repr, shown[:5]))}); "
+                "give its label path instead of the bare name."
+            )
+        try:
+            node = tax.index(path[-1]) if path[-1] in tax or not under else self._path_index[under[0]]
+        except UnknownNodeError as err:  # raises with close matches
+            raise UnknownNodeError(f"{name}: {err.args[0] if err.args else err}") from None
+        if len(path) == 1:
+            return node
+        if not tax.is_tree:
+            raise TaxonomyError(f"{name}: label paths need a tree taxonomy; give node names instead of {label!r}.")
+        known = sorted({str(self.node_labels[self._path_index[lab]]) for lab in under}) or [str(self.node_labels[node])]
+        where = f"has path {known[0]!r}" if len(known) == 1 else f"has the paths {', '.join(map(repr, known[:5]))}"
+        raise ValueError(
+            f"{name}: label path {joined!r} does not match the taxonomy, where {path[-1]!r} {where}. "
+            "Fix the label or the taxonomy."
+        )
 
     # ------------------------------------------------------------- writing
     def decode(self, node_index: np.ndarray) -> np.ndarray:
@@ -173,15 +220,16 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
             )
     if not has_tuples and all(len(p) == 1 for p in paths):
         return _fit_names(uniq, inverse)
-    _check_unique_parents(uniq, paths, labels, inverse, name)
+    _check_no_separator(uniq, paths, labels, inverse, name)
     firsts = {p[0] for p in paths}
     virtual = len(firsts) > 1
-    root = _fresh_root({n for p in paths for n in p}) if virtual else None
+    nodes = _qualified(paths)
+    root = _fresh_root({n for p in nodes for n in p}) if virtual else None
     with _numeric_names_ok():
-        tax = Taxonomy.from_paths(paths, root=root)
-    node_labels = _path_labels(tax, virtual)
+        tax = Taxonomy.from_paths(nodes, root=root)
+    node_labels = _path_labels(tax, virtual, qualified=True)
     codec = LabelCodec("path", tax, node_labels, virtual_root=virtual)
-    leaf_of_path = tax.encode([p[-1] for p in paths])
+    leaf_of_path = tax.encode([p[-1] for p in nodes])
     return codec, leaf_of_path[inverse]
 
 
@@ -195,26 +243,47 @@ def _numeric_names_ok() -> Iterator[None]:
         yield
 
 
-def _check_unique_parents(
+def _qualified(paths: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Node names for label paths: a name found under two parents becomes one node per path, named by it.
+
+    HiClass data often repeats a name under several parents (``a/other``, ``b/other``). A ``Taxonomy``
+    needs unique names, so such a node is named by its label path (``"a/other"``, which no user name can
+    be: names are refused if they contain the separator); every other node keeps its name. Qualifying a
+    node can make its children ambiguous in turn (``a/x/p``, ``b/x/p``), so repeat until none is.
+    """
+    ambiguous: set[str] = set()
+    while True:
+        parent: dict[str, str | None] = {}
+        found: set[str] = set()
+        out = []
+        for path in paths:  # once per distinct label
+            named: list[str] = []
+            for depth, node in enumerate(path):
+                key = SEP.join(path[: depth + 1]) if node in ambiguous else node
+                above = named[-1] if named else None
+                if parent.setdefault(key, above) != above:
+                    found.add(node)
+                named.append(key)
+            out.append(tuple(named))
+        if not found:
+            return out
+        ambiguous |= found
+
+
+def _check_no_separator(
     uniq: list[Any], paths: list[tuple[str, ...]], labels: np.ndarray, inverse: np.ndarray, name: str
 ) -> None:
-    """Inferred paths must form a tree: a node name under two parents is an error naming two rows of ``y``."""
-    parent: dict[str, tuple[str | None, int]] = {}
-    for k, path in enumerate(paths):  # once per distinct label
-        for depth, node in enumerate(path):
-            above = path[depth - 1] if depth else None
-            seen = parent.setdefault(node, (above, k))
-            if seen[0] != above:
-                # the first row of y showing each parent, reported in y's order
-                (r0, p0), (r1, p1) = sorted(
-                    (int(np.flatnonzero(inverse == j)[0]), par) for j, par in ((seen[1], seen[0]), (k, above))
-                )
-                raise TaxonomyError(
-                    f"{name}: the label paths do not form a tree: {node!r} is under {p0!r} in {name}[{r0}] "
-                    f"({_shown(labels[r0])!r}) and under {p1!r} in {name}[{r1}] ({_shown(labels[r1])!r}). "
-                    "Node names must be unique: rename one (e.g. with its parent as a prefix), or pass "
-                    "taxonomy=... built from your own tree."
-                )
+    """Predictions are written as ``"a/b/c"``: a node name holding the separator could not be read back."""
+    for k, path in enumerate(paths):
+        clash = [node for node in path if SEP in node]
+        if clash:
+            row = int(np.flatnonzero(inverse == k)[0])
+            fixed = tuple(node.replace(SEP, "-") for node in path)
+            raise ValueError(
+                f"{name}[{row}]: node {clash[0]!r} of the label path {_shown(labels[row])!r} contains {SEP!r}, "
+                f"which predict writes between node names, so its predictions could not be read back. Replace "
+                f"it in y, e.g. {fixed!r} (for a 2-D array: np.char.replace(y.astype(str), {SEP!r}, '-'))."
+            )
 
 
 def _shown(label: Any) -> Any:
@@ -260,30 +329,10 @@ def _codec_for(taxonomy: Taxonomy, labels: np.ndarray) -> LabelCodec:
     return LabelCodec("path", taxonomy, _path_labels(taxonomy, virtual), virtual_root=virtual)
 
 
-def _node_of(label: Any, tax: Taxonomy, virtual_root: bool, name: str) -> int:
-    if isinstance(label, str) and label in tax:
-        return tax.index(label)
-    path = _split(label)
-    try:
-        node = tax.index(path[-1])  # raises UnknownNodeError with close matches
-    except UnknownNodeError as err:
-        raise UnknownNodeError(f"{name}: {err.args[0] if err.args else err}") from None
-    if len(path) == 1:
-        return node
-    if not tax.is_tree:
-        raise TaxonomyError(f"{name}: label paths need a tree taxonomy; give node names instead of {label!r}.")
-    full = tax.path(node)
-    if tuple(path) != full and tuple(path) != full[1:]:
-        shown = SEP.join(path) if isinstance(label, tuple) else label
-        raise ValueError(
-            f"{name}: label path {shown!r} does not match the taxonomy, where {path[-1]!r} has path "
-            f"{SEP.join(full[1:] if virtual_root else full)!r}. Fix the label or the taxonomy."
-        )
-    return node
-
-
-def _path_labels(tax: Taxonomy, virtual_root: bool) -> np.ndarray:
-    clash = [n for n in tax.nodes if SEP in n]
+def _path_labels(tax: Taxonomy, virtual_root: bool, *, qualified: bool = False) -> np.ndarray:
+    """Each node's label path as ``predict`` writes it. ``qualified``: inferred node names, where a
+    name holding the separator is a qualified one (see :func:`_qualified`) and only its last part is shown."""
+    clash = [] if qualified else [n for n in tax.nodes if SEP in n]
     if clash:
         raise ValueError(
             f"y: label paths are written with {SEP!r} between node names, but node {clash[0]!r} contains it, so "
@@ -291,7 +340,7 @@ def _path_labels(tax: Taxonomy, virtual_root: bool) -> np.ndarray:
             "node names instead of paths."
         )
     anc = tax.ancestor_table
-    names = np.asarray(tax.nodes, dtype=object)
+    names = np.asarray([n.rsplit(SEP, 1)[-1] for n in tax.nodes] if qualified else tax.nodes, dtype=object)
     out = []
     for i in range(tax.num_nodes):  # once per fit, over the taxonomy
         path = names[anc[i, : tax.depth_index[i] + 1]].tolist()
@@ -322,7 +371,8 @@ def _as_label_array(y: Any, *, name: str) -> np.ndarray:
         if arr.dtype.kind not in "USO":
             raise ValueError(
                 f"{name}: a 2-D y of shape {arr.shape} is read as label paths (one column per level, "
-                f"padded with ''), which must be strings; got dtype {arr.dtype}. Multi-output is not supported."
+                f"padded with ''), which must be strings; got dtype {arr.dtype}. For label paths of integer codes, "
+                f"pass {name}.astype(str); multi-output is not supported."
             )
         pad = _is_pad(arr)
         if arr.dtype == object:
@@ -349,16 +399,26 @@ def _as_label_array(y: Any, *, name: str) -> np.ndarray:
     return arr
 
 
+def _is_missing(v: Any) -> bool:
+    """A padding cell: '', None, NaN or pandas' NA (``convert_dtypes()``, ``dtype="string"``), whose truth
+    value raises, so it is recognised by type before any comparison."""
+    if v is None or type(v).__name__ == "NAType":
+        return True
+    if isinstance(v, float):
+        return bool(np.isnan(v))
+    return isinstance(v, str) and v == ""
+
+
 def _is_pad(arr: np.ndarray) -> np.ndarray:
-    """Padding cells of a 2-D label array: '' or None (or NaN in object arrays)."""
+    """Padding cells of a 2-D label array: '', None, NaN or pandas' NA."""
     if arr.dtype.kind in "US":
         return arr == ""
-    return np.vectorize(lambda v: v is None or v == "" or (isinstance(v, float) and np.isnan(v)), otypes=[bool])(arr)
+    return np.vectorize(_is_missing, otypes=[bool])(arr)
 
 
 def _strip_padding(path: Any, name: str, k: int) -> tuple[str, ...]:
     parts = list(path)
-    while parts and (parts[-1] in _PADDING or (isinstance(parts[-1], float) and np.isnan(parts[-1]))):
+    while parts and _is_missing(parts[-1]):
         parts.pop()
     if not parts:
         raise ValueError(f"{name}[{k}]: empty label path. Each label names at least one node.")
