@@ -1126,6 +1126,15 @@ class Taxonomy:
             if arr.dtype.kind in "US" and not isinstance(labels, (np.ndarray, str)):
                 # numpy turns a mixed list such as [3, "a"] into strings ("3"): look at the objects instead
                 arr = np.asarray(labels, dtype=object)
+            elif (  # numpy turns [3, True] into [3, 1]: a boolean would silently become node 1
+                arr.dtype.kind in "iu"
+                and isinstance(labels, (list, tuple))
+                and any(isinstance(v, (bool, np.bool_)) for v in np.asarray(labels, dtype=object).ravel().tolist())
+            ):
+                raise UnknownNodeError(
+                    "labels: got booleans among the node indices (numpy would read True as node 1); "
+                    "give node names or integer node indices."
+                )
         if arr.dtype == object:
             flat = arr.ravel()
             kinds = {type(v) for v in flat}

@@ -42,8 +42,9 @@ def distance(tax: Taxonomy, t: int, p: int, kind: str) -> int:
     if t == p:
         return 0
     lca = deepest_common_ancestor(tax, t, p)
-    if kind == "height":
-        return tax.height(lca)
+    if kind == "height":  # in a DAG, the common ancestor of smallest height
+        common = set(tax.ancestors(t, include_self=True)) & set(tax.ancestors(p, include_self=True))
+        return min(tax.height(x) for x in common)
     return tax.depth(t) + tax.depth(p) - 2 * tax.depth(lca)
 
 

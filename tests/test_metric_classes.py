@@ -239,3 +239,29 @@ def test_unchecked_metrics_still_read_names_dags_and_other_devices() -> None:
     assert float(severity.compute()) == M.mistake_severity([3], [1], dag)
     with pytest.raises(TypeError, match="validate_args: expected True or False"):
         M.CorrectRate(tax, validate_args="no")
+
+
+def test_unchecked_negative_indices_fail_instead_of_wrapping(paper_tax: Taxonomy) -> None:
+    """torch indexing wraps -1 (a common padding value) to the last node: counted silently, it gave an
+    accuracy of 0.5 next to an F1 of 1.0 in one report. Negatives fail like any index out of range."""
+    for name in CLASSES:
+        metric = getattr(M, name)(paper_tax, validate_args=False)
+        with pytest.raises(IndexError):
+            metric.update(torch.tensor([-1, 3]), torch.tensor([5, 3]))
+        with pytest.raises(IndexError):
+            metric.update(torch.tensor([5, 3]), torch.tensor([3, -2]))
+    checked = M.HierarchicalMetrics(paper_tax)
+    with pytest.raises(UnknownNodeError):
+        checked.update(torch.tensor([-1, 3]), torch.tensor([5, 3]))
+    # a bool tensor is not read as node 0/1 on the device path: the checked host path refuses it
+    with pytest.raises((UnknownNodeError, ValueError)):
+        M.CorrectRate(paper_tax, validate_args=False).update(torch.tensor([1, 2]), torch.tensor([True, False]))
+
+
+def test_micro_set_metrics_hold_no_float64_state(paper_tax: Taxonomy) -> None:
+    """Apple's MPS has no float64: a micro-averaged metric keeps integer counts only, so it can move there."""
+    for cls in (M.HierarchicalPrecision, M.HierarchicalRecall, M.HierarchicalF1):
+        assert {getattr(cls(paper_tax), s).dtype for s in cls(paper_tax)._defaults} == {torch.int64}
+        assert torch.float64 in {
+            getattr(cls(paper_tax, average="macro"), s).dtype for s in cls(paper_tax, average="macro")._defaults
+        }

@@ -330,3 +330,32 @@ def test_dag_summary_has_no_level_keys(case) -> None:
         "correct_rate",
     }
     assert base <= keys and (tax.is_tree or keys == base)
+
+
+def test_dag_height_distance_does_not_depend_on_node_order() -> None:
+    """In a DAG, x and y share two deepest common ancestors, a and b, of different heights. Which one the
+    height distance used depended on their index order: 1 or 2 for the same shape. Now: the lowest."""
+    values = set()
+    for deep in ("a", "b"):  # hang a longer branch under one or the other
+        edges = [("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("a", "y"), ("b", "y"), (deep, "d1"), ("d1", "d2")]
+        tax = Taxonomy.from_edges(edges)
+        values.add(M.mistake_severity(["x"], ["y"], tax, distance="height"))
+        assert M.lca_distance(["x"], ["y"], tax, distance="height").tolist() == [1]
+        assert M.summary(["x"], ["y"], tax, distance="height")["mistake_severity"] == 1.0
+    assert values == {1.0}
+
+
+@pytest.mark.parametrize("block_elements", [1, 7, 64])
+def test_node_average_precision_in_column_blocks_equals_one_block(monkeypatch, paper_tax, block_elements) -> None:
+    """AP works on blocks of node columns (it needed about 21x the memory of probs at once); any block
+    size gives the one-block values, ties and partial labels included."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, paper_tax.num_nodes, 40)
+    probs = np.round(rng.random((40, paper_tax.num_nodes)), 1)  # many ties
+    want = M.node_average_precision(probs, y, paper_tax, average="none")
+    monkeypatch.setattr("hiercls.metrics.functional._AP_BLOCK_ELEMENTS", block_elements)
+    got = M.node_average_precision(probs, y, paper_tax, average="none")
+    np.testing.assert_allclose(got, want, rtol=1e-12)  # sums over another memory layout: last-digit rounding
+    assert M.node_average_precision(probs, y, paper_tax) == pytest.approx(
+        float(np.nanmean(want[1:][~np.isnan(want[1:])]))
+    )

@@ -693,6 +693,10 @@ class TestEncode:
     def test_bad_types(self, paper_tax: Taxonomy) -> None:
         with pytest.raises(UnknownNodeError, match=r"labels: got booleans; expected node names or node indices"):
             paper_tax.encode(np.array([True, False]))
+        # numpy reads [3, True] as [3, 1]: a mixed list used to score True as node 1
+        for mixed in ([3, True], [[1, np.True_]], (0, False)):
+            with pytest.raises(UnknownNodeError, match=r"got booleans among the node indices"):
+                paper_tax.encode(mixed)
         with pytest.raises(
             UnknownNodeError, match=r"labels: expected node names or integer node indices, got dtype float64"
         ):

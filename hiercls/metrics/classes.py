@@ -3,19 +3,22 @@
 Each class declares additive states (``dist_reduce_fx="sum"``), so batches
 accumulate, ``reset()`` clears, and ``compute()`` under DDP sums the states of
 every process before dividing: the result equals the one-shot functional
-value on the concatenated data. ``update(preds, target)`` takes ``(B,)`` node
-indices (or names) in torchmetrics' argument order (predictions first).
-``compute()`` returns 0-d float64 tensors (or a dict of them) on the metric's
-device (float32 on Apple's MPS, which has no float64), as torchmetrics' wrappers
-(``BootStrapper``, ``MetricTracker``) and Lightning's ``self.log`` expect;
-``float()`` gives the number, equal to the functional form's.
+value on the concatenated data (macro averages: up to float rounding, since
+per-batch float64 sums are added in another order). ``update(preds, target)``
+takes ``(B,)`` node indices (or names) in torchmetrics' argument order
+(predictions first). ``compute()`` returns 0-d float64 tensors (or a dict of
+them) on the metric's device (float32 on Apple's MPS, which has no float64), as
+torchmetrics' wrappers (``BootStrapper``, ``MetricTracker``) and Lightning's
+``self.log`` expect; ``float()`` gives the number, equal to the functional
+form's. Macro-averaged precision, recall and F keep float64 sums, so they stay
+off MPS (keep such a metric on the CPU); every other state is an integer count.
 
 By default each batch is encoded and checked on the host (one small copy of the two index
 vectors per batch). With ``validate_args=False`` (torchmetrics' name), a tree's batches of index
 tensors already on the metric's device are counted there: the lowest common ancestors come from
 the taxonomy's Euler-tour tables moved to the device, so an update never waits for the GPU.
-Nothing checks the indices then: an index out of range fails inside the gather (a device-side
-assert on CUDA), as it would in the losses with ``validate_args=False``.
+Nothing checks the indices then: an index out of range, negative ones included, fails inside the
+gather (a device-side assert on CUDA), as it would in the losses with ``validate_args=False``.
 """
 
 from __future__ import annotations
@@ -131,11 +134,14 @@ class _TaxonomyMetric(Metric):
             return None
         if preds.device != self.device or target.device != self.device:
             return None
-        if preds.is_floating_point() or target.is_floating_point() or preds.dtype == torch.bool:
+        if any(x.is_floating_point() or x.is_complex() or x.dtype == torch.bool for x in (preds, target)):
             return None
         if preds.ndim != 1 or preds.shape != target.shape:
             return None
-        return target.long(), preds.long()
+        # torch indexing would wrap -1 (a common padding value) to the last node and count it silently;
+        # send negatives past the end instead, so that they fail in the gather like any index out of range
+        n = self.taxonomy.num_nodes
+        return tuple(torch.where(x < 0, n, x.long()) for x in (target, preds))  # type: ignore[return-value]
 
     def _device_stats(self, t: torch.Tensor, p: torch.Tensor) -> tuple[_TreeTables, torch.Tensor]:
         tables = _tree_tables(self.taxonomy, str(self.device))
@@ -264,8 +270,9 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
         self.zero_division = _check_zero_division(zero_division)
         for key in ("inter", "size_true", "size_pred", "total"):
             self.add_state(key, default=_int_state(), dist_reduce_fx="sum")
-        for key in ("sum_precision", "sum_recall", "sum_fscore"):
-            self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        if self.average == "macro":  # float64 sums of per-sample ratios (micro needs none: MPS has no float64)
+            for key in ("sum_precision", "sum_recall", "sum_fscore"):
+                self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""

@@ -214,6 +214,10 @@ def _resolve_distance(taxonomy: Taxonomy, distance: str) -> str:
 def _distance(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, lca: np.ndarray, kind: str) -> np.ndarray:
     """LCA distance of trusted pairs: ``height(lca)`` or ``depth(t) + depth(p) - 2 depth(lca)``; 0 when ``t == p``."""
     if kind == "height":
+        if not taxonomy.is_tree and len(t):
+            # several deepest common ancestors may differ in height: take the lowest one (ties: the
+            # deepest, then the largest index), so the value does not depend on the node order
+            lca = _pair_stats(taxonomy, t, p, score=-taxonomy.height_index.astype(np.float64)).lca
         return np.where(t == p, 0, taxonomy.height_index[lca])
     depth = taxonomy.depth_index
     return depth[t] + depth[p] - 2 * depth[lca]
@@ -626,6 +630,7 @@ def lca_distance(
       leaf), 0 when ``t == p``. This is Bertinetto et al.'s (2020) mistake
       severity; for a tree whose leaves all share one depth ``D`` it equals
       ``D - depth(lca)``.
+      In a DAG: the lowest common ancestor of smallest height.
     - ``"path"``: the number of edges between the two nodes,
       ``depth(t) + depth(p) - 2 depth(lca)`` (in a DAG: through the deepest
       common ancestor, with longest-path depths).
@@ -674,6 +679,14 @@ def mistake_severity(
     leaves all share one depth ``D`` (Bertinetto's definition), and the path
     length ``depth(t) + depth(p) - 2 depth(lca)`` otherwise. Pass
     ``distance="height"`` or ``"path"`` to choose.
+
+    Inner nodes: any prediction other than the true node counts as a mistake,
+    an ancestor of the truth included (a correct but coarser answer; read
+    :func:`correct_rate` next to it). Under ``"height"`` such an answer costs
+    the height of the node it stopped at, as much as a wrong leaf below that
+    node, and stopping at the root costs the full height; under ``"path"`` it
+    costs the number of levels it left out. With a partial (inner-node)
+    target, a prediction below it is a mistake of the same kind.
 
     Args:
         y_true: true nodes ``(B,)``.
@@ -943,6 +956,9 @@ def node_average_precision(
     (scikit-learn's ``average_precision_score``; tied scores form one step).
     ``"macro"`` averages over the non-root nodes that have positives.
 
+    Memory: a float64 copy of ``probs``, two boolean ``(B, num_nodes)`` masks,
+    and sorting work on blocks of node columns of about a million entries.
+
     Args:
         probs: node scores ``(B, num_nodes)`` (numpy or torch).
         y_true: true nodes ``(B,)``.
@@ -972,6 +988,30 @@ def node_average_precision(
     zd = _check_zero_division(zero_division)
     positive = taxonomy.multi_hot(t)
     known = taxonomy.known_mask(t)
+    b = len(scores)
+    ap = np.full(taxonomy.num_nodes, zd, dtype=np.float64)
+    n_pos = np.zeros(taxonomy.num_nodes, dtype=np.float64)
+    # a block of node columns at a time: the sorts and cumulative sums need about ten (B, block) arrays
+    block = max(1, _AP_BLOCK_ELEMENTS // max(1, b))
+    for a in range(0, taxonomy.num_nodes, block):
+        cols = slice(a, min(a + block, taxonomy.num_nodes))
+        ap[cols], n_pos[cols] = _average_precision_block(scores[:, cols], positive[:, cols], known[:, cols], zd)
+    ap[0] = zd
+    if average == "none":
+        return ap
+    valid = n_pos > 0
+    valid[0] = False
+    return float(ap[valid].mean()) if valid.any() else zd
+
+
+_AP_BLOCK_ELEMENTS = 1 << 20  # (B, block) float64 working arrays of about 8 MB each
+
+
+def _average_precision_block(
+    scores: np.ndarray, positive: np.ndarray, known: np.ndarray, zd: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """AP and number of positives of each column of a block (see :func:`node_average_precision`)."""
+    b = len(scores)
     order = np.argsort(-scores, axis=0, kind="stable")
     s_sorted = np.take_along_axis(scores, order, axis=0)
     rel = np.take_along_axis(positive & known, order, axis=0).astype(np.float64)
@@ -979,20 +1019,13 @@ def node_average_precision(
     cum_rel = np.cumsum(rel, axis=0)
     cum_cnt = np.cumsum(cnt, axis=0)
     # precision at the end of each group of tied scores, spread back over the group
-    b = len(scores)
     is_end = np.ones_like(s_sorted, dtype=bool)
     is_end[:-1] = s_sorted[1:] != s_sorted[:-1]
     end_pos = np.where(is_end, np.arange(b)[:, None], b)
     end_pos = np.minimum.accumulate(end_pos[::-1], axis=0)[::-1]
     prec_end = np.take_along_axis(_safe_div(cum_rel, cum_cnt, 0.0), end_pos, axis=0)
     n_pos = cum_rel[-1]
-    ap = _safe_div((rel * prec_end).sum(axis=0), n_pos, zd)
-    ap[0] = zd
-    if average == "none":
-        return ap
-    valid = n_pos > 0
-    valid[0] = False
-    return float(ap[valid].mean()) if valid.any() else zd
+    return _safe_div((rel * prec_end).sum(axis=0), n_pos, zd), n_pos
 
 
 def inconsistency_rate(probs: Any, taxonomy: Taxonomy, *, tol: float = 1e-6) -> float:
