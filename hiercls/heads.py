@@ -17,7 +17,8 @@ kind             logits                marginals                              de
 ===============  ====================  =====================================  =====================
 
 Build one by name with :func:`create_head` and its loss with
-:func:`hiercls.losses.create_loss` (``default_loss(head.kind)``).
+:func:`hiercls.losses.create_loss` (``default_loss(head.kind)``; for a coherent
+sigmoid head pick ``"max_constraint"`` yourself, as ``default_loss`` sees only the kind).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from hiercls.marginals import (
+    _check_coherent,
     _check_logits,
     _check_taxonomy,
     _conditional_log_marginals,
+    _finite_above,
     _flat_log_marginals,
     _require_tree,
     _sigmoid_log_marginals,
@@ -123,6 +126,11 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
                     f"this head's {self.fingerprint[:12]}..., {self.taxonomy.num_nodes} nodes). Their logits "
                     "would be read as the wrong nodes: build the head on the taxonomy they were trained with."
                 )
+                # torch loads the children (linear) after this call and raises only at the end: hand them
+                # their own current values, so that a refused load leaves the head as it was
+                for name, value in [*self.named_parameters(), *self.named_buffers()]:
+                    if prefix + name in state_dict:
+                        state_dict[prefix + name] = value.detach()
                 return
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -154,10 +162,19 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
             ValueError: ``logits`` is not ``(B, out_features)``.
         """
         _check_logits(logits, self.out_features, self._width_name, f"{type(self).__name__}.log_marginals")
-        return self._log_marginals(_upcast(logits))
+        here = self.taxonomy_fingerprint.device
+        if logits.device != here:
+            raise ValueError(
+                f"logits: on {logits.device}, but this {type(self).__name__} is on {here}. Move the head with "
+                f"head.to({str(logits.device)!r}) (its index tables move with it)."
+            )
+        return self._log_marginals(_finite_above(_upcast(logits)))
 
     def marginals(self, logits: Tensor) -> Tensor:
         """Node marginals ``P(node)``: float32 ``(B, num_nodes)``, batch-independent, root 1.
+
+        ``-inf`` masks a logit (probability 0); ``+inf`` (a float16 overflow) is read as its limit, a
+        certain choice; NaN stays NaN.
 
         Raises:
             ValueError: ``logits`` is not ``(B, out_features)``.
@@ -285,7 +302,11 @@ class SigmoidHead(HierarchicalHead):
 
     def __init__(self, in_features: int, taxonomy: Taxonomy, *, coherent: bool = False, bias: bool = True) -> None:
         _check_taxonomy(taxonomy)
-        tables = ("parent_local",) if taxonomy.is_tree else ("desc_owner", "desc_index")
+        coherent = _check_coherent(coherent)
+        # only the coherent head reads the tree (a maximum over each subtree); on a DAG, over the edges
+        tables: tuple[str, ...] = ()
+        if coherent:
+            tables = ("parent_local",) if taxonomy.is_tree else ("edge_parent_sorted", "edge_child_sorted")
         super().__init__(in_features, taxonomy, taxonomy.num_nodes, tables, bias)
         self.coherent = bool(coherent)
 
@@ -329,7 +350,9 @@ class FlatHead(HierarchicalHead):
 
     def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
         _check_taxonomy(taxonomy)
-        tables = ("leaf_index",) + (("parent_local", "is_leaf") if taxonomy.is_tree else ("desc_owner", "desc_index"))
+        tables = ("leaf_index",) + (
+            ("parent_local", "is_leaf") if taxonomy.is_tree else ("leafdesc_owner", "leafdesc_pos")
+        )
         super().__init__(in_features, taxonomy, taxonomy.num_leaves, tables, bias)
 
     def _log_marginals(self, logits: Tensor) -> Tensor:

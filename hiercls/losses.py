@@ -590,7 +590,7 @@ def _soft_label(
 # ---------------------------------------------------------------------------------------------
 
 _TREE_TABLES = ("path_node", "path_valid")
-_DAG_TABLES = ("anc_ptr", "anc_index", "desc_owner")
+_DAG_TABLES = ("anc_ptr", "anc_index", "edge_parent_sorted", "edge_child_sorted")
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,26 @@ def _b_leafdesc(tax: Taxonomy) -> dict[str, np.ndarray]:
     pos[tax.leaf_index] = np.arange(tax.num_leaves)
     ptr = np.zeros(tax.num_nodes + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner[keep], minlength=tax.num_nodes), out=ptr[1:])
-    return {"leafdesc_ptr": ptr, "leafdesc_pos": pos[desc[keep]], "leaves_below": np.diff(ptr)}
+    below = np.diff(ptr)
+    return {
+        "leafdesc_ptr": ptr,
+        "leafdesc_pos": pos[desc[keep]],
+        "leaves_below": below,
+        "leafdesc_owner": np.repeat(np.arange(tax.num_nodes), below),
+    }
+
+
+def _b_edges_by_parent(tax: Taxonomy) -> dict[str, np.ndarray]:
+    """The (parent, child) edges sorted by parent: each level's outgoing edges are one contiguous run."""
+    edges = tax.edges_index()
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    return {"edge_parent_sorted": edges[order, 0], "edge_child_sorted": edges[order, 1]}
+
+
+def _parent_edge_bounds(tax: Taxonomy) -> tuple[int, ...]:
+    """Where each depth level's outgoing edges start in the edges sorted by parent (nodes sort by depth)."""
+    parents = np.sort(tax.edges_index()[:, 0])
+    return tuple(int(i) for i in np.searchsorted(parents, np.asarray(_level_bounds(tax))))
 
 
 _SIMPLE: dict[str, Callable[[Taxonomy, Callable[[str], np.ndarray]], np.ndarray]] = {
@@ -175,7 +194,8 @@ _SIMPLE: dict[str, Callable[[Taxonomy, Callable[[str], np.ndarray]], np.ndarray]
 }
 _GROUPED: dict[str, Callable[[Taxonomy], dict[str, np.ndarray]]] = {
     **dict.fromkeys(("group_members", "group_valid", "node_row", "node_pos"), _b_group_tables),
-    **dict.fromkeys(("leafdesc_ptr", "leafdesc_pos", "leaves_below"), _b_leafdesc),
+    **dict.fromkeys(("leafdesc_ptr", "leafdesc_pos", "leaves_below", "leafdesc_owner"), _b_leafdesc),
+    **dict.fromkeys(("edge_parent_sorted", "edge_child_sorted"), _b_edges_by_parent),
 }
 
 
@@ -194,6 +214,7 @@ class _TaxonomyTables:
         self.max_depth = taxonomy.max_depth
         self.is_tree = taxonomy.is_tree
         self.level_bounds = _level_bounds(taxonomy)
+        self.parent_edge_bounds = _parent_edge_bounds(taxonomy)
         self.tree_height = int(taxonomy.height_index[0])
         self.num_groups = max(int((np.diff(taxonomy.children_ptr) > 0).sum()), 1)
         leaves = taxonomy.leaf_index
@@ -230,6 +251,7 @@ _STATIC = (
     "max_depth",
     "is_tree",
     "level_bounds",
+    "parent_edge_bounds",
     "tree_height",
     "num_groups",
     "leaves_last",
@@ -312,9 +334,22 @@ def _check_logits(logits: Any, width: int, width_name: str, where: str) -> Tenso
     return logits
 
 
+def _check_coherent(coherent: Any) -> bool:
+    """``coherent`` is a bool (a string such as ``"no"`` would be truthy)."""
+    if not isinstance(coherent, (bool, np.bool_)):
+        raise TypeError(f"coherent: expected True or False, got {coherent!r}.")
+    return bool(coherent)
+
+
 def _upcast(logits: Tensor) -> Tensor:
     """Compute in float32 (float64 stays float64, e.g. for gradcheck)."""
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def _finite_above(logits: Tensor) -> Tensor:
+    """``+inf`` logits (a float16 overflow) as a huge finite value: the marginals take their limit (a
+    certain choice within the group) instead of ``inf - inf = NaN``. ``-inf`` masks stay; NaN stays NaN."""
+    return logits.clamp(max=torch.finfo(logits.dtype).max / 4)
 
 
 def _check_finite(logits: Tensor) -> None:
@@ -353,12 +388,15 @@ def _subtree_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]
     """Reduce each node's subtree (its descendants and itself): node-major ``(N, B) -> (N, B)``.
 
     ``"lse"`` is a log-sum-exp; ``-inf`` entries contribute nothing. Trees go
-    bottom-up one level at a time (O(B x N)); DAGs reduce over the descendants
-    CSR (O(B x sum of subtree sizes)), so that a node reached by two paths
-    counts once.
+    bottom-up one level at a time (O(B x N)). On DAGs a maximum also goes
+    bottom-up, over the edges (O(B x edges): a node reached twice does no harm
+    to a maximum); sums reduce over the descendants CSR (O(B x sum of subtree
+    sizes)), so that a node reached by two paths counts once.
     """
     batch = values.shape[1]
     if not t.is_tree:
+        if op == "amax":
+            return _dag_amax_nm(values, t)
         return _descendants_reduce_nm(values, t, op)
     bounds = t.level_bounds
     depth = len(bounds) - 2
@@ -385,6 +423,27 @@ def _subtree_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]
         out.append(cur)
         below = cur
     return torch.cat(out[::-1], dim=0)
+
+
+def _dag_amax_nm(values: Tensor, t: Any) -> Tensor:
+    """Maximum over each node's descendants and itself on a DAG, node-major, bottom-up by depth level.
+
+    Nodes are sorted by (longest-path) depth, so a node's children all sit at deeper levels, already
+    final when its level is reached: one gather and one scatter-max over that level's outgoing edges.
+    """
+    batch = values.shape[1]
+    bounds, edge_bounds = t.level_bounds, t.parent_edge_bounds
+    levels = torch.split(values, _level_sizes(bounds), dim=0)
+    done = [levels[-1]]  # final rows, deepest level first
+    for d in range(len(levels) - 2, -1, -1):
+        below = done[0] if len(done) == 1 else torch.cat(done[::-1], dim=0)  # rows bounds[d + 1]:
+        e0, e1 = edge_bounds[d], edge_bounds[d + 1]
+        parent = t.edge_parent_sorted[e0:e1] - bounds[d]
+        child = t.edge_child_sorted[e0:e1] - bounds[d + 1]
+        done.append(
+            levels[d].scatter_reduce(0, parent[:, None].expand(-1, batch), below[child], "amax", include_self=True)
+        )
+    return torch.cat(done[::-1], dim=0)
 
 
 def _descendants_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]) -> Tensor:
@@ -486,7 +545,9 @@ def _sigmoid_log_marginals(logits: Tensor, t: Any, coherent: bool) -> Tensor:
 def _leaf_rows(leaf_logits: Tensor, t: Any, fill: float) -> Tensor:
     """Place leaf-ordered values ``(B, L)`` into node-major ``(N, B)``, ``fill`` at inner nodes."""
     if leaf_logits.shape[1]:  # shift by the row max: log-masses near 0 keep full precision at ±1e4
-        leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
+        top = leaf_logits.detach().amax(1, keepdim=True)
+        # a row whose leaves are all masked (-inf) is shifted by 0, not by -inf (-inf - -inf = NaN)
+        leaf_logits = leaf_logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     rows = leaf_logits.t().contiguous()  # (index_copy from a transposed view is ~5x slower)
     if t.leaves_last:  # every leaf at the deepest level (the iNat21 shape): no scatter needed
         return torch.cat([rows.new_full((t.num_nodes - t.num_leaves, rows.shape[1]), fill), rows], dim=0)
@@ -494,8 +555,34 @@ def _leaf_rows(leaf_logits: Tensor, t: Any, fill: float) -> Tensor:
 
 
 def _flat_log_marginals(leaf_logits: Tensor, t: Any) -> Tensor:
+    if not t.is_tree:
+        return _dag_leaf_lse(leaf_logits, t)
     subtree = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, -math.inf), t, "lse")
-    return (subtree - subtree[:1]).t().contiguous()  # the root's subtree holds every leaf once
+    return _normalise_by_root(subtree).t().contiguous()  # the root's subtree holds every leaf once
+
+
+def _normalise_by_root(log_mass: Tensor) -> Tensor:
+    """Node-major log masses -> log marginals: minus the root's. A sample whose leaves are all masked
+    (-inf) has no mass to divide by: its root gets log P = 0 and every other node -inf, not NaN."""
+    root = log_mass[:1]
+    rest = log_mass[1:] - torch.where(torch.isfinite(root), root, torch.zeros_like(root))
+    return torch.cat([torch.zeros_like(root), rest], dim=0)
+
+
+def _dag_leaf_lse(leaf_logits: Tensor, t: Any) -> Tensor:
+    """Flat marginals on a DAG: a log-sum-exp over the leaves below each node (each leaf once), batch-major.
+
+    Only the leaf-descendant lists are gathered (O(B x sum of leaves below each node)), not every descendant.
+    """
+    batch = leaf_logits.shape[0]
+    rows = leaf_logits.t().contiguous()
+    if rows.shape[0]:
+        with torch.no_grad():  # shift by each sample's largest finite leaf logit (0 for an all -inf row)
+            top = rows.amax(0, keepdim=True)
+            top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        rows = rows - top
+    summed = rows.new_zeros(t.num_nodes, batch).index_add(0, t.leafdesc_owner, torch.exp(rows[t.leafdesc_pos]))
+    return _normalise_by_root(_log_or_neg_inf(summed)).t().contiguous()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,7 +619,7 @@ def conditional_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
     """
     _require_tree(taxonomy, "conditional_log_marginals", "Use a SigmoidHead for a DAG.")
     _check_logits(logits, taxonomy.num_nodes, "num_nodes", "conditional_log_marginals")
-    return _conditional_log_marginals(_upcast(logits), _tables_for(taxonomy, logits.device))
+    return _conditional_log_marginals(_finite_above(_upcast(logits)), _tables_for(taxonomy, logits.device))
 
 
 def conditional_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
@@ -627,7 +714,9 @@ def sigmoid_log_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = F
     """
     _check_taxonomy(taxonomy)
     _check_logits(logits, taxonomy.num_nodes, "num_nodes", "sigmoid_log_marginals")
-    return _sigmoid_log_marginals(_upcast(logits), _tables_for(taxonomy, logits.device), bool(coherent))
+    return _sigmoid_log_marginals(
+        _finite_above(_upcast(logits)), _tables_for(taxonomy, logits.device), _check_coherent(coherent)
+    )
 
 
 def sigmoid_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = False) -> Tensor:
@@ -688,7 +777,7 @@ def flat_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
     """
     _check_taxonomy(taxonomy)
     _check_logits(logits, taxonomy.num_leaves, "num_leaves", "flat_log_marginals")
-    return _flat_log_marginals(_upcast(logits), _tables_for(taxonomy, logits.device))
+    return _flat_log_marginals(_finite_above(_upcast(logits)), _tables_for(taxonomy, logits.device))
 
 
 def flat_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
