@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from joblib import parallel_backend
-from sklearn.exceptions import DataConversionWarning
+from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -615,6 +615,42 @@ def test_scorer_errors():
         assert repr(make_hierarchical_scorer("hierarchical_fbeta", beta=2.0)) == (
             "make_hierarchical_scorer('hierarchical_fbeta', beta=2.0)"
         )
+    # a misspelt option is found when the scorer is made, not as a NaN score in every fold of a search
+    with pytest.raises(ValueError, match=r"hierarchical_f1 takes no option 'averag'; its options: 'average'"):
+        make_hierarchical_scorer("hierarchical_f1", averag="macro")
+    # unfitted: scikit-learn's NotFittedError, as predict raises, from score and from the scorers
+    for unfitted in (LocalClassifierPerParentNode(), HierarchicalHeadClassifier()):
+        with pytest.raises(NotFittedError):
+            unfitted.score(X, y)
+        with pytest.raises(NotFittedError):
+            hierarchical_f1_scorer(unfitted, X, y)
+
+
+def test_head_estimator_names_its_own_options_for_dags_and_missing_gpus():
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("b", "y")])
+    X = np.random.default_rng(0).normal(size=(8, 2))
+    y = ["x", "y"] * 4
+    with pytest.raises(TaxonomyError, match=r"head: 'conditional' needs a tree.*head='sigmoid' or head='flat'"):
+        HierarchicalHeadClassifier(taxonomy=dag, max_iter=1).fit(X, y)
+    assert HierarchicalHeadClassifier(head="sigmoid", taxonomy=dag, max_iter=1).fit(X, y).predict(X).shape == (8,)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device: 'cuda' was asked for, but torch sees no CUDA GPU"):
+            HierarchicalHeadClassifier(device="cuda", max_iter=1).fit(X, y)
+
+
+def test_a_pickled_head_estimator_holds_its_weights_on_the_cpu():
+    """A model trained on a GPU must load where there is none: the pickle holds CPU weights. A CPU model
+    is pickled as it is (no copy); the GPU case runs where a GPU is."""
+    X, y = blobs(["a/x", "a/y", "b"])
+    clf = HierarchicalHeadClassifier(max_iter=5, random_state=0).fit(X, y)
+    assert clf.__getstate__()["module_"] is clf.module_
+    if torch.cuda.is_available():
+        want = clf.predict_marginals(X)
+        clf.module_.to("cuda")
+        state = clf.__getstate__()
+        assert all(t.device.type == "cpu" for t in state["module_"].state_dict().values())
+        assert next(clf.module_.parameters()).device.type == "cuda"  # the live model stays where it was
+        np.testing.assert_allclose(pickle.loads(pickle.dumps(clf)).predict_marginals(X), want, rtol=1e-5)
 
 
 def test_decoder_options_of_another_rule_warn_and_a_search_over_decoder_works(paper_tax):

@@ -2,9 +2,13 @@
 
 The checks call ``fit(X, y)`` with flat class labels (``0/1/2``, ``-1/1``,
 strings, object arrays): the estimators infer the taxonomy ``root -> classes``.
-Every check passes: ``predict_proba`` returns the columns of ``classes_``
-(which sum to 1 when every class is a leaf), and the node marginals of every
-node, the library's common currency, come from ``predict_marginals``.
+Every check passes but one: ``predict_proba`` returns the columns of
+``classes_`` (which sum to 1 when every class is a leaf, for the conditional,
+level and flat heads), and the node marginals of every node, the library's
+common currency, come from ``predict_marginals``. The exception: the head
+estimator trains in float32, so fitting with sample weights equals fitting
+on repeated samples to about 1e-7, where scikit-learn asks rtol 1e-7;
+:func:`test_sample_weights_act_like_repeated_samples` checks it at 1e-5.
 """
 
 from __future__ import annotations
@@ -41,7 +45,17 @@ ESTIMATORS = [
 ]
 
 
-@parametrize_with_checks(ESTIMATORS)
+def _expected_failures(estimator) -> dict[str, str]:
+    if isinstance(estimator, HierarchicalHeadClassifier):
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "float32 training: equal to repeated samples to ~1e-7 relative, the check asks rtol 1e-7"
+            )
+        }
+    return {}
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
 def test_scikit_learn_estimator_checks(estimator, check):
     """Each scikit-learn check asserts internally and raises on failure."""
     check(estimator)
@@ -98,3 +112,34 @@ def test_sparse_input(estimator):
     else:
         with pytest.raises(TypeError, match="[Ss]parse"):
             estimator.__class__(**estimator.get_params()).fit(sp.csr_matrix(X), y)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_sample_weights_act_like_repeated_samples(estimator):
+    """Weight 2 is a repeated sample and weight 0 a removed one (full batch, same seed), hierarchical
+    labels and a partial label included; each local classifier gets its own samples' weights."""
+    rng = np.random.default_rng(0)
+    y = np.array(["a/x", "a/y", "b/z", "b/w", "a"] * 8)
+    X = rng.normal(size=(len(y), 3)) + np.arange(len(y))[:, None] % 5
+    weight = rng.integers(0, 3, len(y))
+    repeated = np.repeat(np.arange(len(y)), weight)
+    weighted = clone(estimator).fit(X, y, sample_weight=weight)
+    expanded = clone(estimator).fit(X[repeated], y[repeated])
+    np.testing.assert_allclose(weighted.predict_marginals(X), expanded.predict_marginals(X), rtol=1e-5, atol=1e-6)
+    # the head's loss is a weighted mean (weights scaled to mean 1): a uniform weight changes nothing;
+    # scikit-learn's own classifiers read weights as repeats, so only a weight of 1 is neutral for them
+    scale = 3.0 if isinstance(estimator, HierarchicalHeadClassifier) else 1.0
+    uniform = clone(estimator).fit(X, y, sample_weight=np.full(len(y), scale))
+    np.testing.assert_allclose(uniform.predict_marginals(X), clone(estimator).fit(X, y).predict_marginals(X), atol=1e-6)
+
+
+def test_sample_weight_errors():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = make_blobs(n_samples=30, centers=3, random_state=0)
+    with pytest.raises(ValueError, match="KNeighborsClassifier does not take sample_weight"):
+        LocalClassifierPerParentNode(KNeighborsClassifier()).fit(X, y, sample_weight=np.ones(30))
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        HierarchicalHeadClassifier(max_iter=2).fit(X, y, sample_weight=np.zeros(30))
+    with pytest.raises(ValueError, match="sample_weight"):
+        LocalClassifierPerParentNode().fit(X, y, sample_weight=np.ones(29))

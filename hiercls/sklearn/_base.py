@@ -102,10 +102,11 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         Column ``j`` is the node marginal of ``classes_[j]``, so scikit-learn's
         tools (``roc_auc``, ``log_loss``, soft voting, calibration) read the
         columns they expect. When every class is a leaf (the usual case: flat
-        labels, or paths that all end at a leaf) the rows sum to 1. When ``y``
+        labels, or paths that all end at a leaf) the rows sum to 1, except for
+        a sigmoid head, whose independent sigmoids need not. When ``y``
         had partial labels, ``classes_`` holds inner nodes too, and such a
         column includes the mass of its descendants, so the rows sum to more
-        than 1. :meth:`predict_marginals` gives every node, the root included:
+        than 1 (``roc_auc_ovr`` and ``log_loss`` then misread them). :meth:`predict_marginals` gives every node, the root included:
         the input of :func:`hiercls.decoding.decode` and the probability metrics.
 
         Args:
@@ -161,6 +162,7 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         """
         from hiercls.sklearn._scoring import hierarchical_f1_scorer
 
+        check_is_fitted(self)
         if sample_weight is not None:
             raise ValueError("sample_weight: the hierarchical metrics take no sample weights; pass None.")
         return float(hierarchical_f1_scorer(self, X, y))

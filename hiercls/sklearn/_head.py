@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -9,9 +10,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch import nn
 
+from hiercls.errors import TaxonomyError
 from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase
 from hiercls.taxonomy import Taxonomy
 
@@ -138,12 +140,15 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         self.decoder_options = decoder_options
 
     # ---------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any) -> HierarchicalHeadClassifier:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> HierarchicalHeadClassifier:
         """Train the network.
 
         Args:
             X: features, float array ``(n_samples, n_features)``.
             y: labels, shape ``(n_samples,)`` (or ``(n_samples, depth)`` label paths).
+            sample_weight: per-sample weights ``(n_samples,)`` or None. Each batch's loss is the mean of
+                ``w_i * loss_i`` with the weights scaled to mean 1 over the training set, so integer
+                weights act like repeated samples.
 
         Returns:
             self.
@@ -158,6 +163,10 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             raise ValueError(
                 f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
             )
+        weights = None
+        if sample_weight is not None:
+            sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+            weights = torch.tensor(sw / sw.mean(), dtype=torch.float32, device=device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
@@ -168,9 +177,15 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
                 width = h
             # max_constraint trains C-HMCNN's coherent model: the head's marginals apply the same constraint
             options = {"coherent": True} if self.loss == "max_constraint" else {}
+            if not self.taxonomy_.is_tree and self.head in ("conditional", "level"):
+                raise TaxonomyError(
+                    f"head: {self.head!r} needs a tree (one sibling group per node), but the taxonomy is a DAG. "
+                    "Use head='sigmoid' or head='flat', which work on DAGs."
+                )
             module = HeadNetwork(nn.Sequential(*layers), create_head(self.head, width, self.taxonomy_, **options))
         module = module.to(device)
-        loss_fn = create_loss(self.loss or default_loss(self.head), self.taxonomy_).to(device)
+        reduction = "mean" if weights is None else "none"
+        loss_fn = create_loss(self.loss or default_loss(self.head), self.taxonomy_, reduction=reduction).to(device)
         features = torch.tensor(X, dtype=torch.float32, device=device)  # a copy: X may be read-only
         labels = torch.as_tensor(target, dtype=torch.int64, device=device)
         n = features.shape[0]
@@ -185,6 +200,8 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             for start in range(0, n, step):
                 idx = order[start : start + step] if order is not None else slice(None)
                 batch_loss = loss_fn(module(features[idx]), labels[idx])
+                if weights is not None:
+                    batch_loss = (batch_loss * weights[idx]).mean()
                 optimizer.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 optimizer.step()
@@ -214,6 +231,15 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             logits = torch.func.functional_call(module, state, (features,))
             probs = module.head.marginals(logits)
         return probs.detach().to("cpu", torch.float64).numpy()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle with the network's weights on the CPU, so that a model trained on a GPU loads on a
+        machine without one (move it back with ``clf.module_.to("cuda")``)."""
+        state = super().__getstate__()
+        module = state.get("module_")
+        if module is not None and any(t.device.type != "cpu" for t in module.state_dict().values()):
+            state = {**state, "module_": copy.deepcopy(module).to("cpu")}
+        return state
 
     # ------------------------------------------------------------ helpers
     def _check_params(self) -> tuple[tuple[int, ...], torch.device]:
@@ -253,4 +279,10 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             device = torch.device(self.device)
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"device: expected a torch device such as 'cpu' or 'cuda', got {self.device!r}.") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {self.device!r} was asked for, but torch sees no CUDA GPU here "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}). Use device='cpu', or install "
+                "a CUDA build of torch on a machine with a GPU."
+            )
         return hidden, device

@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import get_tags
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, has_fit_parameter, validate_data
 
 from hiercls.errors import TaxonomyError
 from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase
@@ -104,15 +104,21 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
         self.n_jobs = n_jobs
 
     # ---------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any) -> LocalClassifierPerParentNode:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LocalClassifierPerParentNode:
         """Fit one classifier per inner node.
 
         Args:
             X: features, shape ``(n_samples, n_features)`` (sparse if the base estimator takes it).
             y: labels, shape ``(n_samples,)`` (or ``(n_samples, depth)`` label paths).
+            sample_weight: per-sample weights ``(n_samples,)`` or None; each inner node's classifier
+                gets the weights of the samples it is trained on (the base estimator's ``fit`` must
+                take ``sample_weight``).
 
         Returns:
             self.
+
+        Raises:
+            ValueError: ``sample_weight`` is given but the base estimator's ``fit`` does not take it.
         """
         base = self._base()
         X = validate_data(self, X, **self._input_options(base))
@@ -121,6 +127,13 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
             raise ValueError(
                 f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
             )
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+            if not has_fit_parameter(base, "sample_weight"):
+                raise ValueError(
+                    f"sample_weight: the base estimator {type(base).__name__} does not take sample_weight in "
+                    "fit. Pick one that does (LogisticRegression, RandomForestClassifier, ...) or pass None."
+                )
         tax = self.taxonomy_
         if not tax.is_tree:
             raise TaxonomyError(
@@ -149,8 +162,17 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
         rows, parents, children = rows[order], parents[order], children[order]
         bounds = np.searchsorted(parents, np.stack([inner, inner + 1]))
         to_fit = [k for k, node in enumerate(inner) if seen_children[node] >= 2]
+
+        def part(k: int) -> slice:
+            return slice(bounds[0, k], bounds[1, k])
+
         fitted = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_one)(clone(base), X[rows[bounds[0, k] : bounds[1, k]]], children[bounds[0, k] : bounds[1, k]])
+            delayed(_fit_one)(
+                clone(base),
+                X[rows[part(k)]],
+                children[part(k)],
+                None if sample_weight is None else sample_weight[rows[part(k)]],
+            )
             for k in to_fit
         )
         names = tax.nodes
@@ -212,8 +234,10 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
         return tags
 
 
-def _fit_one(estimator: Any, X: Any, target: np.ndarray) -> Any:
-    return estimator.fit(X, target)
+def _fit_one(estimator: Any, X: Any, target: np.ndarray, sample_weight: np.ndarray | None = None) -> Any:
+    if sample_weight is None:
+        return estimator.fit(X, target)
+    return estimator.fit(X, target, sample_weight=sample_weight)
 
 
 def _parent_child_pairs(target: np.ndarray, tax: Taxonomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from sklearn.utils.validation import check_is_fitted
+
 ScorerMetric = Literal[
     "hierarchical_f1",
     "hierarchical_precision",
@@ -95,7 +97,7 @@ def make_hierarchical_scorer(metric: ScorerMetric = "hierarchical_f1", **kwargs:
         is negated (greater is better for every scorer).
 
     Raises:
-        ValueError: ``metric`` is not one of the supported names.
+        ValueError: ``metric`` is not one of the supported names, or a keyword is not one of its options.
 
     Examples:
         >>> from hiercls.sklearn import make_hierarchical_scorer
@@ -107,6 +109,18 @@ def make_hierarchical_scorer(metric: ScorerMetric = "hierarchical_f1", **kwargs:
             f"metric: expected one of {', '.join(map(repr, _METRICS))}, got {metric!r}. "
             "For another metric, write a callable scorer(estimator, X, y)."
         )
+    import inspect
+
+    import hiercls.metrics
+
+    params = inspect.signature(getattr(hiercls.metrics, metric)).parameters
+    options = [name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:  # found here, not as a NaN score in every fold of a search
+        raise ValueError(
+            f"make_hierarchical_scorer: {metric} takes no option {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join(map(repr, options)) or 'none'}."
+        )
     return HierarchicalScorer(metric, 1 if _METRICS[metric] else -1, dict(kwargs))
 
 
@@ -114,7 +128,8 @@ def _final_estimator(estimator: Any) -> Any:
     """The hiercls estimator at the end of ``estimator`` (itself, a Pipeline's last step, a search's best)."""
     seen = estimator
     for _ in range(16):  # nested pipelines
-        if hasattr(seen, "_encode_labels") and hasattr(seen, "taxonomy_"):
+        if hasattr(seen, "_encode_labels"):
+            check_is_fitted(seen)  # scikit-learn's NotFittedError, as predict raises
             return seen
         nxt = getattr(seen, "_final_estimator", None) or getattr(seen, "best_estimator_", None)
         if nxt is None or nxt is seen:
