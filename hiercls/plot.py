@@ -1,6 +1,7 @@
 """Figures for hierarchical predictions (needs the optional ``matplotlib``: ``pip install hiercls[plot]``).
 
-Every function returns a matplotlib ``Figure``; matplotlib is imported inside
+Every ``plot_*`` function returns a matplotlib ``Figure`` (:func:`taxonomy_layout` returns the
+node positions it draws at); matplotlib is imported inside
 the functions, so ``import hiercls`` never imports it. Pass ``ax=`` to draw
 into an existing axes where the function draws one panel.
 """

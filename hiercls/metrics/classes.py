@@ -202,9 +202,15 @@ class HierarchicalMetrics(_TaxonomyMetric):
     higher_is_better = None
 
     def __init__(
-        self, taxonomy: Taxonomy, *, distance: Distance = "auto", zero_division: float = 0.0, **kwargs: Any
+        self,
+        taxonomy: Taxonomy,
+        *,
+        distance: Distance = "auto",
+        zero_division: float = 0.0,
+        validate_args: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(taxonomy, **kwargs)
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.distance = _resolve_distance(self.taxonomy, distance)
         self.zero_division = _check_zero_division(zero_division)
         for key in _COUNT_KEYS:
@@ -262,9 +268,10 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
         beta: float = 1.0,
         average: Average = "micro",
         zero_division: float = 0.0,
+        validate_args: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(taxonomy, **kwargs)
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.beta = _check_beta(beta)
         self.average = _check_option(average, "average", ("micro", "macro"))
         self.zero_division = _check_zero_division(zero_division)
@@ -347,9 +354,15 @@ class HierarchicalPrecision(_HierarchicalSetMetric):
     _which = 0
 
     def __init__(
-        self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any
+        self,
+        taxonomy: Taxonomy,
+        *,
+        average: Average = "micro",
+        zero_division: float = 0.0,
+        validate_args: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(taxonomy, average=average, zero_division=zero_division, **kwargs)
+        super().__init__(taxonomy, average=average, zero_division=zero_division, validate_args=validate_args, **kwargs)
 
 
 class HierarchicalRecall(_HierarchicalSetMetric):
@@ -376,9 +389,15 @@ class HierarchicalRecall(_HierarchicalSetMetric):
     _which = 1
 
     def __init__(
-        self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any
+        self,
+        taxonomy: Taxonomy,
+        *,
+        average: Average = "micro",
+        zero_division: float = 0.0,
+        validate_args: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(taxonomy, average=average, zero_division=zero_division, **kwargs)
+        super().__init__(taxonomy, average=average, zero_division=zero_division, validate_args=validate_args, **kwargs)
 
 
 class HierarchicalFBeta(_HierarchicalSetMetric):
@@ -431,9 +450,17 @@ class HierarchicalF1(_HierarchicalSetMetric):
     _which = 2
 
     def __init__(
-        self, taxonomy: Taxonomy, *, average: Average = "micro", zero_division: float = 0.0, **kwargs: Any
+        self,
+        taxonomy: Taxonomy,
+        *,
+        average: Average = "micro",
+        zero_division: float = 0.0,
+        validate_args: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(taxonomy, beta=1.0, average=average, zero_division=zero_division, **kwargs)
+        super().__init__(
+            taxonomy, beta=1.0, average=average, zero_division=zero_division, validate_args=validate_args, **kwargs
+        )
 
 
 class MistakeSeverity(_TaxonomyMetric):
@@ -460,9 +487,15 @@ class MistakeSeverity(_TaxonomyMetric):
     higher_is_better = False
 
     def __init__(
-        self, taxonomy: Taxonomy, *, distance: Distance = "auto", zero_division: float = 0.0, **kwargs: Any
+        self,
+        taxonomy: Taxonomy,
+        *,
+        distance: Distance = "auto",
+        zero_division: float = 0.0,
+        validate_args: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(taxonomy, **kwargs)
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.distance = _resolve_distance(self.taxonomy, distance)
         self.zero_division = _check_zero_division(zero_division)
         self.add_state("severity", default=_int_state(), dist_reduce_fx="sum")
@@ -521,8 +554,10 @@ class LevelAccuracy(_TaxonomyMetric):
 
     higher_is_better = True
 
-    def __init__(self, taxonomy: Taxonomy, *, zero_division: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(taxonomy, **kwargs)
+    def __init__(
+        self, taxonomy: Taxonomy, *, zero_division: float = 0.0, validate_args: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         _require_tree(self.taxonomy, "LevelAccuracy")
         self.zero_division = _check_zero_division(zero_division)
         size = self.taxonomy.max_depth + 1
@@ -572,8 +607,8 @@ class CorrectRate(_TaxonomyMetric):
 
     higher_is_better = True
 
-    def __init__(self, taxonomy: Taxonomy, **kwargs: Any) -> None:
-        super().__init__(taxonomy, **kwargs)
+    def __init__(self, taxonomy: Taxonomy, *, validate_args: bool = True, **kwargs: Any) -> None:
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.add_state("correct", default=_int_state(), dist_reduce_fx="sum")
         self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
 
