@@ -275,6 +275,15 @@ def test_errors_name_the_argument(paper_tax: Taxonomy) -> None:
         M.hierarchical_recall([99], [1], paper_tax)
     with pytest.raises(ValueError, match=r"y_true: expected a 1-D array of shape \(num_samples,\), got shape \(2, 1\)"):
         M.accuracy([[1], [2]], [1, 2], paper_tax)
+    with pytest.raises(ValueError, match=r"got shape \(2, 1\)\. For a column vector, pass y.ravel\(\)"):
+        M.accuracy([[1], [2]], [1, 2], paper_tax)
+    with pytest.raises(ValueError, match=r"^y_pred: expected one node per sample .*could not read it as an array"):
+        M.accuracy([1, 2], [[1, 2], [3]], paper_tax)
+    with pytest.raises(UnknownNodeError, match=r"^y_true: expected a node name \(str\) or index \(int\), got None"):
+        M.accuracy(["ALL", None], ["ALL", "AML"], paper_tax)
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
+    with pytest.raises(TaxonomyError, match="needs a tree .* On a DAG, use the set-based hierarchical metrics"):
+        M.level_accuracy(["x"], ["x"], dag)
     with pytest.raises(ValueError, match="y_true: expected node names or node indices, got None"):
         M.accuracy(None, [1], paper_tax)
     with pytest.raises(ValueError, match="average: expected one of 'micro', 'macro', got 'samples'"):

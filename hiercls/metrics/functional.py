@@ -97,11 +97,22 @@ def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1, al
         out = taxonomy.encode(labels)
     except UnknownNodeError as err:
         message = str(err.args[0]) if err.args else str(err)
-        message = message.removeprefix("labels: ")  # encode's own argument name: say the caller's instead
+        for prefix in ("labels: ", "node: "):  # encode's own argument names: say the caller's instead
+            message = message.removeprefix(prefix)
         raise UnknownNodeError(f"{name}: {message}") from None
+    except ValueError as err:  # numpy on a ragged list: "inhomogeneous shape"
+        raise ValueError(
+            f"{name}: expected one node per sample (a flat list, a 1-D array or tensor), but could not read it "
+            f"as an array ({err})."
+        ) from None
     if out.ndim != ndim:
         shape = "(num_samples,)" if ndim == 1 else "(num_samples, k)"
-        raise ValueError(f"{name}: expected a {ndim}-D array of shape {shape}, got shape {tuple(out.shape)}.")
+        hint = (
+            " For a column vector, pass y.ravel(); for top-k predictions, use distance_at_k."
+            if ndim == 1 and out.ndim == 2
+            else ""
+        )
+        raise ValueError(f"{name}: expected a {ndim}-D array of shape {shape}, got shape {tuple(out.shape)}.{hint}")
     if out.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: give at least one sample.")
     return out
@@ -145,7 +156,10 @@ def _check_beta(beta: Any) -> float:
 
 def _require_tree(taxonomy: Taxonomy, what: str) -> None:
     if not taxonomy.is_tree:
-        raise TaxonomyError(f"{what} needs a tree (one node per depth on each path), but this taxonomy is a DAG.")
+        raise TaxonomyError(
+            f"{what} needs a tree (one node per depth on each path), but this taxonomy is a DAG. On a DAG, use "
+            "the set-based hierarchical metrics, mistake severity (path distance) or the LCA metrics."
+        )
 
 
 # ---------------------------------------------------------------- the core
