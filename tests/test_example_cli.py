@@ -432,3 +432,8 @@ def test_a_moved_run_folder_is_still_evaluated(tmp_path: Path, caplog, extra: li
     shutil.rmtree(data)
     with pytest.raises(FileNotFoundError, match=r"moving the folder loses them: pass --data"):
         evaluate_main.__wrapped__([str(moved / "best"), "--out", str(tmp_path / "ev2"), "--no-figures"])
+
+
+def test_image_counts_read_as_english() -> None:
+    """The run summary said "(1 images)"."""
+    assert [T._images(k) for k in (0, 1, 2)] == ["0 images", "1 image", "2 images"]

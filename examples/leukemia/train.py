@@ -79,6 +79,13 @@ DECODE_RULES = ("auto", "argmax_leaf", "top_down", "threshold", "crm", "hf_optim
 
 
 # ----------------------------------------------------------------------------- arguments
+
+
+def _images(count: int) -> str:
+    """'1 image', '3 images'."""
+    return f"{count} image" if count == 1 else f"{count} images"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m examples.leukemia.train``."""
     p = ArgumentParser(
@@ -1659,21 +1666,24 @@ def format_summary(result: TrainResult, report: dict[str, Any] | None, wall_seco
             f"by validation {cfg['best_metric']}" if data.names.get("val") else "by training loss (no validation split)"
         )
         lines.append(
-            f"Test split ({n} {tag}images), best epoch {best} of {cfg['epochs']} {chosen}, decoding {cfg['decode']}:"
+            f"Test split ({n} {tag}image{'' if n == 1 else 's'}), best epoch {best} of {cfg['epochs']} {chosen}, decoding {cfg['decode']}:"
         )
         rows: list[tuple[str, str]] = []
         n_partial = report.get("n_partial_labels")
         if "fine_leaf_accuracy" in report:
-            rows.append((f"leaf accuracy ({n - n_partial} images labelled at a leaf)", report["fine_leaf_accuracy"]))
+            rows.append((f"leaf accuracy ({_images(n - n_partial)} labelled at a leaf)", report["fine_leaf_accuracy"]))
         if n_partial and "partial_inside" in report:
             rows.append(
-                (f"partial labels: prediction within the labelled node ({n_partial} images)", report["partial_inside"])
+                (
+                    f"partial labels: prediction within the labelled node ({_images(n_partial)})",
+                    report["partial_inside"],
+                )
             )
         exact = "exact-match accuracy" + (" (a partial label counts only if matched exactly)" if n_partial else "")
         rows.append((exact, report["accuracy"]))
         if "eight_class_accuracy" in report:
             k = report.get("n_eight_class", n)
-            scope = "all images" if k == n else f"{k} of {n} images; labels above the 8 classes left out"
+            scope = "all images" if k == n else f"{k} of {_images(n)}; labels above the 8 classes left out"
             rows.append((f"8-class accuracy (PBC class folders, {scope})", report["eight_class_accuracy"]))
         rows.append(("hierarchical F1", report["hierarchical_f1"]))
         depths = sorted(int(k.split("/")[1]) for k in report if k.startswith("level_accuracy/"))
