@@ -30,6 +30,7 @@ from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls.decoding import decode
 from hiercls.sklearn import (
     HierarchicalHeadClassifier,
+    LocalClassifierPerLevel,
     LocalClassifierPerParentNode,
     hierarchical_f1_scorer,
     hierarchical_precision_scorer,
@@ -353,6 +354,88 @@ def test_unknown_labels_at_score_time_raise():
         clf.score(X, np.array(["0"] * len(X)))
     with pytest.raises(ValueError, match="sample_weight"):
         clf.score(X, y.astype(int), sample_weight=np.ones(len(X)))
+
+
+def oracle_per_level_proba(X: np.ndarray, target: np.ndarray, tax: Taxonomy, X_test: np.ndarray) -> np.ndarray:
+    """Per-depth classifiers by loops over depths and samples; sibling renormalisation and paths by loops."""
+    q = np.zeros((len(X_test), tax.num_nodes))
+    q[:, 0] = 1.0
+    seen: set[int] = set()
+    fitted_depths = set()
+    for d in range(1, tax.max_depth + 1):
+        rows, node = [], []
+        for i, label in enumerate(target.tolist()):
+            path = [tax.index(n) for n in tax.path(label)]
+            if len(path) > d:
+                rows.append(i)
+                node.append(path[d])
+        seen |= set(node)
+        if len(set(node)) >= 2:
+            est = LogisticRegression().fit(X[rows], node)
+            q[:, est.classes_] = est.predict_proba(X_test)
+            fitted_depths.add(d)
+    cond = np.zeros_like(q)
+    cond[:, 0] = 1.0
+    for v in range(1, tax.num_nodes):
+        siblings = [tax.index(c) for c in tax.children(tax.parent_index[v])]
+        seen_sib = [s for s in siblings if s in seen]
+        fallback = (1.0 / len(seen_sib) if v in seen else 0.0) if seen_sib else 1.0 / len(siblings)
+        for i in range(len(X_test)):
+            if tax.depth(v) not in fitted_depths:
+                cond[i, v] = fallback
+                continue
+            total = sum(q[i, s] for s in siblings)
+            cond[i, v] = q[i, v] / total if total > 0 else fallback
+    marg = np.ones((len(X_test), tax.num_nodes))
+    for j in range(tax.num_nodes):
+        for n in tax.path(j)[1:]:
+            marg[:, j] *= cond[:, tax.index(n)]
+    return marg
+
+
+@settings(examples(15), deadline=None)
+@given(tax=trees(min_nodes=2, max_nodes=12), data=st.data())
+def test_per_level_marginals_equal_a_loop_over_depths_and_samples(tax, data):
+    n = data.draw(st.integers(6, 30))
+    target = np.array(data.draw(st.lists(st.integers(0, tax.num_nodes - 1), min_size=n, max_size=n)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    X = rng.normal(size=(n, 3)) + 0.5 * target[:, None]
+    X_test = rng.normal(size=(7, 3))
+    clf = LocalClassifierPerLevel(taxonomy=tax).fit(X, np.array(tax.names(target)))
+    probs = clf.predict_marginals(X_test)
+    np.testing.assert_allclose(probs, oracle_per_level_proba(X, target, tax, X_test), rtol=1e-9, atol=1e-12)
+    assert np.all(probs[:, 0] == 1.0) and np.all((probs >= 0) & (probs <= 1 + 1e-12))
+
+
+def test_per_level_on_a_one_level_tree_is_the_per_parent_model():
+    """With one level, one classifier per depth and one per parent are the same classifier."""
+    X, y = blobs(["a", "b", "c"])
+    np.testing.assert_allclose(
+        LocalClassifierPerLevel().fit(X, y).predict_marginals(X),
+        LocalClassifierPerParentNode().fit(X, y).predict_marginals(X),
+    )
+
+
+def test_per_level_partial_labels_train_only_the_depths_above_them(paper_tax):
+    y = np.array(["ALL", "AML", "APL", "CLL", "CML", "Leukemia", "Acute", "Normal", "Reactive"] * 6)
+    X, _ = blobs(list(range(len(y))), n_per=1, seed=3)
+    clf = LocalClassifierPerLevel(taxonomy=paper_tax).fit(X, y)
+    depth = {n: paper_tax.depth(n) for n in ("ALL", "AML", "APL", "CLL", "CML", "Leukemia", "Acute")}
+    assert clf.n_samples_per_level_ == [54] + [
+        6 * sum(1 for v in y[:9] if depth.get(v, 1) >= d) for d in range(1, paper_tax.max_depth + 1)
+    ]
+    assert clf.estimators_[0] is None
+    assert set(clf.estimators_[2].classes_.tolist()) == {paper_tax.index("Acute"), paper_tax.index("Chronic")}
+    assert clf.estimators_[4] is None  # only APL reaches depth 4: its conditional is 1
+    probs = clf.predict_marginals(X)
+    np.testing.assert_allclose(probs[:, paper_tax.index("APL")], probs[:, paper_tax.index("AML")])
+    inner = paper_tax.index("Leukemia")
+    kids = [paper_tax.index(c) for c in paper_tax.children("Leukemia")]
+    np.testing.assert_allclose(probs[:, kids].sum(axis=1), probs[:, inner])
+    with pytest.raises(TaxonomyError, match="LocalClassifierPerLevel needs a tree"):
+        LocalClassifierPerLevel(taxonomy=Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])).fit(
+            X[:2], ["x", "a"]
+        )
 
 
 # -------------------------------------------------- local classifier per parent

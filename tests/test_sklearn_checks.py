@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
-from hiercls.sklearn import HierarchicalHeadClassifier, LocalClassifierPerParentNode
+from hiercls.sklearn import HierarchicalHeadClassifier, LocalClassifierPerLevel, LocalClassifierPerParentNode
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,6 +40,7 @@ def _one_thread():
 
 ESTIMATORS = [
     LocalClassifierPerParentNode(),
+    LocalClassifierPerLevel(),
     # small and full-batch, to keep the checks fast
     HierarchicalHeadClassifier(max_iter=20, lr=0.1, batch_size=None, random_state=0),
 ]
@@ -103,10 +104,10 @@ def test_predict_proba_columns_with_paths_and_partial_labels(estimator):
 def test_sparse_input(estimator):
     X, y = make_blobs(n_samples=300, random_state=0)
     X = StandardScaler().fit_transform(X)
-    if isinstance(estimator, LocalClassifierPerParentNode):
+    if isinstance(estimator, (LocalClassifierPerParentNode, LocalClassifierPerLevel)):
         for container in (sp.csr_matrix, sp.csr_array, sp.coo_matrix, sp.csc_array):
             Xs = container(X)
-            clf = LocalClassifierPerParentNode().fit(Xs, y)
+            clf = clone(estimator).fit(Xs, y)
             assert clf.predict(Xs).shape == (len(y),)
             assert clf.predict_proba(Xs).shape == (len(y), 3)
     else:

@@ -1,15 +1,17 @@
 """scikit-learn estimators over the same taxonomy, decoders and metrics as the PyTorch side.
 
-Two estimators follow scikit-learn's conventions (``fit``/``predict``/
+Three estimators follow scikit-learn's conventions (``fit``/``predict``/
 ``predict_proba``/``score``, fitted attributes ending in ``_``, ``Pipeline``,
 ``GridSearchCV``, pickling, ``parametrize_with_checks``):
 
 - :class:`LocalClassifierPerParentNode`: one scikit-learn classifier per inner
   node, trained only on the samples below it, chained into node marginals;
+- :class:`LocalClassifierPerLevel`: one scikit-learn classifier per depth (the
+  "one model per level" of Hamdi et al.), renormalised within sibling groups;
 - :class:`HierarchicalHeadClassifier`: a linear or MLP network with a hiercls
   head trained with a hiercls loss (a linear probe on frozen embeddings).
 
-Both return node marginals ``(n_samples, num_nodes)`` from ``predict_marginals``
+All return node marginals ``(n_samples, num_nodes)`` from ``predict_marginals``
 (columns named by ``nodes_``) and the columns of ``classes_`` from
 ``predict_proba`` (what scikit-learn's metrics and meta-estimators read), decode
 the marginals with :func:`hiercls.decoding.decode`
@@ -31,6 +33,7 @@ except ImportError as err:  # pragma: no cover - exercised only without scikit-l
     ) from err
 
 from hiercls.sklearn._head import HeadNetwork, HierarchicalHeadClassifier
+from hiercls.sklearn._level import LocalClassifierPerLevel
 from hiercls.sklearn._local import LocalClassifierPerParentNode
 from hiercls.sklearn._scoring import (
     HierarchicalScorer,
@@ -46,6 +49,7 @@ __all__ = [
     "HeadNetwork",
     "HierarchicalHeadClassifier",
     "HierarchicalScorer",
+    "LocalClassifierPerLevel",
     "LocalClassifierPerParentNode",
     "hierarchical_f1_scorer",
     "hierarchical_precision_scorer",

@@ -16,7 +16,54 @@ from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase
 from hiercls.taxonomy import Taxonomy
 
 
-class LocalClassifierPerParentNode(HierarchicalClassifierBase):
+class _LocalEstimators:
+    """What the local-classifier estimators share: the base estimator, its input options and tags."""
+
+    base_estimator: Any
+
+    def _base(self) -> Any:
+        base = LogisticRegression() if self.base_estimator is None else self.base_estimator
+        if not hasattr(base, "fit") or not hasattr(base, "get_params"):
+            raise ValueError(
+                f"base_estimator: expected an unfitted scikit-learn classifier, got {type(base).__name__}. "
+                "Pass e.g. LogisticRegression() or RandomForestClassifier()."
+            )
+        if not hasattr(base, "predict_proba"):
+            raise ValueError(
+                f"base_estimator: {type(base).__name__} has no predict_proba, which the node marginals need. "
+                "Use SVC(probability=True), CalibratedClassifierCV(LinearSVC()), or another probabilistic classifier."
+            )
+        return base
+
+    @staticmethod
+    def _input_options(base: Any) -> dict[str, Any]:
+        tags = get_tags(base)
+        return {
+            "accept_sparse": "csr" if tags.input_tags.sparse else False,
+            "ensure_all_finite": "allow-nan" if tags.input_tags.allow_nan else True,
+        }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
+        base_tags = get_tags(LogisticRegression() if self.base_estimator is None else self.base_estimator)
+        tags.input_tags.sparse = base_tags.input_tags.sparse
+        tags.input_tags.allow_nan = base_tags.input_tags.allow_nan
+        return tags
+
+    @staticmethod
+    def _checked_weights(sample_weight: Any, X: Any, base: Any) -> np.ndarray | None:
+        if sample_weight is None:
+            return None
+        sample_weight = _check_sample_weight(sample_weight, X)
+        if not has_fit_parameter(base, "sample_weight"):
+            raise ValueError(
+                f"sample_weight: the base estimator {type(base).__name__} does not take sample_weight in "
+                "fit. Pick one that does (LogisticRegression, RandomForestClassifier, ...) or pass None."
+            )
+        return sample_weight
+
+
+class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase):
     """One classifier per inner node of a taxonomy, chained into node marginals.
 
     Each inner (parent) node ``p`` gets its own clone of ``base_estimator``,
@@ -127,13 +174,7 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
             raise ValueError(
                 f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
             )
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
-            if not has_fit_parameter(base, "sample_weight"):
-                raise ValueError(
-                    f"sample_weight: the base estimator {type(base).__name__} does not take sample_weight in "
-                    "fit. Pick one that does (LogisticRegression, RandomForestClassifier, ...) or pass None."
-                )
+        sample_weight = self._checked_weights(sample_weight, X, base)
         tax = self.taxonomy_
         if not tax.is_tree:
             raise TaxonomyError(
@@ -202,36 +243,6 @@ class LocalClassifierPerParentNode(HierarchicalClassifierBase):
             if est is not None:
                 cond[:, est.classes_] = est.predict_proba(X)
         return _marginals_from_conditionals(cond, self.taxonomy_)
-
-    # ------------------------------------------------------------ helpers
-    def _base(self) -> Any:
-        base = LogisticRegression() if self.base_estimator is None else self.base_estimator
-        if not hasattr(base, "fit") or not hasattr(base, "get_params"):
-            raise ValueError(
-                f"base_estimator: expected an unfitted scikit-learn classifier, got {type(base).__name__}. "
-                "Pass e.g. LogisticRegression() or RandomForestClassifier()."
-            )
-        if not hasattr(base, "predict_proba"):
-            raise ValueError(
-                f"base_estimator: {type(base).__name__} has no predict_proba, which the node marginals need. "
-                "Use SVC(probability=True), CalibratedClassifierCV(LinearSVC()), or another probabilistic classifier."
-            )
-        return base
-
-    @staticmethod
-    def _input_options(base: Any) -> dict[str, Any]:
-        tags = get_tags(base)
-        return {
-            "accept_sparse": "csr" if tags.input_tags.sparse else False,
-            "ensure_all_finite": "allow-nan" if tags.input_tags.allow_nan else True,
-        }
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        base_tags = get_tags(LogisticRegression() if self.base_estimator is None else self.base_estimator)
-        tags.input_tags.sparse = base_tags.input_tags.sparse
-        tags.input_tags.allow_nan = base_tags.input_tags.allow_nan
-        return tags
 
 
 def _fit_one(estimator: Any, X: Any, target: np.ndarray, sample_weight: np.ndarray | None = None) -> Any:
