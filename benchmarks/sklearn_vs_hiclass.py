@@ -1,4 +1,4 @@
-"""hiercls.sklearn.LocalClassifierPerParentNode vs HiClass 5.0.8's, same base classifier, same features.
+"""hiercls.sklearn's local classifiers vs HiClass 5.0.8's, same base classifier, same features.
 
 Real data, no download: a stratified sample of the PBC blood-cell images in
 ``../shared/data/pbc`` (labels from the file-name prefixes onto the lineage tree
@@ -9,8 +9,10 @@ histograms (RGB and HSV, 16 bins a channel) and the pooled responses of a small
 convolutional network with fixed random weights (seeded; no training, no
 pretrained weights). They are cached in ``/tmp`` (never committed).
 
-Both sides fit ``LogisticRegression(max_iter=1000)`` per parent node on the same
-standardised features and labels, single-process (``n_jobs`` 1). HiClass runs in
+Both sides fit ``LogisticRegression(max_iter=1000)`` per parent node (``--strategy
+parent``, the default: ``LocalClassifierPerParentNode``) or per depth (``--strategy level``:
+``LocalClassifierPerLevel``) on the same standardised features and labels,
+single-process (``n_jobs`` 1). HiClass runs in
 its own virtualenv (``/work/hiclass-venv`` or ``$HICLASS_PYTHON``), in a
 subprocess that reads the same ``.npz``; its predictions come back and are
 scored by the same ``hiercls.metrics`` functions as ours. Times (wall, and CPU
@@ -19,7 +21,7 @@ sides interleaved in one run so that they see the same machine load; BLAS is
 single-threaded on both sides. Without that virtualenv the HiClass side is
 reported as skipped.
 
-    python benchmarks/sklearn_vs_hiclass.py [--n-images 3000] [--repeats 3]
+    python benchmarks/sklearn_vs_hiclass.py [--n-images 3000] [--repeats 3] [--strategy parent|level]
 
 Prints one JSON object.
 """
@@ -53,16 +55,16 @@ import json, sys, time
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 import hiclass
-from hiclass import LocalClassifierPerParentNode
 from hiclass.metrics import f1 as hiclass_f1
 
 data = np.load(sys.argv[1], allow_pickle=False)
 repeats = int(sys.argv[2])
+Local = getattr(hiclass, sys.argv[3])
 X_train, X_test = data["X_train"], data["X_test"]
 y_train, y_test = data["paths_train"], data["paths_test"]   # (n, depth), padded with ""
 fit_s, fit_cpu_s, predict_s = [], [], []
 for _ in range(repeats):
-    clf = LocalClassifierPerParentNode(local_classifier=LogisticRegression(max_iter=1000), n_jobs=1)
+    clf = Local(local_classifier=LogisticRegression(max_iter=1000), n_jobs=1)
     t0, c0 = time.perf_counter(), time.process_time()
     clf.fit(X_train, y_train)
     fit_s.append(time.perf_counter() - t0); fit_cpu_s.append(time.process_time() - c0)
@@ -178,13 +180,18 @@ def scores(tax: Taxonomy, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, f
     }
 
 
-def run_ours(data: dict[str, np.ndarray], tax: Taxonomy) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+STRATEGIES = {"parent": "LocalClassifierPerParentNode", "level": "LocalClassifierPerLevel"}
+
+
+def run_ours(
+    data: dict[str, np.ndarray], tax: Taxonomy, strategy: str
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """One fit, and one predict per decoder rule: times and predictions."""
     from sklearn.linear_model import LogisticRegression
 
-    from hiercls.sklearn import LocalClassifierPerParentNode
+    import hiercls.sklearn
 
-    clf = LocalClassifierPerParentNode(LogisticRegression(max_iter=1000), taxonomy=tax)
+    clf = getattr(hiercls.sklearn, STRATEGIES[strategy])(LogisticRegression(max_iter=1000), taxonomy=tax)
     t0, c0 = time.perf_counter(), time.process_time()
     clf.fit(data["X_train"], data["y_train"])
     times = {"fit_s": time.perf_counter() - t0, "fit_cpu_s": time.process_time() - c0}
@@ -197,14 +204,16 @@ def run_ours(data: dict[str, np.ndarray], tax: Taxonomy) -> tuple[dict[str, floa
     return times, preds
 
 
-def run_hiclass(cache: Path) -> dict[str, object]:
+def run_hiclass(cache: Path, strategy: str) -> dict[str, object]:
     """One HiClass fit + predict in its own virtualenv (single-threaded BLAS, like ours)."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(HICLASS_SIDE)
         script = f.name
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
-        proc = subprocess.run([HICLASS_PYTHON, script, str(cache), "1"], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [HICLASS_PYTHON, script, str(cache), "1", STRATEGIES[strategy]], capture_output=True, text=True, env=env
+        )
     finally:
         os.unlink(script)
     if proc.returncode != 0:
@@ -221,6 +230,9 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--strategy", choices=sorted(STRATEGIES), default="parent", help="one classifier per parent node, or per depth"
+    )
     args = parser.parse_args()
     tax = Taxonomy.from_json(TAXONOMY)
     cache = Path(tempfile.gettempdir()) / f"hiercls_pbc_features_{args.n_images}_{args.seed}.npz"
@@ -237,11 +249,11 @@ def main() -> None:
         theirs = {"skipped": f"no HiClass virtualenv at {HICLASS_PYTHON} (set HICLASS_PYTHON)"}
     for _ in range(args.repeats):  # interleaved, so that both sides see the same machine load
         with threadpool_limits(limits=1):
-            times, preds = run_ours(data, tax)
+            times, preds = run_ours(data, tax, args.strategy)
         for k, v in times.items():
             ours_t.setdefault(k, []).append(v)
         if have_hiclass and "skipped" not in theirs:
-            theirs = run_hiclass(cache)
+            theirs = run_hiclass(cache, args.strategy)
             for k in ("fit_s", "fit_cpu_s", "predict_s"):
                 theirs_t.setdefault(k, []).extend(theirs.get(k, []))
     ours = {"fit_s": median(ours_t["fit_s"]), "fit_cpu_s": median(ours_t["fit_cpu_s"])}
@@ -253,7 +265,7 @@ def main() -> None:
             **{k: median(v) for k, v in theirs_t.items()},
             **scores(tax, data["y_test"], np.array(theirs["pred_nodes"])),
             "hiclass_metrics_f1": round(float(theirs["hiclass_metrics_f1"]), 4),
-            # HiClass predicts top-down (greedy child choice): the same rule as our "top_down" decoder
+            # HiClass predicts top-down (greedy child choice, per parent or per level): our "top_down" rule
             "same_prediction_as_hiercls_top_down": round(
                 float(np.mean(np.array(theirs["pred_nodes"]) == np.asarray(preds["top_down"]))), 4
             ),
@@ -266,6 +278,7 @@ def main() -> None:
         "n_test": len(data["y_test"]),
         "n_features": int(data["X_train"].shape[1]),
         "partial_labels_train": int((~tax.is_leaf_mask[tax.encode(data["y_train"])]).sum()),
+        "estimator": STRATEGIES[args.strategy],
         "base_estimator": "LogisticRegression(max_iter=1000), BLAS single-threaded, n_jobs 1",
         "features_s": round(features_s, 2),
         "repeats": args.repeats,
