@@ -7,6 +7,7 @@ stage must show up here, not there.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -374,3 +375,32 @@ def test_batches_host_cost_counts_fewer_calls_per_batch_with_chunks(capsys: pyte
 def test_batches_host_cost_refuses_bad_lists(flag: str) -> None:
     with pytest.raises(SystemExit, match=f"{flag}: expected whole numbers >= 1"):
         batches_host_cost.main([flag, "0,x"])
+
+
+def test_eval_sync_times_both_variants_and_checks_they_agree(tmp_path: Path) -> None:
+    """The evaluation-loop benchmark (prepared for a GPU session) runs on CPU and reports equal metrics."""
+    out = tmp_path / "eval_sync.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/eval_sync.py",
+            "--batch",
+            "8",
+            "--batches",
+            "2",
+            "--rounds",
+            "1",
+            "--features",
+            "8",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["same_metrics"] is True
+    assert set(report["seconds_per_pass"]) == {"checked", "unchecked"} and report["device"] == "cpu"
