@@ -295,8 +295,13 @@ def _threshold(probs: torch.Tensor, plan: _Plan, tau: float) -> torch.Tensor:
     return best
 
 
+@functools.lru_cache(maxsize=16)
+def _height_cost(taxonomy: Taxonomy, device: str, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(taxonomy.height_index.copy(), device=device, dtype=dtype)
+
+
 def _resolve_cost(
-    cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtype: torch.dtype
+    cost: CostLike, taxonomy: Taxonomy, device: torch.device, dtype: torch.dtype, validate: bool = True
 ) -> tuple[str, torch.Tensor | None]:
     if cost is None or (isinstance(cost, str) and cost == "auto"):
         # the distance lca_distance and mistake_severity use by default: one rule, kept in the metrics
@@ -304,7 +309,7 @@ def _resolve_cost(
 
         cost = _resolve_distance(taxonomy, "auto")
     if isinstance(cost, str) and cost == "height":
-        return "node", torch.as_tensor(taxonomy.height_index.copy(), device=device, dtype=dtype)
+        return "node", _height_cost(taxonomy, str(device), dtype)  # cached: no host-to-device copy per call
     if isinstance(cost, str):
         if cost == "path":
             return "path", None
@@ -312,6 +317,12 @@ def _resolve_cost(
             f"cost: expected 'auto', 'height', 'path' or a per-node array of shape ({taxonomy.num_nodes},), "
             f"got {cost!r}."
         )
+    if isinstance(cost, torch.Tensor) and not validate:  # as given, on its device: shape only (no read-back)
+        if cost.shape != (taxonomy.num_nodes,):
+            raise ValueError(
+                f"cost: expected per-node costs of shape ({taxonomy.num_nodes},), got {tuple(cost.shape)}."
+            )
+        return "node", cost.to(device=device, dtype=dtype)
     values = torch.as_tensor(np.asarray(cost.cpu() if isinstance(cost, torch.Tensor) else cost, dtype=np.float64))
     if values.shape != (taxonomy.num_nodes,) or not bool(torch.isfinite(values).all()):
         raise ValueError(
@@ -363,7 +374,8 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None, *, 
             al.), ``"path"``, or a per-node array ``c`` of shape
             ``(num_nodes,)`` (set it to 0 at leaves so a correct leaf costs
             nothing).
-        validate_args: check that ``probs`` are finite and in ``[0, 1]`` (see :func:`decode`).
+        validate_args: check that ``probs`` are finite and in ``[0, 1]``, and a ``cost`` tensor
+            finite (see :func:`decode`).
 
     Returns:
         ``(B, num_nodes)`` expected costs (the rows of inner nodes too), float.
@@ -383,7 +395,7 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None, *, 
     _require_tree(taxonomy, "expected_lca_cost")
     tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
     plan = _plan(taxonomy, str(tensor.device))
-    mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
+    mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype, validate_args)
     if tensor.shape[0] == 0:
         out = tensor.new_zeros(0, taxonomy.num_nodes)
         return out.cpu().numpy() if as_numpy else out
@@ -556,9 +568,10 @@ def decode(
         threshold: the ``"threshold"`` rule's marginal threshold (``None``: 0.5).
         cost: the ``"crm"`` cost: ``None``/``"auto"``, ``"height"``, ``"path"`` or a per-node array.
         beta: the ``"hf_optimal"`` F-beta weight (``None``: 1).
-        validate_args: check that ``probs`` are finite and in ``[0, 1]`` (one min/max pair per
-            chunk read back to the host: a GPU sync per call). Turn it off in a hot loop whose
-            inputs come straight from ``head.marginals``.
+        validate_args: check that ``probs`` are finite and in ``[0, 1]``, and that a ``cost``
+            tensor is finite (one min/max pair per chunk read back to the host: a GPU sync per
+            call). Turn it off in a hot loop whose inputs come straight from ``head.marginals``:
+            no rule then reads anything back or copies anything from the host per call.
 
     Returns:
         int64 node indices ``(B,)``: a torch tensor on ``probs``' device for
@@ -589,7 +602,7 @@ def decode(
         beta = _check_beta(1.0 if beta is None else beta)
     if tensor.shape[0] == 0:  # an empty shard: nothing to decode, options checked all the same
         if rule == "crm":
-            _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
+            _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype, validate_args)
         return _out(torch.empty(0, dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
     if rule == "argmax_leaf":
@@ -600,7 +613,7 @@ def decode(
         tau = float(threshold)
         return _out(_per_chunk(tensor, lambda x: _threshold(x, plan, tau), validate=validate_args), as_numpy)
     if rule == "crm":
-        mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype)
+        mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype, validate_args)
         first_leaf = plan.leaf_index
 
         def crm(x: torch.Tensor) -> torch.Tensor:

@@ -576,13 +576,15 @@ def _dag_leaf_lse(leaf_logits: Tensor, t: Any) -> Tensor:
     """
     batch = leaf_logits.shape[0]
     rows = leaf_logits.t().contiguous()
-    if rows.shape[0]:
-        with torch.no_grad():  # shift by each sample's largest finite leaf logit (0 for an all -inf row)
-            top = rows.amax(0, keepdim=True)
-            top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        rows = rows - top
-    summed = rows.new_zeros(t.num_nodes, batch).index_add(0, t.leafdesc_owner, torch.exp(rows[t.leafdesc_pos]))
-    return _normalise_by_root(_log_or_neg_inf(summed)).t().contiguous()
+    gathered = rows[t.leafdesc_pos]  # (sum of leaves below each node, B)
+    owner = t.leafdesc_owner
+    with torch.no_grad():  # shift each node by its own largest leaf logit, so deep nodes keep log P < -100 exact
+        top = gathered.new_full((t.num_nodes, batch), -math.inf).scatter_reduce(
+            0, owner[:, None].expand(-1, batch), gathered, "amax", include_self=False
+        )
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # no leaf, or all masked: 0
+    summed = rows.new_zeros(t.num_nodes, batch).index_add(0, owner, torch.exp(gathered - top[owner]))
+    return _normalise_by_root(top + _log_or_neg_inf(summed)).t().contiguous()
 
 
 # ---------------------------------------------------------------------------------------------

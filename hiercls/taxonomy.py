@@ -63,6 +63,15 @@ def _gather_csr(ptr: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np
     return owner, flat[np.repeat(starts, counts) + within]
 
 
+def _holds_bools(labels: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether a list of numbers holds a bool (one C-level pass over the element types; nested lists
+    go through an object array)."""
+    kinds = set(map(type, labels))
+    if kinds & {list, tuple}:
+        return any(isinstance(v, (bool, np.bool_)) for v in np.asarray(labels, dtype=object).ravel().tolist())
+    return bool(kinds & {bool, np.bool_})
+
+
 class Taxonomy:
     """A validated, immutable taxonomy (a rooted tree or DAG) of named nodes.
 
@@ -1127,9 +1136,7 @@ class Taxonomy:
                 # numpy turns a mixed list such as [3, "a"] into strings ("3"): look at the objects instead
                 arr = np.asarray(labels, dtype=object)
             elif (  # numpy turns [3, True] into [3, 1]: a boolean would silently become node 1
-                arr.dtype.kind in "iu"
-                and isinstance(labels, (list, tuple))
-                and any(isinstance(v, (bool, np.bool_)) for v in np.asarray(labels, dtype=object).ravel().tolist())
+                arr.dtype.kind in "iu" and isinstance(labels, (list, tuple)) and _holds_bools(labels)
             ):
                 raise UnknownNodeError(
                     "labels: got booleans among the node indices (numpy would read True as node 1); "

@@ -24,6 +24,7 @@ from hiercls.marginals import conditional_marginals
 from hiercls.synthetic import layered_taxonomy
 from tests import oracles_decoding as oracle
 from tests.budget import examples
+from tests.device_probe import HostTraffic
 from tests.strategies import dags, taxonomies, trees
 
 RULES = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
@@ -452,7 +453,12 @@ def test_decode_without_validation_needs_no_device_sync(rule: str) -> None:
     where any ``.item()``/``float()`` of a tensor raises, so it does not sync a GPU either."""
     tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2"])
     probs = torch.rand(3, tax.num_nodes, device="meta")
-    out = decode(probs, tax, rule, validate_args=False)
+    decode(probs, tax, rule, validate_args=False)  # first call: the cached tables move to the device
+    with HostTraffic() as traffic:  # and then nothing crosses from the host, per call
+        out = decode(probs, tax, rule, validate_args=False)
+        if rule == "crm":
+            decode(probs, tax, rule, cost=torch.ones(tax.num_nodes, device="meta"), validate_args=False)
+    assert traffic.ops == []
     assert out.device.type == "meta" and out.shape == (3,) and out.dtype == torch.int64
     with pytest.raises((NotImplementedError, RuntimeError)):  # the check reads values back: meta has none
         decode(probs, tax, rule)

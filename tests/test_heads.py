@@ -287,3 +287,25 @@ def test_head_and_logits_on_different_devices_are_named(paper_tax):
         H.SigmoidHead(8, paper_tax, coherent="no")
     with pytest.raises(TypeError, match="coherent: expected True or False"):
         M.sigmoid_marginals(torch.zeros(1, paper_tax.num_nodes), paper_tax, coherent=1)
+
+
+def test_dag_flat_log_marginals_of_improbable_nodes_stay_exact():
+    """The DAG flat path shifted each sample once, by its largest leaf logit: a node whose leaves all
+    sat 150 below it came out log P = -inf in float32 (and a wrong gradient). Each node is shifted by
+    its own leaves now, as on trees: exact against float64 sums."""
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("a", "y"), ("b", "z"), ("r", "w")])
+    leaves = [dag.nodes[i] for i in dag.leaf_index]
+    logits = torch.full((1, dag.num_leaves), -150.0)
+    logits[0, leaves.index("w")] = 0.0
+    logits.requires_grad_(True)
+    log_p = H.FlatHead(2, dag).log_marginals(logits)
+    values = log_p.detach()
+    exact = logits.detach().double()
+    for node in dag.nodes:
+        below = [leaves.index(n) for n in leaves if n == node or node in dag.ancestors(n)]
+        want = torch.logsumexp(exact[0, below], 0) - torch.logsumexp(exact[0], 0)
+        assert torch.isfinite(values[0, dag.index(node)])
+        assert abs(float(values[0, dag.index(node)]) - float(want)) < 1e-4, node
+    (-log_p[0, dag.index("a")]).backward()
+    grad = dict(zip(leaves, logits.grad[0].tolist()))
+    assert grad["x"] == pytest.approx(-0.5) and grad["y"] == pytest.approx(-0.5) and grad["w"] == pytest.approx(1.0)

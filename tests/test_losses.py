@@ -17,6 +17,7 @@ from hiercls.losses import balanced_weight, create_loss
 from hiercls.marginals import _tables_for, conditional_log_marginals, flat_log_marginals
 from tests import oracles_losses as O
 from tests.budget import examples
+from tests.device_probe import HostTraffic
 from tests.strategies import dags, trees
 
 
@@ -742,6 +743,10 @@ def test_tree_losses_need_no_device_sync_without_validation(kind, paper_tax):
     assert loss.device.type == "meta" and loss.shape == ()
     module = KINDS[kind][1](paper_tax, validate_args=False, **extra).to("meta")
     assert module(logits, target).device.type == "meta"
+    with HostTraffic() as traffic:  # no host-to-device copy per call either (the tables are cached)
+        _call(kind, logits, target, paper_tax, validate_args=False)
+        module(logits, target)
+    assert traffic.ops == []
 
 
 def _wide_fan_tree() -> Taxonomy:

@@ -15,6 +15,7 @@ from hiercls import metrics as M
 from hiercls.metrics import classes as metric_classes
 from tests import oracles_metrics as O
 from tests.budget import examples
+from tests.device_probe import HostTraffic
 from tests.strategies import taxonomies, trees
 
 CLASSES = tuple(metric_classes.__all__)
@@ -217,8 +218,11 @@ def test_unchecked_updates_need_no_device_sync(name: str, paper_tax: Taxonomy) -
     preds = torch.randint(0, paper_tax.num_nodes, (16,), device="meta")
     target = torch.randint(0, paper_tax.num_nodes, (16,), device="meta")
     metric = cls(paper_tax, validate_args=False).to("meta")
-    metric.update(preds, target)
-    metric.update(preds[:0], target[:0])  # an empty shard too
+    metric.update(preds, target)  # first call: the cached LCA tables move to the device
+    with HostTraffic() as traffic:  # and then nothing crosses from the host, per update
+        metric.update(preds, target)
+        metric.update(preds[:0], target[:0])  # an empty shard too
+    assert traffic.ops == []
     assert all(getattr(metric, s).device.type == "meta" for s in metric._defaults)
     with pytest.raises((NotImplementedError, RuntimeError)):
         cls(paper_tax).to("meta").update(preds, target)

@@ -144,3 +144,16 @@ def test_sample_weight_errors():
         HierarchicalHeadClassifier(max_iter=2).fit(X, y, sample_weight=np.zeros(30))
     with pytest.raises(ValueError, match="sample_weight"):
         LocalClassifierPerParentNode().fit(X, y, sample_weight=np.ones(29))
+
+
+@pytest.mark.parametrize("cls", [LocalClassifierPerParentNode, LocalClassifierPerLevel])
+def test_a_subtree_whose_samples_all_weigh_zero_is_unseen(cls):
+    """Weight 0 is a removed sample: a parent whose samples all weigh 0 used to hand its classifier
+    weights summing to 0, and LogisticRegression raised without naming the node."""
+    rng = np.random.default_rng(0)
+    y = np.array(["a/x", "a/y", "b/z", "b/w"] * 10)
+    X = rng.normal(size=(len(y), 3)) + np.arange(len(y))[:, None] % 4
+    weight = np.where(np.char.startswith(y, "b"), 0.0, 1.0)
+    weighted = cls().fit(X, y, sample_weight=weight)
+    removed = cls(taxonomy=weighted.taxonomy_).fit(X[weight > 0], y[weight > 0])
+    np.testing.assert_allclose(weighted.predict_marginals(X), removed.predict_marginals(X))

@@ -162,6 +162,9 @@ class _TaxonomyMetric(Metric):
         if isinstance(value, torch.Tensor) and value.device == state.device:
             setattr(self, name, state + value.to(state.dtype))
             return
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and state.dtype == torch.int64:
+            setattr(self, name, state + int(value))  # a Python scalar is a kernel argument: no host-to-device copy
+            return
         setattr(self, name, state + torch.as_tensor(np.array(value), dtype=state.dtype, device=state.device))
 
     def _add_levels(self, lca_depth: torch.Tensor, true_depth: torch.Tensor) -> None:

@@ -147,8 +147,9 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             X: features, float array ``(n_samples, n_features)``.
             y: labels, shape ``(n_samples,)`` (or ``(n_samples, depth)`` label paths).
             sample_weight: per-sample weights ``(n_samples,)`` or None. Each batch's loss is the mean of
-                ``w_i * loss_i`` with the weights scaled to mean 1 over the training set, so integer
-                weights act like repeated samples.
+                ``w_i * loss_i`` with the weights scaled to mean 1 over the training set, so with
+                full-batch training (``batch_size=None``) integer weights act like repeated samples;
+                with mini-batches only roughly (an epoch then has another number of steps).
 
         Returns:
             self.

@@ -123,6 +123,7 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
                 f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
             )
         sample_weight = self._checked_weights(sample_weight, X, base)
+        X, target, sample_weight = self._without_zero_weights(X, target, sample_weight)
         tax = self.taxonomy_
         if not tax.is_tree:
             raise TaxonomyError(

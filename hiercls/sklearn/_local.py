@@ -62,6 +62,16 @@ class _LocalEstimators:
             )
         return sample_weight
 
+    @staticmethod
+    def _without_zero_weights(X: Any, target: np.ndarray, sample_weight: np.ndarray | None) -> tuple[Any, ...]:
+        """A sample of weight 0 is a removed sample (scikit-learn's reading): leave it out before the
+        samples are routed, so that a node whose samples all weigh 0 counts as unseen instead of
+        handing its classifier weights that sum to 0."""
+        if sample_weight is None or (sample_weight > 0).all():
+            return X, target, sample_weight
+        keep = np.flatnonzero(sample_weight > 0)
+        return X[keep], target[keep], sample_weight[keep]
+
 
 class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase):
     """One classifier per inner node of a taxonomy, chained into node marginals.
@@ -175,6 +185,7 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
                 f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
             )
         sample_weight = self._checked_weights(sample_weight, X, base)
+        X, target, sample_weight = self._without_zero_weights(X, target, sample_weight)
         tax = self.taxonomy_
         if not tax.is_tree:
             raise TaxonomyError(
