@@ -10,8 +10,9 @@ convolutional network with fixed random weights (seeded; no training, no
 pretrained weights). They are cached in ``/tmp`` (never committed).
 
 Both sides fit ``LogisticRegression(max_iter=1000)`` per parent node (``--strategy
-parent``, the default: ``LocalClassifierPerParentNode``) or per depth (``--strategy level``:
-``LocalClassifierPerLevel``) on the same standardised features and labels,
+parent``, the default: ``LocalClassifierPerParentNode``), per depth (``--strategy level``:
+``LocalClassifierPerLevel``) or one binary classifier per node (``--strategy node``:
+``LocalClassifierPerNode``, HiClass' default "siblings" negatives) on the same standardised features and labels,
 single-process (``n_jobs`` 1). HiClass runs in
 its own virtualenv (``/work/hiclass-venv`` or ``$HICLASS_PYTHON``), in a
 subprocess that reads the same ``.npz``; its predictions come back and are
@@ -21,7 +22,7 @@ sides interleaved in one run so that they see the same machine load; BLAS is
 single-threaded on both sides. Without that virtualenv the HiClass side is
 reported as skipped.
 
-    python benchmarks/sklearn_vs_hiclass.py [--n-images 3000] [--repeats 3] [--strategy parent|level]
+    python benchmarks/sklearn_vs_hiclass.py [--n-images 3000] [--repeats 3] [--strategy parent|level|node]
 
 Prints one JSON object.
 """
@@ -180,7 +181,11 @@ def scores(tax: Taxonomy, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, f
     }
 
 
-STRATEGIES = {"parent": "LocalClassifierPerParentNode", "level": "LocalClassifierPerLevel"}
+STRATEGIES = {
+    "parent": "LocalClassifierPerParentNode",
+    "level": "LocalClassifierPerLevel",
+    "node": "LocalClassifierPerNode",
+}
 
 
 def run_ours(
@@ -231,7 +236,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--strategy", choices=sorted(STRATEGIES), default="parent", help="one classifier per parent node, or per depth"
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        default="parent",
+        help="one classifier per parent node, per depth, or one binary classifier per node",
     )
     args = parser.parse_args()
     tax = Taxonomy.from_json(TAXONOMY)

@@ -31,6 +31,7 @@ from hiercls.decoding import decode
 from hiercls.sklearn import (
     HierarchicalHeadClassifier,
     LocalClassifierPerLevel,
+    LocalClassifierPerNode,
     LocalClassifierPerParentNode,
     hierarchical_f1_scorer,
     hierarchical_precision_scorer,
@@ -436,6 +437,65 @@ def test_per_level_partial_labels_train_only_the_depths_above_them(paper_tax):
         LocalClassifierPerLevel(taxonomy=Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])).fit(
             X[:2], ["x", "a"]
         )
+
+
+def oracle_per_node_proba(X: np.ndarray, target: np.ndarray, tax: Taxonomy, X_test: np.ndarray) -> np.ndarray:
+    """One binary classifier per node, samples through its parent, by loops; renormalised and chained by loops."""
+    q = np.zeros((len(X_test), tax.num_nodes))
+    paths = [[tax.index(n) for n in tax.path(label)] for label in target.tolist()]
+    seen = {v for path in paths for v in path[1:]}
+    for v in range(1, tax.num_nodes):
+        p = tax.parent_index[v]
+        rows = [i for i, path in enumerate(paths) if p in path[:-1]]
+        labels = [int(paths[i][paths[i].index(p) + 1] == v) for i in rows]
+        if 0 < sum(labels) < len(labels):
+            est = LogisticRegression().fit(X[rows], labels)
+            q[:, v] = est.predict_proba(X_test)[:, 1]
+        else:
+            siblings = [tax.index(c) for c in tax.children(p)]
+            seen_sib = [s for s in siblings if s in seen]
+            q[:, v] = (1.0 / len(seen_sib) if v in seen else 0.0) if seen_sib else 1.0 / len(siblings)
+    cond = np.zeros_like(q)
+    cond[:, 0] = 1.0
+    for v in range(1, tax.num_nodes):
+        siblings = [tax.index(c) for c in tax.children(tax.parent_index[v])]
+        seen_sib = [s for s in siblings if s in seen]
+        fallback = (1.0 / len(seen_sib) if v in seen else 0.0) if seen_sib else 1.0 / len(siblings)
+        for i in range(len(X_test)):
+            total = sum(q[i, s] for s in siblings)
+            cond[i, v] = q[i, v] / total if total > 0 else fallback
+    marg = np.ones((len(X_test), tax.num_nodes))
+    for j in range(tax.num_nodes):
+        for n in tax.path(j)[1:]:
+            marg[:, j] *= cond[:, tax.index(n)]
+    return marg
+
+
+@settings(examples(15), deadline=None)
+@given(tax=trees(min_nodes=2, max_nodes=12), data=st.data())
+def test_per_node_marginals_equal_a_loop_over_nodes_and_samples(tax, data):
+    n = data.draw(st.integers(6, 30))
+    target = np.array(data.draw(st.lists(st.integers(0, tax.num_nodes - 1), min_size=n, max_size=n)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    X = rng.normal(size=(n, 3)) + 0.5 * target[:, None]
+    X_test = rng.normal(size=(7, 3))
+    clf = LocalClassifierPerNode(taxonomy=tax).fit(X, np.array(tax.names(target)))
+    probs = clf.predict_marginals(X_test)
+    np.testing.assert_allclose(probs, oracle_per_node_proba(X, target, tax, X_test), rtol=1e-9, atol=1e-12)
+    assert np.all(probs[:, 0] == 1.0) and np.all((probs >= 0) & (probs <= 1 + 1e-12))
+
+
+def test_per_node_partial_labels_say_nothing_below_them(paper_tax):
+    y = np.array(["ALL", "AML", "APL", "CLL", "CML", "Leukemia", "Acute", "Normal", "Reactive"] * 6)
+    X, _ = blobs(list(range(len(y))), n_per=1, seed=3)
+    clf = LocalClassifierPerNode(taxonomy=paper_tax).fit(X, y)
+    # ALL's classifier: the samples through Acute to a child (ALL, AML, APL), not the one labelled "Acute"
+    assert clf.n_samples_per_node_["ALL"] == 18 and clf.n_samples_per_node_["Acute"] == 36  # "Acute" labels count here
+    assert clf.estimators_["APL"] is None  # APL is AML's only child seen: q = 1
+    probs = clf.predict_marginals(X)
+    np.testing.assert_allclose(probs[:, paper_tax.index("APL")], probs[:, paper_tax.index("AML")])
+    kids = [paper_tax.index(c) for c in paper_tax.children("Leukemia")]
+    np.testing.assert_allclose(probs[:, kids].sum(axis=1), probs[:, paper_tax.index("Leukemia")])
 
 
 # -------------------------------------------------- local classifier per parent

@@ -25,7 +25,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
-from hiercls.sklearn import HierarchicalHeadClassifier, LocalClassifierPerLevel, LocalClassifierPerParentNode
+from hiercls.sklearn import (
+    HierarchicalHeadClassifier,
+    LocalClassifierPerLevel,
+    LocalClassifierPerNode,
+    LocalClassifierPerParentNode,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,6 +46,7 @@ def _one_thread():
 ESTIMATORS = [
     LocalClassifierPerParentNode(),
     LocalClassifierPerLevel(),
+    LocalClassifierPerNode(),
     # small and full-batch, to keep the checks fast
     HierarchicalHeadClassifier(max_iter=20, lr=0.1, batch_size=None, random_state=0),
 ]
@@ -104,7 +110,7 @@ def test_predict_proba_columns_with_paths_and_partial_labels(estimator):
 def test_sparse_input(estimator):
     X, y = make_blobs(n_samples=300, random_state=0)
     X = StandardScaler().fit_transform(X)
-    if isinstance(estimator, (LocalClassifierPerParentNode, LocalClassifierPerLevel)):
+    if isinstance(estimator, (LocalClassifierPerParentNode, LocalClassifierPerLevel, LocalClassifierPerNode)):
         for container in (sp.csr_matrix, sp.csr_array, sp.coo_matrix, sp.csc_array):
             Xs = container(X)
             clf = clone(estimator).fit(Xs, y)
@@ -146,7 +152,7 @@ def test_sample_weight_errors():
         LocalClassifierPerParentNode().fit(X, y, sample_weight=np.ones(29))
 
 
-@pytest.mark.parametrize("cls", [LocalClassifierPerParentNode, LocalClassifierPerLevel])
+@pytest.mark.parametrize("cls", [LocalClassifierPerParentNode, LocalClassifierPerLevel, LocalClassifierPerNode])
 def test_a_subtree_whose_samples_all_weigh_zero_is_unseen(cls):
     """Weight 0 is a removed sample: a parent whose samples all weigh 0 used to hand its classifier
     weights summing to 0, and LogisticRegression raised without naming the node."""

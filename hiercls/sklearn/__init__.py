@@ -1,6 +1,6 @@
 """scikit-learn estimators over the same taxonomy, decoders and metrics as the PyTorch side.
 
-Three estimators follow scikit-learn's conventions (``fit``/``predict``/
+Four estimators follow scikit-learn's conventions (``fit``/``predict``/
 ``predict_proba``/``score``, fitted attributes ending in ``_``, ``Pipeline``,
 ``GridSearchCV``, pickling, ``parametrize_with_checks``):
 
@@ -8,6 +8,8 @@ Three estimators follow scikit-learn's conventions (``fit``/``predict``/
   node, trained only on the samples below it, chained into node marginals;
 - :class:`LocalClassifierPerLevel`: one scikit-learn classifier per depth (the
   "one model per level" of Hamdi et al.), renormalised within sibling groups;
+- :class:`LocalClassifierPerNode`: one binary classifier per node against its
+  siblings, renormalised within sibling groups;
 - :class:`HierarchicalHeadClassifier`: a linear or MLP network with a hiercls
   head trained with a hiercls loss (a linear probe on frozen embeddings).
 
@@ -35,6 +37,7 @@ except ImportError as err:  # pragma: no cover - exercised only without scikit-l
 from hiercls.sklearn._head import HeadNetwork, HierarchicalHeadClassifier
 from hiercls.sklearn._level import LocalClassifierPerLevel
 from hiercls.sklearn._local import LocalClassifierPerParentNode
+from hiercls.sklearn._node import LocalClassifierPerNode
 from hiercls.sklearn._scoring import (
     HierarchicalScorer,
     hierarchical_f1_scorer,
@@ -50,6 +53,7 @@ __all__ = [
     "HierarchicalHeadClassifier",
     "HierarchicalScorer",
     "LocalClassifierPerLevel",
+    "LocalClassifierPerNode",
     "LocalClassifierPerParentNode",
     "hierarchical_f1_scorer",
     "hierarchical_precision_scorer",

@@ -173,14 +173,19 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
         default = self._default_conditional
         single = np.array([est is None for est in self.estimators_])[tax.depth_index]
         scores[:, single] = default[single]  # a depth with at most one node seen: its fixed conditionals
-        # each sibling group's total: a sparse one-hot (node -> parent) with num_nodes - 1 entries
-        parent = np.maximum(tax.parent_index, 0)
-        num = tax.num_nodes
-        member = sp.csr_matrix((np.ones(num - 1), (parent[1:], np.arange(1, num))), shape=(num, num))
-        totals = np.asarray(member @ scores.T).T[:, parent]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cond = np.where(totals > 0, scores / np.where(totals > 0, totals, 1.0), default[None, :])
-        return _marginals_from_conditionals(cond, tax)
+        return _marginals_from_conditionals(_conditionals_within_siblings(scores, default, tax), tax)
+
+
+def _conditionals_within_siblings(scores: np.ndarray, default: np.ndarray, tax: Taxonomy) -> np.ndarray:
+    """Per-node scores ``(n, num_nodes)`` -> conditionals: each divided by its sibling group's total,
+    ``default`` where a group's total is 0."""
+    # each sibling group's total: a sparse one-hot (node -> parent) with num_nodes - 1 entries
+    parent = np.maximum(tax.parent_index, 0)
+    num = tax.num_nodes
+    member = sp.csr_matrix((np.ones(num - 1), (parent[1:], np.arange(1, num))), shape=(num, num))
+    totals = np.asarray(member @ scores.T).T[:, parent]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(totals > 0, scores / np.where(totals > 0, totals, 1.0), default[None, :])
 
 
 def _default_conditionals(tax: Taxonomy, seen: np.ndarray) -> np.ndarray:
