@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from hiercls.decoding import OperatingCurve
+from hiercls.errors import UnknownNodeError
 from hiercls.metrics.functional import (
     Distance,
     _check_taxonomy,
     _distance,
     _encode_pair,
     _pair_stats,
+    _require_tree,
     _resolve_distance,
     level_confusion_matrix,
 )
@@ -50,7 +52,10 @@ def _pyplot() -> Any:
 
 def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
-        return ax.figure, ax
+        fig = ax.figure
+        while getattr(fig, "figure", fig) is not fig:  # an axes inside a SubFigure: return the Figure
+            fig = fig.figure
+        return fig, ax
     fig, new_ax = _pyplot().subplots(figsize=figsize)
     return fig, new_ax
 
@@ -70,8 +75,11 @@ def plot_level_confusion_matrices(
     Rows are true classes, columns predicted classes, plus a last column
     "ends above" for predictions with no node at that depth: an inner node
     chosen by non-mandatory decoding, or a leaf shallower than the depth (a
-    mistake into another branch of a ragged tree). With ``normalize="true"`` each row sums to 1 (per-class recall
-    on the diagonal).
+    mistake into another branch of a ragged tree). With ``normalize="true"`` the row of each class
+    with test samples sums to 1 (per-class recall on the diagonal), on one colour scale from 0 to 1
+    shared by every panel; a class without test samples has a blank row, not a row of zeros. With
+    ``normalize="none"`` the panels share one count scale. A colour bar gives the scale. Depths
+    left out by default (wider than ``max_classes``) are named under the panels.
 
     Args:
         y_true: true nodes ``(B,)``.
@@ -83,7 +91,7 @@ def plot_level_confusion_matrices(
         annotate_up_to: write the values in the cells of matrices at most this wide.
 
     Returns:
-        A Figure with one axes per depth, titled ``"depth d"``.
+        A Figure with one axes per depth, titled ``"depth d"``, then the colour bar's axes.
 
     Raises:
         ValueError: no depth fits ``max_classes``, a requested depth is wider, or a bad ``normalize``.
@@ -95,48 +103,72 @@ def plot_level_confusion_matrices(
         >>> from hiercls import Taxonomy
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> fig = plot_level_confusion_matrices(["ALL", "AML", "CLL"], ["ALL", "CLL", "acute"], tax)
-        >>> [ax.get_title() for ax in fig.axes]
+        >>> [ax.get_title() for ax in fig.axes[:-1]]  # the last axes is the colour bar
         ['depth 1', 'depth 2']
     """
     t, p = _encode_pair(y_true, y_pred, taxonomy)
     if normalize not in ("true", "none"):
         raise ValueError(f"normalize: expected 'true' or 'none', got {normalize!r}.")
+    _require_tree(taxonomy, "plot_level_confusion_matrices")  # before a figure exists: nothing left open
     levels = taxonomy.levels()
+    left_out: list[int] = []
     if depths is None:
         depths = [d for d in range(1, taxonomy.max_depth + 1) if len(levels[d]) <= max_classes]
+        left_out = [d for d in range(1, taxonomy.max_depth + 1) if len(levels[d]) > max_classes]
         if not depths:
             raise ValueError(
                 f"No depth has at most max_classes={max_classes} nodes; pass depths=[...] and a larger max_classes."
             )
+    if isinstance(depths, (int, np.integer)) or not isinstance(depths, (Sequence, np.ndarray)) or not len(depths):
+        raise ValueError(f"depths: expected a non-empty list of depths such as [1, 2], got {depths!r}.")
     for d in depths:
-        if not (isinstance(d, (int, np.integer)) and 1 <= d <= taxonomy.max_depth):
+        if isinstance(d, (bool, np.bool_)) or not (isinstance(d, (int, np.integer)) and 1 <= d <= taxonomy.max_depth):
             raise ValueError(f"depths: expected depths in [1, {taxonomy.max_depth}], got {d!r}.")
         if len(levels[d]) > max_classes:
             raise ValueError(
                 f"depths: depth {d} has {len(levels[d])} nodes, more than max_classes={max_classes}; raise max_classes to draw it."
             )
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(depths), figsize=(4.5 * len(depths), 4.2), squeeze=False)
-    for ax, d in zip(axes[0], depths):
+    matrices, all_names = [], []
+    for d in depths:
         matrix = level_confusion_matrix(t, p, taxonomy, int(d), abstain_column=True).astype(np.float64)
         if normalize == "true":
             rows = matrix.sum(axis=1, keepdims=True)
-            matrix = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-        names = [taxonomy.nodes[i] for i in levels[d]]
-        ax.imshow(matrix, cmap="Blues", vmin=0, aspect="auto")
+            matrix = np.divide(matrix, rows, out=np.full_like(matrix, np.nan), where=rows > 0)  # no samples: blank
+        matrices.append(matrix)
+        all_names.append([taxonomy.nodes[i] for i in levels[d]])
+    top = 1.0 if normalize == "true" else max(1.0, max(float(np.nanmax(m, initial=0.0)) for m in matrices))
+    # each panel grows with its classes and the length of their names (tick labels at 8 pt)
+    longest = max(len(name) for names in all_names for name in [*names, "ends above"])
+    panel = [max(3.5, 0.32 * (len(names) + 1) + 0.07 * longest + 1.0) for names in all_names]
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        1,
+        len(depths),
+        figsize=(sum(panel) + 1.2, max(panel) + 0.4),
+        squeeze=False,
+        width_ratios=panel,
+        layout="constrained",
+    )
+    cmap = plt.get_cmap("Blues").with_extremes(bad="0.93")  # the row of a class without test samples
+    for ax, d, matrix, names in zip(axes[0], depths, matrices, all_names):
+        image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=0, vmax=top, aspect="auto")
         ax.set_title(f"depth {d}")
         ax.set_xticks(range(len(names) + 1), [*names, "ends above"], rotation=90, fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         if len(names) <= annotate_up_to:
-            peak = matrix.max() if matrix.size else 1.0
             for (i, j), value in np.ndenumerate(matrix):
+                if np.isnan(value):
+                    continue
                 text = f"{value:.2f}" if normalize == "true" else f"{int(value)}"
                 ax.text(
-                    j, i, text, ha="center", va="center", fontsize=7, color="white" if value > 0.6 * peak else "black"
+                    j, i, text, ha="center", va="center", fontsize=7, color="white" if value > 0.6 * top else "black"
                 )
-    fig.tight_layout()
+    fig.colorbar(image, ax=list(axes[0]), label="fraction of the true class" if normalize == "true" else "samples")
+    if left_out:
+        shown = ", ".join(map(str, left_out[:8])) + (", ..." if len(left_out) > 8 else "")
+        fig.text(0.01, 0.005, f"not shown: depth {shown} (more than max_classes={max_classes} nodes)", fontsize=7)
     return fig
 
 
@@ -232,6 +264,8 @@ def plot_taxonomy(
     elif isinstance(values, Mapping):
         data = np.full(n, np.nan)
         for name, value in values.items():
+            if name not in taxonomy:
+                raise UnknownNodeError(f"values: {name!r} is not a node of this taxonomy; give {{node name: value}}.")
             data[taxonomy.index(name)] = float(value)
     else:
         data = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64).ravel()
@@ -242,9 +276,14 @@ def plot_taxonomy(
     pos = taxonomy_layout(taxonomy)
     width = float(np.ptp(pos[:, 0])) + 1.0
     labels = [_wrap_name(name) for name in taxonomy.nodes] if n <= label_up_to else []
-    # room for the longest label line under each leaf slot (about 0.09 inch per character at 8 pt)
-    per_slot = max([0.5] + [0.09 * len(line) for text in labels for line in text.split("\n")])
-    fig, ax = _figure_and_axes(ax, (min(2.0 + per_slot * width, 24.0), 1.5 + 1.2 * taxonomy.max_depth))
+    # room for the longest label line under each leaf slot (about 0.075 inch per character at 8 pt),
+    # plus the y tick labels and the colour bar
+    per_slot = max([0.5] + [0.075 * len(line) + 0.1 for text in labels for line in text.split("\n")])
+    wanted = 2.0 + (1.2 if values is not None else 0.0) + per_slot * (width + 1.4)
+    fig, ax = _figure_and_axes(ax, (min(wanted, _MAX_WIDTH), 1.5 + 1.2 * taxonomy.max_depth))
+    # labels that would not fit side by side at the figure's width are turned to run downwards
+    slot_inches = (fig.get_figwidth() - 2.0 - (1.2 if values is not None else 0.0)) / (width + 1.4)
+    vertical = bool(labels) and slot_inches < per_slot - 1e-6
     edges = taxonomy.edges_index()
     ax.add_collection(LineCollection(pos[edges], colors="0.6", linewidths=0.8, zorder=1))
     size = 300 if n <= label_up_to else max(2.0, 3000.0 / n)
@@ -253,14 +292,26 @@ def plot_taxonomy(
     else:
         missing = np.isnan(data)
         ax.scatter(pos[missing, 0], pos[missing, 1], s=size, c="0.85", edgecolors="0.5", zorder=2)
+        lo, hi = _colour_range(data[~missing], vmin, vmax)
         points = ax.scatter(
-            pos[~missing, 0], pos[~missing, 1], s=size, c=data[~missing], cmap=cmap, vmin=vmin, vmax=vmax, zorder=3
+            pos[~missing, 0], pos[~missing, 1], s=size, c=data[~missing], cmap=cmap, vmin=lo, vmax=hi, zorder=3
         )
         fig.colorbar(points, ax=ax, label=value_label)
     if n <= label_up_to:
         for i, name in enumerate(labels):
-            text = name if data is None or np.isnan(data[i]) else f"{name}\n{data[i]:.2g}"
-            ax.text(pos[i, 0], pos[i, 1] - 0.18, text, ha="center", va="top", fontsize=8, zorder=4)
+            if vertical:
+                name = name.replace("\n", "")
+            text = name if data is None or np.isnan(data[i]) else f"{name}\n{_format_value(data[i])}"
+            ax.text(
+                pos[i, 0],
+                pos[i, 1] - 0.18,
+                text,
+                ha="center",
+                va="top",
+                fontsize=8 if not vertical else 7,
+                rotation=90 if vertical else 0,
+                zorder=4,
+            )
     ax.set_xlim(pos[:, 0].min() - 0.7, pos[:, 0].max() + 0.7)
     ax.set_ylim(-taxonomy.max_depth - 0.8, 0.5)
     ax.set_yticks(-np.arange(taxonomy.max_depth + 1), [f"depth {d}" for d in range(taxonomy.max_depth + 1)])
@@ -272,20 +323,59 @@ def plot_taxonomy(
     return fig
 
 
+_MAX_WIDTH = 24.0  # inches: a wider tree turns its labels to run downwards
+
+
+def _colour_range(values: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float | None, float | None]:
+    """The colour scale: as given, else the data's range; equal values get a scale from 0 that ends at
+    them (a recall of 1 everywhere is drawn at the top, not in the middle of 0.9 to 1.1)."""
+    if vmin is not None or vmax is not None or not len(values):
+        return vmin, vmax
+    finite = values[np.isfinite(values)]
+    if len(finite) and finite.min() == finite.max():
+        v = float(finite[0])
+        return (min(0.0, v), max(v, 1.0 if v >= 0 else 0.0)) if v != 0 else (0.0, 1.0)
+    return None, None
+
+
+def _format_value(value: float) -> str:
+    """A node's value under its name: integers whole, rates with two decimals, never rounded up to 1
+    (0.996 reads 0.996) or down to 0 (0.004 reads <0.01)."""
+    if not np.isfinite(value):
+        return str(value)
+    if float(value).is_integer():
+        return str(int(value))
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    text = f"{value:.2f}"
+    if 0.99 < abs(value) < 1 and text.lstrip("-") == "1.00":
+        text = f"{value:.3f}" if f"{value:.3f}".lstrip("-") != "1.000" else (">0.999" if value > 0 else "<-0.999")
+    elif 0 < abs(value) < 0.005:
+        text = "<0.01" if value > 0 else ">-0.01"
+    return text
+
+
 def _wrap_name(name: str, width: int = 12) -> str:
-    """A long node name broken after ``_``, ``-`` or spaces into lines of about ``width`` characters."""
+    """A long node name broken after ``_``, ``-`` or spaces into lines of about ``width`` characters
+    (a name with no such break is cut every ``width`` characters)."""
     if len(name) <= width:
         return name
     import re
 
     lines, line = [], ""
     for part in re.findall(r"[^_\- ]*[_\- ]|[^_\- ]+", name):
+        while len(part) > width:  # no break inside: cut it
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(part[:width])
+            part = part[width:]
         if line and len(line) + len(part) > width:
             lines.append(line)
             line = ""
         line += part
     lines.append(line)
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)
 
 
 def plot_operating_curve(
@@ -294,7 +384,8 @@ def plot_operating_curve(
     """Correct rate against specificity for one or several :class:`~hiercls.decoding.OperatingCurve`.
 
     Each curve is drawn as its operating points joined in threshold order, the
-    legend giving its area (``auc``). Compare models at every operating point,
+    legend giving its ``auc``: the area under its Pareto front, which for
+    incoherent marginals can differ from the area under the drawn line. Compare models at every operating point,
     not only at the leaves (Valmadre 2022).
 
     Args:
@@ -320,18 +411,34 @@ def plot_operating_curve(
         >>> fig.axes[0].get_legend().get_texts()[0].get_text()
         'flat softmax (AUC 0.369)'
     """
-    named = {"curve": curves} if isinstance(curves, OperatingCurve) else dict(curves)
+    if isinstance(curves, OperatingCurve):
+        named = {"curve": curves}
+    elif isinstance(curves, Mapping):
+        named = dict(curves)
+    else:
+        raise ValueError(
+            f"curves: expected an OperatingCurve or a {{label: OperatingCurve}} mapping, got {type(curves).__name__}. "
+            "Name each curve: plot_operating_curve({'model a': curve_a, 'model b': curve_b})."
+        )
     if not named or not all(isinstance(c, OperatingCurve) for c in named.values()):
         raise ValueError("curves: expected an OperatingCurve or a non-empty {label: OperatingCurve} mapping.")
     fig, ax = _figure_and_axes(ax, (5.5, 4.5))
-    for label, curve in named.items():
-        ax.plot(curve.specificity, curve.correct, marker=".", markersize=3, label=f"{label} (AUC {curve.auc:.3f})")
+    styles = ("-", "--", ":", "-.")  # after the 10 colours of the default cycle, change the line style
+    for k, (label, curve) in enumerate(named.items()):
+        ax.plot(
+            curve.specificity,
+            curve.correct,
+            marker=".",
+            markersize=3,
+            linestyle=styles[(k // 10) % len(styles)],
+            label=f"{label} (AUC {curve.auc:.3f})",
+        )
     ax.set_xlabel("specificity (mean LCA recall)")
     ax.set_ylabel("correct rate (truth or an ancestor)")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc="best", fontsize=8)
     if title:
         ax.set_title(title)
     return fig
@@ -380,16 +487,22 @@ def plot_mistake_severity_histogram(
     wrong = t != p
     dist = _distance(taxonomy, t[wrong], p[wrong], _pair_stats(taxonomy, t[wrong], p[wrong]).lca, kind)
     fig, ax = _figure_and_axes(ax, (5.5, 4.0))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if len(dist):
         values, counts = np.unique(dist, return_counts=True)
         ax.bar(values, counts, width=0.8, color="tab:red", alpha=0.8)
         for v, c in zip(values.tolist(), counts.tolist()):
             ax.text(v, c, str(c), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(values)
-        mean = float(dist.mean())
-    else:
-        mean = 0.0
+        noun = "mistake" if len(dist) == 1 else "mistakes"
+        default_title = f"mistake severity {float(dist.mean()):.2f} ({kind}, {len(dist)} {noun})"
+    else:  # no mistake: nothing to average (severity is 0/0), and no bar to draw
+        ax.set_xticks([])
+        ax.text(0.5, 0.5, f"no mistakes among {len(t)} samples", ha="center", va="center", transform=ax.transAxes)
+        default_title = f"mistake severity: no mistakes ({kind})"
     ax.set_xlabel(f"LCA distance ({kind})")
     ax.set_ylabel("mistakes")
-    ax.set_title(title or f"mistake severity {mean:.2f} ({kind}, {len(dist)} mistakes)")
+    ax.set_title(title or default_title)
     return fig

@@ -616,3 +616,11 @@ def test_evaluate_expands_a_checkpoint_pattern_the_shell_left_as_it_was(tmp_path
     assert expand_checkpoints(["plain/best", f"{runs}/a"]) == ["plain/best", f"{runs}/a"]  # no pattern: as given
     with pytest.raises(FileNotFoundError, match=r"the pattern .*nothing/\*/best.* matches no checkpoint"):
         expand_checkpoints([f"{tmp_path}/nothing/*/best"])
+
+
+def test_flat_grad_cam_maps_say_so_in_the_figure() -> None:
+    """explain.png showed flat maps as a uniform tint with nothing to tell them from real evidence."""
+    from examples.leukemia.explain import panel_title
+
+    assert panel_title(2, "ALL", 0.91, flat=False) == "depth 2: ALL\np=0.91"
+    assert panel_title(2, "ALL", 0.91, flat=True).endswith("(flat map: no evidence)")

@@ -45,7 +45,7 @@ def test_importing_hiercls_does_not_import_matplotlib() -> None:
 
 def test_level_confusion_matrices_contents(paper_tax: Taxonomy) -> None:
     fig = plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, normalize="none")
-    assert [ax.get_title() for ax in fig.axes] == ["depth 1", "depth 2", "depth 3", "depth 4"]
+    assert [ax.get_title() for ax in fig.axes] == ["depth 1", "depth 2", "depth 3", "depth 4", ""]  # + colour bar
     ax = fig.axes[2]  # depth 3: ALL, AML, CLL, CML (+ ends above)
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["ALL", "AML", "CLL", "CML", "ends above"]
@@ -54,7 +54,7 @@ def test_level_confusion_matrices_contents(paper_tax: Taxonomy) -> None:
     assert len(cells) == matrix.size and cells == [str(v) for v in matrix.ravel().tolist()]
     assert ax.images[0].get_array().tolist() == matrix.tolist()
     normalized = plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, depths=[1])
-    assert len(normalized.axes) == 1
+    assert len(normalized.axes) == 2  # the matrix and its colour bar
     np.testing.assert_allclose(normalized.axes[0].images[0].get_array().sum(axis=1), 1.0)
 
 
@@ -124,7 +124,7 @@ def test_mistake_severity_histogram(paper_tax: Taxonomy) -> None:
     assert ax.get_title() == "mistake severity 2.00 (path, 4 mistakes)"
     fig2, ax2 = plt.subplots()
     assert plot_mistake_severity_histogram(Y_TRUE, Y_TRUE, paper_tax, ax=ax2) is fig2
-    assert "0 mistakes" in ax2.get_title()
+    assert ax2.get_title() == "mistake severity: no mistakes (path)"  # a ragged tree: path distance
 
 
 def test_plot_errors(paper_tax: Taxonomy) -> None:
@@ -170,4 +170,100 @@ def test_taxonomy_figure_widens_for_long_names() -> None:
     assert w_long > w_short
     texts = [t.get_text() for t in plot_taxonomy(long).axes[0].texts]
     assert "segmented_\nneutrophil_0" in texts
+    plt.close("all")
+
+
+def test_confusion_panels_share_one_scale_with_a_colour_bar_and_blank_unseen_rows(paper_tax: Taxonomy) -> None:
+    """Colours were scaled to each panel's own maximum (a best recall of 0.5 drawn as dark as 1.0) with no
+    colour bar; a class without test samples showed a row of zeros, like a class always missed."""
+    fig = plot_level_confusion_matrices(["ALL", "CML", "Normal"], ["AML", "CML", "Normal"], paper_tax)
+    *panels, bar = fig.axes
+    assert bar.get_ylabel() == "fraction of the true class"
+    assert {ax.images[0].get_clim() for ax in panels} == {(0.0, 1.0)}
+    depth1 = panels[0].images[0].get_array()
+    reactive = paper_tax.levels()[1].tolist().index(paper_tax.index("Reactive"))
+    assert depth1.mask[reactive].all()  # no Reactive sample: a blank row, no numbers written in it
+    counts = plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, normalize="none")
+    tops = {ax.images[0].get_clim()[1] for ax in counts.axes[:-1]}
+    assert len(tops) == 1 and counts.axes[-1].get_ylabel() == "samples"
+    plt.close("all")
+
+
+def test_confusion_figure_grows_with_classes_and_names_and_says_what_it_left_out() -> None:
+    small = Taxonomy.from_paths([f"r/g{i // 5}/c{i}" for i in range(10)])
+    wide = Taxonomy.from_paths([f"r/g{i // 5}/segmented_neutrophil_{i:02d}" for i in range(30)])
+    y = [f"c{i}" for i in range(10)]
+    w_small = plot_level_confusion_matrices(y, y, small, depths=[2]).get_size_inches()[0]
+    y_wide = [f"segmented_neutrophil_{i:02d}" for i in range(30)]
+    w_wide = plot_level_confusion_matrices(y_wide, y_wide, wide, depths=[2]).get_size_inches()[0]
+    assert w_wide > 2 * w_small
+    fig = plot_level_confusion_matrices(y_wide, y_wide, wide, max_classes=10)  # depth 2 (30 nodes) is left out
+    assert any("not shown: depth 2" in t.get_text() for t in fig.texts)
+    plt.close("all")
+
+
+def test_confusion_matrix_errors_leave_no_figure_open(paper_tax: Taxonomy) -> None:
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
+    plt.close("all")
+    with pytest.raises(Exception, match="needs a tree"):
+        plot_level_confusion_matrices(["x"], ["x"], dag)
+    for bad in ([], 2, [True]):
+        with pytest.raises(ValueError, match="depths: expected"):
+            plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, depths=bad)
+    assert plt.get_fignums() == []
+
+
+def test_taxonomy_values_read_as_they_are(paper_tax: Taxonomy) -> None:
+    """Values printed with :.2g read 0.996 as "1" and 999 as "1e+03"; equal values got a scale of 0.9 to 1.1."""
+    from hiercls.plot import _format_value
+
+    assert [_format_value(v) for v in (0.996, 0.9999, 0.0049, 0.5, 999.0, 1234.0, 560.4, 1.0, 0.0)] == [
+        "0.996",
+        ">0.999",
+        "<0.01",
+        "0.50",
+        "999",
+        "1234",
+        "560",
+        "1",
+        "0",
+    ]
+    fig = plot_taxonomy(paper_tax, np.ones(paper_tax.num_nodes), value_label="recall")
+    assert fig.axes[0].collections[-1].get_clim() == (0.0, 1.0)
+    with pytest.raises(Exception, match="values: 'nope' is not a node"):
+        plot_taxonomy(paper_tax, {"nope": 1.0})
+    plt.close("all")
+
+
+def test_crowded_or_unbreakable_labels_do_not_overlap() -> None:
+    """A 24-inch cap with labels drawn up to 60 nodes let names run into each other; a name without
+    ``_``, ``-`` or spaces was never wrapped."""
+    from hiercls.plot import _wrap_name
+
+    assert _wrap_name("B" * 30) == "\n".join(["B" * 12, "B" * 12, "B" * 6])
+    crowded = Taxonomy.from_paths([f"root/group{g}/leafname{g}{k:02d}x" for g in range(5) for k in range(10)])
+    labels = list(plot_taxonomy(crowded).axes[0].texts)
+    assert {t.get_rotation() for t in labels} == {90.0}  # they run downwards instead
+    few = plot_taxonomy(Taxonomy.from_paths(["r/a/a1", "r/b"])).axes[0].texts
+    assert {t.get_rotation() for t in few} == {0.0}
+    plt.close("all")
+
+
+def test_operating_curves_beyond_ten_and_a_list_given_by_mistake(paper_tax: Taxonomy) -> None:
+    probs = np.tile(np.linspace(1.0, 0.1, paper_tax.num_nodes), (2, 1))
+    curve = operating_curve(probs, ["ALL", "AML"], paper_tax)
+    fig = plot_operating_curve({f"m{k}": curve for k in range(12)})
+    lines = fig.axes[0].get_lines()
+    assert lines[0].get_color() == lines[10].get_color() and lines[0].get_linestyle() != lines[10].get_linestyle()
+    with pytest.raises(ValueError, match=r"curves: expected .* got list.*Name each curve"):
+        plot_operating_curve([curve, curve])
+    sub = plt.figure().subfigures(1, 2)[0].subplots()
+    assert isinstance(plot_operating_curve(curve, ax=sub), matplotlib.figure.Figure)
+    plt.close("all")
+
+
+def test_one_mistake_reads_in_the_singular(paper_tax: Taxonomy) -> None:
+    fig = plot_mistake_severity_histogram(["ALL", "AML"], ["ALL", "ALL"], paper_tax)
+    assert fig.axes[0].get_title().endswith("1 mistake)")
+    assert all(float(tick).is_integer() for tick in fig.axes[0].get_yticks())
     plt.close("all")

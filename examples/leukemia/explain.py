@@ -196,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @exits_cleanly
+def panel_title(depth: int, node: str, probability: float, flat: bool) -> str:
+    """The title of one overlay in explain.png; a flat map says so in the figure, not only in the CSV.
+
+    >>> panel_title(2, "ALL", 0.91, flat=True)
+    'depth 2: ALL\\np=0.91 (flat map: no evidence)'
+    """
+    return f"depth {depth}: {node}\np={probability:.2f}" + (" (flat map: no evidence)" if flat else "")
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Entry point of ``python -m examples.leukemia.explain``; returns the rows of ``explain.csv``."""
     import matplotlib
@@ -254,7 +263,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             file = out / overlay_name(i, path, depth, tax.nodes[node])
             Image.fromarray(over).save(file)
             axes[i, j].imshow(over)
-            axes[i, j].set_title(f"depth {depth}: {tax.nodes[node]}\np={prob:.2f}", fontsize=7)
+            flat_map = bool(np.ptp(cam) <= 1e-8)
+            axes[i, j].set_title(
+                panel_title(depth, tax.nodes[node], prob, flat_map),
+                fontsize=7,
+                color="firebrick" if flat_map else "black",
+            )
             rows.append(
                 {
                     "image": path,
@@ -264,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     "probability": round(prob, 6),
                     "overlay": str(file),
                     # a flat map: no pixel raised this level's score more than another (Grad-CAM finds nothing)
-                    "map_is_flat": bool(np.ptp(cam) <= 1e-8),
+                    "map_is_flat": flat_map,
                 }
             )
         for ax in axes[i]:
