@@ -3,7 +3,9 @@
 Every loss takes ``logits`` (the raw output of the matching head, see the
 table) and ``target``, a ``(B,)`` integer tensor of node indices. A target may
 be any node: an inner node is a **partial label** (the sample's finer class is
-unknown), and then nothing below that node is taught by the sample.
+unknown), and then nothing below that node is taught by the sample (in a DAG,
+nor any other parent of a node below it: that parent is positive exactly when
+the truth lies below it).
 
 =====================================  ==============  ====================  =======================
 function / module                      head            logits                partial label
@@ -45,15 +47,17 @@ very negative logit and the masked logit's gradient is 0, even when a whole
 sibling group or level is masked. Never mask a sample's own target (its loss
 becomes infinite or meaningless); with label smoothing or :func:`soft_label_loss`,
 which spread target mass onto other nodes, a masked node in the smoothed set
-makes the loss ``+inf`` too (for :func:`node_bce` and :func:`max_constraint_loss`
-a huge value instead: the masked logit is clamped to the largest finite float,
+makes the loss ``+inf`` too (for :func:`node_bce`, :func:`max_constraint_loss` and,
+with label smoothing, :func:`level_cross_entropy` a huge value instead: the masked logit is clamped to the largest finite float,
 so each such node adds about ``ε/2`` times the dtype's maximum, finite for one
 node, so that a ``torch.isfinite`` guard does not catch it, and ``+inf`` once
 a few add up).
 
 Logits are computed in float32 whatever their dtype (bf16 under autocast is
-fine; float64 stays float64). Everything is vectorised with index tensors; the only Python loops run
-over depth levels.
+fine; float64 stays float64, and so do float64 weights). Everything is vectorised with index tensors; the only Python loops run
+over depth levels. The gradients of :func:`flat_cross_entropy`, :func:`node_bce` and
+:func:`max_constraint_loss` are written by hand: they refuse a second derivative
+(Hessian-vector products) with an error instead of a wrong value.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from hiercls.errors import UnknownNodeError
 from hiercls.marginals import (
@@ -185,12 +190,14 @@ def _check_target_values(target: Tensor, num_nodes: int) -> None:
         )
 
 
-def _node_weight(weight: Any, taxonomy: Taxonomy, device: torch.device, check_values: bool) -> Tensor | None:
-    """A per-node (N,) float32 weight from a per-node or per-level weight."""
+def _node_weight(
+    weight: Any, taxonomy: Taxonomy, device: torch.device, check_values: bool, dtype: torch.dtype = torch.float32
+) -> Tensor | None:
+    """A per-node (N,) weight (float32, or float64 for float64 logits) from a per-node or per-level weight."""
     if weight is None:
         return None
     try:
-        weight = torch.as_tensor(weight, dtype=torch.float32, device=device)
+        weight = torch.as_tensor(weight, dtype=dtype, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"weight: expected a 1-D float tensor, got {type(weight).__name__}.") from None
     num, levels = taxonomy.num_nodes, taxonomy.max_depth + 1
@@ -275,6 +282,13 @@ def _unknown_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
     strict = nodes != target[owner]
     owner, nodes = owner[strict], nodes[strict]
     mask[(nodes, owner) if node_major else (owner, nodes)] = True
+    # a DAG: a node sharing a descendant with the label is positive if the truth is that descendant, so
+    # the other ancestors of what lies below the label are unknown too; the label's own path stays known
+    up_owner, up = _csr_pairs(t.anc_ptr, t.anc_index, nodes)
+    up_owner = owner[up_owner]
+    mask[(up, up_owner) if node_major else (up_owner, up)] = True
+    own_owner, own = _csr_pairs(t.anc_ptr, t.anc_index, target)
+    mask[(own, own_owner) if node_major else (own_owner, own)] = False
     if node_major:
         mask[0] = True
     else:
@@ -307,6 +321,7 @@ class _MaskedBCEWithLogits(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # a hand-written backward: fail loudly under double backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, Tensor | None, None]:  # type: ignore[override]
         logits, goal, scale, raw = ctx.saved_tensors
         grad = grad.unsqueeze(ctx.dim)
@@ -486,6 +501,7 @@ class _FlatNLL(torch.autograd.Function):
         return losses
 
     @staticmethod
+    @once_differentiable  # a hand-written backward: fail loudly under double backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         log_probs, owner, cols, within = ctx.saved_tensors
         smoothing = ctx.smoothing
@@ -515,6 +531,7 @@ class _FlatNLLMasked(torch.autograd.Function):
         return losses
 
     @staticmethod
+    @once_differentiable  # a hand-written backward: fail loudly under double backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         log_probs, below, inside = ctx.saved_tensors
         smoothing = ctx.smoothing
@@ -568,7 +585,11 @@ def _soft_label(
     # they share the weight exp(-beta * height(p_k) / tree height). Sums over rings come from subtree sums.
     if leaf_logits.shape[1]:  # shift-invariant; keeps values near 0 for precision at ±1e4
         leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
-    sums = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, 0.0), t, "sum")  # (N, B)
+    # every leaf has a positive target mass: a masked (-inf) leaf makes the loss +inf. Sum the finite
+    # logits only (a -inf in two nested subtree sums would give -inf - -inf = NaN) and say so at the end
+    masked = leaf_logits == -math.inf
+    finite = leaf_logits.masked_fill(masked, 0.0)
+    sums = _subtree_reduce_nm(_leaf_rows(finite, t, 0.0), t, "sum")  # (N, B)
     nodes = t.path_node[target]
     valid = t.path_valid[target]
     columns = torch.arange(leaf_logits.shape[0], device=leaf_logits.device)[:, None].expand_as(nodes)
@@ -577,11 +598,15 @@ def _soft_label(
     ring_sum = inside - torch.cat([inside[:, 1:], zero], 1)
     count = torch.where(valid, t.leaves_below[nodes].to(leaf_logits.dtype), torch.zeros_like(inside))
     ring_count = count - torch.cat([count[:, 1:], zero], 1)
-    scale = torch.exp(-beta * t.height[nodes].to(leaf_logits.dtype) / max(t.tree_height, 1))
+    # exp(-beta (h(p_k) - h(target)) / H): the target's own ring at weight 1, so a large beta underflows
+    # the far rings to 0 instead of every ring (0 / 0) when the target is an inner node
+    above = (t.height[nodes] - t.height[target][:, None]).clamp_min(0)
+    scale = torch.exp(-beta * above.to(leaf_logits.dtype) / max(t.tree_height, 1))
     expected = (scale * ring_sum).sum(1) / (scale * ring_count).sum(1)  # sum_A y_A logits_A
     if smoothing:
-        expected = (1.0 - smoothing) * expected + smoothing * leaf_logits.mean(1)
+        expected = (1.0 - smoothing) * expected + smoothing * finite.mean(1)
     losses = leaf_logits.logsumexp(1) - expected
+    losses = torch.where(masked.any(1), torch.full_like(losses, math.inf), losses)
     return losses if weight is None else losses * weight[target]
 
 
@@ -712,7 +737,13 @@ def _functional(
     options = _check_options(kind, options)
     logits, target = _prepare(spec, logits, target, taxonomy, validate_args)
     tables = _tables_for(taxonomy, logits.device)
-    node_weight = _node_weight(weight, taxonomy, logits.device, validate_args)
+    node_weight = _node_weight(
+        weight,
+        taxonomy,
+        logits.device,
+        validate_args,
+        torch.float64 if logits.dtype == torch.float64 else torch.float32,
+    )
     node_weight = None if node_weight is None else node_weight.to(logits.dtype)
     return _reduce(spec.fn(logits, target, tables, node_weight, smoothing, **options), reduction)
 
@@ -1155,7 +1186,12 @@ class _HierarchicalLoss(nn.Module):
         self.validate_args = bool(validate_args)
         self.options = _check_options(self._kind, dict(options))
         self.tables = _TaxonomyBuffers(taxonomy, spec.table_names(taxonomy, self.options))
-        self.register_buffer("weight", _node_weight(weight, taxonomy, torch.device("cpu"), True), persistent=False)
+        # float64 weights stay float64 (for float64 logits); anything else is stored as float32 (MPS has no float64)
+        wide = getattr(weight, "dtype", None) in (torch.float64, np.float64)
+        dtype = torch.float64 if wide else torch.float32
+        self.register_buffer(
+            "weight", _node_weight(weight, taxonomy, torch.device("cpu"), True, dtype), persistent=False
+        )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of ``logits`` against ``target`` node indices; see the function of the same name."""

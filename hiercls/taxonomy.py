@@ -1213,8 +1213,10 @@ class Taxonomy:
 
         True on the label's path (positives) and outside its subtree
         (negatives); False strictly below the label, where a partial label
-        (a sample labelled at an inner node) says nothing. For leaf labels the
-        row is all True. Losses use it to mask undetermined nodes.
+        (a sample labelled at an inner node) says nothing. In a DAG, also False
+        at the other ancestors of those nodes (a node that shares a descendant
+        with the label is positive if the truth is that descendant). For leaf
+        labels the row is all True. Losses use it to mask undetermined nodes.
 
         Examples:
             >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
@@ -1225,7 +1227,13 @@ class Taxonomy:
         out = np.ones((len(idx), self.num_nodes), dtype=bool)
         rows, cols = _gather_csr(self._desc_ptr, self._desc_idx, idx)
         keep = cols != idx[rows]
-        out[rows[keep], cols[keep]] = False
+        rows, cols = rows[keep], cols[keep]
+        out[rows, cols] = False
+        if not self._is_tree and len(rows):  # the other parents of what lies below the label
+            up_rows, up = _gather_csr(self._anc_ptr, self._anc_idx, cols)
+            out[rows[up_rows], up] = False
+            own_rows, own = _gather_csr(self._anc_ptr, self._anc_idx, idx)
+            out[own_rows, own] = True  # the label's own path stays known (positive)
         return out
 
     # ------------------------------------------------------------ comparisons

@@ -127,13 +127,21 @@ def level_cross_entropy(logits, target, tax: Taxonomy, weight=None, smoothing: f
     return out
 
 
+def _unknown(tax: Taxonomy, t: int, positives: set[int]) -> set[int]:
+    """Nodes a label ``t`` says nothing about: its strict descendants, and (in a DAG) every other
+    ancestor of one of them, which is positive exactly when the truth lies below it."""
+    below = set(_idx(tax, tax.descendants(t)))
+    shared = {a for d in below for a in _idx(tax, tax.ancestors(d, include_self=True))}
+    return (below | shared) - positives
+
+
 def node_bce(logits, target, tax: Taxonomy, weight=None, smoothing: float = 0.0, negatives: str = "all") -> list[float]:
     w = _weight(weight, tax)
     out = []
     for row, t in zip(_rows(logits), list(target)):
         t = int(t)
         positives = set(_idx(tax, tax.ancestors(t, include_self=True)))
-        below = set(_idx(tax, tax.descendants(t)))
+        below = _unknown(tax, t, positives)
         strict = positives - {t}
         loss = 0.0
         for n in range(1, tax.num_nodes):
@@ -154,7 +162,7 @@ def max_constraint_loss(logits, target, tax: Taxonomy, weight=None, smoothing: f
     for row, t in zip(_rows(logits), list(target)):
         t = int(t)
         positives = set(_idx(tax, tax.ancestors(t, include_self=True)))
-        below = set(_idx(tax, tax.descendants(t)))
+        below = _unknown(tax, t, positives)
         loss = 0.0
         for a in range(1, tax.num_nodes):
             if a in below:

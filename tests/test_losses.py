@@ -808,3 +808,64 @@ def test_a_loss_left_on_another_device_says_to_move_it(paper_tax):
         match=r"logits are on meta, but this ConditionalSoftmaxLoss's index tables are on cpu.*loss.to\('meta'\)",
     ):
         loss(logits, torch.tensor([1, 2], device="meta"))
+
+
+def test_soft_labels_stay_finite_for_inner_targets_at_large_beta() -> None:
+    """The ring weights exp(-beta h / H) underflowed together for an inner-node (or root) target once
+    beta h / H passed ~100: 0 / 0 = NaN, and -inf gradients. They are now relative to the target's ring."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor([[0.0, 2.0, 1.0]], dtype=dtype, requires_grad=True)
+        for target, beta in ((tax.index("a"), 200.0), (0, 100.0), (tax.index("a"), 1e4)):
+            loss = L.soft_label_loss(x, torch.tensor([target]), tax, beta=beta)
+            loss.backward()
+            assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+            x.grad = None
+        # target "a" at a huge beta: the mass sits evenly on a's two leaves
+        got = L.soft_label_loss(x.detach(), torch.tensor([tax.index("a")]), tax, beta=1e4)
+        leaves = [tax.nodes[i] for i in tax.leaf_index]
+        a_leaves = [k for k, n in enumerate(leaves) if n in ("a1", "a2")]
+        want = torch.logsumexp(x.detach()[0], 0) - x.detach()[0, a_leaves].mean()
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_soft_labels_with_a_masked_leaf_are_inf_not_nan() -> None:
+    """Every leaf has target mass, so a -inf leaf makes the loss +inf (documented); a masked leaf under a
+    node of the target's own path gave -inf - -inf = NaN instead."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2"])
+    x = torch.zeros(1, 4)
+    x[0, [tax.nodes[i] for i in tax.leaf_index].index("a2")] = -math.inf
+    for target in ("a1", "b1", "a"):
+        assert L.soft_label_loss(x, torch.tensor([tax.index(target)]), tax, beta=3.0).item() == math.inf
+
+
+def test_dag_partial_labels_leave_shared_parents_unknown() -> None:
+    """In a DAG, b shares a's child c: labelled only "a", the truth may be c, which makes b positive. BCE and
+    the max-constraint loss pushed b down; flat cross-entropy already left it alone."""
+    tax = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c"), ("a", "d"), ("b", "e")])
+    for kind in ("bce", "max_constraint"):
+        x = torch.zeros(1, tax.num_nodes, requires_grad=True)
+        _call(kind, x, torch.tensor([tax.index("a")]), tax, reduction="sum").backward()
+        grad = dict(zip(tax.nodes, x.grad[0].tolist()))
+        assert grad["b"] == 0.0 and grad["c"] == 0.0 and grad["a"] < 0 and grad["e"] > 0, (kind, grad)
+
+
+def test_hand_written_backwards_refuse_double_backward(paper_tax) -> None:
+    """They gave silently wrong Hessian-vector products (flat cross-entropy); now they say they cannot."""
+    for kind in ("flat", "bce", "max_constraint"):
+        x = torch.randn(2, _width(paper_tax, kind), dtype=torch.float64, requires_grad=True)
+        loss = _call(kind, x, torch.tensor([3, 5]), paper_tax)
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+        with pytest.raises(RuntimeError, match="differentiable|does not require grad"):
+            torch.autograd.grad((grad * torch.randn_like(grad)).sum(), x)
+
+
+def test_float64_logits_keep_float64_weights(paper_tax) -> None:
+    """Weights were rounded to float32 whatever the logits: float64 losses were off by ~1e-8 relative."""
+    x = torch.randn(3, paper_tax.num_leaves, dtype=torch.float64)
+    w = torch.rand(paper_tax.num_nodes, dtype=torch.float64) + 0.5
+    target = torch.tensor([3, 5, 7])
+    plain = L.flat_cross_entropy(x, target, paper_tax, reduction="none")
+    got = L.flat_cross_entropy(x, target, paper_tax, weight=w, reduction="none")  # the flat loss: loss * w[target]
+    assert got.dtype == torch.float64 and torch.equal(got, plain * w[target])
+    assert torch.equal(L.FlatCrossEntropyLoss(paper_tax, weight=w, reduction="none")(x, target), got)
