@@ -195,7 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@exits_cleanly
 def panel_title(depth: int, node: str, probability: float, flat: bool) -> str:
     """The title of one overlay in explain.png; a flat map says so in the figure, not only in the CSV.
 
@@ -205,6 +204,7 @@ def panel_title(depth: int, node: str, probability: float, flat: bool) -> str:
     return f"depth {depth}: {node}\np={probability:.2f}" + (" (flat map: no evidence)" if flat else "")
 
 
+@exits_cleanly
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Entry point of ``python -m examples.leukemia.explain``; returns the rows of ``explain.csv``."""
     import matplotlib
