@@ -56,8 +56,9 @@ a few add up).
 Logits are computed in float32 whatever their dtype (bf16 under autocast is
 fine; float64 stays float64, and so do float64 weights). Everything is vectorised with index tensors; the only Python loops run
 over depth levels. The gradients of :func:`flat_cross_entropy`, :func:`node_bce` and
-:func:`max_constraint_loss` are written by hand: they refuse a second derivative
-(Hessian-vector products) with an error instead of a wrong value.
+:func:`max_constraint_loss` are written by hand: a backward that builds a graph
+(``create_graph=True``, for Hessian-vector products or gradient penalties) raises
+instead of silently dropping the loss's second-order term.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from hiercls.errors import UnknownNodeError
 from hiercls.marginals import (
@@ -296,6 +296,20 @@ def _unknown_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
     return mask
 
 
+def _no_second_derivative(what: str) -> None:
+    """A hand-written gradient has no derivative of its own: refuse a backward that builds a graph
+    (``create_graph=True``: Hessian-vector products, gradient penalties, MAML) instead of dropping the
+    term silently. ``torch.autograd.function.once_differentiable`` does not: it only marks its output
+    when the incoming gradient itself requires grad, which a first ``grad(loss, params, create_graph=True)``
+    never does."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{what}: no second derivative (the gradient is written by hand for speed). For Hessian-vector "
+            "products or gradient penalties use conditional_softmax_nll, level_cross_entropy, hxe_loss or "
+            "soft_label_loss, or F.cross_entropy over the leaves instead of flat_cross_entropy."
+        )
+
+
 class _MaskedBCEWithLogits(torch.autograd.Function):
     """``sum over dim of scale * BCEWithLogits(logits, goal)``, fused.
 
@@ -321,8 +335,8 @@ class _MaskedBCEWithLogits(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable  # a hand-written backward: fail loudly under double backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, Tensor | None, None]:  # type: ignore[override]
+        _no_second_derivative("node_bce and max_constraint_loss")
         logits, goal, scale, raw = ctx.saved_tensors
         grad = grad.unsqueeze(ctx.dim)
         d_logits = torch.sigmoid(logits).sub_(goal).mul_(scale).mul_(grad) if ctx.needs_input_grad[0] else None
@@ -501,8 +515,8 @@ class _FlatNLL(torch.autograd.Function):
         return losses
 
     @staticmethod
-    @once_differentiable  # a hand-written backward: fail loudly under double backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        _no_second_derivative("flat_cross_entropy")
         log_probs, owner, cols, within = ctx.saved_tensors
         smoothing = ctx.smoothing
         out = log_probs.exp()
@@ -531,8 +545,8 @@ class _FlatNLLMasked(torch.autograd.Function):
         return losses
 
     @staticmethod
-    @once_differentiable  # a hand-written backward: fail loudly under double backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        _no_second_derivative("flat_cross_entropy")
         log_probs, below, inside = ctx.saved_tensors
         smoothing = ctx.smoothing
         shift = torch.where(torch.isfinite(inside), inside, torch.zeros_like(inside))  # all leaves masked: no NaN
@@ -606,8 +620,11 @@ def _soft_label(
     if smoothing:
         expected = (1.0 - smoothing) * expected + smoothing * finite.mean(1)
     losses = leaf_logits.logsumexp(1) - expected
-    losses = torch.where(masked.any(1), torch.full_like(losses, math.inf), losses)
-    return losses if weight is None else losses * weight[target]
+    if weight is not None:
+        losses = losses * weight[target]
+    # +inf where a masked leaf carries target mass; a sample of weight 0 stays 0 (not inf * 0 = NaN)
+    infinite = masked.any(1) if weight is None else masked.any(1) & (weight[target] > 0)
+    return torch.where(infinite, torch.full_like(losses, math.inf), losses)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def plot_level_confusion_matrices(
     fig.colorbar(image, ax=list(axes[0]), label="fraction of the true class" if normalize == "true" else "samples")
     if left_out:
         shown = ", ".join(map(str, left_out[:8])) + (", ..." if len(left_out) > 8 else "")
-        fig.text(0.01, 0.005, f"not shown: depth {shown} (more than max_classes={max_classes} nodes)", fontsize=7)
+        fig.supxlabel(f"not shown: depth {shown} (more than max_classes={max_classes} nodes)", fontsize=7)
     return fig
 
 
@@ -279,11 +279,18 @@ def plot_taxonomy(
     # room for the longest label line under each leaf slot (about 0.075 inch per character at 8 pt),
     # plus the y tick labels and the colour bar
     per_slot = max([0.5] + [0.075 * len(line) + 0.1 for text in labels for line in text.split("\n")])
-    wanted = 2.0 + (1.2 if values is not None else 0.0) + per_slot * (width + 1.4)
-    fig, ax = _figure_and_axes(ax, (min(wanted, _MAX_WIDTH), 1.5 + 1.2 * taxonomy.max_depth))
-    # labels that would not fit side by side at the figure's width are turned to run downwards
-    slot_inches = (fig.get_figwidth() - 2.0 - (1.2 if values is not None else 0.0)) / (width + 1.4)
-    vertical = bool(labels) and slot_inches < per_slot - 1e-6
+    margins = 2.0 + (1.2 if values is not None else 0.0)
+    wanted = margins + per_slot * (width + 1.4)
+    fig_width = min(wanted, _MAX_WIDTH) if ax is None else ax.figure.get_figwidth()
+    # leaf labels that would not fit side by side turn to run downwards, below their leaf, where the
+    # layout leaves nothing else (inner nodes keep their wrapped labels); the axes grows to hold them
+    vertical = bool(labels) and (fig_width - margins) / (width + 1.4) < per_slot - 1e-6
+    leaf_text = {
+        i: 0.065 * len(taxonomy.nodes[i]) + (0.15 if data is not None and not np.isnan(data[i]) else 0.0)
+        for i in (taxonomy.leaf_index.tolist() if vertical else [])
+    }
+    extra = max(leaf_text.values(), default=0.0)
+    fig, ax = _figure_and_axes(ax, (fig_width, 1.5 + 1.2 * taxonomy.max_depth + extra))
     edges = taxonomy.edges_index()
     ax.add_collection(LineCollection(pos[edges], colors="0.6", linewidths=0.8, zorder=1))
     size = 300 if n <= label_up_to else max(2.0, 3000.0 / n)
@@ -299,8 +306,9 @@ def plot_taxonomy(
         fig.colorbar(points, ax=ax, label=value_label)
     if n <= label_up_to:
         for i, name in enumerate(labels):
-            if vertical:
-                name = name.replace("\n", "")
+            down = i in leaf_text
+            if down:
+                name = taxonomy.nodes[i]
             text = name if data is None or np.isnan(data[i]) else f"{name}\n{_format_value(data[i])}"
             ax.text(
                 pos[i, 0],
@@ -308,12 +316,18 @@ def plot_taxonomy(
                 text,
                 ha="center",
                 va="top",
-                fontsize=8 if not vertical else 7,
-                rotation=90 if vertical else 0,
+                fontsize=7 if down else 8,
+                rotation=90 if down else 0,
                 zorder=4,
             )
+    bottom = -taxonomy.max_depth - 0.8
+    if leaf_text:  # data units per inch of the axes, then room under each leaf for its label
+        axes_inches = max(ax.get_position().height * fig.get_figheight(), 0.5)
+        units_per_inch = (taxonomy.max_depth + 1.3 + extra) / axes_inches
+        for i, inches in leaf_text.items():
+            bottom = min(bottom, pos[i, 1] - 0.25 - inches * units_per_inch)
     ax.set_xlim(pos[:, 0].min() - 0.7, pos[:, 0].max() + 0.7)
-    ax.set_ylim(-taxonomy.max_depth - 0.8, 0.5)
+    ax.set_ylim(bottom, 0.5)
     ax.set_yticks(-np.arange(taxonomy.max_depth + 1), [f"depth {d}" for d in range(taxonomy.max_depth + 1)])
     ax.set_xticks([])
     for side in ("top", "right", "bottom"):
@@ -357,19 +371,22 @@ def _format_value(value: float) -> str:
 
 def _wrap_name(name: str, width: int = 12) -> str:
     """A long node name broken after ``_``, ``-`` or spaces into lines of about ``width`` characters
-    (a name with no such break is cut every ``width`` characters)."""
+    (a run of more than ``width + 4`` characters with no such break is cut into even pieces)."""
     if len(name) <= width:
         return name
     import re
 
     lines, line = [], ""
     for part in re.findall(r"[^_\- ]*[_\- ]|[^_\- ]+", name):
-        while len(part) > width:  # no break inside: cut it
+        if len(part) > width + 4:  # no break inside, and well over the width: cut it into even pieces
             if line:
                 lines.append(line)
                 line = ""
-            lines.append(part[:width])
-            part = part[width:]
+            pieces = -(-len(part) // width)
+            size = -(-len(part) // pieces)
+            cut = [part[k : k + size] for k in range(0, len(part), size)]
+            lines.extend(cut[:-1])
+            part = cut[-1]
         if line and len(line) + len(part) > width:
             lines.append(line)
             line = ""

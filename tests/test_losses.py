@@ -851,13 +851,17 @@ def test_dag_partial_labels_leave_shared_parents_unknown() -> None:
 
 
 def test_hand_written_backwards_refuse_double_backward(paper_tax) -> None:
-    """They gave silently wrong Hessian-vector products (flat cross-entropy); now they say they cannot."""
+    """They gave silently wrong Hessian-vector products (the second-order term through the loss dropped) when
+    a network sits before the logits; now a backward that builds a graph raises. A plain backward works."""
+    torch.manual_seed(0)
     for kind in ("flat", "bce", "max_constraint"):
-        x = torch.randn(2, _width(paper_tax, kind), dtype=torch.float64, requires_grad=True)
-        loss = _call(kind, x, torch.tensor([3, 5]), paper_tax)
-        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
-        with pytest.raises(RuntimeError, match="differentiable|does not require grad"):
-            torch.autograd.grad((grad * torch.randn_like(grad)).sum(), x)
+        X = torch.randn(4, 3, dtype=torch.float64)
+        W = torch.randn(3, _width(paper_tax, kind), dtype=torch.float64, requires_grad=True)
+        target = torch.tensor([3, 5, 7, 9])
+        with pytest.raises(RuntimeError, match="no second derivative"):
+            torch.autograd.grad(_call(kind, torch.tanh(X @ W), target, paper_tax), W, create_graph=True)
+        (grad,) = torch.autograd.grad(_call(kind, torch.tanh(X @ W), target, paper_tax), W)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_float64_logits_keep_float64_weights(paper_tax) -> None:
@@ -869,3 +873,15 @@ def test_float64_logits_keep_float64_weights(paper_tax) -> None:
     got = L.flat_cross_entropy(x, target, paper_tax, weight=w, reduction="none")  # the flat loss: loss * w[target]
     assert got.dtype == torch.float64 and torch.equal(got, plain * w[target])
     assert torch.equal(L.FlatCrossEntropyLoss(paper_tax, weight=w, reduction="none")(x, target), got)
+
+
+def test_soft_labels_with_a_masked_leaf_and_a_zero_weight_are_zero() -> None:
+    """inf * 0 gave NaN, and a 'mean' over the batch NaN with it: a sample of weight 0 adds 0."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2"])
+    x = torch.zeros(2, 4)
+    x[0, 1] = -math.inf
+    weight = torch.ones(tax.num_nodes)
+    weight[tax.index("a1")] = 0.0
+    target = torch.tensor([tax.index("a1"), tax.index("b1")])
+    losses = L.soft_label_loss(x, target, tax, weight=weight, reduction="none", beta=3.0)
+    assert losses[0].item() == 0.0 and torch.isfinite(losses[1])

@@ -240,10 +240,17 @@ def test_crowded_or_unbreakable_labels_do_not_overlap() -> None:
     ``_``, ``-`` or spaces was never wrapped."""
     from hiercls.plot import _wrap_name
 
-    assert _wrap_name("B" * 30) == "\n".join(["B" * 12, "B" * 12, "B" * 6])
+    assert _wrap_name("B" * 30) == "\n".join(["B" * 10] * 3)  # even pieces
+    assert _wrap_name("metamyelocyte") == "metamyelocyte"  # a little over the width: no one-letter orphan
     crowded = Taxonomy.from_paths([f"root/group{g}/leafname{g}{k:02d}x" for g in range(5) for k in range(10)])
-    labels = list(plot_taxonomy(crowded).axes[0].texts)
-    assert {t.get_rotation() for t in labels} == {90.0}  # they run downwards instead
+    fig = plot_taxonomy(crowded)
+    rotation = {t.get_text().split("\n")[0]: t.get_rotation() for t in fig.axes[0].texts}
+    assert {rotation[name] for name in crowded.leaves} == {90.0}  # the leaves' labels run downwards
+    assert rotation["group0"] == 0.0 and rotation["root"] == 0.0  # inner nodes keep theirs
+    # and the axes reaches below them: no label leaves the figure
+    fig.canvas.draw()
+    box = fig.get_window_extent()
+    assert all(t.get_window_extent().y0 >= box.y0 - 1 for t in fig.axes[0].texts)
     few = plot_taxonomy(Taxonomy.from_paths(["r/a/a1", "r/b"])).axes[0].texts
     assert {t.get_rotation() for t in few} == {0.0}
     plt.close("all")

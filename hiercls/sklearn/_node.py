@@ -170,7 +170,9 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
         default = self._default_conditional
         scores = np.repeat(default[None, :], X.shape[0], axis=0)  # nodes without a classifier: fixed
         for node, est in self._node_of_estimator:  # one call per fitted classifier
-            scores[:, node] = est.predict_proba(X)[:, list(est.classes_).index(1)]
+            # the column of class 1 (the classifier was fitted on 0/1 labels; the last column otherwise)
+            positive = np.flatnonzero(np.asarray(est.classes_) == 1)
+            scores[:, node] = est.predict_proba(X)[:, positive[0] if len(positive) else -1]
         return _marginals_from_conditionals(
             _conditionals_within_siblings(scores, default, self.taxonomy_), self.taxonomy_
         )
