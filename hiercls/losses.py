@@ -4,7 +4,7 @@ Every loss takes ``logits`` (the raw output of the matching head, see the
 table) and ``target``, a ``(B,)`` integer tensor of node indices. A target may
 be any node: an inner node is a **partial label** (the sample's finer class is
 unknown), and then nothing below that node is taught by the sample (in a DAG,
-nor any other parent of a node below it: that parent is positive exactly when
+nor any other ancestor of a node below it: that ancestor is positive exactly when
 the truth lies below it).
 
 =====================================  ==============  ====================  =======================

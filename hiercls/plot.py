@@ -50,12 +50,17 @@ def _pyplot() -> Any:
     return plt
 
 
+def _root_figure(ax: Axes) -> Figure:
+    """The Figure an axes belongs to, through any SubFigures."""
+    fig = ax.figure
+    while getattr(fig, "figure", fig) is not fig:
+        fig = fig.figure
+    return fig
+
+
 def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
-        fig = ax.figure
-        while getattr(fig, "figure", fig) is not fig:  # an axes inside a SubFigure: return the Figure
-            fig = fig.figure
-        return fig, ax
+        return _root_figure(ax), ax
     fig, new_ax = _pyplot().subplots(figsize=figsize)
     return fig, new_ax
 
@@ -276,15 +281,29 @@ def plot_taxonomy(
     pos = taxonomy_layout(taxonomy)
     width = float(np.ptp(pos[:, 0])) + 1.0
     labels = [_wrap_name(name) for name in taxonomy.nodes] if n <= label_up_to else []
+
     # room for the longest label line under each leaf slot (about 0.075 inch per character at 8 pt),
     # plus the y tick labels and the colour bar
-    per_slot = max([0.5] + [0.075 * len(line) + 0.1 for text in labels for line in text.split("\n")])
-    margins = 2.0 + (1.2 if values is not None else 0.0)
-    wanted = margins + per_slot * (width + 1.4)
-    fig_width = min(wanted, _MAX_WIDTH) if ax is None else ax.figure.get_figwidth()
+    def room(texts: list[str]) -> float:  # inches for the widest line (about 0.068 inch a character at 8 pt)
+        return max([0.5] + [0.068 * len(line) + 0.1 for text in texts for line in text.split("\n")])
+
+    per_slot = room(labels)
+    leaf_slot = room([labels[i] for i in taxonomy.leaf_index]) if labels else 0.5
+    # the axes' share of the figure's width: matplotlib's default margins, and a colour bar when values are drawn
+    share = 0.85 if values is not None else 1.0
+    if ax is None:
+        fig_width = min(max(per_slot * (width + 1.4) / (0.775 * share), 4.0), _MAX_WIDTH)
+        axes_inches = 0.775 * share * fig_width
+    else:
+        fig_width = _root_figure(ax).get_figwidth()
+        axes_inches = ax.get_position().width * fig_width * share
+    slot_inches = axes_inches / (width + 1.4)  # inches per unit of x (one leaf)
     # leaf labels that would not fit side by side turn to run downwards, below their leaf, where the
-    # layout leaves nothing else (inner nodes keep their wrapped labels); the axes grows to hold them
-    vertical = bool(labels) and (fig_width - margins) / (width + 1.4) < per_slot - 1e-6
+    # layout leaves nothing else; inner nodes keep horizontal labels, shortened to the room they have;
+    # the axes grows to hold the turned labels
+    vertical = bool(labels) and slot_inches < leaf_slot - 1e-6
+    if labels:
+        labels = _fit_inner_labels(taxonomy, pos, labels, slot_inches)
     leaf_text = {
         i: 0.065 * len(taxonomy.nodes[i]) + (0.15 if data is not None and not np.isnan(data[i]) else 0.0)
         for i in (taxonomy.leaf_index.tolist() if vertical else [])
@@ -338,6 +357,24 @@ def plot_taxonomy(
 
 
 _MAX_WIDTH = 24.0  # inches: a wider tree turns its labels to run downwards
+
+
+def _fit_inner_labels(taxonomy: Taxonomy, pos: np.ndarray, labels: list[str], slot_inches: float) -> list[str]:
+    """Inner-node labels cut to the room between a node and its neighbours at the same depth (about
+    0.068 inch a character at 8 pt), with an ellipsis; leaves keep theirs (they fit, or run downwards)."""
+    out = list(labels)
+    for level in taxonomy.levels():
+        inner = [i for i in level.tolist() if not taxonomy.is_leaf_mask[i]]
+        xs = sorted((pos[i, 0], i) for i in inner)
+        for k, (x, i) in enumerate(xs):
+            gaps = [abs(x - xs[k + d][0]) for d in (-1, 1) if 0 <= k + d < len(xs)]
+            room = (min(gaps) if gaps else np.inf) * slot_inches - 0.1  # inches for this label
+            chars = int(room / 0.068) if np.isfinite(room) else 10**6
+            name = taxonomy.nodes[i]
+            if max(len(line) for line in out[i].split("\n")) <= chars:
+                continue
+            out[i] = "" if chars < 3 else (name if len(name) <= chars else name[: chars - 1] + "\u2026")
+    return out
 
 
 def _colour_range(values: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float | None, float | None]:

@@ -1229,7 +1229,7 @@ class Taxonomy:
         keep = cols != idx[rows]
         rows, cols = rows[keep], cols[keep]
         out[rows, cols] = False
-        if not self._is_tree and len(rows):  # the other parents of what lies below the label
+        if not self._is_tree and len(rows):  # the other ancestors of what lies below the label
             up_rows, up = _gather_csr(self._anc_ptr, self._anc_idx, cols)
             out[rows[up_rows], up] = False
             own_rows, own = _gather_csr(self._anc_ptr, self._anc_idx, idx)

@@ -274,3 +274,29 @@ def test_one_mistake_reads_in_the_singular(paper_tax: Taxonomy) -> None:
     assert fig.axes[0].get_title().endswith("1 mistake)")
     assert all(float(tick).is_integer() for tick in fig.axes[0].get_yticks())
     plt.close("all")
+
+
+def _overlapping_labels(fig) -> int:
+    import itertools
+
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in fig.axes[0].texts if t.get_text().strip()]
+    return sum(1 for a, b in itertools.combinations(boxes, 2) if a.overlaps(b))
+
+
+def test_tree_labels_do_not_overlap_on_crowded_or_valued_trees() -> None:
+    """Inner-node labels kept their full width when the leaves turned downwards (27 overlapping pairs on
+    a row of 28 long inner names), and the room for labels ignored the axes' margins and colour bar."""
+    many_inner = Taxonomy.from_paths([f"r/categoryname{k:02d}x/leaf{k}" for k in range(28)])
+    valued = Taxonomy.from_paths(
+        [f"r/g{a}/h{a}{b}/leaf_name_number_{a}_{b}_{c}" for a in range(3) for b in range(3) for c in range(2)]
+    )
+    pbc = Taxonomy.from_json("examples/leukemia/taxonomies/pbc.json")
+    for tax in (many_inner, valued, pbc):
+        assert _overlapping_labels(plot_taxonomy(tax)) == 0
+        assert _overlapping_labels(plot_taxonomy(tax, np.linspace(0, 1, tax.num_nodes), vmin=0, vmax=1)) == 0
+    texts = [t.get_text() for t in plot_taxonomy(many_inner).axes[0].texts]
+    assert any(t.endswith("\u2026") for t in texts)  # inner names shortened to their room, visibly
+    sub = plt.figure().subfigures(1, 2)[0].subplots()
+    assert isinstance(plot_taxonomy(pbc, ax=sub), matplotlib.figure.Figure)  # it read a SubFigure's width
+    plt.close("all")
