@@ -34,9 +34,9 @@ Common arguments:
   one device synchronisation per call, which on a GPU stalls the launch queue
   (measured on an H200: 3-6% of a ViT-S / ConvNeXt-T training step at batch
   256). Validate the first batches, then train with ``validate_args=False``:
-  on a tree, no loss then reads anything back to the host (on a DAG,
-  ``node_bce``, ``max_constraint_loss`` and ``flat_cross_entropy`` still read
-  back the sizes of the batch's ancestor or descendant lists).
+  no loss then reads anything back to the host, on a tree or a DAG, except
+  ``flat_cross_entropy`` on a DAG, which reads back the sizes of the batch's
+  leaf lists.
   Shapes and dtypes are always checked. Unchecked values are not caught later:
   a target of ``-1`` is read as the last node by some losses (plain tensor
   indexing) and fails with an unrelated indexing error in others, and a NaN
@@ -80,6 +80,8 @@ from hiercls.marginals import (
     _check_finite,
     _check_logits,
     _check_taxonomy,
+    _dag_amax_nm,
+    _dag_descend_nm,
     _group_log_softmax_nm,
     _group_mean_nm,
     _leaf_rows,
@@ -247,9 +249,16 @@ def _positive_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
             return mask.scatter_(1, nodes, True)
         rows = torch.arange(batch, device=target.device)[:, None].expand_as(nodes)
         return mask.index_put_((nodes, rows), torch.ones((), dtype=torch.bool, device=target.device))
-    owner, nodes = _csr_pairs(t.anc_ptr, t.anc_index, target)
-    mask[(nodes, owner) if node_major else (owner, nodes)] = True
-    return mask
+    onehot = _dag_onehot_nm(target, t)
+    mask = _dag_amax_nm(onehot, t) > 0  # nodes with the target at or below them: its ancestors and itself
+    return mask if node_major else mask.t()
+
+
+def _dag_onehot_nm(target: Tensor, t: Any) -> Tensor:
+    """float (N, B): 1 at each sample's target node."""
+    batch = target.shape[0]
+    onehot = torch.zeros(t.num_nodes, batch, device=target.device)
+    return onehot.index_put_((target, torch.arange(batch, device=target.device)), torch.ones((), device=target.device))
 
 
 def _below_mask(target: Tensor, ranks: Tensor, t: Any, node_major: bool, strict: bool) -> Tensor:
@@ -275,25 +284,15 @@ def _unknown_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
         else:
             mask[:, 0] = True
         return mask
-    batch = target.shape[0]
-    shape = (t.num_nodes, batch) if node_major else (batch, t.num_nodes)
-    mask = torch.zeros(shape, dtype=torch.bool, device=target.device)
-    owner, nodes = _csr_pairs(t.desc_ptr, t.desc_index, target)
-    strict = nodes != target[owner]
-    owner, nodes = owner[strict], nodes[strict]
-    mask[(nodes, owner) if node_major else (owner, nodes)] = True
-    # a DAG: a node sharing a descendant with the label is positive if the truth is that descendant, so
-    # the other ancestors of what lies below the label are unknown too; the label's own path stays known
-    up_owner, up = _csr_pairs(t.anc_ptr, t.anc_index, nodes)
-    up_owner = owner[up_owner]
-    mask[(up, up_owner) if node_major else (up_owner, up)] = True
-    own_owner, own = _csr_pairs(t.anc_ptr, t.anc_index, target)
-    mask[(own, own_owner) if node_major else (own_owner, own)] = False
-    if node_major:
-        mask[0] = True
-    else:
-        mask[:, 0] = True
-    return mask
+    # a DAG: strictly below the target (a top-down pass over the edges), then every node with one of those
+    # below it (a bottom-up pass): a node sharing a descendant with the label is positive if the truth is that
+    # descendant, so it is unknown too; the label's own path (its ancestors and itself) stays known.
+    # Level by level over the edges, O(B x (nodes + edges)), with no list of data-dependent size: no sync.
+    onehot = _dag_onehot_nm(target, t)
+    strict = _dag_descend_nm(onehot, t) - onehot
+    mask = (_dag_amax_nm(strict, t) > 0) & ~(_dag_amax_nm(onehot, t) > 0)
+    mask[0] = True
+    return mask if node_major else mask.t()
 
 
 def _no_second_derivative(what: str) -> None:
@@ -632,7 +631,7 @@ def _soft_label(
 # ---------------------------------------------------------------------------------------------
 
 _TREE_TABLES = ("path_node", "path_valid")
-_DAG_TABLES = ("anc_ptr", "anc_index", "edge_parent_sorted", "edge_child_sorted")
+_DAG_TABLES = ("edge_parent_sorted", "edge_child_sorted", "edge_parent", "edge_child")
 
 
 @dataclass(frozen=True)
@@ -662,12 +661,11 @@ def _cond_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _sigmoid_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
-    # trees: the unknown mask is a preorder range test; DAGs: a CSR of the descendants
-    names: tuple[str, ...] = ("preorder", "subtree_size") if tax.is_tree else ("desc_ptr", "desc_index")
-    names += (_TREE_TABLES + ("parent_local",)) if tax.is_tree else _DAG_TABLES  # parent_local: trees only
-    if options.get("negatives") == "siblings":
-        names += ("parent",) if tax.is_tree else ("edge_parent", "edge_child")
-    return names
+    # trees: the masks are preorder range tests and path tables; DAGs: passes over the edges, both ways
+    if tax.is_tree:
+        names: tuple[str, ...] = ("preorder", "subtree_size") + _TREE_TABLES + ("parent_local",)
+        return names + (("parent",) if options.get("negatives") == "siblings" else ())
+    return _DAG_TABLES
 
 
 _DAG_HINT = "For a DAG use a SigmoidHead with node_bce or max_constraint_loss, or a FlatHead with flat_cross_entropy."

@@ -160,6 +160,12 @@ def _b_edges_by_parent(tax: Taxonomy) -> dict[str, np.ndarray]:
     return {"edge_parent_sorted": edges[order, 0], "edge_child_sorted": edges[order, 1]}
 
 
+def _child_edge_bounds(tax: Taxonomy) -> tuple[int, ...]:
+    """Where each depth level's incoming edges start in ``edges_index()`` (sorted by child, children by depth)."""
+    children = tax.edges_index()[:, 1]
+    return tuple(int(i) for i in np.searchsorted(children, np.asarray(_level_bounds(tax))))
+
+
 def _parent_edge_bounds(tax: Taxonomy) -> tuple[int, ...]:
     """Where each depth level's outgoing edges start in the edges sorted by parent (nodes sort by depth)."""
     parents = np.sort(tax.edges_index()[:, 0])
@@ -215,6 +221,7 @@ class _TaxonomyTables:
         self.is_tree = taxonomy.is_tree
         self.level_bounds = _level_bounds(taxonomy)
         self.parent_edge_bounds = _parent_edge_bounds(taxonomy)
+        self.child_edge_bounds = _child_edge_bounds(taxonomy)
         self.tree_height = int(taxonomy.height_index[0])
         self.num_groups = max(int((np.diff(taxonomy.children_ptr) > 0).sum()), 1)
         leaves = taxonomy.leaf_index
@@ -252,6 +259,7 @@ _STATIC = (
     "is_tree",
     "level_bounds",
     "parent_edge_bounds",
+    "child_edge_bounds",
     "tree_height",
     "num_groups",
     "leaves_last",
@@ -444,6 +452,24 @@ def _dag_amax_nm(values: Tensor, t: Any) -> Tensor:
             levels[d].scatter_reduce(0, parent[:, None].expand(-1, batch), below[child], "amax", include_self=True)
         )
     return torch.cat(done[::-1], dim=0)
+
+
+def _dag_descend_nm(values: Tensor, t: Any) -> Tensor:
+    """Maximum over each node's ancestors and itself on a DAG, node-major, top-down by depth level (the
+    mirror of :func:`_dag_amax_nm`): one gather and one scatter-max over each level's incoming edges."""
+    batch = values.shape[1]
+    bounds, edge_bounds = t.level_bounds, t.child_edge_bounds
+    levels = torch.split(values, _level_sizes(bounds), dim=0)
+    done = [levels[0]]  # final rows, shallowest level first
+    for d in range(1, len(levels)):
+        above = done[0] if len(done) == 1 else torch.cat(done, dim=0)  # rows 0 .. bounds[d]
+        e0, e1 = edge_bounds[d], edge_bounds[d + 1]
+        child = t.edge_child[e0:e1] - bounds[d]
+        parent = t.edge_parent[e0:e1]
+        done.append(
+            levels[d].scatter_reduce(0, child[:, None].expand(-1, batch), above[parent], "amax", include_self=True)
+        )
+    return torch.cat(done, dim=0)
 
 
 def _descendants_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]) -> Tensor:
