@@ -8,10 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, validate_data
 
-from hiercls.errors import TaxonomyError
-from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase
+from hiercls.sklearn._base import HierarchicalClassifierBase
 from hiercls.sklearn._local import _fit_one, _LocalEstimators, _marginals_from_conditionals
 from hiercls.taxonomy import Taxonomy
 
@@ -85,20 +83,6 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
         ['animal/cat', 'animal/dog', 'plant']
     """
 
-    def __init__(
-        self,
-        base_estimator: Any = None,
-        taxonomy: Taxonomy | None = None,
-        decoder: DecoderRule = "argmax_leaf",
-        decoder_options: dict[str, Any] | None = None,
-        n_jobs: int | None = None,
-    ) -> None:
-        self.base_estimator = base_estimator
-        self.taxonomy = taxonomy
-        self.decoder = decoder
-        self.decoder_options = decoder_options
-        self.n_jobs = n_jobs
-
     # ---------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LocalClassifierPerLevel:
         """Fit one classifier per depth.
@@ -115,21 +99,8 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
         Raises:
             ValueError: ``sample_weight`` is given but the base estimator's ``fit`` does not take it.
         """
-        base = self._base()
-        X = validate_data(self, X, **self._input_options(base))
-        target = self._fit_labels(y)
-        if len(target) != X.shape[0]:
-            raise ValueError(
-                f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
-            )
-        sample_weight = self._checked_weights(sample_weight, X, base)
-        X, target, sample_weight = self._without_zero_weights(X, target, sample_weight)
+        base, X, target, sample_weight = self._fit_inputs(X, y, sample_weight)
         tax = self.taxonomy_
-        if not tax.is_tree:
-            raise TaxonomyError(
-                "taxonomy: LocalClassifierPerLevel needs a tree (each node one parent, so that its "
-                "marginal is a product down one path). Use HierarchicalHeadClassifier(head='sigmoid') for a DAG."
-            )
         anc = tax.ancestor_table
         depth_of_target = tax.depth_index[target]
         seen = np.zeros(tax.num_nodes, dtype=bool)
@@ -162,8 +133,7 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
         Args:
             X: features, shape ``(n_samples, n_features)``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, **self._input_options(self._base()))
+        X = self._predict_inputs(X)
         tax = self.taxonomy_
         n = X.shape[0]
         scores = np.zeros((n, tax.num_nodes))

@@ -17,9 +17,49 @@ from hiercls.taxonomy import Taxonomy
 
 
 class _LocalEstimators:
-    """What the local-classifier estimators share: the base estimator, its input options and tags."""
+    """What the local-classifier estimators share: their parameters, the base estimator, its input
+    options and tags, and the checks at the start of ``fit`` and ``predict_marginals``."""
 
     base_estimator: Any
+    taxonomy_: Taxonomy
+    _fit_labels: Any
+
+    def __init__(
+        self,
+        base_estimator: Any = None,
+        taxonomy: Taxonomy | None = None,
+        decoder: DecoderRule = "argmax_leaf",
+        decoder_options: dict[str, Any] | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.base_estimator = base_estimator
+        self.taxonomy = taxonomy
+        self.decoder = decoder
+        self.decoder_options = decoder_options
+        self.n_jobs = n_jobs
+
+    def _fit_inputs(self, X: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, np.ndarray, np.ndarray | None]:
+        """``(base estimator, X, target node indices, sample weights)`` for ``fit``, samples of weight 0
+        left out; sets the label attributes; refuses a DAG."""
+        base = self._base()
+        X = validate_data(self, X, **self._input_options(base))
+        target = self._fit_labels(y)
+        if len(target) != X.shape[0]:
+            raise ValueError(
+                f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
+            )
+        sample_weight = self._checked_weights(sample_weight, X, base)
+        X, target, sample_weight = self._without_zero_weights(X, target, sample_weight)
+        if not self.taxonomy_.is_tree:
+            raise TaxonomyError(
+                f"taxonomy: {type(self).__name__} needs a tree (each node one parent, so that its "
+                "marginal is a product down one path). Use HierarchicalHeadClassifier(head='sigmoid') for a DAG."
+            )
+        return base, X, target, sample_weight
+
+    def _predict_inputs(self, X: Any) -> Any:
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, **self._input_options(self._base()))
 
     def _base(self) -> Any:
         base = LogisticRegression() if self.base_estimator is None else self.base_estimator
@@ -146,20 +186,6 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
         ['animal/cat', 'animal/dog', 'plant']
     """
 
-    def __init__(
-        self,
-        base_estimator: Any = None,
-        taxonomy: Taxonomy | None = None,
-        decoder: DecoderRule = "argmax_leaf",
-        decoder_options: dict[str, Any] | None = None,
-        n_jobs: int | None = None,
-    ) -> None:
-        self.base_estimator = base_estimator
-        self.taxonomy = taxonomy
-        self.decoder = decoder
-        self.decoder_options = decoder_options
-        self.n_jobs = n_jobs
-
     # ---------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LocalClassifierPerParentNode:
         """Fit one classifier per inner node.
@@ -177,21 +203,8 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
         Raises:
             ValueError: ``sample_weight`` is given but the base estimator's ``fit`` does not take it.
         """
-        base = self._base()
-        X = validate_data(self, X, **self._input_options(base))
-        target = self._fit_labels(y)
-        if len(target) != X.shape[0]:
-            raise ValueError(
-                f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
-            )
-        sample_weight = self._checked_weights(sample_weight, X, base)
-        X, target, sample_weight = self._without_zero_weights(X, target, sample_weight)
+        base, X, target, sample_weight = self._fit_inputs(X, y, sample_weight)
         tax = self.taxonomy_
-        if not tax.is_tree:
-            raise TaxonomyError(
-                "taxonomy: LocalClassifierPerParentNode needs a tree (each node one parent, so that its "
-                "marginal is a product down one path). Use HierarchicalHeadClassifier(head='sigmoid') for a DAG."
-            )
         rows, parents, children = _parent_child_pairs(target, tax)
         num = tax.num_nodes
         counts = np.bincount(children, minlength=num)  # samples routed through each node (as a child)
@@ -247,8 +260,7 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
         Args:
             X: features, shape ``(n_samples, n_features)``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, **self._input_options(self._base()))
+        X = self._predict_inputs(X)
         cond = np.repeat(self._default_conditional[None, :], X.shape[0], axis=0)
         for est in self.estimators_.values():  # one call per fitted classifier
             if est is not None:

@@ -7,13 +7,10 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, validate_data
 
-from hiercls.errors import TaxonomyError
-from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase
+from hiercls.sklearn._base import HierarchicalClassifierBase
 from hiercls.sklearn._level import _conditionals_within_siblings, _default_conditionals
 from hiercls.sklearn._local import _fit_one, _LocalEstimators, _marginals_from_conditionals, _parent_child_pairs
-from hiercls.taxonomy import Taxonomy
 
 
 class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
@@ -81,20 +78,6 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
         ['animal/cat', 'animal/dog', 'plant']
     """
 
-    def __init__(
-        self,
-        base_estimator: Any = None,
-        taxonomy: Taxonomy | None = None,
-        decoder: DecoderRule = "argmax_leaf",
-        decoder_options: dict[str, Any] | None = None,
-        n_jobs: int | None = None,
-    ) -> None:
-        self.base_estimator = base_estimator
-        self.taxonomy = taxonomy
-        self.decoder = decoder
-        self.decoder_options = decoder_options
-        self.n_jobs = n_jobs
-
     # ---------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LocalClassifierPerNode:
         """Fit one binary classifier per non-root node.
@@ -111,21 +94,8 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
         Raises:
             ValueError: ``sample_weight`` is given but the base estimator's ``fit`` does not take it.
         """
-        base = self._base()
-        X = validate_data(self, X, **self._input_options(base))
-        target = self._fit_labels(y)
-        if len(target) != X.shape[0]:
-            raise ValueError(
-                f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
-            )
-        sample_weight = self._checked_weights(sample_weight, X, base)
-        X, target, sample_weight = self._without_zero_weights(X, target, sample_weight)
+        base, X, target, sample_weight = self._fit_inputs(X, y, sample_weight)
         tax = self.taxonomy_
-        if not tax.is_tree:
-            raise TaxonomyError(
-                "taxonomy: LocalClassifierPerNode needs a tree (each node one parent, so that its "
-                "marginal is a product down one path). Use HierarchicalHeadClassifier(head='sigmoid') for a DAG."
-            )
         rows, parents, children = _parent_child_pairs(target, tax)
         seen = np.zeros(tax.num_nodes, dtype=bool)
         seen[children] = True
@@ -165,8 +135,7 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
         Args:
             X: features, shape ``(n_samples, n_features)``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, **self._input_options(self._base()))
+        X = self._predict_inputs(X)
         default = self._default_conditional
         scores = np.repeat(default[None, :], X.shape[0], axis=0)  # nodes without a classifier: fixed
         for node, est in self._node_of_estimator:  # one call per fitted classifier
