@@ -93,11 +93,7 @@ def oracle_lcpn_proba(X: np.ndarray, target: np.ndarray, tax: Taxonomy, X_test: 
         else:
             est = LogisticRegression().fit(X[rows], child)
             cond[:, est.classes_] = est.predict_proba(X_test)
-    marg = np.ones((len(X_test), tax.num_nodes))
-    for j in range(tax.num_nodes):
-        for n in tax.path(j)[1:]:
-            marg[:, j] *= cond[:, tax.index(n)]
-    return marg
+    return _oracle_path_product(cond, tax)
 
 
 def oracle_hf1(t: list[int], p: list[int], tax: Taxonomy) -> float:
@@ -375,37 +371,35 @@ def oracle_per_level_proba(X: np.ndarray, target: np.ndarray, tax: Taxonomy, X_t
             est = LogisticRegression().fit(X[rows], node)
             q[:, est.classes_] = est.predict_proba(X_test)
             fitted_depths.add(d)
+    return _oracle_chain(q, tax, seen, fixed=lambda v: tax.depth(v) not in fitted_depths)
+
+
+def _oracle_fallback(tax: Taxonomy, v: int, seen: set[int]) -> float:
+    """A node's conditional when its sibling group gets no score: uniform over the siblings seen at fit."""
+    siblings = [tax.index(c) for c in tax.children(tax.parent_index[v])]
+    seen_sib = [s for s in siblings if s in seen]
+    return (1.0 / len(seen_sib) if v in seen else 0.0) if seen_sib else 1.0 / len(siblings)
+
+
+def _oracle_chain(q: np.ndarray, tax: Taxonomy, seen: set[int], fixed=lambda v: False) -> np.ndarray:
+    """Scores -> conditionals by renormalising within each sibling group (loops), then products down paths."""
     cond = np.zeros_like(q)
     cond[:, 0] = 1.0
     for v in range(1, tax.num_nodes):
         siblings = [tax.index(c) for c in tax.children(tax.parent_index[v])]
-        seen_sib = [s for s in siblings if s in seen]
-        fallback = (1.0 / len(seen_sib) if v in seen else 0.0) if seen_sib else 1.0 / len(siblings)
-        for i in range(len(X_test)):
-            if tax.depth(v) not in fitted_depths:
-                cond[i, v] = fallback
-                continue
+        fallback = _oracle_fallback(tax, v, seen)
+        for i in range(len(q)):
             total = sum(q[i, s] for s in siblings)
-            cond[i, v] = q[i, v] / total if total > 0 else fallback
-    marg = np.ones((len(X_test), tax.num_nodes))
+            cond[i, v] = fallback if fixed(v) or total <= 0 else q[i, v] / total
+    return _oracle_path_product(cond, tax)
+
+
+def _oracle_path_product(cond: np.ndarray, tax: Taxonomy) -> np.ndarray:
+    marg = np.ones_like(cond)
     for j in range(tax.num_nodes):
         for n in tax.path(j)[1:]:
             marg[:, j] *= cond[:, tax.index(n)]
     return marg
-
-
-@settings(examples(15), deadline=None)
-@given(tax=trees(min_nodes=2, max_nodes=12), data=st.data())
-def test_per_level_marginals_equal_a_loop_over_depths_and_samples(tax, data):
-    n = data.draw(st.integers(6, 30))
-    target = np.array(data.draw(st.lists(st.integers(0, tax.num_nodes - 1), min_size=n, max_size=n)))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
-    X = rng.normal(size=(n, 3)) + 0.5 * target[:, None]
-    X_test = rng.normal(size=(7, 3))
-    clf = LocalClassifierPerLevel(taxonomy=tax).fit(X, np.array(tax.names(target)))
-    probs = clf.predict_marginals(X_test)
-    np.testing.assert_allclose(probs, oracle_per_level_proba(X, target, tax, X_test), rtol=1e-9, atol=1e-12)
-    assert np.all(probs[:, 0] == 1.0) and np.all((probs >= 0) & (probs <= 1 + 1e-12))
 
 
 def test_per_level_on_a_one_level_tree_is_the_per_parent_model():
@@ -452,36 +446,29 @@ def oracle_per_node_proba(X: np.ndarray, target: np.ndarray, tax: Taxonomy, X_te
             est = LogisticRegression().fit(X[rows], labels)
             q[:, v] = est.predict_proba(X_test)[:, 1]
         else:
-            siblings = [tax.index(c) for c in tax.children(p)]
-            seen_sib = [s for s in siblings if s in seen]
-            q[:, v] = (1.0 / len(seen_sib) if v in seen else 0.0) if seen_sib else 1.0 / len(siblings)
-    cond = np.zeros_like(q)
-    cond[:, 0] = 1.0
-    for v in range(1, tax.num_nodes):
-        siblings = [tax.index(c) for c in tax.children(tax.parent_index[v])]
-        seen_sib = [s for s in siblings if s in seen]
-        fallback = (1.0 / len(seen_sib) if v in seen else 0.0) if seen_sib else 1.0 / len(siblings)
-        for i in range(len(X_test)):
-            total = sum(q[i, s] for s in siblings)
-            cond[i, v] = q[i, v] / total if total > 0 else fallback
-    marg = np.ones((len(X_test), tax.num_nodes))
-    for j in range(tax.num_nodes):
-        for n in tax.path(j)[1:]:
-            marg[:, j] *= cond[:, tax.index(n)]
-    return marg
+            q[:, v] = _oracle_fallback(tax, v, seen)
+    return _oracle_chain(q, tax, seen)
 
 
+@pytest.mark.parametrize(
+    ("cls", "oracle"),
+    [
+        (LocalClassifierPerLevel, oracle_per_level_proba),
+        (LocalClassifierPerNode, oracle_per_node_proba),
+    ],
+    ids=["per_level", "per_node"],
+)
 @settings(examples(15), deadline=None)
 @given(tax=trees(min_nodes=2, max_nodes=12), data=st.data())
-def test_per_node_marginals_equal_a_loop_over_nodes_and_samples(tax, data):
+def test_local_marginals_equal_a_loop_over_samples(cls, oracle, tax, data):
     n = data.draw(st.integers(6, 30))
     target = np.array(data.draw(st.lists(st.integers(0, tax.num_nodes - 1), min_size=n, max_size=n)))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     X = rng.normal(size=(n, 3)) + 0.5 * target[:, None]
     X_test = rng.normal(size=(7, 3))
-    clf = LocalClassifierPerNode(taxonomy=tax).fit(X, np.array(tax.names(target)))
+    clf = cls(taxonomy=tax).fit(X, np.array(tax.names(target)))
     probs = clf.predict_marginals(X_test)
-    np.testing.assert_allclose(probs, oracle_per_node_proba(X, target, tax, X_test), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(probs, oracle(X, target, tax, X_test), rtol=1e-9, atol=1e-12)
     assert np.all(probs[:, 0] == 1.0) and np.all((probs >= 0) & (probs <= 1 + 1e-12))
 
 
