@@ -122,7 +122,6 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
         sizes = (bounds[1] - bounds[0])[parent_of[1:]]
         self.n_samples_per_node_ = {names[v]: int(size) for v, size in zip(range(1, tax.num_nodes), sizes.tolist())}
         self._default_conditional = default
-        self._node_of_estimator = [(tax.index(name), est) for name, est in self.estimators_.items() if est is not None]
         return self
 
     # ------------------------------------------------------------ predict
@@ -138,10 +137,10 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
         X = self._predict_inputs(X)
         default = self._default_conditional
         scores = np.repeat(default[None, :], X.shape[0], axis=0)  # nodes without a classifier: fixed
-        for node, est in self._node_of_estimator:  # one call per fitted classifier
+        tax = self.taxonomy_
+        fitted = ((tax.index(name), est) for name, est in self.estimators_.items() if est is not None)
+        for node, est in fitted:  # one call per fitted classifier
             # the column of class 1 (the classifier was fitted on 0/1 labels; the last column otherwise)
             positive = np.flatnonzero(np.asarray(est.classes_) == 1)
             scores[:, node] = est.predict_proba(X)[:, positive[0] if len(positive) else -1]
-        return _marginals_from_conditionals(
-            _conditionals_within_siblings(scores, default, self.taxonomy_), self.taxonomy_
-        )
+        return _marginals_from_conditionals(_conditionals_within_siblings(scores, default, tax), tax)
