@@ -1224,6 +1224,14 @@ class Taxonomy:
             [[1, 1, 1, 0, 0]]
         """
         idx = self.encode(labels).ravel()
+        if not self._is_tree and len(idx):
+            # one row per distinct label: the DAG rows cost (descendants x their ancestors)
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            if len(uniq) < len(idx):
+                return self._known_rows(uniq)[inverse]
+        return self._known_rows(idx)
+
+    def _known_rows(self, idx: np.ndarray) -> np.ndarray:
         out = np.ones((len(idx), self.num_nodes), dtype=bool)
         rows, cols = _gather_csr(self._desc_ptr, self._desc_idx, idx)
         keep = cols != idx[rows]
