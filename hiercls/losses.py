@@ -34,9 +34,7 @@ Common arguments:
   one device synchronisation per call, which on a GPU stalls the launch queue
   (measured on an H200: 3-6% of a ViT-S / ConvNeXt-T training step at batch
   256). Validate the first batches, then train with ``validate_args=False``:
-  no loss then reads anything back to the host, on a tree or a DAG, except
-  ``flat_cross_entropy`` on a DAG, which reads back the sizes of the batch's
-  leaf lists.
+  no loss then reads anything back to the host, on a tree or a DAG.
   Shapes and dtypes are always checked. Unchecked values are not caught later:
   a target of ``-1`` is read as the last node by some losses (plain tensor
   indexing) and fails with an unrelated indexing error in others, and a NaN
@@ -528,7 +526,8 @@ class _FlatNLL(torch.autograd.Function):
 class _FlatNLLMasked(torch.autograd.Function):
     """:class:`_FlatNLL` with the leaves below each target given as a dense bool mask ``(B, L)``.
 
-    Trees build the mask from preorder ranks without a device sync; it costs a few more full-size passes
+    Trees build the mask from preorder ranks, DAGs from a top-down pass over the edges, both without a
+    device sync; it costs a few more full-size passes
     than the CSR pairs, which is why the CPU, where a sync is free, keeps those.
     """
 
@@ -560,9 +559,12 @@ def _flat_cross_entropy(
     leaf_logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float, dense: bool | None = None
 ) -> Tensor:
     if dense is None:  # off the CPU a data-dependent size would cost a device sync per call
-        dense = t.is_tree and leaf_logits.device.type != "cpu"
+        dense = leaf_logits.device.type != "cpu"
     if dense:
-        below = _below_mask(target, t.leaf_preorder, t, node_major=False, strict=False)
+        if t.is_tree:
+            below = _below_mask(target, t.leaf_preorder, t, node_major=False, strict=False)
+        else:  # a top-down pass over the edges, O(B x (nodes + edges)): no list of data-dependent size
+            below = (_dag_descend_nm(_dag_onehot_nm(target, t), t)[t.leaf_index] > 0).T
         losses = _FlatNLLMasked.apply(leaf_logits, below, smoothing)
     else:
         owner, cols = _csr_pairs(t.leafdesc_ptr, t.leafdesc_pos, target)  # the leaves below each target
@@ -687,7 +689,8 @@ _SPECS: dict[str, _Spec] = {
         "num_leaves",
         False,
         lambda tax, o: (
-            ("leafdesc_ptr", "leafdesc_pos") + (("preorder", "subtree_size", "leaf_preorder") if tax.is_tree else ())
+            ("leafdesc_ptr", "leafdesc_pos")
+            + (("preorder", "subtree_size", "leaf_preorder") if tax.is_tree else _DAG_TABLES + ("leaf_index",))
         ),
     ),
     "hxe": _Spec(

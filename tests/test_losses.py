@@ -708,11 +708,12 @@ def test_balanced_weight_trains_a_loss_and_refuses_bad_input(paper_tax) -> None:
 @settings(examples(40))
 @given(data=st.data())
 def test_flat_ce_dense_mask_equals_the_csr_pairs(data):
-    """Off the CPU, flat CE on a tree reads the leaves below each target from a preorder range (no sync);
-    on the CPU it gathers CSR pairs. Both give the same losses and gradients, -inf masks included."""
+    """Off the CPU, flat CE reads the leaves below each target from a preorder range on a tree, from a pass
+    over the edges on a DAG (no sync); on the CPU it gathers CSR pairs. Both give the same losses and
+    gradients, -inf masks included."""
     from hiercls.losses import _flat_cross_entropy
 
-    tax, logits, target, _, smoothing = data.draw(cases("flat"))
+    tax, logits, target, _, smoothing = data.draw(cases("flat", dag=data.draw(st.booleans(), label="dag")))
     if data.draw(st.booleans(), label="mask a leaf") and logits.shape[1] > 1:
         logits = logits.clone()
         logits[:, data.draw(st.integers(0, logits.shape[1] - 1), label="masked leaf")] = -math.inf
@@ -887,13 +888,14 @@ def test_soft_labels_with_a_masked_leaf_and_a_zero_weight_are_zero() -> None:
     assert losses[0].item() == 0.0 and torch.isfinite(losses[1])
 
 
-@pytest.mark.parametrize("kind", ["bce", "max_constraint"])
+@pytest.mark.parametrize("kind", ["bce", "max_constraint", "flat"])
 def test_dag_masks_need_no_device_sync_and_no_descendant_lists(kind) -> None:
-    """On a DAG, BCE and the max-constraint loss gathered descendant and ancestor lists of data-dependent
-    size (a device sync per call; 0.37 s a step with labels near the root of an 11,111-node DAG). Their
-    masks now come from passes over the edges: no read-back, no host-to-device copy, the same values."""
+    """On a DAG, BCE, the max-constraint loss and (off the CPU) flat CE gathered descendant and ancestor
+    lists of data-dependent size (a device sync per call; 0.37 s a step with labels near the root of an
+    11,111-node DAG). Their masks now come from passes over the edges: no read-back, no host-to-device
+    copy, the same values."""
     tax = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c"), ("a", "d"), ("b", "e"), ("c", "f")])
-    logits = torch.randn(4, tax.num_nodes, device="meta")
+    logits = torch.randn(4, _width(tax, kind), device="meta")
     target = torch.tensor([1, 3, 5, 6], device="meta")
     _call(kind, logits, target, tax, validate_args=False)  # tables move to the device once
     with HostTraffic() as traffic:
