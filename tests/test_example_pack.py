@@ -511,3 +511,30 @@ def test_crop_travels_from_the_pack_to_training_and_prediction(pbc_subset: Path,
     node = tax.index(rows[0]["prediction"])
     assert math.isclose(rows[0]["prediction_prob"], float(marginals(0.6)[node]), abs_tol=2e-6)
     assert not math.isclose(rows[0]["prediction_prob"], float(marginals(1.0)[node]), abs_tol=2e-6)
+
+
+def test_a_pack_made_again_with_another_split_is_refused(pbc_subset: Path, tmp_path: Path, monkeypatch) -> None:
+    """Re-packing to the same path with another seed moves training images into the test split: --resume
+    (split id in the config) and evaluate (the run's splits.csv) refuse it instead of scoring a leak."""
+    from examples.leukemia import train as T
+    from examples.leukemia.evaluate import main as evaluate_main
+
+    out = tmp_path / "p.npz"
+    pack(pbc_subset, out, size=32, seed=1, progress=False)
+    fast = ["--quiet", "--no-tensorboard", "--batch-size", "8", "--workers", "1", "--backbone", "test_resnet"]
+    run = tmp_path / "run"
+    args = ["--pack", str(out), "--epochs", "2", "--output", str(run), *fast]
+    res = T.run(T.parse_args([*args, "--stop-after", "1"]))
+    assert res.config["split_id"] == T.split_identity(res.data)
+    monkeypatch.setenv("HIERCLS_DEBUG", "1")  # evaluate's main re-raises its user errors: their messages are checked
+    ev = ["--out", str(tmp_path / "ev"), "--no-figures"]
+    assert evaluate_main([str(run / "best"), *ev])["rows"]  # the same pack: scored
+    manifest = (run / "splits.csv").read_text()
+    pack(pbc_subset, out, size=32, seed=2, progress=False)  # the same path, another split
+    with pytest.raises(ValueError, match=r"images of the 'test' split were in the run's training split"):
+        evaluate_main([str(run / "best"), *ev])
+    with pytest.raises(ValueError, match=r"--resume: the data at the run's paths now splits differently"):
+        T.run(T.parse_args([*args, "--resume"]))
+    assert (run / "splits.csv").read_text() == manifest  # the refused resume left the run's manifest alone
+    pack(pbc_subset, out, size=32, seed=1, progress=False)  # made again as it was: the same split
+    assert T.run(T.parse_args([*args, "--resume"])).config["split_id"] == res.config["split_id"]

@@ -317,7 +317,33 @@ def load_split(
         targets = torch.as_tensor(taxonomy.encode([s.label for s in items]), dtype=torch.int64).reshape(-1).to(device)
     if len(names) == 0:
         raise ValueError(f"split: no images in the {split!r} split.")
+    if split != "train":
+        _check_no_training_images(names, split, checkpoint_dir / "splits.csv")
     return images, targets, names
+
+
+def _check_no_training_images(names: Sequence[str], split: str, manifest: Path) -> None:
+    """Refuse to score a split that holds images the run trained on (its ``splits.csv`` says which).
+
+    A pack made again with another seed behind the same path, or a data folder that changed since the
+    run, splits differently: its test split then holds training images and the scores mean nothing.
+    Names are compared as the manifest resolves them (relative to the run folder).
+    """
+    from examples.leukemia import data as data_mod
+
+    if not manifest.is_file():
+        return
+    trained = {s.path for s in data_mod.read_manifest(manifest).get("train", [])}
+    here = os.path.abspath(manifest.parent)
+    leaked = [n for n in names if os.path.abspath(os.path.join(here, n)) in trained]
+    if leaked:
+        raise ValueError(
+            f"split: {len(leaked)} of the {len(names)} images of the {split!r} split were in the run's training "
+            f"split ({manifest}), first: {', '.join(leaked[:3])}. The pack or data folder was changed since "
+            "training (a pack made again with another seed?), so its scores would mean nothing. Evaluate on the "
+            "run's own split: the pack it trained on, a pack made again with the run's --seed from the same "
+            "images, or --data with those images (split again with the run's seed)."
+        )
 
 
 def _split_like_the_run(samples: list[Any], data: str, config: Mapping[str, Any], split: str, seed: int) -> list[Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import itertools
 import json
 import logging
@@ -629,6 +630,25 @@ def _write_pack_manifest(path: Path, names: dict[str, list[str]], labels: dict[s
     os.replace(tmp, path)
 
 
+def _write_split_manifest(args: argparse.Namespace, output: Path) -> bool:
+    """A new run writes ``splits.csv``; a resumed one keeps the run's own (checked by :func:`split_identity`)."""
+    return not (getattr(args, "resume", False) and (output / "splits.csv").is_file())
+
+
+def split_identity(data: Data) -> str:
+    """A short hash of which image lies in which split, with its target.
+
+    Stored in the run's config: ``--resume`` refuses data that splits differently (a re-made pack or a
+    changed data folder behind the same path), whose test split could hold images the run trained on.
+    """
+    h = hashlib.sha256()
+    for split_name in ("train", "val", "test"):
+        rows = sorted(zip(data.names.get(split_name, []), data.targets[split_name].tolist()))
+        h.update(f"{split_name}:{len(rows)}\n".encode())
+        h.update("".join(f"{name}\0{target}\n" for name, target in rows).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
+
+
 def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
     """Scan or unpack the images, split them (seeded, stratified), decode once, move to the device.
 
@@ -661,7 +681,7 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             targets[s] = pk.targets.to(env.device)[t_idx.to(env.device)]
             names[s] = [str(pk.names[i]) for i in idx]
         out = Data(tax, images, targets, names, source=f"pack {args.pack}", crop=crop)
-        if env.main:  # paths relative to the packed dataset's class-folder root
+        if env.main and _write_split_manifest(args, output):  # paths relative to the packed dataset's root
             labels = {s: [tax.nodes[t] for t in targets[s].tolist()] for s in names}
             _write_pack_manifest(output / "splits.csv", names, labels)
     else:
@@ -702,7 +722,7 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
         samples, _report = data_mod.scan(root, tax_spec, layout=layout, workers=args.workers, warn=env.main)
         samples = data_mod.limit_samples(samples, args.limit, args.split_seed)
         splits = data_mod.split(samples, seed=args.split_seed)
-        if env.main:
+        if env.main and _write_split_manifest(args, output):
             data_mod.write_manifest(output / "splits.csv", splits)
         images, targets, names = {}, {}, {}
         for s in ("train", "val", "test"):
@@ -726,6 +746,21 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
     if len(out.targets["train"]) == 0:
         raise ValueError("data: the train split is empty; give more images (or a smaller --limit).")
     return out
+
+
+def _check_same_split(output: Path, data: Data) -> None:
+    """``--resume``: the data must split as the run's did, image for image (see :func:`split_identity`)."""
+    last = output / "last.json"
+    stored = json.loads(last.read_text(encoding="utf-8")).get("config", {}) if last.is_file() else {}
+    if "split_id" in stored and stored["split_id"] != split_identity(data):
+        sizes = {s: len(v) for s, v in data.names.items()}
+        raise ValueError(
+            f"--resume: the data at the run's paths now splits differently (split id {split_identity(data)}, "
+            f"sizes {sizes}) from the data the run in {output} trained on (split id {stored['split_id']}, sizes "
+            f"{stored.get('split_sizes')}): the pack was made again or the data folder changed. Its test split "
+            "could hold images the run trained on. Resume with the run's own data, or start a new run: another "
+            "--output, or --overwrite."
+        )
 
 
 def _barrier(env: Dist) -> None:
@@ -1088,6 +1123,7 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
     cfg["synthetic"] = data.synthetic
     cfg["world_size"] = env.world_size
     cfg["split_sizes"] = {s: len(v) for s, v in data.names.items()}
+    cfg["split_id"] = split_identity(data)
     return cfg
 
 
@@ -1302,6 +1338,8 @@ def _run_body(
         if env.main and created and output.is_dir() and not any(output.iterdir()):
             output.rmdir()
         raise
+    if args.resume:
+        _check_same_split(output, data)
     tax = data.taxonomy
     img_size = int(data.images["train"].shape[-1])
     if data.synthetic and env.main:
