@@ -305,6 +305,76 @@ def test_images_labelled_at_the_root_are_skipped(tmp_path: Path) -> None:
     assert list(report.skipped) == ["labelled only at the taxonomy root 'root' (carries no class information)"]
 
 
+def test_symlinked_folders_are_read_once_and_linked_images_counted_once(tmp_path: Path) -> None:
+    """A link back up the tree (a loop) or a second link to a folder must not duplicate images: duplicates
+    land in train and test at once. Two links to one image with different labels leave both out."""
+    d = tmp_path / "d"
+    _jpeg(d / "Normal" / "a.jpg")
+    _jpeg(d / "Normal" / "b.jpg", color=(10, 20, 30))
+    _jpeg(d / "CLL" / "c.jpg", color=(90, 20, 30))
+    (d / "Normal" / "up").symlink_to("..")  # a loop
+    (d / "CLL" / "again").symlink_to(d / "CLL")
+    _jpeg(tmp_path / "x.jpg", color=(1, 2, 3))
+    (d / "Normal" / "x.jpg").symlink_to(tmp_path / "x.jpg")
+    (d / "CLL" / "x.jpg").symlink_to(tmp_path / "x.jpg")  # one image under two labels
+    samples, report = scan(d, "paper", warn=False)
+    assert sorted((Path(s.path).name, s.label) for s in samples) == [
+        ("a.jpg", "Normal"),
+        ("b.jpg", "Normal"),
+        ("c.jpg", "CLL"),
+    ]
+    (reason,) = report.skipped
+    assert reason.startswith("reached through symbolic links with different labels")
+    (d / "Normal" / "x.jpg").unlink()
+    (d / "Normal" / "x2.jpg").symlink_to(d / "CLL" / "c.jpg")  # one image under two labels again
+    (d / "CLL" / "x.jpg").unlink()
+    (d / "CLL" / "c2.jpg").symlink_to(d / "CLL" / "c.jpg")  # the same label twice: kept once
+    samples, report = scan(d, "paper", warn=False)
+    assert sorted(Path(s.path).name for s in samples) == ["a.jpg", "b.jpg"]
+    (d / "Normal" / "x2.jpg").unlink()
+    samples, report = scan(d, "paper", warn=False)
+    assert sorted(Path(s.path).name for s in samples) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert [Path(p).name for p in report.repeated] == ["c.jpg"]
+    assert any("found more than once with the same label" in m for m in report.messages())
+
+
+def test_a_folder_that_is_not_a_node_below_an_inner_node_is_reported(tmp_path: Path) -> None:
+    """A misspelt leaf folder (CMLL) gives the inner node's label silently unless the scan says so."""
+    d = tmp_path / "d"
+    _jpeg(d / "Normal" / "a.jpg")
+    _jpeg(d / "Leukemia" / "Chronic" / "CMLL" / "b.jpg")
+    _jpeg(d / "Leukemia" / "Acute" / "ALL" / "patient 7" / "c.jpg")  # a grouping folder below a leaf: fine
+    samples, report = scan(d, "paper", warn=False)
+    assert sorted(s.label for s in samples) == ["ALL", "Chronic", "Normal"]
+    (msg,) = [m for m in report.messages() if "not taxonomy nodes" in m]
+    assert "'CMLL' (did you mean 'CML'?)" in msg and msg.count(".jpg") == 1 and "b.jpg" in msg
+    with pytest.warns(DataWarning, match="did you mean 'CML'"):
+        scan(d, "paper")
+
+
+def test_pbc_class_folders_may_hold_subfolders_and_odd_prefixes_are_reported(real_subset: Path, tmp_path: Path) -> None:
+    """Images in subfolders of a PBC class folder keep their labels (they were dropped), and a file whose
+    name prefix belongs to another class is labelled at its folder's class and reported, not only noted."""
+    base = real_subset / "pbc" / PBC_DIB
+    nested = tmp_path / "pbc" / PBC_DIB
+    shutil.copytree(base, nested)
+    bne = sorted((nested / "neutrophil").glob("BNE_*"))[0]
+    (nested / "neutrophil" / "band_neutrophil").mkdir()
+    bne = bne.rename(nested / "neutrophil" / "band_neutrophil" / bne.name)  # a tree that mirrors pbc.json
+    my = sorted((nested / "ig").glob("MY_*"))[0]
+    (nested / "ig" / "patient 1").mkdir()
+    my.rename(nested / "ig" / "patient 1" / my.name)  # a grouping folder
+    flat, _ = scan(base, "pbc", warn=False)
+    deep, report = scan(nested, "pbc", warn=False)
+    assert report.layout == "pbc" and not report.skipped.keys() - {k for k in report.skipped if "not an image" in k}
+    assert sorted((Path(s.path).name, s.label) for s in deep) == sorted((Path(s.path).name, s.label) for s in flat)
+    shutil.copy(bne, nested / "ig" / "BNE_misplaced.jpg")
+    samples, report = scan(nested, "pbc", warn=False)
+    assert {Path(s.path).name: s.label for s in samples}["BNE_misplaced.jpg"] == "immature_granulocyte"
+    (msg,) = [m for m in report.messages() if "prefix" in m]
+    assert msg.startswith("1 image(s): file-name prefix is not a PBC prefix of 'ig'") and "BNE_misplaced" in msg
+
+
 # ---------------------------------------------------------------- csv
 def test_csv_manifest_with_partial_labels(tmp_path: Path) -> None:
     imgs = tmp_path / "imgs"
@@ -340,6 +410,19 @@ def test_csv_errors(tmp_path: Path) -> None:
     (tmp_path / "short.csv").write_text("path,comment,label\na.jpg\n")
     with pytest.raises(ValueError, match="line 2: expected at least 3 columns"):
         scan(tmp_path / "short.csv", "paper")
+    (tmp_path / "semicolons.csv").write_text("path;label\na.jpg;CLL\n")
+    with pytest.raises(ValueError, match=r"got \['path;label'\]\. Separate the columns with commas, not ';'"):
+        scan(tmp_path / "semicolons.csv", "paper")
+    (tmp_path / "excel.csv").write_bytes("path,label\na.jpg,CLL\nb\u00e9.jpg,CLL\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"excel\.csv'?: not UTF-8 text .*Save the CSV as UTF-8"):
+        scan(tmp_path / "excel.csv", "paper")
+
+
+def test_csv_paths_written_on_windows_are_found(tmp_path: Path) -> None:
+    _jpeg(tmp_path / "imgs" / "sub" / "a.jpg")
+    (tmp_path / "labels.csv").write_text("path,label\r\nimgs\\sub\\a.jpg,CLL\r\n")
+    samples, _ = scan(tmp_path / "labels.csv", "paper", warn=False)
+    assert [Path(s.path).relative_to(tmp_path).as_posix() for s in samples] == ["imgs/sub/a.jpg"]
 
 
 # ---------------------------------------------------------------- split and manifest
@@ -444,6 +527,15 @@ def test_load_image_converts_resizes_and_crops(tmp_path: Path) -> None:
     assert load_image(_png(tmp_path / "g.png", "L"), 12).shape == (12, 12, 3)
     deep = load_image(_png(tmp_path / "d.png", "I;16"), 30)
     assert deep.max() > 0 and deep.max() < 255  # 16-bit range scaled, not clipped to 255
+    # one mapping for every 16-bit image: a pixel of 256 somewhere must not change how 200 reads
+    for name, top in (("dim250.png", 250), ("dim256.png", 256)):
+        a = np.full((8, 8), 20000, np.uint16)
+        a[0, 0] = top
+        Image.fromarray(a).save(tmp_path / name)
+    assert (load_image(tmp_path / "dim250.png", 8)[4, 4] == load_image(tmp_path / "dim256.png", 8)[4, 4]).all()
+    assert load_image(tmp_path / "dim250.png", 8)[4, 4, 0] == round(20000 * 255 / 65535)
+    Image.fromarray(np.full((8, 8), 0.5, np.float32), "F").save(tmp_path / "f.tif")  # float in [0, 1]
+    assert load_image(tmp_path / "f.tif", 8)[4, 4, 0] in (127, 128)
     raw = _jpeg(tmp_path / "c.jpg", size=(256, 258)).read_bytes()
     assert (load_image(raw, 128) == load_image(tmp_path / "c.jpg", 128)).all()
     with pytest.raises(ValueError, match="size: expected a positive int"):

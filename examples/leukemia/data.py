@@ -95,6 +95,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 #: the note under which :func:`scan` lists files it did not read because of their names
 IGNORED_NOTE = "ignored: file name does not end in an image extension"
+UNKNOWN_FOLDER_NOTE = "in a folder that is not a taxonomy node, below an inner node: labelled at that node"
 #: extensions of files that are plainly not images (documentation, tables, archives): ignored without a warning
 DOCUMENT_EXTENSIONS = frozenset(
     {".md", ".txt", ".rst", ".csv", ".tsv", ".json", ".yml", ".yaml", ".xml", ".html", ".pdf", ".doc", ".docx"}
@@ -279,8 +280,11 @@ class ScanReport:
         empty_folders: folders with no image file in them or below them (topmost only).
         emptied_labels: label -> number of files found for it, for labels whose every file was skipped.
         leaves_without_images: leaves of the taxonomy that no kept image is labelled with.
-        notes: informative findings that need no action (reason -> paths), e.g. ignored non-image names.
-        repeated: images a CSV manifest lists more than once with the same label (each kept once).
+        notes: findings about images that were kept or files that were ignored (reason -> paths), e.g.
+            ignored non-image names, PBC files whose name prefix does not match their folder, or images in
+            folders that are not taxonomy nodes below an inner node (labelled at that node).
+        repeated: images found more than once with the same label (listed twice in a CSV manifest, or reached
+            through symbolic links), each kept once.
         num_files: number of candidate image files considered.
     """
 
@@ -323,9 +327,19 @@ class ScanReport:
             )
         if self.repeated:
             out.append(
-                f"{len(self.repeated)} image(s) listed more than once in the CSV with the same label: each kept "
-                f"once; first: {_first(self.repeated)}"
+                f"{len(self.repeated)} image(s) found more than once with the same label (listed twice in a CSV, "
+                f"or reached through symbolic links): each kept once; first: {_first(self.repeated)}"
             )
+        for reason, paths in self.notes.items():
+            if reason.startswith(UNKNOWN_FOLDER_NOTE):
+                out.append(
+                    f"{len(paths)} image(s) lie in folders that are not taxonomy nodes, below an inner node: each "
+                    f"is labelled at that inner node (a partial label){reason[len(UNKNOWN_FOLDER_NOTE) :]}; first: "
+                    f"{_first(paths)}. If a folder is a misspelt node, rename it; if it only groups images (a "
+                    "patient, a slide), ignore this"
+                )
+            elif reason != IGNORED_NOTE:
+                out.append(f"{len(paths)} image(s): {reason}; first: {_first(paths)}")
         # files with a suffix that is neither an image's nor a document's: perhaps images under another name
         ignored = [p for p in self.notes.get(IGNORED_NOTE, []) if Path(p).suffix.lower() not in DOCUMENT_EXTENSIONS]
         ignored = [p for p in ignored if Path(p).suffix]
@@ -382,12 +396,21 @@ def _first(paths: Sequence[str], k: int = _FIRST) -> str:
 
 # ------------------------------------------------------------------ layouts
 def _walk(top: Path) -> tuple[list[Path], list[str], list[str]]:
-    """All files below ``top`` (sorted), topmost folders without image files, and ignored non-image files."""
+    """All files below ``top`` (sorted), topmost folders without image files, and ignored non-image files.
+
+    Symbolic links to folders are followed, each real folder read once (a link loop ends there).
+    """
     files: list[Path] = []
     ignored: list[str] = []
     has_image: dict[str, bool] = {}
     order: list[str] = []
+    seen: set[str] = set()  # real folders already read: a link to one (or a link loop) is not read again
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
         order.append(dirpath)
         found = False
@@ -492,20 +515,31 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
     return "folder"
 
 
-def _label_folder(root: Path, tax: Taxonomy) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str]]:
-    """(path, label or None, unknown folder name or reason) per image file."""
+def _label_folder(
+    root: Path, tax: Taxonomy
+) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]]]:
+    """(path, label or None, unknown folder name or reason) per image file, and notes."""
     files, empty, ignored = _walk(root)
     out: list[tuple[str, str | None, str]] = []
+    below_inner: list[str] = []
     for p in files:
         parts = p.relative_to(root).parts[:-1]
         label = next((part for part in reversed(parts) if part in tax), None)
         if label is not None:
             out.append((str(p), label, ""))
+            if parts[-1] not in tax and not tax.is_leaf(label):  # a misspelt leaf folder, or a grouping folder
+                below_inner.append(str(p))
         elif parts:
             out.append((str(p), None, parts[-1]))  # unknown label: the file's own folder
         else:
             out.append((str(p), None, "?top"))
-    return out, root, empty, ignored
+    notes = {}
+    if below_inner:
+        folders = sorted({Path(p).parent.name for p in below_inner})
+        close = {f: difflib.get_close_matches(f, tax.nodes, n=1, cutoff=0.6) for f in folders[:_FIRST]}
+        hint = ", ".join(f"{f!r} (did you mean {m[0]!r}?)" if m else repr(f) for f, m in close.items())
+        notes[f"{UNKNOWN_FOLDER_NOTE}; folders: {hint}{', ...' if len(folders) > _FIRST else ''}"] = below_inner
+    return out, root, empty, ignored, notes
 
 
 def _label_pbc(
@@ -521,8 +555,8 @@ def _label_pbc(
     notes: dict[str, list[str]] = defaultdict(list)
     out: list[tuple[str, str | None, str]] = []
     for p in files:
-        parts = p.relative_to(base).parts
-        if len(parts) != 2 or parts[0] not in PBC_CLASS_NODE:
+        parts = p.relative_to(base).parts  # a class folder may hold subfolders (patients, or finer types)
+        if len(parts) < 2 or parts[0] not in PBC_CLASS_NODE:
             out.append((str(p), None, "?notclass"))
             continue
         cls = parts[0]
@@ -558,14 +592,23 @@ def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dic
     base = path.parent
     out: list[tuple[str, str | None, str]] = []
     skipped: dict[str, list[str]] = defaultdict(list)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{str(path)!r}: not UTF-8 text ({err.reason} at byte {err.start}). Save the CSV as UTF-8 (in Excel: "
+            "'CSV UTF-8'; or iconv -f cp1252 -t utf-8)."
+        ) from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         cols = [h.strip().lower() for h in header] if header else []
         if "path" not in cols or "label" not in cols:
+            sep = next((c for c in (";", "\t", "|") if header and len(header) == 1 and c in header[0]), None)
+            fix = f"Separate the columns with commas, not {sep!r}." if sep else "Add the header line 'path,label'."
             raise ValueError(
                 f"{str(path)!r}: expected a header with columns 'path' and 'label' (any order, more columns allowed), "
-                f"got {header!r}. Add the header line 'path,label'."
+                f"got {header!r}. {fix}"
             )
         ip, il = cols.index("path"), cols.index("label")
         for line, row in enumerate(reader, start=2):
@@ -577,6 +620,8 @@ def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dic
                 )
             rel, label = row[ip].strip(), row[il].strip()
             full = os.path.abspath(os.path.join(base, rel))
+            if "\\" in rel and os.sep == "/" and not os.path.isfile(full):  # written on Windows
+                full = os.path.abspath(os.path.join(base, rel.replace("\\", "/")))
             if not rel:
                 skipped["empty path in the CSV"].append(f"line {line}")
             elif not label:
@@ -593,23 +638,27 @@ def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dic
 def _drop_repeated(
     entries: list[tuple[str, str | None, str]],
 ) -> tuple[list[tuple[str, str | None, str]], list[str], list[str]]:
-    """``(entries, repeated, conflicting)``: a CSV that lists an image several times.
+    """``(entries, repeated, conflicting)``: an image found several times (listed twice in a CSV, or
+    reached through symbolic links), compared by its real path.
 
     With one label it is kept once (``repeated``); with different labels every copy is left out
     (``conflicting``): it has no single label, and its copies could be split into both train and test.
     """
+    real = [os.path.realpath(p) for p, _, _ in entries]  # two links to one image are one image
     labels_of: dict[str, set[str | None]] = defaultdict(set)
     rows_of: Counter[str] = Counter()
-    for p, label, _ in entries:
-        labels_of[p].add(label)
-        rows_of[p] += 1
-    conflicting = sorted(p for p, labels in labels_of.items() if len(labels) > 1)
-    repeated = sorted(p for p, n in rows_of.items() if n > 1 and len(labels_of[p]) == 1)
-    seen = set(conflicting)
+    first: dict[str, str] = {}
+    for (p, label, _), r in zip(entries, real):
+        labels_of[r].add(label)
+        rows_of[r] += 1
+        first.setdefault(r, p)
+    conflicting = sorted(first[r] for r, labels in labels_of.items() if len(labels) > 1)
+    repeated = sorted(first[r] for r, n in rows_of.items() if n > 1 and len(labels_of[r]) == 1)
+    seen = {r for r, labels in labels_of.items() if len(labels) > 1}
     kept = []
-    for entry in entries:
-        if entry[0] not in seen:
-            seen.add(entry[0])
+    for entry, r in zip(entries, real):
+        if r not in seen:
+            seen.add(r)
             kept.append(entry)
     return kept, repeated, conflicting
 
@@ -746,7 +795,7 @@ def scan(
     ignored: list[str] = []
     repeated: list[str] = []
     if resolved == "folder":
-        entries, base, empty, ignored = _label_folder(path, tax)
+        entries, base, empty, ignored, notes = _label_folder(path, tax)
     elif resolved == "pbc":
         entries, base, empty, ignored, notes = _label_pbc(path)
     elif resolved == "all4":
@@ -769,13 +818,13 @@ def scan(
     if unknown:
         raise UnknownNodeError(_unknown_labels_message(unknown, tax, source, resolved, owner=taxonomy_owner))
     num_files = len(entries)
-    if resolved == "csv":
-        entries, repeated, conflicting = _drop_repeated(entries)
-        if conflicting:
-            skipped[
-                "listed more than once in the CSV with different labels (every copy left out: it has no single "
-                "label, and its copies could be split into both train and test); list each image once"
-            ].extend(conflicting)
+    entries, repeated, conflicting = _drop_repeated(entries)
+    if conflicting:
+        where = "listed more than once in the CSV" if resolved == "csv" else "reached through symbolic links"
+        skipped[
+            f"{where} with different labels (every copy left out: it has no single label, and its copies "
+            "could be split into both train and test); keep one copy of each image"
+        ].extend(conflicting)
     kept: list[tuple[str, str]] = []
     for p, label, why in entries:
         if label is None:
@@ -1021,9 +1070,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # one mapping per mode, never per image (a dim image must stay dim, whatever its brightest pixel):
+        # integer images hold 16-bit values (0..65535 -> 0..255); float images hold [0, 1] when they fit
+        # in it (scientific TIFFs), else 8-bit values
         arr = np.asarray(im, dtype=np.float64)
-        scale = 1.0 if arr.max(initial=0) <= 255 else (255.0 / 65535.0)  # 16-bit range -> 8 bit
-        arr = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        if im.mode == "F":
+            scale = 255.0 if arr.size and np.nanmin(arr) >= 0 and np.nanmax(arr) <= 1 else 1.0
+        else:
+            scale = 255.0 / 65535.0
+        arr = np.clip(np.rint(np.nan_to_num(arr * scale)), 0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
     return im.convert("RGB")
 
@@ -1051,8 +1106,10 @@ def load_image(path: str | os.PathLike[str] | bytes, size: int, crop: float = 1.
     are first decoded at the smallest DCT scale not below the size needed, which is
     faster) and the centre ``size x size`` is cropped: cells are centred in these
     crops and the aspect ratio is kept (PBC's 360x363 crops lose about one pixel
-    row). Grayscale, palette, CMYK and 16-bit images are converted to RGB;
-    transparent pixels are composited onto white.
+    row). Grayscale, palette, CMYK and 16-bit images are converted to RGB (16-bit
+    values scaled by 255/65535, float images in ``[0, 1]`` by 255, the same for
+    every image, so a dim image stays dim); transparent pixels are composited onto
+    white.
 
     Args:
         path: an image file, or the encoded bytes of one.
