@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from examples.leukemia import train as T
@@ -23,6 +25,7 @@ from examples.leukemia.__main__ import COMMANDS
 from examples.leukemia.cli import DEBUG_ENV, exits_cleanly
 from examples.leukemia.data import DataWarning, load_taxonomy, scan
 from hiercls import UnknownNodeError
+from tests.strategies import trees
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--quiet", "--no-tensorboard", "--img-size", "32", "--batch-size", "8", "--workers", "1"]
@@ -291,6 +294,49 @@ def test_answer_is_the_root_when_no_first_level_node_reaches_the_threshold() -> 
     probs[0, tax.index("Acute")] = probs[0, tax.index("ALL")] = 1 / 3
     (row,) = predict_rows(probs, tax, ["x.png"], rule="top_down", threshold=0.5)
     assert row["answer"] == row["answer_path"] == "root" and row["answer_is_leaf"] is False
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_the_cautious_answer_walks_down_the_predictions_path(data) -> None:
+    """The answer is where a walk down the prediction's path stops (loop oracle), so always the prediction
+    or one of its ancestors: at a low threshold the global threshold rule jumped to another branch."""
+    from examples.leukemia.predict import cautious_answer, predict_rows
+    from hiercls.marginals import conditional_marginals, sigmoid_marginals
+
+    tax = data.draw(trees(max_nodes=12))
+    n = data.draw(st.integers(1, 5))
+    logits = torch.tensor(data.draw(st.lists(st.floats(-4, 4), min_size=n * tax.num_nodes, max_size=n * tax.num_nodes)))
+    head = data.draw(st.sampled_from([conditional_marginals, sigmoid_marginals]))  # coherent or not
+    probs = head(logits.reshape(n, tax.num_nodes), tax)
+    threshold = data.draw(st.floats(0.01, 0.99))
+    rule = data.draw(st.sampled_from(["argmax_leaf", "top_down", "crm"]))
+    rows = predict_rows(probs, tax, [f"{i}.png" for i in range(n)], rule=rule, threshold=threshold)
+    for i, row in enumerate(rows):
+        route = tax.path(row["prediction"])
+        stop = route[0]
+        for node in route[1:]:
+            if float(probs[i, tax.index(node)]) < threshold:
+                break
+            stop = node
+        assert row["answer"] == stop and row["answer_path"] == "/".join(tax.path(stop))
+        assert row["prediction_path"].startswith(row["answer_path"])
+    table = np.asarray(tax.ancestor_table)
+    pred = np.array([tax.index(r["prediction"]) for r in rows])
+    assert [tax.nodes[a] for a in cautious_answer(probs.numpy(), table[pred], threshold)] == [r["answer"] for r in rows]
+
+
+def test_the_cautious_answer_stays_on_the_predictions_branch() -> None:
+    """The reviewer's case: P(Reactive) = 0.35 is the top first-level node; Leukemia/Acute reach 0.1 too."""
+    from examples.leukemia.predict import predict_rows
+
+    tax = load_taxonomy("paper")
+    probs = torch.zeros(1, tax.num_nodes)
+    for node, p in {"root": 1.0, "Normal": 0.3, "Reactive": 0.35, "Leukemia": 0.35, "Acute": 0.2, "ALL": 0.17}.items():
+        probs[0, tax.index(node)] = p
+    probs[0, tax.index("Chronic")] = 0.15
+    (row,) = predict_rows(probs, tax, ["x.png"], rule="top_down", threshold=0.1)
+    assert row["prediction"] == "Reactive" and row["answer"] == "Reactive"
 
 
 def test_compare_refuses_a_mistyped_backbone_before_any_run(tmp_path: Path, capsys) -> None:

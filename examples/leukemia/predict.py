@@ -7,10 +7,11 @@ Columns:
 
 - ``path``; ``prediction``, ``prediction_path`` (root to node, ``/``-joined), ``prediction_prob``:
   the checkpoint's decoding rule (a leaf for ``argmax_leaf`` / ``top_down``);
-- ``answer``, ``answer_path``, ``answer_prob``, ``answer_is_leaf``: the cautious answer of the
-  ``threshold`` rule (:func:`hiercls.decoding.decode`): the deepest node whose probability reaches
-  ``--threshold``; an inner node (e.g. ``immature_granulocyte`` rather than ``myelocyte``) when the
-  model is not sure enough of a finer class;
+- ``answer``, ``answer_path``, ``answer_prob``, ``answer_is_leaf``: the cautious answer
+  (:func:`cautious_answer`): walking down the prediction's path, the last node before the first whose
+  probability is below ``--threshold``; so the prediction itself or one of its ancestors: an inner node
+  (e.g. ``immature_granulocyte`` rather than ``myelocyte``) when the model is not sure enough of a
+  finer class;
 - ``depth<d>``, ``p_depth<d>`` for every depth: the node of the prediction's path at that depth and
   its probability (the per-level probabilities).
 
@@ -41,7 +42,7 @@ from hiercls.decoding import decode
 
 log = logging.getLogger("examples.leukemia.predict")
 
-__all__ = ["find_images", "main", "predict_rows"]
+__all__ = ["cautious_answer", "find_images", "main", "predict_rows"]
 
 
 def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -90,12 +91,12 @@ def predict_rows(
 ) -> list[dict[str, Any]]:
     """CSV rows (see the module docstring) from node marginals ``(N, num_nodes)``."""
     probs = probs.float().cpu()
-    pred = decode(probs, taxonomy, rule, threshold=threshold if rule == "threshold" else None)
-    answer = decode(probs, taxonomy, "threshold", threshold=threshold)
+    pred = decode(probs, taxonomy, rule, threshold=threshold if rule == "threshold" else None).numpy()
     table = np.asarray(taxonomy.ancestor_table)  # (num_nodes, max_depth + 1): the path of each node
     nodes = taxonomy.nodes
     leaf = np.asarray(taxonomy.is_leaf_mask)
     p_np = probs.numpy()
+    answer = cautious_answer(p_np, table[pred], threshold)
     rows = []
     for i, path in enumerate(paths):
         n, a = int(pred[i]), int(answer[i])
@@ -116,6 +117,33 @@ def predict_rows(
             row[f"p_depth{d}"] = round(float(p_np[i, x]), 6) if x >= 0 else ""
         rows.append(row)
     return rows
+
+
+def cautious_answer(probs: np.ndarray, routes: np.ndarray, threshold: float) -> np.ndarray:
+    """The node where a walk down each prediction's path stops: its last node before the first one whose
+    probability is below ``threshold`` (the root always counts).
+
+    The answer is therefore the prediction or one of its ancestors, never a node of another branch,
+    even at a low threshold where nodes of several branches reach it.
+
+    Args:
+        probs: node marginals ``(N, num_nodes)``.
+        routes: ``(N, max_depth + 1)`` node indices of each prediction's path from the root, ``-1`` after
+            its end (rows of ``Taxonomy.ancestor_table``).
+        threshold: the probability a node needs for the walk to go on to it.
+
+    Examples:
+        >>> probs = np.array([[1.0, 0.7, 0.3, 0.4, 0.3]])  # root, a, b, a1, a2
+        >>> cautious_answer(probs, np.array([[0, 1, 3]]), 0.5).tolist()  # a reaches it, a1 does not
+        [1]
+        >>> cautious_answer(probs, np.array([[0, 2, -1]]), 0.25).tolist()  # the prediction b itself
+        [2]
+    """
+    valid = routes >= 0
+    reach = np.take_along_axis(probs, np.where(valid, routes, 0), axis=1) >= threshold
+    reach[:, 0] = True
+    depth = np.cumprod(reach & valid, axis=1).sum(1) - 1  # the walk stops at the first node below
+    return routes[np.arange(len(routes)), depth]
 
 
 def _write_csv(fh: Any, rows: list[dict[str, Any]]) -> None:
