@@ -227,6 +227,33 @@ def test_explain_warns_once_on_a_1x1_feature_grid(caplog) -> None:
     assert "feature grid" not in caplog.text, "a 4x4 patch grid has spatial information"
 
 
+def test_explain_reads_a_vit_at_another_size_than_it_was_built_for() -> None:
+    """``explain --img-size`` on a ViT: the patch grid is that of the input (8x8 at 64 px), not the one the
+    model was built with (4x4 at 32 px); the reshape raised a RuntimeError."""
+    from examples.leukemia.explain import explain
+    from examples.leukemia.models import build_model
+
+    tax = load_taxonomy("paper")
+    torch.manual_seed(0)
+    vit = build_model("test_vit", tax, "hierarchical", img_size=32, backbone_kwargs={"patch_size": 8}).eval()
+    _, maps = explain(vit, torch.randn(1, 3, 64, 64), rule="top_down")
+    assert maps[0] and all(m.shape == (64, 64) and m.min() >= 0.0 and m.max() <= 1.0 for *_, m in maps[0])
+
+
+def test_explain_looks_past_unreadable_files_for_max_images(run_dir: Path, tmp_path: Path) -> None:
+    """It read only the first 2 x --max-images files, so a folder whose first files are not images gave none."""
+    from examples.leukemia import explain
+
+    good = sorted((run_dir / "SYNTHETIC_images").rglob("*.jpg"))[0]
+    for i in range(3):
+        (tmp_path / "in" / f"a{i}.jpg").parent.mkdir(exist_ok=True)
+        (tmp_path / "in" / f"a{i}.jpg").write_bytes(b"not an image")
+    shutil.copy(good, tmp_path / "in" / "z.jpg")
+    explain.main([str(run_dir), str(tmp_path / "in"), "--max-images", "1", "--out", str(tmp_path / "ex")])
+    with open(tmp_path / "ex" / "explain.csv", newline="") as fh:
+        assert {Path(r["image"]).name for r in csv.DictReader(fh)} == {"z.jpg"}
+
+
 # ------------------------------------------------------------------ 6. naming the taxonomy in label errors
 def test_unknown_label_message_names_the_taxonomy_given(tmp_path: Path) -> None:
     _image(tmp_path / "data" / "Lymphoma" / "x.png")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,15 @@ def cam_target_layer(model: nn.Module, depth: int) -> tuple[nn.Module, Callable[
     bbs = model.backbones()
     backbone = bbs[min(depth - 1, len(bbs) - 1)]
     if _is_vit(backbone):
-        grid = tuple(backbone.patch_embed.grid_size)
+        built = tuple(backbone.patch_embed.grid_size)
         prefix = int(getattr(backbone, "num_prefix_tokens", 1))
 
         def reshape(tokens: Tensor) -> Tensor:
             patches = tokens[:, prefix:, :]
+            # the grid of this input: another --img-size than the model was built at changes it (the
+            # example's ViTs take any size); the inputs are square
+            side = math.isqrt(patches.shape[1])
+            grid = (side, side) if side * side == patches.shape[1] else built
             return patches.reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[-1]).permute(0, 3, 1, 2)
 
         block = backbone.blocks[-1]
@@ -226,8 +231,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     tax = ckpt.taxonomy
     size = int(args.img_size or ckpt.config.get("image_size") or 128)
     crop = float(ckpt.config.get("crop", 1.0))  # read as in training
-    paths, rgb, bad = _read_images(find_images(args.inputs)[: args.max_images * 2], size, crop)
-    paths, rgb = paths[: args.max_images], rgb[: args.max_images]
+    candidates = find_images(args.inputs)
+    paths, arrays, bad = [], [], {}
+    step = 2 * args.max_images
+    for start in range(0, len(candidates), step):  # read until --max-images readable ones are found
+        got, rgb, skipped = _read_images(candidates[start : start + step], size, crop)
+        paths += got
+        arrays.append(rgb)
+        bad |= skipped
+        if len(paths) >= args.max_images:
+            break
+    rgb = np.concatenate(arrays)[: args.max_images] if arrays else np.zeros((0, size, size, 3), np.uint8)
+    paths = paths[: args.max_images]
     if bad:
         log.warning("skipped %d unreadable file(s): %s", len(bad), "; ".join(list(bad)[:5]))
     if not paths:
