@@ -7,18 +7,24 @@ height, children and ancestors in CSR form, and, for trees, an ancestor table
 and an Euler-tour sparse table for O(1) lowest-common-ancestor queries.
 
 Memory is O(num_nodes x depth); nothing of size num_nodes x num_nodes is built.
+The dense :attr:`Taxonomy.ancestor_table` is built on first use only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import os
+import re
+import stat
+import sys
+import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping, MappingView, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Union
 
 import networkx as nx
@@ -36,6 +42,9 @@ LabelsLike = Any
 _FORMAT = "hiercls-taxonomy"
 _VERSION = 1
 _REPR_LINES = 40
+_SHOW = 5  # how many names an error message lists before "and N more"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -144,6 +153,7 @@ class Taxonomy:
         _order: Sequence[str] | None = None,
         _owned: bool = False,
         _warn_numeric: bool = True,
+        _json: str | None = None,
     ) -> None:
         if not isinstance(graph, nx.DiGraph):
             raise TaxonomyError(
@@ -181,31 +191,43 @@ class Taxonomy:
                 f"The taxonomy has a cycle: {shown}. A node cannot be its own ancestor; remove one of these edges."
             ) from None
         roots = [n for n in g.nodes if g.in_degree(n) == 0]
+        # messages name what the caller wrote: the root= argument, or the "root" key of a JSON taxonomy
+        if _json is None:
+            pre, named, give, use = "", f"root={root!r}", "Give root='...'", "Pass a new name as root="
+        else:
+            pre, named = f"{_json}: ", f"{_json}: 'root' = {root!r}"
+            give, use = 'Add a key "root": "..." (a new name)', "Use a new name as 'root'"
         if root is not None:
             if not isinstance(root, str) or not root:
-                raise TaxonomyError(f"root: expected a non-empty string, got {root!r}.")
+                raise TaxonomyError(
+                    f"root: expected a non-empty string, got {root!r}."
+                    if _json is None
+                    else f"{_json}: 'root' must be a non-empty string (the root's name), got {root!r}."
+                )
             root = str(root)  # np.str_ -> str, like the node names
             if root in g:
                 if g.in_degree(root) != 0:
                     raise TaxonomyError(
-                        f"root={root!r} names a node that has parents ({', '.join(map(repr, g.predecessors(root)))}). "
+                        f"{named} names a node that has parents ({', '.join(map(repr, g.predecessors(root)))}). "
                         "Pass the name of the top node, or a new name to put above all roots."
                     )
                 others = [r for r in roots if r != root]
                 if others:
                     raise TaxonomyError(
-                        f"root={root!r} is one of {len(roots)} roots ({_names_list(roots)}). "
-                        "Pass a new name as root= to join them all under it."
+                        f"{named} is one of {len(roots)} roots ({_names_list(roots, limit=_SHOW)}). "
+                        f"{use} to join them all under it."
                     )
             else:
                 g.add_node(root)
                 g.add_edges_from((root, r) for r in roots)
                 topo.insert(0, root)
                 roots = [root]
+                if _order is not None:
+                    _order = [root, *_order]
         if len(roots) > 1:
             raise TaxonomyError(
-                f"The taxonomy has {len(roots)} roots: {_names_list(roots)}. "
-                "Give root='...' to join them under a common root."
+                f"{pre}The taxonomy has {len(roots)} roots: {_names_list(roots, limit=_SHOW)}. "
+                f"{give} to join them under a common root."
             )
         if not roots:  # pragma: no cover - a graph with no source has a cycle, caught above
             raise TaxonomyError("The taxonomy has no root (every node has a parent).")
@@ -218,7 +240,7 @@ class Taxonomy:
                 "labels are always read as node indices, never as names: give such labels as strings "
                 f"(e.g. {numeric[0]!r}, not {int(numeric[0])}) to encode() and the metrics.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=_user_stacklevel(),  # the user's call, however many from_* layers are in between
             )
 
     def _build(self, g: nx.DiGraph, root: str, order: Sequence[str] | None, topo: Sequence[str]) -> None:
@@ -296,23 +318,21 @@ class Taxonomy:
             parent = np.full(num, -1, dtype=np.int64)
             has = np.diff(parents_ptr) > 0
             parent[has] = parents_idx
-            max_depth = int(depth.max())
-            table = np.full((num, max_depth + 1), -1, dtype=np.int64)
-            cur = np.arange(num)
-            cur_depth = depth.copy()
-            alive = np.ones(num, dtype=bool)
-            for _ in range(max_depth + 1):  # one vectorised step per level
-                rows = np.flatnonzero(alive)
-                table[rows, cur_depth[rows]] = cur[rows]
-                cur = np.where(alive, parent[np.maximum(cur, 0)], -1)
-                cur_depth = cur_depth - 1
-                alive = cur >= 0
-            mask = table >= 0
             anc_ptr = np.zeros(num + 1, dtype=np.int64)
             np.cumsum(depth + 1, out=anc_ptr[1:])
-            anc_idx = table[mask]
+            # each node's path, root first: walk every node up one level per step, writing the ancestor
+            # met at depth d to slot d of the node's row; nodes leave once past the root, so the work is
+            # the size of the CSR (sum of depth + 1), with no num_nodes x (max_depth + 1) table
+            anc_idx = np.empty(int(anc_ptr[-1]), dtype=np.int64)
+            rows = np.arange(num)
+            cur = rows
+            while len(rows):
+                anc_idx[anc_ptr[rows] + depth[cur]] = cur
+                cur = parent[cur]
+                alive = cur >= 0
+                rows, cur = rows[alive], cur[alive]
             object.__setattr__(self, "_parent", _readonly(parent))
-            object.__setattr__(self, "_anc_table", _readonly(table))
+            object.__setattr__(self, "_anc_table", None)  # built on first use: see ancestor_table
             self._build_euler(children_ptr, children_idx, depth)
         else:
             anc_sets: list[set[int]] = [set() for _ in range(num)]
@@ -330,7 +350,8 @@ class Taxonomy:
             object.__setattr__(self, "_log2", None)
             object.__setattr__(self, "_euler_depth_nodes", None)
         owner = np.repeat(np.arange(num), np.diff(anc_ptr))
-        order_d = np.lexsort((owner, anc_idx))  # group (node, ancestor) pairs by ancestor
+        # group (node, ancestor) pairs by ancestor; a stable sort keeps the owners ascending within a group
+        order_d = np.argsort(anc_idx, kind="stable")
         desc_counts = np.bincount(anc_idx, minlength=num)
         desc_ptr = np.zeros(num + 1, dtype=np.int64)
         np.cumsum(desc_counts, out=desc_ptr[1:])
@@ -405,26 +426,34 @@ class Taxonomy:
         return cls(graph, root=root)
 
     @classmethod
-    def from_edges(cls, edges: Iterable[tuple[str, str]], *, root: str | None = None) -> Taxonomy:
+    def from_edges(cls, edges: Iterable[tuple[str, str]], *, root: str | None = None, sort: bool = False) -> Taxonomy:
         """Build from ``(parent, child)`` pairs. A child with several parents makes a DAG.
 
+        Nodes are numbered in the order the edges first name them (within each
+        depth), so the node order, and with it the :attr:`fingerprint`, follows
+        the order of ``edges``; pass ``sort=True`` when that order is incidental.
+        A ``set`` or ``frozenset`` has no order of its own: it is always read
+        sorted, as with ``sort=True``.
+
+        Args:
+            edges: an iterable of ``(parent, child)`` name pairs: tuples, lists, or the rows of
+                a ``(k, 2)`` array of names.
+            root: joins several roots under a new root of that name (see the class).
+            sort: read the edges in sorted order (siblings by name), so that the same set of
+                edges gives the same taxonomy whatever their order.
+
         Raises:
-            TaxonomyError: an edge is not a pair, or the graph is invalid (see the class).
+            TaxonomyError: an edge is not a pair of non-empty strings, or the graph is invalid
+                (see the class).
 
         Examples:
             >>> tax = Taxonomy.from_edges([("root", "a"), ("root", "b"), ("a", "a1")])
             >>> tax.path("a1")
             ('root', 'a', 'a1')
+            >>> Taxonomy.from_edges([("r", "b"), ("r", "a")], sort=True).nodes
+            ('r', 'a', 'b')
         """
-        pairs = list(edges)  # a (k, 2) numpy array of names gives k rows
-        for k, edge in enumerate(pairs):
-            if isinstance(edge, (str, bytes)) or not isinstance(edge, (tuple, list, np.ndarray)) or len(edge) != 2:
-                raise TaxonomyError(f"edges[{k}]: expected a (parent, child) pair, got {edge!r}.")
-            _validate_names(edge, where=f"edges[{k}]")
-            pairs[k] = tuple(edge)
-        g = nx.DiGraph()
-        g.add_edges_from(pairs)
-        return cls(g, root=root, _owned=True)
+        return cls(_edges_graph(edges, sort=sort), root=root, _owned=True)
 
     @classmethod
     def from_parent_map(cls, parents: Mapping[str, str | None], *, root: str | None = None) -> Taxonomy:
@@ -434,42 +463,14 @@ class Taxonomy:
         a key of the mapping or that root.
 
         Raises:
-            TaxonomyError: a parent is unknown (with an explicit root), or the graph is invalid.
+            TaxonomyError: a key or parent is not a non-empty string, a parent is unknown (with an
+                explicit root), or the graph is invalid.
 
         Examples:
             >>> Taxonomy.from_parent_map({"a": "root", "b": "root", "a1": "a"}).children("root")
             ('a', 'b')
         """
-        if not isinstance(parents, Mapping):
-            raise TaxonomyError(f"parents: expected a mapping {{child: parent}}, got {type(parents).__name__}.")
-        for child, parent in parents.items():
-            if parent is None or isinstance(parent, str):
-                continue
-            fix = (
-                " The mapping goes child -> parent; for {parent: [children]} use Taxonomy.from_dict, "
-                "e.g. Taxonomy.from_dict({'root': {'a': ['a1', 'a2']}})."
-                if isinstance(parent, (list, tuple, set, Mapping))
-                else ""
-            )
-            raise TaxonomyError(
-                f"parents[{child!r}]: expected the name of the parent of {child!r} (a str, or None for the root), "
-                f"got {type(parent).__name__} {parent!r}.{fix}"
-            )
-        explicit = [c for c, p in parents.items() if p is None]
-        g = nx.DiGraph()
-        g.add_nodes_from(parents.keys())
-        for child, parent in parents.items():
-            if parent is None:
-                continue
-            if explicit and parent not in parents:
-                close = difflib.get_close_matches(str(parent), [str(k) for k in parents], n=3)
-                hint = f" Did you mean {_names_list(close)}?" if close else ""
-                raise TaxonomyError(
-                    f"Unknown parent {parent!r} of {child!r}: it is not a node of the mapping.{hint} "
-                    f"Add it as a key (with its own parent) or fix the name."
-                )
-            g.add_edge(parent, child)
-        return cls(g, root=root, _owned=True)
+        return cls(_parent_map_graph(parents), root=root, _owned=True)
 
     @classmethod
     def from_dict(cls, tree: Mapping[str, Any], *, root: str | None = None, dag: bool = False) -> Taxonomy:
@@ -479,51 +480,16 @@ class Taxonomy:
         ``None``/``{}`` for a leaf. A name that appears at two places is ambiguous
         and raises, unless ``dag=True`` (then the node gets both parents).
 
+        Raises:
+            TaxonomyError: a name is not a non-empty string (the message says where), a value
+                is not a dict, a list or None, a name is ambiguous (without ``dag=True``), or
+                the graph is invalid (see the class).
+
         Examples:
             >>> Taxonomy.from_dict({"root": {"a": ["a1", "a2"], "b": None}}).leaves
             ('b', 'a1', 'a2')
         """
-        if not isinstance(tree, Mapping):
-            raise TaxonomyError(f"tree: expected a nested dict, got {type(tree).__name__}.")
-        g = nx.DiGraph()
-        where: dict[str, str] = {}
-
-        def items_of(value: Any, at: str) -> list[tuple[Any, Any]]:
-            if isinstance(value, Mapping):
-                return list(value.items())
-            if isinstance(value, (list, tuple)):
-                items: list[tuple[Any, Any]] = []
-                for v in value:
-                    if isinstance(v, Mapping):
-                        items.extend(v.items())
-                    else:
-                        items.append((v, None))
-                return items
-            raise TaxonomyError(f"tree{at}: expected a dict, a list or None, got {value!r}.")
-
-        # depth first with an explicit stack (no recursion limit on deep trees), nodes met in preorder
-        stack: list[tuple[str | None, str, Any]] = [(None, "", iter(items_of(tree, "")))]
-        while stack:
-            parent, at, todo = stack[-1]
-            item = next(todo, None)
-            if item is None:
-                stack.pop()
-                continue
-            name, sub = item
-            _validate_names([name])
-            here = f"{at}[{name!r}]"
-            if name in where and not dag:
-                raise TaxonomyError(
-                    f"Duplicate name {name!r} at tree{where[name]} and tree{here}: ambiguous. "
-                    "Rename one of them, or pass dag=True if it is one node with two parents."
-                )
-            where.setdefault(name, here)
-            g.add_node(name)
-            if parent is not None:
-                g.add_edge(parent, name)
-            if sub is not None:
-                stack.append((name, here, iter(items_of(sub, here))))
-        return cls(g, root=root, _owned=True)
+        return cls(_dict_graph(tree, dag=dag), root=root, _owned=True)
 
     @classmethod
     def from_paths(
@@ -538,12 +504,15 @@ class Taxonomy:
         """Build from label paths: tuples of names, or strings such as ``"root/a/a1"``.
 
         Paths may have different lengths, repeat, and need not list every
-        prefix. A name reached through two different parents is ambiguous and
-        raises, unless ``dag=True``. Nodes are numbered in the order the paths
-        first name them (within each depth), so the node order, and with it the
+        prefix; repeats are dropped up front, so one path per sample (a
+        dataset's label column) costs little more than its distinct paths. A
+        name reached through two different parents is ambiguous and raises,
+        unless ``dag=True``. Nodes are numbered in the order the paths first
+        name them (within each depth), so the node order, and with it the
         :attr:`fingerprint` a checkpoint is checked against, follows the order
         of ``paths``; pass ``sort=True`` when that order is incidental, e.g. the
-        per-sample labels of a shuffled dataset.
+        per-sample labels of a shuffled dataset. A ``set`` or ``frozenset`` has
+        no order of its own: it is always read sorted, as with ``sort=True``.
 
         Args:
             paths: an iterable of paths, each a sequence of names (root first) or a string.
@@ -554,8 +523,9 @@ class Taxonomy:
                 paths gives the same taxonomy whatever their order.
 
         Raises:
-            TaxonomyError: an empty path or name, a bad ``sep``, an ambiguous name
-                (without ``dag=True``), or an invalid graph (see the class).
+            TaxonomyError: an empty path or name, a name that is not a string (bytes included:
+                decode them first), a bad ``sep``, an ambiguous name (without ``dag=True``),
+                or an invalid graph (see the class).
 
         Examples:
             >>> Taxonomy.from_paths([("root", "a", "a1"), "root/b"]).nodes
@@ -564,59 +534,28 @@ class Taxonomy:
             >>> Taxonomy.from_paths(labels, sort=True) == Taxonomy.from_paths(labels[::-1], sort=True)
             True
         """
-        if not isinstance(sep, str) or not sep:
-            raise TaxonomyError(f"sep: expected a non-empty string separator such as '/', got {sep!r}.")
-        if isinstance(paths, str):
-            raise TaxonomyError(f"paths: expected a list of paths, got the single string {paths!r}; wrap it in a list.")
-        split: list[tuple[int, list[Any]]] = []
-        for k, path in enumerate(paths):
-            if isinstance(path, str):
-                parts = path.split(sep)
-            elif isinstance(path, (Sequence, np.ndarray)):
-                parts = [str(p) if isinstance(p, str) else p for p in path]  # np.str_ -> str
-            else:
-                raise TaxonomyError(
-                    f"paths[{k}]: expected a tuple of node names or a {sep.join('abc')!r} string, got {path!r}."
-                )
-            if not parts:
-                raise TaxonomyError(f"paths[{k}]: empty path. Each path names at least one node.")
-            _validate_names(parts, where=f"paths[{k}]")
-            split.append((k, parts))
-        if sort:
-            split.sort(key=lambda item: item[1])
-        g = nx.DiGraph()
-        first_parent: dict[str, Any] = {}
-        for k, parts in split:
-            prev = None
-            for name in parts:
-                if name in first_parent and first_parent[name] != prev and not dag:
-                    raise TaxonomyError(
-                        f"paths[{k}]: {name!r} has parent {prev!r} here but {first_parent[name]!r} in an earlier path: "
-                        "ambiguous. Rename one of them, or pass dag=True if it is one node with two parents."
-                    )
-                first_parent.setdefault(name, prev)
-                g.add_node(name)
-                if prev is not None:
-                    g.add_edge(prev, name)
-                prev = name
-        return cls(g, root=root, _owned=True)
+        return cls(_paths_graph(paths, sep=sep, dag=dag, sort=sort), root=root, _owned=True)
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike[str], *, root: str | None = None, dag: bool = False) -> Taxonomy:
         """Build from a folder tree: every sub-folder is a node, nested as on disk.
 
         Hidden folders (starting with ``.``) and ``__pycache__`` are skipped; files
-        are ignored. Sibling folders are taken in sorted order.
+        are ignored; symlinks to folders are followed. Sibling folders are taken
+        in sorted order.
 
         Args:
             path: the top folder; it becomes the root.
-            root: the root's name (default: the top folder's name).
+            root: the root's name (default: the top folder's name as given, made
+                absolute but not through symlinks: a link ``cells -> /data/v2`` gives
+                ``'cells'``; ``'.'`` gives the current folder's name).
             dag: accept a folder name that appears under several parents as one node
                 with several parents.
 
         Raises:
-            TaxonomyError: ``path`` is not a folder, a folder name appears twice (ambiguous),
-                or a symlink points back up the tree.
+            TaxonomyError: ``path`` is not a folder (or has no name and ``root`` is not
+                given), ``root`` is not a non-empty string, a folder name appears twice
+                (ambiguous), or a symlink points back up the tree.
 
         Examples:
             >>> import os, tempfile
@@ -626,31 +565,51 @@ class Taxonomy:
             >>> Taxonomy.from_folder(top, root="blood").nodes
             ('blood', 'leukemia', 'normal', 'ALL', 'AML')
         """
-        top = Path(path)
-        if not top.is_dir():
-            raise TaxonomyError(f"path: {str(top)!r} is not a folder. Pass the top folder of the labelled tree.")
-        top_name = root if root is not None else top.resolve().name
+        if root is not None and (not isinstance(root, str) or not root):
+            raise TaxonomyError(
+                f"root: expected a non-empty string (the root's name), got {root!r}. "
+                "Pass a name, or leave root out to name the root after the folder."
+            )
+        if not isinstance(path, (str, os.PathLike)):
+            raise TaxonomyError(f"path: expected a folder path (str or Path), got {type(path).__name__} {path!r}.")
+        given = os.fspath(path)
+        if not isinstance(given, str) or not os.path.isdir(given):
+            raise TaxonomyError(f"path: {given!r} is not a folder. Pass the top folder of the labelled tree.")
+        top = os.path.abspath(given)  # "." and "cells/" -> the folder's own name; symlinks stay as named
+        top_name = root if root is not None else os.path.basename(top)
+        if not top_name:
+            raise TaxonomyError(
+                f"path: {given!r} has no folder name to name the root after (a file-system root). "
+                "Pass root='...' to name it."
+            )
 
-        def walk(folder: Path, above: frozenset[Path]) -> dict[str, Any]:
-            real = folder.resolve()
+        def walk(folder: str, above: frozenset[str]) -> dict[str, Any]:
+            real = os.path.realpath(folder)
             if real in above:  # a symlink back up the tree would recurse forever
                 raise TaxonomyError(
-                    f"path: {str(folder)!r} links back to its ancestor folder {str(real)!r} (a symlink loop). "
+                    f"path: {folder!r} links back to its ancestor folder {real!r} (a symlink loop). "
                     "Remove the link or point it outside the tree."
                 )
-            subs = sorted(
-                p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__pycache__"
-            )
-            return {p.name: walk(p, above | {real}) for p in subs}
+            with os.scandir(folder) as entries:  # DirEntry.is_dir() needs no stat for plain files
+                names = [
+                    e.name for e in entries if not e.name.startswith(".") and e.name != "__pycache__" and e.is_dir()
+                ]
+            names.sort(key=os.path.normcase)  # the order pathlib sorts in (case-blind on Windows)
+            inner = above | {real}
+            return {name: walk(os.path.join(folder, name), inner) for name in names}
 
-        return cls.from_dict({top_name: walk(top, frozenset())}, dag=dag)
+        return cls(_dict_graph({top_name: walk(top, frozenset())}, dag=dag), _owned=True)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> Taxonomy:
         """Read a taxonomy written by :meth:`to_json` (exact round trip).
 
-        Hand-written files may instead hold ``{"tree": {nested dict}}``,
+        Hand-written files may instead hold ``{"tree": {nested dict}}`` (with
+        ``"dag": true`` for a name under several parents, see :meth:`from_dict`),
         ``{"edges": [[parent, child], ...]}`` or ``{"parents": {child: parent}}``.
+        In every form, an optional ``"root"`` key means what the ``root=``
+        argument of the ``from_*`` constructors means: the name of the only
+        root (a check), or a new name put above several roots to join them.
 
         Args:
             source: a JSON file's path; or the JSON text itself (what
@@ -659,8 +618,10 @@ class Taxonomy:
                 already parsed (a ``dict``).
 
         Raises:
-            TaxonomyError: not valid JSON, not a hiercls taxonomy (or a newer
-                format version), or an invalid graph (see the class).
+            TaxonomyError: not valid JSON, not a JSON object, not a hiercls taxonomy
+                (or a newer format version), a ``"dag"`` that is not ``true``/``false``,
+                a ``"root"`` that names a node with parents or one of several roots,
+                or an invalid graph (see the class).
 
         Examples:
             >>> import tempfile, os
@@ -671,11 +632,15 @@ class Taxonomy:
             True
             >>> Taxonomy.from_json(tax.to_json()) == tax  # the text, e.g. from a checkpoint
             True
+            >>> Taxonomy.from_json('{"root": "cell", "edges": [["wbc", "lym"], ["rbc", "ret"]]}').children("cell")
+            ('wbc', 'rbc')
         """
         if isinstance(source, Mapping):
             data: Any = dict(source)
             where = "the JSON object"
-        elif isinstance(source, str) and source.lstrip().startswith("{"):
+        elif isinstance(source, str) and (
+            source.lstrip().startswith("{") or (source.lstrip().startswith("[") and not os.path.exists(source))
+        ):
             try:
                 data = json.loads(source)
             except json.JSONDecodeError as err:
@@ -694,7 +659,11 @@ class Taxonomy:
                 f"got {type(source).__name__}."
             )
         if not isinstance(data, dict):
-            raise TaxonomyError(f"{where}: expected a JSON object, got {type(data).__name__}.")
+            hint = ' For a list of [parent, child] pairs, wrap it: {"edges": [...]}.' if isinstance(data, list) else ""
+            raise TaxonomyError(
+                f"{where}: expected a JSON object, got {type(data).__name__}: a taxonomy is a {{...}} with the keys "
+                f"'nodes' and 'edges' (as to_json writes), or 'tree', 'edges' or 'parents'.{hint}"
+            )
         if data.get("format", _FORMAT) != _FORMAT or not isinstance(data.get("version", _VERSION), int):
             raise TaxonomyError(
                 f"{where}: 'format'/'version' are {data.get('format')!r}/{data.get('version')!r}, "
@@ -706,6 +675,12 @@ class Taxonomy:
                 f"up to {_VERSION}). Upgrade hiercls."
             )
         root = data.get("root")
+        dag = data.get("dag", False)
+        if not isinstance(dag, bool):  # bool("false") is True
+            raise TaxonomyError(
+                f"{where}: 'dag' must be true or false (a JSON boolean), got {dag!r} ({type(dag).__name__}). "
+                'Write "dag": true or "dag": false, without quotes around the value.'
+            )
         if "nodes" in data and "edges" in data:
             nodes, edges = data["nodes"], data["edges"]
             if not isinstance(nodes, list):
@@ -720,35 +695,43 @@ class Taxonomy:
             g = nx.DiGraph()
             g.add_nodes_from(nodes)
             g.add_edges_from(map(tuple, edges))
-            tax = cls(g, _order=nodes, _owned=True)
-            if root is not None and root != tax.root:
-                raise TaxonomyError(
-                    f"{where}: 'root' is {root!r} but the first node (the node without parents) is {tax.root!r}. "
-                    "Fix 'root' or drop it."
-                )
-            return tax
+            return cls(g, root=root, _order=nodes, _owned=True, _json=where)
         if "tree" in data:
-            return cls.from_dict(data["tree"], root=root, dag=bool(data.get("dag", False)))
-        if "edges" in data:
-            return cls.from_edges(data["edges"], root=root)
-        if "parents" in data:
-            return cls.from_parent_map(data["parents"], root=root)
-        raise TaxonomyError(
-            f"{where}: expected keys 'nodes' and 'edges' (as written by to_json), or 'tree', "
-            f"'edges' or 'parents'; got {sorted(data)}."
-        )
+            g = _dict_graph(data["tree"], dag=dag, prefix=f"{where}: ", dag_fix='add "dag": true')
+        elif "edges" in data:
+            g = _edges_graph(data["edges"], sort=False, where=f"{where}: edges")
+        elif "parents" in data:
+            g = _parent_map_graph(data["parents"], where=f"{where}: parents")
+        else:
+            raise TaxonomyError(
+                f"{where}: expected keys 'nodes' and 'edges' (as written by to_json), or 'tree', "
+                f"'edges' or 'parents'; got {sorted(data)}."
+            )
+        return cls(g, root=root, _owned=True, _json=where)
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str | None:
         """Write the taxonomy as JSON: nodes in index order, then ``[parent, child]`` edges.
 
         One node or edge per line, so files diff well. :meth:`from_json` reads it
-        back to an equal taxonomy (same node indices, same fingerprint).
+        back to an equal taxonomy (same node indices, same fingerprint). Names
+        are written as they are (UTF-8), except lone surrogates (what Python
+        makes of undecodable bytes in a file name, e.g. a Latin-1 folder read by
+        :meth:`from_folder`), which are written as ``\\uXXXX`` escapes so the
+        file stays valid UTF-8.
+
+        The file is written atomically: the text goes to a temporary file in the
+        same folder, which then replaces ``path``; if anything fails, an existing
+        file at ``path`` is left as it was.
 
         Args:
             path: the file to write (UTF-8); ``None`` returns the text instead.
 
         Returns:
             The JSON text when ``path`` is None, else None.
+
+        Raises:
+            TaxonomyError: a name holds a surrogate pair (two code points that JSON
+                would read back as one character, changing the name).
 
         Examples:
             >>> print(Taxonomy.from_paths(["r/a"]).to_json())
@@ -773,19 +756,28 @@ class Taxonomy:
             return "[\n" + ",\n".join("  " + item for item in items) + "\n ]" if items else "[]"
 
         edges = [dump([self._nodes[p], self._nodes[c]]) for p, c in self.edges_index().tolist()]
+        names = [dump(n) for n in self._nodes]
         text = (
             "{\n"
             f' "format": {dump(_FORMAT)},\n'
             f' "version": {_VERSION},\n'
             f' "root": {dump(self.root)},\n'
-            f' "nodes": {block([dump(n) for n in self._nodes])},\n'
+            f' "nodes": {block(names)},\n'
             f' "edges": {block(edges)}\n'
             "}"
         )
+        if _SURROGATE.search(text):  # only inside names: JSON's own syntax is ASCII
+            paired = [n for n in self._nodes if _SURROGATE_PAIR.search(n)]
+            if paired:
+                raise TaxonomyError(
+                    f"Node name {paired[0]!r} holds a surrogate pair, which JSON reads back as one character, "
+                    "so the file would not round-trip. Join the pair first: "
+                    "name.encode('utf-16', 'surrogatepass').decode('utf-16')."
+                )
+            text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
         if path is None:
             return text
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        _write_atomic(path, (text + "\n").encode("utf-8"))
         return None
 
     # ------------------------------------------------------------- properties
@@ -909,11 +901,30 @@ class Taxonomy:
 
         Row ``n`` is the path of ``n`` from the root, padded with -1.
 
+        Built on first access (then cached, read-only), not at construction: it
+        takes ``num_nodes x (max_depth + 1) x 8`` bytes, which is fine for wide,
+        shallow trees (iNat21: 16,328 x 8 entries, 1 MiB) but grows with the
+        square of the depth for deep, thin ones (a chain of 8,000 nodes: 488 MiB).
+        :attr:`ancestors_ptr` / :attr:`ancestors_index` hold the same paths in
+        ``sum(depth + 1)`` entries.
+
         Raises:
             TaxonomyError: the taxonomy is a DAG.
+
+        Examples:
+            >>> tax = Taxonomy.from_paths(["r/a/a1", "r/b"])
+            >>> tax.ancestor_table.tolist()
+            [[0, -1, -1], [0, 1, -1], [0, 2, -1], [0, 1, 3]]
         """
         self._require_tree("ancestor_table", "ancestors_ptr / ancestors_index (CSR)")
-        return self._anc_table
+        table = self._anc_table
+        if table is None:  # a race only builds it twice: both results are equal and read-only
+            table = np.full((self.num_nodes, self.max_depth + 1), -1, dtype=np.int64)
+            owner = np.repeat(np.arange(self.num_nodes), np.diff(self._anc_ptr))
+            table[owner, self._depth[self._anc_idx]] = self._anc_idx
+            table = _readonly(table)
+            object.__setattr__(self, "_anc_table", table)
+        return table
 
     @property
     def fingerprint(self) -> str:
@@ -1119,7 +1130,9 @@ class Taxonomy:
 
         Raises:
             UnknownNodeError: some names are unknown or indices out of range (the
-                message counts them and shows the first few).
+                message counts them and shows the first few), or ``labels`` is a
+                set or an iterator (pass a list), or holds booleans or floats.
+            ValueError: ``labels`` is a ragged nested list (rows of different lengths).
 
         Examples:
             >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML"])
@@ -1128,10 +1141,20 @@ class Taxonomy:
         """
         if hasattr(labels, "detach") and hasattr(labels, "cpu"):  # torch tensor, without importing torch
             labels = labels.detach().cpu().numpy()
+        if not isinstance(labels, (np.ndarray, list, tuple, str)):
+            _refuse_unordered(labels)
         if isinstance(labels, (list, tuple)) and labels and isinstance(labels[0], str):
             arr = np.asarray(labels, dtype=object)  # skip numpy's fixed-width string copy
         else:
-            arr = np.asarray(labels)
+            try:
+                arr = np.asarray(labels)
+            except OverflowError:  # e.g. -2**70: no int64 holds it, so no node has that index
+                raise UnknownNodeError(self._out_of_range_message(labels)) from None
+            except ValueError as err:  # ragged nested lists
+                raise ValueError(
+                    "labels: nested lists of different lengths (a ragged list) do not make an array. "
+                    "Give a flat list of labels, or rows of equal length (pad or flatten them first)."
+                ) from err
             if arr.dtype.kind in "US" and not isinstance(labels, (np.ndarray, str)):
                 # numpy turns a mixed list such as [3, "a"] into strings ("3"): look at the objects instead
                 arr = np.asarray(labels, dtype=object)
@@ -1148,7 +1171,10 @@ class Taxonomy:
             if all(issubclass(t, str) for t in kinds):
                 return self._encode_names(flat.tolist(), arr.shape)
             if all(issubclass(t, (int, np.integer)) and not issubclass(t, bool) for t in kinds):
-                arr = flat.astype(np.int64).reshape(arr.shape)
+                try:
+                    arr = flat.astype(np.int64).reshape(arr.shape)
+                except OverflowError:
+                    raise UnknownNodeError(self._out_of_range_message(flat.tolist())) from None
             else:
                 out = np.fromiter((self.index(v) for v in flat), dtype=np.int64, count=flat.size)
                 return out.reshape(arr.shape)
@@ -1175,6 +1201,15 @@ class Taxonomy:
             else ""
         )
         raise UnknownNodeError(f"labels: expected node names or integer node indices, got dtype {arr.dtype}.{hint}")
+
+    def _out_of_range_message(self, labels: Any) -> str:
+        """The message for integer labels that no int64 holds (only built on that error)."""
+        flat = np.asarray(labels, dtype=object).ravel().tolist()
+        bad = [v for v in flat if isinstance(v, (int, np.integer)) and not 0 <= v < self.num_nodes]
+        return (
+            f"labels: {len(bad)} node indices out of range [0, {self.num_nodes}): first {bad[:_SHOW]}. "
+            "Indices must come from this taxonomy's encode()."
+        )
 
     def _encode_names(self, names: list[str], shape: tuple[int, ...]) -> np.ndarray:
         try:  # one dict lookup per name: O(n), no sort
@@ -1310,6 +1345,211 @@ class Taxonomy:
         return f"{many}: not in this taxonomy ({self.num_nodes} nodes, root {self.root!r}).{hint}"
 
 
+def _refuse_unordered(labels: Any) -> None:
+    """Sets and one-shot iterators are not label arrays: say so, naming ``labels``."""
+    if isinstance(labels, AbstractSet):
+        raise UnknownNodeError(
+            f"labels: got a {type(labels).__name__}, which has no order: the encoded labels would line up with "
+            "nothing. Pass a list, e.g. list(labels), or sorted(labels) for a fixed order."
+        )
+    if isinstance(labels, (Iterator, MappingView)):
+        raise UnknownNodeError(
+            f"labels: got a {type(labels).__name__}, not a sequence or an array. Pass a list, e.g. list(labels)."
+        )
+
+
+def _edges_graph(edges: Iterable[Any], *, sort: bool, where: str = "edges") -> nx.DiGraph:
+    """The graph of ``(parent, child)`` pairs, validated (``Taxonomy.from_edges``)."""
+    if isinstance(edges, (str, bytes)) or not isinstance(edges, Iterable):
+        raise TaxonomyError(
+            f"{where}: expected an iterable of (parent, child) pairs, got {type(edges).__name__} {edges!r:.80}."
+        )
+    unordered = isinstance(edges, (set, frozenset))  # no order of its own: read it sorted
+    pairs = list(edges)  # a (k, 2) numpy array of names gives k rows
+    for k, edge in enumerate(pairs):
+        if isinstance(edge, (str, bytes)) or not isinstance(edge, (tuple, list, np.ndarray)) or len(edge) != 2:
+            raise TaxonomyError(f"{where}[{k}]: expected a (parent, child) pair, got {edge!r}.")
+        _validate_names(edge, where=f"{where}[{k}]")
+        pairs[k] = tuple(edge)
+    if sort or unordered:
+        pairs.sort()
+    g = nx.DiGraph()
+    g.add_edges_from(pairs)
+    return g
+
+
+def _parent_map_graph(parents: Mapping[Any, Any], *, where: str = "parents") -> nx.DiGraph:
+    """The graph of a ``{child: parent}`` mapping, validated (``Taxonomy.from_parent_map``)."""
+    if not isinstance(parents, Mapping):
+        raise TaxonomyError(f"{where}: expected a mapping {{child: parent}}, got {type(parents).__name__}.")
+    for child, parent in parents.items():
+        _validate_names([child], where=f"{where}: the key with parent {parent!r}")
+        if parent is None:
+            continue
+        if isinstance(parent, str):
+            _validate_names([parent], where=f"{where}[{child!r}]")
+            continue
+        fix = (
+            " The mapping goes child -> parent; for {parent: [children]} use Taxonomy.from_dict, "
+            "e.g. Taxonomy.from_dict({'root': {'a': ['a1', 'a2']}})."
+            if isinstance(parent, (list, tuple, set, Mapping))
+            else ""
+        )
+        raise TaxonomyError(
+            f"{where}[{child!r}]: expected the name of the parent of {child!r} (a str, or None for the root), "
+            f"got {type(parent).__name__} {parent!r}.{fix}"
+        )
+    explicit = [c for c, p in parents.items() if p is None]
+    g = nx.DiGraph()
+    g.add_nodes_from(parents.keys())
+    for child, parent in parents.items():
+        if parent is None:
+            continue
+        if explicit and parent not in parents:
+            close = difflib.get_close_matches(str(parent), [str(k) for k in parents], n=3)
+            hint = f" Did you mean {_names_list(close)}?" if close else ""
+            raise TaxonomyError(
+                f"Unknown parent {parent!r} of {child!r}: it is not a node of the mapping.{hint} "
+                f"Add it as a key (with its own parent) or fix the name."
+            )
+        g.add_edge(parent, child)
+    return g
+
+
+def _dict_graph(tree: Mapping[Any, Any], *, dag: bool, prefix: str = "", dag_fix: str = "pass dag=True") -> nx.DiGraph:
+    """The graph of a nested dict, validated (``Taxonomy.from_dict``); ``prefix`` starts each message."""
+    if not isinstance(tree, Mapping):
+        raise TaxonomyError(f"{prefix}tree: expected a nested dict, got {type(tree).__name__}.")
+    g = nx.DiGraph()
+    seen_at: dict[str, str] = {}
+
+    def items_of(value: Any, at: str) -> list[tuple[Any, Any]]:
+        if isinstance(value, Mapping):
+            return list(value.items())
+        if isinstance(value, (list, tuple)):
+            items: list[tuple[Any, Any]] = []
+            for v in value:
+                if isinstance(v, Mapping):
+                    items.extend(v.items())
+                else:
+                    items.append((v, None))
+            return items
+        raise TaxonomyError(f"{prefix}tree{at}: expected a dict, a list or None, got {value!r}.")
+
+    # depth first with an explicit stack (no recursion limit on deep trees), nodes met in preorder
+    stack: list[tuple[str | None, str, Any]] = [(None, "", iter(items_of(tree, "")))]
+    while stack:
+        parent, at, todo = stack[-1]
+        item = next(todo, None)
+        if item is None:
+            stack.pop()
+            continue
+        name, sub = item
+        _validate_names([name], where=f"{prefix}tree{at}")  # where the name sits: under its parent's path
+        here = f"{at}[{name!r}]"
+        if name in seen_at and not dag:
+            raise TaxonomyError(
+                f"{prefix}Duplicate name {name!r} at tree{seen_at[name]} and tree{here}: ambiguous. "
+                f"Rename one of them, or {dag_fix} if it is one node with two parents."
+            )
+        seen_at.setdefault(name, here)
+        g.add_node(name)
+        if parent is not None:
+            g.add_edge(parent, name)
+        if sub is not None:
+            stack.append((name, here, iter(items_of(sub, here))))
+    return g
+
+
+def _path_key(path: Any) -> Any:
+    """A hashable stand-in for a path, equal for equal paths (lists and 1-d arrays become tuples)."""
+    if isinstance(path, list) or (isinstance(path, np.ndarray) and path.ndim == 1):
+        return tuple(path)
+    return path
+
+
+def _paths_graph(paths: Iterable[Any], *, sep: str, dag: bool, sort: bool) -> nx.DiGraph:
+    """The graph of label paths, validated (``Taxonomy.from_paths``)."""
+    if not isinstance(sep, str) or not sep:
+        raise TaxonomyError(f"sep: expected a non-empty string separator such as '/', got {sep!r}.")
+    if isinstance(paths, str):
+        raise TaxonomyError(f"paths: expected a list of paths, got the single string {paths!r}; wrap it in a list.")
+    if isinstance(paths, (set, frozenset)):  # no order of its own: read it sorted
+        sort = True
+    items = paths if isinstance(paths, list) else list(paths)
+    # One path per sample is the common case: keep the first of each distinct path (C-level dict
+    # building), in first-seen order and with its index for messages; the graph comes out the same.
+    keys = items if set(map(type, items)) <= {str, tuple} else list(map(_path_key, items))
+    try:  # reversed, so that the first index of each path is the one that stays
+        first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1)))
+    except TypeError:  # an unhashable path (say a list holding a list): validation below names it
+        order: Iterable[int] = range(len(items))
+    else:
+        order = sorted(first.values())
+    split: list[tuple[int, list[Any]]] = []
+    for k in order:
+        path = items[k]
+        if isinstance(path, (bytes, bytearray)):
+            raise TaxonomyError(
+                f"paths[{k}]: got bytes {path!r}; node names must be str, bytes are not accepted. "
+                "Decode them first, e.g. [p.decode('utf-8') for p in paths]."
+            )
+        if isinstance(path, str):
+            parts = path.split(sep)
+        elif isinstance(path, (Sequence, np.ndarray)):
+            parts = [str(p) if isinstance(p, str) else p for p in path]  # np.str_ -> str
+        else:
+            raise TaxonomyError(
+                f"paths[{k}]: expected a tuple of node names or a {sep.join('abc')!r} string, got {path!r}."
+            )
+        if not parts:
+            raise TaxonomyError(f"paths[{k}]: empty path. Each path names at least one node.")
+        _validate_names(parts, where=f"paths[{k}]")
+        split.append((k, parts))
+    if sort:
+        split.sort(key=lambda item: item[1])
+    g = nx.DiGraph()
+    first_parent: dict[str, Any] = {}
+    for k, parts in split:
+        prev = None
+        for name in parts:
+            if name in first_parent and first_parent[name] != prev and not dag:
+                raise TaxonomyError(
+                    f"paths[{k}]: {name!r} has parent {prev!r} here but {first_parent[name]!r} in an earlier path: "
+                    "ambiguous. Rename one of them, or pass dag=True if it is one node with two parents."
+                )
+            first_parent.setdefault(name, prev)
+            g.add_node(name)
+            if prev is not None:
+                g.add_edge(prev, name)
+            prev = name
+    return g
+
+
+def _write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    A failure at any point leaves an existing file at ``path`` untouched. The new
+    file gets the old one's permissions, or the default ones (umask) for a new file.
+    """
+    target = os.path.realpath(path) if os.path.islink(path) else os.fspath(path)  # write through a symlink
+    folder, name = os.path.split(os.path.abspath(target))
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileNotFoundError):  # a new file keeps the umask's permissions
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _restore(nodes: list[str], edges: list[tuple[str, str]]) -> Taxonomy:
     g = nx.DiGraph()
     g.add_nodes_from(nodes)
@@ -1317,14 +1557,43 @@ def _restore(nodes: list[str], edges: list[tuple[str, str]]) -> Taxonomy:
     return Taxonomy(g, _order=nodes, _owned=True, _warn_numeric=False)  # warned when it was built
 
 
-def _names_list(names: Iterable[Any]) -> str:
-    return ", ".join(repr(n) for n in names)
+def _names_list(names: Iterable[Any], limit: int | None = None) -> str:
+    """``'a', 'b', 'c'``; with ``limit``, the first ``limit`` names and ``and N more``."""
+    if limit is None:
+        return ", ".join(repr(n) for n in names)
+    names = list(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(repr(n) for n in names[:limit]) + more
+
+
+def _in_hiercls(frame: Any) -> bool:
+    name = frame.f_globals.get("__name__", "")
+    return name == "hiercls" or name.startswith("hiercls.")
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside hiercls.
+
+    Counted from the function that calls this one and then ``warnings.warn``
+    (level 1), out through every hiercls frame (``from_folder`` -> ``from_dict``
+    -> ``__init__``, say), so the warning names the user's line whatever the path.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and _in_hiercls(frame):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _validate_names(names: Iterable[Any], where: str = "") -> None:
     for n in names:
         if not isinstance(n, str):
             at = f"{where}: " if where else ""
+            if isinstance(n, (bytes, bytearray)):  # str(b"a") is "b'a'": decoding is the fix
+                raise TaxonomyError(
+                    f"{at}node names must be strings, got bytes {n!r}. Decode them first, e.g. name.decode('utf-8')."
+                )
             raise TaxonomyError(
                 f"{at}node names must be strings, got {n!r} ({type(n).__name__}). Convert them with str() first."
             )

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
+import subprocess
+import sys
 import time
+import tracemalloc
 import warnings
 
 import networkx as nx
@@ -355,7 +359,7 @@ class TestJson:
 
     def test_bad_nodes_edges_file(self, tmp_path) -> None:
         w = lambda d: self._write(tmp_path, d)  # noqa: E731
-        with pytest.raises(TaxonomyError, match=r"'root' is 'a' but the first node .* is 'r'"):
+        with pytest.raises(TaxonomyError, match=r"t.json': 'root' = 'a' names a node that has parents \('r'\)"):
             Taxonomy.from_json(w({"root": "a", "nodes": ["r", "a"], "edges": [["r", "a"]]}))
         with pytest.raises(TaxonomyError, match=r"'nodes' must be a list of node names, got dict"):
             Taxonomy.from_json(w({"nodes": {"r": 1}, "edges": []}))
@@ -857,10 +861,29 @@ class TestSynthetic:
         tax = layered_taxonomy((3, 3, 3), seed=5)
         assert tax.num_leaves == 3 and set(np.diff(tax.children_ptr)[1:7].tolist()) == {1}
 
-    @pytest.mark.parametrize("widths", [(), (2, 0), (-1,)])
-    def test_bad_widths(self, widths: tuple[int, ...]) -> None:
-        with pytest.raises(TaxonomyError, match=r"widths: expected positive level widths"):
-            layered_taxonomy(widths)
+    @pytest.mark.parametrize(
+        ("widths", "message"),
+        [
+            ((), r"widths: expected at least one level width, got an empty sequence"),
+            ((2, 0), r"widths\[1\]: expected a positive int \(a number of nodes\), got int 0"),
+            ((-1,), r"widths\[0\]: expected a positive int .*got int -1"),
+            ((2.9, 3.5), r"widths\[0\]: expected a positive int .*got float 2.9\. Give whole"),
+            ((True, True), r"widths\[0\]: expected a positive int .*got bool True"),
+            ((np.True_,), r"widths\[0\]: expected a positive int .*got bool (np\.)?True"),
+            ("23", r"widths: expected a sequence of positive ints .*got str '23'"),
+            (5, r"widths: expected a sequence of level widths, got the int 5\. For one level .* pass \(5,\)"),
+            (np.array([[2, 3]]), r"widths: expected a sequence of positive ints .*got ndarray"),
+            ({2: 1}, r"widths: expected a sequence of positive ints .*got dict"),
+        ],
+    )
+    def test_bad_widths(self, widths: object, message: str) -> None:
+        """Floats, bools and strings used to be converted with int() (2.9 -> 2, "23" -> (2, 3))."""
+        with pytest.raises(TaxonomyError, match=message):
+            layered_taxonomy(widths)  # type: ignore[arg-type]
+
+    def test_widths_as_an_integer_array(self) -> None:
+        assert layered_taxonomy(np.array([2, 4]), seed=0) == layered_taxonomy((2, 4), seed=0)
+        assert layered_taxonomy([np.int64(2), 3], seed=0) == layered_taxonomy((2, 3), seed=0)
 
     def test_shrinking_widths(self) -> None:
         with pytest.raises(TaxonomyError, match=r"widths: each level needs at least as many nodes as the one above"):
@@ -914,3 +937,379 @@ def test_a_parent_map_given_children_lists_points_to_from_dict() -> None:
         match=r"parents\['a'\]: expected the name of the parent of 'a' \(a str, or None for the root\), got int 3\.$",
     ):
         Taxonomy.from_parent_map({"a": 3})
+
+
+# ------------------------------------------------------- writing files safely
+class TestToJsonFile:
+    def test_lone_surrogates_are_escaped_and_round_trip(self, tmp_path) -> None:
+        """A Latin-1 folder name reads as 'caf\\udce9' on Linux; to_json(path) used to raise UnicodeEncodeError."""
+        tax = Taxonomy.from_paths(["cells/caf\udce9", "cells/ok"])
+        f = tmp_path / "tax.json"
+        tax.to_json(f)
+        raw = f.read_bytes()
+        raw.decode("utf-8")  # valid UTF-8: strict decoding does not raise
+        assert b"caf\\udce9" in raw
+        back = Taxonomy.from_json(f)
+        assert back == tax and back.nodes == tax.nodes and back.fingerprint == tax.fingerprint
+        assert Taxonomy.from_json(tax.to_json()) == tax  # the text holds the same escapes
+        tax.to_json().encode("utf-8")
+
+    @pytest.mark.skipif(os.name != "posix" or sys.platform == "darwin", reason="needs byte file names")
+    def test_a_latin1_folder_name_round_trips_through_a_file(self, tmp_path) -> None:
+        os.makedirs(os.path.join(os.fsencode(tmp_path), b"cells", b"caf\xe9"))
+        tax = Taxonomy.from_folder(tmp_path / "cells")
+        assert tax.nodes == ("cells", "caf\udce9")
+        tax.to_json(tmp_path / "tax.json")
+        assert Taxonomy.from_json(tmp_path / "tax.json").fingerprint == tax.fingerprint
+
+    def test_a_failed_write_keeps_the_old_file(self, tmp_path, monkeypatch) -> None:
+        """The file used to be opened (emptied) before the text was built."""
+        f = tmp_path / "tax.json"
+        good = Taxonomy.from_paths(["cells/ok"])
+        good.to_json(f)
+        before = f.read_bytes()
+        # a name JSON cannot carry: refused before anything is written
+        with pytest.raises(TaxonomyError, match=r"surrogate pair, which JSON reads back as one character"):
+            Taxonomy.from_paths(["cells/x\ud83d\ude00"]).to_json(f)
+        assert f.read_bytes() == before
+
+        def broken(fd: int) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(os, "fsync", broken)  # fails after the bytes went out, before the rename
+        with pytest.raises(OSError, match="disk full"):
+            Taxonomy.from_paths(["cells/other"]).to_json(f)
+        assert f.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["tax.json"]
+        monkeypatch.undo()
+        Taxonomy.from_paths(["cells/other"]).to_json(f)
+        assert Taxonomy.from_json(f).leaves == ("other",)
+
+    @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+    def test_permissions_and_symlinks(self, tmp_path) -> None:
+        """A new file gets the usual permissions (not a private temp file's); an old one keeps its own;
+        a symlink is written through, not replaced."""
+        tax = Taxonomy.from_paths(["r/a"])
+        umask = os.umask(0o022)
+        try:
+            tax.to_json(tmp_path / "new.json")
+        finally:
+            os.umask(umask)
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "old.json").write_text("{}")
+        (tmp_path / "old.json").chmod(0o600)
+        tax.to_json(tmp_path / "old.json")
+        assert (tmp_path / "old.json").stat().st_mode & 0o777 == 0o600
+        (tmp_path / "link.json").symlink_to(tmp_path / "old.json")
+        Taxonomy.from_paths(["r/b"]).to_json(tmp_path / "link.json")
+        assert (tmp_path / "link.json").is_symlink()
+        assert Taxonomy.from_json(tmp_path / "old.json").leaves == ("b",)
+
+
+# ------------------------------------------------------------ per-sample paths
+class _CountingStr(str):
+    """A path that counts how often it is split."""
+
+    splits = 0
+
+    def split(self, *args, **kwargs):  # type: ignore[override]
+        type(self).splits += 1
+        return super().split(*args, **kwargs)
+
+
+class TestPerSamplePaths:
+    def test_repeated_paths_are_read_once(self) -> None:
+        """One path per sample: 400k samples took 6.9 s (every repeat split and validated) vs 0.3 s."""
+        distinct = [_CountingStr(p) for p in ("cell/wbc/lym", "cell/rbc", "cell/wbc/mono")]
+        per_sample = [distinct[k % 3] for k in range(3000)]
+        _CountingStr.splits = 0
+        tax = Taxonomy.from_paths(per_sample, sort=True)
+        assert _CountingStr.splits == 3
+        assert tax == Taxonomy.from_paths([str(p) for p in distinct], sort=True)
+
+    def test_same_result_and_messages_as_without_repeats(self) -> None:
+        paths = ["r/b", ("r", "a"), "r/b", ["r", "a"], np.array(["r", "c"]), "r/b"]
+        tax = Taxonomy.from_paths(paths)
+        assert tax.nodes == ("r", "b", "a", "c")
+        # errors name the index of the first offending path in the caller's list
+        with pytest.raises(TaxonomyError, match=r"paths\[4\]: 'a' has parent 'x' here but 'r'"):
+            Taxonomy.from_paths(["r/a", "r/a", "r/a", "x", "x/a", "r/a"])
+        with pytest.raises(TaxonomyError, match=r"paths\[3\]: expected a tuple of node names"):
+            Taxonomy.from_paths(["r/a", "r/a", "r/a", 7, 7])
+        with pytest.raises(TaxonomyError, match=r"paths\[2\]: node names must be strings, got \['a'\]"):
+            Taxonomy.from_paths(["r/a", "r/a", ["r", ["a"]]])  # unhashable: read without deduplication
+
+
+# ----------------------------------------------------------- short root errors
+def test_several_roots_message_is_short_with_the_fix_first() -> None:
+    flat = [f"class_{i}" for i in range(5000)]  # a flat label list without its common root
+    with pytest.raises(TaxonomyError) as info:
+        Taxonomy.from_paths(flat)
+    msg = str(info.value)
+    assert len(msg) < 250 and "and 4995 more" in msg and "'class_5'" not in msg
+    assert msg.index("Give root='...'") < 160
+    with pytest.raises(TaxonomyError) as info:
+        Taxonomy.from_paths(flat, root="class_3")
+    msg = str(info.value)
+    assert len(msg) < 250 and msg.startswith("root='class_3' is one of 5000 roots") and "and 4995 more" in msg
+
+
+# -------------------------------------------------------- unordered collections
+class _Reversed(set):
+    """A set that iterates in reverse sorted order: another PYTHONHASHSEED, made deterministic."""
+
+    def __iter__(self):
+        return iter(sorted(set.__iter__(self), reverse=True))
+
+
+class _ReversedFrozen(frozenset):
+    def __iter__(self):
+        return iter(sorted(frozenset.__iter__(self), reverse=True))
+
+
+class TestUnorderedInputs:
+    LABELS = ("cell/wbc/lymphocyte", "cell/rbc", "cell/wbc/monocyte", "cell/platelet")
+    EDGES = (("cell", "wbc"), ("cell", "rbc"), ("wbc", "lym"), ("wbc", "mono"))
+
+    @pytest.mark.parametrize("kind", [_Reversed, _ReversedFrozen, set, frozenset])
+    def test_sets_are_read_sorted(self, kind: type) -> None:
+        expected = Taxonomy.from_paths(self.LABELS, sort=True)
+        assert expected.nodes == ("cell", "platelet", "rbc", "wbc", "lymphocyte", "monocyte")
+        assert Taxonomy.from_paths(kind(self.LABELS)).fingerprint == expected.fingerprint
+        assert Taxonomy.from_paths(kind(self.LABELS), sort=False).fingerprint == expected.fingerprint
+        edges = Taxonomy.from_edges(kind(self.EDGES))
+        assert edges.nodes == ("cell", "rbc", "wbc", "lym", "mono")
+        assert edges.fingerprint == Taxonomy.from_edges(self.EDGES, sort=True).fingerprint
+
+    def test_from_edges_sort(self) -> None:
+        a = Taxonomy.from_edges(self.EDGES, sort=True)
+        assert a == Taxonomy.from_edges(self.EDGES[::-1], sort=True)
+        assert a.nodes == ("cell", "rbc", "wbc", "lym", "mono")
+        assert Taxonomy.from_edges(self.EDGES).nodes == ("cell", "wbc", "rbc", "lym", "mono")  # default: as given
+        assert Taxonomy.from_edges(np.array(self.EDGES), sort=True) == a
+        assert Taxonomy.from_edges({("a", "a1"), ("b", "b1")}, root="top").children("top") == ("a", "b")
+
+    def test_the_set_order_does_not_depend_on_the_hash_seed(self) -> None:
+        code = (
+            "from hiercls import Taxonomy;"
+            f"print(Taxonomy.from_paths(set({self.LABELS!r})).fingerprint,"
+            f" Taxonomy.from_edges(set({self.EDGES!r})).fingerprint)"
+        )
+        outs = {
+            subprocess.run(
+                [sys.executable, "-c", code],
+                env={**os.environ, "PYTHONHASHSEED": seed},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            for seed in ("1", "2", "3")
+        }
+        assert len(outs) == 1
+
+
+# -------------------------------------------------------- "root" in JSON files
+class TestJsonRoot:
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"edges": [["a", "a1"], ["b", "b1"]]},
+            {"tree": {"a": ["a1"], "b": ["b1"]}},
+            {"parents": {"a1": "a", "b1": "b"}},
+            {"nodes": ["a", "b", "a1", "b1"], "edges": [["a", "a1"], ["b", "b1"]]},
+        ],
+        ids=["edges", "tree", "parents", "nodes+edges"],
+    )
+    def test_root_joins_several_roots_in_every_form(self, data: dict) -> None:
+        tax = Taxonomy.from_json({**data, "root": "top"})
+        assert tax.root == "top" and tax.children("top") == ("a", "b") and tax.depth("b1") == 2
+        with pytest.raises(TaxonomyError) as info:  # without it: the fix is the key, not an argument
+            Taxonomy.from_json(data)
+        msg = str(info.value)
+        assert msg.startswith("the JSON object: The taxonomy has 2 roots: 'a', 'b'.")
+        assert 'Add a key "root": "..."' in msg and "root=" not in msg
+        with pytest.raises(TaxonomyError) as info:
+            Taxonomy.from_json({**data, "root": "a"})
+        msg = str(info.value)
+        assert "'root' = 'a' is one of 2 roots ('a', 'b'). Use a new name as 'root'" in msg and "root=" not in msg
+        with pytest.raises(TaxonomyError, match=r"'root' = 'a1' names a node that has parents \('a'\)") as info:
+            Taxonomy.from_json({**data, "root": "a1"})
+        assert "root=" not in str(info.value)
+
+    def test_root_of_a_written_file_is_its_root(self, tmp_path, paper_tax: Taxonomy) -> None:
+        back = Taxonomy.from_json(paper_tax.to_json())
+        assert back.nodes == paper_tax.nodes and back.fingerprint == paper_tax.fingerprint
+        data = json.loads(paper_tax.to_json())
+        above = Taxonomy.from_json({**data, "root": "sample"})  # a new name goes above, order kept
+        assert above.nodes == ("sample", *paper_tax.nodes) and above.children("sample") == ("root",)
+        with pytest.raises(TaxonomyError, match=r"'root' must be a non-empty string \(the root's name\), got 3"):
+            Taxonomy.from_json({**data, "root": 3})
+
+    @pytest.mark.parametrize("bad", ["false", "true", 0, 1, None, [True]])
+    def test_dag_must_be_a_json_bool(self, bad: object) -> None:
+        """bool("false") is True: "dag": "false" used to accept a node under two parents."""
+        with pytest.raises(TaxonomyError, match=r"'dag' must be true or false \(a JSON boolean\), got "):
+            Taxonomy.from_json({"tree": {"r": {"a": ["x"], "b": ["x"]}}, "dag": bad})
+        assert Taxonomy.from_json('{"tree": {"r": {"a": ["x"], "b": ["x"]}}, "dag": true}').parents("x") == ("a", "b")
+        with pytest.raises(TaxonomyError, match=r"^the JSON text: Duplicate name 'x' .*or add \"dag\": true if"):
+            Taxonomy.from_json('{"tree": {"r": {"a": ["x"], "b": ["x"]}}, "dag": false}')
+
+
+# ---------------------------------------------------- deep trees: lazy ancestor table
+def caterpillar(depth: int) -> Taxonomy:
+    """A spine of ``depth`` nodes, each with one extra leaf: ``2 * depth`` nodes, max depth ``depth``."""
+    spine = [(f"s{i}", f"s{i + 1}") for i in range(depth - 1)]
+    return Taxonomy.from_edges(spine + [(f"s{i}", f"leaf{i}") for i in range(depth)])
+
+
+class TestLazyAncestorTable:
+    def test_built_on_first_access_only(self) -> None:
+        """It is num_nodes x (max_depth + 1): 244 MiB for an 8,000-node caterpillar, built by every
+        constructor before, though only some metrics and heads use it."""
+        tracemalloc.start()
+        try:
+            tax = caterpillar(400)
+            built = tracemalloc.get_traced_memory()[0]
+            table = tax.ancestor_table
+            grown = tracemalloc.get_traced_memory()[0] - built
+        finally:
+            tracemalloc.stop()
+        assert table.shape == (800, 401) and grown >= 0.9 * table.nbytes  # it did not exist before
+        assert tax.ancestor_table is table and not table.flags.writeable  # cached, read-only
+        for i in (0, 1, 399, 400, 799):
+            d = tax.depth(i)
+            assert tax.names(table[i, : d + 1]) == list(tax.path(i)) and (table[i, d + 1 :] == -1).all()
+        rebuilt = pickle.loads(pickle.dumps(tax))  # not pickled, not part of equality
+        assert rebuilt == tax and len(pickle.dumps(tax)) == len(pickle.dumps(rebuilt))
+        assert np.array_equal(rebuilt.ancestor_table, table)
+
+    def test_deep_build_is_linear_in_the_csr(self) -> None:
+        tax = caterpillar(2000)
+        n = tax.num_nodes
+        assert tax.max_depth == 2000
+        assert tax.ancestors_index.size == int((tax.depth_index + 1).sum())
+        rows = [tax.ancestors_index[tax.ancestors_ptr[i] : tax.ancestors_ptr[i + 1]] for i in (n - 1, n // 2)]
+        assert [tax.names(r) for r in rows] == [list(tax.path(n - 1)), list(tax.path(n // 2))]
+
+
+# --------------------------------------------------------- from_folder details
+class TestFromFolder:
+    def test_root_is_named_after_the_folder_as_given(self, tmp_path, monkeypatch) -> None:
+        (tmp_path / "v2_final" / "a").mkdir(parents=True)
+        link = tmp_path / "cells"
+        try:
+            link.symlink_to(tmp_path / "v2_final", target_is_directory=True)
+        except OSError:
+            pytest.skip("no symlinks here")
+        assert Taxonomy.from_folder(link).root == "cells"  # not the link's target, 'v2_final'
+        assert Taxonomy.from_folder(str(link) + os.sep).root == "cells"
+        assert Taxonomy.from_folder(link / "a" / "..").root == "cells"  # '..' taken as written, like a shell
+        monkeypatch.chdir(tmp_path / "v2_final")  # the working folder has no symlinked name: getcwd() is real
+        assert Taxonomy.from_folder(".").root == "v2_final"
+        assert Taxonomy.from_folder(".", root="blood").nodes == ("blood", "a")
+
+    def test_files_are_not_statted(self, tmp_path, monkeypatch) -> None:
+        """Path.is_dir() stat()ed every image; DirEntry.is_dir() reads the type from the listing."""
+        (tmp_path / "top" / "a").mkdir(parents=True)
+        for k in range(50):
+            (tmp_path / "top" / "a" / f"img{k}.jpg").write_bytes(b"")
+        statted: list[str] = []
+        real_stat = os.stat
+
+        def counting_stat(path, *args, **kwargs):
+            statted.append(os.fsdecode(path))
+            return real_stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", counting_stat)
+        assert Taxonomy.from_folder(tmp_path / "top").nodes == ("top", "a")
+        assert not [p for p in statted if p.endswith(".jpg")]
+
+    def test_bad_root(self, tmp_path) -> None:
+        for bad in ("", 3):
+            with pytest.raises(TaxonomyError, match=r"root: expected a non-empty string \(the root's name\), got"):
+                Taxonomy.from_folder(tmp_path, root=bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------- error messages
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: Taxonomy.from_dict({"r": {"a": {"x": None, 7: None}}}),
+            TaxonomyError,
+            r"^tree\['r'\]\['a'\]: node names must be strings, got 7 \(int\)\. Convert them with str\(\)",
+        ),
+        (
+            lambda: Taxonomy.from_parent_map({"a": "r", 3: "a"}),
+            TaxonomyError,
+            r"^parents: the key with parent 'a': node names must be strings, got 3 \(int\)\. Convert them with str",
+        ),
+        (
+            lambda: Taxonomy.from_parent_map({"a": "r", "b": ""}),
+            TaxonomyError,
+            r"^parents\['b'\]: node names must be non-empty strings",
+        ),
+        (
+            lambda: Taxonomy.from_paths([b"r/a"]),
+            TaxonomyError,
+            r"^paths\[0\]: got bytes b'r/a'; node names must be str, bytes are not accepted\. Decode them first",
+        ),
+        (
+            lambda: Taxonomy.from_paths([("r", b"a")]),
+            TaxonomyError,
+            r"^paths\[0\]: node names must be strings, got bytes b'a'\. Decode them first",
+        ),
+        (
+            lambda: Taxonomy.from_json('[["r", "a"]]'),
+            TaxonomyError,
+            r"^the JSON text: expected a JSON object, got list.*wrap it: \{\"edges\": \[\.\.\.\]\}",
+        ),
+    ],
+    ids=["dict-key", "parent-map-key", "parent-map-empty", "paths-bytes", "path-part-bytes", "json-list-text"],
+)
+def test_constructor_messages_say_where_and_how_to_fix(call, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "message"),
+    [
+        ((n for n in ["a"]), UnknownNodeError, r"^labels: got a generator, .*Pass a list, e\.g\. list\(labels\)"),
+        (iter(["a"]), UnknownNodeError, r"^labels: got a list_iterator, .*list\(labels\)"),
+        ({"a", "b"}, UnknownNodeError, r"^labels: got a set, which has no order.*list\(labels\)"),
+        (frozenset({"a"}), UnknownNodeError, r"^labels: got a frozenset, which has no order"),
+        ({"a": 1}.keys(), UnknownNodeError, r"^labels: got a dict_keys, which has no order"),
+        ([-(2**70), 1], UnknownNodeError, r"^labels: 1 node indices out of range \[0, 3\): first \[-1180"),
+        ([[2**70]], UnknownNodeError, r"^labels: 1 node indices out of range"),
+        (np.array([2**70, 1], dtype=object), UnknownNodeError, r"^labels: 1 node indices out of range"),
+        ([["a"], ["a", "b"]], ValueError, r"^labels: nested lists of different lengths \(a ragged list\)"),
+    ],
+    ids=["generator", "iterator", "set", "frozenset", "keys", "huge-negative", "huge-nested", "huge-object", "ragged"],
+)
+def test_encode_messages_name_labels(labels: object, error: type, message: str) -> None:
+    tax = Taxonomy.from_paths(["r/a", "r/b"])
+    with pytest.raises(error, match=message):
+        tax.encode(labels)
+
+
+# ------------------------------------------------------------- warning location
+def test_integer_names_warning_points_at_the_callers_line(tmp_path) -> None:
+    """The warning pointed inside hiercls for from_folder and from_json (a fixed stacklevel=3)."""
+    for c in ("0", "1"):
+        (tmp_path / "digits" / c).mkdir(parents=True)
+    calls = [
+        lambda: Taxonomy.from_paths(["r/0"]),
+        lambda: Taxonomy.from_edges([("r", "0")]),
+        lambda: Taxonomy.from_dict({"r": ["0"]}),
+        lambda: Taxonomy.from_parent_map({"0": "r"}),
+        lambda: Taxonomy.from_folder(tmp_path / "digits"),
+        lambda: Taxonomy.from_json({"tree": {"r": ["0"]}}),
+        lambda: Taxonomy.from_json('{"nodes": ["r", "0"], "edges": [["r", "0"]]}'),
+        lambda: Taxonomy(nx.DiGraph([("r", "0")])),
+        lambda: layered_taxonomy((1,)).from_paths(["r/0"]),
+    ]
+    for call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert [(w.filename, w.category) for w in caught] == [(__file__, UserWarning)]

@@ -6,6 +6,7 @@ walking parents one at a time, or networkx's own graph algorithms.
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import tempfile
@@ -17,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hiercls import Taxonomy
+from hiercls.synthetic import layered_taxonomy
 from tests.budget import examples
 from tests.strategies import dags, taxonomies, tree_and_nodes, trees
 
@@ -338,3 +340,119 @@ def test_from_paths_sorted_does_not_depend_on_the_order_of_the_paths(tax, order,
     a, b = Taxonomy.from_paths(paths, sort=True), Taxonomy.from_paths(shuffled, sort=True)
     assert a.nodes == b.nodes and a.fingerprint == b.fingerprint
     assert set(a.graph.edges) == set(tax.graph.edges)  # the graph the paths came from, perhaps renumbered
+
+
+# ------------------------------------------------------ repeats, order, sets
+@given(
+    tax=trees(max_nodes=20),
+    rnd=st.randoms(use_true_random=False),
+    copies=st.integers(1, 4),
+    sort=st.booleans(),
+)
+@settings(examples(60))
+def test_repeated_paths_change_nothing(tax, rnd, copies, sort) -> None:
+    """Per-sample paths (repeats, mixed str / tuple / list forms) give the taxonomy of their distinct paths."""
+    distinct = ["/".join(tax.path(leaf)) for leaf in tax.leaves]
+    per_sample = [rnd.choice(distinct) for _ in range(copies * len(distinct))] + distinct
+    forms = [p if k % 3 == 0 else tuple(p.split("/")) if k % 3 == 1 else p.split("/") for k, p in enumerate(per_sample)]
+    first_seen = list(dict.fromkeys(per_sample))
+    expected = Taxonomy.from_paths(first_seen, sort=sort)
+    for paths in (per_sample, forms):
+        got = Taxonomy.from_paths(paths, sort=sort)
+        assert got.nodes == expected.nodes and got.fingerprint == expected.fingerprint
+
+
+@given(tax=taxonomies(), rnd=st.randoms(use_true_random=False))
+def test_sorted_edges_do_not_depend_on_their_order(tax: Taxonomy, rnd) -> None:
+    edges = [(tax.nodes[p], tax.nodes[c]) for p, c in tax.edges_index().tolist()]
+    if not edges:
+        return
+    shuffled = list(edges)
+    rnd.shuffle(shuffled)
+    a = Taxonomy.from_edges(edges, sort=True)
+    assert Taxonomy.from_edges(shuffled, sort=True).fingerprint == a.fingerprint
+    assert Taxonomy.from_edges(set(shuffled)).fingerprint == a.fingerprint  # a set is read sorted
+    assert named_edges(a) == named_edges(tax)
+    for i in range(a.num_nodes):  # siblings by name
+        kids = list(a.children(i))
+        assert kids == sorted(kids) or not a.is_tree
+
+
+@given(tax=trees(max_nodes=20))
+def test_a_set_of_paths_is_read_sorted(tax: Taxonomy) -> None:
+    paths = ["/".join(tax.path(leaf)) for leaf in tax.leaves]
+    expected = Taxonomy.from_paths(paths, sort=True)
+    assert Taxonomy.from_paths(frozenset(paths)).fingerprint == expected.fingerprint
+    assert Taxonomy.from_paths(set(paths), sort=False).fingerprint == expected.fingerprint
+
+
+# ---------------------------------------------------------------- JSON files
+_ODD_CHARS = ["a", "é", "\udce9", "\udc80", "\ud800", "\udfff", "😀", '"', "\\", "/", " ", "\n", "\t", "\u2028"]
+_odd_names = st.lists(st.sampled_from(_ODD_CHARS), min_size=1, max_size=6).map("".join)
+
+
+@given(names=st.lists(_odd_names, min_size=1, max_size=8, unique=True))
+@settings(examples(60))
+def test_to_json_file_round_trips_any_name(names: list[str]) -> None:
+    """Any name, lone surrogates included, goes through a UTF-8 file and comes back to the same fingerprint;
+    a surrogate pair (two code points JSON would read as one character) is refused and writes nothing."""
+    tax = Taxonomy.from_edges([("r\udce9", n) for n in names if n != "r\udce9"] or [("r\udce9", "x")])
+    paired = any(
+        "\ud800" <= x <= "\udbff" and "\udc00" <= y <= "\udfff" for n in tax.nodes for x, y in itertools.pairwise(n)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tax.json")
+        with open(path, "wb") as fh:
+            fh.write(b"previous")
+        if paired:
+            try:
+                tax.to_json(path)
+            except ValueError as err:
+                assert "surrogate pair" in str(err)
+            else:
+                raise AssertionError("a surrogate pair was written")
+            with open(path, "rb") as fh:
+                assert fh.read() == b"previous"
+            return
+        tax.to_json(path)
+        with open(path, "rb") as fh:
+            fh.read().decode("utf-8")  # strict: valid UTF-8
+        back = Taxonomy.from_json(path)
+        assert sorted(os.listdir(tmp)) == ["tax.json"]  # no temporary file left behind
+    assert back.nodes == tax.nodes and back.fingerprint == tax.fingerprint
+    assert Taxonomy.from_json(tax.to_json()).fingerprint == tax.fingerprint
+
+
+# ---------------------------------------------------------------- messages
+@given(n=st.integers(2, 3000))
+@settings(examples(20))
+def test_several_roots_messages_stay_short(n: int) -> None:
+    names = [f"label_{i}" for i in range(n)]
+    try:
+        Taxonomy.from_paths(names)
+    except ValueError as err:
+        msg = str(err)
+    else:
+        raise AssertionError("several roots were accepted")
+    assert len(msg) < 250 and msg.startswith(f"The taxonomy has {n} roots: ") and "Give root='...'" in msg
+    assert (f"and {n - 5} more" in msg) == (n > 5)
+
+
+# ---------------------------------------------------------------- synthetic
+@given(
+    widths=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(lambda ws: list(itertools.accumulate(ws))),
+    bad=st.sampled_from([1.0, 2.5, True, "3", None]),
+    at=st.integers(0, 3),
+)
+@settings(examples(30))
+def test_layered_taxonomy_widths(widths: list[int], bad: object, at: int) -> None:
+    tax = layered_taxonomy(widths, seed=0)
+    assert [len(level) for level in tax.levels()] == [1, *widths] and tax.num_leaves == widths[-1]
+    spoiled = list(widths)
+    spoiled[at % len(spoiled)] = bad
+    try:
+        layered_taxonomy(spoiled)
+    except ValueError as err:
+        assert str(err).startswith(f"widths[{at % len(spoiled)}]: expected a positive int")
+    else:
+        raise AssertionError(f"{spoiled} was accepted")
