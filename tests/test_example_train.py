@@ -177,6 +177,43 @@ def test_per_level_model_trains_each_backbone_only_by_its_level(paper_tax) -> No
     )
 
 
+def test_per_level_clipping_keeps_each_level_to_its_own_gradient(paper_tax) -> None:
+    """--clip-grad over all parameters at once scaled the depth-1 backbone's step by the other levels'
+    gradients; clipped per level, its step is the same whatever the deeper levels do."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model("test_resnet", paper_tax, "per-level", img_size=32)
+    other = copy.deepcopy(model)
+    with torch.no_grad():  # the depth-2 level only: much larger logits, so a much larger gradient
+        other.classifiers[1].weight.mul_(50.0)
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 3, 32, 32, generator=gen), torch.randint(1, paper_tax.num_nodes, (8,), generator=gen))]
+    env = T.init_distributed("cpu")
+    for m in (model, other):
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        T.train_one_epoch(
+            m,
+            m,
+            m.criterion,
+            batches,
+            opt,
+            sched,
+            env=env,
+            amp=False,
+            clip_grad=0.1,
+            channels_last=False,
+            epoch=0,
+            epochs=1,
+            progress=False,
+        )
+    for p, q in zip(model.levels[0].parameters(), other.levels[0].parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    groups = T.clip_groups(model)
+    assert len(groups) == paper_tax.max_depth and sum(map(len, groups)) == len(list(model.parameters()))
+
+
 def test_init_checkpoint_loads_backbone(tmp_path: Path, paper_tax) -> None:
     torch.manual_seed(1)
     trained = build_model("test_convnext", paper_tax, "hierarchical")

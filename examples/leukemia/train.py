@@ -54,7 +54,7 @@ from examples.leukemia.cli import (
     whole_number,
 )
 from examples.leukemia.gpu_data import add_tta_argument
-from examples.leukemia.models import METHODS, build_model
+from examples.leukemia.models import METHODS, PerLevelClassifier, build_model
 from hiercls import Taxonomy
 from hiercls.decoding import decode
 from hiercls.metrics import HierarchicalMetrics
@@ -825,6 +825,18 @@ def _batches(
     )
 
 
+def clip_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The parameters whose gradient norm ``--clip-grad`` bounds together.
+
+    The per-level model gives one group per level (its backbone with its classifier): clipping them all
+    at once would scale every level's step by the other levels' gradients, so no backbone would be
+    trained by its own level alone. Every other model is one group.
+    """
+    if isinstance(model, PerLevelClassifier):
+        return [[*bb.parameters(), *fc.parameters()] for bb, fc in zip(model.levels, model.classifiers)]
+    return [list(model.parameters())]
+
+
 def train_one_epoch(
     model: nn.Module,
     forward: nn.Module,
@@ -863,6 +875,7 @@ def train_one_epoch(
             bar = None
     if env.device.type == "cuda":
         torch.cuda.synchronize(env.device)
+    groups = clip_groups(model)
     t0 = time.perf_counter()
     for step, (images, target) in enumerate(batches):
         if not channels_last:
@@ -873,7 +886,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            for group in groups:
+                torch.nn.utils.clip_grad_norm_(group, clip_grad)
         optimizer.step()
         scheduler.step()
         if ema is not None:
