@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,27 @@ def test_resume_warns_about_a_changed_recipe_only(tmp_path: Path, caplog) -> Non
     with caplog.at_level(logging.WARNING):
         T.run(T.parse_args([*common, "--resume", "--tta", "flip"]))
     assert "settings differ" in caplog.text and "'tta': ('none', 'flip')" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--lr", "1e-5"], "lr: 0.002 in the run, 1e-05 now"),  # ignored: the optimizer state wins
+        (["--best-metric", "nll"], "best_metric: 'leaf_accuracy' in the run, 'nll' now"),  # two scales
+        (["--clip-grad", "0.5"], "clip_grad: 1.0 in the run, 0.5 now"),
+        (["--epochs", "3"], "epochs: 2 in the run, 3 now"),  # the cosine schedule would not finish
+    ],
+)
+def test_resume_refuses_a_changed_training_setting(flags: list[str], said: str, tmp_path: Path) -> None:
+    """A resumed run with another recipe was accepted: --lr and --weight-decay were ignored (the optimizer
+    state wins) while config.json recorded them, and another --best-metric picked the wrong best."""
+    common = [*SYN, "--epochs", "2", "--output", str(tmp_path / "r")]
+    T.run(T.parse_args([*common, "--stop-after", "1"]))
+    before = (tmp_path / "r" / "config.json").read_text()
+    with pytest.raises(ValueError, match=re.escape(said) + r".*resume it with the run's own flags.*--init-checkpoint"):
+        T.run(T.parse_args([*common, *flags, "--resume"]))
+    assert (tmp_path / "r" / "config.json").read_text() == before
+    T.run(T.parse_args([*common, "--resume", "--workers", "1", "--quiet"]))  # how it runs may change
 
 
 def test_explain_decodes_the_tta_average_like_predict(tiny_model, paper_tax_module) -> None:

@@ -1247,6 +1247,61 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
         )
 
 
+#: run settings that ``--resume`` may change: where and how verbosely it runs, how often it saves, what
+#: it leaves out at the end; none changes a trained weight. The data flags, the model and the split are
+#: checked on their own (:func:`data_identity`, :func:`_check_same_model`, :func:`split_identity`).
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "output", "overwrite", "resume", "quiet", "tensorboard", "threads", "workers", "stop_after", "save_last",
+        "checkpoint_every", "eval_batch_size", "compile", "device", "channels_last", "test", "init_checkpoint",
+        "pretrained", "model", "data_source", "split_sizes", "split_id", "synthetic", "data", "pack", "taxonomy",
+        "layout", "split_seed", "limit",
+    }
+)  # fmt: skip
+#: settings a resume may change with a warning: they change no optimisation step's arithmetic, only which
+#: random augmentation a batch gets (``augment_chunk``) or how validation is read (``tta``)
+RESUME_WARNS = frozenset({"tta", "augment_chunk"})
+
+
+def _check_same_recipe(
+    stored: Mapping[str, Any], config: Mapping[str, Any], before: Mapping[str, Any], output: Path, *, main: bool
+) -> None:
+    """``--resume`` continues a run as it was started: a changed training setting is refused by name.
+
+    The optimizer and schedule come back from the checkpoint, so a new ``--lr`` or ``--weight-decay``
+    would be ignored while ``config.json`` recorded it; a new ``--epochs``, ``--warmup`` or process count
+    leaves the cosine schedule unfinished; a new ``--best-metric`` compares scores on two scales; a new
+    ``--img-size``, ``--clip-grad`` or augmentation trains another recipe from the middle on.
+    """
+
+    def norm(value: Any) -> Any:
+        return json.loads(json.dumps(value, default=str))
+
+    changed = {
+        k: (stored.get(k, before.get(k)), config[k])
+        for k in config
+        if k not in RESUME_MAY_CHANGE
+        and (k in stored or k in before)
+        and norm(stored.get(k, before.get(k))) != norm(config[k])
+    }
+    if not config.get("augment", True):  # without augmentation the chunk changes no batch
+        changed.pop("augment_chunk", None)
+    refused = {k: v for k, v in changed.items() if k not in RESUME_WARNS}
+    if refused:
+        shown = "; ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in sorted(refused.items()))
+        raise ValueError(
+            f"--resume: settings differ from the run in {output}: {shown}. --resume continues the run as it was "
+            "started (its optimizer and schedule come back from the checkpoint), so resume it with the run's own "
+            "flags (its config.json lists them); to train on from its weights with new settings, start a new "
+            f"run: --init-checkpoint {output / 'last'} with another --output."
+        )
+    if changed and main:
+        log.warning(
+            "--resume: settings differ from the checkpoint's %s; the result will differ from an uninterrupted run",
+            changed,
+        )
+
+
 def _check_same_model(args: argparse.Namespace, stored: Mapping[str, Any], output: Path) -> None:
     """``--resume`` with another model than the run's: refused by name, before any data is read."""
     from examples.leukemia.models import method_defaults
@@ -1476,31 +1531,7 @@ def _run_body(
             "augment_chunk": 1,
             "loss_kwargs": {},
         }  # what checkpoints older than these flags used
-        changed = {
-            k: (ckpt.config.get(k, before.get(k)), config[k])
-            for k in (
-                "backbone",
-                "method",
-                "epochs",
-                "lr",
-                "batch_size",
-                "seed",
-                "ema",
-                "tta",
-                "crop",
-                "balance",
-                "augment_chunk",
-                "loss_kwargs",
-            )
-            if ckpt.config.get(k, before.get(k)) != config[k]
-        }
-        if not config.get("augment", True):  # without augmentation the chunk changes no batch
-            changed.pop("augment_chunk", None)
-        if changed and env.main:
-            log.warning(
-                "--resume: settings differ from the checkpoint's %s; the result will differ from an uninterrupted run",
-                changed,
-            )
+        _check_same_recipe(ckpt.config, config, before, output, main=env.main)
     best_weights = None
     if args.resume and (output / "best.json").is_file():
         best_weights = load_checkpoint(output / "best", taxonomy=tax).weights
