@@ -612,6 +612,33 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
         T.run(T.parse_args([*common, "--output", str(tmp_path / "c"), "--resume"]))
 
 
+def test_log_csv_survives_a_failed_write_and_a_resume_rebuilds_it(tmp_path: Path, monkeypatch) -> None:
+    """log.csv was rewritten in place: a kill while writing left it empty, and --resume kept only what the
+    file still held (the epochs before were lost for good). It is now replaced whole, and a resumed run
+    writes it again from the checkpoint's history."""
+    import csv
+
+    common = ["--backbone", "test_convnext", "--epochs", "3", "--synthetic-per-leaf", "2", *FAST]
+    out = tmp_path / "r"
+    T.run(T.parse_args([*common, "--output", str(out), "--stop-after", "2"]))
+    log_csv = out / "log.csv"
+    kept = log_csv.read_text()
+    assert [r["epoch"] for r in csv.DictReader(kept.splitlines())] == ["0", "1"]
+    runlog = T.RunLog(out, True, False, history=[dict(r) for r in csv.DictReader(kept.splitlines())])
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(csv.DictWriter, "writerows", fail)
+        with pytest.raises(OSError, match="disk full"):
+            runlog.write({"epoch": 2, "lr": 0.1})
+    assert log_csv.read_text() == kept and not list(out.glob(".log.csv.tmp*"))
+    log_csv.write_text("")  # what a kill in the middle of the old in-place write left
+    T.run(T.parse_args([*common, "--output", str(out), "--resume"]))
+    assert [r["epoch"] for r in csv.DictReader(log_csv.read_text().splitlines())] == ["0", "1", "2"]
+
+
 @settings(examples(60), deadline=None)
 @given(
     st.lists(

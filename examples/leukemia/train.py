@@ -1031,18 +1031,24 @@ def _sync_buffers(model: nn.Module, env: Dist) -> None:
 
 # ----------------------------------------------------------------------------- logging
 class RunLog:
-    """CSV (``log.csv``) and TensorBoard (``tb/``) logs of a run; rank 0 only."""
+    """CSV (``log.csv``) and TensorBoard (``tb/``) logs of a run; rank 0 only.
 
-    def __init__(self, output: Path, enabled: bool, tensorboard: bool, resume_epoch: int = -1) -> None:
+    ``log.csv`` is rewritten whole, through a temporary file and a rename, after every epoch: a run killed
+    while writing it leaves the previous version. A resumed run starts it again from the checkpoint's
+    history (``history``), the epochs the resumed weights have seen, whatever the file held.
+    """
+
+    def __init__(
+        self, output: Path, enabled: bool, tensorboard: bool, history: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
         self.path = output / "log.csv"
         self.enabled = enabled
         self.writer = None
+        self.rows: list[dict[str, Any]] = [self._format(r) for r in history]
         if not enabled:
             return
-        if resume_epoch >= 0 and self.path.is_file():  # drop rows of epochs after the resumed checkpoint
-            with open(self.path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= resume_epoch]
-            self._rewrite(rows)
+        if self.rows:
+            self._rewrite()
         elif self.path.exists():
             self.path.unlink()
         if tensorboard:
@@ -1053,26 +1059,29 @@ class RunLog:
             except ImportError:  # tensorboard is optional
                 log.warning("tensorboard is not installed; logging to log.csv only")
 
-    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        with open(self.path, "w", newline="") as fh:
-            if rows:
-                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    @staticmethod
+    def _format(row: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+
+    def _rewrite(self) -> None:
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=fields)
                 w.writeheader()
-                w.writerows(rows)
+                w.writerows(self.rows)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def write(self, row: dict[str, Any]) -> None:
+        """Add one epoch's row to ``log.csv`` (and its numbers to TensorBoard)."""
         if not self.enabled:
             return
-        rows = []
-        if self.path.is_file():
-            with open(self.path, newline="") as fh:
-                rows = list(csv.DictReader(fh))
-        rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        with open(self.path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
+        self.rows.append(self._format(row))
+        self._rewrite()
         if self.writer is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
@@ -1538,7 +1547,7 @@ def _run_body(
         best_weights = {k: v.to(env.device) for k, v in best_weights.items()}
     if env.main:
         (output / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
-    runlog = RunLog(output, env.main, args.tensorboard, resume_epoch=start_epoch - 1 if args.resume else -1)
+    runlog = RunLog(output, env.main, args.tensorboard, history=history)
     if env.main:
         on_start()
     if env.main:
