@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 import warnings
@@ -32,6 +33,7 @@ __all__ = [
     "ArgumentParser",
     "HelpFormatter",
     "exits_cleanly",
+    "number_in",
     "positive_float",
     "probability",
     "whole_number",
@@ -90,6 +92,38 @@ def positive_float(fix: str = "") -> Callable[[str], float]:
             value = None
         if value is None or not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}" + (f"; {fix}" if fix else ""))
+        return value
+
+    return parse
+
+
+def number_in(
+    low: float, high: float = float("inf"), *, high_open: bool = False, fix: str = ""
+) -> Callable[[str], float]:
+    """An ``argparse`` type: a finite float in ``[low, high]`` (``[low, high)`` with ``high_open``).
+
+    Examples:
+        >>> number_in(0.0)("0.05")
+        0.05
+        >>> number_in(0.0, 1.0, high_open=True)("0.1")
+        0.1
+    """
+    upper = f"{high:g})" if high_open else f"{high:g}]"
+    shown = f">= {low:g}" if high == float("inf") else f"in [{low:g}, {upper}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        inside = (
+            value is not None
+            and math.isfinite(value)
+            and low <= value
+            and (value < high or (value == high and not high_open))
+        )
+        if not inside:
+            raise argparse.ArgumentTypeError(f"expected a number {shown}, got {text!r}" + (f"; {fix}" if fix else ""))
         return value
 
     return parse

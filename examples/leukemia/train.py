@@ -49,6 +49,7 @@ from examples.leukemia.cli import (
     ArgumentParser,
     HelpFormatter,
     exits_cleanly,
+    number_in,
     positive_float,
     probability,
     whole_number,
@@ -161,13 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--img-size",
-        type=int,
+        type=whole_number(8, "e.g. --img-size 128"),
         default=None,
         help=f"training resolution (default 128; {SYNTHETIC_DEFAULTS['img_size']} on SYNTHETIC)",
     )
     g.add_argument("--pretrained", action="store_true", help="timm pretrained weights (needs the weights hub)")
     g.add_argument("--init-checkpoint", type=str, default=None, help="local weights for the backbone(s)")
-    g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate of the backbone")
+    g.add_argument(
+        "--drop-path",
+        type=number_in(0.0, 1.0, high_open=True, fix="e.g. 0.1"),
+        default=None,
+        help="stochastic depth rate of the backbone",
+    )
     g.add_argument(
         "--backbone-kwargs",
         type=_json_object,
@@ -216,16 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"AdamW peak lr (default 5e-4 for ViTs, 2e-3 otherwise; {SYNTHETIC_DEFAULTS['lr']:g} on SYNTHETIC)",
     )
-    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (not on biases and norms)")
+    g.add_argument(
+        "--weight-decay",
+        type=number_in(0.0, fix="0 turns it off"),
+        default=0.05,
+        help="AdamW weight decay (not on biases and norms)",
+    )
     g.add_argument(
         "--warmup",
-        type=float,
+        type=number_in(0.0, fix="0: no warm-up"),
         default=None,
         help=f"linear warm-up in epochs, then cosine to 0 (default 2; {SYNTHETIC_DEFAULTS['warmup']:g} on SYNTHETIC)",
     )
     g.add_argument(
         "--label-smoothing",
-        type=float,
+        type=number_in(0.0, 1.0, fix="0 turns it off"),
         default=0.1,
         help="label smoothing epsilon in [0, 1] of the loss (each hiercls loss says how it smooths; 0: off)",
     )
@@ -241,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the level loss, the leaves for the flat one); POWER 1 (the value when given alone) balances fully, "
         "0.5 halfway, 0 is off",
     )
-    g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
+    g.add_argument(
+        "--clip-grad", type=number_in(0.0, fix="0 turns it off"), default=1.0, help="max gradient norm (0: off)"
+    )
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/rotations/shifts/colour jitter")
     g.add_argument(
         "--ema",
@@ -274,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-batch-size", type=int, default=512, help="batch size of validation and test")
     g.add_argument(
         "--threads",
-        type=int,
+        type=whole_number(1, "leave it out for torch's choice"),
         default=None,
         help="torch CPU threads (default: torch's choice; 1 on a SYNTHETIC CPU run, whose small batches gain "
         "little from more and can lose several times over on a busy machine)",
@@ -310,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--stop-after",
-        type=int,
+        type=whole_number(1, "stop after at least one epoch, or leave it out"),
         default=None,
         help="stop after this many epochs, as an interruption would (then --resume continues the run); the test "
         "split is still scored with the best checkpoint so far; for tests",
