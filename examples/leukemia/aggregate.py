@@ -7,18 +7,26 @@ seed (same data, same split, same flags), then::
 
 prints (and with ``--out`` writes) a markdown table of mean ± sample standard deviation per
 (method, backbone) and metric, and the paired difference of every method against ``--reference``
-(default ``flat``) on the same backbone, seed by seed: the mean difference, its standard error and
-how many seeds it wins. Runs are paired by seed, so a method missing for a seed is left out of that
-seed's pair, and the count of pairs is shown.
+(default ``flat`` when the files hold it; a method they do not hold is an error) on the same backbone,
+seed by seed: the mean difference, its standard error and how many seeds it wins. Runs are paired by
+seed, so a method missing for a seed is left out of that seed's pair, and the count of pairs is shown.
+``aggregate.json`` is strict JSON: a number that is not defined (the spread of one seed) is ``null``.
 
 ``evaluate``'s results.json pools the same way when its checkpoints share one training seed (it then
 records that seed): e.g. the same checkpoints read out with ``evaluate --tta d4``, one file per seed.
+
+Files that differ in anything but the seed are refused, naming the field and the files: the data,
+taxonomy, split, image size, crop, epochs, batch size and ``--train-args`` that they record, and per
+method and backbone the decoding rule, threshold, TTA, EMA, balance and the number of images scored
+(:func:`check_same_setting`; a field that only one of two files records, as in older files, is not
+compared).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -38,6 +46,115 @@ LABELS = {
 }
 
 
+#: recorded at the top of a results.json: the same in every file pooled (compare writes them all)
+FILE_FIELDS = (
+    "data",
+    "data_source",  # older compare files: instead of "data"
+    "taxonomy",
+    "split",
+    "split_seed",
+    "split_id",
+    "split_sizes",
+    "synthetic",
+    "image_size",
+    "crop",
+    "epochs",
+    "batch_size",
+    "train_args",
+)
+#: recorded per row (evaluate: all of them; compare: some, the rest at the top): the same for every
+#: seed of one method and backbone
+ROW_FIELDS = (
+    "data",
+    "split",
+    "split_seed",
+    "taxonomy",
+    "image_size",
+    "crop",
+    "epochs",
+    "batch_size",
+    "decode",
+    "threshold",
+    "tta",
+    "ema",
+    "balance",
+    "images scored",
+)
+
+
+def _file_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of :data:`FILE_FIELDS` a results.json records (``split``: ``test`` when not recorded, as
+    compare scores the test split; ``train_args`` as the flags it holds, so spacing does not count)."""
+    out = {k: data[k] for k in FILE_FIELDS if k in data}
+    if "data" in out:
+        out.pop("data_source", None)  # the absolute path says it; the text names the path as typed
+    out.setdefault("split", "test")
+    if isinstance(out.get("train_args"), str):
+        out["train_args"] = shlex.split(out["train_args"])
+    return out
+
+
+def _row_settings(data: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The fields of :data:`ROW_FIELDS` of one row, from the row, else from its file's top."""
+    top = _file_settings(data)
+    out = {k: row[k] if k in row else top[k] for k in ROW_FIELDS if k in row or k in top}
+    if isinstance(row.get("metrics"), dict) and "n" in row["metrics"]:
+        out["images scored"] = row["metrics"]["n"]
+    return out
+
+
+def _shown(value: Any) -> str:
+    text = repr(shlex.join(value) if isinstance(value, list) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_same_setting(files: list[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse to pool results.json files that differ in more than their seed.
+
+    Compared: the top-level :data:`FILE_FIELDS` of every file against the first file that records each,
+    and the :data:`ROW_FIELDS` of every (method, backbone) against its first file. A field only one of
+    two files records is not compared (older files record fewer). What differs between seeds by nature
+    (the seed, times, device, best epoch, checkpoint paths, synthetic images made with the seed) is not
+    among them.
+
+    Args:
+        files: ``(path, parsed results.json)`` in the order given.
+
+    Raises:
+        ValueError: the fields that differ, each with its values and files, and what to do.
+    """
+    from examples.leukemia.models import row_variant
+
+    problems: list[str] = []
+    first: dict[str, tuple[Any, str]] = {}
+    for path, data in files:
+        for key, value in _file_settings(data).items():
+            if key not in first:
+                first[key] = (value, path)
+            elif first[key][0] != value:
+                problems.append(f"{key}: {_shown(first[key][0])} in {first[key][1]}, {_shown(value)} in {path}")
+    differing = {p.partition(":")[0] for p in problems}
+    by_run: dict[tuple[Any, Any, str], tuple[Any, str]] = {}
+    for path, data in files:
+        for row in data["rows"]:
+            run = (row_variant(row), row.get("backbone"))
+            for key, value in _row_settings(data, row).items():
+                if key in differing:  # said once, for the whole file
+                    continue
+                seen = by_run.setdefault((*run, key), (value, path))
+                if seen[1] != path and seen[0] != value:
+                    problems.append(
+                        f"{key} of {run[0]}:{run[1]}: {_shown(seen[0])} in {seen[1]}, {_shown(value)} in {path}"
+                    )
+    if problems:
+        raise ValueError(
+            f"results: expected files that differ only in their seed (same data, taxonomy, split and flags), got "
+            f"{len(problems)} difference(s): {'; '.join(dict.fromkeys(problems))}. Pooling them would average "
+            "different experiments. Rerun the odd file's compare (or evaluate) with the others' settings and "
+            "another --seed, or pool each setting in its own aggregate call."
+        )
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -50,10 +167,12 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError / ValueError: a path that is missing or not a ``compare`` results.json,
-            or two files with the same seed (the pairing would be ambiguous).
+            two files with the same seed (the pairing would be ambiguous), or files that differ in more
+            than their seed (:func:`check_same_setting`).
     """
     records: list[dict[str, Any]] = []
     seen: dict[int, str] = {}
+    files: list[tuple[str, dict[str, Any]]] = []
     for path in map(Path, paths):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; give the results.json that compare wrote (its --out).")
@@ -72,6 +191,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 f"{path} and {seen[seed]} both have seed {seed}: pool runs that differ in --seed, one file per seed."
             )
         seen[seed] = str(path)
+        files.append((str(path), data))
         keys = [(row_variant(row), row["backbone"]) for row in data["rows"]]
         twice = sorted({k for k in keys if keys.count(k) > 1})
         if twice:
@@ -91,6 +211,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
             )
     if not records:
         raise ValueError("no runs found in the given files.")
+    check_same_setting(files)
     return records
 
 
@@ -138,6 +259,22 @@ def _pm(mean: float, sd: float) -> str:
     return f"{mean:.4f}" if math.isnan(sd) else f"{mean:.4f} ± {sd:.4f}"
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float made ``None``: ``null`` in strict JSON (``NaN`` is not JSON).
+
+    Examples:
+        >>> strict_json({"sd": float("nan"), "n": [1, 0.5]})
+        {'sd': None, 'n': [1, 0.5]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The two tables: mean ± sd per run, and the paired differences."""
     head = "| method | backbone | seeds | " + " | ".join(LABELS[m] for m in METRICS) + " |"
@@ -175,17 +312,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description="Pool compare runs over seeds: mean ± sd and paired differences against a reference method.",
     )
     p.add_argument("results", nargs="+", help="results.json files written by examples.leukemia.compare")
-    p.add_argument("--reference", default="flat", help="method the others are paired against")
-    p.add_argument("--out", default=None, help="folder for aggregate.json and aggregate.md")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="method the others are paired against, as the tables name it (default: flat, when there is one)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for aggregate.json (strict JSON: a standard deviation of one seed is null) and aggregate.md",
+    )
     args = p.parse_args(argv)
-    result = aggregate(load_runs(args.results), reference=args.reference)
+    records = load_runs(args.results)
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    if args.reference is not None and args.reference not in methods:
+        raise ValueError(
+            f"--reference: expected one of the methods in the files, {', '.join(map(repr, methods))}, got "
+            f"{args.reference!r}; pass one of them (quoted when it holds spaces), e.g. --reference {methods[0]!r}."
+        )
+    result = aggregate(records, reference=args.reference or "flat")
     result["inputs"] = list(args.results)
     md = markdown(result)
     print(md)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "aggregate.json").write_text(json.dumps(result, indent=1))
+        (out / "aggregate.json").write_text(json.dumps(strict_json(result), indent=1, allow_nan=False) + "\n")
         (out / "aggregate.md").write_text(md)
     return result
 

@@ -13,7 +13,10 @@ fine-leaf accuracy, hierarchical F1, mistake severity, per-level accuracy; plus 
 and img/s. Written to ``--out`` after every run (a stopped job keeps what finished):
 ``results.json``, ``results.md`` (methods x backbones tables), ``figures/<method>-<backbone>_*.png``
 (per-level confusion matrices, taxonomy with per-node recall) and ``runs/<method>-<backbone>/``
-(checkpoints, logs).
+(checkpoints, logs, and the split manifest ``splits.csv`` with its paths relative to the run folder).
+A rerun into the same ``--out`` first removes the runs and figures the earlier call recorded in its
+``results.json`` (and nothing else). ``--train-args`` may not set what compare sets itself
+(``--seed``, ``--epochs``...): results.json records compare's values.
 """
 
 from __future__ import annotations
@@ -132,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="JSON of tools/flat_baseline_gpu_data.py from the same job, shown next to the table",
     )
-    p.add_argument("--train-args", default="", help="extra flags for every training run, e.g. '--warmup 3'")
+    p.add_argument(
+        "--train-args",
+        default="",
+        help="extra flags for every training run, e.g. '--warmup 3'; not the flags compare sets itself (--seed, "
+        "--epochs, --batch-size, the data and model flags...): give compare's own",
+    )
     p.add_argument(
         "--also-decode",
         default="",
@@ -245,6 +253,154 @@ def _baseline_md(path: str | None) -> tuple[str, dict[str, Any] | None]:
     return "\n".join(lines) + "\n", base
 
 
+#: train flags that compare sets itself, by their argparse dest: (the train flag, what to give compare instead)
+_COMPARE_SETS: dict[str, tuple[str, str]] = {
+    "seed": ("--seed", "compare's own --seed"),
+    "epochs": ("--epochs", "compare's own --epochs"),
+    "batch_size": ("--batch-size", "compare's own --batch-size"),
+    "pack": ("--pack", "compare's own --pack"),
+    "data": ("--data", "compare's own --data"),
+    "taxonomy": ("--taxonomy", "compare's own --taxonomy"),
+    "layout": ("--layout", "compare's own --layout"),
+    "img_size": ("--img-size", "compare's own --img-size"),
+    "device": ("--device", "compare's own --device"),
+    "workers": ("--workers", "compare's own --workers"),
+    "limit": ("--limit", "compare's own --limit"),
+    "compile": ("--compile", "compare's own --compile"),
+    "method": ("--method", "compare's --runs method:backbone (or --methods)"),
+    "head": ("--head", "compare's --runs method:backbone:head"),
+    "backbone": ("--backbone", "compare's --runs method:backbone (or --backbones)"),
+    "output": ("--output", "compare's own --out"),
+    "checkpoint_every": ("--checkpoint-every", "nothing: compare saves each run's best checkpoint at its end"),
+    "resume": ("--resume", "nothing: compare trains every run from scratch (a rerun replaces its runs)"),
+}
+
+
+def check_train_args(text: str) -> list[str]:
+    """The tokens of ``--train-args``, refused when they set a flag that compare sets itself.
+
+    Such a flag would override compare's value in every run while ``results.json`` and ``results.md``
+    record compare's (``--seed 7`` would train seed 7 under the label seed 0). Abbreviations that train
+    accepts (``--epoch``) are caught too. ``--quiet``, ``--no-test``, ``--no-last`` and ``--overwrite``,
+    which compare passes already, change nothing and pass.
+
+    Raises:
+        ValueError: a flag compare sets itself, named with compare's flag to use instead.
+
+    Examples:
+        >>> check_train_args("--warmup 1 --quiet")
+        ['--warmup', '1', '--quiet']
+    """
+    import shlex
+
+    from examples.leukemia import train as T
+
+    tokens = shlex.split(text)
+    unset = object()
+    parser = T.build_parser()
+    given = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), unset))
+    parser.parse_args(tokens, namespace=given)  # only the flags given replace the placeholder
+    clash = [dest for dest in _COMPARE_SETS if getattr(given, dest) is not unset]
+    if clash:
+        raise ValueError(
+            "--train-args: expected training flags that compare does not set itself, got "
+            + ", ".join(_COMPARE_SETS[d][0] for d in clash)
+            + f" (in {text!r}); compare passes its own value of each to every run and records it in results.json, "
+            "so yours would train something other than what the results say. Use instead: "
+            + "; ".join(f"{_COMPARE_SETS[d][0]} -> {_COMPARE_SETS[d][1]}" for d in clash)
+            + "."
+        )
+    return tokens
+
+
+def _in(folder: Path, path: Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` (after resolving ``..`` and links)."""
+    return path.resolve().is_relative_to(folder.resolve()) and path.resolve() != folder.resolve()
+
+
+def _previous_compare(out: Path) -> tuple[list[str], list[Path]]:
+    """The run folder names and figure files that an earlier compare into ``out`` recorded as its own.
+
+    An earlier compare's ``results.json`` (told apart from other JSON by its ``rows`` and ``skipped``)
+    lists its planned runs (``run_names``; older files: the rows and skipped runs); its figures are the
+    two files :func:`examples.leukemia.evaluate.save_figures` writes per run, ``figures/<name>_*.png``.
+    """
+    file = out / "results.json"
+    try:
+        old = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [], []
+    if not isinstance(old, dict) or not isinstance(old.get("rows"), list) or not isinstance(old.get("skipped"), list):
+        return [], []
+    names = [str(n) for n in old.get("run_names") or []]
+    names += [str(r["name"]) for r in old["rows"] if isinstance(r, dict) and r.get("name")]
+    for s in old["skipped"]:
+        if isinstance(s, dict) and s.get("method") and s.get("backbone"):
+            head = s.get("head")
+            names.append(f"{s['method']}-{s['backbone']}" if not head else f"{s['method']}-{head}-{s['backbone']}")
+    names = list(dict.fromkeys(names))
+    # save_figures(prefix=out/figures/<name>) writes these two
+    return names, [out / "figures" / f"{n}_{kind}.png" for n in names for kind in ("confusion", "taxonomy_recall")]
+
+
+def remove_previous_runs(out: Path) -> list[Path]:
+    """Remove what an earlier compare into ``out`` wrote and recorded: its runs and its figures.
+
+    ``compare`` owns its ``--out`` folder: a rerun replaces its runs, so ``evaluate out/runs/*/best.json``
+    must not find the runs of an earlier call (another taxonomy, other backbones). Only what the earlier
+    ``results.json`` names is removed (see :func:`_previous_compare`), and in a run folder only the files
+    a run writes (:data:`examples.leukemia.train.RUN_FILES` and its checkpoints' weight files, as
+    ``train --overwrite``); a folder that still holds anything else stays, with it.
+
+    Returns:
+        the files and folders removed.
+    """
+    from examples.leukemia import train as T
+
+    names, figures = _previous_compare(out)
+    runs, removed = out / "runs", []
+    for name in names:
+        folder = runs / name
+        if not folder.is_dir() or not _in(runs, folder):
+            continue
+        for item in T._run_items(folder):
+            if item.is_dir():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
+            removed.append(item)
+        while folder != runs and folder.is_dir() and not any(folder.iterdir()):  # hf-hub:org/name nests
+            folder.rmdir()
+            removed.append(folder)
+            folder = folder.parent
+    for file in figures:
+        if file.is_file() and _in(out / "figures", file):
+            file.unlink()
+            removed.append(file)
+    for folder in (out / "figures", runs):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if removed:
+        log.info("removed %d file(s) and folder(s) of the earlier compare in %s", len(removed), out)
+    return removed
+
+
+def copy_manifest(src: Path, dest: Path, *, pack: bool) -> None:
+    """Copy the split manifest ``src`` (``out/splits.csv``) into a run folder as ``dest``.
+
+    The paths of a manifest of ``--data`` images are relative to its folder, so they are written again
+    relative to ``dest``'s folder (absolute where no relative path exists): ``evaluate RUN/best`` then
+    finds the images, and its check that no scored image was a training image reads the right files. A
+    pack run's manifest lists names inside the pack, not files: copied as it is.
+    """
+    from examples.leukemia import data as data_mod
+
+    if pack:
+        shutil.copyfile(src, dest)
+    else:
+        data_mod.write_manifest(dest, data_mod.read_manifest(src))
+
+
 @exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m examples.leukemia.compare``; returns what ``results.json`` holds."""
@@ -272,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "e.g. --also-decode crm,hf_optimal"
         )
     runs = _runs(args)  # unknown methods and backbones stop here, before any folder or data
+    train_tokens = check_train_args(args.train_args)  # and flags that would override compare's own
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         common += ["--limit", str(args.limit)]
     if args.compile:
         common.append("--compile")
-    common += shlex.split(args.train_args)
+    common += train_tokens
 
     base_args = T.parse_args(common + ["--output", str(out)])
     env = T.init_distributed(base_args.device)
@@ -324,11 +481,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device_name,
     )
     baseline_md, baseline = _baseline_md(args.baseline_json)
+    names = [f"{m}-{b}" if h is None else f"{m}-{h}-{b}" for m, b, h in runs]
+    if env.main:  # compare owns --out: the runs and figures of an earlier call into it go
+        remove_previous_runs(out)
+    T._barrier(env)
+    source = Path(args.pack or args.data)
     result: dict[str, Any] = {
         "title": args.title or f"{Path(args.pack or args.data).stem}: methods x backbones",
         "device": device_name,
         "torch": torch.__version__,
         "data_source": data.source,
+        # what aggregate checks to be the same in every file it pools: the data, taxonomy and split
+        "data": str(source.resolve()) if source.exists() else str(source),
+        "taxonomy": tax.fingerprint,
+        "split": "test",
+        "split_seed": None if args.pack else base_args.split_seed,
+        "split_id": T.split_identity(data),
         "synthetic": data.synthetic,
         "image_size": int(data.images["train"].shape[-1]),
         "crop": data.crop,
@@ -342,6 +510,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train_args": args.train_args,
         "command": "python -m examples.leukemia.compare " + shlex.join(sys.argv[1:] if argv is None else argv),
         "load_seconds": load_s,
+        "run_names": names,  # what a rerun into --out removes (remove_previous_runs)
         "rows": [],
         "skipped": [],
         "baseline": baseline,
@@ -383,8 +552,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
             (out / "results.md").write_text(md)
 
-    for method, backbone, head in runs:
-        name = f"{method}-{backbone}" if head is None else f"{method}-{head}-{backbone}"
+    write()  # results.json names the runs from the start: a rerun after a stop removes them too
+    for (method, backbone, head), name in zip(runs, names):
         levels = tax.max_depth if method == "per-level" else 1
         est = estimates.get(backbone, 0.0) * levels
         late = args.deadline is not None and time.perf_counter() - t_start + est > args.deadline
@@ -423,8 +592,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write()
             continue
         wall = time.perf_counter() - t_run
-        if (out / "splits.csv").is_file():  # the run folder is self-contained: evaluate RUN/best finds its split
-            shutil.copyfile(out / "splits.csv", out / "runs" / name / "splits.csv")
+        if env.main and (out / "splits.csv").is_file():  # self-contained: evaluate RUN/best finds its split
+            copy_manifest(out / "splits.csv", out / "runs" / name / "splits.csv", pack=bool(args.pack))
         estimates[backbone] = wall / levels
         rule = res.config["decode"]
         tta = str(res.config.get("tta", "none"))
@@ -440,6 +609,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "method": method,
             "variant": variant_name(method, res.config["model"]["head"], res.config["model"]["loss"]),
             "backbone": backbone,
+            "seed": args.seed,
+            "batch_size": res.config.get("batch_size"),  # as trained (capped at the train images per process)
             "decode": rule,
             "tta": tta,
             "ema": float(res.config.get("ema", 0.0)),

@@ -5,8 +5,10 @@
 
 Each checkpoint is evaluated on a split of its data: by default the data it was trained on (its
 ``--pack``, or the split manifest ``splits.csv`` written next to it), or the ``--pack`` / ``--data``
-given here. Predictions are decoded with the checkpoint's rule (``--decode`` overrides) and scored
-with :mod:`hiercls.metrics`. Written to ``--out``:
+given here. Predictions are decoded with the checkpoint's rule (``--decode`` overrides, checked before
+anything is loaded) and scored with :mod:`hiercls.metrics`. The checkpoints must share one taxonomy
+(one table, one set of classes); two runs of one method and backbone each get their own line. Written
+to ``--out``:
 
 - ``results.json`` and ``results.md``: a methods x backbones table as in Hamdi et al. (fine-leaf
   accuracy, 8-class accuracy for PBC, hierarchical F1, mistake severity, per-level accuracy);
@@ -34,7 +36,7 @@ from torch import Tensor
 from examples.leukemia.cli import ArgumentParser, exits_cleanly, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
-from hiercls.decoding import decode
+from hiercls.decoding import RULE_OPTIONS, decode
 from hiercls.metrics import accuracy, node_recall, summary
 
 log = logging.getLogger("examples.leukemia.evaluate")
@@ -129,15 +131,42 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _table_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each row's line in the methods x backbones tables: its variant (see :func:`results_markdown`), and
+    where several rows share variant and backbone, its run name and seed as well, so each has its own line.
+
+    Examples:
+        >>> rows = [{"method": "flat", "backbone": "b", "name": "flat-b", "seed": 0},
+        ...         {"method": "flat", "backbone": "b", "name": "flat-b-2", "seed": 1},
+        ...         {"method": "hierarchical", "backbone": "b"}]
+        >>> _table_labels(rows)
+        ['flat [flat-b, seed 0]', 'flat [flat-b-2, seed 1]', 'hierarchical']
+    """
+    from examples.leukemia.models import row_variant
+
+    keys = [(row_variant(r), r["backbone"]) for r in rows]
+    labels = []
+    for i, (r, key) in enumerate(zip(rows, keys)):
+        if keys.count(key) == 1:
+            labels.append(str(key[0]))
+            continue
+        tag = str(r.get("name") or f"run {i + 1}") + ("" if r.get("seed") is None else f", seed {r['seed']}")
+        labels.append(f"{key[0]} [{tag}]")
+    # two rows of one variant, backbone, name and seed (rows that name no run): told apart by position
+    return [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+
+
 def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results", note: str = "") -> str:
     """Markdown tables: headline metrics as methods x backbones, then one detailed row per run.
 
     Each row needs ``method``, ``backbone`` and ``metrics`` (from :func:`evaluation_metrics`); rows are
     grouped by ``variant`` where given (a method with another head or loss, see
-    :func:`examples.leukemia.models.variant_name`), else by ``method``. Optional
-    ``train_seconds``, ``img_per_s``, ``img_per_s_after_first_epoch`` (the column to compare methods by:
-    the first epoch of a process pays one-time start-up), ``decode``, ``tta`` (shown with the decoder
-    unless ``"none"``).
+    :func:`examples.leukemia.models.variant_name`), else by ``method``. Rows that share variant and
+    backbone (two seeds, two recipes) each get their own line, labelled with their ``name`` and ``seed``
+    (see :func:`_table_labels`), and a line under the tables says so. The detailed rows start with
+    ``name`` and ``seed`` ("—" where a row lacks them). Optional ``train_seconds``, ``img_per_s``,
+    ``img_per_s_after_first_epoch`` (the column to compare methods by: the first epoch of a process pays
+    one-time start-up), ``decode``, ``tta`` (shown with the decoder unless ``"none"``).
     """
     lines = [f"## {title}", ""]
     if note:
@@ -145,9 +174,10 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
 
     from examples.leukemia.models import row_variant as label
 
-    methods = list(dict.fromkeys(label(r) for r in rows))
+    row_labels = _table_labels(rows)
+    methods = list(dict.fromkeys(row_labels))
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
-    cell = {(label(r), r["backbone"]): r for r in rows}
+    cell = {(lab, r["backbone"]): r for lab, r in zip(row_labels, rows)}
     for key, header in HEADLINE.items():
         if not any(key in r["metrics"] for r in rows):
             continue
@@ -156,10 +186,19 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
             vals = [_fmt(cell[(m, b)]["metrics"].get(key)) if (m, b) in cell else "" for b in backbones]
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
         lines.append("")
+    if len(set(row_labels)) > len({(label(r), r["backbone"]) for r in rows}):
+        lines += [
+            "Several runs share a method and backbone: each has its own line, by run name and seed. To pool "
+            "seeds (mean ± sd), evaluate each seed's checkpoints into its own --out and pass their results.json "
+            "to python -m examples.leukemia.aggregate.",
+            "",
+        ]
     depths = sorted({int(k.split("/")[1]) for r in rows for k in r["metrics"] if k.startswith("level_accuracy/")})
     cols = [*HEADLINE, "hierarchical_precision", "hierarchical_recall", "accuracy"]
     cols = [c for c in cols if any(c in r["metrics"] for r in rows)]
     head = [
+        "run",
+        "seed",
         "method",
         "backbone",
         "decode",
@@ -174,6 +213,8 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     for r in rows:
         m = r["metrics"]
         vals = [
+            _fmt(r.get("name")),
+            _fmt(r.get("seed")),
             label(r),
             r["backbone"],
             r.get("decode", "") + (f", {r['tta']} TTA" if r.get("tta", "none") != "none" else ""),
@@ -451,7 +492,8 @@ def checkpoint_decoding(
 
     Each comes from the command line when given, else from the checkpoint's run (its ``--decode``, or
     for a config without one its method's default rule, and its ``--threshold``), else ``argmax_leaf``
-    and 0.5. With ``warn_unused``, a ``threshold`` given for a rule other than ``threshold`` is logged
+    and 0.5. ``decode="auto"`` means what it means to ``train``: the method's default rule
+    (``config["model"]["decode"]``), whatever rule the run validated with. With ``warn_unused``, a ``threshold`` given for a rule other than ``threshold`` is logged
     as having no effect (as :func:`hiercls.decoding.decode` would warn).
 
     Args:
@@ -468,8 +510,13 @@ def checkpoint_decoding(
         ('threshold', 0.2)
         >>> checkpoint_decoding({"decode": "top_down"}, threshold=0.8, warn_unused=False)
         ('top_down', 0.8)
+        >>> checkpoint_decoding({"decode": "crm", "model": {"decode": "top_down"}}, "auto")
+        ('top_down', 0.5)
     """
-    rule = decode or config.get("decode") or config.get("model", {}).get("decode") or "argmax_leaf"
+    method_rule = config.get("model", {}).get("decode")
+    if decode == "auto":
+        decode = method_rule or "argmax_leaf"
+    rule = decode or config.get("decode") or method_rule or "argmax_leaf"
     if warn_unused and threshold is not None and rule != "threshold":
         log.warning("--threshold %g has no effect: the decoding rule is %r; add --decode threshold", threshold, rule)
     return rule, float(threshold if threshold is not None else config.get("threshold", 0.5))
@@ -491,6 +538,86 @@ def run_name(config: Mapping[str, Any], taken: set[str]) -> str:
     return name
 
 
+#: what ``--decode`` accepts: train's rules (``auto``: the method's default rule, as in train)
+DECODE_CHOICES = ("auto", *RULE_OPTIONS)
+
+
+def decode_rule(text: str) -> str:
+    """argparse type of ``--decode``: a rule :func:`hiercls.decoding.decode` knows, or ``auto``.
+
+    Checked when the command line is read, before any checkpoint or image is loaded.
+
+    Examples:
+        >>> decode_rule("crm")
+        'crm'
+    """
+    if text in DECODE_CHOICES:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(DECODE_CHOICES)}, got {text!r}; e.g. --decode top_down, or leave --decode "
+        "out to read each checkpoint with its own rule"
+    )
+
+
+def check_one_taxonomy(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse checkpoints of different taxonomies before any of them is loaded: one table, one set of classes.
+
+    Read from each checkpoint's sidecar (its ``taxonomy_fingerprint``); a checkpoint whose sidecar cannot
+    be read is left to :func:`examples.leukemia.checkpoint.load_model` to report.
+
+    Raises:
+        ValueError: two or more taxonomies; the message lists each with its checkpoints.
+    """
+    from examples.leukemia.checkpoint import checkpoint_paths
+
+    groups: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for path in paths:
+        try:
+            sidecar = json.loads(checkpoint_paths(path)[2].read_text(encoding="utf-8"))
+            fingerprint = str(sidecar["taxonomy_fingerprint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        groups.setdefault(fingerprint, []).append(str(path))
+        names.setdefault(fingerprint, str((sidecar.get("config") or {}).get("taxonomy") or "?"))
+    if len(groups) < 2:
+        return
+    listed = "; ".join(f"taxonomy {names[f]!r} (fingerprint {f[:12]}): {', '.join(g)}" for f, g in groups.items())
+    first = " ".join(next(iter(groups.values())))
+    raise ValueError(
+        f"checkpoints: expected checkpoints of one taxonomy (one table compares runs on the same classes), got "
+        f"{len(groups)}: {listed}. Evaluate each taxonomy's checkpoints in its own call with its own --out, e.g. "
+        f"python -m examples.leukemia.evaluate {first} --out eval/{names[next(iter(groups))].replace('/', '_')}"
+    )
+
+
+def scored_on(
+    config: Mapping[str, Any], *, pack: str | None = None, data: str | None = None, split_seed: int | None = None
+) -> tuple[str | None, int | None]:
+    """``(images, split seed)`` that :func:`load_split` scores a checkpoint on, as results.json records them.
+
+    The images: the ``pack`` or ``data`` given (absolute), else the run's own pack or data folder (as its
+    config stores it: absolute; ``None`` for generated SYNTHETIC images). The split seed: that of a data
+    folder's split (``None`` for a pack, which holds its own split). ``aggregate`` refuses to pool files
+    scored on other images or another split.
+
+    Examples:
+        >>> scored_on({"data": "/d", "split_seed": 3})
+        ('/d', 3)
+        >>> scored_on({"data": "/d", "split_seed": 3}, pack="/p.npz")
+        ('/p.npz', None)
+    """
+    from examples.leukemia import data as data_mod
+
+    if pack:
+        return str(Path(pack).resolve()), None
+    if data is None and config.get("pack") and Path(config["pack"]).is_file():
+        return str(config["pack"]), None
+    if data is not None:
+        return str(Path(data).resolve()), data_mod.run_split_seed(config, split_seed)
+    return config.get("data"), data_mod.run_split_seed(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m examples.leukemia.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+", help="checkpoints (run/best, run/best.json, or a run folder)")
@@ -504,7 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the split of --data (default: the run's)")
-    p.add_argument("--decode", default=None, help="decoding rule (default: each checkpoint's)")
+    p.add_argument(
+        "--decode",
+        type=decode_rule,
+        default=None,
+        metavar="RULE",
+        help=f"decoding rule: {', '.join(DECODE_CHOICES)} (auto: the method's default, as in train; default: each "
+        "checkpoint's own)",
+    )
     p.add_argument(
         "--threshold",
         type=probability,
@@ -532,11 +666,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    checkpoints = [resolve_checkpoint(c) for c in expand_checkpoints(args.checkpoints)]
+    check_one_taxonomy(checkpoints)  # before any model, image or output folder
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, taken, synthetic = [], set(), False
-    for ckpt_path in expand_checkpoints(args.checkpoints):
-        model, ckpt = load_model(resolve_checkpoint(ckpt_path), device=device)
+    for ckpt_path in checkpoints:
+        model, ckpt = load_model(ckpt_path, device=device)
         tax = ckpt.taxonomy
         images, targets, _ = load_split(
             ckpt.config,
@@ -571,6 +707,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             title = f"{name} ({args.split})" + (" [SYNTHETIC]" if ckpt.config.get("synthetic") else "")
             figures = [str(p) for p in save_figures(targets, preds, tax, out / name, title=title, recall=recalls)]
         model_cfg = ckpt.config.get("model", {})
+        images_of, split_seed = scored_on(ckpt.config, pack=args.pack, data=args.data, split_seed=args.split_seed)
         rows.append(
             {
                 "name": name,
@@ -585,6 +722,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "split": args.split,
                 "seed": ckpt.config.get("seed"),
                 "epoch": ckpt.epoch,
+                # what aggregate checks to be the same in every file it pools (with split, decode, tta)
+                "data": images_of,
+                "split_seed": split_seed,
+                "taxonomy": tax.fingerprint,
+                "image_size": int(images.shape[-1]),
+                "crop": float(ckpt.config.get("crop", 1.0)),
+                "epochs": ckpt.config.get("epochs"),
+                "batch_size": ckpt.config.get("batch_size"),
                 "metrics": metrics,
                 "node_recall": recalls,
                 "synthetic": bool(ckpt.config.get("synthetic")),
