@@ -156,7 +156,7 @@ def test_csv_duplicates_kept_once_or_left_out(tmp_path: Path) -> None:
         samples, report = scan(manifest, "paper", layout="csv", workers=1)
     assert sorted((Path(s.path).name, s.label) for s in samples) == [("a.png", "Normal"), ("d.png", "ALL")]
     said = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
-    same = [m for m in said if "listed more than once in the CSV with the same label" in m]
+    same = [m for m in said if "found more than once with the same label (listed twice in a CSV" in m]
     differ = [m for m in said if "listed more than once in the CSV with different labels" in m]
     assert len(same) == 1 and "1 image(s)" in same[0] and "a.png" in same[0]
     assert len(differ) == 1 and "skipped 2 file(s)" in differ[0] and "b.png" in differ[0] and "c.png" in differ[0]
