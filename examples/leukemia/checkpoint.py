@@ -16,7 +16,10 @@ file that the current sidecar names. Find the files with :func:`checkpoint_paths
 A save writes each tensor file to a temporary name, ``fsync``-s it and renames it to its hashed
 name; then it replaces the sidecar (``os.replace``): that is the single commit step. Only after it
 are the tensor files of the previous sidecar deleted. So a crash or a full disk at any point leaves
-either the previous checkpoint or the new one, whole (the hashes are checked on load).
+either the previous checkpoint or the new one, whole (the hashes are checked on load). A hard kill
+(SIGKILL, the OOM killer, a preempted node) during a save can leave its temporary files behind
+(``run/.best.<8 random>.tmp``, ``run/.best.json.<8 random>.tmp``): the next save of that checkpoint
+removes them, and the tensor files no sidecar names. One process saves a given checkpoint at a time.
 Checkpoints of the earlier layout (``run/best.safetensors``, ``run/best.state.safetensors``, whose
 sidecar names them) still load, and the next save over them removes those files.
 :func:`load_checkpoint` refuses a checkpoint whose taxonomy fingerprint differs from the taxonomy
@@ -119,10 +122,7 @@ def _named_files(sidecar: Any, sidecar_path: Path) -> dict[str, str]:
     for key, entry in (files or {}).items() if isinstance(files, dict) else ():
         name = entry.get("file") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
-            raise CheckpointError(
-                f"{sidecar_path}: its {key} entry names {name!r}, expected a file name beside the sidecar; "
-                "the checkpoint is damaged."
-            )
+            raise _damaged(sidecar_path, f"its {key} entry names {name!r}, expected a file name beside the sidecar")
         out[key] = name
     return out
 
@@ -199,19 +199,43 @@ def _encode(obj: Any, tensors: dict[str, Tensor]) -> Any:
     )
 
 
-def _decode(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
+class _DamagedState(ValueError):
+    """The sidecar's ``state`` is not what :func:`_encode` writes (``load_checkpoint`` names the file)."""
+
+
+def _decode(obj: Any, tensors: Mapping[str, Tensor], where: str = "state") -> Any:
+    """The inverse of :func:`_encode`; ``where`` locates ``obj`` in the state for messages.
+
+    Raises:
+        _DamagedState: a reference to a tensor the state file does not hold, or a malformed entry.
+    """
     if isinstance(obj, list):
-        return [_decode(v, tensors) for v in obj]
+        return [_decode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if "__ndarray__" in obj:
-            return tensors[obj["__ndarray__"]].numpy()
+        for tag in ("__tensor__", "__ndarray__"):
+            if tag in obj:
+                key = obj[tag]
+                if not isinstance(key, str) or key not in tensors:
+                    raise _DamagedState(f"{where} names the tensor {key!r}, which its state file does not hold")
+                return tensors[key] if tag == "__tensor__" else tensors[key].numpy()
         if "__tuple__" in obj:
-            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+            if not isinstance(obj["__tuple__"], list):
+                raise _DamagedState(f"{where}: a __tuple__ entry that is not a list")
+            return tuple(_decode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj["__tuple__"]))
         if "__items__" in obj:
-            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
-        return {k: _decode(v, tensors) for k, v in obj.items()}
+            pairs = obj["__items__"]
+            out = {}
+            for i, pair in enumerate(pairs if isinstance(pairs, list) else [None]):
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise _DamagedState(f"{where}: an __items__ entry that is not a list of [key, value] pairs")
+                key = _decode(pair[0], tensors, f"{where}[{i}].key")
+                value = _decode(pair[1], tensors, f"{where}[{key!r}]")
+                try:
+                    out[key] = value
+                except TypeError:  # an unhashable key (a list)
+                    raise _DamagedState(f"{where}: the key {key!r} cannot key a dict") from None
+            return out
+        return {k: _decode(v, tensors, f"{where}.{k}") for k, v in obj.items()}
     return obj
 
 
@@ -246,7 +270,11 @@ def _sha256(path: Path) -> str:
 
 
 def _write_tmp(folder: Path, prefix: str, write: Callable[[str], None]) -> str:
-    """Write through ``write(tmp_path)`` to a new temporary file in ``folder`` and ``fsync`` it (removed on error)."""
+    """Write through ``write(tmp_path)`` to a new temporary file in ``folder`` and ``fsync`` it (removed on error).
+
+    The file is ``.PREFIX.<8 random>.tmp`` (:func:`tempfile.mkstemp`), the name :func:`_stale_temp_files`
+    looks for after a hard kill.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{prefix}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
@@ -330,6 +358,22 @@ def _stale_files(folder: Path, name: str, previous: set[str], keep: set[str]) ->
     return [folder / f for f in sorted(found - keep)]
 
 
+_TMP_RANDOM = r"[a-z0-9_]{8}"  # the random part of tempfile.mkstemp's names (tests/test_example_checkpoint.py)
+
+
+def _stale_temp_files(folder: Path, name: str) -> list[Path]:
+    """The temporary files an interrupted save of checkpoint ``name`` left in ``folder``.
+
+    Only the names :func:`_write_tmp` gives this checkpoint's files: ``.NAME.<8 random>.tmp`` (its tensor
+    files) and ``.NAME.json.<8 random>.tmp`` (its sidecar); another checkpoint's (``.last...`` beside
+    ``best``) and any other file are never matched.
+    """
+    temp = re.compile(rf"\.{re.escape(name)}(\.json)?\.{_TMP_RANDOM}\.tmp")
+    with contextlib.suppress(OSError):
+        return sorted(p for p in folder.iterdir() if temp.fullmatch(p.name) and not p.is_dir())
+    return []
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -344,6 +388,9 @@ def save_checkpoint(
     rng: bool = False,
 ) -> Path:
     """Write a checkpoint atomically (see the module docstring); returns the sidecar's path.
+
+    After the commit it deletes what earlier saves of this checkpoint left: the tensor files the
+    previous sidecar named, and the tensor and temporary files of a save that was killed.
 
     Args:
         path: ``run/best`` (suffixes ``.json``/``.safetensors`` are accepted and dropped).
@@ -407,6 +454,8 @@ def save_checkpoint(
     _fsync_dir(folder)
     for stale in _stale_files(folder, name, previous, {entry["file"] for entry in files.values()}):
         _unlink(stale)
+    for stale in _stale_temp_files(folder, name):  # this save's own are all renamed by now
+        _unlink(stale)
     return sidecar_path
 
 
@@ -454,8 +503,32 @@ def _text_or_none(path: Path) -> str | None:
         return None
 
 
+def _json_type(value: Any) -> str:
+    """``value``'s JSON type, as a message names it (``null``, ``a string``...)."""
+    if value is None:
+        return "null"
+    names = {
+        bool: "a boolean",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+    }
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _damaged(sidecar_path: Path, what: str) -> CheckpointError:
+    """The error for a sidecar that does not hold what :func:`save_checkpoint` writes."""
+    return CheckpointError(
+        f"{sidecar_path}: {what}; the checkpoint is damaged (edited by hand, cut short, or written by other "
+        "code). Load the run's other checkpoint (RUN/best or RUN/last), or retrain."
+    )
+
+
 def _read_sidecar(sidecar_path: Path, taxonomy: Taxonomy | None) -> tuple[str, dict[str, Any], Taxonomy]:
-    """``(text, parsed sidecar, stored taxonomy)``, checked (format, version, taxonomy fingerprint)."""
+    """``(text, parsed sidecar, stored taxonomy)``, checked (format, version, the entries load reads,
+    taxonomy fingerprint)."""
     text = _text_or_none(sidecar_path)
     if text is None:
         raise CheckpointError(
@@ -470,11 +543,37 @@ def _read_sidecar(sidecar_path: Path, taxonomy: Taxonomy | None) -> tuple[str, d
     if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
         found = sidecar.get("format") if isinstance(sidecar, dict) else type(sidecar).__name__
         raise CheckpointError(f"{sidecar_path}: not a {FORMAT} sidecar (format={found!r}).")
-    if sidecar.get("version", 0) > VERSION:
-        raise CheckpointError(f"{sidecar_path}: version {sidecar['version']} is newer than this code ({VERSION}).")
-    stored = Taxonomy.from_json(sidecar["taxonomy"])
-    if stored.fingerprint != sidecar["taxonomy_fingerprint"]:
-        raise CheckpointError(f"{sidecar_path}: the stored taxonomy does not match its fingerprint; damaged file.")
+    version = sidecar.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise _damaged(
+            sidecar_path, f"its version is {version!r}, expected a whole number (this code writes {VERSION})"
+        )
+    if version > VERSION:
+        raise CheckpointError(
+            f"{sidecar_path}: version {version} is newer than this code ({VERSION}); update hiercls to read it."
+        )
+    for key, kinds, expected in (
+        ("config", (dict, type(None)), "an object"),
+        ("metrics", (dict, type(None)), "an object"),
+        ("state", (dict, type(None)), "an object"),
+        ("epoch", (int, type(None)), "a whole number or null"),
+    ):
+        value = sidecar.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise _damaged(sidecar_path, f"its {key!r} is {_json_type(value)}, expected {expected}")
+    if not isinstance(sidecar.get("taxonomy"), dict):
+        found = "missing" if "taxonomy" not in sidecar else _json_type(sidecar["taxonomy"])
+        raise _damaged(sidecar_path, f"its 'taxonomy' is {found}, expected the taxonomy's JSON object")
+    fingerprint = sidecar.get("taxonomy_fingerprint")
+    if not isinstance(fingerprint, str):
+        found = "missing" if "taxonomy_fingerprint" not in sidecar else _json_type(fingerprint)
+        raise _damaged(sidecar_path, f"its 'taxonomy_fingerprint' is {found}, expected the taxonomy's fingerprint")
+    try:
+        stored = Taxonomy.from_json(sidecar["taxonomy"])
+    except (ValueError, TypeError, KeyError) as err:  # TaxonomyError is a ValueError
+        raise _damaged(sidecar_path, f"its 'taxonomy' is not a valid taxonomy ({err})") from err
+    if stored.fingerprint != fingerprint:
+        raise _damaged(sidecar_path, "the stored taxonomy does not match its fingerprint")
     if taxonomy is not None and taxonomy.fingerprint != stored.fingerprint:
         ours, theirs = set(taxonomy.nodes), set(stored.nodes)
         diff = sorted(ours ^ theirs)[:6]
@@ -495,14 +594,17 @@ def _read_tensor_files(
     """``(weights, state tensors)`` from the files the sidecar names (hashes checked when ``verify``)."""
     named = _named_files(sidecar, sidecar_path)
     if "weights" not in named:
-        raise CheckpointError(f"{sidecar_path}: names no weights file; the checkpoint is damaged.")
+        raise _damaged(sidecar_path, "its 'files' names no weights file")
     out: dict[str, dict[str, Tensor]] = {"weights": {}, "state": {}}
     for key in ("weights", "state"):
         if key not in named:
             continue
         file = sidecar_path.parent / named[key]
+        expected = sidecar["files"][key].get("sha256")
+        if verify and not isinstance(expected, str):
+            raise _damaged(sidecar_path, f"its {key} entry has no 'sha256' to check {file.name} against")
         try:
-            if verify and _sha256(file) != sidecar["files"][key].get("sha256"):
+            if verify and _sha256(file) != expected:
                 raise CheckpointError(
                     f"{file}: SHA-256 differs from the sidecar's; the checkpoint is damaged or mixed."
                 )
@@ -549,7 +651,10 @@ def load_checkpoint(
             # a save replaced the checkpoint between reading the sidecar and its files: read the new one
             if attempt == 2 or _text_or_none(sidecar_path) in (None, text):
                 raise
-    state = _decode(sidecar.get("state") or {}, tensors)
+    try:
+        state = _decode(sidecar.get("state") or {}, tensors)
+    except _DamagedState as err:
+        raise _damaged(sidecar_path, str(err)) from None
     if model is not None:
         load_weights(model, weights)
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):

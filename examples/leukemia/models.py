@@ -24,9 +24,10 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import timm
 import torch
@@ -36,6 +37,9 @@ from hiercls import Taxonomy
 from hiercls.heads import create_head
 from hiercls.losses import compatible_losses, create_loss, default_loss
 from hiercls.marginals import conditional_log_marginals, level_marginals
+
+if TYPE_CHECKING:
+    from examples.leukemia.checkpoint import Checkpoint
 
 __all__ = [
     "HEAD_LOSSES",
@@ -326,8 +330,9 @@ def build_model(
         head: override the head kind (``conditional``, ``level``, ``sigmoid``, ``flat``); see
             :func:`method_defaults` for how ``head`` and ``loss`` are completed and checked.
         pretrained: download timm's pretrained weights (needs the weights hub).
-        init_checkpoint: local weights for the backbone(s): a timm ``.safetensors``/``.pth`` file or a
-            checkpoint of this example (then the head is loaded too when its shape matches).
+        init_checkpoint: local weights for the backbone(s): a timm ``.safetensors``/``.pth`` file, a
+            checkpoint of this example or a run folder (its ``best``); the head is loaded too only from a
+            checkpoint of the same taxonomy, method and head kind (see :func:`load_init_weights`).
         img_size: input size for models that need it (ViTs).
         loss: override the loss kind (one that fits the head, :data:`HEAD_LOSSES`).
         label_smoothing: passed to the loss.
@@ -395,15 +400,8 @@ def model_from_config(config: Mapping[str, Any], taxonomy: Taxonomy) -> Hierarch
     )
 
 
-def _checkpoint_weights(path: Path) -> Path:
-    """``path`` itself, or the weights file of this example's checkpoint ``path`` (``run/best``, ``run/best.json``)."""
-    from examples.leukemia.checkpoint import checkpoint_paths
-
-    return checkpoint_paths(path)[0] if path.suffix == ".json" or not path.is_file() else path
-
-
 def _read_weights(path: Path) -> dict[str, Tensor]:
-    path = _checkpoint_weights(path)
+    """The tensors of a plain weights file (``.safetensors``, or ``.pth`` read with ``weights_only=True``)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -415,6 +413,48 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"init_checkpoint: {path} holds a {type(state).__name__}, expected a dict of tensors.")
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def _run_folder_checkpoint(path: Path) -> Path:
+    """A run folder's checkpoint, read as ``evaluate``/``predict`` read it (:func:`resolve_checkpoint`: RUN/best)."""
+    from examples.leukemia.evaluate import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(path)
+    except FileNotFoundError:
+        last = path / "last.json"
+        fix = f"pass {path / 'last'} (its last checkpoint)" if last.is_file() else "pass a weights file or RUN/best"
+        raise FileNotFoundError(
+            f"init_checkpoint: expected a timm .safetensors/.pth file, a checkpoint of this example (RUN/best, "
+            f"RUN/last) or a run folder holding best.json, got the folder {str(path)!r}, which has no best.json; "
+            f"{fix}."
+        ) from None
+
+
+def _open_init_source(path: Path) -> tuple[dict[str, Tensor], Checkpoint | None]:
+    """``(tensors, checkpoint)`` of ``--init-checkpoint``: ``checkpoint`` is what the sidecar of this example's
+    checkpoint says (taxonomy, config), None for a plain weights file.
+
+    Raises:
+        FileNotFoundError: nothing at ``path`` (or a run folder without ``best.json``).
+        CheckpointError: this example's checkpoint, damaged.
+    """
+    from examples.leukemia.checkpoint import checkpoint_paths, load_checkpoint
+
+    if path.is_dir():
+        path = _run_folder_checkpoint(path)
+    weights_file, _, sidecar = checkpoint_paths(path)
+    # a checkpoint's own tensor file (RUN/best.<sha12>.safetensors) is read with its sidecar
+    named = sidecar.is_file() and weights_file.is_file() and path.is_file() and weights_file.samefile(path)
+    if path.is_file() and path.suffix != ".json" and not named:
+        return _read_weights(path), None
+    if not sidecar.is_file():
+        raise FileNotFoundError(
+            f"init_checkpoint: {path} does not exist; give a timm .safetensors/.pth file, a checkpoint of this "
+            "example (RUN/best, RUN/last) or a run folder (RUN, read as RUN/best)."
+        )
+    ckpt = load_checkpoint(path)
+    return ckpt.weights, ckpt
 
 
 def _resample_pos_embed(model: nn.Module, name: str, value: Tensor, own: Tensor) -> Tensor:
@@ -430,56 +470,176 @@ def _resample_pos_embed(model: nn.Module, name: str, value: Tensor, own: Tensor)
     return resample_abs_pos_embed(value, new_size=list(grid), num_prefix_tokens=prefix)
 
 
-def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, int]:
-    """Load local weights into the backbone(s) (and the head, from this example's checkpoints).
+_LEVEL_KEY = re.compile(r"levels\.(\d+)\.(.+)", re.DOTALL)
+_HEAD_PREFIXES = ("head.", "classifiers.")
+_OUR_PREFIXES = ("backbone.", "levels.", *_HEAD_PREFIXES, "criterion.")
+_FINGERPRINT = "taxonomy_fingerprint"
 
-    Accepts timm weights (keys as in ``timm.create_model(name).state_dict()``; the classifier is
-    dropped) or a checkpoint written by :func:`examples.leukemia.checkpoint.save_checkpoint` (keys
-    ``backbone.*``/``head.*``). A ViT's position embedding is interpolated to the model's patch grid
-    (weights made at another image size); other tensors whose name or shape does not match are skipped,
-    with a warning for backbone tensors of another shape.
+
+def _source_parts(
+    weights: Mapping[str, Tensor], ours: bool
+) -> tuple[dict[int | None, dict[str, tuple[str, Tensor]]], dict[str, Tensor]]:
+    """``(backbones, heads)`` of the source tensors: ``backbones[None]`` the shared (or timm) backbone,
+    ``backbones[d]`` the per-level model's level ``d``, each ``{key in the backbone: (source key, tensor)}``;
+    ``heads`` the ``head.*``/``classifiers.*`` tensors. ``ours``: the keys are a model of this example's
+    (``backbone.*``...), else the file is read as timm's (every key a backbone key)."""
+    backbones: dict[int | None, dict[str, tuple[str, Tensor]]] = {}
+    heads: dict[str, Tensor] = {}
+    for key, value in weights.items():
+        level = _LEVEL_KEY.fullmatch(key) if ours else None
+        if not ours:
+            backbones.setdefault(None, {})[key] = (key, value)
+        elif key.startswith("backbone."):
+            backbones.setdefault(None, {})[key[len("backbone.") :]] = (key, value)
+        elif level:
+            backbones.setdefault(int(level[1]), {})[level[2]] = (key, value)
+        elif key.startswith(_HEAD_PREFIXES):
+            heads[key] = value
+    return backbones, heads
+
+
+def _method_head(config: Any) -> tuple[str | None, str | None]:
+    """``(method, head kind)`` a model config names (the head completed as :func:`method_defaults` does)."""
+    if not isinstance(config, Mapping) or config.get("method") not in _DEFAULTS:
+        return None, None
+    head = config.get("head")
+    if head is None:
+        try:
+            head = method_defaults(config["method"], None, config.get("loss"))["head"]
+        except ValueError:
+            return config["method"], None
+    return config["method"], head
+
+
+def _head_refusal(model: nn.Module, ckpt: Checkpoint | None) -> str | None:
+    """Why the source's head tensors must not be loaded into ``model``'s head; None when they may be:
+    the source is a checkpoint of this example with the model's taxonomy fingerprint, method and head kind."""
+    if ckpt is None:
+        return "the file has no checkpoint sidecar (NAME.json) saying which taxonomy and head they were trained for"
+    tax = getattr(model, "taxonomy", None)
+    if not isinstance(tax, Taxonomy) or tax.fingerprint != ckpt.taxonomy.fingerprint:
+        ours = f"this model's {tax.fingerprint[:12]}..., {tax.num_nodes} nodes" if isinstance(tax, Taxonomy) else "?"
+        return (
+            f"they were trained on another taxonomy (fingerprint {ckpt.taxonomy.fingerprint[:12]}..., "
+            f"{ckpt.taxonomy.num_nodes} nodes; {ours})"
+        )
+    theirs, ours_mh = _method_head(ckpt.config.get("model")), _method_head(getattr(model, "config", None))
+    if None in theirs:
+        return "the checkpoint's config['model'] does not name its method and head"
+    if None in ours_mh:
+        return "this model has no config naming its method and head (build it with build_model)"
+    if theirs != ours_mh:
+        why = " (its logits would be read as another probability model)" if theirs[1] != ours_mh[1] else ""
+        return (
+            f"they were trained for --method {theirs[0]} with a {theirs[1]} head, and this model is --method "
+            f"{ours_mh[0]} with a {ours_mh[1]} head{why}"
+        )
+    return None
+
+
+def _shared_from_per_level(path: Path, ckpt: Checkpoint | None, levels: list[int], method: str) -> ValueError:
+    """The refusal to pick one of a per-level model's backbones for a shared backbone, with the recipe."""
+    last = levels[-1]
+    prefix = f"levels.{last}."
+    out = f"level{last + 1}_backbone.safetensors"
+    if ckpt is not None:
+        load = (
+            f"from examples.leukemia.checkpoint import load_checkpoint; w = load_checkpoint({str(ckpt.path)!r}).weights"
+        )
+    elif path.suffix == ".safetensors":
+        load = f"from safetensors.torch import load_file; w = load_file({str(path)!r})"
+    else:
+        load = f"import torch; w = torch.load({str(path)!r}, weights_only=True)"
+    code = (
+        f"{load}; from safetensors.torch import save_file; "
+        f"save_file({{k[{len(prefix)}:]: v for k, v in w.items() if k.startswith({prefix!r})}}, {out!r})"
+    )
+    return ValueError(
+        f"init_checkpoint: {path} holds a per-level model's {len(levels)} backbones (levels.{levels[0]} .. "
+        f"levels.{last}, one per depth) and this {method} model has one shared backbone; which level to start "
+        "it from is a choice left to you: save that level's backbone as a weights file and pass the file as "
+        f"--init-checkpoint. E.g. for the deepest level (levels.{last}, depth {last + 1}): "
+        f'python -c "{code}", then --init-checkpoint {out}'
+    )
+
+
+def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, int]:
+    """Load local weights into the backbone(s), and into the head only from a checkpoint trained for it.
+
+    ``path`` is a timm weights file (``.safetensors``, or ``.pth`` read with ``weights_only=True``; keys as
+    in ``timm.create_model(name).state_dict()``, the classifier dropped), a checkpoint written by
+    :func:`examples.leukemia.checkpoint.save_checkpoint` (``RUN/best``, ``RUN/best.json``), or a run folder
+    (read as ``RUN/best``, as ``evaluate`` and ``predict`` do).
+
+    Backbones: a timm file's or a shared-backbone checkpoint's (``flat``, ``hierarchical``: ``backbone.*``)
+    backbone goes into every backbone of the model (each level of a ``per-level`` model); a ``per-level``
+    checkpoint's level ``d`` (``levels.d.*``) into level ``d`` of a ``per-level`` model. Into a shared
+    backbone a ``per-level`` checkpoint is refused (unless it has a single level): which level to start
+    from is the user's choice, and the message shows how to save one level's backbone as a weights file
+    to pass instead. A ViT's position embedding is interpolated to the model's patch grid (weights made at
+    another image size); backbone tensors of another shape stay as initialised, with a warning.
+
+    Heads (``head.*``, ``classifiers.*``): loaded only from a checkpoint of this example whose taxonomy
+    fingerprint, method and head kind are the model's (same shapes are not enough: a head of another
+    taxonomy or kind would read its logits as other nodes or another probability model); otherwise the
+    head stays as initialised and an INFO log line names its tensors and says why.
 
     Returns:
-        ``{"loaded": n, "skipped": m}``.
+        ``{"loaded": n, "skipped": m}``: tensors of the model set, tensors of the file used nowhere.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: no tensor of the file matches the model.
+        FileNotFoundError: no such file or checkpoint, or a folder without ``best.json``.
+        ValueError: no tensor of the file matches the model; a per-level checkpoint for a shared backbone.
+        CheckpointError: a damaged checkpoint of this example (a ``ValueError``).
     """
     path = Path(path)
-    if not _checkpoint_weights(path).is_file():
-        raise FileNotFoundError(
-            f"init_checkpoint: {path} does not exist; give a timm .safetensors/.pth file or a checkpoint of this "
-            "example (run/best)."
-        )
-    weights = _read_weights(path)
+    weights, ckpt = _open_init_source(path)
     own = model.state_dict()
+    if isinstance(model, PerLevelClassifier):
+        prefixes = [f"levels.{d}." for d in range(len(model.levels))]
+    elif isinstance(model, HierarchicalClassifier):
+        prefixes = ["backbone."]
+    else:  # a bare backbone: every key is a backbone key
+        prefixes = [""]
+    ours = ckpt is not None or (
+        all(k.startswith(_OUR_PREFIXES) for k in weights)
+        and any(k.startswith("backbone.") or _LEVEL_KEY.fullmatch(k) for k in weights)
+    )
+    backbones, heads = _source_parts(weights, ours)
+    plan: list[tuple[str, dict[str, tuple[str, Tensor]]]] = []
+    if None in backbones:  # one shared (or timm) backbone: into each backbone of the model
+        plan = [(prefix, backbones[None]) for prefix in prefixes]
+    elif backbones:
+        levels = sorted(b for b in backbones if b is not None)
+        if prefixes[0].startswith("levels."):  # per-level into per-level: level d into level d
+            plan = [(prefix, backbones[d]) for d, prefix in enumerate(prefixes) if d in backbones]
+            without = [prefix[:-1] for d, prefix in enumerate(prefixes) if d not in backbones]
+            if without:
+                log.warning(
+                    "init_checkpoint %s: has backbones for levels %s only; %s stay as initialised",
+                    path,
+                    levels,
+                    without,
+                )
+        elif len(levels) == 1:
+            plan = [(prefix, backbones[levels[0]]) for prefix in prefixes]
+        else:
+            method = getattr(model, "config", {}).get("method", "shared-backbone")
+            raise _shared_from_per_level(path, ckpt, levels, method)
     targets: dict[str, Tensor] = {}
+    used: set[str] = set()
     mismatched: list[str] = []
-    # a head trained on another taxonomy (its fingerprint buffer differs) would read every logit as the
-    # wrong node even when the shapes agree: start such heads afresh; the backbone still loads
-    mark = "taxonomy_fingerprint"
-    foreign = [
-        key[: -len(mark)]
-        for key, value in weights.items()
-        if key.endswith(mark) and key in own and not torch.equal(own[key].cpu(), value.cpu())
-    ]
-    if foreign:
-        log.info(
-            "init_checkpoint %s: head(s) %s were trained on another taxonomy and stay as initialised", path, foreign
-        )
-    for key, value in weights.items():
-        if key.startswith("criterion.") or key.endswith(mark) or any(key.startswith(p) for p in foreign):
-            continue
-        names = [key] if key in own else [f"backbone.{key}"] + [f"levels.{d}.{key}" for d in range(16)]
-        for name in names:
+    for prefix, tensors in plan:
+        for suffix, (key, value) in tensors.items():
+            name = prefix + suffix
             if name not in own:
                 continue
             if own[name].shape != value.shape and name.endswith("pos_embed"):
                 value = _resample_pos_embed(model, name, value, own[name])
             if own[name].shape == value.shape:
                 targets[name] = value
-            elif not name.endswith(("head.weight", "head.bias", "fc.weight", "fc.bias")):
+                used.add(key)
+            else:
                 mismatched.append(f"{name} {tuple(value.shape)} -> {tuple(own[name].shape)}")
     if mismatched:
         log.warning(
@@ -488,12 +648,39 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[st
             len(mismatched),
             "; ".join(mismatched[:3]),
         )
+    own_head = [k for k in own if prefixes != [""] and k.startswith(_HEAD_PREFIXES) and not k.endswith(_FINGERPRINT)]
+    refusal = _head_refusal(model, ckpt) if heads else None
+    if refusal is not None:
+        log.info(
+            "init_checkpoint %s: the head is not loaded, its %d tensor(s) stay as initialised (%s): %s",
+            path,
+            len(own_head),
+            ", ".join(own_head[:6]) + (", ..." if len(own_head) > 6 else ""),
+            refusal,
+        )
+    elif heads:
+        misfit = []
+        for key, value in heads.items():
+            if key.endswith(_FINGERPRINT):  # the model's own is right by construction (same taxonomy)
+                used.add(key)
+            elif key in own and own[key].shape == value.shape:
+                targets[key] = value
+                used.add(key)
+            else:
+                misfit.append(f"{key} {tuple(value.shape)}" + (f" -> {tuple(own[key].shape)}" if key in own else ""))
+        if misfit:
+            log.warning(
+                "init_checkpoint %s: %d head tensor(s) do not fit this model's head and stay as initialised: %s",
+                path,
+                len(misfit),
+                "; ".join(misfit[:3]),
+            )
     if not targets:
         raise ValueError(
             f"init_checkpoint: no tensor in {path} matches the model (first keys: {list(weights)[:5]}); "
             "is it for the same backbone?"
         )
     model.load_state_dict(targets, strict=False)
-    counts = {"loaded": len(targets), "skipped": len(weights) - len(targets)}
+    counts = {"loaded": len(targets), "skipped": len(weights) - len(used)}
     log.info("init_checkpoint %s: %s", path, counts)
     return counts
