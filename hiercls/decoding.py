@@ -152,12 +152,16 @@ def _check_threshold(threshold: Any) -> float:
     if not isinstance(threshold, (int, float, np.floating, np.integer)) or isinstance(threshold, bool):
         raise ValueError(f"threshold: expected a number (e.g. 0.5), got {threshold!r}.")
     value = float(threshold)
-    if not math.isfinite(value):
-        raise ValueError(f"threshold: expected a finite number (e.g. 0.5), got {value}.")
-    if not 0.0 <= value <= 1.0:
+    if math.isnan(value):  # NaN used to send every sample to the root silently
+        raise ValueError("threshold: expected a finite number in [0, 1] (e.g. 0.5) or inf, got nan.")
+    if value == math.inf:  # the first point of operating_curve: every answer is the root
+        return value
+    # up to the slack marginals are allowed (rounding), so the curve's own breakpoints are accepted
+    if not 0.0 <= value <= 1.0 + _PROB_SLACK:
         raise ValueError(
-            f"threshold: expected a probability in [0, 1] (e.g. 0.5), got {value}. It is compared with node "
-            "marginals: above 1 every prediction would stop at the root, below 0 none would stop early."
+            f"threshold: expected a probability in [0, 1] (e.g. 0.5), or inf (operating_curve's first point), "
+            f"got {value}. It is compared with node marginals: above 1 every prediction would stop at the root, "
+            "below 0 none would stop early."
         )
     return value
 
@@ -284,9 +288,25 @@ def _top_down(probs: torch.Tensor, plan: _Plan) -> torch.Tensor:
     return current
 
 
+def _at_least(tau: float, dtype: torch.dtype) -> float:
+    """The smallest value of ``dtype`` that is ``>= tau``: ``p >= it`` in ``dtype`` is ``p >= tau`` exactly.
+
+    Comparing float32 marginals with a Python float rounds ``tau`` to the nearest float32 first, which may
+    lie below it (0.7 -> 0.69999999), so a marginal of float32(0.7) would qualify at ``tau = 0.7`` here and
+    not in :func:`operating_curve`, which compares in float64.
+    """
+    if not math.isfinite(tau):
+        return tau
+    t = torch.tensor(tau, dtype=dtype)
+    if float(t) < tau:
+        t = torch.nextafter(t, torch.tensor(math.inf, dtype=dtype))
+    return float(t)
+
+
 def _threshold(probs: torch.Tensor, plan: _Plan, tau: float) -> torch.Tensor:
     # nodes are sorted by depth, so each level is a column range: the deepest level with a qualifying node wins,
     # and within it the largest marginal (first index on ties)
+    tau = _at_least(tau, probs.dtype)
     best = torch.zeros(probs.shape[0], dtype=torch.long, device=probs.device)
     for a, b in plan.bounds[1:]:
         block = probs[:, a:b]
@@ -565,7 +585,9 @@ def decode(
         probs: node marginals ``(B, num_nodes)`` (torch, numpy or nested lists), any head.
         taxonomy: the taxonomy of the head.
         rule: the decoding rule.
-        threshold: the ``"threshold"`` rule's marginal threshold (``None``: 0.5).
+        threshold: the ``"threshold"`` rule's marginal threshold (``None``: 0.5), in ``[0, 1]``, or
+            ``inf`` (every answer the root: the first point of :func:`operating_curve`). ``p >= threshold``
+            is decided on the exact values whatever the marginals' dtype, as in :func:`operating_curve`.
         cost: the ``"crm"`` cost: ``None``/``"auto"``, ``"height"``, ``"path"`` or a per-node array.
         beta: the ``"hf_optimal"`` F-beta weight (``None``: 1).
         validate_args: check that ``probs`` are finite and in ``[0, 1]``, and that a ``cost``

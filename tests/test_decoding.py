@@ -121,6 +121,44 @@ def test_operating_curve_matches_threshold_sweep(tax: Taxonomy, seed: int, measu
     assert curve.auc >= curve.specificity.max() * curve.correct[curve.specificity.argmax()] - 1e-12
 
 
+@settings(examples(30))
+@given(
+    tax=taxonomies(max_nodes=12),
+    seed=seeds,
+    tau=st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.1, 0.3, 0.7, 0.9, 1 / 3])),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+)
+def test_threshold_compares_exactly_whatever_the_dtype(tax: Taxonomy, seed: int, tau: float, dtype) -> None:
+    """p >= tau is decided on the exact values: float32 marginals compared with a Python float used to round
+    tau to the nearest float32 first (0.7 -> 0.69999999), so a marginal of float32(0.7) qualified at 0.7,
+    where operating_curve (float64) said it did not. Marginals equal to tau's neighbours are the test."""
+    probs = torch.as_tensor(_probs(tax, seed, batch=6)).to(dtype)
+    below, above = (torch.nextafter(torch.tensor(tau, dtype=dtype), torch.tensor(x, dtype=dtype)) for x in (0.0, 2.0))
+    probs[0, 1:] = torch.tensor(tau, dtype=dtype)  # tau itself, rounded to the dtype, on every node
+    probs[1, 1:] = below
+    probs[2, 1:] = above
+    exact = decode(probs.double(), tax, "threshold", threshold=tau)
+    assert torch.equal(decode(probs, tax, "threshold", threshold=tau), exact)
+    curve = operating_curve(probs.float().numpy(), [0] * len(probs), tax, thresholds=[tau])
+    assert curve.specificity[0] == pytest.approx(
+        float(oracle.curve_point(probs.double().numpy(), [0] * len(probs), tax, tau, "info")[0])
+    )
+
+
+def test_the_operating_curves_own_thresholds_decode(paper_tax: Taxonomy) -> None:
+    """The abstain guide picks tau among curve.thresholds; the first one is inf (every answer the root), which
+    decode refused."""
+    probs = torch.as_tensor(_probs(paper_tax, 3, batch=8), dtype=torch.float32)
+    target = list(range(8))
+    curve = operating_curve(probs, target, paper_tax)
+    rows = probs.double().numpy()
+    for tau in curve.thresholds:
+        pred = decode(probs, paper_tax, "threshold", threshold=float(tau)).tolist()
+        assert pred == [oracle.threshold_decode(row, paper_tax, float(tau)) for row in rows]
+        if tau == math.inf:
+            assert pred == [0] * len(rows)
+
+
 def test_operating_curve_area_of_a_known_case() -> None:
     tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
     probs = np.array([[1.0, 0.9, 0.1, 0.6, 0.3], [1.0, 0.2, 0.8, 0.1, 0.1]])
@@ -270,13 +308,13 @@ def test_errors_name_the_argument() -> None:
         decode(np.array([["a"] * 5]), tax)
     with pytest.raises(ValueError, match="threshold: expected a number"):
         decode(good, tax, "threshold", threshold="high")
-    for bad in (float("nan"), float("inf")):  # NaN used to send every sample to the root silently
-        with pytest.raises(ValueError, match="threshold: expected a finite number"):
-            decode(good, tax, "threshold", threshold=bad)
+    with pytest.raises(ValueError, match="threshold: expected a finite number"):  # NaN: every answer the root
+        decode(good, tax, "threshold", threshold=float("nan"))
+    assert (torch.as_tensor(decode(good, tax, "threshold", threshold=math.inf)) == 0).all()  # the curve's first
     for bad in (True, torch.tensor([0.5])):
         with pytest.raises(ValueError, match="threshold: expected a number"):
             decode(good, tax, "threshold", threshold=bad)
-    for bad in (80, 1.01, -0.2):  # above 1 every sample stopped at the root silently
+    for bad in (80, 1.01, -0.2, -math.inf):  # above 1 every sample stopped at the root silently
         with pytest.raises(ValueError, match=r"threshold: expected a probability in \[0, 1\]"):
             decode(good, tax, "threshold", threshold=bad)
     with pytest.raises(ValueError, match="cost: expected 'auto', 'height', 'path' or a per-node array"):
@@ -367,8 +405,7 @@ def test_an_empty_batch_decodes_to_an_empty_result(as_torch) -> None:
     assert tuple(top_k_leaves(empty, tax, 2).shape) == (0, 2)
     assert tuple(expected_lca_cost(empty, tax).shape) == (0, 5)
     assert tuple(expected_hierarchical_fbeta(empty, tax).shape) == (0, 5)
-    with pytest.raises(ValueError, match="threshold: expected a finite number"):
-        decode(empty, tax, "threshold", threshold=math.inf)
+    assert tuple(decode(empty, tax, "threshold", threshold=math.inf).shape) == (0,)
     with pytest.raises(ValueError, match="beta"):
         decode(empty, tax, "hf_optimal", beta=-1.0)
     with pytest.raises(ValueError, match="probs is empty"):
