@@ -470,7 +470,7 @@ def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax:
         a, b = bounds[level]
         if level == depth_max:  # one channel: E = H_above + (1 + b2) / ((1 + b2) D) q
             q = stacks[level][0]
-            scale = (1.0 + b2) / ((b2 + 1.0) * level)
+            scale = 1.0 / level
             if above is None:
                 h = (q * scale)[None]
             else:
@@ -478,8 +478,14 @@ def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax:
         else:
             masses = stacks[level][1:]
             width = masses.shape[0]
-            ks = torch.arange(level, depth_max + 1, **kw)
-            weights = (1.0 + b2) / (b2 * ks[None, :] + ks[:, None])  # [predicted depth k, truth depth d]
+            ks = torch.arange(level, depth_max + 1, dtype=torch.float64, device=probs.device)
+            # [predicted depth k, truth depth d]: (1 + b2) / (b2 k + d), in float64 and divided through by b2
+            # when b2 > 1, so that a large beta neither overflows (inf / inf) nor loses the weights
+            if b2 > 1.0:
+                weights = (1.0 / b2 + 1.0) / (ks[None, :] + ks[:, None] / b2)
+            else:
+                weights = (1.0 + b2) / (b2 * ks[None, :] + ks[:, None])
+            weights = weights.to(probs.dtype)
             h = (weights @ masses.reshape(width, -1)).view(width, b - a, batch)
             if above is not None:
                 h += above[1:].index_select(1, plan.local_parent[level])

@@ -69,7 +69,7 @@ def test_expected_lca_cost_matches_exhaustive_sum(tax: Taxonomy, seed: int, cost
 
 
 @settings(examples(25))
-@given(tax=trees(max_nodes=12), seed=seeds, beta=st.sampled_from([0.5, 1.0, 2.0]))
+@given(tax=trees(max_nodes=12), seed=seeds, beta=st.sampled_from([0.5, 1.0, 2.0, 1e-3, 1e20, 1e150]))
 def test_expected_hf_matches_exhaustive_sum(tax: Taxonomy, seed: int, beta: float) -> None:
     probs = _probs(tax, seed, batch=4)
     got = expected_hierarchical_fbeta(probs, tax, beta=beta)
@@ -77,6 +77,16 @@ def test_expected_hf_matches_exhaustive_sum(tax: Taxonomy, seed: int, beta: floa
     np.testing.assert_allclose(got, want, atol=1e-9)
     chosen = decode(probs, tax, "hf_optimal", beta=beta)
     np.testing.assert_allclose(want[np.arange(len(probs)), chosen], want.max(axis=1), atol=1e-9)
+    # float32 too: beta^2 overflowed it above about 1.8e19 (inf / inf: NaN values, and the root decoded)
+    got32 = expected_hierarchical_fbeta(torch.as_tensor(probs, dtype=torch.float32), tax, beta=beta)
+    np.testing.assert_allclose(got32.numpy(), want, atol=2e-6)
+
+
+def test_beta_must_be_finite(paper_tax: Taxonomy) -> None:
+    probs = _probs(paper_tax, 0, batch=2)
+    for bad in (math.inf, math.nan, 0.0, -1.0):
+        with pytest.raises(ValueError, match="beta: expected a positive finite number"):
+            decode(probs, paper_tax, "hf_optimal", beta=bad)
 
 
 @given(tax=taxonomies(max_nodes=16), seed=seeds, tau=st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]))
@@ -321,7 +331,7 @@ def test_errors_name_the_argument() -> None:
         decode(good, tax, "crm", cost="manhattan")
     with pytest.raises(ValueError, match=r"cost: expected finite per-node costs of shape \(5,\)"):
         decode(good, tax, "crm", cost=[1.0, 2.0])
-    with pytest.raises(ValueError, match="beta: expected a positive number"):
+    with pytest.raises(ValueError, match="beta: expected a positive finite number"):
         decode(good, tax, "hf_optimal", beta=0)
     with pytest.raises(ValueError, match=r"k: expected an int in \[1, 3\]"):
         top_k_leaves(good, tax, 4)

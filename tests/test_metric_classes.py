@@ -130,7 +130,7 @@ def test_errors(paper_tax: Taxonomy) -> None:
         M.HierarchicalPrecision(paper_tax, average="weighted")
     with pytest.raises(ValueError, match="distance: expected one of"):
         M.MistakeSeverity(paper_tax, distance="hops")
-    with pytest.raises(ValueError, match="beta: expected a positive number"):
+    with pytest.raises(ValueError, match="beta: expected a positive finite number"):
         M.HierarchicalFBeta(paper_tax, beta=0.0)
     with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
         M.CorrectRate("root/ALL")

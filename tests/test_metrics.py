@@ -288,7 +288,7 @@ def test_errors_name_the_argument(paper_tax: Taxonomy) -> None:
         M.accuracy(None, [1], paper_tax)
     with pytest.raises(ValueError, match="average: expected one of 'micro', 'macro', got 'samples'"):
         M.hierarchical_f1(["ALL"], ["ALL"], paper_tax, average="samples")
-    with pytest.raises(ValueError, match="beta: expected a positive number"):
+    with pytest.raises(ValueError, match="beta: expected a positive finite number"):
         M.hierarchical_fbeta(["ALL"], ["ALL"], paper_tax, beta=-1)
     with pytest.raises(ValueError, match="zero_division: expected a number"):
         M.hierarchical_f1(["ALL"], ["ALL"], paper_tax, zero_division="warn")

@@ -30,6 +30,7 @@ precision/recall, which take the most informative one, as ``operating_curve`` do
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple, Union
 
@@ -149,8 +150,8 @@ def _check_zero_division(zero_division: Any) -> float:
 
 
 def _check_beta(beta: Any) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) or not beta > 0:
-        raise ValueError(f"beta: expected a positive number (1.0 gives F1), got {beta!r}.")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) or not 0 < beta < math.inf:
+        raise ValueError(f"beta: expected a positive finite number (1.0 gives F1), got {beta!r}.")
     return float(beta)
 
 
