@@ -681,6 +681,9 @@ def _brief(value: Any) -> str:
 def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int, *, validate_args: bool = True) -> Any:
     """The ``k`` leaves with the largest marginals, best first (for distance@k).
 
+    Ties go to the smaller node index, so the first leaf is :func:`decode`'s ``"argmax_leaf"`` and the
+    ``k`` leaves are the first ``k`` of the ``k + 1``.
+
     Args:
         probs: node marginals ``(B, num_nodes)``.
         taxonomy: a tree or a DAG.
@@ -706,7 +709,9 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int, *, validate_args: bool 
     if tensor.shape[0] == 0:
         return _out(torch.empty(0, int(k), dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
-    top = _leaf_block(tensor, plan).topk(int(k), dim=1).indices
+    # a stable sort, not topk (whose order among equal values is unspecified): ties go to the smaller index,
+    # as in argmax_leaf, so the first of the k leaves is argmax_leaf's and the list grows with k
+    top = torch.sort(_leaf_block(tensor, plan), dim=1, descending=True, stable=True).indices[:, : int(k)]
     return _out(plan.leaf_index[top], as_numpy)
 
 

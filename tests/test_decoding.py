@@ -82,6 +82,23 @@ def test_expected_hf_matches_exhaustive_sum(tax: Taxonomy, seed: int, beta: floa
     np.testing.assert_allclose(got32.numpy(), want, atol=2e-6)
 
 
+@settings(examples(25))
+@given(tax=trees(max_nodes=14), seed=seeds, levels=st.integers(1, 3))
+def test_top_k_leaves_breaks_ties_by_the_smaller_index(tax: Taxonomy, seed: int, levels: int) -> None:
+    """topk's order among equal values is unspecified: the list changed with k and its first leaf was not
+    argmax_leaf's. Marginals quantised to a few values make ties common (uniform outputs, exact zeros)."""
+    probs = torch.as_tensor(np.round(_probs(tax, seed, batch=5) * levels) / levels)
+    leaves = np.asarray(tax.leaf_index)
+    full = top_k_leaves(probs, tax, tax.num_leaves)
+    for row, got in zip(probs.numpy(), full.tolist()):
+        values = row[leaves]
+        want = [int(leaves[i]) for i in sorted(range(len(leaves)), key=lambda i: (-values[i], leaves[i]))]
+        assert got == want
+    for k in range(1, tax.num_leaves + 1):
+        assert torch.equal(top_k_leaves(probs, tax, k), full[:, :k])
+    assert torch.equal(full[:, 0], decode(probs, tax, "argmax_leaf"))
+
+
 def test_beta_must_be_finite(paper_tax: Taxonomy) -> None:
     probs = _probs(paper_tax, 0, batch=2)
     for bad in (math.inf, math.nan, 0.0, -1.0):
