@@ -343,7 +343,9 @@ def _resolve_cost(
                 f"cost: expected per-node costs of shape ({taxonomy.num_nodes},), got {tuple(cost.shape)}."
             )
         return "node", cost.to(device=device, dtype=dtype)
-    values = torch.as_tensor(np.asarray(cost.cpu() if isinstance(cost, torch.Tensor) else cost, dtype=np.float64))
+    values = torch.as_tensor(
+        np.asarray(cost.detach().cpu() if isinstance(cost, torch.Tensor) else cost, dtype=np.float64)
+    )
     if values.shape != (taxonomy.num_nodes,) or not bool(torch.isfinite(values).all()):
         raise ValueError(
             f"cost: expected finite per-node costs of shape ({taxonomy.num_nodes},) (cost[lca(leaf, truth)]), "
@@ -381,7 +383,11 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None, *, 
     ``R(n) = c(root) P(root) + sum_{j=1..k} P(a_j) (c(a_j) - c(a_{j-1}))``,
 
     a cumulative sum down the tree: ``O(B x num_nodes)``, no leaves x leaves
-    matrix. With ``cost="path"``, ``d(n, y) = depth(n) + depth(y) - 2 depth(lca)``
+    matrix. ``R`` is linear in the marginals as given: on marginals that are
+    not coherent (a child above its parent, children summing above it, as a
+    ``SigmoidHead`` with ``coherent=False`` gives) it is not the expected cost
+    of any distribution, whereas :func:`expected_hierarchical_fbeta` clips the
+    implied masses at 0; give coherent marginals to either. With ``cost="path"``, ``d(n, y) = depth(n) + depth(y) - 2 depth(lca)``
     and ``R(n) = depth(n) P(root) + sum_{a != root} P(a) - 2 sum_{j=1..k} P(a_j)``.
 
     Args:

@@ -99,6 +99,13 @@ def test_top_k_leaves_breaks_ties_by_the_smaller_index(tax: Taxonomy, seed: int,
     assert torch.equal(full[:, 0], decode(probs, tax, "argmax_leaf"))
 
 
+def test_a_cost_that_requires_grad_is_read(paper_tax: Taxonomy) -> None:
+    """A learned cost tensor raised 'Can't call numpy() on Tensor that requires grad'."""
+    probs = torch.as_tensor(_probs(paper_tax, 1, batch=3))
+    cost = torch.as_tensor(paper_tax.height_index, dtype=torch.float64).requires_grad_(True)
+    assert torch.equal(decode(probs, paper_tax, "crm", cost=cost), decode(probs, paper_tax, "crm", cost="height"))
+
+
 def test_beta_must_be_finite(paper_tax: Taxonomy) -> None:
     probs = _probs(paper_tax, 0, batch=2)
     for bad in (math.inf, math.nan, 0.0, -1.0):
