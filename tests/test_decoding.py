@@ -102,7 +102,7 @@ def test_top_k_leaves_breaks_ties_by_the_smaller_index(tax: Taxonomy, seed: int,
 def test_a_cost_that_requires_grad_is_read(paper_tax: Taxonomy) -> None:
     """A learned cost tensor raised 'Can't call numpy() on Tensor that requires grad'."""
     probs = torch.as_tensor(_probs(paper_tax, 1, batch=3))
-    cost = torch.as_tensor(paper_tax.height_index, dtype=torch.float64).requires_grad_(True)
+    cost = torch.tensor(paper_tax.height_index.tolist(), dtype=torch.float64, requires_grad=True)
     assert torch.equal(decode(probs, paper_tax, "crm", cost=cost), decode(probs, paper_tax, "crm", cost="height"))
 
 
