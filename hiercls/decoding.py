@@ -116,6 +116,16 @@ class _Plan:
                 for d, (a, b) in enumerate(self.bounds)
                 if d > 0
             ]
+        # values per sample the expected-hF pass holds at once, in units of num_nodes (its chunk width): level d
+        # keeps max_depth - d + 2 channels (the deepest one), plus the output; grows with depth on deep trees.
+        # Its chunks keep at least _HF_MIN_ROWS samples: the pass loops over the levels in Python, so a chunk
+        # of one sample on a tree 1,000 deep would cost 1,000 iterations per sample
+        held = sum(
+            (1 if d == self.max_depth else self.max_depth - d + 2) * (b - a)
+            for d, (a, b) in enumerate(self.bounds)
+            if d > 0
+        )
+        self.hf_width = max(2, -(-(held + self.num_nodes) // max(1, self.num_nodes)))
 
 
 def _step_widths(taxonomy: Taxonomy) -> list[int]:
@@ -215,13 +225,20 @@ def _check_marginals(chunk: torch.Tensor) -> None:
         )
 
 
-def _chunks(batch: int, num_nodes: int, width: int = 1) -> list[slice]:
-    size = max(1, _CHUNK_ELEMENTS // max(1, num_nodes * width))
+_HF_MIN_ROWS = 64
+
+
+def _chunks(batch: int, num_nodes: int, width: int = 1, min_rows: int = 1) -> list[slice]:
+    size = max(min_rows, _CHUNK_ELEMENTS // max(1, num_nodes * width))
     return [slice(i, min(i + size, batch)) for i in range(0, batch, size)]
 
 
 def _per_chunk(
-    probs: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], width: int = 1, validate: bool = True
+    probs: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    width: int = 1,
+    validate: bool = True,
+    min_rows: int = 1,
 ) -> torch.Tensor:
     """Apply ``fn`` to batch chunks, checking each chunk (unless ``validate`` is off) while it is in cache.
 
@@ -231,7 +248,7 @@ def _per_chunk(
     parts = []
     kind = probs.device.type
     with torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext():
-        for part in _chunks(probs.shape[0], probs.shape[1], width):
+        for part in _chunks(probs.shape[0], probs.shape[1], width, min_rows):
             chunk = probs[part]
             if validate:
                 _check_marginals(chunk)
@@ -555,7 +572,13 @@ def expected_hierarchical_fbeta(
         out = tensor.new_zeros(0, taxonomy.num_nodes)
         return out.cpu().numpy() if as_numpy else out
     plan = _plan(taxonomy, str(tensor.device))
-    out = _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta).t(), width=2, validate=validate_args)
+    out = _per_chunk(
+        tensor,
+        lambda x: _expected_hf_chunk(x, plan, beta).t(),
+        width=plan.hf_width,
+        validate=validate_args,
+        min_rows=_HF_MIN_ROWS,
+    )
     return out.cpu().numpy() if as_numpy else out
 
 
@@ -657,7 +680,13 @@ def decode(
 
         return _out(_per_chunk(tensor, crm, validate=validate_args), as_numpy)
     return _out(
-        _per_chunk(tensor, lambda x: _expected_hf_chunk(x, plan, beta, argmax=True), width=2, validate=validate_args),
+        _per_chunk(
+            tensor,
+            lambda x: _expected_hf_chunk(x, plan, beta, argmax=True),
+            width=plan.hf_width,
+            validate=validate_args,
+            min_rows=_HF_MIN_ROWS,
+        ),
         as_numpy,
     )
 

@@ -106,6 +106,27 @@ def test_a_cost_that_requires_grad_is_read(paper_tax: Taxonomy) -> None:
     assert torch.equal(decode(probs, paper_tax, "crm", cost=cost), decode(probs, paper_tax, "crm", cost="height"))
 
 
+def test_hf_chunks_count_the_depth_of_deep_trees() -> None:
+    """The expected-hF pass holds about depth x num_nodes values per sample on a deep, thin tree; its chunks
+    were sized for 2 x num_nodes (a caterpillar 1,000 deep at batch 512 took 2 GB). Chunked, the values are
+    those of one sample at a time."""
+    from hiercls.decoding import _HF_MIN_ROWS, _chunks, _plan
+
+    depth = 150
+    tax = Taxonomy.from_edges(
+        [(f"s{i}", f"s{i + 1}") for i in range(depth)] + [(f"s{i}", f"l{i}") for i in range(depth)]
+    )
+    plan = _plan(tax, "cpu")
+    assert plan.hf_width >= depth // 2
+    batch = 4 * _HF_MIN_ROWS + 5
+    parts = _chunks(batch, tax.num_nodes, plan.hf_width, _HF_MIN_ROWS)
+    assert len(parts) >= 2 and all(p.stop - p.start >= min(_HF_MIN_ROWS, batch - p.start) for p in parts)
+    probs = torch.as_tensor(_probs(tax, 0, batch=batch))
+    whole = expected_hierarchical_fbeta(probs, tax)
+    rows = torch.cat([expected_hierarchical_fbeta(probs[i : i + 1], tax) for i in range(0, batch, 37)])
+    torch.testing.assert_close(whole[::37], rows)
+
+
 def test_beta_must_be_finite(paper_tax: Taxonomy) -> None:
     probs = _probs(paper_tax, 0, batch=2)
     for bad in (math.inf, math.nan, 0.0, -1.0):
