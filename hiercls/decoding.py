@@ -609,6 +609,12 @@ def decode(
     - ``"hf_optimal"``: ``argmax_n E[hF_beta(n, Y)]``, exact, Plaud et al.
       2025; see :func:`expected_hierarchical_fbeta`.
 
+    Ties go to the smaller index where the compared values are equal as
+    computed. ``"crm"`` and ``"hf_optimal"`` compare sums of products, which
+    two nodes tied in exact arithmetic may reach one rounding step apart (and
+    differently in float32 and float64, or at another batch size, where the
+    matrix product takes another path): such a tie goes either way.
+
     ``"crm"`` and ``"hf_optimal"`` need a tree; the others work on DAGs too.
     When to use which: the documentation's Concepts > Decoding page (``docs/concepts/decoding.md``).
 
