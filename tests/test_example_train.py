@@ -177,6 +177,14 @@ def test_per_level_model_trains_each_backbone_only_by_its_level(paper_tax) -> No
     )
 
 
+@pytest.mark.parametrize("method", ["hierarchical", "per-level"])
+def test_a_backbone_whose_head_has_a_hidden_layer_builds(method: str, paper_tax) -> None:
+    """MambaOut's pooled output is its head's hidden size (256), not num_features (64): the head was sized
+    by num_features and the first batch failed with 'features: expected shape (B, 64), got (2, 256)'."""
+    model = build_model("test_mambaout", paper_tax, method, img_size=32)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, paper_tax.num_nodes)
+
+
 def test_per_level_clipping_keeps_each_level_to_its_own_gradient(paper_tax) -> None:
     """--clip-grad over all parameters at once scaled the depth-1 backbone's step by the other levels'
     gradients; clipped per level, its step is the same whatever the deeper levels do."""

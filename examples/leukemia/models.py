@@ -50,6 +50,7 @@ __all__ = [
     "build_model",
     "check_backbone",
     "create_backbone",
+    "feature_dim",
     "load_init_weights",
     "method_defaults",
     "row_variant",
@@ -214,8 +215,21 @@ def check_backbone(name: str) -> None:
     )
 
 
+def feature_dim(backbone: nn.Module) -> int:
+    """The width of a timm backbone's output with ``num_classes=0``.
+
+    ``head_hidden_size`` where timm gives it (models whose head has a hidden layer before the classifier,
+    such as MambaOut: 256 there, against 64 for ``num_features``), else ``num_features``.
+
+    Examples:
+        >>> feature_dim(create_backbone("resnet10t"))
+        512
+    """
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 def create_backbone(name: str, *, pretrained: bool = False, img_size: int | None = None, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(name, num_classes=0, pretrained=...)``: pooled features ``(B, num_features)``.
+    """``timm.create_model(name, num_classes=0, pretrained=...)``: pooled features ``(B, feature_dim)``.
 
     ``img_size`` is passed to models that take it (ViTs need it at sizes other than their default
     so the position embedding matches); convolutional models ignore it.
@@ -285,7 +299,7 @@ class PerLevelClassifier(nn.Module):
         if len(backbones) != len(levels):
             raise ValueError(f"backbones: expected one per level ({len(levels)}), got {len(backbones)}.")
         self.levels = nn.ModuleList(backbones)
-        self.classifiers = nn.ModuleList(nn.Linear(b.num_features, len(lv)) for b, lv in zip(backbones, levels))
+        self.classifiers = nn.ModuleList(nn.Linear(feature_dim(b), len(lv)) for b, lv in zip(backbones, levels))
         self.criterion = criterion
         self.taxonomy = taxonomy
 
@@ -367,7 +381,7 @@ def build_model(
         # max_constraint_loss trains the max-constrained sigmoids: the head's marginals must apply it too
         hkw = {"coherent": True} if choice["loss"] == "max_constraint" else {}
         model = HierarchicalClassifier(
-            bb, create_head(choice["head"], bb.num_features, taxonomy, **hkw), criterion, taxonomy
+            bb, create_head(choice["head"], feature_dim(bb), taxonomy, **hkw), criterion, taxonomy
         )
     model.config = {
         "backbone": backbone,
