@@ -151,7 +151,9 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         if features.ndim != 2 or features.shape[1] != self.in_features:
             raise ValueError(
                 f"features: expected shape (B, in_features) = (B, {self.in_features}), got {tuple(features.shape)}. "
-                "Build the head with in_features = the backbone's num_features (and pool/flatten its output)."
+                f"Build the head with in_features = the width of the backbone's pooled output, {features.shape[-1]} "
+                "here (a timm model's head_hidden_size where it has one, else its num_features; pool/flatten a "
+                "feature map first)."
             )
         return self.linear(features)
 

@@ -429,9 +429,9 @@ class Taxonomy:
     def from_edges(cls, edges: Iterable[tuple[str, str]], *, root: str | None = None, sort: bool = False) -> Taxonomy:
         """Build from ``(parent, child)`` pairs. A child with several parents makes a DAG.
 
-        Nodes are numbered in the order the edges first name them (within each
-        depth), so the node order, and with it the :attr:`fingerprint`, follows
-        the order of ``edges``; pass ``sort=True`` when that order is incidental.
+        Siblings keep the order in which the edges name them (nodes are numbered
+        depth by depth, breadth-first, see the class), so the node order, and
+        with it the :attr:`fingerprint`, follows the order of ``edges``; pass ``sort=True`` when that order is incidental.
         A ``set`` or ``frozenset`` has no order of its own: it is always read
         sorted, as with ``sort=True``.
 
@@ -507,8 +507,9 @@ class Taxonomy:
         prefix; repeats are dropped up front, so one path per sample (a
         dataset's label column) costs little more than its distinct paths. A
         name reached through two different parents is ambiguous and raises,
-        unless ``dag=True``. Nodes are numbered in the order the paths first
-        name them (within each depth), so the node order, and with it the
+        unless ``dag=True``. Siblings keep the order in which the paths first
+        name them (nodes are numbered depth by depth, breadth-first, see the
+        class), so the node order, and with it the
         :attr:`fingerprint` a checkpoint is checked against, follows the order
         of ``paths``; pass ``sort=True`` when that order is incidental, e.g. the
         per-sample labels of a shuffled dataset. A ``set`` or ``frozenset`` has
@@ -607,9 +608,11 @@ class Taxonomy:
         Hand-written files may instead hold ``{"tree": {nested dict}}`` (with
         ``"dag": true`` for a name under several parents, see :meth:`from_dict`),
         ``{"edges": [[parent, child], ...]}`` or ``{"parents": {child: parent}}``.
-        In every form, an optional ``"root"`` key means what the ``root=``
-        argument of the ``from_*`` constructors means: the name of the only
-        root (a check), or a new name put above several roots to join them.
+        An optional ``"root"`` key means what the ``root=`` argument of the
+        ``from_*`` constructors means: the name of the only root, or a new
+        name put above several roots to join them; in the ``"nodes"``/
+        ``"edges"`` form (what :meth:`to_json` writes) with one root, it must
+        name that root (a mismatch raises: the file was damaged or edited).
 
         Args:
             source: a JSON file's path; or the JSON text itself (what
@@ -695,6 +698,15 @@ class Taxonomy:
             g = nx.DiGraph()
             g.add_nodes_from(nodes)
             g.add_edges_from(map(tuple, edges))
+            tops = [n for n in nodes if isinstance(n, str) and n in g and g.in_degree(n) == 0]
+            if isinstance(root, str) and len(tops) == 1 and root != tops[0] and root not in g:
+                # to_json's files have one root, which 'root' restates: another name is a damaged or hand-edited
+                # file, not a wish for a new root (that would change every node index and the fingerprint)
+                raise TaxonomyError(
+                    f"{where}: 'root' is {root!r} but the node without parents is {tops[0]!r}; in the nodes and "
+                    "edges form (what to_json writes) 'root' restates it. Fix 'root' or drop it; to put a new "
+                    "root above, add it to 'nodes' and its edge to 'edges'."
+                )
             return cls(g, root=root, _order=nodes, _owned=True, _json=where)
         if "tree" in data:
             g = _dict_graph(data["tree"], dag=dag, prefix=f"{where}: ", dag_fix='add "dag": true')

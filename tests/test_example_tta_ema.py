@@ -265,6 +265,18 @@ def test_resume_refuses_a_changed_training_setting(flags: list[str], said: str, 
     T.run(T.parse_args([*common, "--resume", "--workers", "1", "--quiet"]))  # how it runs may change
 
 
+def test_a_refused_resume_leaves_the_synthetic_images_alone(tmp_path: Path) -> None:
+    """--seed also seeds the SYNTHETIC images: a refused resume remade them with the new seed first."""
+    common = [*SYN, "--epochs", "2", "--output", str(tmp_path / "r")]
+    T.run(T.parse_args([*common, "--stop-after", "1"]))
+    stamp = tmp_path / "r" / "SYNTHETIC_images.json"
+    images = sorted((tmp_path / "r" / "SYNTHETIC_images").rglob("*.jpg"))
+    before = stamp.read_text(), [p.read_bytes() for p in images]
+    with pytest.raises(ValueError, match=r"--resume: the run.s SYNTHETIC images .*\(seed: 5 in the run, 6 now\)"):
+        T.run(T.parse_args([*common, "--resume", "--seed", "6"]))
+    assert (stamp.read_text(), [p.read_bytes() for p in images]) == before
+
+
 def test_explain_decodes_the_tta_average_like_predict(tiny_model, paper_tax_module) -> None:
     from examples.leukemia.explain import explain
     from examples.leukemia.gpu_data import IMAGENET_MEAN, IMAGENET_STD

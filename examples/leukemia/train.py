@@ -711,16 +711,23 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
                 "seed": args.seed,
             }
             stamp = output / f"{SYNTHETIC_TAG}_images.json"  # beside the images: scan must not see it
-            if env.main:
-                old = json.loads(stamp.read_text()) if stamp.is_file() else None
-                if not root.is_dir() or old != recipe:  # flags changed since the images were made: remake them
-                    if root.is_dir():
-                        log.info(
-                            "%s images in %s were made with other settings; generating them again", SYNTHETIC_TAG, root
-                        )
-                        shutil.rmtree(root)
-                    make_synthetic(root, tax, n_per_leaf=recipe["n_per_leaf"], size=recipe["size"], seed=recipe["seed"])
-                    stamp.write_text(json.dumps(recipe))
+            old = json.loads(stamp.read_text()) if stamp.is_file() else None
+            if args.resume and old is not None and old != recipe:  # refused before anything is remade
+                changed = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
+                raise ValueError(
+                    f"--resume: the run's {SYNTHETIC_TAG} images in {root} were made with other settings "
+                    f"({'; '.join(f'{k}: {a!r} in the run, {b!r} now' for k, (a, b) in changed.items())}). Resume "
+                    "with the run's own flags (its config.json lists them), or start a new run: another --output, "
+                    "or --overwrite."
+                )
+            if env.main and (not root.is_dir() or old != recipe):  # flags changed since the images were made
+                if root.is_dir():
+                    log.info(
+                        "%s images in %s were made with other settings; generating them again", SYNTHETIC_TAG, root
+                    )
+                    shutil.rmtree(root)
+                make_synthetic(root, tax, n_per_leaf=recipe["n_per_leaf"], size=recipe["size"], seed=recipe["seed"])
+                stamp.write_text(json.dumps(recipe))
             _barrier(env)
             layout = "auto"
             source = f"{SYNTHETIC_TAG} images generated in {root} (not real cells)"
