@@ -4,9 +4,14 @@ Every hiercls loss runs on a batch of logits (``(B, num_nodes)`` or
 ``(B, num_leaves)``), forward and backward, next to ``F.cross_entropy`` over
 the 10,000 leaves: each repeat times the baseline and then the loss, so the
 two share the machine's state, and the reported ratio is the median of the
-per-repeat ratios. Peak extra memory is the highest live CPU memory allocated
-during one forward + backward (inputs excluded, the logits' gradient
-included), read from the torch profiler's memory events.
+per-repeat ratios. Peak extra memory is the highest memory in use during one
+forward + backward above what was in use before it (inputs excluded, the
+logits' gradient included): on CUDA from the allocator's peak statistics; on
+Linux CPUs from the process's resident-set high-water mark (``VmHWM``, reset
+before the step through ``/proc/self/clear_refs``, with glibc told to give
+every block of 128 KiB or more back to the system when it is freed), so the
+temporaries an operation allocates and frees inside itself count too (the
+torch profiler's per-operation sums, used elsewhere, miss them).
 
 Usage::
 
@@ -17,8 +22,8 @@ Usage::
 Also times :func:`hiercls.losses.balanced_weight` (once per run, from the training labels) on
 ``--weight-targets`` labels, and the conditional loss trained with those weights.
 
-Prints one JSON object (and writes it to ``--out`` or ``$OUT/losses.json``
-when given).
+Prints one JSON object (and writes it to ``--out``, or to
+``$OUT/losses_<device>_t<threads>.json`` when ``$OUT`` is set).
 """
 
 from __future__ import annotations
@@ -55,10 +60,47 @@ def _targets(tax, batch: int, partial: float, gen: torch.Generator) -> torch.Ten
     return target
 
 
-def _peak_extra_mib(step: Callable[[], None], device: torch.device) -> float:
-    """Highest live memory allocated during ``step`` (MiB).
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"{field} not in /proc/self/status")
 
-    On CUDA from the allocator's statistics; on CPU from the profiler's memory events.
+
+def _vmhwm_usable() -> bool:
+    """Whether the resident high-water mark can be reset and read, and glibc's mmap threshold set (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt  # noqa: B018 - present in glibc
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        _status_mib("VmHWM:")
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def _free_large_blocks_at_once() -> None:
+    """Tell glibc to map blocks of 128 KiB or more and unmap them when freed (``M_MMAP_THRESHOLD``), so a
+    free lowers the RSS at once. Set first thing in the memory-only child process: it slows large
+    allocations down (a page fault per page), so the timing process leaves it alone."""
+    import ctypes
+
+    if ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024) != 1:
+        raise OSError("mallopt(M_MMAP_THRESHOLD) refused")
+
+
+_VMHWM = False  # set in the memory-only child process (see main)
+
+
+def _peak_extra_mib(step: Callable[[], None], device: torch.device) -> float:
+    """Highest memory in use during ``step`` above what was in use before it (MiB).
+
+    On CUDA from the allocator's statistics; on CPU from the resident high-water mark where it can be
+    reset (see the module docstring), else from the profiler's per-operation memory events (which miss
+    temporaries freed inside an operation: a lower bound).
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -67,6 +109,15 @@ def _peak_extra_mib(step: Callable[[], None], device: torch.device) -> float:
         step()
         torch.cuda.synchronize(device)
         return round((torch.cuda.max_memory_allocated(device) - before) / 2**20, 2)
+    if _VMHWM:
+        import gc
+
+        gc.collect()
+        before = _status_mib("VmRSS:")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # the high-water mark starts again from the current RSS
+        step()
+        return round(max(0.0, _status_mib("VmHWM:") - before), 2)
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -83,7 +134,7 @@ def _peak_extra_mib(step: Callable[[], None], device: torch.device) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds per loss (at least 1)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--partial", type=float, default=0.0, help="fraction of targets at inner nodes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -93,7 +144,12 @@ def main() -> None:
     parser.add_argument(
         "--weight-targets", type=int, default=1_000_000, help="training labels for the balanced_weight timing"
     )
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)  # the CPU memory child
     args = parser.parse_args()
+    global _VMHWM
+    if args.memory_only:  # before anything is allocated: every large block then goes back at its free
+        _free_large_blocks_at_once()
+        _VMHWM = True
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -143,6 +199,9 @@ def main() -> None:
         "flat_marginals": (lambda: M.flat_marginals(leaf_logits.detach(), tax), leaf_logits),
     }
     if args.only:
+        unknown = sorted(set(args.only) - set(cases) - set(marginal_cases))
+        if unknown:
+            parser.error(f"--only: unknown name(s) {unknown}; expected some of {sorted({*cases, *marginal_cases})}")
         cases = {k: v for k, v in cases.items() if k in args.only}
         marginal_cases = {k: v for k, v in marginal_cases.items() if k in args.only}
 
@@ -161,6 +220,15 @@ def main() -> None:
         logits.grad = None
         return elapsed
 
+    if args.memory_only:  # one warm-up (tables built, caches filled), then one measured step per case
+        peaks: dict[str, float] = {}
+        for name, (fn, logits) in {"baseline": baseline, **cases, **marginal_cases}.items():
+            backward = name not in marginal_cases
+            run(fn, logits, backward)
+            peaks[name] = _peak_extra_mib(lambda fn=fn, logits=logits, b=backward: run(fn, logits, b), device)
+        print(json.dumps(peaks))
+        return
+    in_child = device.type == "cpu" and _vmhwm_usable()
     results: dict[str, dict] = {}
     base_times: list[float] = []
     for name, (fn, logits) in {**cases, **marginal_cases}.items():
@@ -176,7 +244,7 @@ def main() -> None:
             times.append(took)
             ratios.append(took / base)
         base_times.extend(bases)
-        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        q1, q3 = (statistics.quantiles(ratios, n=4)[::2]) if len(ratios) > 1 else (ratios[0], ratios[0])
         results[name] = {
             "pass": "forward+backward" if backward else "forward",
             "median_ms": round(statistics.median(times) * 1e3, 3),
@@ -189,7 +257,18 @@ def main() -> None:
         def step(fn=fn, logits=logits, backward=backward) -> None:
             run(fn, logits, backward)
 
-        results[name]["peak_extra_mib"] = _peak_extra_mib(step, device)
+        if not in_child:
+            results[name]["peak_extra_mib"] = _peak_extra_mib(step, device)
+    peaks = {}
+    if in_child:  # a fresh process, with glibc set to give large blocks back at once (see the docstring)
+        import subprocess
+
+        child = [sys.executable, __file__, "--memory-only", "--batch", str(args.batch), "--partial", str(args.partial)]
+        child += ["--threads", str(args.threads), "--device", args.device, "--weight-targets", "1"]
+        child += ["--only", *args.only] if args.only else []
+        peaks = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
+        for name in results:
+            results[name]["peak_extra_mib"] = peaks[name]
 
     # balanced_weight: computed once per run from the training labels, not per step
     many = _targets(tax, args.weight_targets, args.partial, gen)
@@ -222,11 +301,18 @@ def main() -> None:
         "baseline": {
             "name": f"F.cross_entropy over {tax.num_leaves} leaves, forward+backward",
             "median_ms": round(statistics.median(base_times) * 1e3, 3),
-            "peak_extra_mib": _peak_extra_mib(lambda: run(*baseline), device),
+            "peak_extra_mib": peaks["baseline"] if in_child else _peak_extra_mib(lambda: run(*baseline), device),
         },
         "losses": results,
         "balanced_weight_ms": {"targets": args.weight_targets, "median_ms_by_within": weights},
         "note": "ratio = median over repeats of (loss time / F.cross_entropy time measured just before it)",
+        "memory_method": (
+            "cuda allocator peak"
+            if device.type == "cuda"
+            else "VmHWM of a child process (large blocks unmapped at free)"
+            if in_child
+            else "torch profiler per-operation sums (misses temporaries freed inside an operation)"
+        ),
     }
     text = json.dumps(report, indent=1)
     print(text)

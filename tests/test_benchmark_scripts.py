@@ -404,3 +404,19 @@ def test_eval_sync_times_both_variants_and_checks_they_agree(tmp_path: Path) -> 
     report = json.loads(out.read_text())
     assert report["same_metrics"] is True
     assert set(report["seconds_per_pass"]) == {"checked", "unchecked"} and report["device"] == "cpu"
+
+
+def test_losses_benchmark_prints_json_and_counts_temporaries(tmp_path: Path) -> None:
+    """--repeats 1 raised StatisticsError, a misspelt --only ended in 'no median for empty data', and the
+    memory column missed the temporaries an operation frees inside itself (a logsumexp's, for one)."""
+    script = [sys.executable, str(ROOT / "benchmarks" / "losses.py")]
+    small = ["--batch", "64", "--repeats", "1", "--warmup", "1", "--weight-targets", "100", "--threads", "1"]
+    proc = subprocess.run([*script, *small, "--only", "flat_cross_entropy"], capture_output=True, text=True, check=True)
+    out = json.loads(proc.stdout)
+    flat = out["losses"]["flat_cross_entropy"]
+    assert flat["ratio_iqr"][0] == flat["ratio_iqr"][1] == flat["ratio_to_cross_entropy"]
+    if out["memory_method"].startswith("VmHWM"):  # Linux: F.cross_entropy's (64, 10000) float32 softmax and
+        # gradient are 2.4 MiB each; the profiler's per-operation sums reported less than one of them
+        assert out["baseline"]["peak_extra_mib"] >= 4.0
+    bad = subprocess.run([*script, *small, "--only", "node-bce"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--only: unknown name(s) ['node-bce']" in bad.stderr
