@@ -18,8 +18,9 @@ its own virtualenv (``/work/hiclass-venv`` or ``$HICLASS_PYTHON``), in a
 subprocess that reads the same ``.npz``; its predictions come back and are
 scored by the same ``hiercls.metrics`` functions as ours. Times (wall, and CPU
 time of the fitting process) are medians over ``--repeats`` rounds, the two
-sides interleaved in one run so that they see the same machine load; BLAS is
-single-threaded on both sides. Without that virtualenv the HiClass side is
+sides interleaved in one run so that they see the same machine load, each
+side timed warm (an untimed round first: ours once in the process, HiClass's
+once in each of its subprocesses); BLAS is single-threaded on both sides. Without that virtualenv the HiClass side is
 reported as skipped.
 
     python benchmarks/sklearn_vs_hiclass.py [--n-images 3000] [--repeats 3] [--strategy parent|level|node]
@@ -61,20 +62,25 @@ from hiclass.metrics import f1 as hiclass_f1
 data = np.load(sys.argv[1], allow_pickle=False)
 repeats = int(sys.argv[2])
 Local = getattr(hiclass, sys.argv[3])
+warmup = int(sys.argv[4]) if len(sys.argv) > 4 else 0   # untimed rounds first: both sides are timed warm
 X_train, X_test = data["X_train"], data["X_test"]
 y_train, y_test = data["paths_train"], data["paths_test"]   # (n, depth), padded with ""
-fit_s, fit_cpu_s, predict_s = [], [], []
-for _ in range(repeats):
+fit_s, fit_cpu_s, predict_s, cold = [], [], [], {}
+for i in range(warmup + repeats):
     clf = Local(local_classifier=LogisticRegression(max_iter=1000), n_jobs=1)
     t0, c0 = time.perf_counter(), time.process_time()
     clf.fit(X_train, y_train)
-    fit_s.append(time.perf_counter() - t0); fit_cpu_s.append(time.process_time() - c0)
-    t0 = time.perf_counter(); pred = clf.predict(X_test); predict_s.append(time.perf_counter() - t0)
+    fit, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter(); pred = clf.predict(X_test); took = time.perf_counter() - t0
+    if i >= warmup:
+        fit_s.append(fit); fit_cpu_s.append(fit_cpu); predict_s.append(took)
+    elif i == 0:
+        cold = {"fit_cpu_s": fit_cpu, "predict_s": took}
 pred = np.asarray(pred).astype(str)
 last = [[p for p in row if p not in ("", "nan")][-1] if any(p not in ("", "nan") for p in row) else "" for row in pred]
 print(json.dumps({
     "version": hiclass.__version__,
-    "fit_s": fit_s, "fit_cpu_s": fit_cpu_s, "predict_s": predict_s,
+    "fit_s": fit_s, "fit_cpu_s": fit_cpu_s, "predict_s": predict_s, "cold": cold,
     "pred_nodes": last,
     "hiclass_metrics_f1": float(hiclass_f1(y_test, pred)),
 }))
@@ -210,14 +216,18 @@ def run_ours(
 
 
 def run_hiclass(cache: Path, strategy: str) -> dict[str, object]:
-    """One HiClass fit + predict in its own virtualenv (single-threaded BLAS, like ours)."""
+    """One timed HiClass fit + predict in its own virtualenv (single-threaded BLAS, like ours), after one
+    untimed round in the same process, as ours are timed after a warm-up round: both sides warm."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(HICLASS_SIDE)
         script = f.name
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
         proc = subprocess.run(
-            [HICLASS_PYTHON, script, str(cache), "1", STRATEGIES[strategy]], capture_output=True, text=True, env=env
+            [HICLASS_PYTHON, script, str(cache), "1", STRATEGIES[strategy], "1"],  # one warm-up, one timed
+            capture_output=True,
+            text=True,
+            env=env,
         )
     finally:
         os.unlink(script)
@@ -255,6 +265,8 @@ def main() -> None:
     theirs: dict[str, object] = {}
     if not have_hiclass:
         theirs = {"skipped": f"no HiClass virtualenv at {HICLASS_PYTHON} (set HICLASS_PYTHON)"}
+    with threadpool_limits(limits=1):  # an untimed round: imports, caches and first-call costs, as HiClass's
+        run_ours(data, tax, args.strategy)
     for _ in range(args.repeats):  # interleaved, so that both sides see the same machine load
         with threadpool_limits(limits=1):
             times, preds = run_ours(data, tax, args.strategy)
@@ -264,6 +276,8 @@ def main() -> None:
             theirs = run_hiclass(cache, args.strategy)
             for k in ("fit_s", "fit_cpu_s", "predict_s"):
                 theirs_t.setdefault(k, []).extend(theirs.get(k, []))
+            for k, v in (theirs.get("cold") or {}).items():  # each subprocess's untimed first round
+                theirs_t.setdefault(f"first_round_{k}", []).append(v)
     ours = {"fit_s": median(ours_t["fit_s"]), "fit_cpu_s": median(ours_t["fit_cpu_s"])}
     for rule, pred in preds.items():
         ours[rule] = {"predict_s": median(ours_t[f"predict_s/{rule}"]), **scores(tax, data["y_test"], pred)}
