@@ -711,7 +711,8 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
                 "seed": args.seed,
             }
             stamp = output / f"{SYNTHETIC_TAG}_images.json"  # beside the images: scan must not see it
-            old = json.loads(stamp.read_text()) if stamp.is_file() else None
+            # read by every process only on --resume, where nothing rewrites it (the main process writes it below)
+            old = json.loads(stamp.read_text()) if (env.main or args.resume) and stamp.is_file() else None
             if args.resume and old is not None and old != recipe:  # refused before anything is remade
                 changed = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
                 raise ValueError(
