@@ -308,7 +308,8 @@ want compare_pbc && stage compare_pbc "$T2" "$R2" $PY -m examples.leukemia.compa
 want compare_all4 && stage compare_all4 55 115 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" \
   --runs "$ALL_RUNS" "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline 50 \
   --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
-# 4. head overhead: benchmarks/gpu_step.py (writes $OUT/gpu_step.json; OUT points at the work folder here)
+# 4. head overhead: benchmarks/gpu_step.py (writes $OUT/gpu_step.json after every model, so a timeout keeps the
+# models it finished, marked "complete": false; OUT points at the work folder here)
 want gpu_step && stage gpu_step 60 55 env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
 # 5. feeding the GPU: a real-data epoch vs synthetic input
 want throughput && stage throughput 55 5 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \

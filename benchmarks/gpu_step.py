@@ -17,9 +17,13 @@ already on the GPU, with:
 All variants share one backbone (and, with ``--compile``, one compiled
 backbone: the heads and losses stay eager, as in a training loop that
 compiles the model), and they are timed in alternating rounds so that clock
-and thermal drift hit them alike. Prints JSON with img/s per variant and the
-ratios hierarchical / flat; writes it to ``$OUT/gpu_step[_compile].json`` when
-``$OUT`` is set.
+and thermal drift hit them alike. Prints one JSON object on stdout (progress
+lines go to stderr) with img/s per variant and the ratios hierarchical / flat.
+When ``$OUT`` is set it also writes ``$OUT/gpu_step[_compile][_loss].json``,
+after every model and not only at the end (each time whole, through a rename),
+so that a run stopped part-way (``benchmarks/gpu_run.sh`` gives this stage a
+timeout) keeps the models it finished; ``"complete": false`` says that the file
+is such a partial one.
 
 Usage::
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -167,7 +172,19 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     return out
 
 
-def main() -> None:
+def _write(report: dict, path: str | None) -> str:
+    """``report`` as indented JSON, written whole to ``path`` (if any) through a rename, so that a reader
+    (or a job killed mid-write) never sees half a file."""
+    text = json.dumps(report, indent=1)
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, path)
+    return text
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", nargs="+", default=["vit_small_patch16_224", "convnext_tiny"])
     parser.add_argument("--device", default="cuda")
@@ -182,7 +199,7 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", default=["flat9", "paper", "paper_validated", "flat10k", "inat"], help="which to time"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -200,21 +217,24 @@ def main() -> None:
         "compile": args.compile,
         "compile_loss": args.compile_loss,
         "models": {},
+        "complete": False,  # true once every model of --model is in
     }
+    path = None
+    if os.environ.get("OUT"):
+        suffix = ("_compile" if args.compile else "") + ("_loss" if args.compile_loss else "")
+        path = os.path.join(os.environ["OUT"], f"gpu_step{suffix}.json")
     for name in args.model:
         try:
             report["models"][name] = bench_model(name, args, device)
         except Exception as err:  # record and go on with the next model
             report["models"][name] = {"error": repr(err)[:500]}
-        print(name, json.dumps(report["models"][name]), flush=True)
+        print(name, json.dumps(report["models"][name]), file=sys.stderr, flush=True)  # progress: stdout is the JSON
+        report["wall_s"] = round(time.perf_counter() - started, 1)
+        _write(report, path)  # after every model: a run stopped during the next one keeps this one
+    report["complete"] = True
     report["wall_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if os.environ.get("OUT"):
-        suffix = ("_compile" if args.compile else "") + ("_loss" if args.compile_loss else "")
-        path = os.path.join(os.environ["OUT"], f"gpu_step{suffix}.json")
-        with open(path, "w") as fh:
-            fh.write(text + "\n")
+    print(_write(report, path))
+    return report
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Reads (each optional: a stage that timed out or failed is reported as missing):
 ``WORK_DIR/all4/results.json`` (examples.leukemia.compare), ``WORK_DIR/pbc_seeds/seed*/results.json`` and
 ``WORK_DIR/pbc_seeds/aggregate.{json,md}`` and the same under ``WORK_DIR/pbc_seeds_tta`` (the ``JOB=seeds``
 job; the latter from ``evaluate --tta d4``), ``WORK_DIR/pbc_side/side*/results.{json,md}`` (its ``SIDE_RUNS``), ``WORK_DIR/gpu_step.json``
-(benchmarks/gpu_step.py) and ``WORK_DIR/throughput.json`` (benchmarks/leukemia_throughput.py),
+(benchmarks/gpu_step.py, which rewrites it after every model: ``"complete": false`` while, or if stopped
+while, models remain) and ``WORK_DIR/throughput.json`` (benchmarks/leukemia_throughput.py),
 plus ``WORK_DIR/stages.json`` (exit codes and seconds of each stage).
 """
 
@@ -24,21 +25,6 @@ def _load(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _last_json(path: Path) -> Any:
-    """The last line of a log that parses as a JSON object (benchmarks print one)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return None
 
 
 def _f(v: Any, d: int = 4) -> str:
@@ -108,7 +94,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "baseline": _load(out / "pbc_flat_baseline.json"),
         "pbc": _load(work / "pbc" / "results.json"),
         "all4": _load(work / "all4" / "results.json"),
-        "gpu_step": _load(work / "gpu_step.json") or _last_json(work / "gpu_step.out"),
+        # gpu_step.py writes this after every model, so a stage stopped part-way leaves the models it finished
+        # (with "complete": false); a stage stopped during its first model leaves none
+        "gpu_step": _load(work / "gpu_step.json"),
         "throughput": _load(work / "throughput.json"),
         "pbc_seeds": _per_seed(work / "pbc_seeds"),
         "pbc_seeds_aggregate": _load(work / "pbc_seeds" / "aggregate.json"),
@@ -167,13 +155,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"{_f((c.get('data_path_only') or {}).get('ms_per_batch'), 2)} | — |"
                 )
         md.append("")
-    if merged.get("gpu_step") is not None:
+    step = merged.get("gpu_step")
+    ran = {row.get("name") for row in merged.get("stages") or [] if isinstance(row, dict)}
+    if step is not None:
+        md += ["## Head overhead (benchmarks/gpu_step.py)", ""]
+        if isinstance(step, dict) and step.get("complete") is False:
+            md += [
+                f"(partial: still running, or stopped before every model was timed; finished: "
+                f"{', '.join(step.get('models') or {}) or 'none'}; see the stages table)",
+                "",
+            ]
+        md += ["```json", json.dumps(step, indent=1)[:4000], "```", ""]
+    elif "gpu_step" in ran:
         md += [
             "## Head overhead (benchmarks/gpu_step.py)",
             "",
-            "```json",
-            json.dumps(merged["gpu_step"], indent=1)[:4000],
-            "```",
+            "(stage missing: no model finished; see gpu_run.log)",
             "",
         ]
     if merged.get("stages"):

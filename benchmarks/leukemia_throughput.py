@@ -21,7 +21,7 @@ find where a real-data step loses time, and ``data_path_only`` times the real ba
 the input costs the device per batch when nothing overlaps). ``--chunks 1,8`` also times the real
 input prepared 8 batches at a time (GPUBatches' ``chunk``, train's ``--augment-chunk``), under
 ``chunks`` of each size, with its own ``real_over_synthetic`` against the same synthetic figure.
-Prints one JSON object (and writes it to ``--out`` if given).
+Prints one JSON object on stdout (and writes it to ``--out`` if given); progress lines go to stderr.
 """
 
 from __future__ import annotations
@@ -122,11 +122,42 @@ def time_data(batches, device: torch.device, steps: int, warmup: int) -> dict[st
 
 def profile(model, batches, device: torch.device, steps: int = 6, top: int = 15) -> dict:
     """Where ``steps`` training steps spend host and device time (``torch.profiler``, after 3 unrecorded
-    warm-up steps, which also build the optimizer's state).
+    warm-up steps, which also build the optimizer's state). The device is synchronised at every step
+    boundary (before each ``prof.step()``), so the warm-up's kernels finish before recording starts and
+    the last recorded step's finish before it stops: each recorded step's device time is its own.
 
     Returns ``{"steps", "recorded_steps", "host_ms_per_step", "device_ms_per_step", "by_host", "by_op_device",
-    "by_kernel"}``, all per step, lists highest first (``recorded_steps`` counts the profiler's step markers:
-    ``steps`` when the warm-up stayed out):
+    "by_kernel"}``, all per step, lists highest first (``recorded_steps`` counts the profiler's step markers
+    on the host, where each step has one; a GPU run shows each step's marker on the device too, which is not
+    counted: ``steps`` when the warm-up stayed out); see :func:`profile_readout`.
+    """
+    from torch.profiler import ProfilerActivity, schedule
+    from torch.profiler import profile as torch_profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    warm = 3
+    with torch_profile(activities=acts, schedule=schedule(wait=0, warmup=warm, active=steps, repeat=1)) as prof:
+        measure(model, batches, device, warm + steps, 0, step_hook=synced_step(prof.step, device))
+    return profile_readout(prof.key_averages(), steps, top)
+
+
+def synced_step(step, device: torch.device):
+    """``step`` (the profiler's ``step``) preceded by a device synchronisation: the kernels a step queued
+    run inside that step's window, not the next one's (without it, the warm-up's kernels ran into the
+    recorded steps: a committed H200 profile read more device time per step than wall time)."""
+
+    def hook() -> None:
+        _sync(device)
+        step()
+
+    return hook
+
+
+_BOUNDARY_SYNC = ("cudaDeviceSynchronize", "hipDeviceSynchronize")  # torch.cuda.synchronize, as the profiler names it
+
+
+def profile_readout(events, steps: int, top: int = 15) -> dict:
+    """The readout of :func:`profile` from the profiler's averaged events (``prof.key_averages()``):
 
     - ``by_host``: host operators by self host time, ``{"name", "calls", "self_host_us", "device_us"}``,
       ``device_us`` being the device time of the kernels the operator launched (its children's included);
@@ -134,25 +165,23 @@ def profile(model, batches, device: torch.device, steps: int = 6, top: int = 15)
     - ``by_kernel``: device kernels by self device time, ``{"name", "calls", "device_us"}``.
 
     Device time is summed over the kernels only (each kernel also shows under the operator that launched
-    it, so summing both would count it twice); it is 0 on CPU.
+    it, so summing both would count it twice); it is 0 on CPU. ``recorded_steps`` counts the host's
+    ``ProfilerStep`` rows only (on a GPU the same steps show again as device annotations). The host's wait
+    in the step-boundary synchronisations (``cudaDeviceSynchronize``, which :func:`synced_step` adds and a
+    training step does not make) is kept out of the host rows and reported as ``boundary_sync_ms_per_step``.
     """
     from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, schedule
-    from torch.profiler import profile as torch_profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    warm = 3
-    with torch_profile(activities=acts, schedule=schedule(wait=0, warmup=warm, active=steps, repeat=1)) as prof:
-        measure(model, batches, device, warm + steps, 0, step_hook=prof.step)
 
     def us(value: float) -> float:
         return round(float(value or 0.0) / steps, 1)
 
-    host, kernels, recorded = [], [], 0
-    for e in prof.key_averages():
-        if e.key.startswith("ProfilerStep"):
-            recorded += e.count
-        if e.device_type == DeviceType.CPU:
+    host, kernels, recorded, boundary_sync = [], [], 0, 0.0
+    for e in events:
+        if e.device_type == DeviceType.CPU and e.key in _BOUNDARY_SYNC:
+            boundary_sync += us(e.self_cpu_time_total)
+        elif e.device_type == DeviceType.CPU:
+            if e.key.startswith("ProfilerStep"):
+                recorded += e.count
             host.append(
                 {
                     "name": e.key,
@@ -170,6 +199,7 @@ def profile(model, batches, device: torch.device, steps: int = 6, top: int = 15)
         "recorded_steps": recorded,
         "host_ms_per_step": round(sum(r["self_host_us"] for r in host) / 1e3, 3),
         "device_ms_per_step": round(sum(r["device_us"] for r in kernels) / 1e3, 3),
+        "boundary_sync_ms_per_step": round(boundary_sync / 1e3, 3),
         "by_host": sorted(host, key=lambda r: -r["self_host_us"])[:top],
         "by_op_device": sorted(host, key=lambda r: -r["device_us"])[:top],
         "by_kernel": sorted(kernels, key=lambda r: -r["device_us"])[:top],
@@ -259,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["results"][str(size)] = {"synthetic": synth, **real_readout(real, *timing)}
         for chunk in chunks[1:]:
             out["results"][str(size)].setdefault("chunks", {})[str(chunk)] = real_readout(real_input(chunk), *timing)
-        print(size, out["results"][str(size)], flush=True)
+        print(size, json.dumps(out["results"][str(size)]), file=sys.stderr, flush=True)  # progress: stdout is the JSON
         if args.profile:
             out["results"][str(size)]["profile"] = {
                 "synthetic": profile(model, lambda batches=repeated: iter(batches), device),

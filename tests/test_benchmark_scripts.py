@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import batches_host_cost  # noqa: E402
+import decoding  # noqa: E402
+import gpu_step  # noqa: E402
 import leukemia_gpu_report as report  # noqa: E402
 import leukemia_throughput as throughput  # noqa: E402
+import metrics as metrics_bench  # noqa: E402
 
 from tests.test_example_train import copy_pbc_subset  # noqa: E402
 
@@ -33,11 +36,15 @@ def tiny_pack(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pa
     return out
 
 
-def test_throughput_reports_host_data_time_and_a_profile(tiny_pack: Path, tmp_path: Path) -> None:
+def test_throughput_reports_host_data_time_and_a_profile(
+    tiny_pack: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "tp.json"
     argv = ["--pack", str(tiny_pack), "--backbone", "test_vit", "--batch-size", "4", "--steps", "2"]
     res = throughput.main([*argv, "--warmup", "1", "--device", "cpu", "--profile", "--chunks", "3", "--out", str(out)])
     assert json.loads(out.read_text()) == res
+    # stdout is exactly the one JSON object (the per-size progress line goes to stderr)
+    assert json.loads(capsys.readouterr().out) == res
     (size, r), *_ = res["results"].items()
     assert size == "32" and r["real_over_synthetic"] > 0
     for kind in ("synthetic", "real"):
@@ -364,9 +371,15 @@ def test_batches_host_cost_counts_fewer_calls_per_batch_with_chunks(capsys: pyte
     )
     one, four = res["rows"]
     assert (one["chunk"], four["chunk"]) == (1, 4) and one["ms_per_batch"] > 0 and four["ms_per_batch"] > 0
-    # one preparation makes the same few dozen calls whatever the chunk; a chunk shares them among its batches
-    assert one["operator_calls_per_preparation"] >= 40
-    assert four["operator_calls_per_batch"] == pytest.approx(four["operator_calls_per_preparation"] / 4, abs=0.01)
+    # calls are counted over a whole epoch (its shuffle, every preparation, every batch handed out) per batch
+    for row in (one, four):
+        assert row["batches_per_epoch"] == 8
+        assert row["operator_calls_per_batch"] == round(row["operator_calls_per_epoch"] / 8, 2)
+    assert one["operator_calls_per_batch"] >= 40  # a preparation makes a few dozen calls
+    # a chunk shares its preparation's calls among its batches, but each batch is still handed out (two
+    # views): more than a quarter of chunk 1's. The first preparation alone, divided by the chunk, had
+    # counted the epoch's shuffle as a preparation's calls and left the handing out out
+    assert one["operator_calls_per_batch"] / 4 + 1 < four["operator_calls_per_batch"]
     assert four["operator_calls_per_batch"] < one["operator_calls_per_batch"] / 3
     assert json.loads(capsys.readouterr().out) == res  # the JSON printed is the result
 
@@ -420,3 +433,135 @@ def test_losses_benchmark_prints_json_and_counts_temporaries(tmp_path: Path) -> 
         assert out["baseline"]["peak_extra_mib"] >= 4.0
     bad = subprocess.run([*script, *small, "--only", "node-bce"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--only: unknown name(s) ['node-bce']" in bad.stderr
+
+
+_GPU_STEP_CPU = ["--device", "cpu", "--batch", "4", "--steps", "1", "--warmup", "1", "--rounds", "1"]
+
+
+def test_gpu_step_prints_one_json_object_and_writes_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    """stdout is the JSON alone (a progress line per model used to come first: ``test_vit {...}``)."""
+    monkeypatch.setenv("OUT", str(tmp_path))
+    res = gpu_step.main([*_GPU_STEP_CPU, "--model", "test_vit", "--variants", "flat9", "paper"])
+    assert json.loads(capsys.readouterr().out) == res
+    assert res["complete"] is True and set(res["models"]["test_vit"]["variants"]) == {"flat9", "paper"}
+    assert json.loads((tmp_path / "gpu_step.json").read_text()) == res
+
+
+def test_a_gpu_step_stopped_mid_way_keeps_the_models_it_finished(tmp_path: Path, monkeypatch, capsys) -> None:
+    """gpu_run.sh gives the stage a timeout: the file is written after every model, so a stage stopped during
+    the second model still reports the first (it used to be written at the end only), and the report says
+    the result is partial."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    monkeypatch.setenv("OUT", str(work))
+    real = gpu_step.bench_model
+
+    def stopped_after_the_first(name, args, device):
+        if name != "test_vit":
+            raise KeyboardInterrupt  # as a timeout's signal would stop it (not an error recorded per model)
+        return real(name, args, device)
+
+    monkeypatch.setattr(gpu_step, "bench_model", stopped_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_step.main([*_GPU_STEP_CPU, "--model", "test_vit", "test_resnet", "--variants", "flat9", "paper"])
+    kept = json.loads((work / "gpu_step.json").read_text())
+    assert kept["complete"] is False and list(kept["models"]) == ["test_vit"]
+    assert "paper/flat9" in kept["models"]["test_vit"]["ratio_img_per_s"]
+    assert not list(work.glob("*.tmp"))  # written whole, through a rename
+    (work / "stages.json").write_text(json.dumps([{"name": "gpu_step", "rc": "124", "seconds": "60"}]))
+    merged = report.main([str(work), str(out)])
+    assert merged["gpu_step"] == kept
+    md = (out / "results.md").read_text()
+    assert "## Head overhead" in md and "(partial: still running, or stopped before every model" in md
+    assert "finished: test_vit;" in md
+    # a stage stopped during its first model leaves no file: the report says so
+    (work / "gpu_step.json").unlink()
+    report.main([str(work), str(out)])
+    assert "(stage missing: no model finished" in (out / "results.md").read_text()
+
+
+def test_profile_counts_host_steps_only_and_syncs_at_each_step(monkeypatch) -> None:
+    """On a GPU each profiler step shows twice, on the host and as a device annotation: recorded_steps read
+    2x the steps. And the step hook syncs the device before the profiler's step, so a step's kernels stay
+    in its own window (warm-up kernels used to leak into the recorded steps)."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(key, device_type, count, **times):
+        base = {"self_cpu_time_total": 0.0, "device_time_total": 0.0, "self_device_time_total": 0.0}
+        return SimpleNamespace(key=key, device_type=device_type, count=count, **{**base, **times})
+
+    events = [
+        event("ProfilerStep*", DeviceType.CPU, 6, self_cpu_time_total=600.0, is_user_annotation=False),
+        event("ProfilerStep*", DeviceType.CUDA, 6, self_device_time_total=9e5, is_user_annotation=True),
+        event("aten::mm", DeviceType.CPU, 12, self_cpu_time_total=1200.0, device_time_total=3000.0),
+        event("gemm_kernel", DeviceType.CUDA, 12, self_device_time_total=3000.0, is_user_annotation=False),
+        # the host's wait in the boundary syncs the profile adds: not a training step's host time
+        event("cudaDeviceSynchronize", DeviceType.CPU, 6, self_cpu_time_total=6e4, is_user_annotation=False),
+    ]
+    out = throughput.profile_readout(events, 6)
+    assert out["recorded_steps"] == 6
+    assert out["device_ms_per_step"] == 0.5 and out["host_ms_per_step"] == 0.3  # annotations are not kernels
+    assert out["boundary_sync_ms_per_step"] == 10.0
+    assert [r["name"] for r in out["by_kernel"]] == ["gemm_kernel"]
+    assert "cudaDeviceSynchronize" not in [r["name"] for r in out["by_host"]]
+    calls = []
+    monkeypatch.setattr(throughput, "_sync", lambda device: calls.append("sync"))
+    hook = throughput.synced_step(lambda: calls.append("step"), throughput.torch.device("cpu"))
+    hook()
+    hook()
+    assert calls == ["sync", "step", "sync", "step"]
+
+
+def test_decoding_runs_on_one_sample_and_repeats_the_operating_curve(monkeypatch, capsys) -> None:
+    """``--samples 1`` raised 'some elements of the input tensor and the written-to tensor refer to a single
+    memory location' while summing the marginals up the tree; and ``operating_curve`` ran once whatever
+    ``--repeats`` said, while the docstring promised medians over the repeats."""
+    from hiercls.synthetic import layered_taxonomy
+
+    probs = decoding.coherent_marginals(layered_taxonomy(), 1)
+    assert probs[0, 0].item() == pytest.approx(1.0, abs=1e-5)  # the root holds the whole mass
+    calls = []
+    real = decoding.operating_curve
+    monkeypatch.setattr(decoding, "operating_curve", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = decoding.main(["--samples", "1", "--repeats", "2"])
+    assert json.loads(capsys.readouterr().out) == res
+    assert len(calls) == 2 and res["repeats"] == 2 and "operating_curve(1 samples)" in res["seconds"]
+
+
+def _metrics_argv(python: str, rounds: int = 1) -> list[str]:
+    return ["--samples", "2000", "--repeats", "1", "--hiclass-python", python, "--hiclass-rounds", str(rounds)]
+
+
+def test_metrics_compares_precision_recall_and_f1_with_hiclass(tmp_path: Path, capsys) -> None:
+    """All three of HiClass' values are compared (only F1 was, while the page claimed all three), and the
+    two sides alternate: hiercls is timed before and after each HiClass call. HiClass is faked here."""
+    fake = tmp_path / "fake-hiclass-python"
+    fake.write_text(
+        '#!/bin/sh\necho \'{"version": "fake", "f1": 0.5, "precision": 0.25, "recall": 0.75, "seconds": 2.0}\'\n'
+    )
+    fake.chmod(0o755)
+    res = metrics_bench.main(_metrics_argv(str(fake), rounds=2))
+    assert json.loads(capsys.readouterr().out) == res
+    h, v = res["hiclass"], res["values"]
+    assert h["abs_difference"] == pytest.approx(
+        {
+            "precision": abs(v["hierarchical_precision"] - 0.25),
+            "recall": abs(v["hierarchical_recall"] - 0.75),
+            "f1": abs(v["hierarchical_f1"] - 0.5),
+        }
+    )
+    assert h["values_equal"] is False and h["rounds"] == 2 and h["seconds_each"] == [2.0, 2.0]
+    assert len(h["hiercls_seconds_each"]) == 3  # before, between and after the two HiClass calls
+    assert h["speedup"] == pytest.approx(2.0 / h["hiercls_seconds"], rel=0.1)  # seconds rounded to 10 µs
+
+
+def test_metrics_values_equal_hiclass_when_it_is_installed(capsys) -> None:
+    python = metrics_bench.find_hiclass_python(None)
+    if python is None:
+        pytest.skip("HiClass not found (set HICLASS_PYTHON to a python with hiclass==5.0.8)")
+    h = metrics_bench.main(_metrics_argv(python))["hiclass"]
+    assert "skipped" not in h, h
+    assert h["values_equal"] is True and set(h["abs_difference"]) == {"precision", "recall", "f1"}
