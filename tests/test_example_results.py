@@ -149,6 +149,18 @@ def test_aggregate_refuses_files_of_other_data_split_or_flags(
     assert said in text and str(first) in text and str(other) in text and "another --seed" in text
 
 
+def test_aggregate_pools_the_same_data_named_from_another_folder(compared: Path, tmp_path: Path) -> None:
+    """Seeds run from two checkouts name one pack two ways ("pack /work/main/.carry/p.npz", "pack
+    .carry/p.npz"): the project's own committed seed files were refused as other data."""
+    from examples.leukemia.aggregate import main
+
+    first = compared / "results.json"
+    data = json.loads(first.read_text())
+    moved = str(Path("/elsewhere/checkout") / Path(data["data"]).name)
+    other = _copy(first, tmp_path / "s1" / "results.json", 1, data=moved, data_source=f"data {moved}")
+    assert len(main([str(first), str(other)])["summary"]) == 2
+
+
 def test_aggregate_pools_what_differs_only_by_seed(compared: Path, tmp_path: Path, capsys) -> None:
     """Times, the device, the command and the title differ between seeds and do not count; so does the
     kind of file: evaluate's rows record the same settings as compare's."""

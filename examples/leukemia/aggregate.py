@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import sys
 from collections import defaultdict
@@ -88,15 +89,30 @@ def _file_settings(data: dict[str, Any]) -> dict[str, Any]:
     out = {k: data[k] for k in FILE_FIELDS if k in data}
     if "data" in out:
         out.pop("data_source", None)  # the absolute path says it; the text names the path as typed
+    for key in ("data", "data_source"):  # the same images from another checkout or folder: by file name
+        if isinstance(out.get(key), str):
+            out[key] = _by_name(out[key])
     out.setdefault("split", "test")
     if isinstance(out.get("train_args"), str):
         out["train_args"] = shlex.split(out["train_args"])
     return out
 
 
+def _by_name(text: str) -> str:
+    """A data path (``/work/x/.carry/pbc.npz``, or compare's ``"pack .carry/pbc.npz"``) by its last part.
+
+    Examples:
+        >>> _by_name("pack /work/main/.carry/pbc128.npz") == _by_name("pack .carry/pbc128.npz")
+        True
+    """
+    kind, _, path = text.partition(" ") if text.startswith(("pack ", "data ")) else ("", "", text)
+    return f"{kind} {os.path.basename(path.rstrip('/'))}".strip()
+
+
 def _row_settings(data: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """The fields of :data:`ROW_FIELDS` of one row, from the row, else from its file's top."""
     top = _file_settings(data)
+    row = {**row, "data": _by_name(row["data"])} if isinstance(row.get("data"), str) else row
     out = {k: row[k] if k in row else top[k] for k in ROW_FIELDS if k in row or k in top}
     if isinstance(row.get("metrics"), dict) and "n" in row["metrics"]:
         out["images scored"] = row["metrics"]["n"]
