@@ -185,6 +185,21 @@ def test_a_backbone_whose_head_has_a_hidden_layer_builds(method: str, paper_tax)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, paper_tax.num_nodes)
 
 
+def test_split_identity_ignores_where_the_data_folder_is(paper_tax) -> None:
+    """The id hashed absolute paths: resuming through a symlink to the data, or from a moved SYNTHETIC run
+    folder, was refused as 'splits differently'. It must still change when an image changes split."""
+
+    def data(root: str, swap: bool = False) -> T.Data:
+        names = {"train": [f"{root}/ALL/a.jpg", f"{root}/CLL/b.jpg"], "val": [f"{root}/ALL/c.jpg"], "test": []}
+        if swap:
+            names["train"][0], names["val"][0] = names["val"][0], names["train"][0]
+        targets = {k: torch.full((len(v),), paper_tax.index("ALL")) for k, v in names.items()}
+        return T.Data(paper_tax, {k: torch.zeros(len(v), 3, 2, 2) for k, v in names.items()}, targets, names, "x")
+
+    assert T.split_identity(data("/data/pbc")) == T.split_identity(data("/mnt/link/to/pbc"))
+    assert T.split_identity(data("/data/pbc")) != T.split_identity(data("/data/pbc", swap=True))
+
+
 def test_per_level_clipping_keeps_each_level_to_its_own_gradient(paper_tax) -> None:
     """--clip-grad over all parameters at once scaled the depth-1 backbone's step by the other levels'
     gradients; clipped per level, its step is the same whatever the deeper levels do."""

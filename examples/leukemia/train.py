@@ -649,14 +649,22 @@ def _write_split_manifest(args: argparse.Namespace, output: Path) -> bool:
 
 
 def split_identity(data: Data) -> str:
-    """A short hash of which image lies in which split, with its target.
+    """A short hash of which image lies in which split, with its target (paths relative to the folder all
+    the images share, so a symlinked or moved data folder keeps the id).
 
     Stored in the run's config: ``--resume`` refuses data that splits differently (a re-made pack or a
     changed data folder behind the same path), whose test split could hold images the run trained on.
     """
+    # names relative to the folder they share: the same images reached through a symlink, or a SYNTHETIC
+    # run folder moved, keep their id
+    every = [n for split_name in ("train", "val", "test") for n in data.names.get(split_name, [])]
+    base = os.path.commonpath(every) if every and all(os.path.isabs(n) for n in every) else ""
+    if base and len(every) == 1:
+        base = os.path.dirname(base)
     h = hashlib.sha256()
     for split_name in ("train", "val", "test"):
-        rows = sorted(zip(data.names.get(split_name, []), data.targets[split_name].tolist()))
+        names = [os.path.relpath(n, base) if base else n for n in data.names.get(split_name, [])]
+        rows = sorted(zip(names, data.targets[split_name].tolist()))
         h.update(f"{split_name}:{len(rows)}\n".encode())
         h.update("".join(f"{name}\0{target}\n" for name, target in rows).encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:16]
