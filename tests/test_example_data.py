@@ -338,6 +338,20 @@ def test_symlinked_folders_are_read_once_and_linked_images_counted_once(tmp_path
     assert any("found more than once with the same label" in m for m in report.messages())
 
 
+def test_a_linked_class_folder_under_another_class_is_a_conflict_not_a_relabel(tmp_path: Path) -> None:
+    """Reading each real folder once pruned the class folder reached second: Normal/see_also -> ../CLL
+    relabelled every CLL image 'Normal' (CLL itself was skipped). Both copies are now found, and the
+    image with two labels is left out and reported."""
+    d = tmp_path / "d"
+    _jpeg(d / "Normal" / "a.jpg")
+    _jpeg(d / "CLL" / "b.jpg", color=(10, 20, 30))
+    (d / "Normal" / "see_also").symlink_to("../CLL")
+    samples, report = scan(d, "paper", warn=False)
+    assert [(Path(s.path).name, s.label) for s in samples] == [("a.jpg", "Normal")]
+    (reason,) = report.skipped
+    assert reason.startswith("reached through symbolic links with different labels")
+
+
 def test_a_folder_that_is_not_a_node_below_an_inner_node_is_reported(tmp_path: Path) -> None:
     """A misspelt leaf folder (CMLL) gives the inner node's label silently unless the scan says so."""
     d = tmp_path / "d"

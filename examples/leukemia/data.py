@@ -398,19 +398,25 @@ def _first(paths: Sequence[str], k: int = _FIRST) -> str:
 def _walk(top: Path) -> tuple[list[Path], list[str], list[str]]:
     """All files below ``top`` (sorted), topmost folders without image files, and ignored non-image files.
 
-    Symbolic links to folders are followed, each real folder read once (a link loop ends there).
+    Symbolic links to folders are followed; a link back to a folder above it (a loop) is not. An image
+    reached through two paths is found twice: :func:`_drop_repeated` keeps one copy (same label) or
+    leaves both out (two labels, reported), after labelling.
     """
     files: list[Path] = []
     ignored: list[str] = []
     has_image: dict[str, bool] = {}
     order: list[str] = []
-    seen: set[str] = set()  # real folders already read: a link to one (or a link loop) is not read again
+    real_of: dict[str, str] = {}
+    top_s = str(top)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
+        real = real_of[dirpath] = os.path.realpath(dirpath)
+        up, loop = dirpath, False
+        while up != top_s and not loop:  # a link back to a folder above this one: a loop, not read again
+            up = os.path.dirname(up)
+            loop = real_of.get(up) == real
+        if loop:
             dirnames[:] = []
             continue
-        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
         order.append(dirpath)
         found = False
@@ -1070,9 +1076,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # one mapping per mode, never per image (a dim image must stay dim, whatever its brightest pixel):
-        # integer images hold 16-bit values (0..65535 -> 0..255); float images hold [0, 1] when they fit
-        # in it (scientific TIFFs), else 8-bit values
+        # integer images: one mapping for all, never per image (a dim image must stay dim, whatever its
+        # brightest pixel): 16-bit values, 0..65535 -> 0..255. Float images (rare: scientific TIFFs) are read
+        # as [0, 1] when every value fits in it, else as 8-bit values: that choice is per image
         arr = np.asarray(im, dtype=np.float64)
         if im.mode == "F":
             scale = 255.0 if arr.size and np.nanmin(arr) >= 0 and np.nanmax(arr) <= 1 else 1.0
