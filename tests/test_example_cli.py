@@ -361,6 +361,15 @@ def test_the_cautious_answer_walks_down_the_predictions_path(data) -> None:
     assert [tax.nodes[a] for a in cautious_answer(probs.numpy(), table[pred], threshold)] == [r["answer"] for r in rows]
 
 
+def test_the_cautious_answer_compares_the_threshold_exactly() -> None:
+    """float32(0.7) is below 0.7: decode's threshold rule says it does not reach 0.7, so must predict."""
+    from examples.leukemia.predict import cautious_answer
+
+    probs = np.array([[1.0, 0.7, 0.7]], dtype=np.float32)  # root, a, a1: the last two at float32(0.7)
+    assert cautious_answer(probs, np.array([[0, 1, 2]]), 0.7).tolist() == [0]
+    assert cautious_answer(probs, np.array([[0, 1, 2]]), float(np.float32(0.7))).tolist() == [2]
+
+
 def test_the_cautious_answer_stays_on_the_predictions_branch() -> None:
     """The reviewer's case: P(Reactive) = 0.35 is the top first-level node; Leukemia/Acute reach 0.1 too."""
     from examples.leukemia.predict import predict_rows

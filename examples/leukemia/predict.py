@@ -140,7 +140,12 @@ def cautious_answer(probs: np.ndarray, routes: np.ndarray, threshold: float) -> 
         [2]
     """
     valid = routes >= 0
-    reach = np.take_along_axis(probs, np.where(valid, routes, 0), axis=1) >= threshold
+    # compared exactly, as decode's threshold rule: NumPy would round threshold to the marginals' dtype
+    # first (0.7 -> 0.69999999 in float32), so use the smallest value of that dtype that is >= threshold
+    tau = np.asarray(threshold, dtype=probs.dtype)
+    if np.isfinite(tau) and float(tau) < threshold:
+        tau = np.nextafter(tau, np.asarray(np.inf, dtype=probs.dtype))
+    reach = np.take_along_axis(probs, np.where(valid, routes, 0), axis=1) >= tau
     reach[:, 0] = True
     depth = np.cumprod(reach & valid, axis=1).sum(1) - 1  # the walk stops at the first node below
     return routes[np.arange(len(routes)), depth]
