@@ -679,6 +679,8 @@ class Taxonomy:
             )
         root = data.get("root")
         dag = data.get("dag", False)
+        if isinstance(dag, int) and not isinstance(dag, bool) and dag in (0, 1):  # written by older tools
+            dag = bool(dag)
         if not isinstance(dag, bool):  # bool("false") is True
             raise TaxonomyError(
                 f"{where}: 'dag' must be true or false (a JSON boolean), got {dag!r} ({type(dag).__name__}). "
@@ -1543,8 +1545,14 @@ def _write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 
     A failure at any point leaves an existing file at ``path`` untouched. The new
     file gets the old one's permissions, or the default ones (umask) for a new file.
+    A ``path`` that exists but is not a regular file (``/dev/stdout``, a FIFO) is
+    written directly: there is nothing to replace.
     """
     target = os.path.realpath(path) if os.path.islink(path) else os.fspath(path)  # write through a symlink
+    if os.path.exists(target) and not os.path.isfile(target):  # /dev/stdout, a FIFO: no file to replace
+        with open(target, "wb") as fh:
+            fh.write(data)
+        return
     folder, name = os.path.split(os.path.abspath(target))
     tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

@@ -1144,7 +1144,22 @@ class TestJsonRoot:
         with pytest.raises(TaxonomyError, match=r"'root' must be a non-empty string \(the root's name\), got 3"):
             Taxonomy.from_json({**data, "root": 3})
 
-    @pytest.mark.parametrize("bad", ["false", "true", 0, 1, None, [True]])
+    def test_dag_as_0_or_1_and_to_json_into_a_pipe(self, tmp_path) -> None:
+        """Older tools wrote "dag": 1; and to_json('/dev/stdout') failed making a temporary file in /proc."""
+        assert Taxonomy.from_json({"tree": {"r": {"a": ["x"], "b": ["x"]}}, "dag": 1}).parents("x") == ("a", "b")
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        import threading
+
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+        reader.start()
+        tax = Taxonomy.from_paths(["r/a", "r/b"])
+        tax.to_json(fifo)
+        reader.join(10)
+        assert Taxonomy.from_json(got[0]) == tax
+
+    @pytest.mark.parametrize("bad", ["false", "true", 2, -1, None, [True]])
     def test_dag_must_be_a_json_bool(self, bad: object) -> None:
         """bool("false") is True: "dag": "false" used to accept a node under two parents."""
         with pytest.raises(TaxonomyError, match=r"'dag' must be true or false \(a JSON boolean\), got "):
