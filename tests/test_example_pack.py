@@ -253,6 +253,32 @@ def test_batches_errors() -> None:
             GPUBatches(images, targets, 4, shuffle=False, drop_last=False, augment=False, chunk=bad)
 
 
+def test_batches_refuse_a_mask_or_float_positions_as_indices() -> None:
+    # a bool mask used to become the positions 0 and 1 (always in range), float positions were truncated
+    images, targets = _images(6)
+    kw = {"shuffle": False, "drop_last": False, "augment": False}
+    mask = torch.tensor([False, False, True, True, True, True])
+    with pytest.raises(ValueError, match=r"indices: .*torch.bool .*mask.nonzero\(\).flatten\(\)"):
+        GPUBatches(images, targets, 4, indices=mask, **kw)
+    with pytest.raises(ValueError, match=r"indices: expected integer positions.*torch.float32"):
+        GPUBatches(images, targets, 4, indices=torch.tensor([2.7, 3.2]), **kw)
+    ok = GPUBatches(images, targets, 4, indices=mask.nonzero().flatten(), **kw)
+    assert torch.cat([t for _, t in ok]).tolist() == [20, 30, 40, 50]
+    assert torch.cat([t for _, t in GPUBatches(images, targets, 4, indices=[2, 3], **kw)]).tolist() == [20, 30]
+    with pytest.raises(ValueError, match=r"targets: expected int64 node indices, got torch.float32"):
+        GPUBatches(images, targets.float(), 4, **kw)
+
+
+def test_batches_refuse_to_resize_non_square_images() -> None:
+    # out_size used to be compared with the width alone: 6 x 8 images came out 6 x 8 at out_size=8
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 6, 8), dtype=torch.uint8, generator=g)
+    kw = {"shuffle": False, "drop_last": False, "augment": False}
+    with pytest.raises(ValueError, match=r"out_size: resizing is for square images.*6 x 8 px"):
+        GPUBatches(images, torch.arange(2), 2, out_size=8, **kw)
+    assert next(iter(GPUBatches(images, torch.arange(2), 2, **kw)))[0].shape == (2, 3, 6, 8)
+
+
 @settings(examples(40), deadline=None)
 @given(
     n=st.integers(1, 30),

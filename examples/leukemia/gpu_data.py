@@ -297,9 +297,9 @@ class GPUBatches:
         augment: apply :func:`gpu_augment`.
         seed: seed of the permutations and augmentations.
         rank, world_size: this process's shard (DDP).
-        out_size: side of the yielded images (default: the stored size).
+        out_size: side of the yielded images, for square ones (default: the stored size).
         mean, std: per-channel normalisation, in ``[0, 1]`` units.
-        indices: optional ``int64`` subset of ``images`` to iterate (e.g. the train split).
+        indices: optional integer positions of ``images`` to iterate (e.g. the train split; not a mask).
         even_shards: equal-sized shards (training); ``False`` gives disjoint shards of
             sizes differing by at most one (exact evaluation).
         augment_options: keyword arguments for :func:`gpu_augment`.
@@ -345,6 +345,11 @@ class GPUBatches:
             )
         if targets.ndim != 1 or targets.shape[0] != images.shape[0]:
             raise ValueError(f"targets: expected shape ({images.shape[0]},), got {tuple(targets.shape)}.")
+        if targets.dtype != torch.int64:
+            raise ValueError(
+                f"targets: expected int64 node indices, got {targets.dtype}; pass targets.long() if they are "
+                "whole numbers."
+            )
         if targets.device != images.device:
             raise ValueError(f"targets: on {targets.device} but images on {images.device}; move both to one device.")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -355,15 +360,24 @@ class GPUBatches:
             )
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"chunk: expected a positive int (batches prepared per call), got {chunk!r}.")
-        if out_size is not None and (not isinstance(out_size, int) or out_size < 1):
+        if out_size is not None and (isinstance(out_size, bool) or not isinstance(out_size, int) or out_size < 1):
             raise ValueError(f"out_size: expected a positive int or None, got {out_size!r}.")
+        if out_size is not None and images.shape[-2] != images.shape[-1]:
+            raise ValueError(
+                f"out_size: resizing is for square images (it would stretch these), got images of "
+                f"{images.shape[-2]} x {images.shape[-1]} px; pack them square or leave out_size out."
+            )
         c = images.shape[1]
         if len(mean) != c or len(std) != c or min(std) <= 0:
             raise ValueError(f"mean, std: expected {c} values each (std > 0), got {tuple(mean)} and {tuple(std)}.")
         if indices is None:
             indices = torch.arange(images.shape[0], device=images.device)
         else:
-            indices = torch.as_tensor(indices, dtype=torch.int64).to(images.device)
+            indices = torch.as_tensor(indices)
+            if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
+                fix = " (a mask? pass mask.nonzero().flatten())" if indices.dtype == torch.bool else ""
+                raise ValueError(f"indices: expected integer positions into images, got a {indices.dtype} tensor{fix}.")
+            indices = indices.to(device=images.device, dtype=torch.int64)
             if indices.ndim != 1 or (
                 indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= images.shape[0])
             ):
