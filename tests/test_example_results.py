@@ -293,6 +293,29 @@ def test_compare_refuses_train_args_it_sets_itself(
     assert not out.exists()  # refused before anything is created
 
 
+def test_compare_checks_train_args_options_against_every_run_before_reading_data(tmp_path: Path, capsys) -> None:
+    from examples.leukemia.compare import main
+
+    out = tmp_path / "o"
+    options = "--backbone-kwargs '{\"drop_path\": 0.1}'"
+    with pytest.raises(SystemExit) as err:
+        main(
+            [
+                "--pack",
+                str(tmp_path / "missing.npz"),
+                "--runs",
+                "flat:test_resnet",
+                "--train-args",
+                options,
+                "--out",
+                str(out),
+            ]
+        )
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and "error: --train-args, run flat:test_resnet: --backbone-kwargs: timm's" in text
+    assert not out.exists()  # refused before the (missing) pack is read or anything is created
+
+
 # ------------------------------------------------------------------ 6. small ones
 def _results(path: Path, seed: int, rows: list[tuple[str, float]]) -> str:
     path.mkdir(parents=True, exist_ok=True)

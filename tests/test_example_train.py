@@ -832,6 +832,28 @@ def test_loss_kwargs_reach_the_loss_and_the_checkpoint(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+def test_backbone_options_and_tags_are_checked_before_any_data_is_read(tmp_path: Path) -> None:
+    # these used to pass the door and fail with a raw traceback once the data had been decoded
+    common = ["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    out = tmp_path / "b"
+    for extra, why in (
+        (["--backbone-kwargs", '{"num_classes": 5}'], "'num_classes' is set by the example"),
+        (["--backbone-kwargs", '{"pretrained": true}'], "'pretrained' is set by the example; use --pretrained"),
+        (["--backbone-kwargs", '{"img_size": 64}'], "'img_size' is set by the example; use --img-size"),
+        (["--backbone-kwargs", '{"drop_path": 0.1}'], "timm's 'test_convnext' does not take {\"drop_path\": 0.1}"),
+        (["--backbone", "test_convnext.bogus_tag"], "--backbone: Invalid pretrained tag (bogus_tag)"),
+        (
+            ["--drop-path", "0.1", "--backbone-kwargs", '{"drop_path_rate": 0.2}'],
+            "--drop-path 0.1 and --backbone-kwargs drop_path_rate 0.2 both set",
+        ),
+    ):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            T.run(T.parse_args([*common, *extra, "--output", str(out)]))
+        assert not out.exists()
+    ok = T.run(T.parse_args([*common, "--backbone-kwargs", '{"drop_path_rate": 0.1}', "--output", str(out)]))
+    assert ok.config["model"]["backbone_kwargs"] == {"drop_path_rate": 0.1}
+
+
 def test_synthetic_images_are_remade_when_their_flags_change(tmp_path: Path) -> None:
     # one run folder, run after run (--overwrite keeps the folder's SYNTHETIC_images: they are what is checked)
     common = ["--backbone", "test_convnext", "--epochs", "1", "--output", str(tmp_path / "run"), "--overwrite", *FAST]

@@ -431,7 +431,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_tokens = check_train_args(args.train_args)  # and flags that would override compare's own
     t_start = time.perf_counter()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     common = [
         "--epochs",
         str(args.epochs),
@@ -464,6 +463,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common += train_tokens
 
     base_args = T.parse_args(common + ["--output", str(out)])
+    for method, backbone, head in runs:  # --train-args' options against every run, before the data is read
+        try:
+            T.check_model_args(
+                argparse.Namespace(**{**vars(base_args), "method": method, "backbone": backbone, "head": head})
+            )
+        except ValueError as err:
+            raise ValueError(f"--train-args, run {method}:{backbone}: {err}") from None
+    out.mkdir(parents=True, exist_ok=True)
     env = T.init_distributed(base_args.device)
     t0 = time.perf_counter()
     data = T.load_data(base_args, env, out)

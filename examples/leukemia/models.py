@@ -22,6 +22,7 @@ loss trains the head's probability model (:data:`HEAD_LOSSES`; an incompatible p
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import re
@@ -213,6 +214,64 @@ def check_backbone(name: str) -> None:
         f"backbone: timm has no model {name!r}; {hint}pass --backbone with one of timm.list_models() "
         "(python -c \"import timm; print(timm.list_models('*convnext*'))\" lists a family)."
     )
+
+
+#: ``timm.create_model`` options the example sets itself, and the flag that sets each one
+BACKBONE_OPTIONS_TAKEN = {
+    "num_classes": "nothing: the example always builds the backbone without a classifier (num_classes=0)",
+    "pretrained": "--pretrained",
+    "pretrained_cfg": "--pretrained or --init-checkpoint",
+    "img_size": "--img-size (or the pack's size)",
+}
+
+
+def check_backbone_options(name: str, options: Mapping[str, Any] | None) -> None:
+    """Refuse ``--backbone-kwargs`` (and a ``.tag``) that timm would refuse, before any data is read.
+
+    The backbone is built once on the ``meta`` device (no memory, no weights, a fraction of a second),
+    so a misspelt option or tag fails at the door rather than after the data has been decoded.
+    ``hf-hub:`` names are not built here (that would reach the hub).
+
+    Raises:
+        ValueError: an option the example sets itself (named with the flag to use), an option the
+            architecture does not take, or a pretrained tag timm does not know.
+
+    Examples:
+        >>> check_backbone_options("resnet10t", {"drop_path_rate": 0.1})
+        >>> check_backbone_options("resnet10t", {"img_size": 64})
+        Traceback (most recent call last):
+        ...
+        ValueError: --backbone-kwargs: 'img_size' is set by the example; use --img-size (or the pack's size) instead.
+    """
+    check_backbone(name)
+    options = dict(options or {})
+    taken = [k for k in options if k in BACKBONE_OPTIONS_TAKEN]
+    if taken:
+        raise ValueError(
+            "--backbone-kwargs: "
+            + "; ".join(f"{k!r} is set by the example; use {BACKBONE_OPTIONS_TAKEN[k]} instead" for k in taken)
+            + "."
+        )
+    if ":" in name:
+        return
+    try:
+        with torch.device("meta"):
+            timm.create_model(name, num_classes=0, pretrained=False, **options)
+    except TypeError as err:
+        shown = json.dumps(options) if options else "no options"
+        raise ValueError(
+            f"--backbone-kwargs: timm's {name!r} does not take {shown} ({err}); pass options its constructor "
+            "takes, e.g. '{\"drop_path_rate\": 0.1}'."
+        ) from None
+    except RuntimeError as err:
+        if "pretrained tag" not in str(err):
+            return  # an architecture that cannot be built on the meta device: the real build will tell
+        tags = [m.split(".", 1)[1] for m in timm.list_pretrained(name.split(".")[0] + ".*")]
+        raise ValueError(
+            f"--backbone: {err} Known tags: {', '.join(tags) or 'none'}; or leave the '.tag' suffix out."
+        ) from None
+    except Exception:  # an architecture the meta device cannot build: the real build will tell
+        return
 
 
 def feature_dim(backbone: nn.Module) -> int:

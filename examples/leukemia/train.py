@@ -1195,9 +1195,9 @@ def check_model_args(args: argparse.Namespace) -> None:
 
     Raises:
         ValueError: as :func:`examples.leukemia.models.method_defaults` and
-            :func:`examples.leukemia.models.check_backbone`.
+            :func:`examples.leukemia.models.check_backbone_options`; ``--drop-path`` given twice.
     """
-    from examples.leukemia.models import check_backbone, method_defaults
+    from examples.leukemia.models import check_backbone_options, method_defaults
 
     loss = method_defaults(args.method, args.head, args.loss)["loss"]
     if getattr(args, "balance", 0.0) and loss not in BALANCE_WITHIN:
@@ -1221,7 +1221,13 @@ def check_model_args(args: argparse.Namespace) -> None:
             create_loss(loss, Taxonomy.from_paths(["r/a", "r/b"]), **options)
         except (TypeError, ValueError) as err:
             raise ValueError(f"--loss-kwargs: {err}") from None
-    check_backbone(args.backbone)
+    backbone_options = dict(getattr(args, "backbone_kwargs", None) or {})
+    if getattr(args, "drop_path", None) and "drop_path_rate" in backbone_options:
+        raise ValueError(
+            f"--drop-path {args.drop_path:g} and --backbone-kwargs drop_path_rate "
+            f"{backbone_options['drop_path_rate']!r} both set the stochastic depth rate; keep one of them."
+        )
+    check_backbone_options(args.backbone, backbone_options)
 
 
 #: which nodes compete in one decision of each loss that ``--balance`` weights (hiercls.losses.balanced_weight)
