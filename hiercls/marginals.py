@@ -582,9 +582,14 @@ def _leaf_rows(leaf_logits: Tensor, t: Any, fill: float) -> Tensor:
 
 def _flat_log_marginals(leaf_logits: Tensor, t: Any) -> Tensor:
     if not t.is_tree:
-        return _dag_leaf_lse(leaf_logits, t)
-    subtree = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, -math.inf), t, "lse")
-    return _normalise_by_root(subtree).t().contiguous()  # the root's subtree holds every leaf once
+        out = _dag_leaf_lse(leaf_logits, t)
+    else:
+        subtree = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, -math.inf), t, "lse")
+        out = _normalise_by_root(subtree).t().contiguous()  # the root's subtree holds every leaf once
+    # every leaf competes in one softmax, so a NaN logit leaves no node of its row known but the root
+    # (left alone, the lse skipped it: P(a) = 0 and P(b) = 1 from [nan, 0, 0, 0] on r/{a/{a1,a2},b/{b1,b2}})
+    unknown = torch.isnan(leaf_logits).any(1, keepdim=True) & (torch.arange(out.shape[1], device=out.device) > 0)
+    return out.masked_fill(unknown, math.nan)
 
 
 def _normalise_by_root(log_mass: Tensor) -> Tensor:
@@ -783,6 +788,8 @@ def flat_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
     once, so ``P(node)`` is the probability that the true leaf is a descendant
     of ``node``. Children then need not sum to their parent (they may share
     leaves), but every marginal is a probability and the root's is 1.
+
+    A NaN logit makes every node of its row NaN but the root: all the leaves share one softmax.
 
     Args:
         logits: ``(B, num_leaves)`` floating tensor, leaves in ``taxonomy.leaf_index`` order.

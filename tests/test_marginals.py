@@ -248,3 +248,19 @@ def test_conditional_marginals_with_a_masked_subtree(case, data):
         out = fn(x, tax)
         (out[torch.isfinite(out)] * torch.rand(int(torch.isfinite(out).sum()), dtype=torch.float64)).sum().backward()
         assert torch.isfinite(x.grad).all() and (x.grad[:, subtree] == 0).all()
+
+
+@settings(examples(40), deadline=None)
+@given(tax=st.one_of(trees(min_nodes=2, max_nodes=20), dags(max_nodes=20)), data=st.data())
+def test_a_nan_leaf_logit_leaves_only_the_root_of_its_row_known_under_the_flat_softmax(tax: Taxonomy, data) -> None:
+    # every leaf competes in one softmax: a NaN used to be skipped by the log-sum-exp (P(a) = 0, P(b) = 1)
+    rows = data.draw(st.integers(2, 4))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
+    logits = torch.randn(rows, tax.num_leaves, generator=g, dtype=torch.float64)
+    bad = data.draw(st.integers(0, rows - 1))
+    logits[bad, data.draw(st.integers(0, tax.num_leaves - 1))] = math.nan
+    out = M.flat_marginals(logits, tax)
+    assert out[bad, 0] == 1.0 and torch.isnan(out[bad, 1:]).all()
+    for r in set(range(rows)) - {bad}:  # the other rows are those of a batch without the NaN row
+        assert torch.equal(out[r], M.flat_marginals(logits[r : r + 1], tax)[0])
+        assert not torch.isnan(out[r]).any()
