@@ -963,6 +963,9 @@ class Taxonomy:
     def index(self, node: NodeLike) -> int:
         """The index of a node given by name (or an index, checked and returned).
 
+        An index may be a Python or NumPy integer, or a one-element integer tensor or array
+        (``tax.name(pred[0])``).
+
         Raises:
             UnknownNodeError: the name is not in the taxonomy (the closest names are suggested),
                 or the index is out of range.
@@ -977,6 +980,8 @@ class Taxonomy:
                 return self._index[node]
             except KeyError:
                 raise UnknownNodeError(self._unknown_message([node])) from None
+        if _is_scalar_integer_array(node):  # tax.name(preds[0]) with a tensor or an array of predictions
+            node = node.item()
         if isinstance(node, (int, np.integer)) and not isinstance(node, bool):
             i = int(node)
             if 0 <= i < self.num_nodes:
@@ -995,6 +1000,8 @@ class Taxonomy:
     def __contains__(self, node: object) -> bool:
         if isinstance(node, str):
             return node in self._index
+        if _is_scalar_integer_array(node):
+            node = node.item()  # type: ignore[attr-defined]
         if isinstance(node, (int, np.integer)) and not isinstance(node, bool):
             return 0 <= int(node) < self.num_nodes
         return False
@@ -1620,3 +1627,18 @@ def _validate_names(names: Iterable[Any], where: str = "") -> None:
         if not n:
             at = f"{where}: " if where else ""
             raise TaxonomyError(f"{at}node names must be non-empty strings, got ''.")
+
+
+def _is_scalar_integer_array(value: object) -> bool:
+    """A one-element integer (not bool) torch tensor or NumPy array: a node index in a container."""
+    if isinstance(value, np.ndarray):
+        return value.size == 1 and value.dtype.kind in "iu"
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    if torch is not None and isinstance(value, torch.Tensor):
+        return (
+            value.numel() == 1
+            and not value.is_floating_point()
+            and not value.is_complex()
+            and value.dtype != torch.bool
+        )
+    return False

@@ -1328,3 +1328,20 @@ def test_integer_names_warning_points_at_the_callers_line(tmp_path) -> None:
             warnings.simplefilter("always")
             call()
         assert [(w.filename, w.category) for w in caught] == [(__file__, UserWarning)]
+
+
+def test_a_one_element_integer_tensor_or_array_is_a_node_index() -> None:
+    # tax.name(preds[0]) used to raise "expected a node name (str) or index (int)" for a tensor element
+    import torch
+
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2"])
+    preds = torch.tensor([3, 5], dtype=torch.int32)
+    assert tax.name(preds[0]) == "a1" and tax.index(preds[1]) == 5 and tax.path(preds[0]) == ("r", "a", "a1")
+    assert tax.name(np.array(4)) == "a2" and tax.name(torch.tensor([2])) == "b"
+    assert preds[0] in tax and torch.tensor(7) not in tax and np.array([6]) in tax
+    for bad in (torch.tensor(1.0), torch.tensor(True), torch.tensor([1, 2]), np.array([1.0])):
+        with pytest.raises(UnknownNodeError, match=r"node: expected a node name \(str\) or index \(int\)"):
+            tax.name(bad)
+        assert bad not in tax
+    with pytest.raises(UnknownNodeError, match="Node index 99 is out of range"):
+        tax.name(torch.tensor(99))
