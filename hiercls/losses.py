@@ -21,7 +21,8 @@ function / module                      head            logits                par
 
 Common arguments:
 
-- ``reduction``: ``"mean"`` (sum over the batch divided by ``B``), ``"sum"``,
+- ``reduction``: ``"mean"`` (sum over the batch divided by ``B``, with or without
+  a ``weight``: not torch's weighted mean, which divides by the weights' sum), ``"sum"``,
   or ``"none"`` (a float32 ``(B,)`` tensor). **Empty batch**: ``"mean"`` and
   ``"sum"`` give ``0.0`` (connected to the graph, so ``backward()`` works),
   ``"none"`` an empty tensor.
@@ -812,7 +813,8 @@ def conditional_softmax_nll(
         validate_args: check for NaN/inf logits and out-of-range targets (one device sync).
 
     Returns:
-        float32 scalar, or ``(B,)`` with ``reduction="none"``. An empty batch gives 0.0.
+        float32 scalar (float64 for float64 logits), or ``(B,)`` with ``reduction="none"``. An empty
+        batch gives 0.0.
 
     Raises:
         ValueError: ``logits`` is not ``(B, num_nodes)``, ``target`` is not ``(B,)`` integers,
@@ -868,7 +870,8 @@ def level_cross_entropy(
         validate_args: check for NaN/inf logits and out-of-range targets.
 
     Returns:
-        float32 scalar, or ``(B,)`` with ``reduction="none"``. An empty batch gives 0.0.
+        float32 scalar (float64 for float64 logits), or ``(B,)`` with ``reduction="none"``. An empty
+        batch gives 0.0.
 
     Raises:
         ValueError: wrong shapes, dtypes or options, or NaN/inf logits.
@@ -925,7 +928,8 @@ def node_bce(
         validate_args: check for NaN/inf logits and out-of-range targets.
 
     Returns:
-        float32 scalar, or ``(B,)`` with ``reduction="none"``. An empty batch gives 0.0.
+        float32 scalar (float64 for float64 logits), or ``(B,)`` with ``reduction="none"``. An empty
+        batch gives 0.0.
 
     Raises:
         ValueError: wrong shapes, dtypes or options (``negatives``), or NaN/inf logits.
@@ -988,7 +992,8 @@ def max_constraint_loss(
         validate_args: check for NaN/inf logits and out-of-range targets.
 
     Returns:
-        float32 scalar, or ``(B,)`` with ``reduction="none"``. An empty batch gives 0.0.
+        float32 scalar (float64 for float64 logits), or ``(B,)`` with ``reduction="none"``. An empty
+        batch gives 0.0.
 
     Raises:
         ValueError: wrong shapes, dtypes or options, or NaN/inf logits.
@@ -1024,8 +1029,10 @@ def flat_cross_entropy(
 
         loss = w(t) * -log sum_{leaf below t} softmax(logits)[leaf]
 
-    For a leaf target this is ``F.cross_entropy``. In a DAG a leaf reachable
-    along several paths is counted once.
+    For a leaf target and no weight this is ``F.cross_entropy``. With a weight,
+    ``reduction="mean"`` divides by ``B`` like every loss here, where
+    ``F.cross_entropy(weight=...)`` divides by the sum of the targets' weights.
+    In a DAG a leaf reachable along several paths is counted once.
 
     Args:
         logits: ``(B, num_leaves)`` floating tensor, leaves in ``taxonomy.leaf_index`` order.
@@ -1037,7 +1044,8 @@ def flat_cross_entropy(
         validate_args: check for NaN/inf logits and out-of-range targets.
 
     Returns:
-        float32 scalar, or ``(B,)`` with ``reduction="none"``. An empty batch gives 0.0.
+        float32 scalar (float64 for float64 logits), or ``(B,)`` with ``reduction="none"``. An empty
+        batch gives 0.0.
 
     Raises:
         ValueError: ``logits`` is not ``(B, num_leaves)``, or other bad arguments, or NaN/inf logits.
@@ -1097,7 +1105,8 @@ def hxe_loss(
         validate_args: check for NaN/inf logits and out-of-range targets.
 
     Returns:
-        float32 scalar, or ``(B,)`` with ``reduction="none"``. An empty batch gives 0.0.
+        float32 scalar (float64 for float64 logits), or ``(B,)`` with ``reduction="none"``. An empty
+        batch gives 0.0.
 
     Raises:
         ValueError: wrong shapes, dtypes or options (``alpha < 0``), or NaN/inf logits.
@@ -1153,7 +1162,8 @@ def soft_label_loss(
         validate_args: check for NaN/inf logits and out-of-range targets.
 
     Returns:
-        float32 scalar, or ``(B,)`` with ``reduction="none"``. An empty batch gives 0.0.
+        float32 scalar (float64 for float64 logits), or ``(B,)`` with ``reduction="none"``. An empty
+        batch gives 0.0.
 
     Raises:
         ValueError: wrong shapes, dtypes or options (``beta < 0``), or NaN/inf logits.
@@ -1398,7 +1408,7 @@ class FlatCrossEntropyLoss(_HierarchicalLoss):
         taxonomy: a tree or a DAG.
         weight: per-node or per-level weight of the target.
         label_smoothing: ``ε``.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        reduction: ``"mean"`` (divides by ``B``, not by the weights' sum), ``"sum"`` or ``"none"``.
         validate_args: check values on every call.
 
     Raises:

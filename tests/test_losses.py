@@ -904,3 +904,23 @@ def test_dag_masks_need_no_device_sync_and_no_descendant_lists(kind) -> None:
     assert loss.device.type == "meta" and traffic.ops == []
     module = KINDS[kind][1](tax, validate_args=False)
     assert not any(name.startswith(("desc_", "anc_")) for name in module.tables._buffers)
+
+
+@pytest.mark.parametrize("kind", ["flat", "conditional", "level", "bce"])
+def test_a_weighted_mean_divides_by_the_batch_size_as_documented(kind, paper_tax) -> None:
+    # the docs say "mean" divides by B with or without a weight (torch's weighted mean divides by the weights' sum)
+    g = torch.Generator().manual_seed(0)
+    loss = L.create_loss(kind, paper_tax)
+    width = paper_tax.num_leaves if kind == "flat" else paper_tax.num_nodes
+    logits = torch.randn(6, width, generator=g)
+    target = torch.tensor(paper_tax.leaf_index)[torch.randint(0, paper_tax.num_leaves, (6,), generator=g)]
+    weight = torch.rand(paper_tax.max_depth + 1, generator=g) + 0.5
+    weighted = L.create_loss(kind, paper_tax, weight=weight)
+    per_sample = weighted.__class__(paper_tax, weight=weight, reduction="none")(logits, target)
+    assert torch.allclose(weighted(logits, target), per_sample.sum() / 6)
+    if kind == "flat":  # unweighted at the leaves it is F.cross_entropy; weighted, torch's mean differs
+        leaf = torch.as_tensor(np.searchsorted(paper_tax.leaf_index, target.numpy()))
+        assert torch.allclose(loss(logits, target), F.cross_entropy(logits, leaf))
+        w = weight[torch.tensor(paper_tax.depth_index)[torch.tensor(paper_tax.leaf_index)]]
+        torch_mean = F.cross_entropy(logits, leaf, weight=w)
+        assert torch.allclose(torch_mean * w[leaf].sum() / 6, weighted(logits, target))
