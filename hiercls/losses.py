@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hiercls.errors import UnknownNodeError
+from hiercls.errors import TaxonomyError, UnknownNodeError
 from hiercls.marginals import (
     _check_finite,
     _check_logits,
@@ -1592,9 +1592,11 @@ def balanced_weight(
         losses (move it with ``.to(device)``, or pass it to :func:`create_loss`).
 
     Raises:
+        TypeError: ``taxonomy`` is not a :class:`~hiercls.Taxonomy` (or the two arguments are swapped).
         ValueError: ``targets`` is empty or not 1-D, ``within`` is unknown, ``power`` is negative,
-            not finite or so large that a weight overflows, or ``within`` is ``"siblings"`` or
-            ``"levels"`` on a DAG (use ``"leaves"``: the flat losses accept DAGs).
+            not finite or so large that a weight overflows.
+        TaxonomyError: ``within`` is ``"siblings"`` or ``"levels"`` on a DAG (use ``"leaves"``: the
+            flat losses accept DAGs).
         UnknownNodeError: a target that is not a node of ``taxonomy``.
 
     Examples:
@@ -1606,12 +1608,15 @@ def balanced_weight(
         >>> balanced_weight(tax, ["normal"] * 6 + ["ALL"] * 3 + ["AML"], within="leaves")[tax.index("normal")]
         tensor(0.5556)
     """
+    if isinstance(targets, Taxonomy) and not isinstance(taxonomy, Taxonomy):
+        raise TypeError("balanced_weight: the taxonomy comes first: balanced_weight(taxonomy, targets).")
+    _check_taxonomy(taxonomy)
     if within not in ("siblings", "levels", "leaves"):
         raise ValueError(f"within: expected 'siblings', 'levels' or 'leaves', got {within!r}.")
     if isinstance(power, bool) or not isinstance(power, numbers.Real) or not math.isfinite(power) or power < 0:
         raise ValueError(f"power: expected a finite real number >= 0, got {power!r}.")
     if within != "leaves" and not taxonomy.is_tree:
-        raise ValueError(
+        raise TaxonomyError(
             f"within: {within!r} needs a tree (one parent per node), but this taxonomy is a DAG; use "
             "within='leaves' (the flat losses accept DAGs)."
         )

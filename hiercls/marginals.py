@@ -307,9 +307,16 @@ class _TaxonomyBuffers(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def _not_a_taxonomy(taxonomy: Any) -> str:
+    return (
+        f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}. Build one with "
+        "Taxonomy.from_edges / from_paths / from_dict (or check the order of the arguments)."
+    )
+
+
 def _require_tree(taxonomy: Taxonomy, what: str, instead: str) -> None:
     if not isinstance(taxonomy, Taxonomy):
-        raise TypeError(f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}.")
+        raise TypeError(_not_a_taxonomy(taxonomy))
     if not taxonomy.is_tree:
         raise TaxonomyError(
             f"{what} needs a tree (one parent per node, so that each node has one sibling group and one path), "
@@ -319,7 +326,7 @@ def _require_tree(taxonomy: Taxonomy, what: str, instead: str) -> None:
 
 def _check_taxonomy(taxonomy: Any) -> Taxonomy:
     if not isinstance(taxonomy, Taxonomy):
-        raise TypeError(f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}.")
+        raise TypeError(_not_a_taxonomy(taxonomy))
     return taxonomy
 
 

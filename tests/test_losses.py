@@ -697,9 +697,14 @@ def test_balanced_weight_trains_a_loss_and_refuses_bad_input(paper_tax) -> None:
         balanced_weight(paper_tax, ["Normal", "Lymphoma"])
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")])
     for within in ("siblings", "levels"):
-        with pytest.raises(ValueError, match=f"within: '{within}' needs a tree .* use within='leaves'"):
+        with pytest.raises(TaxonomyError, match=f"within: '{within}' needs a tree .* use within='leaves'"):
             balanced_weight(dag, ["c", "a"], within=within)
     assert balanced_weight(dag, ["c", "a", "c"], within="leaves").shape == (dag.num_nodes,)
+    # swapped or wrong arguments are named at the door (they raised AttributeError: no attribute 'is_tree')
+    with pytest.raises(TypeError, match=r"the taxonomy comes first: balanced_weight\(taxonomy, targets\)"):
+        balanced_weight(target, paper_tax)
+    with pytest.raises(TypeError, match=r"taxonomy: expected a hiercls.Taxonomy, got dict\. Build one with"):
+        balanced_weight({"r": ["a"]}, names)
 
 
 # ------------------------------------------------------------------------------ no device sync
