@@ -195,7 +195,10 @@ def main() -> None:
     # forward-only references: node marginals for every node (evaluation, not training)
     marginal_cases: dict[str, tuple[Callable[[], torch.Tensor], torch.Tensor]] = {
         "conditional_marginals": (lambda: M.conditional_marginals(node_logits.detach(), tax), node_logits),
-        "sigmoid_marginals[coherent]": (lambda: M.sigmoid_marginals(node_logits.detach(), tax, True), node_logits),
+        "sigmoid_marginals[coherent]": (
+            lambda: M.sigmoid_marginals(node_logits.detach(), tax, coherent=True),
+            node_logits,
+        ),
         "flat_marginals": (lambda: M.flat_marginals(leaf_logits.detach(), tax), leaf_logits),
     }
     if args.only:

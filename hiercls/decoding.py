@@ -389,7 +389,7 @@ def _expected_cost_chunk(
     return values if total is None else values.add_(total)
 
 
-def expected_lca_cost(probs: Any, taxonomy: Taxonomy, cost: CostLike = None, *, validate_args: bool = True) -> Any:
+def expected_lca_cost(probs: Any, taxonomy: Taxonomy, *, cost: CostLike = None, validate_args: bool = True) -> Any:
     """Expected LCA cost of predicting each node: ``R(n) = sum_y P(Y = y) d(n, y)``.
 
     ``probs`` are read as marginals of a distribution over the nodes:
@@ -524,7 +524,7 @@ def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax:
 
 
 def expected_hierarchical_fbeta(
-    probs: Any, taxonomy: Taxonomy, beta: float = 1.0, *, validate_args: bool = True
+    probs: Any, taxonomy: Taxonomy, *, beta: float = 1.0, validate_args: bool = True
 ) -> Any:
     """Exact expected hierarchical F-beta of predicting each node (Plaud et al., ICML 2025).
 

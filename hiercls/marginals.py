@@ -723,7 +723,7 @@ def level_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
     return conditional_marginals(logits, taxonomy)
 
 
-def sigmoid_log_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = False) -> Tensor:
+def sigmoid_log_marginals(logits: Tensor, taxonomy: Taxonomy, *, coherent: bool = False) -> Tensor:
     """Log node marginals of the sigmoid (one independent logit per node) head.
 
     ``P(node) = sigmoid(logits[node])``; with ``coherent=True`` the max-constraint
@@ -759,7 +759,7 @@ def sigmoid_log_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = F
     )
 
 
-def sigmoid_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = False) -> Tensor:
+def sigmoid_marginals(logits: Tensor, taxonomy: Taxonomy, *, coherent: bool = False) -> Tensor:
     """Node marginals of the sigmoid head, optionally max-constrained. See :func:`sigmoid_log_marginals`.
 
     Args:
@@ -781,7 +781,7 @@ def sigmoid_marginals(logits: Tensor, taxonomy: Taxonomy, coherent: bool = False
         >>> bool((p[:, 1] >= p[:, 3]).all())
         True
     """
-    return sigmoid_log_marginals(logits, taxonomy, coherent).exp()
+    return sigmoid_log_marginals(logits, taxonomy, coherent=coherent).exp()
 
 
 def flat_log_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:

@@ -267,14 +267,18 @@ def test_crm_on_a_flat_taxonomy_is_argmax_and_the_default_cost_follows_the_leave
     even = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2"])  # every leaf at depth 2: the LCA height
     probs = _probs(even, 5)
     for cost in (None, "auto"):
-        np.testing.assert_allclose(expected_lca_cost(probs, even, cost=cost), expected_lca_cost(probs, even, "height"))
+        np.testing.assert_allclose(
+            expected_lca_cost(probs, even, cost=cost), expected_lca_cost(probs, even, cost="height")
+        )
     ragged = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2/x"])  # leaves at depths 2 and 3: the path
     probs = _probs(ragged, 5)
     for cost in (None, "auto"):
         np.testing.assert_allclose(
-            expected_lca_cost(probs, ragged, cost=cost), expected_lca_cost(probs, ragged, "path")
+            expected_lca_cost(probs, ragged, cost=cost), expected_lca_cost(probs, ragged, cost="path")
         )
-    assert not np.allclose(expected_lca_cost(probs, ragged, "height"), expected_lca_cost(probs, ragged, "path"))
+    assert not np.allclose(
+        expected_lca_cost(probs, ragged, cost="height"), expected_lca_cost(probs, ragged, cost="path")
+    )
 
 
 @settings(examples(25))

@@ -61,7 +61,7 @@ def test_conditional_and_level_marginals_equal_oracle(case):
 def test_sigmoid_marginals_equal_oracle(coherent, case):
     tax, logits = case
     want = torch.tensor(O.sigmoid_marginals(logits, tax, coherent), dtype=torch.float64)
-    torch.testing.assert_close(M.sigmoid_marginals(logits, tax, coherent), want)
+    torch.testing.assert_close(M.sigmoid_marginals(logits, tax, coherent=coherent), want)
 
 
 @settings(examples(30))
