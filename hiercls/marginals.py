@@ -687,6 +687,7 @@ def conditional_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         >>> torch.allclose(p[:, 1], p[:, 3] + p[:, 4]), bool((p[:, 0] == 1).all())
         (True, True)
     """
+    _check_logits(logits, _check_taxonomy(taxonomy).num_nodes, "num_nodes", "conditional_marginals")
     return conditional_log_marginals(logits, taxonomy).exp()
 
 
@@ -720,6 +721,7 @@ def level_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         >>> torch.equal(level_marginals(logits, tax), conditional_marginals(logits, tax))
         True
     """
+    _check_logits(logits, _check_taxonomy(taxonomy).num_nodes, "num_nodes", "level_marginals")
     return conditional_marginals(logits, taxonomy)
 
 
@@ -781,6 +783,7 @@ def sigmoid_marginals(logits: Tensor, taxonomy: Taxonomy, *, coherent: bool = Fa
         >>> bool((p[:, 1] >= p[:, 3]).all())
         True
     """
+    _check_logits(logits, _check_taxonomy(taxonomy).num_nodes, "num_nodes", "sigmoid_marginals")
     return sigmoid_log_marginals(logits, taxonomy, coherent=coherent).exp()
 
 
@@ -843,4 +846,5 @@ def flat_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         >>> torch.allclose(p[:, 0], torch.ones(5)), torch.allclose(p[:, 1], p[:, 3] + p[:, 4])
         (True, True)
     """
+    _check_logits(logits, _check_taxonomy(taxonomy).num_leaves, "num_leaves", "flat_marginals")
     return flat_log_marginals(logits, taxonomy).exp()

@@ -197,14 +197,19 @@ def test_dense_tables_are_linear_in_size():
 
 
 def test_errors(paper_tax):
-    with pytest.raises(
-        ValueError, match=r"conditional_log_marginals expects shape \(B, num_nodes\) = \(B, 11\), got \(2, 6\)"
-    ):
-        M.conditional_marginals(torch.zeros(2, 6), paper_tax)
-    with pytest.raises(
-        ValueError, match=r"flat_log_marginals expects shape \(B, num_leaves\) = \(B, 6\), got \(2, 11\)"
-    ):
-        M.flat_marginals(torch.zeros(2, 11), paper_tax)
+    # each function names itself (the non-log ones named their log twin)
+    for f, width in ((M.conditional_marginals, 6), (M.level_marginals, 6), (M.sigmoid_marginals, 6)):
+        for name in (f.__name__, f.__name__.replace("_marginals", "_log_marginals")):
+            g = getattr(M, name, None)
+            if g is None:  # level_marginals has no log twin
+                continue
+            with pytest.raises(
+                ValueError, match=rf"logits: {name} expects shape \(B, num_nodes\) = \(B, 11\), got \(2, 6\)"
+            ):
+                g(torch.zeros(2, width), paper_tax)
+    for name in ("flat_marginals", "flat_log_marginals"):
+        with pytest.raises(ValueError, match=rf"{name} expects shape \(B, num_leaves\) = \(B, 6\), got \(2, 11\)"):
+            getattr(M, name)(torch.zeros(2, 11), paper_tax)
     with pytest.raises(ValueError, match="expected a torch.Tensor"):
         M.sigmoid_marginals([[0.0] * 11], paper_tax)
     with pytest.raises(ValueError, match="floating-point"):
