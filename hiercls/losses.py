@@ -23,7 +23,7 @@ Common arguments:
 
 - ``reduction``: ``"mean"`` (sum over the batch divided by ``B``, with or without
   a ``weight``: not torch's weighted mean, which divides by the weights' sum), ``"sum"``,
-  or ``"none"`` (a float32 ``(B,)`` tensor). **Empty batch**: ``"mean"`` and
+  or ``"none"`` (a float32 ``(B,)`` tensor; float64 for float64 logits). **Empty batch**: ``"mean"`` and
   ``"sum"`` give ``0.0`` (connected to the graph, so ``backward()`` works),
   ``"none"`` an empty tensor.
 - ``weight``: optional float tensor, per node ``(num_nodes,)`` or per level

@@ -687,7 +687,8 @@ def conditional_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         >>> torch.allclose(p[:, 1], p[:, 3] + p[:, 4]), bool((p[:, 0] == 1).all())
         (True, True)
     """
-    _check_logits(logits, _check_taxonomy(taxonomy).num_nodes, "num_nodes", "conditional_marginals")
+    _require_tree(taxonomy, "conditional_marginals", "Use a SigmoidHead for a DAG.")
+    _check_logits(logits, taxonomy.num_nodes, "num_nodes", "conditional_marginals")
     return conditional_log_marginals(logits, taxonomy).exp()
 
 
@@ -721,7 +722,8 @@ def level_marginals(logits: Tensor, taxonomy: Taxonomy) -> Tensor:
         >>> torch.equal(level_marginals(logits, tax), conditional_marginals(logits, tax))
         True
     """
-    _check_logits(logits, _check_taxonomy(taxonomy).num_nodes, "num_nodes", "level_marginals")
+    _require_tree(taxonomy, "level_marginals", "Use a SigmoidHead for a DAG.")
+    _check_logits(logits, taxonomy.num_nodes, "num_nodes", "level_marginals")
     return conditional_marginals(logits, taxonomy)
 
 

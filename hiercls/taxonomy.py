@@ -963,8 +963,8 @@ class Taxonomy:
     def index(self, node: NodeLike) -> int:
         """The index of a node given by name (or an index, checked and returned).
 
-        An index may be a Python or NumPy integer, or a one-element integer tensor or array
-        (``tax.name(pred[0])``).
+        An index may be a Python or NumPy integer, or a 0-d or one-element 1-D integer tensor or
+        array (``tax.name(pred[0])``).
 
         Raises:
             UnknownNodeError: the name is not in the taxonomy (the closest names are suggested),
@@ -1630,13 +1630,15 @@ def _validate_names(names: Iterable[Any], where: str = "") -> None:
 
 
 def _is_scalar_integer_array(value: object) -> bool:
-    """A one-element integer (not bool) torch tensor or NumPy array: a node index in a container."""
+    """A 0-d or one-element 1-D integer (not bool) tensor or NumPy array: a node index in a container."""
     if isinstance(value, np.ndarray):
-        return value.size == 1 and value.dtype.kind in "iu"
+        return value.size == 1 and value.ndim <= 1 and value.dtype.kind in "iu"
     torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
     if torch is not None and isinstance(value, torch.Tensor):
         return (
             value.numel() == 1
+            and value.ndim <= 1
+            and value.device.type != "meta"  # no value to read
             and not value.is_floating_point()
             and not value.is_complex()
             and value.dtype != torch.bool

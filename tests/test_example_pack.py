@@ -265,6 +265,8 @@ def test_batches_refuse_a_mask_or_float_positions_as_indices() -> None:
     ok = GPUBatches(images, targets, 4, indices=mask.nonzero().flatten(), **kw)
     assert torch.cat([t for _, t in ok]).tolist() == [20, 30, 40, 50]
     assert torch.cat([t for _, t in GPUBatches(images, targets, 4, indices=[2, 3], **kw)]).tolist() == [20, 30]
+    for empty in ([], np.array([]), torch.tensor([])):  # an empty split is still a split (float32 by default)
+        assert list(GPUBatches(images, targets, 4, indices=empty, **kw)) == []
     with pytest.raises(ValueError, match=r"targets: expected int64 node indices, got torch.float32"):
         GPUBatches(images, targets.float(), 4, **kw)
 

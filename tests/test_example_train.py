@@ -840,7 +840,8 @@ def test_backbone_options_and_tags_are_checked_before_any_data_is_read(tmp_path:
         (["--backbone-kwargs", '{"num_classes": 5}'], "'num_classes' is set by the example"),
         (["--backbone-kwargs", '{"pretrained": true}'], "'pretrained' is set by the example; use --pretrained"),
         (["--backbone-kwargs", '{"img_size": 64}'], "'img_size' is set by the example; use --img-size"),
-        (["--backbone-kwargs", '{"drop_path": 0.1}'], "timm's 'test_convnext' does not take {\"drop_path\": 0.1}"),
+        (["--backbone-kwargs", '{"drop_path": 0.1}'], "timm's 'test_convnext' refused the option(s)"),
+        (["--backbone", "dla34", "--drop-path", "0.1"], "--drop-path: timm's 'dla34' refused the option(s)"),
         (["--backbone", "test_convnext.bogus_tag"], "--backbone: Invalid pretrained tag (bogus_tag)"),
         (
             ["--drop-path", "0.1", "--backbone-kwargs", '{"drop_path_rate": 0.2}'],

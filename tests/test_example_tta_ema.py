@@ -265,6 +265,19 @@ def test_resume_refuses_a_changed_training_setting(flags: list[str], said: str, 
     T.run(T.parse_args([*common, "--resume", "--workers", "1", "--quiet"]))  # how it runs may change
 
 
+def test_resume_refuses_changed_backbone_options_and_keeps_drop_path_apart(tmp_path: Path) -> None:
+    """--backbone-kwargs were never compared on --resume: another drop_path_rate resumed silently."""
+    common = [*SYN, "--epochs", "2", "--output", str(tmp_path / "r"), "--drop-path", "0.1"]
+    T.run(T.parse_args([*common, "--backbone-kwargs", '{"ls_init_value": 0.5}', "--stop-after", "1"]))
+    for other in ('{"ls_init_value": 0.25}', "{}"):
+        with pytest.raises(ValueError, match=r"--resume: .* built its backbone with --backbone-kwargs"):
+            T.run(T.parse_args([*common, "--backbone-kwargs", other, "--resume"]))
+    with pytest.raises(ValueError, match=r"drop_path: 0.1 in the run, 0.2 now"):  # the flag, named as such
+        T.run(T.parse_args([*SYN, "--epochs", "2", "--output", str(tmp_path / "r"), "--drop-path", "0.2",
+                            "--backbone-kwargs", '{"ls_init_value": 0.5}', "--resume"]))  # fmt: skip
+    T.run(T.parse_args([*common, "--backbone-kwargs", '{"ls_init_value": 0.5}', "--resume"]))
+
+
 def test_a_refused_resume_leaves_the_synthetic_images_alone(tmp_path: Path) -> None:
     """--seed also seeds the SYNTHETIC images: a refused resume remade them with the new seed first."""
     common = [*SYN, "--epochs", "2", "--output", str(tmp_path / "r")]

@@ -215,8 +215,9 @@ def test_errors(paper_tax):
     with pytest.raises(ValueError, match="floating-point"):
         M.sigmoid_marginals(torch.zeros(1, 11, dtype=torch.long), paper_tax)
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
-    with pytest.raises(TaxonomyError, match="conditional_log_marginals needs a tree.*DAG"):
-        M.conditional_marginals(torch.zeros(1, 4), dag)
+    for f in (M.conditional_log_marginals, M.conditional_marginals, M.level_marginals):
+        with pytest.raises(TaxonomyError, match=f"{f.__name__} needs a tree.*DAG"):
+            f(torch.zeros(1, 4), dag)
     with pytest.raises(TypeError, match="taxonomy: expected a hiercls.Taxonomy"):
         M.flat_marginals(torch.zeros(1, 3), "root/a")
 

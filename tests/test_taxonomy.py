@@ -1339,7 +1339,9 @@ def test_a_one_element_integer_tensor_or_array_is_a_node_index() -> None:
     assert tax.name(preds[0]) == "a1" and tax.index(preds[1]) == 5 and tax.path(preds[0]) == ("r", "a", "a1")
     assert tax.name(np.array(4)) == "a2" and tax.name(torch.tensor([2])) == "b"
     assert preds[0] in tax and torch.tensor(7) not in tax and np.array([6]) in tax
-    for bad in (torch.tensor(1.0), torch.tensor(True), torch.tensor([1, 2]), np.array([1.0])):
+    meta = torch.tensor(3, device="meta")
+    assert meta not in tax  # no value to read: not an index (it raised from .item())
+    for bad in (torch.tensor(1.0), torch.tensor(True), torch.tensor([1, 2]), np.array([1.0]), np.array([[2]]), meta):
         with pytest.raises(UnknownNodeError, match=r"node: expected a node name \(str\) or index \(int\)"):
             tax.name(bad)
         assert bad not in tax

@@ -138,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-args",
         default="",
-        help="extra flags for every training run, e.g. '--warmup 3'; not the flags compare sets itself (--seed, "
-        "--epochs, --batch-size, the data and model flags...): give compare's own",
+        help="extra flags for every training run, e.g. '--warmup 3', checked against every run before the data "
+        "is read (a flag that fits only some runs, such as --balance, needs its own compare call); not the flags "
+        "compare sets itself (--seed, --epochs, --batch-size, the data and model flags...): give compare's own",
     )
     p.add_argument(
         "--also-decode",
@@ -469,7 +470,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 argparse.Namespace(**{**vars(base_args), "method": method, "backbone": backbone, "head": head})
             )
         except ValueError as err:
-            raise ValueError(f"--train-args, run {method}:{backbone}: {err}") from None
+            spec = f"{method}:{backbone}{':' + head if head else ''}"
+            raise ValueError(
+                f"--train-args, run {spec}: {err} (--train-args apply to every run: give a run they do not fit "
+                "its own compare call)"
+            ) from None
     out.mkdir(parents=True, exist_ok=True)
     env = T.init_distributed(base_args.device)
     t0 = time.perf_counter()

@@ -374,6 +374,8 @@ class GPUBatches:
             indices = torch.arange(images.shape[0], device=images.device)
         else:
             indices = torch.as_tensor(indices)
+            if indices.numel() == 0:  # torch.as_tensor([]) is float32: an empty split is still a split
+                indices = indices.long()
             if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
                 fix = " (a mask? pass mask.nonzero().flatten())" if indices.dtype == torch.bool else ""
                 raise ValueError(f"indices: expected integer positions into images, got a {indices.dtype} tensor{fix}.")

@@ -22,7 +22,6 @@ loss trains the head's probability model (:data:`HEAD_LOSSES`; an incompatible p
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 import re
@@ -220,17 +219,18 @@ def check_backbone(name: str) -> None:
 BACKBONE_OPTIONS_TAKEN = {
     "num_classes": "nothing: the example always builds the backbone without a classifier (num_classes=0)",
     "pretrained": "--pretrained",
-    "pretrained_cfg": "--pretrained or --init-checkpoint",
     "img_size": "--img-size (or the pack's size)",
 }
 
 
-def check_backbone_options(name: str, options: Mapping[str, Any] | None) -> None:
+def check_backbone_options(name: str, options: Mapping[str, Any] | None, *, flag: str = "--backbone-kwargs") -> None:
     """Refuse ``--backbone-kwargs`` (and a ``.tag``) that timm would refuse, before any data is read.
 
     The backbone is built once on the ``meta`` device (no memory, no weights, a fraction of a second),
     so a misspelt option or tag fails at the door rather than after the data has been decoded.
     ``hf-hub:`` names are not built here (that would reach the hub).
+
+    ``flag`` is the command-line flag named in the message for an option the architecture refuses.
 
     Raises:
         ValueError: an option the example sets itself (named with the flag to use), an option the
@@ -258,10 +258,9 @@ def check_backbone_options(name: str, options: Mapping[str, Any] | None) -> None
         with torch.device("meta"):
             timm.create_model(name, num_classes=0, pretrained=False, **options)
     except TypeError as err:
-        shown = json.dumps(options) if options else "no options"
         raise ValueError(
-            f"--backbone-kwargs: timm's {name!r} does not take {shown} ({err}); pass options its constructor "
-            "takes, e.g. '{\"drop_path_rate\": 0.1}'."
+            f"{flag}: timm's {name!r} refused the option(s): {err}. Pass only options its model class takes "
+            f'(python -c "import timm; help(type(timm.create_model({name.split(".")[0]!r})))" lists them).'
         ) from None
     except RuntimeError as err:
         if "pretrained tag" not in str(err):

@@ -1228,6 +1228,10 @@ def check_model_args(args: argparse.Namespace) -> None:
             f"{backbone_options['drop_path_rate']!r} both set the stochastic depth rate; keep one of them."
         )
     check_backbone_options(args.backbone, backbone_options)
+    if getattr(args, "drop_path", None):  # as _run_body passes it
+        check_backbone_options(
+            args.backbone, {**backbone_options, "drop_path_rate": args.drop_path}, flag="--drop-path"
+        )
 
 
 #: which nodes compete in one decision of each loss that ``--balance`` weights (hiercls.losses.balanced_weight)
@@ -1361,6 +1365,18 @@ def _check_same_model(args: argparse.Namespace, stored: Mapping[str, Any], outpu
     }
     choice = method_defaults(args.method, args.head, args.loss)
     now = {"method": args.method, "backbone": args.backbone, "head": choice["head"], "loss": choice["loss"]}
+    stored_kwargs = model.get("backbone_kwargs")
+    if stored_kwargs is not None:
+        # the model's options hold --drop-path's rate too; that flag is compared with the other settings
+        from_flag = bool(stored.get("drop_path"))
+        stored_kwargs = {k: v for k, v in stored_kwargs.items() if not (k == "drop_path_rate" and from_flag)}
+        given = dict(args.backbone_kwargs or {})
+        if stored_kwargs != given:
+            raise ValueError(
+                f"--resume: the run in {output} built its backbone with --backbone-kwargs "
+                f"{json.dumps(stored_kwargs)!r}, not {json.dumps(given)!r}. Resume it with the same options, or "
+                "start a new run (another --output, or --overwrite)."
+            )
     changed = [k for k in want if want[k] is not None and want[k] != now[k]]
     if changed:
         flags = " ".join(f"--{k} {want[k]}" for k in ("method", "backbone", "head", "loss") if want[k] is not None)
