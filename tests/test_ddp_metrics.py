@@ -42,6 +42,9 @@ def _metrics(tax: Taxonomy) -> dict:
         "f1_macro": M.HierarchicalF1(tax, average="macro"),
         "severity": M.MistakeSeverity(tax),
         "levels": M.LevelAccuracy(tax),
+        "lca_precision": M.LCAPrecision(tax),
+        "lca_recall": M.LCARecall(tax, measure="depth"),
+        "lca_f1": M.LCAF1(tax),
     }
 
 

@@ -34,14 +34,20 @@ from hiercls.metrics.functional import (
 )
 
 __all__ = [
+    "LCAF1",
     "CorrectRate",
+    "DistanceAtK",
     "HierarchicalF1",
     "HierarchicalFBeta",
     "HierarchicalMetrics",
     "HierarchicalPrecision",
     "HierarchicalRecall",
+    "InconsistencyRate",
+    "LCAPrecision",
+    "LCARecall",
     "LevelAccuracy",
     "MistakeSeverity",
+    "NodeRecall",
     "accuracy",
     "correct_rate",
     "distance_at_k",
@@ -65,26 +71,38 @@ __all__ = [
 ]
 
 _CLASSES = (
+    "LCAF1",
     "CorrectRate",
+    "DistanceAtK",
     "HierarchicalF1",
     "HierarchicalFBeta",
     "HierarchicalMetrics",
     "HierarchicalPrecision",
     "HierarchicalRecall",
+    "InconsistencyRate",
+    "LCAPrecision",
+    "LCARecall",
     "LevelAccuracy",
     "MistakeSeverity",
+    "NodeRecall",
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from hiercls.metrics.classes import (
+        LCAF1,
         CorrectRate,
+        DistanceAtK,
         HierarchicalF1,
         HierarchicalFBeta,
         HierarchicalMetrics,
         HierarchicalPrecision,
         HierarchicalRecall,
+        InconsistencyRate,
+        LCAPrecision,
+        LCARecall,
         LevelAccuracy,
         MistakeSeverity,
+        NodeRecall,
     )
 
 

@@ -33,14 +33,19 @@ from torchmetrics import Metric
 from hiercls.metrics.functional import (
     Average,
     Distance,
+    Measure,
+    _as_probs,
     _check_beta,
     _check_option,
     _check_taxonomy,
     _check_zero_division,
     _distance,
+    _encode,
     _encode_pair,
     _fbeta,
     _level_counts,
+    _measure,
+    _node_recall_counts,
     _pair_stats,
     _require_tree,
     _resolve_distance,
@@ -51,14 +56,20 @@ from hiercls.metrics.functional import (
 from hiercls.taxonomy import LabelsLike, Taxonomy
 
 __all__ = [
+    "LCAF1",
     "CorrectRate",
+    "DistanceAtK",
     "HierarchicalF1",
     "HierarchicalFBeta",
     "HierarchicalMetrics",
     "HierarchicalPrecision",
     "HierarchicalRecall",
+    "InconsistencyRate",
+    "LCAPrecision",
+    "LCARecall",
     "LevelAccuracy",
     "MistakeSeverity",
+    "NodeRecall",
 ]
 
 _COUNT_KEYS = ("total", "exact", "inter", "size_true", "size_pred", "mistakes", "severity", "correct")
@@ -91,6 +102,27 @@ def _tree_tables(taxonomy: Taxonomy, device: str) -> _TreeTables:
         put(taxonomy.depth_index),
         put(taxonomy.height_index),
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _measure_table(taxonomy: Taxonomy, measure: str, device: str) -> torch.Tensor:
+    """The LCA metrics' per-node ``c`` (float64) on one device."""
+    return torch.as_tensor(_measure(taxonomy, measure), dtype=torch.float64, device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _ancestor_table(taxonomy: Taxonomy, device: str) -> torch.Tensor:
+    """:attr:`hiercls.Taxonomy.ancestor_table` on one device, with ``num_nodes`` (a bin dropped after
+    counting) in place of its -1 below a node's depth."""
+    table = taxonomy.ancestor_table
+    return torch.as_tensor(np.where(table < 0, taxonomy.num_nodes, table), device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _edge_tables(taxonomy: Taxonomy, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(parents, children)`` of every edge, int64 on one device."""
+    edges = np.array(taxonomy.edges_index(), dtype=np.int64).reshape(-1, 2)
+    return torch.as_tensor(edges[:, 0].copy(), device=device), torch.as_tensor(edges[:, 1].copy(), device=device)
 
 
 def _device_lca(tables: _TreeTables, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -634,3 +666,381 @@ class CorrectRate(_TaxonomyMetric):
     def compute(self) -> torch.Tensor:
         """The fraction of correct predictions seen so far (a 0-d tensor)."""
         return self._value(_safe_div(int(self.correct), int(self.total), 0.0))
+
+
+class NodeRecall(_TaxonomyMetric):
+    """Stateful :func:`hiercls.metrics.node_recall`: the recall of every node, as a ``(num_nodes,)`` tensor.
+
+    ``recall(n) = #{i : n in A(t_i) and n in A(p_i)} / #{i : n in A(t_i)}``. States: two int64
+    ``(num_nodes,)`` counts (``hits``, ``support``), summed across batches and processes; ``compute()``
+    equals ``node_recall`` on all the data seen since the last ``reset()``.
+
+    Args:
+        taxonomy: a tree or a DAG.
+        zero_division: value for nodes on no true path (default NaN).
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Raises:
+        ValueError: ``zero_division`` is not a number.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = NodeRecall(tax)
+        >>> metric.update(["ALL"], ["ALL"])
+        >>> metric.update(torch.tensor([5]), torch.tensor([4]))
+        >>> metric.compute()
+        tensor([1.0000, 0.5000,    nan, 1.0000, 0.0000,    nan], dtype=torch.float64)
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        *,
+        zero_division: float = float("nan"),
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
+        self.zero_division = _check_zero_division(zero_division)
+        n = self.taxonomy.num_nodes
+        self.add_state("hits", default=torch.zeros(n, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("support", default=torch.zeros(n, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, preds: LabelsLike, target: LabelsLike) -> None:
+        """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        pair = self._device_pairs(preds, target)
+        if pair is not None:
+            t, p = pair
+            _, lca = self._device_stats(t, p)
+            table = _ancestor_table(self.taxonomy, str(self.device))
+            n = self.taxonomy.num_nodes
+            for name, nodes in (("hits", lca), ("support", t)):
+                # in a tree the common ancestors of t and p are those of their LCA; column entries equal
+                # to num_nodes pad paths shorter than max_depth and land in a dropped last bin
+                flat = table[nodes].reshape(-1)
+                counts = torch.zeros(n + 1, dtype=torch.int64, device=flat.device)
+                self._add(name, counts.index_add_(0, flat, torch.ones_like(flat))[:n])
+            return
+        t, p = self._pairs_numpy(preds, target)
+        if not len(t):
+            return
+        hits, support = _node_recall_counts(self.taxonomy, t, p)
+        self._add("hits", hits)
+        self._add("support", support)
+
+    def compute(self) -> torch.Tensor:
+        """The recall of every node over everything seen so far: a float64 tensor ``(num_nodes,)``
+        (0-d for a root-only taxonomy: torchmetrics squeezes one-element results)."""
+        recall = _safe_div(self.hits.cpu().numpy(), self.support.cpu().numpy(), self.zero_division)
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        return torch.as_tensor(np.asarray(recall, dtype=np.float64), dtype=dtype, device=self.device)
+
+
+class _LCAMetric(_TaxonomyMetric):
+    """Shared states of the LCA precision / recall / F1: float64 sums of the per-sample ratios and a count."""
+
+    higher_is_better = True
+    _which = 0
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        *,
+        measure: Measure = "info",
+        zero_division: float = 0.0,
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
+        self.measure = _check_option(measure, "measure", ("info", "depth"))
+        self.zero_division = _check_zero_division(zero_division)
+        self._c = _measure(self.taxonomy, self.measure)
+        self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
+        for key in ("sum_precision", "sum_recall", "sum_f1"):
+            self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: LabelsLike, target: LabelsLike) -> None:
+        """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
+        zd = self.zero_division
+        pair = self._device_pairs(preds, target)
+        if pair is not None:
+            t, p = pair
+            _, lca = self._device_stats(t, p)  # a tree's LCA is unique: no need to rank by c
+            c = _measure_table(self.taxonomy, self.measure, str(self.device))
+            prec = _torch_safe_div(c[lca], c[p], zd)
+            rec = _torch_safe_div(c[lca], c[t], zd)
+            self._add("sum_precision", prec.sum())
+            self._add("sum_recall", rec.sum())
+            self._add("sum_f1", _torch_safe_div(2 * prec * rec, prec + rec, 0.0).sum())
+            self._add("total", len(t))
+            return
+        t, p = self._pairs_numpy(preds, target)
+        if not len(t):
+            return
+        c = self._c
+        # DAG: the most informative common ancestor (largest c), as the functions take it
+        lca = _pair_stats(self.taxonomy, t, p, score=c).lca
+        prec = _safe_div(c[lca], c[p], zd)
+        rec = _safe_div(c[lca], c[t], zd)
+        self._add("sum_precision", float(np.sum(prec)))
+        self._add("sum_recall", float(np.sum(rec)))
+        self._add("sum_f1", float(np.sum(_fbeta(prec, rec, 1.0))))
+        self._add("total", len(t))
+
+    def compute(self) -> torch.Tensor:
+        """The mean per-sample ratio over everything seen so far (a 0-d tensor)."""
+        total = (self.sum_precision, self.sum_recall, self.sum_f1)[self._which]
+        return self._value(_safe_div(float(total), int(self.total), self.zero_division))
+
+
+class LCAPrecision(_LCAMetric):
+    """Stateful :func:`hiercls.metrics.lca_precision`: ``mean_i c(lca(t_i, p_i)) / c(p_i)``.
+
+    States: the float64 sum of the per-sample ratios and the number of samples, so ``compute()``
+    equals ``lca_precision`` on all the data seen (up to float rounding: per-batch sums add up in
+    another order).
+
+    Args:
+        taxonomy: a tree or a DAG (where the LCA is the common ancestor of largest ``c``).
+        measure: ``"info"`` (the information ``log(num_leaves / leaves_under(n))``) or ``"depth"``.
+        zero_division: value of a 0/0 ratio (a prediction at the root), and of ``compute()``
+            before any sample.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Raises:
+        ValueError: an unknown ``measure`` or a ``zero_division`` that is not a number.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = LCAPrecision(tax, measure="depth")
+        >>> metric.update(["AML"], ["ALL"])
+        >>> metric.update(torch.tensor([3]), torch.tensor([3]))
+        >>> metric.compute()
+        tensor(0.7500, dtype=torch.float64)
+    """
+
+    _which = 0
+
+
+class LCARecall(_LCAMetric):
+    """Stateful :func:`hiercls.metrics.lca_recall`: ``mean_i c(lca(t_i, p_i)) / c(t_i)``; see :class:`LCAPrecision`.
+
+    Args:
+        taxonomy: a tree or a DAG (where the LCA is the common ancestor of largest ``c``).
+        measure: ``"info"`` or ``"depth"``.
+        zero_division: value of a 0/0 ratio (a true node at the root), and of ``compute()``
+            before any sample.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Raises:
+        ValueError: an unknown ``measure`` or a ``zero_division`` that is not a number.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = LCARecall(tax)
+        >>> round(float(metric(["acute"], ["ALL"])), 4)  # log(3/2) / log(3)
+        0.3691
+    """
+
+    _which = 1
+
+
+class LCAF1(_LCAMetric):
+    """Stateful :func:`hiercls.metrics.lca_f1`: ``mean_i 2 P_i R_i / (P_i + R_i)``; see :class:`LCAPrecision`.
+
+    Args:
+        taxonomy: a tree or a DAG (where the LCA is the common ancestor of largest ``c``).
+        measure: ``"info"`` or ``"depth"``.
+        zero_division: value of a 0/0 precision or recall, and of ``compute()`` before any sample.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Raises:
+        ValueError: an unknown ``measure`` or a ``zero_division`` that is not a number.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = LCAF1(tax, measure="depth")
+        >>> round(float(metric(torch.tensor([1]), torch.tensor([3]))), 4)
+        0.6667
+    """
+
+    _which = 2
+
+
+class DistanceAtK(_TaxonomyMetric):
+    """Stateful :func:`hiercls.metrics.distance_at_k`: mean LCA distance of the top-k predictions.
+
+    ``update(topk_preds, target)`` takes ``(B, k)`` predicted nodes and ``(B,)`` true nodes. States:
+    the int64 sum of the distances (integers) and the number of (sample, rank) pairs, so with one
+    ``k`` throughout ``compute()`` equals ``distance_at_k`` on all the data seen, exactly (batches
+    of another ``k`` add their pairs to the same mean). Before any sample it is 0.
+
+    Args:
+        taxonomy: a tree or a DAG.
+        distance: ``"auto"``, ``"height"`` or ``"path"`` (see :func:`hiercls.metrics.lca_distance`);
+            ``"auto"`` is resolved from the taxonomy alone, once.
+        validate_args: check and encode each batch on the host (names, range, shape). Off, a
+            tree's batches of index tensors on the metric's device are counted there, with no
+            read-back (no GPU sync per batch); other input still goes the checked host path.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Raises:
+        ValueError: an unknown ``distance``.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+        >>> metric = DistanceAtK(tax)
+        >>> metric.update([["ALL", "CLL"]], ["ALL"])
+        >>> metric.update(torch.tensor([[4, 3]]), torch.tensor([3]))  # AML, ALL for ALL
+        >>> metric.compute()  # (0 + 2 + 1 + 0) / 4
+        tensor(0.7500, dtype=torch.float64)
+    """
+
+    higher_is_better = False
+
+    def __init__(
+        self, taxonomy: Taxonomy, *, distance: Distance = "auto", validate_args: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
+        self.distance = _resolve_distance(self.taxonomy, distance)
+        self.add_state("distance_sum", default=_int_state(), dist_reduce_fx="sum")
+        self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
+
+    def update(self, topk_preds: LabelsLike, target: LabelsLike) -> None:
+        """Add a batch: ``topk_preds`` ``(B, k)`` and ``target`` ``(B,)``, node indices or names."""
+        if (
+            isinstance(topk_preds, torch.Tensor)
+            and isinstance(target, torch.Tensor)
+            and topk_preds.ndim == 2
+            and target.ndim == 1
+            and topk_preds.shape[0] == target.shape[0]
+            and topk_preds.shape[1] > 0
+        ):
+            k = topk_preds.shape[1]
+            pair = self._device_pairs(topk_preds.reshape(-1), target.repeat_interleave(k))
+            if pair is not None:
+                t, p = pair
+                tables, lca = self._device_stats(t, p)
+                if self.distance == "height":
+                    dist = torch.where(t != p, tables.height[lca], 0)
+                else:
+                    dist = tables.depth[t] + tables.depth[p] - 2 * tables.depth[lca]
+                self._add("distance_sum", dist.sum())
+                self._add("total", len(t))
+                return
+        t = _encode(target, self.taxonomy, "target", allow_empty=True)
+        top = _encode(topk_preds, self.taxonomy, "topk_preds", ndim=2, allow_empty=True)
+        if top.shape[0] != t.shape[0] or (top.shape[1] == 0 and len(t)):
+            raise ValueError(
+                f"topk_preds: expected shape ({t.shape[0]}, k) with k >= 1 to match target, got {tuple(top.shape)}."
+            )
+        if not len(t):
+            return
+        tt = np.repeat(t, top.shape[1])
+        pp = top.ravel()
+        dist = _distance(self.taxonomy, tt, pp, _pair_stats(self.taxonomy, tt, pp).lca, self.distance)
+        self._add("distance_sum", int(dist.sum()))
+        self._add("total", len(dist))
+
+    def compute(self) -> torch.Tensor:
+        """The mean distance over every (sample, rank) pair seen so far (a 0-d tensor)."""
+        return self._value(_safe_div(int(self.distance_sum), int(self.total), 0.0))
+
+
+def _check_tol(tol: Any) -> float:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) or not 0 <= tol < np.inf:
+        raise ValueError(f"tol: expected a non-negative finite number such as 1e-6, got {tol!r}.")
+    return float(tol)
+
+
+class InconsistencyRate(_TaxonomyMetric):
+    """Stateful :func:`hiercls.metrics.inconsistency_rate`: samples with some child's marginal above its parent's.
+
+    ``update(probs)`` takes node marginals ``(B, num_nodes)`` (no target). States: int64 counts of
+    inconsistent samples and of samples; ``compute()`` equals ``inconsistency_rate`` on all the data
+    seen, exactly (0 before any sample).
+
+    Args:
+        taxonomy: a tree or a DAG.
+        tol: slack for rounding: a child counts above its parent when ``probs[v] > probs[u] + tol``.
+        validate_args: check each batch on the host (shape, finite values). Off, a float tensor
+            ``(B, num_nodes)`` on the metric's device is compared there, with no read-back;
+            other input still goes the checked host path.
+        **kwargs: torchmetrics ``Metric`` options.
+
+    Raises:
+        ValueError: ``tol`` is not a non-negative finite number.
+
+    Examples:
+        >>> import torch
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a", "r/b"])
+        >>> metric = InconsistencyRate(tax)
+        >>> metric.update(torch.tensor([[1.0, 0.7, 0.3], [0.5, 0.9, 0.1]]))
+        >>> metric.update([[1.0, 0.2, 0.8]])
+        >>> metric.compute()
+        tensor(0.3333, dtype=torch.float64)
+    """
+
+    higher_is_better = False
+
+    def __init__(self, taxonomy: Taxonomy, *, tol: float = 1e-6, validate_args: bool = True, **kwargs: Any) -> None:
+        super().__init__(taxonomy, validate_args=validate_args, **kwargs)
+        self.tol = _check_tol(tol)
+        self.add_state("inconsistent", default=_int_state(), dist_reduce_fx="sum")
+        self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
+
+    def update(self, probs: Any) -> None:
+        """Add a batch of node marginals ``probs`` ``(B, num_nodes)`` (numpy or torch)."""
+        n = self.taxonomy.num_nodes
+        if (
+            not self.validate_args
+            and isinstance(probs, torch.Tensor)
+            and probs.device == self.device
+            and self.device.type != "mps"
+            and probs.is_floating_point()
+            and probs.ndim == 2
+            and probs.shape[1] == n
+        ):
+            parents, children = _edge_tables(self.taxonomy, str(self.device))
+            scores = probs.detach().double()  # as the function compares: in float64
+            bad = (scores[:, children] > scores[:, parents] + self.tol).any(dim=1)
+            self._add("inconsistent", bad.sum())
+            self._add("total", probs.shape[0])
+            return
+        shape = tuple(getattr(probs, "shape", ()))
+        if shape == (0, n):  # an empty batch (an empty DDP shard) adds nothing
+            return
+        scores = _as_probs(probs, self.taxonomy)
+        edges = self.taxonomy.edges_index()
+        bad = (scores[:, edges[:, 1]] > scores[:, edges[:, 0]] + self.tol).any(axis=1)
+        self._add("inconsistent", int(np.count_nonzero(bad)))
+        self._add("total", len(scores))
+
+    def compute(self) -> torch.Tensor:
+        """The fraction of inconsistent samples seen so far (a 0-d tensor)."""
+        return self._value(_safe_div(int(self.inconsistent), int(self.total), 0.0))

@@ -915,18 +915,25 @@ def node_recall(
     """
     t, p = _encode_pair(y_true, y_pred, taxonomy)
     zd = _check_zero_division(zero_division)
+    hits, support = _node_recall_counts(taxonomy, t, p)
+    return _safe_div(hits, support, zd)
+
+
+def _node_recall_counts(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per node: samples whose true and predicted paths both contain it, and samples whose true path does
+    (:func:`node_recall`'s numerator and denominator; :class:`~hiercls.metrics.NodeRecall` sums them)."""
     n = taxonomy.num_nodes
     owner, anc = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, t)
     support = np.bincount(anc, minlength=n)
     if taxonomy.is_tree:
         lca_depth = taxonomy.depth_index[taxonomy._lca_unchecked(t, p)]
         hit = anc[taxonomy.depth_index[anc] <= lca_depth[owner]]
-    else:
+    else:  # DAG: the (sample, node) keys found in both ancestor sets
         owner_p, anc_p = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, p)
         keys = np.concatenate([owner * n + anc, owner_p * n + anc_p])
         keys.sort()
         hit = keys[1:][keys[1:] == keys[:-1]] % n
-    return _safe_div(np.bincount(hit, minlength=n), support, zd)
+    return np.bincount(hit, minlength=n), support
 
 
 # ---------------------------------------------------------- probabilities
