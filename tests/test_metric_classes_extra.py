@@ -384,3 +384,21 @@ def test_two_gloo_processes_reduce_to_the_function_on_all_the_data() -> None:
     # a shard alone differs from the whole: the reduction did something
     half = _ddp_run(np.arange(37)[0::2])
     assert not all(np.array_equal(half[k], want[k], equal_nan=True) for k in want)
+
+
+def test_unchecked_inconsistency_rate_counts_a_nan_row_and_an_empty_topk_list_is_an_empty_batch(
+    paper_tax: Taxonomy,
+) -> None:
+    # a NaN row read as consistent (0 %) on the unchecked path; DistanceAtK refused [] where the others take it
+    probs = torch.full((2, paper_tax.num_nodes), 0.1)
+    probs[:, 0] = 1.0
+    probs[1, 3] = math.nan
+    metric = M.InconsistencyRate(paper_tax, validate_args=False)
+    metric.update(probs)
+    assert float(metric.compute()) == 0.5
+    with pytest.raises(ValueError, match="probs: expected finite marginals"):
+        M.InconsistencyRate(paper_tax).update(probs)
+    dk = M.DistanceAtK(paper_tax)
+    dk.update([], [])
+    dk.update([["ALL", "AML"]], ["ALL"])
+    assert int(dk.total) == 2 and float(dk.compute()) == float(M.distance_at_k(["ALL"], [["ALL", "AML"]], paper_tax))

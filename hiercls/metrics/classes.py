@@ -10,7 +10,10 @@ takes ``(B,)`` node indices (or names) in torchmetrics' argument order
 them) on the metric's device (float32 on Apple's MPS, which has no float64), as
 torchmetrics' wrappers (``BootStrapper``, ``MetricTracker``) and Lightning's
 ``self.log`` expect; ``float()`` gives the number, equal to the functional
-form's. Macro-averaged precision, recall and F keep float64 sums, so they stay
+form's. Three differ: :class:`NodeRecall` returns a ``(num_nodes,)`` tensor,
+:class:`DistanceAtK` takes ``(B, k)`` top-k predictions and
+:class:`InconsistencyRate` takes node marginals alone. Macro-averaged
+precision, recall and F and the LCA metrics keep float64 sums, so they stay
 off MPS (keep such a metric on the CPU); every other state is an integer count.
 
 By default each batch is encoded and checked on the host (one small copy of the two index
@@ -953,6 +956,8 @@ class DistanceAtK(_TaxonomyMetric):
                 self._add("total", len(t))
                 return
         t = _encode(target, self.taxonomy, "target", allow_empty=True)
+        if not len(t) and not len(topk_preds):  # an empty batch as [] (an empty DDP shard) adds nothing
+            return
         top = _encode(topk_preds, self.taxonomy, "topk_preds", ndim=2, allow_empty=True)
         if top.shape[0] != t.shape[0] or (top.shape[1] == 0 and len(t)):
             raise ValueError(
@@ -988,8 +993,9 @@ class InconsistencyRate(_TaxonomyMetric):
         taxonomy: a tree or a DAG.
         tol: slack for rounding: a child counts above its parent when ``probs[v] > probs[u] + tol``.
         validate_args: check each batch on the host (shape, finite values). Off, a float tensor
-            ``(B, num_nodes)`` on the metric's device is compared there, with no read-back;
-            other input still goes the checked host path.
+            ``(B, num_nodes)`` on the metric's device is compared there, with no read-back (a row
+            with a NaN marginal then counts as inconsistent); other input still goes the checked
+            host path.
         **kwargs: torchmetrics ``Metric`` options.
 
     Raises:
@@ -1028,7 +1034,9 @@ class InconsistencyRate(_TaxonomyMetric):
         ):
             parents, children = _edge_tables(self.taxonomy, str(self.device))
             scores = probs.detach().double()  # as the function compares: in float64
-            bad = (scores[:, children] > scores[:, parents] + self.tol).any(dim=1)
+            # written as "not at or below" so that a NaN marginal counts as inconsistent (a model that
+            # has blown up must not read as perfectly consistent); the checked path refuses NaN
+            bad = (~(scores[:, children] <= scores[:, parents] + self.tol)).any(dim=1)
             self._add("inconsistent", bad.sum())
             self._add("total", probs.shape[0])
             return
