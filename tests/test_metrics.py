@@ -279,6 +279,11 @@ def test_errors_name_the_argument(paper_tax: Taxonomy) -> None:
         M.accuracy([[1], [2]], [1, 2], paper_tax)
     with pytest.raises(ValueError, match=r"^y_pred: expected one node per sample .*could not read it as an array"):
         M.accuracy([1, 2], [[1, 2], [3]], paper_tax)
+    # top-k predictions are described as such (they were told "one node per sample")
+    with pytest.raises(ValueError, match=r"^topk_preds: expected k nodes per sample, the same k for every sample"):
+        M.distance_at_k(["ALL", "AML"], [["ALL", "AML"], ["ALL"]], paper_tax)
+    with pytest.raises(ValueError, match=r"^target: .*pass y.ravel\(\)\.$"):
+        M.DistanceAtK(paper_tax).update([["ALL"]], [["ALL"]])
     with pytest.raises(UnknownNodeError, match=r"^y_true: expected a node name \(str\) or index \(int\), got None"):
         M.accuracy(["ALL", None], ["ALL", "AML"], paper_tax)
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])

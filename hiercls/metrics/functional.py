@@ -102,14 +102,17 @@ def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1, al
             message = message.removeprefix(prefix)
         raise UnknownNodeError(f"{name}: {message}") from None
     except ValueError as err:  # numpy on a ragged list: "inhomogeneous shape"
-        raise ValueError(
-            f"{name}: expected one node per sample (a flat list, a 1-D array or tensor), but could not read it "
-            f"as an array ({err})."
-        ) from None
+        want = (
+            "one node per sample (a flat list, a 1-D array or tensor)"
+            if ndim == 1
+            else "k nodes per sample, the same k for every sample (a (num_samples, k) array or tensor)"
+        )
+        raise ValueError(f"{name}: expected {want}, but could not read it as an array ({err}).") from None
     if out.ndim != ndim:
         shape = "(num_samples,)" if ndim == 1 else "(num_samples, k)"
         hint = (
-            " For a column vector, pass y.ravel(); for top-k predictions, use distance_at_k."
+            " For a column vector, pass y.ravel()"
+            + ("." if name == "target" else "; for top-k predictions, use distance_at_k or DistanceAtK.")
             if ndim == 1 and out.ndim == 2
             else ""
         )
