@@ -294,3 +294,48 @@ def test_init_from_a_damaged_checkpoint_says_so(tmp_path: Path, paper_tax) -> No
     (tmp_path / "run" / "best.json").write_text(json.dumps(side))
     with pytest.raises(CheckpointError, match="'taxonomy' is missing.*damaged"):
         fresh(paper_tax, "hierarchical", tmp_path / "run")
+
+
+# ------------------------------------------------------- resume: optimizer state in the parameters' layout
+
+
+def test_a_resumed_optimizer_state_has_its_parameters_strides_and_values(tmp_path: Path) -> None:
+    """safetensors stores tensors contiguous: the AdamW moments of a ``channels_last`` convolution came back
+    with other strides than the weight, and CUDA's fused AdamW refused the first step after ``--resume``
+    ("params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout"; seen on an H200,
+    thirteenth session). The CPU kernels accept mixed strides, so the layout itself is checked here."""
+    tax = Taxonomy.from_paths(["r/a", "r/b"])
+
+    def model_and_optimizer() -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+        model(torch.zeros(1, 3, 5, 5))
+        model = model.to(memory_format=torch.channels_last)
+        return model, torch.optim.AdamW(model.parameters(), lr=0.1)
+
+    model, opt = model_and_optimizer()
+    model(torch.randn(2, 3, 5, 5)).sum().backward()
+    opt.step()
+    conv = model[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    save_checkpoint(tmp_path / "last", model, tax, optimizer=opt)
+
+    model2, opt2 = model_and_optimizer()
+    load_checkpoint(tmp_path / "last", model2, taxonomy=tax, optimizer=opt2)
+    for p, p2 in zip(model.parameters(), model2.parameters(), strict=True):
+        for key in ("exp_avg", "exp_avg_sq"):
+            saved, loaded = opt.state[p][key], opt2.state[p2][key]
+            assert loaded.stride() == p2.stride(), (key, loaded.stride(), p2.stride())
+            assert torch.equal(loaded, saved)
+    assert C.match_param_layout(opt2) == 0  # nothing left to change
+
+
+def test_match_param_layout_counts_what_it_changed_and_leaves_scalars() -> None:
+    weight = nn.Parameter(torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last))
+    opt = torch.optim.AdamW([weight])
+    moments = torch.randn(2, 3, 4, 4)  # contiguous: other strides than the weight
+    opt.state[weight] = {"step": torch.tensor(3.0), "exp_avg": moments.clone(), "exp_avg_sq": moments.abs()}
+    assert C.match_param_layout(opt) == 2
+    state = opt.state[weight]
+    assert state["exp_avg"].stride() == weight.stride() and torch.equal(state["exp_avg"], moments)
+    assert state["step"].shape == () and state["step"].item() == 3.0

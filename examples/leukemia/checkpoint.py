@@ -614,6 +614,28 @@ def _read_tensor_files(
     return out["weights"], out["state"]
 
 
+def match_param_layout(optimizer: torch.optim.Optimizer) -> int:
+    """Give every per-parameter state tensor of ``optimizer`` its parameter's strides; returns how many changed.
+
+    safetensors stores tensors contiguous, so after a resume the moments of a ``channels_last`` convolution
+    weight come back with other strides than the weight itself. CUDA's fused AdamW refuses that ("params,
+    grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout": its fast path compares
+    strides), and the foreach path falls back to a slow per-tensor loop. Values are kept exactly; only the
+    memory layout changes. State tensors of another shape than their parameter (a scalar ``step``) are left.
+    """
+    changed = 0
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            slots = optimizer.state.get(param)
+            if not slots:
+                continue
+            for key, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    slots[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                    changed += 1
+    return changed
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module | None = None,
@@ -662,6 +684,8 @@ def load_checkpoint(
             if name not in state:
                 raise CheckpointError(f"{name}: the checkpoint {sidecar_path.name} holds no {name} state.")
             obj.load_state_dict(state[name])
+            if name == "optimizer":
+                match_param_layout(obj)
     if restore_rng:
         if "rng" not in state:
             raise CheckpointError(f"restore_rng: the checkpoint {sidecar_path.name} holds no RNG state.")
