@@ -4,7 +4,7 @@
 # machine instead of being lost (a `compare` run cut short leaves nothing).
 #
 #   DEADLINE=540 PYTHONPATH=$PWD bash benchmarks/gpu_queue.sh        # from the repo root, packs in .carry/
-#   bash benchmarks/gpu_queue.sh --smoke                             # CPU, tiny models, 16 images a split
+#   bash benchmarks/gpu_queue.sh --smoke                             # CPU, tiny models, a few real images
 #
 # Call it again with the same settings (DEADLINE = the seconds this call may take): finished runs are kept,
 # an unfinished one resumes from its last checkpoint (--checkpoint-every EVERY epochs, default 10), one with
@@ -37,7 +37,13 @@ EVERY=${EVERY:-10}
 for v in DEADLINE RESERVE EVERY; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$v: expected whole seconds (or epochs for EVERY), got '${!v}'" >&2; exit 2; }
 done
+EPOCHS=${EPOCHS:-}  # epochs of every training run (default 40; 2 with --smoke)
+[[ -z "$EPOCHS" || "$EPOCHS" =~ ^[1-9][0-9]*$ ]] || { echo "EPOCHS: expected a whole number >= 1, got '$EPOCHS'" >&2; exit 2; }
 EXTRA_DECODES=${EXTRA_DECODES:-}
+for rule in $EXTRA_DECODES; do
+  [[ " auto argmax_leaf top_down threshold crm hf_optimal " == *" $rule "* ]] \
+    || { echo "EXTRA_DECODES: expected rules among auto argmax_leaf top_down threshold crm hf_optimal, got '$rule'" >&2; exit 2; }
+done
 if (( SMOKE )); then
   LANE_A=${LANE_A-pbc:per-level:test_convnext}
   LANE_B=${LANE_B-pbc:hierarchical:test_vit baseline all4:per-level:test_resnet}
@@ -51,16 +57,18 @@ for item in $LANE_A $LANE_B; do
 done
 QUEUE=$(realpath -m "${QUEUE:-$ROOT/runs/queue}")
 OUT=${OUT:-$ROOT/runs/queue_out}
-mkdir -p "$QUEUE" "$OUT"
 export OUT
 if (( SMOKE )); then
-  # the same packs, 16 images per split, tiny models, EPOCHS (2) epochs on CPU (the readouts score the whole
-  # test split); default lanes of tiny models unless LANE_A/LANE_B are given
-  CARRY="$ROOT/.carry"
-  PBC="$CARRY/${PBC_PACK:-pbc128_c70.npz}" ALL4="$CARRY/all4_128.npz"
+  # tiny packs of a few real images per class (../shared/data, made once in QUEUE/smoke_carry), tiny
+  # models, EPOCHS (2) epochs on CPU, a checkpoint every epoch
+  CARRY="$QUEUE/smoke_carry"; mkdir -p "$CARRY/tools"
+  DATA=${HIERCLS_SHARED_DATA:-$ROOT/../shared/data}
+  cp "$DATA/../tools/"*.py "$CARRY/tools/" 2>/dev/null || cp "$ROOT/.carry/tools/"*.py "$CARRY/tools/" || exit 1
+  [[ -f "$CARRY/pbc128.npz" && -f "$CARRY/all4_128.npz" ]] || bash benchmarks/smoke_packs.sh "$DATA" "$CARRY" || exit 1
+  PBC="$CARRY/pbc128.npz" ALL4="$CARRY/all4_128.npz"
   EPOCHS=${EPOCHS:-2} EVERY=1
-  TRAIN_EXTRA=(--batch-size 16 --device cpu --threads 1 --limit 16) EVAL_EXTRA=(--device cpu)
-  BASE_EXTRA=(--models test_resnet --epochs 1 --bs 16 --limit 64)
+  TRAIN_EXTRA=(--batch-size 16 --device cpu --threads 1) EVAL_EXTRA=(--device cpu)
+  BASE_EXTRA=(--models test_resnet --epochs 1 --bs 16)
 else
   CARRY="$ROOT/.carry"
   PBC="$CARRY/${PBC_PACK:-pbc128_c70.npz}" ALL4="$CARRY/all4_128.npz"
@@ -70,6 +78,7 @@ fi
 for f in "$PBC" "$ALL4"; do
   [[ -f "$f" ]] || { echo "no pack $f: make it first (bash benchmarks/prepare_carry.sh)" >&2; exit 2; }
 done
+mkdir -p "$QUEUE" "$OUT"  # every setting and input is checked: only now is anything created
 exec > >(tee "$OUT/queue.log") 2>&1
 TEE_PID=$!
 T0=$(date +%s)
@@ -124,7 +133,7 @@ report() {
 import json, sys
 from pathlib import Path
 q, out = Path(sys.argv[1]), {}
-for d in sorted(p for p in q.iterdir() if p.is_dir()):
+for d in sorted(p for p in q.iterdir() if p.is_dir() and p.name != "smoke_carry"):
     row = {"done": (d / "done").is_file()}
     if (d / "log.csv").is_file():
         lines = (d / "log.csv").read_text().splitlines()
@@ -138,7 +147,7 @@ for d in sorted(p for p in q.iterdir() if p.is_dir()):
     out[d.name] = row
 Path(sys.argv[2]).write_text(json.dumps(out, indent=1, default=str) + "\n")
 EOF
-  (cd "$QUEUE" && find . \( -name '*.log' -o -name 'log.csv' -o -name '*.json' -o -name '*.md' \) -print \
+  (cd "$QUEUE" && find . -path ./smoke_carry -prune -o \( -name '*.log' -o -name 'log.csv' -o -name '*.json' -o -name '*.md' \) -print \
     | tar czf "$OUT/queue.tar.gz" -T - 2>/dev/null) || true
 }
 
@@ -150,7 +159,7 @@ PB=$!
 wait $PA $PB
 report
 for d in "$QUEUE"/*/; do
-  n=$(basename "$d")
+  n=$(basename "$d"); [[ "$n" == smoke_carry ]] && continue
   if [[ -f "$d/done" ]]; then s=done; elif [[ -f "$d/last.json" ]]; then s="resumable ($(( $(grep -c . "$d/log.csv") - 1 )) epochs)"; else s="not started or no checkpoint"; fi
   say "$n: $s"
 done

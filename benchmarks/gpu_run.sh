@@ -175,25 +175,7 @@ if (( SMOKE )); then
   CARRY="$WORK/carry"; mkdir -p "$CARRY/tools"
   DATA=${HIERCLS_SHARED_DATA:-$ROOT/../shared/data}
   cp "$DATA/../tools/"*.py "$CARRY/tools/" 2>/dev/null || cp "$ROOT/.carry/tools/"*.py "$CARRY/tools/"
-  $PY - "$DATA" "$WORK/mini" <<'EOF'
-import os, sys
-from collections import defaultdict
-src, dst = sys.argv[1], sys.argv[2]
-for ds, per in (("pbc", 5), ("all4", 12)):
-    top = os.path.join(src, ds)
-    seen = defaultdict(int)
-    for dirpath, _, files in sorted(os.walk(top)):
-        for f in sorted(files):
-            key = (dirpath, f.split("_")[0] if "_" in f else "")
-            if seen[key] < per:
-                seen[key] += 1
-                rel = os.path.relpath(os.path.join(dirpath, f), top)
-                os.makedirs(os.path.dirname(os.path.join(dst, ds, rel)), exist_ok=True)
-                os.symlink(os.path.join(dirpath, f), os.path.join(dst, ds, rel))
-EOF
-  for spec in "pbc pbc128.npz" "all4 all4_128.npz"; do set -- $spec
-    $PY -m examples.leukemia.pack --data "$WORK/mini/$1" --size 32 --out "$CARRY/$2" --no-progress
-  done
+  bash benchmarks/smoke_packs.sh "$DATA" "$CARRY" pbc128.npz all4_128.npz
   PBC_PACK="$CARRY/pbc128.npz"
   BASE_ARGS=(--models test_resnet --epochs 1 --bs 16)
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit

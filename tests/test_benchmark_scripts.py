@@ -565,3 +565,93 @@ def test_metrics_values_equal_hiclass_when_it_is_installed(capsys) -> None:
     h = metrics_bench.main(_metrics_argv(python))["hiclass"]
     assert "skipped" not in h, h
     assert h["values_equal"] is True and set(h["abs_difference"]) == {"precision", "recall", "f1"}
+
+
+QUEUE_SCRIPT = ROOT / "benchmarks" / "gpu_queue.sh"
+
+
+def _queue(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: str) -> subprocess.CompletedProcess:
+    import os
+
+    full = {**os.environ, "OUT": str(tmp_path / "out"), "QUEUE": str(tmp_path / "queue"), "TMPDIR": str(tmp_path)}
+    full |= {"HIERCLS_SHARED_DATA": str(shared_data), **env}
+    return subprocess.run(
+        ["bash", str(QUEUE_SCRIPT), *(["--smoke"] if smoke else [])],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_queue_resumes_a_run_cut_in_one_call_in_the_next(tmp_path: Path, shared_data: Path) -> None:
+    """``benchmarks/gpu_queue.sh --smoke`` twice, as on a warm GPU machine: the first call's per-level run is
+    cut after one epoch (a stand-in for the call's time limit: train stops as an interruption would, and
+    the python in front of it exits 124 like ``timeout``); the second call resumes it from its checkpoint,
+    keeps what the first finished, and reads every run out with both rules."""
+    import os
+
+    cut = tmp_path / "cut-once"
+    python = tmp_path / "python-that-cuts-one-run-once"
+    python.write_text(
+        "#!/bin/bash\n"
+        f'if [[ "$*" == *examples.leukemia.train*per-level* && ! -e {cut} ]]; then\n'
+        f'  touch {cut}; {sys.executable} "$@" --stop-after 1; exit 124\n'
+        "fi\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    env = {"PYTHON": str(python), "LANE_A": "pbc:per-level:test_resnet", "LANE_B": "baseline all4:flat:test_resnet"}
+    env |= {"EPOCHS": "2", "DEADLINE": "500"}
+
+    first = _queue(tmp_path, shared_data, **env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    log = (tmp_path / "out" / "queue.log").read_text()
+    assert "pbc:per-level:test_resnet: train exit 124, 1 epochs logged" in log
+    assert "pbc-per-level-test_resnet: resumable (1 epochs)" in log
+    state = json.loads((tmp_path / "out" / "queue.json").read_text())
+    assert not state["pbc-per-level-test_resnet"]["done"] and "eval_auto" not in state["pbc-per-level-test_resnet"]
+    assert state["baseline"]["done"] and state["all4-flat-test_resnet"]["done"]
+    assert state["baseline"]["pbc_flat_baseline.json"]["epochs"] == 1
+
+    second = _queue(tmp_path, shared_data, **env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    log = (tmp_path / "out" / "queue.log").read_text()
+    assert "pbc:per-level:test_resnet: resume" in log and "train exit 0, 2 epochs logged" in log
+    assert "baseline: done in an earlier call" in log
+    assert "all4:flat:test_resnet: train" not in log  # finished in the first call: not trained again
+    state = json.loads((tmp_path / "out" / "queue.json").read_text())
+    run = state["pbc-per-level-test_resnet"]
+    assert run["done"] and run["epochs_logged"] == 2
+    header = run["log_csv"][0].split(",")
+    assert [line.split(",")[header.index("first_in_process")] for line in run["log_csv"][1:]] == ["True", "True"]
+    seconds = sum(float(line.split(",")[header.index("train_seconds")]) for line in run["log_csv"][1:])
+    assert run["summary.json"]["train_seconds"] == pytest.approx(seconds, abs=1e-4)  # both processes' epochs
+    for name, rule in (("pbc-per-level-test_resnet", "top_down"), ("all4-flat-test_resnet", "argmax_leaf")):
+        assert state[name]["eval_auto"]["rows"][0]["decode"] == rule
+        assert state[name]["eval_argmax_leaf"]["rows"][0]["decode"] == "argmax_leaf"
+        assert state[name]["eval_auto"]["rows"][0]["split"] == "test"
+    assert "smoke_carry" not in state
+    assert (tmp_path / "out" / "queue.tar.gz").is_file()
+    assert not os.path.exists(tmp_path / "out" / "smoke_carry")
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"LANE_A": "pbc:per-level"}, "LANE_A/LANE_B: expected items DATA:METHOD:BACKBONE"),
+        ({"LANE_B": "baseline cifar:flat:resnet18"}, "got 'cifar:flat:resnet18'"),
+        ({"DEADLINE": "9m"}, "DEADLINE: expected whole seconds"),
+        ({"EPOCHS": "0"}, "EPOCHS: expected a whole number >= 1, got '0'"),
+        ({"EXTRA_DECODES": "crm greedy"}, "EXTRA_DECODES: expected rules among"),
+        ({"PBC_PACK": "no_such_pack.npz", "smoke": False}, "no_such_pack.npz: make it first"),
+    ],
+)
+def test_the_queue_refuses_a_bad_setting_before_it_starts(tmp_path: Path, shared_data: Path, env, said) -> None:
+    """Nothing is created (no queue, no output folder) and no device time would be spent."""
+    env = dict(env)
+    smoke = env.pop("smoke", True)
+    done = _queue(tmp_path, shared_data, smoke=smoke, **env)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "queue").exists()
