@@ -76,12 +76,29 @@ def collect() -> tuple[dict[str, dict[str, list[Point]]], list[str], dict[str, f
             add_row(e100, row)
     peer[e100] = seeds_job["baseline"]["resnet18"]["test_acc_8class"]
 
-    # session 5: one job (benchmarks/gpu_run.sh) plus a second call for the runs its deadline skipped
+    # session 5: one job (benchmarks/gpu_run.sh) plus a second call for the runs its deadline skipped;
+    # its per-level run clipped all backbones' gradients at once and was rerun in session 13 (same
+    # recipe, pack and split, benchmarks/gpu_queue.sh), which added the per-level ViT-Small
     names = {"resnet18": "ResNet-18", "convnext_tiny": "ConvNeXt-Tiny", "vit_small_patch16_224": "ViT-Small"}
+    queue = _load("h200_s13_queue_call2.json")
+    rerun = {
+        q["eval_auto"]["rows"][0]["backbone"]: q["eval_auto"]["rows"][0]
+        for name, q in queue.items()
+        if name.startswith("pbc-per-level-") and "eval_auto" in q
+    }
+
+    def setting5(backbone: str) -> str:
+        sessions = "sessions 5 and 13 (per-level)" if backbone in rerun else "session 5"
+        return f"H200, {names[backbone]}, 128 px, crop 0.7,\n40 epochs ({sessions})"
+
     job = _load("h200_c70_job.json")
     for row in job["pbc"]["rows"] + _load("pbc_h200_c70_second_call.json")["rows"]:
-        add_row(f"H200, {names[row['backbone']]}, 128 px, crop 0.7,\n40 epochs (session 5)", row)
-    peer["H200, ResNet-18, 128 px, crop 0.7,\n40 epochs (session 5)"] = job["baseline"]["resnet18"]["test_acc_8class"]
+        if row["method"] == "per-level" and row["backbone"] in rerun:
+            continue  # the joint-clip run, replaced by its rerun
+        add_row(setting5(row["backbone"]), row)
+    for backbone, row in rerun.items():
+        add_row(setting5(backbone), row)
+    peer[setting5("resnet18")] = job["baseline"]["resnet18"]["test_acc_8class"]
 
     gpu = "H200, ResNet-18, 128 px, uncropped,\n40 epochs (session 1)"
     for name in ("pbc_h200_run1.json", "pbc_h200_run2_per_level.json"):
@@ -105,9 +122,14 @@ def collect() -> tuple[dict[str, dict[str, list[Point]]], list[str], dict[str, f
 
     uncropped64 = "CPU, ConvNeXt-Atto, 64 px, uncropped,\n10 epochs (mean ± sd over seeds)"
     for s in _load("pbc_cpu64_convnext_atto_seeds.json")["summary"]:
+        if s["method"] == "per-level":
+            continue  # one seed, with the joint clip: its session-12 rerun (same command) is drawn instead
         fine, eight = s["fine_leaf_accuracy"], s["eight_class_accuracy"]
         sd = (fine["sd"], eight["sd"]) if fine["n"] > 1 else (0.0, 0.0)
         add(uncropped64, _key(s), (fine["mean"], eight["mean"], *sd))
+    for row in _load("pbc_cpu64_convnext_atto_s12.json")["rows"]:
+        if row["method"] == "per-level":
+            add_row(uncropped64, row)
     return points, order, peer
 
 
