@@ -609,11 +609,16 @@ def test_the_queue_resumes_a_run_cut_in_one_call_in_the_next(tmp_path: Path, sha
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     log = (tmp_path / "out" / "queue.log").read_text()
     assert "pbc:per-level:test_resnet: train exit 124, 1 epochs logged" in log
-    assert "pbc-per-level-test_resnet: resumable (1 epochs)" in log
+    assert "pbc-per-level-test_resnet: resumable (checkpoint after 1 epochs)" in log
     state = json.loads((tmp_path / "out" / "queue.json").read_text())
     assert not state["pbc-per-level-test_resnet"]["done"] and "eval_auto" not in state["pbc-per-level-test_resnet"]
     assert state["baseline"]["done"] and state["all4-flat-test_resnet"]["done"]
     assert state["baseline"]["pbc_flat_baseline.json"]["epochs"] == 1
+
+    # a readout cut mid-write in an earlier call (no done marker, half a JSON) is done again, not kept
+    cut_readout = tmp_path / "queue" / "all4-flat-test_resnet" / "eval_auto"
+    (cut_readout / "done").unlink()
+    (cut_readout / "results.json").write_text('{"split": "test", "rows": [')
 
     second = _queue(tmp_path, shared_data, **env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
@@ -621,6 +626,8 @@ def test_the_queue_resumes_a_run_cut_in_one_call_in_the_next(tmp_path: Path, sha
     assert "pbc:per-level:test_resnet: resume" in log and "train exit 0, 2 epochs logged" in log
     assert "baseline: done in an earlier call" in log
     assert "all4:flat:test_resnet: train" not in log  # finished in the first call: not trained again
+    assert "all4:flat:test_resnet: auto readout exit 0" in log
+    assert "all4:flat:test_resnet: argmax_leaf readout" not in log
     state = json.loads((tmp_path / "out" / "queue.json").read_text())
     run = state["pbc-per-level-test_resnet"]
     assert run["done"] and run["epochs_logged"] == 2
@@ -636,6 +643,13 @@ def test_the_queue_resumes_a_run_cut_in_one_call_in_the_next(tmp_path: Path, sha
     assert (tmp_path / "out" / "queue.tar.gz").is_file()
     assert not os.path.exists(tmp_path / "out" / "smoke_carry")
 
+    # another schedule with the same QUEUE: the finished runs are refused by name, not kept as if done
+    third = _queue(tmp_path, shared_data, **{**env, "EPOCHS": "3"})
+    assert third.returncode == 1
+    assert "pbc:per-level:test_resnet: " + str(tmp_path / "queue" / "pbc-per-level-test_resnet") in third.stdout
+    assert "holds a run started with other settings (pack=pbc128.npz epochs=2" in third.stdout
+    assert "train exit" not in third.stdout and "failed in this call:" in third.stdout
+
 
 @pytest.mark.parametrize(
     ("env", "said"),
@@ -645,6 +659,7 @@ def test_the_queue_resumes_a_run_cut_in_one_call_in_the_next(tmp_path: Path, sha
         ({"DEADLINE": "9m"}, "DEADLINE: expected whole seconds"),
         ({"EPOCHS": "0"}, "EPOCHS: expected a whole number >= 1, got '0'"),
         ({"EXTRA_DECODES": "crm greedy"}, "EXTRA_DECODES: expected rules among"),
+        ({"LANE_A": "baseline", "LANE_B": "pbc:flat:x baseline"}, "'baseline' is named twice"),
         ({"PBC_PACK": "no_such_pack.npz", "smoke": False}, "no_such_pack.npz: make it first"),
     ],
 )
