@@ -339,3 +339,20 @@ def test_match_param_layout_counts_what_it_changed_and_leaves_scalars() -> None:
     state = opt.state[weight]
     assert state["exp_avg"].stride() == weight.stride() and torch.equal(state["exp_avg"], moments)
     assert state["step"].shape == () and state["step"].item() == 3.0
+
+
+@pytest.mark.parametrize(("saved", "present", "restored"), [(3, 1, [0]), (1, 2, [0]), (2, 2, [0, 1])])
+def test_cuda_random_states_are_restored_for_the_devices_present(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, saved: int, present: int, restored: list[int]
+) -> None:
+    """A run saved where more GPUs were visible resumed with ``torch.cuda.set_rng_state_all``, which raised on
+    the first device this machine lacks; now each device present gets its state, and a mismatch is said."""
+    state = {**C.get_rng_state(), "cuda": [torch.zeros(8, dtype=torch.uint8)] * saved}
+    calls: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: present)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda rng, device: calls.append(device))
+    with caplog.at_level(logging.WARNING):
+        C.set_rng_state(state)
+    assert calls == restored
+    assert ("CUDA device(s)" in caplog.text) == (saved != present)

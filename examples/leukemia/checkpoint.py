@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -252,12 +253,27 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what :func:`get_rng_state` returned."""
+    """Restore what :func:`get_rng_state` returned.
+
+    CUDA states are restored device by device, as many as both the saved state and this machine have: a
+    run saved where more GPUs were visible (``torch.cuda.set_rng_state_all`` raised on the first missing
+    device) resumes with a warning, since only those devices' streams continue exactly.
+    """
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+        saved, present = list(state["cuda"]), torch.cuda.device_count()
+        if len(saved) != present:
+            logging.getLogger("examples.leukemia.checkpoint").warning(
+                "the checkpoint holds the random state of %d CUDA device(s), this process sees %d: the first "
+                "%d are restored, so only their random streams continue exactly as in the saved run",
+                len(saved),
+                present,
+                min(len(saved), present),
+            )
+        for device, rng in enumerate(saved[:present]):
+            torch.cuda.set_rng_state(rng, device)
 
 
 # --------------------------------------------------------------------------- files
