@@ -613,6 +613,9 @@ def _dag_leaf_lse(leaf_logits: Tensor, t: Any) -> Tensor:
     Only the leaf-descendant lists are gathered (O(B x sum of leaves below each node)), not every descendant.
     """
     batch = leaf_logits.shape[0]
+    if leaf_logits.shape[1]:  # the row max first, as on a tree: at logits ~1e4 adding the per-node shift back
+        row_top = leaf_logits.detach().amax(1, keepdim=True)  # would cost log P an ulp of 1e4 (~1e-3 in float32)
+        leaf_logits = leaf_logits - torch.where(torch.isfinite(row_top), row_top, torch.zeros_like(row_top))
     rows = leaf_logits.t().contiguous()
     gathered = rows[t.leafdesc_pos]  # (sum of leaves below each node, B)
     owner = t.leafdesc_owner

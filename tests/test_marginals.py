@@ -167,6 +167,18 @@ def test_extreme_logits_stay_finite(paper_tax):
     torch.testing.assert_close(parents, sums)
 
 
+@settings(examples(25))
+@given(tax=st.one_of(trees(max_nodes=20), dags(max_nodes=20)), shift=st.sampled_from([1e2, 1e3, 1e4, -1e4]))
+def test_flat_marginals_ignore_a_shift_of_every_logit_on_trees_and_dags(tax, shift):
+    """Softmax over the leaves is shift-invariant, and so must the float32 marginals be. On a DAG each node's
+    log-mass was shifted by its own top leaf and the shift added back before dividing by the root's, so
+    log P carried an ulp of the largest logit: 1.6e-4 off at logits ~1e4 (the tree path subtracted the row
+    max first and was exact)."""
+    x = torch.randn(3, tax.num_leaves, generator=torch.Generator().manual_seed(tax.num_nodes)) + shift
+    exact = M.flat_marginals(x.double(), tax)  # the same float32 logits, computed in float64
+    torch.testing.assert_close(M.flat_marginals(x, tax).double(), exact, rtol=0, atol=2e-6)
+
+
 def test_bf16_logits_give_float32_marginals(paper_tax):
     x = torch.randn(2, paper_tax.num_nodes).bfloat16()
     assert M.conditional_marginals(x, paper_tax).dtype == torch.float32
