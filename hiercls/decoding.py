@@ -166,8 +166,8 @@ def _check_threshold(threshold: Any) -> float:
         raise ValueError("threshold: expected a finite number in [0, 1] (e.g. 0.5) or inf, got nan.")
     if value == math.inf:  # the first point of operating_curve: every answer is the root
         return value
-    # up to the slack marginals are allowed (rounding), so the curve's own breakpoints are accepted
-    if not 0.0 <= value <= 1.0 + _PROB_SLACK:
+    # up to the slack marginals are allowed (rounding) on both sides, so the curve's own breakpoints are accepted
+    if not -_PROB_SLACK <= value <= 1.0 + _PROB_SLACK:
         raise ValueError(
             f"threshold: expected a probability in [0, 1] (e.g. 0.5), or inf (operating_curve's first point), "
             f"got {value}. It is compared with node marginals: above 1 every prediction would stop at the root, "
@@ -188,6 +188,10 @@ def _as_probs(
         arr = np.asarray(probs)
         if arr.dtype.kind not in "fiub":
             raise ValueError(f"probs: expected float node marginals, got an array of dtype {arr.dtype}.")
+        if not arr.dtype.isnative:  # e.g. '>f8' from a big-endian file: torch takes native byte order only
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if not arr.flags.writeable:  # read-only (np.frombuffer, a memory map): copied, nothing here writes to it
+            arr = arr.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(arr))
     else:
         tensor = probs.detach()
@@ -360,13 +364,20 @@ def _resolve_cost(
                 f"cost: expected per-node costs of shape ({taxonomy.num_nodes},), got {tuple(cost.shape)}."
             )
         return "node", cost.to(device=device, dtype=dtype)
-    values = torch.as_tensor(
-        np.asarray(cost.detach().cpu() if isinstance(cost, torch.Tensor) else cost, dtype=np.float64)
-    )
-    if values.shape != (taxonomy.num_nodes,) or not bool(torch.isfinite(values).all()):
+    if isinstance(cost, torch.Tensor):  # through float64 in torch: numpy has no bfloat16
+        values = cost.detach().to("cpu", torch.float64)
+    else:
+        values = torch.as_tensor(np.asarray(cost, dtype=np.float64))
+    if values.shape != (taxonomy.num_nodes,):
         raise ValueError(
             f"cost: expected finite per-node costs of shape ({taxonomy.num_nodes},) (cost[lca(leaf, truth)]), "
             f"got shape {tuple(values.shape)}."
+        )
+    if not bool(torch.isfinite(values).all()):
+        bad = torch.nonzero(~torch.isfinite(values)).flatten()[:3].tolist()
+        raise ValueError(
+            f"cost: expected finite per-node costs, got {values[bad].tolist()} at node(s) "
+            f"{[taxonomy.nodes[i] for i in bad]}; give every node a finite cost (e.g. its height, tax.height_index)."
         )
     return "node", values.to(device=device, dtype=dtype)
 
@@ -642,7 +653,9 @@ def decode(
 
     Raises:
         ValueError: an unknown rule, bad ``probs`` (shape, dtype, NaN, values outside ``[0, 1]``:
-            logits passed by mistake) or options (a ``threshold`` outside ``[0, 1]``). An empty batch
+            logits passed by mistake) or options (a ``threshold`` outside ``[0, 1]``). Both bounds
+            allow 0.001 of rounding, as the marginals do, so that every threshold
+            :func:`operating_curve` returns decodes. An empty batch
             (``B = 0``) is not an error: it decodes to an empty result.
         TaxonomyError: ``"crm"`` or ``"hf_optimal"`` on a DAG.
 

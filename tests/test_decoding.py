@@ -573,3 +573,54 @@ def test_validation_changes_no_decision(tax: Taxonomy, seed: int) -> None:
     with pytest.raises(ValueError, match="look like logits"):
         decode(logits, tax, "top_down")
     assert decode(logits, tax, "top_down", validate_args=False).shape == (5,)
+
+
+def test_a_curve_breakpoint_below_zero_by_rounding_decodes() -> None:
+    """Marginals may stray below 0 by the rounding slack (a difference of sums); the curve then has a breakpoint
+    there, and decode refused its own curve's threshold (it allowed the slack above 1 only)."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = np.array([[1.0, 0.6, 0.4, -1e-7, -2e-7]])
+    curve = operating_curve(probs, ["a1"], tax)
+    assert curve.thresholds.min() < 0
+    for tau in curve.thresholds:
+        decode(probs, tax, "threshold", threshold=float(tau))
+    with pytest.raises(ValueError, match="threshold: expected a probability in"):
+        decode(probs, tax, "threshold", threshold=-0.01)
+
+
+def test_a_bfloat16_cost_tensor_is_read_like_any_other() -> None:
+    """numpy has no bfloat16: np.asarray of a bf16 cost raised TypeError inside crm's cost check."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = torch.tensor([[1.0, 0.6, 0.4, 0.3, 0.3], [1.0, 0.1, 0.9, 0.05, 0.05]])
+    cost = torch.tensor(tax.height_index, dtype=torch.float32)
+    want = decode(probs, tax, "crm", cost=cost)
+    assert torch.equal(decode(probs, tax, "crm", cost=cost.bfloat16()), want)
+    torch.testing.assert_close(
+        expected_lca_cost(probs, tax, cost=cost.bfloat16()), expected_lca_cost(probs, tax, cost=cost)
+    )
+
+
+def test_a_non_finite_cost_is_named_by_value_and_node() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    cost = np.array([0.0, 1.0, np.nan, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"got \[nan\] at node\(s\) \['b'\]"):
+        decode(np.array([[1.0, 0.6, 0.4, 0.3, 0.3]]), tax, "crm", cost=cost)
+
+
+@pytest.mark.parametrize("make", ["big_endian", "read_only"])
+def test_numpy_marginals_in_another_byte_order_or_read_only_decode(make: str) -> None:
+    """A '>f8' array (from a big-endian file) crashed every decoder in torch.from_numpy; a read-only one (np.frombuffer,
+    a memory map) made torch warn that it is not writable, though nothing writes to it."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    p = np.array([[1.0, 0.6, 0.4, 0.3, 0.3], [1.0, 0.1, 0.9, 0.05, 0.05]])
+    q = p.astype(">f8") if make == "big_endian" else np.frombuffer(p.tobytes(), dtype=p.dtype).reshape(p.shape)
+    assert q.dtype.isnative == (make != "big_endian") and q.flags.writeable == (make != "read_only")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for rule in ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"):
+            assert decode(q, tax, rule).tolist() == decode(p, tax, rule).tolist()
+        assert top_k_leaves(q, tax, 2).tolist() == top_k_leaves(p, tax, 2).tolist()
+        assert (
+            operating_curve(q, ["a1", "b"], tax).thresholds.tolist()
+            == operating_curve(p, ["a1", "b"], tax).thresholds.tolist()
+        )
