@@ -104,6 +104,19 @@ def test_results_markdown_is_a_methods_by_backbones_table() -> None:
     assert "acc@depth 1" in md and "8-class" not in md
 
 
+def test_results_markdown_puts_one_method_on_several_backbones_on_one_line() -> None:
+    """The paper's table: each method on each backbone. Each row was numbered apart ('flat #1', 'flat #2'),
+    one line per run, because the labels were compared without their backbone."""
+    rows = [
+        {"method": meth, "backbone": b, "metrics": {"fine_leaf_accuracy": acc, "n": 4}}
+        for meth, accs in (("flat", (0.5, 0.25)), ("hierarchical", (0.75, 1.0)))
+        for b, acc in zip(("r18", "vit"), accs)
+    ]
+    md = results_markdown(rows, title="T")
+    assert "| flat | 0.5000 | 0.2500 |" in md and "| hierarchical | 0.7500 | 1.0000 |" in md
+    assert "#" not in md.split("| method |")[1].split("\n\n")[0] and "Several runs share" not in md
+
+
 # ---------------------------------------------------------------------------------------- the scripts
 def test_evaluate_writes_tables_and_figures(trained: dict[str, Path], tmp_path: Path) -> None:
     from examples.leukemia.evaluate import main

@@ -141,6 +141,8 @@ def _table_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         ...         {"method": "hierarchical", "backbone": "b"}]
         >>> _table_labels(rows)
         ['flat [flat-b, seed 0]', 'flat [flat-b-2, seed 1]', 'hierarchical']
+        >>> _table_labels([{"method": m, "backbone": b} for m in ("flat", "hierarchical") for b in ("r18", "vit")])
+        ['flat', 'flat', 'hierarchical', 'hierarchical']
     """
     from examples.leukemia.models import row_variant
 
@@ -152,8 +154,10 @@ def _table_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         tag = str(r.get("name") or f"run {i + 1}") + ("" if r.get("seed") is None else f", seed {r['seed']}")
         labels.append(f"{key[0]} [{tag}]")
-    # two rows of one variant, backbone, name and seed (rows that name no run): told apart by position
-    return [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+    # two rows of one variant, backbone, name and seed (rows that name no run): told apart by position; one
+    # label on several backbones is one line of the table (it numbered the paper's methods x backbones rows)
+    cells = list(zip(labels, (k[1] for k in keys)))
+    return [f"{lab} #{i + 1}" if cells.count(cell) > 1 else lab for i, (lab, cell) in enumerate(zip(labels, cells))]
 
 
 def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results", note: str = "") -> str:
