@@ -78,6 +78,23 @@ def test_train_refuses_bad_flag_values_when_parsing(argv: list[str], said: str, 
     assert err.value.code == 2 and said in capsys.readouterr().err
 
 
+def test_a_device_the_machine_lacks_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from examples.leukemia.cli import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(argparse.ArgumentTypeError, match="no CUDA device; use --device cpu"):
+        device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device("cuda:1") == "cuda:1" and device("cpu") == "cpu"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"2 CUDA device\(s\), cuda:0 to cuda:1"):
+        device("cuda:2")
+    with pytest.raises(SystemExit):
+        T.parse_args(["--device", "gpu"])
+
+
 def test_train_keeps_good_flag_values() -> None:
     argv = [
         "--epochs",
@@ -105,6 +122,18 @@ def test_train_keeps_good_flag_values() -> None:
         ("explain", ["ckpt", "img", "--threshold", "0"], "argument --threshold: expected a probability in (0, 1]"),
         ("predict", ["ckpt", "img", "--threshold", "2"], "argument --threshold: expected a probability in (0, 1]"),
         ("evaluate", ["ckpt", "--threshold", "0"], "argument --threshold: expected a probability in (0, 1]"),
+        # these failed with a torch traceback, predict's and explain's after every image had been read
+        ("predict", ["ckpt", "img", "--decode", "topdown"], "argument --decode: expected one of auto, argmax_leaf"),
+        ("explain", ["ckpt", "img", "--decode", "topdown"], "argument --decode: expected one of auto, argmax_leaf"),
+        *[
+            (script, [*pos, "--device", "gpu"], "argument --device: expected a torch device such as cpu, cuda")
+            for script, pos in (
+                ("predict", ["ckpt", "img"]),
+                ("explain", ["ckpt", "img"]),
+                ("evaluate", ["ckpt"]),
+                ("compare", ["--pack", "p.npz"]),
+            )
+        ],
     ],
 )
 def test_other_scripts_refuse_bad_flag_values_when_parsing(script: str, argv: list[str], said: str, capsys) -> None:

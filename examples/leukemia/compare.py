@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from examples.leukemia.cli import ArgumentParser, HelpFormatter, exits_cleanly, whole_number
+from examples.leukemia.cli import ArgumentParser, HelpFormatter, device, exits_cleanly, whole_number
 from hiercls.decoding import RULE_OPTIONS, decode
 
 log = logging.getLogger("examples.leukemia.compare")
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="use at most N images (smoke tests; default: all of them): with --data N in all, drawn before the "
         "split; with --pack N per split, drawn from the pack's own split",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--seed", type=int, default=0, help="seed of every run (weights and batches; the split has its own)")
     p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: up to 8)")

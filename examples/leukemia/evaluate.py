@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from examples.leukemia.cli import ArgumentParser, exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import RULE_OPTIONS, decode
@@ -651,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
     p.add_argument("--batch-size", type=whole_number(1), default=256, help="images per inference batch")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
     p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: up to 8)")
     p.add_argument("--out", default="eval", help="output folder")
     p.add_argument(

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from examples.leukemia.cli import ArgumentParser, exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, probability, whole_number
+from examples.leukemia.evaluate import decode_rule
 from examples.leukemia.gpu_data import add_tta_argument, tta_mean
 from hiercls.decoding import decode
 
@@ -183,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="explain at most this many images (the first found; default 8)",
     )
-    p.add_argument("--decode", default=None, help="rule of the explained prediction (default: the checkpoint's)")
+    p.add_argument(
+        "--decode", type=decode_rule, default=None, help="rule of the explained prediction (default: the checkpoint's)"
+    )
     p.add_argument(
         "--threshold",
         type=probability,
@@ -196,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the checkpoint's)",
     )
     p.add_argument("--img-size", type=whole_number(1), default=None, help="default: the training resolution")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=device, default=None)
     return p
 
 

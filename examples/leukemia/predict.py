@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from examples.leukemia.cli import ArgumentParser, exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, probability, whole_number
+from examples.leukemia.evaluate import decode_rule
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import decode
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", default="predictions.csv", help="CSV to write ('-' for stdout; default predictions.csv)")
-    p.add_argument("--decode", default=None, help="rule for 'prediction' (default: the checkpoint's)")
+    p.add_argument("--decode", type=decode_rule, default=None, help="rule for 'prediction' (default: the checkpoint's)")
     p.add_argument(
         "--threshold",
         type=probability,
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=whole_number(1), default=None, help="default: the training resolution")
     p.add_argument("--batch-size", type=whole_number(1), default=128)
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=device, default=None)
     return p
 
 

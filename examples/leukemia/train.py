@@ -48,6 +48,7 @@ from examples.leukemia.checkpoint import CheckpointError, load_checkpoint, load_
 from examples.leukemia.cli import (
     ArgumentParser,
     HelpFormatter,
+    device,
     exits_cleanly,
     number_in,
     positive_float,
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validation split the best epoch is picked by the raw weights' training loss)",
     )
     g = p.add_argument_group("speed")
-    g.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
+    g.add_argument("--device", type=device, default=None, help="cuda | cpu (default: cuda when available)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on GPU")
     g.add_argument(
         "--channels-last",
