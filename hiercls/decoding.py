@@ -367,7 +367,7 @@ def _resolve_cost(
     if isinstance(cost, torch.Tensor):  # through float64 in torch: numpy has no bfloat16
         values = cost.detach().to("cpu", torch.float64)
     else:
-        values = torch.as_tensor(np.asarray(cost, dtype=np.float64))
+        values = torch.as_tensor(np.array(cost, dtype=np.float64))  # a copy: a read-only array is fine
     if values.shape != (taxonomy.num_nodes,):
         raise ValueError(
             f"cost: expected finite per-node costs of shape ({taxonomy.num_nodes},) (cost[lca(leaf, truth)]), "

@@ -624,3 +624,12 @@ def test_numpy_marginals_in_another_byte_order_or_read_only_decode(make: str) ->
             operating_curve(q, ["a1", "b"], tax).thresholds.tolist()
             == operating_curve(p, ["a1", "b"], tax).thresholds.tolist()
         )
+
+
+def test_a_read_only_numpy_cost_decodes_without_a_warning() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    cost = np.asarray(tax.height_index, dtype=np.float64)
+    cost.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decode(np.array([[1.0, 0.6, 0.4, 0.3, 0.3]]), tax, "crm", cost=cost).tolist() == [3]

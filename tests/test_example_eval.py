@@ -637,3 +637,17 @@ def test_flat_grad_cam_maps_say_so_in_the_figure() -> None:
 
     assert panel_title(2, "ALL", 0.91, flat=False) == "depth 2: ALL\np=0.91"
     assert panel_title(2, "ALL", 0.91, flat=True).endswith("(flat map: no evidence)")
+
+
+def test_results_markdown_notes_two_seeds_of_one_method_beside_other_backbones() -> None:
+    """The note on pooling seeds was missed when one method had two seeds on one backbone and the methods
+    also spanned other backbones (it compared distinct labels with distinct (method, backbone) pairs)."""
+    m = {"fine_leaf_accuracy": 0.5, "n": 4}
+    rows = [
+        {"method": "flat", "backbone": "r18", "name": "flat-r18", "seed": 0, "metrics": m},
+        {"method": "flat", "backbone": "r18", "name": "flat-r18-2", "seed": 1, "metrics": m},
+        {"method": "flat", "backbone": "vit", "metrics": m},
+        {"method": "hierarchical", "backbone": "r18", "metrics": m},
+        {"method": "hierarchical", "backbone": "vit", "metrics": m},
+    ]
+    assert "Several runs share a method and backbone" in results_markdown(rows, title="T")

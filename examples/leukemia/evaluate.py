@@ -190,7 +190,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
             vals = [_fmt(cell[(m, b)]["metrics"].get(key)) if (m, b) in cell else "" for b in backbones]
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
         lines.append("")
-    if len(set(row_labels)) > len({(label(r), r["backbone"]) for r in rows}):
+    if len(rows) > len({(label(r), r["backbone"]) for r in rows}):  # two runs of one variant on one backbone
         lines += [
             "Several runs share a method and backbone: each has its own line, by run name and seed. To pool "
             "seeds (mean ± sd), evaluate each seed's checkpoints into its own --out and pass their results.json "

@@ -15,8 +15,9 @@ Columns:
 - ``depth<d>``, ``p_depth<d>`` for every depth: the node of the prediction's path at that depth and
   its probability (the per-level probabilities).
 
-An ``answer`` of the taxonomy's root (``root``) means that not even a first-level node reached
-``--threshold``: the model does not commit to any class for that image.
+An ``answer`` of the taxonomy's root (``root``) means that the prediction's own first-level node is
+below ``--threshold``: the model commits to no class along its prediction (another first-level node
+may reach the threshold when the rule, e.g. ``argmax_leaf``, predicts outside the most probable group).
 
 Files that are not readable images are skipped and listed once on stderr.
 """
