@@ -575,13 +575,19 @@ def _sigmoid_log_marginals(logits: Tensor, t: Any, coherent: bool) -> Tensor:
     return torch.cat([torch.zeros_like(log_probs[:, :1]), log_probs[:, 1:]], dim=1)
 
 
+def _minus_row_max(leaf_logits: Tensor) -> Tensor:
+    """Leaf logits ``(B, L)`` shifted by each row's (detached) max, which a softmax over the leaves ignores:
+    log-masses near 0 keep full precision at logits of ±1e4. A row whose leaves are all masked (-inf) is
+    shifted by 0, not by -inf (-inf - -inf = NaN)."""
+    if not leaf_logits.shape[1]:
+        return leaf_logits
+    top = leaf_logits.detach().amax(1, keepdim=True)
+    return leaf_logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+
+
 def _leaf_rows(leaf_logits: Tensor, t: Any, fill: float) -> Tensor:
     """Place leaf-ordered values ``(B, L)`` into node-major ``(N, B)``, ``fill`` at inner nodes."""
-    if leaf_logits.shape[1]:  # shift by the row max: log-masses near 0 keep full precision at ±1e4
-        top = leaf_logits.detach().amax(1, keepdim=True)
-        # a row whose leaves are all masked (-inf) is shifted by 0, not by -inf (-inf - -inf = NaN)
-        leaf_logits = leaf_logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    rows = leaf_logits.t().contiguous()  # (index_copy from a transposed view is ~5x slower)
+    rows = _minus_row_max(leaf_logits).t().contiguous()  # (index_copy from a transposed view is ~5x slower)
     if t.leaves_last:  # every leaf at the deepest level (the iNat21 shape): no scatter needed
         return torch.cat([rows.new_full((t.num_nodes - t.num_leaves, rows.shape[1]), fill), rows], dim=0)
     return rows.new_full((t.num_nodes, rows.shape[1]), fill).index_copy(0, t.leaf_index, rows)
@@ -613,10 +619,9 @@ def _dag_leaf_lse(leaf_logits: Tensor, t: Any) -> Tensor:
     Only the leaf-descendant lists are gathered (O(B x sum of leaves below each node)), not every descendant.
     """
     batch = leaf_logits.shape[0]
-    if leaf_logits.shape[1]:  # the row max first, as on a tree: at logits ~1e4 adding the per-node shift back
-        row_top = leaf_logits.detach().amax(1, keepdim=True)  # would cost log P an ulp of 1e4 (~1e-3 in float32)
-        leaf_logits = leaf_logits - torch.where(torch.isfinite(row_top), row_top, torch.zeros_like(row_top))
-    rows = leaf_logits.t().contiguous()
+    # the row max first, as on a tree: adding only the per-node shift back below would cost log P an ulp of
+    # the largest logit (~1e-3 at 1e4 in float32)
+    rows = _minus_row_max(leaf_logits).t().contiguous()
     gathered = rows[t.leafdesc_pos]  # (sum of leaves below each node, B)
     owner = t.leafdesc_owner
     with torch.no_grad():  # shift each node by its own largest leaf logit, so deep nodes keep log P < -100 exact
