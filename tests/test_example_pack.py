@@ -566,3 +566,52 @@ def test_a_pack_made_again_with_another_split_is_refused(pbc_subset: Path, tmp_p
     assert (run / "splits.csv").read_text() == manifest  # the refused resume left the run's manifest alone
     pack(pbc_subset, out, size=32, seed=1, progress=False)  # made again as it was: the same split
     assert T.run(T.parse_args([*args, "--resume"])).config["split_id"] == res.config["split_id"]
+
+
+def test_the_training_image_check_holds_across_kinds_of_source(pbc_subset: Path, tmp_path: Path, monkeypatch) -> None:
+    """Evaluating a pack-trained run on --data, a data-trained run on a pack, or either on a copy of the data
+    folder: the check matched paths as the manifest resolves them, which never coincide across kinds (pack
+    names resolve into the run folder, files lie under --data), so another split's test images, training
+    images among them, were scored. Images are now also matched by their names inside the dataset."""
+    from examples.leukemia import train as T
+    from examples.leukemia.evaluate import main as evaluate_main
+
+    monkeypatch.setenv("HIERCLS_DEBUG", "1")  # evaluate's main re-raises its user errors: their messages are checked
+    fast = ["--quiet", "--no-tensorboard", "--batch-size", "8", "--workers", "1", "--backbone", "test_resnet"]
+    fast += ["--epochs", "1", "--stop-after", "1", "--device", "cpu"]
+    refused = r"images of the 'test' split were in the run's training split"
+    n = 0
+
+    def ev(run: Path, *source: str) -> dict:
+        nonlocal n
+        n += 1
+        return evaluate_main([str(run / "best"), *source, "--out", str(tmp_path / f"ev{n}"), "--no-figures"])
+
+    packed = {seed: tmp_path / f"p{seed}.npz" for seed in (1, 2)}
+    for seed, out in packed.items():
+        pack(pbc_subset, out, size=32, seed=seed, progress=False)
+    copy = tmp_path / "copy" / "pbc"  # the same images in another place
+    shutil.copytree(pbc_subset, copy)
+
+    # a run trained on a pack made with seed 1, scored on the images it was packed from
+    on_pack = tmp_path / "on_pack"
+    T.run(T.parse_args(["--pack", str(packed[1]), "--output", str(on_pack), *fast]))
+    # the pack's own split: by default --data is split with the seed the run's pack was made with
+    assert json.loads((on_pack / "best.json").read_text())["config"]["pack_seed"] == 1
+    assert ev(on_pack, "--data", str(pbc_subset))["rows"]
+    for source in (["--data", str(pbc_subset), "--split-seed", "2"], ["--data", str(copy), "--split-seed", "2"]):
+        with pytest.raises(ValueError, match=refused):
+            ev(on_pack, *source)
+
+    # a run trained on the images (split seed 1), scored on packs and on a copy of its folder
+    on_data = tmp_path / "on_data"
+    T.run(
+        T.parse_args(
+            ["--data", str(pbc_subset), "--split-seed", "1", "--img-size", "32", "--output", str(on_data), *fast]
+        )
+    )
+    assert ev(on_data, "--pack", str(packed[1]))["rows"]  # made with the run's seed: the same split
+    assert ev(on_data, "--data", str(copy))["rows"]  # the run's seed by default
+    for source in (["--pack", str(packed[2])], ["--data", str(copy), "--split-seed", "2"]):
+        with pytest.raises(ValueError, match=refused):
+            ev(on_data, *source)

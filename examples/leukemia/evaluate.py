@@ -314,6 +314,7 @@ def load_split(
     from examples.leukemia import data as data_mod
     from examples.leukemia.train import _decode_all
 
+    base = None  # the folder a scanned dataset's names are relative to (as a pack's are)
     size = int(image_size or config.get("image_size") or 128)
     pack = pack or (
         config.get("pack") if data is None and config.get("pack") and Path(config["pack"]).is_file() else None
@@ -339,10 +340,11 @@ def load_split(
         images, targets, names = pk.images[t_idx], pk.targets[t_idx], [pk.names[i] for i in idx]
     else:
         if data is not None:
-            samples, _ = data_mod.scan(
+            samples, report = data_mod.scan(
                 data, taxonomy, layout=layout, workers=workers, taxonomy_owner=f"the checkpoint {checkpoint_dir}"
             )
-            items = _split_like_the_run(samples, data, config, split, data_mod.run_split_seed(config, split_seed))
+            base = report.base
+            items = _split_like_the_run(samples, data, config, split, _data_split_seed(config, split_seed))
         else:
             if config.get("pack"):  # its manifest lists paths inside the pack, not files on disk
                 raise FileNotFoundError(
@@ -363,32 +365,93 @@ def load_split(
     if len(names) == 0:
         raise ValueError(f"split: no images in the {split!r} split.")
     if split != "train":
-        _check_no_training_images(names, split, checkpoint_dir / "splits.csv")
+        _check_no_training_images(names, split, checkpoint_dir / "splits.csv", config, packed=bool(pack), base=base)
     return images, targets, names
 
 
-def _check_no_training_images(names: Sequence[str], split: str, manifest: Path) -> None:
+def _check_no_training_images(
+    names: Sequence[str],
+    split: str,
+    manifest: Path,
+    config: Mapping[str, Any],
+    *,
+    packed: bool,
+    base: str | os.PathLike[str] | None = None,
+) -> None:
     """Refuse to score a split that holds images the run trained on (its ``splits.csv`` says which).
 
-    A pack made again with another seed behind the same path, or a data folder that changed since the
-    run, splits differently: its test split then holds training images and the scores mean nothing.
-    Names are compared as the manifest resolves them (relative to the run folder).
+    A pack made again with another seed behind the same path, a data folder that changed since the run, or
+    ``--data`` split with another seed splits otherwise than the run did: its test split then holds
+    training images and the scores mean nothing.
+
+    An image counts as a training image when its path is one the manifest lists (resolved from the run
+    folder), or when its name inside its dataset is: a pack's names are relative to the class-folder root it
+    was packed from (``neutrophil/BNE_1.jpg``), a scanned image's name is its path relative to the scan's
+    ``base``. So the check holds across kinds of source (a run trained on a pack scored on ``--data``, or the
+    reverse) and for a copy of the data folder elsewhere. A name of one part (a file beside a CSV manifest)
+    is matched by its full path only: file names alone repeat across datasets.
+
+    Args:
+        names: the split's names: pack names when ``packed``, paths on disk otherwise.
+        split: the split's name, for the message.
+        manifest: the run's ``splits.csv``; nothing is checked without one.
+        config: the run's config (``pack``: its manifest lists pack names, not files).
+        packed: whether ``names`` come from a pack.
+        base: the folder a scan found ``names`` under (:attr:`ScanReport.base`); ``None`` for names read
+            from the run's own manifest, matched by path only.
     """
     from examples.leukemia import data as data_mod
 
     if not manifest.is_file():
         return
-    trained = {s.path for s in data_mod.read_manifest(manifest).get("train", [])}
     here = os.path.abspath(manifest.parent)
-    leaked = [n for n in names if os.path.abspath(os.path.join(here, n)) in trained]
+    trained = [s.path for s in data_mod.read_manifest(manifest).get("train", [])]
+    trained_paths = set(trained)
+    if config.get("pack"):  # pack names, which read_manifest resolved against the run folder
+        trained_names = {Path(os.path.relpath(t, here)).as_posix() for t in trained}
+    else:  # files: every tail of two or more parts of each path, since its dataset's root is not known here
+        trained_names = {
+            "/".join(parts[i:]) for t in trained for parts in [Path(t).parts] for i in range(1, len(parts) - 1)
+        }
+    if packed:
+        paths = [os.path.abspath(os.path.join(here, n)) for n in names]
+        keys: list[str | None] = [Path(n).as_posix() for n in names]
+    else:
+        paths = [os.path.abspath(n) for n in names]
+        keys = [_name_under(p, os.path.abspath(base)) for p in paths] if base is not None else [None] * len(paths)
+    leaked = [
+        n
+        for n, p, k in zip(names, paths, keys)
+        if p in trained_paths or (k is not None and "/" in k and k in trained_names)
+    ]
     if leaked:
         raise ValueError(
             f"split: {len(leaked)} of the {len(names)} images of the {split!r} split were in the run's training "
-            f"split ({manifest}), first: {', '.join(leaked[:3])}. The pack or data folder was changed since "
-            "training (a pack made again with another seed?), so its scores would mean nothing. Evaluate on the "
-            "run's own split: the pack it trained on, a pack made again with the run's --seed from the same "
-            "images, or --data with those images (split again with the run's seed)."
+            f"split ({manifest}), first: {', '.join(leaked[:3])}. These images are split otherwise than the run "
+            "split them (a pack made again with another seed, a data folder changed since training, or --data "
+            "split with another --split-seed), so the scores would mean nothing. Evaluate on the run's own split: "
+            "the pack it trained on, a pack made again with the run's seed from the same images, or --data with "
+            "those images and the run's --split-seed (for a run trained on a pack: the seed the pack was made with)."
         )
+
+
+def _name_under(path: str, base: str) -> str | None:
+    """``path`` relative to ``base`` with ``/`` separators, or ``None`` when it is not inside ``base``."""
+    try:
+        rel = os.path.relpath(path, base)
+    except ValueError:  # another drive (Windows)
+        return None
+    return None if rel == os.curdir or rel.split(os.sep)[0] == os.pardir else Path(rel).as_posix()
+
+
+def _data_split_seed(config: Mapping[str, Any], given: int | None) -> int:
+    """The seed that splits ``--data`` as the run's images were split: ``given``, else the seed of the pack a
+    pack-trained run learnt from (its config's ``pack_seed``), else the run's ``--split-seed``."""
+    from examples.leukemia import data as data_mod
+
+    if given is None and config.get("pack") and config.get("pack_seed") is not None:
+        return int(config["pack_seed"])
+    return data_mod.run_split_seed(config, given)
 
 
 def _split_like_the_run(samples: list[Any], data: str, config: Mapping[str, Any], split: str, seed: int) -> list[Any]:
@@ -610,6 +673,8 @@ def scored_on(
         ('/d', 3)
         >>> scored_on({"data": "/d", "split_seed": 3}, pack="/p.npz")
         ('/p.npz', None)
+        >>> scored_on({"pack": "/gone.npz", "pack_seed": 5, "split_seed": 3}, data="/d")
+        ('/d', 5)
     """
     from examples.leukemia import data as data_mod
 
@@ -618,7 +683,7 @@ def scored_on(
     if data is None and config.get("pack") and Path(config["pack"]).is_file():
         return str(config["pack"]), None
     if data is not None:
-        return str(Path(data).resolve()), data_mod.run_split_seed(config, split_seed)
+        return str(Path(data).resolve()), _data_split_seed(config, split_seed)
     return config.get("data"), data_mod.run_split_seed(config)
 
 

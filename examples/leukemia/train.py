@@ -588,6 +588,8 @@ class Data:
         synthetic: True for the generated set.
         crop: share of each image's short side kept around the centre before resizing
             (:func:`examples.leukemia.data.load_image`); new images must be read the same way.
+        pack_seed: the seed a pack's split was made with (``None`` when not from a pack, or a pack that
+            does not say); ``evaluate --data`` splits a pack-trained run's images with it.
     """
 
     taxonomy: Taxonomy
@@ -597,6 +599,7 @@ class Data:
     source: str
     synthetic: bool = False
     crop: float = 1.0
+    pack_seed: int | None = None
 
     def subset(self, split: str, keep: Tensor) -> None:
         """Keep only ``keep`` (bool ``(N,)``) of one split."""
@@ -702,7 +705,8 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             images[s] = pk.images[t_idx]
             targets[s] = pk.targets.to(env.device)[t_idx.to(env.device)]
             names[s] = [str(pk.names[i]) for i in idx]
-        out = Data(tax, images, targets, names, source=f"pack {args.pack}", crop=crop)
+        seed = pk.meta.get("seed")
+        out = Data(tax, images, targets, names, source=f"pack {args.pack}", crop=crop, pack_seed=seed)
         if env.main and _write_split_manifest(args, output):  # paths relative to the packed dataset's root
             labels = {s: [tax.nodes[t] for t in targets[s].tolist()] for s in names}
             _write_pack_manifest(output / "splits.csv", names, labels)
@@ -1177,6 +1181,8 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
     cfg["world_size"] = env.world_size
     cfg["split_sizes"] = {s: len(v) for s, v in data.names.items()}
     cfg["split_id"] = split_identity(data)
+    if data.pack_seed is not None:
+        cfg["pack_seed"] = int(data.pack_seed)
     return cfg
 
 
@@ -1304,7 +1310,7 @@ RESUME_MAY_CHANGE = frozenset(
         "output", "overwrite", "resume", "quiet", "tensorboard", "threads", "workers", "stop_after", "save_last",
         "checkpoint_every", "eval_batch_size", "compile", "device", "channels_last", "test", "init_checkpoint",
         "pretrained", "model", "data_source", "split_sizes", "split_id", "synthetic", "data", "pack", "taxonomy",
-        "layout", "split_seed", "limit",
+        "layout", "split_seed", "limit", "pack_seed",
     }
 )  # fmt: skip
 #: settings a resume may change with a warning: they change no optimisation step's arithmetic, only which
