@@ -556,3 +556,180 @@ def test_a_moved_run_folder_is_still_evaluated(tmp_path: Path, caplog, extra: li
 def test_image_counts_read_as_english() -> None:
     """The run summary said "(1 images)"."""
     assert [T._images(k) for k in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+
+
+# ------------------------------------------------------------------ 10. predict's and explain's inputs and outputs
+def test_a_bad_out_is_refused_when_parsing_before_any_model(tmp_path: Path, capsys) -> None:
+    """A folder for predict's CSV, a file for explain's folder, or a file in the way of either: refused when
+    the command line is read. They failed when the results were written, after inference."""
+    from examples.leukemia import explain, predict
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    cases = [
+        (predict, str(tmp_path / "folder"), "is a folder; give a file name"),
+        (predict, str(tmp_path / "file.txt" / "p.csv"), "is a file, not a folder"),
+        (predict, "", "expected a file name"),
+        (explain, str(tmp_path / "file.txt"), "is a file, not a folder; give a folder"),
+        (explain, str(tmp_path / "file.txt" / "deeper"), "is a file, not a folder"),
+    ]
+    for module, out, said in cases:
+        with pytest.raises(SystemExit) as err:
+            module.build_parser().parse_args(["ckpt", "img", "--out", out])
+        assert err.value.code == 2 and said in capsys.readouterr().err, (module.__name__, out)
+    # good ones pass, and nothing is made while parsing
+    assert predict.build_parser().parse_args(["c", "i", "--out", str(tmp_path / "new" / "p.csv")]).out
+    assert explain.build_parser().parse_args(["c", "i", "--out", str(tmp_path / "new2" / "ex")]).out
+    assert predict.build_parser().parse_args(["c", "i", "--out", "-"]).out == "-"
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new2").exists()
+
+
+def test_an_out_in_a_folder_that_cannot_be_written_is_refused(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked of the nearest folder that exists (os.access is faked: the suite may run as root)."""
+    from examples.leukemia import cli, explain, predict
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    asked: list[str] = []
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: asked.append(str(path)) or str(path) != str(locked))
+    for module, out in ((predict, locked / "p.csv"), (explain, locked / "ex" / "deeper"), (explain, locked)):
+        with pytest.raises(SystemExit):
+            module.build_parser().parse_args(["ckpt", "img", "--out", str(out)])
+        assert "no permission" in capsys.readouterr().err and asked[-1] == str(locked)
+    assert predict.build_parser().parse_args(["c", "i", "--out", str(tmp_path / "p.csv")]).out
+
+
+def test_predict_writes_into_a_new_folder_in_chunks_and_leaves_nothing_half_written(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images are read and predicted CHUNK at a time (all of them were held in memory at once): the rows
+    are those of one pass; the CSV goes to a temporary file moved into place at the end."""
+    from examples.leukemia import predict
+
+    images = sorted((run_dir / "SYNTHETIC_images").rglob("*.jpg"))[:5]
+    whole = predict.main([str(run_dir), *map(str, images), "--out", str(tmp_path / "whole.csv"), "--device", "cpu"])
+    monkeypatch.setattr(predict, "CHUNK", 2)
+    out = tmp_path / "made" / "here" / "p.csv"
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    rows = predict.main([str(run_dir), str(images[0]), str(bad), *map(str, images[1:]), "--out", str(out)])
+    assert [r["path"] for r in rows] == list(map(str, images))
+    for a, b in zip(rows, whole):
+        assert a["prediction"] == b["prediction"] and abs(a["prediction_prob"] - b["prediction_prob"]) < 1e-5
+    with open(out, newline="") as fh:
+        assert [r["path"] for r in csv.DictReader(fh)] == list(map(str, images))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["p.csv"]
+    # nothing readable: an error, the earlier CSV left as it was, no temporary file
+    before = out.read_text()
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(ValueError, match="expected readable images"):
+        predict.main([str(run_dir), str(bad), "--out", str(out)])
+    assert out.read_text() == before and sorted(p.name for p in out.parent.iterdir()) == ["p.csv"]
+
+
+def test_find_images_expands_patterns_reads_each_image_once_and_lists_what_it_left_out(tmp_path: Path, caplog) -> None:
+    from examples.leukemia.predict import find_images
+
+    a, b = _image(tmp_path / "cells" / "a.png"), _image(tmp_path / "cells" / "sub" / "b.jpg", 1)
+    (tmp_path / "cells" / "notes.txt").write_text("x")
+    (tmp_path / "cells" / ".DS_Store").write_bytes(b"\0")
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.predict"):
+        found = find_images([str(tmp_path / "cells"), str(a), str(tmp_path / "cells" / "**" / "*.jpg")])
+    assert found == [str(a), str(b)]  # a folder, the same file again, a quoted pattern: each image once
+    assert "left out 1 file(s)" in caplog.text and "notes.txt" in caplog.text and ".DS_Store" not in caplog.text
+    assert "2 image(s) were given more than once" in caplog.text
+    with pytest.raises(FileNotFoundError, match=r"no file or folder matches the pattern .*\*\.tif"):
+        find_images([str(tmp_path / "cells" / "*.tif")])
+
+
+def test_a_vit_size_its_patches_do_not_divide_is_refused_before_the_images_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timm asserted it at the first forward pass, after every image had been decoded."""
+    from examples.leukemia import explain, predict
+    from examples.leukemia.models import build_model, check_input_size
+
+    tax = load_taxonomy("paper")
+    vit = build_model("test_vit", tax, "per-level", img_size=32, backbone_kwargs={"patch_size": 8})
+    check_input_size(vit, 48)
+    with pytest.raises(ValueError, match=r"--img-size: test_vit cuts images into 8x8 px patches.*got 30; use 24 or 32"):
+        check_input_size(vit, 30)
+    check_input_size(build_model("test_convnext", tax, "hierarchical", img_size=32), 30)  # a CNN takes any size
+
+    out = tmp_path / "vit"
+    T.run(T.parse_args(["--backbone", "test_vit", "--backbone-kwargs", '{"patch_size": 8}', "--epochs", "1",
+                        "--synthetic-per-leaf", "1", "--output", str(out), *FAST]))  # fmt: skip
+    image = str(sorted((out / "SYNTHETIC_images").rglob("*.jpg"))[0])
+
+    def read(*args, **kwargs):
+        raise AssertionError("images were read before --img-size was checked")
+
+    monkeypatch.setattr(predict, "_read_images", read)
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    for module, dest in ((predict, "p.csv"), (explain, "ex")):
+        with pytest.raises(ValueError, match="must be a multiple of 8, got 30"):
+            module.main([str(out), image, "--img-size", "30", "--out", str(tmp_path / dest)])
+
+
+def test_predict_warns_of_another_size_than_the_training_size(run_dir: Path, tmp_path: Path, caplog) -> None:
+    from examples.leukemia import predict
+
+    image = str(sorted((run_dir / "SYNTHETIC_images").rglob("*.jpg"))[0])
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.predict"):
+        predict.main([str(run_dir), image, "--out", str(tmp_path / "a.csv")])
+        assert "px images" not in caplog.text
+        predict.main([str(run_dir), image, "--img-size", "48", "--out", str(tmp_path / "b.csv")])
+    assert "--img-size 48: the checkpoint was trained on 32 px images" in caplog.text
+
+
+def test_explain_says_why_it_draws_nothing_and_keeps_its_figure_to_a_size(
+    run_dir: Path, tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every prediction at the root (the threshold rule, no first-level node sure enough) gave an empty
+    explain.csv without a word; --max-images 220 drew a figure 550 inches tall."""
+    from examples.leukemia import explain
+
+    images = [str(p) for p in sorted((run_dir / "SYNTHETIC_images").rglob("*.jpg"))[:3]]
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.explain"):
+        rows = explain.main(
+            [str(run_dir), *images, "--decode", "threshold", "--threshold", "1", "--out", str(tmp_path / "a")]
+        )
+    assert rows == [] and "every prediction is the taxonomy's root" in caplog.text and "--threshold 1" in caplog.text
+    monkeypatch.setattr(explain, "FIGURE_ROWS", 2)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="examples.leukemia.explain"):
+        rows = explain.main([str(run_dir), *images, "--out", str(tmp_path / "b")])
+    assert {r["image"] for r in rows} == set(images)  # every image explained, overlays and CSV rows
+    assert "explain.png shows the first 2 of the 3 images" in caplog.text
+    from PIL import Image as PILImage
+
+    with PILImage.open(tmp_path / "b" / "explain.png") as fig:
+        assert fig.height < 2.5 * 3 * 120  # two rows of panels, not three
+
+
+def test_evaluate_warns_that_training_split_scores_are_optimistic(run_dir: Path, tmp_path: Path, caplog) -> None:
+    from examples.leukemia.evaluate import main
+
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.evaluate"):
+        main([str(run_dir), "--split", "train", "--out", str(tmp_path / "ev"), "--no-figures", "--device", "cpu"])
+    assert "--split train: the models learnt from these images" in caplog.text
+
+
+def test_the_mixed_taxonomy_refusal_names_a_taxonomy_implied_by_the_data(tmp_path: Path) -> None:
+    """A run whose taxonomy came from its data's layout has no --taxonomy: it was named '?'."""
+    import json
+
+    from examples.leukemia.evaluate import check_one_taxonomy
+
+    paths = []
+    for name, nodes, named in (("a", ["blood_cell", "x", "y"], None), ("b", ["root", "p", "q"], "paper")):
+        sidecar = {"taxonomy_fingerprint": name * 12, "taxonomy": {"nodes": nodes}, "config": {"taxonomy": named}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(sidecar))
+        paths.append(tmp_path / f"{name}.json")
+    with pytest.raises(ValueError) as err:
+        check_one_taxonomy(paths)
+    text = str(err.value)
+    assert "the taxonomy of root 'blood_cell' (3 nodes)" in text and "taxonomy 'paper'" in text
+    assert "'?'" not in text and "--out eval/blood_cell" in text

@@ -260,6 +260,9 @@ def test_batches_refuse_a_mask_or_float_positions_as_indices() -> None:
     mask = torch.tensor([False, False, True, True, True, True])
     with pytest.raises(ValueError, match=r"indices: .*torch.bool .*mask.nonzero\(\).flatten\(\)"):
         GPUBatches(images, targets, 4, indices=mask, **kw)
+    # older torch's masks: read as positions, a 0/1 uint8 mask iterated images 0 and 1 over and over
+    with pytest.raises(ValueError, match=r"indices: .*torch.uint8 .*mask.nonzero\(\).flatten\(\)"):
+        GPUBatches(images, targets, 4, indices=mask.to(torch.uint8), **kw)
     with pytest.raises(ValueError, match=r"indices: expected integer positions.*torch.float32"):
         GPUBatches(images, targets, 4, indices=torch.tensor([2.7, 3.2]), **kw)
     ok = GPUBatches(images, targets, 4, indices=mask.nonzero().flatten(), **kw)

@@ -1,7 +1,8 @@
 """What the example's scripts share on the command line: argument types, the help format, a clean exit.
 
-- :func:`whole_number`, :func:`positive_float`, :func:`probability`: ``argparse`` types that refuse
-  a bad value when the command line is parsed, before any data is read;
+- :func:`whole_number`, :func:`positive_float`, :func:`probability`, :func:`device`,
+  :func:`output_file`, :func:`output_folder`: ``argparse`` types that refuse a bad value when the
+  command line is parsed, before any model or image is read;
 - :class:`HelpFormatter`: ``--help`` shows each flag's default once, and not where it says nothing
   (``None``, the ``False``/``True`` of an on/off switch);
 - :func:`exits_cleanly`: the decorator of every script's ``main``: a user error (a bad flag value,
@@ -34,6 +35,8 @@ __all__ = [
     "HelpFormatter",
     "exits_cleanly",
     "number_in",
+    "output_file",
+    "output_folder",
     "positive_float",
     "probability",
     "whole_number",
@@ -172,6 +175,64 @@ def device(text: str) -> str:
             raise argparse.ArgumentTypeError(
                 f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
             )
+    return text
+
+
+def _check_writable_place(path: Path, text: str) -> None:
+    """Refuse ``path`` when the nearest folder that exists above it is a file or cannot be written in."""
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {os.fspath(above)!r} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write in {os.fspath(above)!r} (no permission)")
+
+
+def output_file(text: str) -> str:
+    """An ``argparse`` type: a file to write (``-``: stdout), as given.
+
+    Checked when the command line is read, not after the work: it must not be a folder, and the nearest
+    folder that exists above it must be one this user can write in (missing folders below it are made
+    when the file is written). An existing file is replaced.
+
+    Examples:
+        >>> output_file("predictions.csv"), output_file("-")
+        ('predictions.csv', '-')
+    """
+    if text == "-":
+        return text
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got ''")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a folder; give a file name, e.g. {os.fspath(path / 'predictions.csv')!r}"
+        )
+    _check_writable_place(path, text)
+    return text
+
+
+def output_folder(text: str) -> str:
+    """An ``argparse`` type: a folder to write into (made when missing), as given.
+
+    Checked when the command line is read: it must not be an existing file, and the nearest folder that
+    exists (it, or one above it) must be one this user can write in.
+
+    Examples:
+        >>> output_folder("explain")
+        'explain'
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder name, got ''")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; give a folder to write into")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{text!r}: cannot write in it (no permission)")
+    else:
+        _check_writable_place(path, text)
     return text
 
 

@@ -638,7 +638,7 @@ def check_one_taxonomy(paths: Sequence[str | os.PathLike[str]]) -> None:
     from examples.leukemia.checkpoint import checkpoint_paths
 
     groups: dict[str, list[str]] = {}
-    names: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}  # fingerprint -> (how the message names it, a folder name for it)
     for path in paths:
         try:
             sidecar = json.loads(checkpoint_paths(path)[2].read_text(encoding="utf-8"))
@@ -646,16 +646,40 @@ def check_one_taxonomy(paths: Sequence[str | os.PathLike[str]]) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         groups.setdefault(fingerprint, []).append(str(path))
-        names.setdefault(fingerprint, str((sidecar.get("config") or {}).get("taxonomy") or "?"))
+        if fingerprint not in names:
+            names[fingerprint] = _taxonomy_label(sidecar)
     if len(groups) < 2:
         return
-    listed = "; ".join(f"taxonomy {names[f]!r} (fingerprint {f[:12]}): {', '.join(g)}" for f, g in groups.items())
-    first = " ".join(next(iter(groups.values())))
+    listed = "; ".join(f"{names[f][0]} (fingerprint {f[:12]}): {', '.join(g)}" for f, g in groups.items())
+    first = next(iter(groups))
     raise ValueError(
         f"checkpoints: expected checkpoints of one taxonomy (one table compares runs on the same classes), got "
         f"{len(groups)}: {listed}. Evaluate each taxonomy's checkpoints in its own call with its own --out, e.g. "
-        f"python -m examples.leukemia.evaluate {first} --out eval/{names[next(iter(groups))].replace('/', '_')}"
+        f"python -m examples.leukemia.evaluate {' '.join(groups[first])} --out eval/{names[first][1]}"
     )
+
+
+def _taxonomy_label(sidecar: Mapping[str, Any]) -> tuple[str, str]:
+    """How a checkpoint's taxonomy is named in messages, and a folder name for it: the ``--taxonomy`` its
+    run was given (``'pbc'``, ``tree.json``), else its root and size (a taxonomy implied by the data's layout).
+
+    Examples:
+        >>> _taxonomy_label({"config": {"taxonomy": "pbc"}})
+        ("taxonomy 'pbc'", 'pbc')
+        >>> _taxonomy_label({"config": {}, "taxonomy": {"nodes": ["cell", "a", "b"]}})
+        ("the taxonomy of root 'cell' (3 nodes)", 'cell')
+    """
+    given = (sidecar.get("config") or {}).get("taxonomy")
+    if given:
+        return f"taxonomy {str(given)!r}", _safe_name(Path(str(given)).stem)
+    nodes = (sidecar.get("taxonomy") or {}).get("nodes") if isinstance(sidecar.get("taxonomy"), dict) else None
+    if isinstance(nodes, list) and nodes:
+        return f"the taxonomy of root {str(nodes[0])!r} ({len(nodes)} nodes)", _safe_name(str(nodes[0]))
+    return "a taxonomy of no name", "taxonomy"
+
+
+def _safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text) or "taxonomy"
 
 
 def scored_on(
@@ -737,6 +761,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     checkpoints = [resolve_checkpoint(c) for c in expand_checkpoints(args.checkpoints)]
     check_one_taxonomy(checkpoints)  # before any model, image or output folder
+    if args.split == "train":
+        log.warning(
+            "--split train: the models learnt from these images, so their scores are optimistic (a check of fit, "
+            "not of quality); --split test scores images no model has seen"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, taken, synthetic = [], set(), False

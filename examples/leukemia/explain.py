@@ -16,7 +16,8 @@ figures of Hamdi et al.:
 Written to ``--out``: one overlay PNG per image and level, ``<i>_<image>_d<depth>_<node>.png`` with
 ``<i>`` the image's 3-digit position in the run (``000``, ``001``...; images that share a file name,
 ``a/x.jpg`` and ``b/x.jpg``, get distinct overlays), a combined figure ``explain.png`` (rows:
-images; columns: the input, then one map per level) and ``explain.csv`` listing them.
+images, the first ``FIGURE_ROWS`` of them; columns: the input, then one map per level) and
+``explain.csv`` listing every overlay.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, output_folder, probability, whole_number
 from examples.leukemia.evaluate import decode_rule
 from examples.leukemia.gpu_data import add_tta_argument, tta_mean
 from hiercls.decoding import decode
 
 log = logging.getLogger("examples.leukemia.explain")
+
+#: most image rows drawn in ``explain.png`` (every image still gets its overlays and CSV rows): at 2.5
+#: inches a row, more would make a figure too tall to open (matplotlib refuses 2**16 pixels)
+FIGURE_ROWS = 32
 
 __all__ = ["cam_target_layer", "explain", "main", "overlay_name"]
 
@@ -177,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m examples.leukemia.explain", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", default="explain", help="output folder")
+    p.add_argument("--out", type=output_folder, default="explain", help="output folder (made when missing)")
     p.add_argument(
         "--max-images",
         type=whole_number(1, "e.g. --max-images 8"),
@@ -224,17 +229,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from examples.leukemia.checkpoint import load_model
     from examples.leukemia.evaluate import checkpoint_decoding, resolve_checkpoint
     from examples.leukemia.gpu_data import GPUBatches
-    from examples.leukemia.predict import _read_images, find_images
+    from examples.leukemia.predict import _read_images, check_image_size, find_images
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    candidates = find_images(args.inputs)  # a missing input is reported before the model is loaded
     model, ckpt = load_model(resolve_checkpoint(args.checkpoint), device=device)
     model = model.float()
     tax = ckpt.taxonomy
     size = int(args.img_size or ckpt.config.get("image_size") or 128)
+    check_image_size(size, ckpt.config, model)
     crop = float(ckpt.config.get("crop", 1.0))  # read as in training
-    candidates = find_images(args.inputs)
     paths, arrays, bad = [], [], {}
     step = 2 * args.max_images
     for start in range(0, len(candidates), step):  # read until --max-images readable ones are found
@@ -266,27 +272,38 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     rule, threshold = checkpoint_decoding(ckpt.config, args.decode, args.threshold)
     tta = args.tta or str(ckpt.config.get("tta", "none"))
     pred, maps = explain(model, images, rule=rule, threshold=threshold, tta=tta)
+    if not any(maps):
+        why = (
+            f"the threshold rule stops at the root when no first-level node reaches --threshold {threshold:g}: "
+            "lower it, or explain another rule's prediction (--decode top_down)"
+            if rule == "threshold"
+            else f"the {rule} rule predicted the root"
+        )
+        log.warning("every prediction is the taxonomy's root, which has no level to explain: no map is drawn (%s)", why)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     cols = 1 + max((len(m) for m in maps), default=0)
-    fig, axes = plt.subplots(len(paths), cols, figsize=(2.4 * cols, 2.5 * len(paths)), squeeze=False)
+    shown = min(len(paths), FIGURE_ROWS)  # explain.png: one row per image, up to FIGURE_ROWS
+    fig, axes = plt.subplots(shown, cols, figsize=(2.4 * cols, 2.5 * shown), squeeze=False)
     tag = " [SYNTHETIC]" if ckpt.config.get("synthetic") else ""
     for i, path in enumerate(paths):
-        axes[i, 0].imshow(rgb[i])
-        axes[i, 0].set_title(f"{Path(path).name}\npred: {tax.nodes[int(pred[i])]}", fontsize=7)
+        if i < shown:
+            axes[i, 0].imshow(rgb[i])
+            axes[i, 0].set_title(f"{Path(path).name}\npred: {tax.nodes[int(pred[i])]}", fontsize=7)
         for j, (depth, node, prob, cam) in enumerate(maps[i], start=1):
             over = _overlay(rgb[i], cam)
             file = out / overlay_name(i, path, depth, tax.nodes[node])
             Image.fromarray(over).save(file)
-            axes[i, j].imshow(over)
             flat_map = bool(np.ptp(cam) <= 1e-8)
-            axes[i, j].set_title(
-                panel_title(depth, tax.nodes[node], prob, flat_map),
-                fontsize=7,
-                color="firebrick" if flat_map else "black",
-            )
+            if i < shown:
+                axes[i, j].imshow(over)
+                axes[i, j].set_title(
+                    panel_title(depth, tax.nodes[node], prob, flat_map),
+                    fontsize=7,
+                    color="firebrick" if flat_map else "black",
+                )
             rows.append(
                 {
                     "image": path,
@@ -299,11 +316,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     "map_is_flat": flat_map,
                 }
             )
-        for ax in axes[i]:
-            ax.axis("off")
+        if i < shown:
+            for ax in axes[i]:
+                ax.axis("off")
+    more = f" (first {shown} of {len(paths)} images; all in explain.csv)" if shown < len(paths) else ""
     fig.suptitle(
         f"Grad-CAM per level: {ckpt.config.get('model', {}).get('method')} "
-        f"{ckpt.config.get('model', {}).get('backbone')}{tag}",
+        f"{ckpt.config.get('model', {}).get('backbone')}{tag}{more}",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title above the panels
@@ -316,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         w.writeheader()
         w.writerows(rows)
     log.info("wrote %d overlay(s) and %s", len(rows), out / "explain.png")
+    if shown < len(paths):
+        log.info("explain.png shows the first %d of the %d images; every overlay is in %s", shown, len(paths), out)
     flat = sum(r["map_is_flat"] for r in rows)
     if flat:
         log.warning(

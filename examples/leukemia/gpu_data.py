@@ -299,7 +299,8 @@ class GPUBatches:
         rank, world_size: this process's shard (DDP).
         out_size: side of the yielded images, for square ones (default: the stored size).
         mean, std: per-channel normalisation, in ``[0, 1]`` units.
-        indices: optional integer positions of ``images`` to iterate (e.g. the train split; not a mask).
+        indices: optional integer positions of ``images`` to iterate (e.g. the train split; not a mask,
+            bool or uint8, which is refused).
         even_shards: equal-sized shards (training); ``False`` gives disjoint shards of
             sizes differing by at most one (exact evaluation).
         augment_options: keyword arguments for :func:`gpu_augment`.
@@ -376,8 +377,9 @@ class GPUBatches:
             indices = torch.as_tensor(indices)
             if indices.numel() == 0:  # torch.as_tensor([]) is float32: an empty split is still a split
                 indices = indices.long()
-            if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
-                fix = " (a mask? pass mask.nonzero().flatten())" if indices.dtype == torch.bool else ""
+            # uint8 too: the masks of older torch; read as positions, a 0/1 mask picks images 0 and 1 again and again
+            if indices.dtype in (torch.bool, torch.uint8) or indices.is_floating_point() or indices.is_complex():
+                fix = " (a mask? pass mask.nonzero().flatten())" if indices.dtype in (torch.bool, torch.uint8) else ""
                 raise ValueError(f"indices: expected integer positions into images, got a {indices.dtype} tensor{fix}.")
             indices = indices.to(device=images.device, dtype=torch.int64)
             if indices.ndim != 1 or (

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ __all__ = [
     "PerLevelClassifier",
     "build_model",
     "check_backbone",
+    "check_input_size",
     "create_backbone",
     "feature_dim",
     "load_init_weights",
@@ -455,6 +457,39 @@ def build_model(
     if init_checkpoint is not None:
         load_init_weights(model, init_checkpoint)
     return model
+
+
+def check_input_size(model: nn.Module, size: int, arg: str = "--img-size") -> None:
+    """Refuse an input size that a backbone of ``model`` cannot take, before any image is read.
+
+    A ViT cuts the image into patches: the side must be a multiple of the patch size (timm asserts it at
+    the first forward pass, after every image has been decoded); a ViT built with a fixed input size
+    takes only that size.
+
+    Raises:
+        ValueError: names ``arg``, the patch size, and the nearest sizes it takes.
+    """
+    name = getattr(model, "config", {}).get("backbone", "the backbone")
+    for bb in model.backbones():
+        embed = getattr(bb, "patch_embed", None)
+        patch = getattr(embed, "patch_size", None)
+        if patch is None:
+            continue
+        ph, pw = (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
+        step = math.lcm(ph, pw)
+        fixed = getattr(embed, "strict_img_size", False) and getattr(embed, "img_size", None)
+        if fixed and tuple(fixed) != (size, size):
+            raise ValueError(
+                f"{arg}: {name} takes {fixed[0]}x{fixed[1]} px images only, got {size}; use {arg} {fixed[0]} "
+                "(or leave it out: the training size)."
+            )
+        if size % step:
+            lower, upper = size // step * step, (size // step + 1) * step
+            nearest = f"{lower} or {upper}" if lower else str(upper)
+            raise ValueError(
+                f"{arg}: {name} cuts images into {ph}x{pw} px patches, so the size must be a multiple of {step}, "
+                f"got {size}; use {nearest} (or leave it out: the training size)."
+            )
 
 
 def model_from_config(config: Mapping[str, Any], taxonomy: Taxonomy) -> HierarchicalClassifier | PerLevelClassifier:

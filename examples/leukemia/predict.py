@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, output_file, probability, whole_number
 from examples.leukemia.evaluate import decode_rule
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
@@ -44,34 +45,59 @@ from hiercls.decoding import decode
 
 log = logging.getLogger("examples.leukemia.predict")
 
-__all__ = ["cautious_answer", "find_images", "main", "predict_rows"]
+__all__ = ["cautious_answer", "check_image_size", "find_images", "main", "predict_rows"]
 
 
 def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Image files among ``inputs`` (files, or folders searched recursively), sorted per folder.
+    """Image files among ``inputs``: files, folders (searched recursively, sorted) and glob patterns.
+
+    A pattern that the shell did not expand (quoted, or on Windows: ``"cells/*.jpg"``, ``"runs/**/*.png"``)
+    is expanded here. An image reached twice (listed twice, or inside two folders given) is kept once, at
+    its first place. Files of a folder whose extension is not an image's are left out and listed once on
+    stderr (hidden files, such as ``.DS_Store``, silently); a file named on its own is kept whatever its
+    extension (a file that is not a readable image is reported when it is read).
 
     Raises:
-        FileNotFoundError: an input does not exist.
+        FileNotFoundError: an input does not exist (or a pattern matches nothing).
         ValueError: no image file found.
     """
     from examples.leukemia.data import IMAGE_EXTENSIONS
 
     found: list[str] = []
+    ignored: list[str] = []
     for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-            )
-        elif path.is_file():
-            found.append(str(path))
-        else:
-            raise FileNotFoundError(f"inputs: {os.fspath(item)!r} does not exist (expected image files or folders).")
-    if not found:
+        text = os.fspath(item)
+        matches = [text]
+        if not os.path.exists(text) and glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"inputs: no file or folder matches the pattern {text!r}.")
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                for p in sorted(x for x in path.rglob("*") if x.is_file()):
+                    if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+                        found.append(str(p))
+                    elif not any(part.startswith(".") for part in p.relative_to(path).parts):
+                        ignored.append(str(p))
+            elif path.is_file():
+                found.append(str(path))
+            else:
+                raise FileNotFoundError(f"inputs: {text!r} does not exist (expected image files or folders).")
+    if ignored:
+        log.warning(
+            "left out %d file(s) of the folders given without an image extension (%s): %s",
+            len(ignored),
+            ", ".join(sorted(IMAGE_EXTENSIONS)),
+            "; ".join(ignored[:5]) + ("; ..." if len(ignored) > 5 else ""),
+        )
+    seen: set[str] = set()
+    unique = [p for p in found if not ((key := os.path.realpath(p)) in seen or seen.add(key))]
+    if len(unique) < len(found):
+        log.warning("%d image(s) were given more than once; each is read once", len(found) - len(unique))
+    if not unique:
         raise ValueError(f"inputs: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {list(map(str, inputs))}.")
-    return found
+    return unique
 
 
 def _read_images(paths: Sequence[str], size: int, crop: float = 1.0) -> tuple[list[str], np.ndarray, dict[str, str]]:
@@ -153,17 +179,16 @@ def cautious_answer(probs: np.ndarray, routes: np.ndarray, threshold: float) -> 
     return routes[np.arange(len(routes)), depth]
 
 
-def _write_csv(fh: Any, rows: list[dict[str, Any]]) -> None:
-    w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m examples.leukemia.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", default="predictions.csv", help="CSV to write ('-' for stdout; default predictions.csv)")
+    p.add_argument(
+        "--out",
+        type=output_file,
+        default="predictions.csv",
+        help="CSV to write ('-' for stdout; default predictions.csv)",
+    )
     p.add_argument("--decode", type=decode_rule, default=None, help="rule for 'prediction' (default: the checkpoint's)")
     p.add_argument(
         "--threshold",
@@ -178,9 +203,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_image_size(size: int, config: Mapping[str, Any], model: torch.nn.Module) -> None:
+    """Refuse a ``--img-size`` the backbone cannot take; warn when it is not the checkpoint's training size."""
+    from examples.leukemia.models import check_input_size
+
+    check_input_size(model, size)
+    trained = config.get("image_size")
+    if trained and int(trained) != size:
+        log.warning(
+            "--img-size %d: the checkpoint was trained on %d px images; a model sees cells at another scale "
+            "at %d px and its accuracy may drop (leave --img-size out to read images at %d px)",
+            size,
+            int(trained),
+            size,
+            int(trained),
+        )
+
+
+#: images read, predicted and written per step: memory stays bounded whatever the number of images
+CHUNK = 1024
+
+
 @exits_cleanly
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Entry point of ``python -m examples.leukemia.predict``; returns the rows written."""
+    """Entry point of ``python -m examples.leukemia.predict``; returns the rows written.
+
+    Images are read, predicted and written ``CHUNK`` at a time, so a folder of any size fits in memory;
+    the CSV is written to a temporary file beside ``--out`` and moved into place at the end, so a run
+    stopped midway leaves no half-written ``--out`` (nor replaces an earlier one).
+    """
     from examples.leukemia.checkpoint import load_model
     from examples.leukemia.evaluate import checkpoint_decoding, resolve_checkpoint
     from examples.leukemia.train import predict
@@ -188,33 +239,77 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    found = find_images(args.inputs)  # a missing input is reported before the model is loaded
     model, ckpt = load_model(resolve_checkpoint(args.checkpoint), device=device)
     size = int(args.img_size or ckpt.config.get("image_size") or 128)
-    paths, images, bad = _read_images(find_images(args.inputs), size, float(ckpt.config.get("crop", 1.0)))
-    if bad:
-        first = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5])
-        log.warning("skipped %d file(s) that are not readable images: %s", len(bad), first)
-    if not paths:
-        raise ValueError(
-            f"inputs: expected readable images, got none among the {len(bad)} file(s) found (see the warning "
-            "above); pass image files (PNG, JPEG, TIFF...) or folders of them."
-        )
-    batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+    check_image_size(size, ckpt.config, model)
+    crop = float(ckpt.config.get("crop", 1.0))
     tta = args.tta or str(ckpt.config.get("tta", "none"))
-    probs = predict(model, batch, batch_size=args.batch_size, device=device, amp=True, channels_last=True, tta=tta)
     # the threshold also sets the 'answer' column, whatever the rule: no warning here
     rule, threshold = checkpoint_decoding(ckpt.config, args.decode, args.threshold, warn_unused=False)
-    rows = predict_rows(probs, ckpt.taxonomy, paths, rule=rule, threshold=threshold)
-    if args.out == "-":
-        _write_csv(sys.stdout, rows)
+
+    rows: list[dict[str, Any]] = []
+    bad: dict[str, str] = {}
+    out = None if args.out == "-" else Path(args.out)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    fh = sys.stdout if out is None else open(tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+    bar = _progress(len(found))
+    try:
+        writer = None
+        for start in range(0, len(found), CHUNK):
+            part = found[start : start + CHUNK]
+            paths, images, skipped = _read_images(part, size, crop)
+            bad |= skipped
+            if paths:
+                batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+                probs = predict(
+                    model, batch, batch_size=args.batch_size, device=device, amp=True, channels_last=True, tta=tta
+                )
+                new = predict_rows(probs, ckpt.taxonomy, paths, rule=rule, threshold=threshold)
+                if writer is None:
+                    writer = csv.DictWriter(fh, fieldnames=list(new[0]))
+                    writer.writeheader()
+                writer.writerows(new)
+                rows += new
+            if bar is not None:
+                bar.update(len(part))
+        if bad:
+            first = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5])
+            log.warning("skipped %d file(s) that are not readable images: %s", len(bad), first)
+        if not rows:
+            raise ValueError(
+                f"inputs: expected readable images, got none among the {len(bad)} file(s) found (see the warning "
+                "above); pass image files (PNG, JPEG, TIFF...) or folders of them."
+            )
+    except BaseException:
+        if out is not None:
+            fh.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if out is not None:
+        fh.close()
+        os.replace(tmp, out)
     else:
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            _write_csv(fh, rows)
+        fh.flush()
     if ckpt.config.get("synthetic"):
         log.warning("this checkpoint was trained on SYNTHETIC images: its predictions mean nothing for real cells.")
-    if args.out != "-":
-        log.info("wrote %d prediction(s) to %s", len(rows), args.out)
+    if out is not None:
+        log.info("wrote %d prediction(s) to %s", len(rows), out)
     return rows
+
+
+def _progress(total: int) -> Any:
+    """A progress bar over the images on stderr when it is a terminal and there are several chunks."""
+    if total <= CHUNK:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="predict", unit="img", file=sys.stderr, disable=None)
 
 
 if __name__ == "__main__":
