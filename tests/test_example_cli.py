@@ -733,3 +733,13 @@ def test_the_mixed_taxonomy_refusal_names_a_taxonomy_implied_by_the_data(tmp_pat
     text = str(err.value)
     assert "the taxonomy of root 'blood_cell' (3 nodes)" in text and "taxonomy 'paper'" in text
     assert "'?'" not in text and "--out eval/blood_cell" in text
+
+
+def test_evaluate_scores_a_checkpoint_named_twice_once(run_dir: Path, tmp_path: Path, caplog) -> None:
+    """RUN and RUN/best.json are one checkpoint: it got two lines (two runs of one method, as for seeds)."""
+    from examples.leukemia.evaluate import main
+
+    argv = [str(run_dir), str(run_dir / "best.json"), "--out", str(tmp_path / "ev"), "--no-figures", "--split", "train"]
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.evaluate"):
+        result = main(argv)
+    assert len(result["rows"]) == 1 and "1 checkpoint(s) were named more than once" in caplog.text

@@ -534,6 +534,26 @@ def expand_checkpoints(paths: Sequence[str]) -> list[str]:
     return out
 
 
+def unique_checkpoints(paths: Sequence[Path]) -> list[Path]:
+    """Each checkpoint once, at its first place: ``RUN``, ``RUN/best`` and ``RUN/best.json`` (or a pattern
+    that matches a checkpoint named on its own too) are one checkpoint, which would be scored twice.
+
+    Examples:
+        >>> [str(p) for p in unique_checkpoints([Path("r/best"), Path("r/best.json"), Path("s/best")])]
+        ['r/best', 's/best']
+    """
+    seen: set[str] = set()
+    out: list[Path] = []
+    for path in paths:
+        key = os.path.realpath(str(path).removesuffix(".json"))
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    if len(out) < len(paths):
+        log.warning("%d checkpoint(s) were named more than once; each is scored once", len(paths) - len(out))
+    return out
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The checkpoint a command line names: ``run/best``, ``run/best.json``, or a run folder (its ``best``).
 
@@ -759,7 +779,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    checkpoints = [resolve_checkpoint(c) for c in expand_checkpoints(args.checkpoints)]
+    checkpoints = unique_checkpoints([resolve_checkpoint(c) for c in expand_checkpoints(args.checkpoints)])
     check_one_taxonomy(checkpoints)  # before any model, image or output folder
     if args.split == "train":
         log.warning(
