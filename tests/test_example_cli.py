@@ -640,6 +640,10 @@ def test_find_images_expands_patterns_reads_each_image_once_and_lists_what_it_le
     assert found == [str(a), str(b)]  # a folder, the same file again, a quoted pattern: each image once
     assert "left out 1 file(s)" in caplog.text and "notes.txt" in caplog.text and ".DS_Store" not in caplog.text
     assert "2 image(s) were given more than once" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.predict"):  # a pattern's files: as a folder's
+        assert find_images([str(tmp_path / "cells" / "*")]) == [str(a), str(b)]
+    assert "left out 1 file(s)" in caplog.text and "notes.txt" in caplog.text
     with pytest.raises(FileNotFoundError, match=r"no file or folder matches the pattern .*\*\.tif"):
         find_images([str(tmp_path / "cells" / "*.tif")])
 
@@ -657,6 +661,10 @@ def test_a_vit_size_its_patches_do_not_divide_is_refused_before_the_images_are_r
     with pytest.raises(ValueError, match=r"--img-size: test_vit cuts images into 8x8 px patches.*got 30; use 24 or 32"):
         check_input_size(vit, 30)
     check_input_size(build_model("test_convnext", tax, "hierarchical", img_size=32), 30)  # a CNN takes any size
+    pad = {"patch_size": 8, "dynamic_img_size": True, "dynamic_img_pad": True}  # pads to a multiple: any size
+    padded = build_model("test_vit", tax, "hierarchical", img_size=32, backbone_kwargs=pad).eval()
+    check_input_size(padded, 30)
+    assert padded(torch.zeros(1, 3, 30, 30)).shape[0] == 1
 
     out = tmp_path / "vit"
     T.run(T.parse_args(["--backbone", "test_vit", "--backbone-kwargs", '{"patch_size": 8}', "--epochs", "1",
@@ -743,3 +751,78 @@ def test_evaluate_scores_a_checkpoint_named_twice_once(run_dir: Path, tmp_path: 
     with caplog.at_level(logging.WARNING, logger="examples.leukemia.evaluate"):
         result = main(argv)
     assert len(result["rows"]) == 1 and "1 checkpoint(s) were named more than once" in caplog.text
+
+
+# ------------------------------------------------------------------ 11. evaluate's training-image check, other layouts
+def test_the_training_image_check_in_folder_and_csv_layouts_and_external_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A folder tree packed from its own folder and scored on --data one folder above; a CSV manifest that
+    lists absolute paths (pack names then start with '../'); a --limit run scored on a copy: each missed
+    a leak, or refused its own split. Another dataset whose file names repeat the run's is refused too,
+    and --external scores it whole."""
+    from examples.leukemia.evaluate import main as evaluate_main
+    from examples.leukemia.pack import pack
+
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    labels = ("Normal", "Reactive", "ALL", "CLL")
+    for top, seed in (("A", 0), ("B", 100)):  # B: other images under the same names
+        for k, label in enumerate(labels):
+            for i in range(10):
+                _image(tmp_path / top / "imgs" / label / f"img_{i}.png", seed + 10 * k + i)
+    fast = [*FAST, "--backbone", "test_resnet", "--epochs", "1", "--stop-after", "1", "--device", "cpu"]
+    refused = "images of the 'test' split were in the run's training split"
+    n = 0
+
+    def ev(run: Path, *source: str) -> dict:
+        nonlocal n
+        n += 1
+        return evaluate_main([str(run / "best"), *source, "--out", str(tmp_path / f"ev{n}"), "--no-figures"])
+
+    def train(out: str, *source: str) -> Path:
+        T.run(T.parse_args([*source, "--taxonomy", "paper", "--output", str(tmp_path / out), *fast]))
+        return tmp_path / out
+
+    # a folder tree: packed from A/imgs, scored on --data A (one folder above the packed root)
+    pack(tmp_path / "A" / "imgs", tmp_path / "a1.npz", taxonomy="paper", size=32, seed=1, progress=False)
+    on_pack = train("on_pack", "--pack", str(tmp_path / "a1.npz"))
+    assert ev(on_pack, "--data", str(tmp_path / "A" / "imgs"))["rows"]  # the pack's seed: its own split
+    for data in ("A/imgs", "A"):
+        with pytest.raises(ValueError, match=refused):
+            ev(on_pack, "--data", str(tmp_path / data), "--split-seed", "2", "--layout", "folder")
+
+    # a CSV manifest with absolute paths, packed (names '../A/imgs/...') and scanned
+    (tmp_path / "csv").mkdir()
+    rows = [f"{p},{p.parent.name}" for p in sorted((tmp_path / "A" / "imgs").rglob("*.png"))]
+    (tmp_path / "csv" / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    for seed in (1, 2):
+        pack(
+            tmp_path / "csv" / "m.csv", tmp_path / f"c{seed}.npz", taxonomy="paper", size=32, seed=seed, progress=False
+        )
+    csv_pack = train("csv_pack", "--pack", str(tmp_path / "c1.npz"))
+    with pytest.raises(ValueError, match=refused):
+        ev(csv_pack, "--data", str(tmp_path / "csv" / "m.csv"), "--split-seed", "2")
+    csv_data = train("csv_data", "--data", str(tmp_path / "csv" / "m.csv"), "--split-seed", "1")
+    assert ev(csv_data, "--pack", str(tmp_path / "c1.npz"))["rows"]
+    with pytest.raises(ValueError, match=refused):
+        ev(csv_data, "--pack", str(tmp_path / "c2.npz"))
+
+    # a --limit run scored on a copy of its folder: the draw is repeated there too
+    limited = train("limited", "--data", str(tmp_path / "A" / "imgs"), "--limit", "30")
+    shutil.copytree(tmp_path / "A", tmp_path / "Acopy")
+    assert ev(limited, "--data", str(tmp_path / "Acopy" / "imgs"))["rows"][0]["metrics"]["n"] == 6
+
+    # another dataset under the same names: refused as a split, scored whole with --external
+    with pytest.raises(ValueError, match=r"refused|--external") as err:
+        ev(limited, "--data", str(tmp_path / "B" / "imgs"), "--split-seed", "5")
+    assert "score all of them with --external" in str(err.value)
+    result = ev(limited, "--data", str(tmp_path / "B" / "imgs"), "--external")
+    assert result["split"] == "external" and result["rows"][0]["metrics"]["n"] == 40
+    assert result["rows"][0]["split_seed"] is None
+    for extra, said in (
+        (["--split", "val"], "--split with --external: every image is scored"),
+        ([], "--external: expected the images to score"),
+    ):
+        with pytest.raises(SystemExit):
+            evaluate_main([str(limited / "best"), "--external", *extra, *([] if not extra else ["--data", "x"])])
+        assert said in capsys.readouterr().err

@@ -206,9 +206,13 @@ def test_results_markdown_keeps_two_runs_of_one_method_and_backbone_apart() -> N
     assert "| flat [run 1] | 0.2500 |" in md and "| flat [run 2] | 0.7500 |" in md
 
 
-def test_evaluate_shows_the_same_run_twice_on_two_lines(compared: Path, tmp_path: Path) -> None:
+def test_evaluate_shows_two_runs_of_one_name_on_two_lines(compared: Path, tmp_path: Path) -> None:
+    """Two run folders of the same name (a copy of the run beside the other: the same checkpoint named
+    twice is scored once) get a line each."""
     run = str(compared / "runs" / RUNS[0])
-    result = _evaluate(run, run, "--out", str(tmp_path / "e"))
+    other = tmp_path / "copy" / "runs" / RUNS[0]
+    shutil.copytree(run, other)
+    result = _evaluate(run, str(other), "--out", str(tmp_path / "e"))
     assert [r["name"] for r in result["rows"]] == [RUNS[0], f"{RUNS[0]}-2"]
     md = (tmp_path / "e" / "results.md").read_text()
     assert f"| flat [{RUNS[0]}, seed 0] |" in md and f"| flat [{RUNS[0]}-2, seed 0] |" in md

@@ -2,10 +2,12 @@
 
     python -m examples.leukemia.evaluate runs/hierarchical-convnext_tiny/best runs/flat-convnext_tiny/best --out eval
     python -m examples.leukemia.evaluate runs/*/best.json --pack cache/pbc128.npz --split test --out eval
+    python -m examples.leukemia.evaluate runs/flat-convnext_tiny/best --data other_lab/ --external --out eval/other
 
 Each checkpoint is evaluated on a split of its data: by default the data it was trained on (its
 ``--pack``, or the split manifest ``splits.csv`` written next to it), or the ``--pack`` / ``--data``
-given here. Predictions are decoded with the checkpoint's rule (``--decode`` overrides, checked before
+given here; ``--external`` scores every image of a ``--data`` / ``--pack`` that is not the run's
+(external validation: no split, no check against the run's training images). Predictions are decoded with the checkpoint's rule (``--decode`` overrides, checked before
 anything is loaded) and scored with :mod:`hiercls.metrics`. The checkpoints must share one taxonomy
 (one table, one set of classes); two runs of one method and backbone each get their own line. Written
 to ``--out``:
@@ -40,6 +42,9 @@ from hiercls.decoding import RULE_OPTIONS, decode
 from hiercls.metrics import accuracy, node_recall, summary
 
 log = logging.getLogger("examples.leukemia.evaluate")
+
+#: the split name of ``--external``: every image of ``--data`` or ``--pack``, which are not the run's
+EXTERNAL = "external"
 
 __all__ = [
     "checkpoint_decoding",
@@ -305,7 +310,9 @@ def load_split(
     """uint8 images ``(N, 3, H, W)``, int64 targets ``(N,)`` and names of one split.
 
     Source, in order: ``pack``; ``data`` (scanned and split with ``split_seed``); the checkpoint's own
-    pack (``config["pack"]``); its split manifest ``splits.csv``.
+    pack (``config["pack"]``); its split manifest ``splits.csv``. ``split="external"`` takes every image
+    of ``pack`` or ``data`` (images that are not the run's: no split, no check against its training
+    images).
 
     Raises:
         FileNotFoundError: no source found.
@@ -335,7 +342,7 @@ def load_split(
                 f"pack: {pack} holds {pk.size} px images but the checkpoint was trained at {config['image_size']} px; "
                 f"evaluate on a pack made with --size {config['image_size']} (or on --data)."
             )
-        idx = np.flatnonzero(pk.split == split)
+        idx = np.arange(len(pk.names)) if split == EXTERNAL else np.flatnonzero(pk.split == split)
         t_idx = torch.from_numpy(idx).to(pk.images.device)
         images, targets, names = pk.images[t_idx], pk.targets[t_idx], [pk.names[i] for i in idx]
     else:
@@ -344,8 +351,13 @@ def load_split(
                 data, taxonomy, layout=layout, workers=workers, taxonomy_owner=f"the checkpoint {checkpoint_dir}"
             )
             base = report.base
-            items = _split_like_the_run(samples, data, config, split, _data_split_seed(config, split_seed))
+            if split == EXTERNAL:
+                items = samples
+            else:
+                items = _split_like_the_run(samples, config, split, _data_split_seed(config, split_seed))
         else:
+            if split == EXTERNAL:
+                raise ValueError("--external: expected the images to score, --data or --pack; got neither.")
             if config.get("pack"):  # its manifest lists paths inside the pack, not files on disk
                 raise FileNotFoundError(
                     f"the checkpoint was trained on the pack {config['pack']}, which is not there any more: "
@@ -364,7 +376,7 @@ def load_split(
         targets = torch.as_tensor(taxonomy.encode([s.label for s in items]), dtype=torch.int64).reshape(-1).to(device)
     if len(names) == 0:
         raise ValueError(f"split: no images in the {split!r} split.")
-    if split != "train":
+    if split not in ("train", EXTERNAL):
         _check_no_training_images(names, split, checkpoint_dir / "splits.csv", config, packed=bool(pack), base=base)
     return images, targets, names
 
@@ -385,11 +397,14 @@ def _check_no_training_images(
     training images and the scores mean nothing.
 
     An image counts as a training image when its path is one the manifest lists (resolved from the run
-    folder), or when its name inside its dataset is: a pack's names are relative to the class-folder root it
-    was packed from (``neutrophil/BNE_1.jpg``), a scanned image's name is its path relative to the scan's
-    ``base``. So the check holds across kinds of source (a run trained on a pack scored on ``--data``, or the
-    reverse) and for a copy of the data folder elsewhere. A name of one part (a file beside a CSV manifest)
-    is matched by its full path only: file names alone repeat across datasets.
+    folder), or when its name inside its dataset is a tail of a training image's path, or the reverse. A
+    pack's names are relative to the folder it was packed from (``neutrophil/BNE_1.jpg``); a scanned
+    image's name is its path relative to the scan's ``base``; a data run's training images are known by
+    their paths only, every tail of which counts. So the check holds across kinds of source (a run trained
+    on a pack scored on ``--data``, or the reverse), for a copy of the data folder elsewhere, and for
+    ``--data`` given one folder above. Names of one part (a file beside a CSV manifest) are matched by
+    full path only: file names alone repeat across datasets. Other images whose names merely repeat the
+    run's (another lab's ``benign/001.png``) are refused too: ``evaluate --external`` scores them.
 
     Args:
         names: the split's names: pack names when ``packed``, paths on disk otherwise.
@@ -397,7 +412,7 @@ def _check_no_training_images(
         manifest: the run's ``splits.csv``; nothing is checked without one.
         config: the run's config (``pack``: its manifest lists pack names, not files).
         packed: whether ``names`` come from a pack.
-        base: the folder a scan found ``names`` under (:attr:`ScanReport.base`); ``None`` for names read
+        base: the folder a scan found ``names`` under (``ScanReport.base``); ``None`` for names read
             from the run's own manifest, matched by path only.
     """
     from examples.leukemia import data as data_mod
@@ -408,22 +423,27 @@ def _check_no_training_images(
     trained = [s.path for s in data_mod.read_manifest(manifest).get("train", [])]
     trained_paths = set(trained)
     if config.get("pack"):  # pack names, which read_manifest resolved against the run folder
-        trained_names = {Path(os.path.relpath(t, here)).as_posix() for t in trained}
-    else:  # files: every tail of two or more parts of each path, since its dataset's root is not known here
-        trained_names = {
-            "/".join(parts[i:]) for t in trained for parts in [Path(t).parts] for i in range(1, len(parts) - 1)
-        }
-    if packed:
-        paths = [os.path.abspath(os.path.join(here, n)) for n in names]
-        keys: list[str | None] = [Path(n).as_posix() for n in names]
-    else:
-        paths = [os.path.abspath(n) for n in names]
-        keys = [_name_under(p, os.path.abspath(base)) for p in paths] if base is not None else [None] * len(paths)
-    leaked = [
-        n
-        for n, p, k in zip(names, paths, keys)
-        if p in trained_paths or (k is not None and "/" in k and k in trained_names)
-    ]
+        trained_names = {_dataset_name(os.path.relpath(t, here)) for t in trained}
+        trained_tails = {tail for n in trained_names if n for tail in _tails(n)}
+        known = {n for n in trained_names if n and "/" in n}
+    else:  # files: their dataset's root is not known here, so every tail of their paths counts
+        trained_tails = {tail for t in trained for tail in _tails(t)}
+        known = set()
+    leaked = []
+    for n in names:
+        path = os.path.abspath(os.path.join(here, n)) if packed else os.path.abspath(n)
+        if packed:
+            name = _dataset_name(n)
+        elif base is not None:
+            name = _dataset_name(os.path.relpath(path, os.path.abspath(base)))
+        else:
+            name = None
+        if (
+            path in trained_paths
+            or (name is not None and "/" in name and name in trained_tails)
+            or (known and not known.isdisjoint(_tails(n if packed else path)))
+        ):
+            leaked.append(n)
     if leaked:
         raise ValueError(
             f"split: {len(leaked)} of the {len(names)} images of the {split!r} split were in the run's training "
@@ -431,17 +451,31 @@ def _check_no_training_images(
             "split them (a pack made again with another seed, a data folder changed since training, or --data "
             "split with another --split-seed), so the scores would mean nothing. Evaluate on the run's own split: "
             "the pack it trained on, a pack made again with the run's seed from the same images, or --data with "
-            "those images and the run's --split-seed (for a run trained on a pack: the seed the pack was made with)."
+            "those images and the run's seed (the default). If these are other images whose file names merely "
+            "repeat the run's (another dataset's benign/001.png), score all of them with --external."
         )
 
 
-def _name_under(path: str, base: str) -> str | None:
-    """``path`` relative to ``base`` with ``/`` separators, or ``None`` when it is not inside ``base``."""
-    try:
-        rel = os.path.relpath(path, base)
-    except ValueError:  # another drive (Windows)
-        return None
-    return None if rel == os.curdir or rel.split(os.sep)[0] == os.pardir else Path(rel).as_posix()
+def _dataset_name(rel: str) -> str | None:
+    """A path relative to a dataset's folder as ``/``-joined parts, leading ``..`` dropped (a CSV manifest
+    may list images above its own folder); ``None`` when nothing is left.
+
+    >>> _dataset_name("../A/imgs/benign/x.png"), _dataset_name("benign/x.png"), _dataset_name("..")
+    ('A/imgs/benign/x.png', 'benign/x.png', None)
+    """
+    parts = [p for p in Path(rel).parts if p not in (os.curdir, os.pardir)]
+    return "/".join(parts) if parts else None
+
+
+def _tails(path: str) -> list[str]:
+    """Every tail of two or more parts of ``path``, ``/``-joined (its root and ``..`` parts left out).
+
+    >>> _tails("/d/pbc/neutrophil/x.jpg")
+    ['d/pbc/neutrophil/x.jpg', 'pbc/neutrophil/x.jpg', 'neutrophil/x.jpg']
+    """
+    anchor = Path(path).anchor
+    parts = [p for p in Path(path).parts if p not in (os.curdir, os.pardir, anchor)]
+    return ["/".join(parts[i:]) for i in range(len(parts) - 1)]
 
 
 def _data_split_seed(config: Mapping[str, Any], given: int | None) -> int:
@@ -454,12 +488,13 @@ def _data_split_seed(config: Mapping[str, Any], given: int | None) -> int:
     return data_mod.run_split_seed(config, given)
 
 
-def _split_like_the_run(samples: list[Any], data: str, config: Mapping[str, Any], split: str, seed: int) -> list[Any]:
-    """One split of the images scanned from ``data``; on the run's own data, after the run's ``--limit``
-    draw (without it the split would hold images the run trained on)."""
+def _split_like_the_run(samples: list[Any], config: Mapping[str, Any], split: str, seed: int) -> list[Any]:
+    """One split of scanned images, after the draw of the run's ``--limit`` for a run trained on a data
+    folder (without it the split would hold images the run trained on; the draw depends only on the
+    images' order, so it is the same on a copy of the folder)."""
     from examples.leukemia import data as data_mod
 
-    if config.get("limit") and config.get("data") and Path(data).resolve() == Path(config["data"]).resolve():
+    if config.get("limit") and config.get("data"):
         samples = data_mod.limit_samples(samples, int(config["limit"]), seed)
     return data_mod.split(samples, seed=seed)[split]
 
@@ -490,7 +525,7 @@ def _moved_run_items(
             origin,
         )
         samples, _ = data_mod.scan(origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False)
-        return _split_like_the_run(samples, origin, config, split, data_mod.run_split_seed(config))
+        return _split_like_the_run(samples, config, split, data_mod.run_split_seed(config))
     raise FileNotFoundError(
         f"{len(missing)} of the {len(items)} images {manifest} lists for the {split!r} split are not found, first: "
         f"{missing[0]}. The manifest's paths are relative to the run folder, so moving the folder loses them: pass "
@@ -703,14 +738,19 @@ def _safe_name(text: str) -> str:
 
 
 def scored_on(
-    config: Mapping[str, Any], *, pack: str | None = None, data: str | None = None, split_seed: int | None = None
+    config: Mapping[str, Any],
+    *,
+    pack: str | None = None,
+    data: str | None = None,
+    split_seed: int | None = None,
+    external: bool = False,
 ) -> tuple[str | None, int | None]:
     """``(images, split seed)`` that :func:`load_split` scores a checkpoint on, as results.json records them.
 
     The images: the ``pack`` or ``data`` given (absolute), else the run's own pack or data folder (as its
     config stores it: absolute; ``None`` for generated SYNTHETIC images). The split seed: that of a data
-    folder's split (``None`` for a pack, which holds its own split). ``aggregate`` refuses to pool files
-    scored on other images or another split.
+    folder's split (``None`` for a pack, which holds its own split, and with ``external``: no split).
+    ``aggregate`` refuses to pool files scored on other images or another split.
 
     Examples:
         >>> scored_on({"data": "/d", "split_seed": 3})
@@ -727,7 +767,7 @@ def scored_on(
     if data is None and config.get("pack") and Path(config["pack"]).is_file():
         return str(config["pack"]), None
     if data is not None:
-        return str(Path(data).resolve()), _data_split_seed(config, split_seed)
+        return str(Path(data).resolve()), None if external else _data_split_seed(config, split_seed)
     return config.get("data"), data_mod.run_split_seed(config)
 
 
@@ -742,8 +782,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "folder", "csv", "pbc", "all4"),
         help="how labels are read from --data (as in train: auto, folder, csv, pbc, all4)",
     )
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the split of --data (default: the run's)")
+    p.add_argument(
+        "--split", default=None, choices=("train", "val", "test"), help="the split to evaluate (default: test)"
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the split of --data (default: the run's; for a run trained on a pack, the pack's)",
+    )
+    p.add_argument(
+        "--external",
+        action="store_true",
+        help="the --data or --pack images are not the run's (another lab's, another scanner): score every one "
+        "of them, with no split and no check against the run's training images",
+    )
     p.add_argument(
         "--decode",
         type=decode_rule,
@@ -777,7 +830,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from examples.leukemia.train import predict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data is not None and args.pack is not None:
+        parser.error("--data and --pack: expected one source of images, got both; pass one of them")
+    if args.external:
+        if args.data is None and args.pack is None:
+            parser.error("--external: expected the images to score, --data PATH or --pack PATH; got neither")
+        if args.split is not None or args.split_seed is not None:
+            given = "--split" if args.split is not None else "--split-seed"
+            parser.error(f"{given} with --external: every image is scored, there is no split; drop {given}")
+        args.split = EXTERNAL
+    args.split = args.split or "test"
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     checkpoints = unique_checkpoints([resolve_checkpoint(c) for c in expand_checkpoints(args.checkpoints)])
     check_one_taxonomy(checkpoints)  # before any model, image or output folder
@@ -825,7 +889,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             title = f"{name} ({args.split})" + (" [SYNTHETIC]" if ckpt.config.get("synthetic") else "")
             figures = [str(p) for p in save_figures(targets, preds, tax, out / name, title=title, recall=recalls)]
         model_cfg = ckpt.config.get("model", {})
-        images_of, split_seed = scored_on(ckpt.config, pack=args.pack, data=args.data, split_seed=args.split_seed)
+        images_of, split_seed = scored_on(
+            ckpt.config, pack=args.pack, data=args.data, split_seed=args.split_seed, external=args.external
+        )
         rows.append(
             {
                 "name": name,

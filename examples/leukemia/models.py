@@ -463,8 +463,8 @@ def check_input_size(model: nn.Module, size: int, arg: str = "--img-size") -> No
     """Refuse an input size that a backbone of ``model`` cannot take, before any image is read.
 
     A ViT cuts the image into patches: the side must be a multiple of the patch size (timm asserts it at
-    the first forward pass, after every image has been decoded); a ViT built with a fixed input size
-    takes only that size.
+    the first forward pass, after every image has been decoded), unless it pads the image to one
+    (timm's ``dynamic_img_pad``); a ViT built with a fixed input size takes only that size.
 
     Raises:
         ValueError: names ``arg``, the patch size, and the nearest sizes it takes.
@@ -483,7 +483,7 @@ def check_input_size(model: nn.Module, size: int, arg: str = "--img-size") -> No
                 f"{arg}: {name} takes {fixed[0]}x{fixed[1]} px images only, got {size}; use {arg} {fixed[0]} "
                 "(or leave it out: the training size)."
             )
-        if size % step:
+        if size % step and not getattr(embed, "dynamic_img_pad", False):  # a padding ViT takes any size
             lower, upper = size // step * step, (size // step + 1) * step
             nearest = f"{lower} or {upper}" if lower else str(upper)
             raise ValueError(

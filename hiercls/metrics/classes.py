@@ -570,6 +570,11 @@ class MistakeSeverity(_TaxonomyMetric):
 class LevelAccuracy(_TaxonomyMetric):
     """Stateful :func:`hiercls.metrics.level_accuracy` (trees): ``compute()`` returns ``{depth: accuracy}``.
 
+    The keys are ints, as the function's. A torchmetrics ``MetricCollection`` merges a dict result into
+    its own under those keys, dropping the metric's name, and loggers (Lightning's ``log_dict``,
+    TensorBoard tags) want strings: there, use :class:`HierarchicalMetrics` (``"level_accuracy/1"``...), or
+    rename, ``{f"level_accuracy/{d}": v for d, v in metric.compute().items()}``.
+
     Args:
         taxonomy: a tree.
         zero_division: value for a depth that no true node reached.
