@@ -826,3 +826,69 @@ def test_the_training_image_check_in_folder_and_csv_layouts_and_external_images(
         with pytest.raises(SystemExit):
             evaluate_main([str(limited / "best"), "--external", *extra, *([] if not extra else ["--data", "x"])])
         assert said in capsys.readouterr().err
+
+
+def test_the_training_image_check_tells_nested_names_apart_and_knows_other_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Matching every tail of the paths refused a run's own split when one name ends with another
+    (ALL/img_0.png and batch2/ALL/img_0.png, two images); the --limit draw cut another dataset's images;
+    --external on the run's own images said nothing; a pack of images beside their CSV (names of one part)
+    was never checked. Names are now aligned once for the whole dataset, then compared exactly."""
+    from examples.leukemia.evaluate import main as evaluate_main
+    from examples.leukemia.pack import pack
+
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    labels = ("Normal", "Reactive", "ALL", "CLL")
+    for top, seed in (("C", 0), ("C/batch2", 50), ("other", 200)):
+        for k, label in enumerate(labels):
+            for i in range(5):
+                name = f"img_{i}.png" if top != "other" else f"x{i}.png"
+                _image(tmp_path / top / label / name, seed + 10 * k + i)
+    fast = [*FAST, "--backbone", "test_resnet", "--epochs", "1", "--stop-after", "1", "--device", "cpu"]
+    fast += ["--taxonomy", "paper"]
+    refused = "images of the 'test' split were in the run's training split"
+    n = 0
+
+    def ev(run: Path, *source: str) -> dict:
+        nonlocal n
+        n += 1
+        argv = [str(run / "best"), "--layout", "folder", *source, "--out", str(tmp_path / f"ev{n}"), "--no-figures"]
+        return evaluate_main(argv)
+
+    def train(out: str, *source: str) -> Path:
+        T.run(T.parse_args([*source, "--output", str(tmp_path / out), *fast]))
+        return tmp_path / out
+
+    pack(tmp_path / "C", tmp_path / "c.npz", taxonomy="paper", layout="folder", size=32, seed=1, progress=False)
+    nested_pack = train("nested_pack", "--pack", str(tmp_path / "c.npz"))
+    assert ev(nested_pack)["rows"]  # its own pack
+    assert ev(nested_pack, "--data", str(tmp_path / "C"))["rows"]  # the images it was packed from, the pack's seed
+    nested = train("nested", "--data", str(tmp_path / "C"), "--layout", "folder")
+    assert ev(nested, "--data", str(tmp_path / "C"))["rows"]  # its own split
+    with pytest.raises(ValueError, match=refused):
+        ev(nested, "--pack", str(tmp_path / "c.npz"))  # another seed's split
+
+    # a --limit run: the draw is repeated on its own images only, never on another dataset's
+    limited = train("limited", "--data", str(tmp_path / "C"), "--layout", "folder", "--limit", "30")
+    with pytest.raises(ValueError, match="the run trained with --limit, so only its own source repeats its split"):
+        ev(limited, "--pack", str(tmp_path / "c.npz"))
+    other = ev(limited, "--data", str(tmp_path / "other"))  # 20 images, not the run's: no draw of 30
+    assert other["rows"][0]["metrics"]["n"] == 4  # the test fifth of all 20
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.evaluate"):
+        own = ev(limited, "--data", str(tmp_path / "C"), "--external")
+    assert own["rows"][0]["metrics"]["n"] == 40 and "have the names of the run's training images" in caplog.text
+
+    # images beside their CSV: pack names of one part
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, path in enumerate(sorted((tmp_path / "C").glob("[!b]*/*.png"))):
+        shutil.copy(path, flat / f"{path.parent.name}_{i}.png")
+    lines = [f"{p.name},{p.name.split('_')[0]}" for p in sorted(flat.glob("*.png"))]
+    (flat / "m.csv").write_text("path,label\n" + "\n".join(lines) + "\n")
+    pack(flat / "m.csv", tmp_path / "f.npz", taxonomy="paper", size=32, seed=1, progress=False)
+    flat_pack = train("flat_pack", "--pack", str(tmp_path / "f.npz"))
+    assert ev(flat_pack, "--data", str(flat / "m.csv"), "--layout", "csv")["rows"]
+    with pytest.raises(ValueError, match=refused):
+        ev(flat_pack, "--data", str(flat / "m.csv"), "--layout", "csv", "--split-seed", "2")

@@ -47,6 +47,8 @@ log = logging.getLogger("examples.leukemia.evaluate")
 EXTERNAL = "external"
 
 __all__ = [
+    "EXTERNAL",
+    "RunImages",
     "checkpoint_decoding",
     "evaluation_metrics",
     "expand_checkpoints",
@@ -56,6 +58,8 @@ __all__ = [
     "resolve_checkpoint",
     "results_markdown",
     "save_figures",
+    "scored_on",
+    "unique_checkpoints",
 ]
 
 # headline columns of the results table: key -> header
@@ -311,8 +315,11 @@ def load_split(
 
     Source, in order: ``pack``; ``data`` (scanned and split with ``split_seed``); the checkpoint's own
     pack (``config["pack"]``); its split manifest ``splits.csv``. ``split="external"`` takes every image
-    of ``pack`` or ``data`` (images that are not the run's: no split, no check against its training
-    images).
+    of ``pack`` or ``data`` (images that are not the run's: no split; a warning when some have the names
+    of its training images).
+
+    A split that holds any of the run's training images is refused (:class:`RunImages` finds them, by
+    path or by name in the run's dataset, in a pack, a copy of its folder, or a moved run folder).
 
     Raises:
         FileNotFoundError: no source found.
@@ -321,11 +328,14 @@ def load_split(
     from examples.leukemia import data as data_mod
     from examples.leukemia.train import _decode_all
 
-    base = None  # the folder a scanned dataset's names are relative to (as a pack's are)
     size = int(image_size or config.get("image_size") or 128)
     pack = pack or (
         config.get("pack") if data is None and config.get("pack") and Path(config["pack"]).is_file() else None
     )
+    manifest = checkpoint_dir / "splits.csv"
+    run = RunImages(manifest, config) if manifest.is_file() else None
+    at = None  # how the source's names align with the run's (RunImages.align); None: another dataset
+    here = os.path.abspath(checkpoint_dir)
     if pack:
         from examples.leukemia.pack import load_pack
 
@@ -345,16 +355,29 @@ def load_split(
         idx = np.arange(len(pk.names)) if split == EXTERNAL else np.flatnonzero(pk.split == split)
         t_idx = torch.from_numpy(idx).to(pk.images.device)
         images, targets, names = pk.images[t_idx], pk.targets[t_idx], [pk.names[i] for i in idx]
+        # pack names: relative to the folder it was packed from (as the run's manifest lists a pack run's)
+        parts = [_parts(os.path.join(here, n), here) for n in pk.names]
+        at = run.align(parts) if run is not None else None
+        paths = [os.path.abspath(os.path.join(here, n)) for n in names]
+        name_parts: list[tuple[str, ...]] | None = [parts[i] for i in idx]
     else:
         if data is not None:
             samples, report = data_mod.scan(
                 data, taxonomy, layout=layout, workers=workers, taxonomy_owner=f"the checkpoint {checkpoint_dir}"
             )
-            base = report.base
+            base = os.path.abspath(report.base)
+            by_path = {s.path: _parts(os.path.abspath(s.path), base) for s in samples}
+            if run is not None:
+                at = run.align(list(by_path.values()))
+                runs_images = at is not None
+            else:  # no manifest to compare with: the run's own data folder only
+                runs_images = bool(config.get("data")) and Path(data).resolve() == Path(config["data"]).resolve()
             if split == EXTERNAL:
                 items = samples
             else:
-                items = _split_like_the_run(samples, config, split, _data_split_seed(config, split_seed))
+                seed = _data_split_seed(config, split_seed)
+                items = _split_like_the_run(samples, config, split, seed, runs_images=runs_images)
+            name_parts = [by_path[s.path] for s in items]
         else:
             if split == EXTERNAL:
                 raise ValueError("--external: expected the images to score, --data or --pack; got neither.")
@@ -363,119 +386,136 @@ def load_split(
                     f"the checkpoint was trained on the pack {config['pack']}, which is not there any more: "
                     "pass --pack PATH (the same pack, moved) or --data PATH (the images it was packed from)."
                 )
-            manifest = checkpoint_dir / "splits.csv"
             if not manifest.is_file():
                 raise FileNotFoundError(
                     f"no data to evaluate on: pass --pack or --data (no {manifest} next to the checkpoint)."
                 )
             items = data_mod.read_manifest(manifest, taxonomy).get(split, [])
             items = _moved_run_items(items, manifest, config, taxonomy, split, workers)
+            name_parts = None  # the run's own split: matched by path
         names = [s.path for s in items]
+        paths = [os.path.abspath(n) for n in names]
         crop = float(config.get("crop", 1.0))
         images = _decode_all(names, size, workers or data_mod.default_workers(), crop).to(device)
         targets = torch.as_tensor(taxonomy.encode([s.label for s in items]), dtype=torch.int64).reshape(-1).to(device)
     if len(names) == 0:
         raise ValueError(f"split: no images in the {split!r} split.")
-    if split not in ("train", EXTERNAL):
-        _check_no_training_images(names, split, checkpoint_dir / "splits.csv", config, packed=bool(pack), base=base)
+    if run is not None and split != "train":
+        leaked = [names[i] for i in run.training(paths, name_parts, at)]
+        if leaked and split == EXTERNAL:
+            log.warning(
+                "--external: %d of the %d images have the names of the run's training images (first: %s): if "
+                "they are the run's own images, these scores are optimistic; evaluate without --external to "
+                "score the run's own test split",
+                len(leaked),
+                len(names),
+                ", ".join(leaked[:3]),
+            )
+        elif leaked:
+            _refuse_training_images(leaked, len(names), split, manifest, config)
     return images, targets, names
 
 
-def _check_no_training_images(
-    names: Sequence[str],
-    split: str,
-    manifest: Path,
-    config: Mapping[str, Any],
-    *,
-    packed: bool,
-    base: str | os.PathLike[str] | None = None,
+class RunImages:
+    """The images a run's ``splits.csv`` lists, found again in another source of images.
+
+    A source may hold the run's images under other paths: a pack's names are relative to the folder it
+    was packed from (``neutrophil/BNE_1.jpg``), a scanned folder's files lie wherever that folder is now
+    (a copy, another machine, ``--data`` given one folder above), and a moved run folder resolves its
+    manifest's relative paths to other places. So both sides are named by their paths relative to their
+    dataset (the run's: its data folder, else the run folder; a source's: the pack's root or the scan's
+    ``base``) and :meth:`align` finds how many leading parts to drop from each side's names for the two
+    to coincide: the choice under which most images coincide. An image is then one of the run's when its
+    path is one the manifest lists, or, when the source is the run's dataset (at least half of the smaller
+    side coincides), when its aligned name is.
+
+    Names are compared, not pixels: another dataset whose names repeat the run's (``benign/001.png`` in
+    both) cannot be told from the run's own, which is what ``evaluate --external`` is for.
+    """
+
+    def __init__(self, manifest: Path, config: Mapping[str, Any]) -> None:
+        from examples.leukemia import data as data_mod
+
+        self.manifest = manifest
+        self.here = os.path.abspath(manifest.parent)
+        listed = data_mod.read_manifest(manifest)
+        # a pack run's manifest lists pack names (read_manifest resolved them against the run folder)
+        root = os.path.abspath(config["data"]) if config.get("data") and not config.get("pack") else self.here
+        self.train_paths = {s.path for s in listed.get("train", [])}
+        self.names = [_parts(s.path, root) for samples in listed.values() for s in samples]
+        self.train_names = [_parts(p, root) for p in self.train_paths]
+
+    def align(self, source: Sequence[tuple[str, ...]]) -> tuple[int, int] | None:
+        """``(k_run, k_source)``: the leading parts to drop from the run's names and from ``source``'s for
+        them to coincide (the fewest under which the most coincide); ``None`` when under the best choice
+        fewer than half of the smaller side coincide: ``source`` is another dataset.
+
+        Examples:
+            >>> run = RunImages.__new__(RunImages)
+            >>> run.names = [("ALL", "a.png"), ("AML", "b.png")]
+            >>> run.align([("imgs", "ALL", "a.png"), ("imgs", "AML", "b.png")]), run.align([("CLL", "c.png")])
+            ((0, 1), None)
+        """
+        cap = 12  # a moved run folder's names carry the parts of its new place in front
+        k_run = min(max(map(len, self.names), default=1), cap)
+        k_source = min(max(map(len, source), default=1), cap)
+        best, at, smaller = 0, None, 0
+        for kr, ks in [(k, 0) for k in range(k_run)] + [(0, k) for k in range(1, k_source)]:
+            a = {p[kr:] for p in self.names if len(p) > kr}
+            b = {p[ks:] for p in source if len(p) > ks}
+            found = len(a & b)
+            if found > best:
+                best, at, smaller = found, (kr, ks), min(len(a), len(b))
+        return at if at is not None and 2 * best >= smaller else None
+
+    def training(
+        self, paths: Sequence[str], names: Sequence[tuple[str, ...]] | None, at: tuple[int, int] | None
+    ) -> list[int]:
+        """Positions of the images (absolute ``paths``, their ``names`` in their dataset) that are the run's
+        training images: by path, and by aligned name when ``at`` (from :meth:`align`) is given."""
+        trained = {p[at[0] :] for p in self.train_names if len(p) > at[0]} if at is not None else set()
+        return [
+            i
+            for i, path in enumerate(paths)
+            if path in self.train_paths or (at is not None and names is not None and names[i][at[1] :] in trained)
+        ]
+
+
+def _parts(path: str, root: str) -> tuple[str, ...]:
+    """``path`` relative to ``root`` as a tuple of parts, ``..`` and the root left out.
+
+    >>> _parts("/d/A/imgs/ALL/x.png", "/d/A"), _parts("/d/B/x.png", "/d/A")
+    (('imgs', 'ALL', 'x.png'), ('B', 'x.png'))
+    """
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:  # another drive (Windows)
+        rel = path
+    anchor = Path(rel).anchor
+    return tuple(p for p in Path(rel).parts if p not in (os.curdir, os.pardir, anchor))
+
+
+def _refuse_training_images(
+    leaked: Sequence[str], total: int, split: str, manifest: Path, config: Mapping[str, Any]
 ) -> None:
-    """Refuse to score a split that holds images the run trained on (its ``splits.csv`` says which).
-
-    A pack made again with another seed behind the same path, a data folder that changed since the run, or
-    ``--data`` split with another seed splits otherwise than the run did: its test split then holds
-    training images and the scores mean nothing.
-
-    An image counts as a training image when its path is one the manifest lists (resolved from the run
-    folder), or when its name inside its dataset is a tail of a training image's path, or the reverse. A
-    pack's names are relative to the folder it was packed from (``neutrophil/BNE_1.jpg``); a scanned
-    image's name is its path relative to the scan's ``base``; a data run's training images are known by
-    their paths only, every tail of which counts. So the check holds across kinds of source (a run trained
-    on a pack scored on ``--data``, or the reverse), for a copy of the data folder elsewhere, and for
-    ``--data`` given one folder above. Names of one part (a file beside a CSV manifest) are matched by
-    full path only: file names alone repeat across datasets. Other images whose names merely repeat the
-    run's (another lab's ``benign/001.png``) are refused too: ``evaluate --external`` scores them.
-
-    Args:
-        names: the split's names: pack names when ``packed``, paths on disk otherwise.
-        split: the split's name, for the message.
-        manifest: the run's ``splits.csv``; nothing is checked without one.
-        config: the run's config (``pack``: its manifest lists pack names, not files).
-        packed: whether ``names`` come from a pack.
-        base: the folder a scan found ``names`` under (``ScanReport.base``); ``None`` for names read
-            from the run's own manifest, matched by path only.
-    """
-    from examples.leukemia import data as data_mod
-
-    if not manifest.is_file():
-        return
-    here = os.path.abspath(manifest.parent)
-    trained = [s.path for s in data_mod.read_manifest(manifest).get("train", [])]
-    trained_paths = set(trained)
-    if config.get("pack"):  # pack names, which read_manifest resolved against the run folder
-        trained_names = {_dataset_name(os.path.relpath(t, here)) for t in trained}
-        trained_tails = {tail for n in trained_names if n for tail in _tails(n)}
-        known = {n for n in trained_names if n and "/" in n}
-    else:  # files: their dataset's root is not known here, so every tail of their paths counts
-        trained_tails = {tail for t in trained for tail in _tails(t)}
-        known = set()
-    leaked = []
-    for n in names:
-        path = os.path.abspath(os.path.join(here, n)) if packed else os.path.abspath(n)
-        if packed:
-            name = _dataset_name(n)
-        elif base is not None:
-            name = _dataset_name(os.path.relpath(path, os.path.abspath(base)))
-        else:
-            name = None
-        if (
-            path in trained_paths
-            or (name is not None and "/" in name and name in trained_tails)
-            or (known and not known.isdisjoint(_tails(n if packed else path)))
-        ):
-            leaked.append(n)
-    if leaked:
-        raise ValueError(
-            f"split: {len(leaked)} of the {len(names)} images of the {split!r} split were in the run's training "
-            f"split ({manifest}), first: {', '.join(leaked[:3])}. These images are split otherwise than the run "
-            "split them (a pack made again with another seed, a data folder changed since training, or --data "
-            "split with another --split-seed), so the scores would mean nothing. Evaluate on the run's own split: "
-            "the pack it trained on, a pack made again with the run's seed from the same images, or --data with "
-            "those images and the run's seed (the default). If these are other images whose file names merely "
-            "repeat the run's (another dataset's benign/001.png), score all of them with --external."
+    if config.get("limit"):
+        fix = (
+            "the run trained with --limit, so only its own source repeats its split: the pack it trained on, or "
+            "its data folder (or a copy) with the run's seed (the default)"
         )
-
-
-def _dataset_name(rel: str) -> str | None:
-    """A path relative to a dataset's folder as ``/``-joined parts, leading ``..`` dropped (a CSV manifest
-    may list images above its own folder); ``None`` when nothing is left.
-
-    >>> _dataset_name("../A/imgs/benign/x.png"), _dataset_name("benign/x.png"), _dataset_name("..")
-    ('A/imgs/benign/x.png', 'benign/x.png', None)
-    """
-    parts = [p for p in Path(rel).parts if p not in (os.curdir, os.pardir)]
-    return "/".join(parts) if parts else None
-
-
-def _tails(path: str) -> list[str]:
-    """Every tail of two or more parts of ``path``, ``/``-joined (its root and ``..`` parts left out).
-
-    >>> _tails("/d/pbc/neutrophil/x.jpg")
-    ['d/pbc/neutrophil/x.jpg', 'pbc/neutrophil/x.jpg', 'neutrophil/x.jpg']
-    """
-    anchor = Path(path).anchor
-    parts = [p for p in Path(path).parts if p not in (os.curdir, os.pardir, anchor)]
-    return ["/".join(parts[i:]) for i in range(len(parts) - 1)]
+    else:
+        fix = (
+            "the pack it trained on, a pack made again with the run's seed from the same images, or --data with "
+            "those images and the run's seed (the default)"
+        )
+    raise ValueError(
+        f"split: {len(leaked)} of the {total} images of the {split!r} split were in the run's training split "
+        f"({manifest}), first: {', '.join(leaked[:3])}. These images are split otherwise than the run split them "
+        "(a pack made again with another seed, a data folder changed since training, or --data split with "
+        f"another --split-seed), so the scores would mean nothing. Evaluate on the run's own split: {fix}. If "
+        "these are other images whose file names merely repeat the run's (another dataset's benign/001.png), "
+        "score all of them with --external."
+    )
 
 
 def _data_split_seed(config: Mapping[str, Any], given: int | None) -> int:
@@ -488,13 +528,15 @@ def _data_split_seed(config: Mapping[str, Any], given: int | None) -> int:
     return data_mod.run_split_seed(config, given)
 
 
-def _split_like_the_run(samples: list[Any], config: Mapping[str, Any], split: str, seed: int) -> list[Any]:
-    """One split of scanned images, after the draw of the run's ``--limit`` for a run trained on a data
-    folder (without it the split would hold images the run trained on; the draw depends only on the
-    images' order, so it is the same on a copy of the folder)."""
+def _split_like_the_run(
+    samples: list[Any], config: Mapping[str, Any], split: str, seed: int, *, runs_images: bool
+) -> list[Any]:
+    """One split of scanned images; when they are the run's (``runs_images``: its data folder, a copy, or
+    the images it was packed from), after the draw of its ``--limit`` (without it the split would hold
+    images the run trained on; the draw depends only on the images' order, the same in a copy)."""
     from examples.leukemia import data as data_mod
 
-    if config.get("limit") and config.get("data"):
+    if runs_images and config.get("limit") and config.get("data"):
         samples = data_mod.limit_samples(samples, int(config["limit"]), seed)
     return data_mod.split(samples, seed=seed)[split]
 
@@ -525,7 +567,7 @@ def _moved_run_items(
             origin,
         )
         samples, _ = data_mod.scan(origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False)
-        return _split_like_the_run(samples, config, split, data_mod.run_split_seed(config))
+        return _split_like_the_run(samples, config, split, data_mod.run_split_seed(config), runs_images=True)
     raise FileNotFoundError(
         f"{len(missing)} of the {len(items)} images {manifest} lists for the {split!r} split are not found, first: "
         f"{missing[0]}. The manifest's paths are relative to the run folder, so moving the folder loses them: pass "
