@@ -892,3 +892,53 @@ def test_the_training_image_check_tells_nested_names_apart_and_knows_other_datas
     assert ev(flat_pack, "--data", str(flat / "m.csv"), "--layout", "csv")["rows"]
     with pytest.raises(ValueError, match=refused):
         ev(flat_pack, "--data", str(flat / "m.csv"), "--layout", "csv", "--split-seed", "2")
+
+
+def test_the_training_image_check_finds_a_few_copies_and_a_moved_runs_changed_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies of some training images among other images (under half of the run's: 'another dataset')
+    were not checked by name; a moved run folder whose data folder changed since was scanned and split
+    again, its training images compared by their old paths only; a run folder moved deep lost its names
+    (at most 12 leading parts were dropped)."""
+    from examples.leukemia.data import read_manifest, scan, split
+    from examples.leukemia.evaluate import main as evaluate_main
+
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    labels = ("Normal", "Reactive", "ALL", "CLL")
+    for k, label in enumerate(labels):
+        for i in range(10):
+            _image(tmp_path / "D" / label / f"img_{i}.png", 10 * k + i)
+    fast = [*FAST, "--backbone", "test_resnet", "--epochs", "1", "--stop-after", "1", "--device", "cpu"]
+    refused = "images of the 'test' split were in the run's training split"
+    run = tmp_path / "run"
+    T.run(T.parse_args(["--data", str(tmp_path / "D"), "--taxonomy", "paper", "--output", str(run), *fast]))
+    trained = read_manifest(run / "splits.csv")["train"]
+
+    # folder M: copies of 8 training images among 80 other images
+    for s in trained[:8]:
+        folder = tmp_path / "M" / Path(s.path).parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(s.path, folder / Path(s.path).name)
+    for k, label in enumerate(labels):
+        for i in range(20):
+            _image(tmp_path / "M" / label / f"other_{i}.png", 500 + 20 * k + i)
+    samples, _ = scan(tmp_path / "M", "paper", layout="folder", workers=1)
+    copies = {f"{Path(s.path).parent.name}/{Path(s.path).name}" for s in trained[:8]}
+    test = {f"{Path(s.path).parent.name}/{Path(s.path).name}" for s in split(samples, seed=20261126)["test"]}
+    assert copies & test, "the test needs a copied training image in M's test split"
+    argv = ["--layout", "folder", "--no-figures", "--out"]
+    with pytest.raises(ValueError, match=refused):
+        evaluate_main([str(run / "best"), "--data", str(tmp_path / "M"), *argv, str(tmp_path / "e1")])
+
+    # the run folder moved deep; then its data folder grows
+    deep = tmp_path.joinpath(*[f"d{i}" for i in range(14)], "run")
+    shutil.move(run, deep)
+    assert evaluate_main([str(deep / "best"), *argv, str(tmp_path / "e2")])["rows"]  # the same data: its split
+    for k, label in enumerate(labels):
+        for i in range(10, 20):
+            _image(tmp_path / "D" / label / f"img_{i}.png", 10 * k + i)
+    with pytest.raises(ValueError, match=refused):
+        evaluate_main([str(deep / "best"), *argv, str(tmp_path / "e3")])
+    with pytest.raises(ValueError, match=refused):  # and named through --data
+        evaluate_main([str(deep / "best"), "--data", str(tmp_path / "D"), *argv, str(tmp_path / "e4")])

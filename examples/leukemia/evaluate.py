@@ -357,7 +357,7 @@ def load_split(
         images, targets, names = pk.images[t_idx], pk.targets[t_idx], [pk.names[i] for i in idx]
         # pack names: relative to the folder it was packed from (as the run's manifest lists a pack run's)
         parts = [_parts(os.path.join(here, n), here) for n in pk.names]
-        at = run.align(parts) if run is not None else None
+        at = run.align(parts)[0] if run is not None else None
         paths = [os.path.abspath(os.path.join(here, n)) for n in names]
         name_parts: list[tuple[str, ...]] | None = [parts[i] for i in idx]
     else:
@@ -368,8 +368,7 @@ def load_split(
             base = os.path.abspath(report.base)
             by_path = {s.path: _parts(os.path.abspath(s.path), base) for s in samples}
             if run is not None:
-                at = run.align(list(by_path.values()))
-                runs_images = at is not None
+                at, runs_images = run.align(list(by_path.values()))
             else:  # no manifest to compare with: the run's own data folder only
                 runs_images = bool(config.get("data")) and Path(data).resolve() == Path(config["data"]).resolve()
             if split == EXTERNAL:
@@ -391,8 +390,13 @@ def load_split(
                     f"no data to evaluate on: pass --pack or --data (no {manifest} next to the checkpoint)."
                 )
             items = data_mod.read_manifest(manifest, taxonomy).get(split, [])
-            items = _moved_run_items(items, manifest, config, taxonomy, split, workers)
+            items, rescanned = _moved_run_items(items, manifest, config, taxonomy, split, workers)
             name_parts = None  # the run's own split: matched by path
+            if rescanned is not None and run is not None:  # its data scanned again: it may have changed since
+                samples, base = rescanned
+                by_path = {s.path: _parts(os.path.abspath(s.path), os.path.abspath(base)) for s in samples}
+                at = run.align(list(by_path.values()))[0]
+                name_parts = [by_path[s.path] for s in items]
         names = [s.path for s in items]
         paths = [os.path.abspath(n) for n in names]
         crop = float(config.get("crop", 1.0))
@@ -426,8 +430,10 @@ class RunImages:
     dataset (the run's: its data folder, else the run folder; a source's: the pack's root or the scan's
     ``base``) and :meth:`align` finds how many leading parts to drop from each side's names for the two
     to coincide: the choice under which most images coincide. An image is then one of the run's when its
-    path is one the manifest lists, or, when the source is the run's dataset (at least half of the smaller
-    side coincides), when its aligned name is.
+    path is one the manifest lists or its aligned name is one of the run's names (even when only a few
+    coincide: a folder with copies of some training images among others is checked too). Whether the
+    source is the run's dataset as a whole (at least half of the smaller side coincides) decides only
+    whether a ``--limit`` draw is repeated on it.
 
     Names are compared, not pixels: another dataset whose names repeat the run's (``benign/001.png`` in
     both) cannot be told from the run's own, which is what ``evaluate --external`` is for.
@@ -445,20 +451,22 @@ class RunImages:
         self.names = [_parts(s.path, root) for samples in listed.values() for s in samples]
         self.train_names = [_parts(p, root) for p in self.train_paths]
 
-    def align(self, source: Sequence[tuple[str, ...]]) -> tuple[int, int] | None:
-        """``(k_run, k_source)``: the leading parts to drop from the run's names and from ``source``'s for
-        them to coincide (the fewest under which the most coincide); ``None`` when under the best choice
-        fewer than half of the smaller side coincide: ``source`` is another dataset.
+    def align(self, source: Sequence[tuple[str, ...]]) -> tuple[tuple[int, int] | None, bool]:
+        """``(at, same)``. ``at = (k_run, k_source)``: the leading parts to drop from the run's names and from
+        ``source``'s for them to coincide (the fewest under which the most coincide), ``None`` when no name
+        coincides under any choice. ``same``: whether ``source`` holds the run's dataset (at least half of
+        the smaller side coincides), as opposed to another dataset that shares some names (or copies of
+        some of the run's images).
 
         Examples:
             >>> run = RunImages.__new__(RunImages)
             >>> run.names = [("ALL", "a.png"), ("AML", "b.png")]
             >>> run.align([("imgs", "ALL", "a.png"), ("imgs", "AML", "b.png")]), run.align([("CLL", "c.png")])
-            ((0, 1), None)
+            (((0, 1), True), (None, False))
         """
-        cap = 12  # a moved run folder's names carry the parts of its new place in front
-        k_run = min(max(map(len, self.names), default=1), cap)
-        k_source = min(max(map(len, source), default=1), cap)
+        # no cap: a moved run folder's names carry every part of the place its manifest now resolves to
+        k_run = max(map(len, self.names), default=1)
+        k_source = max(map(len, source), default=1)
         best, at, smaller = 0, None, 0
         for kr, ks in [(k, 0) for k in range(k_run)] + [(0, k) for k in range(1, k_source)]:
             a = {p[kr:] for p in self.names if len(p) > kr}
@@ -466,7 +474,7 @@ class RunImages:
             found = len(a & b)
             if found > best:
                 best, at, smaller = found, (kr, ks), min(len(a), len(b))
-        return at if at is not None and 2 * best >= smaller else None
+        return at, at is not None and 2 * best >= smaller
 
     def training(
         self, paths: Sequence[str], names: Sequence[tuple[str, ...]] | None, at: tuple[int, int] | None
@@ -543,12 +551,17 @@ def _split_like_the_run(
 
 def _moved_run_items(
     items: list[Any], manifest: Path, config: Mapping[str, Any], taxonomy: Taxonomy, split: str, workers: int | None
-) -> list[Any]:
+) -> tuple[list[Any], tuple[list[Any], str] | None]:
     """The split's samples when ``splits.csv``'s paths no longer lead to the images: a moved run folder.
 
     The manifest keeps paths relative to the run folder. When none of them is found from where the folder
     is now, the run's own data folder (``config["data"]``, absolute) is scanned, drawn from as ``--limit``
-    did, and split again with the run's seed: the same split.
+    did, and split again with the run's seed: the same split, unless the folder changed since (which the
+    training-image check then finds).
+
+    Returns:
+        ``(items, rescanned)``: ``rescanned`` is ``(every scanned sample, the scan's base)`` when the data
+        was scanned again, else ``None``.
 
     Raises:
         FileNotFoundError: images listed are missing and the run's data cannot stand in for them.
@@ -557,7 +570,7 @@ def _moved_run_items(
 
     missing = [s.path for s in items if not os.path.isfile(s.path)]
     if not missing:
-        return items
+        return items, None
     origin = config.get("data")
     if len(missing) == len(items) and origin and Path(origin).exists():
         log.warning(
@@ -566,8 +579,11 @@ def _moved_run_items(
             manifest,
             origin,
         )
-        samples, _ = data_mod.scan(origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False)
-        return _split_like_the_run(samples, config, split, data_mod.run_split_seed(config), runs_images=True)
+        samples, report = data_mod.scan(
+            origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False
+        )
+        seed = data_mod.run_split_seed(config)
+        return _split_like_the_run(samples, config, split, seed, runs_images=True), (samples, report.base)
     raise FileNotFoundError(
         f"{len(missing)} of the {len(items)} images {manifest} lists for the {split!r} split are not found, first: "
         f"{missing[0]}. The manifest's paths are relative to the run folder, so moving the folder loses them: pass "
