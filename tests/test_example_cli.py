@@ -621,6 +621,15 @@ def test_predict_writes_into_a_new_folder_in_chunks_and_leaves_nothing_half_writ
     with open(out, newline="") as fh:
         assert [r["path"] for r in csv.DictReader(fh)] == list(map(str, images))
     assert sorted(p.name for p in out.parent.iterdir()) == ["p.csv"]
+    # a symlinked --out is written through, its target keeping its permissions
+    target, link = tmp_path / "results" / "real.csv", tmp_path / "latest.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    target.chmod(0o640)
+    link.symlink_to(target)
+    predict.main([str(run_dir), str(images[0]), "--out", str(link)])
+    assert link.is_symlink() and target.read_text().startswith("path,") and (target.stat().st_mode & 0o777) == 0o640
+    assert sorted(p.name for p in target.parent.iterdir()) == ["real.csv"]
     # nothing readable: an error, the earlier CSV left as it was, no temporary file
     before = out.read_text()
     monkeypatch.setenv(DEBUG_ENV, "1")
@@ -644,6 +653,10 @@ def test_find_images_expands_patterns_reads_each_image_once_and_lists_what_it_le
     with caplog.at_level(logging.WARNING, logger="examples.leukemia.predict"):  # a pattern's files: as a folder's
         assert find_images([str(tmp_path / "cells" / "*")]) == [str(a), str(b)]
     assert "left out 1 file(s)" in caplog.text and "notes.txt" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.predict"):  # '**' lists every file itself
+        assert sorted(find_images([str(tmp_path / "cells" / "**")])) == sorted([str(a), str(b)])
+    assert "left out 1 file(s)" in caplog.text and "more than once" not in caplog.text
     with pytest.raises(FileNotFoundError, match=r"no file or folder matches the pattern .*\*\.tif"):
         find_images([str(tmp_path / "cells" / "*.tif")])
 
@@ -661,6 +674,9 @@ def test_a_vit_size_its_patches_do_not_divide_is_refused_before_the_images_are_r
     with pytest.raises(ValueError, match=r"--img-size: test_vit cuts images into 8x8 px patches.*got 30; use 24 or 32"):
         check_input_size(vit, 30)
     check_input_size(build_model("test_convnext", tax, "hierarchical", img_size=32), 30)  # a CNN takes any size
+    pvt = build_model("pvt_v2_b0", tax, "hierarchical", img_size=32).eval()  # overlapping 7x7 stride-4 patches
+    check_input_size(pvt, 32)  # not a multiple of 7, and fine: it was refused as '7x7 px patches'
+    assert pvt(torch.zeros(1, 3, 32, 32)).shape[0] == 1
     pad = {"patch_size": 8, "dynamic_img_size": True, "dynamic_img_pad": True}  # pads to a multiple: any size
     padded = build_model("test_vit", tax, "hierarchical", img_size=32, backbone_kwargs=pad).eval()
     check_input_size(padded, 30)

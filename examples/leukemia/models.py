@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import timm
 import torch
+from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from hiercls import Taxonomy
@@ -472,9 +473,11 @@ def check_input_size(model: nn.Module, size: int, arg: str = "--img-size") -> No
     name = getattr(model, "config", {}).get("backbone", "the backbone")
     for bb in model.backbones():
         embed = getattr(bb, "patch_embed", None)
-        patch = getattr(embed, "patch_size", None)
-        if patch is None:
+        # timm's plain PatchEmbed (ViT, DeiT, BEiT...) asserts the size; an overlapping patch embedding
+        # (PVT-v2's 7x7 stride-4 convolution) takes any size
+        if not isinstance(embed, PatchEmbed):
             continue
+        patch = embed.patch_size
         ph, pw = (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
         step = math.lcm(ph, pw)
         fixed = getattr(embed, "strict_img_size", False) and getattr(embed, "img_size", None)

@@ -29,6 +29,7 @@ import csv
 import glob
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,8 +73,11 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
                 raise FileNotFoundError(f"inputs: no file or folder matches the pattern {text!r}.")
+        recursive = "**" in text  # such a pattern lists every file below by itself: its folders are not walked
         for match in matches:
             path = Path(match)
+            if match != text and recursive and path.is_dir():
+                continue
             if match != text and path.is_file():  # a pattern's file: kept as a folder's would be
                 if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
                     found.append(str(path))
@@ -89,6 +93,7 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
                 found.append(str(path))
             else:
                 raise FileNotFoundError(f"inputs: {text!r} does not exist (expected image files or folders).")
+    ignored = list(dict.fromkeys(ignored))
     if ignored:
         log.warning(
             "left out %d file(s) of the folders given without an image extension (%s): %s",
@@ -256,7 +261,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     bad: dict[str, str] = {}
-    out = None if args.out == "-" else Path(args.out)
+    # a symlinked --out is written through (its target replaced), keeping the target's permissions
+    out = None if args.out == "-" else Path(os.path.realpath(args.out))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -299,13 +305,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             bar.close()
     if out is not None:
         fh.close()
+        if out.is_file():
+            shutil.copymode(out, tmp)
         os.replace(tmp, out)
     else:
         fh.flush()
     if ckpt.config.get("synthetic"):
         log.warning("this checkpoint was trained on SYNTHETIC images: its predictions mean nothing for real cells.")
     if out is not None:
-        log.info("wrote %d prediction(s) to %s", len(rows), out)
+        log.info("wrote %d prediction(s) to %s", len(rows), args.out)
     return rows
 
 
