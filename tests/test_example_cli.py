@@ -572,7 +572,9 @@ def test_a_bad_out_is_refused_when_parsing_before_any_model(tmp_path: Path, caps
         (predict, "", "expected a file name"),
         (explain, str(tmp_path / "file.txt"), "is a file, not a folder; give a folder"),
         (explain, str(tmp_path / "file.txt" / "deeper"), "is a file, not a folder"),
+        (explain, str(tmp_path / "dangling"), "which does not exist; make that folder"),
     ]
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")  # explain's mkdir raised FileExistsError after the work
     for module, out, said in cases:
         with pytest.raises(SystemExit) as err:
             module.build_parser().parse_args(["ckpt", "img", "--out", out])
@@ -582,6 +584,9 @@ def test_a_bad_out_is_refused_when_parsing_before_any_model(tmp_path: Path, caps
     assert explain.build_parser().parse_args(["c", "i", "--out", str(tmp_path / "new2" / "ex")]).out
     assert predict.build_parser().parse_args(["c", "i", "--out", "-"]).out == "-"
     assert not (tmp_path / "new").exists() and not (tmp_path / "new2").exists()
+    home = str(Path.home())  # --out=~/...: the shell leaves a ~ after '=' as it is
+    assert predict.build_parser().parse_args(["c", "i", "--out=~/p.csv"]).out == str(Path(home) / "p.csv")
+    assert explain.build_parser().parse_args(["c", "i", "--out=~/ex"]).out == str(Path(home) / "ex")
 
 
 def test_an_out_in_a_folder_that_cannot_be_written_is_refused(

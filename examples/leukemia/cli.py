@@ -190,7 +190,7 @@ def _check_writable_place(path: Path, text: str) -> None:
 
 
 def output_file(text: str) -> str:
-    """An ``argparse`` type: a file to write (``-``: stdout), as given.
+    """An ``argparse`` type: a file to write (``-``: stdout), as given, ``~`` expanded.
 
     Checked when the command line is read, not after the work: it must not be a folder, and the nearest
     folder that exists above it must be one this user can write in (missing folders below it are made
@@ -204,6 +204,7 @@ def output_file(text: str) -> str:
         return text
     if not text:
         raise argparse.ArgumentTypeError("expected a file name, got ''")
+    text = os.path.expanduser(text)  # --out=~/p.csv: no shell expands a ~ after '='
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(
@@ -214,7 +215,7 @@ def output_file(text: str) -> str:
 
 
 def output_folder(text: str) -> str:
-    """An ``argparse`` type: a folder to write into (made when missing), as given.
+    """An ``argparse`` type: a folder to write into (made when missing), as given, ``~`` expanded.
 
     Checked when the command line is read: it must not be an existing file, and the nearest folder that
     exists (it, or one above it) must be one this user can write in.
@@ -225,7 +226,12 @@ def output_folder(text: str) -> str:
     """
     if not text:
         raise argparse.ArgumentTypeError("expected a folder name, got ''")
+    text = os.path.expanduser(text)  # --out=~/explain: no shell expands a ~ after '='
     path = Path(text)
+    if path.is_symlink() and not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a link to {os.readlink(path)!r}, which does not exist; make that folder or give another"
+        )
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; give a folder to write into")
     if path.is_dir():
