@@ -334,7 +334,7 @@ def load_split(
     )
     manifest = checkpoint_dir / "splits.csv"
     run = RunImages(manifest, config) if manifest.is_file() else None
-    at = None  # how the source's names align with the run's (RunImages.align); None: another dataset
+    at = None  # how the source's names align with the run's (RunImages.align); None: none coincides
     here = os.path.abspath(checkpoint_dir)
     if pack:
         from examples.leukemia.pack import load_pack
@@ -365,8 +365,7 @@ def load_split(
             samples, report = data_mod.scan(
                 data, taxonomy, layout=layout, workers=workers, taxonomy_owner=f"the checkpoint {checkpoint_dir}"
             )
-            base = os.path.abspath(report.base)
-            by_path = {s.path: _parts(os.path.abspath(s.path), base) for s in samples}
+            by_path = _names_in(samples, report.base)
             if run is not None:
                 at, runs_images = run.align(list(by_path.values()))
             else:  # no manifest to compare with: the run's own data folder only
@@ -393,8 +392,7 @@ def load_split(
             items, rescanned = _moved_run_items(items, manifest, config, taxonomy, split, workers)
             name_parts = None  # the run's own split: matched by path
             if rescanned is not None and run is not None:  # its data scanned again: it may have changed since
-                samples, base = rescanned
-                by_path = {s.path: _parts(os.path.abspath(s.path), os.path.abspath(base)) for s in samples}
+                by_path = _names_in(*rescanned)
                 at = run.align(list(by_path.values()))[0]
                 name_parts = [by_path[s.path] for s in items]
         names = [s.path for s in items]
@@ -501,6 +499,12 @@ def _parts(path: str, root: str) -> tuple[str, ...]:
         rel = path
     anchor = Path(rel).anchor
     return tuple(p for p in Path(rel).parts if p not in (os.curdir, os.pardir, anchor))
+
+
+def _names_in(samples: Sequence[Any], base: str) -> dict[str, tuple[str, ...]]:
+    """Each scanned sample's path -> its name in its dataset (its parts relative to the scan's ``base``)."""
+    root = os.path.abspath(base)
+    return {s.path: _parts(os.path.abspath(s.path), root) for s in samples}
 
 
 def _refuse_training_images(

@@ -469,6 +469,14 @@ def check_input_size(model: nn.Module, size: int, arg: str = "--img-size") -> No
 
     Raises:
         ValueError: names ``arg``, the patch size, and the nearest sizes it takes.
+
+    Examples:
+        >>> from examples.leukemia.data import load_taxonomy
+        >>> vit = build_model("test_vit", load_taxonomy("paper"), img_size=32)  # 16 px patches
+        >>> check_input_size(vit, 48)
+        >>> check_input_size(vit, 40)
+        Traceback (most recent call last):
+        ValueError: --img-size: test_vit cuts images into 16x16 px patches, so the size must be a multiple of 16, got 40; use 32 or 48 (or leave it out: the training size).
     """
     name = getattr(model, "config", {}).get("backbone", "the backbone")
     for bb in model.backbones():
