@@ -153,8 +153,13 @@ def _plan(taxonomy: Taxonomy, device: str) -> _Plan:
     return _Plan(taxonomy, torch.device(device))
 
 
-def _check_threshold(threshold: Any) -> float:
-    """A finite real threshold from a Python, numpy or 0-d torch number (not a bool)."""
+def _check_threshold(threshold: Any, slack: float | None = None) -> float:
+    """A finite real threshold from a Python, numpy or 0-d torch number (not a bool).
+
+    ``slack`` is the marginals' own (:func:`_slack`), so that the breakpoints of an operating curve drawn
+    from low-precision marginals are accepted.
+    """
+    slack = _PROB_SLACK if slack is None else slack
     if isinstance(threshold, (bool, np.bool_)):
         raise ValueError(f"threshold: expected a number (e.g. 0.5), got {threshold!r}.")
     if isinstance(threshold, (torch.Tensor, np.ndarray)) and threshold.ndim == 0:
@@ -167,7 +172,7 @@ def _check_threshold(threshold: Any) -> float:
     if value == math.inf:  # the first point of operating_curve: every answer is the root
         return value
     # up to the slack marginals are allowed (rounding) on both sides, so the curve's own breakpoints are accepted
-    if not -_PROB_SLACK <= value <= 1.0 + _PROB_SLACK:
+    if not -slack <= value <= 1.0 + slack:
         raise ValueError(
             f"threshold: expected a probability in [0, 1] (e.g. 0.5), or inf (operating_curve's first point), "
             f"got {value}. It is compared with node marginals: above 1 every prediction would stop at the root, "
@@ -178,8 +183,9 @@ def _check_threshold(threshold: Any) -> float:
 
 def _as_probs(
     probs: Any, taxonomy: Taxonomy, validate: bool = True, allow_empty: bool = True
-) -> tuple[torch.Tensor, bool]:
-    """Marginals -> float tensor ``(B, num_nodes)``; also says whether to hand back numpy.
+) -> tuple[torch.Tensor, bool, float]:
+    """Marginals -> float tensor ``(B, num_nodes)``; also says whether to hand back numpy, and the rounding
+    slack of the dtype they came in (:func:`_slack`), which the float32 copy of half-precision input no longer shows.
 
     ``B = 0`` (an empty evaluation shard, every sample filtered out) passes unless ``allow_empty`` is off.
     """
@@ -204,28 +210,42 @@ def _as_probs(
         raise ValueError("probs is empty: give at least one sample (shape (batch, num_nodes) with batch >= 1).")
     if not tensor.is_floating_point():
         raise ValueError(f"probs: expected float node marginals, got dtype {tensor.dtype}.")
+    slack = _slack(tensor.dtype)
     if tensor.dtype not in (torch.float32, torch.float64):
         tensor = tensor.float()
     if validate:
-        _check_marginals(tensor)
-    return tensor, as_numpy
+        _check_marginals(tensor, slack)
+    return tensor, as_numpy, slack
 
 
 # how far outside [0, 1] a marginal may stray by rounding (e.g. a sum of leaf probabilities) and still be read
 _PROB_SLACK = 1e-3
+# in units of the input dtype's eps: a bfloat16 sum of leaf probabilities lands on 1.0078 (1 + eps) or above
+_SLACK_EPS = 4
 
 
-def _check_marginals(chunk: torch.Tensor) -> None:
-    """Marginals are finite and in ``[0, 1]``: one pass (min and max), which also catches logits passed by mistake."""
+def _slack(dtype: torch.dtype) -> float:
+    """How far outside ``[0, 1]`` marginals of ``dtype`` may stray: 1e-3, or four of its eps when that is more.
+
+    float32/float64 keep 1e-3; float16 gets 0.0039 and bfloat16 0.031, whose steps just above 1 are
+    0.00098 and 0.0078, so a sum that rounds up a step or two is still read as a marginal, while
+    logits (far outside ``[0, 1]``) are still refused.
+    """
+    return max(_PROB_SLACK, _SLACK_EPS * torch.finfo(dtype).eps)
+
+
+def _check_marginals(chunk: torch.Tensor, slack: float = _PROB_SLACK) -> None:
+    """Marginals are finite and in ``[0, 1]`` up to ``slack``: one pass (min and max), which also catches logits."""
     if chunk.numel() == 0:
         return
     lo, hi = (float(v) for v in torch.aminmax(chunk))  # NaN anywhere makes both NaN
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("probs: found NaN or infinite marginals; check the head's output (e.g. NaN logits).")
-    if lo < -_PROB_SLACK or hi > 1.0 + _PROB_SLACK:
+    if lo < -slack or hi > 1.0 + slack:
         raise ValueError(
-            f"probs: expected node marginals in [0, 1], got values from {lo:.4g} to {hi:.4g}. These look like "
-            "logits or log-probabilities: pass head.marginals(logits) (or the .exp() of log-marginals)."
+            f"probs: expected node marginals in [0, 1] (up to {slack:.2g} for rounding), got values from {lo:.4g} "
+            f"to {hi:.4g}. These look like logits or log-probabilities: pass head.marginals(logits) "
+            "(or the .exp() of log-marginals)."
         )
 
 
@@ -243,6 +263,7 @@ def _per_chunk(
     width: int = 1,
     validate: bool = True,
     min_rows: int = 1,
+    slack: float = _PROB_SLACK,
 ) -> torch.Tensor:
     """Apply ``fn`` to batch chunks, checking each chunk (unless ``validate`` is off) while it is in cache.
 
@@ -255,7 +276,7 @@ def _per_chunk(
         for part in _chunks(probs.shape[0], probs.shape[1], width, min_rows):
             chunk = probs[part]
             if validate:
-                _check_marginals(chunk)
+                _check_marginals(chunk, slack)
             parts.append(fn(chunk))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -447,13 +468,13 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, *, cost: CostLike = None, 
     """
     _check_taxonomy(taxonomy)
     _require_tree(taxonomy, "expected_lca_cost")
-    tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
+    tensor, as_numpy, slack = _as_probs(probs, taxonomy, validate=False)
     plan = _plan(taxonomy, str(tensor.device))
     mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype, validate_args)
     if tensor.shape[0] == 0:
         out = tensor.new_zeros(0, taxonomy.num_nodes)
         return out.cpu().numpy() if as_numpy else out
-    out = _per_chunk(tensor, lambda x: _expected_cost_chunk(x, plan, mode, c), validate=validate_args)
+    out = _per_chunk(tensor, lambda x: _expected_cost_chunk(x, plan, mode, c), validate=validate_args, slack=slack)
     return out.cpu().numpy() if as_numpy else out
 
 
@@ -578,7 +599,7 @@ def expected_hierarchical_fbeta(
     _check_taxonomy(taxonomy)
     _require_tree(taxonomy, "expected_hierarchical_fbeta")
     beta = _check_beta(beta)
-    tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
+    tensor, as_numpy, slack = _as_probs(probs, taxonomy, validate=False)
     if tensor.shape[0] == 0:
         out = tensor.new_zeros(0, taxonomy.num_nodes)
         return out.cpu().numpy() if as_numpy else out
@@ -589,6 +610,7 @@ def expected_hierarchical_fbeta(
         width=plan.hf_width,
         validate=validate_args,
         min_rows=_HF_MIN_ROWS,
+        slack=slack,
     )
     return out.cpu().numpy() if as_numpy else out
 
@@ -655,7 +677,9 @@ def decode(
         ValueError: an unknown rule, bad ``probs`` (shape, dtype, NaN, values outside ``[0, 1]``:
             logits passed by mistake) or options (a ``threshold`` outside ``[0, 1]``). Both bounds
             allow 0.001 of rounding, as the marginals do, so that every threshold
-            :func:`operating_curve` returns decodes. An empty batch
+            :func:`operating_curve` returns decodes; half-precision ``probs`` get four of their
+            dtype's eps (0.0039 in float16, 0.031 in bfloat16, whose next value above 1 is
+            1.0078), and the threshold the same. An empty batch
             (``B = 0``) is not an error: it decodes to an empty result.
         TaxonomyError: ``"crm"`` or ``"hf_optimal"`` on a DAG.
 
@@ -671,9 +695,9 @@ def decode(
     if rule in ("crm", "hf_optimal"):
         _require_tree(taxonomy, f"rule={rule!r}")
     _warn_unused_options(rule, threshold=threshold, cost=cost, beta=beta)
-    tensor, as_numpy = _as_probs(probs, taxonomy, validate=False)
+    tensor, as_numpy, slack = _as_probs(probs, taxonomy, validate=False)
     if rule == "threshold":
-        threshold = _check_threshold(0.5 if threshold is None else threshold)
+        threshold = _check_threshold(0.5 if threshold is None else threshold, slack)
     elif rule == "hf_optimal":
         beta = _check_beta(1.0 if beta is None else beta)
     if tensor.shape[0] == 0:  # an empty shard: nothing to decode, options checked all the same
@@ -682,12 +706,14 @@ def decode(
         return _out(torch.empty(0, dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
     if rule == "argmax_leaf":
-        return _out(_per_chunk(tensor, lambda x: _argmax_leaf(x, plan), validate=validate_args), as_numpy)
+        return _out(_per_chunk(tensor, lambda x: _argmax_leaf(x, plan), validate=validate_args, slack=slack), as_numpy)
     if rule == "top_down":
-        return _out(_per_chunk(tensor, lambda x: _top_down(x, plan), validate=validate_args), as_numpy)
+        return _out(_per_chunk(tensor, lambda x: _top_down(x, plan), validate=validate_args, slack=slack), as_numpy)
     if rule == "threshold":
         tau = float(threshold)
-        return _out(_per_chunk(tensor, lambda x: _threshold(x, plan, tau), validate=validate_args), as_numpy)
+        return _out(
+            _per_chunk(tensor, lambda x: _threshold(x, plan, tau), validate=validate_args, slack=slack), as_numpy
+        )
     if rule == "crm":
         mode, c = _resolve_cost(cost, taxonomy, tensor.device, tensor.dtype, validate_args)
         first_leaf = plan.leaf_index
@@ -697,7 +723,7 @@ def decode(
                 _leaf_block(_expected_cost_chunk(x, plan, mode, c, up_to_constant=True), plan).argmin(dim=1)
             ]
 
-        return _out(_per_chunk(tensor, crm, validate=validate_args), as_numpy)
+        return _out(_per_chunk(tensor, crm, validate=validate_args, slack=slack), as_numpy)
     return _out(
         _per_chunk(
             tensor,
@@ -705,6 +731,7 @@ def decode(
             width=plan.hf_width,
             validate=validate_args,
             min_rows=_HF_MIN_ROWS,
+            slack=slack,
         ),
         as_numpy,
     )
@@ -759,7 +786,7 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int, *, validate_args: bool 
     _check_taxonomy(taxonomy)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= taxonomy.num_leaves:
         raise ValueError(f"k: expected an int in [1, {taxonomy.num_leaves}] (the number of leaves), got {k!r}.")
-    tensor, as_numpy = _as_probs(probs, taxonomy, validate=validate_args)
+    tensor, as_numpy, _ = _as_probs(probs, taxonomy, validate=validate_args)
     if tensor.shape[0] == 0:
         return _out(torch.empty(0, int(k), dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
@@ -859,7 +886,7 @@ def operating_curve(
         0.5
     """
     _check_taxonomy(taxonomy)
-    tensor, _ = _as_probs(probs, taxonomy, allow_empty=False)
+    tensor, _, _ = _as_probs(probs, taxonomy, allow_empty=False)
     t = _encode(target, taxonomy, "target")
     if len(t) != tensor.shape[0]:
         raise ValueError(f"probs and target must have the same number of samples, got {tensor.shape[0]} and {len(t)}.")

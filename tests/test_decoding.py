@@ -189,7 +189,8 @@ def test_threshold_compares_exactly_whatever_the_dtype(tax: Taxonomy, seed: int,
     where operating_curve (float64) said it did not. Marginals equal to tau's neighbours are the test."""
     probs = torch.as_tensor(_probs(tax, seed, batch=6)).to(dtype)
     below, above = (torch.nextafter(torch.tensor(tau, dtype=dtype), torch.tensor(x, dtype=dtype)) for x in (0.0, 2.0))
-    # a marginal stays in [0, 1]: above 1.0 the next bfloat16 is 1.0078, which decode rightly refuses as no marginal
+    # kept in [0, 1]: the float64 copy decoded as the reference would refuse 1.0078 (bfloat16's next value
+    # after 1.0), which is beyond float64's rounding slack
     above = torch.clamp(above, max=1.0)
     probs[0, 1:] = torch.tensor(tau, dtype=dtype)  # tau itself, rounded to the dtype, on every node
     probs[1, 1:] = below
@@ -421,6 +422,45 @@ def test_logits_or_log_probabilities_are_refused_by_name() -> None:
         call(edge)
     assert decode(edge, tax, "threshold", threshold=1.0).tolist() == [0]
     assert decode(edge, tax, "threshold", threshold=0.0).tolist() == [decode(edge, tax, "top_down").item()]
+
+
+@given(
+    tax=trees(max_nodes=12), seed=seeds, dtype=st.sampled_from([torch.float16, torch.bfloat16]), ulps=st.integers(1, 4)
+)
+def test_half_precision_marginals_that_round_past_one_are_read(tax: Taxonomy, seed: int, dtype, ulps: int) -> None:
+    """A sum of leaf probabilities in bfloat16 lands on 1.0078 (its next value after 1.0); decode refused it,
+    its slack being 0.001 whatever the dtype. Half-precision input is allowed four of its own eps, and
+    decodes exactly as the same values do unchecked; a step more, or logits, are still refused."""
+    eps = torch.finfo(dtype).eps
+    probs = torch.as_tensor(_probs(tax, seed, batch=4)).to(dtype)
+    probs[0, 0] = 1.0 + ulps * eps  # the root, as a bf16 sum of its leaves may give
+    probs[1, -1] = -ulps * eps / 2  # 1 - p rounding below 0
+    probs[2, 1:] = 1.0 + ulps * eps
+    assert float(probs.float().max()) > 1.0 + decoding._PROB_SLACK or dtype == torch.float16
+    for rule in RULES:
+        want = decode(probs.float(), tax, rule, validate_args=False)
+        assert torch.equal(decode(probs, tax, rule), want), rule
+    assert torch.equal(expected_lca_cost(probs, tax), expected_lca_cost(probs.float(), tax, validate_args=False))
+    assert torch.equal(
+        expected_hierarchical_fbeta(probs, tax), expected_hierarchical_fbeta(probs.float(), tax, validate_args=False)
+    )
+    assert torch.equal(top_k_leaves(probs, tax, 1), top_k_leaves(probs.float(), tax, 1, validate_args=False))
+    # the curve's breakpoints (1 + ulps * eps among them) decode, as they do for float32 marginals
+    curve = operating_curve(probs, [0] * len(probs), tax)
+    for tau in curve.thresholds[1:]:
+        decode(probs, tax, "threshold", threshold=float(tau))
+    # past the slack, and in float32 past 0.001, marginals are refused
+    too_far = probs.clone()
+    too_far[0, 0] = 1.0 + 8 * eps
+    for bad in (too_far, probs.float()) if dtype == torch.bfloat16 else (too_far,):
+        with pytest.raises(ValueError, match=r"expected node marginals in \[0, 1\]"):
+            decode(bad, tax, "argmax_leaf")
+    with pytest.raises(ValueError, match="threshold: expected a probability"):
+        decode(probs, tax, "threshold", threshold=1.0 + 8 * eps)
+    logits = (torch.randn(2, tax.num_nodes, generator=torch.Generator().manual_seed(seed % 2**31)) * 3).to(dtype)
+    logits[0, 0] = 3.0
+    with pytest.raises(ValueError, match="look like logits"):
+        decode(logits, tax, "top_down")
 
 
 @given(tax=dags(min_nodes=4), seed=seeds)
