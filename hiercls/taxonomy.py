@@ -426,8 +426,10 @@ class Taxonomy:
         return cls(graph, root=root)
 
     @classmethod
-    def from_edges(cls, edges: Iterable[tuple[str, str]], *, root: str | None = None, sort: bool = False) -> Taxonomy:
-        """Build from ``(parent, child)`` pairs. A child with several parents makes a DAG.
+    def from_edges(
+        cls, edges: Iterable[tuple[str, str]], *, root: str | None = None, sort: bool = False, dag: bool = True
+    ) -> Taxonomy:
+        """Build from ``(parent, child)`` pairs. A child with several parents makes a DAG (unless ``dag=False``).
 
         Siblings keep the order in which the edges name them (nodes are numbered
         depth by depth, breadth-first, see the class), so the node order, and
@@ -441,10 +443,13 @@ class Taxonomy:
             root: joins several roots under a new root of that name (see the class).
             sort: read the edges in sorted order (siblings by name), so that the same set of
                 edges gives the same taxonomy whatever their order.
+            dag: accept a child with several parents. ``False`` refuses one, naming it and its
+                parents: a tree whose edge list has a typo or a stale row then fails here, not
+                later as a DAG that a tree-only rule refuses.
 
         Raises:
-            TaxonomyError: an edge is not a pair of non-empty strings, or the graph is invalid
-                (see the class).
+            TaxonomyError: an edge is not a pair of non-empty strings, a child has several parents
+                (with ``dag=False``), or the graph is invalid (see the class).
 
         Examples:
             >>> tax = Taxonomy.from_edges([("root", "a"), ("root", "b"), ("a", "a1")])
@@ -452,8 +457,12 @@ class Taxonomy:
             ('root', 'a', 'a1')
             >>> Taxonomy.from_edges([("r", "b"), ("r", "a")], sort=True).nodes
             ('r', 'a', 'b')
+            >>> Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")]).is_tree
+            False
         """
-        return cls(_edges_graph(edges, sort=sort), root=root, _owned=True)
+        if not isinstance(dag, (bool, np.bool_)):
+            raise TaxonomyError(f"dag: expected True or False, got {type(dag).__name__} {dag!r}.")
+        return cls(_edges_graph(edges, sort=sort, dag=bool(dag)), root=root, _owned=True)
 
     @classmethod
     def from_parent_map(cls, parents: Mapping[str, str | None], *, root: str | None = None) -> Taxonomy:
@@ -1379,7 +1388,7 @@ def _refuse_unordered(labels: Any) -> None:
         )
 
 
-def _edges_graph(edges: Iterable[Any], *, sort: bool, where: str = "edges") -> nx.DiGraph:
+def _edges_graph(edges: Iterable[Any], *, sort: bool, dag: bool = True, where: str = "edges") -> nx.DiGraph:
     """The graph of ``(parent, child)`` pairs, validated (``Taxonomy.from_edges``)."""
     if isinstance(edges, (str, bytes)) or not isinstance(edges, Iterable):
         raise TaxonomyError(
@@ -1392,10 +1401,28 @@ def _edges_graph(edges: Iterable[Any], *, sort: bool, where: str = "edges") -> n
             raise TaxonomyError(f"{where}[{k}]: expected a (parent, child) pair, got {edge!r}.")
         _validate_names(edge, where=f"{where}[{k}]")
         pairs[k] = tuple(edge)
+    first_row: dict[tuple[str, str], int] = {}  # where each edge first came, for the dag=False message
+    pairs_in = list(pairs)
+    if not dag:
+        for k, edge in enumerate(pairs):
+            first_row.setdefault(edge, k)
     if sort or unordered:
         pairs.sort()
     g = nx.DiGraph()
     g.add_edges_from(pairs)
+    if not dag:
+        several = [n for n, d in g.in_degree() if d > 1]
+        if several:
+            child = several[0]
+            rows = sorted(k for (p, c), k in first_row.items() if c == child)
+            ref = "" if unordered else f" ({where}[{{}}])"  # a set has no positions to point at
+            parents = ", ".join(f"{pairs_in[k][0]!r}{ref.format(k)}" for k in rows[:4])
+            raise TaxonomyError(
+                f"{where}: expected a tree (dag=False), but {child!r} has {len(rows)} parents: {parents}"
+                f"{', ...' if len(rows) > 4 else ''}"
+                f"{f' ({len(several)} such children)' if len(several) > 1 else ''}. "
+                "Remove the wrong edge, or pass dag=True if it is one node with several parents."
+            )
     return g
 
 

@@ -14,10 +14,11 @@ from functools import cache
 
 import networkx as nx
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hiercls import Taxonomy
+from hiercls import Taxonomy, TaxonomyError
 from hiercls.synthetic import layered_taxonomy
 from tests.budget import examples
 from tests.strategies import dags, taxonomies, tree_and_nodes, trees
@@ -456,3 +457,29 @@ def test_layered_taxonomy_widths(widths: list[int], bad: object, at: int) -> Non
         assert str(err).startswith(f"widths[{at % len(spoiled)}]: expected a positive int")
     else:
         raise AssertionError(f"{spoiled} was accepted")
+
+
+@given(tax=taxonomies(max_nodes=15), seed=st.integers(0, 2**16))
+def test_from_edges_dag_false_keeps_trees_and_refuses_each_dag(tax: Taxonomy, seed: int) -> None:
+    """dag=False changes nothing for a tree's edges, in any order; for a DAG's it names a child with
+    several parents and where those edges are (a tree-only check failing later was the only sign before)."""
+    if tax.num_nodes == 1:  # no edges to build from
+        return
+    edges = [(tax.name(int(p)), tax.name(int(c))) for p, c in tax.edges_index()]
+    np.random.default_rng(seed).shuffle(edges)
+    if tax.is_tree:
+        assert Taxonomy.from_edges(edges, dag=False, sort=True) == Taxonomy.from_edges(edges, sort=True)
+        return
+    with pytest.raises(TaxonomyError, match=r"expected a tree \(dag=False\), but '(.+)' has (\d+) parents") as err:
+        Taxonomy.from_edges(edges, dag=False)
+    child = err.value.args[0].split("but ")[1].split(" has")[0].strip("'")
+    assert len(tax.parents(child)) == int(err.value.args[0].split(" has ")[1].split()[0]) >= 2
+    for parent in tax.parents(child):
+        k = edges.index((parent, child))
+        assert f"{parent!r} (edges[{k}])" in err.value.args[0]
+    assert Taxonomy.from_edges(edges, sort=True) == Taxonomy.from_edges(edges, sort=True, dag=True)
+
+
+def test_from_edges_dag_must_be_a_bool() -> None:
+    with pytest.raises(TaxonomyError, match="dag: expected True or False, got str 'no'"):
+        Taxonomy.from_edges([("r", "a")], dag="no")
