@@ -271,3 +271,54 @@ def test_micro_set_metrics_hold_no_float64_state(paper_tax: Taxonomy) -> None:
         assert torch.float64 in {
             getattr(cls(paper_tax, average="macro"), s).dtype for s in cls(paper_tax, average="macro")._defaults
         }
+
+
+def _collection_configs(tax: Taxonomy) -> dict[str, M.HierarchicalMetrics]:
+    configs = {
+        "sev_height": M.MistakeSeverity(tax, distance="height"),
+        "sev_path": M.MistakeSeverity(tax, distance="path"),
+        "lcap_info": M.LCAPrecision(tax),
+        "lcap_depth": M.LCAPrecision(tax, measure="depth"),
+        "lcar_info": M.LCARecall(tax),
+        "lcaf_depth": M.LCAF1(tax, measure="depth"),
+        "f1_macro": M.HierarchicalF1(tax, average="macro"),
+        "f2_macro": M.HierarchicalFBeta(tax, beta=2.0, average="macro"),
+        "p_macro_zd1": M.HierarchicalPrecision(tax, average="macro", zero_division=1.0),
+        "p_macro": M.HierarchicalPrecision(tax, average="macro"),
+        "p_micro": M.HierarchicalPrecision(tax),
+        "r_micro": M.HierarchicalRecall(tax),
+        "correct": M.CorrectRate(tax),
+    }
+    if tax.is_tree:
+        configs["all_height"] = M.HierarchicalMetrics(tax, distance="height")
+        configs["all_path"] = M.HierarchicalMetrics(tax, distance="path")
+    return configs
+
+
+@given(tax=taxonomies(max_nodes=12), seed=st.integers(0, 2**16))
+@examples(15)
+def test_a_metric_collection_never_merges_metrics_that_add_different_things(tax: Taxonomy, seed: int) -> None:
+    """torchmetrics' compute groups merge metrics whose states have the same names and values after the
+    first update, then update only one of them. A first batch without mistakes made MistakeSeverity(height)
+    and (path), LCAPrecision(info) and (depth), macro F1 and F2 look alike: all reported the first one's numbers."""
+    from torchmetrics import MetricCollection
+
+    rng = np.random.default_rng(seed)
+    exact = rng.integers(0, tax.num_nodes, 5)
+    preds, target = rng.integers(0, tax.num_nodes, 9), rng.integers(0, tax.num_nodes, 9)
+    batches = [(exact, exact), (preds, target)]
+    collection = MetricCollection(_collection_configs(tax))  # compute_groups=True, torchmetrics' default
+    alone = _collection_configs(tax)
+    for p, t in batches:
+        collection.update(torch.as_tensor(p), torch.as_tensor(t))
+        for metric in alone.values():
+            metric.update(torch.as_tensor(p), torch.as_tensor(t))
+    for name, metric in alone.items():
+        want, got = metric.compute(), collection[name].compute()  # HierarchicalMetrics gives a dict
+        for key in want if isinstance(want, dict) else [None]:
+            w, g = (want, got) if key is None else (want[key], got[key])
+            assert torch.allclose(g, w, equal_nan=True), (name, key)
+    # metrics that add the same thing still share their states: micro precision and recall are one group
+    groups = [sorted(g) for g in collection.compute_groups.values()]
+    assert ["p_micro", "r_micro"] in groups
+    assert not any({"sev_height", "sev_path"} <= set(g) or {"f1_macro", "f2_macro"} <= set(g) for g in groups)

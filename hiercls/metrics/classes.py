@@ -27,6 +27,7 @@ gather (a device-side assert on CUDA), as it would in the losses with ``validate
 from __future__ import annotations
 
 import functools
+import hashlib
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -156,6 +157,20 @@ class _TaxonomyMetric(Metric):
             raise TypeError(f"validate_args: expected True or False, got {validate_args!r}.")
         self.validate_args = validate_args
 
+    def _key_state(self, **options: Any) -> None:
+        """Name what ``update`` adds: one empty-valued state whose name hashes the update, taxonomy and options.
+
+        torchmetrics' ``MetricCollection`` (compute groups, on by default) merges metrics whose states
+        have the same names and values after the first update, and then updates only one of them.
+        ``MistakeSeverity(distance="height")`` and ``distance="path"`` have the same states, equal after a
+        batch without mistakes, yet add different values: merged, both reported the first one's numbers.
+        Metrics that add the same thing (``HierarchicalPrecision`` and ``HierarchicalRecall`` with the
+        same options) still share their states.
+        """
+        what = (type(self).update.__qualname__, self.taxonomy.fingerprint, sorted(options.items()))
+        digest = hashlib.sha1(repr(what).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        self.add_state(f"update_key_{digest}", default=_int_state(), dist_reduce_fx="sum")
+
     def _device_pairs(self, preds: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(target, preds)`` as int64 tensors on the metric's device when the batch can be counted there.
 
@@ -251,6 +266,7 @@ class HierarchicalMetrics(_TaxonomyMetric):
         super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.distance = _resolve_distance(self.taxonomy, distance)
         self.zero_division = _check_zero_division(zero_division)
+        self._key_state(distance=self.distance)
         for key in _COUNT_KEYS:
             self.add_state(key, default=_int_state(), dist_reduce_fx="sum")
         if self.taxonomy.is_tree:
@@ -313,6 +329,7 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
         self.beta = _check_beta(beta)
         self.average = _check_option(average, "average", ("micro", "macro"))
         self.zero_division = _check_zero_division(zero_division)
+        self._key_state(beta=self.beta, average=self.average, zero_division=self.zero_division)
         for key in ("inter", "size_true", "size_pred", "total"):
             self.add_state(key, default=_int_state(), dist_reduce_fx="sum")
         if self.average == "macro":  # float64 sums of per-sample ratios (micro needs none: MPS has no float64)
@@ -536,6 +553,7 @@ class MistakeSeverity(_TaxonomyMetric):
         super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.distance = _resolve_distance(self.taxonomy, distance)
         self.zero_division = _check_zero_division(zero_division)
+        self._key_state(distance=self.distance)
         self.add_state("severity", default=_int_state(), dist_reduce_fx="sum")
         self.add_state("mistakes", default=_int_state(), dist_reduce_fx="sum")
 
@@ -604,6 +622,7 @@ class LevelAccuracy(_TaxonomyMetric):
         _require_tree(self.taxonomy, "LevelAccuracy")
         self.zero_division = _check_zero_division(zero_division)
         size = self.taxonomy.max_depth + 1
+        self._key_state()
         self.add_state("level_correct", default=torch.zeros(size, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("level_total", default=torch.zeros(size, dtype=torch.int64), dist_reduce_fx="sum")
 
@@ -652,6 +671,7 @@ class CorrectRate(_TaxonomyMetric):
 
     def __init__(self, taxonomy: Taxonomy, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(taxonomy, validate_args=validate_args, **kwargs)
+        self._key_state()
         self.add_state("correct", default=_int_state(), dist_reduce_fx="sum")
         self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
 
@@ -718,6 +738,7 @@ class NodeRecall(_TaxonomyMetric):
         super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.zero_division = _check_zero_division(zero_division)
         n = self.taxonomy.num_nodes
+        self._key_state()
         self.add_state("hits", default=torch.zeros(n, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("support", default=torch.zeros(n, dtype=torch.int64), dist_reduce_fx="sum")
 
@@ -770,6 +791,7 @@ class _LCAMetric(_TaxonomyMetric):
         self.measure = _check_option(measure, "measure", ("info", "depth"))
         self.zero_division = _check_zero_division(zero_division)
         self._c = _measure(self.taxonomy, self.measure)
+        self._key_state(measure=self.measure, zero_division=self.zero_division)
         self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
         for key in ("sum_precision", "sum_recall", "sum_f1"):
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
@@ -935,6 +957,7 @@ class DistanceAtK(_TaxonomyMetric):
     ) -> None:
         super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.distance = _resolve_distance(self.taxonomy, distance)
+        self._key_state(distance=self.distance)
         self.add_state("distance_sum", default=_int_state(), dist_reduce_fx="sum")
         self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
 
@@ -1022,6 +1045,7 @@ class InconsistencyRate(_TaxonomyMetric):
     def __init__(self, taxonomy: Taxonomy, *, tol: float = 1e-6, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(taxonomy, validate_args=validate_args, **kwargs)
         self.tol = _check_tol(tol)
+        self._key_state(tol=self.tol)
         self.add_state("inconsistent", default=_int_state(), dist_reduce_fx="sum")
         self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
 
