@@ -225,13 +225,15 @@ _SLACK_EPS = 4
 
 
 def _slack(dtype: torch.dtype) -> float:
-    """How far outside ``[0, 1]`` marginals of ``dtype`` may stray: 1e-3, or four of its eps when that is more.
+    """How far outside ``[0, 1]`` marginals of ``dtype`` may stray: 1e-3, or four of its eps when that is more
+    (at most bfloat16's four, 0.031, so float8 input gets that).
 
     float32/float64 keep 1e-3; float16 gets 0.0039 and bfloat16 0.031, whose steps just above 1 are
     0.00098 and 0.0078, so a sum that rounds up a step or two is still read as a marginal, while
     logits (far outside ``[0, 1]``) are still refused.
     """
-    return max(_PROB_SLACK, _SLACK_EPS * torch.finfo(dtype).eps)
+    # capped at bfloat16's: float8 (eps 0.125 to 2) would otherwise read logits and thresholds near 2 as marginals
+    return min(max(_PROB_SLACK, _SLACK_EPS * torch.finfo(dtype).eps), _SLACK_EPS * torch.finfo(torch.bfloat16).eps)
 
 
 def _check_marginals(chunk: torch.Tensor, slack: float = _PROB_SLACK) -> None:
@@ -540,8 +542,14 @@ def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax:
                 weights = (1.0 / b2 + 1.0) / (ks[None, :] + ks[:, None] / b2)
             else:
                 weights = (1.0 + b2) / (b2 * ks[None, :] + ks[:, None])
-            weights = weights.to(probs.dtype)
-            h = (weights @ masses.reshape(width, -1)).view(width, b - a, batch)
+            weights = weights.to(probs.dtype)[:, :, None, None]
+            # h[k] = sum_d weights[k, d] masses[d], as width multiply-adds rather than a matmul: a
+            # float32 matmul follows the global precision setting (TF32 on CUDA once a training script
+            # turns it on, bf16 on CPU under set_float32_matmul_precision("medium")), which would change
+            # decisions the docs call exact; width is at most the depth, so the extra passes are few
+            h = masses[0] * weights[:, 0]
+            for d in range(1, width):
+                h.addcmul_(masses[d], weights[:, d])
             if above is not None:
                 h += above[1:].index_select(1, plan.local_parent[level])
         if argmax:

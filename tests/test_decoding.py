@@ -675,3 +675,44 @@ def test_a_read_only_numpy_cost_decodes_without_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert decode(np.array([[1.0, 0.6, 0.4, 0.3, 0.3]]), tax, "crm", cost=cost).tolist() == [3]
+
+
+def test_expected_hf_runs_no_matmul_that_a_global_precision_setting_could_lower() -> None:
+    """A float32 matmul follows torch's global precision: TF32 on CUDA once a training script turns it on
+    (the leukemia example does), bf16 on CPU under set_float32_matmul_precision("medium"). The expected-hF
+    sum over truth depths ran as one, so hf_optimal's "exact" decisions depended on that setting."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    tax = layered_taxonomy([2, 4, 8, 16], seed=0)  # depth 4: levels with several predicted depths
+    probs = torch.as_tensor(_probs(tax, 0, batch=8), dtype=torch.float32)
+    with Ops() as ops:
+        decode(probs, tax, "hf_optimal")
+        expected_hierarchical_fbeta(probs, tax, beta=2.0)
+    assert not ops.names & {"mm", "bmm", "addmm", "matmul", "baddbmm", "dot", "mv"}
+    assert "addcmul_" in ops.names  # the probe sees the kernels
+
+
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2"])
+def test_float8_marginals_get_no_wider_slack_than_bfloat16(name: str) -> None:
+    """Four of float8's eps is 0.5 to 1: logits from -0.75 to 1.75 and a threshold of 1.9 were read as
+    marginals. The slack stops at bfloat16's (0.031)."""
+    dtype = getattr(torch, name, None)
+    if dtype is None:
+        pytest.skip(f"this torch has no {name}")
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    logits = torch.tensor([[1.75, -0.75, 0.5, 1.0, 0.25]]).to(dtype)
+    with pytest.raises(ValueError, match="look like logits"):
+        decode(logits, tax, "argmax_leaf")
+    probs = torch.tensor([[1.0, 0.5, 0.25, 0.25, 0.5]]).to(dtype)
+    with pytest.raises(ValueError, match="threshold: expected a probability"):
+        decode(probs, tax, "threshold", threshold=1.5)
+    assert decode(probs, tax, "argmax_leaf").tolist() == [4]
