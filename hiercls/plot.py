@@ -99,7 +99,8 @@ def plot_level_confusion_matrices(
         A Figure with one axes per depth, titled ``"depth d"``, then the colour bar's axes.
 
     Raises:
-        ValueError: no depth fits ``max_classes``, a requested depth is wider, or a bad ``normalize``.
+        ValueError: the taxonomy has only its root, no depth fits ``max_classes``, a requested depth is
+            wider, or a bad ``normalize``.
         TaxonomyError: the taxonomy is a DAG.
 
     Examples:
@@ -115,6 +116,10 @@ def plot_level_confusion_matrices(
     if normalize not in ("true", "none"):
         raise ValueError(f"normalize: expected 'true' or 'none', got {normalize!r}.")
     _require_tree(taxonomy, "plot_level_confusion_matrices")  # before a figure exists: nothing left open
+    if taxonomy.max_depth == 0:
+        raise ValueError(
+            "plot_level_confusion_matrices: the taxonomy has only its root, so there is no depth >= 1 to draw."
+        )
     levels = taxonomy.levels()
     left_out: list[int] = []
     if depths is None:
@@ -231,8 +236,10 @@ def plot_taxonomy(
     """Draw the taxonomy top-down, colouring each node by a per-node value (e.g. recall or error counts).
 
     Get per-node recall from :func:`hiercls.metrics.node_recall`; NaN values
-    (nodes without data) are drawn grey. The layout is computed from depths
-    (:func:`taxonomy_layout`): no graphviz.
+    (nodes without data) are drawn grey, and so are ``inf`` and ``-inf`` (written under the name,
+    left out of the colour scale). The layout is computed from depths
+    (:func:`taxonomy_layout`): no graphviz. Inner-node names too long for their room are cut, with
+    an ellipsis, to the width between their neighbours and the lines that fit above the next depth.
 
     Args:
         taxonomy: a tree or a DAG.
@@ -302,21 +309,29 @@ def plot_taxonomy(
     # layout leaves nothing else; inner nodes keep horizontal labels, shortened to the room they have;
     # the axes grows to hold the turned labels
     vertical = bool(labels) and slot_inches < leaf_slot - 1e-6
-    if labels:
-        labels = _fit_inner_labels(taxonomy, pos, labels, slot_inches)
+    valued = np.zeros(n, bool) if data is None else ~np.isnan(data)  # a value line under the name (inf too)
     leaf_text = {
-        i: 0.065 * len(taxonomy.nodes[i]) + (0.15 if data is not None and not np.isnan(data[i]) else 0.0)
+        i: 0.065 * len(taxonomy.nodes[i]) + (0.15 if valued[i] else 0.0)
         for i in (taxonomy.leaf_index.tolist() if vertical else [])
     }
     extra = max(leaf_text.values(), default=0.0)
     fig, ax = _figure_and_axes(ax, (fig_width, 1.5 + 1.2 * taxonomy.max_depth + extra))
+    bottom = -taxonomy.max_depth - 0.8
+    if leaf_text:  # data units per inch of the axes, then room under each leaf for its label
+        axes_inches = max(ax.get_position().height * fig.get_figheight(), 0.5)
+        units_per_inch = (taxonomy.max_depth + 1.3 + extra) / axes_inches
+        for i, inches in leaf_text.items():
+            bottom = min(bottom, pos[i, 1] - 0.25 - inches * units_per_inch)
+    if labels:  # one depth step in inches: the axes' height over the y range drawn (0.5 down to bottom)
+        step_inches = ax.get_position().height * fig.get_figheight() / (0.5 - bottom)
+        labels = _fit_inner_labels(taxonomy, pos, labels, slot_inches, step_inches, valued)
     edges = taxonomy.edges_index()
     ax.add_collection(LineCollection(pos[edges], colors="0.6", linewidths=0.8, zorder=1))
     size = 300 if n <= label_up_to else max(2.0, 3000.0 / n)
     if data is None:
         ax.scatter(pos[:, 0], pos[:, 1], s=size, c="tab:blue", zorder=2)
     else:
-        missing = np.isnan(data)
+        missing = ~np.isfinite(data)  # NaN (no data) and +/-inf, which a colour scale cannot place: grey
         ax.scatter(pos[missing, 0], pos[missing, 1], s=size, c="0.85", edgecolors="0.5", zorder=2)
         lo, hi = _colour_range(data[~missing], vmin, vmax)
         points = ax.scatter(
@@ -328,7 +343,7 @@ def plot_taxonomy(
             down = i in leaf_text
             if down:
                 name = taxonomy.nodes[i]
-            text = name if data is None or np.isnan(data[i]) else f"{name}\n{_format_value(data[i])}"
+            text = f"{name}\n{_format_value(data[i])}" if valued[i] else name
             ax.text(
                 pos[i, 0],
                 pos[i, 1] - 0.18,
@@ -339,12 +354,6 @@ def plot_taxonomy(
                 rotation=90 if down else 0,
                 zorder=4,
             )
-    bottom = -taxonomy.max_depth - 0.8
-    if leaf_text:  # data units per inch of the axes, then room under each leaf for its label
-        axes_inches = max(ax.get_position().height * fig.get_figheight(), 0.5)
-        units_per_inch = (taxonomy.max_depth + 1.3 + extra) / axes_inches
-        for i, inches in leaf_text.items():
-            bottom = min(bottom, pos[i, 1] - 0.25 - inches * units_per_inch)
     ax.set_xlim(pos[:, 0].min() - 0.7, pos[:, 0].max() + 0.7)
     ax.set_ylim(bottom, 0.5)
     ax.set_yticks(-np.arange(taxonomy.max_depth + 1), [f"depth {d}" for d in range(taxonomy.max_depth + 1)])
@@ -359,21 +368,41 @@ def plot_taxonomy(
 _MAX_WIDTH = 24.0  # inches: a wider tree turns its labels to run downwards
 
 
-def _fit_inner_labels(taxonomy: Taxonomy, pos: np.ndarray, labels: list[str], slot_inches: float) -> list[str]:
-    """Inner-node labels cut to the room between a node and its neighbours at the same depth (about
-    0.068 inch a character at 8 pt), with an ellipsis; leaves keep theirs (they fit, or run downwards)."""
+def _fit_inner_labels(
+    taxonomy: Taxonomy,
+    pos: np.ndarray,
+    labels: list[str],
+    slot_inches: float,
+    step_inches: float,
+    valued: np.ndarray,
+) -> list[str]:
+    """Inner-node labels cut, with an ellipsis, to the room they have; leaves keep theirs (they fit, or
+    run downwards).
+
+    Across: the distance to the nearest node at the same depth, inner node or leaf (about 0.068 inch
+    a character at 8 pt); a label wider than that becomes one line. Down: the lines (about 0.135 inch
+    each at 8 pt, one of them the value when the node has one) that fit between the label's top,
+    0.18 of a depth step under the node, and the top of the markers one depth step lower (0.12 inch
+    above their centre); at least one line of the name is kept.
+    """
     out = list(labels)
+    room_down = (1.0 - 0.18) * step_inches - 0.12 - 0.03  # inches under the label's top, with a margin
     for level in taxonomy.levels():
-        inner = [i for i in level.tolist() if not taxonomy.is_leaf_mask[i]]
-        xs = sorted((pos[i, 0], i) for i in inner)
+        xs = sorted((pos[i, 0], i) for i in level.tolist())
         for k, (x, i) in enumerate(xs):
+            if taxonomy.is_leaf_mask[i]:
+                continue
             gaps = [abs(x - xs[k + d][0]) for d in (-1, 1) if 0 <= k + d < len(xs)]
             room = (min(gaps) if gaps else np.inf) * slot_inches - 0.1  # inches for this label
             chars = int(room / 0.068) if np.isfinite(room) else 10**6
             name = taxonomy.nodes[i]
-            if max(len(line) for line in out[i].split("\n")) <= chars:
-                continue
-            out[i] = "" if chars < 3 else (name if len(name) <= chars else name[: chars - 1] + "\u2026")
+            if max(len(line) for line in out[i].split("\n")) > chars:
+                out[i] = "" if chars < 3 else (name if len(name) <= chars else name[: chars - 1] + "\u2026")
+            lines = out[i].split("\n")
+            most = max(1, int(room_down / 0.135) - int(valued[i]))
+            if len(lines) > most:
+                last = lines[most - 1][: max(chars - 1, 1)]
+                out[i] = "\n".join([*lines[: most - 1], last + "\u2026"])
     return out
 
 

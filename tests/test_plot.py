@@ -300,3 +300,45 @@ def test_tree_labels_do_not_overlap_on_crowded_or_valued_trees() -> None:
     sub = plt.figure().subfigures(1, 2)[0].subplots()
     assert isinstance(plot_taxonomy(pbc, ax=sub), matplotlib.figure.Figure)  # it read a SubFigure's width
     plt.close("all")
+
+
+def test_infinite_values_are_drawn_grey_with_their_value_and_left_out_of_the_colour_scale() -> None:
+    """A node whose value was +/-inf went to the coloured scatter, which does not draw non-finite
+    colours: the node vanished."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])  # nodes r, a, b, a1, a2
+    fig = plot_taxonomy(tax, np.array([np.inf, 0.5, 0.2, 0.9, np.nan]))
+    ax = fig.axes[0]
+    grey, coloured = ax.collections[1], ax.collections[2]
+    pos = taxonomy_layout(tax)
+    assert sorted(map(tuple, np.asarray(grey.get_offsets()).tolist())) == sorted(map(tuple, pos[[0, 4]].tolist()))
+    assert np.isfinite(np.asarray(coloured.get_array())).all() and len(coloured.get_offsets()) == 3
+    assert coloured.get_clim() == (0.2, 0.9)  # inf left out of the scale
+    assert "r\ninf" in [t.get_text() for t in ax.texts]
+    fig = plot_taxonomy(tax, np.array([-np.inf, 0.5, 0.2, 0.9, 0.4]))
+    assert len(fig.axes[0].collections[1].get_offsets()) == 1 and fig.axes[0].collections[2].get_clim() == (0.2, 0.9)
+    plt.close("all")
+
+
+@pytest.mark.parametrize("with_values", [False, True])
+def test_long_wrapped_inner_label_stops_above_the_next_depth(with_values: bool) -> None:
+    """An 80-character inner name wrapped to 9 lines ran down past the markers of the next depth."""
+    inner = "Acute_lymphoblastic_leukemia_B_cell_precursor_with_recurrent_genetic_abnormalities"
+    tax = Taxonomy.from_paths([f"root/{inner}/ALL1", f"root/{inner}/ALL2", "root/CLL"])
+    fig = plot_taxonomy(tax, np.linspace(0, 1, tax.num_nodes) if with_values else None)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    label = next(t for t in ax.texts if t.get_text().startswith("Acute"))
+    marker_top = ax.transData.transform((0.0, -2.0))[1] + np.sqrt(300) / 2 * fig.dpi / 72  # 300 pt^2 markers
+    assert label.get_window_extent().y0 > marker_top
+    name_lines = label.get_text().split("\n")[: -1 if with_values else None]
+    assert name_lines[-1].endswith("\u2026")  # visibly shortened
+    plt.close("all")
+
+
+def test_confusion_matrices_of_a_root_only_taxonomy_say_there_is_no_depth() -> None:
+    """A one-node taxonomy was told to pass a larger max_classes, or that depths lie in [1, 0]."""
+    one = Taxonomy.from_paths(["r"])
+    for kw in ({}, {"max_classes": 10**6}, {"depths": [1]}):
+        with pytest.raises(ValueError, match=r"only its root, so there is no depth >= 1 to draw"):
+            plot_level_confusion_matrices(["r"], ["r"], one, **kw)
+    assert plt.get_fignums() == []
