@@ -48,7 +48,8 @@ becomes infinite or meaningless); with label smoothing or :func:`soft_label_loss
 which spread target mass onto other nodes, a masked node in the smoothed set
 makes the loss ``+inf`` too (for :func:`node_bce`, :func:`max_constraint_loss` and,
 with label smoothing, :func:`level_cross_entropy` a huge value instead: the masked logit is clamped to the largest finite float,
-so each such node adds about ``ε/2`` times the dtype's maximum, finite for one
+so each such node adds about ``ε/2`` times the dtype's maximum (``ε/C`` for a level of ``C``
+nodes in :func:`level_cross_entropy`), finite for one
 node, so that a ``torch.isfinite`` guard does not catch it, and ``+inf`` once
 a few add up).
 
@@ -211,7 +212,7 @@ def _node_weight(
         raise ValueError("weight: expected finite, non-negative values.")
     if weight.shape[0] == num:  # (a chain has num == levels, and then both readings agree)
         return weight
-    return weight[torch.tensor(taxonomy.depth_index, device=device)]
+    return weight[_tables_for(taxonomy, device).depth]  # a cached device table: no host copy per call
 
 
 def _reduce(losses: Tensor, reduction: str) -> Tensor:
@@ -978,9 +979,10 @@ def max_constraint_loss(
     partial label. With label smoothing ``ε`` each term becomes a binary
     cross-entropy with target ``y (1 - ε) + ε / 2`` on the node's effective
     probability (``max_{B in D(A)} y_B h_B`` for positives, ``MCM_A`` for
-    negatives), so nodes below a partial label stay masked. In a DAG, a
-    negative node's ``MCM_A`` may include nodes below a partial label (they are
-    its descendants too), which then get gradient.
+    negatives), so nodes below a partial label stay masked. In a DAG too: a node
+    with one of them below it (another parent of the label's child) could be
+    positive, so it is unknown and left out as well, and no kept negative's
+    ``MCM_A`` reaches them (their gradient is 0).
 
     Args:
         logits: ``(B, num_nodes)`` floating tensor (the sigmoid head's raw logits).
@@ -1571,9 +1573,13 @@ def balanced_weight(
       (trees only: in a DAG a sample can reach two nodes of one depth);
     - ``"leaves"``: the leaves, for :func:`flat_cross_entropy`; ``n(v)`` counts the targets equal
       to the leaf, as scikit-learn's balanced weight does. A partial label (an inner node ``u``)
-      does not compete with the leaves below it (its term is ``-log P(u)``): it gets the
-      count-weighted mean of their weights, ``(k(u) * mean) / n_leaves(u)``, where ``k(u)`` and
-      ``n_leaves(u)`` are the number of leaves below ``u`` with targets and their targets.
+      does not compete with the leaves below it (its term is ``-log P(u)``): the total weight of
+      the leaf samples below it, ``k(u) * mean``, is spread over those samples and the partial
+      labels at ``u``: ``(k(u) * mean) / (n_leaves(u) + n(u))``, where ``k(u)`` and ``n_leaves(u)``
+      are the number of leaves below ``u`` with targets and their targets, and ``n(u)`` the targets
+      equal to ``u``. Many partial labels above a rare leaf thus share its weight instead of each
+      taking it (1,000 ``"leukemia"`` labels above one ``"ALL"`` weighed 500 each, 1,000 times
+      the other side); a partial label with no leaf target below it gets 1.
 
     With ``power=1``, ``n(v) * weight(v)`` is the same for every option of a decision, and
     a decision's total weight is its number of samples, so the loss keeps its scale.
@@ -1642,8 +1648,9 @@ def balanced_weight(
             mean = leaf_count.sum() / max(int(present.sum()), 1)
             below, options = subtree_sum(leaf_count), subtree_sum(present.astype(np.float64))
             reached = below > 0
+            partial = exact - leaf_count  # targets at an inner node: they share the weight of the leaves below
             weight = np.ones(num, dtype=np.float64)
-            weight[reached] = (options[reached] * mean / below[reached]) ** float(power)
+            weight[reached] = (options[reached] * mean / (below[reached] + partial[reached])) ** float(power)
         else:
             count = subtree_sum(exact)
             if within == "levels":

@@ -233,8 +233,9 @@ def soft_label_loss(logits, target, tax: Taxonomy, beta: float, weight=None, smo
 def balanced_weight(taxonomy: Taxonomy, targets: Sequence[str], within: str = "siblings", power: float = 1.0):
     """Per-node balanced weights by name. ``"siblings"`` / ``"levels"``: count, per node, the targets that
     reach it, then divide each decision's mean count over its present options by the node's count.
-    ``"leaves"``: the same over the leaves (targets equal to the leaf), and an inner node gets the
-    count-weighted mean weight of the leaves below it. Returns ``{name: weight}``."""
+    ``"leaves"``: the same over the leaves (targets equal to the leaf), and an inner node gets the total
+    weight of the leaf samples below it spread over those samples and its own (partial labels).
+    Returns ``{name: weight}``."""
     names = list(taxonomy.nodes)
     out = {}
     if within == "leaves":
@@ -246,7 +247,8 @@ def balanced_weight(taxonomy: Taxonomy, targets: Sequence[str], within: str = "s
         for v in names:
             below = [u for u in present if u == v or v in taxonomy.ancestors(u)]
             total = sum(count[u] for u in below)
-            out[v] = (sum(count[u] * leaf_weight[u] for u in below) / total) ** power if total else 1.0
+            own = sum(1 for t in targets if t == v) if taxonomy.children(v) else 0  # partial labels at v
+            out[v] = (sum(count[u] * leaf_weight[u] for u in below) / (total + own)) ** power if total else 1.0
         return out
     count = {v: sum(1 for t in targets if t == v or v in taxonomy.ancestors(t)) for v in names}
     if within == "levels":

@@ -624,7 +624,8 @@ def test_balanced_weight_matches_the_oracle_on_dags(case) -> None:
 @given(case=_labelled(), within=st.sampled_from(["siblings", "levels", "leaves"]))
 def test_balanced_weight_gives_each_option_of_a_decision_the_same_total(case, within) -> None:
     """With power 1, n(v) * w(v) is one value per decision, and the decision's total weight is its count.
-    With "leaves", a partial label's weight is the count-weighted mean of the weights of the leaves below."""
+    With "leaves", a partial label's weight is the total weight of the leaf targets below it, shared by
+    them and the partial labels at that node."""
     tax, names = case
     w = balanced_weight(tax, names, within=within).double().numpy()
     idx = tax.encode(names)
@@ -632,10 +633,10 @@ def test_balanced_weight_gives_each_option_of_a_decision_the_same_total(case, wi
     if within == "leaves":
         count = np.where(leaf, np.bincount(idx, minlength=tax.num_nodes), 0)
         groups = [np.flatnonzero(leaf).tolist()]
-        for u in np.flatnonzero(~leaf):  # inner nodes: the mean weight of their leaves' targets
+        for u in np.flatnonzero(~leaf):  # inner nodes: their leaves' total weight over those targets and u's own
             below = [v for v in np.flatnonzero(leaf) if u in tax.encode(tax.ancestors(tax.nodes[v]))]
-            total = count[below].sum()
-            want = (count[below] * w[below]).sum() / total if total else 1.0
+            total, own = count[below].sum(), int(np.sum(idx == u))
+            want = (count[below] * w[below]).sum() / (total + own) if total else 1.0
             assert w[u] == pytest.approx(want, rel=1e-5)
     else:
         count = np.array([sum(1 for t in names if t == v or v in tax.ancestors(t)) for v in tax.nodes])
@@ -660,7 +661,21 @@ def test_balanced_weight_leaves_does_not_let_rare_partial_labels_dominate() -> N
     w = balanced_weight(tax, names, within="leaves")
     leaves = {v: float(w[tax.index(v)]) for v in ("band", "segmented", "lymphocyte")}
     assert leaves == pytest.approx({"band": 200 / 3 / 40, "segmented": 200 / 3 / 60, "lymphocyte": 200 / 3 / 100})
-    assert float(w[tax.index("neutrophil")]) == pytest.approx(2 * (200 / 3) / 100)  # (40 w_band + 60 w_seg) / 100
+    # the weight of band and segmented samples, 2 * 200 / 3, shared by them and the 2 partial labels
+    assert float(w[tax.index("neutrophil")]) == pytest.approx(2 * (200 / 3) / 102)
+
+
+def test_balanced_weight_leaves_does_not_let_common_partial_labels_above_a_rare_leaf_dominate() -> None:
+    """1,000 images labelled only 'leukemia' above a single 'ALL' each took ALL's weight (500.5): the
+    leukemia side weighed 1,000 times the 'normal' side and the loss scale grew 250-fold."""
+    tax = Taxonomy.from_paths(["r/normal", "r/leukemia/ALL", "r/leukemia/AML"])
+    names = ["normal"] * 1000 + ["ALL"] + ["leukemia"] * 1000
+    w = balanced_weight(tax, names, within="leaves")
+    per_sample = w[torch.as_tensor(tax.encode(names))]
+    normal_side, leukemia_side = float(per_sample[:1000].sum()), float(per_sample[1000:].sum())
+    assert normal_side == pytest.approx(500.5)
+    assert leukemia_side == pytest.approx(500.5 + 1000 * 500.5 / 1001)  # ALL's 500.5, shared with 1,000 partials
+    assert float(per_sample.mean()) < 1.0
 
 
 def test_balanced_weight_trains_a_loss_and_refuses_bad_input(paper_tax) -> None:
@@ -753,6 +768,15 @@ def test_tree_losses_need_no_device_sync_without_validation(kind, paper_tax):
         _call(kind, logits, target, paper_tax, validate_args=False)
         module(logits, target)
     assert traffic.ops == []
+    # nor with a per-level weight on the device, which was expanded per call with a fresh depth index
+    # copied from the host (the per-node weight had no copy)
+    for weight in (torch.ones(paper_tax.max_depth + 1, device="meta"), torch.ones(paper_tax.num_nodes, device="meta")):
+        if kind in ("flat", "hxe", "soft_label") and weight.shape[0] != paper_tax.num_nodes:
+            continue  # the leaf losses take per-node weights only
+        _call(kind, logits, target, paper_tax, validate_args=False, weight=weight)
+        with HostTraffic() as traffic:
+            _call(kind, logits, target, paper_tax, validate_args=False, weight=weight)
+        assert traffic.ops == [], tuple(weight.shape)
 
 
 def _wide_fan_tree() -> Taxonomy:
@@ -929,3 +953,17 @@ def test_a_weighted_mean_divides_by_the_batch_size_as_documented(kind, paper_tax
         w = weight[torch.tensor(paper_tax.depth_index)[torch.tensor(paper_tax.leaf_index)]]
         torch_mean = F.cross_entropy(logits, leaf, weight=w)
         assert torch.allclose(torch_mean * w[leaf].sum() / 6, weighted(logits, target))
+
+
+@examples(30)
+@given(tax=dags(min_nodes=4), seed=st.integers(0, 2**16))
+def test_max_constraint_gives_no_gradient_below_a_partial_label_in_a_dag(tax: Taxonomy, seed: int) -> None:
+    """The docstring's promise: nodes strictly below a partial label learn nothing from it, in DAGs too
+    (a node with one of them below it could be positive, so it is left out and its MCM never reaches them)."""
+    gen = torch.Generator().manual_seed(seed)
+    targets = torch.arange(tax.num_nodes)  # every node, inner ones are partial labels
+    logits = (torch.randn(tax.num_nodes, tax.num_nodes, generator=gen) * 3).requires_grad_(True)
+    L.max_constraint_loss(logits, targets, tax, reduction="sum").backward()
+    for u in range(tax.num_nodes):
+        below = [v for v in tax.encode(tax.descendants(tax.nodes[u])) if v != u]
+        assert torch.all(logits.grad[u, below] == 0), (tax.nodes[u], below)
