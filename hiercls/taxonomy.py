@@ -165,7 +165,9 @@ class Taxonomy:
         else:  # copy: the caller's graph may change later, and may carry attributes we do not keep
             g = nx.DiGraph()
             g.add_nodes_from(graph.nodes)
-            g.add_edges_from(graph.edges)
+            # edges(): (parent, child) pairs, also from a MultiDiGraph (whose .edges iterates with keys):
+            # parallel edges are one edge
+            g.add_edges_from(graph.edges())
         _validate_names(g.nodes)
         # str subclasses (numpy's np.str_ from an array of names) become plain str: names print, hash,
         # JSON-encode and compare the same whatever built the taxonomy
@@ -175,7 +177,13 @@ class Taxonomy:
             if _order is not None:
                 _order = [str(n) for n in _order]
         if g.number_of_nodes() == 0:
-            raise TaxonomyError("The taxonomy is empty: give at least one node (a root).")
+            joins = (
+                f" ({'root' if _json is None else repr('root')}={root!r} names a new root above the input's "
+                "top nodes; it does not make a node on its own)"
+                if root is not None
+                else ""
+            )
+            raise TaxonomyError(f"The taxonomy is empty: give at least one node (a root){joins}.")
         loops = list(nx.selfloop_edges(g))
         if loops:
             names = ", ".join(repr(a) for a, _ in loops[:5])
@@ -360,7 +368,14 @@ class Taxonomy:
         object.__setattr__(self, "_desc_ptr", _readonly(desc_ptr))
         object.__setattr__(self, "_desc_idx", _readonly(owner[order_d]))
         edges = sorted((index[p], index[c]) for p, c in g.edges)
-        payload = json.dumps({"nodes": list(nodes), "edges": edges}, separators=(",", ":"))
+        # ensure_ascii writes an astral character and its two surrogates typed as code points (which a
+        # name may hold: from_folder keeps undecodable bytes as lone surrogates) as the same escapes: a
+        # name holding surrogates is hashed as its bytes instead, so the two never share a fingerprint.
+        # Every other name hashes as before, so existing fingerprints stay valid.
+        hashed = [
+            {"surrogates": n.encode("utf-8", "surrogatepass").hex()} if _SURROGATE.search(n) else n for n in nodes
+        ]
+        payload = json.dumps({"nodes": hashed, "edges": edges}, separators=(",", ":"))
         object.__setattr__(self, "_fingerprint", hashlib.sha256(payload.encode()).hexdigest())
         object.__setattr__(self, "_frozen", True)
 
@@ -706,6 +721,16 @@ class Taxonomy:
                 if not isinstance(edge, list) or len(edge) != 2:
                     raise TaxonomyError(f"{where}: edges[{k}] must be a [parent, child] pair, got {edge!r}.")
                 _validate_names(edge, where=f"{where} edges[{k}]")
+            listed = set(nodes)
+            unlisted = sorted({name for edge in edges for name in edge if name not in listed})
+            if unlisted:  # else an unlisted parent showed up as a second root, with advice that failed again
+                repeated = sorted(n for n, c in Counter(nodes).items() if c > 1)
+                also = f" ('nodes' also repeats {_names_list(repeated)})" if repeated else ""
+                raise TaxonomyError(
+                    f"{where}: edges name {len(unlisted)} node(s) that 'nodes' does not list: "
+                    f"{_names_list(unlisted)}{also}. Add them to 'nodes' (in index order, as to_json writes) "
+                    "or fix the edges."
+                )
             g = nx.DiGraph()
             g.add_nodes_from(nodes)
             g.add_edges_from(map(tuple, edges))

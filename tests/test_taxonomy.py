@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import pickle
@@ -369,8 +370,10 @@ class TestJson:
             Taxonomy.from_json(w({"nodes": ["r"], "edges": "ra"}))
         with pytest.raises(TaxonomyError, match=r"edges\[0\] must be a \[parent, child\] pair, got \['r', 'a', 'x'\]"):
             Taxonomy.from_json(w({"nodes": ["r", "a"], "edges": [["r", "a", "x"]]}))
-        with pytest.raises(TaxonomyError, match=r"repeated: \['a'\], in edges but not listed: \['b'\]"):
+        with pytest.raises(TaxonomyError, match=r"does not list: 'b' \('nodes' also repeats 'a'\)"):
             Taxonomy.from_json(w({"nodes": ["r", "a", "a"], "edges": [["r", "a"], ["r", "b"]]}))
+        with pytest.raises(TaxonomyError, match=r"repeated: \['a'\], in edges but not listed: \[\]"):
+            Taxonomy.from_json(w({"nodes": ["r", "a", "a"], "edges": [["r", "a"]]}))
         with pytest.raises(TaxonomyError, match=r"every parent must come before its children"):
             Taxonomy.from_json(w({"nodes": ["a", "r"], "edges": [["r", "a"]]}))
         with pytest.raises(TaxonomyError, match=r"must be in depth order"):
@@ -1347,3 +1350,39 @@ def test_a_one_element_integer_tensor_or_array_is_a_node_index() -> None:
         assert bad not in tax
     with pytest.raises(UnknownNodeError, match="Node index 99 is out of range"):
         tax.name(torch.tensor(99))
+
+
+def test_a_multidigraph_is_read_as_its_edges() -> None:
+    """MultiDiGraph subclasses DiGraph, but its .edges iterates (parent, child, key): the key was read as
+    an attribute dict and the constructor died with a bare TypeError."""
+    graph = nx.MultiDiGraph([("r", "a"), ("r", "b"), ("r", "a")])  # a parallel edge too
+    tax = Taxonomy(graph)
+    assert tax == Taxonomy.from_edges([("r", "a"), ("r", "b")]) and tax.is_tree
+
+
+def test_from_json_names_edge_ends_missing_from_the_node_list() -> None:
+    """An unlisted parent showed up as a second root, with advice (add a 'root' key) that failed again."""
+    for edges in ([["r", "a"], ["typo", "b"]], [["r", "a"], ["r", "typo"]]):
+        data = {"nodes": ["r", "a", "b"], "edges": edges}
+        with pytest.raises(TaxonomyError, match=r"edges name 1 node\(s\) that 'nodes' does not list: 'typo'"):
+            Taxonomy.from_json(data)
+        with pytest.raises(TaxonomyError, match="'nodes' does not list: 'typo'"):
+            Taxonomy.from_json({**data, "root": "top"})
+
+
+def test_names_that_json_escapes_alike_get_different_fingerprints() -> None:
+    """ensure_ascii writes U+1F600 and the two surrogates typed as code points as the same escapes: two
+    different taxonomies compared equal, and a checkpoint's fingerprint check would pass across them."""
+    emoji, pair = "\U0001f600", "\ud83d\ude00"
+    a, b = Taxonomy.from_paths([f"r/{emoji}"]), Taxonomy.from_paths([f"r/{pair}"])
+    assert a.fingerprint != b.fingerprint and a != b
+    # names without surrogates hash as before: a fingerprint recorded by an earlier version still matches
+    plain = Taxonomy.from_paths(["r/a", f"r/{emoji}"])
+    edges = sorted(map(tuple, plain.edges_index().tolist()))
+    payload = json.dumps({"nodes": list(plain.nodes), "edges": edges}, separators=(",", ":"))
+    assert plain.fingerprint == hashlib.sha256(payload.encode()).hexdigest()
+
+
+def test_an_empty_input_with_root_says_what_root_does() -> None:
+    with pytest.raises(TaxonomyError, match=r"empty.*root='r' names a new root above the input's top nodes"):
+        Taxonomy.from_paths([], root="r")
