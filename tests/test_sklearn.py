@@ -677,6 +677,38 @@ def test_head_classifier_trains_every_compatible_loss(head):
             assert (probs[:, kids] <= probs[:, [clf.taxonomy_.index("a")]] + 1e-9).all()
 
 
+@pytest.mark.parametrize("head", ["conditional", "level", "flat", "sigmoid"])
+def test_head_classifier_gives_taxonomy_leaves_absent_from_y_no_mass(head):
+    """A leaf of the given taxonomy that no label of y stands for (a CV fold missing a rare class) is in
+    no column of classes_: the head used to put mass on it, so predict_proba rows summed to less than 1
+    and predict returned it. Now it gets 0, as in the local estimators; the leaves below a partial
+    label count as seen, and the sigmoid head's other marginals are the head's own."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2", "r/c/c1"])
+    X, y = blobs(["a1", "a2", "b1"], n_per=15, dim=2, seed=3, spread=1.5)
+    X_wide = np.random.default_rng(1).normal(scale=6.0, size=(300, 2))  # far from the blobs as well
+    idx = {n: tax.index(n) for n in tax.nodes}
+    for labels, unseen in ((y, ["b2", "c", "c1"]), (np.where(y == "b1", "b", y), ["c", "c1"])):
+        clf = HierarchicalHeadClassifier(head=head, max_iter=30, lr=0.1, random_state=0, taxonomy=tax)
+        clf.fit(X, labels)
+        marg = clf.predict_marginals(X_wide)
+        assert (marg[:, [idx[n] for n in unseen]] == 0.0).all()
+        seen = [i for i in range(tax.num_nodes) if tax.nodes[i] not in unseen]
+        assert (marg[:, seen] > 0.0).all()
+        if head == "sigmoid":  # independent sigmoids: left as the head gives them
+            with torch.no_grad():
+                raw = clf.module_.head.marginals(clf.module_(torch.tensor(X_wide, dtype=torch.float32)))
+            np.testing.assert_allclose(marg[:, seen], raw.double().numpy()[:, seen], rtol=1e-5, atol=1e-6)
+        else:  # P(node | a leaf training labels stand for): consistent, leaves and classes sum to 1
+            np.testing.assert_allclose(clf.predict_proba(X_wide).sum(axis=1), 1.0, rtol=1e-12)
+            for parent in ("r", "a", "b"):
+                kids = [idx[c] for c in tax.children(parent)]
+                np.testing.assert_allclose(marg[:, kids].sum(axis=1), marg[:, idx[parent]], rtol=1e-12)
+        for rule in ("argmax_leaf", "top_down", "crm"):
+            pred = set(clf.set_params(decoder=rule).predict(X_wide).tolist())
+            allowed = set(clf.classes_.tolist()) | ({"b1", "b2"} if "b" in clf.classes_ else set())
+            assert pred <= allowed, (rule, pred - allowed)
+
+
 # ------------------------------------------------------------------- scorers
 def test_scores_equal_the_pytorch_side_metrics_and_a_set_oracle(paper_tax):
     leaves = ["Normal", "Reactive", "ALL", "APL", "CLL", "CML"]

@@ -152,6 +152,22 @@ def test_sample_weight_errors():
         LocalClassifierPerParentNode().fit(X, y, sample_weight=np.ones(29))
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_negative_sample_weights_are_refused(estimator):
+    """A weight counts repeats of a sample, so a negative one means nothing: the local estimators used to
+    keep only the samples of weight > 0, reading -1 as 'leave this sample out', and all-negative weights
+    'fitted' on no sample at all. Every estimator refuses them, saying how many and where."""
+    X, y = make_blobs(n_samples=30, centers=3, random_state=0)
+    weight = np.ones(30)
+    weight[[4, 9]] = -1.0
+    with pytest.raises(
+        ValueError, match=r"sample_weight: expected weights >= 0 .*2 negative of 30 .*sample_weight\[4\] = -1\.0"
+    ):
+        clone(estimator).fit(X, y, sample_weight=weight)
+    with pytest.raises(ValueError, match=r"30 negative of 30 .*Give 0 to leave a sample out"):
+        clone(estimator).fit(X, y, sample_weight=-np.ones(30))
+
+
 @pytest.mark.parametrize("cls", [LocalClassifierPerParentNode, LocalClassifierPerLevel, LocalClassifierPerNode])
 def test_a_subtree_whose_samples_all_weigh_zero_is_unseen(cls):
     """Weight 0 is a removed sample: a parent whose samples all weigh 0 used to hand its classifier

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from hiercls.decoding import _OPTION_RULE, RULE_OPTIONS
 from hiercls.sklearn._labels import LabelCodec, fit_codec
@@ -18,6 +18,28 @@ DecoderRule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal
 _DECODERS = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
 # rules that may stop at an inner node (the others always predict a leaf)
 _INNER_NODE_RULES = ("threshold", "hf_optimal")
+
+
+def _checked_sample_weight(sample_weight: Any, X: Any, **options: Any) -> np.ndarray:
+    """scikit-learn's ``_check_sample_weight`` (shape, finite values, not all 0), and no negative weight.
+
+    A weight is a count of repeats (0: a removed sample), so a negative one has no meaning; scikit-learn's
+    own refusal names neither the samples nor the fix, and its classifiers differ (some fit, some raise).
+
+    Raises:
+        ValueError: a weight is negative (the message gives how many and the first one), or
+            scikit-learn's check fails.
+    """
+    sample_weight = _check_sample_weight(sample_weight, X, **options)
+    negative = np.flatnonzero(sample_weight < 0)
+    if negative.size:
+        first = int(negative[0])
+        raise ValueError(
+            f"sample_weight: expected weights >= 0 (a weight counts repeats of a sample), got "
+            f"{negative.size} negative of {sample_weight.shape[0]} (the first: sample_weight[{first}] = "
+            f"{sample_weight[first].item()!r}). Give 0 to leave a sample out, or fix the weights' sign."
+        )
+    return sample_weight
 
 
 class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMeta):
@@ -103,7 +125,9 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         tools (``roc_auc``, ``log_loss``, soft voting, calibration) read the
         columns they expect. When every class is a leaf (the usual case: flat
         labels, or paths that all end at a leaf) the rows sum to 1, except for
-        a sigmoid head, whose independent sigmoids need not. When ``y``
+        a sigmoid head, whose independent sigmoids need not; a leaf of a given
+        ``taxonomy`` absent from ``y`` is in no column and gets marginal 0
+        (it takes no mass from ``classes_``). When ``y``
         had partial labels, ``classes_`` holds inner nodes too, and such a
         column includes the mass of its descendants, so the rows sum to more
         than 1 (``roc_auc_ovr`` and ``log_loss`` then misread them). :meth:`predict_marginals` gives every node, the root included:
@@ -132,7 +156,10 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
             ``(n_samples,)`` labels in the format of the ``y`` given to ``fit``:
             class labels, node names, or label paths (as ``"a/b/c"`` strings).
             A non-mandatory-leaf rule (``"threshold"``, ``"hf_optimal"``) may
-            return an inner node: a coarser but surer answer.
+            return an inner node: a coarser but surer answer. A node that no
+            training label reaches (a leaf of a given ``taxonomy`` absent from
+            ``y``) has marginal 0, so when every class is a leaf the
+            ``"argmax_leaf"`` and ``"top_down"`` rules return one of ``classes_``.
         """
         check_is_fitted(self)
         self._check_decoder()  # decoder may have been changed by set_params after fit

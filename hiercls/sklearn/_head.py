@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from hiercls.errors import TaxonomyError
-from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase
+from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase, _checked_sample_weight
 from hiercls.taxonomy import Taxonomy
 
 HeadKind = Literal["conditional", "level", "sigmoid", "flat"]
@@ -65,6 +66,17 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
     their columns of ``classes_``); ``predict`` decodes them with :func:`hiercls.decoding.decode`; ``score`` is the hierarchical F1
     (micro). Inference runs in float64 so that a sample's output does not
     depend on the rest of its batch beyond float64 rounding.
+
+    A given ``taxonomy`` may have leaves that no training label stands for
+    (absent from ``y``, e.g. a rare class missing from a CV fold). Such a
+    leaf is in no column of ``classes_``, so, as in the local estimators,
+    it and every node with only such leaves below it get marginal 0: the
+    conditional, level and flat heads renormalise over the remaining leaves
+    (``P(node | the label is one that training labels stand for)``), so
+    ``predict_proba`` rows still sum to 1 when every class is a leaf and a
+    leaf rule predicts one of ``classes_``; the sigmoid head's other
+    marginals stay as they are. The leaves below a partial label count as
+    seen.
 
     Deterministic for a given ``random_state`` (initialisation and shuffling
     use their own generators; the global torch RNG is left untouched).
@@ -146,7 +158,7 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         Args:
             X: features, float array ``(n_samples, n_features)``.
             y: labels, shape ``(n_samples,)`` (or ``(n_samples, depth)`` label paths).
-            sample_weight: per-sample weights ``(n_samples,)`` or None. Each batch's loss is the mean of
+            sample_weight: per-sample weights ``(n_samples,)``, all >= 0, or None. Each batch's loss is the mean of
                 ``w_i * loss_i`` with the weights scaled to mean 1 over the training set, so with
                 full-batch training (``batch_size=None``) integer weights act like repeated samples;
                 with mini-batches only roughly (an epoch then has another number of steps).
@@ -166,7 +178,7 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             )
         weights = None
         if sample_weight is not None:
-            sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+            sw = _checked_sample_weight(sample_weight, X, dtype=np.float64)
             weights = torch.tensor(sw / sw.mean(), dtype=torch.float32, device=device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
@@ -210,6 +222,7 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             curve.append(float(total) / n)
         module.eval()
         self.module_ = module
+        self._kept_leaves = _leaves_reached(self.taxonomy_, target)
         self.loss_curve_ = curve
         self.n_iter_ = int(self.max_iter)
         return self
@@ -217,6 +230,12 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
     # ------------------------------------------------------------ predict
     def predict_marginals(self, X: Any) -> np.ndarray:
         """Node marginals ``P(node)`` from the head, float64 ``(n_samples, num_nodes)``, columns ``nodes_``.
+
+        When the taxonomy has leaves that no training label stands for, those
+        leaves and the nodes with only such leaves below them are 0, and the
+        conditional, level and flat heads' marginals are renormalised over the
+        other leaves (see the class docstring); otherwise the head's marginals
+        as they are.
 
         Args:
             X: features, shape ``(n_samples, n_features)``.
@@ -227,11 +246,26 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         device = next(iter(module.parameters())).device
         # float64 copies of the weights (buffers such as index tensors stay as they are)
         state = {k: (v.double() if v.is_floating_point() else v) for k, v in module.state_dict().items()}
+        kept = getattr(self, "_kept_leaves", None)  # None: every leaf can be a training label's
+        softmax = kept is not None and module.head.kind != "sigmoid"
         with torch.no_grad():
             features = torch.tensor(X, dtype=torch.float64, device=device)
             logits = torch.func.functional_call(module, state, (features,))
-            probs = module.head.marginals(logits)
-        return probs.detach().to("cpu", torch.float64).numpy()
+            if softmax:  # P(leaf | one of the kept leaves), from the log marginals: no underflow to 0/0
+                log_probs = module.head.log_marginals(logits)[:, torch.as_tensor(kept, device=device)]
+                probs = torch.softmax(log_probs, dim=1)
+            else:
+                probs = module.head.marginals(logits)
+        probs = probs.detach().to("cpu", torch.float64).numpy()
+        if kept is None:
+            return probs
+        below = _leaves_below(self.taxonomy_, kept)  # (kept leaves, nodes): leaf is below the node
+        if not softmax:  # independent sigmoids: a node no label reaches gets 0, the others stay
+            probs[:, np.diff(below.tocsc().indptr) == 0] = 0.0
+            return probs
+        marg = np.asarray(below.T @ probs.T).T  # a node's marginal: the sum of its leaves (each once)
+        marg[:, 0] = 1.0  # the root (the sum of every kept leaf)
+        return marg
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle with the network's weights on the CPU, so that a model trained on a GPU loads on a
@@ -287,3 +321,29 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
                 "a CUDA build of torch on a machine with a GPU."
             )
         return hidden, device
+
+
+def _leaves_reached(tax: Taxonomy, target: np.ndarray) -> np.ndarray | None:
+    """The leaves a training label can stand for: the targets that are leaves and the leaves below a
+    partial label; None when that is every leaf of the taxonomy (nothing to leave out)."""
+    labels = np.unique(target)
+    starts, ends = tax.descendants_ptr[labels], tax.descendants_ptr[labels + 1]
+    below = np.zeros(tax.num_nodes, dtype=bool)
+    below[tax.descendants_index[_ranges(starts, ends)]] = True
+    kept = tax.leaf_index[below[tax.leaf_index]]
+    return None if len(kept) == tax.num_leaves else kept.astype(np.int64)
+
+
+def _leaves_below(tax: Taxonomy, leaves: np.ndarray) -> sp.csr_matrix:
+    """0/1 sparse ``(len(leaves), num_nodes)``: entry ``[k, v]`` is 1 where ``leaves[k]`` is ``v`` or below it."""
+    starts, ends = tax.ancestors_ptr[leaves], tax.ancestors_ptr[leaves + 1]
+    rows = np.repeat(np.arange(len(leaves)), ends - starts)
+    cols = tax.ancestors_index[_ranges(starts, ends)]
+    return sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(leaves), tax.num_nodes))
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(s, e)`` over the pairs, vectorised."""
+    lengths = ends - starts
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return offsets + np.arange(int(lengths.sum()))

@@ -90,14 +90,15 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
         Args:
             X: features, shape ``(n_samples, n_features)`` (sparse if the base estimator takes it).
             y: labels, shape ``(n_samples,)`` (or ``(n_samples, depth)`` label paths).
-            sample_weight: per-sample weights ``(n_samples,)`` or None, handed to each depth's
+            sample_weight: per-sample weights ``(n_samples,)``, all >= 0, or None, handed to each depth's
                 classifier for the samples it is trained on.
 
         Returns:
             self.
 
         Raises:
-            ValueError: ``sample_weight`` is given but the base estimator's ``fit`` does not take it.
+            ValueError: ``sample_weight`` has a negative weight, or is given but the base estimator's
+                ``fit`` does not take it.
         """
         base, X, target, sample_weight = self._fit_inputs(X, y, sample_weight)
         tax = self.taxonomy_

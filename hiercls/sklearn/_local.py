@@ -9,10 +9,10 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import get_tags
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, has_fit_parameter, validate_data
+from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
 
 from hiercls.errors import TaxonomyError
-from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase
+from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase, _checked_sample_weight
 from hiercls.taxonomy import Taxonomy
 
 
@@ -94,7 +94,7 @@ class _LocalEstimators:
     def _checked_weights(sample_weight: Any, X: Any, base: Any) -> np.ndarray | None:
         if sample_weight is None:
             return None
-        sample_weight = _check_sample_weight(sample_weight, X)
+        sample_weight = _checked_sample_weight(sample_weight, X)
         if not has_fit_parameter(base, "sample_weight"):
             raise ValueError(
                 f"sample_weight: the base estimator {type(base).__name__} does not take sample_weight in "
@@ -193,7 +193,7 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
         Args:
             X: features, shape ``(n_samples, n_features)`` (sparse if the base estimator takes it).
             y: labels, shape ``(n_samples,)`` (or ``(n_samples, depth)`` label paths).
-            sample_weight: per-sample weights ``(n_samples,)`` or None; each inner node's classifier
+            sample_weight: per-sample weights ``(n_samples,)``, all >= 0, or None; each inner node's classifier
                 gets the weights of the samples it is trained on (the base estimator's ``fit`` must
                 take ``sample_weight``).
 
@@ -201,7 +201,8 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
             self.
 
         Raises:
-            ValueError: ``sample_weight`` is given but the base estimator's ``fit`` does not take it.
+            ValueError: ``sample_weight`` has a negative weight, or is given but the base estimator's
+                ``fit`` does not take it.
         """
         base, X, target, sample_weight = self._fit_inputs(X, y, sample_weight)
         tax = self.taxonomy_
