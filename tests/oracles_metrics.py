@@ -26,16 +26,21 @@ def hierarchical_prf(y_true, y_pred, tax: Taxonomy, beta: float = 1.0, average: 
     st = [len(path_set(tax, t)) for t in y_true]
     sp = [len(path_set(tax, p)) for p in y_pred]
 
-    def f(p, r):  # F is 0 when P = R = 0 (scikit-learn); zero_division when both were undefined
-        return _div((1 + beta**2) * p * r, beta**2 * p + r, 0.0)
+    def f(i, s_true, s_pred):  # from the counts (scikit-learn): zero_division only when both sets are empty
+        return _div((1 + beta**2) * i, beta**2 * s_true + s_pred, zd)
 
     if average == "micro":
         p, r = _div(sum(inter), sum(sp), zd), _div(sum(inter), sum(st), zd)
-        return p, r, f(p, r)
+        return p, r, f(sum(inter), sum(st), sum(sp))
     ps = [_div(i, s, zd) for i, s in zip(inter, sp)]
     rs = [_div(i, s, zd) for i, s in zip(inter, st)]
-    n = len(ps)
-    return sum(ps) / n, sum(rs) / n, sum(f(p, r) for p, r in zip(ps, rs)) / n
+    return _avg(ps), _avg(rs), _avg([f(i, a, b) for i, a, b in zip(inter, st, sp)])
+
+
+def _avg(values) -> float:
+    """The mean of the values that are not NaN (scikit-learn's average), NaN when all are."""
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
 
 
 def distance(tax: Taxonomy, t: int, p: int, kind: str) -> int:
@@ -88,12 +93,10 @@ def lca_prf(y_true, y_pred, tax: Taxonomy, measure: str, zd: float = 0.0) -> tup
     for t, p in zip(y_true, y_pred):
         common = set(tax.ancestors(t, include_self=True)) & set(tax.ancestors(p, include_self=True))
         lca = max(common, key=c)  # DAG: the most informative common ancestor (a tree has one LCA)
-        prec, rec = _div(c(lca), c(p), zd), _div(c(lca), c(t), zd)
-        ps.append(prec)
-        rs.append(rec)
-        fs.append(_div(2 * prec * rec, prec + rec, 0.0))
-    n = len(ps)
-    return sum(ps) / n, sum(rs) / n, sum(fs) / n
+        ps.append(_div(c(lca), c(p), zd))
+        rs.append(_div(c(lca), c(t), zd))
+        fs.append(_div(2 * c(lca), c(p) + c(t), zd))
+    return _avg(ps), _avg(rs), _avg(fs)
 
 
 def correct_rate(y_true, y_pred, tax: Taxonomy) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -49,17 +50,25 @@ def test_batch_split_accumulation_equals_one_shot(case) -> None:
     want = M.summary(y_true, y_pred, tax)
     assert report.keys() == want.keys()
     assert report == pytest.approx(want)
-    for average in ("micro", "macro"):
+    # zero_division=nan: a NaN ratio is left out of the macro means, in the classes as in the functions
+    for average, zd in itertools.product(("micro", "macro"), (0.0, math.nan)):
+        kw = {"average": average, "zero_division": zd}
         for cls, fn in (
             (M.HierarchicalPrecision, M.hierarchical_precision),
             (M.HierarchicalRecall, M.hierarchical_recall),
             (M.HierarchicalF1, M.hierarchical_f1),
         ):
-            assert _feed(cls(tax, average=average), y_true, y_pred, batches) == pytest.approx(
-                fn(y_true, y_pred, tax, average=average)
+            assert _feed(cls(tax, **kw), y_true, y_pred, batches) == pytest.approx(
+                fn(y_true, y_pred, tax, **kw), nan_ok=True
             )
-        assert _feed(M.HierarchicalFBeta(tax, beta=2.0, average=average), y_true, y_pred, batches) == pytest.approx(
-            M.hierarchical_fbeta(y_true, y_pred, tax, beta=2.0, average=average)
+        assert _feed(M.HierarchicalFBeta(tax, beta=2.0, **kw), y_true, y_pred, batches) == pytest.approx(
+            M.hierarchical_fbeta(y_true, y_pred, tax, beta=2.0, **kw), nan_ok=True
+        )
+    for (cls, fn), zd in itertools.product(
+        ((M.LCAPrecision, M.lca_precision), (M.LCARecall, M.lca_recall), (M.LCAF1, M.lca_f1)), (0.0, math.nan)
+    ):
+        assert _feed(cls(tax, zero_division=zd), y_true, y_pred, batches) == pytest.approx(
+            fn(y_true, y_pred, tax, zero_division=zd), nan_ok=True
         )
     assert _feed(M.MistakeSeverity(tax, distance="path"), y_true, y_pred, batches) == pytest.approx(
         M.mistake_severity(y_true, y_pred, tax, distance="path")
@@ -179,7 +188,7 @@ def test_compute_returns_tensors_that_torchmetrics_wrappers_accept(name: str, pa
 def _all_metrics(tax: Taxonomy, **kw) -> list:
     out = [M.HierarchicalMetrics(tax, **kw), M.HierarchicalMetrics(tax, distance="path", **kw)]
     for average in ("micro", "macro"):
-        for zd in (0.0, 1.0):
+        for zd in (0.0, 1.0, math.nan):
             out += [
                 M.HierarchicalPrecision(tax, average=average, zero_division=zd, **kw),
                 M.HierarchicalRecall(tax, average=average, zero_division=zd, **kw),
@@ -187,6 +196,7 @@ def _all_metrics(tax: Taxonomy, **kw) -> list:
                 M.HierarchicalFBeta(tax, beta=0.5, average=average, zero_division=zd, **kw),
             ]
     out += [M.MistakeSeverity(tax, **kw), M.MistakeSeverity(tax, distance="path", **kw), M.CorrectRate(tax, **kw)]
+    out += [cls(tax, zero_division=math.nan, **kw) for cls in (M.LCAPrecision, M.LCARecall, M.LCAF1)]
     if tax.is_tree:
         out.append(M.LevelAccuracy(tax, **kw))
     return out

@@ -29,7 +29,7 @@ def labelled(draw, strategy=None, max_size: int = 25):
     return tax, y_true, y_pred
 
 
-zero_divisions = st.sampled_from([0.0, 1.0])
+zero_divisions = st.sampled_from([0.0, 1.0, math.nan])  # nan: left out of averages, as in scikit-learn
 
 
 # ------------------------------------------------------------------ oracles
@@ -43,14 +43,20 @@ def test_hierarchical_prf_matches_set_oracle_on_trees_and_dags(case, beta, avera
     tax, y_true, y_pred = case
     got = M.hierarchical_precision_recall_fscore(y_true, y_pred, tax, beta=beta, average=average, zero_division=zd)
     want = oracle.hierarchical_prf(y_true, y_pred, tax, beta, average, zd)
-    assert got == pytest.approx(want)
-    assert M.hierarchical_precision(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[0])
-    assert M.hierarchical_recall(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[1])
+    assert got == pytest.approx(want, nan_ok=True)
+    assert M.hierarchical_precision(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(
+        want[0], nan_ok=True
+    )
+    assert M.hierarchical_recall(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(
+        want[1], nan_ok=True
+    )
     assert M.hierarchical_fbeta(y_true, y_pred, tax, beta=beta, average=average, zero_division=zd) == pytest.approx(
-        want[2]
+        want[2], nan_ok=True
     )
     if beta == 1.0:
-        assert M.hierarchical_f1(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(want[2])
+        assert M.hierarchical_f1(y_true, y_pred, tax, average=average, zero_division=zd) == pytest.approx(
+            want[2], nan_ok=True
+        )
 
 
 @given(case=labelled(), distance=st.sampled_from(["height", "path"]))
@@ -80,7 +86,7 @@ def test_auto_distance_is_height_on_level_trees_and_path_otherwise(paper_tax: Ta
 def test_level_metrics_match_oracles(case, zd) -> None:
     tax, y_true, y_pred = case
     assert M.level_accuracy(y_true, y_pred, tax, zero_division=zd) == pytest.approx(
-        oracle.level_accuracy(y_true, y_pred, tax, zd)
+        oracle.level_accuracy(y_true, y_pred, tax, zd), nan_ok=True
     )
     for d in range(1, tax.max_depth + 1):
         rows, cols = oracle.level_classes(y_true, y_pred, tax, d)
@@ -96,21 +102,23 @@ def test_level_metrics_match_oracles(case, zd) -> None:
         for d in range(1, tax.max_depth + 1):
             rows, cols = oracle.level_classes(y_true, y_pred, tax, d)
             if not rows:
-                assert got[d] == (zd, zd, zd)
+                assert got[d] == pytest.approx((zd, zd, zd), nan_ok=True)
                 continue
             cols = [c if c is not None else "<stopped above>" for c in cols]
             labels = sorted(set(rows) | (set(cols) - {"<stopped above>"}))
             want = precision_recall_fscore_support(rows, cols, labels=labels, average=average, zero_division=zd)[:3]
-            assert got[d] == pytest.approx(want), (d, average)
+            assert got[d] == pytest.approx(want, nan_ok=True), (d, average)
 
 
 @given(case=labelled(), measure=st.sampled_from(["info", "depth"]), zd=zero_divisions)
 def test_lca_metrics_and_correct_rate_match_oracles(case, measure, zd) -> None:
     tax, y_true, y_pred = case
     want = oracle.lca_prf(y_true, y_pred, tax, measure, zd)
-    assert M.lca_precision(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(want[0])
-    assert M.lca_recall(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(want[1])
-    assert M.lca_f1(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(want[2])
+    assert M.lca_precision(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(
+        want[0], nan_ok=True
+    )
+    assert M.lca_recall(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(want[1], nan_ok=True)
+    assert M.lca_f1(y_true, y_pred, tax, measure=measure, zero_division=zd) == pytest.approx(want[2], nan_ok=True)
     assert M.correct_rate(y_true, y_pred, tax) == pytest.approx(oracle.correct_rate(y_true, y_pred, tax))
     np.testing.assert_allclose(M.node_recall(y_true, y_pred, tax), oracle.node_recall(y_true, y_pred, tax))
 
@@ -373,3 +381,17 @@ def test_node_average_precision_in_column_blocks_equals_one_block(monkeypatch, p
     assert M.node_average_precision(probs, y, paper_tax) == pytest.approx(
         float(np.nanmean(want[1:][~np.isnan(want[1:])]))
     )
+
+
+def test_a_2d_y_true_is_not_told_to_use_distance_at_k(paper_tax: Taxonomy) -> None:
+    """The top-k hint went to every argument but 'target': a column of true labels, even inside
+    distance_at_k itself, was told to use distance_at_k."""
+    column = np.array([["ALL"], ["AML"]])
+    for call in (
+        lambda: M.distance_at_k(column, np.array([["ALL", "AML"], ["AML", "ALL"]]), paper_tax),
+        lambda: M.hierarchical_f1(column, ["ALL", "AML"], paper_tax),
+    ):
+        with pytest.raises(ValueError, match=r"y_true: .*pass y.ravel\(\)\.$"):
+            call()
+    with pytest.raises(ValueError, match="y_pred: .*for top-k predictions, use distance_at_k"):
+        M.hierarchical_f1(["ALL", "AML"], column, paper_tax)

@@ -171,6 +171,26 @@ class _TaxonomyMetric(Metric):
         digest = hashlib.sha1(repr(what).encode("utf-8", "surrogatepass")).hexdigest()[:16]
         self.add_state(f"update_key_{digest}", default=_int_state(), dist_reduce_fx="sum")
 
+    def _add_ratios(self, name: str, ratios: Any) -> None:
+        """Add per-sample ratios to ``sum_<name>`` and their number to ``n_<name>``, leaving out NaN
+        (``zero_division=nan``), so the mean is the functions' (scikit-learn's) NaN-free average."""
+        if isinstance(ratios, torch.Tensor):
+            kept = ~torch.isnan(ratios)
+            self._add(f"sum_{name}", torch.where(kept, ratios, 0.0).sum())
+            self._add(f"n_{name}", kept.sum())
+            return
+        kept = ~np.isnan(ratios)
+        self._add(f"sum_{name}", float(np.sum(ratios[kept])))
+        self._add(f"n_{name}", int(np.count_nonzero(kept)))
+
+    def _mean_ratio(self, name: str) -> float:
+        """``sum_<name> / n_<name>``: NaN when no ratio was defined (every one NaN), ``zero_division``
+        when there was no sample at all."""
+        count = int(getattr(self, f"n_{name}"))
+        if count == 0:
+            return float("nan") if int(self.total) else self.zero_division
+        return float(getattr(self, f"sum_{name}")) / count
+
     def _device_pairs(self, preds: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(target, preds)`` as int64 tensors on the metric's device when the batch can be counted there.
 
@@ -335,6 +355,9 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
         if self.average == "macro":  # float64 sums of per-sample ratios (micro needs none: MPS has no float64)
             for key in ("sum_precision", "sum_recall", "sum_fscore"):
                 self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+            # how many ratios each sum holds: zero_division=nan ratios are left out, as the functions do
+            for key in ("n_precision", "n_recall", "n_fscore"):
+                self.add_state(key, default=_int_state(), dist_reduce_fx="sum")
 
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
@@ -348,12 +371,12 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
             self._add("size_pred", dp.sum())
             self._add("total", len(t))
             if self.average == "macro":
-                prec = _torch_safe_div(inter, dp, self.zero_division)
-                rec = _torch_safe_div(inter, dt, self.zero_division)
-                b2 = self.beta * self.beta
-                self._add("sum_precision", prec.sum())
-                self._add("sum_recall", rec.sum())
-                self._add("sum_fscore", _torch_safe_div((1 + b2) * prec * rec, b2 * prec + rec, 0.0).sum())
+                zd, b2 = self.zero_division, self.beta * self.beta
+                prec = _torch_safe_div(inter, dp, zd)
+                rec = _torch_safe_div(inter, dt, zd)
+                fscore = _torch_safe_div((1 + b2) * inter, b2 * dt + dp, zd)
+                for name, ratio in (("precision", prec), ("recall", rec), ("fscore", fscore)):
+                    self._add_ratios(name, ratio)
             return
         t, p = self._pairs_numpy(preds, target)
         if not len(t):
@@ -367,18 +390,18 @@ class _HierarchicalSetMetric(_TaxonomyMetric):
             zd = self.zero_division
             prec = _safe_div(pairs.inter, pairs.size_pred, zd)
             rec = _safe_div(pairs.inter, pairs.size_true, zd)
-            self._add("sum_precision", float(np.sum(prec)))
-            self._add("sum_recall", float(np.sum(rec)))
-            self._add("sum_fscore", float(np.sum(_fbeta(prec, rec, self.beta))))
+            fscore = _fbeta(pairs.inter, pairs.size_pred, pairs.size_true, self.beta, zd)
+            for name, ratio in (("precision", prec), ("recall", rec), ("fscore", fscore)):
+                self._add_ratios(name, ratio)
 
     def _compute_all(self) -> tuple[float, float, float]:
         zd = self.zero_division
         if self.average == "macro":
-            total = int(self.total)
-            return tuple(_safe_div(float(s), total, zd) for s in (self.sum_precision, self.sum_recall, self.sum_fscore))  # type: ignore[return-value]
-        prec = _safe_div(int(self.inter), int(self.size_pred), zd)
-        rec = _safe_div(int(self.inter), int(self.size_true), zd)
-        return prec, rec, _fbeta(prec, rec, self.beta)
+            return tuple(self._mean_ratio(name) for name in ("precision", "recall", "fscore"))  # type: ignore[return-value]
+        inter, size_pred, size_true = int(self.inter), int(self.size_pred), int(self.size_true)
+        prec = _safe_div(inter, size_pred, zd)
+        rec = _safe_div(inter, size_true, zd)
+        return prec, rec, _fbeta(inter, size_pred, size_true, self.beta, zd)
 
     def compute(self) -> torch.Tensor:
         """The metric over everything seen so far (a 0-d tensor)."""
@@ -793,8 +816,10 @@ class _LCAMetric(_TaxonomyMetric):
         self._c = _measure(self.taxonomy, self.measure)
         self._key_state(measure=self.measure, zero_division=self.zero_division)
         self.add_state("total", default=_int_state(), dist_reduce_fx="sum")
-        for key in ("sum_precision", "sum_recall", "sum_f1"):
+        for key in ("sum_precision", "sum_recall", "sum_fscore"):
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        for key in ("n_precision", "n_recall", "n_fscore"):  # ratios in each sum (NaN left out)
+            self.add_state(key, default=_int_state(), dist_reduce_fx="sum")
 
     def update(self, preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``preds`` and ``target`` are ``(B,)`` node indices or names."""
@@ -804,11 +829,10 @@ class _LCAMetric(_TaxonomyMetric):
             t, p = pair
             _, lca = self._device_stats(t, p)  # a tree's LCA is unique: no need to rank by c
             c = _measure_table(self.taxonomy, self.measure, str(self.device))
-            prec = _torch_safe_div(c[lca], c[p], zd)
-            rec = _torch_safe_div(c[lca], c[t], zd)
-            self._add("sum_precision", prec.sum())
-            self._add("sum_recall", rec.sum())
-            self._add("sum_f1", _torch_safe_div(2 * prec * rec, prec + rec, 0.0).sum())
+            cl, cp, ct = c[lca], c[p], c[t]
+            self._add_ratios("precision", _torch_safe_div(cl, cp, zd))
+            self._add_ratios("recall", _torch_safe_div(cl, ct, zd))
+            self._add_ratios("fscore", _torch_safe_div(2 * cl, cp + ct, zd))
             self._add("total", len(t))
             return
         t, p = self._pairs_numpy(preds, target)
@@ -817,17 +841,15 @@ class _LCAMetric(_TaxonomyMetric):
         c = self._c
         # DAG: the most informative common ancestor (largest c), as the functions take it
         lca = _pair_stats(self.taxonomy, t, p, score=c).lca
-        prec = _safe_div(c[lca], c[p], zd)
-        rec = _safe_div(c[lca], c[t], zd)
-        self._add("sum_precision", float(np.sum(prec)))
-        self._add("sum_recall", float(np.sum(rec)))
-        self._add("sum_f1", float(np.sum(_fbeta(prec, rec, 1.0))))
+        cl, cp, ct = c[lca], c[p], c[t]
+        self._add_ratios("precision", _safe_div(cl, cp, zd))
+        self._add_ratios("recall", _safe_div(cl, ct, zd))
+        self._add_ratios("fscore", _fbeta(cl, cp, ct, 1.0, zd))
         self._add("total", len(t))
 
     def compute(self) -> torch.Tensor:
         """The mean per-sample ratio over everything seen so far (a 0-d tensor)."""
-        total = (self.sum_precision, self.sum_recall, self.sum_f1)[self._which]
-        return self._value(_safe_div(float(total), int(self.total), self.zero_division))
+        return self._value(self._mean_ratio(("precision", "recall", "fscore")[self._which]))
 
 
 class LCAPrecision(_LCAMetric):

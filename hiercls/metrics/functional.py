@@ -112,7 +112,8 @@ def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1, al
         shape = "(num_samples,)" if ndim == 1 else "(num_samples, k)"
         hint = (
             " For a column vector, pass y.ravel()"
-            + ("." if name == "target" else "; for top-k predictions, use distance_at_k or DistanceAtK.")
+            # the top-k hint is for predictions only: a 2-D y_true is never top-k (distance_at_k included)
+            + ("; for top-k predictions, use distance_at_k or DistanceAtK." if name in ("y_pred", "preds") else ".")
             if ndim == 1 and out.ndim == 2
             else ""
         )
@@ -249,13 +250,30 @@ def _safe_div(num: np.ndarray | float, den: np.ndarray | float, zero_division: f
     return float(out) if out.ndim == 0 else out
 
 
-def _fbeta(precision: Any, recall: Any, beta: float) -> Any:
-    """F-beta of (possibly zero_division-filled) precision and recall; 0 when both are 0 (scikit-learn's rule).
+def _fbeta(tp: Any, n_pred: Any, n_true: Any, beta: float, zero_division: float) -> Any:
+    """F-beta from the counts, ``(1 + b2) tp / (b2 n_true + n_pred)`` (scikit-learn's rule).
 
-    When precision and recall are both ill-defined they already hold ``zero_division``, and so does F.
+    Equal to ``(1 + b2) P R / (b2 P + R)`` where both are defined; ``zero_division`` only when there
+    is nothing at all (``n_true = n_pred = 0``). Taken from the zero_division-filled P and R instead,
+    F was NaN for a prediction at the root under ``zero_division=nan`` (P = NaN, R = 0), where the
+    counts say 0.
     """
     b2 = beta * beta
-    return _safe_div((1 + b2) * np.asarray(precision) * recall, b2 * np.asarray(precision) + recall, 0.0)
+    return _safe_div((1 + b2) * np.asarray(tp, dtype=np.float64), b2 * np.asarray(n_true) + n_pred, zero_division)
+
+
+def _mean(values: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The (weighted) mean of the entries that are not NaN, NaN when none is (scikit-learn's average:
+    a ``zero_division=nan`` entry is left out, not spread to the whole average). When the entries
+    left all weigh 0, their plain mean, as scikit-learn takes it."""
+    values = np.asarray(values, dtype=np.float64)
+    kept = ~np.isnan(values)
+    if not kept.any():
+        return float("nan")
+    w = np.ones(int(kept.sum())) if weights is None else np.asarray(weights, dtype=np.float64)[kept]
+    if w.sum() == 0:
+        w = np.ones_like(w)
+    return float(np.sum(w * values[kept]) / w.sum())
 
 
 def _information(taxonomy: Taxonomy) -> np.ndarray:
@@ -427,7 +445,11 @@ def level_precision_recall_f1(
     ``P_k = TP_k / #predicted k``, ``R_k = TP_k / #true k`` (a prediction that
     stops above ``d`` lowers recall only). ``macro`` averages over the classes
     that occur in the truth or the predictions, ``weighted`` weights by true
-    support, ``micro`` pools the counts. F1 is ``2PR / (P + R)`` per class.
+    support, ``micro`` pools the counts. F1 is ``2 TP / (2 TP + FP + FN)``
+    per class (``2PR / (P + R)`` where both are defined; ``zero_division``
+    only for a class with no count at all). As in scikit-learn, a ``NaN``
+    score (``zero_division=float("nan")``) is left out of the macro and
+    weighted averages, which are ``NaN`` only when every score is.
     Costs O(B + K) per level (no confusion matrix is built).
 
     Args:
@@ -466,15 +488,14 @@ def level_precision_recall_f1(
         if average == "micro":
             prec = _safe_div(tp.sum(), n_pred.sum(), zd)
             rec = _safe_div(tp.sum(), n_true.sum(), zd)
-            out[d] = (prec, rec, _fbeta(prec, rec, 1.0))
+            out[d] = (prec, rec, _fbeta(tp.sum(), n_pred.sum(), n_true.sum(), 1.0, zd))
             continue
         prec_k = _safe_div(tp, n_pred, zd)
         rec_k = _safe_div(tp, n_true, zd)
-        f1_k = _fbeta(prec_k, rec_k, 1.0)
+        f1_k = _fbeta(tp, n_pred, n_true, 1.0, zd)
         present = (n_true > 0) | (n_pred > 0)
         weights = present.astype(np.float64) if average == "macro" else n_true.astype(np.float64)
-        scores = tuple(float(np.sum(weights * s) / weights.sum()) for s in (prec_k, rec_k, f1_k))
-        out[d] = scores  # type: ignore[assignment]
+        out[d] = tuple(_mean(s, weights) for s in (prec_k, rec_k, f1_k))  # type: ignore[assignment]
     return out
 
 
@@ -501,9 +522,13 @@ def hierarchical_precision_recall_fscore(
     (HiClass' ``average="macro"``). In a tree
     ``|A(t) & A(p)| = depth(lca(t, p))``; in a DAG the ancestor sets are
     intersected through the CSR ancestor arrays. A 0/0 precision or recall (a
-    prediction or truth at the root) takes ``zero_division``; F is 0 when
-    precision and recall are both 0 (scikit-learn's rule; HiClass returns
-    ``zero_division`` there), and ``zero_division`` when both were undefined.
+    prediction or truth at the root) takes ``zero_division``. F is taken from
+    the counts, ``(1 + beta^2) |A(t) & A(p)| / (beta^2 |A(t)| + |A(p)|)``
+    (scikit-learn's rule): 0 when nothing is shared, even if one ratio is
+    undefined (HiClass returns ``zero_division`` there), and ``zero_division``
+    only when both sets are empty. Macro averages leave out ``NaN`` entries
+    (``zero_division=float("nan")``), as scikit-learn does; they are ``NaN``
+    only when every entry is.
 
     Args:
         y_true: true nodes ``(B,)``, names or indices.
@@ -537,13 +562,14 @@ def hierarchical_precision_recall_fscore(
 def _prf_from_pairs(pairs: _Pairs, beta: float, average: str, zd: float) -> tuple[float, float, float]:
     if average == "micro":
         inter = int(pairs.inter.sum())
-        prec = _safe_div(inter, int(pairs.size_pred.sum()), zd)
-        rec = _safe_div(inter, int(pairs.size_true.sum()), zd)
-        return prec, rec, _fbeta(prec, rec, beta)
+        size_pred, size_true = int(pairs.size_pred.sum()), int(pairs.size_true.sum())
+        prec = _safe_div(inter, size_pred, zd)
+        rec = _safe_div(inter, size_true, zd)
+        return prec, rec, _fbeta(inter, size_pred, size_true, beta, zd)
     prec_i = _safe_div(pairs.inter, pairs.size_pred, zd)
     rec_i = _safe_div(pairs.inter, pairs.size_true, zd)
-    f_i = _fbeta(prec_i, rec_i, beta)
-    return float(np.mean(prec_i)), float(np.mean(rec_i)), float(np.mean(f_i))
+    f_i = _fbeta(pairs.inter, pairs.size_pred, pairs.size_true, beta, zd)
+    return _mean(prec_i), _mean(rec_i), _mean(f_i)
 
 
 def hierarchical_precision(
@@ -775,13 +801,14 @@ def distance_at_k(
 
 def _lca_scores(
     y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy, measure: str, zero_division: Any
-) -> tuple[np.ndarray, np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t, p = _encode_pair(y_true, y_pred, taxonomy)
     c = _measure(taxonomy, measure)
     zd = _check_zero_division(zero_division)
     # DAG: the most informative common ancestor (largest c), as operating_curve takes it
     lca = _pair_stats(taxonomy, t, p, score=c).lca
-    return _safe_div(c[lca], c[p], zd), _safe_div(c[lca], c[t], zd), zd
+    cl, cp, ct = c[lca], c[p], c[t]
+    return _safe_div(cl, cp, zd), _safe_div(cl, ct, zd), _fbeta(cl, cp, ct, 1.0, zd)
 
 
 def lca_precision(
@@ -819,7 +846,7 @@ def lca_precision(
         >>> lca_precision(["ALL"], ["AML"], tax, measure="depth")
         0.5
     """
-    return float(np.mean(_lca_scores(y_true, y_pred, taxonomy, measure, zero_division)[0]))
+    return _mean(_lca_scores(y_true, y_pred, taxonomy, measure, zero_division)[0])
 
 
 def lca_recall(
@@ -838,7 +865,7 @@ def lca_recall(
         >>> round(lca_recall(["ALL"], ["acute"], tax), 4)  # log(3/2) / log(3)
         0.3691
     """
-    return float(np.mean(_lca_scores(y_true, y_pred, taxonomy, measure, zero_division)[1]))
+    return _mean(_lca_scores(y_true, y_pred, taxonomy, measure, zero_division)[1])
 
 
 def lca_f1(
@@ -851,14 +878,17 @@ def lca_f1(
 ) -> float:
     """LCA F1: ``mean_i 2 P_i R_i / (P_i + R_i)`` of the per-sample LCA precision and recall.
 
+    Per sample from the counts, ``2 c(lca) / (c(p) + c(t))`` (0 for a prediction at the
+    root whose truth is not; ``zero_division`` when both are at the root); ``NaN`` entries
+    are left out of the mean, as in :func:`hierarchical_precision_recall_fscore`.
+
     Examples:
         >>> from hiercls import Taxonomy
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
         >>> lca_f1(["ALL"], ["acute"], tax, measure="depth")
         0.666...
     """
-    prec, rec, _zd = _lca_scores(y_true, y_pred, taxonomy, measure, zero_division)
-    return float(np.mean(_fbeta(prec, rec, 1.0)))
+    return _mean(_lca_scores(y_true, y_pred, taxonomy, measure, zero_division)[2])
 
 
 def correct_rate(y_true: LabelsLike, y_pred: LabelsLike, taxonomy: Taxonomy) -> float:
@@ -1113,7 +1143,7 @@ def _summary_from_counts(counts: Mapping[str, Any], zero_division: float) -> dic
         "accuracy": _safe_div(counts["exact"], total, zd),
         "hierarchical_precision": prec,
         "hierarchical_recall": rec,
-        "hierarchical_f1": _fbeta(prec, rec, 1.0),
+        "hierarchical_f1": _fbeta(counts["inter"], counts["size_pred"], counts["size_true"], 1.0, zd),
         "mistake_severity": _safe_div(counts["severity"], counts["mistakes"], zd),
         "correct_rate": _safe_div(counts["correct"], total, zd),
     }
