@@ -1573,16 +1573,19 @@ def balanced_weight(
       (trees only: in a DAG a sample can reach two nodes of one depth);
     - ``"leaves"``: the leaves, for :func:`flat_cross_entropy`; ``n(v)`` counts the targets equal
       to the leaf, as scikit-learn's balanced weight does. A partial label (an inner node ``u``)
-      does not compete with the leaves below it (its term is ``-log P(u)``): the total weight of
-      the leaf samples below it, ``k(u) * mean``, is spread over those samples and the partial
-      labels at ``u``: ``(k(u) * mean) / (n_leaves(u) + n(u))``, where ``k(u)`` and ``n_leaves(u)``
-      are the number of leaves below ``u`` with targets and their targets, and ``n(u)`` the targets
-      equal to ``u``. Many partial labels above a rare leaf thus share its weight instead of each
-      taking it (1,000 ``"leukemia"`` labels above one ``"ALL"`` weighed 500 each, 1,000 times
-      the other side); a partial label with no leaf target below it gets 1.
+      does not compete with the leaves below it (its term is ``-log P(u)``). It gets
+      ``(k(u) * mean) / (n_leaves(u) + n(u))``, where ``k(u)`` and ``n_leaves(u)`` are the number
+      of leaves below ``u`` with targets and their targets, ``n(u)`` the targets equal to ``u``,
+      and ``k(u) * mean`` the total weight of those leaf targets: the mean weight of a sample at
+      or below ``u``, had the partial labels been spread over the leaves. The partial labels at
+      ``u`` thus weigh less than ``k(u) * mean`` together, however many they are (1,000
+      ``"leukemia"`` labels above one ``"ALL"`` weighed 500 each, 1,000 times the other side,
+      before this rule), and ``u``'s side weighs less than twice its leaves (each nested partial
+      label adds at most as much again). A partial label with no leaf target below it gets 1.
 
     With ``power=1``, ``n(v) * weight(v)`` is the same for every option of a decision, and
-    a decision's total weight is its number of samples, so the loss keeps its scale.
+    a decision's total weight is its number of samples, so the loss keeps its scale (for
+    ``"leaves"`` only without partial labels; with them the weights above hold).
     ``power=0.5`` balances halfway (on a log scale), and ``power=0`` gives all ones. Nodes that
     no target reaches get 1: their terms never occur on these targets.
 

@@ -1438,10 +1438,10 @@ def _edges_graph(edges: Iterable[Any], *, sort: bool, dag: bool = True, where: s
     if not dag:
         several = [n for n, d in g.in_degree() if d > 1]
         if several:
-            child = several[0]
+            child = str(several[0])  # a plain str: names from a numpy array print as np.str_('x') otherwise
             rows = sorted(k for (p, c), k in first_row.items() if c == child)
             ref = "" if unordered else f" ({where}[{{}}])"  # a set has no positions to point at
-            parents = ", ".join(f"{pairs_in[k][0]!r}{ref.format(k)}" for k in rows[:4])
+            parents = ", ".join(f"{str(pairs_in[k][0])!r}{ref.format(k)}" for k in rows[:4])
             raise TaxonomyError(
                 f"{where}: expected a tree (dag=False), but {child!r} has {len(rows)} parents: {parents}"
                 f"{', ...' if len(rows) > 4 else ''}"

@@ -332,3 +332,24 @@ def test_a_metric_collection_never_merges_metrics_that_add_different_things(tax:
     groups = [sorted(g) for g in collection.compute_groups.values()]
     assert ["p_micro", "r_micro"] in groups
     assert not any({"sev_height", "sev_path"} <= set(g) or {"f1_macro", "f2_macro"} <= set(g) for g in groups)
+
+
+def test_states_saved_before_the_ratio_counts_load_to_the_same_value(paper_tax: Taxonomy) -> None:
+    """A state_dict saved (persistent(True)) before the macro sums counted their ratios has no n_<ratio>
+    (and LCAF1 had sum_f1): loaded, every mean was NaN, silently even with strict=True."""
+    y_true, y_pred = ["ALL", "AML", "Normal", "CLL"], ["ALL", "APL", "Leukemia", "Normal"]
+    for make in (
+        lambda: M.HierarchicalF1(paper_tax, average="macro"),
+        lambda: M.LCAF1(paper_tax),
+        lambda: M.LCAPrecision(paper_tax),
+    ):
+        metric = make()
+        metric.persistent(True)
+        metric.update(y_pred, y_true)
+        old = {k: v for k, v in metric.state_dict().items() if not k.startswith(("n_", "update_key_"))}
+        if "sum_fscore" in old and isinstance(metric, M.LCAF1):
+            old["sum_f1"] = old.pop("sum_fscore")
+        fresh = make()
+        fresh.persistent(True)
+        fresh.load_state_dict(old, strict=True)
+        assert float(fresh.compute()) == pytest.approx(float(metric.compute())), type(metric).__name__

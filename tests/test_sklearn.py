@@ -709,6 +709,22 @@ def test_head_classifier_gives_taxonomy_leaves_absent_from_y_no_mass(head):
             assert pred <= allowed, (rule, pred - allowed)
 
 
+def test_head_classifier_treats_a_class_of_weight_zero_as_unseen_and_old_pickles_as_fitted_then():
+    """Weight 0 is a removed sample (the local estimators' reading): the head still gave such a class
+    mass. A model pickled before the rule (no _kept_leaves) was never renormalised: rows summed to 0.87."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1", "r/b/b2"])
+    X, y = blobs(["a1", "a2", "b1", "b2"], n_per=12, dim=2, seed=4, spread=1.5)
+    weights = np.where(y == "b2", 0.0, 1.0)
+    kw = {"max_iter": 30, "lr": 0.1, "random_state": 0, "taxonomy": tax}
+    weighted = HierarchicalHeadClassifier(**kw).fit(X, y, sample_weight=weights)
+    assert (weighted.predict_marginals(X)[:, tax.index("b2")] == 0.0).all()
+    np.testing.assert_allclose(weighted.predict_proba(X)[:, weighted.classes_ != "b2"].sum(axis=1), 1.0)
+    partial = HierarchicalHeadClassifier(**kw).fit(X[y != "b2"], y[y != "b2"])
+    old = pickle.loads(pickle.dumps(partial))
+    del old._kept_leaves  # as a model pickled before the rule
+    np.testing.assert_allclose(old.predict_marginals(X), partial.predict_marginals(X))
+
+
 # ------------------------------------------------------------------- scorers
 def test_scores_equal_the_pytorch_side_metrics_and_a_set_oracle(paper_tax):
     leaves = ["Normal", "Reactive", "ALL", "APL", "CLL", "CML"]

@@ -483,3 +483,10 @@ def test_from_edges_dag_false_keeps_trees_and_refuses_each_dag(tax: Taxonomy, se
 def test_from_edges_dag_must_be_a_bool() -> None:
     with pytest.raises(TaxonomyError, match="dag: expected True or False, got str 'no'"):
         Taxonomy.from_edges([("r", "a")], dag="no")
+
+
+def test_from_edges_dag_false_names_numpy_names_plainly() -> None:
+    edges = np.array([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])
+    with pytest.raises(TaxonomyError, match=r"but 'x' has 2 parents: 'a' \(edges\[2\]\), 'b' \(edges\[3\]\)") as err:
+        Taxonomy.from_edges(edges, dag=False)
+    assert "np.str_" not in str(err.value)

@@ -171,6 +171,21 @@ class _TaxonomyMetric(Metric):
         digest = hashlib.sha1(repr(what).encode("utf-8", "surrogatepass")).hexdigest()[:16]
         self.add_state(f"update_key_{digest}", default=_int_state(), dist_reduce_fx="sum")
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Read states saved (``persistent(True)``) before the macro sums counted their ratios.
+
+        Such a dict has ``sum_<ratio>`` and ``total`` but no ``n_<ratio>`` (and ``LCAF1``'s
+        ``sum_f1`` for ``sum_fscore``); torchmetrics leaves missing states at their defaults, which
+        would have made every mean NaN (0 ratios counted). Then every sample held a ratio: ``n = total``.
+        """
+        if prefix + "sum_f1" in state_dict and prefix + "sum_fscore" not in state_dict:
+            state_dict[prefix + "sum_fscore"] = state_dict.pop(prefix + "sum_f1")
+        for ratio in ("precision", "recall", "fscore"):
+            has_sum = prefix + f"sum_{ratio}" in state_dict and f"n_{ratio}" in self._defaults
+            if has_sum and prefix + f"n_{ratio}" not in state_dict and prefix + "total" in state_dict:
+                state_dict[prefix + f"n_{ratio}"] = state_dict[prefix + "total"].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _add_ratios(self, name: str, ratios: Any) -> None:
         """Add per-sample ratios to ``sum_<name>`` and their number to ``n_<name>``, leaving out NaN
         (``zero_division=nan``), so the mean is the functions' (scikit-learn's) NaN-free average."""

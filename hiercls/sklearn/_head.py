@@ -222,7 +222,8 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             curve.append(float(total) / n)
         module.eval()
         self.module_ = module
-        self._kept_leaves = _leaves_reached(self.taxonomy_, target)
+        # a sample of weight 0 is a removed sample, as in the local estimators: its class counts as unseen
+        self._kept_leaves = _leaves_reached(self.taxonomy_, target if sample_weight is None else target[sw > 0])
         self.loss_curve_ = curve
         self.n_iter_ = int(self.max_iter)
         return self
@@ -246,7 +247,9 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         device = next(iter(module.parameters())).device
         # float64 copies of the weights (buffers such as index tensors stay as they are)
         state = {k: (v.double() if v.is_floating_point() else v) for k, v in module.state_dict().items()}
-        kept = getattr(self, "_kept_leaves", None)  # None: every leaf can be a training label's
+        if not hasattr(self, "_kept_leaves"):  # pickled before the rule: its classes are its labels
+            self._kept_leaves = _leaves_reached(self.taxonomy_, np.asarray(self._class_nodes))
+        kept = self._kept_leaves  # None: every leaf can be a training label's
         softmax = kept is not None and module.head.kind != "sigmoid"
         with torch.no_grad():
             features = torch.tensor(X, dtype=torch.float64, device=device)
