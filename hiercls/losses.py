@@ -1576,8 +1576,8 @@ def balanced_weight(
       does not compete with the leaves below it (its term is ``-log P(u)``). It gets
       ``(k(u) * mean) / (n_leaves(u) + n(u))``, where ``k(u)`` and ``n_leaves(u)`` are the number
       of leaves below ``u`` with targets and their targets, ``n(u)`` the targets equal to ``u``,
-      and ``k(u) * mean`` the total weight of those leaf targets: the mean weight of a sample at
-      or below ``u``, had the partial labels been spread over the leaves. The partial labels at
+      and ``k(u) * mean`` the total weight of those leaf targets: that total divided among every
+      target at or below ``u`` (the leaf targets keep their own weights). The partial labels at
       ``u`` thus weigh less than ``k(u) * mean`` together, however many they are (1,000
       ``"leukemia"`` labels above one ``"ALL"`` weighed 500 each, 1,000 times the other side,
       before this rule), and ``u``'s side weighs less than twice its leaves (each nested partial
