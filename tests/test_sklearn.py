@@ -861,3 +861,15 @@ def test_decoder_options_of_another_rule_warn_and_a_search_over_decoder_works(pa
         warnings.filterwarnings("ignore", message="decoder_options: decoder='top_down' ignores")
         search.fit(X, y)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_an_older_scikit_learn_is_named_with_the_version_needed():
+    """The [sklearn] extra asks for 1.6 (validate_data, __sklearn_tags__); an older one failed on a
+    private import."""
+    from hiercls.sklearn._compat import _check_sklearn_version
+
+    for ok in ("1.6.0", "1.6.1", "1.9.1", "2.0.dev0", "1.10rc1"):
+        _check_sklearn_version(ok)
+    for old in ("1.5.2", "1.4", "0.24.2", "1.5rc1"):
+        with pytest.raises(ImportError, match=rf"needs scikit-learn >= 1.6, found {old}"):
+            _check_sklearn_version(old)

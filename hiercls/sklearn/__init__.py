@@ -27,12 +27,16 @@ scikit-learn is an optional dependency (``pip install hiercls[sklearn]``);
 
 from __future__ import annotations
 
+from hiercls.sklearn._compat import _check_sklearn_version
+
 try:
-    import sklearn  # noqa: F401
+    import sklearn
 except ImportError as err:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError(
         "hiercls.sklearn needs scikit-learn: pip install 'hiercls[sklearn]' (or pip install scikit-learn)."
     ) from err
+else:
+    _check_sklearn_version(sklearn.__version__)
 
 from hiercls.sklearn._head import HeadNetwork, HierarchicalHeadClassifier
 from hiercls.sklearn._level import LocalClassifierPerLevel
