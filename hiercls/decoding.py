@@ -237,10 +237,12 @@ def _slack(dtype: torch.dtype) -> float:
 
 
 def _check_marginals(chunk: torch.Tensor, slack: float = _PROB_SLACK) -> None:
-    """Marginals are finite and in ``[0, 1]`` up to ``slack``: one pass (min and max), which also catches logits."""
+    """Marginals are finite, in ``[0, 1]`` up to ``slack`` (which catches logits), and 1 at the root (which
+    catches a softmax or sigmoid over the logits): one read-back of three numbers."""
     if chunk.numel() == 0:
         return
-    lo, hi = (float(v) for v in torch.aminmax(chunk))  # NaN anywhere makes both NaN
+    # one read-back for the three numbers: NaN anywhere makes the first two NaN
+    lo, hi, root = torch.stack([*torch.aminmax(chunk), chunk[:, 0].min()]).tolist()
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("probs: found NaN or infinite marginals; check the head's output (e.g. NaN logits).")
     if lo < -slack or hi > 1.0 + slack:
@@ -248,6 +250,12 @@ def _check_marginals(chunk: torch.Tensor, slack: float = _PROB_SLACK) -> None:
             f"probs: expected node marginals in [0, 1] (up to {slack:.2g} for rounding), got values from {lo:.4g} "
             f"to {hi:.4g}. These look like logits or log-probabilities: pass head.marginals(logits) "
             "(or the .exp() of log-marginals)."
+        )
+    if root < 1.0 - slack:  # every sample is at the root: a softmax or sigmoid of the logits has it below 1
+        raise ValueError(
+            f"probs: expected node marginals, whose root column (node 0) is 1 for every sample, got {root:.4g}. "
+            "These look like a softmax or sigmoid over all the logits: pass head.marginals(logits), which "
+            "gives P(node) for every node."
         )
 
 
@@ -672,8 +680,9 @@ def decode(
             is decided on the exact values whatever the marginals' dtype, as in :func:`operating_curve`.
         cost: the ``"crm"`` cost: ``None``/``"auto"``, ``"height"``, ``"path"`` or a per-node array.
         beta: the ``"hf_optimal"`` F-beta weight (``None``: 1).
-        validate_args: check that ``probs`` are finite and in ``[0, 1]``, and that a ``cost``
-            tensor is finite (one min/max pair per chunk read back to the host: a GPU sync per
+        validate_args: check that ``probs`` are finite and in ``[0, 1]``, with 1 in the root's
+            column (every sample is at the root), and that a ``cost``
+            tensor is finite (three numbers per chunk read back to the host: a GPU sync per
             call). Turn it off in a hot loop whose inputs come straight from ``head.marginals``:
             no rule then reads anything back or copies anything from the host per call.
 
@@ -683,7 +692,8 @@ def decode(
 
     Raises:
         ValueError: an unknown rule, bad ``probs`` (shape, dtype, NaN, values outside ``[0, 1]``:
-            logits passed by mistake) or options (a ``threshold`` outside ``[0, 1]``). Both bounds
+            logits passed by mistake; a root column below 1: a softmax or sigmoid over the logits,
+            where ``head.marginals(logits)`` was meant) or options (a ``threshold`` outside ``[0, 1]``). Both bounds
             allow 0.001 of rounding, as the marginals do, so that every threshold
             :func:`operating_curve` returns decodes; half-precision ``probs`` get four of their
             dtype's eps (0.0039 in float16, 0.031 in bfloat16, whose next value above 1 is

@@ -339,6 +339,7 @@ def test_decoders_work_on_dags() -> None:
 
 def test_threshold_accepts_numpy_and_torch_scalars(paper_tax: Taxonomy) -> None:
     probs = torch.rand(6, paper_tax.num_nodes, generator=torch.Generator().manual_seed(0))
+    probs[:, 0] = 1.0  # the root's marginal
     want = decode(probs, paper_tax, "threshold", threshold=0.5)
     for tau in (np.float32(0.5), np.array(0.5), torch.tensor(0.5), 1 / 2):
         assert torch.equal(decode(probs, paper_tax, "threshold", threshold=tau), want)
@@ -358,6 +359,7 @@ def test_operating_curve_takes_its_own_thresholds_back() -> None:
 def test_errors_name_the_argument() -> None:
     tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
     good = np.full((2, tax.num_nodes), 0.5)
+    good[:, 0] = 1.0  # the root's marginal
     with pytest.raises(ValueError, match="rule: expected one of"):
         decode(good, tax, "beam")
     with pytest.raises(ValueError, match=r"probs: expected node marginals of shape \(batch, 5\)"):
@@ -434,7 +436,8 @@ def test_half_precision_marginals_that_round_past_one_are_read(tax: Taxonomy, se
     eps = torch.finfo(dtype).eps
     probs = torch.as_tensor(_probs(tax, seed, batch=4)).to(dtype)
     probs[0, 0] = 1.0 + ulps * eps  # the root, as a bf16 sum of its leaves may give
-    probs[1, -1] = -ulps * eps / 2  # 1 - p rounding below 0
+    if tax.num_nodes > 1:  # the root's column is 1 (up to rounding); another node's may round below 0
+        probs[1, -1] = -ulps * eps / 2  # 1 - p rounding below 0
     probs[2, 1:] = 1.0 + ulps * eps
     assert float(probs.float().max()) > 1.0 + decoding._PROB_SLACK or dtype == torch.float16
     for rule in RULES:
@@ -716,3 +719,28 @@ def test_float8_marginals_get_no_wider_slack_than_bfloat16(name: str) -> None:
     with pytest.raises(ValueError, match="threshold: expected a probability"):
         decode(probs, tax, "threshold", threshold=1.5)
     assert decode(probs, tax, "argmax_leaf").tolist() == [4]
+
+
+def test_a_softmax_or_sigmoid_of_the_logits_is_refused_by_its_root_column(paper_tax: Taxonomy) -> None:
+    """logits.softmax(-1), the flat-classification habit, falls inside [0, 1] and decoded to nonsense
+    (every threshold answer the root). Node marginals have P(root) = 1 for every sample; head.marginals
+    gives them."""
+    from hiercls.heads import ConditionalHead
+
+    head = ConditionalHead(8, paper_tax)
+    logits = head(torch.randn(5, 8, generator=torch.Generator().manual_seed(0))).detach()
+    for wrong in (logits.softmax(-1), logits.sigmoid(), logits.softmax(-1).numpy()):
+        for call in (
+            lambda p: decode(p, paper_tax, "threshold"),
+            lambda p: decode(p, paper_tax, "argmax_leaf"),
+            lambda p: top_k_leaves(p, paper_tax, 2),
+            lambda p: operating_curve(p, [1] * 5, paper_tax),
+        ):
+            with pytest.raises(ValueError, match=r"root column \(node 0\) is 1 .* pass head.marginals\(logits\)"):
+                call(wrong.detach() if isinstance(wrong, torch.Tensor) else wrong)
+    right = head.marginals(logits).detach()
+    assert decode(right, paper_tax, "threshold").shape == (5,)
+    # a root one rounding step below 1 is read, as the [0, 1] bounds are
+    right[:, 0] = 1.0 - 5e-4
+    decode(right, paper_tax, "threshold")
+    decode(right, paper_tax, "threshold", validate_args=False)  # unchecked: nothing is read back

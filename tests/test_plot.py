@@ -98,6 +98,7 @@ def test_layout_puts_parents_between_children_and_leaves_apart(tax: Taxonomy) ->
 def test_operating_curve_plot(paper_tax: Taxonomy) -> None:
     rng = np.random.default_rng(0)
     probs = rng.random((20, paper_tax.num_nodes))
+    probs[:, 0] = 1.0  # the root's marginal
     target = rng.integers(0, paper_tax.num_nodes, 20)
     a = operating_curve(probs, target, paper_tax)
     b = operating_curve(probs[::-1], target, paper_tax)
