@@ -1569,6 +1569,14 @@ def _paths_graph(paths: Iterable[Any], *, sep: str, dag: bool, sort: bool) -> nx
             )
         if isinstance(path, str):
             parts = path.split(sep)
+            if len(parts) > 1 and "" in parts:  # an empty name between separators: say where it came from
+                if parts[0] == "" or parts[-1] == "":
+                    what = f"{'starts' if parts[0] == '' else 'ends'} with the separator {sep!r}"
+                    fix = f"strip it (e.g. [p.strip({sep!r}) for p in paths])"
+                else:
+                    what = f"holds the separator {sep!r} twice in a row"
+                    fix = "remove the doubled separator"
+                raise TaxonomyError(f"paths[{k}]: {path!r} {what}, which makes an empty node name: {fix}.")
         elif isinstance(path, (Sequence, np.ndarray)):
             parts = [str(p) if isinstance(p, str) else p for p in path]  # np.str_ -> str
         else:

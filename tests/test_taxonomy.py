@@ -202,8 +202,15 @@ class TestConstructors:
             Taxonomy.from_paths(["r/a", "a/b"])
         with pytest.raises(TaxonomyError, match=r"paths\[0\]: empty path"):
             Taxonomy.from_paths([()])
-        with pytest.raises(TaxonomyError, match=r"paths\[0\]: node names must be non-empty strings"):
+        # an empty name from the separator says where it came from (it said "got ''")
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: 'r//a' holds the separator '/' twice in a row"):
             Taxonomy.from_paths(["r//a"])
+        with pytest.raises(TaxonomyError, match=r"paths\[1\]: '/r/b' starts with the separator '/'.*p.strip\('/'\)"):
+            Taxonomy.from_paths(["r/a", "/r/b"])
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: 'r\.a\.' ends with the separator '\.'"):
+            Taxonomy.from_paths(["r.a."], sep=".")
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: node names must be non-empty strings"):
+            Taxonomy.from_paths([("r", "")])
         with pytest.raises(TaxonomyError, match=r"paths\[0\]: node names must be strings, got 3"):
             Taxonomy.from_paths([("r", 3)])
         with pytest.raises(
