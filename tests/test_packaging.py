@@ -112,3 +112,12 @@ def test_wheel_and_sdist_build_offline_with_licence(tmp_path: Path) -> None:
     ]
     core = [r for r in requires if "extra ==" not in r]
     assert not any(h in r for r in core for h in ("timm", "matplotlib", "scikit-learn")), core
+
+
+def test_the_version_is_the_same_in_the_package_and_its_metadata() -> None:
+    """hiercls.__version__ and pyproject's version are written in two places: a release that bumps one
+    would ship a wheel whose __version__ lies."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert hiercls.__version__ == declared
