@@ -459,7 +459,7 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, *, cost: CostLike = None, 
             al.), ``"path"``, or a per-node array ``c`` of shape
             ``(num_nodes,)`` (set it to 0 at leaves so a correct leaf costs
             nothing).
-        validate_args: check that ``probs`` are finite and in ``[0, 1]``, and a ``cost`` tensor
+        validate_args: check that ``probs`` are finite, in ``[0, 1]`` and 1 at the root, and a ``cost`` tensor
             finite (see :func:`decode`).
 
     Returns:
@@ -596,7 +596,7 @@ def expected_hierarchical_fbeta(
         probs: node marginals ``(B, num_nodes)``, torch or numpy.
         taxonomy: a tree.
         beta: the F-beta weight of recall (``beta > 0``).
-        validate_args: check that ``probs`` are finite and in ``[0, 1]`` (see :func:`decode`).
+        validate_args: check that ``probs`` are finite, in ``[0, 1]`` and 1 at the root (see :func:`decode`).
 
     Returns:
         ``(B, num_nodes)`` expected hF-beta, float.
@@ -787,7 +787,7 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int, *, validate_args: bool 
         probs: node marginals ``(B, num_nodes)``.
         taxonomy: a tree or a DAG.
         k: how many leaves, ``1 <= k <= num_leaves``.
-        validate_args: check that ``probs`` are finite and in ``[0, 1]`` (see :func:`decode`).
+        validate_args: check that ``probs`` are finite, in ``[0, 1]`` and 1 at the root (see :func:`decode`).
 
     Returns:
         int64 node indices ``(B, k)`` (torch in, torch out; numpy otherwise).
@@ -891,7 +891,8 @@ def operating_curve(
         An :class:`OperatingCurve`.
 
     Raises:
-        ValueError: bad shapes, empty input, an unknown ``measure``.
+        ValueError: bad shapes, empty input, an unknown ``measure``, or ``probs`` that are not node
+            marginals (outside ``[0, 1]``, or a root column below 1; see :func:`decode`).
 
     Examples:
         >>> from hiercls import Taxonomy

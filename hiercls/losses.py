@@ -1577,11 +1577,12 @@ def balanced_weight(
       ``(k(u) * mean) / (n_leaves(u) + n(u))``, where ``k(u)`` and ``n_leaves(u)`` are the number
       of leaves below ``u`` with targets and their targets, ``n(u)`` the targets equal to ``u``,
       and ``k(u) * mean`` the total weight of those leaf targets: that total divided among every
-      target at or below ``u`` (the leaf targets keep their own weights). The partial labels at
-      ``u`` thus weigh less than ``k(u) * mean`` together, however many they are (1,000
-      ``"leukemia"`` labels above one ``"ALL"`` weighed 500 each, 1,000 times the other side,
-      before this rule), and ``u``'s side weighs less than twice its leaves (each nested partial
-      label adds at most as much again). A partial label with no leaf target below it gets 1.
+      target at or below ``u`` (the leaf targets keep their own weights). With ``power=1`` the
+      partial labels at ``u`` thus weigh less than ``k(u) * mean`` together, however many they
+      are (1,000 ``"leukemia"`` labels above one ``"ALL"`` weighed 500 each, 1,000 times the
+      other side, before this rule), and ``u``'s side weighs less than twice its leaves (each
+      nested partial label adds at most as much again); a smaller ``power`` raises their share.
+      A partial label with no leaf target below it gets 1.
 
     With ``power=1``, ``n(v) * weight(v)`` is the same for every option of a decision, and
     a decision's total weight is its number of samples, so the loss keeps its scale (for

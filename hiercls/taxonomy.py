@@ -1570,13 +1570,14 @@ def _paths_graph(paths: Iterable[Any], *, sep: str, dag: bool, sort: bool) -> nx
         if isinstance(path, str):
             parts = path.split(sep)
             if len(parts) > 1 and "" in parts:  # an empty name between separators: say where it came from
-                if parts[0] == "" or parts[-1] == "":
-                    what = f"{'starts' if parts[0] == '' else 'ends'} with the separator {sep!r}"
-                    fix = f"strip it (e.g. [p.strip({sep!r}) for p in paths])"
-                else:
+                if "" in parts[1:-1]:  # named first: stripping the ends would not fix it
                     what = f"holds the separator {sep!r} twice in a row"
                     fix = "remove the doubled separator"
-                raise TaxonomyError(f"paths[{k}]: {path!r} {what}, which makes an empty node name: {fix}.")
+                else:
+                    what = f"{'starts' if parts[0] == '' else 'ends'} with the separator {sep!r}"
+                    fix = f"strip it (e.g. [p.removeprefix({sep!r}).removesuffix({sep!r}) for p in paths])"
+                # str(): a numpy string (np.unique of labels) would print as np.str_('...')
+                raise TaxonomyError(f"paths[{k}]: {str(path)!r} {what}, which makes an empty node name: {fix}.")
         elif isinstance(path, (Sequence, np.ndarray)):
             parts = [str(p) if isinstance(p, str) else p for p in path]  # np.str_ -> str
         else:

@@ -205,8 +205,10 @@ class TestConstructors:
         # an empty name from the separator says where it came from (it said "got ''")
         with pytest.raises(TaxonomyError, match=r"paths\[0\]: 'r//a' holds the separator '/' twice in a row"):
             Taxonomy.from_paths(["r//a"])
-        with pytest.raises(TaxonomyError, match=r"paths\[1\]: '/r/b' starts with the separator '/'.*p.strip\('/'\)"):
+        with pytest.raises(TaxonomyError, match=r"paths\[1\]: '/r/b' starts with the separator '/'.*removeprefix"):
             Taxonomy.from_paths(["r/a", "/r/b"])
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: 'r//a/' holds the separator '/' twice in a row"):
+            Taxonomy.from_paths(np.array(["r//a/"]))  # a numpy string prints plainly
         with pytest.raises(TaxonomyError, match=r"paths\[0\]: 'r\.a\.' ends with the separator '\.'"):
             Taxonomy.from_paths(["r.a."], sep=".")
         with pytest.raises(TaxonomyError, match=r"paths\[0\]: node names must be non-empty strings"):
