@@ -52,6 +52,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ("argv", "said"),
     [
         (["--epochs", "0"], "argument --epochs: expected a whole number >= 1, got '0'"),
+        # both used to surface only after the first epoch (--eval-batch-size) or never (-1 read as 0)
+        (["--eval-batch-size", "0"], "argument --eval-batch-size: expected a whole number >= 1, got '0'"),
+        (["--checkpoint-every", "-1"], "argument --checkpoint-every: expected a whole number >= 0, got '-1'"),
         (["--stop-after", "0"], "argument --stop-after: expected a whole number >= 1, got '0'"),
         (["--weight-decay", "-1"], "argument --weight-decay: expected a number >= 0, got '-1'"),
         (["--clip-grad", "-1"], "argument --clip-grad: expected a number >= 0, got '-1'; 0 turns it off"),

@@ -261,6 +261,18 @@ def test_evaluate_refuses_checkpoints_of_two_taxonomies(tmp_path: Path, capsys) 
     assert not (tmp_path / "e").exists()  # refused before anything was loaded or written
 
 
+def test_compare_says_where_the_weights_started(compared: Path) -> None:
+    """results.md said "N epochs from scratch" even when --train-args loaded other weights."""
+    from examples.leukemia.compare import weights_start
+
+    result = json.loads((compared / "results.json").read_text())
+    assert (
+        result["weights_start"] == "from scratch" and "epochs from scratch at" in (compared / "results.md").read_text()
+    )
+    assert weights_start(["--init-checkpoint", "runs/x/best", "--warmup", "1"]) == "from the weights of runs/x/best"
+    assert weights_start(["--pretrained"]) == "from timm pretrained weights"
+
+
 # ------------------------------------------------------------------ 5. --train-args may not override compare
 @pytest.mark.parametrize(
     ("train_args", "flags", "instead"),
@@ -270,6 +282,8 @@ def test_evaluate_refuses_checkpoints_of_two_taxonomies(tmp_path: Path, capsys) 
         ("--batch-size 4 --img-size 64", "--batch-size, --img-size", "--img-size -> compare's own --img-size"),
         ("--backbone resnet18", "--backbone", "--runs method:backbone"),
         ("--output elsewhere", "--output", "--out"),
+        # a run stopped early was reported as trained for --epochs
+        ("--stop-after 1", "--stop-after", "--stop-after -> compare's own --epochs"),
     ],
 )
 def test_compare_refuses_train_args_it_sets_itself(

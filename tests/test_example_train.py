@@ -908,6 +908,22 @@ def test_balance_weights_the_loss_from_the_training_split_and_travels_with_the_c
         T.check_model_args(T.parse_args([*base, "--head", "sigmoid", "--balance"]))
 
 
+def test_a_resumed_balanced_run_keeps_its_own_loss_weights(tmp_path: Path, monkeypatch, caplog) -> None:
+    """The weights sit in a non-persistent buffer and were recomputed at every start: a library whose
+    balanced_weight changed between the start and the --resume trained the later epochs under other
+    weights, with nothing said (a review reproduced it across this session's partial-label change)."""
+    common = ["--backbone", "test_resnet", "--epochs", "2", "--synthetic-per-leaf", "4", "--balance", *FAST]
+    out = ["--output", str(tmp_path / "b")]
+    first = T.run(T.parse_args([*common, *out, "--stop-after", "1"]))
+    started = first.config["model"]["loss_kwargs"]["weight"]
+    monkeypatch.setattr(T, "balance_weight", lambda *a, **k: [w * 2 for w in started])  # "another version"
+    with caplog.at_level(logging.WARNING):
+        resumed = T.run(T.parse_args([*common, *out, "--resume"]))
+    assert resumed.config["model"]["loss_kwargs"]["weight"] == started
+    assert torch.allclose(resumed.model.criterion.weight.cpu(), torch.tensor(started, dtype=torch.float32))
+    assert "this version computes other loss weights" in caplog.text
+
+
 @pytest.mark.parametrize("bad", ["-1", "nan", "inf"])
 def test_balance_refuses_a_bad_power(bad: str, capsys) -> None:
     with pytest.raises(SystemExit):

@@ -274,7 +274,25 @@ _COMPARE_SETS: dict[str, tuple[str, str]] = {
     "output": ("--output", "compare's own --out"),
     "checkpoint_every": ("--checkpoint-every", "nothing: compare saves each run's best checkpoint at its end"),
     "resume": ("--resume", "nothing: compare trains every run from scratch (a rerun replaces its runs)"),
+    # a run stopped early was reported as trained for --epochs
+    "stop_after": ("--stop-after", "compare's own --epochs (results.md states the epochs trained)"),
 }
+
+
+def weights_start(train_tokens: list[str]) -> str:
+    """Where the runs' weights start, as results.md says it: ``"from scratch"``, or the init source that
+    ``--train-args`` gave (``--pretrained``, ``--init-checkpoint PATH``), which the note used to hide.
+
+    Examples:
+        >>> weights_start(["--warmup", "1"]), weights_start(["--pretrained"])
+        ('from scratch', 'from timm pretrained weights')
+    """
+    from examples.leukemia import train as T
+
+    given = T.build_parser().parse_args(train_tokens)
+    if given.init_checkpoint:
+        return f"from the weights of {given.init_checkpoint}"
+    return "from timm pretrained weights" if given.pretrained else "from scratch"
 
 
 def check_train_args(text: str) -> list[str]:
@@ -520,6 +538,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "seed": args.seed,
         "train_args": args.train_args,
+        "weights_start": weights_start(train_tokens),
         "command": "python -m examples.leukemia.compare " + shlex.join(sys.argv[1:] if argv is None else argv),
         "load_seconds": load_s,
         "run_names": names,  # what a rerun into --out removes (remove_previous_runs)
@@ -534,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         note = (
             f"Test split: {result['split_sizes'].get('test')} images "
             f"({sum(r['metrics']['n_partial_labels'] for r in rows[:1])} labelled only at an inner node); "
-            f"{args.epochs} epochs from scratch at {result['image_size']} px"
+            f"{args.epochs} epochs {result['weights_start']} at {result['image_size']} px"
             + (f" (the centre {data.crop:.0%} of each image's short side)" if data.crop < 1 else "")
             + f", batch {args.batch_size}, seed "
             f"{args.seed}, on {device_name}. Decoding: each method's rule (column 'decode')."

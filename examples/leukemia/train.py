@@ -285,7 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
         "for each K (1: the original stream)",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--eval-batch-size", type=int, default=512, help="batch size of validation and test")
+    g.add_argument(
+        "--eval-batch-size",
+        type=whole_number(1, "e.g. --eval-batch-size 512"),
+        default=512,
+        help="batch size of validation and test",
+    )
     g.add_argument(
         "--threads",
         type=whole_number(1, "leave it out for torch's choice"),
@@ -312,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=whole_number(0, "0 writes both checkpoints at the end only"),
         default=1,
         help="write 'last' every N epochs (and at the end) and 'best' when it improves; 0: both at the end only",
     )
@@ -1257,6 +1262,32 @@ def balance_weight(args: argparse.Namespace, taxonomy: Taxonomy, train_targets: 
     return balanced_weight(taxonomy, train_targets.cpu(), within=within, power=float(args.balance)).tolist()
 
 
+def _resumed_loss_weight(output: Path, weight: list[float], *, main: bool) -> list[float]:
+    """``--resume --balance``: the run's own loss weights, as its checkpoint's config recorded them.
+
+    The weights are recomputed from the training split at every start (the loss keeps them in a
+    non-persistent buffer); a library whose ``balanced_weight`` has changed since the run started
+    would otherwise train its later epochs under other weights, with nothing said.
+    """
+    stored = json.loads((output / "last.json").read_text(encoding="utf-8")).get("config", {})
+    kept = ((stored.get("model") or {}).get("loss_kwargs") or {}).get("weight")
+    if kept is None or len(kept) != len(weight):
+        return weight
+    if any(not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(kept, weight, strict=True)):
+        if main:
+            worst = max(range(len(kept)), key=lambda i: abs(kept[i] - weight[i]))
+            log.warning(
+                "--resume --balance: this version computes other loss weights from the run's training split "
+                "(node %d: %.4g, where the run started with %.4g); the run goes on with its own weights, as an "
+                "uninterrupted run would have. Start a new run for the new weights.",
+                worst,
+                weight[worst],
+                kept[worst],
+            )
+        return [float(w) for w in kept]
+    return weight
+
+
 def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
     """Refuse to mix two runs in one folder, and to resume on other data.
 
@@ -1487,6 +1518,8 @@ def _run_body(
     if args.drop_path:
         backbone_kwargs["drop_path_rate"] = args.drop_path
     weight = balance_weight(args, tax, data.targets["train"])
+    if args.resume and weight is not None:
+        weight = _resumed_loss_weight(output, weight, main=env.main)
     model = build_model(
         args.backbone,
         tax,
