@@ -38,6 +38,7 @@ import numpy as np
 
 from hiercls.errors import TaxonomyError, UnknownNodeError
 from hiercls.taxonomy import LabelsLike, Taxonomy
+from hiercls.taxonomy import _gather_csr as _gather_rows
 
 __all__ = [
     "Average",
@@ -175,16 +176,6 @@ class _Pairs(NamedTuple):
     inter: np.ndarray  # |A(t) & A(p)|, root excluded
     size_true: np.ndarray  # |A(t)|
     size_pred: np.ndarray  # |A(p)|
-
-
-def _gather_rows(ptr: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate CSR rows: (position in ``rows``, value) pairs."""
-    starts = ptr[rows]
-    counts = ptr[rows + 1] - starts
-    owner = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
-    offsets = np.cumsum(counts) - counts
-    within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(offsets, counts)
-    return owner, flat[np.repeat(starts, counts) + within]
 
 
 def _pair_stats(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, score: np.ndarray | None = None) -> _Pairs:

@@ -16,7 +16,7 @@ from torch import nn
 
 from hiercls.errors import TaxonomyError
 from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase, _checked_sample_weight
-from hiercls.taxonomy import Taxonomy
+from hiercls.taxonomy import Taxonomy, _gather_csr
 
 HeadKind = Literal["conditional", "level", "sigmoid", "flat"]
 _HEADS = ("conditional", "level", "sigmoid", "flat")
@@ -329,24 +329,14 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
 def _leaves_reached(tax: Taxonomy, target: np.ndarray) -> np.ndarray | None:
     """The leaves a training label can stand for: the targets that are leaves and the leaves below a
     partial label; None when that is every leaf of the taxonomy (nothing to leave out)."""
-    labels = np.unique(target)
-    starts, ends = tax.descendants_ptr[labels], tax.descendants_ptr[labels + 1]
+    _, nodes = _gather_csr(tax.descendants_ptr, tax.descendants_index, np.unique(target))  # each label and below
     below = np.zeros(tax.num_nodes, dtype=bool)
-    below[tax.descendants_index[_ranges(starts, ends)]] = True
+    below[nodes] = True
     kept = tax.leaf_index[below[tax.leaf_index]]
     return None if len(kept) == tax.num_leaves else kept.astype(np.int64)
 
 
 def _leaves_below(tax: Taxonomy, leaves: np.ndarray) -> sp.csr_matrix:
     """0/1 sparse ``(len(leaves), num_nodes)``: entry ``[k, v]`` is 1 where ``leaves[k]`` is ``v`` or below it."""
-    starts, ends = tax.ancestors_ptr[leaves], tax.ancestors_ptr[leaves + 1]
-    rows = np.repeat(np.arange(len(leaves)), ends - starts)
-    cols = tax.ancestors_index[_ranges(starts, ends)]
+    rows, cols = _gather_csr(tax.ancestors_ptr, tax.ancestors_index, leaves)  # each leaf and its ancestors
     return sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(leaves), tax.num_nodes))
-
-
-def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(s, e)`` over the pairs, vectorised."""
-    lengths = ends - starts
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return offsets + np.arange(int(lengths.sum()))
