@@ -1061,3 +1061,108 @@ def test_a_run_stopped_early_does_not_say_it_finished(tmp_path: Path) -> None:
     res = T.run(T.parse_args([*common, "--stop-after", "1", "--output", str(tmp_path / "r")]))
     text = T.format_summary(res, None, 1.0)
     assert "run stopped after epoch 1 of 2 (--stop-after)" in text and "run finished" not in text
+
+
+class _Killed(BaseException):
+    """A kill between two checkpoint writes (BaseException: nothing in the run catches it)."""
+
+
+def _scores(monkeypatch, values):
+    """Make the validation score of successive epochs ``values`` (then the last one again)."""
+    it = iter(values)
+    last = [values[-1]]
+
+    def score(*args, **kwargs):
+        last[0] = next(it, last[0])
+        return last[0]
+
+    monkeypatch.setattr(T, "selection_score", score)
+
+
+def _kill_at(monkeypatch, name: str, epoch: int):
+    real = T.save_checkpoint
+
+    def save(path, *args, **kwargs):
+        if Path(path).name == name and kwargs.get("epoch") == epoch:
+            raise _Killed
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(T, "save_checkpoint", save)
+
+
+def _tested_weights_are_the_best_json(out: Path, res) -> None:
+    on_disk = load_file(checkpoint_paths(out / "best")[0])
+    in_model = {k: v.cpu() for k, v in res.model.state_dict().items() if not k.startswith("criterion.")}
+    assert on_disk.keys() == in_model.keys() and all(torch.equal(on_disk[k], in_model[k]) for k in on_disk)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_val"]["epoch"] == json.loads((out / "best.json").read_text())["epoch"]
+
+
+def test_a_kill_between_best_and_last_keeps_the_best_record_and_weights_together(tmp_path: Path, monkeypatch) -> None:
+    """best.json is written before last: a kill between them left a best checkpoint of an epoch that last's
+    record did not know. If the replay of that epoch scored lower (a GPU is not bit-exact), the run tested
+    best.json's weights but named last's older best epoch in summary.json."""
+    common = ["--backbone", "test_convnext", "--epochs", "3", "--synthetic-per-leaf", "2", "--checkpoint-every", "2"]
+    out = tmp_path / "r"
+    with monkeypatch.context() as mp:
+        _scores(mp, [1.0, 2.0, 3.0])
+        _kill_at(mp, "last", 2)
+        with pytest.raises(_Killed):
+            T.run(T.parse_args([*common, *FAST, "--output", str(out)]))
+    assert json.loads((out / "best.json").read_text())["epoch"] == 2
+    assert json.loads((out / "last.json").read_text())["epoch"] == 1
+    with monkeypatch.context() as mp:
+        _scores(mp, [0.5])  # the replayed epoch scores lower than it did
+        res = T.run(T.parse_args([*common, *FAST, "--output", str(out), "--resume"]))
+    assert res.best["epoch"] == 2 and res.best["value"] == 3.0
+    _tested_weights_are_the_best_json(out, res)
+
+
+def test_a_kill_between_last_and_best_at_the_end_loses_no_best_weights(tmp_path: Path, monkeypatch) -> None:
+    """With --checkpoint-every 0 'last' was written before 'best' at the end: a kill between them left the
+    previous process's best.json, and a --resume tested those weights under the newer best epoch's name."""
+    common = ["--backbone", "test_convnext", "--epochs", "3", "--synthetic-per-leaf", "2", "--checkpoint-every", "0"]
+    out = tmp_path / "r"
+    with monkeypatch.context() as mp:
+        _scores(mp, [1.0, 2.0, 3.0])
+        T.run(T.parse_args([*common, *FAST, "--output", str(out), "--stop-after", "2"]))
+        assert json.loads((out / "best.json").read_text())["epoch"] == 1
+        _kill_at(mp, "best", 2)
+        with pytest.raises(_Killed):
+            T.run(T.parse_args([*common, *FAST, "--output", str(out), "--resume"]))
+    with monkeypatch.context() as mp:
+        _scores(mp, [3.0])  # the replay (if any) scores as the first time
+        res = T.run(T.parse_args([*common, *FAST, "--output", str(out), "--resume"]))
+    assert res.best["epoch"] == 2
+    _tested_weights_are_the_best_json(out, res)
+    # epoch 2 was the last one trained: its weights are last's
+    final = load_file(checkpoint_paths(out / "last")[0])
+    assert all(torch.equal(final[k], v.cpu()) for k, v in res.model.state_dict().items() if k in final)
+
+
+def test_resumed_best_adopts_the_record_of_the_weights_on_disk(tmp_path: Path, caplog) -> None:
+    from types import SimpleNamespace
+
+    last = {"epoch": 3, "value": 0.8, "metric": "hierarchical_f1", "metrics": {"hierarchical_f1": 0.8}}
+    same = SimpleNamespace(epoch=3, state={"best": last}, metrics=last["metrics"])
+    assert T.resumed_best(last, same, "hierarchical_f1", tmp_path) is last
+    newer = {"epoch": 5, "value": 0.9, "metric": "hierarchical_f1", "metrics": {"hierarchical_f1": 0.9}}
+    assert T.resumed_best(last, SimpleNamespace(epoch=5, state={"best": newer}, metrics={}), "x", tmp_path) == newer
+    # a best.json saved without its record: scored from its metrics (lower-is-better metrics negated)
+    bare = SimpleNamespace(epoch=5, state={}, metrics={"mistake_severity": 0.25})
+    got = T.resumed_best(last, bare, "mistake_severity", tmp_path)
+    assert got["epoch"] == 5 and got["value"] == -0.25 and got["metrics"] == {"mistake_severity": 0.25}
+    # ... or, without validation metrics, by nothing: the first replayed epoch replaces it
+    assert T.resumed_best(last, SimpleNamespace(epoch=5, state={}, metrics={}), "x", tmp_path)["value"] == -math.inf
+    with caplog.at_level(logging.WARNING):
+        older = T.resumed_best(
+            last, SimpleNamespace(epoch=1, state={}, metrics={"hierarchical_f1": 0.5}), "hierarchical_f1", tmp_path
+        )
+    assert older["epoch"] == 1 and older["value"] == 0.5
+    assert "holds epoch 2: the run was stopped before the newer best weights were written" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        gone = T.resumed_best(last, None, "hierarchical_f1", tmp_path)
+    assert gone["epoch"] == -1 and gone["value"] == -math.inf and "is missing, so its weights are lost" in caplog.text
+    fresh = {"epoch": -1, "value": -math.inf, "metrics": {}}
+    assert T.resumed_best(fresh, None, "hierarchical_f1", tmp_path) is fresh

@@ -163,10 +163,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
-def model_state(model: nn.Module) -> dict[str, Tensor]:
-    """The model's tensors to save: ``state_dict`` of the unwrapped model without ``criterion.*``, on CPU."""
+def model_state(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The model's tensors to save: ``state_dict`` of the unwrapped model without ``criterion.*``, on CPU.
+
+    ``model`` may also be such a ``state_dict`` already (weights kept aside, e.g. a run's best epoch).
+    """
     out = {}
-    for key, value in _unwrap(model).state_dict().items():
+    items = model.items() if isinstance(model, Mapping) else _unwrap(model).state_dict().items()
+    for key, value in items:
         if not key.startswith("criterion."):
             out[key] = value.detach().to("cpu", copy=True).contiguous()
     return out
@@ -392,7 +396,7 @@ def _stale_temp_files(folder: Path, name: str) -> list[Path]:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: nn.Module,
+    model: nn.Module | Mapping[str, Tensor],
     taxonomy: Taxonomy,
     *,
     config: Mapping[str, Any] | None = None,
@@ -410,7 +414,7 @@ def save_checkpoint(
 
     Args:
         path: ``run/best`` (suffixes ``.json``/``.safetensors`` are accepted and dropped).
-        model: the model (DDP- or ``torch.compile``-wrapped is fine).
+        model: the model (DDP- or ``torch.compile``-wrapped is fine), or its ``state_dict``.
         taxonomy: its taxonomy (stored as JSON with its fingerprint).
         config: JSON-able run config.
         metrics: JSON-able metrics.

@@ -391,6 +391,56 @@ def selection_score(val: dict[str, float], metric: str, train_loss: float) -> fl
     return -value if metric in LOWER_IS_BETTER else value
 
 
+def resumed_best(
+    record: dict[str, Any], best_ckpt: Any, metric: str, output: Path, *, main: bool = True
+) -> dict[str, Any]:
+    """The best-epoch record a ``--resume`` goes on with: ``last``'s, or ``best.json``'s when they differ.
+
+    The weights a resumed run tests are ``best.json``'s, so its record must name their epoch. ``best`` is
+    written before ``last``; a kill between the two leaves a ``best.json`` newer than ``last``'s record.
+    Replaying that epoch need not score the same on a GPU, so its record is adopted, not re-derived. An
+    older ``best.json`` (a kill between ``last`` and ``best`` in runs before this order) means the weights of
+    ``last``'s best epoch were never written: said, and the epoch on disk is taken.
+
+    Args:
+        record: the best record ``last`` holds (``{"epoch", "value", "metric", "metrics"}``).
+        best_ckpt: the loaded ``best`` checkpoint, or None when the run has none.
+        metric: the run's ``--best-metric`` (scores a ``best.json`` saved without its record).
+        output: the run folder (for messages).
+        main: whether this process logs.
+    """
+    if best_ckpt is None:
+        if record["epoch"] >= 0:
+            if main:
+                log.warning(
+                    "--resume: %s names epoch %d as the best, but %s is missing, so its weights are lost; the "
+                    "best epoch is picked again among the epochs still to train.",
+                    output / "last.json",
+                    record["epoch"] + 1,
+                    output / "best.json",
+                )
+            return {"epoch": -1, "value": -math.inf, "metrics": {}}
+        return record
+    if best_ckpt.epoch is None or best_ckpt.epoch == record["epoch"]:
+        return record
+    saved = best_ckpt.state.get("best")
+    if not isinstance(saved, dict) or saved.get("epoch") != best_ckpt.epoch:  # saved without its record
+        metrics = dict(best_ckpt.metrics)
+        value = selection_score(metrics, metric, math.nan) if metrics else -math.inf
+        saved = {"epoch": best_ckpt.epoch, "value": value, "metric": metric, "metrics": metrics}
+    if best_ckpt.epoch < record["epoch"] and main:
+        log.warning(
+            "--resume: %s names epoch %d as the best, but %s holds epoch %d: the run was stopped before the "
+            "newer best weights were written. Epoch %d is taken as the best so far.",
+            output / "last.json",
+            record["epoch"] + 1,
+            output / "best.json",
+            best_ckpt.epoch + 1,
+            best_ckpt.epoch + 1,
+        )
+    return saved
+
+
 def resolve_best_metric(name: str, taxonomy: Taxonomy, val_targets: Tensor, *, main: bool = True) -> str:
     """Check ``--best-metric`` against the data before training starts, never after.
 
@@ -1632,10 +1682,14 @@ def _run_body(
             "loss_kwargs": {},
         }  # what checkpoints older than these flags used
         _check_same_recipe(ckpt.config, config, before, output, main=env.main)
-    best_weights = None
-    if args.resume and (output / "best.json").is_file():
-        best_weights = load_checkpoint(output / "best", taxonomy=tax).weights
-        best_weights = {k: v.to(env.device) for k, v in best_weights.items()}
+    best_weights, best_saved = None, None  # best_saved: the epoch whose weights best.json holds
+    if args.resume:
+        best_ckpt = load_checkpoint(output / "best", taxonomy=tax) if (output / "best.json").is_file() else None
+        best = resumed_best(best, best_ckpt, best_metric, output, main=env.main)
+        if best_ckpt is not None:
+            best_weights = {k: v.to(env.device) for k, v in best_ckpt.weights.items()}
+            best_saved = best_ckpt.epoch
+        del best_ckpt
     if env.main:
         (output / "config.json").write_text(json.dumps(config, indent=1, default=str) + "\n")
     runlog = RunLog(output, env.main, args.tensorboard, history=history)
@@ -1728,10 +1782,22 @@ def _run_body(
                 shown,
                 "  *best*" if is_best else "",
             )
-            if is_best and args.checkpoint_every > 0:
-                save_checkpoint(output / "best", net, tax, config=config, metrics=val, epoch=epoch)
             periodic = args.checkpoint_every > 0 and (epoch + 1) % args.checkpoint_every == 0
-            if args.save_last and (epoch == stop - 1 or periodic):
+            write_last = args.save_last and (epoch == stop - 1 or periodic)
+            # best is always written before last: a kill between the two leaves a best.json at least as new
+            # as the record last holds, which a --resume then adopts (resumed_best)
+            if best_weights is not None and best_saved != best["epoch"] and (args.checkpoint_every > 0 or write_last):
+                save_checkpoint(
+                    output / "best",
+                    best_weights,
+                    tax,
+                    config=config,
+                    metrics=best["metrics"],
+                    epoch=best["epoch"],
+                    state={"best": best},
+                )
+                best_saved = best["epoch"]
+            if write_last:
                 save_checkpoint(
                     output / "last",
                     model,
@@ -1756,8 +1822,16 @@ def _run_body(
     if best_weights is not None:
         model.load_state_dict(best_weights)
         net = model
-        if env.main and (args.checkpoint_every == 0 or not (output / "best.json").is_file()):
-            save_checkpoint(output / "best", model, tax, config=config, metrics=best["metrics"], epoch=best["epoch"])
+        if env.main and best_saved != best["epoch"]:
+            save_checkpoint(
+                output / "best",
+                model,
+                tax,
+                config=config,
+                metrics=best["metrics"],
+                epoch=best["epoch"],
+                state={"best": best},
+            )
         del best_weights
     elif ema is not None:  # no epoch was scored better than -inf (e.g. NaN throughout): keep the average
         model.load_state_dict(ema.module.state_dict())
