@@ -808,10 +808,28 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int, *, validate_args: bool 
     if tensor.shape[0] == 0:
         return _out(torch.empty(0, int(k), dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
-    # a stable sort, not topk (whose order among equal values is unspecified): ties go to the smaller index,
-    # as in argmax_leaf, so the first of the k leaves is argmax_leaf's and the list grows with k
-    top = torch.sort(_leaf_block(tensor, plan), dim=1, descending=True, stable=True).indices[:, : int(k)]
-    return _out(plan.leaf_index[top], as_numpy)
+    return _out(plan.leaf_index[_top_k_columns(_leaf_block(tensor, plan), int(k))], as_numpy)
+
+
+def _top_k_columns(block: torch.Tensor, k: int) -> torch.Tensor:
+    """Columns of the ``k`` largest values per row, best first, ties to the smaller column (NaN largest).
+
+    ``topk``'s choice and order among equal values are unspecified, and a stable sort of every row
+    costs ``O(L log L)`` (about 10x this on 10,000 leaves). So: ``topk`` finds the ``k``-th value; every
+    larger value is in, and of the values equal to it the smallest columns fill the rest (a second
+    ``topk`` over an integer key); the ``k`` chosen columns, taken in column order, are then sorted
+    stably. No data-dependent branch, so no device sync.
+    """
+    edge = torch.topk(block, k, dim=1).values[:, -1:]
+    nan, edge_nan = block.isnan(), edge.isnan()
+    above = (block > edge) | (nan & ~edge_nan)  # fewer than k per row: all of them are chosen
+    tied = (block == edge) | (nan & edge_nan)
+    width = block.shape[1]
+    column = torch.arange(width, dtype=torch.int32 if width < 2**31 - 1 else torch.int64, device=block.device)
+    key = torch.where(above, width, torch.where(tied, width - 1 - column, -1))
+    cols = torch.topk(key, k, dim=1).indices.sort(dim=1).values
+    order = torch.sort(block.gather(1, cols), dim=1, descending=True, stable=True).indices
+    return cols.gather(1, order)
 
 
 # --------------------------------------------------------- operating curves

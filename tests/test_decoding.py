@@ -745,3 +745,25 @@ def test_a_softmax_or_sigmoid_of_the_logits_is_refused_by_its_root_column(paper_
     decode(right, paper_tax, "threshold")
     # unchecked: nothing is read back, so even a softmax passes (the caller vouches for its input)
     decode(logits.softmax(-1), paper_tax, "threshold", validate_args=False)
+
+
+@settings(examples(60))
+@given(
+    rows=st.lists(
+        st.lists(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0, math.nan]), min_size=1, max_size=12),
+        min_size=1,
+        max_size=6,
+    ).filter(lambda r: len({len(x) for x in r}) == 1),
+    k=st.integers(1, 12),
+    dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16]),
+)
+def test_top_k_columns_equal_a_stable_sort(rows: list[list[float]], k: int, dtype: torch.dtype) -> None:
+    """top_k_leaves took a stable sort of every row (10,000 leaves: 3.2 s against 0.14 s for topk). Its
+    topk-based replacement must choose and order exactly as the stable sort: larger first, ties to the
+    smaller column, NaN (only without validation) first."""
+    from hiercls.decoding import _top_k_columns
+
+    block = torch.tensor(rows, dtype=dtype)
+    k = min(k, block.shape[1])
+    want = torch.sort(block, dim=1, descending=True, stable=True).indices[:, :k]
+    assert torch.equal(_top_k_columns(block, k), want)
