@@ -4,7 +4,8 @@ Each head is one ``nn.Linear`` plus the taxonomy's index tensors, registered
 as (non-persistent) buffers so that ``.to(device)`` and ``torch.compile`` just
 work. The maths lives in :mod:`hiercls.marginals` and :mod:`hiercls.losses`;
 a head only knows its logit layout and how to turn logits into node marginals
-``P(node)`` of shape ``(B, num_nodes)`` (float32, even for bf16 logits).
+``P(node)`` of shape ``(B, num_nodes)`` (float32, even for bf16 logits; float64
+for float64 logits).
 
 ===============  ====================  =====================================  =====================
 kind             logits                marginals                              default loss
@@ -37,6 +38,7 @@ from hiercls.marginals import (
     _conditional_log_marginals,
     _finite_above,
     _flat_log_marginals,
+    _refill_buffers,
     _require_tree,
     _sigmoid_log_marginals,
     _TaxonomyBuffers,
@@ -49,6 +51,14 @@ __all__ = ["ConditionalHead", "FlatHead", "HeadKind", "HierarchicalHead", "Level
 HeadKind = Literal["conditional", "level", "sigmoid", "flat"]
 """The head types :func:`create_head` builds: :class:`ConditionalHead`, :class:`LevelHead`,
 :class:`SigmoidHead`, :class:`FlatHead`."""
+
+
+def _autocast_on(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``'s type (it casts the head's matmul inputs to one dtype)."""
+    try:
+        return bool(torch.is_autocast_enabled(device.type))
+    except TypeError:  # torch < 2.4: no device argument
+        return bool(torch.is_autocast_cpu_enabled() if device.type == "cpu" else torch.is_autocast_enabled())
 
 
 class HierarchicalHead(nn.Module, metaclass=ABCMeta):
@@ -96,8 +106,17 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         self.out_features = out_features
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.tables = _TaxonomyBuffers(taxonomy, tables)
-        digest = torch.tensor(list(bytes.fromhex(taxonomy.fingerprint)), dtype=torch.uint8)
-        self.register_buffer("taxonomy_fingerprint", digest)
+        self.register_buffer("taxonomy_fingerprint", self._digest())
+
+    def _digest(self) -> Tensor:
+        """The taxonomy's fingerprint as the bytes the ``taxonomy_fingerprint`` buffer holds (on CPU)."""
+        return torch.tensor(list(bytes.fromhex(self.fingerprint)), dtype=torch.uint8, device="cpu")
+
+    def _apply(self, fn: Any, recurse: bool = True) -> HierarchicalHead:
+        # to_empty() (a head built on the meta device) leaves the fingerprint uninitialised: write it again
+        super()._apply(fn, recurse)
+        _refill_buffers(self, {"taxonomy_fingerprint": self._digest()})
+        return self
 
     def _load_from_state_dict(
         self,
@@ -114,10 +133,12 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
             state_dict[key] = self.taxonomy_fingerprint
         else:
             stored = state_dict[key]
+            mine = self._digest()  # from the taxonomy itself, not the buffer (garbage after to_empty)
             same = (
                 isinstance(stored, Tensor)
-                and stored.shape == self.taxonomy_fingerprint.shape
-                and bool((stored.to(self.taxonomy_fingerprint.device) == self.taxonomy_fingerprint).all())
+                and stored.shape == mine.shape
+                and stored.device.type != "meta"
+                and bool((stored.cpu() == mine).all())
             )
             if not same:
                 theirs = bytes(stored.tolist()).hex()[:12] if isinstance(stored, Tensor) else repr(stored)
@@ -146,19 +167,42 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
             ``(B, out_features)`` logits, in the dtype of the computation (bf16 under autocast).
 
         Raises:
+            TypeError: ``features`` is not a floating tensor of the head's dtype (outside autocast).
             ValueError: ``features`` is not ``(B, in_features)``.
         """
+        if not isinstance(features, Tensor):
+            raise TypeError(
+                f"features: expected a torch.Tensor of shape (B, {self.in_features}), got {type(features).__name__}. "
+                "Convert it first: torch.as_tensor(features, dtype=torch.float32)."
+            )
         if features.ndim != 2 or features.shape[1] != self.in_features:
+            width = f", {features.shape[-1]} here" if features.ndim else ""
             raise ValueError(
                 f"features: expected shape (B, in_features) = (B, {self.in_features}), got {tuple(features.shape)}. "
-                f"Build the head with in_features = the width of the backbone's pooled output, {features.shape[-1]} "
-                "here (a timm model's head_hidden_size where it has one, else its num_features; pool/flatten a "
+                f"Build the head with in_features = the width of the backbone's pooled output{width} "
+                "(a timm model's head_hidden_size where it has one, else its num_features; pool/flatten a "
                 "feature map first)."
+            )
+        weight = self.linear.weight
+        if not features.is_floating_point():
+            raise TypeError(
+                f"features: expected a floating tensor ({weight.dtype}, the head's weights), got {features.dtype}. "
+                "A head reads a backbone's pooled features; class indices or counts must be embedded or "
+                "one-hot encoded first (or cast: features.float())."
+            )
+        castable = (torch.float16, torch.bfloat16, torch.float32)  # what autocast casts (never float64)
+        if features.dtype != weight.dtype and not (
+            features.dtype in castable and weight.dtype in castable and _autocast_on(features.device)
+        ):
+            raise TypeError(
+                f"features: expected {weight.dtype} (the head's weights), got {features.dtype}. Convert the "
+                f"features (features.to({weight.dtype!s}); arrays from numpy are float64) or the head "
+                f"(head.to({features.dtype!s})), or run under torch.autocast."
             )
         return self.linear(features)
 
     def log_marginals(self, logits: Tensor) -> Tensor:
-        """Log node marginals ``log P(node)``: float32 ``(B, num_nodes)``.
+        """Log node marginals ``log P(node)``: float32 ``(B, num_nodes)`` (float64 for float64 logits).
 
         Raises:
             ValueError: ``logits`` is not ``(B, out_features)``.
@@ -173,7 +217,9 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         return self._log_marginals(_finite_above(_upcast(logits)))
 
     def marginals(self, logits: Tensor) -> Tensor:
-        """Node marginals ``P(node)``: float32 ``(B, num_nodes)``, batch-independent, root 1.
+        """Node marginals ``P(node)``: ``(B, num_nodes)``, float32 (float64 logits: float64), root 1.
+
+        They are batch-independent.
 
         ``-inf`` masks a logit (probability 0); ``+inf`` (a float16 overflow) is read as its limit, a
         certain choice; NaN stays NaN.

@@ -87,6 +87,7 @@ from hiercls.marginals import (
     _leaf_rows,
     _level_sizes,
     _log_or_zero,
+    _refill_buffers,
     _require_tree,
     _subtree_reduce_nm,
     _tables_for,
@@ -1219,9 +1220,14 @@ class _HierarchicalLoss(nn.Module):
         # float64 weights stay float64 (for float64 logits); anything else is stored as float32 (MPS has no float64)
         wide = getattr(weight, "dtype", None) in (torch.float64, np.float64)
         dtype = torch.float64 if wide else torch.float32
-        self.register_buffer(
-            "weight", _node_weight(weight, taxonomy, torch.device("cpu"), True, dtype), persistent=False
-        )
+        self._weight_host = _node_weight(weight, taxonomy, torch.device("cpu"), True, dtype)
+        self.register_buffer("weight", self._weight_host, persistent=False)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> _HierarchicalLoss:
+        # the weight is never in a state_dict: to_empty() (built on the meta device) must not leave it garbage
+        super()._apply(fn, recurse)
+        _refill_buffers(self, {"weight": self._weight_host})
+        return self
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of ``logits`` against ``target`` node indices; see the function of the same name."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -153,23 +153,55 @@ def _b_leafdesc(tax: Taxonomy) -> dict[str, np.ndarray]:
     }
 
 
-def _b_edges_by_parent(tax: Taxonomy) -> dict[str, np.ndarray]:
-    """The (parent, child) edges sorted by parent: each level's outgoing edges are one contiguous run."""
+def _edge_order(tax: Taxonomy, by: Literal["parent", "child"]) -> np.ndarray:
+    """The order of ``edges_index()`` rows by the depth of the ``by`` end, then the other end's depth.
+
+    Nodes sort by depth, so each level's outgoing (``"parent"``) or incoming (``"child"``) edges are one
+    contiguous run, made of one sub-run per level at the other end (see :func:`_edge_runs`).
+    """
     edges = tax.edges_index()
-    order = np.lexsort((edges[:, 1], edges[:, 0]))
-    return {"edge_parent_sorted": edges[order, 0], "edge_child_sorted": edges[order, 1]}
+    depth = tax.depth_index
+    near, far = (edges[:, 0], edges[:, 1]) if by == "parent" else (edges[:, 1], edges[:, 0])
+    return np.lexsort((far, near, depth[far], depth[near]))
 
 
-def _child_edge_bounds(tax: Taxonomy) -> tuple[int, ...]:
-    """Where each depth level's incoming edges start in ``edges_index()`` (sorted by child, children by depth)."""
-    children = tax.edges_index()[:, 1]
-    return tuple(int(i) for i in np.searchsorted(children, np.asarray(_level_bounds(tax))))
+def _b_edges_by_parent(tax: Taxonomy) -> dict[str, np.ndarray]:
+    """The (parent, child) edges sorted by the parent's depth, then the child's."""
+    edges = tax.edges_index()[_edge_order(tax, "parent")]
+    return {"edge_parent_sorted": edges[:, 0], "edge_child_sorted": edges[:, 1]}
 
 
-def _parent_edge_bounds(tax: Taxonomy) -> tuple[int, ...]:
-    """Where each depth level's outgoing edges start in the edges sorted by parent (nodes sort by depth)."""
-    parents = np.sort(tax.edges_index()[:, 0])
-    return tuple(int(i) for i in np.searchsorted(parents, np.asarray(_level_bounds(tax))))
+def _b_edges_by_child(tax: Taxonomy) -> dict[str, np.ndarray]:
+    """The (parent, child) edges sorted by the child's depth, then the parent's."""
+    edges = tax.edges_index()[_edge_order(tax, "child")]
+    return {"edge_parent": edges[:, 0], "edge_child": edges[:, 1]}
+
+
+def _edge_bounds(tax: Taxonomy, by: Literal["parent", "child"]) -> tuple[int, ...]:
+    """Where each depth level's outgoing (``"parent"``) or incoming (``"child"``) edges start in their order."""
+    ends = np.sort(tax.edges_index()[:, 0 if by == "parent" else 1])
+    return tuple(int(i) for i in np.searchsorted(ends, np.asarray(_level_bounds(tax))))
+
+
+def _edge_runs(tax: Taxonomy, by: Literal["parent", "child"]) -> tuple[tuple[tuple[int, int, int], ...], ...]:
+    """Per level of the ``by`` end, its edges as runs ``(level at the other end, start, stop)`` in their order.
+
+    A DAG pass gathers each run from that other level's own tensor, so no level is concatenated with
+    the levels before it (which made a DAG's depth cost grow as depth squared). A tree has one run per
+    level; a DAG has one per pair of levels an edge joins.
+    """
+    edges = tax.edges_index()[_edge_order(tax, by)]
+    depth = tax.depth_index
+    near, far = (edges[:, 0], edges[:, 1]) if by == "parent" else (edges[:, 1], edges[:, 0])
+    near_d, far_d = depth[near], depth[far]
+    runs: list[list[tuple[int, int, int]]] = [[] for _ in range(tax.max_depth + 1)]
+    if len(edges):
+        cut = np.flatnonzero((np.diff(near_d) != 0) | (np.diff(far_d) != 0)) + 1
+        starts = np.concatenate(([0], cut))
+        stops = np.concatenate((cut, [len(edges)]))
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+            runs[int(near_d[a])].append((int(far_d[a]), a, b))
+    return tuple(tuple(r) for r in runs)
 
 
 _SIMPLE: dict[str, Callable[[Taxonomy, Callable[[str], np.ndarray]], np.ndarray]] = {
@@ -195,13 +227,12 @@ _SIMPLE: dict[str, Callable[[Taxonomy, Callable[[str], np.ndarray]], np.ndarray]
     "preorder": _b_preorder,
     "leaf_preorder": lambda tax, get: get("preorder")[tax.leaf_index],
     "desc_index": lambda tax, get: tax.descendants_index,
-    "edge_parent": lambda tax, get: tax.edges_index()[:, 0],
-    "edge_child": lambda tax, get: tax.edges_index()[:, 1],
 }
 _GROUPED: dict[str, Callable[[Taxonomy], dict[str, np.ndarray]]] = {
     **dict.fromkeys(("group_members", "group_valid", "node_row", "node_pos"), _b_group_tables),
     **dict.fromkeys(("leafdesc_ptr", "leafdesc_pos", "leaves_below", "leafdesc_owner"), _b_leafdesc),
     **dict.fromkeys(("edge_parent_sorted", "edge_child_sorted"), _b_edges_by_parent),
+    **dict.fromkeys(("edge_parent", "edge_child"), _b_edges_by_child),
 }
 
 
@@ -220,8 +251,10 @@ class _TaxonomyTables:
         self.max_depth = taxonomy.max_depth
         self.is_tree = taxonomy.is_tree
         self.level_bounds = _level_bounds(taxonomy)
-        self.parent_edge_bounds = _parent_edge_bounds(taxonomy)
-        self.child_edge_bounds = _child_edge_bounds(taxonomy)
+        self.parent_edge_bounds = _edge_bounds(taxonomy, "parent")
+        self.child_edge_bounds = _edge_bounds(taxonomy, "child")
+        self.parent_edge_runs = _edge_runs(taxonomy, "parent")  # used on DAGs (a tree has one run per level)
+        self.child_edge_runs = _edge_runs(taxonomy, "child")
         self.tree_height = int(taxonomy.height_index[0])
         self.num_groups = max(int((np.diff(taxonomy.children_ptr) > 0).sum()), 1)
         leaves = taxonomy.leaf_index
@@ -260,6 +293,8 @@ _STATIC = (
     "level_bounds",
     "parent_edge_bounds",
     "child_edge_bounds",
+    "parent_edge_runs",
+    "child_edge_runs",
     "tree_height",
     "num_groups",
     "leaves_last",
@@ -282,6 +317,20 @@ def _tables_for(taxonomy: Taxonomy, device: torch.device | str) -> _TaxonomyTabl
     return tables
 
 
+def _refill_buffers(module: nn.Module, host: Mapping[str, Tensor | None]) -> None:
+    """Write derived buffers again from their host values, on the device and dtype ``_apply`` gave them.
+
+    ``module.to_empty(device=...)`` (after building on the meta device) leaves every buffer
+    uninitialised, and non-persistent ones are never loaded from a checkpoint: index tables full of
+    garbage would read out of bounds. Called after each ``_apply`` (``.to``, ``.half``, ``to_empty``);
+    a buffer on the meta device has no values to hold and is left alone.
+    """
+    for name, value in host.items():
+        buf = module._buffers.get(name)
+        if buf is not None and value is not None and buf.device.type != "meta":
+            module._buffers[name] = value.to(device=buf.device, dtype=buf.dtype)
+
+
 class _TaxonomyBuffers(nn.Module):
     """The index tensors a head or loss needs, as non-persistent buffers.
 
@@ -295,8 +344,15 @@ class _TaxonomyBuffers(nn.Module):
         tables = _TaxonomyTables(taxonomy, "cpu")
         for attr in _STATIC:
             setattr(self, attr, getattr(tables, attr))
+        self._host: dict[str, Tensor] = {}
         for name in names:
-            self.register_buffer(name, getattr(tables, name), persistent=False)
+            self._host[name] = getattr(tables, name)
+            self.register_buffer(name, self._host[name], persistent=False)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> _TaxonomyBuffers:
+        super()._apply(fn, recurse)
+        _refill_buffers(self, self._host)
+        return self
 
     def extra_repr(self) -> str:
         return f"num_nodes={self.num_nodes}, num_leaves={self.num_leaves}, buffers={list(self._buffers)}"
@@ -444,39 +500,33 @@ def _dag_amax_nm(values: Tensor, t: Any) -> Tensor:
     """Maximum over each node's descendants and itself on a DAG, node-major, bottom-up by depth level.
 
     Nodes are sorted by (longest-path) depth, so a node's children all sit at deeper levels, already
-    final when its level is reached: one gather and one scatter-max over that level's outgoing edges.
+    final when its level is reached: per level, a gather from each deeper level its edges reach and one
+    scatter-max. O(B x (nodes + edges)) in all, whatever the depth.
     """
-    batch = values.shape[1]
-    bounds, edge_bounds = t.level_bounds, t.parent_edge_bounds
-    levels = torch.split(values, _level_sizes(bounds), dim=0)
-    done = [levels[-1]]  # final rows, deepest level first
-    for d in range(len(levels) - 2, -1, -1):
-        below = done[0] if len(done) == 1 else torch.cat(done[::-1], dim=0)  # rows bounds[d + 1]:
-        e0, e1 = edge_bounds[d], edge_bounds[d + 1]
-        parent = t.edge_parent_sorted[e0:e1] - bounds[d]
-        child = t.edge_child_sorted[e0:e1] - bounds[d + 1]
-        done.append(
-            levels[d].scatter_reduce(0, parent[:, None].expand(-1, batch), below[child], "amax", include_self=True)
-        )
-    return torch.cat(done[::-1], dim=0)
+    return _dag_level_max(values, t, t.parent_edge_runs, t.edge_parent_sorted, t.edge_child_sorted, up=True)
 
 
 def _dag_descend_nm(values: Tensor, t: Any) -> Tensor:
     """Maximum over each node's ancestors and itself on a DAG, node-major, top-down by depth level (the
-    mirror of :func:`_dag_amax_nm`): one gather and one scatter-max over each level's incoming edges."""
+    mirror of :func:`_dag_amax_nm`): per level, a gather from each shallower level and one scatter-max."""
+    return _dag_level_max(values, t, t.child_edge_runs, t.edge_child, t.edge_parent, up=False)
+
+
+def _dag_level_max(values: Tensor, t: Any, runs: Any, near: Tensor, far: Tensor, *, up: bool) -> Tensor:
+    """The shared pass: ``near[e]`` takes the maximum of itself and ``far[e]`` (final before its level)."""
     batch = values.shape[1]
-    bounds, edge_bounds = t.level_bounds, t.child_edge_bounds
-    levels = torch.split(values, _level_sizes(bounds), dim=0)
-    done = [levels[0]]  # final rows, shallowest level first
-    for d in range(1, len(levels)):
-        above = done[0] if len(done) == 1 else torch.cat(done, dim=0)  # rows 0 .. bounds[d]
-        e0, e1 = edge_bounds[d], edge_bounds[d + 1]
-        child = t.edge_child[e0:e1] - bounds[d]
-        parent = t.edge_parent[e0:e1]
-        done.append(
-            levels[d].scatter_reduce(0, child[:, None].expand(-1, batch), above[parent], "amax", include_self=True)
-        )
-    return torch.cat(done, dim=0)
+    bounds = t.level_bounds
+    levels = list(torch.split(values, _level_sizes(bounds), dim=0))
+    order = range(len(levels) - 1, -1, -1) if up else range(len(levels))
+    for d in order:
+        if not runs[d]:
+            continue
+        start, stop = runs[d][0][1], runs[d][-1][2]
+        pieces = [levels[other][far[a:b] - bounds[other]] for other, a, b in runs[d]]
+        gathered = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+        index = (near[start:stop] - bounds[d])[:, None].expand(-1, batch)
+        levels[d] = levels[d].scatter_reduce(0, index, gathered, "amax", include_self=True)
+    return torch.cat(levels, dim=0)
 
 
 def _descendants_reduce_nm(values: Tensor, t: Any, op: Literal["amax", "sum", "lse"]) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ INAT21_WIDTHS: tuple[int, ...] = (3, 13, 51, 273, 1103, 4884, 10000)
 """Level widths of the iNaturalist 2021 taxonomy below its root (16,328 nodes with the root)."""
 
 
-def layered_taxonomy(widths: Sequence[int] = INAT21_WIDTHS, *, seed: int = 0) -> Taxonomy:
+def layered_taxonomy(widths: Sequence[int] = INAT21_WIDTHS, *, seed: int | None = 0) -> Taxonomy:
     """A random tree with the given number of nodes per level below the root.
 
     Each node's parent is drawn at random from the level above, and every node
@@ -28,12 +29,14 @@ def layered_taxonomy(widths: Sequence[int] = INAT21_WIDTHS, *, seed: int = 0) ->
         widths: number of nodes at depths 1, 2, ... (the root is added above): a
             non-empty sequence (or 1-d integer array) of positive ints, each at
             least the one before. A single level is ``(n,)``, not ``n``.
-        seed: seed of the random parent assignment.
+        seed: seed of the random parent assignment, an int >= 0 (``None``: a new random tree
+            on every call, from fresh entropy, as ``numpy.random.default_rng(None)``).
 
     Raises:
         TaxonomyError: ``widths`` is not a non-empty sequence of positive ints (a
             float, a bool or a string is refused rather than converted), or a
             width is smaller than the one above it.
+        ValueError: ``seed`` is not an int >= 0 or None.
 
     Examples:
         >>> tax = layered_taxonomy((2, 4, 8), seed=0)
@@ -45,7 +48,9 @@ def layered_taxonomy(widths: Sequence[int] = INAT21_WIDTHS, *, seed: int = 0) ->
         raise TaxonomyError(
             f"widths: each level needs at least as many nodes as the one above (every parent gets a child), got {widths}."
         )
-    rng = np.random.default_rng(seed)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed: expected an int >= 0 (or None for a random tree), got {seed!r}.")
+    rng = np.random.default_rng(None if seed is None else int(seed))
     edges: list[tuple[str, str]] = []
     above = ["root"]
     for depth, width in enumerate(widths, start=1):

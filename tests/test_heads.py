@@ -13,6 +13,7 @@ from hiercls import Taxonomy, TaxonomyError
 from hiercls import heads as H
 from hiercls import losses as L
 from hiercls import marginals as M
+from hiercls.synthetic import layered_taxonomy
 
 DAG = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("b", "y")])
 
@@ -309,3 +310,72 @@ def test_dag_flat_log_marginals_of_improbable_nodes_stay_exact():
     (-log_p[0, dag.index("a")]).backward()
     grad = dict(zip(leaves, logits.grad[0].tolist()))
     assert grad["x"] == pytest.approx(-0.5) and grad["y"] == pytest.approx(-0.5) and grad["w"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "sigmoid", "flat"])
+@pytest.mark.parametrize("dag", [False, True])
+def test_a_head_built_on_the_meta_device_works_after_to_empty(kind: str, dag: bool) -> None:
+    """The large-model flow (build under torch.device("meta"), to_empty(), load the weights) left the
+    index tables and the fingerprint uninitialised: the head's own checkpoint was refused and the
+    marginals read out of bounds (a review). Derived buffers are written again by every _apply."""
+    if dag and kind in ("conditional", "level"):
+        pytest.skip("tree-only head")
+    tax = (
+        Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("a", "y"), ("b", "z")])
+        if dag
+        else layered_taxonomy((3, 7, 15), seed=1)
+    )
+    torch.manual_seed(0)
+    options = {"coherent": True} if kind == "sigmoid" else {}
+    trained = H.create_head(kind, 8, tax, **options)
+    with torch.device("meta"):
+        head = H.create_head(kind, 8, tax, **options)
+    head = head.to_empty(device="cpu")
+    assert torch.equal(head.state_dict()["taxonomy_fingerprint"], trained.state_dict()["taxonomy_fingerprint"])
+    head.load_state_dict(trained.state_dict())
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        assert torch.equal(head.marginals(head(x)), trained.marginals(trained(x)))
+
+
+def test_a_loss_built_on_the_meta_device_keeps_its_weight_and_tables_after_to_empty() -> None:
+    from hiercls.losses import ConditionalSoftmaxLoss, NodeBCELoss
+
+    tax = layered_taxonomy((3, 7, 15), seed=1)
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("a", "y"), ("b", "z")])
+    for cls, t in ((ConditionalSoftmaxLoss, tax), (NodeBCELoss, dag)):
+        weight = torch.rand(t.num_nodes) + 0.5
+        ref = cls(t, weight=weight)
+        with torch.device("meta"):
+            loss = cls(t, weight=weight)
+        loss = loss.to_empty(device="cpu")
+        logits, target = torch.randn(6, t.num_nodes), torch.randint(0, t.num_nodes, (6,))
+        assert torch.equal(loss(logits, target), ref(logits, target))
+
+
+def test_features_of_the_wrong_kind_are_named(paper_tax) -> None:
+    """A 0-d tensor failed inside the error message (IndexError); float64 features from numpy and integer
+    features reached the matmul and failed there, without naming ``features`` or the fix."""
+    head = H.create_head("conditional", 4, paper_tax)
+    with pytest.raises(ValueError, match=r"features: expected shape \(B, in_features\) = \(B, 4\), got \(\)"):
+        head(torch.tensor(1.0))
+    with pytest.raises(TypeError, match=r"features: expected torch.float32 .* got torch.float64.*features.to"):
+        head(torch.from_numpy(np.zeros((2, 4))))
+    with pytest.raises(TypeError, match=r"features: expected a floating tensor .* got torch.int64"):
+        head(torch.zeros(2, 4, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"features: expected a torch.Tensor of shape \(B, 4\), got ndarray"):
+        head(np.zeros((2, 4), dtype=np.float32))
+    # what is allowed: the head's own dtype, and any float under autocast
+    assert head(torch.zeros(2, 4)).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head(torch.zeros(2, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
+        with pytest.raises(TypeError, match="got torch.float64"):  # autocast leaves float64 alone
+            head(torch.zeros(2, 4, dtype=torch.float64))
+    assert head.double()(torch.zeros(2, 4, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("bad", [1.5, -1, True, "3"])
+def test_layered_taxonomy_names_a_bad_seed(bad) -> None:
+    with pytest.raises(ValueError, match="seed: expected an int >= 0"):
+        layered_taxonomy((2, 3), seed=bad)
+    assert layered_taxonomy((2, 3), seed=np.int64(4)) == layered_taxonomy((2, 3), seed=4)
