@@ -6,8 +6,8 @@ The same model (hierarchical method: timm backbone + LevelHead + level loss), th
 (bf16 autocast on GPU, channels_last, AdamW, gradient clipping, cosine schedule), timed twice in
 one process:
 
-- ``synthetic``: one random normalised batch already on the device, reused every step (the
-  input pipeline costs nothing: the ceiling);
+- ``synthetic``: one fixed batch already on the device (the pack's first, not augmented), reused
+  every step (the input pipeline costs nothing: the ceiling);
 - ``real``: an epoch over the pack's train split through
   :class:`examples.leukemia.gpu_data.GPUBatches` (uint8 images on the device, shuffled, augmented,
   normalised there), exactly as ``examples.leukemia.train`` feeds it.
