@@ -818,15 +818,18 @@ def _top_k_columns(block: torch.Tensor, k: int) -> torch.Tensor:
     costs ``O(L log L)`` (about 10x this on 10,000 leaves). So: ``topk`` finds the ``k``-th value; every
     larger value is in, and of the values equal to it the smallest columns fill the rest (a second
     ``topk`` over an integer key); the ``k`` chosen columns, taken in column order, are then sorted
-    stably. No data-dependent branch, so no device sync.
+    stably. No data-dependent branch, so no device sync. NaN (only without validation) counts as
+    larger than anything, as in ``torch.sort``.
     """
-    edge = torch.topk(block, k, dim=1).values[:, -1:]
-    nan, edge_nan = block.isnan(), edge.isnan()
-    above = (block > edge) | (nan & ~edge_nan)  # fewer than k per row: all of them are chosen
-    tied = (block == edge) | (nan & edge_nan)
+    # the k-th value; NaN (largest for topk and sort) as +inf, so that comparisons order it
+    edge = torch.topk(block, k, dim=1).values[:, -1:].nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf)
     width = block.shape[1]
-    column = torch.arange(width, dtype=torch.int32 if width < 2**31 - 1 else torch.int64, device=block.device)
-    key = torch.where(above, width, torch.where(tied, width - 1 - column, -1))
+    dtype = torch.int32 if 2 * width < 2**31 else torch.int64
+    rank = torch.arange(width, 0, -1, dtype=dtype, device=block.device)  # smaller column, larger key
+    # not below the edge: the tied and the larger (NaN included); not at or below it: the larger, fewer
+    # than k per row (or, with k or more NaN, the NaN alone), so all of them are chosen first
+    key = block.lt(edge).logical_not_().to(dtype).mul_(rank)
+    key.add_(block.le(edge).logical_not_().to(dtype), alpha=width)
     cols = torch.topk(key, k, dim=1).indices.sort(dim=1).values
     order = torch.sort(block.gather(1, cols), dim=1, descending=True, stable=True).indices
     return cols.gather(1, order)
