@@ -239,13 +239,39 @@ def _csr_pairs(ptr: Tensor, index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor
     return owner, index[starts[owner] + position - (ends - (ptr[rows + 1] - starts))[owner]]
 
 
+def _paths(target: Tensor, t: Any) -> tuple[Tensor, Tensor]:
+    """Each target's path on a tree: ``(nodes, valid)``, both ``(B, max_depth + 1)``.
+
+    ``nodes[b, d]`` is the target's ancestor at depth ``d`` (the root past the target's own depth,
+    where ``valid`` is False). Read from the padded ancestor table where it is compact, else walked
+    up from the target one level at a time (no table of size num_nodes x depth).
+    """
+    depth = t.depth[target]
+    steps = torch.arange(t.max_depth + 1, device=target.device)
+    valid = steps <= depth[:, None]
+    if t.paths_tabled:
+        return t.path_node[target], valid
+    nodes = torch.zeros(target.shape[0], t.max_depth + 1, dtype=target.dtype, device=target.device)
+    node = target
+    for up in range(t.max_depth + 1):  # a loop over depth levels: writes the ancestor `up` levels above
+        at = (depth - up).clamp_min(0)  # past the root: column 0, which holds the root anyway
+        nodes.scatter_(1, at[:, None], torch.where(depth >= up, node, torch.zeros_like(node))[:, None])
+        node = t.parent[node]
+    return nodes, valid
+
+
+def _path_tables(tax: Taxonomy) -> tuple[str, ...]:
+    """The index tables :func:`_paths` reads on ``tax`` (a tree)."""
+    return ("path_node", "depth") if _TaxonomyTables(tax).paths_tabled else ("parent", "depth")
+
+
 def _positive_mask(target: Tensor, t: Any, node_major: bool = False) -> Tensor:
     """bool (B, N), or (N, B) when ``node_major``: the target and its ancestors."""
     batch = target.shape[0]
     shape = (t.num_nodes, batch) if node_major else (batch, t.num_nodes)
     mask = torch.zeros(shape, dtype=torch.bool, device=target.device)
-    if t.is_tree:  # path_node pads with the root, which is positive anyway
-        nodes = t.path_node[target]
+    if t.is_tree:  # paths pad with the root, which is positive anyway
+        nodes = _paths(target, t)[0]
         if not node_major:
             return mask.scatter_(1, nodes, True)
         rows = torch.arange(batch, device=target.device)[:, None].expand_as(nodes)
@@ -357,11 +383,12 @@ def _terms_on_path(terms: Tensor, nodes: Tensor, valid: Tensor, weight: Tensor |
 def _conditional_nll(
     logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float, path: bool | None = None
 ) -> Tensor:
-    nodes = t.path_node[target][:, 1:]  # (B, D): the target's path below the root, root-padded
-    valid = t.path_valid[target][:, 1:]
+    nodes, valid = _paths(target, t)
+    nodes, valid = nodes[:, 1:], valid[:, 1:]  # (B, D): the target's path below the root, root-padded
     if t.nll_path if path is None else path:
         # gather only the sibling groups on each path, padded to the widest group: B x D x G logits
-        rows = t.path_row[target][:, 1:]
+        rows = t.node_row[nodes]
+        pos = t.node_pos[nodes].unsqueeze(-1)
         members = t.group_members[rows]  # (B, D, G)
         present = t.group_valid[rows]
         batch, depth, width = members.shape
@@ -372,10 +399,10 @@ def _conditional_nll(
         shifted = group - top  # differences before the log-sum: exact at logits of ±1e4
         summed = shifted.masked_fill(~present, -math.inf).exp().sum(-1)
         log_sum = _log_or_zero(summed)  # a masked group on the path: the node's loss is +inf, gradient 0
-        log_cond = shifted.gather(2, t.path_pos[target][:, 1:].unsqueeze(-1)).squeeze(-1) - log_sum
+        log_cond = shifted.gather(2, pos).squeeze(-1) - log_sum
         if smoothing:
             mean = torch.where(present, group, torch.zeros_like(group)).sum(-1) / present.sum(-1)
-            chosen = group.gather(2, t.path_pos[target][:, 1:].unsqueeze(-1)).squeeze(-1)
+            chosen = group.gather(2, pos).squeeze(-1)
     else:
         # dense: every sibling group's log-softmax (O(B x N), node-major), then pick the path's
         nm = logits.t().contiguous()
@@ -409,9 +436,9 @@ class _FiniteStraightThrough(torch.autograd.Function):
 
 def _level_cross_entropy(logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float) -> Tensor:
     bounds = t.level_bounds
-    nodes = t.path_node[target]
+    nodes, valid = _paths(target, t)
     # the target's node at each depth as a position within that level; -100 (ignored) below the target
-    local = torch.where(t.path_valid[target], nodes - t.level_start, torch.full_like(nodes, -100))
+    local = torch.where(valid, nodes - t.level_start, torch.full_like(nodes, -100))
     # -inf (``logits + log(mask)``) made finite: a level whose logits are all -inf would send NaN
     # gradients back through the log-softmax even where its term is ignored
     levels = torch.split(_FiniteStraightThrough.apply(logits), _level_sizes(bounds), dim=1)  # one gradient
@@ -468,8 +495,7 @@ def _max_constraint(logits: Tensor, target: Tensor, t: Any, weight: Tensor | Non
     constrained = _subtree_reduce_nm(nm, t, "amax")  # MCM in logit space: max over descendants
     # positive part: max over each positive node's *positive* descendants (y_B h_B in the paper)
     if t.is_tree:  # the positives are the path: a suffix max along it
-        nodes = t.path_node[target][:, 1:]
-        valid = t.path_valid[target][:, 1:]
+        nodes, valid = (x[:, 1:] for x in _paths(target, t))
         columns = torch.arange(batch, device=logits.device)[:, None].expand_as(nodes)
         on_path = nm[nodes, columns].masked_fill(~valid, -math.inf)
         suffix = on_path.flip(1).cummax(1).values.flip(1)
@@ -581,8 +607,8 @@ def _hxe(
     if leaf_logits.shape[1]:  # shift-invariant; keeps values near 0 for precision at ±1e4
         leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
     subtree = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, -math.inf), t, "lse")  # (N, B): log P(node) + lse
-    nodes = t.path_node[target]
-    valid = t.path_valid[target][:, 1:]
+    nodes, valid = _paths(target, t)
+    valid = valid[:, 1:]
     columns = torch.arange(leaf_logits.shape[0], device=leaf_logits.device)[:, None].expand_as(nodes)
     on_path = subtree[nodes, columns]
     log_cond = on_path[:, 1:] - on_path[:, :-1]  # log P(node | parent)
@@ -608,8 +634,7 @@ def _soft_label(
     masked = leaf_logits == -math.inf
     finite = leaf_logits.masked_fill(masked, 0.0)
     sums = _subtree_reduce_nm(_leaf_rows(finite, t, 0.0), t, "sum")  # (N, B)
-    nodes = t.path_node[target]
-    valid = t.path_valid[target]
+    nodes, valid = _paths(target, t)
     columns = torch.arange(leaf_logits.shape[0], device=leaf_logits.device)[:, None].expand_as(nodes)
     zero = torch.zeros_like(leaf_logits[:, :1])
     inside = torch.where(valid, sums[nodes, columns], torch.zeros_like(nodes, dtype=leaf_logits.dtype))
@@ -635,7 +660,6 @@ def _soft_label(
 # Loss specs: one row per kind (what it needs, which logits, which maths)
 # ---------------------------------------------------------------------------------------------
 
-_TREE_TABLES = ("path_node", "path_valid")
 _DAG_TABLES = ("edge_parent_sorted", "edge_child_sorted", "edge_parent", "edge_child")
 
 
@@ -661,14 +685,14 @@ class _Spec:
 
 def _cond_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
     if _TaxonomyTables(tax).nll_path:
-        return _TREE_TABLES + ("path_row", "path_pos", "group_members", "group_valid")
-    return _TREE_TABLES + ("parent", "parent_group", "num_children")
+        return _path_tables(tax) + ("node_row", "node_pos", "group_members", "group_valid")
+    return _path_tables(tax) + ("parent", "parent_group", "num_children")
 
 
 def _sigmoid_tables(tax: Taxonomy, options: dict[str, Any]) -> tuple[str, ...]:
     # trees: the masks are preorder range tests and path tables; DAGs: passes over the edges, both ways
     if tax.is_tree:
-        names: tuple[str, ...] = ("preorder", "subtree_size") + _TREE_TABLES + ("parent_local",)
+        names: tuple[str, ...] = ("preorder", "subtree_size") + _path_tables(tax) + ("parent_local",)
         return names + (("parent",) if options.get("negatives") == "siblings" else ())
     return _DAG_TABLES
 
@@ -681,7 +705,7 @@ _SPECS: dict[str, _Spec] = {
         _level_cross_entropy,
         "num_nodes",
         True,
-        lambda tax, o: _TREE_TABLES + ("level_start",),
+        lambda tax, o: _path_tables(tax) + ("level_start",),
         _DAG_HINT,
     ),
     "bce": _Spec("node_bce", _node_bce, "num_nodes", False, _sigmoid_tables),
@@ -701,7 +725,7 @@ _SPECS: dict[str, _Spec] = {
         _hxe,
         "num_leaves",
         True,
-        lambda tax, o: _TREE_TABLES + ("parent_local", "leaf_index", "depth", "is_leaf"),
+        lambda tax, o: _path_tables(tax) + ("parent_local", "leaf_index", "is_leaf"),
         _DAG_HINT,
     ),
     "soft_label": _Spec(
@@ -709,7 +733,7 @@ _SPECS: dict[str, _Spec] = {
         _soft_label,
         "num_leaves",
         True,
-        lambda tax, o: _TREE_TABLES + ("parent_local", "leaf_index", "height", "leaves_below"),
+        lambda tax, o: _path_tables(tax) + ("parent_local", "leaf_index", "height", "leaves_below"),
         _DAG_HINT,
     ),
 }

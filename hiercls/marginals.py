@@ -84,10 +84,6 @@ def _b_path_node(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
     return np.maximum(tax.ancestor_table, 0)
 
 
-def _b_path_valid(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
-    return tax.ancestor_table >= 0
-
-
 def _b_group_tables(tax: Taxonomy) -> dict[str, np.ndarray]:
     """Sibling groups (children of each inner node) padded to the largest group."""
     ptr = tax.children_ptr
@@ -106,14 +102,6 @@ def _b_group_tables(tax: Taxonomy) -> dict[str, np.ndarray]:
         node_row[kids] = r
         node_pos[kids] = np.arange(len(kids))
     return {"group_members": members, "group_valid": valid, "node_row": node_row, "node_pos": node_pos}
-
-
-def _b_path_row(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
-    return get("node_row")[get("path_node")]
-
-
-def _b_path_pos(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
-    return get("node_pos")[get("path_node")]
 
 
 def _b_leaf_pos(tax: Taxonomy, get: Callable[[str], np.ndarray]) -> np.ndarray:
@@ -208,9 +196,6 @@ _SIMPLE: dict[str, Callable[[Taxonomy, Callable[[str], np.ndarray]], np.ndarray]
     "parent": _b_parent,
     "parent_local": _b_parent_local,
     "path_node": _b_path_node,
-    "path_valid": _b_path_valid,
-    "path_row": _b_path_row,
-    "path_pos": _b_path_pos,
     "leaf_pos": _b_leaf_pos,
     "is_leaf": lambda tax, get: tax.is_leaf_mask,
     "parent_group": _b_parent_group,
@@ -265,6 +250,11 @@ class _TaxonomyTables:
         # the path strategy gathers max_depth x widest logits per sample; use it while its
         # padded table stays small (it always does for bounded fan-out)
         self.nll_path = groups * widest <= _PATH_TABLE_BUDGET_PER_NODE * taxonomy.num_nodes + 1024
+        # the padded (num_nodes, max_depth + 1) ancestor table, while padding at most triples what the
+        # ancestor lists hold (a wide tree with one deep branch would pad it towards num_nodes^2);
+        # otherwise the losses walk each target's path up, one level at a time
+        pairs = len(taxonomy.ancestors_index) if taxonomy.is_tree else 0
+        self.paths_tabled = taxonomy.is_tree and taxonomy.num_nodes * (self.max_depth + 1) <= 3 * pairs + 4096
         self._numpy: dict[str, np.ndarray] = {}
 
     def numpy(self, name: str) -> np.ndarray:
@@ -299,6 +289,7 @@ _STATIC = (
     "num_groups",
     "leaves_last",
     "nll_path",
+    "paths_tabled",
 )
 _CACHE: OrderedDict[tuple[Taxonomy, str], _TaxonomyTables] = OrderedDict()
 _CACHE_SIZE = 16

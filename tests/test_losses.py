@@ -968,3 +968,59 @@ def test_max_constraint_gives_no_gradient_below_a_partial_label_in_a_dag(tax: Ta
     for u in range(tax.num_nodes):
         below = [v for v in tax.encode(tax.descendants(tax.nodes[u])) if v != u]
         assert torch.all(logits.grad[u, below] == 0), (tax.nodes[u], below)
+
+
+def _walked_paths():
+    """Every taxonomy built inside reads its paths by walking up (as a badly padded tree does)."""
+    import contextlib
+
+    from hiercls import marginals as M
+
+    real = M._TaxonomyTables.__init__
+
+    def init(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        self.paths_tabled = False
+
+    @contextlib.contextmanager
+    def patched():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(M._TaxonomyTables, "__init__", init)
+            M._CACHE.clear()
+            try:
+                yield
+            finally:
+                M._CACHE.clear()
+
+    return patched()
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+@settings(examples(20))
+@given(data=st.data())
+def test_walked_paths_equal_the_oracle(kind, data):
+    """Where the padded (num_nodes, depth + 1) ancestor table would be mostly padding, the tree losses walk
+    each target's path up instead; both ways must give the oracle's values, module and function."""
+    tax, logits, target, weight, smoothing = data.draw(cases(kind))
+    want = _oracle(kind, logits, target, tax, weight, smoothing)
+    with _walked_paths():
+        got = _call(kind, logits, target, tax, weight=weight, label_smoothing=smoothing, reduction="none")
+        module = KINDS[kind][1](tax, weight=weight, label_smoothing=smoothing, reduction="none", **KINDS[kind][5])
+        assert "path_node" not in dict(module.tables.named_buffers())
+        by_module = module(logits, target)
+    torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(by_module, want, rtol=1e-7, atol=1e-9)
+
+
+def test_a_wide_tree_with_one_deep_branch_keeps_no_padded_path_table() -> None:
+    """A review: every tree loss held (num_nodes, max_depth + 1) path tables, four of them for the
+    conditional loss; 20,000 shallow leaves beside one 400-deep branch made that 8 million entries."""
+    chain = [(f"c{i}", f"c{i + 1}") for i in range(400)]
+    tax = Taxonomy.from_edges([("c0", f"leaf{i}") for i in range(20_000)] + chain)
+    module = L.ConditionalSoftmaxLoss(tax, reduction="none")
+    held = sum(b.numel() for b in module.tables.buffers())
+    assert held < 10 * tax.num_nodes, held
+    target = torch.tensor([tax.index("c400"), tax.index("leaf7"), tax.index("c200")])
+    logits = torch.randn(3, tax.num_nodes, dtype=torch.float64)
+    want = _oracle("conditional", logits, target, tax, None, 0.0)
+    torch.testing.assert_close(module(logits, target), want, rtol=1e-7, atol=1e-9)
