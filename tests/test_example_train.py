@@ -1166,3 +1166,51 @@ def test_resumed_best_adopts_the_record_of_the_weights_on_disk(tmp_path: Path, c
     assert gone["epoch"] == -1 and gone["value"] == -math.inf and "is missing, so its weights are lost" in caplog.text
     fresh = {"epoch": -1, "value": -math.inf, "metrics": {}}
     assert T.resumed_best(fresh, None, "hierarchical_f1", tmp_path) is fresh
+
+
+def test_init_checkpoint_names_what_it_leaves_as_initialised(tmp_path: Path, paper_tax, caplog) -> None:
+    """A file of another architecture shares many key names: the rest of the backbone stayed random with
+    only an INFO count, and a checkpoint of another backbone was loaded without a word (a review)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    trained = build_model("test_convnext", paper_tax, "hierarchical")
+    state = {k: v.contiguous() for k, v in trained.backbone.state_dict().items()}
+    dropped = sorted(k for k in state if k.startswith("stages.1."))
+    assert dropped
+    save_file({k: v for k, v in state.items() if k not in dropped}, tmp_path / "part.safetensors")
+    with caplog.at_level(logging.WARNING):
+        build_model("test_convnext", paper_tax, "flat", init_checkpoint=tmp_path / "part.safetensors")
+    assert f"{len(dropped)} of the model's {len(state)} backbone tensor(s) are not in the file" in caplog.text
+    assert "another architecture" not in caplog.text  # a part only
+    caplog.clear()
+    save_checkpoint(tmp_path / "ck", trained, paper_tax, config={"model": trained.config})
+    with caplog.at_level(logging.WARNING):
+        build_model("test_convnext2", paper_tax, "hierarchical", init_checkpoint=tmp_path / "ck")
+    assert "it was trained with the backbone 'test_convnext', this model is 'test_convnext2'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the same backbone, whole: nothing to say
+        build_model("test_convnext", paper_tax, "hierarchical", init_checkpoint=tmp_path / "ck")
+    assert "init_checkpoint" not in caplog.text
+
+
+def test_an_unreadable_init_checkpoint_is_named_before_the_data_is_read(tmp_path: Path, paper_tax, monkeypatch) -> None:
+    """A text file named .pth failed with a 44-line KeyError traceback after the scan; a pickled whole model
+    got torch's advice to load it with weights_only=False (which runs code from the file)."""
+    text = tmp_path / "notes.pth"
+    text.write_text("not weights")
+    whole = tmp_path / "whole.pth"
+    torch.save(torch.nn.Linear(2, 2), whole)
+    with pytest.raises(ValueError, match=r"notes.pth is not a readable torch.save file.*state_dict"):
+        build_model("test_convnext", paper_tax, "flat", init_checkpoint=text)
+    with pytest.raises(ValueError, match="holds pickled Python objects .* never unpickled") as err:
+        build_model("test_convnext", paper_tax, "flat", init_checkpoint=whole)
+    assert "weights_only=False" not in str(err.value).split("From a whole pickled model")[0]
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the data was read before the bad --init-checkpoint was named")
+
+    monkeypatch.setattr(T, "load_data", no_scan)
+    args = T.parse_args(["--init-checkpoint", str(text), "--output", str(tmp_path / "run"), *FAST])
+    with pytest.raises(ValueError, match="not a readable torch.save file"):
+        T.run(args)

@@ -520,11 +520,32 @@ def model_from_config(config: Mapping[str, Any], taxonomy: Taxonomy) -> Hierarch
 
 def _read_weights(path: Path) -> dict[str, Tensor]:
     """The tensors of a plain weights file (``.safetensors``, or ``.pth`` read with ``weights_only=True``)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    import pickle
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles objects
+    fix = (
+        "pass a file of tensors: a timm/torch state_dict saved with torch.save(model.state_dict(), PATH), "
+        "a .safetensors file, or a checkpoint of this example (RUN/best)"
+    )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles objects
+    except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():  # torch names the class of a pickled object; else not a pickle
+            raise ValueError(f"init_checkpoint: {path} is not a readable torch.save file; {fix}.") from None
+        # a pickled object (a whole model, an optimizer...), not tensors
+        raise ValueError(
+            f"init_checkpoint: {path} holds pickled Python objects (a whole model?), which are never unpickled "
+            f"here: that would run code from the file. {fix[0].upper()}{fix[1:]}. From a whole pickled model you trust: "
+            "torch.save(torch.load(PATH, weights_only=False).state_dict(), NEW_PATH)."
+        ) from None
+    except (RuntimeError, KeyError, EOFError, ValueError, OSError) as err:  # not a torch/safetensors file
+        kind = "safetensors" if path.suffix == ".safetensors" else "torch.save"
+        raise ValueError(
+            f"init_checkpoint: {path} is not a readable {kind} file ({type(err).__name__}: {str(err)[:120]}); {fix}."
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -681,6 +702,53 @@ def _shared_from_per_level(path: Path, ckpt: Checkpoint | None, levels: list[int
     )
 
 
+def _warn_uncovered(
+    model: nn.Module,
+    path: Path,
+    ckpt: Checkpoint | None,
+    own: Mapping[str, Tensor],
+    targets: Mapping[str, Tensor],
+    prefixes: list[str],
+    mismatched: list[str],
+) -> None:
+    """Warn about backbone tensors the file does not hold (they stay as initialised), and another backbone.
+
+    A timm file of another architecture shares many key names (a resnet18 file fills 120 of a resnet34's
+    216 tensors): without this, the rest stayed random with only an INFO count.
+    """
+    ours = getattr(model, "config", {}).get("backbone")
+    theirs = ((ckpt.config.get("model") or {}).get("backbone") if ckpt is not None else None) or None
+    if ours and theirs and ours != theirs:
+        log.warning(
+            "init_checkpoint %s: it was trained with the backbone %r, this model is %r: only tensors of the same "
+            "name and shape are loaded. Pass --backbone %s to continue from it whole.",
+            path,
+            theirs,
+            ours,
+            theirs,
+        )
+    backbone = [
+        k
+        for k in own
+        if any(k.startswith(p) for p in prefixes) and not (prefixes == [""] and k.startswith(_HEAD_PREFIXES))
+    ]
+    missing = [k for k in backbone if k not in targets and not k.endswith("num_batches_tracked")]
+    missing = [k for k in missing if not any(m.startswith(k + " ") for m in mismatched)]  # warned already
+    if missing:
+        log.warning(
+            "init_checkpoint %s: %d of the model's %d backbone tensor(s) are not in the file and stay as "
+            "initialised (%s%s)%s",
+            path,
+            len(missing),
+            len(backbone),
+            ", ".join(missing[:4]),
+            ", ..." if len(missing) > 4 else "",
+            ": most of the backbone, so the file is probably for another architecture"
+            if 2 * len(missing) > len(backbone)
+            else "",
+        )
+
+
 def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, int]:
     """Load local weights into the backbone(s), and into the head only from a checkpoint trained for it.
 
@@ -798,6 +866,7 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[st
             f"init_checkpoint: no tensor in {path} matches the model (first keys: {list(weights)[:5]}); "
             "is it for the same backbone?"
         )
+    _warn_uncovered(model, path, ckpt, own, targets, [prefix for prefix, _ in plan], mismatched)
     model.load_state_dict(targets, strict=False)
     counts = {"loaded": len(targets), "skipped": len(weights) - len(used)}
     log.info("init_checkpoint %s: %s", path, counts)

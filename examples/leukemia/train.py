@@ -1546,6 +1546,11 @@ def _run_body(
         torch.backends.cudnn.allow_tf32 = True
     channels_last = bool(args.channels_last)
 
+    if args.init_checkpoint:  # a missing or unreadable file is named before the data is read, not after
+        from examples.leukemia.models import _open_init_source
+
+        _open_init_source(Path(args.init_checkpoint))
+
     # data
     seed_everything(args.seed)
     try:
