@@ -1214,3 +1214,21 @@ def test_an_unreadable_init_checkpoint_is_named_before_the_data_is_read(tmp_path
     args = T.parse_args(["--init-checkpoint", str(text), "--output", str(tmp_path / "run"), *FAST])
     with pytest.raises(ValueError, match="not a readable torch.save file"):
         T.run(args)
+
+
+def test_synthetic_images_warn_when_siblings_would_be_drawn_alike(tmp_path: Path, caplog) -> None:
+    """Depth 2 has 6 nucleus shapes and depth 3 4 textures; more siblings were drawn alike (sibling 0 and
+    6 identical) with no warning, so a user's wide taxonomy trained on classes nothing told apart."""
+    from examples.leukemia.synthetic import make_synthetic
+    from hiercls import Taxonomy
+
+    wide = Taxonomy.from_edges([("r", "a"), *[("a", f"a{i}") for i in range(7)], ("r", "b"), ("b", "b1")])
+    with caplog.at_level(logging.WARNING):
+        make_synthetic(tmp_path / "wide", wide, n_per_leaf=1, size=16, n_partial=0)
+    assert "the children of this node (1 node(s) at depth 1; first: a) are more than the 6 nucleus shapes" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        make_synthetic(tmp_path / "paper", "paper", n_per_leaf=1, size=16, n_partial=0)
+    assert "drawn alike" not in caplog.text

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import colorsys
 import itertools
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -42,6 +43,7 @@ from examples.leukemia.data import TaxonomyLike, load_taxonomy
 from hiercls import Taxonomy
 
 __all__ = ["README_TEXT", "make_synthetic"]
+log = logging.getLogger(__name__)
 
 README_TEXT = """SYNTHETIC IMAGES - NOT REAL BLOOD CELLS.
 
@@ -165,6 +167,27 @@ def _draw(codes: list[tuple[int, int]], size: int, rng: np.random.Generator) -> 
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def _warn_lookalikes(tax: Taxonomy) -> None:
+    """Warn where the drawing cannot tell siblings apart: depth 2 has 6 nucleus shapes, depth 3 4 textures."""
+    sizes = np.diff(tax.children_ptr)
+    for depth, cues, what in ((1, len(_SHAPES), "nucleus shapes"), (2, len(_TEXTURES), "cytoplasm textures")):
+        wide = [tax.nodes[n] for n in np.flatnonzero((tax.depth_index == depth) & (sizes > cues)).tolist()]
+        if wide:
+            log.warning(
+                "synthetic images: the children of %s (%d node(s) at depth %d; first: %s) are more than the %d %s "
+                "that tell depth-%d siblings apart, so sibling k and sibling k + %d are drawn alike and cannot be "
+                "learned apart. Real images (--data) have no such limit.",
+                "these nodes" if len(wide) > 1 else "this node",
+                len(wide),
+                depth,
+                ", ".join(wide[:3]),
+                cues,
+                what,
+                depth + 1,
+                cues,
+            )
+
+
 def make_synthetic(
     out_dir: str | os.PathLike[str],
     taxonomy: TaxonomyLike,
@@ -205,6 +228,7 @@ def make_synthetic(
         raise ValueError(
             f"taxonomy: node names {bad[:5]} cannot be folder names; rename them to write a synthetic set."
         )
+    _warn_lookalikes(tax)
     out = Path(out_dir)
     readme = out / "README.txt"
     if out.exists() and any(out.iterdir()):
