@@ -325,7 +325,7 @@ def test_compare_on_real_images(shared_data: Path, tmp_path: Path) -> None:
             "--runs",
             "hierarchical:test_resnet",
             "--deadline",
-            "0",
+            "1e-9",  # 0 is refused: a deadline is > 0 (or left out)
             "--device",
             "cpu",
             "--out",
@@ -452,6 +452,44 @@ def test_aggregate_errors(tmp_path: Path, capsys, monkeypatch) -> None:
             main(argv)
         text = capsys.readouterr().err
         assert err.value.code == 2 and text.startswith("error: ") and said in text
+
+
+def test_aggregate_refuses_hand_edited_or_foreign_files_by_field(tmp_path: Path, capsys, monkeypatch) -> None:
+    """'seed': null, a row without 'backbone', 'rows': "x"... each crashed with a traceback (TypeError,
+    KeyError); now an error that names the file and the field."""
+    from examples.leukemia.aggregate import main
+
+    monkeypatch.delenv("HIERCLS_DEBUG", raising=False)
+    row = {"method": "flat", "backbone": "bb", "metrics": {"fine_leaf_accuracy": 0.5}}
+    cases = [
+        ({"seed": None, "rows": [row]}, "seed: expected the whole number of the training seed (--seed), got None"),
+        ({"seed": "0", "rows": [row]}, "seed: expected the whole number of the training seed (--seed), got '0'"),
+        ({"seed": 0, "rows": "x"}, "rows: expected a list of runs, one object each, got 'x'"),
+        ({"seed": 0, "rows": [3]}, "rows[0]: expected an object (one run), got 3"),
+        ({"seed": 0, "rows": [{"method": "flat", "metrics": {}}]}, "rows[0].backbone: expected a name (text), got "
+         "nothing (the field is missing)"),
+        ({"seed": 0, "rows": [{**row, "method": None}]}, "rows[0].method: expected a name (text), got None"),
+        ({"seed": 0, "rows": [{**row, "metrics": [0.5]}]}, "rows[0].metrics: expected an object of metric values"),
+        ({"seed": 0, "rows": [{**row, "metrics": {"accuracy": "high"}}]}, "rows[0].metrics.accuracy: expected a "
+         "number (or null), got 'high'"),
+    ]  # fmt: skip
+    for i, (content, said) in enumerate(cases):
+        file = tmp_path / f"r{i}.json"
+        file.write_text(json.dumps(content))
+        with pytest.raises(SystemExit) as err:
+            main([str(file)])
+        text = capsys.readouterr().err
+        assert err.value.code == 2 and text.startswith(f"error: {file}: ") and said in text, text
+        assert "rerun compare (or evaluate)" in text
+    # null metrics (not measured) are left out, as NaN ones are; a whole-number float seed is that seed
+    good = tmp_path / "good.json"
+    good.write_text(
+        json.dumps({"seed": 1.0, "rows": [{**row, "metrics": {"fine_leaf_accuracy": 0.5, "accuracy": None}}]})
+    )
+    result = main([str(good)])
+    (entry,) = result["summary"]
+    assert entry["seeds"] == [1] and "accuracy" not in entry and entry["fine_leaf_accuracy"]["mean"] == 0.5
+    capsys.readouterr()
 
 
 def test_evaluate_a_pack_run_from_anywhere(shared_data: Path, tmp_path: Path, monkeypatch) -> None:

@@ -132,6 +132,98 @@ def test_pack_cli_on_synthetic_folder_and_errors(tmp_path: Path, capsys: pytest.
         p.indices("holdout")
 
 
+# ---------------------------------------------------------------- review C: --out and damaged packs
+def test_pack_out_is_checked_when_parsing_and_a_failed_write_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """An existing folder as --out failed only at the rename after all the work (IsADirectoryError, with
+    its traceback) and left the temporary '.NAME.tmpPID' behind, as did a failed or stopped np.savez."""
+    import logging
+
+    from examples.leukemia import pack as pack_mod
+
+    monkeypatch.delenv("HIERCLS_DEBUG", raising=False)
+    root = make_synthetic(tmp_path / "syn", "paper", n_per_leaf=1, size=16)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    argv = ["--data", str(root), "--taxonomy", "paper", "--size", "8", "--workers", "1", "--no-progress"]
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the data was read before --out was checked")
+
+    monkeypatch.setattr(pack_mod, "scan", no_work)
+    for out, said in (
+        (tmp_path / "folder", "is a folder; give the .npz file to write, e.g."),
+        (tmp_path / "file.txt" / "p.npz", "is a file, not a folder"),
+        ("-", "a pack cannot go to stdout"),
+    ):
+        with pytest.raises(SystemExit) as err:
+            main([*argv, "--out", str(out)])
+        text = capsys.readouterr().err
+        assert err.value.code == 2 and "argument --out: " in text and said in text, text
+    with pytest.raises(ValueError, match="is a folder; expected the .npz file to write"):  # the function too
+        pack(root, tmp_path / "folder", taxonomy="paper")
+    monkeypatch.undo()
+    monkeypatch.delenv("HIERCLS_DEBUG", raising=False)
+
+    out = tmp_path / "packs" / "p.npz"
+    main([*argv, "--out", str(out)])
+    before = out.read_bytes()
+    for failure in (OSError(28, "No space left on device"), KeyboardInterrupt()):
+
+        def savez(fh, **arrays):
+            fh.write(b"PK half a pack")
+            raise failure  # noqa: B023
+
+        monkeypatch.setattr(pack_mod.np, "savez", savez)
+        with pytest.raises(type(failure)):
+            pack(root, out, taxonomy="paper", size=8, workers=1, progress=False)
+        assert sorted(p.name for p in out.parent.iterdir()) == ["p.npz"] and out.read_bytes() == before
+    monkeypatch.undo()
+    # packing again over a pack replaces it, and says so: runs trained on the old one no longer match it
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.pack"):
+        main([*argv, "--out", str(out), "--seed", "3"])
+    assert f"{out} exists and will be replaced" in caplog.text and "runs trained on the old pack" in caplog.text
+    assert load_pack(out).meta["seed"] == 3
+
+
+def test_a_damaged_or_foreign_pack_is_refused_without_pickle_advice(tmp_path: Path) -> None:
+    """np.load read a file that is not a zip as a pickle and advised 'allow_pickle=' (unsafe, and wrong: it
+    is no pack); a cut-short pack raised BadZipFile with its traceback."""
+    root = make_synthetic(tmp_path / "syn", "paper", n_per_leaf=1, size=16)
+    good = tmp_path / "good.npz"
+    pack(root, good, taxonomy="paper", size=8, workers=1, progress=False)
+    whole = good.read_bytes()
+    text = tmp_path / "text.npz"
+    text.write_text("not a zip at all")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(whole[:200] + bytes(b ^ 0xFF for b in whole[200:2000]) + whole[2000:])
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.arange(3))
+    objects = tmp_path / "objects.npz"
+    with np.load(good) as z:  # a pack whose names are Python objects: never unpickled
+        np.savez(objects, **{**{k: z[k] for k in z.files}, "names": np.array(list(z["names"]), dtype=object)})
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    for file, found in (
+        (text, "not a zip archive, as every .npz is; it starts with b'not a zi'"),
+        (empty, "it is empty"),
+        (cut, "a zip archive cut short or damaged"),
+        (damaged, "a damaged or foreign .npz"),
+        (other, "an .npz without data, offsets, names"),
+        (objects, "an array of Python objects"),
+    ):
+        with pytest.raises(ValueError) as err:
+            load_pack(file)
+        message = str(err.value)
+        assert message.startswith(f"--pack {str(file)!r}: not a pack made by `python -m examples.leukemia.pack` (")
+        assert found in message and "re-create it with python -m examples.leukemia.pack --data DIR" in message
+        assert "pickle" not in message, message
+    assert len(load_pack(good)) == 10  # one image per node below the root
+
+
 # ---------------------------------------------------------------- GPUBatches
 def _images(n: int = 23, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)

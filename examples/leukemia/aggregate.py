@@ -33,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from examples.leukemia.cli import ArgumentParser, exits_cleanly
+from examples.leukemia.cli import ArgumentParser, exits_cleanly, output_folder
 from examples.leukemia.models import row_variant
 
 METRICS = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "mistake_severity", "accuracy")
@@ -178,6 +178,58 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_results(path: str | Path, data: dict[str, Any]) -> int:
+    """The seed of a parsed results.json, after checking the fields aggregate reads (a hand-edited or
+    foreign file failed with a traceback): ``seed`` a whole number, ``rows`` a list of objects, each with a
+    ``backbone`` and a ``method`` (or ``variant``) text and ``metrics``, an object of numbers.
+
+    Raises:
+        ValueError: the file, the field, what it holds, and what compare writes there.
+
+    Examples:
+        >>> check_results("r.json", {"seed": 0, "rows": [{"method": "flat", "backbone": "b", "metrics": {"n": 3}}]})
+        0
+    """
+    redo = "rerun compare (or evaluate) to write it again, or fix the file by hand"
+    missing = object()
+
+    def bad(field: str, expected: str, got: Any) -> ValueError:
+        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        shown = "nothing (the field is missing)" if got is missing else shown
+        return ValueError(f"{path}: {field}: expected {expected}, got {shown}; {redo}.")
+
+    seed = data["seed"]
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    if not _whole(seed):
+        raise bad("seed", "the whole number of the training seed (--seed)", seed)
+    rows = data["rows"]
+    if not isinstance(rows, list):
+        raise bad("rows", "a list of runs, one object each", rows)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise bad(f"rows[{i}]", "an object (one run)", row)
+        for key in ("backbone", *(() if isinstance(row.get("variant"), str) else ("method",))):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise bad(f"rows[{i}].{key}", "a name (text)", row.get(key, missing))
+        metrics = row.get("metrics")
+        if not isinstance(metrics, dict):
+            raise bad(f"rows[{i}].metrics", "an object of metric values", metrics if "metrics" in row else missing)
+        for key in METRICS:
+            value = metrics.get(key)
+            if (
+                key in metrics
+                and value is not None
+                and (isinstance(value, bool) or not isinstance(value, (int, float)))
+            ):
+                raise bad(f"rows[{i}].metrics.{key}", "a number (or null)", value)
+    return seed
+
+
 def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
     """One record per (results.json, row): method, backbone, seed, metrics.
 
@@ -201,7 +253,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 f"{path}: expected a compare results.json with 'rows' and 'seed' (or an evaluate results.json of "
                 "checkpoints that share one training seed)."
             )
-        seed = int(data["seed"])
+        seed = check_results(path, data)
         if seed in seen:
             raise ValueError(
                 f"{path} and {seen[seed]} both have seed {seed}: pool runs that differ in --seed, one file per seed."
@@ -240,7 +292,7 @@ def aggregate(records: list[dict[str, Any]], reference: str = "flat") -> dict[st
     for (method, backbone), by_seed in groups.items():
         entry: dict[str, Any] = {"method": method, "backbone": backbone, "seeds": sorted(by_seed)}
         for m in METRICS:
-            values = [float(v[m]) for v in by_seed.values() if m in v and not math.isnan(float(v[m]))]
+            values = [float(v[m]) for v in by_seed.values() if v.get(m) is not None and not math.isnan(float(v[m]))]
             if values:
                 mean, sd = _mean_sd(values)
                 entry[m] = {"mean": mean, "sd": sd, "n": len(values)}
@@ -256,7 +308,9 @@ def aggregate(records: list[dict[str, Any]], reference: str = "flat") -> dict[st
             diffs = [
                 float(by_seed[s][m]) - float(ref[s][m])
                 for s in seeds
-                if m in by_seed[s] and m in ref[s] and not math.isnan(float(by_seed[s][m]) - float(ref[s][m]))
+                if by_seed[s].get(m) is not None
+                and ref[s].get(m) is not None
+                and not math.isnan(float(by_seed[s][m]) - float(ref[s][m]))
             ]
             if diffs:
                 mean, sd = _mean_sd(diffs)
@@ -335,6 +389,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument(
         "--out",
+        type=output_folder,
         default=None,
         help="folder for aggregate.json (strict JSON: a standard deviation of one seed is null) and aggregate.md",
     )

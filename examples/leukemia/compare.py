@@ -22,24 +22,39 @@ A rerun into the same ``--out`` first removes the runs and figures the earlier c
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import logging
 import math
+import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from examples.leukemia.cli import ArgumentParser, HelpFormatter, device, exits_cleanly, whole_number
+from examples.leukemia.cli import (
+    ArgumentParser,
+    HelpFormatter,
+    device,
+    exits_cleanly,
+    output_folder,
+    positive_float,
+    whole_number,
+)
+from examples.leukemia.data import LAYOUTS
 from hiercls.decoding import RULE_OPTIONS, decode
 
 log = logging.getLogger("examples.leukemia.compare")
 
 __all__ = ["main"]
+
+_T = TypeVar("_T")
+_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse takes these for values, not flags
 
 _ALT_KEYS = ("fine_leaf_accuracy", "eight_class_accuracy", "hierarchical_f1", "mistake_severity", "accuracy")
 
@@ -85,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pack", default=None, help="packed dataset (examples.leukemia.pack)")
     p.add_argument("--data", default=None, help="or an image folder / CSV (decoded once into memory)")
-    p.add_argument("--layout", default="auto", help="how labels are read from --data (as in train)")
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=LAYOUTS,
+        help=f"how labels are read from --data (as in train: {', '.join(LAYOUTS)})",
+    )
     p.add_argument(
         "--taxonomy",
         default=None,
@@ -111,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=30,
         help="epochs of every run (train alone defaults to 40)",
     )
-    p.add_argument("--img-size", type=int, default=None, help="for --data (a pack has its own size)")
+    p.add_argument(
+        "--img-size",
+        type=whole_number(8, "e.g. --img-size 128"),
+        default=None,
+        help="for --data (a pack has its own size; default: train's, 128)",
+    )
     p.add_argument("--batch-size", type=whole_number(1, "e.g. --batch-size 32"), default=256, help="per process")
     p.add_argument(
         "--limit",
@@ -123,10 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--seed", type=int, default=0, help="seed of every run (weights and batches; the split has its own)")
-    p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: up to 8)")
+    p.add_argument(
+        "--workers",
+        type=whole_number(1, "e.g. --workers 4"),
+        default=None,
+        help="image decoding workers (default: the usable CPU cores, at most 16)",
+    )
     p.add_argument(
         "--deadline",
-        type=float,
+        type=positive_float("e.g. --deadline 3600, or leave --deadline out for no deadline"),
         default=None,
         help="seconds: skip runs expected to end after this (estimated from earlier runs of the backbone)",
     )
@@ -138,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-args",
         default="",
-        help="extra flags for every training run, e.g. '--warmup 3', checked against every run before the data "
+        help="extra flags for every training run, e.g. '--warmup 3' (a single flag with '=': --train-args=--quiet), "
+        "checked against every run before the data "
         "is read (a flag that fits only some runs, such as --balance, needs its own compare call); not the flags "
         "compare sets itself (--seed, --epochs, --batch-size, the data and model flags...): give compare's own",
     )
@@ -156,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None, help="title of results.md (default: from the data and the settings)")
     p.add_argument(
         "--out",
+        type=output_folder,
         default="results/compare",
         help="folder of results.md, results.json, figures/ and runs/ (a rerun replaces what it holds)",
     )
@@ -314,7 +346,13 @@ def check_train_args(text: str) -> list[str]:
 
     from examples.leukemia import train as T
 
-    tokens = shlex.split(text)
+    try:
+        tokens = shlex.split(text)
+    except ValueError as err:  # 'No closing quotation'
+        raise ValueError(
+            f"--train-args: expected training flags as a shell would split them, got {text!r} ({err}); close the "
+            "quotes, e.g. --train-args \"--init-checkpoint 'my weights.pt'\""
+        ) from None
     unset = object()
     parser = T.build_parser()
     given = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), unset))
@@ -330,6 +368,53 @@ def check_train_args(text: str) -> list[str]:
             + "."
         )
     return tokens
+
+
+def _train_parse(parse: Callable[[], _T], parser: argparse.ArgumentParser) -> _T:
+    """``parse()`` (a parse of train's flags), a refusal from train's parser reported as compare's own.
+
+    train's parser printed ``python -m examples.leukemia.train: error: ...`` and pointed at train's
+    ``--help`` though the user ran compare: the refusal is caught and said again as
+    ``compare: error: --train-args: ...``, with train's message in it.
+    """
+    import contextlib
+    import io
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
+            parsed = parse()
+    except SystemExit as err:
+        text = said.getvalue()
+        inner = text.partition(": error: ")[2].partition("\n(every option:")[0].strip()
+        if err.code in (0, None):  # --help among the training flags
+            inner = "--help asks for train's help, which is not a training flag"
+        parser.error(
+            f"--train-args: train refuses these flags: {inner or text.strip() or f'exit status {err.code}'} (the flags "
+            "of --train-args are train's: python -m examples.leukemia.train --help; a single flag goes with '=', "
+            "--train-args=--quiet)"
+        )
+    sys.stderr.write(said.getvalue())  # a warning printed while parsing is still shown
+    return parsed
+
+
+def _flag_taken_as_compares(argv: list[str]) -> str | None:
+    """The value of ``--train-args`` that argparse would take for a flag of compare's: ``--train-args --quiet``.
+
+    A value starting with ``-`` and holding no space is an option to argparse, so ``--train-args`` is
+    left without its value and argparse says only 'expected one argument'.
+
+    Examples:
+        >>> _flag_taken_as_compares(["--pack", "p.npz", "--train-args", "--quiet"])
+        '--quiet'
+        >>> _flag_taken_as_compares(["--train-args", "--warmup 1"]) is None
+        True
+    """
+    for here, token in enumerate(argv[:-1]):
+        value = argv[here + 1]
+        if token == "--train-args" and value.startswith("-") and " " not in value and not _NUMBER.match(value):
+            return value
+    return None
 
 
 def _in(folder: Path, path: Path) -> bool:
@@ -431,6 +516,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     parser = build_parser()
+    flag = _flag_taken_as_compares(list(sys.argv[1:] if argv is None else argv))
+    if flag is not None:
+        parser.error(
+            f"--train-args: expected the training flags as its value, got {flag!r} read as a flag of compare's (a "
+            f"value that starts with '-' and holds no space); write it with '=': --train-args={flag}"
+        )
     args = parser.parse_args(argv)
     if not args.pack and not args.data:
         parser.error(
@@ -447,7 +538,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "e.g. --also-decode crm,hf_optimal"
         )
     runs = _runs(args)  # unknown methods and backbones stop here, before any folder or data
-    train_tokens = check_train_args(args.train_args)  # and flags that would override compare's own
+    # and flags that would override compare's own; train's parser refusing them speaks as compare's
+    train_tokens = _train_parse(lambda: check_train_args(args.train_args), parser)
     t_start = time.perf_counter()
     out = Path(args.out)
     common = [
@@ -481,7 +573,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         common.append("--compile")
     common += train_tokens
 
-    base_args = T.parse_args(common + ["--output", str(out)])
+    base_args = _train_parse(lambda: T.parse_args(common + ["--output", str(out)]), parser)
     for method, backbone, head in runs:  # --train-args' options against every run, before the data is read
         try:
             T.check_model_args(
@@ -538,7 +630,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "seed": args.seed,
         "train_args": args.train_args,
-        "weights_start": weights_start(train_tokens),
+        "weights_start": _train_parse(lambda: weights_start(train_tokens), parser),
         "command": "python -m examples.leukemia.compare " + shlex.join(sys.argv[1:] if argv is None else argv),
         "load_seconds": load_s,
         "run_names": names,  # what a rerun into --out removes (remove_previous_runs)
@@ -598,20 +690,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write()
             continue
         head_args = [] if head is None else ["--head", head]
-        run_args = T.parse_args(
-            # compare owns its folder: a rerun replaces each run instead of mixing with it
-            common
-            + [
-                "--method",
-                method,
-                *head_args,
-                "--backbone",
-                backbone,
-                "--output",
-                str(out / "runs" / name),
-                "--overwrite",
-            ]
-        )
+        # compare owns its folder: a rerun replaces each run instead of mixing with it
+        run_argv = [*common, "--method", method, *head_args, "--backbone", backbone]
+        run_argv += ["--output", str(out / "runs" / name), "--overwrite"]
+        run_args = _train_parse(functools.partial(T.parse_args, run_argv), parser)
         t_run = time.perf_counter()
         try:
             res = T.run(run_args, data=data, env=env)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, probability, whole_number
+from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, output_folder, probability, whole_number
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import RULE_OPTIONS, decode
@@ -876,8 +876,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
     p.add_argument("--batch-size", type=whole_number(1), default=256, help="images per inference batch")
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
-    p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: up to 8)")
-    p.add_argument("--out", default="eval", help="output folder")
+    p.add_argument(
+        "--workers",
+        type=whole_number(1, "e.g. --workers 4"),
+        default=None,
+        help="image decoding workers (default: the usable CPU cores, at most 16)",
+    )
+    p.add_argument("--out", type=output_folder, default="eval", help="output folder (made when missing)")
     p.add_argument(
         "--no-figures", dest="figures", action="store_false", help="skip the confusion matrices and recall trees"
     )

@@ -17,15 +17,19 @@ Written to ``--out``: one overlay PNG per image and level, ``<i>_<image>_d<depth
 ``<i>`` the image's 3-digit position in the run (``000``, ``001``...; images that share a file name,
 ``a/x.jpg`` and ``b/x.jpg``, get distinct overlays), a combined figure ``explain.png`` (rows:
 images, the first ``FIGURE_ROWS`` of them; columns: the input, then one map per level) and
-``explain.csv`` listing every overlay.
+``explain.csv`` listing every overlay. A rerun into the same ``--out`` first removes the overlays the
+earlier ``explain.csv`` there lists (and nothing else); an ``--out`` inside a folder of the images is
+refused (the overlays would lie among the cells).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, output_folder, probability, whole_number
-from examples.leukemia.evaluate import decode_rule
+from examples.leukemia.evaluate import DECODE_CHOICES, decode_rule
 from examples.leukemia.gpu_data import add_tta_argument, tta_mean
 from hiercls.decoding import decode
 
@@ -45,7 +49,14 @@ log = logging.getLogger("examples.leukemia.explain")
 #: inches a row, more would make a figure too tall to open (matplotlib refuses 2**16 pixels)
 FIGURE_ROWS = 32
 
-__all__ = ["cam_target_layer", "explain", "main", "overlay_name"]
+__all__ = [
+    "cam_target_layer",
+    "explain",
+    "main",
+    "overlay_name",
+    "refuse_out_among_inputs",
+    "remove_previous_overlays",
+]
 
 
 class _LogMarginals(nn.Module):
@@ -178,6 +189,66 @@ def overlay_name(index: int, image: str | Path, depth: int, node: str) -> str:
     return f"{index:03d}_{_safe(Path(image).stem)}_d{depth}_{_safe(node)}.png"
 
 
+def _input_folders(inputs: Sequence[str]) -> list[Path]:
+    """The folders ``inputs`` name: folders given, and the folder a pattern's wildcards start below."""
+    folders = []
+    for text in inputs:
+        if not os.path.exists(text) and glob.has_magic(text):
+            parts = Path(text).parts
+            text = os.path.join(*parts[: next(i for i, part in enumerate(parts) if glob.has_magic(part))] or ["."])
+        if os.path.isdir(text):
+            folders.append(Path(text))
+    return folders
+
+
+def refuse_out_among_inputs(out: str, inputs: Sequence[str]) -> None:
+    """Refuse an ``--out`` that is, or lies inside, a folder of the images to explain.
+
+    The overlays are PNG images: written there, they would lie among the user's cells, and the next
+    ``explain`` or ``predict`` of that folder would read them as cells.
+
+    Raises:
+        ValueError: the folder, and another ``--out`` to give.
+    """
+    where = Path(out).resolve()
+    for folder in _input_folders(inputs):
+        if where.is_relative_to(folder.resolve()):
+            instead = folder.resolve().parent / f"{folder.resolve().name}_explain"
+            raise ValueError(
+                f"--out {out!r}: expected a folder outside the images to explain, got "
+                + ("the input folder itself" if where == folder.resolve() else "one inside the input folder")
+                + f" {os.fspath(folder)!r}; its overlays (PNG images) would be written among your images, and the next "
+                f"run on that folder would read them as cells. Give another --out, e.g. --out {os.fspath(instead)!r}"
+            )
+
+
+def remove_previous_overlays(out: Path) -> list[Path]:
+    """Remove the overlays that an earlier ``explain`` into ``out`` listed in its ``explain.csv``.
+
+    A rerun wrote its overlays beside the earlier run's (other images, another ``--max-images``), while
+    its ``explain.csv`` listed only its own. Only files of ``out`` that the earlier CSV names (by their
+    name: overlays are written straight into ``out``) and that are PNG files are removed.
+
+    Returns:
+        the files removed.
+    """
+    listing = out / "explain.csv"
+    try:
+        with open(listing, newline="", encoding="utf-8") as fh:
+            names = [Path(row.get("overlay") or "").name for row in csv.DictReader(fh)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    removed = []
+    for name in dict.fromkeys(names):
+        file = out / name
+        if name.endswith(".png") and file.is_file():
+            file.unlink()
+            removed.append(file)
+    if removed:
+        log.info("removed the %d overlay(s) of the earlier explain in %s", len(removed), out)
+    return removed
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m examples.leukemia.explain", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
@@ -190,7 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="explain at most this many images (the first found; default 8)",
     )
     p.add_argument(
-        "--decode", type=decode_rule, default=None, help="rule of the explained prediction (default: the checkpoint's)"
+        "--decode",
+        type=decode_rule,
+        default=None,
+        metavar="RULE",
+        help=f"rule of the explained prediction: {', '.join(DECODE_CHOICES)} (auto: the method's default, as in "
+        "train; default: the checkpoint's own)",
     )
     p.add_argument(
         "--threshold",
@@ -203,8 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         note="of the explained prediction, as in predict; the maps are of the image as it is "
         "(default: the checkpoint's)",
     )
-    p.add_argument("--img-size", type=whole_number(1), default=None, help="default: the training resolution")
-    p.add_argument("--device", type=device, default=None)
+    p.add_argument(
+        "--img-size", type=whole_number(1), default=None, help="image side in pixels (default: the training resolution)"
+    )
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
     return p
 
 
@@ -234,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    refuse_out_among_inputs(args.out, args.inputs)
     candidates = find_images(args.inputs)  # a missing input is reported before the model is loaded
     model, ckpt = load_model(resolve_checkpoint(args.checkpoint), device=device)
     model = model.float()
@@ -283,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_previous_overlays(out)  # a rerun's folder holds its own overlays only, those its explain.csv lists
     rows: list[dict[str, Any]] = []
     cols = 1 + max((len(m) for m in maps), default=0)
     shown = min(len(paths), FIGURE_ROWS)  # explain.png: one row per image, up to FIGURE_ROWS

@@ -29,21 +29,25 @@ pack once, in parallel, into a ``uint8`` tensor ``(N, 3, size, size)``.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from PIL import Image
 
-from examples.leukemia.cli import ArgumentParser, exits_cleanly
+from examples.leukemia.cli import ArgumentParser, exits_cleanly, output_file
 from examples.leukemia.data import (
     DEFAULT_SEED,
     LAYOUTS,
@@ -62,7 +66,9 @@ from examples.leukemia.data import (
 )
 from hiercls import Taxonomy
 
-__all__ = ["PACK_FORMAT", "Pack", "load_pack", "main", "pack"]
+__all__ = ["PACK_FORMAT", "Pack", "load_pack", "main", "pack", "pack_file"]
+
+log = logging.getLogger("examples.leukemia.pack")
 
 PACK_FORMAT = "hiercls-leukemia-pack/1"
 DEFAULT_QUALITY = 86
@@ -129,11 +135,23 @@ def pack(
         ValueError: bad ``size``/``quality``, no taxonomy for a ``folder``/``csv`` layout, and
             everything :func:`examples.leukemia.data.scan` raises.
     """
+    out = Path(out)
+    if out.is_dir():  # found before the work, not by the rename at its end
+        raise ValueError(
+            f"out: {os.fspath(out)!r} is a folder; expected the .npz file to write, e.g. "
+            f"{os.fspath(out / 'pack.npz')!r}."
+        )
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ValueError(f"size: expected a positive int (pixels), got {size!r}.")
     if not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ValueError(f"quality: expected an int JPEG quality in [1, 100], got {quality!r}.")
     crop = check_crop(crop)
+    if out.exists():
+        log.warning(
+            "%s exists and will be replaced by the new pack when it is written; runs trained on the old pack will no "
+            "longer match it (evaluate scores them on the new one): write to another --out to keep both",
+            os.fspath(out),
+        )
     t0 = time.perf_counter()
     if taxonomy is None:
         taxonomy = _default_taxonomy(detect_layout(data) if layout == "auto" else layout)
@@ -192,12 +210,15 @@ def pack(
             "size": np.array(size, dtype=np.int64),
             "meta": np.array(json.dumps(meta)),
         }
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, out)
+    try:  # a failed or interrupted write leaves no temporary file and the old pack as it was
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     encode_s = time.perf_counter() - t1
     return {
         "out": str(out),
@@ -278,21 +299,36 @@ def load_pack(
             f"path: pack {os.fspath(path)!r} not found. Create it with "
             "python -m examples.leukemia.pack --data DIR --size 128 --out " + os.fspath(path)
         )
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in _REQUIRED if k not in z.files]
-        if missing:
-            raise ValueError(
-                f"{os.fspath(path)!r} is not a pack of this example (missing {missing}; a --tool-format pack holds "
-                "only data/offsets/names). Re-create it with python -m examples.leukemia.pack without --tool-format."
-            )
-        data, offsets = z["data"], z["offsets"]
-        names = z["names"].tolist()
-        target_arr = z["targets"].astype(np.int64)
-        split_arr = z["split"].astype(str)
-        tax_json = str(z["taxonomy"])
-        fingerprint = str(z["fingerprint"])
-        size = int(z["size"])
-        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+    if not zipfile.is_zipfile(path):  # np.load would read it as a pickle and advise allow_pickle: never
+        head = _first_bytes(path)
+        if head.startswith("b'PK"):
+            _not_a_pack(path, "a zip archive cut short or damaged: its table of contents at the end is missing")
+        _not_a_pack(path, f"not a zip archive, as every .npz is; it starts with {head}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _REQUIRED if k not in z.files]
+            if missing:
+                tool = set(z.files) >= {"data", "offsets", "names"}
+                _not_a_pack(
+                    path,
+                    f"an .npz without {', '.join(missing)}"
+                    + ("; a --tool-format pack holds only data/offsets/names" if tool else f"; it holds {z.files}"),
+                    " without --tool-format" if tool else "",
+                )
+            data, offsets = z["data"], z["offsets"]
+            names = z["names"].tolist()
+            target_arr = z["targets"].astype(np.int64)
+            split_arr = z["split"].astype(str)
+            tax_json = str(z["taxonomy"])
+            fingerprint = str(z["fingerprint"])
+            size = int(z["size"])
+            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+    except (OSError, EOFError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        if isinstance(err, ValueError) and str(err).startswith(_NOT_A_PACK):
+            raise
+        # a truncated copy, a damaged member, an array of objects (never unpickled)
+        what = "an array of Python objects" if "pickle" in str(err) else f"{type(err).__name__}: {err}"
+        _not_a_pack(path, f"a damaged or foreign .npz ({what})")
     with tempfile.TemporaryDirectory() as tmpdir:  # Taxonomy.from_json reads files
         tax_file = Path(tmpdir) / "taxonomy.json"
         tax_file.write_text(tax_json, encoding="utf-8")
@@ -319,9 +355,46 @@ def load_pack(
     return Pack(images, targets, split_arr, names, labels, tax, size, meta)
 
 
+_NOT_A_PACK = "--pack "
+
+
+def _not_a_pack(path: Path, found: str, how: str = "") -> NoReturn:
+    """Refuse a file that is not a readable pack; ``found`` says what it is instead."""
+    raise ValueError(
+        f"{_NOT_A_PACK}{os.fspath(path)!r}: not a pack made by `python -m examples.leukemia.pack` ({found}); "
+        f"re-create it with python -m examples.leukemia.pack --data DIR --size 128 --out {os.fspath(path)}{how}."
+    )
+
+
+def _first_bytes(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as err:
+        return f"nothing readable ({err.strerror})"
+    return repr(head) if head else "nothing: it is empty"
+
+
 def _decode_chunks(blobs: list[bytes]) -> list[np.ndarray]:
     # one (n, H, W, 3) array per chunk, in a list: parallel_map concatenates the lists
     return [_decode_chunk(blobs)]
+
+
+def pack_file(text: str) -> str:
+    """``argparse`` type of ``--out``: a file to write (:func:`examples.leukemia.cli.output_file`), not stdout.
+
+    Checked when the command line is read: a folder failed at the rename after all the work.
+
+    Examples:
+        >>> pack_file("cache/pbc128.npz")
+        'cache/pbc128.npz'
+    """
+    if text == "-":
+        raise argparse.ArgumentTypeError("expected a .npz file to write, got '-' (a pack cannot go to stdout)")
+    if text and Path(os.path.expanduser(text)).is_dir():
+        example = os.fspath(Path(os.path.expanduser(text)) / "pack.npz")
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give the .npz file to write, e.g. {example!r}")
+    return output_file(text)
 
 
 @exits_cleanly
@@ -337,7 +410,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pbc or all4)",
     )
     ap.add_argument("--size", type=int, default=128, help="stored image side in pixels (default 128)")
-    ap.add_argument("--out", required=True, help="the .npz to write")
+    ap.add_argument(
+        "--out", type=pack_file, required=True, help="the .npz to write (an existing file is replaced, with a warning)"
+    )
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"JPEG quality (default {DEFAULT_QUALITY})")
     ap.add_argument(

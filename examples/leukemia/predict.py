@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, output_file, probability, whole_number
-from examples.leukemia.evaluate import decode_rule
+from examples.leukemia.evaluate import DECODE_CHOICES, decode_rule
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import decode
@@ -55,14 +55,19 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
     A pattern that the shell did not expand (quoted, or on Windows: ``"cells/*.jpg"``, ``"runs/**/*.png"``)
     is expanded here. An image reached twice (listed twice, or inside two folders given) is kept once, at
     its first place. Files of a folder or a pattern whose extension is not an image's are left out and
-    listed once on stderr (hidden files, such as ``.DS_Store``, silently); a file named on its own is kept
-    whatever its extension (a file that is not a readable image is reported when it is read).
+    listed once on stderr; hidden files and folders (``.DS_Store``, ``.thumbnails/``) and ``__MACOSX``
+    folders are left out silently, as :func:`examples.leukemia.data.scan` leaves them out; a file named
+    on its own is kept whatever its extension (a file that is not a readable image is reported when it
+    is read).
 
     Raises:
         FileNotFoundError: an input does not exist (or a pattern matches nothing).
         ValueError: no image file found.
     """
-    from examples.leukemia.data import IMAGE_EXTENSIONS
+    from examples.leukemia.data import _SKIP_DIRS, IMAGE_EXTENSIONS
+
+    def hidden(parts: Sequence[str]) -> bool:  # as data.scan: dot-folders and __MACOSX never hold data
+        return any(part.startswith(".") or part in _SKIP_DIRS for part in parts)
 
     found: list[str] = []
     ignored: list[str] = []
@@ -76,18 +81,20 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
         recursive = "**" in text  # such a pattern lists every file below by itself: its folders are not walked
         for match in matches:
             path = Path(match)
-            if match != text and recursive and path.is_dir():
+            if match != text and ((recursive and path.is_dir()) or hidden(_matched_parts(text, match))):
                 continue
             if match != text and path.is_file():  # a pattern's file: kept as a folder's would be
-                if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+                if path.suffix.lower() in IMAGE_EXTENSIONS:
                     found.append(str(path))
-                elif not path.name.startswith("."):
+                else:
                     ignored.append(str(path))
             elif path.is_dir():
                 for p in sorted(x for x in path.rglob("*") if x.is_file()):
-                    if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+                    if hidden(p.relative_to(path).parts):
+                        continue
+                    if p.suffix.lower() in IMAGE_EXTENSIONS:
                         found.append(str(p))
-                    elif not any(part.startswith(".") for part in p.relative_to(path).parts):
+                    else:
                         ignored.append(str(p))
             elif path.is_file():
                 found.append(str(path))
@@ -108,6 +115,18 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
     if not unique:
         raise ValueError(f"inputs: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {list(map(str, inputs))}.")
     return unique
+
+
+def _matched_parts(pattern: str, match: str) -> tuple[str, ...]:
+    """The parts of ``match`` that ``pattern``'s wildcards stood for (those below its last plain folder).
+
+    Examples:
+        >>> _matched_parts("cells/**/*.png", "cells/__MACOSX/a/x.png")
+        ('__MACOSX', 'a', 'x.png')
+    """
+    parts = Path(pattern).parts
+    plain = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    return Path(match).parts[plain:]
 
 
 def _read_images(paths: Sequence[str], size: int, crop: float = 1.0) -> tuple[list[str], np.ndarray, dict[str, str]]:
@@ -199,17 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="predictions.csv",
         help="CSV to write ('-' for stdout; default predictions.csv)",
     )
-    p.add_argument("--decode", type=decode_rule, default=None, help="rule for 'prediction' (default: the checkpoint's)")
+    p.add_argument(
+        "--decode",
+        type=decode_rule,
+        default=None,
+        metavar="RULE",
+        help=f"rule for 'prediction': {', '.join(DECODE_CHOICES)} (auto: the method's default, as in train; "
+        "default: the checkpoint's own)",
+    )
     p.add_argument(
         "--threshold",
         type=probability,
         default=None,
         help="confidence needed for the 'answer' to go deeper (default: the checkpoint's --threshold, else 0.5)",
     )
-    p.add_argument("--img-size", type=whole_number(1), default=None, help="default: the training resolution")
-    p.add_argument("--batch-size", type=whole_number(1), default=128)
+    p.add_argument(
+        "--img-size", type=whole_number(1), default=None, help="image side in pixels (default: the training resolution)"
+    )
+    p.add_argument("--batch-size", type=whole_number(1), default=128, help="images per inference batch")
     add_tta_argument(p, note="default: the checkpoint's (train --tta)")
-    p.add_argument("--device", type=device, default=None)
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
     return p
 
 
