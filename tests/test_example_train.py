@@ -1232,3 +1232,47 @@ def test_synthetic_images_warn_when_siblings_would_be_drawn_alike(tmp_path: Path
     with caplog.at_level(logging.WARNING):
         make_synthetic(tmp_path / "paper", "paper", n_per_leaf=1, size=16, n_partial=0)
     assert "drawn alike" not in caplog.text
+
+
+def test_the_input_normalisation_follows_the_weights(tmp_path: Path, paper_tax) -> None:
+    """Inputs were always normalised with ImageNet's statistics, so a ViT's timm weights (which expect
+    0.5/0.5) saw inputs about 2x too wide after --pretrained or a timm --init-checkpoint (a review). From
+    scratch it stays ImageNet's (the recorded results), and test time reads it from the checkpoint."""
+    from safetensors.torch import save_file
+
+    from examples.leukemia.models import IMAGENET_NORMALIZE, model_from_config, model_normalize
+
+    scratch = build_model("test_vit", paper_tax, "flat", img_size=32)
+    assert scratch.config["normalize"] == IMAGENET_NORMALIZE
+    save_file({k: v.contiguous() for k, v in scratch.backbone.state_dict().items()}, tmp_path / "timm.safetensors")
+    from_timm = build_model("test_vit", paper_tax, "flat", img_size=32, init_checkpoint=tmp_path / "timm.safetensors")
+    assert from_timm.config["normalize"] == {"mean": [0.5] * 3, "std": [0.5] * 3}  # test_vit's pretrained_cfg
+    save_checkpoint(tmp_path / "ck", from_timm, paper_tax, config={"model": from_timm.config})
+    again = build_model("test_vit", paper_tax, "hierarchical", img_size=32, init_checkpoint=tmp_path / "ck")
+    assert again.config["normalize"] == from_timm.config["normalize"]  # a checkpoint's own record
+    assert model_from_config(from_timm.config, paper_tax).config["normalize"] == from_timm.config["normalize"]
+    old = {k: v for k, v in from_timm.config.items() if k != "normalize"}  # a checkpoint from before the record
+    assert model_normalize(model_from_config(old, paper_tax)) == (
+        tuple(IMAGENET_NORMALIZE["mean"]),
+        tuple(IMAGENET_NORMALIZE["std"]),
+    )
+    # test time: the marginals are those of the recorded normalisation
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    from_timm.eval()
+    got = T.predict(from_timm, images, batch_size=2, device=torch.device("cpu"), amp=False, channels_last=False)
+    with torch.no_grad():
+        want = from_timm.marginals(from_timm((images.float() / 255 - 0.5) / 0.5))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_from_before_the_normalisation_record_resumes_with_imagenet_statistics(tmp_path: Path) -> None:
+    common = ["--backbone", "test_vit", "--epochs", "2", "--synthetic-per-leaf", "2", *FAST]
+    out = tmp_path / "r"
+    T.run(T.parse_args([*common, "--output", str(out), "--stop-after", "1"]))
+    last = out / "last.json"
+    sidecar = json.loads(last.read_text())
+    assert sidecar["config"]["model"]["normalize"]["mean"] == [0.485, 0.456, 0.406]
+    del sidecar["config"]["model"]["normalize"]
+    last.write_text(json.dumps(sidecar))
+    res = T.run(T.parse_args([*common, "--output", str(out), "--resume"]))
+    assert res.config["model"]["normalize"]["mean"] == [0.485, 0.456, 0.406]

@@ -307,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from examples.leukemia.checkpoint import load_model
     from examples.leukemia.evaluate import checkpoint_decoding, resolve_checkpoint
     from examples.leukemia.gpu_data import GPUBatches
+    from examples.leukemia.models import model_normalize
     from examples.leukemia.predict import _read_images, check_image_size, find_images
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -339,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             "above); pass image files (PNG, JPEG, TIFF...) or folders of them."
         )
     uint8 = torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous().to(device)
+    mean, std = model_normalize(model)
     batches = GPUBatches(
         uint8,
         torch.zeros(len(uint8), dtype=torch.int64, device=device),
@@ -346,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         shuffle=False,
         drop_last=False,
         augment=False,
+        mean=mean,
+        std=std,
     )
     images = next(iter(batches))[0]  # normalised exactly as in training
     rule, threshold = checkpoint_decoding(ckpt.config, args.decode, args.threshold)

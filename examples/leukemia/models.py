@@ -45,10 +45,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEAD_LOSSES",
+    "IMAGENET_NORMALIZE",
     "METHODS",
     "HierarchicalClassifier",
     "Method",
     "PerLevelClassifier",
+    "backbone_normalize",
     "build_model",
     "check_backbone",
     "check_input_size",
@@ -56,6 +58,7 @@ __all__ = [
     "feature_dim",
     "load_init_weights",
     "method_defaults",
+    "model_normalize",
     "row_variant",
     "variant_name",
 ]
@@ -289,6 +292,30 @@ def feature_dim(backbone: nn.Module) -> int:
     return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
+IMAGENET_NORMALIZE: dict[str, list[float]] = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+"""The input normalisation of a model trained from scratch (and of checkpoints older than ``normalize``)."""
+
+
+def backbone_normalize(backbone: nn.Module) -> dict[str, list[float]]:
+    """The mean/std the backbone's timm pretrained weights expect (``pretrained_cfg``), ImageNet's if none.
+
+    A ViT's default weights (``augreg``) expect 0.5/0.5, not ImageNet's statistics: fed the wrong ones,
+    pretrained weights see inputs about 2x too wide.
+    """
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+        return {k: list(v) for k, v in IMAGENET_NORMALIZE.items()}
+    return {"mean": [float(m) for m in mean], "std": [float(v) for v in std]}
+
+
+def model_normalize(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` the model's inputs are normalised with (``model.config["normalize"]``; ImageNet's
+    for a model without one, as every checkpoint was before it was recorded)."""
+    norm = (getattr(model, "config", None) or {}).get("normalize") or IMAGENET_NORMALIZE
+    return tuple(norm["mean"]), tuple(norm["std"])
+
+
 def create_backbone(name: str, *, pretrained: bool = False, img_size: int | None = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, num_classes=0, pretrained=...)``: pooled features ``(B, feature_dim)``.
 
@@ -395,6 +422,7 @@ def build_model(
     label_smoothing: float = 0.0,
     loss_kwargs: Mapping[str, Any] | None = None,
     backbone_kwargs: Mapping[str, Any] | None = None,
+    normalize: Mapping[str, Any] | None = None,
 ) -> HierarchicalClassifier | PerLevelClassifier:
     """Build the model of a method: timm backbone(s) + the library's head, with its loss attached.
 
@@ -413,6 +441,9 @@ def build_model(
         label_smoothing: passed to the loss.
         loss_kwargs: extra loss options (``alpha`` of HXE, ``beta`` of soft labels...).
         backbone_kwargs: extra ``timm.create_model`` options (``drop_path_rate``...).
+        normalize: the input ``{"mean": [...], "std": [...]}`` (``config["normalize"]``). Default: what
+            the weights expect: the backbone's pretrained config with ``pretrained`` or a timm weights
+            file, the checkpoint's own with a checkpoint of this example, ImageNet's from scratch.
 
     Returns:
         A module with ``forward(images) -> logits``, ``marginals(logits) -> (B, num_nodes)``,
@@ -454,9 +485,12 @@ def build_model(
         "label_smoothing": float(label_smoothing),
         "loss_kwargs": dict(loss_kwargs or {}),
         "backbone_kwargs": bkw,
+        "normalize": {k: [float(x) for x in v] for k, v in (normalize or IMAGENET_NORMALIZE).items()},
     }
+    if normalize is None and pretrained:
+        model.config["normalize"] = backbone_normalize(bbs[0] if method == "per-level" else bb)
     if init_checkpoint is not None:
-        load_init_weights(model, init_checkpoint)
+        load_init_weights(model, init_checkpoint, set_normalize=normalize is None)
     return model
 
 
@@ -515,6 +549,7 @@ def model_from_config(config: Mapping[str, Any], taxonomy: Taxonomy) -> Hierarch
         label_smoothing=config.get("label_smoothing", 0.0),
         loss_kwargs=config.get("loss_kwargs"),
         backbone_kwargs=config.get("backbone_kwargs"),
+        normalize=config.get("normalize") or IMAGENET_NORMALIZE,
     )
 
 
@@ -749,7 +784,7 @@ def _warn_uncovered(
         )
 
 
-def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, int]:
+def load_init_weights(model: nn.Module, path: str | os.PathLike[str], *, set_normalize: bool = True) -> dict[str, int]:
     """Load local weights into the backbone(s), and into the head only from a checkpoint trained for it.
 
     ``path`` is a timm weights file (``.safetensors``, or ``.pth`` read with ``weights_only=True``; keys as
@@ -769,6 +804,10 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[st
     fingerprint, method and head kind are the model's (same shapes are not enough: a head of another
     taxonomy or kind would read its logits as other nodes or another probability model); otherwise the
     head stays as initialised and an INFO log line names its tensors and says why.
+
+    With ``set_normalize``, ``model.config["normalize"]`` becomes what the weights expect: the
+    checkpoint's recorded normalisation (ImageNet's for one older than the record), or for a timm file
+    its backbone's pretrained config.
 
     Returns:
         ``{"loaded": n, "skipped": m}``: tensors of the model set, tensors of the file used nowhere.
@@ -868,6 +907,13 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[st
         )
     _warn_uncovered(model, path, ckpt, own, targets, [prefix for prefix, _ in plan], mismatched)
     model.load_state_dict(targets, strict=False)
+    config = getattr(model, "config", None)
+    if set_normalize and isinstance(config, dict):
+        if ckpt is not None:
+            config["normalize"] = (ckpt.config.get("model") or {}).get("normalize") or dict(IMAGENET_NORMALIZE)
+        else:
+            first = model.levels[0] if isinstance(model, PerLevelClassifier) else getattr(model, "backbone", model)
+            config["normalize"] = backbone_normalize(first)
     counts = {"loaded": len(targets), "skipped": len(weights) - len(used)}
     log.info("init_checkpoint %s: %s", path, counts)
     return counts

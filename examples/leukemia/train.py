@@ -56,7 +56,7 @@ from examples.leukemia.cli import (
     whole_number,
 )
 from examples.leukemia.gpu_data import add_tta_argument
-from examples.leukemia.models import METHODS, PerLevelClassifier, build_model
+from examples.leukemia.models import IMAGENET_NORMALIZE, METHODS, PerLevelClassifier, build_model, model_normalize
 from hiercls import Taxonomy
 from hiercls.decoding import decode
 from hiercls.metrics import HierarchicalMetrics
@@ -896,9 +896,11 @@ def _batches(
     seed: int,
     env: Dist,
     chunk: int = 1,
+    normalize: tuple[tuple[float, ...], tuple[float, ...]],
 ):
     from examples.leukemia.gpu_data import GPUBatches
 
+    mean, std = normalize
     return GPUBatches(
         images,
         targets,
@@ -911,6 +913,8 @@ def _batches(
         world_size=env.world_size,
         even_shards=train,
         chunk=chunk,
+        mean=mean,
+        std=std,
     )
 
 
@@ -1037,6 +1041,7 @@ def predict(
     rank, world = (env.rank, env.world_size) if env is not None else (0, 1)
     dummy = torch.zeros(len(images), dtype=torch.int64, device=images.device)
     out = []
+    mean, std = model_normalize(model)
     for batch, _ in GPUBatches(
         images,
         dummy,
@@ -1048,6 +1053,8 @@ def predict(
         rank=rank,
         world_size=world,
         even_shards=False,
+        mean=mean,
+        std=std,
     ):
         batch = batch.to(device) if channels_last else batch.to(device).contiguous()
         out.append(tta_mean(marginals, batch, tta))
@@ -1588,6 +1595,9 @@ def _run_body(
         loss_kwargs={**(args.loss_kwargs or {}), **({"weight": weight} if weight is not None else {})} or None,
         backbone_kwargs=backbone_kwargs,
     ).to(env.device)
+    if args.resume:  # the run's own input normalisation (ImageNet's for runs from before it was recorded)
+        stored = json.loads((output / "last.json").read_text(encoding="utf-8")).get("config", {}).get("model") or {}
+        model.config["normalize"] = stored.get("normalize") or dict(IMAGENET_NORMALIZE)
     if weight is not None and env.main:
         log.info(
             "--balance %g: loss weights from the training split, %.3g to %.3g",
@@ -1634,6 +1644,7 @@ def _run_body(
         seed=args.seed,
         env=env,
         chunk=args.augment_chunk,
+        normalize=model_normalize(model),
     )
     steps_per_epoch = max(1, len(train_batches))
     optimizer = build_optimizer(model, args.lr, args.weight_decay, fused=env.device.type == "cuda")
