@@ -666,3 +666,145 @@ def test_bundled_taxonomy_descriptions_count_their_leaves_right(name: str) -> No
     if depths:
         at = [tax.depth(n) for n in tax.nodes if tax.is_leaf(n)]
         assert (min(at), max(at)) == (int(depths.group(1)), int(depths.group(2))), text
+
+
+# ---------------------------------------------------------------- names, paths and layouts the scan must not miss
+def test_a_file_name_that_is_not_utf8_is_left_out_at_scan_time_and_named(tmp_path: Path) -> None:
+    """A Latin-1 name (from a Windows zip) passed the scan, then train crashed writing the manifest."""
+    d = tmp_path / "d"
+    _jpeg(d / "Normal" / "a.jpg")
+    _jpeg(d / "Reactive" / "b.jpg")
+    bad = os.fsencode(d / "Normal") + b"/caf\xe9.jpg"
+    shutil.copy(d / "Normal" / "a.jpg", bad)
+    samples, report = scan(d, "paper", workers=1, warn=False)
+    assert sorted(Path(s.path).name for s in samples) == ["a.jpg", "b.jpg"]
+    (reason,) = [k for k in report.skipped if "not valid UTF-8" in k]
+    assert [os.fsencode(p) for p in report.skipped[reason]] == [bad]
+    (msg,) = [m for m in report.messages() if "not valid UTF-8" in m]
+    assert msg.startswith("skipped 1 file(s)") and "rename them" in msg and "Normal/caf\\xe9.jpg" in msg
+    "\n".join(report.messages()).encode("utf-8")  # every message can be written to a UTF-8 log
+    write_manifest(tmp_path / "run" / "split.csv", split(samples))  # no longer crashes after the scan
+    # a manifest written from such a name (by other code) reads back as the same file
+    odd = {"train": [Sample(os.fsdecode(bad), "Normal")], "val": [], "test": []}
+    write_manifest(tmp_path / "run" / "odd.csv", odd)
+    assert read_manifest(tmp_path / "run" / "odd.csv") == odd
+
+
+def test_image_files_without_an_extension_are_named_in_the_not_read_warning(tmp_path: Path) -> None:
+    """Images saved without an extension vanished with '0 file(s) skipped' and no message."""
+    d = tmp_path / "d"
+    _jpeg(d / "Normal" / "a.jpg")
+    _jpeg(d / "Normal" / "cell_001")
+    _jpeg(d / "Reactive" / "cell_002")
+    (d / "Normal" / ".hidden").write_text("x")  # dotfiles and read-me-like names stay silent
+    (d / "Normal" / "README").write_text("x")
+    (d / "LICENSE").write_text("x")
+    (d / "notes").write_text("x")  # next to the class folders, not in one
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scan(d, "paper", workers=1)
+    (msg,) = [str(w.message) for w in caught if "not read" in str(w.message)]
+    assert "2 file(s) not read, their names do not end in an image extension (no extension: 2)" in msg
+    assert "Normal/cell_001" in msg and "Reactive/cell_002" in msg and "cell_001 -> cell_001.png" in msg
+    assert not any(name in msg for name in ("README", "LICENSE", ".hidden", "notes"))
+
+
+def test_node_folders_that_contradict_the_taxonomy_leave_the_image_out(tmp_path: Path) -> None:
+    """Leukemia/Normal/d.jpg was labelled Normal and Leukemia/Chronic/ALL/e.jpg ALL, silently."""
+    d = tmp_path / "d"
+    _jpeg(d / "Normal" / "a.jpg")
+    _jpeg(d / "Reactive" / "b.jpg")
+    _jpeg(d / "Leukemia" / "Acute" / "ALL" / "c.jpg")
+    _jpeg(d / "ALL" / "c2.jpg")  # a node folder alone, or below its ancestors: fine
+    _jpeg(d / "Leukemia" / "Normal" / "d.jpg")
+    _jpeg(d / "Leukemia" / "Chronic" / "ALL" / "e.jpg")
+    _jpeg(d / "Leukemia" / "Chronic" / "ALL" / "f.jpg")
+    samples, report = scan(d, "paper", workers=1, warn=False)
+    assert sorted((Path(s.path).name, s.label) for s in samples) == [
+        ("a.jpg", "Normal"),
+        ("b.jpg", "Reactive"),
+        ("c.jpg", "ALL"),
+        ("c2.jpg", "ALL"),
+    ]
+    (reason,) = [k for k in report.skipped if "not ancestor and descendant" in k]
+    assert [Path(p).name for p in report.skipped[reason]] == ["e.jpg", "f.jpg", "d.jpg"]
+    assert "'Chronic' then 'ALL' (2 file(s); 'ALL' is not below 'Chronic'" in reason
+    assert "Leukemia/Acute/ALL" in reason and "'Leukemia' then 'Normal' (1 file(s)" in reason and "Fix: move" in reason
+    assert len([m for m in report.messages() if "not ancestor and descendant" in m]) == 1
+
+
+def _pbc_like(base: Path) -> Path:
+    """A small PBC-shaped tree: class folders with PBC file-name prefixes."""
+    for cls, names in {
+        "basophil": ["BA_1.jpg", "BA_2.jpg"],
+        "ig": ["MY_1.jpg", "PMY_2.jpg", "IG_3.jpg"],
+        "neutrophil": ["SNE_1.jpg", "BNE_2.jpg"],
+    }.items():
+        for name in names:
+            _jpeg(base / cls / name)
+    return base
+
+
+def test_a_pbc_tree_with_an_extra_folder_is_still_read_as_pbc(tmp_path: Path) -> None:
+    """One extra subfolder made the PBC tree a plain folder tree: 'rename ig' was suggested, which would have
+    turned PMY/MY/... into partial labels; --layout pbc failed without naming the folder in the way."""
+    base = _pbc_like(tmp_path / "d" / "PBC")
+    (base / "extra_notes").mkdir()
+    (base / "extra_notes" / "readme.txt").write_text("x")
+    _jpeg(base / "more" / "BA_9.jpg")
+    assert D.detect_layout(tmp_path / "d") == "pbc"
+    samples, report = scan(tmp_path / "d", "pbc", workers=1, warn=False)
+    assert report.layout == "pbc" and report.base == str(base)
+    assert {Path(s.path).name: s.label for s in samples}["PMY_2.jpg"] == "promyelocyte" and len(samples) == 7
+    (msg,) = [m for m in report.messages() if "not pbc class folders" in m]
+    assert msg.startswith(f"2 folder(s) in {base} are not pbc class folders") and "(1 image file(s) in them)" in msg
+    assert str(base / "extra_notes") in msg and str(base / "more") in msg and not report.empty_folders
+    assert not report.skipped
+    # a tree of node-named folders is not PBC; the explicit layout's error names the folder in the way
+    (base / "ig").rename(base / "immature_granulocyte")
+    assert D.detect_layout(tmp_path / "d") == "folder"
+    with pytest.raises(ValueError, match=r"no PBC layout found .*the other folders \[.*'immature_granulocyte'"):
+        scan(tmp_path / "d", "pbc", layout="pbc")
+
+
+def test_a_root_holding_pbc_and_all_is_refused_and_images_outside_the_base_are_named(tmp_path: Path) -> None:
+    """The shared data root scanned as all4 left the 14,526 PBC images out without a word."""
+    root = tmp_path / "data"
+    _pbc_like(root / "pbc" / "PBC")
+    for cls in ("Benign", "Pro"):
+        _jpeg(root / "all4" / "Original" / cls / f"WBC-{cls}-1.jpg")
+    for layout, tax in (("auto", "all4"), ("all4", "all4"), ("pbc", "pbc")):
+        with pytest.raises(ValueError, match=r"holds two datasets, a PBC tree .* and an ALL tree .*Point --data"):
+            scan(root, tax, layout=layout)  # type: ignore[arg-type]
+    _jpeg(root / "all4" / "thumb.png")
+    _jpeg(root / "all4" / "extra" / "WBC-x.jpg")
+    (root / "all4" / "README.md").write_text("x")
+    samples, report = scan(root / "all4", "all4", workers=1, warn=False)
+    assert len(samples) == 2 and report.base == str(root / "all4" / "Original")
+    (msg,) = [m for m in report.messages() if "outside" in m]
+    assert msg.startswith(f"2 image file(s) under {root / 'all4'} lie outside {report.base}") and "not read" in msg
+    assert "WBC-x.jpg" in msg and "thumb.png" in msg and "README" not in msg
+    samples, report = scan(root / "pbc", "pbc", workers=1, warn=False)  # base below root, nothing else there
+    assert len(samples) == 7 and not any("outside" in m for m in report.messages())
+
+
+def test_the_closest_node_hint_ignores_case(tmp_path: Path) -> None:
+    _jpeg(tmp_path / "d" / "Normal" / "a.jpg")
+    _jpeg(tmp_path / "d" / "all" / "b.jpg")
+    with pytest.raises(UnknownNodeError, match=r"'all' \(1 file\(s\), e\.g\. .*b\.jpg, closest node 'ALL'\)"):
+        scan(tmp_path / "d", "paper")
+    _jpeg(tmp_path / "e" / "Normal" / "a.jpg")
+    _jpeg(tmp_path / "e" / "Leukemia" / "Chronic" / "cll" / "b.jpg")
+    _, report = scan(tmp_path / "e", "paper", warn=False)
+    assert any("'cll' (did you mean 'CLL'?)" in m for m in report.messages())
+
+
+def test_a_dangling_symbolic_link_is_named_as_such(tmp_path: Path) -> None:
+    _jpeg(tmp_path / "d" / "Normal" / "a.jpg")
+    (tmp_path / "d" / "Normal" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    for check in (True, False):
+        _, report = scan(tmp_path / "d", "paper", check_images=check, warn=False)
+        (reason,) = report.skipped
+        assert reason.startswith("broken symbolic link") and [Path(p).name for p in report.skipped[reason]] == [
+            "gone.jpg"
+        ]

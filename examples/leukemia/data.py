@@ -9,20 +9,27 @@ deterministic stratified split, a manifest that records it, and a torch
   taxonomy or at any depth. A file's label is the deepest folder on its path
   (below ``root``) that is a node; other folders (``train/``, a patient id...)
   are containers. Images directly inside an inner node's folder are partial
-  labels.
+  labels. Node folders on one path must be ancestor and descendant
+  (``Leukemia/Normal/`` is not): other images are left out and reported.
 - ``csv``: a manifest with columns ``path,label`` (more columns are ignored);
   paths are relative to the CSV's folder; a label may be any node.
 - ``pbc``: the published PBC layout (Acevedo et al. 2020),
   ``PBC_dataset_normal_DIB/<class>/<PREFIX>_<id>.jpg``; the file-name prefix
   gives the fine node (``BNE`` -> ``band_neutrophil``...), prefixes ``IG`` and
   ``NEUTROPHIL`` label the inner nodes ``immature_granulocyte`` and
-  ``neutrophil``. Node names: ``taxonomies/README.md``.
+  ``neutrophil``. Node names: ``taxonomies/README.md``. Other subfolders
+  (notes, extras) are not read and are named in the report.
 - ``all4``: the ALL image set (Aria et al. 2021), ``Original/{Benign,Early,Pre,Pro}``.
+
+With ``pbc`` and ``all4``, image files under ``root`` but outside the dataset's
+folder are named as not read; a root that holds both datasets is refused.
 
 Bad input is found by :func:`scan` and reported once per reason (count and
 first paths): files that are not images, truncated or unreadable images (each
-image is decoded, in parallel), images that are not RGB (kept and converted
-when loaded), empty folders, classes left with no image. Labels that are not
+image is decoded, in parallel), broken symbolic links, names that are not valid
+UTF-8, files with no image extension (none at all included), images that are
+not RGB (kept and converted when loaded), empty folders, classes left with no
+image. Labels that are not
 taxonomy nodes and an empty dataset are errors that say how to fix them.
 """
 
@@ -102,6 +109,21 @@ DOCUMENT_EXTENSIONS = frozenset(
     | {".xls", ".xlsx", ".ini", ".cfg", ".log", ".py", ".ipynb", ".zip", ".gz", ".tar", ".7z", ".db", ".npz"}
 )
 _SKIP_DIRS = frozenset({"__MACOSX", "__pycache__"})  # zip-extraction and Python leftovers, never data
+#: names without an extension that are plainly not images (read-me and licence files): ignored without a warning
+_NOT_IMAGE_NAMES = frozenset(
+    {"README", "LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS", "CONTRIBUTORS", "CREDITS", "THANKS"}
+    | {"CHANGELOG", "CHANGES", "HISTORY", "NEWS", "CITATION", "MANIFEST", "MAKEFILE", "INSTALL", "VERSION", "TODO"}
+    | {"ICON\r"}
+)
+#: the reason :func:`scan` skips files whose name is not valid UTF-8
+BAD_NAME_REASON = (
+    "file or folder name is not valid UTF-8 (from an archive or disk written in another encoding; shown with the "
+    "bad bytes as \\xNN): left out, as the manifest, packs and reports store names as text. Fix: rename them to "
+    "UTF-8, e.g. convmv -f latin1 -t utf8 -r --notest DIR, or unzip with -O cp437 (or the archive's encoding)"
+)
+#: notes of :func:`scan` about folders and files the ``pbc`` / ``all4`` layouts do not read
+OTHER_FOLDERS_NOTE = "not read: folders that are not class folders of the layout"
+OUTSIDE_NOTE = "not read: image files outside the dataset's folder"
 _FIRST = 5  # paths shown per reason
 
 # ------------------------------------------------------------------ PBC and ALL
@@ -338,18 +360,37 @@ class ScanReport:
                     f"{_first(paths)}. If a folder is a misspelt node, rename it; if it only groups images (a "
                     "patient, a slide), ignore this"
                 )
+            elif reason.startswith(OTHER_FOLDERS_NOTE):
+                classes = PBC_CLASSES if self.layout == "pbc" else tuple(ALL4_CLASS_NODE)
+                out.append(
+                    f"{len(paths)} folder(s) in {_shown(self.base)} are not {self.layout} class folders {classes} and "
+                    f"were not read{reason[len(OTHER_FOLDERS_NOTE) :]}: {_first(paths)}. To use images in them, move "
+                    "each into its class folder; folders without images can stay"
+                )
+            elif reason.startswith(OUTSIDE_NOTE):
+                out.append(
+                    f"{len(paths)} image file(s) under {_shown(self.root)} lie outside {_shown(self.base)}, the "
+                    f"folder the {self.layout!r} layout reads, and were not read; first: {_first(paths)}. To use "
+                    "them, scan their folder on its own (point --data at it), or move them into a class folder of "
+                    f"{_shown(self.base)}"
+                )
             elif reason != IGNORED_NOTE:
                 out.append(f"{len(paths)} image(s): {reason}; first: {_first(paths)}")
-        # files with a suffix that is neither an image's nor a document's: perhaps images under another name
-        ignored = [p for p in self.notes.get(IGNORED_NOTE, []) if Path(p).suffix.lower() not in DOCUMENT_EXTENSIONS]
-        ignored = [p for p in ignored if Path(p).suffix]
+        # files with a suffix that is neither an image's nor a document's, and files with no suffix in a
+        # subfolder (a class folder): perhaps images under another name, or saved without an extension
+        ignored = [p for p in self.notes.get(IGNORED_NOTE, []) if _maybe_an_image_name(p, self.base)]
         if ignored:
-            kinds = Counter(Path(p).suffix.lower() or "(no extension)" for p in ignored)
+            kinds = Counter(Path(p).suffix.lower() or "no extension" for p in ignored)
             shown = ", ".join(f"{k}: {n}" for k, n in kinds.most_common(_FIRST))
+            no_ext = (
+                "; add the extension of their format to those with none (cell_001 -> cell_001.png)"
+                if kinds["no extension"]
+                else ""
+            )
             out.append(
                 f"{len(ignored)} file(s) not read, their names do not end in an image extension ({shown}); "
-                f"first: {_first(ignored)}. Rename any that are images to one of "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))}"
+                f"first: {_first(ignored)}. Rename any that are images to end in one of "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))}{no_ext}"
             )
         if self.empty_folders:
             out.append(
@@ -390,8 +431,59 @@ class ScanReport:
 
 
 def _first(paths: Sequence[str], k: int = _FIRST) -> str:
-    shown = ", ".join(paths[:k])
+    shown = ", ".join(map(_shown, paths[:k]))
     return shown + (f", ... ({len(paths) - k} more)" if len(paths) > k else "")
+
+
+def _is_text_name(path: str) -> bool:
+    """Whether ``path`` is valid UTF-8 (Python decodes other bytes of a file name to lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: str) -> str:
+    """``path`` printable and encodable: bytes of a name that were not UTF-8 shown as ``\\xNN``.
+
+    Examples:
+        >>> _shown("Normal/caf\\udce9.jpg")
+        'Normal/caf\\\\xe9.jpg'
+    """
+    if _is_text_name(path):
+        return path
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _maybe_an_image_name(path: str, base: str) -> bool:
+    """Whether an ignored file may be an image under another name: its suffix is neither an image's nor a
+    document's, or it has none, lies in a subfolder of ``base`` (a class folder) and is not a dotfile or a
+    README/LICENSE-like name."""
+    p = Path(path)
+    if p.suffix:
+        return p.suffix.lower() not in DOCUMENT_EXTENSIONS
+    return (
+        not p.name.startswith(".")
+        and p.name.upper() not in _NOT_IMAGE_NAMES
+        and os.path.normpath(p.parent) != os.path.normpath(base)
+    )
+
+
+def _closest(name: str, nodes: Sequence[str], n: int = 1) -> list[str]:
+    """Nodes close to ``name``: one that differs only in case first, else close spellings, ignoring case.
+
+    Examples:
+        >>> _closest("all", ["Normal", "ALL", "AML"]), _closest("Leukaemia", ["Leukemia", "Normal"])
+        (['ALL'], ['Leukemia'])
+    """
+    same = [v for v in nodes if v.casefold() == name.casefold()]
+    if same:
+        return same[:n]
+    folded: dict[str, str] = {}
+    for v in nodes:
+        folded.setdefault(v.casefold(), v)
+    return [folded[m] for m in difflib.get_close_matches(name.casefold(), list(folded), n=n, cutoff=0.6)]
 
 
 # ------------------------------------------------------------------ layouts
@@ -460,15 +552,72 @@ def _subdirs(d: Path) -> set[str]:
         return set()
 
 
+def _pbc_nodes() -> frozenset[str]:
+    """Node names of the bundled ``pbc.json`` that are not PBC class folders (``immature_granulocyte``...)."""
+    global _PBC_NODES
+    if _PBC_NODES is None:
+        _PBC_NODES = frozenset(load_taxonomy("pbc").nodes) - set(PBC_CLASSES)
+    return _PBC_NODES
+
+
+_PBC_NODES: frozenset[str] | None = None
+
+
 def _is_pbc_base(d: Path) -> bool:
+    """At least two subfolders are PBC classes holding a file with one of their PBC prefixes, and no other
+    subfolder is named after a node of ``pbc.json`` (that is a class-folder tree: layout ``folder``). Other
+    subfolders (notes, extras) are allowed: :func:`_label_pbc` reports them as not read."""
     subs = _subdirs(d)
-    if len(subs) < 2 or not subs <= set(PBC_CLASSES):
+    classes = subs & set(PBC_CLASSES)
+    if len(classes) < 2 or (subs - classes) & _pbc_nodes():
         return False
-    for cls in sorted(subs):  # at least one file whose prefix belongs to its folder
-        for p in (d / cls).iterdir():
-            if _pbc_prefix(p.name) in PBC_PREFIX_NODE and _PBC_PREFIX_CLASS[_pbc_prefix(p.name)] == cls:
+    for cls in sorted(classes):  # at least one file whose prefix belongs to its folder
+        try:
+            names = [p.name for p in (d / cls).iterdir()]
+        except OSError:
+            continue
+        for name in names:
+            if _pbc_prefix(name) in PBC_PREFIX_NODE and _PBC_PREFIX_CLASS[_pbc_prefix(name)] == cls:
                 return True
     return False
+
+
+def _no_pbc_message(root: Path) -> str:
+    """Why no folder at or up to two levels below ``root`` is a PBC base, naming the folders in the way."""
+    found: list[str] = []
+    frontier = [root]
+    for _ in range(3):
+        nxt = []
+        for d in frontier:
+            subs = _subdirs(d)
+            classes, others = sorted(subs & set(PBC_CLASSES)), sorted(subs - set(PBC_CLASSES))
+            if classes:
+                nodes = [o for o in others if o in _pbc_nodes()]
+                why = (
+                    f"its folders {nodes} are taxonomy node names, not PBC class folders (a tree of folders named after "
+                    "nodes: use layout='folder')"
+                    if nodes
+                    else "fewer than two PBC class folders"
+                    if len(classes) < 2
+                    else "no file in a class folder has one of its PBC prefixes (BA_, EO_, ERB_, IG_, PMY_, MY_, "
+                    "MMY_, LY_, MO_, NEUTROPHIL_, BNE_, SNE_, PLATELET_)"
+                )
+                found.append(
+                    f"{_shown(str(d))!r} has the PBC class folders {classes} and the other folders {others[:8]}"
+                    f"{' ...' if len(others) > 8 else ''}: {why}"
+                )
+            nxt.extend(sorted(d / n for n in subs))
+        frontier = nxt
+    seen = (
+        "; ".join(found[:3])
+        if found
+        else f"no folder there has a PBC class folder; its folders: {sorted(_subdirs(root))[:12]}"
+    )
+    return (
+        f"root: no PBC layout found in {_shown(str(root))!r}: expected a folder (the root or up to two levels below) "
+        f"with at least two of the PBC class folders {PBC_CLASSES} holding files named <PREFIX>_<id>; {seen}. "
+        "Point --data at the PBC download, or pass layout='folder' for other class-folder trees."
+    )
 
 
 def _is_all4_base(d: Path) -> bool:
@@ -521,16 +670,66 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
     return "folder"
 
 
+def _check_one_dataset(root: Path, layout: str, base: Path) -> None:
+    """Refuse a ``root`` that holds both a PBC and an ALL tree: a scan reads one dataset, the other would be
+    left out silently."""
+    other = _all4_base(root) if layout == "pbc" else _find_dir(root, _is_pbc_base)
+    if other is None or other == base or base in other.parents or other in base.parents:
+        return
+    pbc, all4 = (base, other) if layout == "pbc" else (other, base)
+    raise ValueError(
+        f"root: {_shown(str(root))!r} holds two datasets, a PBC tree ({_shown(str(pbc))}) and an ALL tree "
+        f"({_shown(str(all4))}); layout {layout!r} would read one and leave the other out. Point --data (root) at "
+        f"one of them: {_shown(str(pbc.parent if pbc.parent != root else pbc))} for PBC, "
+        f"{_shown(str(all4.parent if all4.parent != root else all4))} for ALL."
+    )
+
+
+def _images_outside(root: Path, base: Path) -> list[str]:
+    """Image files below ``root`` but not below ``base`` (what the ``pbc`` / ``all4`` layouts do not read)."""
+    out: list[str] = []
+    base_s = os.path.normpath(base)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and d not in _SKIP_DIRS and os.path.normpath(os.path.join(dirpath, d)) != base_s
+        )
+        out.extend(
+            os.path.join(dirpath, n)
+            for n in sorted(filenames)
+            if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".")
+        )
+    return out
+
+
 def _label_folder(
     root: Path, tax: Taxonomy
-) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]]]:
-    """(path, label or None, unknown folder name or reason) per image file, and notes."""
+) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """(path, label or None, unknown folder name or reason) per image file, notes, and skipped files (paths whose
+    node folders contradict the taxonomy)."""
     files, empty, ignored = _walk(root)
     out: list[tuple[str, str | None, str]] = []
     below_inner: list[str] = []
+    lineage: dict[str, frozenset[str]] = {}  # node -> its ancestors, itself and its descendants
+
+    def related(a: str, b: str) -> bool:
+        if a not in lineage:
+            lineage[a] = frozenset(tax.ancestors(a, include_self=True) + tax.descendants(a))
+        return b in lineage[a]
+
+    contradicting: list[str] = []
+    pairs: dict[tuple[str, str], int] = {}
     for p in files:
         parts = p.relative_to(root).parts[:-1]
-        label = next((part for part in reversed(parts) if part in tax), None)
+        on_path = [part for part in parts if part in tax]
+        # node folders on one path must lie on one line of the tree: Leukemia/Normal has no single label
+        clash = next(((a, b) for i, a in enumerate(on_path) for b in on_path[i + 1 :] if not related(a, b)), None)
+        if clash is not None:
+            contradicting.append(str(p))
+            pairs[clash] = pairs.get(clash, 0) + 1
+            continue
+        label = on_path[-1] if on_path else None
         if label is not None:
             out.append((str(p), label, ""))
             if parts[-1] not in tax and not tax.is_leaf(label):  # a misspelt leaf folder, or a grouping folder
@@ -542,10 +741,25 @@ def _label_folder(
     notes = {}
     if below_inner:
         folders = sorted({Path(p).parent.name for p in below_inner})
-        close = {f: difflib.get_close_matches(f, tax.nodes, n=1, cutoff=0.6) for f in folders[:_FIRST]}
+        close = {f: _closest(f, tax.nodes, n=1) for f in folders[:_FIRST]}
         hint = ", ".join(f"{f!r} (did you mean {m[0]!r}?)" if m else repr(f) for f, m in close.items())
         notes[f"{UNKNOWN_FOLDER_NOTE}; folders: {hint}{', ...' if len(folders) > _FIRST else ''}"] = below_inner
-    return out, root, empty, ignored, notes
+    skipped = {}
+    if contradicting:
+
+        def place(node: str) -> str:
+            return "/".join(n for n in tax.ancestors(node, include_self=True) if n != tax.root)
+
+        shown = "; ".join(
+            f"{a!r} then {b!r} ({n} file(s); {b!r} is not below {a!r}: its place in the taxonomy is {place(b)})"
+            for (a, b), n in sorted(pairs.items(), key=lambda kv: -kv[1])[:_FIRST]
+        )
+        skipped[
+            "folders on the path name taxonomy nodes that are not ancestor and descendant of each other, so the "
+            f"image has no single label (left out): {shown}{' ...' if len(pairs) > _FIRST else ''}. Fix: move each "
+            "image into the folder of its node, nested as the taxonomy is (or with only its node's folder)"
+        ] = contradicting
+    return out, root, empty, ignored, notes, skipped
 
 
 def _label_pbc(
@@ -553,13 +767,24 @@ def _label_pbc(
 ) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]]]:
     base = _find_dir(root, _is_pbc_base)
     if base is None:
-        raise ValueError(
-            f"root: no PBC layout found in {str(root)!r} (a folder whose subfolders are PBC classes {PBC_CLASSES}, "
-            "at the root or up to two levels below). Pass layout='folder' for other class-folder trees."
-        )
+        raise ValueError(_no_pbc_message(root))
     files, empty, ignored = _walk(base)
     notes: dict[str, list[str]] = defaultdict(list)
     out: list[tuple[str, str | None, str]] = []
+    # subfolders that are not PBC classes (notes, extras): not read, reported once by name
+    others = sorted(_subdirs(base) - set(PBC_CLASSES))
+    if others:
+        other_set = set(others)
+
+        def inside(p: str | Path) -> bool:
+            rel = Path(p).relative_to(base).parts
+            return len(rel) > 0 and rel[0] in other_set
+
+        n_images = sum(inside(p) for p in files)
+        files = [p for p in files if not inside(p)]
+        empty = [d for d in empty if not inside(d)]
+        ignored = [p for p in ignored if not inside(p)]
+        notes[f"{OTHER_FOLDERS_NOTE} ({n_images} image file(s) in them)"] = [str(base / o) for o in others]
     for p in files:
         parts = p.relative_to(base).parts  # a class folder may hold subfolders (patients, or finer types)
         if len(parts) < 2 or parts[0] not in PBC_CLASS_NODE:
@@ -672,6 +897,8 @@ def _drop_repeated(
 # ------------------------------------------------------------------ image check
 def _check_one(path: str, decode: bool) -> tuple[str | None, str]:
     """(reason to skip or None, image mode)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return "broken symbolic link (its target does not exist): remove the link or restore its target", ""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -801,7 +1028,9 @@ def scan(
     ignored: list[str] = []
     repeated: list[str] = []
     if resolved == "folder":
-        entries, base, empty, ignored, notes = _label_folder(path, tax)
+        entries, base, empty, ignored, notes, folder_skipped = _label_folder(path, tax)
+        for k, v in folder_skipped.items():
+            skipped[k].extend(v)
     elif resolved == "pbc":
         entries, base, empty, ignored, notes = _label_pbc(path)
     elif resolved == "all4":
@@ -810,9 +1039,20 @@ def scan(
         entries, base, csv_skipped = _label_csv(path)
         for k, v in csv_skipped.items():
             skipped[k].extend(v)
+    notes = dict(notes)
+    if resolved in ("pbc", "all4") and base != path:
+        _check_one_dataset(path, resolved, base)
+        outside = _images_outside(path, base)
+        if outside:
+            notes[OUTSIDE_NOTE] = outside
     if ignored:
-        notes = dict(notes)
         notes[IGNORED_NOTE] = ignored
+    num_files = len(entries)
+    # names that are not UTF-8 cannot be written to the manifest or a pack: left out now, not mid-run
+    bad_names = [p for p, _, _ in entries if not _is_text_name(p)]
+    if bad_names:
+        skipped[BAD_NAME_REASON].extend(bad_names)
+        entries = [e for e in entries if _is_text_name(e[0])]
 
     # labels that are not nodes: an error, before any image is decoded
     unknown: dict[str, list[str]] = defaultdict(list)
@@ -823,7 +1063,6 @@ def scan(
             unknown[label].append(p)
     if unknown:
         raise UnknownNodeError(_unknown_labels_message(unknown, tax, source, resolved, owner=taxonomy_owner))
-    num_files = len(entries)
     entries, repeated, conflicting = _drop_repeated(entries)
     if conflicting:
         where = "listed more than once in the CSV" if resolved == "csv" else "reached through symbolic links"
@@ -896,9 +1135,9 @@ def _unknown_labels_message(
     what = {"folder": "folder name(s)", "csv": "CSV label(s)"}.get(layout, "label(s)")
     parts = []
     for label in sorted(unknown, key=lambda k: -len(unknown[k]))[:8]:
-        close = difflib.get_close_matches(label, tax.nodes, n=2, cutoff=0.6)
+        close = _closest(label, tax.nodes, n=2)
         hint = f", closest node {' or '.join(map(repr, close))}" if close else ""
-        parts.append(f"{label!r} ({len(unknown[label])} file(s), e.g. {unknown[label][0]}{hint})")
+        parts.append(f"{_shown(label)!r} ({len(unknown[label])} file(s), e.g. {_shown(unknown[label][0])}{hint})")
     more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
     fix = (
         "Rename those folders to node names, or add the labels to the taxonomy file (as children of their parent) "
@@ -1005,13 +1244,15 @@ def write_manifest(path: str | os.PathLike[str], splits: Mapping[str, Sequence[S
     """Write the split as a CSV with columns ``split,path,label``, atomically.
 
     Paths are written relative to the manifest's folder when they can be (so the
-    manifest and the data can move together), absolute otherwise.
+    manifest and the data can move together), absolute otherwise. A file name that is
+    not valid UTF-8 (:func:`scan` leaves such files out) is written as its raw bytes,
+    which :func:`read_manifest` reads back as the same name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     here = os.path.abspath(path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         w = csv.writer(fh)
         w.writerow(["split", "path", "label"])
         for name, samples in splits.items():
@@ -1043,7 +1284,7 @@ def read_manifest(path: str | os.PathLike[str], taxonomy: TaxonomyLike | None = 
         )
     here = os.path.abspath(path.parent)
     out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, [])]
         if not {"split", "path", "label"} <= set(header):
