@@ -391,6 +391,16 @@ def selection_score(val: dict[str, float], metric: str, train_loss: float) -> fl
     return -value if metric in LOWER_IS_BETTER else value
 
 
+def _save_best(
+    output: Path, weights: nn.Module | Mapping[str, Tensor], tax: Taxonomy, config: Mapping[str, Any], best: dict
+) -> int:
+    """Write ``output/best`` with its own record (what :func:`resumed_best` reads); returns its epoch."""
+    save_checkpoint(
+        output / "best", weights, tax, config=config, metrics=best["metrics"], epoch=best["epoch"], state={"best": best}
+    )
+    return int(best["epoch"])
+
+
 def resumed_best(
     record: dict[str, Any], best_ckpt: Any, metric: str, output: Path, *, main: bool = True
 ) -> dict[str, Any]:
@@ -1803,16 +1813,7 @@ def _run_body(
             # best is always written before last: a kill between the two leaves a best.json at least as new
             # as the record last holds, which a --resume then adopts (resumed_best)
             if best_weights is not None and best_saved != best["epoch"] and (args.checkpoint_every > 0 or write_last):
-                save_checkpoint(
-                    output / "best",
-                    best_weights,
-                    tax,
-                    config=config,
-                    metrics=best["metrics"],
-                    epoch=best["epoch"],
-                    state={"best": best},
-                )
-                best_saved = best["epoch"]
+                best_saved = _save_best(output, best_weights, tax, config, best)
             if write_last:
                 save_checkpoint(
                     output / "last",
@@ -1839,15 +1840,7 @@ def _run_body(
         model.load_state_dict(best_weights)
         net = model
         if env.main and best_saved != best["epoch"]:
-            save_checkpoint(
-                output / "best",
-                model,
-                tax,
-                config=config,
-                metrics=best["metrics"],
-                epoch=best["epoch"],
-                state={"best": best},
-            )
+            _save_best(output, model, tax, config, best)
         del best_weights
     elif ema is not None:  # no epoch was scored better than -inf (e.g. NaN throughout): keep the average
         model.load_state_dict(ema.module.state_dict())
