@@ -114,8 +114,9 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
 
     def _apply(self, fn: Any, recurse: bool = True) -> HierarchicalHead:
         # to_empty() (a head built on the meta device) leaves the fingerprint uninitialised: write it again
+        before = dict(self._buffers)
         super()._apply(fn, recurse)
-        _refill_buffers(self, {"taxonomy_fingerprint": self._digest()})
+        _refill_buffers(self, {"taxonomy_fingerprint": self._digest()}, before)
         return self
 
     def _load_from_state_dict(

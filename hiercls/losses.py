@@ -1248,9 +1248,14 @@ class _HierarchicalLoss(nn.Module):
         self.register_buffer("weight", self._weight_host, persistent=False)
 
     def _apply(self, fn: Any, recurse: bool = True) -> _HierarchicalLoss:
-        # the weight is never in a state_dict: to_empty() (built on the meta device) must not leave it garbage
+        # the weight is never in a state_dict: to_empty() (built on the meta device) must not leave it
+        # garbage. Its values are taken just before each move, so a weight set or changed since is kept.
+        before = dict(self._buffers)
+        weight = before.get("weight")
+        if weight is not None and weight.device.type != "meta":
+            self._weight_host = weight.detach().to("cpu", copy=True)
         super()._apply(fn, recurse)
-        _refill_buffers(self, {"weight": self._weight_host})
+        _refill_buffers(self, {"weight": getattr(self, "_weight_host", None)}, before)
         return self
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

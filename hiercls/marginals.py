@@ -308,18 +308,20 @@ def _tables_for(taxonomy: Taxonomy, device: torch.device | str) -> _TaxonomyTabl
     return tables
 
 
-def _refill_buffers(module: nn.Module, host: Mapping[str, Tensor | None]) -> None:
+def _refill_buffers(module: nn.Module, host: Mapping[str, Tensor | None], before: Mapping[str, Any]) -> None:
     """Write derived buffers again from their host values, on the device and dtype ``_apply`` gave them.
 
     ``module.to_empty(device=...)`` (after building on the meta device) leaves every buffer
     uninitialised, and non-persistent ones are never loaded from a checkpoint: index tables full of
-    garbage would read out of bounds. Called after each ``_apply`` (``.to``, ``.half``, ``to_empty``);
-    a buffer on the meta device has no values to hold and is left alone.
+    garbage would read out of bounds. Called after each ``_apply`` (``.to``, ``.half``, ``to_empty``)
+    with the buffers ``before`` it: a buffer ``_apply`` left as it was is not touched, and one on the
+    meta device has no values to hold.
     """
     for name, value in host.items():
         buf = module._buffers.get(name)
-        if buf is not None and value is not None and buf.device.type != "meta":
-            module._buffers[name] = value.to(device=buf.device, dtype=buf.dtype)
+        if buf is None or value is None or buf is before.get(name) or buf.device.type == "meta":
+            continue
+        module._buffers[name] = value.to(device=buf.device, dtype=buf.dtype)
 
 
 class _TaxonomyBuffers(nn.Module):
@@ -341,8 +343,9 @@ class _TaxonomyBuffers(nn.Module):
             self.register_buffer(name, self._host[name], persistent=False)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> _TaxonomyBuffers:
+        before = dict(self._buffers)
         super()._apply(fn, recurse)
-        _refill_buffers(self, self._host)
+        _refill_buffers(self, getattr(self, "_host", {}), before)  # pickles of 0.1.0.dev have no _host
         return self
 
     def extra_repr(self) -> str:

@@ -379,3 +379,20 @@ def test_layered_taxonomy_names_a_bad_seed(bad) -> None:
     with pytest.raises(ValueError, match="seed: expected an int >= 0"):
         layered_taxonomy((2, 3), seed=bad)
     assert layered_taxonomy((2, 3), seed=np.int64(4)) == layered_taxonomy((2, 3), seed=4)
+
+
+def test_a_loss_weight_set_after_construction_survives_a_move() -> None:
+    """The meta-device fix wrote the constructor's weight back after every .to(): a weight replaced since
+    (per-epoch class weights) was silently reset by loss.to(torch.float64) (a review of that fix)."""
+    from hiercls.losses import ConditionalSoftmaxLoss
+
+    tax = layered_taxonomy((3, 7), seed=1)
+    loss = ConditionalSoftmaxLoss(tax, weight=torch.ones(tax.num_nodes))
+    loss.weight = torch.full((tax.num_nodes,), 2.0)
+    moved = loss.to(torch.float64)
+    assert torch.equal(moved.weight, torch.full((tax.num_nodes,), 2.0, dtype=torch.float64))
+    # a move that changes nothing keeps the very buffers (no copy from the host each time)
+    head = H.create_head("conditional", 4, tax)
+    kept = {name: id(b) for name, b in head.named_buffers()}
+    head.to("cpu")
+    assert {name: id(b) for name, b in head.named_buffers()} == kept
