@@ -217,7 +217,7 @@ if [[ "$JOB" == seeds ]]; then
   compare_seed() {  # compare_seed SEED TIMEOUT RESERVE
     local D=$(( $2 - 10 )); (( D < 1 )) && D=1
     stage "compare_pbc_seed$1" "$2" "$3" $PY -m examples.leukemia.compare --pack "$PBC_PACK" \
-      --runs "$PBC_RUNS" "${CMP_ARGS[@]}" --seed "$1" --figures none --train-args "$TRAIN_ARGS" --deadline "$D" \
+      --runs "$PBC_RUNS" "${CMP_ARGS[@]}" --seed "$1" --figures none --train-args="$TRAIN_ARGS" --deadline "$D" \
       --title "PBC (real images, from scratch), seed $1" --out "$WORK/pbc_seeds/seed$1"
   }
   tta_seed() {  # tta_seed SEED: the seed's finished runs (a run cut short has a folder but no best.json)
@@ -242,7 +242,7 @@ if [[ "$JOB" == seeds ]]; then
     for R in ${SIDE_LIST[@]+"${SIDE_LIST[@]}"}; do
       i=$(( i + 1 ))
       side "side$i" stage "side$i" "$T" 0 $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$R" \
-        "${CMP_ARGS[@]}" --epochs "${SIDE_EPOCHS:-$SIDE_EPOCHS_DEFAULT}" --seed 0 --figures none --train-args "$TRAIN_ARGS" \
+        "${CMP_ARGS[@]}" --epochs "${SIDE_EPOCHS:-$SIDE_EPOCHS_DEFAULT}" --seed 0 --figures none --train-args="$TRAIN_ARGS" \
         --title "PBC (real images, from scratch), side run $i: $R" --out "$WORK/pbc_side/side$i"
       side_pids+=($!)
     done
@@ -283,12 +283,13 @@ want compare_all4 && R2=$(( R2 + 55 ))
 want gpu_step && R2=$(( R2 + 60 ))
 want throughput && R2=$(( R2 + 55 ))
 T2=$(( $(left) - R2 - 5 ))
+D2=$(( T2 - 15 )); (( D2 < 1 )) && D2=1  # compare refuses a deadline <= 0: 1 s skips every run, as before
 want compare_pbc && stage compare_pbc "$T2" "$R2" $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
-  "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline $(( T2 - 15 )) --baseline-json "$OUT/pbc_flat_baseline.json" \
+  "${CMP_ARGS[@]}" --train-args="$TRAIN_ARGS" --deadline "$D2" --baseline-json "$OUT/pbc_flat_baseline.json" \
   --title "PBC (real images, from scratch)" --out "$WORK/pbc"
 # 3. ALL: saturated by any model (see BENCHMARKS.md), fewer runs
 want compare_all4 && stage compare_all4 55 115 $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" \
-  --runs "$ALL_RUNS" "${CMP_ARGS[@]}" --train-args "$TRAIN_ARGS" --deadline 50 \
+  --runs "$ALL_RUNS" "${CMP_ARGS[@]}" --train-args="$TRAIN_ARGS" --deadline 50 \
   --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
 # 4. head overhead: benchmarks/gpu_step.py (writes $OUT/gpu_step.json after every model, so a timeout keeps the
 # models it finished, marked "complete": false; OUT points at the work folder here)

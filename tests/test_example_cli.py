@@ -1179,3 +1179,16 @@ def test_readme_says_when_answer_and_the_threshold_rule_agree() -> None:
             assert (answer == rule_node) == (rule_node in table[pred])
             if rule == "top_down":
                 assert answer == rule_node
+
+
+def test_a_pattern_that_spells_a_dot_reads_the_hidden_folders_it_asks_for(tmp_path: Path) -> None:
+    """glob matches dot-folders only when the pattern spells the dot: 'cells/.*/*.png' asks for them, yet
+    its matches were skipped as hidden and the message said the pattern matched no image."""
+    from examples.leukemia.predict import find_images
+
+    cells = tmp_path / "cells"
+    thumb = _image(cells / ".thumb" / "c.png")
+    _image(cells / "__MACOSX" / "d.png", 1)
+    assert find_images([str(cells / ".*" / "*.png")]) == [str(thumb)]
+    with pytest.raises(ValueError, match="no image files"):
+        find_images([str(cells / "*" / "*.png")])  # __MACOSX is still left out

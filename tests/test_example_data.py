@@ -808,3 +808,26 @@ def test_a_dangling_symbolic_link_is_named_as_such(tmp_path: Path) -> None:
         assert reason.startswith("broken symbolic link") and [Path(p).name for p in report.skipped[reason]] == [
             "gone.jpg"
         ]
+
+
+def test_a_pbc_like_tree_with_a_class_of_the_users_taxonomy_is_read_as_class_folders(tmp_path: Path) -> None:
+    """The relaxed PBC detection read a user's tree {basophil, eosinophil, blast} as PBC, given a taxonomy
+    that names 'blast': that class was left out (and the advice was to move its images into a PBC class)."""
+    from hiercls import Taxonomy
+
+    base = tmp_path / "d" / "PBC"
+    for cls, names in {"basophil": ["BA_1.jpg", "BA_2.jpg"], "eosinophil": ["EO_1.jpg"], "blast": ["x1.jpg"]}.items():
+        for name in names:
+            _jpeg(base / cls / name)
+    tax = Taxonomy.from_edges([("cell", "basophil"), ("cell", "eosinophil"), ("cell", "blast")])
+    samples, report = scan(tmp_path / "d", tax, workers=1, warn=False)
+    assert report.layout == "folder" and sorted(s.label for s in samples) == [
+        "basophil",
+        "basophil",
+        "blast",
+        "eosinophil",
+    ]
+    # with the PBC taxonomy (which has no 'blast') it stays PBC, and the message offers the folder layout
+    _, report = scan(tmp_path / "d", "pbc", workers=1, warn=False)
+    assert report.layout == "pbc"
+    assert any("--layout folder" in m for m in report.messages())

@@ -1116,6 +1116,19 @@ def test_a_kill_between_best_and_last_keeps_the_best_record_and_weights_together
         res = T.run(T.parse_args([*common, *FAST, "--output", str(out), "--resume"]))
     assert res.best["epoch"] == 2 and res.best["value"] == 3.0
     _tested_weights_are_the_best_json(out, res)
+    # the same kill, and a replay that scores higher: its weights are new, so best.json is written again
+    # (its epoch number was already on disk, which kept the first run's record and weights there)
+    with monkeypatch.context() as mp:
+        _scores(mp, [1.0, 2.0, 3.0])
+        _kill_at(mp, "last", 2)
+        with pytest.raises(_Killed):
+            T.run(T.parse_args([*common, *FAST, "--output", str(out), "--overwrite"]))
+    with monkeypatch.context() as mp:
+        _scores(mp, [5.0])
+        res = T.run(T.parse_args([*common, *FAST, "--output", str(out), "--resume"]))
+    assert res.best["epoch"] == 2 and res.best["value"] == 5.0
+    assert json.loads((out / "best.json").read_text())["state"]["best"]["value"] == 5.0
+    _tested_weights_are_the_best_json(out, res)
 
 
 def test_a_kill_between_last_and_best_at_the_end_loses_no_best_weights(tmp_path: Path, monkeypatch) -> None:

@@ -365,7 +365,8 @@ class ScanReport:
                 out.append(
                     f"{len(paths)} folder(s) in {_shown(self.base)} are not {self.layout} class folders {classes} and "
                     f"were not read{reason[len(OTHER_FOLDERS_NOTE) :]}: {_first(paths)}. To use images in them, move "
-                    "each into its class folder; folders without images can stay"
+                    "each into its class folder, or read the tree as plain class folders (--layout folder, with a "
+                    "--taxonomy that names every folder); folders without images can stay"
                 )
             elif reason.startswith(OUTSIDE_NOTE):
                 out.append(
@@ -1015,6 +1016,12 @@ def scan(
             f"root: {os.fspath(root)!r} does not exist. Pass the folder of your images or a CSV manifest."
         )
     resolved = detect_layout(path) if layout == "auto" else layout
+    if layout == "auto" and resolved == "pbc":
+        # a PBC tree beside a folder the taxonomy names (a class of the user's, e.g. "blast") is a tree of
+        # class folders: read as PBC, that class would be left out
+        base = _find_dir(path, _is_pbc_base)
+        if base is not None and any(o in tax for o in _subdirs(base) - set(PBC_CLASSES)):
+            resolved = "folder"
     if resolved == "csv" and not path.is_file():
         raise ValueError(f"root: layout 'csv' needs a CSV file, got the folder {str(path)!r}.")
     if resolved != "csv" and not path.is_dir():

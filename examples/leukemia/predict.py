@@ -81,7 +81,7 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
         recursive = "**" in text  # such a pattern lists every file below by itself: its folders are not walked
         for match in matches:
             path = Path(match)
-            if match != text and ((recursive and path.is_dir()) or hidden(_matched_parts(text, match))):
+            if match != text and ((recursive and path.is_dir()) or hidden(_unasked_parts(text, match))):
                 continue
             if match != text and path.is_file():  # a pattern's file: kept as a folder's would be
                 if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -127,6 +127,25 @@ def _matched_parts(pattern: str, match: str) -> tuple[str, ...]:
     parts = Path(pattern).parts
     plain = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
     return Path(match).parts[plain:]
+
+
+def _unasked_parts(pattern: str, match: str) -> tuple[str, ...]:
+    """The parts of ``match`` the wildcards stood for, less those whose pattern part starts with a dot.
+
+    ``cells/.*/*.png`` asks for dot-folders (glob matches them only when the dot is spelt), so they are
+    not skipped as hidden; a ``**`` pattern's parts do not line up with its match's, and count whole.
+
+    Examples:
+        >>> _unasked_parts("cells/.*/*.png", "cells/.thumb/c.png")
+        ('c.png',)
+        >>> _unasked_parts("cells/*/*.png", "cells/__MACOSX/c.png")
+        ('__MACOSX', 'c.png')
+    """
+    parts = _matched_parts(pattern, match)
+    asked = Path(pattern).parts[len(Path(match).parts) - len(parts) :]
+    if "**" in pattern or len(asked) != len(parts):
+        return parts
+    return tuple(part for part, want in zip(parts, asked, strict=True) if not want.startswith("."))
 
 
 def _read_images(paths: Sequence[str], size: int, crop: float = 1.0) -> tuple[list[str], np.ndarray, dict[str, str]]:

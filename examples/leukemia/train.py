@@ -1793,6 +1793,7 @@ def _run_body(
             chosen_by = best_metric if val else "minus_train_loss"
             best = {"epoch": epoch, "value": value, "metric": chosen_by, "metrics": val}
             best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_saved = None  # new weights in memory, even for the epoch on disk (a replay that scored higher)
         if env.main:
             runlog.write(row)
             shown = {
