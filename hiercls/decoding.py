@@ -446,7 +446,10 @@ def expected_lca_cost(probs: Any, taxonomy: Taxonomy, *, cost: CostLike = None, 
     not coherent (a child above its parent, children summing above it, as a
     ``SigmoidHead`` with ``coherent=False`` gives) it is not the expected cost
     of any distribution, whereas :func:`expected_hierarchical_fbeta` clips the
-    implied masses at 0; give coherent marginals to either. With ``cost="path"``, ``d(n, y) = depth(n) + depth(y) - 2 depth(lca)``
+    implied masses at 0; give coherent marginals to either. The form ``c(lca(n, y))`` charges ``c(n)`` even
+    when ``y = n``: with ``"height"`` an inner node's row counts ``height(n)`` for a truth exactly at ``n``,
+    where :func:`hiercls.metrics.lca_distance` gives 0. The two agree on leaves (``height 0``), the only
+    nodes ``"crm"`` compares. With ``cost="path"``, ``d(n, y) = depth(n) + depth(y) - 2 depth(lca)``
     and ``R(n) = depth(n) P(root) + sum_{a != root} P(a) - 2 sum_{j=1..k} P(a_j)``.
 
     Args:

@@ -174,3 +174,20 @@ def test_compare_ranks_agree_on_skipping_a_run(tmp_path: Path) -> None:
     mp.spawn(_agree_worker, args=(str(tmp_path),), nprocs=2, join=True)
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True, False, True]
+
+
+def test_fewer_train_images_than_processes_is_refused(tmp_path: Path) -> None:
+    """Each equal shard held 0 images: no step ran, the loss was logged as 0.0, the untrained weights were
+    saved as best and the run exited 0 (a DDP review)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2"]
+    cmd += ["-m", "examples.leukemia.train", *COMMON, "--backbone", "test_convnext", "--synthetic-per-leaf", "3"]
+    cmd += ["--limit", "1", "--output", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "the train split has 1 image(s), fewer than the 2 processes" in proc.stderr + proc.stdout
+    assert not (tmp_path / "ddp" / "best.json").exists()

@@ -395,3 +395,16 @@ def test_a_2d_y_true_is_not_told_to_use_distance_at_k(paper_tax: Taxonomy) -> No
             call()
     with pytest.raises(ValueError, match="y_pred: .*for top-k predictions, use distance_at_k"):
         M.hierarchical_f1(["ALL", "AML"], column, paper_tax)
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, math.inf, "0.1", True])
+def test_inconsistency_rate_names_a_bad_tol(bad) -> None:
+    """tol=nan called an inconsistent row consistent (0.0), tol=-1 a consistent one inconsistent, and a
+    string failed inside numpy without naming the argument (a review)."""
+    from hiercls import Taxonomy
+    from hiercls.metrics.functional import inconsistency_rate
+
+    tax = Taxonomy.from_paths(["r/a", "r/b"])
+    with pytest.raises(ValueError, match="tol: expected a finite number >= 0"):
+        inconsistency_rate([[1.0, 0.7, 0.3]], tax, tol=bad)
+    assert inconsistency_rate([[1.0, 0.7, 0.3], [0.5, 0.9, 0.1]], tax, tol=0) == 0.5

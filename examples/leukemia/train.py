@@ -1636,6 +1636,11 @@ def _run_body(
 
     # optimiser and schedule
     per_process = len(data.names["train"]) // env.world_size
+    if per_process == 0:  # equal shards of 0 images: no step would run, and the run would look trained
+        raise ValueError(
+            f"the train split has {len(data.names['train'])} image(s), fewer than the {env.world_size} processes "
+            "(each trains on an equal shard): give more images, or start fewer processes."
+        )
     if per_process < args.batch_size:
         if env.main:
             log.warning(

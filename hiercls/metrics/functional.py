@@ -1089,7 +1089,7 @@ def inconsistency_rate(probs: Any, taxonomy: Taxonomy, *, tol: float = 1e-6) -> 
         A float in [0, 1].
 
     Raises:
-        ValueError: bad shape or empty input.
+        ValueError: bad shape or empty input; ``tol`` not a finite number >= 0.
 
     Examples:
         >>> from hiercls import Taxonomy
@@ -1098,6 +1098,11 @@ def inconsistency_rate(probs: Any, taxonomy: Taxonomy, *, tol: float = 1e-6) -> 
         0.5
     """
     _check_taxonomy(taxonomy)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) or not 0 <= tol < math.inf:
+        raise ValueError(
+            f"tol: expected a finite number >= 0 (the rounding slack, e.g. 1e-6), got {tol!r}; NaN would call "
+            "every output consistent and a negative slack a consistent one inconsistent."
+        )
     scores = _as_probs(probs, taxonomy)
     edges = taxonomy.edges_index()
     bad = (scores[:, edges[:, 1]] > scores[:, edges[:, 0]] + tol).any(axis=1)
