@@ -301,6 +301,10 @@ def backbone_normalize(backbone: nn.Module) -> dict[str, list[float]]:
 
     A ViT's default weights (``augreg``) expect 0.5/0.5, not ImageNet's statistics: fed the wrong ones,
     pretrained weights see inputs about 2x too wide.
+
+    Examples:
+        >>> backbone_normalize(create_backbone("test_vit"))
+        {'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}
     """
     cfg = getattr(backbone, "pretrained_cfg", None) or {}
     mean, std = cfg.get("mean"), cfg.get("std")
@@ -311,7 +315,12 @@ def backbone_normalize(backbone: nn.Module) -> dict[str, list[float]]:
 
 def model_normalize(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(mean, std)`` the model's inputs are normalised with (``model.config["normalize"]``; ImageNet's
-    for a model without one, as every checkpoint was before it was recorded)."""
+    for a model without one, as every checkpoint was before it was recorded).
+
+    Examples:
+        >>> model_normalize(nn.Identity())
+        ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    """
     norm = (getattr(model, "config", None) or {}).get("normalize") or IMAGENET_NORMALIZE
     return tuple(norm["mean"]), tuple(norm["std"])
 
