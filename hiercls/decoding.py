@@ -51,6 +51,7 @@ from hiercls.metrics.functional import (
     _measure,
     _pair_stats,
     _safe_div,
+    _scalar,
 )
 from hiercls.taxonomy import LabelsLike, Taxonomy
 
@@ -192,8 +193,11 @@ def _as_probs(
     as_numpy = not isinstance(probs, torch.Tensor)
     if as_numpy:
         arr = np.asarray(probs)
-        if arr.dtype.kind not in "fiub":
-            raise ValueError(f"probs: expected float node marginals, got an array of dtype {arr.dtype}.")
+        if arr.dtype.kind != "f":
+            raise ValueError(
+                f"probs: expected float node marginals, got a numpy array of dtype {arr.dtype}. "
+                "Marginals are probabilities: pass head.marginals(logits), or cast with .astype(np.float32)."
+            )
         if not arr.dtype.isnative:  # e.g. '>f8' from a big-endian file: torch takes native byte order only
             arr = arr.astype(arr.dtype.newbyteorder("="))
         if not arr.flags.writeable:  # read-only (np.frombuffer, a memory map): copied, nothing here writes to it
@@ -209,7 +213,10 @@ def _as_probs(
     if tensor.shape[0] == 0 and not allow_empty:
         raise ValueError("probs is empty: give at least one sample (shape (batch, num_nodes) with batch >= 1).")
     if not tensor.is_floating_point():
-        raise ValueError(f"probs: expected float node marginals, got dtype {tensor.dtype}.")
+        raise ValueError(
+            f"probs: expected float node marginals, got a tensor of dtype {tensor.dtype}. "
+            "Marginals are probabilities: pass head.marginals(logits), or cast with .float()."
+        )
     slack = _slack(tensor.dtype)
     if tensor.dtype not in (torch.float32, torch.float64):
         tensor = tensor.float()
@@ -805,6 +812,7 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int, *, validate_args: bool 
         [[2, 3]]
     """
     _check_taxonomy(taxonomy)
+    k = _scalar(k)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= taxonomy.num_leaves:
         raise ValueError(f"k: expected an int in [1, {taxonomy.num_leaves}] (the number of leaves), got {k!r}.")
     tensor, as_numpy, _ = _as_probs(probs, taxonomy, validate=validate_args)
@@ -976,7 +984,10 @@ def operating_curve(
     auc = _front_area(spec_all, corr_all)
     if thresholds is None:
         return OperatingCurve(thresholds_all, spec_all, corr_all, auc)
-    query = np.asarray(thresholds, dtype=np.float64).ravel()
+    try:
+        query = np.asarray(thresholds, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        query = np.array([np.nan])  # not numbers: refused below, with the argument named
     if query.size == 0 or np.isnan(query).any():
         raise ValueError(
             f"thresholds: expected a non-empty sequence of numbers (inf allowed: the curve's first point), "

@@ -399,6 +399,20 @@ def test_errors_name_the_argument() -> None:
         operating_curve(good, ["a1", "b"], tax, thresholds=[])
     with pytest.raises(ValueError, match="thresholds: expected a non-empty sequence"):
         operating_curve(good, ["a1", "b"], tax, thresholds=[0.5, float("nan")])
+    with pytest.raises(ValueError, match="thresholds: expected a non-empty sequence"):  # numpy's bare error
+        operating_curve(good, ["a1", "b"], tax, thresholds=["x"])
+    # integer marginals from numpy are named as a numpy dtype, with the fix
+    with pytest.raises(ValueError, match=r"got a numpy array of dtype int64\. .*astype\(np.float32\)"):
+        decode(good.astype(np.int64), tax)
+    # a 0-d tensor is taken for beta and k as it is for threshold
+    assert torch.equal(
+        torch.as_tensor(decode(good, tax, "hf_optimal", beta=torch.tensor(2.0))),
+        torch.as_tensor(decode(good, tax, "hf_optimal", beta=2.0)),
+    )
+    assert np.array_equal(top_k_leaves(good, tax, torch.tensor(2)), top_k_leaves(good, tax, 2))
+    for bad in (torch.tensor(True), torch.tensor([2])):
+        with pytest.raises(ValueError, match=r"k: expected an int"):
+            top_k_leaves(good, tax, bad)
 
 
 def test_logits_or_log_probabilities_are_refused_by_name() -> None:

@@ -353,3 +353,44 @@ def test_states_saved_before_the_ratio_counts_load_to_the_same_value(paper_tax: 
         fresh.persistent(True)
         fresh.load_state_dict(old, strict=True)
         assert float(fresh.compute()) == pytest.approx(float(metric.compute())), type(metric).__name__
+
+
+def _build(name: str, tax: Taxonomy, **options):
+    cls = getattr(M, name)
+    return cls(tax, beta=2.0, **options) if name == "HierarchicalFBeta" else cls(tax, **options)
+
+
+@settings(examples(20))
+@given(case=split_case(trees(max_nodes=15)))
+def test_merge_state_of_split_metrics_equals_one_metric(case) -> None:
+    """Two metrics fed the halves of a batch, merged (as a metric and as a ``metric_state`` dict), give
+    the value of one metric fed the whole batch."""
+    tax, y_true, y_pred, _ = case
+    half = len(y_true) // 2
+    for name in CLASSES:
+        whole = _build(name, tax)
+        whole.update(torch.tensor(y_pred), torch.tensor(y_true))
+        for as_dict in (False, True):
+            first, second = _build(name, tax), _build(name, tax)
+            first.update(torch.tensor(y_pred[:half]), torch.tensor(y_true[:half]))
+            second.update(torch.tensor(y_pred[half:]), torch.tensor(y_true[half:]))
+            first.merge_state(second.metric_state if as_dict else second)
+            assert O.floats(first.compute()) == pytest.approx(O.floats(whole.compute()), nan_ok=True), name
+
+
+def test_merge_state_names_what_differs() -> None:
+    tax = Taxonomy.from_parent_map({"r": None, "a": "r", "b": "r", "d": "a", "e": "a"})
+    other = Taxonomy.from_parent_map({"r": None, "a": "r", "b": "r", "d": "a", "f": "a"})
+    height = M.MistakeSeverity(tax, distance="height")
+    with pytest.raises(ValueError, match=r"incoming_state: .*distance='height' here, 'path' there"):
+        height.merge_state(M.MistakeSeverity(tax, distance="path"))
+    with pytest.raises(ValueError, match=r"incoming_state: .*same taxonomy"):
+        height.merge_state(M.MistakeSeverity(other, distance="height"))
+    with pytest.raises(ValueError, match=r"incoming_state: .*distance='height'.*got a dict with states"):
+        height.merge_state(M.MistakeSeverity(tax, distance="path").metric_state)
+    f1 = M.HierarchicalF1(tax, average="macro")
+    with pytest.raises(ValueError, match=r"average='macro' here, 'micro' there"):
+        f1.merge_state(M.HierarchicalF1(tax, average="micro"))
+    # nothing was added by the refused merges
+    height.update(["d"], ["e"])
+    assert float(height.compute()) == pytest.approx(M.mistake_severity(["e"], ["d"], tax, distance="height"))

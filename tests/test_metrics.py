@@ -303,6 +303,15 @@ def test_errors_name_the_argument(paper_tax: Taxonomy) -> None:
         M.hierarchical_f1(["ALL"], ["ALL"], paper_tax, average="samples")
     with pytest.raises(ValueError, match="beta: expected a positive finite number"):
         M.hierarchical_fbeta(["ALL"], ["ALL"], paper_tax, beta=-1)
+    # 0-d tensors are numbers here as in the decoders; a bool tensor is not
+    assert M.hierarchical_fbeta(["ALL"], ["AML"], paper_tax, beta=torch.tensor(2.0)) == pytest.approx(
+        M.hierarchical_fbeta(["ALL"], ["AML"], paper_tax, beta=2.0)
+    )
+    assert M.level_accuracy(["ALL"], ["AML"], paper_tax, zero_division=torch.tensor(1.0)) == M.level_accuracy(
+        ["ALL"], ["AML"], paper_tax, zero_division=1.0
+    )
+    with pytest.raises(ValueError, match="beta: expected a positive finite number"):
+        M.hierarchical_fbeta(["ALL"], ["ALL"], paper_tax, beta=torch.tensor(True))
     with pytest.raises(ValueError, match="zero_division: expected a number"):
         M.hierarchical_f1(["ALL"], ["ALL"], paper_tax, zero_division="warn")
     with pytest.raises(ValueError, match="distance: expected one of"):

@@ -54,6 +54,7 @@ from hiercls.metrics.functional import (
     _require_tree,
     _resolve_distance,
     _safe_div,
+    _scalar,
     _summary_counts,
     _summary_from_counts,
 )
@@ -169,7 +170,45 @@ class _TaxonomyMetric(Metric):
         """
         what = (type(self).update.__qualname__, self.taxonomy.fingerprint, sorted(options.items()))
         digest = hashlib.sha1(repr(what).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        self.add_state(f"update_key_{digest}", default=_int_state(), dist_reduce_fx="sum")
+        self._update_key = f"update_key_{digest}"
+        self._key_options = dict(options)
+        self.add_state(self._update_key, default=_int_state(), dist_reduce_fx="sum")
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add another metric's (or a ``metric_state`` dict's) counts to this one's (torchmetrics' merge).
+
+        The two must count the same thing: the same class, taxonomy and options. Otherwise a
+        :class:`ValueError` names what differs, rather than a state named by a hash.
+        """
+        key = getattr(self, "_update_key", None)
+        if key is not None and isinstance(incoming_state, _TaxonomyMetric) and type(incoming_state) is type(self):
+            theirs, mine = incoming_state, self
+            if theirs.taxonomy.fingerprint != mine.taxonomy.fingerprint:
+                raise ValueError(
+                    f"incoming_state: expected a {type(self).__name__} over the same taxonomy "
+                    f"(fingerprint {mine.taxonomy.fingerprint[:12]}...), got one over another "
+                    f"({theirs.taxonomy.fingerprint[:12]}...). Merge only metrics built on one Taxonomy."
+                )
+            other_options = getattr(theirs, "_key_options", {})
+            if other_options != self._key_options:
+                differ = ", ".join(
+                    f"{name}={self._key_options.get(name)!r} here, {other_options.get(name)!r} there"
+                    for name in sorted(set(self._key_options) | set(other_options))
+                    if self._key_options.get(name) != other_options.get(name)
+                )
+                raise ValueError(
+                    f"incoming_state: expected a {type(self).__name__} with the same options, got one that "
+                    f"differs ({differ}); their sums count different things. Merge metrics built alike."
+                )
+        elif key is not None and isinstance(incoming_state, dict) and key not in incoming_state:
+            options = ", ".join(f"{k}={v!r}" for k, v in sorted(self._key_options.items())) or "no options"
+            raise ValueError(
+                f"incoming_state: expected the metric_state of a {type(self).__name__} over this taxonomy "
+                f"with {options} (it holds a state named {key!r}), got a dict with states "
+                f"{sorted(incoming_state)}: it comes from a metric built on another taxonomy, with other "
+                "options or of another class. Merge states of metrics built alike."
+            )
+        super().merge_state(incoming_state)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         """Read states saved (``persistent(True)``) before the macro sums counted their ratios.
@@ -1042,6 +1081,7 @@ class DistanceAtK(_TaxonomyMetric):
 
 
 def _check_tol(tol: Any) -> float:
+    tol = _scalar(tol)
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) or not 0 <= tol < np.inf:
         raise ValueError(f"tol: expected a non-negative finite number such as 1e-6, got {tol!r}.")
     return float(tol)

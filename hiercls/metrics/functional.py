@@ -148,13 +148,23 @@ def _check_option(value: Any, name: str, options: tuple[str, ...]) -> str:
     return value
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d torch tensor or numpy array as its Python number (``.item()``); anything else unchanged, so that
+    the checks below take ``torch.tensor(2.0)`` wherever they take ``2.0`` (a bool stays a bool and is refused)."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
+    return value
+
+
 def _check_zero_division(zero_division: Any) -> float:
+    zero_division = _scalar(zero_division)
     if isinstance(zero_division, bool) or not isinstance(zero_division, (int, float, np.integer, np.floating)):
         raise ValueError(f"zero_division: expected a number such as 0.0, 1.0 or float('nan'), got {zero_division!r}.")
     return float(zero_division)
 
 
 def _check_beta(beta: Any) -> float:
+    beta = _scalar(beta)
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) or not 0 < beta < math.inf:
         raise ValueError(f"beta: expected a positive finite number (1.0 gives F1), got {beta!r}.")
     return float(beta)
@@ -354,6 +364,7 @@ def level_accuracy(
 
 
 def _check_depth(taxonomy: Taxonomy, depth: Any) -> int:
+    depth = _scalar(depth)
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 1 <= depth <= taxonomy.max_depth:
         raise ValueError(
             f"depth: expected an int in [1, {taxonomy.max_depth}] (the root's depth 0 has one class), got {depth!r}."
@@ -1098,6 +1109,7 @@ def inconsistency_rate(probs: Any, taxonomy: Taxonomy, *, tol: float = 1e-6) -> 
         0.5
     """
     _check_taxonomy(taxonomy)
+    tol = _scalar(tol)
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) or not 0 <= tol < math.inf:
         raise ValueError(
             f"tol: expected a finite number >= 0 (the rounding slack, e.g. 1e-6), got {tol!r}; NaN would call "
