@@ -776,6 +776,9 @@ def test_a_root_holding_pbc_and_all_is_refused_and_images_outside_the_base_are_n
     for layout, tax in (("auto", "all4"), ("all4", "all4"), ("pbc", "pbc")):
         with pytest.raises(ValueError, match=r"holds two datasets, a PBC tree .* and an ALL tree .*Point --data"):
             scan(root, tax, layout=layout)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"holds two datasets"):  # it used to guess 'all4'
+        D.detect_layout(root)
+    assert D.detect_layout(root / "all4") == "all4" and D.detect_layout(root / "pbc") == "pbc"
     _jpeg(root / "all4" / "thumb.png")
     _jpeg(root / "all4" / "extra" / "WBC-x.jpg")
     (root / "all4" / "README.md").write_text("x")
@@ -831,3 +834,27 @@ def test_a_pbc_like_tree_with_a_class_of_the_users_taxonomy_is_read_as_class_fol
     _, report = scan(tmp_path / "d", "pbc", workers=1, warn=False)
     assert report.layout == "pbc"
     assert any("--layout folder" in m for m in report.messages())
+
+
+def test_an_all_tree_with_extra_folders_is_read_as_all_and_the_extras_are_named(tmp_path: Path) -> None:
+    """An extra folder beside ALL's class folders (thumbnails, notes) made the tree 'folder', whose labels
+    Benign/Early/... are not nodes: the scan failed. PBC already tolerated extras; ALL now does too."""
+    base = tmp_path / "d" / "Original"
+    for cls in ("Benign", "Early", "Pre", "Pro", "thumbs"):
+        _jpeg(base / cls / f"WBC-{cls}-1.jpg")
+    (base / "notes").mkdir()
+    assert D.detect_layout(tmp_path / "d") == "all4"
+    samples, report = scan(tmp_path / "d", "all4", workers=1, warn=False)
+    assert sorted(s.label for s in samples) == ["benign", "early_pre_B", "pre_B", "pro_B"]
+    (msg,) = [m for m in report.messages() if "not all4 class folders" in m]
+    assert msg.startswith(f"2 folder(s) in {base} are not all4 class folders") and "(1 image file(s) in them)" in msg
+    assert str(base / "notes") in msg and str(base / "thumbs") in msg and not report.skipped
+    # a folder named after a node of all4.json makes it a tree of class folders, as for PBC
+    (base / "malignant").mkdir()
+    assert D.detect_layout(tmp_path / "d") == "folder"
+    # outside a folder named Original, the class folders must stand alone (no guess from two names)
+    _jpeg(tmp_path / "e" / "Benign" / "a.jpg")
+    _jpeg(tmp_path / "e" / "Pro" / "b.jpg")
+    assert D.detect_layout(tmp_path / "e") == "all4"
+    _jpeg(tmp_path / "e" / "other" / "c.jpg")
+    assert D.detect_layout(tmp_path / "e") == "folder"

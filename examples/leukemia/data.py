@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import io
 import math
 import os
@@ -621,13 +622,27 @@ def _no_pbc_message(root: Path) -> str:
     )
 
 
-def _is_all4_base(d: Path) -> bool:
+def _is_all4_base(d: Path, *, extras: bool = False) -> bool:
+    """At least two subfolders are ALL class folders and, unless ``extras``, no other subfolder exists. With
+    ``extras`` (a folder named ``Original``, the published name) other subfolders (notes, thumbnails) are
+    allowed, unless one is named after a node of ``all4.json`` (that is a tree of class folders: layout
+    ``folder``); :func:`_label_all4` reports them as not read."""
     subs = _subdirs(d)
-    return len(subs) >= 2 and subs <= set(ALL4_CLASS_NODE)
+    classes = subs & set(ALL4_CLASS_NODE)
+    others = subs - classes
+    if len(classes) < 2:
+        return False
+    return not others or (extras and not others & _all4_nodes())
+
+
+@functools.lru_cache(maxsize=1)
+def _all4_nodes() -> frozenset[str]:
+    """Node names of the bundled ``all4.json`` (``benign``, ``malignant``, ...)."""
+    return frozenset(load_taxonomy("all4").nodes)
 
 
 def _all4_base(root: Path) -> Path | None:
-    found = _find_dir(root, lambda d: d.name == "Original" and _is_all4_base(d))
+    found = _find_dir(root, lambda d: d.name == "Original" and _is_all4_base(d, extras=True))
     if found is None and _is_all4_base(root):
         found = root
     return found
@@ -643,7 +658,8 @@ _PBC_PREFIX_CLASS = {p: PBC_CLASS_OF_NODE[n] for p, n in PBC_PREFIX_NODE.items()
 def detect_layout(root: str | os.PathLike[str]) -> str:
     """Guess the layout of ``root``: ``"csv"`` for a ``.csv`` file, ``"all4"`` for an
     ``Original/{Benign,Early,Pre,Pro}`` tree, ``"pbc"`` for PBC's class folders with
-    PBC file-name prefixes (at ``root`` or up to two levels below), else ``"folder"``.
+    PBC file-name prefixes (at ``root`` or up to two levels below), else ``"folder"``. A folder holding both a
+    PBC and an ALL tree is refused (:class:`ValueError`): one of them would be left out.
 
     Examples:
         >>> import tempfile, pathlib
@@ -664,7 +680,9 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
         raise FileNotFoundError(
             f"root: {os.fspath(root)!r} does not exist. Pass the folder of your images or a CSV manifest."
         )
-    if _all4_base(path) is not None:
+    all4 = _all4_base(path)
+    if all4 is not None:
+        _check_one_dataset(path, "all4", all4)  # a root holding PBC too is refused here, as the scan refuses it
         return "all4"
     if _find_dir(path, _is_pbc_base) is not None:
         return "pbc"
@@ -763,6 +781,29 @@ def _label_folder(
     return out, root, empty, ignored, notes, skipped
 
 
+def _leave_out_other_folders(
+    base: Path, classes: set[str], files: list[Path], empty: list[str], ignored: list[str]
+) -> tuple[list[Path], list[str], list[str], dict[str, list[str]]]:
+    """Drop what lies in subfolders of ``base`` that are not class folders (notes, extras): not read, and
+    reported once by name in the returned notes."""
+    others = sorted(_subdirs(base) - classes)
+    if not others:
+        return files, empty, ignored, {}
+    other_set = set(others)
+
+    def inside(p: str | Path) -> bool:
+        rel = Path(p).relative_to(base).parts
+        return len(rel) > 0 and rel[0] in other_set
+
+    n_images = sum(inside(p) for p in files)
+    kept = (
+        [p for p in files if not inside(p)],
+        [d for d in empty if not inside(d)],
+        [p for p in ignored if not inside(p)],
+    )
+    return (*kept, {f"{OTHER_FOLDERS_NOTE} ({n_images} image file(s) in them)": [str(base / o) for o in others]})
+
+
 def _label_pbc(
     root: Path,
 ) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]]]:
@@ -770,22 +811,9 @@ def _label_pbc(
     if base is None:
         raise ValueError(_no_pbc_message(root))
     files, empty, ignored = _walk(base)
-    notes: dict[str, list[str]] = defaultdict(list)
+    files, empty, ignored, first_notes = _leave_out_other_folders(base, set(PBC_CLASSES), files, empty, ignored)
+    notes: dict[str, list[str]] = defaultdict(list, first_notes)
     out: list[tuple[str, str | None, str]] = []
-    # subfolders that are not PBC classes (notes, extras): not read, reported once by name
-    others = sorted(_subdirs(base) - set(PBC_CLASSES))
-    if others:
-        other_set = set(others)
-
-        def inside(p: str | Path) -> bool:
-            rel = Path(p).relative_to(base).parts
-            return len(rel) > 0 and rel[0] in other_set
-
-        n_images = sum(inside(p) for p in files)
-        files = [p for p in files if not inside(p)]
-        empty = [d for d in empty if not inside(d)]
-        ignored = [p for p in ignored if not inside(p)]
-        notes[f"{OTHER_FOLDERS_NOTE} ({n_images} image file(s) in them)"] = [str(base / o) for o in others]
     for p in files:
         parts = p.relative_to(base).parts  # a class folder may hold subfolders (patients, or finer types)
         if len(parts) < 2 or parts[0] not in PBC_CLASS_NODE:
@@ -802,7 +830,9 @@ def _label_pbc(
     return out, base, empty, ignored, dict(notes)
 
 
-def _label_all4(root: Path) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str]]:
+def _label_all4(
+    root: Path,
+) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]]]:
     base = _all4_base(root)
     if base is None:
         raise ValueError(
@@ -810,6 +840,7 @@ def _label_all4(root: Path) -> tuple[list[tuple[str, str | None, str]], Path, li
             f"{sorted(ALL4_CLASS_NODE)}). Pass layout='folder' for other class-folder trees."
         )
     files, empty, ignored = _walk(base)
+    files, empty, ignored, notes = _leave_out_other_folders(base, set(ALL4_CLASS_NODE), files, empty, ignored)
     out: list[tuple[str, str | None, str]] = []
     for p in files:
         parts = p.relative_to(base).parts
@@ -817,7 +848,7 @@ def _label_all4(root: Path) -> tuple[list[tuple[str, str | None, str]], Path, li
             out.append((str(p), ALL4_CLASS_NODE[parts[0]], ""))
         else:
             out.append((str(p), None, "?notclass"))
-    return out, base, empty, ignored
+    return out, base, empty, ignored, notes
 
 
 def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dict[str, list[str]]]:
@@ -1041,7 +1072,7 @@ def scan(
     elif resolved == "pbc":
         entries, base, empty, ignored, notes = _label_pbc(path)
     elif resolved == "all4":
-        entries, base, empty, ignored = _label_all4(path)
+        entries, base, empty, ignored, notes = _label_all4(path)
     else:
         entries, base, csv_skipped = _label_csv(path)
         for k, v in csv_skipped.items():
