@@ -394,3 +394,36 @@ def test_merge_state_names_what_differs() -> None:
     # nothing was added by the refused merges
     height.update(["d"], ["e"])
     assert float(height.compute()) == pytest.approx(M.mistake_severity(["e"], ["d"], tax, distance="height"))
+
+
+def test_module_to_half_precision_keeps_the_float64_sums() -> None:
+    """``module.to(torch.bfloat16)`` (Lightning's ``precision="bf16-true"``) cast the macro sums to
+    bfloat16: 20,000 ratios of 0.5 gave 0.2048. ``set_dtype`` still converts them when asked."""
+    tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+    t, p = torch.full((20_000,), tax.index("ALL")), torch.full((20_000,), tax.index("AML"))
+    holder = torch.nn.Module()
+    holder.lca = M.LCAPrecision(tax, measure="depth")
+    holder.hf1 = M.HierarchicalF1(tax, average="macro")
+    holder.to(torch.bfloat16)
+    for i in range(0, len(t), 32):
+        holder.lca.update(p[i : i + 32], t[i : i + 32])
+        holder.hf1.update(p[i : i + 32], t[i : i + 32])
+    assert holder.lca.sum_precision.dtype == torch.float64 and holder.hf1.sum_fscore.dtype == torch.float64
+    assert float(holder.lca.compute()) == pytest.approx(M.lca_precision(t, p, tax, measure="depth"), rel=1e-12)
+    assert float(holder.hf1.compute()) == pytest.approx(M.hierarchical_f1(t, p, tax, average="macro"), rel=1e-12)
+    holder.hf1.reset()  # the defaults stayed float64 too
+    assert holder.hf1.sum_fscore.dtype == torch.float64
+    assert holder.lca.set_dtype(torch.float32).sum_precision.dtype == torch.float32
+
+
+def test_merge_state_takes_metrics_built_alike_with_nan_options() -> None:
+    """``zero_division=nan`` on both sides was called a difference (nan != nan)."""
+    tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+    for cls, kw in ((M.LCAPrecision, {}), (M.HierarchicalPrecision, {"average": "macro"})):
+        a, b = cls(tax, zero_division=math.nan, **kw), cls(tax, zero_division=math.nan, **kw)
+        a.update(torch.tensor([3]), torch.tensor([3]))
+        b.update(torch.tensor([0]), torch.tensor([4]))
+        a.merge_state(b)
+        assert int(a.total) == 2 and float(a.compute()) == 1.0
+        with pytest.raises(ValueError, match=r"zero_division=nan here, 0.0 there"):
+            a.merge_state(cls(tax, zero_division=0.0, **kw))

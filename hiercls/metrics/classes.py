@@ -190,11 +190,11 @@ class _TaxonomyMetric(Metric):
                     f"({theirs.taxonomy.fingerprint[:12]}...). Merge only metrics built on one Taxonomy."
                 )
             other_options = getattr(theirs, "_key_options", {})
-            if other_options != self._key_options:
+            if getattr(theirs, "_update_key", None) != key:  # the hash of the options' reprs: NaN equals NaN
                 differ = ", ".join(
                     f"{name}={self._key_options.get(name)!r} here, {other_options.get(name)!r} there"
                     for name in sorted(set(self._key_options) | set(other_options))
-                    if self._key_options.get(name) != other_options.get(name)
+                    if repr(self._key_options.get(name)) != repr(other_options.get(name))
                 )
                 raise ValueError(
                     f"incoming_state: expected a {type(self).__name__} with the same options, got one that "
@@ -209,6 +209,28 @@ class _TaxonomyMetric(Metric):
                 "options or of another class. Merge states of metrics built alike."
             )
         super().merge_state(incoming_state)
+
+    def _apply(self, fn: Any, exclude_state: Any = "") -> Any:
+        """Move the states as torchmetrics does, but keep the float64 sums float64 under ``module.to(dtype)``.
+
+        torchmetrics ignores ``.half()``/``.float()`` but not ``.to(torch.bfloat16)``, which Lightning's
+        ``precision="bf16-true"`` calls on the whole module: the macro sums of per-sample ratios became
+        bfloat16 and stalled far from their value. Only :meth:`set_dtype` changes their dtype now.
+        """
+        if getattr(self, "_dtype_convert", False):
+            return super()._apply(fn, exclude_state)
+        floats = {
+            k: (getattr(self, k), d)
+            for k, d in getattr(self, "_defaults", {}).items()
+            if isinstance(d, torch.Tensor) and d.is_floating_point()
+        }
+        this = super()._apply(fn, exclude_state)
+        for key, (value, default) in floats.items():
+            moved = getattr(this, key)
+            if isinstance(moved, torch.Tensor) and moved.dtype != value.dtype:
+                setattr(this, key, value.to(moved.device))
+                this._defaults[key] = default.to(moved.device)
+        return this
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         """Read states saved (``persistent(True)``) before the macro sums counted their ratios.
