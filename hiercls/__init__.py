@@ -33,6 +33,7 @@ from hiercls.errors import TaxonomyError, UnknownNodeError
 from hiercls.taxonomy import Taxonomy
 
 __version__ = "0.1.0"
+"""This release of hiercls (PEP 440), the `version` of `pyproject.toml`."""
 
 _SUBMODULES = ("decoding", "heads", "losses", "marginals", "metrics", "plot", "sklearn", "synthetic", "taxonomy")
 

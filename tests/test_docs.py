@@ -274,7 +274,8 @@ def _public_names(module: object) -> list[str]:
             for n, v in vars(module).items()
             if not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
         ]
-    return [n for n in names if not n.startswith("_")]
+    # exported dunders (``__version__``) are public too; other underscored names are not
+    return [n for n in names if not n.startswith("_") or (n.startswith("__") and n.endswith("__"))]
 
 
 def _public_modules() -> list[str]:
