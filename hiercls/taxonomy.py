@@ -6,7 +6,9 @@ into flat integer arrays that everything downstream works with: parent, depth,
 height, children and ancestors in CSR form, and, for trees, an ancestor table
 and an Euler-tour sparse table for O(1) lowest-common-ancestor queries.
 
-Memory is O(num_nodes x depth); nothing of size num_nodes x num_nodes is built.
+Memory is O(num_nodes x depth) on a tree (each node's ancestor and descendant lists; on a DAG, the number
+of ancestors replaces the depth); nothing of size num_nodes x num_nodes is built, though a single chain,
+whose depth is num_nodes, comes close.
 The dense :attr:`Taxonomy.ancestor_table` is built on first use only.
 """
 
@@ -246,7 +248,7 @@ class Taxonomy:
             warnings.warn(
                 f"{len(numeric)} node name(s) look like integers (first: {_names_list(numeric[:3])}). Integer "
                 "labels are always read as node indices, never as names: give such labels as strings "
-                f"(e.g. {numeric[0]!r}, not {int(numeric[0])}) to encode() and the metrics.",
+                f"(e.g. {numeric[0][:20]!r}, not {numeric[0][:20]}) to encode() and the metrics.",
                 UserWarning,
                 stacklevel=_user_stacklevel(),  # the user's call, however many from_* layers are in between
             )
@@ -259,14 +261,22 @@ class Taxonomy:
             preds = pred[n]
             depth_of[n] = 1 + max(depth_of[p] for p in preds) if preds else 0
         if order is None:
-            seen = {root: 0}
-            queue = [root]
-            for n in queue:  # breadth-first discovery keeps the input's child order
-                for c in g.successors(n):
-                    if c not in seen:
-                        seen[c] = len(seen)
-                        queue.append(c)
-            nodes = sorted(queue, key=lambda n: (depth_of[n], seen[n]))
+            # depth by depth: a node goes with its first parent one level up (the one with the smallest
+            # index), at its place among that parent's children as given. On a tree this is breadth-first
+            # order; on a DAG it also makes a rebuild from the taxonomy's own edges (in index order) a fixpoint.
+            # Every node at depth d + 1 has a parent at depth d (longest-path depth), so each level is reached.
+            nodes = [root]
+            index_of = {root: 0}
+            succ = g.succ
+            lo = 0
+            while lo < len(nodes):
+                hi, below = len(nodes), depth_of[nodes[lo]] + 1
+                for i in range(lo, hi):  # the level's nodes, in index order
+                    for c in succ[nodes[i]]:
+                        if depth_of[c] == below and c not in index_of:
+                            index_of[c] = len(nodes)
+                            nodes.append(c)
+                lo = hi
         else:
             nodes = list(order)
             if len(set(nodes)) != len(nodes) or set(nodes) != set(g.nodes):
@@ -475,9 +485,8 @@ class Taxonomy:
             >>> Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")]).is_tree
             False
         """
-        if not isinstance(dag, (bool, np.bool_)):
-            raise TaxonomyError(f"dag: expected True or False, got {type(dag).__name__} {dag!r}.")
-        return cls(_edges_graph(edges, sort=sort, dag=bool(dag)), root=root, _owned=True)
+        dag, sort = _check_flag("dag", dag), _check_flag("sort", sort)
+        return cls(_edges_graph(edges, sort=sort, dag=dag), root=root, _owned=True)
 
     @classmethod
     def from_parent_map(cls, parents: Mapping[str, str | None], *, root: str | None = None) -> Taxonomy:
@@ -513,7 +522,7 @@ class Taxonomy:
             >>> Taxonomy.from_dict({"root": {"a": ["a1", "a2"], "b": None}}).leaves
             ('b', 'a1', 'a2')
         """
-        return cls(_dict_graph(tree, dag=dag), root=root, _owned=True)
+        return cls(_dict_graph(tree, dag=_check_flag("dag", dag)), root=root, _owned=True)
 
     @classmethod
     def from_paths(
@@ -559,6 +568,7 @@ class Taxonomy:
             >>> Taxonomy.from_paths(labels, sort=True) == Taxonomy.from_paths(labels[::-1], sort=True)
             True
         """
+        dag, sort = _check_flag("dag", dag), _check_flag("sort", sort)
         return cls(_paths_graph(paths, sep=sep, dag=dag, sort=sort), root=root, _owned=True)
 
     @classmethod
@@ -567,7 +577,8 @@ class Taxonomy:
 
         Hidden folders (starting with ``.``) and ``__pycache__`` are skipped; files
         are ignored; symlinks to folders are followed. Sibling folders are taken
-        in sorted order.
+        in sorted order (by code point, upper case first, on every OS: the same folders give
+        the same node order and fingerprint on Linux, macOS and Windows).
 
         Args:
             path: the top folder; it becomes the root.
@@ -619,11 +630,11 @@ class Taxonomy:
                 names = [
                     e.name for e in entries if not e.name.startswith(".") and e.name != "__pycache__" and e.is_dir()
                 ]
-            names.sort(key=os.path.normcase)  # the order pathlib sorts in (case-blind on Windows)
+            names.sort()  # by code point on every OS, so the node order and fingerprint do not depend on it
             inner = above | {real}
             return {name: walk(os.path.join(folder, name), inner) for name in names}
 
-        return cls(_dict_graph({top_name: walk(top, frozenset())}, dag=dag), _owned=True)
+        return cls(_dict_graph({top_name: walk(top, frozenset())}, dag=_check_flag("dag", dag)), _owned=True)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> Taxonomy:
@@ -712,13 +723,13 @@ class Taxonomy:
             )
         if "nodes" in data and "edges" in data:
             nodes, edges = data["nodes"], data["edges"]
-            if not isinstance(nodes, list):
+            if not isinstance(nodes, (list, tuple)):
                 raise TaxonomyError(f"{where}: 'nodes' must be a list of node names, got {type(nodes).__name__}.")
             _validate_names(nodes, where=f"{where} 'nodes'")
-            if not isinstance(edges, list):
+            if not isinstance(edges, (list, tuple)):
                 raise TaxonomyError(f"{where}: 'edges' must be a list of [parent, child] pairs.")
             for k, edge in enumerate(edges):
-                if not isinstance(edge, list) or len(edge) != 2:
+                if not isinstance(edge, (list, tuple)) or len(edge) != 2:  # a parsed dict may hold tuples
                     raise TaxonomyError(f"{where}: edges[{k}] must be a [parent, child] pair, got {edge!r}.")
                 _validate_names(edge, where=f"{where} edges[{k}]")
             listed = set(nodes)
@@ -730,6 +741,12 @@ class Taxonomy:
                     f"{where}: edges name {len(unlisted)} node(s) that 'nodes' does not list: "
                     f"{_names_list(unlisted)}{also}. Add them to 'nodes' (in index order, as to_json writes) "
                     "or fix the edges."
+                )
+            repeated = sorted(n for n, c in Counter(nodes).items() if c > 1)
+            if repeated:
+                raise TaxonomyError(
+                    f"{where}: 'nodes' lists {_names_list(repeated)} more than once; each node must be listed "
+                    "once, in index order (as to_json writes). Remove the repeats."
                 )
             g = nx.DiGraph()
             g.add_nodes_from(nodes)
@@ -747,7 +764,14 @@ class Taxonomy:
         if "tree" in data:
             g = _dict_graph(data["tree"], dag=dag, prefix=f"{where}: ", dag_fix='add "dag": true')
         elif "edges" in data:
-            g = _edges_graph(data["edges"], sort=False, where=f"{where}: edges")
+            # as from_edges: a DAG unless the file says "dag": false
+            g = _edges_graph(
+                data["edges"],
+                sort=False,
+                dag=dag if "dag" in data else True,
+                where=f"{where}: edges",
+                dag_fix='write "dag": true',
+            )
         elif "parents" in data:
             g = _parent_map_graph(data["parents"], where=f"{where}: parents")
         else:
@@ -1413,7 +1437,9 @@ def _refuse_unordered(labels: Any) -> None:
         )
 
 
-def _edges_graph(edges: Iterable[Any], *, sort: bool, dag: bool = True, where: str = "edges") -> nx.DiGraph:
+def _edges_graph(
+    edges: Iterable[Any], *, sort: bool, dag: bool = True, where: str = "edges", dag_fix: str = "pass dag=True"
+) -> nx.DiGraph:
     """The graph of ``(parent, child)`` pairs, validated (``Taxonomy.from_edges``)."""
     if isinstance(edges, (str, bytes)) or not isinstance(edges, Iterable):
         raise TaxonomyError(
@@ -1446,7 +1472,7 @@ def _edges_graph(edges: Iterable[Any], *, sort: bool, dag: bool = True, where: s
                 f"{where}: expected a tree (dag=False), but {child!r} has {len(rows)} parents: {parents}"
                 f"{', ...' if len(rows) > 4 else ''}"
                 f"{f' ({len(several)} such children)' if len(several) > 1 else ''}. "
-                "Remove the wrong edge, or pass dag=True if it is one node with several parents."
+                f"Remove the wrong edge, or {dag_fix} if it is one node with several parents."
             )
     return g
 
@@ -1541,12 +1567,26 @@ def _path_key(path: Any) -> Any:
     return path
 
 
+def _check_flag(name: str, value: Any) -> bool:
+    """``True`` or ``False`` (numpy's bools too): a string such as ``"false"`` would read as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TaxonomyError(f"{name}: expected True or False, got {type(value).__name__} {value!r}.")
+    return bool(value)
+
+
 def _paths_graph(paths: Iterable[Any], *, sep: str, dag: bool, sort: bool) -> nx.DiGraph:
     """The graph of label paths, validated (``Taxonomy.from_paths``)."""
     if not isinstance(sep, str) or not sep:
         raise TaxonomyError(f"sep: expected a non-empty string separator such as '/', got {sep!r}.")
     if isinstance(paths, str):
         raise TaxonomyError(f"paths: expected a list of paths, got the single string {paths!r}; wrap it in a list.")
+    if isinstance(paths, Mapping) or hasattr(paths, "columns"):  # a dict or a DataFrame iterates over its keys
+        keys = list(paths.columns if hasattr(paths, "columns") else paths.keys())
+        raise TaxonomyError(
+            f"paths: expected a list of paths, got a {type(paths).__name__} (keys {_names_list(keys[:5])}), which "
+            "would be read as its keys, not its values. Pass the column of paths, e.g. paths=df['path'], or "
+            "Taxonomy.from_dict / from_parent_map for a nested dict or a {child: parent} mapping."
+        )
     if isinstance(paths, (set, frozenset)):  # no order of its own: read it sorted
         sort = True
     items = paths if isinstance(paths, list) else list(paths)
@@ -1593,6 +1633,12 @@ def _paths_graph(paths: Iterable[Any], *, sep: str, dag: bool, sort: bool) -> nx
     g = nx.DiGraph()
     first_parent: dict[str, Any] = {}
     for k, parts in split:
+        if len(set(parts)) != len(parts):  # a cycle within one path, e.g. 'a/a' or 'r/a/b/a'
+            name = next(n for n, c in Counter(parts).items() if c > 1)
+            raise TaxonomyError(
+                f"paths[{k}]: {name!r} appears twice in the path {sep.join(map(str, parts))!r}: a node cannot be "
+                "its own ancestor. Rename one of them (e.g. 'a/a_sub')."
+            )
         prev = None
         for name in parts:
             if name in first_parent and first_parent[name] != prev and not dag:
@@ -1681,6 +1727,12 @@ def _validate_names(names: Iterable[Any], where: str = "") -> None:
             if isinstance(n, (bytes, bytearray)):  # str(b"a") is "b'a'": decoding is the fix
                 raise TaxonomyError(
                     f"{at}node names must be strings, got bytes {n!r}. Decode them first, e.g. name.decode('utf-8')."
+                )
+            if n is None or (isinstance(n, float) and n != n):  # an empty cell of a per-level table
+                raise TaxonomyError(
+                    f"{at}node names must be strings, got {n!r}: an empty cell (a missing level?). Drop the empty "
+                    "cells of each path (a shorter path is fine), e.g. [tuple(x for x in row if isinstance(x, str)) "
+                    "for row in rows]; str() would make a node named 'None' or 'nan'."
                 )
             raise TaxonomyError(
                 f"{at}node names must be strings, got {n!r} ({type(n).__name__}). Convert them with str() first."

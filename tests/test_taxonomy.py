@@ -381,7 +381,7 @@ class TestJson:
             Taxonomy.from_json(w({"nodes": ["r", "a"], "edges": [["r", "a", "x"]]}))
         with pytest.raises(TaxonomyError, match=r"does not list: 'b' \('nodes' also repeats 'a'\)"):
             Taxonomy.from_json(w({"nodes": ["r", "a", "a"], "edges": [["r", "a"], ["r", "b"]]}))
-        with pytest.raises(TaxonomyError, match=r"repeated: \['a'\], in edges but not listed: \[\]"):
+        with pytest.raises(TaxonomyError, match=r"t.json': 'nodes' lists 'a' more than once"):
             Taxonomy.from_json(w({"nodes": ["r", "a", "a"], "edges": [["r", "a"]]}))
         with pytest.raises(TaxonomyError, match=r"every parent must come before its children"):
             Taxonomy.from_json(w({"nodes": ["a", "r"], "edges": [["r", "a"]]}))
@@ -1395,3 +1395,83 @@ def test_names_that_json_escapes_alike_get_different_fingerprints() -> None:
 def test_an_empty_input_with_root_says_what_root_does() -> None:
     with pytest.raises(TaxonomyError, match=r"empty.*root='r' names a new root above the input's top nodes"):
         Taxonomy.from_paths([], root="r")
+
+
+def test_flags_are_checked_by_every_constructor(tmp_path) -> None:
+    """``dag="false"`` (a truthy string) silently built a DAG in from_paths/from_dict/from_folder, and
+    ``sort="no"`` sorted; only from_edges checked its ``dag``."""
+    (tmp_path / "top" / "a").mkdir(parents=True)
+    calls = {
+        "from_paths dag": lambda v: Taxonomy.from_paths(["r/a"], dag=v),
+        "from_paths sort": lambda v: Taxonomy.from_paths(["r/a"], sort=v),
+        "from_edges sort": lambda v: Taxonomy.from_edges([("r", "a")], sort=v),
+        "from_dict dag": lambda v: Taxonomy.from_dict({"r": ["a"]}, dag=v),
+        "from_folder dag": lambda v: Taxonomy.from_folder(tmp_path / "top", dag=v),
+    }
+    for what, call in calls.items():
+        name = what.split()[1]
+        with pytest.raises(TaxonomyError, match=rf"^{name}: expected True or False, got str 'false'"):
+            call("false")
+        assert call(np.bool_(True)) == call(True), what
+
+
+def test_from_paths_refuses_a_mapping_instead_of_reading_its_keys() -> None:
+    with pytest.raises(
+        TaxonomyError, match=r"^paths: expected a list of paths, got a dict \(keys 'path'\).*df\['path'\]"
+    ):
+        Taxonomy.from_paths({"path": ["r/a/x", "r/a/y", "r/b"]})
+
+
+def test_from_json_edges_form_honours_dag_false() -> None:
+    edges = [["r", "a"], ["r", "b"], ["a", "x"], ["b", "x"]]
+    assert not Taxonomy.from_json({"edges": edges}).is_tree  # like from_edges: a DAG unless told otherwise
+    with pytest.raises(TaxonomyError, match=r"'x' has 2 parents.*write \"dag\": true"):
+        Taxonomy.from_json({"edges": edges, "dag": False})
+
+
+def test_from_folder_order_does_not_depend_on_the_os(tmp_path, monkeypatch) -> None:
+    """Siblings were sorted with os.path.normcase: case-blind on Windows, another order and fingerprint."""
+    import ntpath
+
+    for name in ("alpha", "Beta", "Zeta"):
+        (tmp_path / "cells" / name).mkdir(parents=True)
+    here = Taxonomy.from_folder(tmp_path / "cells")
+    assert here.nodes == ("cells", "Beta", "Zeta", "alpha")
+    monkeypatch.setattr(os.path, "normcase", ntpath.normcase)  # Windows' case folding
+    assert Taxonomy.from_folder(tmp_path / "cells") == here
+
+
+def test_empty_cells_of_a_path_table_are_named_with_a_fix_that_works() -> None:
+    """None/NaN padding got "Convert them with str() first", which makes nodes named 'None' and 'nan'."""
+    for empty in (None, float("nan")):
+        rows = [("blood", "leukemia", "ALL"), ("blood", "normal", empty)]
+        with pytest.raises(TaxonomyError, match=r"paths\[1\]: .*an empty cell .*Drop the empty cells") as err:
+            Taxonomy.from_paths(rows)
+        assert "Convert them with str()" not in str(err.value)
+        fixed = Taxonomy.from_paths([tuple(x for x in row if isinstance(x, str)) for row in rows])
+        assert fixed.leaves == ("normal", "ALL")
+
+
+def test_from_json_dict_takes_tuples_and_names_repeated_nodes_with_the_source() -> None:
+    tax = Taxonomy.from_paths(["r/a/x", "r/b"])
+    parsed = json.loads(tax.to_json())
+    as_tuples = {**parsed, "nodes": tuple(parsed["nodes"]), "edges": [tuple(e) for e in parsed["edges"]]}
+    assert Taxonomy.from_json(as_tuples) == tax
+    with pytest.raises(TaxonomyError, match=r"^the JSON object: 'nodes' lists 'a' more than once"):
+        Taxonomy.from_json({**parsed, "nodes": [*parsed["nodes"], "a"]})
+
+
+def test_a_name_twice_in_one_path_is_named_as_such() -> None:
+    """'a/a' was reported as "'a' has parent 'a' here but None in an earlier path"."""
+    for path in ("a/a", "r/a/b/a"):
+        with pytest.raises(TaxonomyError, match=rf"^paths\[0\]: 'a' appears twice in the path '{path}'"):
+            Taxonomy.from_paths([path])
+        with pytest.raises(TaxonomyError, match="appears twice"):
+            Taxonomy.from_paths([path], dag=True)
+
+
+def test_a_huge_numeric_name_warns_without_crashing() -> None:
+    """The warning called int() on the name: over 4,300 digits that raises ValueError."""
+    with pytest.warns(UserWarning, match="look like integers"):
+        tax = Taxonomy.from_paths(["r/" + "9" * 5000])
+    assert tax.num_nodes == 2

@@ -129,6 +129,45 @@ def test_dag_paths_round_trip(tax: Taxonomy) -> None:
     assert back.is_tree == tax.is_tree
 
 
+@given(taxonomies())
+def test_rebuilding_from_its_own_edges_or_graph_gives_the_same_taxonomy(tax: Taxonomy) -> None:
+    """A DAG rebuilt from its own edges (in index order), or from the graph of a JSON copy, used to get other
+    indices within a depth (breadth-first discovery follows shortest paths): another fingerprint."""
+    own = [(tax.nodes[p], tax.nodes[c]) for p, c in tax.edges_index().tolist()]
+    if own:  # a lone root has no edges
+        assert Taxonomy.from_edges(own, dag=not tax.is_tree) == tax
+    assert Taxonomy.from_graph(Taxonomy.from_json(tax.to_json()).graph) == tax
+    assert Taxonomy.from_graph(pickle.loads(pickle.dumps(tax)).graph) == tax
+
+
+def oracle_order(edges: list[tuple[str, str]]) -> list[str]:
+    """The documented node order: depth by depth (longest path), the children of each node of the level above
+    in index order, as the edges list them; a node with several parents there goes with the first."""
+    graph = nx.DiGraph(edges)
+    depth = {n: 0 for n in graph if graph.in_degree(n) == 0}
+    for n in nx.topological_sort(graph):
+        if n not in depth:
+            depth[n] = 1 + max(depth[p] for p in graph.predecessors(n))
+    children: dict[str, list[str]] = {}
+    for p, c in edges:
+        children.setdefault(p, []).append(c)
+    order = [n for n in depth if depth[n] == 0]
+    for d in range(1, max(depth.values()) + 1):
+        above = [n for n in order if depth[n] == d - 1]
+        for p in above:
+            order += [c for c in children.get(p, []) if depth[c] == d and c not in order]
+    return order
+
+
+@given(taxonomies(), st.randoms(use_true_random=False))
+def test_node_order_follows_the_documented_rule(tax: Taxonomy, rnd) -> None:
+    edges = sorted((tax.nodes[p], tax.nodes[c]) for p, c in tax.edges_index().tolist())
+    rnd.shuffle(edges)
+    if not edges:
+        return
+    assert list(Taxonomy.from_edges(edges, dag=not tax.is_tree).nodes) == oracle_order(edges)
+
+
 # -------------------------------------------------------------------- indexing
 @given(taxonomies())
 def test_index_map_is_a_bijection(tax: Taxonomy) -> None:
