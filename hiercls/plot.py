@@ -8,6 +8,7 @@ into an existing axes where the function draws one panel.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,6 +57,34 @@ def _root_figure(ax: Axes) -> Figure:
     while getattr(fig, "figure", fig) is not fig:
         fig = fig.figure
     return fig
+
+
+def _check_count(name: str, value: Any) -> int:
+    """A whole number >= 0 (checked before a figure exists: nothing is left open)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name}: expected a whole number >= 0, got {value!r}.")
+    return int(value)
+
+
+def _check_colour_options(cmap: Any, vmin: Any, vmax: Any) -> None:
+    """A colormap matplotlib knows and numeric (or None) limits, checked before a figure exists."""
+    import matplotlib
+
+    if isinstance(cmap, str):
+        if cmap not in matplotlib.colormaps:
+            import difflib
+
+            close = difflib.get_close_matches(cmap, list(matplotlib.colormaps), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"cmap: {cmap!r} is not a matplotlib colormap (see matplotlib.colormaps).{hint}")
+    elif not isinstance(cmap, matplotlib.colors.Colormap):
+        raise ValueError(f"cmap: expected a colormap name such as 'viridis' or a Colormap, got {cmap!r}.")
+    for name, value in (("vmin", vmin), ("vmax", vmax)):
+        ok = value is None or (
+            isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        )
+        if not ok or (value is not None and not np.isfinite(value)):
+            raise ValueError(f"{name}: expected a finite number or None (the data's own range), got {value!r}.")
 
 
 def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -115,6 +144,7 @@ def plot_level_confusion_matrices(
     t, p = _encode_pair(y_true, y_pred, taxonomy)
     if normalize not in ("true", "none"):
         raise ValueError(f"normalize: expected 'true' or 'none', got {normalize!r}.")
+    annotate_up_to = _check_count("annotate_up_to", annotate_up_to)
     _require_tree(taxonomy, "plot_level_confusion_matrices")  # before a figure exists: nothing left open
     if taxonomy.max_depth == 0:
         raise ValueError(
@@ -270,6 +300,8 @@ def plot_taxonomy(
         (2, ['a', 'a1', 'a2', 'b', 'r'])
     """
     _check_taxonomy(taxonomy)
+    _check_colour_options(cmap, vmin, vmax)
+    label_up_to = _check_count("label_up_to", label_up_to)
     n = taxonomy.num_nodes
     if values is None:
         data = None
@@ -310,9 +342,24 @@ def plot_taxonomy(
     # the axes grows to hold the turned labels
     vertical = bool(labels) and slot_inches < leaf_slot - 1e-6
     valued = np.zeros(n, bool) if data is None else ~np.isnan(data)  # a value line under the name (inf too)
+    # turned leaf labels stand side by side, one line (about 0.11 inch at 7 pt) each: in a slot narrower
+    # than that they would overlap, so they are left out, and the value line too when it has no room
+    leaf_lines = 2 if slot_inches >= 0.24 else 1 if slot_inches >= 0.12 else 0
+    if vertical and leaf_lines < 2:
+        left = "leaf names and values" if leaf_lines == 0 else "the values under the leaf names"
+        warnings.warn(
+            f"plot_taxonomy: {left} left out: {taxonomy.num_leaves} leaves in {axes_inches:.1f} inches leave "
+            f"{slot_inches:.2f} inch each. Draw into a wider ax (or ax=None, which sizes the figure), or pass "
+            "label_up_to=0 to draw no names.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if vertical and leaf_lines < 2:
+        valued_leaves = valued & taxonomy.is_leaf_mask
+        valued = valued & ~valued_leaves
     leaf_text = {
         i: 0.065 * len(taxonomy.nodes[i]) + (0.15 if valued[i] else 0.0)
-        for i in (taxonomy.leaf_index.tolist() if vertical else [])
+        for i in (taxonomy.leaf_index.tolist() if vertical and leaf_lines else [])
     }
     extra = max(leaf_text.values(), default=0.0)
     fig, ax = _figure_and_axes(ax, (fig_width, 1.5 + 1.2 * taxonomy.max_depth + extra))
@@ -328,6 +375,7 @@ def plot_taxonomy(
     edges = taxonomy.edges_index()
     ax.add_collection(LineCollection(pos[edges], colors="0.6", linewidths=0.8, zorder=1))
     size = 300 if n <= label_up_to else max(2.0, 3000.0 / n)
+    size = min(size, max(2.0, (0.8 * slot_inches * 72) ** 2))  # markers no wider than 0.8 of a leaf's slot
     if data is None:
         ax.scatter(pos[:, 0], pos[:, 1], s=size, c="tab:blue", zorder=2)
     else:
@@ -343,6 +391,10 @@ def plot_taxonomy(
             down = i in leaf_text
             if down:
                 name = taxonomy.nodes[i]
+            elif vertical and taxonomy.is_leaf_mask[i]:  # no room for turned leaf labels (warned above)
+                continue
+            if not name:  # an inner label cut to nothing: its value alone would run into its neighbours'
+                continue
             text = f"{name}\n{_format_value(data[i])}" if valued[i] else name
             ax.text(
                 pos[i, 0],

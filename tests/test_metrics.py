@@ -303,6 +303,11 @@ def test_errors_name_the_argument(paper_tax: Taxonomy) -> None:
         M.hierarchical_f1(["ALL"], ["ALL"], paper_tax, average="samples")
     with pytest.raises(ValueError, match="beta: expected a positive finite number"):
         M.hierarchical_fbeta(["ALL"], ["ALL"], paper_tax, beta=-1)
+    # ragged marginals: numpy's "inhomogeneous shape" named neither the argument nor the shape
+    with pytest.raises(
+        ValueError, match=r"^probs: expected node marginals of shape \(num_samples, \d+\), the same length"
+    ):
+        M.inconsistency_rate([[1.0] * paper_tax.num_nodes, [1.0]], paper_tax)
     # 0-d tensors are numbers here as in the decoders; a bool tensor is not
     assert M.hierarchical_fbeta(["ALL"], ["AML"], paper_tax, beta=torch.tensor(2.0)) == pytest.approx(
         M.hierarchical_fbeta(["ALL"], ["AML"], paper_tax, beta=2.0)

@@ -343,3 +343,50 @@ def test_confusion_matrices_of_a_root_only_taxonomy_say_there_is_no_depth() -> N
         with pytest.raises(ValueError, match=r"only its root, so there is no depth >= 1 to draw"):
             plot_level_confusion_matrices(["r"], ["r"], one, **kw)
     assert plt.get_fignums() == []
+
+
+def test_a_tree_drawn_into_a_narrow_axes_leaves_labels_out_rather_than_overlap() -> None:
+    """Into the left half of a 12 x 5 figure, a 60-node tree had 84 overlapping label pairs: turned leaf
+    labels side by side in 0.1-inch slots, and inner names cut to nothing that still printed their value."""
+    paths = [
+        f"root/group_{g}_longish_name/sub_{g}_{s}_intermediate/leaf_{g}_{s}_{leaf}_species"
+        for g in range(6)
+        for s in range(3)
+        for leaf in range(2)
+    ][:-1]
+    tax = Taxonomy.from_paths(paths)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    with pytest.warns(UserWarning, match=r"leaf names and values left out: 35 leaves in .* Draw into a wider ax"):
+        plot_taxonomy(tax, np.linspace(0, 1, tax.num_nodes), ax=axes[0])
+    fig.canvas.draw()
+    texts = [t for t in axes[0].texts if t.get_text().strip()]
+    assert texts and not any(t.get_text().startswith("\n") for t in texts)  # no value without its name
+    boxes = [t.get_window_extent() for t in texts]
+    assert sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]) == 0
+    # markers fit their slots: diameter (points) at most 0.8 of a leaf's slot
+    slot_points = axes[0].get_window_extent().width / (fig.dpi / 72) / (tax.num_leaves + 0.4)
+    assert max(np.sqrt(c.get_sizes()).max() for c in axes[0].collections[1:3]) <= 0.8 * slot_points * 1.05
+    # a slot for one line keeps the names and drops only their values
+    fig, axes = plt.subplots(1, 1, figsize=(7.5, 5))
+    with pytest.warns(UserWarning, match="the values under the leaf names left out"):
+        plot_taxonomy(tax, np.linspace(0, 1, tax.num_nodes), ax=axes)
+    leaf_texts = [t.get_text() for t in axes.texts if t.get_rotation() == 90]
+    assert len(leaf_texts) == tax.num_leaves and all("\n" not in t for t in leaf_texts)
+    assert _overlapping_labels(fig) == 0
+    plt.close("all")
+
+
+def test_bad_colour_and_count_options_are_refused_before_a_figure_exists(paper_tax: Taxonomy) -> None:
+    plt.close("all")
+    values = np.linspace(0, 1, paper_tax.num_nodes)
+    for kw, msg in (
+        ({"cmap": "viridiss"}, r"cmap: 'viridiss' is not a matplotlib colormap .*Did you mean 'viridis'"),
+        ({"vmin": "zero"}, r"vmin: expected a finite number or None"),
+        ({"vmax": float("nan")}, r"vmax: expected a finite number"),
+        ({"label_up_to": -1}, r"label_up_to: expected a whole number >= 0"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            plot_taxonomy(paper_tax, values, **kw)
+    with pytest.raises(ValueError, match=r"annotate_up_to: expected a whole number >= 0, got '10'"):
+        plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, annotate_up_to="10")
+    assert plt.get_fignums() == []

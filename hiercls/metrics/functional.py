@@ -977,7 +977,13 @@ def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs") -> np.ndarray
         probs = probs.detach().cpu()
         # keep float64 as it is (rounding to float32 can create ties in the AP ranking)
         probs = probs.numpy() if str(probs.dtype) == "torch.float64" else probs.float().numpy()
-    arr = np.asarray(probs)
+    try:
+        arr = np.asarray(probs)
+    except ValueError as err:  # rows of different lengths: numpy's "inhomogeneous shape" names nothing
+        raise ValueError(
+            f"{name}: expected node marginals of shape (num_samples, {taxonomy.num_nodes}), the same length in "
+            f"every row; could not read it as an array ({err})."
+        ) from err
     if arr.ndim != 2 or arr.shape[1] != taxonomy.num_nodes:
         raise ValueError(
             f"{name}: expected node marginals of shape (num_samples, {taxonomy.num_nodes}), got shape {tuple(arr.shape)}."
