@@ -314,6 +314,15 @@ def test_predict_and_explain_take_a_run_folder(run_dir: Path, tmp_path: Path, mo
     images = sorted((run_dir / "SYNTHETIC_images").rglob("*.jpg"))[:2]
     rows = predict.main([str(run_dir), *map(str, images), "--out", str(tmp_path / "p.csv")])
     assert [r["path"] for r in rows] == list(map(str, images))
+    # the command line keeps no rows (a big folder's would fill memory); the CSV is the same
+    assert predict.main([str(run_dir), *map(str, images), "--out", str(tmp_path / "p2.csv")], keep_rows=False) == []
+    assert (tmp_path / "p2.csv").read_text() == (tmp_path / "p.csv").read_text()
+    from examples.leukemia.__main__ import main as dispatch
+
+    calls = []
+    monkeypatch.setattr(predict, "main", lambda argv, **kw: calls.append(kw) or [])
+    assert dispatch(["predict", str(run_dir), str(images[0])]) == 0 and calls == [{"keep_rows": False}]
+    monkeypatch.undo()
     assert len(explain.main([str(run_dir), str(images[0]), "--out", str(tmp_path / "ex")])) >= 1
     with open(tmp_path / "ex" / "explain.csv", newline="") as fh:
         table = list(csv.DictReader(fh))

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     module = importlib.import_module(f"examples.leukemia.{command}")
-    result = module.main(argv)
+    # predict's rows are written to its CSV; kept for a caller of main(), they would fill memory on a big folder
+    result = module.main(argv, keep_rows=False) if command == "predict" else module.main(argv)
     return result if isinstance(result, int) else 0
 
 

@@ -282,11 +282,12 @@ CHUNK = 1024
 
 
 @exits_cleanly
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def main(argv: list[str] | None = None, *, keep_rows: bool = True) -> list[dict[str, Any]]:
     """Entry point of ``python -m examples.leukemia.predict``; returns the rows written.
 
-    Images are read, predicted and written ``CHUNK`` at a time, so memory holds one chunk of images (the
-    rows returned, about 1.3 KB an image, are kept);
+    Images are read, predicted and written ``CHUNK`` at a time, so memory holds one chunk of images, plus
+    the rows to return (about 1.3 KB an image) unless ``keep_rows`` is off: then an empty list comes back,
+    and memory stays flat however many images there are (the command line runs this way);
     the CSV is written to a temporary file beside ``--out`` and moved into place at the end, so a run
     stopped midway leaves no half-written ``--out`` (nor replaces an earlier one).
     """
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rule, threshold = checkpoint_decoding(ckpt.config, args.decode, args.threshold, warn_unused=False)
 
     rows: list[dict[str, Any]] = []
+    written = 0
     bad: dict[str, str] = {}
     # a symlinked --out is written through (its target replaced), keeping the target's permissions
     out = None if args.out == "-" else Path(os.path.realpath(args.out))
@@ -331,13 +333,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     writer = csv.DictWriter(fh, fieldnames=list(new[0]))
                     writer.writeheader()
                 writer.writerows(new)
-                rows += new
+                written += len(new)
+                if keep_rows:
+                    rows += new
             if bar is not None:
                 bar.update(len(part))
         if bad:
             first = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5])
             log.warning("skipped %d file(s) that are not readable images: %s", len(bad), first)
-        if not rows:
+        if not written:
             raise ValueError(
                 f"inputs: expected readable images, got none among the {len(bad)} file(s) found (see the warning "
                 "above); pass image files (PNG, JPEG, TIFF...) or folders of them."
@@ -360,7 +364,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if ckpt.config.get("synthetic"):
         log.warning("this checkpoint was trained on SYNTHETIC images: its predictions mean nothing for real cells.")
     if out is not None:
-        log.info("wrote %d prediction(s) to %s", len(rows), args.out)
+        log.info("wrote %d prediction(s) to %s", written, args.out)
     return rows
 
 
@@ -374,4 +378,4 @@ def _progress(total: int) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    main(keep_rows=False)
