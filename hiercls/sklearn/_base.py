@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from abc import ABCMeta, abstractmethod
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -18,6 +20,26 @@ DecoderRule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal
 _DECODERS = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
 # rules that may stop at an inner node (the others always predict a leaf)
 _INNER_NODE_RULES = ("threshold", "hf_optimal")
+# fitted state that scikit-learn's trailing-underscore convention does not name
+_PRIVATE_FIT_STATE = ("_codec", "_class_nodes", "_default_conditional", "_kept_leaves")
+
+_Fit = TypeVar("_Fit", bound=Callable[..., Any])
+
+
+def _fit_or_forget(fit: _Fit) -> _Fit:
+    """Wrap a ``fit``: if it raises (a refused parameter or sample weight, a DAG, the base estimator's own
+    error, an interrupt), every fitted attribute is removed, so the estimator is unfitted and ``predict``
+    raises scikit-learn's NotFittedError, instead of mixing the new labels with the old model."""
+
+    @functools.wraps(fit)  # keeps the signature that metadata routing and has_fit_parameter read
+    def wrapper(self: HierarchicalClassifierBase, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self._forget_fit()
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _checked_sample_weight(sample_weight: Any, X: Any, **options: Any) -> np.ndarray:
@@ -52,6 +74,18 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
     decoder: str
     decoder_options: dict[str, Any] | None
     taxonomy: Taxonomy | None
+    _model_attribute: str  # the fitted model, set last by fit ("estimators_", "module_")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Fitted when both the labels and the model are: ``fit`` sets the model last and removes
+        everything when it fails, so a half-done fit never counts as fitted."""
+        return hasattr(self, "_codec") and hasattr(self, self._model_attribute)
+
+    def _forget_fit(self) -> None:
+        """Remove every fitted attribute (scikit-learn's ``name_`` ones and the private fitted state)."""
+        for attr in list(vars(self)):
+            if (attr.endswith("_") and not attr.startswith("__")) or attr in _PRIVATE_FIT_STATE:
+                delattr(self, attr)
 
     # ------------------------------------------------------------ fit-time
     def _fit_labels(self, y: Any) -> np.ndarray:
@@ -184,8 +218,13 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         Returns:
             The hierarchical F1 in ``[0, 1]`` (higher is better).
 
+        A true class that was not seen at fit counts as a miss when the taxonomy was
+        inferred from flat labels (``root -> classes``, as scikit-learn's accuracy
+        counts it, so a rare class missing from a training fold does not fail the
+        fold); an unknown node name or label path raises.
+
         Raises:
-            ValueError: ``sample_weight`` is given, or ``y`` has unknown labels.
+            ValueError: ``sample_weight`` is given, or ``y`` has unknown node names or label paths.
         """
         from hiercls.sklearn._scoring import hierarchical_f1_scorer
 
@@ -193,6 +232,12 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         if sample_weight is not None:
             raise ValueError("sample_weight: the hierarchical metrics take no sample weights; pass None.")
         return float(hierarchical_f1_scorer(self, X, y))
+
+    def _scoring_indices(self, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray, Taxonomy]:
+        """True and predicted labels -> node indices, and the taxonomy to score them on (``taxonomy_``, or
+        a copy with the unseen true classes of flat labels added as misses)."""
+        check_is_fitted(self)
+        return self._codec.encode_scored(y_true, y_pred)
 
     def _encode_labels(self, y: Any, *, name: str = "y") -> np.ndarray:
         """Labels (any format this estimator reads) -> int64 node indices of ``taxonomy_``."""

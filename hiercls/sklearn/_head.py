@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from hiercls.errors import TaxonomyError
-from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase, _checked_sample_weight
+from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase, _checked_sample_weight, _fit_or_forget
 from hiercls.taxonomy import Taxonomy, _gather_csr
 
 HeadKind = Literal["conditional", "level", "sigmoid", "flat"]
@@ -123,6 +123,8 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         ['animal/cat', 'animal/dog', 'plant']
     """
 
+    _model_attribute = "module_"
+
     def __init__(
         self,
         head: HeadKind = "conditional",
@@ -152,6 +154,7 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
         self.decoder_options = decoder_options
 
     # ---------------------------------------------------------------- fit
+    @_fit_or_forget
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> HierarchicalHeadClassifier:
         """Train the network.
 

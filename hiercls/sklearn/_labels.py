@@ -9,7 +9,8 @@ in that shape (label paths given as tuples or a 2-D array come back as
   own estimator checks call us);
 - **node names** (strings) of a given taxonomy, inner nodes allowed (partial labels);
 - **label paths**: strings ``"a/b/c"``, tuples ``("a", "b", "c")``, or a 2-D
-  array with one column per level padded with ``""`` (HiClass' format). The
+  array with one column per level padded with ``""`` (HiClass' format; a 2-D
+  array of integer codes, NaN as padding, reads as the codes' strings). The
   taxonomy is inferred from the paths when none is given; when the paths do
   not share a first node, a root is added above them and left out of the
   predicted paths again. A name found under several parents (``a/other``,
@@ -55,6 +56,8 @@ class LabelCodec:
             ``y``'s type (a decoder must then always predict a leaf).
         virtual_root: path mode: the user's paths leave the root out.
         flat_classes: flat mode: the sorted class values; ``flat_nodes`` their node indices.
+        inferred_flat: the taxonomy was inferred as ``root -> classes`` from flat labels (numbers in
+            flat mode, strings in name mode); a true label unseen at fit is then scored as a miss.
     """
 
     mode: LabelMode
@@ -64,6 +67,7 @@ class LabelCodec:
     virtual_root: bool = False
     flat_classes: np.ndarray | None = None
     flat_nodes: np.ndarray | None = None
+    inferred_flat: bool = False
 
     # ------------------------------------------------------------- reading
     def encode(self, y: Any, *, name: str = "y") -> np.ndarray:
@@ -85,6 +89,18 @@ class LabelCodec:
         return self._encode_strings(labels, name)
 
     def _encode_flat(self, labels: np.ndarray, name: str) -> np.ndarray:
+        uniq, inverse, pos, unknown = self._flat_positions(labels, name)
+        if np.any(unknown):
+            shown = uniq[unknown][:5].tolist()
+            raise UnknownNodeError(
+                f"{name}: {int(unknown.sum())} labels were not seen at fit, first {shown}; "
+                f"known classes: {self.flat_classes[:10].tolist()}."
+            )
+        return self.flat_nodes[pos][inverse].reshape(-1)
+
+    def _flat_positions(self, labels: np.ndarray, name: str) -> tuple[np.ndarray, ...]:
+        """Flat mode: the distinct labels, each sample's position among them, their positions in
+        ``flat_classes`` and which of them are unknown."""
         if self.flat_classes is None or self.flat_nodes is None:
             raise ValueError(f"{name}: numeric class labels need an estimator fitted on numeric labels.")
         if _is_text(labels) or labels.dtype.kind not in "biuf":
@@ -95,14 +111,47 @@ class LabelCodec:
         uniq, inverse = np.unique(labels, return_inverse=True)
         pos = np.searchsorted(self.flat_classes, uniq)
         pos = np.clip(pos, 0, len(self.flat_classes) - 1)
-        unknown = self.flat_classes[pos] != uniq
-        if np.any(unknown):
-            shown = uniq[unknown][:5].tolist()
-            raise UnknownNodeError(
-                f"{name}: {int(unknown.sum())} labels were not seen at fit, first {shown}; "
-                f"known classes: {self.flat_classes[:10].tolist()}."
+        return uniq, inverse.reshape(-1), pos, self.flat_classes[pos] != uniq
+
+    def encode_scored(self, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray, Taxonomy]:
+        """``(y_true, y_pred)`` -> their node indices and the taxonomy to score them on.
+
+        With a taxonomy inferred from flat labels (``root -> classes``), a true class that was not seen at
+        fit (a rare class missing from a training fold) is scored as a miss, as scikit-learn's accuracy
+        scores it: it becomes one more child of the root, in a copy of the taxonomy, that no prediction
+        reaches. Its place in a hierarchy would be unknown, so any other unknown label raises.
+        """
+        pred = self.encode(y_pred, name="y_pred")
+        if not (self.inferred_flat or self.mode == "flat"):
+            return self.encode(y_true, name="y_true"), pred, self.taxonomy
+        labels = _as_label_array(y_true, name="y_true")
+        if self.mode == "flat":
+            uniq, inverse, pos, unknown = self._flat_positions(labels, "y_true")
+            unseen = [str(u) for u in uniq[unknown].tolist()]
+        elif _is_text(labels):
+            distinct, inverse = _unique_labels(labels)
+            unseen = [u for u in distinct if isinstance(u, str) and u and SEP not in u and u not in self.taxonomy]
+        else:
+            unseen = []
+        if not unseen:
+            return self.encode(labels, name="y_true"), pred, self.taxonomy
+        tax = self.taxonomy
+        classes = list(tax.nodes[1:])  # the children of the root, named as at fit
+        root = _fresh_root(set(classes) | set(unseen))
+        with _numeric_names_ok():
+            extended = Taxonomy.from_edges([(root, n) for n in classes + unseen])
+        to_extended = extended.encode([root, *classes])  # node index at fit -> index in the copy
+        if self.mode == "flat":
+            nodes = np.empty(len(uniq), dtype=np.int64)
+            nodes[~unknown] = to_extended[self.flat_nodes[pos[~unknown]]]
+            nodes[unknown] = extended.encode(unseen)
+        else:
+            new = set(unseen)  # once per distinct label
+            nodes = np.asarray(
+                [extended.index(u) if u in new else to_extended[self._node_of(u, "y_true")] for u in distinct],
+                dtype=np.int64,
             )
-        return self.flat_nodes[pos][inverse].reshape(-1)
+        return nodes[inverse], to_extended[pred], extended
 
     def _encode_strings(self, labels: np.ndarray, name: str) -> np.ndarray:
         uniq, inverse = _unique_labels(labels)
@@ -112,18 +161,37 @@ class LabelCodec:
         return out[inverse]
 
     @functools.cached_property
+    def _node_paths(self) -> np.ndarray | None:
+        """Each node's label path as messages show it: path mode, as ``predict`` writes it; name mode on a
+        tree, from the root (``"r/a/a1"``); None where labels cannot be paths (flat mode, a DAG)."""
+        if self.mode == "path":
+            return self.node_labels
+        if self.mode != "name" or not self.taxonomy.is_tree:
+            return None
+        tax = self.taxonomy
+        names = np.asarray(tax.nodes, dtype=object)
+        anc = tax.ancestor_table
+        # once per node, over the taxonomy (cached: built at the first path label, not at every encode)
+        return np.asarray(
+            [SEP.join(names[anc[i, : tax.depth_index[i] + 1]].tolist()) for i in range(tax.num_nodes)], dtype=str
+        )
+
+    @functools.cached_property
     def _path_index(self) -> dict[str, int]:
-        """Path mode: each node's label path (as ``predict`` writes it, and with or without the root) -> index."""
+        """Each node's label path (as ``predict`` writes it, and with or without the root) -> index; in name
+        mode on a tree too, so that paths are read wherever the guide promises them."""
         index: dict[str, int] = {}
-        if self.mode != "path":
+        paths = self._node_paths
+        if paths is None:
             return index
         root = self.taxonomy.root
-        for i, label in enumerate(self.node_labels.tolist()):
+        virtual = self.virtual_root and self.mode == "path"
+        for i, label in enumerate(paths.tolist()):
             parts = label.split(SEP)
             if i == 0:
                 index.setdefault(label, 0)
                 continue
-            full = parts if (not self.virtual_root and parts[0] == root) else [root, *parts]
+            full = parts if (not virtual and parts[0] == root) else [root, *parts]
             for form in (SEP.join(full), SEP.join(full[1:])):
                 index.setdefault(form, i)
         return index
@@ -131,6 +199,8 @@ class LabelCodec:
     def _node_of(self, label: Any, name: str) -> int:
         tax = self.taxonomy
         joined = SEP.join(label) if isinstance(label, tuple) else label
+        if self.mode == "name" and isinstance(label, str) and label in tax:  # a node name, exactly
+            return tax.index(label)
         if joined in self._path_index:
             return self._path_index[joined]
         if isinstance(label, str) and label in tax:
@@ -151,11 +221,12 @@ class LabelCodec:
             return node
         if not tax.is_tree:
             raise TaxonomyError(f"{name}: label paths need a tree taxonomy; give node names instead of {label!r}.")
-        known = sorted({str(self.node_labels[self._path_index[lab]]) for lab in under}) or [str(self.node_labels[node])]
+        paths = self._node_paths if self._node_paths is not None else self.node_labels
+        known = sorted({str(paths[self._path_index[lab]]) for lab in under}) or [str(paths[node])]
         where = f"has path {known[0]!r}" if len(known) == 1 else f"has the paths {', '.join(map(repr, known[:5]))}"
         raise ValueError(
-            f"{name}: label path {joined!r} does not match the taxonomy, where {path[-1]!r} {where}. "
-            "Fix the label or the taxonomy."
+            f"{name}: label path {joined!r} does not match the taxonomy, where {path[-1]!r} {where} "
+            f"(a path may start at the root {tax.root!r} or below it). Fix the label or the taxonomy."
         )
 
     # ------------------------------------------------------------- writing
@@ -301,7 +372,9 @@ def _fit_flat(labels: np.ndarray) -> tuple[LabelCodec, np.ndarray]:
     node_labels = np.empty(tax.num_nodes, dtype=classes.dtype)
     node_labels[nodes] = classes
     node_labels[0] = classes[0]  # placeholder: the root has no label of y's type
-    codec = LabelCodec("flat", tax, node_labels, root_has_label=False, flat_classes=classes, flat_nodes=nodes)
+    codec = LabelCodec(
+        "flat", tax, node_labels, root_has_label=False, flat_classes=classes, flat_nodes=nodes, inferred_flat=True
+    )
     return codec, nodes[inverse.reshape(-1)]
 
 
@@ -310,7 +383,7 @@ def _fit_names(uniq: list[Any], inverse: np.ndarray) -> tuple[LabelCodec, np.nda
     root = _fresh_root(set(names))
     with _numeric_names_ok():
         tax = Taxonomy.from_edges([(root, n) for n in names])
-    codec = LabelCodec("name", tax, np.asarray(tax.nodes, dtype=str))
+    codec = LabelCodec("name", tax, np.asarray(tax.nodes, dtype=str), inferred_flat=True)
     return codec, tax.encode(names)[inverse]
 
 
@@ -368,25 +441,32 @@ def _as_label_array(y: Any, *, name: str) -> np.ndarray:
     if arr.ndim == 2:
         if arr.shape[1] == 1:
             return column_or_1d(arr, warn=True)  # scikit-learn's DataConversionWarning
-        if arr.dtype.kind not in "USO":
+        if arr.dtype.kind in "iuf":
+            arr = _numeric_path_cells(arr, name)
+        elif arr.dtype.kind not in "USO":
             raise ValueError(
-                f"{name}: a 2-D y of shape {arr.shape} is read as label paths (one column per level, "
-                f"padded with ''), which must be strings; got dtype {arr.dtype}. For label paths of integer codes, "
-                f"pass {name}.astype(str); multi-output is not supported."
+                f"{name}: a 2-D y of shape {arr.shape} is read as label paths (one column per level, padded with "
+                f"'' or NaN), whose cells must be node names (strings) or integer codes; got dtype {arr.dtype}. "
+                f"Give the node names as strings, e.g. {name}.astype(str); multi-output is not supported."
             )
-        pad = _is_pad(arr)
-        if arr.dtype == object:
-            bad = [v for v in arr[~pad].tolist() if not isinstance(v, str)]
-            if bad:
-                raise ValueError(f"{name}: label paths must hold node names (strings) padded with '', got {bad[0]!r}.")
+        if arr.dtype.kind in "US":
+            pad = arr == ""
+        else:
+            pad, text = _pad_and_text(arr)
+            bad = ~pad & ~text
+            if bad.any():
+                first_bad = arr[bad][0]  # as written (tolist() of an object array keeps the objects)
+                raise ValueError(
+                    f"{name}: label paths must hold node names (strings) padded with '', got {first_bad!r}."
+                )
         # one Python step per distinct row, not per sample
-        rows, inverse = np.unique(np.where(pad, "", arr).astype(str), axis=0, return_inverse=True)
+        rows, inverse = _unique_rows(np.where(pad, "", arr).astype(str))
         first = np.zeros(len(rows), dtype=np.int64)
-        first[inverse.reshape(-1)[::-1]] = np.arange(arr.shape[0])[::-1]  # a sample showing each row
+        first[inverse[::-1]] = np.arange(arr.shape[0])[::-1]  # a sample showing each row
         paths = np.empty(len(rows), dtype=object)
         for k, row in enumerate(rows.tolist()):
             paths[k] = _strip_padding(row, name, int(first[k]))
-        return paths[inverse.reshape(-1)]
+        return paths[inverse]
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of labels (or 2-D label paths), got shape {arr.shape}.")
     if arr.dtype.kind == "S" or (arr.dtype == object and any(isinstance(v, bytes) for v in arr.tolist())):
@@ -409,11 +489,72 @@ def _is_missing(v: Any) -> bool:
     return isinstance(v, str) and v == ""
 
 
-def _is_pad(arr: np.ndarray) -> np.ndarray:
-    """Padding cells of a 2-D label array: '', None, NaN or pandas' NA."""
-    if arr.dtype.kind in "US":
-        return arr == ""
-    return np.vectorize(_is_missing, otypes=[bool])(arr)
+def _pad_and_text(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Padding cells ('', None, NaN, pandas' NA: as :func:`_is_missing` reads them) and string cells of an
+    object array. Each cell's type is read in C; the Python tests run once per distinct type, vectorised
+    over its cells (a per-cell Python call took seconds on a million rows)."""
+    types = np.frompyfunc(type, 1, 1)(arr)
+    pad = np.zeros(arr.shape, dtype=bool)
+    text = np.zeros(arr.shape, dtype=bool)
+    for kind in set(types.ravel().tolist()):  # once per distinct type of cell
+        boxed = np.empty((), dtype=object)
+        boxed[()] = kind  # compared as an object: `types == np.float32` would read the type as a dtype
+        cells = types == boxed
+        if kind is type(None) or kind.__name__ == "NAType":
+            pad[cells] = True
+        elif issubclass(kind, float):
+            pad[cells] = np.isnan(arr[cells].astype(np.float64))
+        elif issubclass(kind, str):
+            text[cells] = True
+            pad[cells] = arr[cells] == ""
+    return pad, text
+
+
+def _numeric_path_cells(arr: np.ndarray, name: str) -> np.ndarray:
+    """A 2-D numeric y (label paths of integer codes, e.g. a pandas frame whose missing deeper levels are
+    NaN) -> the same paths as strings: a whole number ``v`` as ``str(int(v))`` (``1.0`` -> ``"1"``, as the
+    codes read), NaN as padding ``""``. Converted once per distinct value."""
+    values, inverse = np.unique(arr, return_inverse=True)
+    missing = np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
+    whole = np.isfinite(values) & (values == np.round(values)) if values.dtype.kind == "f" else ~missing
+    bad = ~missing & ~whole
+    if bad.any():
+        cell = np.argwhere(np.isin(arr, values[bad]))[0]
+        value = arr[tuple(cell)].item()
+        raise ValueError(
+            f"{name}: a 2-D numeric y is read as label paths of integer codes (one column per level, NaN as "
+            f"padding), but {name}[{cell[0]}, {cell[1]}] = {value!r} is not a whole number. Give the label paths "
+            "as strings (one node name per cell, '' as padding); continuous or multi-output targets are not "
+            "supported."
+        )
+    names = ["" if gap else str(int(v)) for v, gap in zip(values.tolist(), missing.tolist())]  # once per value
+    return np.asarray(names, dtype=str)[inverse.reshape(-1)].reshape(arr.shape)
+
+
+def _unique_rows(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(cells, axis=0, return_inverse=True)`` of a 2-D str array, the same rows in the same
+    (lexicographic) order, faster: each column is factorised on its own (sorted codes keep the order of
+    the strings) and a row's codes are combined into one int64 key."""
+    codes = np.empty(cells.shape, dtype=np.int64)
+    columns = []
+    for j in range(cells.shape[1]):  # once per level
+        uniq, inv = np.unique(cells[:, j], return_inverse=True)
+        columns.append(uniq)
+        codes[:, j] = inv.reshape(-1)
+    sizes = [len(u) for u in columns]
+    if float(np.prod(np.asarray(sizes, dtype=np.float64))) < 2.0**62:
+        key = np.zeros(cells.shape[0], dtype=np.int64)
+        for j, size in enumerate(sizes):  # mixed radix: lexicographic order of the codes
+            key = key * size + codes[:, j]
+        ukey, inverse = np.unique(key, return_inverse=True)
+        ucodes = np.empty((len(ukey), len(sizes)), dtype=np.int64)
+        for j in range(len(sizes) - 1, -1, -1):
+            ucodes[:, j] = ukey % sizes[j]
+            ukey = ukey // sizes[j]
+    else:
+        ucodes, inverse = np.unique(codes, axis=0, return_inverse=True)
+    rows = np.stack([columns[j][ucodes[:, j]] for j in range(len(sizes))], axis=1)
+    return rows, inverse.reshape(-1)
 
 
 def _strip_padding(path: Any, name: str, k: int) -> tuple[str, ...]:

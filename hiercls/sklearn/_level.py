@@ -7,9 +7,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
+from sklearn.utils import _safe_indexing
 from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import _num_samples
 
-from hiercls.sklearn._base import HierarchicalClassifierBase
+from hiercls.sklearn._base import HierarchicalClassifierBase, _fit_or_forget
 from hiercls.sklearn._local import _fit_one, _LocalEstimators, _marginals_from_conditionals
 from hiercls.taxonomy import Taxonomy
 
@@ -46,7 +48,12 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
 
     Args:
         base_estimator: an unfitted scikit-learn classifier with ``predict_proba``,
-            cloned for every depth. None means ``LogisticRegression()``.
+            cloned for every depth. None means ``LogisticRegression()``, and ``X`` is then
+            checked here as a numeric 2-D array; a given base estimator gets ``X`` as
+            it came (a DataFrame, a list of texts, ...; rows picked per node with
+            ``sklearn.utils._safe_indexing``) and checks it itself, so a Pipeline with
+            its own preprocessing works (an encoder in it sees one node's samples:
+            give it ``handle_unknown="ignore"``).
         taxonomy: a tree :class:`hiercls.Taxonomy`, or None to infer one from ``y``.
         decoder: the :func:`hiercls.decoding.decode` rule used by ``predict``.
         decoder_options: keyword arguments for the rule (e.g. ``{"threshold": 0.6}``).
@@ -84,6 +91,7 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
     """
 
     # ---------------------------------------------------------------- fit
+    @_fit_or_forget
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LocalClassifierPerLevel:
         """Fit one classifier per depth.
 
@@ -114,7 +122,9 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
             if len(np.unique(nodes)) >= 2:
                 jobs.append((d, rows, nodes))
         fitted = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_one)(clone(base), X[rows], nodes, None if sample_weight is None else sample_weight[rows])
+            delayed(_fit_one)(
+                clone(base), _safe_indexing(X, rows), nodes, None if sample_weight is None else sample_weight[rows]
+            )
             for _, rows, nodes in jobs
         )
         self.estimators_: list[Any] = [None] * (tax.max_depth + 1)
@@ -136,8 +146,7 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
         """
         X = self._predict_inputs(X)
         tax = self.taxonomy_
-        n = X.shape[0]
-        scores = np.zeros((n, tax.num_nodes))
+        scores = np.zeros((_num_samples(X), tax.num_nodes))
         for est in self.estimators_:  # one call per fitted classifier
             if est is not None:
                 scores[:, est.classes_] = est.predict_proba(X)

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.utils import get_tags
+from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
+from sklearn.utils.validation import _num_samples, check_is_fitted, has_fit_parameter, validate_data
 
 from hiercls.errors import TaxonomyError
-from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase, _checked_sample_weight
+from hiercls.sklearn._base import DecoderRule, HierarchicalClassifierBase, _checked_sample_weight, _fit_or_forget
 from hiercls.taxonomy import Taxonomy
 
 
@@ -23,6 +24,7 @@ class _LocalEstimators:
     base_estimator: Any
     taxonomy_: Taxonomy
     _fit_labels: Any
+    _model_attribute = "estimators_"
 
     def __init__(
         self,
@@ -42,11 +44,12 @@ class _LocalEstimators:
         """``(base estimator, X, target node indices, sample weights)`` for ``fit``, samples of weight 0
         left out; sets the label attributes; refuses a DAG."""
         base = self._base()
-        X = validate_data(self, X, **self._input_options(base))
+        X = self._checked_X(X, base, reset=True)
         target = self._fit_labels(y)
-        if len(target) != X.shape[0]:
+        n_samples = _num_samples(X)
+        if len(target) != n_samples:
             raise ValueError(
-                f"X and y: found {X.shape[0]} samples in X but {len(target)} labels in y; give one label per sample."
+                f"X and y: found {n_samples} samples in X but {len(target)} labels in y; give one label per sample."
             )
         sample_weight = self._checked_weights(sample_weight, X, base)
         X, target, sample_weight = self._without_zero_weights(X, target, sample_weight)
@@ -59,7 +62,21 @@ class _LocalEstimators:
 
     def _predict_inputs(self, X: Any) -> Any:
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, **self._input_options(self._base()))
+        return self._checked_X(X, self._base(), reset=False)
+
+    def _checked_X(self, X: Any, base: Any, *, reset: bool) -> Any:
+        """The default base estimator (LogisticRegression) gets X checked here as a numeric 2-D array (CSR
+        if sparse). A given base estimator gets X as it came (a DataFrame, a list of texts, ...), so that a
+        Pipeline doing its own preprocessing works; it checks X itself. Both record (and at predict check)
+        ``n_features_in_`` and ``feature_names_in_`` where X has them."""
+        if self.base_estimator is None:
+            return validate_data(self, X, reset=reset, **self._input_options(base))
+        X = validate_data(self, X, reset=reset, skip_check_array=True)
+        if sp.issparse(X) and X.format not in ("csr", "csc"):
+            X = X.tocsr()  # rows are selected per node: COO and others have no row indexing
+        elif not (sp.issparse(X) or hasattr(X, "shape") or isinstance(X, (list, tuple))) and hasattr(X, "__array__"):
+            X = np.asarray(X)  # an array-like without row indexing; its dtype is kept (strings stay strings)
+        return X
 
     def _base(self) -> Any:
         base = LogisticRegression() if self.base_estimator is None else self.base_estimator
@@ -110,7 +127,7 @@ class _LocalEstimators:
         if sample_weight is None or (sample_weight > 0).all():
             return X, target, sample_weight
         keep = np.flatnonzero(sample_weight > 0)
-        return X[keep], target[keep], sample_weight[keep]
+        return _safe_indexing(X, keep), target[keep], sample_weight[keep]
 
 
 class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase):
@@ -146,7 +163,12 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
 
     Args:
         base_estimator: an unfitted scikit-learn classifier with ``predict_proba``,
-            cloned for every inner node. None means ``LogisticRegression()``.
+            cloned for every inner node. None means ``LogisticRegression()``, and ``X`` is then
+            checked here as a numeric 2-D array; a given base estimator gets ``X`` as
+            it came (a DataFrame, a list of texts, ...; rows picked per node with
+            ``sklearn.utils._safe_indexing``) and checks it itself, so a Pipeline with
+            its own preprocessing works (an encoder in it sees one node's samples:
+            give it ``handle_unknown="ignore"``).
         taxonomy: a tree :class:`hiercls.Taxonomy`, or None to infer one from ``y``.
         decoder: the :func:`hiercls.decoding.decode` rule used by ``predict``.
         decoder_options: keyword arguments for the rule (e.g. ``{"threshold": 0.6}``).
@@ -187,6 +209,7 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
     """
 
     # ---------------------------------------------------------------- fit
+    @_fit_or_forget
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LocalClassifierPerParentNode:
         """Fit one classifier per inner node.
 
@@ -235,7 +258,7 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
         fitted = Parallel(n_jobs=self.n_jobs)(
             delayed(_fit_one)(
                 clone(base),
-                X[rows[part(k)]],
+                _safe_indexing(X, rows[part(k)]),
                 children[part(k)],
                 None if sample_weight is None else sample_weight[rows[part(k)]],
             )
@@ -262,7 +285,7 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
             X: features, shape ``(n_samples, n_features)``.
         """
         X = self._predict_inputs(X)
-        cond = np.repeat(self._default_conditional[None, :], X.shape[0], axis=0)
+        cond = np.repeat(self._default_conditional[None, :], _num_samples(X), axis=0)
         for est in self.estimators_.values():  # one call per fitted classifier
             if est is not None:
                 cond[:, est.classes_] = est.predict_proba(X)

@@ -6,9 +6,11 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.utils import _safe_indexing
 from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import _num_samples
 
-from hiercls.sklearn._base import HierarchicalClassifierBase
+from hiercls.sklearn._base import HierarchicalClassifierBase, _fit_or_forget
 from hiercls.sklearn._level import _conditionals_within_siblings, _default_conditionals
 from hiercls.sklearn._local import _fit_one, _LocalEstimators, _marginals_from_conditionals, _parent_child_pairs
 
@@ -43,7 +45,12 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
 
     Args:
         base_estimator: an unfitted scikit-learn classifier with ``predict_proba``,
-            cloned for every non-root node. None means ``LogisticRegression()``.
+            cloned for every non-root node. None means ``LogisticRegression()``, and ``X`` is then
+            checked here as a numeric 2-D array; a given base estimator gets ``X`` as
+            it came (a DataFrame, a list of texts, ...; rows picked per node with
+            ``sklearn.utils._safe_indexing``) and checks it itself, so a Pipeline with
+            its own preprocessing works (an encoder in it sees one node's samples:
+            give it ``handle_unknown="ignore"``).
         taxonomy: a tree :class:`hiercls.Taxonomy`, or None to infer one from ``y``.
         decoder: the :func:`hiercls.decoding.decode` rule used by ``predict``.
         decoder_options: keyword arguments for the rule (e.g. ``{"threshold": 0.6}``).
@@ -79,6 +86,7 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
     """
 
     # ---------------------------------------------------------------- fit
+    @_fit_or_forget
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LocalClassifierPerNode:
         """Fit one binary classifier per non-root node.
 
@@ -113,7 +121,9 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
             if positive.any() and not positive.all():
                 jobs.append((v, rows[lo:hi], positive.astype(np.int64)))
         fitted = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_one)(clone(base), X[r], labels, None if sample_weight is None else sample_weight[r])
+            delayed(_fit_one)(
+                clone(base), _safe_indexing(X, r), labels, None if sample_weight is None else sample_weight[r]
+            )
             for _, r, labels in jobs
         )
         names = tax.nodes
@@ -137,7 +147,7 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
         """
         X = self._predict_inputs(X)
         default = self._default_conditional
-        scores = np.repeat(default[None, :], X.shape[0], axis=0)  # nodes without a classifier: fixed
+        scores = np.repeat(default[None, :], _num_samples(X), axis=0)  # nodes without a classifier: fixed
         tax = self.taxonomy_
         fitted = ((tax.index(name), est) for name, est in self.estimators_.items() if est is not None)
         for node, est in fitted:  # one call per fitted classifier

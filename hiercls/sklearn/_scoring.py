@@ -39,7 +39,11 @@ class HierarchicalScorer:
     Calls ``estimator.predict(X)``, maps both the predictions and ``y`` to node
     indices of the fitted hiercls estimator's ``taxonomy_`` (found at the end of
     a ``Pipeline`` too), and evaluates ``hiercls.metrics.<metric>(y_true, y_pred,
-    taxonomy, **kwargs)``: the same numbers as the PyTorch side. Metrics where
+    taxonomy, **kwargs)``: the same numbers as the PyTorch side. When the
+    taxonomy was inferred from flat labels (``root -> classes``), a true class
+    not seen at fit (e.g. a rare class missing from a training fold) counts as
+    a miss, as in scikit-learn's accuracy, instead of failing the fold; with
+    label paths or a given taxonomy, an unknown label raises. Metrics where
     lower is better (``mistake_severity``) are negated, as scikit-learn's
     ``neg_*`` scorers are, so that model selection always maximises.
 
@@ -65,7 +69,8 @@ class HierarchicalScorer:
         """Score a fitted estimator (or a Pipeline ending in one) on ``(X, y_true)``.
 
         Raises:
-            ValueError: ``sample_weight`` is given, or ``y_true`` has labels the estimator does not know.
+            ValueError: ``sample_weight`` is given, or ``y_true`` has labels the estimator does not know
+                (an unseen flat class counts as a miss instead; see the class docstring).
             TypeError: the estimator is not a fitted hiercls estimator (nor a Pipeline ending in one).
         """
         import hiercls.metrics
@@ -74,9 +79,8 @@ class HierarchicalScorer:
             raise ValueError("sample_weight: the hierarchical metrics take no sample weights; pass None.")
         final = _final_estimator(estimator)
         y_pred = estimator.predict(X)
-        true_idx = final._encode_labels(y_true, name="y_true")
-        pred_idx = final._encode_labels(y_pred, name="y_pred")
-        value = getattr(hiercls.metrics, self.metric)(true_idx, pred_idx, final.taxonomy_, **self.kwargs)
+        true_idx, pred_idx, taxonomy = final._scoring_indices(y_true, y_pred)
+        value = getattr(hiercls.metrics, self.metric)(true_idx, pred_idx, taxonomy, **self.kwargs)
         return self.sign * float(value)
 
     def __repr__(self) -> str:

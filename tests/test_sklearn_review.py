@@ -1,0 +1,337 @@
+"""The scikit-learn front, after a review: failed fits, X handed to a given base estimator, label paths
+for estimators fitted on names, unseen flat classes at score time, integer-coded 2-D label paths, and
+the padding mask of 2-D object labels."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+from threadpoolctl import threadpool_limits
+
+import hiercls.metrics
+import hiercls.sklearn._labels as labels_module
+from hiercls import Taxonomy, UnknownNodeError
+from hiercls.sklearn import (
+    HierarchicalHeadClassifier,
+    LocalClassifierPerLevel,
+    LocalClassifierPerNode,
+    LocalClassifierPerParentNode,
+    hierarchical_f1_scorer,
+    neg_mistake_severity_scorer,
+)
+from hiercls.sklearn._labels import _as_label_array, _is_missing, fit_codec
+from tests.budget import examples
+from tests.strategies import trees
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
+
+
+LOCAL = [LocalClassifierPerParentNode, LocalClassifierPerLevel, LocalClassifierPerNode]
+ESTIMATORS = [
+    *(cls() for cls in LOCAL),
+    HierarchicalHeadClassifier(max_iter=5, lr=0.1, batch_size=None, random_state=0),
+]
+PATHS = np.array(["animal/cat", "animal/dog", "plant"])
+
+
+def three_blobs(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = PATHS[np.arange(n) % 3]
+    return rng.normal(size=(n, 3)) + 3 * (np.arange(n) % 3)[:, None], y
+
+
+# ---------------------------------------------------------------- 1. failed fits
+def _negative_weight(est):
+    X, _ = three_blobs()
+    w = np.ones(len(X))
+    w[0] = -1.0
+    return X, np.array(["p/q", "p/r", "s"] * 20), {"sample_weight": w}
+
+
+def _dag_taxonomy(est):
+    X, _ = three_blobs()
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")])
+    est.set_params(taxonomy=dag)
+    return X, np.array(["c", "a", "b"] * 20), {}
+
+
+def _base_estimator_fails(est):
+    X, y = three_blobs()
+    if isinstance(est, HierarchicalHeadClassifier):
+        return X[:-1], y, {}  # refused after the labels were read
+    est.set_params(base_estimator=LogisticRegression(C=-1.0))  # the clones raise inside fit
+    return X, y, {}
+
+
+@pytest.mark.parametrize("fitted_before", [False, True], ids=["fresh", "refit"])
+@pytest.mark.parametrize("failure", [_negative_weight, _dag_taxonomy, _base_estimator_fails])
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_a_failed_fit_leaves_the_estimator_unfitted(estimator, failure, fitted_before):
+    """A fit that raised used to leave the new labels (classes_, taxonomy_) next to the old model: predict
+    then crashed on a shape, or silently wrote the old model's answers with the new label names."""
+    est = clone(estimator)
+    X, y = three_blobs()
+    if fitted_before:
+        est.fit(X, y)
+    X2, y2, kwargs = failure(est)
+    with pytest.raises(Exception):  # noqa: B017 (each failure has its own error; the state is the point)
+        est.fit(X2, y2, **kwargs)
+    left = [a for a in vars(est) if a.endswith("_") and not a.startswith("__")]
+    assert left == [] and not hasattr(est, "_codec")
+    for call in (est.predict, est.predict_proba, est.predict_marginals):
+        with pytest.raises(NotFittedError):
+            call(X[:3])
+    with pytest.raises(NotFittedError):
+        hierarchical_f1_scorer(est, X[:3], y[:3])
+    est.set_params(**clone(estimator).get_params()).fit(X, y)  # a later good fit works
+    assert est.predict(X[:3]).tolist() == y[:3].tolist()
+
+
+def test_a_half_done_fit_does_not_count_as_fitted():
+    est = LocalClassifierPerParentNode().fit(*three_blobs())
+    del est.estimators_  # labels without a model
+    with pytest.raises(NotFittedError):
+        est.predict(three_blobs()[0])
+
+
+# ------------------------------------------- 2. X as given to a given base estimator
+TEXTS = np.array(["purring whiskers", "barking fetch", "leaf photosynthesis"])
+
+
+@pytest.mark.parametrize("cls", LOCAL)
+def test_a_given_base_pipeline_gets_text_as_given(cls):
+    """Raw texts for a TfidfVectorizer pipeline: they used to be refused as 'Expected 2D array'."""
+    X, y = TEXTS[np.arange(90) % 3].tolist(), PATHS[np.arange(90) % 3]
+    clf = cls(make_pipeline(TfidfVectorizer(), LogisticRegression())).fit(X, y)
+    assert clf.score(X, y) == 1.0
+    assert not hasattr(clf, "n_features_in_")  # a list of texts has no feature count
+
+
+@pytest.mark.parametrize("cls", LOCAL)
+def test_a_given_base_pipeline_gets_string_columns(cls):
+    """A string column for a OneHotEncoder: it used to fail 'could not convert string to float'. Each
+    local classifier sees only its node's samples, so categories unseen there must be ignorable."""
+    colour = np.array(["red", "green", "blue"])[np.arange(90) % 3]
+    X = np.stack([colour, np.arange(90).astype(str)], axis=1).astype(object)
+    y = PATHS[np.arange(90) % 3]
+    base = make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression())
+    clf = cls(base).fit(X, y)
+    assert clf.n_features_in_ == 2 and clf.score(X, y) == 1.0
+    with pytest.raises(ValueError, match="X has 1 features"):
+        clf.predict(X[:, :1])
+
+
+def test_a_given_base_pipeline_selects_columns_by_name():
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import make_column_transformer
+
+    X, y = three_blobs(90)
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "colour": np.array(["r", "g", "b"] * 30)})
+    base = make_pipeline(
+        make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["colour"])), LogisticRegression()
+    )
+    clf = LocalClassifierPerParentNode(base).fit(frame, y)
+    assert clf.feature_names_in_.tolist() == ["a", "b", "c", "colour"] and clf.score(frame, y) == 1.0
+
+
+@pytest.mark.parametrize("cls", LOCAL)
+def test_numeric_X_gives_the_same_model_with_a_given_or_the_default_base(cls):
+    X, y = three_blobs(90, seed=1)
+    w = np.random.default_rng(0).integers(0, 3, len(y)).astype(float)
+    default = cls().fit(X, y, sample_weight=w)
+    given_base = cls(LogisticRegression()).fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(default.predict_marginals(X), given_base.predict_marginals(X))
+    with pytest.raises(ValueError, match="string"):  # the default checks X here
+        cls().fit(np.array([["a"]] * 6), y[:6])
+
+
+class _ArrayLike:
+    """Only ``__array__``: no shape, no row indexing (scikit-learn's checks pass such X)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+
+@pytest.mark.parametrize("cls", LOCAL)
+def test_a_given_base_gets_an_array_like_as_an_array(cls):
+    X, y = three_blobs(90, seed=2)
+    clf = cls(LogisticRegression()).fit(_ArrayLike(X), y)
+    np.testing.assert_array_equal(clf.predict_marginals(_ArrayLike(X)), cls().fit(X, y).predict_marginals(X))
+
+
+# ------------------------------------ 3. label paths for an estimator fitted on names
+@settings(examples(15), deadline=None)
+@given(tax=trees(min_nodes=3, max_nodes=12), data=st.data())
+def test_fitted_on_names_reads_paths_with_or_without_the_root(tax, data):
+    n = data.draw(st.integers(6, 24))
+    target = np.array(data.draw(st.lists(st.integers(1, tax.num_nodes - 1), min_size=n, max_size=n)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    X = rng.normal(size=(n, 2)) + target[:, None]
+    names = np.array(tax.names(target))
+    full = np.array(["/".join(tax.path(name)) for name in names])
+    below_root = np.array(["/".join(tax.path(name)[1:]) for name in names])
+    clf = LocalClassifierPerParentNode(taxonomy=tax).fit(X, names)
+    for paths in (full, below_root):
+        np.testing.assert_array_equal(clf._encode_labels(paths), target)
+        assert clf.score(X, paths) == clf.score(X, names)
+
+
+def test_a_wrong_path_for_names_shows_the_right_one():
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    X = np.array([[0.0], [0.1], [5.0], [5.1], [9.0], [9.1]] * 5)
+    clf = LocalClassifierPerParentNode(taxonomy=tax).fit(X, np.array(["a1", "a1", "a2", "a2", "b", "b"] * 5))
+    with pytest.raises(ValueError, match=r"y_true: label path 'b/a1' does not match .* 'a1' has path 'r/a/a1'"):
+        clf.score(X[:1], ["b/a1"])
+
+
+# ---------------------------------------------- 4. unseen flat classes at score time
+@settings(examples(20), deadline=None)
+@given(data=st.data(), as_strings=st.booleans())
+def test_an_unseen_flat_class_scores_as_a_miss_like_accuracy(data, as_strings):
+    n = 30
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    y_fit = np.arange(n) % 3
+    X = rng.normal(size=(n, 2)) + 3 * y_fit[:, None]
+    y_true = np.array(data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)))  # 3, 4, 5: unseen
+    if as_strings:
+        y_fit, y_true = y_fit.astype(str), y_true.astype(str)
+    clf = LocalClassifierPerParentNode().fit(X, y_fit)
+    assert clf.score(X, y_true) == pytest.approx(accuracy_score(y_true, clf.predict(X)), abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # node names that look like integers
+        every = Taxonomy.from_edges([("root", str(c)) for c in range(6)])  # the classes, unseen ones included
+    names = [str(v) for v in y_true.tolist()], [str(v) for v in clf.predict(X).tolist()]
+    expected = -hiercls.metrics.mistake_severity(every.encode(names[0]), every.encode(names[1]), every)
+    assert neg_mistake_severity_scorer(clf, X, y_true) == pytest.approx(expected, abs=1e-12)
+
+
+def test_cross_validation_with_a_rare_numeric_class_scores_every_fold():
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1, 2] * 20 + [3])  # class 3 has one sample: one training fold lacks it
+    X = rng.normal(size=(len(y), 2)) + 3 * y[:, None]
+    cv = KFold(5, shuffle=True, random_state=0)
+    ours = cross_val_score(LocalClassifierPerParentNode(), X, y, cv=cv, error_score="raise")
+    np.testing.assert_allclose(ours, cross_val_score(LogisticRegression(), X, y, cv=cv), atol=1e-12)
+
+
+def test_an_unseen_label_path_still_raises():
+    X, y = three_blobs()
+    clf = LocalClassifierPerParentNode().fit(X, y)
+    with pytest.raises(UnknownNodeError, match="y_true"):
+        clf.score(X[:2], ["animal/cat", "fungus"])
+
+
+# ----------------------------------------------- 5. integer-coded 2-D label paths
+@settings(examples(20), deadline=None)
+@given(data=st.data())
+def test_integer_coded_paths_padded_with_nan_equal_their_string_paths(data):
+    n = 24
+    codes = np.array(data.draw(st.lists(st.tuples(st.integers(1, 3), st.integers(10, 12)), min_size=n, max_size=n)))
+    cut = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))  # the second level missing
+    numeric = codes.astype(np.float64)
+    numeric[cut, 1] = np.nan
+    strings = np.where(cut[:, None] & (np.arange(2) == 1), "", codes.astype(str))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 2)) + codes
+    a = LocalClassifierPerParentNode().fit(X, numeric)
+    b = LocalClassifierPerParentNode().fit(X, strings)
+    assert a.taxonomy_ == b.taxonomy_ and all("." not in n and n != "nan" for n in a.taxonomy_.nodes)
+    np.testing.assert_array_equal(a.classes_, b.classes_)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    assert a.score(X, numeric) == b.score(X, strings)
+    ints = LocalClassifierPerParentNode().fit(X, codes)  # integer dtype: the codes as strings
+    np.testing.assert_array_equal(ints.classes_, LocalClassifierPerParentNode().fit(X, codes.astype(str)).classes_)
+
+
+def test_nan_inside_a_numeric_path_is_refused():
+    X, _ = three_blobs(4)
+    y = np.array([[1.0, 10.0], [np.nan, 11.0]] * 2)
+    with pytest.raises(ValueError, match=r"y\[1\]: label path .*padding '' only at the end"):
+        LocalClassifierPerParentNode().fit(X, y)
+
+
+# --------------------------------------------- 6. padding mask of 2-D object labels
+class _NA:
+    """pandas' NA as the labels see it: recognised by its type name, its truth value raises."""
+
+    def __bool__(self) -> bool:
+        raise TypeError("boolean value of NA is ambiguous")
+
+    def __eq__(self, other):
+        return self
+
+    __hash__ = object.__hash__
+
+
+_NA.__name__ = "NAType"
+CELLS = st.sampled_from(["", "a", "b", "c", None, float("nan"), np.float64("nan"), _NA(), 7, np.float32(1.0), 1.5])
+
+
+def _reference(arr: np.ndarray, name: str = "y"):
+    """The old reading: one Python call per cell, np.unique over rows."""
+    pad = np.vectorize(_is_missing, otypes=[bool])(arr)
+    bad = [v for v in arr[~pad].tolist() if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"{name}: label paths must hold node names (strings) padded with '', got {bad[0]!r}.")
+    rows, inverse = np.unique(np.where(pad, "", arr).astype(str), axis=0, return_inverse=True)
+    first = np.zeros(len(rows), dtype=np.int64)
+    first[inverse.reshape(-1)[::-1]] = np.arange(arr.shape[0])[::-1]
+    paths = np.empty(len(rows), dtype=object)
+    for k, row in enumerate(rows.tolist()):
+        paths[k] = labels_module._strip_padding(row, name, int(first[k]))
+    return paths[inverse.reshape(-1)]
+
+
+def _outcome(fn, arr):
+    try:
+        return ("ok", fn(arr).tolist())
+    except ValueError as err:
+        return ("error", str(err))
+
+
+@settings(examples(60), deadline=None)
+@given(st.integers(1, 8).flatmap(lambda n: st.lists(st.lists(CELLS, min_size=3, max_size=3), min_size=n, max_size=n)))
+def test_2d_object_labels_read_as_before(rows):
+    arr = np.empty((len(rows), 3), dtype=object)
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            arr[i, j] = cell
+    assert _outcome(lambda a: _as_label_array(a, name="y"), arr) == _outcome(_reference, arr)
+
+
+def test_2d_object_labels_test_padding_once_per_distinct_row(monkeypatch):
+    """np.vectorize called a Python function on every cell: 1M x 3 labels took seconds per fit and per
+    score. Now the Python test runs once per distinct row (stripping its padding), not per cell."""
+    calls = []
+    monkeypatch.setattr(labels_module, "_is_missing", lambda v: calls.append(v) or _is_missing(v))
+    rng = np.random.default_rng(0)
+    leaves = np.array([("g1", "s1", "l1"), ("g1", "s2", None), ("g2", "s3", "l2")], dtype=object)
+    y = leaves[rng.integers(0, 3, 30_000)]
+    codec, target = fit_codec(y, None)
+    assert len(calls) < 100 and len(np.unique(target)) == 3
+    calls.clear()
+    codec.encode(y)
+    assert len(calls) < 100
