@@ -858,3 +858,61 @@ def test_an_all_tree_with_extra_folders_is_read_as_all_and_the_extras_are_named(
     assert D.detect_layout(tmp_path / "e") == "all4"
     _jpeg(tmp_path / "e" / "other" / "c.jpg")
     assert D.detect_layout(tmp_path / "e") == "folder"
+
+
+def test_byte_identical_images_are_found_and_can_be_kept_in_one_split(tmp_path: Path) -> None:
+    """The real ALL set holds 27 groups of byte-identical files under different names, PBC 14; split per
+    path, 6 ALL and 5 PBC test images had their copy in train. The scan now finds them, ``copies_in_train``
+    counts the leak, and ``split(together=...)`` closes it; the default split is left as it was."""
+    for k in range(12):
+        _jpeg(tmp_path / "d" / "Normal" / f"n{k}.jpg", color=(10 * k, 50, 90))
+        _jpeg(tmp_path / "d" / "ALL" / f"a{k}.jpg", color=(90, 10 * k, 50))
+    for k in range(6):  # six pairs of copies in each class
+        shutil.copy(tmp_path / "d" / "Normal" / f"n{k}.jpg", tmp_path / "d" / "Normal" / f"copy_n{k}.jpg")
+        shutil.copy(tmp_path / "d" / "ALL" / f"a{k}.jpg", tmp_path / "d" / "ALL" / f"copy_a{k}.jpg")
+    samples, report = scan(tmp_path / "d", "paper", workers=1, warn=False)
+    assert len(report.duplicates) == 12 and all(len(g) == 2 for g in report.duplicates)
+    assert all(
+        {Path(g[0]).name, "copy_" + Path(g[0]).name} == {Path(p).name for p in g}
+        or {Path(g[1]).name, "copy_" + Path(g[1]).name} == {Path(p).name for p in g}
+        for g in report.duplicates
+    )
+    (msg,) = [m for m in report.messages() if "byte-identical" in m]
+    assert msg.startswith("12 group(s) of byte-identical images under different names (24 files)")
+    plain = split(samples, seed=3)
+    assert plain == split(samples, seed=3, together=None)  # the default is the peer baseline's split
+    assert any(D.copies_in_train(split(samples, seed=s), report.duplicates)["test"] for s in range(5))
+    for seed in range(5):
+        grouped = split(samples, seed=seed, together=report.duplicates)
+        where = {x.path: name for name, items in grouped.items() for x in items}
+        assert sorted(where) == sorted(s.path for s in samples)
+        assert all(len({where[p] for p in g}) == 1 for g in report.duplicates)
+        assert D.copies_in_train(grouped, report.duplicates) == {"val": 0, "test": 0}
+        assert grouped == split(list(reversed(samples)), seed=seed, together=report.duplicates[::-1])
+    # the same pixels under two labels: one label is wrong, and the scan says so
+    shutil.copy(tmp_path / "d" / "Normal" / "n11.jpg", tmp_path / "d" / "ALL" / "looks_normal.jpg")
+    _, report = scan(tmp_path / "d", "paper", workers=1, warn=False)
+    (msg,) = [m for m in report.messages() if "different labels" in m]
+    assert "n11.jpg" in msg and "looks_normal.jpg" in msg
+
+
+@settings(examples(40))
+@given(
+    labels=st.lists(st.sampled_from("abc"), min_size=1, max_size=40),
+    groups=st.lists(st.lists(st.integers(0, 39), min_size=2, max_size=4, unique=True), max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_split_together_keeps_every_group_in_one_split(labels, groups, seed) -> None:
+    samples = [Sample(f"/d/{i:02d}.jpg", label) for i, label in enumerate(labels)]
+    # disjoint groups, as duplicates are (one file content each), over paths that exist or not
+    seen: set[int] = set()
+    together = []
+    for g in groups:
+        g = [i for i in g if i not in seen]
+        seen |= set(g)
+        together.append([f"/d/{i:02d}.jpg" for i in g])
+    parts = split(samples, seed=seed, together=together)
+    where = {x.path: name for name, items in parts.items() for x in items}
+    assert sorted(where) == sorted(s.path for s in samples) and sum(map(len, parts.values())) == len(samples)
+    for g in together:
+        assert len({where[p] for p in g if p in where}) <= 1

@@ -1289,3 +1289,59 @@ def test_a_run_from_before_the_normalisation_record_resumes_with_imagenet_statis
     last.write_text(json.dumps(sidecar))
     res = T.run(T.parse_args([*common, "--output", str(out), "--resume"]))
     assert res.config["model"]["normalize"]["mean"] == [0.485, 0.456, 0.406]
+
+
+def _folder_with_copies(root: Path) -> Path:
+    """24 distinct images in two classes of the paper taxonomy, and a copy under another name of six."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("Normal", "ALL"):
+        (root / cls).mkdir(parents=True)
+        for k in range(12):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / cls / f"{cls}_{k}.png")
+        for k in range(3):
+            shutil.copy(root / cls / f"{cls}_{k}.png", root / cls / f"copy_{cls}_{k}.png")
+    return root
+
+
+def test_group_duplicates_keeps_copies_in_one_split_and_is_part_of_the_run(tmp_path: Path, caplog) -> None:
+    """Copies across splits are counted in a warning; --group-duplicates keeps them together, is recorded,
+    and a resume with the other setting is refused by name; a pack's split cannot be regrouped."""
+    data = _folder_with_copies(tmp_path / "d")
+    common = ["--data", str(data), "--taxonomy", "paper", "--backbone", "test_convnext", "--epochs", "1", *FAST]
+    from examples.leukemia import data as D
+
+    samples, report = D.scan(data, "paper", workers=1, warn=False)
+    seed = next(s for s in range(50) if any(D.copies_in_train(D.split(samples, seed=s), report.duplicates).values()))
+    with caplog.at_level(logging.WARNING):
+        T.main([*common, "--split-seed", str(seed), "--output", str(tmp_path / "plain")])
+    assert any("byte-identical copies of training images" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        T.main([*common, "--split-seed", str(seed), "--group-duplicates", "--output", str(tmp_path / "grouped")])
+    assert not any("byte-identical copies" in r.getMessage() for r in caplog.records)
+    rows = [line.split(",") for line in (tmp_path / "grouped" / "splits.csv").read_text().splitlines()[1:]]
+    where = {Path(path).name: name for name, path, _ in rows}
+    for cls in ("Normal", "ALL"):
+        for k in range(3):
+            assert where[f"{cls}_{k}.png"] == where[f"copy_{cls}_{k}.png"]
+    assert json.loads((tmp_path / "grouped" / "config.json").read_text())["group_duplicates"] is True
+    with pytest.raises(ValueError, match=r"--resume: .*other data \(group_duplicates: True in the run, False now\)"):
+        T.run(T.parse_args([*common, "--split-seed", str(seed), "--resume", "--output", str(tmp_path / "grouped")]))
+    # a pack holds its own split
+    from examples.leukemia.pack import pack
+
+    summary = pack(data, tmp_path / "p.npz", taxonomy="paper", size=20, seed=seed, workers=1, progress=False)
+    assert sum(summary["copies_in_train"].values()) > 0
+    with pytest.raises(ValueError, match=r"--group-duplicates: the pack .* made without it"):
+        T.run(
+            T.parse_args(
+                ["--pack", str(tmp_path / "p.npz"), "--group-duplicates", "--output", str(tmp_path / "x"), *FAST]
+            )
+        )
+    summary = pack(
+        data, tmp_path / "g.npz", taxonomy="paper", size=20, seed=seed, workers=1, progress=False, group_duplicates=True
+    )
+    assert summary["copies_in_train"] == {"val": 0, "test": 0}

@@ -38,6 +38,7 @@ from __future__ import annotations
 import csv
 import difflib
 import functools
+import hashlib
 import io
 import math
 import os
@@ -308,6 +309,9 @@ class ScanReport:
             folders that are not taxonomy nodes below an inner node (labelled at that node).
         repeated: images found more than once with the same label (listed twice in a CSV manifest, or reached
             through symbolic links), each kept once.
+        duplicates: groups (each sorted, at least two paths) of kept images whose files are byte for byte
+            the same under different names. :func:`split` keeps each group in one split when given
+            ``together=report.duplicates``; otherwise copies can land in train and test (a leak).
         num_files: number of candidate image files considered.
     """
 
@@ -323,6 +327,7 @@ class ScanReport:
     leaves_without_images: list[str] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)
     repeated: list[str] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)
     num_files: int = 0
     _logged: bool = field(default=False, repr=False, compare=False)
 
@@ -352,6 +357,13 @@ class ScanReport:
             out.append(
                 f"{len(self.repeated)} image(s) found more than once with the same label (listed twice in a CSV, "
                 f"or reached through symbolic links): each kept once; first: {_first(self.repeated)}"
+            )
+        if self.duplicates:
+            files = sum(map(len, self.duplicates))
+            out.append(
+                f"{len(self.duplicates)} group(s) of byte-identical images under different names ({files} files), "
+                f"first: {_first(self.duplicates[0])}. Split independently, copies of one image can land in train "
+                "and in test (a leak); --group-duplicates keeps each group in one split"
             )
         for reason, paths in self.notes.items():
             if reason.startswith(UNKNOWN_FOLDER_NOTE):
@@ -927,33 +939,36 @@ def _drop_repeated(
 
 
 # ------------------------------------------------------------------ image check
-def _check_one(path: str, decode: bool) -> tuple[str | None, str]:
-    """(reason to skip or None, image mode)."""
+def _check_one(path: str, decode: bool) -> tuple[str | None, str, str]:
+    """(reason to skip or None, image mode, digest of the file's bytes: byte-identical copies share it)."""
     if os.path.islink(path) and not os.path.exists(path):
-        return "broken symbolic link (its target does not exist): remove the link or restore its target", ""
+        return "broken symbolic link (its target does not exist): remove the link or restore its target", "", ""
     try:
+        with open(path, "rb") as fh:  # read once: hashed, then decoded from memory
+            content = fh.read()
+        digest = hashlib.blake2b(content, digest_size=16).hexdigest()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(content)) as im:
                 mode = im.mode
                 if im.width < 1 or im.height < 1:
-                    return "image has zero width or height", mode
+                    return "image has zero width or height", mode, ""
                 if decode:
                     if im.format == "JPEG":
                         # the whole entropy-coded stream is still decoded (truncation is caught),
                         # but the inverse DCT runs at 1/8 scale: ~3x faster than a full load
                         im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                     im.load()
-                return None, mode
+                return None, mode, digest
     except UnidentifiedImageError:
-        return "not an image (the content is not a readable image format)", ""
+        return "not an image (the content is not a readable image format)", "", ""
     except Image.DecompressionBombError:
-        return "image too large (PIL decompression-bomb limit)", ""
+        return "image too large (PIL decompression-bomb limit)", "", ""
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
-        return f"truncated or unreadable image ({type(err).__name__})", ""
+        return f"truncated or unreadable image ({type(err).__name__})", "", ""
 
 
-def _check_chunk(paths: list[str], decode: bool) -> list[tuple[str | None, str]]:
+def _check_chunk(paths: list[str], decode: bool) -> list[tuple[str | None, str, str]]:
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail here, not load half-grey
     try:
@@ -1125,14 +1140,21 @@ def scan(
     samples: list[Sample] = []
     converted: dict[str, list[str]] = defaultdict(list)
     found = Counter(label for _, label in kept)
-    for (p, label), (reason, mode) in zip(kept, results):
+    by_digest: dict[str, list[str]] = defaultdict(list)
+    for (p, label), (reason, mode, digest) in zip(kept, results):
         if reason is not None:
             skipped[reason].append(p)
             continue
         if mode != "RGB":
             converted[mode].append(p)
         samples.append(Sample(p, label))
+        by_digest[digest].append(p)
     samples.sort(key=lambda s: s.path)
+    duplicates = sorted(sorted(g) for g in by_digest.values() if len(g) > 1)
+    label_of = {s.path: s.label for s in samples}
+    mixed = [p for g in duplicates if len({label_of[q] for q in g}) > 1 for p in g]
+    if mixed:  # the same pixels under two labels: one of them is wrong (kept, as the labels are the user's)
+        notes = {**notes, "byte-identical images with different labels (one label is wrong; check them)": mixed}
 
     counts_raw = Counter(s.label for s in samples)
     order = {n: i for i, n in enumerate(tax.nodes)}
@@ -1152,6 +1174,7 @@ def scan(
         leaves_without_images=missing_leaves if counts else [],
         notes=notes,
         repeated=repeated,
+        duplicates=duplicates,
         num_files=num_files,
     )
     if not samples:
@@ -1229,7 +1252,11 @@ def run_split_seed(config: Mapping[str, Any], given: int | None = None) -> int:
 
 
 def split(
-    samples: Sequence[Sample], seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    samples: Sequence[Sample],
+    seed: int = DEFAULT_SEED,
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    *,
+    together: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, list[Sample]]:
     """Deterministic train/val/test split, stratified by label.
 
@@ -1241,10 +1268,16 @@ def split(
     (``tools/flat_baseline_gpu_data.py``), so on the same images the splits coincide.
     The result does not depend on the order of ``samples``.
 
+    ``together`` (e.g. :attr:`ScanReport.duplicates`: byte-identical copies) lists groups of paths that
+    must land in one split: only the first path of each group (by path) is drawn, and the other
+    members follow it. Without it, copies are split like any other images and can leak from train
+    into test; with it, the split differs from the peer baseline's wherever a group was.
+
     Args:
         samples: the samples (e.g. from :func:`scan`).
         seed: seed of the shuffle.
         fractions: train, val, test fractions (non-negative, summing to 1).
+        together: groups of paths kept in one split (paths not among ``samples`` are ignored).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each sorted by path.
@@ -1260,6 +1293,15 @@ def split(
     fr = tuple(float(f) for f in fractions)
     if len(fr) != 3 or min(fr) < 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
         raise ValueError(f"fractions: expected (train, val, test) >= 0 summing to 1, got {fractions!r}.")
+    followers: dict[str, list[Sample]] = defaultdict(list)  # a group's first path -> the group's other samples
+    if together:
+        by_path = {s.path: s for s in samples}
+        for group in together:
+            present = sorted(p for p in group if p in by_path)
+            for p in present[1:]:
+                followers[present[0]].append(by_path[p])
+        following = {s.path for ss in followers.values() for s in ss}
+        samples = [s for s in samples if s.path not in following]
     groups: dict[str, list[Sample]] = defaultdict(list)
     for s in sorted(samples, key=lambda s: s.path):
         groups[s.label].append(s)
@@ -1273,8 +1315,28 @@ def split(
         a, b = round(fr[0] * n), round((fr[0] + fr[1]) * n)
         for name, part in zip(SPLITS, (perm[:a], perm[a:b], perm[b:])):
             out[name].extend(members[i] for i in part.tolist())
+            out[name].extend(f for i in part.tolist() for f in followers.get(members[i].path, ()))
     for name in SPLITS:
         out[name].sort(key=lambda s: s.path)
+    return out
+
+
+def copies_in_train(splits: Mapping[str, Sequence[Sample]], duplicates: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Per split other than ``train``: how many of its images have a byte-identical copy in ``train``
+    (:attr:`ScanReport.duplicates`), which a model can answer from memory: a leak, 0 with ``together``.
+
+    Examples:
+        >>> parts = {"train": [Sample("/d/a.jpg", "x")], "val": [], "test": [Sample("/d/b.jpg", "x")]}
+        >>> copies_in_train(parts, [["/d/a.jpg", "/d/b.jpg"]])
+        {'val': 0, 'test': 1}
+    """
+    where = {s.path: name for name, items in splits.items() for s in items}
+    out = {name: 0 for name in splits if name != "train"}
+    for group in duplicates:
+        if any(where.get(p) == "train" for p in group):
+            for p in group:
+                if where.get(p) in out:
+                    out[where[p]] += 1
     return out
 
 

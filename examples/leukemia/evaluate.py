@@ -374,7 +374,9 @@ def load_split(
                 items = samples
             else:
                 seed = _data_split_seed(config, split_seed)
-                items = _split_like_the_run(samples, config, split, seed, runs_images=runs_images)
+                items = _split_like_the_run(
+                    samples, config, split, seed, runs_images=runs_images, duplicates=report.duplicates
+                )
             name_parts = [by_path[s.path] for s in items]
         else:
             if split == EXTERNAL:
@@ -541,16 +543,25 @@ def _data_split_seed(config: Mapping[str, Any], given: int | None) -> int:
 
 
 def _split_like_the_run(
-    samples: list[Any], config: Mapping[str, Any], split: str, seed: int, *, runs_images: bool
+    samples: list[Any],
+    config: Mapping[str, Any],
+    split: str,
+    seed: int,
+    *,
+    runs_images: bool,
+    duplicates: Sequence[Sequence[str]] = (),
 ) -> list[Any]:
     """One split of scanned images; when they are the run's (``runs_images``: its data folder, a copy, or
     the images it was packed from), after the draw of its ``--limit`` (without it the split would hold
-    images the run trained on; the draw depends only on the images' order, the same in a copy)."""
+    images the run trained on; the draw depends only on the images' order, the same in a copy), and with
+    byte-identical ``duplicates`` kept together when the run's split kept them (``--group-duplicates``)."""
     from examples.leukemia import data as data_mod
 
     if runs_images and config.get("limit") and config.get("data"):
         samples = data_mod.limit_samples(samples, int(config["limit"]), seed)
-    return data_mod.split(samples, seed=seed)[split]
+    from_pack = bool(config.get("pack")) and config.get("pack_seed") is not None
+    grouped = config.get("pack_group_duplicates" if from_pack else "group_duplicates", False)
+    return data_mod.split(samples, seed=seed, together=duplicates if grouped else None)[split]
 
 
 def _moved_run_items(
@@ -587,7 +598,8 @@ def _moved_run_items(
             origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False
         )
         seed = data_mod.run_split_seed(config)
-        return _split_like_the_run(samples, config, split, seed, runs_images=True), (samples, report.base)
+        items = _split_like_the_run(samples, config, split, seed, runs_images=True, duplicates=report.duplicates)
+        return items, (samples, report.base)
     raise FileNotFoundError(
         f"{len(missing)} of the {len(items)} images {manifest} lists for the {split!r} split are not found, first: "
         f"{missing[0]}. The manifest's paths are relative to the run folder, so moving the folder loses them: pass "

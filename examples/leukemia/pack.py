@@ -56,6 +56,7 @@ from examples.leukemia.data import (
     TaxonomyLike,
     _resolve_taxonomy,
     check_crop,
+    copies_in_train,
     default_workers,
     detect_layout,
     load_image,
@@ -110,6 +111,7 @@ def pack(
     workers: int | None = None,
     tool_format: bool = False,
     progress: bool = True,
+    group_duplicates: bool = False,
 ) -> dict[str, Any]:
     """Scan, check, split and encode a dataset into one ``.npz`` (see the module docstring).
 
@@ -127,6 +129,8 @@ def pack(
         workers: processes for decoding and encoding (default: usable cores, at most 16).
         tool_format: write only ``data``, ``offsets``, ``names`` (the peer baseline's input).
         progress: show a tqdm progress bar (when stderr is a terminal).
+        group_duplicates: keep byte-identical images in one split (``split(together=...)``); off, the
+            split matches the peer baseline's and a warning counts the copies across splits.
 
     Returns:
         a summary dict: ``out``, ``num_images``, ``bytes``, ``per_split``, ``scan_s``, ``encode_s``.
@@ -158,7 +162,15 @@ def pack(
     tax, source = _resolve_taxonomy(taxonomy)
     # the spec, not the Taxonomy: scan's messages then name the taxonomy given ('paper', a path)
     samples, report = scan(data, taxonomy, layout=layout, check_images=True, workers=workers)
-    parts = split(samples, seed=seed, fractions=fractions)
+    parts = split(samples, seed=seed, fractions=fractions, together=report.duplicates if group_duplicates else None)
+    leaks = copies_in_train(parts, report.duplicates)
+    if any(leaks.values()):
+        log.warning(
+            "byte-identical copies of training images (%s) are in the evaluation splits of %s; their scores can "
+            "come from memory. Pack with --group-duplicates to keep each image's copies in one split",
+            ", ".join(f"{n} in {s}" for s, n in leaks.items() if n),
+            os.fspath(out),
+        )
     split_of = {s.path: name for name, ss in parts.items() for s in ss}
     names = relative_names(samples, report.base)
     order = sorted(range(len(samples)), key=names.__getitem__)
@@ -196,6 +208,7 @@ def pack(
             "format": PACK_FORMAT,
             "seed": seed,
             "fractions": list(fractions),
+            "group_duplicates": bool(group_duplicates),
             "layout": report.layout,
             "quality": quality,
             "crop": crop,
@@ -225,6 +238,7 @@ def pack(
         "num_images": len(samples),
         "bytes": out.stat().st_size,
         "per_split": {k: len(v) for k, v in parts.items()},
+        "copies_in_train": leaks,
         "skipped": report.num_skipped,
         "scan_s": round(scan_s, 2),
         "encode_s": round(encode_s, 2),
@@ -426,6 +440,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--tool-format", action="store_true", help="only data/offsets/names, for tools/flat_baseline_gpu_data.py"
     )
+    ap.add_argument(
+        "--group-duplicates",
+        action="store_true",
+        help="keep byte-identical images in one split (off: the split matches the peer baseline's, and a warning "
+        "counts the copies it leaves across splits)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     summary = pack(
@@ -440,6 +460,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         workers=args.workers,
         tool_format=args.tool_format,
         progress=not args.no_progress,
+        group_duplicates=args.group_duplicates,
     )
     print(json.dumps(summary))
     return summary
