@@ -242,6 +242,12 @@ def test_resume_warns_about_a_changed_recipe_only(tmp_path: Path, caplog) -> Non
     with caplog.at_level(logging.WARNING):
         T.run(T.parse_args([*common, "--resume", "--tta", "flip"]))
     assert "settings differ" in caplog.text and "'tta': ('none', 'flip')" in caplog.text
+    # another thread count changes CPU sums (about 1e-4 in the weights after an epoch): warned, not silent
+    caplog.clear()
+    T.run(T.parse_args([*SYN, "--epochs", "2", "--output", str(tmp_path / "t"), "--stop-after", "1"]))
+    with caplog.at_level(logging.WARNING):
+        T.run(T.parse_args([*SYN, "--epochs", "2", "--output", str(tmp_path / "t"), "--resume", "--threads", "2"]))
+    assert "settings differ" in caplog.text and "'threads': (1, 2)" in caplog.text
 
 
 @pytest.mark.parametrize(
