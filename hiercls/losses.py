@@ -161,9 +161,16 @@ def _check_target(target: Any, logits: Tensor, num_nodes: int) -> Tensor:
                 "Turn node names into indices with taxonomy.encode(names)."
             ) from None
     if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+        multi_hot = target.ndim == 2 and target.shape[-1] == num_nodes
         raise ValueError(
             f"target: expected integer node indices, got dtype {target.dtype}. "
-            "Use taxonomy.encode(labels) and torch.as_tensor(..., dtype=torch.long)."
+            + (
+                "A (B, num_nodes) multi-hot target is multi-label data, which the losses do not take: each "
+                "sample has one node (a leaf, or an inner node for a partial label). "
+                if multi_hot
+                else ""
+            )
+            + "Use taxonomy.encode(labels) and torch.as_tensor(..., dtype=torch.long)."
         )
     if target.ndim != 1 or target.shape[0] != logits.shape[0]:
         raise ValueError(
@@ -210,7 +217,12 @@ def _node_weight(
             f"(max_depth + 1,) = ({levels},), got {tuple(weight.shape)}."
         )
     if check_values and not bool((torch.isfinite(weight) & (weight >= 0)).all()):
-        raise ValueError("weight: expected finite, non-negative values.")
+        bad = torch.nonzero(~(torch.isfinite(weight) & (weight >= 0))).flatten()
+        shown = ", ".join(f"[{i}] = {weight[i].item()}" for i in bad[:3].tolist())
+        raise ValueError(
+            f"weight: expected finite, non-negative values, got {len(bad)} other(s): {shown}. Weights scale each "
+            "node's (or level's) term; give 0 to switch one off, or build them with balanced_weight."
+        )
     if weight.shape[0] == num:  # (a chain has num == levels, and then both readings agree)
         return weight
     return weight[_tables_for(taxonomy, device).depth]  # a cached device table: no host copy per call
@@ -744,6 +756,8 @@ def _check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"negatives: expected 'all' or 'siblings', got {options['negatives']!r}.")
     for key in ("alpha", "beta"):
         if key in options:
+            if isinstance(options[key], (bool, np.bool_)):  # True would be read as 1.0, False as 0
+                raise ValueError(f"{key}: expected a finite float >= 0, got {options[key]!r}.")
             try:
                 value = float(options[key])
             except (TypeError, ValueError):
@@ -1255,7 +1269,13 @@ class _HierarchicalLoss(nn.Module):
         if weight is not None and weight.device.type != "meta":
             self._weight_host = weight.detach().to("cpu", copy=True)
         super()._apply(fn, recurse)
-        _refill_buffers(self, {"weight": getattr(self, "_weight_host", None)}, before)
+        host = getattr(self, "_weight_host", None)
+        _refill_buffers(self, {"weight": host}, before)
+        moved = self._buffers.get("weight")
+        if moved is not None and host is not None and moved.device.type != "meta" and moved.dtype != host.dtype:
+            # a dtype cast (.half(), Lightning's "16-true") follows the device only: the loss runs in float32,
+            # and a float16 weight above 65504 (a balanced weight of a rare node) was inf, the loss inf or NaN
+            self._buffers["weight"] = host.to(moved.device)
         return self
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

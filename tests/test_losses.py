@@ -1024,3 +1024,40 @@ def test_a_wide_tree_with_one_deep_branch_keeps_no_padded_path_table() -> None:
     logits = torch.randn(3, tax.num_nodes, dtype=torch.float64)
     want = _oracle("conditional", logits, target, tax, None, 0.0)
     torch.testing.assert_close(module(logits, target), want, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "bce", "max_constraint", "flat"])
+@pytest.mark.parametrize("cast", ["half", "bfloat16"])
+def test_a_dtype_cast_of_the_module_keeps_the_weight_precision(kind: str, cast: str) -> None:
+    """``loss.half()`` (Lightning's "16-true") made the weight float16: a balanced weight of a rare node
+    (83,334 here) became inf, and every weighted loss inf (NaN for a root target of node_bce)."""
+    tax = Taxonomy.from_paths(["r/normal", "r/leukemia/ALL", "r/leukemia/AML"])
+    weight = balanced_weight(tax, ["normal"] * 500_000 + ["ALL"] * 2 + ["AML"])
+    loss = create_loss(kind, tax, weight=weight)
+    width = tax.num_leaves if kind == "flat" else tax.num_nodes
+    logits = torch.randn(4, width, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor(tax.encode(["ALL", "AML", "normal", "r"]))
+    want = loss(logits, target)
+    cast_loss = loss.half() if cast == "half" else loss.to(torch.bfloat16)
+    assert cast_loss.weight.dtype == torch.float32
+    got = cast_loss(logits, target)
+    assert torch.isfinite(got) and torch.allclose(got, want)
+    if kind == "bce":
+        assert float(cast_loss(logits[:1], torch.tensor([0]))) == 0.0  # a root target adds nothing, not NaN
+
+
+def test_alpha_and_beta_refuse_bools_and_bad_weights_are_named() -> None:
+    tax = Taxonomy.from_paths(["r/a/x", "r/a/y", "r/b"])
+    with pytest.raises(ValueError, match=r"alpha: expected a finite float >= 0, got True"):
+        create_loss("hxe", tax, alpha=True)
+    with pytest.raises(ValueError, match=r"beta: expected a finite float >= 0, got False"):
+        create_loss("soft_label", tax, beta=False)
+    bad = torch.ones(tax.num_nodes)
+    bad[2], bad[4] = -1.0, float("inf")
+    with pytest.raises(
+        ValueError, match=r"weight: expected finite, non-negative values, got 2 other\(s\): \[2\] = -1.0"
+    ):
+        create_loss("conditional", tax, weight=bad)
+    multi_hot = torch.zeros(2, tax.num_nodes, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"multi-hot target is multi-label data, which the losses do not take"):
+        create_loss("bce", tax)(torch.randn(2, tax.num_nodes), multi_hot)
