@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-duplicates",
         action="store_true",
         help="keep byte-identical images (one file's content under several names) in one split of --data, so "
-        "no test image has a copy in train. Off by default: the split then matches the peer baseline's image for "
+        "no test image has a copy in train. Without it the split matches the peer baseline's image for "
         "image, and a warning counts the copies it leaves across splits (PBC: 5 of 2,906 test images, ALL: 6 of "
         "554 at the default seed). A pack holds its own split (pack --group-duplicates)",
     )
