@@ -836,6 +836,26 @@ def test_a_pbc_like_tree_with_a_class_of_the_users_taxonomy_is_read_as_class_fol
     assert any("--layout folder" in m for m in report.messages())
 
 
+def test_a_users_tree_in_a_folder_named_original_with_a_class_of_their_taxonomy_is_read_as_class_folders(
+    tmp_path: Path,
+) -> None:
+    """A user's class folders {Benign, Pro, blast} inside a folder named Original, with their taxonomy naming
+    all three, were read as the ALL layout: 'blast' was left out as 'not an all4 class folder' (and Benign/Pro
+    were relabelled with all4.json's names, which their taxonomy lacks)."""
+    from hiercls import Taxonomy
+
+    base = tmp_path / "d" / "Original"
+    for cls in ("Benign", "Pro", "blast"):
+        _jpeg(base / cls / f"{cls}_1.jpg")
+    tax = Taxonomy.from_edges([("cell", "Benign"), ("cell", "Pro"), ("cell", "blast")])
+    samples, report = scan(tmp_path / "d", tax, workers=1, warn=False)
+    assert report.layout == "folder" and sorted(s.label for s in samples) == ["Benign", "Pro", "blast"]
+    # with all4.json (no 'blast') the tree stays ALL, and 'blast' is named as not read
+    samples, report = scan(tmp_path / "d", "all4", workers=1, warn=False)
+    assert report.layout == "all4" and sorted(s.label for s in samples) == ["benign", "pro_B"]
+    assert any("not all4 class folders" in m and "blast" in m for m in report.messages())
+
+
 def test_an_all_tree_with_extra_folders_is_read_as_all_and_the_extras_are_named(tmp_path: Path) -> None:
     """An extra folder beside ALL's class folders (thumbnails, notes) made the tree 'folder', whose labels
     Benign/Early/... are not nodes: the scan failed. PBC already tolerated extras; ALL now does too."""
@@ -880,7 +900,7 @@ def test_byte_identical_images_are_found_and_can_be_kept_in_one_split(tmp_path: 
     (msg,) = [m for m in report.messages() if "byte-identical" in m]
     assert msg.startswith("12 group(s) of byte-identical images under different names (24 files)")
     plain = split(samples, seed=3)
-    assert plain == split(samples, seed=3, together=None)  # the default is the peer baseline's split
+    assert plain == _reference_split(samples, seed=3)  # the default is the peer baseline's scheme
     assert any(D.copies_in_train(split(samples, seed=s), report.duplicates)["test"] for s in range(5))
     for seed in range(5):
         grouped = split(samples, seed=seed, together=report.duplicates)
@@ -896,23 +916,47 @@ def test_byte_identical_images_are_found_and_can_be_kept_in_one_split(tmp_path: 
     assert "n11.jpg" in msg and "looks_normal.jpg" in msg
 
 
+def _reference_split(samples, seed, fractions=(0.7, 0.1, 0.2)):
+    """The peer baseline's scheme written out plainly: per label (in the order of its first path), the
+    label's paths sorted, shuffled by one shared generator, cut at round(0.7 n) and round(0.8 n)."""
+    by_label: dict[str, list] = {}
+    for s in sorted(samples, key=lambda s: s.path):
+        by_label.setdefault(s.label, []).append(s)
+    rng = np.random.default_rng(seed)
+    out = {"train": [], "val": [], "test": []}
+    for label in sorted(by_label, key=lambda k: by_label[k][0].path):
+        members = by_label[label]
+        idx = np.arange(len(members))
+        rng.shuffle(idx)
+        a = round(fractions[0] * len(members))
+        b = round((fractions[0] + fractions[1]) * len(members))
+        for name, part in zip(out, (idx[:a], idx[a:b], idx[b:])):
+            out[name] += [members[i] for i in part]
+    return {k: sorted(v, key=lambda s: s.path) for k, v in out.items()}
+
+
 @settings(examples(40))
 @given(
     labels=st.lists(st.sampled_from("abc"), min_size=1, max_size=40),
-    groups=st.lists(st.lists(st.integers(0, 39), min_size=2, max_size=4, unique=True), max_size=6),
+    groups=st.lists(st.lists(st.integers(0, 45), min_size=1, max_size=5), max_size=6),
     seed=st.integers(0, 2**16),
 )
 def test_split_together_keeps_every_group_in_one_split(labels, groups, seed) -> None:
     samples = [Sample(f"/d/{i:02d}.jpg", label) for i, label in enumerate(labels)]
-    # disjoint groups, as duplicates are (one file content each), over paths that exist or not
-    seen: set[int] = set()
-    together = []
-    for g in groups:
-        g = [i for i in g if i not in seen]
-        seen |= set(g)
-        together.append([f"/d/{i:02d}.jpg" for i in g])
+    # groups may overlap (then they are one group), repeat a path, or name paths that are not samples
+    together = [[f"/d/{i:02d}.jpg" for i in g] for g in groups]
     parts = split(samples, seed=seed, together=together)
-    where = {x.path: name for name, items in parts.items() for x in items}
-    assert sorted(where) == sorted(s.path for s in samples) and sum(map(len, parts.values())) == len(samples)
+    where: dict[str, str] = {}
+    for name, items in parts.items():
+        for x in items:
+            assert x.path not in where, f"{x.path} drawn twice"
+            where[x.path] = name
+    assert sorted(where) == sorted(s.path for s in samples)  # none dropped
+    # a sample in two groups joins them (paths that are not samples are ignored): each group and every pair
+    # of groups sharing a sample (hence every chain of them) in one split
     for g in together:
-        assert len({where[p] for p in g if p in where}) <= 1
+        for h in together:
+            if set(g) & set(h) & set(where):
+                assert len({where[p] for p in g + h if p in where}) <= 1
+    if not any(len({p for p in g if p in where}) > 1 for g in together):
+        assert parts == _reference_split(samples, seed)  # nothing to keep together: the plain split

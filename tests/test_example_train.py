@@ -1306,7 +1306,7 @@ def _folder_with_copies(root: Path) -> Path:
     return root
 
 
-def test_group_duplicates_keeps_copies_in_one_split_and_is_part_of_the_run(tmp_path: Path, caplog) -> None:
+def test_group_duplicates_keeps_copies_in_one_split_and_is_part_of_the_run(tmp_path: Path, caplog, capsys) -> None:
     """Copies across splits are counted in a warning; --group-duplicates keeps them together, is recorded,
     and a resume with the other setting is refused by name; a pack's split cannot be regrouped."""
     data = _folder_with_copies(tmp_path / "d")
@@ -1330,11 +1330,35 @@ def test_group_duplicates_keeps_copies_in_one_split_and_is_part_of_the_run(tmp_p
     assert json.loads((tmp_path / "grouped" / "config.json").read_text())["group_duplicates"] is True
     with pytest.raises(ValueError, match=r"--resume: .*other data \(group_duplicates: True in the run, False now\)"):
         T.run(T.parse_args([*common, "--split-seed", str(seed), "--resume", "--output", str(tmp_path / "grouped")]))
+    # evaluate records which split it scored, and aggregate does not pool the two (their test images differ)
+    from examples.leukemia.aggregate import main as aggregate
+    from examples.leukemia.evaluate import main as evaluate
+
+    for name in ("plain", "grouped"):
+        (row,) = evaluate([str(tmp_path / name), "--no-figures", "--out", str(tmp_path / f"e-{name}")])["rows"]
+        assert row["group_duplicates"] is (name == "grouped")
+    results = [str(tmp_path / f"e-{name}" / "results.json") for name in ("plain", "grouped")]
+    for name, flag in (("plain", False), ("grouped", True)):  # as if trained with another seed
+        file = tmp_path / f"e-{name}" / "results.json"
+        content = json.loads(file.read_text())
+        content["seed"] = int(flag)
+        content["rows"][0]["seed"] = int(flag)
+        file.write_text(json.dumps(content))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        aggregate(results)
+    assert err.value.code == 2 and "group_duplicates" in capsys.readouterr().err
     # a pack holds its own split
     from examples.leukemia.pack import pack
 
-    summary = pack(data, tmp_path / "p.npz", taxonomy="paper", size=20, seed=seed, workers=1, progress=False)
+    summary = pack(data, tmp_path / "p.npz", taxonomy="paper", size=32, seed=seed, workers=1, progress=False)
     assert sum(summary["copies_in_train"].values()) > 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # training on the pack repeats the warning
+        T.main(["--pack", str(tmp_path / "p.npz"), "--backbone", "test_convnext", "--epochs", "1", "--output",
+                str(tmp_path / "from-pack"), "--quiet", "--no-tensorboard", "--batch-size", "8", "--workers", "1"])  # fmt: skip
+    (said,) = [r.getMessage() for r in caplog.records if "byte-identical copies" in r.getMessage()]
+    assert ", ".join(f"{n} in {s}" for s, n in summary["copies_in_train"].items() if n) in said
     with pytest.raises(ValueError, match=r"--group-duplicates: the pack .* made without it"):
         T.run(
             T.parse_args(

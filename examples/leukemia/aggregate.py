@@ -69,6 +69,7 @@ ROW_FIELDS = (
     "data",
     "split",
     "split_seed",
+    "group_duplicates",
     "taxonomy",
     "image_size",
     "crop",

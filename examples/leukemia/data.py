@@ -363,7 +363,7 @@ class ScanReport:
             out.append(
                 f"{len(self.duplicates)} group(s) of byte-identical images under different names ({files} files), "
                 f"first: {_first(self.duplicates[0])}. Split independently, copies of one image can land in train "
-                "and in test (a leak); --group-duplicates keeps each group in one split"
+                "and in test (a leak); split(..., together=report.duplicates) keeps each group in one split"
             )
         for reason, paths in self.notes.items():
             if reason.startswith(UNKNOWN_FOLDER_NOTE):
@@ -1036,7 +1036,8 @@ def scan(
         layout: one of ``"auto"`` (see :func:`detect_layout`), ``"folder"``, ``"csv"``,
             ``"pbc"``, ``"all4"``; the module docstring describes each.
         check_images: decode every image (in parallel) to catch truncated or unreadable
-            files; with ``False`` only the header is read (fast, misses truncation).
+            files; with ``False`` the pixels are not decoded (faster, misses truncation), but every
+            file is still read whole once, to find byte-identical copies (:attr:`ScanReport.duplicates`).
         workers: processes for the image check (default: usable cores, at most 16).
         warn: call :meth:`ScanReport.log` (summary to stderr, one :class:`DataWarning` per problem).
         taxonomy_owner: what ``taxonomy`` belongs to when the user cannot change it (e.g.
@@ -1067,6 +1068,12 @@ def scan(
         # class folders: read as PBC, that class would be left out
         base = _find_dir(path, _is_pbc_base)
         if base is not None and any(o in tax for o in _subdirs(base) - set(PBC_CLASSES)):
+            resolved = "folder"
+    elif layout == "auto" and resolved == "all4":
+        # the same for a user's class-folder tree in a folder named Original: a subfolder beside Benign/Pro/...
+        # that the taxonomy names (e.g. "blast") is a class; read as ALL, it would be left out
+        base = _all4_base(path)
+        if base is not None and any(o in tax for o in _subdirs(base) - set(ALL4_CLASS_NODE)):
             resolved = "folder"
     if resolved == "csv" and not path.is_file():
         raise ValueError(f"root: layout 'csv' needs a CSV file, got the folder {str(path)!r}.")
@@ -1296,10 +1303,24 @@ def split(
     followers: dict[str, list[Sample]] = defaultdict(list)  # a group's first path -> the group's other samples
     if together:
         by_path = {s.path: s for s in samples}
+        # groups sharing a path are one group (union-find), so no member is dropped or drawn twice
+        parent: dict[str, str] = {}
+
+        def find(p: str) -> str:
+            while parent.setdefault(p, p) != p:
+                parent[p] = parent[parent[p]]
+                p = parent[p]
+            return p
+
         for group in together:
-            present = sorted(p for p in group if p in by_path)
+            present = sorted({p for p in group if p in by_path})
             for p in present[1:]:
-                followers[present[0]].append(by_path[p])
+                a, b = find(present[0]), find(p)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)  # the root is the group's first path
+        for p in sorted(parent):
+            if find(p) != p:
+                followers[find(p)].append(by_path[p])
         following = {s.path for ss in followers.values() for s in ss}
         samples = [s for s in samples if s.path not in following]
     groups: dict[str, list[Sample]] = defaultdict(list)

@@ -559,9 +559,22 @@ def _split_like_the_run(
 
     if runs_images and config.get("limit") and config.get("data"):
         samples = data_mod.limit_samples(samples, int(config["limit"]), seed)
-    from_pack = bool(config.get("pack")) and config.get("pack_seed") is not None
-    grouped = config.get("pack_group_duplicates" if from_pack else "group_duplicates", False)
+    grouped = run_groups_duplicates(config)
     return data_mod.split(samples, seed=seed, together=duplicates if grouped else None)[split]
+
+
+def run_groups_duplicates(config: Mapping[str, Any]) -> bool:
+    """Whether the run's split kept byte-identical images together: ``--group-duplicates`` of train, or of
+    the pack it trained on (``pack_group_duplicates``).
+
+    Examples:
+        >>> run_groups_duplicates({"group_duplicates": True}), run_groups_duplicates({})
+        (True, False)
+        >>> run_groups_duplicates({"pack": "/p.npz", "pack_seed": 1, "pack_group_duplicates": True})
+        True
+    """
+    from_pack = bool(config.get("pack")) and config.get("pack_seed") is not None
+    return bool(config.get("pack_group_duplicates" if from_pack else "group_duplicates", False))
 
 
 def _moved_run_items(
@@ -988,6 +1001,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 # what aggregate checks to be the same in every file it pools (with split, decode, tta)
                 "data": images_of,
                 "split_seed": split_seed,
+                # a split of a data folder is drawn with or without byte-identical copies kept together
+                "group_duplicates": None if split_seed is None else run_groups_duplicates(ckpt.config),
                 "taxonomy": tax.fingerprint,
                 "image_size": int(images.shape[-1]),
                 "crop": float(ckpt.config.get("crop", 1.0)),

@@ -209,6 +209,7 @@ def pack(
             "seed": seed,
             "fractions": list(fractions),
             "group_duplicates": bool(group_duplicates),
+            "copies_in_train": leaks,  # train --pack repeats the warning from it
             "layout": report.layout,
             "quality": quality,
             "crop": crop,

@@ -794,6 +794,15 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             images[s] = pk.images[t_idx]
             targets[s] = pk.targets.to(env.device)[t_idx.to(env.device)]
             names[s] = [str(pk.names[i]) for i in idx]
+        leaks = pk.meta.get("copies_in_train") or {}  # packs made before it was recorded: not known
+        if env.main and isinstance(leaks, dict) and any(leaks.values()):
+            log.warning(
+                "pack %s: byte-identical copies of training images (%s) are in the evaluation splits; their "
+                "scores can come from memory. Pack again with --group-duplicates to keep each image's copies in "
+                "one split",
+                args.pack,
+                ", ".join(f"{n} in {s}" for s, n in leaks.items() if n),
+            )
         seed = pk.meta.get("seed")
         out = Data(
             tax,
@@ -1463,7 +1472,7 @@ RESUME_MAY_CHANGE = frozenset(
         "output", "overwrite", "resume", "quiet", "tensorboard", "workers", "stop_after", "save_last",
         "checkpoint_every", "eval_batch_size", "compile", "device", "channels_last", "test", "init_checkpoint",
         "pretrained", "model", "data_source", "split_sizes", "split_id", "synthetic", "data", "pack", "taxonomy",
-        "layout", "split_seed", "limit", "pack_seed",
+        "layout", "split_seed", "limit", "pack_seed", "pack_group_duplicates",
     }
 )  # fmt: skip
 #: settings a resume may change with a warning: they change which random augmentation a batch gets
