@@ -8,6 +8,7 @@ into an existing axes where the function draws one panel.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,12 +25,14 @@ from hiercls.metrics.functional import (
     _pair_stats,
     _require_tree,
     _resolve_distance,
+    _scalar,
     level_confusion_matrix,
 )
 from hiercls.taxonomy import LabelsLike, Taxonomy
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -59,18 +62,26 @@ def _root_figure(ax: Axes) -> Figure:
     return fig
 
 
-def _check_count(name: str, value: Any) -> int:
-    """A whole number >= 0 (checked before a figure exists: nothing is left open)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name}: expected a whole number >= 0, got {value!r}.")
-    return int(value)
+def _check_count(name: str, value: Any) -> float:
+    """A whole number >= 0, or ``math.inf`` for no limit (checked before a figure exists: nothing is left
+    open). 0-d arrays and tensors count as their number; a whole float (``1e6``) is taken as the integer."""
+    value = _scalar(value)
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+    if not ok or not value >= 0 or (value != math.inf and value != int(value)):  # NaN fails `>= 0`
+        raise ValueError(
+            f"{name}: expected a whole number >= 0, or math.inf for no limit, got {value!r}. Pass e.g. {name}=100."
+        )
+    return math.inf if value == math.inf else int(value)
 
 
-def _check_colour_options(cmap: Any, vmin: Any, vmax: Any) -> None:
-    """A colormap matplotlib knows and numeric (or None) limits, checked before a figure exists."""
+def _check_colour_options(cmap: Any, vmin: Any, vmax: Any) -> tuple[float | None, float | None]:
+    """A colormap matplotlib knows (None: matplotlib's default) and numeric (or None) limits, checked before
+    a figure exists. Returns the limits as Python numbers (0-d arrays and tensors read as theirs)."""
     import matplotlib
 
-    if isinstance(cmap, str):
+    if cmap is None:
+        pass
+    elif isinstance(cmap, str):
         if cmap not in matplotlib.colormaps:
             import difflib
 
@@ -78,13 +89,19 @@ def _check_colour_options(cmap: Any, vmin: Any, vmax: Any) -> None:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"cmap: {cmap!r} is not a matplotlib colormap (see matplotlib.colormaps).{hint}")
     elif not isinstance(cmap, matplotlib.colors.Colormap):
-        raise ValueError(f"cmap: expected a colormap name such as 'viridis' or a Colormap, got {cmap!r}.")
+        raise ValueError(
+            f"cmap: expected a colormap name such as 'viridis', a Colormap or None (the default), got {cmap!r}."
+        )
+    limits = []
     for name, value in (("vmin", vmin), ("vmax", vmax)):
+        value = _scalar(value)
         ok = value is None or (
             isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
         )
         if not ok or (value is not None and not np.isfinite(value)):
             raise ValueError(f"{name}: expected a finite number or None (the data's own range), got {value!r}.")
+        limits.append(None if value is None else float(value))
+    return limits[0], limits[1]
 
 
 def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -102,7 +119,7 @@ def plot_level_confusion_matrices(
     depths: Sequence[int] | None = None,
     normalize: Literal["true", "none"] = "true",
     max_classes: int = 40,
-    annotate_up_to: int = 10,
+    annotate_up_to: float = 10,
 ) -> Figure:
     """One confusion matrix per depth, side by side (the true and predicted ancestors at that depth).
 
@@ -122,7 +139,7 @@ def plot_level_confusion_matrices(
         depths: the depths to draw (default: every depth with at most ``max_classes`` nodes).
         normalize: ``"true"`` (rows sum to 1) or ``"none"`` (counts).
         max_classes: refuse levels wider than this (a 10,000-class matrix is unreadable).
-        annotate_up_to: write the values in the cells of matrices at most this wide.
+        annotate_up_to: write the values in the cells of matrices at most this wide (``math.inf``: all).
 
     Returns:
         A Figure with one axes per depth, titled ``"depth d"``, then the colour bar's axes.
@@ -256,11 +273,11 @@ def plot_taxonomy(
     values: np.ndarray | Sequence[float] | Mapping[str, float] | None = None,
     *,
     ax: Axes | None = None,
-    cmap: str = "viridis",
+    cmap: str | Colormap | None = "viridis",
     value_label: str = "value",
     vmin: float | None = None,
     vmax: float | None = None,
-    label_up_to: int = 60,
+    label_up_to: float = 60,
     title: str | None = None,
 ) -> Figure:
     """Draw the taxonomy top-down, colouring each node by a per-node value (e.g. recall or error counts).
@@ -275,12 +292,15 @@ def plot_taxonomy(
         taxonomy: a tree or a DAG.
         values: ``(num_nodes,)`` numbers, or ``{node name: number}`` (missing names are NaN), or None.
         ax: draw into this axes (default: a new figure).
-        cmap: the matplotlib colormap of the values.
+        cmap: the matplotlib colormap of the values: a name or a ``Colormap``; None is matplotlib's
+            default (``rcParams["image.cmap"]``, viridis unless changed).
         value_label: the colour bar's label.
         vmin: the value at the bottom of the colour scale (default: the smallest value). Pass
             ``vmin=0, vmax=1`` for rates such as recall, so that 0.99 does not look like a failure.
-        vmax: the value at the top of the colour scale (default: the largest value).
-        label_up_to: write node names (and values) only when the taxonomy has at most this many nodes.
+        vmax: the value at the top of the colour scale (default: the largest value). ``vmin`` and
+            ``vmax`` also take 0-d numpy arrays and tensors.
+        label_up_to: write node names (and values) only when the taxonomy has at most this many nodes
+            (``math.inf``: always).
         title: the axes title.
 
     Returns:
@@ -300,7 +320,7 @@ def plot_taxonomy(
         (2, ['a', 'a1', 'a2', 'b', 'r'])
     """
     _check_taxonomy(taxonomy)
-    _check_colour_options(cmap, vmin, vmax)
+    vmin, vmax = _check_colour_options(cmap, vmin, vmax)
     label_up_to = _check_count("label_up_to", label_up_to)
     n = taxonomy.num_nodes
     if values is None:
@@ -345,12 +365,30 @@ def plot_taxonomy(
     # turned leaf labels stand side by side, one line (about 0.11 inch at 7 pt) each: in a slot narrower
     # than that they would overlap, so they are left out, and the value line too when it has no room
     leaf_lines = 2 if slot_inches >= 0.24 else 1 if slot_inches >= 0.12 else 0
-    if vertical and leaf_lines < 2:
-        left = "leaf names and values" if leaf_lines == 0 else "the values under the leaf names"
+    leaf_values = bool(valued[taxonomy.leaf_index].any())  # a leaf with a value line to leave out
+    if vertical and (leaf_lines == 0 or (leaf_lines == 1 and leaf_values)):
+        left = (
+            "the values under the leaf names"
+            if leaf_lines
+            else "leaf names and values"
+            if leaf_values
+            else "leaf names"
+        )
+        need = (0.24 if leaf_values else 0.12) * (width + 1.4)  # inches of axes for every leaf's lines
+        if ax is None:
+            where = (
+                f"the figure reached its maximum width ({_MAX_WIDTH:.0f} inches), where {taxonomy.num_leaves} "
+                f"leaves have {slot_inches:.2f} inch each. Draw into an axes about {need:.0f} inches wide, e.g. "
+                f"ax=plt.subplots(figsize=({math.ceil(need / (0.775 * share))}, 8))[1],"
+            )
+        else:
+            where = (
+                f"{taxonomy.num_leaves} leaves in {axes_inches:.1f} inches leave {slot_inches:.2f} inch each. "
+                f"Draw into a wider ax (about {need:.0f} inches; ax=None sizes the figure, up to "
+                f"{_MAX_WIDTH:.0f} inches),"
+            )
         warnings.warn(
-            f"plot_taxonomy: {left} left out: {taxonomy.num_leaves} leaves in {axes_inches:.1f} inches leave "
-            f"{slot_inches:.2f} inch each. Draw into a wider ax (or ax=None, which sizes the figure), or pass "
-            "label_up_to=0 to draw no names.",
+            f"plot_taxonomy: {left} left out: {where} or pass label_up_to=0 to draw no names.",
             UserWarning,
             stacklevel=2,
         )

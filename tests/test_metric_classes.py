@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -427,3 +429,57 @@ def test_merge_state_takes_metrics_built_alike_with_nan_options() -> None:
         assert int(a.total) == 2 and float(a.compute()) == 1.0
         with pytest.raises(ValueError, match=r"zero_division=nan here, 0.0 there"):
             a.merge_state(cls(tax, zero_division=0.0, **kw))
+
+
+def _as_old_pickle(metric, *, key_state: bool = True, ratio_counts: bool = True):
+    """``metric`` as an older hiercls pickled it: no ``_update_key``/``_key_options`` (before merge_state
+    compared them), optionally no ``update_key_`` state (before it existed) and no ``n_<ratio>`` counts."""
+    old = copy.deepcopy(metric)
+    key = old.__dict__.pop("_update_key")
+    del old.__dict__["_key_options"]
+    dropped = ([] if key_state else [key]) + ([] if ratio_counts else [k for k in old._defaults if k.startswith("n_")])
+    for name in dropped:
+        del old._defaults[name], old._reductions[name], old._persistent[name], old.__dict__[name]
+    return pickle.loads(pickle.dumps(old))
+
+
+def test_merge_state_takes_metrics_pickled_before_the_update_key() -> None:
+    """A metric pickled before ``_update_key`` existed was refused ("differs ()"): it merges now, when
+    its option attributes match, and is still refused, by name, when they do not."""
+    tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+    t, p = torch.tensor([3, 4, 5, 3]), torch.tensor([3, 3, 4, 1])
+    for make in (
+        lambda **kw: M.MistakeSeverity(tax, **kw),
+        lambda **kw: M.HierarchicalF1(tax, average="macro", **kw),
+        lambda **kw: M.LCAF1(tax, zero_division=math.nan, **kw),
+    ):
+        whole = make()
+        whole.update(p, t)
+        for key_state, ratio_counts in ((True, True), (False, True), (False, False)):
+            first, second = make(), make()
+            first.update(p[:2], t[:2])
+            second.update(p[2:], t[2:])
+            first.merge_state(_as_old_pickle(second, key_state=key_state, ratio_counts=ratio_counts))
+            assert O.floats(first.compute()) == pytest.approx(O.floats(whole.compute()), nan_ok=True)
+    severity = M.MistakeSeverity(tax, distance="height")
+    with pytest.raises(ValueError, match=r"incoming_state: .*distance='height' here, 'path' there"):
+        severity.merge_state(_as_old_pickle(M.MistakeSeverity(tax, distance="path")))
+    with pytest.raises(ValueError, match=r"incoming_state: .*distance='height' here, 'path' there"):
+        severity.merge_state(_as_old_pickle(M.MistakeSeverity(tax, distance="path"), key_state=False))
+
+
+def test_merge_state_takes_subclasses() -> None:
+    """A subclass instance was passed to torchmetrics unchecked: options that differ came out as a
+    missing hashed state. It is checked (and merged) like its base class now."""
+
+    class Severity(M.MistakeSeverity):
+        pass
+
+    tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
+    base, sub = M.MistakeSeverity(tax), Severity(tax)
+    base.update(torch.tensor([4]), torch.tensor([3]))
+    sub.update(torch.tensor([5]), torch.tensor([3]))
+    base.merge_state(sub)
+    assert int(base.mistakes) == 2
+    with pytest.raises(ValueError, match=r"incoming_state: .*distance='height' here, 'path' there"):
+        M.MistakeSeverity(tax, distance="height").merge_state(Severity(tax, distance="path"))

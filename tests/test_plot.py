@@ -387,6 +387,72 @@ def test_bad_colour_and_count_options_are_refused_before_a_figure_exists(paper_t
     ):
         with pytest.raises(ValueError, match=msg):
             plot_taxonomy(paper_tax, values, **kw)
-    with pytest.raises(ValueError, match=r"annotate_up_to: expected a whole number >= 0, got '10'"):
+    with pytest.raises(
+        ValueError, match=r"annotate_up_to: expected a whole number >= 0, or math.inf for no limit, got '10'"
+    ):
         plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, annotate_up_to="10")
     assert plt.get_fignums() == []
+
+
+def test_counts_take_inf_and_large_numbers_and_colour_options_take_none_and_0d_arrays(paper_tax) -> None:
+    """``label_up_to=math.inf`` and ``annotate_up_to=math.inf`` (no limit), ``cmap=None`` (matplotlib's
+    default) and 0-d numpy/torch limits were refused by the checks added before a figure exists."""
+    import math
+
+    import torch
+
+    values = np.linspace(0, 1, paper_tax.num_nodes)
+    for up_to in (math.inf, 10**30, 1e9, np.int64(100), torch.tensor(100)):
+        fig = plot_taxonomy(paper_tax, values, label_up_to=up_to)
+        assert len(fig.axes[0].texts) == paper_tax.num_nodes
+        fig = plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, annotate_up_to=up_to)
+        assert fig.axes[0].texts
+    fig = plot_taxonomy(paper_tax, values, cmap=None)
+    assert fig.axes[0].collections[-1].get_cmap().name == plt.rcParams["image.cmap"]
+    fig = plot_taxonomy(paper_tax, values, vmin=np.array(0.2), vmax=torch.tensor(0.8, dtype=torch.float64))
+    norm = fig.axes[0].collections[-1].norm
+    assert (norm.vmin, norm.vmax) == (0.2, 0.8) and type(norm.vmin) is float
+    plt.close("all")
+    for kw, msg in (
+        ({"label_up_to": 2.5}, r"label_up_to: expected a whole number >= 0, or math.inf for no limit, got 2.5"),
+        ({"label_up_to": float("nan")}, r"label_up_to: expected a whole number"),
+        ({"label_up_to": -math.inf}, r"label_up_to: expected a whole number"),
+        ({"vmin": np.array([0.0, 1.0])}, r"vmin: expected a finite number or None"),
+        ({"vmax": torch.tensor(float("inf"))}, r"vmax: expected a finite number or None .*, got inf"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            plot_taxonomy(paper_tax, values, **kw)
+    assert plt.get_fignums() == []
+
+
+def test_the_leaves_left_out_warning_fits_who_sized_the_figure_and_mentions_values_only_when_given() -> None:
+    """With ax=None the figure is sized by plot_taxonomy: it was told to draw into a wider ax, and the
+    warning spoke of values that were never given."""
+    import math
+    import warnings
+
+    tax = Taxonomy.from_paths([f"r/g{g}/leaf_{g}_{k}_name" for g in range(30) for k in range(10)])  # 300 leaves
+    with pytest.warns(
+        UserWarning, match=r"^plot_taxonomy: leaf names left out: the figure reached its maximum width"
+    ) as got:
+        plot_taxonomy(tax, label_up_to=math.inf)
+    assert "value" not in str(got[0].message) and "figsize=" in str(got[0].message)
+    values = np.linspace(0, 1, tax.num_nodes)
+    with pytest.warns(UserWarning, match=r"^plot_taxonomy: leaf names and values left out: the figure reached its max"):
+        plot_taxonomy(tax, values, label_up_to=math.inf)
+    _, ax = plt.subplots(figsize=(8, 5))
+    with pytest.warns(
+        UserWarning, match=r"^plot_taxonomy: leaf names left out: 300 leaves in .* Draw into a wider ax"
+    ) as got:
+        plot_taxonomy(tax, ax=ax, label_up_to=math.inf)
+    assert "value" not in str(got[0].message)
+    # a slot with room for one line loses nothing when there are no values: no warning
+    tax = Taxonomy.from_paths([f"r/g{g}/leaf_{g}_{k}" for g in range(12) for k in range(10)])  # 120 leaves
+    _, ax = plt.subplots(figsize=(24, 5))
+    with pytest.warns(UserWarning, match="the values under the leaf names left out"):
+        plot_taxonomy(tax, np.linspace(0, 1, tax.num_nodes), ax=ax, label_up_to=math.inf)
+    _, ax = plt.subplots(figsize=(24, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_taxonomy(tax, ax=ax, label_up_to=math.inf)
+    assert all(t.get_text() for t in ax.texts if t.get_rotation() == 90)

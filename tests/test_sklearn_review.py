@@ -19,6 +19,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.model_selection import KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
+from sklearn.utils.multiclass import type_of_target
 from threadpoolctl import threadpool_limits
 
 import hiercls.metrics
@@ -271,6 +272,46 @@ def test_nan_inside_a_numeric_path_is_refused():
     y = np.array([[1.0, 10.0], [np.nan, 11.0]] * 2)
     with pytest.raises(ValueError, match=r"y\[1\]: label path .*padding '' only at the end"):
         LocalClassifierPerParentNode().fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.eye(3, dtype=np.int64)[np.arange(9) % 3],  # one-hot rows
+        np.array([[0, 1], [1, 0], [0, 1]] * 3),  # one-hot binary: also nodes 0 and 1 nested in each other
+        np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0]] * 3, dtype=np.float64),  # multi-hot, as floats
+    ],
+)
+def test_a_multilabel_indicator_y_is_refused(y):
+    """A 0/1 indicator matrix was read as label paths ('0/1/0'), a model of nonsense nodes, silently."""
+    assert type_of_target(y) == "multilabel-indicator"
+    X, _ = three_blobs(len(y))
+    with pytest.raises(ValueError, match=r"y: .*multilabel indicator.*one label path or node per sample.*argmax"):
+        LocalClassifierPerParentNode().fit(X, y)
+    clf = LocalClassifierPerParentNode().fit(X, np.array([[1, 10], [1, 11], [2, 12]] * 3))
+    with pytest.raises(ValueError, match=r"y_true: .*multilabel indicator"):
+        clf.score(X, y)
+
+
+def test_a_code_repeated_within_a_numeric_path_is_refused():
+    X, _ = three_blobs(6)
+    for y, row, code in (
+        (np.array([[1, 2, 3], [1, 1, 2]] * 3), 1, 1),
+        (np.array([[1.0, 3.0, np.nan], [4.0, 5.0, 4.0]] * 3), 1, 4.0),
+    ):
+        with pytest.raises(ValueError, match=rf"y\[{row}\]: the label path .* repeats the code {code}\b.*distinct"):
+            LocalClassifierPerParentNode().fit(X, y)
+
+
+def test_numeric_paths_that_are_no_indicator_still_read_as_paths():
+    """Codes 0 and 1 among others, and 0/1 paths padded with NaN, are no indicator matrix."""
+    X, _ = three_blobs(6)
+    clf = LocalClassifierPerParentNode().fit(X, np.array([[0, 1], [0, 2], [1, 3]] * 2))
+    assert sorted(clf.classes_.tolist()) == ["0/1", "0/2", "1/3"]
+    clf = LocalClassifierPerParentNode().fit(X, np.array([[0, 1], [1, np.nan], [0, 1]] * 2))
+    assert sorted(clf.classes_.tolist()) == ["0/1", "1"]
+    clf = LocalClassifierPerParentNode().fit(X, np.array([[1, 2, np.nan, np.nan], [1, 3, 4, np.nan]] * 3))
+    assert sorted(clf.classes_.tolist()) == ["1/2", "1/3/4"]
 
 
 # --------------------------------------------- 6. padding mask of 2-D object labels

@@ -80,6 +80,16 @@ __all__ = [
 _COUNT_KEYS = ("total", "exact", "inter", "size_true", "size_pred", "mistakes", "severity", "correct")
 
 
+class _Missing:
+    """Stands for an option a metric lacks, in merge_state's messages."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
 def _int_state() -> torch.Tensor:
     return torch.tensor(0, dtype=torch.int64)
 
@@ -177,11 +187,13 @@ class _TaxonomyMetric(Metric):
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """Add another metric's (or a ``metric_state`` dict's) counts to this one's (torchmetrics' merge).
 
-        The two must count the same thing: the same class, taxonomy and options. Otherwise a
-        :class:`ValueError` names what differs, rather than a state named by a hash.
+        The two must count the same thing: the same class (or a subclass with the same ``update``),
+        taxonomy and options. Otherwise a :class:`ValueError` names what differs, rather than a state
+        named by a hash. A metric pickled by an older hiercls (no ``_update_key``) is compared by its
+        option attributes, and the states it lacks are filled as a loaded ``state_dict``'s are.
         """
         key = getattr(self, "_update_key", None)
-        if key is not None and isinstance(incoming_state, _TaxonomyMetric) and type(incoming_state) is type(self):
+        if key is not None and isinstance(incoming_state, type(self)):
             theirs, mine = incoming_state, self
             if theirs.taxonomy.fingerprint != mine.taxonomy.fingerprint:
                 raise ValueError(
@@ -189,17 +201,38 @@ class _TaxonomyMetric(Metric):
                     f"(fingerprint {mine.taxonomy.fingerprint[:12]}...), got one over another "
                     f"({theirs.taxonomy.fingerprint[:12]}...). Merge only metrics built on one Taxonomy."
                 )
-            other_options = getattr(theirs, "_key_options", {})
-            if getattr(theirs, "_update_key", None) != key:  # the hash of the options' reprs: NaN equals NaN
-                differ = ", ".join(
-                    f"{name}={self._key_options.get(name)!r} here, {other_options.get(name)!r} there"
-                    for name in sorted(set(self._key_options) | set(other_options))
-                    if repr(self._key_options.get(name)) != repr(other_options.get(name))
+            states = dict(theirs.metric_state)
+            their_key = getattr(theirs, "_update_key", None)
+            if their_key is None:  # pickled before merge_state compared keys: its options are its attributes
+                other_options = {name: getattr(theirs, name, _MISSING) for name in self._key_options}
+                their_keys = [k for k in states if k.startswith("update_key_")]
+                same = their_keys in ([], [key]) and all(
+                    repr(v) == repr(other_options[k]) for k, v in self._key_options.items()
                 )
+                states.setdefault(key, torch.zeros_like(getattr(self, key)))  # an empty-valued state: adds 0
+                self._upgrade_states(states)
+            else:
+                other_options = getattr(theirs, "_key_options", {})
+                same = their_key == key  # the hash of the options' reprs: NaN equals NaN
+            if not same:
+                differ = ", ".join(
+                    f"{name}={self._key_options.get(name, _MISSING)!r} here, "
+                    f"{other_options.get(name, _MISSING)!r} there"
+                    for name in sorted(set(self._key_options) | set(other_options))
+                    if repr(self._key_options.get(name, _MISSING)) != repr(other_options.get(name, _MISSING))
+                ) or (f"update {type(self).update.__qualname__} here, {type(theirs).update.__qualname__} there")
                 raise ValueError(
                     f"incoming_state: expected a {type(self).__name__} with the same options, got one that "
                     f"differs ({differ}); their sums count different things. Merge metrics built alike."
                 )
+            missing = sorted(set(self._defaults) - set(states))
+            if missing:
+                raise ValueError(
+                    f"incoming_state: expected a {type(self).__name__} holding the states {sorted(self._defaults)}, "
+                    f"got one without {missing} (pickled by an hiercls too old to merge with). Recompute it, or "
+                    "merge metrics made by this version."
+                )
+            incoming_state = states
         elif key is not None and isinstance(incoming_state, dict) and key not in incoming_state:
             options = ", ".join(f"{k}={v!r}" for k, v in sorted(self._key_options.items())) or "no options"
             raise ValueError(
@@ -232,19 +265,26 @@ class _TaxonomyMetric(Metric):
                 this._defaults[key] = default.to(moved.device)
         return this
 
+    def _upgrade_states(self, states: dict[str, Any], prefix: str = "") -> None:
+        """Fill, in place, the states that metrics saved before the macro sums counted their ratios lack.
+
+        Such states have ``sum_<ratio>`` and ``total`` but no ``n_<ratio>`` (and ``LCAF1``'s ``sum_f1``
+        for ``sum_fscore``); then every sample held a ratio: ``n = total``.
+        """
+        if prefix + "sum_f1" in states and prefix + "sum_fscore" not in states:
+            states[prefix + "sum_fscore"] = states.pop(prefix + "sum_f1")
+        for ratio in ("precision", "recall", "fscore"):
+            has_sum = prefix + f"sum_{ratio}" in states and f"n_{ratio}" in self._defaults
+            if has_sum and prefix + f"n_{ratio}" not in states and prefix + "total" in states:
+                states[prefix + f"n_{ratio}"] = states[prefix + "total"].clone()
+
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         """Read states saved (``persistent(True)``) before the macro sums counted their ratios.
 
-        Such a dict has ``sum_<ratio>`` and ``total`` but no ``n_<ratio>`` (and ``LCAF1``'s
-        ``sum_f1`` for ``sum_fscore``); torchmetrics leaves missing states at their defaults, which
-        would have made every mean NaN (0 ratios counted). Then every sample held a ratio: ``n = total``.
+        torchmetrics leaves missing states at their defaults, which would have made every mean NaN
+        (0 ratios counted); :meth:`_upgrade_states` fills them.
         """
-        if prefix + "sum_f1" in state_dict and prefix + "sum_fscore" not in state_dict:
-            state_dict[prefix + "sum_fscore"] = state_dict.pop(prefix + "sum_f1")
-        for ratio in ("precision", "recall", "fscore"):
-            has_sum = prefix + f"sum_{ratio}" in state_dict and f"n_{ratio}" in self._defaults
-            if has_sum and prefix + f"n_{ratio}" not in state_dict and prefix + "total" in state_dict:
-                state_dict[prefix + f"n_{ratio}"] = state_dict[prefix + "total"].clone()
+        self._upgrade_states(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _add_ratios(self, name: str, ratios: Any) -> None:

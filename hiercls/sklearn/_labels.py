@@ -513,7 +513,11 @@ def _pad_and_text(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _numeric_path_cells(arr: np.ndarray, name: str) -> np.ndarray:
     """A 2-D numeric y (label paths of integer codes, e.g. a pandas frame whose missing deeper levels are
     NaN) -> the same paths as strings: a whole number ``v`` as ``str(int(v))`` (``1.0`` -> ``"1"``, as the
-    codes read), NaN as padding ``""``. Converted once per distinct value."""
+    codes read), NaN as padding ``""``. Converted once per distinct value.
+
+    Refused: a value that is not a whole number, a code repeated within a path, and a matrix of 0s and
+    1s alone without NaN (scikit-learn's multilabel indicator matrix, which reads as paths only as nodes
+    ``0`` and ``1`` nested in each other: a one-hot binary target, or a repeat)."""
     values, inverse = np.unique(arr, return_inverse=True)
     missing = np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
     whole = np.isfinite(values) & (values == np.round(values)) if values.dtype.kind == "f" else ~missing
@@ -526,6 +530,27 @@ def _numeric_path_cells(arr: np.ndarray, name: str) -> np.ndarray:
             f"padding), but {name}[{cell[0]}, {cell[1]}] = {value!r} is not a whole number. Give the label paths "
             "as strings (one node name per cell, '' as padding); continuous or multi-output targets are not "
             "supported."
+        )
+    if not missing.any() and np.isin(values, (0, 1)).all():
+        raise ValueError(
+            f"{name}: got a 2-D y of 0s and 1s (shape {arr.shape}), a multilabel indicator matrix (scikit-learn's "
+            "type_of_target says 'multilabel-indicator'), but these estimators take one label path or node per "
+            "sample, not an indicator matrix (read as label paths of integer codes, each row would nest node "
+            "0 in node 1, 1 in 0, or repeat a code). For one-hot rows give each sample's class, e.g. "
+            f"np.asarray(classes)[{name}.argmax(axis=1)]; multi-label targets are not supported. Paths coded "
+            f"0 and 1 only can be given as strings ({name}.astype(str))."
+        )
+    ordered = np.sort(arr, axis=1)  # NaN last, and NaN != NaN: padding never counts as a repeat
+    repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    if repeats.any():
+        row = int(np.flatnonzero(repeats)[0])
+        code = ordered[row, 1:][ordered[row, 1:] == ordered[row, :-1]][0].item()
+        shown = [v.item() for v in arr[row]]
+        raise ValueError(
+            f"{name}[{row}]: the label path {shown!r} repeats the code {code!r}; a 2-D numeric y is read as "
+            "label paths of integer codes (one column per level), and a node cannot lie on its own path. If "
+            "the codes restart at each level, make them distinct across levels, e.g. "
+            f"{name} + 1000 * np.arange({name}.shape[1]) (1000 above any code), or give the paths as strings."
         )
     names = ["" if gap else str(int(v)) for v, gap in zip(values.tolist(), missing.tolist())]  # once per value
     return np.asarray(names, dtype=str)[inverse.reshape(-1)].reshape(arr.shape)
