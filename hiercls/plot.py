@@ -374,18 +374,20 @@ def plot_taxonomy(
             if leaf_values
             else "leaf names"
         )
-        need = (0.24 if leaf_values else 0.12) * (width + 1.4)  # inches of axes for every leaf's lines
+        need = (0.24 if leaf_values else 0.12) * (width + 1.4)  # inches of drawing area for every leaf's lines
+        # the axes a user makes holds the drawing area and, with values, the colour bar: its width is need / share
+        need_ax = math.ceil(need / share)
         if ax is None:
             where = (
                 f"the figure reached its maximum width ({_MAX_WIDTH:.0f} inches), where {taxonomy.num_leaves} "
-                f"leaves have {slot_inches:.2f} inch each. Draw into an axes about {need:.0f} inches wide, e.g. "
+                f"leaves have {slot_inches:.2f} inch each. Draw into an axes about {need_ax} inches wide, e.g. "
                 f"ax=plt.subplots(figsize=({math.ceil(need / (0.775 * share))}, 8))[1],"
             )
         else:
             where = (
-                f"{taxonomy.num_leaves} leaves in {axes_inches:.1f} inches leave {slot_inches:.2f} inch each. "
-                f"Draw into a wider ax (about {need:.0f} inches; ax=None sizes the figure, up to "
-                f"{_MAX_WIDTH:.0f} inches),"
+                f"{taxonomy.num_leaves} leaves in an axes {axes_inches / share:.1f} inches wide leave "
+                f"{slot_inches:.2f} inch each. Draw into a wider ax (about {need_ax} inches; ax=None sizes the "
+                f"figure, up to {_MAX_WIDTH:.0f} inches),"
             )
         warnings.warn(
             f"plot_taxonomy: {left} left out: {where} or pass label_up_to=0 to draw no names.",

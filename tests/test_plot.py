@@ -456,3 +456,27 @@ def test_the_leaves_left_out_warning_fits_who_sized_the_figure_and_mentions_valu
         warnings.simplefilter("error")
         plot_taxonomy(tax, ax=ax, label_up_to=math.inf)
     assert all(t.get_text() for t in ax.texts if t.get_rotation() == 90)
+
+
+@pytest.mark.parametrize("with_values", [True, False])
+def test_following_the_narrow_leaves_advice_clears_the_warning(with_values):
+    """The warning gave the width of the drawing area without the colour bar, so an axes of that width was
+    still too narrow and warned again; the width it names is the axes' own."""
+    import math
+    import re
+    import warnings
+
+    tax = Taxonomy.from_paths([f"r/g{i // 10}/leaf{i}" for i in range(120)])
+    values = np.linspace(0, 1, tax.num_nodes) if with_values else None
+    fig, ax = plt.subplots(figsize=(8, 6))
+    with pytest.warns(UserWarning, match=r"leaves in an axes [\d.]+ inches wide") as caught:
+        plot_taxonomy(tax, values, ax=ax, label_up_to=math.inf)
+    plt.close(fig)
+    need = float(re.search(r"about (\d+) inches", str(caught[0].message)).group(1))
+    fig = plt.figure(figsize=(need / 0.775, 6))  # 0.775: the share of a figure a default subplot spans
+    ax = fig.add_subplot(111)
+    assert ax.get_position().width * fig.get_figwidth() == pytest.approx(need)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_taxonomy(tax, values, ax=ax, label_up_to=math.inf)
+    plt.close(fig)

@@ -235,7 +235,7 @@ def test_label_errors_name_the_argument(paper_tax):
         LocalClassifierPerParentNode(taxonomy=paper_tax).fit(X, np.array(["Leukemia/Chronic/ALL"] * len(X)))
     with pytest.raises(ValueError, match="found 24 samples in X but 23 labels"):
         LocalClassifierPerParentNode().fit(X, y[:-1])
-    with pytest.raises(ValueError, match=r"2-D y of shape .* node names \(strings\) or integer codes; got dtype bool"):
+    with pytest.raises(ValueError, match=r"2-D y of bools .* a multilabel indicator matrix"):
         LocalClassifierPerParentNode().fit(X, np.zeros((len(X), 2), dtype=bool))
     with pytest.raises(ValueError, match=r"integer codes .* y\[0, 0\] = 0.5 is not a whole number.*as strings"):
         LocalClassifierPerParentNode().fit(X, np.full((len(X), 2), 0.5))

@@ -127,7 +127,20 @@ class LabelCodec:
         labels = _as_label_array(y_true, name="y_true")
         if self.mode == "flat":
             uniq, inverse, pos, unknown = self._flat_positions(labels, "y_true")
-            unseen = [str(u) for u in uniq[unknown].tolist()]
+            new_values = uniq[unknown]
+            if new_values.dtype.kind == "f":  # NaN (a missing label) or 0.5 is no class: refused, not a miss
+                whole_classes = self.flat_classes.dtype.kind != "f" or bool(
+                    np.all(self.flat_classes == np.round(self.flat_classes))
+                )
+                bad = ~np.isfinite(new_values) | ((new_values != np.round(new_values)) & whole_classes)
+                if bad.any():
+                    raise ValueError(
+                        f"y_true: got {new_values[bad][:5].tolist()} among the true labels: a missing label (NaN), "
+                        "an infinity or a value between the whole-number classes seen at fit "
+                        f"({self.flat_classes[:10].tolist()}) is no class, and cannot be scored (scikit-learn's "
+                        "accuracy_score refuses it too). Drop those samples, or fix their labels."
+                    )
+            unseen = [str(u) for u in new_values.tolist()]
         elif _is_text(labels):
             distinct, inverse = _unique_labels(labels)
             unseen = [u for u in distinct if isinstance(u, str) and u and SEP not in u and u not in self.taxonomy]
@@ -441,9 +454,13 @@ def _as_label_array(y: Any, *, name: str) -> np.ndarray:
     if arr.ndim == 2:
         if arr.shape[1] == 1:
             return column_or_1d(arr, warn=True)  # scikit-learn's DataConversionWarning
+        if arr.dtype.kind == "b":
+            raise _indicator_error(arr, name)
         if arr.dtype.kind in "iuf":
             arr = _numeric_path_cells(arr, name)
-        elif arr.dtype.kind not in "USO":
+        elif arr.dtype == object:
+            arr = _integer_object_paths(arr, name)
+        if arr.dtype.kind not in "USO":
             raise ValueError(
                 f"{name}: a 2-D y of shape {arr.shape} is read as label paths (one column per level, padded with "
                 f"'' or NaN), whose cells must be node names (strings) or integer codes; got dtype {arr.dtype}. "
@@ -479,6 +496,27 @@ def _as_label_array(y: Any, *, name: str) -> np.ndarray:
     return arr
 
 
+def _integer_object_paths(arr: np.ndarray, name: str) -> np.ndarray:
+    """A 2-D object y of integer codes padded with None or pandas' NA (a frame of nullable ``Int64``
+    columns, ``convert_dtypes()``) -> the same paths as strings, as a float frame padded with NaN reads;
+    any other object array is returned as it came."""
+    cell_types = np.frompyfunc(type, 1, 1)(arr)  # read in C; the Python tests below run once per type
+    types = set(cell_types.ravel().tolist())
+    whole = [t for t in types if issubclass(t, (int, np.integer)) and not issubclass(t, (bool, np.bool_))]
+    padding = [t for t in types if t is type(None) or t.__name__ == "NAType"]
+    if not whole or len(whole) + len(padding) != len(types):
+        return arr
+    pad = np.zeros(arr.shape, dtype=bool)
+    for kind in padding:
+        boxed = np.empty((), dtype=object)
+        boxed[()] = kind  # compared as an object, not read as a dtype
+        pad |= cell_types == boxed
+    codes = np.where(pad, 0, arr).astype(np.int64)
+    if not pad.any() and np.isin(codes, (0, 1)).all():
+        raise _indicator_error(codes, name)
+    return np.where(pad, "", codes.astype(str))
+
+
 def _is_missing(v: Any) -> bool:
     """A padding cell: '', None, NaN or pandas' NA (``convert_dtypes()``, ``dtype="string"``), whose truth
     value raises, so it is recognised by type before any comparison."""
@@ -510,14 +548,27 @@ def _pad_and_text(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pad, text
 
 
+def _indicator_error(arr: np.ndarray, name: str) -> ValueError:
+    """The error for a 2-D y of 0s and 1s or of bools: scikit-learn's multilabel indicator matrix."""
+    return ValueError(
+        f"{name}: got a 2-D y of {'bools' if arr.dtype.kind == 'b' else '0s and 1s'} (shape {arr.shape}), a "
+        "multilabel indicator matrix (scikit-learn's type_of_target says 'multilabel-indicator'), but these "
+        "estimators take one label path or node per sample, not an indicator matrix. For one-hot rows give each "
+        f"sample's class, e.g. np.asarray(classes)[{name}.argmax(axis=1)]; multi-label targets are not "
+        "supported. Label paths coded with the integers 0 and 1 alone are ambiguous with it: give them as "
+        "node-name strings."
+    )
+
+
 def _numeric_path_cells(arr: np.ndarray, name: str) -> np.ndarray:
     """A 2-D numeric y (label paths of integer codes, e.g. a pandas frame whose missing deeper levels are
     NaN) -> the same paths as strings: a whole number ``v`` as ``str(int(v))`` (``1.0`` -> ``"1"``, as the
     codes read), NaN as padding ``""``. Converted once per distinct value.
 
-    Refused: a value that is not a whole number, a code repeated within a path, and a matrix of 0s and
-    1s alone without NaN (scikit-learn's multilabel indicator matrix, which reads as paths only as nodes
-    ``0`` and ``1`` nested in each other: a one-hot binary target, or a repeat)."""
+    A code may repeat within a path (codes that restart at each level, as ``OrdinalEncoder`` gives): the
+    node is then named by its path, as a repeated name is. Refused: a value that is not a whole number,
+    and a matrix of 0s and 1s alone without NaN (scikit-learn's multilabel indicator matrix, which reads as
+    paths only as nodes ``0`` and ``1`` nested in each other: a one-hot binary target)."""
     values, inverse = np.unique(arr, return_inverse=True)
     missing = np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
     whole = np.isfinite(values) & (values == np.round(values)) if values.dtype.kind == "f" else ~missing
@@ -532,26 +583,7 @@ def _numeric_path_cells(arr: np.ndarray, name: str) -> np.ndarray:
             "supported."
         )
     if not missing.any() and np.isin(values, (0, 1)).all():
-        raise ValueError(
-            f"{name}: got a 2-D y of 0s and 1s (shape {arr.shape}), a multilabel indicator matrix (scikit-learn's "
-            "type_of_target says 'multilabel-indicator'), but these estimators take one label path or node per "
-            "sample, not an indicator matrix (read as label paths of integer codes, each row would nest node "
-            "0 in node 1, 1 in 0, or repeat a code). For one-hot rows give each sample's class, e.g. "
-            f"np.asarray(classes)[{name}.argmax(axis=1)]; multi-label targets are not supported. Paths coded "
-            f"0 and 1 only can be given as strings ({name}.astype(str))."
-        )
-    ordered = np.sort(arr, axis=1)  # NaN last, and NaN != NaN: padding never counts as a repeat
-    repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
-    if repeats.any():
-        row = int(np.flatnonzero(repeats)[0])
-        code = ordered[row, 1:][ordered[row, 1:] == ordered[row, :-1]][0].item()
-        shown = [v.item() for v in arr[row]]
-        raise ValueError(
-            f"{name}[{row}]: the label path {shown!r} repeats the code {code!r}; a 2-D numeric y is read as "
-            "label paths of integer codes (one column per level), and a node cannot lie on its own path. If "
-            "the codes restart at each level, make them distinct across levels, e.g. "
-            f"{name} + 1000 * np.arange({name}.shape[1]) (1000 above any code), or give the paths as strings."
-        )
+        raise _indicator_error(arr, name)
     names = ["" if gap else str(int(v)) for v, gap in zip(values.tolist(), missing.tolist())]  # once per value
     return np.asarray(names, dtype=str)[inverse.reshape(-1)].reshape(arr.shape)
 
