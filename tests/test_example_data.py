@@ -856,6 +856,24 @@ def test_a_users_tree_in_a_folder_named_original_with_a_class_of_their_taxonomy_
     assert any("not all4 class folders" in m and "blast" in m for m in report.messages())
 
 
+def test_a_user_tree_in_original_whose_class_folders_are_nodes_is_read_as_class_folders(tmp_path: Path) -> None:
+    """{Benign, Pro, notes} in a folder named Original, with a taxonomy naming Benign and Pro: only a folder
+    beside the ALL class names counted as a sign of the user's tree, so it was read as ALL and Benign/Pro
+    relabelled 'benign'/'pro_B', which the user's taxonomy lacks (UnknownNodeError)."""
+    from hiercls import Taxonomy
+
+    base = tmp_path / "d" / "Original"
+    for cls in ("Benign", "Pro"):
+        _jpeg(base / cls / f"{cls}_1.jpg")
+    (base / "notes").mkdir()
+    (base / "notes" / "readme.txt").write_text("not an image")
+    tax = Taxonomy.from_edges([("cell", "Benign"), ("cell", "Pro"), ("cell", "blast")])
+    samples, report = scan(tmp_path / "d", tax, workers=1, warn=False)
+    assert report.layout == "folder" and sorted(s.label for s in samples) == ["Benign", "Pro"]
+    samples, report = scan(tmp_path / "d", "all4", workers=1, warn=False)  # all4.json's lower-case nodes: ALL
+    assert report.layout == "all4" and sorted(s.label for s in samples) == ["benign", "pro_B"]
+
+
 def test_an_all_tree_with_extra_folders_is_read_as_all_and_the_extras_are_named(tmp_path: Path) -> None:
     """An extra folder beside ALL's class folders (thumbnails, notes) made the tree 'folder', whose labels
     Benign/Early/... are not nodes: the scan failed. PBC already tolerated extras; ALL now does too."""

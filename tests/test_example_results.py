@@ -127,6 +127,7 @@ def _copy(results: Path, dest: Path, seed: int, **changes: Any) -> Path:
         ({"taxonomy": "0" * 64}, "taxonomy: "),
         ({"split_id": "0123456789abcdef"}, "split_id: "),
         ({"split_seed": 7}, "split_seed: "),
+        ({"group_duplicates": True}, "group_duplicates: False in "),
         ({"image_size": 64}, "image_size: 32 in "),
         ({"crop": 0.7}, "crop: 1.0 in "),
         ({"epochs": 30}, "epochs: 1 in "),
@@ -147,6 +148,27 @@ def test_aggregate_refuses_files_of_other_data_split_or_flags(
     text = capsys.readouterr().err
     assert err.value.code == 2 and text.startswith("error: results: expected files that differ only in their seed")
     assert said in text and str(first) in text and str(other) in text and "another --seed" in text
+
+
+def test_aggregate_reads_a_split_recorded_without_its_grouping_as_ungrouped(compared: Path, tmp_path: Path, capsys):
+    """A file written before splits recorded whether they kept copies together was pooled with one that
+    did (other test images): a data folder's split without the field was drawn without grouping."""
+    from examples.leukemia.aggregate import main
+
+    first = compared / "results.json"
+    assert json.loads(first.read_text())["group_duplicates"] is False
+    old = json.loads(first.read_text())
+    del old["group_duplicates"]
+    older = tmp_path / "old" / "results.json"
+    older.parent.mkdir()
+    older.write_text(json.dumps(old))
+    grouped = _copy(first, tmp_path / "g" / "results.json", 1, group_duplicates=True)
+    plain = _copy(first, tmp_path / "p" / "results.json", 1)
+    assert len(main([str(older), str(plain)])["summary"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([str(older), str(grouped)])
+    assert "group_duplicates of flat:test_resnet: False in " in capsys.readouterr().err
 
 
 def test_aggregate_pools_the_same_data_named_from_another_folder(compared: Path, tmp_path: Path) -> None:

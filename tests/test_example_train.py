@@ -1306,6 +1306,65 @@ def _folder_with_copies(root: Path) -> Path:
     return root
 
 
+def test_a_pack_made_again_at_the_same_path_is_not_pooled_and_its_grouping_is_recorded(
+    tmp_path: Path, caplog, capsys
+) -> None:
+    """Results scored on a pack, then on a pack made again at the same path with --group-duplicates, recorded
+    the same data and no split seed: aggregate pooled two test sets. Rows now record the pack's grouping and
+    which images they scored. A pack run also records no --group-duplicates of its own (the pack's split
+    says it), so resuming it with or without the flag is the same run."""
+    from examples.leukemia.aggregate import main as aggregate
+    from examples.leukemia.evaluate import main as evaluate
+    from examples.leukemia.pack import pack
+
+    data = _folder_with_copies(tmp_path / "d")
+    packed = tmp_path / "p.npz"
+    args = ["--pack", str(packed), "--backbone", "test_convnext", "--epochs", "2", "--quiet", "--no-tensorboard"]
+    args += ["--batch-size", "8", "--workers", "1"]
+    rows = {}
+    for seed, grouped in ((0, False), (1, True)):
+        pack(data, packed, taxonomy="paper", size=32, workers=1, progress=False, group_duplicates=grouped)
+        T.main([*args, "--seed", str(seed), "--stop-after", "1", "--output", str(tmp_path / f"run{seed}")])
+        result = evaluate([str(tmp_path / f"run{seed}"), "--no-figures", "--out", str(tmp_path / f"e{seed}")])
+        rows[seed] = result["rows"][0]
+        assert rows[seed]["group_duplicates"] is grouped and rows[seed]["split_seed"] is None
+    assert rows[0]["data"] == rows[1]["data"] and rows[0]["scored_id"] != rows[1]["scored_id"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        aggregate([str(tmp_path / f"e{seed}" / "results.json") for seed in (0, 1)])
+    said = capsys.readouterr().err
+    assert err.value.code == 2 and "group_duplicates" in said and "scored_id" in said
+    # the same pack scored again: the same images, pooled
+    again = evaluate([str(tmp_path / "run1"), "--no-figures", "--out", str(tmp_path / "e1b")])["rows"][0]
+    assert again["scored_id"] == rows[1]["scored_id"]
+    # the pack run's config holds the pack's grouping only; --group-duplicates on resume repeats the pack's
+    config = json.loads((tmp_path / "run1" / "config.json").read_text())
+    assert "group_duplicates" not in config and config["pack_group_duplicates"] is True
+    with pytest.raises(ValueError, match="--resume: settings differ"):  # a real change is still refused
+        T.run(T.parse_args([*args, "--seed", "1", "--output", str(tmp_path / "run1"), "--resume",
+                            "--group-duplicates", "--lr", "0.5"]))  # fmt: skip
+    T.main([*args, "--seed", "1", "--output", str(tmp_path / "run1"), "--resume", "--group-duplicates"])
+    assert json.loads((tmp_path / "run1" / "last.json").read_text())["epoch"] == 1  # both epochs trained
+
+
+def test_a_tool_format_pack_refuses_group_duplicates_and_its_warning_names_the_peer_split(
+    tmp_path: Path, caplog
+) -> None:
+    """A --tool-format pack holds no split, so --group-duplicates did nothing there, and its copies warning
+    advised that very flag."""
+    from examples.leukemia.pack import main as pack_main
+
+    data = _folder_with_copies(tmp_path / "d")
+    base = ["--data", str(data), "--taxonomy", "paper", "--size", "20", "--workers", "1", "--no-progress"]
+    with pytest.raises(SystemExit) as err:
+        pack_main([*base, "--out", str(tmp_path / "t.npz"), "--tool-format", "--group-duplicates"])
+    assert err.value.code != 0 and not (tmp_path / "t.npz").exists()
+    with caplog.at_level(logging.WARNING):  # another --seed: the peer tool still draws its own split
+        pack_main([*base, "--out", str(tmp_path / "t.npz"), "--tool-format", "--seed", "5"])
+    (said,) = [r.getMessage() for r in caplog.records if "byte-identical copies" in r.getMessage()]
+    assert "peer tool" in said and "1 in val" in said and "--group-duplicates" not in said
+
+
 def test_group_duplicates_keeps_copies_in_one_split_and_is_part_of_the_run(tmp_path: Path, caplog, capsys) -> None:
     """Copies across splits are counted in a warning; --group-duplicates keeps them together, is recorded,
     and a resume with the other setting is refused by name; a pack's split cannot be regrouped."""

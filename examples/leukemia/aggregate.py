@@ -55,6 +55,7 @@ FILE_FIELDS = (
     "split",
     "split_seed",
     "split_id",
+    "group_duplicates",
     "split_sizes",
     "synthetic",
     "image_size",
@@ -70,6 +71,7 @@ ROW_FIELDS = (
     "split",
     "split_seed",
     "group_duplicates",
+    "scored_id",  # evaluate: which images, with their targets (a pack made again at the same path differs)
     "taxonomy",
     "image_size",
     "crop",
@@ -115,6 +117,8 @@ def _row_settings(data: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     top = _file_settings(data)
     row = {**row, "data": _by_name(row["data"])} if isinstance(row.get("data"), str) else row
     out = {k: row[k] if k in row else top[k] for k in ROW_FIELDS if k in row or k in top}
+    if "group_duplicates" not in out and out.get("split_seed") is not None:
+        out["group_duplicates"] = False  # a data folder's split, recorded before the field: drawn without grouping
     if isinstance(row.get("metrics"), dict) and "n" in row["metrics"]:
         out["images scored"] = row["metrics"]["n"]
     return out

@@ -619,6 +619,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "split": "test",
         "split_seed": None if args.pack else base_args.split_seed,
         "split_id": T.split_identity(data),
+        # whether the split kept byte-identical copies together (a pack's as it was packed)
+        "group_duplicates": bool(data.pack_group_duplicates if args.pack else base_args.group_duplicates),
         "synthetic": data.synthetic,
         "image_size": int(data.images["train"].shape[-1]),
         "crop": data.crop,

@@ -1070,10 +1070,11 @@ def scan(
         if base is not None and any(o in tax for o in _subdirs(base) - set(PBC_CLASSES)):
             resolved = "folder"
     elif layout == "auto" and resolved == "all4":
-        # the same for a user's class-folder tree in a folder named Original: a subfolder beside Benign/Pro/...
-        # that the taxonomy names (e.g. "blast") is a class; read as ALL, it would be left out
+        # the same for a user's class-folder tree in a folder named Original: a subfolder the taxonomy names
+        # (e.g. "blast" beside Benign/Pro, or "Benign" itself: all4.json's nodes are lower-case) is a class;
+        # read as ALL, it would be left out, or Benign/Pro relabelled with all4.json's names
         base = _all4_base(path)
-        if base is not None and any(o in tax for o in _subdirs(base) - set(ALL4_CLASS_NODE)):
+        if base is not None and any(o in tax for o in _subdirs(base)):
             resolved = "folder"
     if resolved == "csv" and not path.is_file():
         raise ValueError(f"root: layout 'csv' needs a CSV file, got the folder {str(path)!r}.")

@@ -577,6 +577,31 @@ def run_groups_duplicates(config: Mapping[str, Any]) -> bool:
     return bool(config.get("pack_group_duplicates" if from_pack else "group_duplicates", False))
 
 
+def scored_split_groups_duplicates(
+    config: Mapping[str, Any], images_of: str | None, split_seed: int | None, split: str
+) -> bool | None:
+    """Whether the split scored kept byte-identical copies together: for a data folder's split, as the
+    run's did (:func:`run_groups_duplicates`); for a pack's, as its meta records; ``None`` when there is no
+    split (``--external``) or nothing says (a pack in the peer tool's format, generated images).
+
+    Examples:
+        >>> scored_split_groups_duplicates({"group_duplicates": True}, "/d", 3, "test")
+        True
+        >>> scored_split_groups_duplicates({}, None, None, "external") is None
+        True
+    """
+    if split == EXTERNAL:
+        return None
+    if split_seed is not None:
+        return run_groups_duplicates(config)
+    if images_of and Path(images_of).is_file():
+        from examples.leukemia.pack import read_pack_meta
+
+        meta = read_pack_meta(images_of)
+        return bool(meta["group_duplicates"]) if "group_duplicates" in meta else None
+    return None
+
+
 def _moved_run_items(
     items: list[Any], manifest: Path, config: Mapping[str, Any], taxonomy: Taxonomy, split: str, workers: int | None
 ) -> tuple[list[Any], tuple[list[Any], str] | None]:
@@ -917,6 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
 @exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m examples.leukemia.evaluate``; returns what ``results.json`` holds."""
+    from examples.leukemia import train as T
     from examples.leukemia.checkpoint import load_model
     from examples.leukemia.models import variant_name
     from examples.leukemia.train import predict
@@ -948,7 +974,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for ckpt_path in checkpoints:
         model, ckpt = load_model(ckpt_path, device=device)
         tax = ckpt.taxonomy
-        images, targets, _ = load_split(
+        images, targets, scored_names = load_split(
             ckpt.config,
             tax,
             args.split,
@@ -1001,8 +1027,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 # what aggregate checks to be the same in every file it pools (with split, decode, tta)
                 "data": images_of,
                 "split_seed": split_seed,
-                # a split of a data folder is drawn with or without byte-identical copies kept together
-                "group_duplicates": None if split_seed is None else run_groups_duplicates(ckpt.config),
+                # a split is drawn with or without byte-identical copies kept together (a data folder's as
+                # the run's was, a pack's when it was packed)
+                "group_duplicates": scored_split_groups_duplicates(ckpt.config, images_of, split_seed, args.split),
+                # which images, with their targets: a pack made again at the same path, or a data folder
+                # changed since, is other images under the same name
+                "scored_id": T.names_identity({args.split: (scored_names, targets.tolist())}),
                 "taxonomy": tax.fingerprint,
                 "image_size": int(images.shape[-1]),
                 "crop": float(ckpt.config.get("crop", 1.0)),

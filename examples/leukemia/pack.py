@@ -130,13 +130,15 @@ def pack(
         tool_format: write only ``data``, ``offsets``, ``names`` (the peer baseline's input).
         progress: show a tqdm progress bar (when stderr is a terminal).
         group_duplicates: keep byte-identical images in one split (``split(together=...)``); off, the
-            split matches the peer baseline's and a warning counts the copies across splits.
+            split matches the peer baseline's and a warning counts the copies across splits. Refused with
+            ``tool_format``, whose pack holds no split.
 
     Returns:
         a summary dict: ``out``, ``num_images``, ``bytes``, ``per_split``, ``scan_s``, ``encode_s``.
 
     Raises:
-        ValueError: bad ``size``/``quality``, no taxonomy for a ``folder``/``csv`` layout, and
+        ValueError: bad ``size``/``quality``, ``group_duplicates`` with ``tool_format``, no taxonomy for a
+            ``folder``/``csv`` layout, and
             everything :func:`examples.leukemia.data.scan` raises.
     """
     out = Path(out)
@@ -150,6 +152,12 @@ def pack(
     if not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ValueError(f"quality: expected an int JPEG quality in [1, 100], got {quality!r}.")
     crop = check_crop(crop)
+    if tool_format and group_duplicates:
+        raise ValueError(
+            "group_duplicates: a --tool-format pack holds no split (the peer tool draws its own, path by path), so "
+            "it cannot keep copies together; drop --group-duplicates, or drop --tool-format for a pack of this "
+            "example."
+        )
     if out.exists():
         log.warning(
             "%s exists and will be replaced by the new pack when it is written; runs trained on the old pack will no "
@@ -163,8 +171,18 @@ def pack(
     # the spec, not the Taxonomy: scan's messages then name the taxonomy given ('paper', a path)
     samples, report = scan(data, taxonomy, layout=layout, check_images=True, workers=workers)
     parts = split(samples, seed=seed, fractions=fractions, together=report.duplicates if group_duplicates else None)
-    leaks = copies_in_train(parts, report.duplicates)
-    if any(leaks.values()):
+    # a tool-format pack holds no split: the peer tool draws its own, which is this example's with DEFAULT_SEED
+    drawn = split(samples, seed=DEFAULT_SEED) if tool_format else parts
+    leaks = copies_in_train(drawn, report.duplicates)
+    if any(leaks.values()) and tool_format:
+        log.warning(
+            "byte-identical copies of training images (%s) fall in the evaluation splits the peer tool draws from "
+            "%s (its split is path by path, and cannot keep copies together); its scores of those images can come "
+            "from memory",
+            ", ".join(f"{n} in {s}" for s, n in leaks.items() if n),
+            os.fspath(out),
+        )
+    elif any(leaks.values()):
         log.warning(
             "byte-identical copies of training images (%s) are in the evaluation splits of %s; their scores can "
             "come from memory. Pack with --group-duplicates to keep each image's copies in one split",
@@ -368,6 +386,22 @@ def load_pack(
     labels = tax.names(target_arr) if len(target_arr) else []
     targets = torch.from_numpy(target_arr).to(device)
     return Pack(images, targets, split_arr, names, labels, tax, size, meta)
+
+
+def read_pack_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The meta of a pack (seed, fractions, ``group_duplicates``...) without decoding its images; ``{}`` for a
+    file without one (a ``--tool-format`` pack, or not a pack: :func:`load_pack` says what is wrong).
+
+    Examples:
+        >>> read_pack_meta("/no/such/pack.npz")
+        {}
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+    except (OSError, EOFError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 _NOT_A_PACK = "--pack "

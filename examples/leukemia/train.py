@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep byte-identical images (one file's content under several names) in one split of --data, so "
         "no test image has a copy in train. Without it the split matches the peer baseline's image for "
-        "image, and a warning counts the copies it leaves across splits (PBC: 5 of 2,906 test images, ALL: 6 of "
-        "554 at the default seed). A pack holds its own split (pack --group-duplicates)",
+        "image, and a warning counts the copies it leaves across splits. A pack holds its own split (pack "
+        "--group-duplicates)",
     )
     g.add_argument(
         "--crop",
@@ -603,6 +603,8 @@ def data_identity(args: argparse.Namespace) -> dict[str, Any]:
         # a bundled taxonomy name ("pbc") stays a name even if a folder of that name is here
         if out.get(key) and (Path(out[key]).is_file() if key == "taxonomy" else Path(out[key]).exists()):
             out[key] = str(Path(out[key]).resolve())
+    if out["pack"]:  # a pack holds its own split, checked by split_identity: the flag only repeats the pack's
+        del out["group_duplicates"]
     return out
 
 
@@ -743,16 +745,31 @@ def split_identity(data: Data) -> str:
     Stored in the run's config: ``--resume`` refuses data that splits differently (a re-made pack or a
     changed data folder behind the same path), whose test split could hold images the run trained on.
     """
-    # names relative to the folder they share: the same images reached through a symlink, or a SYNTHETIC
-    # run folder moved, keep their id
-    every = [n for split_name in ("train", "val", "test") for n in data.names.get(split_name, [])]
+    return names_identity(
+        {s: (data.names.get(s, []), data.targets[s].tolist()) for s in ("train", "val", "test") if s in data.targets}
+    )
+
+
+def names_identity(splits: Mapping[str, tuple[Sequence[str], Sequence[int]]]) -> str:
+    """A short hash of image names with their targets, per split (``{split: (names, targets)}``).
+
+    Absolute names count relative to the folder they all share, so the same images reached through a
+    symlink, or a SYNTHETIC run folder moved, keep their id; their order does not count.
+
+    Examples:
+        >>> a = names_identity({"test": (["/d/x/1.png", "/d/y/2.png"], [3, 4])})
+        >>> a == names_identity({"test": (["/mnt/d/y/2.png", "/mnt/d/x/1.png"], [4, 3])})
+        True
+        >>> a == names_identity({"test": (["/d/x/1.png", "/d/y/2.png"], [3, 5])})
+        False
+    """
+    every = [n for names, _ in splits.values() for n in names]
     base = os.path.commonpath(every) if every and all(os.path.isabs(n) for n in every) else ""
     if base and len(every) == 1:
         base = os.path.dirname(base)
     h = hashlib.sha256()
-    for split_name in ("train", "val", "test"):
-        names = [os.path.relpath(n, base) if base else n for n in data.names.get(split_name, [])]
-        rows = sorted(zip(names, data.targets[split_name].tolist()))
+    for split_name, (names, targets) in splits.items():
+        rows = sorted(zip([os.path.relpath(n, base) if base else n for n in names], [int(t) for t in targets]))
         h.update(f"{split_name}:{len(rows)}\n".encode())
         h.update("".join(f"{name}\0{target}\n" for name, target in rows).encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:16]
@@ -1308,6 +1325,8 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
     """The JSON config stored with every checkpoint and in ``config.json``."""
     cfg = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     cfg.update(data_identity(args))  # absolute paths: evaluate/predict find the data from any working directory
+    if args.pack:  # the pack's split holds copies together or not (pack_group_duplicates); the flag only repeats it
+        cfg.pop("group_duplicates", None)
     cfg["loss_kwargs"] = dict(getattr(args, "loss_kwargs", None) or {})  # compared on --resume
     cfg["model"] = dict(model.config)
     cfg["data_source"] = data.source
