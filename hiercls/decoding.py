@@ -4,8 +4,10 @@ Every decoder takes marginals ``probs`` of shape ``(B, num_nodes)`` from any
 head (torch or numpy; torch in gives torch out on the same device, numpy in
 gives numpy out) and returns int64 node indices ``(B,)``. Work is batched and
 vectorised: a handful of passes over ``(B, num_nodes)``, with per-depth loops
-(``max_depth`` steps) for the tree recursions; large batches are processed in
-chunks so that memory stays ``O(chunk x num_nodes)``.
+(about ``max_depth`` steps) for the tree recursions; large batches are processed
+in chunks of a few MB each (the expected-hF pass holds up to ``max_depth``
+values per node and sample on deep, thin trees, and takes chunks that many
+times smaller).
 
 Rules (``decode(probs, taxonomy, rule=...)``):
 
@@ -34,7 +36,7 @@ import functools
 import math
 import reprlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -117,16 +119,24 @@ class _Plan:
                 for d, (a, b) in enumerate(self.bounds)
                 if d > 0
             ]
+        # the expected-hF pass's top-down form changes at this level (see _expected_hf_chunk): above it, D
+        # channels per node; from it on, D - depth + 1 channels, as many multiply-adds per level. Trees up to
+        # 8 deep use the second form throughout
+        top = self.max_depth
+        self.hf_switch = next((lv for lv in range(1, top + 1) if (top - lv + 1) ** 2 <= max(2 * top, 64)), max(1, top))
         # values per sample the expected-hF pass holds at once, in units of num_nodes (its chunk width): level d
-        # keeps max_depth - d + 2 channels (the deepest one), plus the output; grows with depth on deep trees.
-        # Its chunks keep at least _HF_MIN_ROWS samples: the pass loops over the levels in Python, so a chunk
-        # of one sample on a tree 1,000 deep would cost 1,000 iterations per sample
-        held = sum(
-            (1 if d == self.max_depth else self.max_depth - d + 2) * (b - a)
-            for d, (a, b) in enumerate(self.bounds)
-            if d > 0
+        # keeps max_depth - d + 2 channels (the deepest one), plus the output, plus the widest step of the
+        # top-down pass; grows with depth on deep trees. Its chunks keep at least _HF_MIN_ROWS samples: the
+        # pass loops over the levels in Python, so a chunk of one sample on a tree 1,000 deep would cost
+        # 1,000 iterations per sample
+        sizes = [b - a for a, b in self.bounds]
+        held = sum((1 if d == top else top - d + 2) * sizes[d] for d in range(1, top + 1))
+        step = max(
+            [3 * top * sizes[d] for d in range(1, min(self.hf_switch, top + 1))]
+            + [2 * (top - d + 1) * sizes[d] + (top - d + 1) * sizes[d - 1] for d in range(self.hf_switch, top + 1)]
+            + [0]
         )
-        self.hf_width = max(2, -(-(held + self.num_nodes) // max(1, self.num_nodes)))
+        self.hf_width = max(2, -(-(held + step + self.num_nodes) // max(1, self.num_nodes)))
 
 
 def _step_widths(taxonomy: Taxonomy) -> list[int]:
@@ -198,6 +208,8 @@ def _as_probs(
                 f"probs: expected float node marginals, got a numpy array of dtype {arr.dtype}. "
                 "Marginals are probabilities: pass head.marginals(logits), or cast with .astype(np.float32)."
             )
+        if arr.dtype.itemsize > 8:  # longdouble: torch has no such dtype; float64 holds any probability
+            arr = arr.astype(np.float64)
         if not arr.dtype.isnative:  # e.g. '>f8' from a big-endian file: torch takes native byte order only
             arr = arr.astype(arr.dtype.newbyteorder("="))
         if not arr.flags.writeable:  # read-only (np.frombuffer, a memory map): copied, nothing here writes to it
@@ -266,7 +278,7 @@ def _check_marginals(chunk: torch.Tensor, slack: float = _PROB_SLACK) -> None:
         )
 
 
-_HF_MIN_ROWS = 64
+_HF_MIN_ROWS = 8
 
 
 def _chunks(batch: int, num_nodes: int, width: int = 1, min_rows: int = 1) -> list[slice]:
@@ -405,7 +417,20 @@ def _resolve_cost(
     if isinstance(cost, torch.Tensor):  # through float64 in torch: numpy has no bfloat16
         values = cost.detach().to("cpu", torch.float64)
     else:
-        values = torch.as_tensor(np.array(cost, dtype=np.float64))  # a copy: a read-only array is fine
+        if isinstance(cost, Mapping):
+            raise ValueError(
+                f"cost: expected 'auto', 'height', 'path' or a per-node array of shape ({taxonomy.num_nodes},) in "
+                "the taxonomy's node order, got a mapping; for costs by node name give "
+                "[costs[name] for name in taxonomy.nodes]."
+            )
+        try:
+            values = torch.as_tensor(np.array(cost, dtype=np.float64))  # a copy: a read-only array is fine
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"cost: expected 'auto', 'height', 'path' or a per-node array of numbers of shape "
+                f"({taxonomy.num_nodes},), got {type(cost).__name__} that is not one ({err}); e.g. "
+                "taxonomy.height_index, or [costs[name] for name in taxonomy.nodes]."
+            ) from None
     if values.shape != (taxonomy.num_nodes,):
         raise ValueError(
             f"cost: expected finite per-node costs of shape ({taxonomy.num_nodes},) (cost[lca(leaf, truth)]), "
@@ -536,48 +561,64 @@ def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax:
             stack[1:].zero_().index_add_(1, up, stacks[level + 1])
         torch.sub(stack[0], stack[1], out=stack[1]).clamp_min_(0.0)
         stacks[level] = stack
-    # top-down: H_k(n) = sum_{a in path(n)} G_k(a) for predicted depths k >= depth(n); E(n) = H_depth(n)(n)
+    # top-down, in two forms. Upper levels: S(n, d) = sum_{a in path(n), a != root} M(a, d) for truth depths
+    # d = 1..D (one channel each), and E(n) = sum_d w(depth(n), d) S(n, d) with w(k, d) = (1 + b2) / (b2 d + k):
+    # D channels per node, a few tensor operations per level. Lower levels (from plan.hf_switch, where the
+    # levels below are few): H_k(n) = sum_{a in path(n)} sum_{d >= depth(a)} w(k, d) M(a, d) for the predicted
+    # depths k >= depth(n), and E(n) = H_depth(n)(n): D - depth + 1 channels, filled with one multiply-add per
+    # channel. On a deep chain the first form keeps the Python work linear in the depth (the second alone
+    # made it quadratic); on a wide tree the second keeps the many deep nodes at few channels.
+    # The weighted sums are multiply-adds, not matmuls: a float32 matmul follows the global precision setting
+    # (TF32 on CUDA once a training script turns it on, bf16 on CPU under set_float32_matmul_precision("medium")),
+    # which would change decisions the docs call exact.
     out = None if argmax else torch.zeros(plan.num_nodes, batch, **kw)
     best_value = torch.zeros(batch, **kw)  # the root scores 0
     best_node = torch.zeros(batch, dtype=torch.long, device=probs.device)
-    above: torch.Tensor | None = None
+    ds = torch.arange(1, depth_max + 1, dtype=torch.float64, device=probs.device)
+
+    def weights_for(ks: torch.Tensor, dd: torch.Tensor) -> torch.Tensor:
+        """w(k, d) as a [k, d] table in float64, divided through by b2 when b2 > 1 so that a large beta
+        neither overflows (inf / inf) nor loses the weights."""
+        if b2 > 1.0:
+            return (1.0 / b2 + 1.0) / (dd[None, :] + ks[:, None] / b2)
+        return (1.0 + b2) / (b2 * dd[None, :] + ks[:, None])
+
+    s_above: torch.Tensor | None = None  # the first form's S of the level above, (D, n_above, b)
+    h_above: torch.Tensor | None = None  # the second form's H of the level above, (D - depth + 2, n_above, b)
     for level in range(1, depth_max + 1):
         a, b = bounds[level]
-        if level == depth_max:  # one channel: E = H_above + (1 + b2) / ((1 + b2) D) q
-            q = stacks[level][0]
-            scale = 1.0 / level
-            if above is None:
-                h = (q * scale)[None]
-            else:
-                h = above[1].index_select(0, plan.local_parent[level]).add_(q, alpha=scale)[None]
+        up = plan.local_parent[level]
+        if level < plan.hf_switch:
+            weights = weights_for(ds.new_tensor([float(level)]), ds)[0].to(probs.dtype)
+            s_here = torch.zeros(depth_max, b - a, batch, **kw) if s_above is None else s_above.index_select(1, up)
+            s_here[level - 1 :] += stacks[level][1:]  # M(n, d) for d = level .. D
+            e = (s_here * weights[:, None, None]).sum(0)
+            s_above = s_here
         else:
-            masses = stacks[level][1:]
-            width = masses.shape[0]
-            ks = torch.arange(level, depth_max + 1, dtype=torch.float64, device=probs.device)
-            # [predicted depth k, truth depth d]: (1 + b2) / (b2 k + d), in float64 and divided through by b2
-            # when b2 > 1, so that a large beta neither overflows (inf / inf) nor loses the weights
-            if b2 > 1.0:
-                weights = (1.0 / b2 + 1.0) / (ks[None, :] + ks[:, None] / b2)
-            else:
-                weights = (1.0 + b2) / (b2 * ks[None, :] + ks[:, None])
-            weights = weights.to(probs.dtype)[:, :, None, None]
-            # h[k] = sum_d weights[k, d] masses[d], as width multiply-adds rather than a matmul: a
-            # float32 matmul follows the global precision setting (TF32 on CUDA once a training script
-            # turns it on, bf16 on CPU under set_float32_matmul_precision("medium")), which would change
-            # decisions the docs call exact; width is at most the depth, so the extra passes are few
+            ks = ds[level - 1 :]
+            weights = weights_for(ks, ks).to(probs.dtype)[:, :, None, None]
+            masses = stacks[level][1:] if level < depth_max else stacks[level]  # M(n, d) for d = level .. D
             h = masses[0] * weights[:, 0]
-            for d in range(1, width):
+            for d in range(1, masses.shape[0]):
                 h.addcmul_(masses[d], weights[:, d])
-            if above is not None:
-                h += above[1:].index_select(1, plan.local_parent[level])
+            if h_above is not None:
+                h += h_above[1:].index_select(1, up)
+            elif s_above is not None:  # the switch: H_k of the level above from its S, for k = level .. D
+                w_all = weights_for(ks, ds).to(probs.dtype)[:, :, None, None]
+                from_s = s_above[0] * w_all[:, 0]
+                for d in range(1, depth_max):
+                    from_s.addcmul_(s_above[d], w_all[:, d])
+                h += from_s.index_select(1, up)
+                s_above = None
+            e = h[0]
+            h_above = h
         if argmax:
-            value, where = h[0].max(dim=0)
+            value, where = e.max(dim=0)
             better = value > best_value  # strict: earlier (smaller) indices win ties
             best_value = torch.where(better, value, best_value)
             best_node = torch.where(better, where + a, best_node)
         else:
-            out[a:b] = h[0]
-        above = h
+            out[a:b] = e
     return best_node if argmax else out
 
 
@@ -598,9 +639,10 @@ def expected_hierarchical_fbeta(
     ``E[hF(n)] = (1 + beta^2) sum_{a in path(n), a != root} sum_d M(a, d) / (beta^2 d + depth(n))``
 
     where ``M(a, d)`` is the mass of truths of depth ``d`` below ``a``:
-    per-depth subtree sums, bottom-up, then per-predicted-depth path sums,
-    top-down. ``O(B x num_nodes x D)`` time for depth ``D`` (much less on wide
-    trees), no node x node matrix. Predicting the root scores 0.
+    per-depth subtree sums, bottom-up, then path sums, top-down.
+    ``O(B x num_nodes x D)`` time for depth ``D`` (much less on wide trees)
+    in about ``D`` vectorised steps, no node x node matrix. Predicting the
+    root scores 0.
 
     Args:
         probs: node marginals ``(B, num_nodes)``, torch or numpy.
@@ -815,11 +857,19 @@ def top_k_leaves(probs: Any, taxonomy: Taxonomy, k: int, *, validate_args: bool 
     k = _scalar(k)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= taxonomy.num_leaves:
         raise ValueError(f"k: expected an int in [1, {taxonomy.num_leaves}] (the number of leaves), got {k!r}.")
-    tensor, as_numpy, _ = _as_probs(probs, taxonomy, validate=validate_args)
+    tensor, as_numpy, slack = _as_probs(probs, taxonomy, validate=False)
     if tensor.shape[0] == 0:
         return _out(torch.empty(0, int(k), dtype=torch.int64, device=tensor.device), as_numpy)
     plan = _plan(taxonomy, str(tensor.device))
-    return _out(plan.leaf_index[_top_k_columns(_leaf_block(tensor, plan), int(k))], as_numpy)
+    # in chunks: _top_k_columns makes a few temporaries of the leaf block's size (masks, integer keys)
+    cols = _per_chunk(
+        tensor,
+        lambda x: _top_k_columns(_leaf_block(x, plan), int(k)),
+        width=3,
+        validate=validate_args,
+        slack=slack,
+    )
+    return _out(plan.leaf_index[cols], as_numpy)
 
 
 def _top_k_columns(block: torch.Tensor, k: int) -> torch.Tensor:

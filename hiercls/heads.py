@@ -195,10 +195,16 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         if features.dtype != weight.dtype and not (
             features.dtype in castable and weight.dtype in castable and _autocast_on(features.device)
         ):
+            # autocast mixes the half types and float32 only: suggested only where it would help
+            autocast = (
+                ", or run under torch.autocast"
+                if features.dtype in castable and weight.dtype in castable and not _autocast_on(features.device)
+                else ""
+            )
             raise TypeError(
                 f"features: expected {weight.dtype} (the head's weights), got {features.dtype}. Convert the "
                 f"features (features.to({weight.dtype!s}); arrays from numpy are float64) or the head "
-                f"(head.to({features.dtype!s})), or run under torch.autocast."
+                f"(head.to({features.dtype!s})){autocast}."
             )
         return self.linear(features)
 

@@ -82,6 +82,69 @@ def test_expected_hf_matches_exhaustive_sum(tax: Taxonomy, seed: int, beta: floa
     np.testing.assert_allclose(got32.numpy(), want, atol=2e-6)
 
 
+@pytest.mark.skipif(not hasattr(np, "longdouble") or np.dtype(np.longdouble).itemsize <= 8, reason="no long double")
+def test_long_double_marginals_are_read_as_float64(paper_tax: Taxonomy) -> None:
+    """numpy longdouble passed the float check, then torch.from_numpy failed with its own TypeError."""
+    probs = _probs(paper_tax, 3, batch=4)
+    wide = probs.astype(np.longdouble)
+    for rule in RULES:
+        assert decode(wide, paper_tax, rule).tolist() == decode(probs, paper_tax, rule).tolist()
+    np.testing.assert_array_equal(top_k_leaves(wide, paper_tax, 2), top_k_leaves(probs, paper_tax, 2))
+    np.testing.assert_array_equal(expected_lca_cost(wide, paper_tax), expected_lca_cost(probs, paper_tax))
+
+
+def test_top_k_leaves_works_in_chunks_and_checks_each(monkeypatch: pytest.MonkeyPatch, paper_tax: Taxonomy) -> None:
+    """top_k_leaves took the whole batch at once (temporaries 1.3x the marginals: 246 MB for 5,000 x 10,111);
+    it now goes chunk by chunk like the decoders, with the same result and each chunk validated."""
+    import hiercls.decoding as D
+
+    probs = torch.as_tensor(_probs(paper_tax, 5, batch=40))
+    whole = top_k_leaves(probs, paper_tax, 3)
+    monkeypatch.setattr(D, "_CHUNK_ELEMENTS", 3 * 3 * paper_tax.num_nodes)  # 3 samples a chunk
+    seen = []
+    real = D._top_k_columns
+    monkeypatch.setattr(D, "_top_k_columns", lambda block, k: seen.append(len(block)) or real(block, k))
+    assert torch.equal(top_k_leaves(probs, paper_tax, 3), whole)
+    assert len(seen) == 14 and max(seen) == 3
+    bad = probs.clone()
+    bad[37, 0] = 0.5  # in the last chunk
+    with pytest.raises(ValueError, match="root column"):
+        top_k_leaves(bad, paper_tax, 3)
+
+
+@st.composite
+def deep_trees(draw: st.DrawFn) -> Taxonomy:
+    """A spine 9 to 40 deep with random side branches: deep enough that the expected-hF pass starts in its
+    first top-down form (one channel per truth depth) and switches to the second part-way down."""
+    depth = draw(st.integers(9, 40))
+    edges = [(f"s{i}", f"s{i + 1}") for i in range(depth)]
+    for i in range(depth):
+        for j in range(draw(st.integers(0, 2))):
+            edges.append((f"s{i}", f"b{i}_{j}"))
+            if draw(st.booleans()):
+                edges.append((f"b{i}_{j}", f"c{i}_{j}"))
+    return Taxonomy.from_edges(edges)
+
+
+@settings(examples(15), deadline=None)
+@given(tax=deep_trees(), seed=seeds, beta=st.sampled_from([0.5, 1.0, 3.0, 1e20]))
+def test_expected_hf_on_deep_trees_matches_exhaustive_sum(tax: Taxonomy, seed: int, beta: float) -> None:
+    """On a caterpillar 1,000 deep, hf_optimal took 8 s for one sample: the top-down pass did depth^2 / 2
+    multiply-adds, one Python call each. Deep trees now take another path through the upper levels; it
+    must give the same values (both forms and the switch between them, in float64 and float32)."""
+    from hiercls.decoding import _plan
+
+    plan = _plan(tax, "cpu")
+    assert 1 < plan.hf_switch <= tax.max_depth
+    probs = _probs(tax, seed, batch=4)
+    want = np.stack([oracle.expected_hf(row, tax, beta) for row in probs])
+    np.testing.assert_allclose(expected_hierarchical_fbeta(probs, tax, beta=beta), want, atol=1e-9)
+    chosen = decode(probs, tax, "hf_optimal", beta=beta)
+    np.testing.assert_allclose(want[np.arange(len(probs)), chosen], want.max(axis=1), atol=1e-9)
+    got32 = expected_hierarchical_fbeta(torch.as_tensor(probs, dtype=torch.float32), tax, beta=beta)
+    np.testing.assert_allclose(got32.numpy(), want, atol=2e-6)
+
+
 @settings(examples(25))
 @given(tax=trees(max_nodes=14), seed=seeds, levels=st.integers(1, 3))
 def test_top_k_leaves_breaks_ties_by_the_smaller_index(tax: Taxonomy, seed: int, levels: int) -> None:
@@ -118,7 +181,7 @@ def test_hf_chunks_count_the_depth_of_deep_trees() -> None:
     )
     plan = _plan(tax, "cpu")
     assert plan.hf_width >= depth // 2
-    batch = 4 * _HF_MIN_ROWS + 5
+    batch = 200
     parts = _chunks(batch, tax.num_nodes, plan.hf_width, _HF_MIN_ROWS)
     assert len(parts) >= 2 and all(p.stop - p.start >= min(_HF_MIN_ROWS, batch - p.start) for p in parts)
     probs = torch.as_tensor(_probs(tax, 0, batch=batch))
@@ -385,6 +448,11 @@ def test_errors_name_the_argument() -> None:
         decode(good, tax, "crm", cost="manhattan")
     with pytest.raises(ValueError, match=r"cost: expected finite per-node costs of shape \(5,\)"):
         decode(good, tax, "crm", cost=[1.0, 2.0])
+    # what was a bare numpy or float() message, naming neither cost nor the fix
+    with pytest.raises(ValueError, match=r"cost: .* array of numbers .* got list .*'x'.*taxonomy.height_index"):
+        decode(good, tax, "crm", cost=[0, 1, 2, "x", 0])
+    with pytest.raises(ValueError, match=r"cost: .* got a mapping; .*\[costs\[name\] for name in taxonomy.nodes\]"):
+        decode(good, tax, "crm", cost=dict(zip(tax.nodes, tax.height_index.tolist())))
     with pytest.raises(ValueError, match="beta: expected a positive finite number"):
         decode(good, tax, "hf_optimal", beta=0)
     with pytest.raises(ValueError, match=r"k: expected an int in \[1, 3\]"):

@@ -369,8 +369,11 @@ def test_features_of_the_wrong_kind_are_named(paper_tax) -> None:
     assert head(torch.zeros(2, 4)).dtype == torch.float32
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert head(torch.zeros(2, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
-        with pytest.raises(TypeError, match="got torch.float64"):  # autocast leaves float64 alone
+        with pytest.raises(TypeError, match="got torch.float64") as err:  # autocast leaves float64 alone
             head(torch.zeros(2, 4, dtype=torch.float64))
+        assert "autocast" not in str(err.value)  # it advised autocast, already on and no help for float64
+    with pytest.raises(TypeError, match=r"got torch.bfloat16.*, or run under torch.autocast\.$"):
+        head(torch.zeros(2, 4, dtype=torch.bfloat16))
     assert head.double()(torch.zeros(2, 4, dtype=torch.float64)).dtype == torch.float64
 
 
