@@ -725,6 +725,28 @@ def test_predict_warns_of_another_size_than_the_training_size(run_dir: Path, tmp
     assert "--img-size 48: the checkpoint was trained on 32 px images" in caplog.text
 
 
+def test_explain_names_the_images_it_leaves_out_at_the_root(
+    run_dir: Path, tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images predicted the root were left out of explain.csv without a word when others had maps (the
+    README says explain says so)."""
+    from examples.leukemia import explain
+
+    images = [str(p) for p in sorted((run_dir / "SYNTHETIC_images").rglob("*.jpg"))[:3]]
+    real = explain.explain
+
+    def first_at_root(*args, **kwargs):  # as the threshold rule gives when the first image is unsure
+        pred, maps = real(*args, **kwargs)
+        pred[0] = 0
+        return pred, [[], *maps[1:]]
+
+    monkeypatch.setattr(explain, "explain", first_at_root)
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.explain"):
+        rows = explain.main([str(run_dir), *images, "--out", str(tmp_path / "a")])
+    assert {r["image"] for r in rows} == set(images[1:])
+    assert "1 of the 3 image(s) are predicted the taxonomy's root" in caplog.text and images[0] in caplog.text
+
+
 def test_explain_says_why_it_draws_nothing_and_keeps_its_figure_to_a_size(
     run_dir: Path, tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
 ) -> None:

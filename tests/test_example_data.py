@@ -791,6 +791,35 @@ def test_a_root_holding_pbc_and_all_is_refused_and_images_outside_the_base_are_n
     assert len(samples) == 7 and not any("outside" in m for m in report.messages())
 
 
+def test_a_misspelt_class_folder_holding_patient_folders_is_the_one_named(tmp_path: Path) -> None:
+    """A misspelt folder with patient folders inside: the messages named the patient folders (the file's own
+    folder), with no 'did you mean', and the note ended 'if it only groups images (a patient...), ignore
+    this', so a user would ignore images trained at the inner node instead of their leaf."""
+    d = tmp_path / "d"
+    _jpeg(d / "Normal" / "a.jpg")
+    for patient in ("patient0", "patient1"):
+        _jpeg(d / "Leukemia" / "Chronic" / "CMLL" / patient / f"{patient}.jpg")
+        _jpeg(d / "Leukemia" / "Acute" / "ALL" / "slides" / patient / f"all-{patient}.jpg")  # grouping: fine
+    samples, report = scan(d, "paper", warn=False)
+    (msg,) = [m for m in report.messages() if "not taxonomy nodes" in m]
+    assert "folders: 'CMLL' (did you mean 'CML'?)" in msg and "'patient0'" not in msg and "all-patient" not in msg
+    assert sorted(s.label for s in samples) == ["ALL", "ALL", "Chronic", "Chronic", "Normal"]  # as documented
+    # at the top: the class folder to rename, not its patient folders
+    e = tmp_path / "e"
+    _jpeg(e / "Normal" / "a.jpg")
+    for patient in ("patient0", "patient1"):
+        _jpeg(e / "Leukaemia" / patient / f"{patient}.jpg")
+    with pytest.raises(UnknownNodeError, match=r"'Leukaemia' \(2 file\(s\), e\.g\. .*, closest node 'Leukemia'\)"):
+        scan(e, "paper")
+    # no folder near a node name: the first folder below the node, as a user would rename it
+    f = tmp_path / "f"
+    _jpeg(f / "Normal" / "a.jpg")
+    _jpeg(f / "Leukemia" / "Chronic" / "zzz" / "patient0" / "b.jpg")
+    _, report = scan(f, "paper", warn=False)
+    (msg,) = [m for m in report.messages() if "not taxonomy nodes" in m]
+    assert "folders: 'zzz'" in msg
+
+
 def test_the_closest_node_hint_ignores_case(tmp_path: Path) -> None:
     _jpeg(tmp_path / "d" / "Normal" / "a.jpg")
     _jpeg(tmp_path / "d" / "all" / "b.jpg")

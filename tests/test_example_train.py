@@ -1347,6 +1347,29 @@ def test_a_pack_made_again_at_the_same_path_is_not_pooled_and_its_grouping_is_re
     assert json.loads((tmp_path / "run1" / "last.json").read_text())["epoch"] == 1  # both epochs trained
 
 
+def test_resume_reads_the_taxonomy_by_content_not_by_path(tmp_path: Path) -> None:
+    """--resume compared the taxonomy's path: a copy of the file elsewhere was refused as 'other data', and a
+    missing file too (both paths named the same absent file), instead of 'not found'."""
+    data = _folder_with_copies(tmp_path / "d")
+    first = tmp_path / "a" / "tree.json"
+    first.parent.mkdir()
+    shutil.copy(Path(T.__file__).parent / "taxonomies" / "paper.json", first)
+    common = ["--data", str(data), "--backbone", "test_convnext", "--epochs", "2", *FAST]
+    out = str(tmp_path / "run")
+    T.main([*common, "--taxonomy", str(first), "--stop-after", "1", "--output", out])
+    moved = tmp_path / "b" / "moved.json"
+    moved.parent.mkdir()
+    first.rename(moved)
+    with pytest.raises(FileNotFoundError, match="tree.json"):
+        T.run(T.parse_args([*common, "--taxonomy", str(first), "--resume", "--output", out]))
+    T.main([*common, "--taxonomy", str(moved), "--resume", "--output", out])
+    assert json.loads((tmp_path / "run" / "last.json").read_text())["epoch"] == 1
+    other = tmp_path / "b" / "other.json"
+    other.write_text(json.dumps({"tree": {"root": {"Normal": None, "ALL": None, "CLL": None}}}))
+    with pytest.raises(ValueError, match="other data"):
+        T.run(T.parse_args([*common, "--taxonomy", str(other), "--resume", "--output", out]))
+
+
 def test_a_tool_format_pack_refuses_group_duplicates_and_its_warning_names_the_peer_split(
     tmp_path: Path, caplog
 ) -> None:

@@ -749,8 +749,21 @@ def _label_folder(
             lineage[a] = frozenset(tax.ancestors(a, include_self=True) + tax.descendants(a))
         return b in lineage[a]
 
+    near: dict[str, bool] = {}  # folder name -> whether it is close to a node name (a likely misspelling)
+
+    def named(folders: Sequence[str]) -> str:
+        """The folder to name for a path's folders that are not nodes: the first that looks like a misspelt
+        node (``nuet`` above ``patient0/``), else the first (the class folder a user would rename)."""
+        for f in folders:
+            if f not in near:
+                near[f] = bool(_closest(f, tax.nodes, n=1))
+            if near[f]:
+                return f
+        return folders[0]
+
     contradicting: list[str] = []
     pairs: dict[tuple[str, str], int] = {}
+    below_folder: dict[str, str] = {}
     for p in files:
         parts = p.relative_to(root).parts[:-1]
         on_path = [part for part in parts if part in tax]
@@ -765,13 +778,15 @@ def _label_folder(
             out.append((str(p), label, ""))
             if parts[-1] not in tax and not tax.is_leaf(label):  # a misspelt leaf folder, or a grouping folder
                 below_inner.append(str(p))
+                last = max(i for i, part in enumerate(parts) if part in tax)
+                below_folder[str(p)] = named(parts[last + 1 :])
         elif parts:
-            out.append((str(p), None, parts[-1]))  # unknown label: the file's own folder
+            out.append((str(p), None, named(parts)))  # unknown label: the folder to rename
         else:
             out.append((str(p), None, "?top"))
     notes = {}
     if below_inner:
-        folders = sorted({Path(p).parent.name for p in below_inner})
+        folders = sorted({below_folder[p] for p in below_inner}, key=lambda f: (not near.get(f, False), f))
         close = {f: _closest(f, tax.nodes, n=1) for f in folders[:_FIRST]}
         hint = ", ".join(f"{f!r} (did you mean {m[0]!r}?)" if m else repr(f) for f, m in close.items())
         notes[f"{UNKNOWN_FOLDER_NOTE}; folders: {hint}{', ...' if len(folders) > _FIRST else ''}"] = below_inner

@@ -363,6 +363,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             else f"the {rule} rule predicted the root"
         )
         log.warning("every prediction is the taxonomy's root, which has no level to explain: no map is drawn (%s)", why)
+    elif not all(maps):
+        at_root = [p for p, m in zip(paths, maps) if not m]
+        log.warning(
+            "%d of the %d image(s) are predicted the taxonomy's root, which has no level to explain: they have no "
+            "map and no row in explain.csv (first: %s)%s",
+            len(at_root),
+            len(paths),
+            "; ".join(at_root[:3]),
+            f"; the threshold rule stops there when no first-level node reaches --threshold {threshold:g}"
+            if rule == "threshold"
+            else "",
+        )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

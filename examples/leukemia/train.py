@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run in --output (its checkpoints, logs, splits and TensorBoard events) with a new one",
+        help="replace the run in --output (its checkpoints, logs, splits, TensorBoard events and its eval/ folder, "
+        "with all it holds: scores of the old weights) with a new one",
     )
     g.add_argument(
         "--checkpoint-every",
@@ -591,6 +592,17 @@ _CHECKPOINT_FILE = re.compile(r"^(best|last)\.[0-9a-f]{12}(\.state)?\.safetensor
 def holds_run(folder: Path) -> bool:
     """Whether ``folder`` holds a run's checkpoint (``best.json`` or ``last.json``)."""
     return (folder / "best.json").is_file() or (folder / "last.json").is_file()
+
+
+def _taxonomy_fingerprint(spec: str) -> str:
+    """The fingerprint of ``--taxonomy`` (a bundled name or a JSON path).
+
+    Raises:
+        FileNotFoundError: a path that is not there, said as such (not as "other data" by ``--resume``).
+    """
+    from examples.leukemia.data import _resolve_taxonomy
+
+    return _resolve_taxonomy(spec)[0].fingerprint
 
 
 def data_identity(args: argparse.Namespace) -> dict[str, Any]:
@@ -1459,6 +1471,10 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
         _check_same_model(args, stored, output)
         now = data_identity(args)
         changed = {k: (stored[k], v) for k, v in now.items() if k in stored and stored[k] != v}
+        if "taxonomy" in changed:  # the same taxonomy from another path (a copy, a moved file) is the run's
+            sidecar = json.loads(last.read_text(encoding="utf-8"))
+            if args.taxonomy and _taxonomy_fingerprint(args.taxonomy) == sidecar.get("taxonomy_fingerprint"):
+                del changed["taxonomy"]
         if changed:
             shown = "; ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in changed.items())
             raise ValueError(
