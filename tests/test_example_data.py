@@ -820,6 +820,27 @@ def test_a_misspelt_class_folder_holding_patient_folders_is_the_one_named(tmp_pa
     assert "folders: 'zzz'" in msg
 
 
+def test_a_split_of_the_users_own_is_said_not_to_be_kept(tmp_path: Path) -> None:
+    """train/ and test/ folders of a user's own, or a CSV 'split' column, were re-split image by image
+    without a word: images of the user's test part were trained on."""
+    d = tmp_path / "d"
+    for part in ("train", "test"):
+        _jpeg(d / part / "Normal" / f"{part}-a.jpg")
+        _jpeg(d / part / "ALL" / f"{part}-b.jpg")
+    samples, report = scan(d, "paper", warn=False)
+    assert len(samples) == 4
+    (msg,) = [m for m in report.messages() if "which is not kept" in m]
+    assert msg.startswith("4 image(s): in folders named as a split of their own (test, train)")
+    assert "evaluate RUN --data TEST --external" in msg
+    rows = "path,label,split\ntrain/Normal/train-a.jpg,Normal,train\ntest/ALL/test-b.jpg,ALL,test\n"
+    (d / "labels.csv").write_text(rows)
+    _, report = scan(d / "labels.csv", "paper", warn=False)
+    (msg,) = [m for m in report.messages() if "which is not kept" in m]
+    assert msg.startswith("2 image(s): listed with a 'split' column in the CSV")
+    _, report = scan(d / "test", "paper", warn=False)  # one part on its own (evaluate --external): nothing to say
+    assert not any("which is not kept" in m for m in report.messages())
+
+
 def test_the_closest_node_hint_ignores_case(tmp_path: Path) -> None:
     _jpeg(tmp_path / "d" / "Normal" / "a.jpg")
     _jpeg(tmp_path / "d" / "all" / "b.jpg")

@@ -104,6 +104,15 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 #: the note under which :func:`scan` lists files it did not read because of their names
 IGNORED_NOTE = "ignored: file name does not end in an image extension"
+#: folder names and CSV columns that hold a split of the user's own, which scan does not keep
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test", "testing", "holdout"})
+SPLIT_COLUMNS = frozenset({"split", "subset", "partition", "fold", "set"})
+OWN_SPLIT_NOTE = (
+    "{where}, which is not kept: train draws its own stratified split, image by image (--split-seed), so an "
+    "image of your test part can be trained on, and images of one patient or slide can land on both sides. To "
+    "keep your split, train on your training part alone (--data on its folder or CSV) and score your test part "
+    "with python -m examples.leukemia.evaluate RUN --data TEST --external"
+)
 UNKNOWN_FOLDER_NOTE = "in a folder that is not a taxonomy node, below an inner node: labelled at that node"
 #: extensions of files that are plainly not images (documentation, tables, archives): ignored without a warning
 DOCUMENT_EXTENSIONS = frozenset(
@@ -785,6 +794,18 @@ def _label_folder(
         else:
             out.append((str(p), None, "?top"))
     notes = {}
+    own_split = [
+        p
+        for p in map(str, files)
+        if any(part.casefold() in SPLIT_NAMES for part in Path(p).relative_to(root).parts[:-1])
+    ]
+    if own_split:
+        names = sorted(
+            {part for p in own_split for part in Path(p).relative_to(root).parts[:-1] if part.casefold() in SPLIT_NAMES}
+        )
+        notes[
+            OWN_SPLIT_NOTE.format(where=f"in folders named as a split of their own ({', '.join(names[:_FIRST])})")
+        ] = own_split
     if below_inner:
         folders = sorted({below_folder[p] for p in below_inner}, key=lambda f: (not near.get(f, False), f))
         close = {f: _closest(f, tax.nodes, n=1) for f in folders[:_FIRST]}
@@ -878,7 +899,9 @@ def _label_all4(
     return out, base, empty, ignored, notes
 
 
-def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dict[str, list[str]]]:
+def _label_csv(
+    path: Path,
+) -> tuple[list[tuple[str, str | None, str]], Path, dict[str, list[str]], dict[str, list[str]]]:
     base = path.parent
     out: list[tuple[str, str | None, str]] = []
     skipped: dict[str, list[str]] = defaultdict(list)
@@ -922,7 +945,11 @@ def _label_csv(path: Path) -> tuple[list[tuple[str, str | None, str]], Path, dic
                 ].append(full)
             else:
                 out.append((full, label, ""))
-    return out, base, dict(skipped)
+    notes: dict[str, list[str]] = {}
+    named = [header[i].strip() for i, c in enumerate(cols) if c in SPLIT_COLUMNS]
+    if named and out:
+        notes[OWN_SPLIT_NOTE.format(where=f"listed with a {named[0]!r} column in the CSV")] = [p for p, _, _ in out]
+    return out, base, dict(skipped), notes
 
 
 def _drop_repeated(
@@ -1112,7 +1139,7 @@ def scan(
     elif resolved == "all4":
         entries, base, empty, ignored, notes = _label_all4(path)
     else:
-        entries, base, csv_skipped = _label_csv(path)
+        entries, base, csv_skipped, notes = _label_csv(path)
         for k, v in csv_skipped.items():
             skipped[k].extend(v)
     notes = dict(notes)
