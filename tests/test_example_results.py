@@ -192,7 +192,13 @@ def test_aggregate_pools_what_differs_only_by_seed(compared: Path, tmp_path: Pat
     other = _copy(
         first, tmp_path / "s1" / "results.json", 1, wall_seconds=1.0, device="cuda", command="x", title="seed 1"
     )
-    assert len(main([str(first), str(other)])["summary"]) == 2
+    pooled = main([str(first), str(other)])
+    assert len(pooled["summary"]) == 2
+    # the paper taxonomy has no PBC 8 classes: no column of dashes for them (compare and evaluate show none)
+    from examples.leukemia.aggregate import markdown
+
+    text = markdown(pooled)
+    assert "8-class acc" not in text and "fine-leaf acc" in text and "hier. F1" in text
     evaluated = _evaluate(str(compared / "runs" / "*" / "best.json"), "--out", str(tmp_path / "ev"))
     assert evaluated["rows"][0]["data"] == json.loads(first.read_text())["data"]
     again = _copy(tmp_path / "ev" / "results.json", tmp_path / "ev1" / "results.json", 1)

@@ -351,11 +351,13 @@ def strict_json(value: Any) -> Any:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The two tables: mean ± sd per run, and the paired differences."""
-    head = "| method | backbone | seeds | " + " | ".join(LABELS[m] for m in METRICS) + " |"
-    lines = [head, "|" + "---|" * (3 + len(METRICS))]
+    """The two tables: mean ± sd per run, and the paired differences (the metrics some run has: PBC's 8-class
+    accuracy only for the PBC taxonomy, as in compare's and evaluate's tables)."""
+    shown = [m for m in METRICS if any(m in e for e in result["summary"])]
+    head = "| method | backbone | seeds | " + " | ".join(LABELS[m] for m in shown) + " |"
+    lines = [head, "|" + "---|" * (3 + len(shown))]
     for e in result["summary"]:
-        cells = [_pm(e[m]["mean"], e[m]["sd"]) if m in e else "—" for m in METRICS]
+        cells = [_pm(e[m]["mean"], e[m]["sd"]) if m in e else "—" for m in shown]
         lines.append(f"| {e['method']} | {e['backbone']} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
     if result["paired"]:
         lines += [
@@ -363,12 +365,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"Paired by seed, method minus `{result['reference']}` (mean difference ± standard error; "
             "seeds where the method is better / seeds):",
             "",
-            "| method | backbone | " + " | ".join(LABELS[m] for m in METRICS) + " |",
-            "|" + "---|" * (2 + len(METRICS)),
+            "| method | backbone | " + " | ".join(LABELS[m] for m in shown) + " |",
+            "|" + "---|" * (2 + len(shown)),
         ]
         for e in result["paired"]:
             cells = []
-            for m in METRICS:
+            for m in shown:
                 if m not in e:
                     cells.append("—")
                     continue
