@@ -773,8 +773,13 @@ def _label_folder(
     contradicting: list[str] = []
     pairs: dict[tuple[str, str], int] = {}
     below_folder: dict[str, str] = {}
+    split_folders: dict[str, list[str]] = defaultdict(list)  # folders named train/test/...: their images
     for p in files:
         parts = p.relative_to(root).parts[:-1]
+        for part in parts:
+            if part.casefold() in SPLIT_NAMES:
+                split_folders[part].append(str(p))
+                break
         on_path = [part for part in parts if part in tax]
         # node folders on one path must lie on one line of the tree: Leukemia/Normal has no single label
         clash = next(((a, b) for i, a in enumerate(on_path) for b in on_path[i + 1 :] if not related(a, b)), None)
@@ -794,18 +799,11 @@ def _label_folder(
         else:
             out.append((str(p), None, "?top"))
     notes = {}
-    own_split = [
-        p
-        for p in map(str, files)
-        if any(part.casefold() in SPLIT_NAMES for part in Path(p).relative_to(root).parts[:-1])
-    ]
-    if own_split:
-        names = sorted(
-            {part for p in own_split for part in Path(p).relative_to(root).parts[:-1] if part.casefold() in SPLIT_NAMES}
+    if split_folders:
+        names = ", ".join(sorted(split_folders)[:_FIRST])
+        notes[OWN_SPLIT_NOTE.format(where=f"in folders named as a split of their own ({names})")] = sorted(
+            p for paths in split_folders.values() for p in paths
         )
-        notes[
-            OWN_SPLIT_NOTE.format(where=f"in folders named as a split of their own ({', '.join(names[:_FIRST])})")
-        ] = own_split
     if below_inner:
         folders = sorted({below_folder[p] for p in below_inner}, key=lambda f: (not near.get(f, False), f))
         close = {f: _closest(f, tax.nodes, n=1) for f in folders[:_FIRST]}
