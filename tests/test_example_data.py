@@ -1028,3 +1028,113 @@ def test_split_together_keeps_every_group_in_one_split(labels, groups, seed) -> 
                 assert len({where[p] for p in g + h if p in where}) <= 1
     if not any(len({p for p in g if p in where}) > 1 for g in together):
         assert parts == _reference_split(samples, seed)  # nothing to keep together: the plain split
+
+
+# ---------------------------------------------------------------- groups (patients, slides)
+def test_scan_finds_groups_in_folders_above_or_below_the_class_folders(tmp_path: Path) -> None:
+    """A patient's folder is a group wherever it lies on the path (above or below the node folders, under a
+    split folder of the user's), and images straight in a class folder are in none."""
+    root = tmp_path / "d"
+    for rel in ("Normal/p1/a.png", "ALL/p1/b.png", "p2/Normal/c.png", "train/p2/ALL/d.png", "ALL/e.png"):
+        _png(root / rel, "RGB")
+    _, report = scan(root, "paper", workers=1, warn=False)
+    assert report.group_source == "folders"
+    assert report.groups == {
+        "p1": [str(root / "ALL/p1/b.png"), str(root / "Normal/p1/a.png")],
+        "p2": [str(root / "p2/Normal/c.png"), str(root / "train/p2/ALL/d.png")],
+    }
+    assert "5 images" in report.summary() and "4 in 2 group(s) (folders)" in report.summary()
+    plain = tmp_path / "plain"
+    _png(plain / "Normal/a.png", "RGB")
+    assert scan(plain, "paper", workers=1, warn=False)[1].groups == {}
+
+
+def test_scan_reads_groups_below_pbc_and_all4_class_folders(tmp_path: Path) -> None:
+    pbc = tmp_path / "pbc" / PBC_DIB
+    for rel in ("neutrophil/p1/BNE_1.jpg", "neutrophil/SNE_2.jpg", "lymphocyte/p1/LY_3.jpg"):
+        _jpeg(pbc / rel)
+    for cls in D.PBC_CLASSES:
+        (pbc / cls).mkdir(exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # classes with no image
+        report = scan(tmp_path / "pbc", "pbc", layout="pbc", workers=1, warn=False)[1]
+    assert report.groups == {"p1": sorted(str(pbc / r) for r in ("neutrophil/p1/BNE_1.jpg", "lymphocyte/p1/LY_3.jpg"))}
+    all4 = tmp_path / "all4" / "Original"
+    for rel in ("Pro/s9/x.jpg", "Benign/s9/y.jpg", "Pre/z.jpg", "Early/s1/w.jpg"):
+        _jpeg(all4 / rel)
+    report = scan(tmp_path / "all4", "all4", layout="all4", workers=1, warn=False)[1]
+    assert sorted(report.groups) == ["s1", "s9"] and len(report.groups["s9"]) == 2
+
+
+def test_scan_reads_a_csv_group_column(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        _png(tmp_path / f"{name}.png", "RGB")
+    (tmp_path / "m.csv").write_text("path,label,Patient\na.png,Normal,P7\nb.png,ALL, P7 \nc.png,ALL,\n")
+    report = scan(tmp_path / "m.csv", "paper", workers=1, warn=False)[1]
+    assert report.group_source == "CSV column 'Patient'"
+    assert report.groups == {"P7": [str(tmp_path / "a.png"), str(tmp_path / "b.png")]}
+    (tmp_path / "n.csv").write_text("path,label,notes\na.png,Normal,x\n")
+    report = scan(tmp_path / "n.csv", "paper", workers=1, warn=False)[1]
+    assert report.groups == {} and report.group_source == ""
+
+
+def _grouped(labels: list[str], group_of: list[int | None]) -> tuple[list[Sample], D.ScanReport]:
+    samples = [Sample(f"/d/{lab}/{i:04d}.jpg", lab) for i, lab in enumerate(labels)]
+    groups: dict[str, list[str]] = {}
+    for s, g in zip(samples, group_of):
+        if g is not None:
+            groups.setdefault(f"g{g}", []).append(s.path)
+    return samples, D.ScanReport("/d", "folder", "/d", "t", groups=groups)
+
+
+@settings(examples(60), deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.one_of(st.none(), st.integers(0, 9))), max_size=60),
+    st.integers(0, 2**31),
+)
+def test_split_by_group_keeps_groups_whole_and_cuts_each_stratum_by_units(rows, seed) -> None:
+    """Oracle for the counts: a group is one unit in the stratum of its first image's label (by path), an
+    image in no group is a unit of its own, and each stratum is cut at round(0.7 n), round(0.8 n) units."""
+    labels, group_of = [r[0] for r in rows], [r[1] for r in rows]
+    samples, report = _grouped(labels, group_of)
+    try:
+        parts = D.split_images(samples, report, seed=seed, split_by_group=True)
+    except ValueError as err:  # refusals are said, and only when they hold
+        if not report.groups:
+            assert "no groups" in str(err)
+        else:
+            parts = split(samples, seed=seed, together=list(report.groups.values()))
+            assert "leave no image" in str(err) and (not parts["val"] or not parts["test"])
+        return
+    assert sorted(s.path for v in parts.values() for s in v) == sorted(s.path for s in samples)
+    assert D.groups_across_splits(parts, report.groups) == 0
+    assert D.split_images(list(reversed(samples)), report, seed=seed, split_by_group=True) == parts
+    where = {s.path: k for k, v in parts.items() for s in v}
+    units: dict[str, list[str]] = {}  # stratum -> unit leaders
+    seen: set[str] = set()
+    for s in samples:
+        g = group_of[samples.index(s)]
+        if g is None:
+            units.setdefault(s.label, []).append(s.path)
+        elif g not in seen:
+            seen.add(g)
+            first = min(report.groups[f"g{g}"])
+            units.setdefault(first[3 : first.index("/", 3)], []).append(first)
+    for stratum, leaders in units.items():
+        n = len(leaders)
+        got = [sum(where[p] == k for p in leaders) for k in D.SPLITS]
+        assert got == [round(0.7 * n), round(0.8 * n) - round(0.7 * n), n - round(0.8 * n)], stratum
+    # without the flag, the split is image by image: the plain split
+    assert D.split_images(samples, report, seed=seed) == split(samples, seed=seed)
+
+
+def test_split_by_group_refusals_name_the_flag_and_the_fix() -> None:
+    samples, report = _grouped(["a"] * 6, [None] * 6)
+    with pytest.raises(ValueError, match=r"--split-by-group: no groups in /d.*patient07.*drop the flag"):
+        D.split_images(samples, report, split_by_group=True, flag="--split-by-group")
+    samples, report = _grouped(["a"] * 6, [0, 0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"split_by_group: the 2 group\(s\) of /d leave no image for the test split"):
+        D.split_images(samples, report, split_by_group=True)
+    # with no validation share asked for, an empty val is what was asked
+    parts = D.split_images(samples, report, fractions=(0.5, 0.0, 0.5), split_by_group=True)
+    assert [len(parts[k]) for k in D.SPLITS] == [3, 0, 3]

@@ -128,6 +128,7 @@ def _copy(results: Path, dest: Path, seed: int, **changes: Any) -> Path:
         ({"split_id": "0123456789abcdef"}, "split_id: "),
         ({"split_seed": 7}, "split_seed: "),
         ({"group_duplicates": True}, "group_duplicates: False in "),
+        ({"split_by_group": True}, "split_by_group: False in "),
         ({"image_size": 64}, "image_size: 32 in "),
         ({"crop": 0.7}, "crop: 1.0 in "),
         ({"epochs": 30}, "epochs: 1 in "),
@@ -169,6 +170,15 @@ def test_aggregate_reads_a_split_recorded_without_its_grouping_as_ungrouped(comp
     with pytest.raises(SystemExit):
         main([str(older), str(grouped)])
     assert "group_duplicates of flat:test_resnet: False in " in capsys.readouterr().err
+    # the same for a split recorded before it said whether it kept each patient's images together
+    del old["split_by_group"]
+    older.write_text(json.dumps(old))
+    by_group = _copy(first, tmp_path / "b" / "results.json", 1, split_by_group=True)
+    assert len(main([str(older), str(plain)])["summary"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([str(older), str(by_group)])
+    assert "split_by_group of flat:test_resnet: False in " in capsys.readouterr().err
 
 
 def test_aggregate_pools_the_same_data_named_from_another_folder(compared: Path, tmp_path: Path) -> None:

@@ -1451,3 +1451,74 @@ def test_group_duplicates_keeps_copies_in_one_split_and_is_part_of_the_run(tmp_p
         data, tmp_path / "g.npz", taxonomy="paper", size=20, seed=seed, workers=1, progress=False, group_duplicates=True
     )
     assert summary["copies_in_train"] == {"val": 0, "test": 0}
+
+
+def _folder_of_patients(root: Path, patients: int = 10) -> Path:
+    """Images of two classes of the paper taxonomy, in one folder per patient below each class folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for cls in ("Normal", "ALL"):
+        for p in range(patients):
+            (root / cls / f"patient{p:02d}").mkdir(parents=True)
+            for k in range(2):
+                image = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+                Image.fromarray(image).save(root / cls / f"patient{p:02d}" / f"{k}.png")
+    return root
+
+
+def test_split_by_group_keeps_each_patient_in_one_split_through_train_evaluate_and_pack(tmp_path: Path, caplog) -> None:
+    """Without the flag a warning counts the patients split across; with it no patient is in two splits,
+    the run records it, resuming without it is refused by name, evaluate scores the same test images from
+    the data folder, and a pack records its grouping (a pack made image by image refuses the flag)."""
+    data = _folder_of_patients(tmp_path / "d")
+    common = ["--data", str(data), "--taxonomy", "paper", "--backbone", "test_convnext", "--epochs", "1", *FAST]
+    with caplog.at_level(logging.WARNING):
+        T.main([*common, "--output", str(tmp_path / "plain")])
+    (said,) = [r.getMessage() for r in caplog.records if "groups" in r.getMessage()]
+    assert "of the 10 groups (folders" in said and "--split-by-group" in said
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        T.main([*common, "--split-by-group", "--output", str(tmp_path / "grouped")])
+    assert not any("more than one split" in r.getMessage() for r in caplog.records)
+    assert any("split by group (folders), each of 10 group(s) in one split" in r.getMessage() for r in caplog.records)
+    rows = [line.split(",") for line in (tmp_path / "grouped" / "splits.csv").read_text().splitlines()[1:]]
+    split_of: dict[str, set[str]] = defaultdict(set)
+    for name, path, _ in rows:
+        split_of[Path(path).parent.name].add(name)
+    assert len(split_of) == 10 and all(len(v) == 1 for v in split_of.values())
+    assert {n for v in split_of.values() for n in v} == {"train", "val", "test"}
+    config = json.loads((tmp_path / "grouped" / "config.json").read_text())
+    assert config["split_by_group"] is True
+    with pytest.raises(ValueError, match=r"--resume: .*other data \(split_by_group: True in the run, False now\)"):
+        T.run(T.parse_args([*common, "--resume", "--output", str(tmp_path / "grouped")]))
+    # evaluate from the data folder (the manifest aside) splits by group again: the same test images
+    from examples.leukemia.evaluate import main as evaluate
+
+    (first,) = evaluate([str(tmp_path / "grouped"), "--no-figures", "--out", str(tmp_path / "e1")])["rows"]
+    (tmp_path / "grouped" / "splits.csv").rename(tmp_path / "splits.csv")
+    (row,) = evaluate([str(tmp_path / "grouped"), "--data", str(data), "--no-figures", "--out", str(tmp_path / "e")])[
+        "rows"
+    ]
+    assert row["split_by_group"] is True and first["split_by_group"] is True
+    assert row["scored_id"] == first["scored_id"] and row["metrics"]["n"] == sum(r[0] == "test" for r in rows)
+    # a pack records its grouping; a pack split image by image refuses the flag
+    from examples.leukemia.pack import main as pack_main
+    from examples.leukemia.pack import read_pack_meta
+
+    pack_main(["--data", str(data), "--taxonomy", "paper", "--size", "20", "--workers", "1", "--no-progress",
+               "--out", str(tmp_path / "g.npz"), "--split-by-group"])  # fmt: skip
+    assert read_pack_meta(tmp_path / "g.npz")["split_by_group"] is True
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        pack_main(["--data", str(data), "--taxonomy", "paper", "--size", "20", "--workers", "1", "--no-progress",
+                   "--out", str(tmp_path / "p.npz")])  # fmt: skip
+    assert any("have images in more than one split of" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match=r"--split-by-group: the pack .* made image by image"):
+        T.run(T.parse_args(["--pack", str(tmp_path / "p.npz"), "--split-by-group", "--output", str(tmp_path / "x"),
+                            *FAST]))  # fmt: skip
+    from examples.leukemia.pack import pack
+
+    with pytest.raises(ValueError, match=r"split_by_group: a --tool-format pack holds no split"):
+        pack(data, tmp_path / "t.npz", taxonomy="paper", tool_format=True, split_by_group=True)

@@ -56,6 +56,7 @@ FILE_FIELDS = (
     "split_seed",
     "split_id",
     "group_duplicates",
+    "split_by_group",
     "split_sizes",
     "synthetic",
     "image_size",
@@ -71,6 +72,7 @@ ROW_FIELDS = (
     "split",
     "split_seed",
     "group_duplicates",
+    "split_by_group",
     "scored_id",  # evaluate: which images, with their targets (a pack made again at the same path differs)
     "taxonomy",
     "image_size",
@@ -119,6 +121,8 @@ def _row_settings(data: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     out = {k: row[k] if k in row else top[k] for k in ROW_FIELDS if k in row or k in top}
     if "group_duplicates" not in out and out.get("split_seed") is not None:
         out["group_duplicates"] = False  # a data folder's split, recorded before the field: drawn without grouping
+    if "split_by_group" not in out and out.get("split_seed") is not None:
+        out["split_by_group"] = False  # the same: drawn image by image
     if isinstance(row.get("metrics"), dict) and "n" in row["metrics"]:
         out["images scored"] = row["metrics"]["n"]
     return out

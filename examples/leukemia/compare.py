@@ -621,6 +621,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "split_id": T.split_identity(data),
         # whether the split kept byte-identical copies together (a pack's as it was packed)
         "group_duplicates": bool(data.pack_group_duplicates if args.pack else base_args.group_duplicates),
+        # whether it kept each patient's or slide's images in one split (--split-by-group)
+        "split_by_group": bool(data.pack_split_by_group if args.pack else base_args.split_by_group),
         "synthetic": data.synthetic,
         "image_size": int(data.images["train"].shape[-1]),
         "crop": data.crop,

@@ -31,6 +31,13 @@ UTF-8, files with no image extension (none at all included), images that are
 not RGB (kept and converted when loaded), empty folders, classes left with no
 image. Labels that are not
 taxonomy nodes and an empty dataset are errors that say how to fix them.
+
+Groups (a patient, a slide): the folders on an image's path that are neither
+taxonomy nodes nor class folders of the layout (``neutrophil/patient07/x.jpg``
+and ``patient07/neutrophil/y.jpg`` are both in group ``patient07``), or a CSV
+column of :data:`GROUP_COLUMNS`. :func:`split_images` with
+``split_by_group=True`` keeps each group in one split, so no patient is in both
+train and test; the default split is image by image.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ __all__ = [
     "ALL4_CLASS_NODE",
     "BUNDLED_TAXONOMIES",
     "DEFAULT_SEED",
+    "GROUP_COLUMNS",
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "PBC_CLASSES",
@@ -76,6 +84,7 @@ __all__ = [
     "ScanReport",
     "default_workers",
     "detect_layout",
+    "groups_across_splits",
     "limit_samples",
     "load_image",
     "load_taxonomy",
@@ -87,6 +96,7 @@ __all__ = [
     "run_split_seed",
     "scan",
     "split",
+    "split_images",
     "write_manifest",
 ]
 
@@ -108,11 +118,13 @@ IGNORED_NOTE = "ignored: file name does not end in an image extension"
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test", "testing", "holdout"})
 SPLIT_COLUMNS = frozenset({"split", "subset", "partition", "fold", "set"})
 OWN_SPLIT_NOTE = (
-    "{where}, which is not kept: train draws its own stratified split, image by image (--split-seed), so an "
-    "image of your test part can be trained on, and images of one patient or slide can land on both sides. To "
-    "keep your split, train on your training part alone (--data on its folder or CSV) and score your test part "
+    "{where}, which is not kept: train draws its own stratified split (--split-seed), image by image unless "
+    "--split-by-group keeps each patient's or slide's folder in one split, so an image of your test part can be "
+    "trained on. To keep your split, train on your training part alone (--data on its folder or CSV) and score your test part "
     "with python -m examples.leukemia.evaluate RUN --data TEST --external"
 )
+#: CSV columns read as an image's group (a patient, a slide...): the first of them in the header
+GROUP_COLUMNS: tuple[str, ...] = ("group", "patient", "patient_id", "slide", "slide_id", "subject", "donor")
 UNKNOWN_FOLDER_NOTE = "in a folder that is not a taxonomy node, below an inner node: labelled at that node"
 #: extensions of files that are plainly not images (documentation, tables, archives): ignored without a warning
 DOCUMENT_EXTENSIONS = frozenset(
@@ -321,6 +333,11 @@ class ScanReport:
         duplicates: groups (each sorted, at least two paths) of kept images whose files are byte for byte
             the same under different names. :func:`split` keeps each group in one split when given
             ``together=report.duplicates``; otherwise copies can land in train and test (a leak).
+        groups: group name -> its kept images (sorted): the folders on a path that are not taxonomy nodes
+            or class folders (``patient07``; nested ones joined by ``/``; folders named as a split, such as
+            ``train``, do not count), or a CSV column of :data:`GROUP_COLUMNS`. Images in no such folder
+            (or with an empty cell) are in no group. :func:`split_images` keeps groups whole on request.
+        group_source: where :attr:`groups` came from (``"folders"``, ``"CSV column 'patient'"``), or ``""``.
         num_files: number of candidate image files considered.
     """
 
@@ -337,6 +354,8 @@ class ScanReport:
     notes: dict[str, list[str]] = field(default_factory=dict)
     repeated: list[str] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    group_source: str = ""
     num_files: int = 0
     _logged: bool = field(default=False, repr=False, compare=False)
 
@@ -380,7 +399,7 @@ class ScanReport:
                     f"{len(paths)} image(s) lie in folders that are not taxonomy nodes, below an inner node: each "
                     f"is labelled at that inner node (a partial label){reason[len(UNKNOWN_FOLDER_NOTE) :]}; first: "
                     f"{_first(paths)}. If a folder is a misspelt node, rename it; if it only groups images (a "
-                    "patient, a slide), ignore this"
+                    "patient, a slide), ignore this (--split-by-group keeps each such folder in one split)"
                 )
             elif reason.startswith(OTHER_FOLDERS_NOTE):
                 classes = PBC_CLASSES if self.layout == "pbc" else tuple(ALL4_CLASS_NODE)
@@ -435,9 +454,12 @@ class ScanReport:
     def summary(self) -> str:
         """A one-line summary: images kept per label, files skipped."""
         per = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        grouped = sum(map(len, self.groups.values()))
+        groups = f"; {grouped} in {len(self.groups)} group(s) ({self.group_source})" if self.groups else ""
         return (
             f"scanned {self.root} (layout {self.layout!r}): {self.num_images} images, {len(self.counts)} labels "
-            f"[{per}]; {self.num_skipped} file(s) skipped, {sum(map(len, self.converted.values()))} converted to RGB"
+            f"[{per}]{groups}; {self.num_skipped} file(s) skipped, {sum(map(len, self.converted.values()))} "
+            "converted to RGB"
         )
 
     def log(self, file: Any = None, *, stacklevel: int = 2) -> None:
@@ -899,8 +921,11 @@ def _label_all4(
 
 def _label_csv(
     path: Path,
-) -> tuple[list[tuple[str, str | None, str]], Path, dict[str, list[str]], dict[str, list[str]]]:
+) -> tuple[list[tuple[str, str | None, str]], Path, dict[str, list[str]], dict[str, list[str]], str, dict[str, str]]:
+    """(path, label, "") per row, the CSV's folder, skipped rows, notes, the group column ("" if none) and
+    path -> group (rows with an empty group cell are in none)."""
     base = path.parent
+    group_of: dict[str, str] = {}
     out: list[tuple[str, str | None, str]] = []
     skipped: dict[str, list[str]] = defaultdict(list)
     try:
@@ -922,6 +947,7 @@ def _label_csv(
                 f"got {header!r}. {fix}"
             )
         ip, il = cols.index("path"), cols.index("label")
+        ig = next((i for i, c in enumerate(cols) if c in GROUP_COLUMNS), None)
         for line, row in enumerate(reader, start=2):
             if not row or all(not c.strip() for c in row):
                 continue
@@ -943,11 +969,31 @@ def _label_csv(
                 ].append(full)
             else:
                 out.append((full, label, ""))
+                if ig is not None and ig < len(row) and row[ig].strip():
+                    group_of[full] = row[ig].strip()
     notes: dict[str, list[str]] = {}
     named = [header[i].strip() for i, c in enumerate(cols) if c in SPLIT_COLUMNS]
     if named and out:
         notes[OWN_SPLIT_NOTE.format(where=f"listed with a {named[0]!r} column in the CSV")] = [p for p, _, _ in out]
-    return out, base, dict(skipped), notes
+    column = header[ig].strip() if header is not None and ig is not None else ""
+    return out, base, dict(skipped), notes, column, group_of
+
+
+def _folder_group(path: str, base: Path | str, layout: str, tax: Taxonomy) -> str:
+    """The group of an image from its folders (``""`` for none): those between ``base`` and the file that
+    are neither taxonomy nodes (``folder`` layout) nor the class folder (``pbc``, ``all4``: the first),
+    less folders named as a split (``train/``), joined by ``/``.
+
+    Examples:
+        >>> tax = Taxonomy.from_parent_map({"a": None, "b": "a"})
+        >>> [_folder_group(p, "/d", "folder", tax) for p in ("/d/b/p07/x.jpg", "/d/train/p07/b/y.jpg")]
+        ['p07', 'p07']
+        >>> _folder_group("/d/Pro/x.jpg", "/d", "all4", tax)
+        ''
+    """
+    parts = Path(os.path.relpath(path, base)).parts[:-1]
+    parts = parts[1:] if layout in ("pbc", "all4") else tuple(p for p in parts if p not in tax)
+    return "/".join(p for p in parts if p.casefold() not in SPLIT_NAMES)
 
 
 def _drop_repeated(
@@ -1128,6 +1174,7 @@ def scan(
     empty: list[str] = []
     ignored: list[str] = []
     repeated: list[str] = []
+    group_column, csv_group_of = "", {}
     if resolved == "folder":
         entries, base, empty, ignored, notes, folder_skipped = _label_folder(path, tax)
         for k, v in folder_skipped.items():
@@ -1137,7 +1184,7 @@ def scan(
     elif resolved == "all4":
         entries, base, empty, ignored, notes = _label_all4(path)
     else:
-        entries, base, csv_skipped, notes = _label_csv(path)
+        entries, base, csv_skipped, notes, group_column, csv_group_of = _label_csv(path)
         for k, v in csv_skipped.items():
             skipped[k].extend(v)
     notes = dict(notes)
@@ -1198,6 +1245,11 @@ def scan(
         samples.append(Sample(p, label))
         by_digest[digest].append(p)
     samples.sort(key=lambda s: s.path)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for s in samples:
+        key = csv_group_of.get(s.path, "") if resolved == "csv" else _folder_group(s.path, base, resolved, tax)
+        if key:
+            groups[key].append(s.path)
     duplicates = sorted(sorted(g) for g in by_digest.values() if len(g) > 1)
     label_of = {s.path: s.label for s in samples}
     mixed = [p for g in duplicates if len({label_of[q] for q in g}) > 1 for p in g]
@@ -1223,6 +1275,8 @@ def scan(
         notes=notes,
         repeated=repeated,
         duplicates=duplicates,
+        groups=dict(sorted(groups.items())),
+        group_source=("folders" if resolved != "csv" else f"CSV column {group_column!r}") if groups else "",
         num_files=num_files,
     )
     if not samples:
@@ -1400,6 +1454,79 @@ def copies_in_train(splits: Mapping[str, Sequence[Sample]], duplicates: Sequence
                 if where.get(p) in out:
                     out[where[p]] += 1
     return out
+
+
+def groups_across_splits(splits: Mapping[str, Sequence[Sample]], groups: Mapping[str, Sequence[str]]) -> int:
+    """How many ``groups`` (:attr:`ScanReport.groups`: patients, slides) have images in more than one split.
+
+    Examples:
+        >>> parts = {"train": [Sample("/d/p1/a.jpg", "x")], "val": [], "test": [Sample("/d/p1/b.jpg", "x")]}
+        >>> groups_across_splits(parts, {"p1": ["/d/p1/a.jpg", "/d/p1/b.jpg"]})
+        1
+    """
+    where = {s.path: name for name, items in splits.items() for s in items}
+    return sum(len({where[p] for p in paths if p in where}) > 1 for paths in groups.values())
+
+
+def split_images(
+    samples: Sequence[Sample],
+    report: ScanReport,
+    seed: int = DEFAULT_SEED,
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    *,
+    group_duplicates: bool = False,
+    split_by_group: bool = False,
+    flag: str = "split_by_group",
+) -> dict[str, list[Sample]]:
+    """:func:`split` of scanned images, keeping whole what the scan found to belong together on request.
+
+    With ``split_by_group``, every image of one of the report's :attr:`~ScanReport.groups` (a patient's or
+    a slide's folder, a CSV ``patient`` column) lands in one split: the group is drawn as one unit, in
+    the stratum of its first image's label, so the split is stratified by group, not by image, and its
+    sizes follow the groups'. Images in no group are drawn one by one. With ``group_duplicates``,
+    byte-identical copies (:attr:`~ScanReport.duplicates`) are kept together too.
+
+    Args:
+        samples: the images to split (the scan's, or a draw from them, e.g. :func:`limit_samples`).
+        report: the scan's report.
+        seed, fractions: as for :func:`split`.
+        group_duplicates: keep byte-identical copies in one split.
+        split_by_group: keep each group in one split.
+        flag: the name of ``split_by_group`` in messages (``--split-by-group`` on the command line).
+
+    Raises:
+        ValueError: ``split_by_group`` when the scan found no groups, or when there are too few groups to
+            give every split with a positive fraction at least one image.
+
+    Examples:
+        >>> s = [Sample(f"/d/{c}/p{i}/{j}.jpg", c) for c in "ab" for i in range(10) for j in range(3)]
+        >>> rep = ScanReport("/d", "folder", "/d", "t", groups={f"p{i}": [x.path for x in s if f"/p{i}/" in x.path]
+        ...                                                    for i in range(10)})
+        >>> parts = split_images(s, rep, split_by_group=True)
+        >>> {k: len(v) for k, v in parts.items()}, groups_across_splits(parts, rep.groups)
+        ({'train': 42, 'val': 6, 'test': 12}, 0)
+    """
+    if split_by_group and not report.groups:
+        raise ValueError(
+            f"{flag}: no groups in {_shown(report.root)}: every image lies directly in its class folder (or the "
+            f"CSV has no column among {', '.join(GROUP_COLUMNS)}). Put each patient's or slide's images in a "
+            "folder of their own (neutrophil/patient07/x.jpg, or patient07/neutrophil/x.jpg), or add a "
+            "'patient' column to the CSV; or drop the flag to split image by image."
+        )
+    together = [*(report.duplicates if group_duplicates else ()), *(report.groups.values() if split_by_group else ())]
+    parts = split(samples, seed=seed, fractions=fractions, together=together or None)
+    if split_by_group:
+        short = [name for name, f in zip(SPLITS, fractions) if f > 0 and not parts[name]]
+        if short:
+            present = {s.path for items in parts.values() for s in items}
+            n = sum(any(p in present for p in paths) for paths in report.groups.values())
+            raise ValueError(
+                f"{flag}: the {n} group(s) of {_shown(report.root)} leave no image for the {' and '.join(short)} "
+                f"split(s) (groups are drawn whole, per label of their first image: a label with few groups leaves "
+                "some splits without any). Add images from more patients or slides, or drop the flag to split "
+                "image by image (then one group's images can be on both sides)."
+            )
+    return parts
 
 
 def write_manifest(path: str | os.PathLike[str], splits: Mapping[str, Sequence[Sample]]) -> None:

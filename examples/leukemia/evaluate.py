@@ -374,9 +374,7 @@ def load_split(
                 items = samples
             else:
                 seed = _data_split_seed(config, split_seed)
-                items = _split_like_the_run(
-                    samples, config, split, seed, runs_images=runs_images, duplicates=report.duplicates
-                )
+                items = _split_like_the_run(samples, config, split, seed, runs_images=runs_images, report=report)
             name_parts = [by_path[s.path] for s in items]
         else:
             if split == EXTERNAL:
@@ -549,18 +547,38 @@ def _split_like_the_run(
     seed: int,
     *,
     runs_images: bool,
-    duplicates: Sequence[Sequence[str]] = (),
+    report: Any,
 ) -> list[Any]:
     """One split of scanned images; when they are the run's (``runs_images``: its data folder, a copy, or
     the images it was packed from), after the draw of its ``--limit`` (without it the split would hold
     images the run trained on; the draw depends only on the images' order, the same in a copy), and with
-    byte-identical ``duplicates`` kept together when the run's split kept them (``--group-duplicates``)."""
+    the scan ``report``'s byte-identical duplicates and groups (patients, slides) kept together when the
+    run's split kept them (``--group-duplicates``, ``--split-by-group``)."""
     from examples.leukemia import data as data_mod
 
     if runs_images and config.get("limit") and config.get("data"):
         samples = data_mod.limit_samples(samples, int(config["limit"]), seed)
-    grouped = run_groups_duplicates(config)
-    return data_mod.split(samples, seed=seed, together=duplicates if grouped else None)[split]
+    parts = data_mod.split_images(
+        samples,
+        report,
+        seed=seed,
+        group_duplicates=run_groups_duplicates(config),
+        split_by_group=run_splits_by_group(config),
+        flag="the run's --split-by-group",
+    )
+    return parts[split]
+
+
+def run_splits_by_group(config: Mapping[str, Any]) -> bool:
+    """Whether the run's split kept each group (patient, slide) whole: ``--split-by-group`` of train, or of
+    the pack it trained on (``pack_split_by_group``).
+
+    Examples:
+        >>> run_splits_by_group({"split_by_group": True}), run_splits_by_group({})
+        (True, False)
+    """
+    from_pack = bool(config.get("pack")) and config.get("pack_seed") is not None
+    return bool(config.get("pack_split_by_group" if from_pack else "split_by_group", False))
 
 
 def run_groups_duplicates(config: Mapping[str, Any]) -> bool:
@@ -602,6 +620,29 @@ def scored_split_groups_duplicates(
     return None
 
 
+def scored_split_by_group(
+    config: Mapping[str, Any], images_of: str | None, split_seed: int | None, split: str
+) -> bool | None:
+    """Whether the split scored kept each group (patient, slide) in one split, as
+    :func:`scored_split_groups_duplicates` says of copies.
+
+    Examples:
+        >>> scored_split_by_group({"split_by_group": True}, "/d", 3, "test"), scored_split_by_group({}, "/d", 3, "val")
+        (True, False)
+    """
+    if split == EXTERNAL:
+        return None
+    if split_seed is not None:
+        return run_splits_by_group(config)
+    if images_of and Path(images_of).is_file():
+        from examples.leukemia.pack import read_pack_meta
+
+        meta = read_pack_meta(images_of)
+        if "group_duplicates" in meta:  # a pack of this example: made before the flag, or without it
+            return bool(meta.get("split_by_group", False))
+    return None
+
+
 def _moved_run_items(
     items: list[Any], manifest: Path, config: Mapping[str, Any], taxonomy: Taxonomy, split: str, workers: int | None
 ) -> tuple[list[Any], tuple[list[Any], str] | None]:
@@ -636,7 +677,7 @@ def _moved_run_items(
             origin, taxonomy, layout=config.get("layout") or "auto", workers=workers, warn=False
         )
         seed = data_mod.run_split_seed(config)
-        items = _split_like_the_run(samples, config, split, seed, runs_images=True, duplicates=report.duplicates)
+        items = _split_like_the_run(samples, config, split, seed, runs_images=True, report=report)
         return items, (samples, report.base)
     raise FileNotFoundError(
         f"{len(missing)} of the {len(items)} images {manifest} lists for the {split!r} split are not found, first: "
@@ -1030,6 +1071,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 # a split is drawn with or without byte-identical copies kept together (a data folder's as
                 # the run's was, a pack's when it was packed)
                 "group_duplicates": scored_split_groups_duplicates(ckpt.config, images_of, split_seed, args.split),
+                "split_by_group": scored_split_by_group(ckpt.config, images_of, split_seed, args.split),
                 # which images, with their targets: a pack made again at the same path, or a data folder
                 # changed since, is other images under the same name
                 "scored_id": T.names_identity({args.split: (scored_names, targets.tolist())}),

@@ -59,11 +59,13 @@ from examples.leukemia.data import (
     copies_in_train,
     default_workers,
     detect_layout,
+    groups_across_splits,
     load_image,
     parallel_map,
     relative_names,
     scan,
     split,
+    split_images,
 )
 from hiercls import Taxonomy
 
@@ -112,6 +114,7 @@ def pack(
     tool_format: bool = False,
     progress: bool = True,
     group_duplicates: bool = False,
+    split_by_group: bool = False,
 ) -> dict[str, Any]:
     """Scan, check, split and encode a dataset into one ``.npz`` (see the module docstring).
 
@@ -132,12 +135,16 @@ def pack(
         group_duplicates: keep byte-identical images in one split (``split(together=...)``); off, the
             split matches the peer baseline's and a warning counts the copies across splits. Refused with
             ``tool_format``, whose pack holds no split.
+        split_by_group: keep each patient's or slide's images in one split
+            (:func:`examples.leukemia.data.split_images`; groups are :attr:`ScanReport.groups`); off, a
+            warning counts the groups split across. Refused with ``tool_format``.
 
     Returns:
         a summary dict: ``out``, ``num_images``, ``bytes``, ``per_split``, ``scan_s``, ``encode_s``.
 
     Raises:
-        ValueError: bad ``size``/``quality``, ``group_duplicates`` with ``tool_format``, no taxonomy for a
+        ValueError: bad ``size``/``quality``, ``group_duplicates`` or ``split_by_group`` with ``tool_format``,
+            ``split_by_group`` without groups (or too few of them), no taxonomy for a
             ``folder``/``csv`` layout, and
             everything :func:`examples.leukemia.data.scan` raises.
     """
@@ -158,6 +165,12 @@ def pack(
             "it cannot keep copies together; drop --group-duplicates, or drop --tool-format for a pack of this "
             "example."
         )
+    if tool_format and split_by_group:
+        raise ValueError(
+            "split_by_group: a --tool-format pack holds no split (the peer tool draws its own, image by image), so "
+            "it cannot keep groups together; drop --split-by-group, or drop --tool-format for a pack of this "
+            "example."
+        )
     if out.exists():
         log.warning(
             "%s exists and will be replaced by the new pack when it is written; runs trained on the old pack will no "
@@ -170,7 +183,25 @@ def pack(
     tax, source = _resolve_taxonomy(taxonomy)
     # the spec, not the Taxonomy: scan's messages then name the taxonomy given ('paper', a path)
     samples, report = scan(data, taxonomy, layout=layout, check_images=True, workers=workers)
-    parts = split(samples, seed=seed, fractions=fractions, together=report.duplicates if group_duplicates else None)
+    parts = split_images(
+        samples,
+        report,
+        seed=seed,
+        fractions=fractions,
+        group_duplicates=group_duplicates,
+        split_by_group=split_by_group,
+        flag="--split-by-group",
+    )
+    across = groups_across_splits(parts, report.groups) if not tool_format else 0
+    if across:
+        log.warning(
+            "%d of the %d groups (%s: patients or slides?) have images in more than one split of %s, so a test "
+            "image's patient can be in train. Pack with --split-by-group to keep each group in one split",
+            across,
+            len(report.groups),
+            report.group_source,
+            os.fspath(out),
+        )
     # a tool-format pack holds no split: the peer tool draws its own, which is this example's with DEFAULT_SEED
     drawn = split(samples, seed=DEFAULT_SEED) if tool_format else parts
     leaks = copies_in_train(drawn, report.duplicates)
@@ -227,6 +258,7 @@ def pack(
             "seed": seed,
             "fractions": list(fractions),
             "group_duplicates": bool(group_duplicates),
+            "split_by_group": bool(split_by_group),
             "copies_in_train": leaks,  # train --pack repeats the warning from it
             "layout": report.layout,
             "quality": quality,
@@ -481,6 +513,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="keep byte-identical images in one split (off: the split matches the peer baseline's, and a warning "
         "counts the copies it leaves across splits)",
     )
+    ap.add_argument(
+        "--split-by-group",
+        action="store_true",
+        help="keep each patient's or slide's images in one split: a folder on the path that is neither a "
+        "taxonomy node nor a class folder, or a CSV column group/patient/slide... (off: image by image, and a "
+        "warning counts the groups split across)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     summary = pack(
@@ -496,6 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tool_format=args.tool_format,
         progress=not args.no_progress,
         group_duplicates=args.group_duplicates,
+        split_by_group=args.split_by_group,
     )
     print(json.dumps(summary))
     return summary

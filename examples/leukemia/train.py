@@ -135,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-duplicates)",
     )
     g.add_argument(
+        "--split-by-group",
+        action="store_true",
+        help="split --data by patient or slide, not image by image: all images of one group land in one split. "
+        "A group is a folder on an image's path that is neither a taxonomy node nor a class folder "
+        "(neutrophil/patient07/x.jpg, or patient07/neutrophil/x.jpg), or a CSV column group, patient, "
+        "patient_id, slide, slide_id, subject or donor. Groups are drawn whole, so split sizes follow them. "
+        "Without it, a warning counts the groups split across train and test. A pack holds its own split "
+        "(pack --split-by-group)",
+    )
+    g.add_argument(
         "--crop",
         type=float,
         default=None,
@@ -609,14 +619,17 @@ def data_identity(args: argparse.Namespace) -> dict[str, Any]:
     """What picks a run's images and split, as the run's config stores it (paths made absolute)."""
     out: dict[str, Any] = {
         k: getattr(args, k, None)
-        for k in ("data", "pack", "taxonomy", "layout", "split_seed", "limit", "group_duplicates", "partial_labels")
-    }
+        for k in (
+            "data", "pack", "taxonomy", "layout", "split_seed", "limit", "group_duplicates", "split_by_group",
+            "partial_labels",
+        )
+    }  # fmt: skip
     for key in ("pack", "data", "taxonomy"):
         # a bundled taxonomy name ("pbc") stays a name even if a folder of that name is here
         if out.get(key) and (Path(out[key]).is_file() if key == "taxonomy" else Path(out[key]).exists()):
             out[key] = str(Path(out[key]).resolve())
-    if out["pack"]:  # a pack holds its own split, checked by split_identity: the flag only repeats the pack's
-        del out["group_duplicates"]
+    if out["pack"]:  # a pack holds its own split, checked by split_identity: the flags only repeat the pack's
+        del out["group_duplicates"], out["split_by_group"]
     return out
 
 
@@ -687,6 +700,8 @@ class Data:
             does not say); ``evaluate --data`` splits a pack-trained run's images with it.
         pack_group_duplicates: whether that split kept byte-identical images together (``pack
             --group-duplicates``); ``evaluate --data`` splits the same way.
+        pack_split_by_group: whether that split kept each patient's or slide's images together (``pack
+            --split-by-group``).
     """
 
     taxonomy: Taxonomy
@@ -698,6 +713,7 @@ class Data:
     crop: float = 1.0
     pack_seed: int | None = None
     pack_group_duplicates: bool = False
+    pack_split_by_group: bool = False
 
     def subset(self, split: str, keep: Tensor) -> None:
         """Keep only ``keep`` (bool ``(N,)``) of one split."""
@@ -804,6 +820,11 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
                 f"--group-duplicates: the pack {args.pack} holds its own split, made without it; drop the flag, or "
                 "re-pack with python -m examples.leukemia.pack --group-duplicates."
             )
+        if getattr(args, "split_by_group", False) and not pk.meta.get("split_by_group", False):
+            raise ValueError(
+                f"--split-by-group: the pack {args.pack} holds its own split, made image by image; drop the flag, "
+                "or re-pack with python -m examples.leukemia.pack --split-by-group."
+            )
         if args.img_size is not None and args.img_size != pk.size:
             raise ValueError(
                 f"--img-size: the pack {args.pack} holds {pk.size} px images, not {args.img_size}; drop --img-size or "
@@ -842,6 +863,7 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             crop=crop,
             pack_seed=seed,
             pack_group_duplicates=bool(pk.meta.get("group_duplicates", False)),
+            pack_split_by_group=bool(pk.meta.get("split_by_group", False)),
         )
         if env.main and _write_split_manifest(args, output):  # paths relative to the packed dataset's root
             labels = {s: [tax.nodes[t] for t in targets[s].tolist()] for s in names}
@@ -891,8 +913,17 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
         # the name or path given, not the Taxonomy: scan's messages then name it ('paper', tree.json)
         samples, _report = data_mod.scan(root, tax_spec, layout=layout, workers=args.workers, warn=env.main)
         samples = data_mod.limit_samples(samples, args.limit, args.split_seed)
-        group = bool(getattr(args, "group_duplicates", False))
-        splits = data_mod.split(samples, seed=args.split_seed, together=_report.duplicates if group else None)
+        by_group = bool(getattr(args, "split_by_group", False))
+        splits = data_mod.split_images(
+            samples,
+            _report,
+            seed=args.split_seed,
+            group_duplicates=bool(getattr(args, "group_duplicates", False)),
+            split_by_group=by_group,
+            flag="--split-by-group",
+        )
+        if env.main:
+            _log_groups(splits, _report, by_group, source)
         leaks = data_mod.copies_in_train(splits, _report.duplicates)
         if env.main and any(leaks.values()):
             log.warning(
@@ -927,6 +958,38 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
     return out
 
 
+def _log_groups(splits: Mapping[str, Sequence[Any]], report: Any, by_group: bool, source: str) -> None:
+    """Say how the split treated the scan's groups (patients, slides): kept whole, or split across."""
+    from examples.leukemia.data import groups_across_splits
+
+    if not report.groups:
+        return
+    sizes = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+    if by_group:
+        grouped = {p for paths in report.groups.values() for p in paths}
+        loose = sum(x.path not in grouped for items in splits.values() for x in items)
+        log.info(
+            "%s: split by group (%s), each of %d group(s) in one split: %s%s",
+            source,
+            report.group_source,
+            len(report.groups),
+            sizes,
+            f"; {loose} image(s) in no group, drawn one by one" if loose else "",
+        )
+        return
+    across = groups_across_splits(splits, report.groups)
+    if across:
+        log.warning(
+            "%s: %d of the %d groups (%s: patients or slides?) have images in more than one split, so a test "
+            "image's patient can be in train, and scores can be higher than on new patients. Pass "
+            "--split-by-group to keep each group in one split",
+            source,
+            across,
+            len(report.groups),
+            report.group_source,
+        )
+
+
 def _check_same_split(output: Path, data: Data) -> None:
     """``--resume``: the data must split as the run's did, image for image (see :func:`split_identity`)."""
     last = output / "last.json"
@@ -937,9 +1000,9 @@ def _check_same_split(output: Path, data: Data) -> None:
             f"--resume: the data at the run's paths now splits differently (split id {split_identity(data)}, "
             f"sizes {sizes}) from the data the run in {output} trained on (split id {stored['split_id']}, sizes "
             f"{stored.get('split_sizes')}): the pack was made again, the data folder changed, or a flag that picks "
-            "the images or their split differs (--partial-labels, --group-duplicates, --limit). Its test split "
-            "could hold images the run trained on. Resume with the run's own data, or start a new run: another "
-            "--output, or --overwrite."
+            "the images or their split differs (--partial-labels, --group-duplicates, --split-by-group, --limit). "
+            "Its test split could hold images the run trained on. Resume with the run's own data, or start a new "
+            "run: another --output, or --overwrite."
         )
 
 
@@ -1339,6 +1402,7 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
     cfg.update(data_identity(args))  # absolute paths: evaluate/predict find the data from any working directory
     if args.pack:  # the pack's split holds copies together or not (pack_group_duplicates); the flag only repeats it
         cfg.pop("group_duplicates", None)
+        cfg.pop("split_by_group", None)
     cfg["loss_kwargs"] = dict(getattr(args, "loss_kwargs", None) or {})  # compared on --resume
     cfg["model"] = dict(model.config)
     cfg["data_source"] = data.source
@@ -1350,6 +1414,7 @@ def run_config(args: argparse.Namespace, model: nn.Module, data: Data, env: Dist
     if data.pack_seed is not None:
         cfg["pack_seed"] = int(data.pack_seed)
         cfg["pack_group_duplicates"] = bool(data.pack_group_duplicates)
+        cfg["pack_split_by_group"] = bool(data.pack_split_by_group)
     return cfg
 
 
@@ -1507,7 +1572,7 @@ RESUME_MAY_CHANGE = frozenset(
         "output", "overwrite", "resume", "quiet", "tensorboard", "workers", "stop_after", "save_last",
         "checkpoint_every", "eval_batch_size", "compile", "device", "channels_last", "test", "init_checkpoint",
         "pretrained", "model", "data_source", "split_sizes", "split_id", "synthetic", "data", "pack", "taxonomy",
-        "layout", "split_seed", "limit", "pack_seed", "pack_group_duplicates",
+        "layout", "split_seed", "limit", "pack_seed", "pack_group_duplicates", "pack_split_by_group",
     }
 )  # fmt: skip
 #: settings a resume may change with a warning: they change which random augmentation a batch gets
