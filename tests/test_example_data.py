@@ -1138,3 +1138,16 @@ def test_split_by_group_refusals_name_the_flag_and_the_fix() -> None:
     # with no validation share asked for, an empty val is what was asked
     parts = D.split_images(samples, report, fractions=(0.5, 0.0, 0.5), split_by_group=True)
     assert [len(parts[k]) for k in D.SPLITS] == [3, 0, 3]
+
+
+def test_a_csv_row_with_an_empty_label_is_skipped_only_when_no_other_row_labels_the_image(tmp_path: Path) -> None:
+    """An empty-label row beside a labelled row of the same image was counted as a skipped file, though
+    the image was kept with the other row's label."""
+    for name in ("a", "b"):
+        _png(tmp_path / f"{name}.png", "RGB")
+    (tmp_path / "m.csv").write_text("path,label\na.png,\na.png,ALL\nb.png,\n")
+    samples, report = scan(tmp_path / "m.csv", "paper", workers=1, warn=False)
+    assert [(Path(s.path).name, s.label) for s in samples] == [("a.png", "ALL")]
+    assert report.skipped == {D.EMPTY_LABEL_REASON: [str(tmp_path / "b.png")]} and report.num_skipped == 1
+    assert report.notes[D.EMPTY_LABEL_ALSO_NOTE] == [str(tmp_path / "a.png")]
+    assert any(m.startswith("1 image(s): rows with an empty label in the CSV, ignored") for m in report.messages())

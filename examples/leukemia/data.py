@@ -125,6 +125,8 @@ OWN_SPLIT_NOTE = (
 )
 #: CSV columns read as an image's group (a patient, a slide...): the first of them in the header
 GROUP_COLUMNS: tuple[str, ...] = ("group", "patient", "patient_id", "slide", "slide_id", "subject", "donor")
+EMPTY_LABEL_REASON = "empty label in the CSV (no other row labels the image)"
+EMPTY_LABEL_ALSO_NOTE = "rows with an empty label in the CSV, ignored: another row labels the same image"
 UNKNOWN_FOLDER_NOTE = "in a folder that is not a taxonomy node, below an inner node: labelled at that node"
 #: extensions of files that are plainly not images (documentation, tables, archives): ignored without a warning
 DOCUMENT_EXTENSIONS = frozenset(
@@ -962,7 +964,7 @@ def _label_csv(
             if not rel:
                 skipped["empty path in the CSV"].append(f"line {line}")
             elif not label:
-                skipped["empty label in the CSV"].append(full)
+                skipped[EMPTY_LABEL_REASON].append(full)
             elif not os.path.isfile(full):
                 skipped[
                     f"file listed in the CSV not found (a relative path is read from the CSV's folder, {base})"
@@ -972,6 +974,14 @@ def _label_csv(
                 if ig is not None and ig < len(row) and row[ig].strip():
                     group_of[full] = row[ig].strip()
     notes: dict[str, list[str]] = {}
+    # a row with an empty label for an image another row labels loses nothing: said, not counted as skipped
+    labelled = {p for p, _, _ in out}
+    also = [p for p in skipped.get(EMPTY_LABEL_REASON, []) if p in labelled]
+    if also:
+        notes[EMPTY_LABEL_ALSO_NOTE] = also
+        skipped[EMPTY_LABEL_REASON] = [p for p in skipped[EMPTY_LABEL_REASON] if p not in labelled]
+        if not skipped[EMPTY_LABEL_REASON]:
+            del skipped[EMPTY_LABEL_REASON]
     named = [header[i].strip() for i, c in enumerate(cols) if c in SPLIT_COLUMNS]
     if named and out:
         notes[OWN_SPLIT_NOTE.format(where=f"listed with a {named[0]!r} column in the CSV")] = [p for p, _, _ in out]
