@@ -595,52 +595,35 @@ def run_groups_duplicates(config: Mapping[str, Any]) -> bool:
     return bool(config.get("pack_group_duplicates" if from_pack else "group_duplicates", False))
 
 
-def scored_split_groups_duplicates(
+def scored_split_grouping(
     config: Mapping[str, Any], images_of: str | None, split_seed: int | None, split: str
-) -> bool | None:
-    """Whether the split scored kept byte-identical copies together: for a data folder's split, as the
-    run's did (:func:`run_groups_duplicates`); for a pack's, as its meta records; ``None`` when there is no
-    split (``--external``) or nothing says (a pack in the peer tool's format, generated images).
+) -> dict[str, bool | None]:
+    """How the split scored was drawn: ``group_duplicates`` (byte-identical copies kept together) and
+    ``split_by_group`` (each patient's or slide's images in one split). For a data folder's split, as the
+    run's was (:func:`run_groups_duplicates`, :func:`run_splits_by_group`); for a pack's, as its meta
+    records (a pack of this example from before ``split_by_group`` was drawn image by image); ``None``
+    when there is no split (``--external``) or nothing says (a pack in the peer tool's format).
 
     Examples:
-        >>> scored_split_groups_duplicates({"group_duplicates": True}, "/d", 3, "test")
-        True
-        >>> scored_split_groups_duplicates({}, None, None, "external") is None
-        True
+        >>> scored_split_grouping({"group_duplicates": True}, "/d", 3, "test")
+        {'group_duplicates': True, 'split_by_group': False}
+        >>> scored_split_grouping({}, None, None, "external")
+        {'group_duplicates': None, 'split_by_group': None}
     """
     if split == EXTERNAL:
-        return None
+        return {"group_duplicates": None, "split_by_group": None}
     if split_seed is not None:
-        return run_groups_duplicates(config)
+        return {"group_duplicates": run_groups_duplicates(config), "split_by_group": run_splits_by_group(config)}
     if images_of and Path(images_of).is_file():
         from examples.leukemia.pack import read_pack_meta
 
         meta = read_pack_meta(images_of)
-        return bool(meta["group_duplicates"]) if "group_duplicates" in meta else None
-    return None
-
-
-def scored_split_by_group(
-    config: Mapping[str, Any], images_of: str | None, split_seed: int | None, split: str
-) -> bool | None:
-    """Whether the split scored kept each group (patient, slide) in one split, as
-    :func:`scored_split_groups_duplicates` says of copies.
-
-    Examples:
-        >>> scored_split_by_group({"split_by_group": True}, "/d", 3, "test"), scored_split_by_group({}, "/d", 3, "val")
-        (True, False)
-    """
-    if split == EXTERNAL:
-        return None
-    if split_seed is not None:
-        return run_splits_by_group(config)
-    if images_of and Path(images_of).is_file():
-        from examples.leukemia.pack import read_pack_meta
-
-        meta = read_pack_meta(images_of)
-        if "group_duplicates" in meta:  # a pack of this example: made before the flag, or without it
-            return bool(meta.get("split_by_group", False))
-    return None
+        if "group_duplicates" in meta:  # a pack of this example
+            return {
+                "group_duplicates": bool(meta["group_duplicates"]),
+                "split_by_group": bool(meta.get("split_by_group", False)),
+            }
+    return {"group_duplicates": None, "split_by_group": None}
 
 
 def _moved_run_items(
@@ -1070,8 +1053,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "split_seed": split_seed,
                 # a split is drawn with or without byte-identical copies kept together (a data folder's as
                 # the run's was, a pack's when it was packed)
-                "group_duplicates": scored_split_groups_duplicates(ckpt.config, images_of, split_seed, args.split),
-                "split_by_group": scored_split_by_group(ckpt.config, images_of, split_seed, args.split),
+                **scored_split_grouping(ckpt.config, images_of, split_seed, args.split),
                 # which images, with their targets: a pack made again at the same path, or a data folder
                 # changed since, is other images under the same name
                 "scored_id": T.names_identity({args.split: (scored_names, targets.tolist())}),
