@@ -1093,8 +1093,9 @@ def _grouped(labels: list[str], group_of: list[int | None]) -> tuple[list[Sample
     st.integers(0, 2**31),
 )
 def test_split_by_group_keeps_groups_whole_and_cuts_each_stratum_by_units(rows, seed) -> None:
-    """Oracle for the counts: a group is one unit in the stratum of its first image's label (by path), an
-    image in no group is a unit of its own, and each stratum is cut at round(0.7 n), round(0.8 n) units."""
+    """Oracle for the counts: a group is one unit in the stratum of its most common label (ties: the first
+    by path among them), an image in no group is a unit of its own, and each stratum is cut at
+    round(0.7 n), round(0.8 n) units."""
     labels, group_of = [r[0] for r in rows], [r[1] for r in rows]
     samples, report = _grouped(labels, group_of)
     try:
@@ -1118,8 +1119,10 @@ def test_split_by_group_keeps_groups_whole_and_cuts_each_stratum_by_units(rows, 
             units.setdefault(s.label, []).append(s.path)
         elif g not in seen:
             seen.add(g)
-            first = min(report.groups[f"g{g}"])
-            units.setdefault(first[3 : first.index("/", 3)], []).append(first)
+            members = sorted(report.groups[f"g{g}"])
+            labels = [p.split("/")[2] for p in members]
+            top = max(labels.count(lab) for lab in labels)
+            units.setdefault(next(lab for lab in labels if labels.count(lab) == top), []).append(members[0])
     for stratum, leaders in units.items():
         n = len(leaders)
         got = [sum(where[p] == k for p in leaders) for k in D.SPLITS]

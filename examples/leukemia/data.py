@@ -1381,8 +1381,9 @@ def split(
     The result does not depend on the order of ``samples``.
 
     ``together`` (e.g. :attr:`ScanReport.duplicates`: byte-identical copies) lists groups of paths that
-    must land in one split: only the first path of each group (by path) is drawn, and the other
-    members follow it. Without it, copies are split like any other images and can leak from train
+    must land in one split: only the first path of each group (by path) is drawn, in the stratum of the
+    group's most common label (ties: the label that comes first by path, so a pair of copies goes with
+    its first), and the other members follow it. Without it, copies are split like any other images and can leak from train
     into test; with it, the split differs from the peer baseline's wherever a group was.
 
     Args:
@@ -1428,9 +1429,14 @@ def split(
                 followers[find(p)].append(by_path[p])
         following = {s.path for ss in followers.values() for s in ss}
         samples = [s for s in samples if s.path not in following]
+    stratum: dict[str, str] = {}  # a group's first path -> its most common label
+    for lead, rest in followers.items():
+        labels = [by_path[lead].label, *(f.label for f in sorted(rest, key=lambda f: f.path))]
+        counts = Counter(labels)
+        stratum[lead] = next(lab for lab in labels if counts[lab] == max(counts.values()))
     groups: dict[str, list[Sample]] = defaultdict(list)
     for s in sorted(samples, key=lambda s: s.path):
-        groups[s.label].append(s)
+        groups[stratum.get(s.path, s.label)].append(s)
     rng = np.random.default_rng(seed)
     out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
     for label in sorted(groups, key=lambda k: groups[k][0].path):
@@ -1492,7 +1498,7 @@ def split_images(
 
     With ``split_by_group``, every image of one of the report's :attr:`~ScanReport.groups` (a patient's or
     a slide's folder, a CSV ``patient`` column) lands in one split: the group is drawn as one unit, in
-    the stratum of its first image's label, so the split is stratified by group, not by image, and its
+    the stratum of its most common label, so the split is stratified by group, not by image, and its
     sizes follow the groups'. Images in no group are drawn one by one. With ``group_duplicates``,
     byte-identical copies (:attr:`~ScanReport.duplicates`) are kept together too.
 
@@ -1532,7 +1538,7 @@ def split_images(
             n = sum(any(p in present for p in paths) for paths in report.groups.values())
             raise ValueError(
                 f"{flag}: the {n} group(s) of {_shown(report.root)} leave no image for the {' and '.join(short)} "
-                f"split(s) (groups are drawn whole, per label of their first image: a label with few groups leaves "
+                f"split(s) (groups are drawn whole, per their most common label: a label with few groups leaves "
                 "some splits without any). Add images from more patients or slides, or drop the flag to split "
                 "image by image (then one group's images can be on both sides)."
             )
