@@ -1078,6 +1078,59 @@ def test_scan_reads_a_csv_group_column(tmp_path: Path) -> None:
     assert report.groups == {} and report.group_source == ""
 
 
+def test_scan_groups_a_patients_subfolders_with_the_patient_case_blind_below_a_wrapper_folder(tmp_path: Path) -> None:
+    """A patient's slide or crops folders were groups of their own (the patient's images could be split
+    across), 'Patient08' and 'patient08' were two patients, and a folder every image shares ('images/') was
+    one group holding everything."""
+    root = tmp_path / "d"
+    rels = ("images/Normal/p07/slide1/a.png", "images/ALL/p07/crops/b.png", "images/ALL/Patient08/c.png")
+    for rel in (*rels, "images/Normal/patient08/d.png"):
+        _png(root / rel, "RGB", size=(30 + len(rel), 30))  # distinct bytes: no copies
+    _, report = scan(root, "paper", workers=1, warn=False)
+    assert report.groups == {
+        "p07": [str(root / rels[1]), str(root / rels[0])],
+        "Patient08": [str(root / rels[2]), str(root / "images/Normal/patient08/d.png")],
+    }
+    assert report.group_source == "folders, below 'images' which every image shares"
+    # one patient under a wrapper: no group to split by, and the refusal says why
+    one = tmp_path / "one"
+    for rel in ("wrap/p1/Normal/a.png", "wrap/p1/ALL/b.png"):
+        _png(one / rel, "RGB")
+    samples, report = scan(one, "paper", workers=1, warn=False)
+    assert report.groups == {}
+    with pytest.raises(ValueError, match="folders that every image shares"):
+        D.split_images(samples, report, split_by_group=True)
+
+
+def test_scan_finds_pbc_class_folders_that_hold_only_patient_subfolders(tmp_path: Path) -> None:
+    """PBC images one folder down (neutrophil/pat0/BNE_1.jpg) were not seen as the PBC layout."""
+    pbc = tmp_path / "pbc"
+    for rel in ("neutrophil/pat0/BNE_1.jpg", "lymphocyte/pat0/LY_2.jpg", "lymphocyte/pat1/LY_3.jpg"):
+        _jpeg(pbc / rel, color=(len(rel), 90, 90))
+    assert D.detect_layout(pbc) == "pbc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # classes with no image
+        samples, report = scan(pbc, "pbc", workers=1, warn=False)
+    assert report.layout == "pbc" and {s.label for s in samples} == {"band_neutrophil", "lymphocyte"}
+    assert {k: len(v) for k, v in report.groups.items()} == {"pat0": 2, "pat1": 1}
+
+
+def test_scan_merges_the_groups_of_several_csv_group_columns_case_blind(tmp_path: Path) -> None:
+    """With patient and slide columns only the first was read, so a slide's images with no patient cell were
+    in no group, and 'p2' and 'P2' were two patients."""
+    for name in "abcde":
+        _png(tmp_path / f"{name}.png", "RGB", size=(30 + ord(name), 30))
+    (tmp_path / "m.csv").write_text(
+        "path,label,slide,Patient\na.png,Normal,S1,P1\nb.png,ALL,s1,\nc.png,ALL,S2,P2\nd.png,Normal,,p2\ne.png,ALL,,\n"
+    )
+    report = scan(tmp_path / "m.csv", "paper", workers=1, warn=False)[1]
+    assert report.group_source == "CSV columns 'slide', 'Patient' (merged)"
+    assert report.groups == {
+        "Patient P1": [str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+        "Patient P2": [str(tmp_path / "c.png"), str(tmp_path / "d.png")],
+    }
+
+
 def _grouped(labels: list[str], group_of: list[int | None]) -> tuple[list[Sample], D.ScanReport]:
     samples = [Sample(f"/d/{lab}/{i:04d}.jpg", lab) for i, lab in enumerate(labels)]
     groups: dict[str, list[str]] = {}
@@ -1098,19 +1151,26 @@ def test_split_by_group_keeps_groups_whole_and_cuts_each_stratum_by_units(rows, 
     round(0.7 n), round(0.8 n) units."""
     labels, group_of = [r[0] for r in rows], [r[1] for r in rows]
     samples, report = _grouped(labels, group_of)
+    drawn = split(samples, seed=seed, together=list(report.groups.values()))  # before short splits are filled
     try:
         parts = D.split_images(samples, report, seed=seed, split_by_group=True)
     except ValueError as err:  # refusals are said, and only when they hold
         if not report.groups:
             assert "no groups" in str(err)
         else:
-            parts = split(samples, seed=seed, together=list(report.groups.values()))
-            assert "leave no image" in str(err) and (not parts["val"] or not parts["test"])
+            assert "leave no image" in str(err) and (not drawn["val"] or not drawn["test"])
+            # refused only when filling left a split empty with no split holding a group over its share
+            filled = D._fill_short_splits(drawn, report.groups, (0.7, 0.1, 0.2))
+            held = D.group_counts(filled, report.groups)
+            total = sum(held.values())
+            assert not filled["val"] or not filled["test"]
+            assert all(held[k] <= max(1, round(f * total)) for k, f in zip(D.SPLITS, (0.7, 0.1, 0.2)))
         return
     assert sorted(s.path for v in parts.values() for s in v) == sorted(s.path for s in samples)
     assert D.groups_across_splits(parts, report.groups) == 0
     assert D.split_images(list(reversed(samples)), report, seed=seed, split_by_group=True) == parts
-    where = {s.path: k for k, v in parts.items() for s in v}
+    _check_filled(drawn, parts, report.groups)
+    where = {s.path: k for k, v in drawn.items() for s in v}
     units: dict[str, list[str]] = {}  # stratum -> unit leaders
     seen: set[str] = set()
     for s in samples:
@@ -1129,6 +1189,55 @@ def test_split_by_group_keeps_groups_whole_and_cuts_each_stratum_by_units(rows, 
         assert got == [round(0.7 * n), round(0.8 * n) - round(0.7 * n), n - round(0.8 * n)], stratum
     # without the flag, the split is image by image: the plain split
     assert D.split_images(samples, report, seed=seed) == split(samples, seed=seed)
+
+
+def _check_filled(drawn: dict, parts: dict, groups: dict, fractions=(0.7, 0.1, 0.2)) -> None:
+    """``parts`` is ``drawn`` with the fewest whole groups moved so that each split holds its share of groups
+    (``max(1, round(f x G))``) or no split has a group to spare; images in no group do not move."""
+    before = {s.path: k for k, v in drawn.items() for s in v}
+    after = {s.path: k for k, v in parts.items() for s in v}
+    grouped = {p for paths in groups.values() for p in paths}
+    assert all(after[p] == before[p] for p in before if p not in grouped)
+    held = dict.fromkeys(D.SPLITS, 0)
+    gained = dict.fromkeys(D.SPLITS, 0)
+    for paths in groups.values():
+        present = [p for p in paths if p in after]
+        if present:
+            assert len({after[p] for p in present}) == 1 and len({before[p] for p in present}) == 1
+            held[after[present[0]]] += 1
+            if after[present[0]] != before[present[0]]:
+                gained[after[present[0]]] += 1
+    total = sum(held.values())
+    share = {k: max(1, round(f * total)) if f > 0 else 0 for k, f in zip(D.SPLITS, fractions)}
+    had = {k: held[k] - gained[k] + sum(1 for g in groups.values() if _moved_from(g, before, after, k)) for k in held}
+    if all(had[k] >= share[k] for k in D.SPLITS):
+        assert parts == drawn  # nothing short: nothing moves
+    assert all(held[k] >= share[k] for k in D.SPLITS) or not any(held[k] > share[k] for k in D.SPLITS)
+    for k in D.SPLITS:
+        if gained[k]:  # only short splits gain, and only up to their share
+            assert had[k] < share[k] and held[k] <= share[k]
+        if held[k] < had[k]:  # a donor gives only what it has over its share
+            assert held[k] >= share[k]
+
+
+def _moved_from(paths: list[str], before: dict, after: dict, k: str) -> bool:
+    present = [p for p in paths if p in after]
+    return bool(present) and before[present[0]] == k and after[present[0]] != k
+
+
+def test_split_by_group_moves_whole_groups_into_a_split_that_per_label_rounding_left_short() -> None:
+    """Seven labels of three patients each: per label, round(0.1 x 3) = 0 patients go to validation, so the
+    stratified draw gave it none of the 21 (and test 7, train 14). Whole groups move from test, which holds
+    3 over its share of round(0.2 x 21) = 4, to validation (its share: 2) and train (15)."""
+    labels = [lab for lab in "abcdefg" for _ in range(3) for _ in range(2)]
+    group_of = [i // 2 for i in range(len(labels))]
+    samples, report = _grouped(labels, group_of)
+    drawn = split(samples, together=list(report.groups.values()))
+    assert D.group_counts(drawn, report.groups) == {"train": 14, "val": 0, "test": 7}
+    parts = D.split_images(samples, report, split_by_group=True)
+    assert D.group_counts(parts, report.groups) == {"train": 15, "val": 2, "test": 4}
+    assert D.groups_across_splits(parts, report.groups) == 0 and len(parts["val"]) == 4
+    _check_filled(drawn, parts, report.groups)
 
 
 def test_split_by_group_refusals_name_the_flag_and_the_fix() -> None:

@@ -1522,3 +1522,33 @@ def test_split_by_group_keeps_each_patient_in_one_split_through_train_evaluate_a
 
     with pytest.raises(ValueError, match=r"split_by_group: a --tool-format pack holds no split"):
         pack(data, tmp_path / "t.npz", taxonomy="paper", tool_format=True, split_by_group=True)
+
+
+def test_group_log_counts_the_groups_drawn_and_warns_when_one_patient_takes_most_images(caplog) -> None:
+    """With --limit the log counted every group of the scan, not the ones drawn; and a split whose share of
+    the images was far from its fraction (one patient with most of them) went unsaid."""
+    from examples.leukemia.data import Sample, ScanReport
+
+    big = [Sample(f"/d/a/p1/{i}.jpg", "a") for i in range(16)]
+    rest = [Sample(f"/d/a/p{g}/0.jpg", "a") for g in range(2, 6)]
+    groups = {"p1": [s.path for s in big], **{f"p{g}": [f"/d/a/p{g}/0.jpg"] for g in range(2, 9)}}  # p6-p8 not drawn
+    report = ScanReport("/d", "folder", "/d", "t", groups=groups, group_source="folders")
+    splits = {"train": rest[:2], "val": rest[2:3], "test": [*big, rest[3]]}
+    with caplog.at_level(logging.INFO):
+        T._log_groups(splits, report, True, "data /d")
+    said = [r.getMessage() for r in caplog.records]
+    assert any("each of 5 group(s) in one split: train 2 images in 2 group(s)" in m for m in said), said
+    (lopsided,) = [m for m in said if "differ much in size" in m]
+    assert "test holds 85% of the images (20% asked)" in lopsided and "the largest: p1 (16 images, 80%)" in lopsided
+
+
+def test_evaluate_without_the_runs_groups_suggests_the_runs_folder_or_external_not_a_flag_it_lacks() -> None:
+    from examples.leukemia.data import Sample, ScanReport
+    from examples.leukemia.evaluate import _split_like_the_run
+
+    samples = [Sample(f"/d/a/{i}.jpg", "a") for i in range(6)]
+    with pytest.raises(ValueError, match=r"the run's --split-by-group: no groups .* or pass --data the folder the "
+                       r"run was trained on .* or --external") as err:  # fmt: skip
+        _split_like_the_run(samples, {"split_by_group": True}, "test", 0, runs_images=False,
+                            report=ScanReport("/d", "folder", "/d", "t"))  # fmt: skip
+    assert "drop the flag" not in str(err.value)

@@ -32,10 +32,11 @@ not RGB (kept and converted when loaded), empty folders, classes left with no
 image. Labels that are not
 taxonomy nodes and an empty dataset are errors that say how to fix them.
 
-Groups (a patient, a slide): the folders on an image's path that are neither
-taxonomy nodes nor class folders of the layout (``neutrophil/patient07/x.jpg``
-and ``patient07/neutrophil/y.jpg`` are both in group ``patient07``), or a CSV
-column of :data:`GROUP_COLUMNS`. :func:`split_images` with
+Groups (a patient, a slide): the outermost folder on an image's path that is
+neither a taxonomy node nor a class folder of the layout nor a wrapper that
+every image shares (``neutrophil/patient07/x.jpg`` and
+``patient07/slide1/neutrophil/y.jpg`` are both in group ``patient07``; case
+does not count), or the CSV columns of :data:`GROUP_COLUMNS` (merged). :func:`split_images` with
 ``split_by_group=True`` keeps each group in one split, so no patient is in both
 train and test; the default split is image by image.
 """
@@ -84,6 +85,8 @@ __all__ = [
     "ScanReport",
     "default_workers",
     "detect_layout",
+    "group_counts",
+    "group_split_warnings",
     "groups_across_splits",
     "limit_samples",
     "load_image",
@@ -335,11 +338,13 @@ class ScanReport:
         duplicates: groups (each sorted, at least two paths) of kept images whose files are byte for byte
             the same under different names. :func:`split` keeps each group in one split when given
             ``together=report.duplicates``; otherwise copies can land in train and test (a leak).
-        groups: group name -> its kept images (sorted): the folders on a path that are not taxonomy nodes
-            or class folders (``patient07``; nested ones joined by ``/``; folders named as a split, such as
-            ``train``, do not count), or a CSV column of :data:`GROUP_COLUMNS`. Images in no such folder
-            (or with an empty cell) are in no group. :func:`split_images` keeps groups whole on request.
-        group_source: where :attr:`groups` came from (``"folders"``, ``"CSV column 'patient'"``), or ``""``.
+        groups: group name -> its kept images (sorted): the outermost folder on a path that is not a
+            taxonomy node, a class folder, a split's name (``train``) or a wrapper every image shares
+            (``patient07``, also for ``patient07/slide1``; compared case-blind), or the CSV's
+            :data:`GROUP_COLUMNS` (merged across columns: :func:`_csv_groups`). Images in no such folder
+            (or with empty cells) are in no group. :func:`split_images` keeps groups whole on request.
+        group_source: where :attr:`groups` came from (``"folders"``, ``"folders, below 'images' which
+            every image shares"``, ``"CSV column 'patient'"``), or ``""``.
         num_files: number of candidate image files considered.
     """
 
@@ -611,22 +616,34 @@ _PBC_NODES: frozenset[str] | None = None
 
 
 def _is_pbc_base(d: Path) -> bool:
-    """At least two subfolders are PBC classes holding a file with one of their PBC prefixes, and no other
-    subfolder is named after a node of ``pbc.json`` (that is a class-folder tree: layout ``folder``). Other
-    subfolders (notes, extras) are allowed: :func:`_label_pbc` reports them as not read."""
+    """At least two subfolders are PBC classes holding a file with one of their PBC prefixes (directly or one
+    folder down: ``neutrophil/patient07/BNE_1.jpg``), and no other subfolder is named after a node of
+    ``pbc.json`` (that is a class-folder tree: layout ``folder``). Other subfolders (notes, extras) are
+    allowed: :func:`_label_pbc` reports them as not read."""
     subs = _subdirs(d)
     classes = subs & set(PBC_CLASSES)
     if len(classes) < 2 or (subs - classes) & _pbc_nodes():
         return False
-    for cls in sorted(classes):  # at least one file whose prefix belongs to its folder
+    for cls in sorted(classes):  # a file whose prefix belongs to its folder, in it or a subfolder (patients)
         try:
-            names = [p.name for p in (d / cls).iterdir()]
+            entries = list((d / cls).iterdir())
         except OSError:
             continue
-        for name in names:
-            if _pbc_prefix(name) in PBC_PREFIX_NODE and _PBC_PREFIX_CLASS[_pbc_prefix(name)] == cls:
-                return True
+        if any(_own_pbc_file(p.name, cls) for p in entries):
+            return True
+        for sub in sorted(p for p in entries if p.is_dir()):
+            try:
+                if any(_own_pbc_file(p.name, cls) for p in sub.iterdir()):
+                    return True
+            except OSError:
+                continue
     return False
+
+
+def _own_pbc_file(name: str, cls: str) -> bool:
+    """Whether a file name has a PBC prefix of class folder ``cls`` (``BNE_1.jpg`` in ``neutrophil``)."""
+    prefix = _pbc_prefix(name)
+    return prefix in PBC_PREFIX_NODE and _PBC_PREFIX_CLASS[prefix] == cls
 
 
 def _no_pbc_message(root: Path) -> str:
@@ -924,10 +941,10 @@ def _label_all4(
 def _label_csv(
     path: Path,
 ) -> tuple[list[tuple[str, str | None, str]], Path, dict[str, list[str]], dict[str, list[str]], str, dict[str, str]]:
-    """(path, label, "") per row, the CSV's folder, skipped rows, notes, the group column ("" if none) and
-    path -> group (rows with an empty group cell are in none)."""
+    """(path, label, "") per row, the CSV's folder, skipped rows, notes, where groups come from ("" if no
+    column of :data:`GROUP_COLUMNS`) and path -> group (:func:`_csv_groups`; rows with empty group cells are
+    in none)."""
     base = path.parent
-    group_of: dict[str, str] = {}
     out: list[tuple[str, str | None, str]] = []
     skipped: dict[str, list[str]] = defaultdict(list)
     try:
@@ -949,7 +966,8 @@ def _label_csv(
                 f"got {header!r}. {fix}"
             )
         ip, il = cols.index("path"), cols.index("label")
-        ig = next((i for i, c in enumerate(cols) if c in GROUP_COLUMNS), None)
+        igs = [i for i, c in enumerate(cols) if c in GROUP_COLUMNS]
+        row_keys: list[tuple[str, list[tuple[int, str, str]]]] = []  # path -> (column rank, key, spelling)
         for line, row in enumerate(reader, start=2):
             if not row or all(not c.strip() for c in row):
                 continue
@@ -971,8 +989,13 @@ def _label_csv(
                 ].append(full)
             else:
                 out.append((full, label, ""))
-                if ig is not None and ig < len(row) and row[ig].strip():
-                    group_of[full] = row[ig].strip()
+                keys = [
+                    (GROUP_COLUMNS.index(cols[i]), f"{cols[i]}\0{row[i].strip().casefold()}", row[i].strip())
+                    for i in igs
+                    if i < len(row) and row[i].strip()
+                ]
+                if keys:
+                    row_keys.append((full, keys))
     notes: dict[str, list[str]] = {}
     # a row with an empty label for an image another row labels loses nothing: said, not counted as skipped
     labelled = {p for p, _, _ in out}
@@ -985,25 +1008,90 @@ def _label_csv(
     named = [header[i].strip() for i, c in enumerate(cols) if c in SPLIT_COLUMNS]
     if named and out:
         notes[OWN_SPLIT_NOTE.format(where=f"listed with a {named[0]!r} column in the CSV")] = [p for p, _, _ in out]
-    column = header[ig].strip() if header is not None and ig is not None else ""
+    group_of, column = _csv_groups(row_keys, [header[i].strip() for i in igs] if header else [])
     return out, base, dict(skipped), notes, column, group_of
 
 
-def _folder_group(path: str, base: Path | str, layout: str, tax: Taxonomy) -> str:
-    """The group of an image from its folders (``""`` for none): those between ``base`` and the file that
-    are neither taxonomy nodes (``folder`` layout) nor the class folder (``pbc``, ``all4``: the first),
-    less folders named as a split (``train/``), joined by ``/``.
+def _csv_groups(
+    row_keys: Sequence[tuple[str, Sequence[tuple[int, str, str]]]], columns: Sequence[str]
+) -> tuple[dict[str, str], str]:
+    """``(path -> group name, description)`` from the group cells of a CSV's rows.
+
+    Images that share a value in any group column (case-blind) are one group, through any chain of them: with
+    ``patient`` and ``slide`` columns, a slide listed under two patients joins them, so no image of either can
+    be on both sides of a split. A group is named after its value in the first of :data:`GROUP_COLUMNS`
+    it has (as first met), prefixed with the column when the CSV has several.
+
+    Examples:
+        >>> rows = [("/a", [(1, "patient\\0p1", "P1"), (4, "slide\\0s1", "s1")]), ("/b", [(4, "slide\\0s1", "S1")]),
+        ...         ("/c", [(1, "patient\\0p2", "p2")])]
+        >>> _csv_groups(rows, ["Patient", "Slide"])
+        ({'/a': 'Patient P1', '/b': 'Patient P1', '/c': 'Patient p2'}, "CSV columns 'Patient', 'Slide' (merged)")
+    """
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    spelling: dict[str, tuple[int, str]] = {}
+    for path, keys in row_keys:
+        for rank, key, text in keys:
+            spelling.setdefault(key, (rank, text))
+            a, b = find("\1" + path), find(key)  # the image joins each of its keys
+            if a != b:
+                parent[a] = b
+    best: dict[str, tuple[int, str]] = {}  # component -> (rank, key) of its most preferred key
+    for key, (rank, _) in spelling.items():
+        root = find(key)
+        best[root] = min(best.get(root, (rank, key)), (rank, key))
+    header_of = {col.casefold(): col for col in columns}
+    several = len(columns) > 1
+    name = {c: (f"{header_of[k.split(chr(0))[0]]} " if several else "") + spelling[k][1] for c, (_, k) in best.items()}
+    group_of = {path: name[find("\1" + path)] for path, _ in row_keys}
+    if not columns:
+        return group_of, ""
+    quoted = ", ".join(repr(c) for c in columns)
+    return group_of, f"CSV columns {quoted} (merged)" if several else f"CSV column {quoted}"
+
+
+def _folder_groups(
+    paths: Sequence[str], base: Path | str, layout: str, tax: Taxonomy
+) -> tuple[dict[str, list[str]], list[str]]:
+    """``(groups, wrappers)``: each image's group from its folders, and the folders left out as wrappers.
+
+    The folders between ``base`` and the file that are neither taxonomy nodes (``folder`` layout) nor the
+    class folder (``pbc``, ``all4``: the first), nor named as a split (``train/``), are the candidates. Leading
+    candidates that every image has (``images/`` in ``images/Normal/x.jpg``: a wrapper, not a patient) are
+    dropped, and the outermost one left is the group, so a patient's subfolders (``patient07/slide1``) stay
+    in the patient's group. Names are compared case-blind (``Patient07`` and ``patient07`` are one group,
+    named as first met by path). Images with no candidate left are in no group.
 
     Examples:
         >>> tax = Taxonomy.from_parent_map({"a": None, "b": "a"})
-        >>> [_folder_group(p, "/d", "folder", tax) for p in ("/d/b/p07/x.jpg", "/d/train/p07/b/y.jpg")]
-        ['p07', 'p07']
-        >>> _folder_group("/d/Pro/x.jpg", "/d", "all4", tax)
-        ''
+        >>> paths = ["/d/b/p07/s1/x.jpg", "/d/train/P07/b/y.jpg", "/d/b/p08/z.jpg"]
+        >>> _folder_groups(paths, "/d", "folder", tax)
+        ({'p07': ['/d/b/p07/s1/x.jpg', '/d/train/P07/b/y.jpg'], 'p08': ['/d/b/p08/z.jpg']}, [])
+        >>> _folder_groups(["/d/w/b/p1/x.jpg", "/d/w/b/p2/y.jpg"], "/d", "folder", tax)
+        ({'p1': ['/d/w/b/p1/x.jpg'], 'p2': ['/d/w/b/p2/y.jpg']}, ['w'])
     """
-    parts = Path(os.path.relpath(path, base)).parts[:-1]
-    parts = parts[1:] if layout in ("pbc", "all4") else tuple(p for p in parts if p not in tax)
-    return "/".join(p for p in parts if p.casefold() not in SPLIT_NAMES)
+    cands: list[list[str]] = []
+    for path in paths:
+        parts = Path(os.path.relpath(path, base)).parts[:-1]
+        parts = parts[1:] if layout in ("pbc", "all4") else tuple(p for p in parts if p not in tax)
+        cands.append([p for p in parts if p.casefold() not in SPLIT_NAMES])
+    wrappers: list[str] = []
+    while cands and all(c and c[0].casefold() == cands[0][0].casefold() for c in cands):
+        wrappers.append(cands[0][0])
+        cands = [c[1:] for c in cands]
+    groups: dict[str, list[str]] = defaultdict(list)
+    name_of: dict[str, str] = {}
+    for path, c in sorted(zip(paths, cands)):
+        if c:
+            groups[name_of.setdefault(c[0].casefold(), c[0])].append(path)
+    return dict(groups), wrappers
 
 
 def _drop_repeated(
@@ -1255,11 +1343,16 @@ def scan(
         samples.append(Sample(p, label))
         by_digest[digest].append(p)
     samples.sort(key=lambda s: s.path)
-    groups: dict[str, list[str]] = defaultdict(list)
-    for s in samples:
-        key = csv_group_of.get(s.path, "") if resolved == "csv" else _folder_group(s.path, base, resolved, tax)
-        if key:
-            groups[key].append(s.path)
+    if resolved == "csv":
+        groups: dict[str, list[str]] = defaultdict(list)
+        for s in samples:
+            if s.path in csv_group_of:
+                groups[csv_group_of[s.path]].append(s.path)
+        group_source = group_column
+    else:
+        groups, wrappers = _folder_groups([s.path for s in samples], base, resolved, tax)
+        shared = "/".join(wrappers)
+        group_source = f"folders, below {shared!r} which every image shares" if wrappers else "folders"
     duplicates = sorted(sorted(g) for g in by_digest.values() if len(g) > 1)
     label_of = {s.path: s.label for s in samples}
     mixed = [p for g in duplicates if len({label_of[q] for q in g}) > 1 for p in g]
@@ -1286,7 +1379,7 @@ def scan(
         repeated=repeated,
         duplicates=duplicates,
         groups=dict(sorted(groups.items())),
-        group_source=("folders" if resolved != "csv" else f"CSV column {group_column!r}") if groups else "",
+        group_source=group_source if groups else "",
         num_files=num_files,
     )
     if not samples:
@@ -1493,14 +1586,19 @@ def split_images(
     group_duplicates: bool = False,
     split_by_group: bool = False,
     flag: str = "split_by_group",
+    fix: str = "drop the flag to split image by image (then one group's images can be on both sides)",
 ) -> dict[str, list[Sample]]:
     """:func:`split` of scanned images, keeping whole what the scan found to belong together on request.
 
     With ``split_by_group``, every image of one of the report's :attr:`~ScanReport.groups` (a patient's or
     a slide's folder, a CSV ``patient`` column) lands in one split: the group is drawn as one unit, in
     the stratum of its most common label, so the split is stratified by group, not by image, and its
-    sizes follow the groups'. Images in no group are drawn one by one. With ``group_duplicates``,
-    byte-identical copies (:attr:`~ScanReport.duplicates`) are kept together too.
+    sizes follow the groups'. Images in no group are drawn one by one. Per-label rounding can leave a split
+    with fewer groups than its share (7 labels of 3 patients each give validation none: round(0.1 x 3) = 0
+    per label); then whole groups move to it, one at a time, from the split with the most groups over its
+    share, until each split with a positive fraction holds ``max(1, round(fraction x groups))`` or no
+    split has groups to spare (:func:`_fill_short_splits`). With ``group_duplicates``, byte-identical copies
+    (:attr:`~ScanReport.duplicates`) are kept together too.
 
     Args:
         samples: the images to split (the scan's, or a draw from them, e.g. :func:`limit_samples`).
@@ -1509,6 +1607,7 @@ def split_images(
         group_duplicates: keep byte-identical copies in one split.
         split_by_group: keep each group in one split.
         flag: the name of ``split_by_group`` in messages (``--split-by-group`` on the command line).
+        fix: the other way out that an error offers besides more groups (the caller's words).
 
     Raises:
         ValueError: ``split_by_group`` when the scan found no groups, or when there are too few groups to
@@ -1524,25 +1623,136 @@ def split_images(
     """
     if split_by_group and not report.groups:
         raise ValueError(
-            f"{flag}: no groups in {_shown(report.root)}: every image lies directly in its class folder (or the "
-            f"CSV has no column among {', '.join(GROUP_COLUMNS)}). Put each patient's or slide's images in a "
-            "folder of their own (neutrophil/patient07/x.jpg, or patient07/neutrophil/x.jpg), or add a "
-            "'patient' column to the CSV; or drop the flag to split image by image."
+            f"{flag}: no groups in {_shown(report.root)}: every image lies directly in its class folder, or in "
+            "folders that every image shares (a wrapper folder is not a patient), or the CSV has no column "
+            f"among {', '.join(GROUP_COLUMNS)}. Put each patient's or slide's images in a folder of their own "
+            "(neutrophil/patient07/x.jpg, or patient07/neutrophil/x.jpg), or add a 'patient' column to the "
+            f"CSV; or {fix}."
         )
     together = [*(report.duplicates if group_duplicates else ()), *(report.groups.values() if split_by_group else ())]
     parts = split(samples, seed=seed, fractions=fractions, together=together or None)
     if split_by_group:
+        parts = _fill_short_splits(parts, report.groups, fractions)
         short = [name for name, f in zip(SPLITS, fractions) if f > 0 and not parts[name]]
         if short:
-            present = {s.path for items in parts.values() for s in items}
-            n = sum(any(p in present for p in paths) for paths in report.groups.values())
+            n = sum(group_counts(parts, report.groups).values())
             raise ValueError(
                 f"{flag}: the {n} group(s) of {_shown(report.root)} leave no image for the {' and '.join(short)} "
-                f"split(s) (groups are drawn whole, per their most common label: a label with few groups leaves "
-                "some splits without any). Add images from more patients or slides, or drop the flag to split "
-                "image by image (then one group's images can be on both sides)."
+                "split(s): each group is drawn whole, and there are fewer groups than splits to fill. Add images "
+                f"from more patients or slides, or {fix}."
             )
     return parts
+
+
+def group_counts(splits: Mapping[str, Sequence[Sample]], groups: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Per split, how many of ``groups`` have an image in it (groups with no image drawn count nowhere).
+
+    Examples:
+        >>> parts = {"train": [Sample("/d/p1/a.jpg", "x")], "val": [], "test": [Sample("/d/p2/b.jpg", "x")]}
+        >>> group_counts(parts, {"p1": ["/d/p1/a.jpg"], "p2": ["/d/p2/b.jpg"], "p3": ["/d/p3/c.jpg"]})
+        {'train': 1, 'val': 0, 'test': 1}
+    """
+    where = {s.path: name for name, items in splits.items() for s in items}
+    out = dict.fromkeys(splits, 0)
+    for paths in groups.values():
+        for name in {where[p] for p in paths if p in where}:
+            out[name] += 1
+    return out
+
+
+def _fill_short_splits(
+    parts: Mapping[str, list[Sample]], groups: Mapping[str, Sequence[str]], fractions: Sequence[float]
+) -> dict[str, list[Sample]]:
+    """Move whole groups into the splits that hold fewer than their share of the drawn groups.
+
+    A split with fraction ``f > 0`` should hold ``max(1, round(f x G))`` of the ``G`` groups drawn. While one
+    holds fewer, a group moves to it from the split with the most groups over its share (ties: the earlier
+    in train, val, test); the group moved is one of the donor's most common stratum (the label with the most
+    groups there, so no label runs out first; ties: the first by name), the first by name among them. Stops
+    when no split has a group to spare. Deterministic; the images in no group stay where they were drawn.
+    """
+    where: dict[str, str] = {s.path: name for name, items in parts.items() for s in items}
+    label_of = {s.path: s.label for items in parts.values() for s in items}
+    units: dict[str, tuple[str, list[str]]] = {}  # group -> (its split, its drawn paths)
+    stratum: dict[str, str] = {}
+    for name, paths in groups.items():
+        drawn = sorted(p for p in paths if p in where)
+        if drawn:
+            labels = [label_of[p] for p in drawn]
+            counts = Counter(labels)
+            stratum[name] = next(lab for lab in labels if counts[lab] == max(counts.values()))
+            units[name] = (where[drawn[0]], drawn)
+    total = len(units)
+    share = {k: max(1, round(f * total)) if f > 0 else 0 for k, f in zip(SPLITS, fractions)}
+    held = Counter(split_name for split_name, _ in units.values())
+    moved = False
+    while True:
+        short = [k for k in SPLITS if held[k] < share[k]]
+        spare = [k for k in SPLITS if held[k] - share[k] > 0]
+        if not short or not spare:
+            break
+        donor = max(spare, key=lambda k: (held[k] - share[k], -SPLITS.index(k)))
+        there = sorted(g for g, (k, _) in units.items() if k == donor)
+        per_label = Counter(stratum[g] for g in there)
+        top = max(per_label.values())
+        group = next(g for g in there if per_label[stratum[g]] == top)
+        units[group] = (short[0], units[group][1])
+        held[donor] -= 1
+        held[short[0]] += 1
+        moved = True
+    if not moved:
+        return {k: list(v) for k, v in parts.items()}
+    for _, (k, paths) in units.items():
+        for p in paths:
+            where[p] = k
+    out: dict[str, list[Sample]] = {k: [] for k in parts}
+    for items in parts.values():
+        for s in items:
+            out[where[s.path]].append(s)
+    for k in out:
+        out[k].sort(key=lambda s: s.path)
+    return out
+
+
+def group_split_warnings(
+    splits: Mapping[str, Sequence[Sample]],
+    groups: Mapping[str, Sequence[str]],
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    *,
+    tolerance: float = 0.15,
+) -> list[str]:
+    """What is lopsided in a split kept whole by group: a split whose share of the images is more than
+    ``tolerance`` away from its fraction (one large patient can take most of the images), naming the
+    largest groups. ``[]`` when the shares are close.
+
+    Examples:
+        >>> big = [Sample(f"/d/p1/{i}.jpg", "x") for i in range(8)]
+        >>> parts = {"train": [Sample("/d/p2/a.jpg", "x")], "val": [Sample("/d/p3/b.jpg", "x")], "test": big}
+        >>> groups = {"p1": [s.path for s in big], "p2": ["/d/p2/a.jpg"], "p3": ["/d/p3/b.jpg"]}
+        >>> head, largest = group_split_warnings(parts, groups)[0].split(": the groups differ much in size; ")
+        >>> head
+        'test holds 80% of the images (20% asked), train 10% (70% asked)'
+        >>> largest
+        'the largest: p1 (8 images, 80%), p2 (1 image, 10%), p3 (1 image, 10%)'
+    """
+    total = sum(len(v) for v in splits.values())
+    if not total:
+        return []
+    off = [
+        (k, len(splits[k]) / total, f)
+        for k, f in zip(SPLITS, fractions)
+        if k in splits and abs(len(splits[k]) / total - f) > tolerance
+    ]
+    if not off:
+        return []
+    drawn = {s.path for items in splits.values() for s in items}
+    sizes = sorted(((sum(p in drawn for p in paths), g) for g, paths in groups.items()), key=lambda t: (-t[0], t[1]))
+    largest = ", ".join(f"{g} ({n} image{'s' * (n != 1)}, {n / total:.0%})" for n, g in sizes[:3] if n)
+    said = ", ".join(
+        f"{k} {got:.0%} ({f:.0%} asked)" if i else f"{k} holds {got:.0%} of the images ({f:.0%} asked)"
+        for i, (k, got, f) in enumerate(sorted(off, key=lambda t: -abs(t[1] - t[2])))
+    )
+    return [f"{said}: the groups differ much in size; the largest: {largest}"]
 
 
 def write_manifest(path: str | os.PathLike[str], splits: Mapping[str, Sequence[Sample]]) -> None:

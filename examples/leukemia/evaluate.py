@@ -565,6 +565,8 @@ def _split_like_the_run(
         group_duplicates=run_groups_duplicates(config),
         split_by_group=run_splits_by_group(config),
         flag="the run's --split-by-group",
+        fix="pass --data the folder the run was trained on (its groups are read from its folders or CSV), or "
+        "--external to score every image with no split",
     )
     return parts[split]
 

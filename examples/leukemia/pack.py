@@ -59,6 +59,7 @@ from examples.leukemia.data import (
     copies_in_train,
     default_workers,
     detect_layout,
+    group_split_warnings,
     groups_across_splits,
     load_image,
     parallel_map,
@@ -202,6 +203,9 @@ def pack(
             report.group_source,
             os.fspath(out),
         )
+    if split_by_group:
+        for problem in group_split_warnings(parts, report.groups, fractions):
+            log.warning("%s: split by group: %s; scores on so few or so many images vary more", os.fspath(out), problem)
     # a tool-format pack holds no split: the peer tool draws its own, which is this example's with DEFAULT_SEED
     drawn = split(samples, seed=DEFAULT_SEED) if tool_format else parts
     leaks = copies_in_train(drawn, report.duplicates)

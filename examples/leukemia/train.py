@@ -959,12 +959,14 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
 
 
 def _log_groups(splits: Mapping[str, Sequence[Any]], report: Any, by_group: bool, source: str) -> None:
-    """Say how the split treated the scan's groups (patients, slides): kept whole, or split across."""
-    from examples.leukemia.data import groups_across_splits
+    """Say how the split treated the scan's groups (patients, slides) among the images drawn: kept whole
+    (with a warning when one split got far more or fewer images than its share), or split across."""
+    from examples.leukemia.data import group_counts, group_split_warnings, groups_across_splits
 
     if not report.groups:
         return
-    sizes = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+    per_split = group_counts(splits, report.groups)
+    drawn = sum(per_split.values()) - groups_across_splits(splits, report.groups)  # one count per group
     if by_group:
         grouped = {p for paths in report.groups.values() for p in paths}
         loose = sum(x.path not in grouped for items in splits.values() for x in items)
@@ -972,10 +974,12 @@ def _log_groups(splits: Mapping[str, Sequence[Any]], report: Any, by_group: bool
             "%s: split by group (%s), each of %d group(s) in one split: %s%s",
             source,
             report.group_source,
-            len(report.groups),
-            sizes,
+            drawn,
+            ", ".join(f"{s} {len(v)} images in {per_split[s]} group(s)" for s, v in splits.items()),
             f"; {loose} image(s) in no group, drawn one by one" if loose else "",
         )
+        for problem in group_split_warnings(splits, report.groups):
+            log.warning("%s: split by group: %s; scores on so few or so many images vary more", source, problem)
         return
     across = groups_across_splits(splits, report.groups)
     if across:
@@ -985,7 +989,7 @@ def _log_groups(splits: Mapping[str, Sequence[Any]], report: Any, by_group: bool
             "--split-by-group to keep each group in one split",
             source,
             across,
-            len(report.groups),
+            drawn,
             report.group_source,
         )
 
