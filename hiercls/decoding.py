@@ -5,9 +5,11 @@ head (torch or numpy; torch in gives torch out on the same device, numpy in
 gives numpy out) and returns int64 node indices ``(B,)``. Work is batched and
 vectorised: a handful of passes over ``(B, num_nodes)``, with per-depth loops
 (about ``max_depth`` steps) for the tree recursions; large batches are processed
-in chunks of a few MB each (the expected-hF pass holds up to ``max_depth``
-values per node and sample on deep, thin trees, and takes chunks that many
-times smaller).
+in chunks of a few MB each. The expected-hF pass (``"hf_optimal"``) is the
+exception: it holds up to ``max_depth`` values per node and sample on deep,
+thin trees (and takes chunks that many times smaller), so its time grows with
+``B x num_nodes x max_depth``: on a 20,000-node taxonomy, 256 samples take
+0.66 s at depth 22 and 8.5 s at depth 372 on a 2-core CPU.
 
 Rules (``decode(probs, taxonomy, rule=...)``):
 
@@ -45,13 +47,16 @@ import torch
 
 from hiercls.errors import TaxonomyError
 from hiercls.metrics.functional import (
+    _PROB_SLACK,
     Measure,
     _check_beta,
     _check_option,
     _check_taxonomy,
+    _check_unit_interval,
     _encode,
     _measure,
     _pair_stats,
+    _prob_slack,
     _safe_div,
     _scalar,
 )
@@ -237,12 +242,6 @@ def _as_probs(
     return tensor, as_numpy, slack
 
 
-# how far outside [0, 1] a marginal may stray by rounding (e.g. a sum of leaf probabilities) and still be read
-_PROB_SLACK = 1e-3
-# in units of the input dtype's eps: a bfloat16 sum of leaf probabilities lands on 1.0078 (1 + eps) or above
-_SLACK_EPS = 4
-
-
 def _slack(dtype: torch.dtype) -> float:
     """How far outside ``[0, 1]`` marginals of ``dtype`` may stray: 1e-3, or four of its eps when that is more
     (at most bfloat16's four, 0.031, so float8 input gets that).
@@ -252,7 +251,7 @@ def _slack(dtype: torch.dtype) -> float:
     logits (far outside ``[0, 1]``) are still refused.
     """
     # capped at bfloat16's: float8 (eps 0.125 to 2) would otherwise read logits and thresholds near 2 as marginals
-    return min(max(_PROB_SLACK, _SLACK_EPS * torch.finfo(dtype).eps), _SLACK_EPS * torch.finfo(torch.bfloat16).eps)
+    return _prob_slack(torch.finfo(dtype).eps)
 
 
 def _check_marginals(chunk: torch.Tensor, slack: float = _PROB_SLACK) -> None:
@@ -264,12 +263,7 @@ def _check_marginals(chunk: torch.Tensor, slack: float = _PROB_SLACK) -> None:
     lo, hi, root = torch.stack([*torch.aminmax(chunk), chunk[:, 0].min()]).tolist()
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("probs: found NaN or infinite marginals; check the head's output (e.g. NaN logits).")
-    if lo < -slack or hi > 1.0 + slack:
-        raise ValueError(
-            f"probs: expected node marginals in [0, 1] (up to {slack:.2g} for rounding), got values from {lo:.4g} "
-            f"to {hi:.4g}. These look like logits or log-probabilities: pass head.marginals(logits) "
-            "(or the .exp() of log-marginals)."
-        )
+    _check_unit_interval(lo, hi, slack)
     if root < 1.0 - slack:  # every sample is at the root: a softmax or sigmoid of the logits has it below 1
         raise ValueError(
             f"probs: expected node marginals, whose root column (node 0) is 1 for every sample, got {root:.4g}. "
@@ -641,8 +635,9 @@ def expected_hierarchical_fbeta(
     where ``M(a, d)`` is the mass of truths of depth ``d`` below ``a``:
     per-depth subtree sums, bottom-up, then path sums, top-down.
     ``O(B x num_nodes x D)`` time for depth ``D`` (much less on wide trees)
-    in about ``D`` vectorised steps, no node x node matrix. Predicting the
-    root scores 0.
+    in about ``D`` vectorised steps, no node x node matrix: on a 20,000-node
+    taxonomy, 256 samples take 0.66 s at depth 22 and 8.5 s at depth 372 on a
+    2-core CPU. Predicting the root scores 0.
 
     Args:
         probs: node marginals ``(B, num_nodes)``, torch or numpy.
@@ -708,7 +703,9 @@ def decode(
       when every leaf has one depth and the path length otherwise), Karthik et
       al. 2021; see :func:`expected_lca_cost`.
     - ``"hf_optimal"``: ``argmax_n E[hF_beta(n, Y)]``, exact, Plaud et al.
-      2025; see :func:`expected_hierarchical_fbeta`.
+      2025; see :func:`expected_hierarchical_fbeta`. The only rule whose time
+      grows with the depth as well, ``O(B x num_nodes x max_depth)``; the
+      others take a few ``(B, num_nodes)`` passes.
 
     Ties go to the smaller index where the compared values are equal as
     computed. ``"crm"`` and ``"hf_optimal"`` compare sums of products, which

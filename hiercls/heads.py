@@ -24,6 +24,8 @@ sigmoid head pick ``"max_constraint"`` yourself, as ``default_loss`` sees only t
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import numbers
 from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
@@ -435,7 +437,9 @@ def create_head(kind: HeadKind, in_features: int, taxonomy: Taxonomy, **kwargs: 
         the head module.
 
     Raises:
-        ValueError: unknown ``kind`` (the message lists the known ones).
+        ValueError: unknown ``kind`` (the message lists the known ones), or an option the head does not
+            take (the message names the heads that take it and the options this head takes), as
+            :func:`hiercls.losses.create_loss` does.
 
     Examples:
         >>> from hiercls import Taxonomy
@@ -446,4 +450,26 @@ def create_head(kind: HeadKind, in_features: int, taxonomy: Taxonomy, **kwargs: 
     """
     if kind not in _HEADS:
         raise ValueError(f"kind: unknown head {kind!r}; expected one of {', '.join(map(repr, _HEADS))}.")
+    takes = _head_options(kind)
+    unknown = [name for name in kwargs if name not in takes]
+    if unknown:
+        owners = {name: [k for k in _HEADS if name in _head_options(k)] for name in unknown}
+        every = sorted({name for k in _HEADS for name in _head_options(k)})
+        where = "; ".join(
+            f"{name!r} belongs to {', '.join(map(repr, owners[name]))}"
+            if owners[name]
+            else f"{name!r} is an option of no head"
+            + "".join(f", perhaps {close!r}" for close in difflib.get_close_matches(name, every, 1))
+            for name in unknown
+        )
+        raise ValueError(
+            f"create_head({kind!r}): unknown option(s) {', '.join(map(repr, unknown))} ({where}); "
+            f"{kind!r} takes {', '.join(map(repr, takes))}: pass only those, or choose the kind that takes the rest."
+        )
     return _HEADS[kind](in_features, taxonomy, **kwargs)
+
+
+def _head_options(kind: str) -> tuple[str, ...]:
+    """The keyword options of a head kind's class (all but the feature width and the taxonomy)."""
+    params = inspect.signature(_HEADS[kind].__init__).parameters
+    return tuple(name for name in params if name not in ("self", "in_features", "taxonomy"))

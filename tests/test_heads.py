@@ -118,6 +118,22 @@ def test_torch_compile_traces_head_and_loss_in_one_graph(kind, paper_tax):
     assert head.linear.weight.grad is not None
 
 
+def test_create_head_names_an_unknown_option(paper_tax):
+    """An option of another head, or a misspelt one, was passed on to the class: a bare ``TypeError:
+    __init__() got an unexpected keyword argument``. It is named with its owner and this head's options,
+    as create_loss does."""
+    with pytest.raises(
+        ValueError,
+        match=r"create_head\('flat'\): unknown option\(s\) 'coherent' \('coherent' belongs to 'sigmoid'\); "
+        r"'flat' takes 'bias': pass only those",
+    ):
+        H.create_head("flat", 8, paper_tax, coherent=True)
+    with pytest.raises(
+        ValueError, match=r"'bais' is an option of no head, perhaps 'bias'.*'sigmoid' takes 'coherent', 'bias'"
+    ):
+        H.create_head("sigmoid", 8, paper_tax, bais=False)
+
+
 def test_errors(paper_tax):
     with pytest.raises(ValueError, match="in_features: expected a positive int.*got 0"):
         H.ConditionalHead(0, paper_tax)

@@ -282,6 +282,32 @@ def test_conditional_nll_with_a_masked_subtree_has_no_nan_in_either_strategy(pat
     assert torch.isinf(impossible).all() and (impossible > 0).all()
 
 
+@pytest.mark.parametrize("path", [True, False])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_conditional_nll_with_a_plus_inf_logit_is_finite_as_the_level_loss_is(path, smoothing):
+    """With validate_args=False a +inf logit (a float16 overflow) on or beside a target's path gave
+    inf - inf = NaN in both NLL strategies, loss and gradient. It is clamped to the dtype's finite range
+    with the gradient passed through, as level_cross_entropy does: on a tree whose deepest level is one
+    sibling group the two losses are the same, and so are their values and gradients."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    tables = _tables_for(tax, torch.device("cpu"))
+    target = torch.tensor([tax.index(n) for n in ("a1", "a2", "a", "b")])
+    for column in range(1, tax.num_nodes):
+        logits = torch.zeros(len(target), tax.num_nodes)
+        logits[:, column] = math.inf
+        x = logits.clone().requires_grad_(True)
+        got = L._conditional_nll(x, target, tables, None, smoothing, path=path)
+        got.sum().backward()
+        y = logits.clone().requires_grad_(True)
+        level = L.level_cross_entropy(y, target, tax, label_smoothing=smoothing, reduction="none", validate_args=False)
+        level.sum().backward()
+        assert torch.isfinite(got).all() and torch.isfinite(x.grad).all(), (column, got, x.grad)
+        assert torch.equal(got.detach(), level.detach()), (column, got, level)
+        assert torch.allclose(x.grad, y.grad, atol=1e-6), (column, x.grad, y.grad)
+    public = L.conditional_softmax_nll(logits, target, tax, label_smoothing=smoothing, validate_args=False)
+    assert torch.isfinite(public)
+
+
 def test_normal_image_teaches_only_the_first_level(paper_tax):
     x = torch.zeros(1, paper_tax.num_nodes, requires_grad=True)
     L.conditional_softmax_nll(x, torch.tensor([paper_tax.index("Normal")]), paper_tax).backward()

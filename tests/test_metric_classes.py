@@ -261,19 +261,56 @@ def test_unchecked_metrics_still_read_names_dags_and_other_devices() -> None:
 
 def test_unchecked_negative_indices_fail_instead_of_wrapping(paper_tax: Taxonomy) -> None:
     """torch indexing wraps -1 (a common padding value) to the last node: counted silently, it gave an
-    accuracy of 0.5 next to an F1 of 1.0 in one report. Negatives fail like any index out of range."""
+    accuracy of 0.5 next to an F1 of 1.0 in one report. Negatives fail like any index out of range, and
+    on the CPU the error names the value passed, not the num_nodes (11) it is sent to for the gather."""
     for name in CLASSES:
         metric = getattr(M, name)(paper_tax, validate_args=False)
-        with pytest.raises(IndexError):
+        with pytest.raises(UnknownNodeError, match=r"^preds: 1 node indices out of range \[0, 11\): first \[-1\]\. "):
             metric.update(torch.tensor([-1, 3]), torch.tensor([5, 3]))
-        with pytest.raises(IndexError):
-            metric.update(torch.tensor([5, 3]), torch.tensor([3, -2]))
+        with pytest.raises(UnknownNodeError, match=r"^target: 2 node indices out of range \[0, 11\): first \[-2, 11\]"):
+            metric.update(torch.tensor([5, 3]), torch.tensor([11, -2]))
+        with pytest.raises(UnknownNodeError, match=r"^target: 1 node indices out of range \[0, 11\): first \[-5\]"):
+            metric.update(torch.tensor([-1, 3]), torch.tensor([-5, 3]))  # target first, as the checked path
+        # the message is the checked path's, and nothing was counted
+        with pytest.raises(UnknownNodeError) as checked:
+            getattr(M, name)(paper_tax).update(torch.tensor([-1, 3]), torch.tensor([5, 3]))
+        with pytest.raises(UnknownNodeError) as unchecked:
+            metric.update(torch.tensor([-1, 3]), torch.tensor([5, 3]))
+        assert str(unchecked.value) == str(checked.value)
+        assert all(not getattr(metric, s).any() for s in metric._defaults), name
     checked = M.HierarchicalMetrics(paper_tax)
     with pytest.raises(UnknownNodeError):
         checked.update(torch.tensor([-1, 3]), torch.tensor([5, 3]))
     # a bool tensor is not read as node 0/1 on the device path: the checked host path refuses it
     with pytest.raises((UnknownNodeError, ValueError)):
         M.CorrectRate(paper_tax, validate_args=False).update(torch.tensor([1, 2]), torch.tensor([True, False]))
+
+
+@pytest.mark.parametrize("zero_division", [0.0, 1.0, math.nan])
+def test_hierarchical_metrics_before_any_sample_gives_zero_division_as_every_class(
+    paper_tax: Taxonomy, zero_division: float
+) -> None:
+    """compute() before update() (a review asked whether 0.0 there should be NaN or a raise): every class
+    gives its 0/0 value, zero_division, with torchmetrics' warning; HierarchicalMetrics does the same for
+    every key, equal to the single-metric classes', so zero_division=nan tells "no data" from a 0 score."""
+    report = M.HierarchicalMetrics(paper_tax, zero_division=zero_division)
+    with pytest.warns(UserWarning, match=r"compute.*called before the ``update``"):
+        got = O.floats(report.compute())
+    assert set(got) == set(M.summary(["ALL"], ["ALL"], paper_tax))
+    np.testing.assert_array_equal(list(got.values()), [zero_division] * len(got))
+    singles = {
+        "hierarchical_precision": M.HierarchicalPrecision,
+        "hierarchical_recall": M.HierarchicalRecall,
+        "hierarchical_f1": M.HierarchicalF1,
+        "mistake_severity": M.MistakeSeverity,
+    }
+    for key, cls in singles.items():
+        np.testing.assert_array_equal(got[key], float(cls(paper_tax, zero_division=zero_division).compute()))
+    levels = O.floats(M.LevelAccuracy(paper_tax, zero_division=zero_division).compute())
+    np.testing.assert_array_equal([got[f"level_accuracy/{d}"] for d in levels], list(levels.values()))
+    report.update(["ALL"], ["AML"])
+    report.reset()  # after reset() as before the first update
+    np.testing.assert_array_equal(list(O.floats(report.compute()).values()), [zero_division] * len(got))
 
 
 def test_micro_set_metrics_hold_no_float64_state(paper_tax: Taxonomy) -> None:

@@ -173,8 +173,9 @@ def test_reset_forgets_everything(paper_tax: Taxonomy) -> None:
     y_pred = torch.tensor([paper_tax.index(n) for n in ("ALL", "APL", "Chronic", "Reactive")])
     other = torch.flip(y_pred, [0])
     topk = torch.stack([y_pred, other], dim=1)
-    probs = torch.ones(4, paper_tax.num_nodes)  # consistent, but for the first sample
-    probs[0, paper_tax.index("APL")] = 2.0
+    probs = torch.full((4, paper_tax.num_nodes), 0.5)  # consistent, but for the first sample
+    probs[:, 0] = 1.0
+    probs[0, paper_tax.index("APL")] = 0.9  # above its parent AML's 0.5
     cases = [
         (M.NodeRecall(paper_tax), (y_pred, y_true), (other, y_true), M.node_recall(y_true, y_pred, paper_tax)),
         (M.DistanceAtK(paper_tax), (topk, y_true), (topk[:, :1], y_true), M.distance_at_k(y_true, topk, paper_tax)),
@@ -254,6 +255,49 @@ def test_update_errors_name_the_argument(paper_tax: Taxonomy) -> None:
     # validation off still reads what the device path does not take (a list, a wrong shape) on the host
     with pytest.raises(ValueError, match="probs: expected node marginals"):
         M.InconsistencyRate(paper_tax, validate_args=False).update(torch.rand(2, 3))
+
+
+def test_inconsistency_rate_update_refuses_logits_as_the_function_does(paper_tax: Taxonomy) -> None:
+    """update() took logits (values outside [0, 1]) silently and counted them; it refuses them as
+    inconsistency_rate does, counting nothing, unless validate_args=False."""
+    n = paper_tax.num_nodes
+    logits = torch.linspace(-4.0, 4.0, 2 * n).reshape(2, n)
+    rate = M.InconsistencyRate(paper_tax)
+    for batch in (logits, logits.numpy(), logits.tolist()):
+        with pytest.raises(
+            ValueError,
+            match=r"probs: expected node marginals in \[0, 1\] \(up to 0\.001 for rounding\), got values from -4 "
+            r"to 4\. These look like logits",
+        ):
+            rate.update(batch)
+    assert int(rate.total) == 0
+    unchecked = M.InconsistencyRate(paper_tax, validate_args=False)
+    unchecked.update(logits)  # on the device, no read-back
+    unchecked.update(logits.tolist())  # on the host, shape and finite values only
+    assert int(unchecked.total) == 4
+    assert float(unchecked.compute()) == M.inconsistency_rate(logits, paper_tax, validate_args=False)
+
+
+def test_unchecked_out_of_range_indices_name_the_value_passed(paper_tax: Taxonomy) -> None:
+    """With validate_args=False a negative index was sent to num_nodes for the gather, so on the CPU the
+    IndexError named index 11, which the caller never passed. The CPU refuses it at the door instead, with
+    the checked path's message (the caller's value and the range), and counts nothing."""
+    metrics = [M.NodeRecall(paper_tax, validate_args=False)] + [cls(paper_tax, validate_args=False) for cls, _ in LCA]
+    for metric in metrics:
+        with pytest.raises(UnknownNodeError, match=r"^preds: 1 node indices out of range \[0, 11\): first \[-1\]\. "):
+            metric.update(torch.tensor([3, -1]), torch.tensor([3, 4]))
+        with pytest.raises(UnknownNodeError, match=r"^target: 1 node indices out of range \[0, 11\): first \[12\]"):
+            metric.update(torch.tensor([3, 4]), torch.tensor([3, 12]))
+        assert all(not getattr(metric, s).any() for s in metric._defaults), type(metric).__name__
+    topk = M.DistanceAtK(paper_tax, validate_args=False)
+    with pytest.raises(UnknownNodeError, match=r"^topk_preds: 1 node indices out of range \[0, 11\): first \[-1\]"):
+        topk.update(torch.tensor([[3, 4], [4, -1]]), torch.tensor([3, 4]))
+    # the target is checked before it is repeated k times: one bad index, named once
+    with pytest.raises(UnknownNodeError, match=r"^target: 1 node indices out of range \[0, 11\): first \[-1\]"):
+        topk.update(torch.tensor([[3, 4], [4, 3]]), torch.tensor([3, -1]))
+    assert int(topk.total) == 0
+    topk.update(torch.tensor([[3, 4], [4, 3]]), torch.tensor([3, 4]))  # in range: counted on the device path
+    assert float(topk.compute()) == M.distance_at_k([3, 4], [[3, 4], [4, 3]], paper_tax)
 
 
 def test_dags_are_accepted_as_the_functions_accept_them() -> None:

@@ -422,3 +422,26 @@ def test_inconsistency_rate_names_a_bad_tol(bad) -> None:
     with pytest.raises(ValueError, match="tol: expected a finite number >= 0"):
         inconsistency_rate([[1.0, 0.7, 0.3]], tax, tol=bad)
     assert inconsistency_rate([[1.0, 0.7, 0.3], [0.5, 0.9, 0.1]], tax, tol=0) == 0.5
+
+
+def test_inconsistency_rate_refuses_logits_as_the_decoders_do() -> None:
+    """Logits (values outside [0, 1]) were compared as if they were marginals and gave a rate silently.
+    They are refused with the decoders' message; rounding up to the dtype's slack passes, and
+    validate_args=False skips the check."""
+    tax = Taxonomy.from_paths(["r/a", "r/b"])
+    logits = [[0.0, 2.5, -3.0], [0.0, -1.0, -0.4]]
+    for probs in (logits, np.array(logits), torch.tensor(logits)):
+        with pytest.raises(
+            ValueError,
+            match=r"probs: expected node marginals in \[0, 1\] \(up to 0\.001 for rounding\), got values from -3 to "
+            r"2\.5\. These look like logits or log-probabilities: pass head\.marginals\(logits\)",
+        ):
+            M.inconsistency_rate(probs, tax)
+    assert M.inconsistency_rate(logits, tax, validate_args=False) == 0.5
+    # a sum of leaf probabilities that rounds above 1: 1e-3 for float32/64, four eps for float16
+    assert M.inconsistency_rate([[1.0, 1.0005, 0.0]], tax) == 1.0
+    assert M.inconsistency_rate(torch.tensor([[1.0, 1.003, 0.0]], dtype=torch.float16), tax) == 1.0
+    with pytest.raises(ValueError, match=r"up to 0\.001 for rounding\), got values from 0 to 1\.003"):
+        M.inconsistency_rate(torch.tensor([[1.0, 1.003, 0.0]]), tax)
+    with pytest.raises(TypeError, match="validate_args: expected True or False, got 'no'"):
+        M.inconsistency_rate(logits, tax, validate_args="no")

@@ -20,8 +20,12 @@ By default each batch is encoded and checked on the host (one small copy of the 
 vectors per batch). With ``validate_args=False`` (torchmetrics' name), a tree's batches of index
 tensors already on the metric's device are counted there: the lowest common ancestors come from
 the taxonomy's Euler-tour tables moved to the device, so an update never waits for the GPU.
-Nothing checks the indices then: an index out of range, negative ones included, fails inside the
-gather (a device-side assert on CUDA), as it would in the losses with ``validate_args=False``.
+Off the CPU nothing checks the indices then: an index out of range, negative ones included, fails
+inside the gather (a device-side assert on CUDA), as it would in the losses with ``validate_args=False``.
+On the CPU, where reading them back costs no device sync, an index out of range is refused as the
+checked path refuses it (``UnknownNodeError`` naming the value passed and the range
+``[0, num_nodes)``). No index stands for "no label" (-1 included): a sample labelled only partly takes
+the inner node it reaches, and a sample with no label at all is left out of the batch.
 """
 
 from __future__ import annotations
@@ -307,27 +311,40 @@ class _TaxonomyMetric(Metric):
             return float("nan") if int(self.total) else self.zero_division
         return float(getattr(self, f"sum_{name}")) / count
 
-    def _device_pairs(self, preds: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(target, preds)`` as int64 tensors on the metric's device when the batch can be counted there.
-
-        That is: ``validate_args=False``, a tree, and 1-D integer tensors already on the metric's
-        device (not MPS, which has no float64 for the macro sums). Anything else (names, numpy,
-        another device, validation on) goes the checked host path.
-        """
+    def _on_device(self, preds: Any, target: Any) -> bool:
+        """Whether a batch can be counted on the metric's device: ``validate_args=False``, a tree, and
+        integer tensors already on the metric's device (not MPS, which has no float64 for the macro
+        sums). Anything else (names, numpy, another device, validation on) goes the checked host path."""
         if self.validate_args or not self.taxonomy.is_tree or self.device.type == "mps":
-            return None
+            return False
         if not (isinstance(preds, torch.Tensor) and isinstance(target, torch.Tensor)):
-            return None
+            return False
         if preds.device != self.device or target.device != self.device:
+            return False
+        return not any(x.is_floating_point() or x.is_complex() or x.dtype == torch.bool for x in (preds, target))
+
+    def _check_on_cpu(self, x: torch.Tensor, name: str, ndim: int = 1) -> None:
+        """Refuse indices out of range on the CPU, where reading them needs no device sync, with the checked
+        path's message: the caller's own value and the valid range (the remap of :meth:`_trusted` would
+        otherwise have the gather name ``num_nodes``, an index the caller never passed). Off the CPU nothing is
+        read back: an index out of range fails inside the gather (a device-side assert on CUDA)."""
+        if x.device.type == "cpu":
+            _encode(x.detach().numpy(), self.taxonomy, name, ndim=ndim, allow_empty=True)
+
+    def _trusted(self, x: torch.Tensor) -> torch.Tensor:
+        """Indices as int64 for the device tables. torch indexing would wrap -1 (a common padding value) to
+        the last node and count it silently: negatives go past the end instead, so that they fail in the
+        gather like any index out of range."""
+        return torch.where(x < 0, self.taxonomy.num_nodes, x.long())
+
+    def _device_pairs(self, preds: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(target, preds)`` as int64 tensors on the metric's device when the batch can be counted there
+        (:meth:`_on_device`, and 1-D of one length); None sends it down the checked host path."""
+        if not self._on_device(preds, target) or preds.ndim != 1 or preds.shape != target.shape:
             return None
-        if any(x.is_floating_point() or x.is_complex() or x.dtype == torch.bool for x in (preds, target)):
-            return None
-        if preds.ndim != 1 or preds.shape != target.shape:
-            return None
-        # torch indexing would wrap -1 (a common padding value) to the last node and count it silently;
-        # send negatives past the end instead, so that they fail in the gather like any index out of range
-        n = self.taxonomy.num_nodes
-        return tuple(torch.where(x < 0, n, x.long()) for x in (target, preds))  # type: ignore[return-value]
+        self._check_on_cpu(target, "target")
+        self._check_on_cpu(preds, "preds")
+        return self._trusted(target), self._trusted(preds)
 
     def _device_stats(self, t: torch.Tensor, p: torch.Tensor) -> tuple[_TreeTables, torch.Tensor]:
         tables = _tree_tables(self.taxonomy, str(self.device))
@@ -368,10 +385,16 @@ class HierarchicalMetrics(_TaxonomyMetric):
     predictions, per-depth hits); ``compute()`` returns the same dict as
     ``summary`` on all the data seen since the last ``reset()``.
 
+    Before any sample (``compute()`` before ``update()``, after ``reset()``, or after empty
+    batches only), every value is a 0/0 ratio and so ``zero_division``, as in the other metric
+    classes that take the option (0.0 by default, which reads like a score: pass
+    ``zero_division=float("nan")`` to tell "no data" apart), and torchmetrics warns that
+    ``compute`` was called before ``update``.
+
     Args:
         taxonomy: the taxonomy that ``preds`` and ``target`` index.
         distance: the mistake-severity distance (see :func:`hiercls.metrics.lca_distance`).
-        zero_division: value of a 0/0 ratio.
+        zero_division: value of a 0/0 ratio, and of every value before any sample.
         validate_args: check and encode each batch on the host (names, range, shape). Off, a
             tree's batches of index tensors on the metric's device are counted there, with no
             read-back (no GPU sync per batch); other input still goes the checked host path.
@@ -386,6 +409,9 @@ class HierarchicalMetrics(_TaxonomyMetric):
         >>> metric.update(torch.tensor([1]), torch.tensor([5]))
         >>> metric.compute()["hierarchical_precision"]
         tensor(0.6000, dtype=torch.float64)
+        >>> empty = HierarchicalMetrics(tax, zero_division=float("nan"))
+        >>> empty.compute()["accuracy"]  # before any sample: zero_division
+        tensor(nan, dtype=torch.float64)
     """
 
     higher_is_better = None
@@ -436,7 +462,8 @@ class HierarchicalMetrics(_TaxonomyMetric):
             self._add(key, value)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """The :func:`hiercls.metrics.summary` dict of everything seen so far, as 0-d tensors."""
+        """The :func:`hiercls.metrics.summary` dict of everything seen so far, as 0-d tensors
+        (``zero_division`` for every value before any sample)."""
         counts: dict[str, Any] = {key: int(getattr(self, key)) for key in _COUNT_KEYS}
         if self.taxonomy.is_tree:
             counts["level_correct"] = self.level_correct.cpu().numpy()
@@ -1102,25 +1129,24 @@ class DistanceAtK(_TaxonomyMetric):
     def update(self, topk_preds: LabelsLike, target: LabelsLike) -> None:
         """Add a batch: ``topk_preds`` ``(B, k)`` and ``target`` ``(B,)``, node indices or names."""
         if (
-            isinstance(topk_preds, torch.Tensor)
-            and isinstance(target, torch.Tensor)
+            self._on_device(topk_preds, target)
             and topk_preds.ndim == 2
             and target.ndim == 1
             and topk_preds.shape[0] == target.shape[0]
             and topk_preds.shape[1] > 0
         ):
             k = topk_preds.shape[1]
-            pair = self._device_pairs(topk_preds.reshape(-1), target.repeat_interleave(k))
-            if pair is not None:
-                t, p = pair
-                tables, lca = self._device_stats(t, p)
-                if self.distance == "height":
-                    dist = torch.where(t != p, tables.height[lca], 0)
-                else:
-                    dist = tables.depth[t] + tables.depth[p] - 2 * tables.depth[lca]
-                self._add("distance_sum", dist.sum())
-                self._add("total", len(t))
-                return
+            self._check_on_cpu(target, "target")  # before the repeat: the caller's values, counted once
+            self._check_on_cpu(topk_preds, "topk_preds", ndim=2)
+            t, p = self._trusted(target.repeat_interleave(k)), self._trusted(topk_preds.reshape(-1))
+            tables, lca = self._device_stats(t, p)
+            if self.distance == "height":
+                dist = torch.where(t != p, tables.height[lca], 0)
+            else:
+                dist = tables.depth[t] + tables.depth[p] - 2 * tables.depth[lca]
+            self._add("distance_sum", dist.sum())
+            self._add("total", len(t))
+            return
         t = _encode(target, self.taxonomy, "target", allow_empty=True)
         if not len(t) and not len(topk_preds):  # an empty batch as [] (an empty DDP shard) adds nothing
             return
@@ -1159,14 +1185,16 @@ class InconsistencyRate(_TaxonomyMetric):
     Args:
         taxonomy: a tree or a DAG.
         tol: slack for rounding: a child counts above its parent when ``probs[v] > probs[u] + tol``.
-        validate_args: check each batch on the host (shape, finite values). Off, a float tensor
+        validate_args: check each batch on the host (shape, finite values in ``[0, 1]``, as
+            :func:`~hiercls.metrics.inconsistency_rate` does: logits are refused). Off, a float tensor
             ``(B, num_nodes)`` on the metric's device is compared there, with no read-back (a row
-            with a NaN marginal then counts as inconsistent); other input still goes the checked
-            host path.
+            with a NaN marginal then counts as inconsistent); other input still goes the host path,
+            which then checks its shape and finite values only.
         **kwargs: torchmetrics ``Metric`` options.
 
     Raises:
-        ValueError: ``tol`` is not a non-negative finite number.
+        ValueError: ``tol`` is not a non-negative finite number; in ``update``, a bad shape, or (with
+            ``validate_args``) values outside ``[0, 1]``.
 
     Examples:
         >>> import torch
@@ -1211,7 +1239,7 @@ class InconsistencyRate(_TaxonomyMetric):
         shape = tuple(getattr(probs, "shape", ()))
         if shape == (0, n):  # an empty batch (an empty DDP shard) adds nothing
             return
-        scores = _as_probs(probs, self.taxonomy)
+        scores = _as_probs(probs, self.taxonomy, unit_interval=self.validate_args)
         edges = self.taxonomy.edges_index()
         bad = (scores[:, edges[:, 1]] > scores[:, edges[:, 0]] + self.tol).any(axis=1)
         self._add("inconsistent", int(np.count_nonzero(bad)))

@@ -972,9 +972,41 @@ def _node_recall_counts(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> tup
 
 
 # ---------------------------------------------------------- probabilities
-def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs") -> np.ndarray:
+# how far outside [0, 1] a marginal may stray by rounding (e.g. a sum of leaf probabilities) and still be read
+_PROB_SLACK = 1e-3
+# in units of the input dtype's eps: a bfloat16 sum of leaf probabilities lands on 1.0078 (1 + eps) or above
+_SLACK_EPS = 4
+# at most bfloat16's four eps (0.031): float8 (eps 0.125 to 2) would otherwise read logits near 2 as marginals
+_SLACK_MAX = _SLACK_EPS * 2.0**-7
+
+
+def _prob_slack(eps: float) -> float:
+    """How far outside ``[0, 1]`` marginals of a dtype with machine epsilon ``eps`` may stray: 1e-3, or four
+    eps when that is more (float16: 0.0039, bfloat16: 0.031), at most bfloat16's four."""
+    return min(max(_PROB_SLACK, _SLACK_EPS * eps), _SLACK_MAX)
+
+
+def _check_unit_interval(lo: float, hi: float, slack: float, name: str = "probs") -> None:
+    """Refuse marginals whose smallest value ``lo`` or largest ``hi`` is outside ``[0, 1]`` by more than
+    ``slack``: logits or log-probabilities passed by mistake (the decoders' check, shared with the metrics)."""
+    if lo < -slack or hi > 1.0 + slack:
+        raise ValueError(
+            f"{name}: expected node marginals in [0, 1] (up to {slack:.2g} for rounding), got values from {lo:.4g} "
+            f"to {hi:.4g}. These look like logits or log-probabilities: pass head.marginals(logits) "
+            "(or the .exp() of log-marginals)."
+        )
+
+
+def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs", unit_interval: bool = False) -> np.ndarray:
+    """Node scores -> float64 ``(B, num_nodes)``, finite; with ``unit_interval``, also in ``[0, 1]`` up to the
+    rounding slack of the dtype they came in (:func:`_check_unit_interval`)."""
+    eps = 0.0  # integer input (0/1 marginals) is exact
     if hasattr(probs, "detach") and hasattr(probs, "cpu"):
         probs = probs.detach().cpu()
+        if probs.is_floating_point():
+            import torch  # already imported: a tensor came
+
+            eps = torch.finfo(probs.dtype).eps
         # keep float64 as it is (rounding to float32 can create ties in the AP ranking)
         probs = probs.numpy() if str(probs.dtype) == "torch.float64" else probs.float().numpy()
     try:
@@ -992,6 +1024,8 @@ def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs") -> np.ndarray
         raise ValueError(f"{name} is empty: give at least one sample.")
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a float array of marginals, got dtype {arr.dtype}.")
+    if arr.dtype.kind == "f":
+        eps = max(eps, float(np.finfo(arr.dtype).eps))
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
@@ -999,6 +1033,8 @@ def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs") -> np.ndarray
             f"{name}: expected finite marginals, got {arr[tuple(bad)]} at sample {bad[0]}, node {bad[1]} "
             f"({int((~np.isfinite(arr)).sum())} non-finite value(s)); check the model's outputs for NaN/inf."
         )
+    if unit_interval:
+        _check_unit_interval(float(arr.min()), float(arr.max()), _prob_slack(eps), name)
     return arr
 
 
@@ -1091,22 +1127,27 @@ def _average_precision_block(
     return _safe_div((rel * prec_end).sum(axis=0), n_pos, zd), n_pos
 
 
-def inconsistency_rate(probs: Any, taxonomy: Taxonomy, *, tol: float = 1e-6) -> float:
+def inconsistency_rate(probs: Any, taxonomy: Taxonomy, *, tol: float = 1e-6, validate_args: bool = True) -> float:
     """The fraction of samples with an inconsistent output: some child's marginal above its parent's.
 
     ``rate = mean_i [exists edge (u, v): probs[i, v] > probs[i, u] + tol]``.
     Coherent heads (conditional, flat, coherent sigmoid) give 0.
 
     Args:
-        probs: node marginals ``(B, num_nodes)`` (numpy or torch).
+        probs: node marginals ``(B, num_nodes)`` (numpy or torch), each in ``[0, 1]``.
         taxonomy: a tree or a DAG.
         tol: slack for rounding.
+        validate_args: check that ``probs`` lie in ``[0, 1]`` (up to 1e-3 for rounding, more for
+            float16/bfloat16 input), as the decoders do: logits would be compared as if they were
+            marginals. Shape and finiteness are checked either way.
 
     Returns:
         A float in [0, 1].
 
     Raises:
-        ValueError: bad shape or empty input; ``tol`` not a finite number >= 0.
+        ValueError: bad shape or empty input; values outside ``[0, 1]`` (logits passed by mistake);
+            ``tol`` not a finite number >= 0.
+        TypeError: ``validate_args`` is not a bool.
 
     Examples:
         >>> from hiercls import Taxonomy
@@ -1121,7 +1162,9 @@ def inconsistency_rate(probs: Any, taxonomy: Taxonomy, *, tol: float = 1e-6) -> 
             f"tol: expected a finite number >= 0 (the rounding slack, e.g. 1e-6), got {tol!r}; NaN would call "
             "every output consistent and a negative slack a consistent one inconsistent."
         )
-    scores = _as_probs(probs, taxonomy)
+    if not isinstance(validate_args, bool):
+        raise TypeError(f"validate_args: expected True or False, got {validate_args!r}.")
+    scores = _as_probs(probs, taxonomy, unit_interval=validate_args)
     edges = taxonomy.edges_index()
     bad = (scores[:, edges[:, 1]] > scores[:, edges[:, 0]] + tol).any(axis=1)
     return float(np.count_nonzero(bad)) / len(scores)
