@@ -1116,19 +1116,50 @@ def test_scan_finds_pbc_class_folders_that_hold_only_patient_subfolders(tmp_path
 
 
 def test_scan_merges_the_groups_of_several_csv_group_columns_case_blind(tmp_path: Path) -> None:
-    """With patient and slide columns only the first was read, so a slide's images with no patient cell were
-    in no group, and 'p2' and 'P2' were two patients."""
-    for name in "abcde":
+    """With group and patient columns only the first was read, so a patient's images with no group cell were
+    in no group, and 'p2' and 'P2' were two patients; slides numbered 1, 2 within each patient are not one
+    slide (reading them across patients made every patient one group); rows in another order give the same
+    groups and the same split."""
+    for name in "abcdefgh":
         _png(tmp_path / f"{name}.png", "RGB", size=(30 + ord(name), 30))
-    (tmp_path / "m.csv").write_text(
-        "path,label,slide,Patient\na.png,Normal,S1,P1\nb.png,ALL,s1,\nc.png,ALL,S2,P2\nd.png,Normal,,p2\ne.png,ALL,,\n"
-    )
-    report = scan(tmp_path / "m.csv", "paper", workers=1, warn=False)[1]
-    assert report.group_source == "CSV columns 'slide', 'Patient' (merged)"
+    rows = [
+        "a.png,Normal,G1,P1,1", "b.png,ALL,,p1,2", "c.png,ALL,,P2,1", "d.png,Normal,,p2,2", "e.png,ALL,,,",
+        "f.png,ALL,,,x9", "g.png,Normal,,,X9", "h.png,ALL,g1,,",
+    ]  # fmt: skip
+    (tmp_path / "m.csv").write_text("path,label,group,Patient,slide\n" + "\n".join(rows) + "\n")
+    samples, report = scan(tmp_path / "m.csv", "paper", workers=1, warn=False)
+    assert report.group_source == "CSV columns 'group', 'Patient', 'slide' (merged; a slide within its patient)"
     assert report.groups == {
-        "Patient P1": [str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+        "group G1": [str(tmp_path / f"{n}.png") for n in "abh"],
         "Patient P2": [str(tmp_path / "c.png"), str(tmp_path / "d.png")],
+        "slide x9": [str(tmp_path / "f.png"), str(tmp_path / "g.png")],
     }
+    (tmp_path / "r.csv").write_text("path,label,group,Patient,slide\n" + "\n".join(rows[::-1]) + "\n")
+    again, other = scan(tmp_path / "r.csv", "paper", workers=1, warn=False)
+    assert other.groups == report.groups
+    assert D.split_images(again, other, split_by_group=True) == D.split_images(samples, report, split_by_group=True)
+
+
+def test_scan_reads_group_names_in_one_unicode_spelling(tmp_path: Path) -> None:
+    """'Müller' typed as one code point and as u + a combining diaeresis were two patients."""
+    root = tmp_path / "d"
+    _png(root / "Normal" / "M\u00fcller" / "a.png", "RGB")
+    _png(root / "ALL" / "Mu\u0308ller" / "b.png", "RGB", size=(31, 30))
+    _png(root / "ALL" / "Other" / "c.png", "RGB", size=(32, 30))
+    report = scan(root, "paper", workers=1, warn=False)[1]
+    assert sorted(map(len, report.groups.values())) == [1, 2]
+
+
+def test_scan_does_not_take_a_taxonomy_node_below_a_pbc_class_folder_for_a_patient(tmp_path: Path) -> None:
+    """In the PBC layout a node-named subfolder (ig/myelocyte/MY_1.jpg) was a group: a whole subtype in
+    one split."""
+    pbc = tmp_path / "pbc"
+    for i, rel in enumerate(("ig/myelocyte/MY_1.jpg", "ig/metamyelocyte/MMY_2.jpg", "neutrophil/p1/BNE_3.jpg")):
+        _jpeg(pbc / rel, color=(i * 40, 90, 90))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        report = scan(pbc, "pbc", layout="pbc", workers=1, warn=False)[1]
+    assert report.groups == {"p1": [str(pbc / "neutrophil/p1/BNE_3.jpg")]}
 
 
 def _grouped(labels: list[str], group_of: list[int | None]) -> tuple[list[Sample], D.ScanReport]:
@@ -1160,11 +1191,11 @@ def test_split_by_group_keeps_groups_whole_and_cuts_each_stratum_by_units(rows, 
         else:
             assert "leave no image" in str(err) and (not drawn["val"] or not drawn["test"])
             # refused only when filling left a split empty with no split holding a group over its share
-            filled = D._fill_short_splits(drawn, report.groups, (0.7, 0.1, 0.2))
+            filled = D._fill_short_splits(drawn, list(report.groups.values()), (0.7, 0.1, 0.2))
             held = D.group_counts(filled, report.groups)
-            total = sum(held.values())
+            share = D.group_shares(sum(held.values()), (0.7, 0.1, 0.2))
             assert not filled["val"] or not filled["test"]
-            assert all(held[k] <= max(1, round(f * total)) for k, f in zip(D.SPLITS, (0.7, 0.1, 0.2)))
+            assert all(held[k] <= share[k] for k in D.SPLITS) and sum(held.values()) < 3
         return
     assert sorted(s.path for v in parts.values() for s in v) == sorted(s.path for s in samples)
     assert D.groups_across_splits(parts, report.groups) == 0
@@ -1193,7 +1224,7 @@ def test_split_by_group_keeps_groups_whole_and_cuts_each_stratum_by_units(rows, 
 
 def _check_filled(drawn: dict, parts: dict, groups: dict, fractions=(0.7, 0.1, 0.2)) -> None:
     """``parts`` is ``drawn`` with the fewest whole groups moved so that each split holds its share of groups
-    (``max(1, round(f x G))``) or no split has a group to spare; images in no group do not move."""
+    (:func:`group_shares`) or no split has a group to spare; images in no group do not move."""
     before = {s.path: k for k, v in drawn.items() for s in v}
     after = {s.path: k for k, v in parts.items() for s in v}
     grouped = {p for paths in groups.values() for p in paths}
@@ -1207,8 +1238,7 @@ def _check_filled(drawn: dict, parts: dict, groups: dict, fractions=(0.7, 0.1, 0
             held[after[present[0]]] += 1
             if after[present[0]] != before[present[0]]:
                 gained[after[present[0]]] += 1
-    total = sum(held.values())
-    share = {k: max(1, round(f * total)) if f > 0 else 0 for k, f in zip(D.SPLITS, fractions)}
+    share = D.group_shares(sum(held.values()), fractions)
     had = {k: held[k] - gained[k] + sum(1 for g in groups.values() if _moved_from(g, before, after, k)) for k in held}
     if all(had[k] >= share[k] for k in D.SPLITS):
         assert parts == drawn  # nothing short: nothing moves
@@ -1240,12 +1270,70 @@ def test_split_by_group_moves_whole_groups_into_a_split_that_per_label_rounding_
     _check_filled(drawn, parts, report.groups)
 
 
+@settings(examples(60), deadline=None)
+@given(st.integers(0, 400), st.sampled_from([(0.7, 0.1, 0.2), (0.8, 0.0, 0.2), (0.34, 0.33, 0.33), (1.0, 0.0, 0.0)]))
+def test_group_shares_give_each_split_a_group_and_never_ask_for_more_than_there_are(total, fractions) -> None:
+    share = D.group_shares(total, fractions)
+    wanted = [k for k, f in zip(D.SPLITS, fractions) if f > 0]
+    assert all(share[k] == 0 for k in D.SPLITS if k not in wanted)
+    assert all(share[k] >= 1 for k in wanted)
+    if total >= len(wanted):
+        assert sum(share.values()) <= total
+        # only reduced from round(f x total) (at least 1), never raised
+        assert all(share[k] <= max(1, round(f * total)) for k, f in zip(D.SPLITS, fractions) if f > 0)
+        if sum(share.values()) < total:  # reduced only when it had to be
+            assert all(share[k] == max(1, round(f * total)) for k, f in zip(D.SPLITS, fractions) if f > 0)
+
+
+def test_split_by_group_fills_every_split_from_three_groups_on() -> None:
+    """Shares of max(1, round(f x G)) summed to more than G for G <= 5, so three to five patients of one label
+    were refused, and 2 labels x 2 patients drawn 2/2/0 moved a group into train, which did not need it."""
+    for n in (3, 4, 5):
+        samples, report = _grouped(["a"] * (2 * n), [i // 2 for i in range(2 * n)])
+        parts = D.split_images(samples, report, split_by_group=True)
+        assert all(D.group_counts(parts, report.groups)[k] >= 1 for k in D.SPLITS), n
+    samples, report = _grouped(["a", "a", "b", "b"], [0, 1, 2, 3])
+    counts = [
+        D.group_counts(D.split_images(samples, report, seed=s, split_by_group=True), report.groups) for s in range(8)
+    ]
+    assert all(c == {"train": 2, "val": 1, "test": 1} for c in counts), counts
+
+
+def test_split_by_group_with_copies_moves_a_group_with_the_groups_its_copies_tie_it_to() -> None:
+    """With --group-duplicates, the fill moved one patient alone, away from the patient a copy ties it to:
+    copies of training images reached val and test."""
+    labels = [lab for lab in "abcdefg" for _ in range(3) for _ in range(2)]  # 7 labels x 3 patients x 2 images
+    samples, report = _grouped(labels, [i // 2 for i in range(len(labels))])
+    g = report.groups
+    dups = [[g[f"g{k}"][0], g[f"g{k + 1}"][0]] for k in range(21) if k % 3 != 2]  # chains of 3 patients
+    report.duplicates = sorted(sorted(d) for d in dups)
+    parts = D.split_images(samples, report, group_duplicates=True, split_by_group=True)
+    assert D.copies_in_train(parts, report.duplicates) == {"val": 0, "test": 0}
+    assert D.groups_across_splits(parts, report.groups) == 0
+    assert all(len(parts[k]) for k in D.SPLITS)  # 7 units of 3 patients: shares 5/1/1
+
+
+def test_lopsided_validation_is_flagged_relative_to_its_share() -> None:
+    """An absolute tolerance of 0.15 never flagged validation (asked 10%), even at 0.1% of the images."""
+    parts = {
+        "train": [Sample(f"/d/p{i}/x.jpg", "a") for i in range(800)],
+        "val": [Sample("/d/q/x.jpg", "a")],
+        "test": [Sample(f"/d/r{i}/x.jpg", "a") for i in range(199)],
+    }
+    groups = {s.path.split("/")[2]: [s.path] for items in parts.values() for s in items}
+    (said,) = D.group_split_warnings(parts, groups)
+    assert said.startswith("val holds 0% of the images (10% asked)")
+    parts["val"] = [Sample(f"/d/q{i}/x.jpg", "a") for i in range(100)]  # 9% of 1099: close enough
+    assert D.group_split_warnings(parts, {**groups, **{f"q{i}": [f"/d/q{i}/x.jpg"] for i in range(100)}}) == []
+
+
 def test_split_by_group_refusals_name_the_flag_and_the_fix() -> None:
     samples, report = _grouped(["a"] * 6, [None] * 6)
     with pytest.raises(ValueError, match=r"--split-by-group: no groups in /d.*patient07.*drop the flag"):
         D.split_images(samples, report, split_by_group=True, flag="--split-by-group")
     samples, report = _grouped(["a"] * 6, [0, 0, 0, 1, 1, 1])
-    with pytest.raises(ValueError, match=r"split_by_group: the 2 group\(s\) of /d leave no image for the test split"):
+    with pytest.raises(ValueError, match=r"split_by_group: the 2 group\(s\) of /d \(each drawn whole\) leave no image "
+                       r"for the test split\(s\) \(fewer groups than the 3 splits to fill\)"):  # fmt: skip
         D.split_images(samples, report, split_by_group=True)
     # with no validation share asked for, an empty val is what was asked
     parts = D.split_images(samples, report, fractions=(0.5, 0.0, 0.5), split_by_group=True)

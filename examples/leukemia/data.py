@@ -47,10 +47,12 @@ import csv
 import difflib
 import functools
 import hashlib
+import heapq
 import io
 import math
 import os
 import sys
+import unicodedata
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -86,6 +88,7 @@ __all__ = [
     "default_workers",
     "detect_layout",
     "group_counts",
+    "group_shares",
     "group_split_warnings",
     "groups_across_splits",
     "limit_samples",
@@ -967,7 +970,7 @@ def _label_csv(
             )
         ip, il = cols.index("path"), cols.index("label")
         igs = [i for i, c in enumerate(cols) if c in GROUP_COLUMNS]
-        row_keys: list[tuple[str, list[tuple[int, str, str]]]] = []  # path -> (column rank, key, spelling)
+        cells: list[tuple[str, list[tuple[str, str]]]] = []  # (path, [(group column, its value)])
         for line, row in enumerate(reader, start=2):
             if not row or all(not c.strip() for c in row):
                 continue
@@ -989,13 +992,9 @@ def _label_csv(
                 ].append(full)
             else:
                 out.append((full, label, ""))
-                keys = [
-                    (GROUP_COLUMNS.index(cols[i]), f"{cols[i]}\0{row[i].strip().casefold()}", row[i].strip())
-                    for i in igs
-                    if i < len(row) and row[i].strip()
-                ]
-                if keys:
-                    row_keys.append((full, keys))
+                row_cells = [(cols[i], row[i].strip()) for i in igs if i < len(row) and row[i].strip()]
+                if row_cells:
+                    cells.append((full, row_cells))
     notes: dict[str, list[str]] = {}
     # a row with an empty label for an image another row labels loses nothing: said, not counted as skipped
     labelled = {p for p, _, _ in out}
@@ -1008,53 +1007,74 @@ def _label_csv(
     named = [header[i].strip() for i, c in enumerate(cols) if c in SPLIT_COLUMNS]
     if named and out:
         notes[OWN_SPLIT_NOTE.format(where=f"listed with a {named[0]!r} column in the CSV")] = [p for p, _, _ in out]
-    group_of, column = _csv_groups(row_keys, [header[i].strip() for i in igs] if header else [])
+    group_of, column = _csv_groups(cells, [header[i].strip() for i in igs] if header else [])
     return out, base, dict(skipped), notes, column, group_of
 
 
-def _csv_groups(
-    row_keys: Sequence[tuple[str, Sequence[tuple[int, str, str]]]], columns: Sequence[str]
-) -> tuple[dict[str, str], str]:
-    """``(path -> group name, description)`` from the group cells of a CSV's rows.
+#: CSV group columns below a patient: their values are read within the row's patient (slides numbered 1, 2...
+#: for each patient are not one slide)
+WITHIN_PATIENT_COLUMNS = frozenset({"slide", "slide_id"})
 
-    Images that share a value in any group column (case-blind) are one group, through any chain of them: with
-    ``patient`` and ``slide`` columns, a slide listed under two patients joins them, so no image of either can
-    be on both sides of a split. A group is named after its value in the first of :data:`GROUP_COLUMNS`
-    it has (as first met), prefixed with the column when the CSV has several.
+
+def _csv_groups(
+    cells: Sequence[tuple[str, Sequence[tuple[str, str]]]], columns: Sequence[str]
+) -> tuple[dict[str, str], str]:
+    """``(path -> group name, description)`` from the group cells of a CSV's rows (``(path, [(column,
+    value)])``, columns lower-case).
+
+    Images that share a value in any group column (compared by :func:`_group_key`) are one group, through
+    any chain of them: with ``group`` and ``patient`` columns, a patient listed under two groups joins them,
+    so no image of either can be on both sides of a split. A slide (:data:`WITHIN_PATIENT_COLUMNS`) is read
+    within the row's patient when the row names one (slide 1 of patient P1 is not slide 1 of P2), and on its
+    own in rows with no patient. A group is named after its value in the first of :data:`GROUP_COLUMNS`
+    it has (spelt as in its first image by path), prefixed with the column when the CSV has several.
 
     Examples:
-        >>> rows = [("/a", [(1, "patient\\0p1", "P1"), (4, "slide\\0s1", "s1")]), ("/b", [(4, "slide\\0s1", "S1")]),
-        ...         ("/c", [(1, "patient\\0p2", "p2")])]
-        >>> _csv_groups(rows, ["Patient", "Slide"])
-        ({'/a': 'Patient P1', '/b': 'Patient P1', '/c': 'Patient p2'}, "CSV columns 'Patient', 'Slide' (merged)")
+        >>> rows = [("/a", [("patient", "P1"), ("slide", "1")]), ("/b", [("patient", "p1"), ("slide", "2")]),
+        ...         ("/c", [("patient", "P2"), ("slide", "1")]), ("/d", [("slide", "x9")]), ("/e", [("slide", "X9")])]
+        >>> group_of, said = _csv_groups(rows, ["Patient", "Slide"])
+        >>> group_of
+        {'/a': 'Patient P1', '/b': 'Patient P1', '/c': 'Patient P2', '/d': 'Slide x9', '/e': 'Slide x9'}
+        >>> said
+        "CSV columns 'Patient', 'Slide' (merged; a slide within its patient)"
     """
-    parent: dict[str, str] = {}
+    parent: dict[tuple[str, ...], tuple[str, ...]] = {}
 
-    def find(k: str) -> str:
+    def find(k: tuple[str, ...]) -> tuple[str, ...]:
         while parent.setdefault(k, k) != k:
             parent[k] = parent[parent[k]]
             k = parent[k]
         return k
 
-    spelling: dict[str, tuple[int, str]] = {}
-    for path, keys in row_keys:
-        for rank, key, text in keys:
-            spelling.setdefault(key, (rank, text))
-            a, b = find("\1" + path), find(key)  # the image joins each of its keys
+    spelling: dict[tuple[str, ...], str] = {}
+    rank: dict[tuple[str, ...], int] = {}
+    for path, row in sorted(cells):
+        owners = tuple(sorted(_group_key(v) for c, v in row if c not in WITHIN_PATIENT_COLUMNS))
+        for column, value in row:
+            within = owners if column in WITHIN_PATIENT_COLUMNS else ()
+            key = (column, *within, _group_key(value))
+            spelling.setdefault(key, value)
+            rank[key] = GROUP_COLUMNS.index(column)
+            a, b = find(("", path)), find(key)  # the image joins each of its keys
             if a != b:
                 parent[a] = b
-    best: dict[str, tuple[int, str]] = {}  # component -> (rank, key) of its most preferred key
-    for key, (rank, _) in spelling.items():
+    best: dict[tuple[str, ...], tuple[int, tuple[str, ...]]] = {}  # component -> its most preferred key
+    for key in spelling:
         root = find(key)
-        best[root] = min(best.get(root, (rank, key)), (rank, key))
+        best[root] = min(best.get(root, (rank[key], key)), (rank[key], key))
     header_of = {col.casefold(): col for col in columns}
     several = len(columns) > 1
-    name = {c: (f"{header_of[k.split(chr(0))[0]]} " if several else "") + spelling[k][1] for c, (_, k) in best.items()}
-    group_of = {path: name[find("\1" + path)] for path, _ in row_keys}
+    name = {c: (f"{header_of.get(k[0], k[0])} " if several else "") + spelling[k] for c, (_, k) in best.items()}
+    group_of = {path: name[find(("", path))] for path, _ in cells}
     if not columns:
         return group_of, ""
     quoted = ", ".join(repr(c) for c in columns)
-    return group_of, f"CSV columns {quoted} (merged)" if several else f"CSV column {quoted}"
+    if not several:
+        return group_of, f"CSV column {quoted}"
+    within = any(c.casefold() in WITHIN_PATIENT_COLUMNS for c in columns) and any(
+        c.casefold() not in WITHIN_PATIENT_COLUMNS for c in columns
+    )
+    return group_of, f"CSV columns {quoted} (merged{'; a slide within its patient' if within else ''})"
 
 
 def _folder_groups(
@@ -1062,12 +1082,13 @@ def _folder_groups(
 ) -> tuple[dict[str, list[str]], list[str]]:
     """``(groups, wrappers)``: each image's group from its folders, and the folders left out as wrappers.
 
-    The folders between ``base`` and the file that are neither taxonomy nodes (``folder`` layout) nor the
-    class folder (``pbc``, ``all4``: the first), nor named as a split (``train/``), are the candidates. Leading
-    candidates that every image has (``images/`` in ``images/Normal/x.jpg``: a wrapper, not a patient) are
-    dropped, and the outermost one left is the group, so a patient's subfolders (``patient07/slide1``) stay
-    in the patient's group. Names are compared case-blind (``Patient07`` and ``patient07`` are one group,
-    named as first met by path). Images with no candidate left are in no group.
+    The folders between ``base`` and the file that are neither taxonomy nodes nor the class folder (``pbc``,
+    ``all4``: the first), nor named as a split (``train/``), are the candidates. Leading candidates that
+    every image has (``images/`` in ``images/Normal/x.jpg``: a wrapper, not a patient) are dropped, and the
+    outermost one left is the group, so a patient's subfolders (``patient07/slide1``) stay in the patient's
+    group; a folder that is not a node below an inner node (``AML/M2/p20``) cannot be told from a patient's,
+    so it is the group (coarser, never a leak). Names are compared by :func:`_group_key` (``Patient07`` and
+    ``patient07`` are one group, named as first met by path). Images with no candidate left are in no group.
 
     Examples:
         >>> tax = Taxonomy.from_parent_map({"a": None, "b": "a"})
@@ -1080,18 +1101,29 @@ def _folder_groups(
     cands: list[list[str]] = []
     for path in paths:
         parts = Path(os.path.relpath(path, base)).parts[:-1]
-        parts = parts[1:] if layout in ("pbc", "all4") else tuple(p for p in parts if p not in tax)
-        cands.append([p for p in parts if p.casefold() not in SPLIT_NAMES])
+        parts = parts[1:] if layout in ("pbc", "all4") else parts  # the class folder
+        cands.append([p for p in parts if p not in tax and p.casefold() not in SPLIT_NAMES])
     wrappers: list[str] = []
-    while cands and all(c and c[0].casefold() == cands[0][0].casefold() for c in cands):
+    while cands and all(c and _group_key(c[0]) == _group_key(cands[0][0]) for c in cands):
         wrappers.append(cands[0][0])
         cands = [c[1:] for c in cands]
     groups: dict[str, list[str]] = defaultdict(list)
     name_of: dict[str, str] = {}
     for path, c in sorted(zip(paths, cands)):
         if c:
-            groups[name_of.setdefault(c[0].casefold(), c[0])].append(path)
+            groups[name_of.setdefault(_group_key(c[0]), c[0])].append(path)
     return dict(groups), wrappers
+
+
+def _group_key(name: str) -> str:
+    """How group names are compared: case-blind, and one Unicode spelling (``Müller`` typed as one code point
+    or as ``u`` and a combining diaeresis: NFC).
+
+    Examples:
+        >>> _group_key("Patient07") == _group_key("patient07"), _group_key("M\u00fcller") == _group_key("Mu\u0308ller")
+        (True, True)
+    """
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _drop_repeated(
@@ -1632,16 +1664,50 @@ def split_images(
     together = [*(report.duplicates if group_duplicates else ()), *(report.groups.values() if split_by_group else ())]
     parts = split(samples, seed=seed, fractions=fractions, together=together or None)
     if split_by_group:
-        parts = _fill_short_splits(parts, report.groups, fractions)
+        # what moves is what split() kept together: a group, with any group a copy ties it to
+        grouped = {p for paths in report.groups.values() for p in paths}
+        units = [u for u in _components(together) if not grouped.isdisjoint(u)]
+        parts = _fill_short_splits(parts, units, fractions)
         short = [name for name, f in zip(SPLITS, fractions) if f > 0 and not parts[name]]
         if short:
-            n = sum(group_counts(parts, report.groups).values())
+            present = {s.path for items in parts.values() for s in items}
+            n = sum(not present.isdisjoint(u) for u in units)
+            # with as many groups as splits to fill, _fill_short_splits gives each one: fewer is the only way here
+            why = f"fewer groups than the {sum(f > 0 for f in fractions)} splits to fill"
             raise ValueError(
-                f"{flag}: the {n} group(s) of {_shown(report.root)} leave no image for the {' and '.join(short)} "
-                "split(s): each group is drawn whole, and there are fewer groups than splits to fill. Add images "
-                f"from more patients or slides, or {fix}."
+                f"{flag}: the {n} group(s) of {_shown(report.root)} ({'with their copies, ' * group_duplicates}each "
+                f"drawn whole) leave no image for the {' and '.join(short)} split(s) ({why}). Add images from more "
+                f"patients or slides, or {fix}."
             )
     return parts
+
+
+def _components(lists: Iterable[Iterable[str]]) -> list[list[str]]:
+    """The connected components of paths linked by sharing a list (union-find), each sorted, in the order
+    of their first path.
+
+    Examples:
+        >>> _components([["b", "c"], ["a"], ["c", "d"]])
+        [['a'], ['b', 'c', 'd']]
+    """
+    parent: dict[str, str] = {}
+
+    def find(p: str) -> str:
+        while parent.setdefault(p, p) != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    for items in lists:
+        items = list(items)
+        for p in items:
+            a, b = find(items[0]), find(p)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    out: dict[str, list[str]] = defaultdict(list)
+    for p in sorted(parent):
+        out[find(p)].append(p)
+    return sorted(out.values())
 
 
 def group_counts(splits: Mapping[str, Sequence[Sample]], groups: Mapping[str, Sequence[str]]) -> dict[str, int]:
@@ -1660,50 +1726,81 @@ def group_counts(splits: Mapping[str, Sequence[Sample]], groups: Mapping[str, Se
     return out
 
 
-def _fill_short_splits(
-    parts: Mapping[str, list[Sample]], groups: Mapping[str, Sequence[str]], fractions: Sequence[float]
-) -> dict[str, list[Sample]]:
-    """Move whole groups into the splits that hold fewer than their share of the drawn groups.
+def group_shares(total: int, fractions: Sequence[float]) -> dict[str, int]:
+    """How many of ``total`` groups each split should hold: ``round(f x total)``, at least 1 for a positive
+    fraction, and, when that asks for more than ``total``, less for the largest (train first on ties) until
+    the shares sum to ``total`` (or every positive share is 1).
 
-    A split with fraction ``f > 0`` should hold ``max(1, round(f x G))`` of the ``G`` groups drawn. While one
-    holds fewer, a group moves to it from the split with the most groups over its share (ties: the earlier
-    in train, val, test); the group moved is one of the donor's most common stratum (the label with the most
-    groups there, so no label runs out first; ties: the first by name), the first by name among them. Stops
-    when no split has a group to spare. Deterministic; the images in no group stay where they were drawn.
+    Examples:
+        >>> group_shares(21, (0.7, 0.1, 0.2)), group_shares(4, (0.7, 0.1, 0.2)), group_shares(2, (0.7, 0.1, 0.2))
+        ({'train': 15, 'val': 2, 'test': 4}, {'train': 2, 'val': 1, 'test': 1}, {'train': 1, 'val': 1, 'test': 1})
+    """
+    share = {k: max(1, round(f * total)) if f > 0 else 0 for k, f in zip(SPLITS, fractions)}
+    while sum(share.values()) > total:
+        big = max(SPLITS, key=lambda k: (share[k], -SPLITS.index(k)))
+        if share[big] <= 1:
+            break
+        share[big] -= 1
+    return share
+
+
+def _fill_short_splits(
+    parts: Mapping[str, list[Sample]], units: Sequence[Sequence[str]], fractions: Sequence[float]
+) -> dict[str, list[Sample]]:
+    """Move whole units (groups, with what is kept with them) into the splits that hold fewer than their
+    share (:func:`group_shares`) of the units drawn.
+
+    While a split holds fewer, the emptiest first (then in train, val, test order) takes a unit from the
+    split with the most over its share (ties: the earlier); the unit moved is from the donor's stratum with
+    the most units there (each unit's stratum: its most common label; ties: the first label by name), the
+    first by path of that stratum, so no label runs out first and nothing depends on the order of the input.
+    Stops when no split has a unit to spare. The images in no unit stay where they were drawn.
     """
     where: dict[str, str] = {s.path: name for name, items in parts.items() for s in items}
     label_of = {s.path: s.label for items in parts.values() for s in items}
-    units: dict[str, tuple[str, list[str]]] = {}  # group -> (its split, its drawn paths)
-    stratum: dict[str, str] = {}
-    for name, paths in groups.items():
+    home: dict[str, str] = {}  # unit (its first path) -> its split
+    members: dict[str, list[str]] = {}
+    by_stratum: dict[str, dict[str, list[str]]] = {k: defaultdict(list) for k in SPLITS}
+    for paths in units:
         drawn = sorted(p for p in paths if p in where)
-        if drawn:
-            labels = [label_of[p] for p in drawn]
-            counts = Counter(labels)
-            stratum[name] = next(lab for lab in labels if counts[lab] == max(counts.values()))
-            units[name] = (where[drawn[0]], drawn)
-    total = len(units)
-    share = {k: max(1, round(f * total)) if f > 0 else 0 for k, f in zip(SPLITS, fractions)}
-    held = Counter(split_name for split_name, _ in units.values())
+        if not drawn:
+            continue
+        labels = [label_of[p] for p in drawn]
+        counts = Counter(labels)
+        stratum = next(lab for lab in labels if counts[lab] == max(counts.values()))
+        home[drawn[0]], members[drawn[0]] = where[drawn[0]], drawn
+        by_stratum[where[drawn[0]]][stratum].append(drawn[0])
+    share = group_shares(len(home), fractions)
+    held = Counter(home.values())
+    heaps: dict[str, list[tuple[int, str]]] = {}
+    for k in SPLITS:
+        for stratum in by_stratum[k].values():
+            stratum.sort(reverse=True)  # popped from the end: the first by path
+        heaps[k] = [(-len(v), lab) for lab, v in by_stratum[k].items()]
+        heapq.heapify(heaps[k])
     moved = False
     while True:
         short = [k for k in SPLITS if held[k] < share[k]]
-        spare = [k for k in SPLITS if held[k] - share[k] > 0]
+        spare = [k for k in SPLITS if held[k] > share[k]]
         if not short or not spare:
             break
+        taker = min(short, key=lambda k: (held[k] > 0, SPLITS.index(k)))
         donor = max(spare, key=lambda k: (held[k] - share[k], -SPLITS.index(k)))
-        there = sorted(g for g, (k, _) in units.items() if k == donor)
-        per_label = Counter(stratum[g] for g in there)
-        top = max(per_label.values())
-        group = next(g for g in there if per_label[stratum[g]] == top)
-        units[group] = (short[0], units[group][1])
+        while True:  # the donor's largest stratum (stale heap entries skipped)
+            count, lab = heapq.heappop(heaps[donor])
+            if -count == len(by_stratum[donor][lab]) and count:
+                break
+        unit = by_stratum[donor][lab].pop()
+        if by_stratum[donor][lab]:
+            heapq.heappush(heaps[donor], (-len(by_stratum[donor][lab]), lab))
+        home[unit] = taker
         held[donor] -= 1
-        held[short[0]] += 1
+        held[taker] += 1
         moved = True
     if not moved:
         return {k: list(v) for k, v in parts.items()}
-    for _, (k, paths) in units.items():
-        for p in paths:
+    for unit, k in home.items():
+        for p in members[unit]:
             where[p] = k
     out: dict[str, list[Sample]] = {k: [] for k in parts}
     for items in parts.values():
@@ -1718,12 +1815,11 @@ def group_split_warnings(
     splits: Mapping[str, Sequence[Sample]],
     groups: Mapping[str, Sequence[str]],
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
-    *,
-    tolerance: float = 0.15,
 ) -> list[str]:
-    """What is lopsided in a split kept whole by group: a split whose share of the images is more than
-    ``tolerance`` away from its fraction (one large patient can take most of the images), naming the
-    largest groups. ``[]`` when the shares are close.
+    """What is lopsided in a split kept whole by group: a split whose share of the images is further from
+    its fraction ``f`` than ``min(0.15, max(0.05, f / 2))`` (one large patient can take most of the images;
+    validation, asked 10%, is flagged below 5% or above 15%), naming the largest groups. ``[]`` when the
+    shares are close.
 
     Examples:
         >>> big = [Sample(f"/d/p1/{i}.jpg", "x") for i in range(8)]
@@ -1741,7 +1837,7 @@ def group_split_warnings(
     off = [
         (k, len(splits[k]) / total, f)
         for k, f in zip(SPLITS, fractions)
-        if k in splits and abs(len(splits[k]) / total - f) > tolerance
+        if k in splits and abs(len(splits[k]) / total - f) > min(0.15, max(0.05, f / 2))
     ]
     if not off:
         return []

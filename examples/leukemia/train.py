@@ -966,7 +966,8 @@ def _log_groups(splits: Mapping[str, Sequence[Any]], report: Any, by_group: bool
     if not report.groups:
         return
     per_split = group_counts(splits, report.groups)
-    drawn = sum(per_split.values()) - groups_across_splits(splits, report.groups)  # one count per group
+    present = {x.path for items in splits.values() for x in items}
+    drawn = sum(not present.isdisjoint(paths) for paths in report.groups.values())  # with an image drawn
     if by_group:
         grouped = {p for paths in report.groups.values() for p in paths}
         loose = sum(x.path not in grouped for items in splits.values() for x in items)
