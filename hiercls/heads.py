@@ -278,7 +278,7 @@ class ConditionalHead(HierarchicalHead):
     kind = "conditional"
 
     def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
-        _require_tree(taxonomy, "ConditionalHead", "Use a SigmoidHead (DAG-capable) instead.")
+        _require_tree(taxonomy, "ConditionalHead", _DAG_INSTEAD)
         super().__init__(in_features, taxonomy, taxonomy.num_nodes, ("parent_group", "parent_local"), bias)
 
     def _log_marginals(self, logits: Tensor) -> Tensor:
@@ -317,11 +317,15 @@ class LevelHead(HierarchicalHead):
     kind = "level"
 
     def __init__(self, in_features: int, taxonomy: Taxonomy, *, bias: bool = True) -> None:
-        _require_tree(taxonomy, "LevelHead", "Use a SigmoidHead (DAG-capable) instead.")
+        _require_tree(taxonomy, "LevelHead", _DAG_INSTEAD)
         super().__init__(in_features, taxonomy, taxonomy.num_nodes, ("parent_group", "parent_local"), bias)
 
     def _log_marginals(self, logits: Tensor) -> Tensor:
         return _conditional_log_marginals(logits, self.tables)
+
+
+#: what a tree-only head's error offers on a DAG (the same choices as the losses' message)
+_DAG_INSTEAD = "Use a SigmoidHead (with node_bce or max_constraint_loss) or a FlatHead (with flat_cross_entropy)."
 
 
 class SigmoidHead(HierarchicalHead):

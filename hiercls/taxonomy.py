@@ -83,6 +83,25 @@ def _holds_bools(labels: list[Any] | tuple[Any, ...]) -> bool:
     return bool(kinds & {bool, np.bool_})
 
 
+def _typo_roots(g: nx.DiGraph, roots: list[Any]) -> str:
+    """A hint for roots that look like a misspelt parent name (``'mamal'`` beside ``'mammal'``: a typo in a
+    parent name makes a new root), or ``""``. Runs only on the error path, for at most 50 roots."""
+    if len(roots) > 50:
+        return ""
+    others = [str(n) for n in g.nodes if g.in_degree(n) > 0]
+    pairs = []
+    for r in roots:
+        close = difflib.get_close_matches(str(r), others, n=1, cutoff=0.8)
+        if close:
+            pairs.append(f"{r!r} for {close[0]!r}")
+    if not pairs:
+        return ""
+    return (
+        f" Or is it a misspelt parent name ({', '.join(pairs)})? A parent name spelt differently is a new root: "
+        "fix the spelling instead."
+    )
+
+
 class Taxonomy:
     """A validated, immutable taxonomy (a rooted tree or DAG) of named nodes.
 
@@ -237,7 +256,7 @@ class Taxonomy:
         if len(roots) > 1:
             raise TaxonomyError(
                 f"{pre}The taxonomy has {len(roots)} roots: {_names_list(roots, limit=_SHOW)}. "
-                f"{give} to join them under a common root."
+                f"{give} to join them under a common root.{_typo_roots(g, roots)}"
             )
         if not roots:  # pragma: no cover - a graph with no source has a cycle, caught above
             raise TaxonomyError("The taxonomy has no root (every node has a parent).")

@@ -849,3 +849,14 @@ def test_top_k_columns_equal_a_stable_sort(data, pool: list[float], shape: tuple
     k = data.draw(st.integers(1, width))
     want = torch.sort(block, dim=1, descending=True, stable=True).indices[:, :k]
     assert torch.equal(_top_k_columns(block, k), want)
+
+
+def test_labels_where_the_taxonomy_goes_name_the_order_of_the_arguments() -> None:
+    """operating_curve takes (probs, target, taxonomy), decode (probs, taxonomy): passing the taxonomy
+    second to operating_curve said only 'expected a hiercls.Taxonomy, got Tensor'."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = torch.tensor([[1.0, 0.6, 0.4, 0.3, 0.3]])
+    with pytest.raises(TypeError, match=r"got Tensor\..*operating_curve \(probs, target, taxonomy\)"):
+        operating_curve(probs, tax, torch.tensor([2]))
+    with pytest.raises(TypeError, match=r"got dict\. Build one with Taxonomy\.from_edges / from_paths / from_dict\.$"):
+        decoding.decode(probs, {"r": None})  # not array-like: no word on the order

@@ -415,3 +415,10 @@ def test_a_loss_weight_set_after_construction_survives_a_move() -> None:
     kept = {name: id(b) for name, b in head.named_buffers()}
     head.to("cpu")
     assert {name: id(b) for name, b in head.named_buffers()} == kept
+
+
+@pytest.mark.parametrize("head", [H.ConditionalHead, H.LevelHead])
+def test_a_tree_only_head_on_a_dag_offers_both_dag_capable_heads_as_the_losses_do(head: type) -> None:
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")], dag=True)
+    with pytest.raises(TaxonomyError, match=r"SigmoidHead \(with node_bce or max_constraint_loss\) or a FlatHead"):
+        head(4, dag)

@@ -1475,3 +1475,16 @@ def test_a_huge_numeric_name_warns_without_crashing() -> None:
     with pytest.warns(UserWarning, match="look like integers"):
         tax = Taxonomy.from_paths(["r/" + "9" * 5000])
     assert tax.num_nodes == 2
+
+
+def test_two_roots_from_a_misspelt_parent_name_say_so_instead_of_only_offering_a_root() -> None:
+    """A typo in a parent name ('mamal') made a second root, and the message offered only root='...',
+    which would have accepted the typo."""
+    with pytest.raises(
+        TaxonomyError, match=r"2 roots: 'animal', 'mamal'.* misspelt parent name \('mamal' for 'mammal'\)"
+    ):
+        Taxonomy.from_parent_map({"mammal": "animal", "dog": "mammal", "cat": "mamal"})
+    with pytest.raises(
+        TaxonomyError, match=r"2 roots: 'a', 'c'\. Give root='\.\.\.' to join them under a common root\.$"
+    ):
+        Taxonomy.from_edges([("a", "b"), ("c", "d")])  # nothing close: no hint

@@ -86,9 +86,20 @@ def _check_taxonomy(taxonomy: Any) -> Taxonomy:
     if not isinstance(taxonomy, Taxonomy):
         raise TypeError(
             f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}. "
-            "Build one with Taxonomy.from_edges / from_paths / from_dict."
+            "Build one with Taxonomy.from_edges / from_paths / from_dict"
+            + (
+                "; if you passed one, check the order of the arguments: metrics take (y_true, y_pred, taxonomy), "
+                "decoders (probs, taxonomy, ...), operating_curve (probs, target, taxonomy)."
+                if _is_array_like(taxonomy)
+                else "."
+            )
         )
     return taxonomy
+
+
+def _is_array_like(x: Any) -> bool:
+    """Whether ``x`` looks like labels or scores (a tensor, an array, a list): passed where a taxonomy goes."""
+    return isinstance(x, (np.ndarray, list, tuple)) or type(x).__name__ == "Tensor"
 
 
 def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1, allow_empty: bool = False) -> np.ndarray:
