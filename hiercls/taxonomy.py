@@ -1036,6 +1036,63 @@ class Taxonomy:
         child = np.repeat(np.arange(self.num_nodes), np.diff(self._parents_ptr))
         return np.stack([self._parents_idx, child], axis=1)
 
+    #: the index arrays :meth:`as_tensor` gives
+    TENSOR_ARRAYS = (
+        "parent_index",
+        "depth_index",
+        "height_index",
+        "leaf_index",
+        "is_leaf_mask",
+        "children_ptr",
+        "children_index",
+        "parents_ptr",
+        "parents_index",
+        "ancestors_ptr",
+        "ancestors_index",
+        "descendants_ptr",
+        "descendants_index",
+        "ancestor_table",
+    )
+
+    def as_tensor(self, name: str, device: Any = None) -> Any:
+        """One of the index arrays as a torch tensor on ``device``, for indexing batches of labels.
+
+        ``torch.as_tensor(tax.parent_index)`` warns that the array is not writable (the taxonomy's
+        arrays are read-only, so that no one changes them under it); this copies once, with no warning,
+        and the tensor is the caller's to change.
+
+        Args:
+            name: one of :attr:`TENSOR_ARRAYS` (``"parent_index"``, ``"depth_index"``,
+                ``"is_leaf_mask"``, ``"ancestor_table"``...).
+            device: where the tensor goes (default: the CPU).
+
+        Returns:
+            an int64 tensor (bool for ``is_leaf_mask``).
+
+        Raises:
+            ValueError: ``name`` is not one of :attr:`TENSOR_ARRAYS`.
+            TaxonomyError: ``parent_index`` or ``ancestor_table`` of a DAG.
+
+        Examples:
+            >>> import torch
+            >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+            >>> y = torch.tensor(tax.encode(["a1", "b", "a2"]))
+            >>> tax.as_tensor("parent_index")[y].tolist()  # one level up: partial labels
+            [1, 0, 1]
+            >>> tax.as_tensor("ancestor_table")[y, 1].tolist()  # each label cut back to depth 1
+            [1, 2, 1]
+            >>> (~tax.as_tensor("is_leaf_mask")[torch.tensor([1, 3])]).tolist()  # stopped at an inner node?
+            [True, False]
+        """
+        import torch
+
+        if name not in self.TENSOR_ARRAYS:
+            starts = [n for n in self.TENSOR_ARRAYS if isinstance(name, str) and name and n.startswith(name)]
+            close = starts[:1] or difflib.get_close_matches(str(name), self.TENSOR_ARRAYS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"name: expected one of {', '.join(map(repr, self.TENSOR_ARRAYS))}, got {name!r}.{hint}")
+        return torch.from_numpy(np.array(getattr(self, name))).to(device)
+
     # ---------------------------------------------------------------- queries
     def index(self, node: NodeLike) -> int:
         """The index of a node given by name (or an index, checked and returned).

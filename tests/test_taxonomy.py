@@ -1488,3 +1488,28 @@ def test_two_roots_from_a_misspelt_parent_name_say_so_instead_of_only_offering_a
         TaxonomyError, match=r"2 roots: 'a', 'c'\. Give root='\.\.\.' to join them under a common root\.$"
     ):
         Taxonomy.from_edges([("a", "b"), ("c", "d")])  # nothing close: no hint
+
+
+def test_as_tensor_gives_each_index_array_as_a_writable_tensor_without_a_warning() -> None:
+    """torch.as_tensor(tax.parent_index) warns that the array is not writable; users had to copy by hand."""
+    import warnings
+
+    import torch
+
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b/b1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in Taxonomy.TENSOR_ARRAYS:
+            t = tax.as_tensor(name, device="cpu")
+            np.testing.assert_array_equal(t.numpy(), getattr(tax, name))
+            assert t.device.type == "cpu" and t.dtype == (torch.bool if name == "is_leaf_mask" else torch.int64)
+    t = tax.as_tensor("parent_index")
+    t[0] = 7  # the caller's copy
+    assert tax.parent_index[0] == -1
+    with pytest.raises(
+        ValueError, match=r"name: expected one of 'parent_index'.*got 'parent'\. Did you mean 'parent_index'\?"
+    ):
+        tax.as_tensor("parent")
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")], dag=True)
+    with pytest.raises(TaxonomyError):
+        dag.as_tensor("parent_index")
