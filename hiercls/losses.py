@@ -401,14 +401,22 @@ class _FiniteStraightThrough(torch.autograd.Function):
     and ``+inf`` logits (a float16 overflow, with ``validate_args=False``), whose softmax gradient is finite.
     """
 
+    generate_vmap_rule = True  # torch.func.vmap (per-sample gradients) batches it as it is
+
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, low: bool = True) -> Tensor:  # type: ignore[override]
+    def forward(logits: Tensor, low: bool = True) -> Tensor:  # type: ignore[override]
         big = torch.finfo(logits.dtype).max
         return logits.clamp(-big, big) if low else logits.clamp(max=big)
 
     @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:  # nothing to save: the gradient is the identity
+        pass
+
+    @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         return grad, None
+
+    # no jvp (forward mode): torch.compile cannot trace an autograd.Function that defines one
 
 
 def _conditional_nll(
@@ -435,7 +443,9 @@ def _conditional_nll(
         log_sum = _log_or_zero(summed)  # a masked group on the path: the node's loss is +inf, gradient 0
         log_cond = shifted.gather(2, pos).squeeze(-1) - log_sum
         if smoothing:
-            mean = torch.where(present, group, torch.zeros_like(group)).sum(-1) / present.sum(-1)
+            # divided before the sum: two logits near the dtype's max would overflow the sum to +inf
+            share = group / present.sum(-1, keepdim=True)
+            mean = torch.where(present, share, torch.zeros_like(share)).sum(-1)
             chosen = group.gather(2, pos).squeeze(-1)
     else:
         # dense: every sibling group's log-softmax (O(B x N), node-major), then pick the path's; +inf made
@@ -859,7 +869,8 @@ def conditional_softmax_nll(
         reduction: ``"mean"`` (over samples), ``"sum"`` or ``"none"``.
         validate_args: check for NaN/inf logits and out-of-range targets (one device sync). With it
             off, a ``+inf`` logit is read as the dtype's largest finite value, gradient passed through
-            (as in :func:`level_cross_entropy`): the loss and its gradient stay finite.
+            (as in :func:`level_cross_entropy`): no NaN, and the gradient stays finite (a sample's loss
+            can still be near the dtype's max, and a mean of several such overflows to ``+inf``).
 
     Returns:
         float32 scalar (float64 for float64 logits), or ``(B,)`` with ``reduction="none"``. An empty

@@ -601,7 +601,8 @@ def _group_mean_nm(logits: Tensor, t: Any) -> Tensor:
     num, batch = logits.shape
     index = t.parent[1:]
     counts = t.num_children.to(logits.dtype).clamp_min(1)[:, None]  # a table: no bincount (a device sync) per call
-    return (logits.new_zeros(num, batch).index_add(0, index, logits[1:]) / counts)[index]
+    # divided before the sum: logits near the dtype's max (a clamped +inf) would overflow the sum to +inf
+    return logits.new_zeros(num, batch).index_add(0, index, logits[1:] / counts[index])[index]
 
 
 def _conditional_log_marginals(logits: Tensor, t: Any) -> Tensor:

@@ -85,15 +85,30 @@ def _holds_bools(labels: list[Any] | tuple[Any, ...]) -> bool:
 
 def _typo_roots(g: nx.DiGraph, roots: list[Any]) -> str:
     """A hint for roots that look like a misspelt parent name (``'mamal'`` beside ``'mammal'``: a typo in a
-    parent name makes a new root), or ``""``. Runs only on the error path, for at most 50 roots."""
+    parent name makes a new root), or ``""``. Runs only on the error path, for at most 50 roots.
+
+    The root of the largest part of the graph is taken as the intended one and never flagged; the others
+    are compared with the inner nodes and the other roots of about their length, and names that differ only
+    in digits (``n0``, ``n10``: systematic names) do not count as typos."""
     if len(roots) > 50:
         return ""
-    others = [str(n) for n in g.nodes if g.in_degree(n) > 0]
+    size = {}
+    for part in nx.weakly_connected_components(g):
+        for r in roots:
+            if r in part:
+                size[r] = len(part)
+    main = max(roots, key=lambda r: size.get(r, 0))
+    names = [str(n) for n in g.nodes if g.out_degree(n) > 0]  # inner nodes and roots: names used as parents
     pairs = []
     for r in roots:
-        close = difflib.get_close_matches(str(r), others, n=1, cutoff=0.8)
-        if close:
-            pairs.append(f"{r!r} for {close[0]!r}")
+        if r == main:
+            continue
+        text = str(r)
+        near = [n for n in names if n != text and abs(len(n) - len(text)) <= 2]
+        for close in difflib.get_close_matches(text, near, n=3, cutoff=0.8):
+            if re.sub(r"\d+", "", close) != re.sub(r"\d+", "", text):
+                pairs.append(f"{r!r} for {close!r}")
+                break
     if not pairs:
         return ""
     return (
@@ -1087,7 +1102,10 @@ class Taxonomy:
         import torch
 
         if name not in self.TENSOR_ARRAYS:
-            starts = [n for n in self.TENSOR_ARRAYS if isinstance(name, str) and name and n.startswith(name)]
+            starts = sorted(  # "ancestors": the index array rather than its row pointers
+                (n for n in self.TENSOR_ARRAYS if isinstance(name, str) and name and n.startswith(name)),
+                key=lambda n: not n.endswith(("_index", "_mask", "_table")),
+            )
             close = starts[:1] or difflib.get_close_matches(str(name), self.TENSOR_ARRAYS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"name: expected one of {', '.join(map(repr, self.TENSOR_ARRAYS))}, got {name!r}.{hint}")

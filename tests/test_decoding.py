@@ -856,7 +856,7 @@ def test_labels_where_the_taxonomy_goes_name_the_order_of_the_arguments() -> Non
     second to operating_curve said only 'expected a hiercls.Taxonomy, got Tensor'."""
     tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
     probs = torch.tensor([[1.0, 0.6, 0.4, 0.3, 0.3]])
-    with pytest.raises(TypeError, match=r"got Tensor\..*operating_curve \(probs, target, taxonomy\)"):
+    with pytest.raises(TypeError, match=r"got Tensor\..*\(probs, target, taxonomy\) for operating_curve"):
         operating_curve(probs, tax, torch.tensor([2]))
     with pytest.raises(TypeError, match=r"got dict\. Build one with Taxonomy\.from_edges / from_paths / from_dict\.$"):
         decoding.decode(probs, {"r": None})  # not array-like: no word on the order

@@ -308,6 +308,39 @@ def test_conditional_nll_with_a_plus_inf_logit_is_finite_as_the_level_loss_is(pa
     assert torch.isfinite(public)
 
 
+@pytest.mark.parametrize("path", [True, False])
+def test_conditional_nll_with_two_plus_inf_logits_in_a_group_and_smoothing_is_not_minus_inf(path):
+    """The group mean summed two clamped +inf logits (each the dtype's max) to +inf, so the smoothing term
+    eps * (logit - mean) was -inf: a loss that looked perfect. The level loss gives a finite value."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    tables = _tables_for(tax, torch.device("cpu"))
+    target = torch.tensor([tax.index("a1"), tax.index("b")])
+    logits = torch.zeros(2, tax.num_nodes)
+    logits[:, [tax.index("a"), tax.index("b")]] = math.inf
+    got = L._conditional_nll(logits, target, tables, None, 0.1, path=path)
+    level = L.level_cross_entropy(logits, target, tax, label_smoothing=0.1, reduction="none", validate_args=False)
+    assert torch.isfinite(got).all() and (got > 0).all(), got
+    assert torch.allclose(got, level, rtol=1e-5), (got, level)
+
+
+def test_conditional_nll_works_under_torch_func_per_sample_gradients():
+    """The +inf clamp is an autograd.Function: without setup_context and a vmap rule, torch.func.grad and
+    vmap(grad) (per-sample gradients) refused every input, finite included. (Forward mode, torch.func.jvp,
+    would need a jvp method, which torch.compile cannot trace: not supported.)"""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/a/a3", "r/b/b1", "r/b/b2", "r/c"])
+    x = torch.randn(3, tax.num_nodes, dtype=torch.float64)
+    y = torch.tensor([tax.index(n) for n in ("a2", "b1", "c")])
+
+    def loss(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return L.conditional_softmax_nll(z, t, tax, reduction="sum", validate_args=False)
+
+    x_ = x.clone().requires_grad_(True)
+    loss(x_, y).backward()
+    torch.testing.assert_close(torch.func.grad(loss)(x, y), x_.grad)
+    per_sample = torch.func.vmap(torch.func.grad(lambda z, t: loss(z[None], t[None])))(x, y)
+    torch.testing.assert_close(per_sample, x_.grad)  # the rows of a summed loss are the per-sample gradients
+
+
 def test_normal_image_teaches_only_the_first_level(paper_tax):
     x = torch.zeros(1, paper_tax.num_nodes, requires_grad=True)
     L.conditional_softmax_nll(x, torch.tensor([paper_tax.index("Normal")]), paper_tax).backward()

@@ -1488,6 +1488,11 @@ def test_two_roots_from_a_misspelt_parent_name_say_so_instead_of_only_offering_a
         TaxonomyError, match=r"2 roots: 'a', 'c'\. Give root='\.\.\.' to join them under a common root\.$"
     ):
         Taxonomy.from_edges([("a", "b"), ("c", "d")])  # nothing close: no hint
+    # systematic names are not typos, nor is the root of the largest part
+    for edges in ([("n0", "x"), ("n10", "y")], [("node_0", "node_1"), ("node_1", "node_2"), ("node_90", "z")]):
+        with pytest.raises(TaxonomyError) as err:
+            Taxonomy.from_edges(edges)
+        assert "misspelt" not in str(err.value), err.value
 
 
 def test_as_tensor_gives_each_index_array_as_a_writable_tensor_without_a_warning() -> None:
@@ -1510,6 +1515,8 @@ def test_as_tensor_gives_each_index_array_as_a_writable_tensor_without_a_warning
         ValueError, match=r"name: expected one of 'parent_index'.*got 'parent'\. Did you mean 'parent_index'\?"
     ):
         tax.as_tensor("parent")
+    with pytest.raises(ValueError, match=r"Did you mean 'ancestors_index'\?"):  # the array, not its row pointers
+        tax.as_tensor("ancestors")
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")], dag=True)
     with pytest.raises(TaxonomyError):
         dag.as_tensor("parent_index")

@@ -88,8 +88,10 @@ def _check_taxonomy(taxonomy: Any) -> Taxonomy:
             f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}. "
             "Build one with Taxonomy.from_edges / from_paths / from_dict"
             + (
-                "; if you passed one, check the order of the arguments: metrics take (y_true, y_pred, taxonomy), "
-                "decoders (probs, taxonomy, ...), operating_curve (probs, target, taxonomy)."
+                "; if you passed one, check the order of the arguments: the taxonomy comes after the labels or "
+                "scores, (y_true, y_pred, taxonomy) for most metrics, (probs, y_true, taxonomy) for "
+                "node_average_precision, (probs, taxonomy, ...) for the decoders, (probs, target, taxonomy) for "
+                "operating_curve."
                 if _is_array_like(taxonomy)
                 else "."
             )
