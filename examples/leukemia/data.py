@@ -1038,34 +1038,23 @@ def _csv_groups(
         >>> said
         "CSV columns 'Patient', 'Slide' (merged; a slide within its patient)"
     """
-    parent: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-    def find(k: tuple[str, ...]) -> tuple[str, ...]:
-        while parent.setdefault(k, k) != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
     spelling: dict[tuple[str, ...], str] = {}
-    rank: dict[tuple[str, ...], int] = {}
+    links: list[list[tuple[str, ...]]] = []  # each image with its keys: ("", path) and (column, [patient,] value)
     for path, row in sorted(cells):
         owners = tuple(sorted(_group_key(v) for c, v in row if c not in WITHIN_PATIENT_COLUMNS))
-        for column, value in row:
-            within = owners if column in WITHIN_PATIENT_COLUMNS else ()
-            key = (column, *within, _group_key(value))
+        keys = [
+            (column, *(owners if column in WITHIN_PATIENT_COLUMNS else ()), _group_key(value)) for column, value in row
+        ]
+        for key, (_, value) in zip(keys, row):
             spelling.setdefault(key, value)
-            rank[key] = GROUP_COLUMNS.index(column)
-            a, b = find(("", path)), find(key)  # the image joins each of its keys
-            if a != b:
-                parent[a] = b
-    best: dict[tuple[str, ...], tuple[int, tuple[str, ...]]] = {}  # component -> its most preferred key
-    for key in spelling:
-        root = find(key)
-        best[root] = min(best.get(root, (rank[key], key)), (rank[key], key))
+        links.append([("", path), *keys])
     header_of = {col.casefold(): col for col in columns}
     several = len(columns) > 1
-    name = {c: (f"{header_of.get(k[0], k[0])} " if several else "") + spelling[k] for c, (_, k) in best.items()}
-    group_of = {path: name[find(("", path))] for path, _ in cells}
+    group_of: dict[str, str] = {}
+    for part in _components(links):
+        best = min((k for k in part if k[0]), key=lambda k: (GROUP_COLUMNS.index(k[0]), k))
+        name = (f"{header_of.get(best[0], best[0])} " if several else "") + spelling[best]
+        group_of.update((k[1], name) for k in part if not k[0])
     if not columns:
         return group_of, ""
     quoted = ", ".join(repr(c) for c in columns)
@@ -1531,27 +1520,16 @@ def split(
     fr = tuple(float(f) for f in fractions)
     if len(fr) != 3 or min(fr) < 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
         raise ValueError(f"fractions: expected (train, val, test) >= 0 summing to 1, got {fractions!r}.")
-    followers: dict[str, list[Sample]] = defaultdict(list)  # a group's first path -> the group's other samples
+    followers: dict[str, list[Sample]] = {}  # a group's first path -> the group's other samples
     if together:
         by_path = {s.path: s for s in samples}
-        # groups sharing a path are one group (union-find), so no member is dropped or drawn twice
-        parent: dict[str, str] = {}
-
-        def find(p: str) -> str:
-            while parent.setdefault(p, p) != p:
-                parent[p] = parent[parent[p]]
-                p = parent[p]
-            return p
-
-        for group in together:
-            present = sorted({p for p in group if p in by_path})
-            for p in present[1:]:
-                a, b = find(present[0]), find(p)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)  # the root is the group's first path
-        for p in sorted(parent):
-            if find(p) != p:
-                followers[find(p)].append(by_path[p])
+        # groups sharing a path are one group (union-find), so no member is dropped or drawn twice; its first
+        # path leads it
+        followers = {
+            members[0]: [by_path[p] for p in members[1:]]
+            for members in _components([p for p in group if p in by_path] for group in together)
+            if len(members) > 1
+        }
         following = {s.path for ss in followers.values() for s in ss}
         samples = [s for s in samples if s.path not in following]
     stratum: dict[str, str] = {}  # a group's first path -> its most common label
@@ -1682,17 +1660,17 @@ def split_images(
     return parts
 
 
-def _components(lists: Iterable[Iterable[str]]) -> list[list[str]]:
-    """The connected components of paths linked by sharing a list (union-find), each sorted, in the order
-    of their first path.
+def _components(lists: Iterable[Iterable[Any]]) -> list[list[Any]]:
+    """The connected components of items (paths, or any sortable keys) linked by sharing a list
+    (union-find), each sorted, in the order of their first item.
 
     Examples:
         >>> _components([["b", "c"], ["a"], ["c", "d"]])
         [['a'], ['b', 'c', 'd']]
     """
-    parent: dict[str, str] = {}
+    parent: dict[Any, Any] = {}
 
-    def find(p: str) -> str:
+    def find(p: Any) -> Any:
         while parent.setdefault(p, p) != p:
             parent[p] = parent[parent[p]]
             p = parent[p]
@@ -1704,7 +1682,7 @@ def _components(lists: Iterable[Iterable[str]]) -> list[list[str]]:
             a, b = find(items[0]), find(p)
             if a != b:
                 parent[max(a, b)] = min(a, b)
-    out: dict[str, list[str]] = defaultdict(list)
+    out: dict[Any, list[Any]] = defaultdict(list)
     for p in sorted(parent):
         out[find(p)].append(p)
     return sorted(out.values())
