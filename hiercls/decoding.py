@@ -26,9 +26,11 @@ Rules (``decode(probs, taxonomy, rule=...)``):
   under ``P`` (Plaud et al., ICML 2025), exact
   (:func:`expected_hierarchical_fbeta`).
 
-Plus :func:`top_k_leaves` (for distance@k) and :func:`operating_curve`
+Plus :func:`top_k_leaves` (for distance@k), :func:`operating_curve`
 (Valmadre, NeurIPS 2022): the exact curve of (specificity, correct rate) over
-all thresholds of the ``"threshold"`` rule.
+all thresholds of the ``"threshold"`` rule, and :func:`conformal_threshold`:
+the threshold whose error rate on new samples is guaranteed at most a given
+value (split conformal prediction).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ import functools
 import math
 import reprlib
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal, Union
 
 import numpy as np
@@ -66,6 +69,7 @@ __all__ = [
     "RULE_OPTIONS",
     "OperatingCurve",
     "Rule",
+    "conformal_threshold",
     "decode",
     "expected_hierarchical_fbeta",
     "expected_lca_cost",
@@ -933,6 +937,42 @@ def _front_area(specificity: np.ndarray, correct: np.ndarray) -> float:
     return float(np.sum(widths * best_beyond))
 
 
+def _records(
+    tensor: torch.Tensor, target: np.ndarray, taxonomy: Taxonomy, score: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, Any]]:
+    """Every sample's "records", chunk by chunk: the thresholds at which its ``"threshold"`` answer changes.
+
+    Scanning a sample's nodes by decreasing marginal (ties by index), a node is a record when it is deeper than
+    every node before it (the root first, at threshold ``inf``): at any threshold the rule answers the last
+    record whose marginal is at least it. Equivalently, a level's largest marginal (first index on ties) is a
+    record when no deeper level holds a larger one, so one pass over the levels finds them, without sorting
+    the nodes. Yields ``(sample, threshold, node, pairs)`` arrays, sorted by sample and, within one, by
+    decreasing threshold (root first); ``pairs`` are the :func:`_pair_stats` of (truth, node).
+    """
+    plan = _plan(taxonomy, str(tensor.device))
+    for part in _chunks(tensor.shape[0], tensor.shape[1]):
+        x = tensor[part]
+        rows = x.shape[0]
+        value = x.new_empty((rows, 0))  # a root-only taxonomy has no levels below it
+        node = torch.zeros((rows, 0), dtype=torch.long, device=x.device)
+        for a, b in plan.bounds[1:]:  # nodes are sorted by depth: a level is a column range
+            v, w = x[:, a:b].max(dim=1)
+            value, node = torch.cat([value, v[:, None]], dim=1), torch.cat([node, w[:, None] + a], dim=1)
+        # the largest marginal of the levels below each level (-inf below the deepest)
+        below = torch.cat([value[:, 1:], value.new_full((rows, 1), -torch.inf)], dim=1)
+        below = torch.flip(torch.cummax(torch.flip(below, [1]), dim=1).values, [1])
+        record = value >= below  # on a tie the shallower node has the smaller index: it comes first
+        value = torch.cat([value.new_full((rows, 1), torch.inf), value], dim=1)  # the root, always a record
+        node = torch.cat([node.new_zeros((rows, 1)), node], dim=1)
+        record = torch.cat([record.new_ones((rows, 1)), record], dim=1)
+        r, c = record.nonzero(as_tuple=True)
+        nodes = node[r, c].cpu().numpy()
+        thr = value[r, c].double().cpu().numpy()
+        sample = r.cpu().numpy() + part.start
+        # DAG: the most specific common ancestor under ``score``
+        yield sample, thr, nodes, _pair_stats(taxonomy, target[sample], nodes, score=score)
+
+
 def operating_curve(
     probs: Any,
     target: LabelsLike,
@@ -949,7 +989,8 @@ def operating_curve(
     by decreasing marginal (ties by index), a node is a record when it is
     deeper than every node before it (the root first). Each record is an event
     ``(threshold, change in specificity, change in correctness)``; sorting all
-    events and accumulating gives the exact curve in ``O(B N log N)``.
+    events and accumulating gives the exact curve in ``O(B N)`` (one pass over each level finds the
+    records; the events' sort is over ``B x max_depth`` of them).
 
     ``specificity`` is the mean LCA recall ``c(lca(p, t)) / c(t)`` (1 for a
     sample labelled at the root; on a DAG, ``c(lca)`` is the largest ``c`` of the
@@ -989,24 +1030,11 @@ def operating_curve(
     if len(t) != tensor.shape[0]:
         raise ValueError(f"probs and target must have the same number of samples, got {tensor.shape[0]} and {len(t)}.")
     c = _measure(taxonomy, measure)
-    plan = _plan(taxonomy, str(tensor.device))
     ev_thr, ev_spec, ev_corr = [], [], []
     base_spec = 0.0
     base_corr = 0.0
-    for part in _chunks(tensor.shape[0], tensor.shape[1], width=4):
-        x = tensor[part].clone()
-        x[:, 0] = torch.inf  # the root always qualifies
-        values, order = torch.sort(x, dim=1, descending=True, stable=True)
-        depth = plan.depth[order]
-        running = torch.cummax(depth, dim=1).values
-        record = torch.ones_like(depth, dtype=torch.bool)
-        record[:, 1:] = depth[:, 1:] > running[:, :-1]
-        rows, cols = record.nonzero(as_tuple=True)
-        nodes = order[rows, cols].cpu().numpy()
-        thr = values[rows, cols].double().cpu().numpy()
-        sample = rows.cpu().numpy() + part.start
+    for sample, thr, _nodes, pairs in _records(tensor, t, taxonomy, score=c):
         truth = t[sample]
-        pairs = _pair_stats(taxonomy, truth, nodes, score=c)  # DAG: the most specific common ancestor
         spec = _safe_div(c[pairs.lca], c[truth], 1.0)
         corr = (pairs.inter == pairs.size_pred).astype(np.float64)
         first = np.ones(len(sample), dtype=bool)
@@ -1043,3 +1071,134 @@ def operating_curve(
     # number of breakpoints at or above each query threshold (thresholds_all is decreasing)
     at = np.searchsorted(-thresholds_all, -query, side="right") - 1
     return OperatingCurve(query, spec_all[at], corr_all[at], auc)
+
+
+def _allowed_wrong(num: int, error: float, confidence: float | None) -> int:
+    """``k``: the threshold goes just above the k-th largest score (0: no finite threshold is safe enough).
+
+    Marginal: ``floor(error * (num + 1))``, with ``error`` read as the decimal it prints as (0.29 is 29/100,
+    not the binary value just below it). With ``confidence``: the largest ``k`` with
+    ``P(Binomial(num, error) <= k - 1) <= 1 - confidence``.
+    """
+    if confidence is None:
+        return math.floor(Fraction(repr(error)) * (num + 1))
+    j = torch.arange(num + 1, dtype=torch.float64)
+    log_pmf = (
+        torch.lgamma(torch.tensor(num + 1.0, dtype=torch.float64))
+        - torch.lgamma(j + 1)
+        - torch.lgamma(num - j + 1)
+        + j * math.log(error)
+        + (num - j) * math.log1p(-error)
+    )
+    cdf = torch.cumsum(torch.exp(log_pmf), 0)
+    return int((cdf <= 1.0 - confidence + 1e-12).sum())  # the slack: float sums of exact ties (n=11, 0.5)
+
+
+def _check_rate(value: Any, name: str, example: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name}: expected a number strictly between 0 and 1 (e.g. {example}), got {value!r}.")
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name}: expected a number strictly between 0 and 1 (e.g. {example}), got {value}.")
+    return value
+
+
+def conformal_threshold(
+    probs: Any, target: LabelsLike, taxonomy: Taxonomy, *, error: float, confidence: float | None = None
+) -> float:
+    """A threshold for the ``"threshold"`` rule whose error rate on new samples is at most ``error``, guaranteed.
+
+    An answer is wrong when it is neither the truth nor one of its ancestors (the complement of
+    :func:`~hiercls.metrics.correct_rate`). Each calibration sample ``i`` gets a score ``s_i``: the largest
+    threshold at which the rule answers it wrongly (``-inf`` if it never does), found exactly from the same
+    breakpoints as :func:`operating_curve`. Any threshold above ``s_i`` answers sample ``i`` correctly.
+    The threshold returned lies just above the ``k``-th largest score (split conformal prediction,
+    Vovk et al. 2005; conformal risk control, Angelopoulos et al., ICLR 2024): the lowest threshold at and
+    above which at most ``k - 1`` calibration answers are wrong. (The rule's error need not fall as the
+    threshold rises; a lower threshold with few wrong calibration answers is not covered by the guarantee.)
+
+    - ``confidence=None``, ``k = floor(error * (n + 1))``: for a new sample exchangeable with the
+      ``n`` calibration samples, ``P(answer wrong) <= error`` (on average over calibration sets).
+    - ``confidence=1 - δ``, the largest ``k`` with ``P(Binomial(n, error) <= k - 1) <= δ``: with
+      probability at least ``1 - δ`` over the calibration set, the error rate on new samples is at most
+      ``error`` (a training-conditional guarantee, Vovk, ACML 2012; needs more samples and picks higher
+      thresholds).
+
+    The guarantee holds for any head and any marginals (coherent or not), provided the calibration and new
+    samples come from the same distribution: calibrate on held-out data the model was not trained or
+    selected on. It bounds the error rate, not how specific the answers are: check
+    :func:`~hiercls.metrics.correct_rate` and the depth of the answers on test data. A calibration sample
+    labelled at an inner node counts an answer below its label as wrong, as ``correct_rate`` does.
+
+    Args:
+        probs: node marginals ``(n, num_nodes)`` of the calibration samples (torch or numpy).
+        target: their true nodes ``(n,)``, names or indices.
+        taxonomy: a tree or a DAG.
+        error: the error rate to stay under, in ``(0, 1)``.
+        confidence: ``None`` for the guarantee on average; a number in ``(0, 1)`` (e.g. 0.9) for the
+            guarantee with that probability over the calibration set.
+
+    Returns:
+        The threshold: pass it to ``decode(probs, taxonomy, rule="threshold", threshold=...)``. ``0.0`` when
+        no threshold makes more than ``k - 1`` calibration answers wrong; ``inf`` (every answer is the root,
+        never wrong), with a warning, when ``n`` is too small for ``error`` (fewer than ``1 / error - 1``
+        samples, or too few for the confidence).
+
+    Raises:
+        ValueError: bad shapes, empty input, ``error`` or ``confidence`` outside ``(0, 1)``, or ``probs``
+            that are not node marginals (see :func:`decode`).
+
+    Examples:
+        >>> import numpy as np
+        >>> from hiercls import Taxonomy
+        >>> tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])  # nodes r, a, b, a1, a2
+        >>> probs = np.array([[1.0, 0.95, 0.05, 0.8, 0.15]] * 9 + [[1.0, 0.9, 0.1, 0.7, 0.2]])
+        >>> target = ["a1"] * 9 + ["a2"]  # the last answer is wrong at thresholds up to 0.7 (a1), right above
+        >>> tau = conformal_threshold(probs, target, tax, error=0.1)  # k = 1: just above that 0.7
+        >>> tau
+        0.7000000000000001
+        >>> tax.names(decode(probs[-2:], tax, "threshold", threshold=tau))
+        ['a1', 'a']
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:  # 10 samples are too few at 90% confidence
+        ...     warnings.simplefilter("always")
+        ...     conformal_threshold(probs, target, tax, error=0.1, confidence=0.9)
+        inf
+        >>> print(caught[0].message)
+        conformal_threshold: 10 calibration samples are too few for error=0.1 at confidence=0.9: about 22 or
+        more are needed to answer below the root. ...
+    """
+    _check_taxonomy(taxonomy)
+    error = _check_rate(error, "error", "0.05")
+    if confidence is not None:
+        confidence = _check_rate(confidence, "confidence", "0.9")
+    tensor, _, _ = _as_probs(probs, taxonomy, allow_empty=False)
+    t = _encode(target, taxonomy, "target")
+    num = tensor.shape[0]
+    if len(t) != num:
+        raise ValueError(f"probs and target must have the same number of samples, got {num} and {len(t)}.")
+    k = _allowed_wrong(num, error, confidence)
+    if k == 0:
+        if confidence is None:
+            need = f"at least {math.ceil(1.0 / error) - 1}"
+        else:
+            need = f"about {math.ceil(math.log1p(-confidence) / math.log1p(-error))} or more"
+        warnings.warn(
+            f"conformal_threshold: {num} calibration samples are too few for error={error}"
+            + ("" if confidence is None else f" at confidence={confidence}")
+            + f": {need} are needed to answer below the root. Returning inf (every answer is the root). "
+            "Calibrate on more samples or allow a larger error.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return math.inf
+    scores = np.full(num, -np.inf)
+    for sample, thr, _nodes, pairs in _records(tensor, t, taxonomy):
+        wrong = pairs.inter != pairs.size_pred
+        # within a sample, records come by decreasing threshold: its first wrong one is its largest
+        first, at = np.unique(sample[wrong], return_index=True)
+        scores[first] = thr[wrong][at]
+    kth = float(np.partition(scores, num - k)[num - k])  # the k-th largest score
+    if kth < 0.0:  # never wrong (or wrong only at rounding noise below 0): every threshold >= 0 is as good
+        return 0.0
+    return float(np.nextafter(kth, math.inf))

@@ -102,3 +102,32 @@ def curve_point(probs: np.ndarray, target: list[int], tax: Taxonomy, tau: float,
         spec.append(1.0 if measure_of(t) == 0 else shared / measure_of(t))
         correct.append(float(tax.nodes[p] in tax.ancestors(t, include_self=True)))
     return float(np.mean(spec)), float(np.mean(correct))
+
+
+def conformal_score(row: np.ndarray, tax: Taxonomy, target: int) -> float:
+    """The largest threshold at which the threshold rule answers wrongly (-inf if never), by trying every
+    marginal of the row: the answer only changes there."""
+    right = set(tax.ancestors(target, include_self=True))
+    wrong = [float(v) for v in set(row[1:].tolist()) if tax.nodes[threshold_decode(row, tax, float(v))] not in right]
+    return max(wrong, default=-math.inf)
+
+
+def conformal_threshold(probs: np.ndarray, target: list[int], tax: Taxonomy, error: float, confidence=None) -> float:
+    """Split conformal by the textbook: k from the formula, the k-th largest score, the next float above it."""
+    from fractions import Fraction
+
+    n = len(target)
+    if confidence is None:
+        k = math.floor(Fraction(repr(error)) * (n + 1))
+    else:  # the largest k with P(Binomial(n, error) <= k - 1) <= 1 - confidence, summed term by term
+        cdf, k = 0.0, 0
+        for j in range(n + 1):
+            cdf += math.comb(n, j) * error**j * (1 - error) ** (n - j)
+            if cdf > 1 - confidence + 1e-12:
+                break
+            k = j + 1
+    if k == 0:
+        return math.inf
+    scores = sorted((conformal_score(row, tax, t) for row, t in zip(probs, target)), reverse=True)
+    kth = scores[k - 1]
+    return 0.0 if kth < 0 else float(np.nextafter(kth, math.inf))

@@ -1,0 +1,166 @@
+"""conformal_threshold: against a sample-by-sample oracle, its defining counts, and its guarantees by simulation."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hiercls import Taxonomy
+from hiercls.decoding import _allowed_wrong, _records, conformal_threshold, decode
+from hiercls.synthetic import layered_taxonomy
+from tests import oracles_decoding as oracle
+from tests.budget import examples
+from tests.strategies import taxonomies
+
+seeds = st.integers(0, 2**32 - 1)
+errors = st.sampled_from([0.05, 0.1, 0.2, 0.29, 0.5, 0.9])
+
+
+def _calibration(tax: Taxonomy, seed: int, n: int) -> tuple[np.ndarray, list[int]]:
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    probs = np.concatenate(
+        [oracle.random_marginals(tax, rng, half, leaves_only=True), oracle.random_marginals(tax, rng, n - half)]
+    )
+    return np.round(probs, 2), rng.integers(0, tax.num_nodes, n).tolist()  # rounded: ties between nodes
+
+
+def _wrong(probs, target: list[int], tax: Taxonomy, tau: float) -> int:
+    preds = decode(probs, tax, "threshold", threshold=tau)
+    return sum(tax.nodes[p] not in tax.ancestors(t, include_self=True) for p, t in zip(preds.tolist(), target))
+
+
+@settings(examples(25))
+@given(
+    tax=taxonomies(max_nodes=12),
+    seed=seeds,
+    n=st.integers(1, 40),
+    error=errors,
+    confidence=st.sampled_from([None, None, 0.5, 0.9]),
+)
+def test_matches_the_sample_by_sample_oracle(tax: Taxonomy, seed: int, n: int, error: float, confidence) -> None:
+    probs, target = _calibration(tax, seed, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # too few samples: inf, checked below
+        got = conformal_threshold(probs, target, tax, error=error, confidence=confidence)
+    assert got == oracle.conformal_threshold(probs, target, tax, error, confidence)
+
+
+@settings(examples(25))
+@given(tax=taxonomies(max_nodes=12), seed=seeds, n=st.integers(10, 60), error=st.sampled_from([0.1, 0.2, 0.5]))
+def test_at_most_k_minus_1_calibration_answers_wrong_at_and_above_it(
+    tax: Taxonomy, seed: int, n: int, error: float
+) -> None:
+    """Through decode itself: at the threshold and at every higher one, at most k - 1 calibration answers are
+    wrong (the rule's error need not fall as the threshold rises, hence "every")."""
+    probs, target = _calibration(tax, seed, n)
+    k = math.floor(round(error * (n + 1), 9))
+    tau = conformal_threshold(probs, target, tax, error=error)
+    above = [tau] + [v for v in np.unique(probs).tolist() if v >= tau]
+    assert max(_wrong(probs, target, tax, t) for t in above) <= k - 1
+
+
+def test_float32_marginals_decode_as_calibrated() -> None:
+    """The threshold is just above a float32 score: decoding the float32 marginals must not let that
+    marginal qualify again (decode compares exactly in the marginals' dtype)."""
+    tax = layered_taxonomy([3, 9], seed=0)
+    rng = np.random.default_rng(1)
+    probs = torch.as_tensor(oracle.random_marginals(tax, rng, 200), dtype=torch.float32)
+    target = rng.integers(0, tax.num_nodes, 200).tolist()
+    tau = conformal_threshold(probs, target, tax, error=0.2)
+    assert _wrong(probs, target, tax, tau) <= math.floor(0.2 * 201) - 1
+
+
+def _scores_pool(seed: int, size: int) -> np.ndarray:
+    """Scores of a miscalibrated model's answers on many samples: any model, any marginals, same guarantee."""
+    tax = layered_taxonomy([3, 8, 20], seed=seed)
+    rng = np.random.default_rng(seed)
+    probs = oracle.random_marginals(tax, rng, size)
+    target = rng.integers(0, tax.num_nodes, size)
+    target = np.where(rng.random(size) < 0.6, tax.leaf_index[rng.integers(0, tax.num_leaves, size)], target)
+    scores = np.full(size, -np.inf)
+    for sample, thr, _nodes, pairs in _records(torch.as_tensor(probs), target, tax):
+        wrong = pairs.inter != pairs.size_pred
+        for i, v in zip(sample[wrong], thr[wrong]):
+            scores[i] = max(scores[i], v)
+    return scores
+
+
+@pytest.mark.parametrize(("n", "error"), [(19, 0.1), (50, 0.1), (99, 0.05), (200, 0.2)])
+def test_marginal_guarantee_by_simulation(n: int, error: float) -> None:
+    """Draw calibration sets from a fixed population, choose the threshold, measure its error rate on the whole
+    population: on average it is at most error, and no more than 1 / (n + 1) below it (not needlessly cautious)."""
+    pool = _scores_pool(0, 4000)
+    rng = np.random.default_rng(n)
+    k = _allowed_wrong(n, error, None)
+    assert k == math.floor(round(error * (n + 1), 9))
+    sorted_pool = np.sort(pool)
+    rates = []
+    for _ in range(3000):
+        cal = rng.choice(pool, n, replace=True)
+        kth = np.partition(cal, n - k)[n - k]
+        tau = 0.0 if kth < 0 else np.nextafter(kth, np.inf)
+        rates.append(1.0 - np.searchsorted(sorted_pool, tau, side="left") / len(pool))  # P(score >= tau)
+    mean, se = float(np.mean(rates)), float(np.std(rates) / np.sqrt(len(rates)))
+    assert mean <= error + 3 * se
+    assert mean >= error - 1.0 / (n + 1) - 3 * se - 0.01  # ties in the pool make it a little more cautious
+
+
+@pytest.mark.parametrize(("n", "error", "confidence"), [(100, 0.1, 0.9), (300, 0.05, 0.8)])
+def test_pac_guarantee_by_simulation(n: int, error: float, confidence: float) -> None:
+    """With confidence, the share of calibration sets whose threshold errs more than `error` is at most
+    1 - confidence (and k is the binomial sum's, term by term)."""
+    k = _allowed_wrong(n, error, confidence)
+    binom = [math.comb(n, j) * error**j * (1 - error) ** (n - j) for j in range(n + 1)]
+    assert sum(binom[:k]) <= 1 - confidence < sum(binom[: k + 1])
+    pool = _scores_pool(1, 4000)
+    sorted_pool = np.sort(pool)
+    rng = np.random.default_rng(n)
+    failures = []
+    for _ in range(2000):
+        cal = rng.choice(pool, n, replace=True)
+        kth = np.partition(cal, n - k)[n - k]
+        tau = 0.0 if kth < 0 else np.nextafter(kth, np.inf)
+        failures.append(1.0 - np.searchsorted(sorted_pool, tau, side="left") / len(pool) > error)
+    share = float(np.mean(failures))
+    assert share <= (1 - confidence) + 3 * math.sqrt(confidence * (1 - confidence) / 2000)
+
+
+def test_too_few_samples_warn_and_answer_the_root() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = np.array([[1.0, 0.9, 0.1, 0.6, 0.3]] * 8)
+    with pytest.warns(UserWarning, match=r"8 calibration samples are too few for error=0\.1: at least 9 are needed"):
+        assert conformal_threshold(probs, ["a1"] * 8, tax, error=0.1) == math.inf
+    with pytest.warns(UserWarning, match=r"at confidence=0\.9: about 22 or more"):
+        assert conformal_threshold(np.repeat(probs[:1], 21, 0), ["a1"] * 21, tax, error=0.1, confidence=0.9) == (
+            math.inf
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert conformal_threshold(np.repeat(probs[:1], 22, 0), ["a1"] * 22, tax, error=0.1, confidence=0.9) == 0.0
+
+
+def test_errors_name_the_argument() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = np.array([[1.0, 0.9, 0.1, 0.6, 0.3]] * 20)
+    target = ["a1"] * 20
+    for bad in (0, 1, 1.5, -0.1, math.nan, True, "0.1", None):
+        with pytest.raises(ValueError, match=r"error: expected a number strictly between 0 and 1 \(e\.g\. 0\.05\)"):
+            conformal_threshold(probs, target, tax, error=bad)
+    for bad in (0.0, 1.0, 95, True):
+        with pytest.raises(ValueError, match=r"confidence: expected a number strictly between 0 and 1 \(e\.g\. 0\.9\)"):
+            conformal_threshold(probs, target, tax, error=0.1, confidence=bad)
+    with pytest.raises(ValueError, match="same number of samples, got 20 and 19"):
+        conformal_threshold(probs, target[:19], tax, error=0.1)
+    with pytest.raises(ValueError, match="look like logits"):
+        conformal_threshold(probs * 5, target, tax, error=0.1)
+    with pytest.raises(ValueError, match="is empty"):
+        conformal_threshold(probs[:0], [], tax, error=0.1)
+    with pytest.raises(TypeError, match="positional argument"):
+        conformal_threshold(probs, target, tax, 0.1)  # error is keyword-only: a positional 0.1 is ambiguous
