@@ -1247,6 +1247,42 @@ def test_synthetic_images_warn_when_siblings_would_be_drawn_alike(tmp_path: Path
     assert "drawn alike" not in caplog.text
 
 
+def test_synthetic_leaves_below_depth_5_never_share_a_colour(tmp_path: Path, caplog) -> None:
+    """Levels below depth 4 set one cue, the nucleus colour, as the mean of the places among siblings:
+    (0/2, 1/2) and (1/2, 0/2) drew byte-identical images for two different leaves at depth 6. Read as one
+    number in a fixed radix, every leaf has its own colour; the bundled trees (depth <= 5) draw as before."""
+    import numpy as np
+
+    from examples.leukemia.synthetic import _deep_radix, _deep_shade, _draw, _path_codes, make_synthetic
+    from hiercls import Taxonomy
+    from hiercls.synthetic import layered_taxonomy
+
+    deep = Taxonomy.from_paths([f"r/a/b/c/d/P{i}/P{i}{x}" for i in range(2) for x in "xy"])
+    radix = _deep_radix(deep)
+    assert radix == (2, 2)
+    shades = {leaf: _deep_shade(_path_codes(deep, deep.index(leaf))[4:], radix) for leaf in deep.leaves}
+    assert sorted(shades.values()) == [0.0, 1 / 3, 2 / 3, 1.0]
+    draw = {
+        leaf: _draw(_path_codes(deep, deep.index(leaf)), 32, np.random.default_rng(0), radix) for leaf in deep.leaves
+    }
+    assert not np.array_equal(draw["P0y"], draw["P1x"])
+    for name in ("paper", "pbc", "all4"):  # at most one level below depth 4: the places, as before
+        assert _deep_radix(load_taxonomy(name)) is None
+    assert _deep_shade([(1, 3)], None) == 0.5 and _deep_shade([], None) == 0.0
+    ragged = layered_taxonomy([2, 2, 2, 2, 6, 12, 24], seed=0)  # families of uneven sizes below depth 4
+    radix = _deep_radix(ragged)
+    codes = {tuple(c for c, _ in _path_codes(ragged, leaf)[4:]) for leaf in ragged.leaf_index.tolist()}
+    shades = {_deep_shade([(c, 0) for c in code], radix) for code in codes}
+    assert len(codes) > 4 and len(shades) == len(codes)  # distinct places below depth 4, distinct colours
+    with caplog.at_level(logging.WARNING):
+        make_synthetic(tmp_path / "deep", deep, n_per_leaf=1, size=16, n_partial=0)
+    assert "share one cue, the nucleus colour" not in caplog.text  # 4 shades
+    wide = Taxonomy.from_paths([f"r/a/b/c/d/P{i}/P{i}_{j}" for i in range(5) for j in range(5)])  # 5 x 5
+    with caplog.at_level(logging.WARNING):
+        make_synthetic(tmp_path / "wide", wide, n_per_leaf=1, size=16, n_partial=0)
+    assert "the 2 levels below depth 4 share one cue, the nucleus colour, in 25 shades" in caplog.text
+
+
 def test_the_input_normalisation_follows_the_weights(tmp_path: Path, paper_tax) -> None:
     """Inputs were always normalised with ImageNet's statistics, so a ViT's timm weights (which expect
     0.5/0.5) saw inputs about 2x too wide after --pretrained or a timm --init-checkpoint (a review). From

@@ -10,6 +10,7 @@ also runs on CPU (the tests do).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -177,9 +178,10 @@ def gpu_augment(
 
     The random numbers come from ``generator`` in a fixed order, each a
     ``torch.rand`` over the batch and drawn only when its step is on: horizontal
-    flips, vertical flips, transposes, the ``2B`` shift offsets (rows, then
-    columns), contrast, brightness. The same generator state gives the same
-    augmentation.
+    flips and vertical flips (with ``flips``), transposes (with ``rotations``, square
+    images), the ``2B`` shift offsets (rows, then columns; with a shift of at least one
+    pixel), then contrast and brightness, drawn together when either is non-zero. The
+    same generator state gives the same augmentation.
 
     Args:
         images: ``(B, C, H, W)`` ``uint8`` or float tensor with values in ``[0, 255]``.
@@ -213,7 +215,12 @@ def gpu_augment(
     if not 0 <= brightness < 1 or not 0 <= contrast < 1:
         raise ValueError(f"brightness, contrast: expected values in [0, 1), got {brightness!r}, {contrast!r}.")
     b, c, h, w = images.shape
-    shift = round(max_shift * min(h, w)) if isinstance(max_shift, float) else int(max_shift)
+    if isinstance(max_shift, bool) or not isinstance(max_shift, numbers.Real):
+        raise ValueError(
+            f"max_shift: expected a fraction of the side (a float < 1, e.g. 0.1) or pixels (an int), got {max_shift!r}."
+        )
+    # numpy floats are fractions too (np.float32(0.1) read as int(0.1) = 0 pixels turned shifts off)
+    shift = int(max_shift) if isinstance(max_shift, numbers.Integral) else round(float(max_shift) * min(h, w))
     if shift < 0 or shift >= min(h, w):
         raise ValueError(f"max_shift: expected 0 <= shift < min(H, W) = {min(h, w)} pixels, got {max_shift!r}.")
     out_dtype = images.dtype if dtype is None else dtype
@@ -239,17 +246,23 @@ def gpu_augment(
         # src_row = v-flip ? H-1-a : a, src_col = h-flip ? W-1-b : b (H == W whenever transposing)
         src_r_rows, src_r_cols = _flipped(fv, h, rows, cols)
         src_c_rows, src_c_cols = _flipped(fh, w, rows, cols)
-        flat = src_r_rows[:, :, None] * w + src_c_cols[:, None, :]  # (B, H, W), no transpose
+        # flat index = a per-row term + a per-column term: chosen per sample on the (B, H) and (B, W) vectors,
+        # so that only one (B, H, W) int64 tensor is made (the gather's index)
+        row_term, col_term = src_r_rows * w, src_c_cols
         if tr is not None:
-            flat = torch.where(tr[:, None, None], src_r_cols[:, None, :] * w + src_c_rows[:, :, None], flat)
-        index = flat.view(b, 1, h * w).expand(b, c, h * w)
+            row_term = torch.where(tr[:, None], src_c_rows, row_term)
+            col_term = torch.where(tr[:, None], src_r_cols * w, col_term)
+        index = (row_term[:, :, None] + col_term[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
         x = x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
     if brightness > 0 or contrast > 0:
         x = x.float()
+        if x is images:  # float input and no geometric step: work on a copy, never on the caller's tensor
+            x = x.clone()
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         cf = 1 + contrast * (2 * _rand(b, generator, dev) - 1)
         bf = 1 + brightness * (2 * _rand(b, generator, dev) - 1)
-        x = (x - mean) * cf.view(b, 1, 1, 1) + mean * bf.view(b, 1, 1, 1)
+        # (x - m) * c + m * b, in place: out of place it held three float32 copies of the batch at once
+        x.sub_(mean).mul_(cf.view(b, 1, 1, 1)).add_(mean * bf.view(b, 1, 1, 1))
         x = x.clamp_(0, 255)
         if out_dtype == torch.uint8:
             return x.round_().to(torch.uint8)
@@ -284,7 +297,8 @@ class GPUBatches:
     the same for every ``chunk``; which random numbers a sample gets is not, so the
     same seed gives a different (equally valid) augmentation per ``chunk``, and
     ``chunk=1`` is the original stream. A chunk holds ``chunk * batch_size`` float32
-    images at ``out_size`` (8 x 256 at 224 px: 1.2 GB), and up to two chunks live at
+    images at ``out_size`` (8 x 256 at 224 px: 1.2 GB; preparing it takes about twice
+    that at its peak, with the int64 index of the gather), and up to two chunks live at
     once while the last batch of one is still in use as the next is prepared.
 
     Args:

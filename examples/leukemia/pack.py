@@ -79,12 +79,15 @@ DEFAULT_QUALITY = 86
 _REQUIRED = ("data", "offsets", "names", "targets", "split", "taxonomy", "fingerprint", "size")
 
 
-def _encode_chunk(paths: list[str], size: int, quality: int, crop: float = 1.0) -> list[bytes]:
+def _encode_chunk(paths: list[str], size: int, quality: int, crop: float = 1.0) -> list[tuple[bytes, int]]:
+    # each image's JPEG at `size`, and its short side after the crop (below `size`: enlarged)
     out = []
     for p in paths:
+        with Image.open(p) as im:  # the header only
+            short = max(1, round(min(im.size) * crop))
         buf = io.BytesIO()
         Image.fromarray(load_image(p, size, crop)).save(buf, "JPEG", quality=quality, optimize=True)
-        out.append(buf.getvalue())
+        out.append((buf.getvalue(), short))
     return out
 
 
@@ -141,7 +144,9 @@ def pack(
             warning counts the groups split across. Refused with ``tool_format``.
 
     Returns:
-        a summary dict: ``out``, ``num_images``, ``bytes``, ``per_split``, ``scan_s``, ``encode_s``.
+        a summary dict: ``out``, ``num_images``, ``bytes``, ``per_split``, ``copies_in_train``, ``skipped``,
+        ``enlarged`` (images whose short side, after ``crop``, is below ``size``: a warning names them),
+        ``scan_s``, ``encode_s``.
 
     Raises:
         ValueError: bad ``size``/``quality``, ``group_duplicates`` or ``split_by_group`` with ``tool_format``,
@@ -252,6 +257,24 @@ def pack(
     finally:
         if bar is not None:
             bar.close()
+    shorts = np.array([short for _, short in blobs], dtype=np.int64)
+    blobs = [blob for blob, _ in blobs]
+    enlarged = np.flatnonzero(shorts < size)
+    if len(enlarged):
+        first = ", ".join(repr(names[i]) for i in enlarged[:3])
+        log.warning(
+            "%s: %d of %d images are smaller than --size %d (short side%s from %d px) and were enlarged "
+            "(bicubic), e.g. %s. That is right when a model needs that input size; to keep them at their own "
+            "resolution, pack at --size %d or less.",
+            os.fspath(out),
+            len(enlarged),
+            len(blobs),
+            size,
+            f" after --crop {crop}" if crop < 1 else "",
+            int(shorts.min()),
+            first,
+            int(shorts.min()),
+        )
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in blobs], out=offsets[1:])
     buffer = np.frombuffer(b"".join(blobs), dtype=np.uint8)
@@ -295,6 +318,7 @@ def pack(
         "per_split": {k: len(v) for k, v in parts.items()},
         "copies_in_train": leaks,
         "skipped": report.num_skipped,
+        "enlarged": len(enlarged),
         "scan_s": round(scan_s, 2),
         "encode_s": round(encode_s, 2),
     }
@@ -417,8 +441,16 @@ def load_pack(
             )
     blobs = [data[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(names))]
     chunks = parallel_map(_decode_chunks, blobs, workers=workers, min_parallel=2048, chunk=512)
-    array = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
-    images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
+    del blobs
+    # one (N, 3, S, S) tensor filled chunk by chunk, each chunk dropped once copied: about one copy of the
+    # images at a time (a concatenate, then a permuted copy, held three: 2.2 GB for PBC at 128 px)
+    images = torch.empty((len(names), 3, size, size), dtype=torch.uint8)
+    at = 0
+    for i, chunk in enumerate(chunks):
+        images[at : at + len(chunk)] = torch.from_numpy(chunk).permute(0, 3, 1, 2)
+        at += len(chunk)
+        chunks[i] = None
+    images = images.to(device)
     labels = tax.names(target_arr) if len(target_arr) else []
     targets = torch.from_numpy(target_arr).to(device)
     return Pack(images, targets, split_arr, names, labels, tax, size, meta)

@@ -17,7 +17,11 @@ size and its flips, rotations, shifts and brightness/contrast jitter:
 - depth 3, the cytoplasm's texture: clear, coarse dark granules, stripes, pale
   dots (again the most different first);
 - depth 4, the nucleus size (small to large);
-- depth 5 and below, the nucleus colour (purple to blue).
+- depth 5 and below, the nucleus colour (purple to blue): with one such level,
+  the node's place among its siblings; with several, the path below depth 4
+  read as one number (each depth's widest family as its radix), so no two
+  leaves share a colour, though past about 16 colours neighbours are hard to
+  tell apart (a warning says so).
 
 So every level is learnable by a small CNN in a few epochs, coarse levels a bit
 sooner than fine ones. Position, orientation, size, colour jitter and pixel
@@ -95,7 +99,36 @@ def _dots(
     return np.clip(r - np.hypot(xx - px, yy - py) + 0.5, 0, 1).max(0)
 
 
-def _draw(codes: list[tuple[int, int]], size: int, rng: np.random.Generator) -> np.ndarray:
+def _deep_radix(tax: Taxonomy) -> tuple[int, ...] | None:
+    """With two or more levels below depth 4, the widest family at each of them: the fixed radix in which a
+    path's codes below depth 4 are read as one number (``None``: at most one such level)."""
+    if tax.max_depth < 6:
+        return None
+    sizes = np.diff(tax.children_ptr)
+    return tuple(int(sizes[tax.depth_index == d].max(initial=1)) for d in range(4, tax.max_depth))
+
+
+def _deep_shade(deep: list[tuple[int, int]], radix: tuple[int, ...] | None) -> float:
+    """The nucleus colour in [0, 1] of a path's codes below depth 4.
+
+    One level: the node's place among its siblings. Several: the codes read as one number in the fixed
+    ``radix`` (a missing deeper level reads 0), so two leaves always differ (a mean of places, as before, drew
+    ``(0/2, 1/2)`` and ``(1/2, 0/2)`` alike).
+    """
+    if not deep:
+        return 0.0
+    if radix is None:
+        return _position(deep[0])
+    index = 0
+    for j, r in enumerate(radix):
+        index = index * r + (deep[j][0] if j < len(deep) else 0)
+    total = int(np.prod(radix))
+    return index / (total - 1) if total > 1 else 0.5
+
+
+def _draw(
+    codes: list[tuple[int, int]], size: int, rng: np.random.Generator, deep_radix: tuple[int, ...] | None = None
+) -> np.ndarray:
     """One ``(size, size, 3)`` uint8 image of the path ``codes`` (see the module docstring)."""
     s = float(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -139,8 +172,7 @@ def _draw(codes: list[tuple[int, int]], size: int, rng: np.random.Generator) -> 
     else:  # kidney: a disc with a bite
         nucleus = np.clip(disc(0, 0, rn) - disc(0.85 * rn, 0, 0.6 * rn), 0, 1)
     nucleus = nucleus * cell
-    deep = [_position(c) for c in codes[4:]]
-    shade = float(np.mean(deep)) if deep else 0.0
+    shade = _deep_shade(codes[4:], deep_radix)
     purple, blue = np.array([90, 40, 120], np.float32), np.array([25, 75, 135], np.float32)
     dark = purple + (blue - purple) * shade + rng.normal(0, 5, 3)
     img = img * (1 - nucleus[..., None]) + dark * nucleus[..., None]
@@ -168,8 +200,20 @@ def _draw(codes: list[tuple[int, int]], size: int, rng: np.random.Generator) -> 
 
 
 def _warn_lookalikes(tax: Taxonomy) -> None:
-    """Warn where the drawing cannot tell siblings apart: depth 2 has 6 nucleus shapes, depth 3 4 textures."""
+    """Warn where the drawing cannot tell siblings apart: depth 2 has 6 nucleus shapes, depth 3 4 textures, and
+    the levels below depth 4 share one colour scale."""
     sizes = np.diff(tax.children_ptr)
+    radix = _deep_radix(tax)
+    colours = int(np.prod(radix)) if radix else 0
+    if colours > 16:
+        log.warning(
+            "synthetic images: the %d levels below depth 4 share one cue, the nucleus colour, in %d shades; "
+            "neighbouring shades differ by 1/%d of the purple-to-blue range and are hard to learn apart. Real "
+            "images (--data) have no such limit.",
+            len(radix),
+            colours,
+            colours - 1,
+        )
     for depth, cues, what in ((1, len(_SHAPES), "nucleus shapes"), (2, len(_TEXTURES), "cytoplasm textures")):
         wide = [tax.nodes[n] for n in np.flatnonzero((tax.depth_index == depth) & (sizes > cues)).tolist()]
         if wide:
@@ -229,6 +273,7 @@ def make_synthetic(
             f"taxonomy: node names {bad[:5]} cannot be folder names; rename them to write a synthetic set."
         )
     _warn_lookalikes(tax)
+    deep_radix = _deep_radix(tax)
     out = Path(out_dir)
     readme = out / "README.txt"
     if out.exists() and any(out.iterdir()):
@@ -250,7 +295,7 @@ def make_synthetic(
         folder = out.joinpath(*tax.paths(node)[0][1:])
         folder.mkdir(parents=True, exist_ok=True)
         for i, src in enumerate(sources):
-            pixels = _draw(_path_codes(tax, src), size, rng)
+            pixels = _draw(_path_codes(tax, src), size, rng, deep_radix)
             Image.fromarray(pixels).save(folder / f"synthetic_{tax.nodes[node]}_{i:04d}.jpg", quality=92)
     name = taxonomy if isinstance(taxonomy, (str, os.PathLike)) else f"Taxonomy(root={tax.root!r})"
     readme.write_text(
