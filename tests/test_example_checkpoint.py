@@ -356,3 +356,52 @@ def test_cuda_random_states_are_restored_for_the_devices_present(
         C.set_rng_state(state)
     assert calls == restored
     assert ("CUDA device(s)" in caplog.text) == (saved != present)
+
+
+# ------------------------------------------------------- review of 29 November
+def test_a_plain_submodule_named_module_is_not_taken_for_a_wrapper(tmp_path: Path) -> None:
+    """Unwrapped by attribute name, a model with ``self.module`` was saved as that submodule alone: its other
+    weights were dropped without a word, and the load 'succeeded'. Wrappers are unwrapped by type."""
+    from timm.utils import ModelEmaV3
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module, self.fc = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    tax = Taxonomy.from_paths(["r/a", "r/b"])
+    net = Net()
+    save_checkpoint(tmp_path / "ck", net, tax)
+    assert set(load_checkpoint(tmp_path / "ck").weights) == {"module.weight", "module.bias", "fc.weight", "fc.bias"}
+    other = Net()
+    load_checkpoint(tmp_path / "ck", other)
+    assert same(other, net)
+    inner = nn.Linear(3, 3)
+    for wrapper in (nn.DataParallel(inner), ModelEmaV3(inner), torch.compile(inner)):
+        assert C._unwrap(wrapper) is not wrapper and set(model_state(wrapper)) == {"weight", "bias"}
+
+
+def test_load_checkpoint_refuses_a_model_of_another_taxonomy_or_head(tmp_path: Path, paper_tax) -> None:
+    """A per-level checkpoint loaded into a per-level model on another tree with as many nodes per level (the
+    classifiers have no fingerprint buffer), and a level head's into a sigmoid head, loaded silently."""
+    renamed = Taxonomy.from_edges([(a if a == paper_tax.root else f"x{a}", f"x{b}") for a, b in paper_tax.graph.edges])
+    source = trained(paper_tax, "per-level")
+    save(source, paper_tax, tmp_path / "pl" / "best")
+    with pytest.raises(CheckpointError, match=r"model: built on a taxonomy .* that is not best\.json's .*\(load_model"):
+        load_checkpoint(tmp_path / "pl" / "best", trained(renamed, "per-level"))
+    load_checkpoint(tmp_path / "pl" / "best", target := trained(paper_tax, "per-level", seed=3))
+    assert same(target, source)
+    save(trained(paper_tax, "hierarchical", head="level", loss="level"), paper_tax, tmp_path / "lv" / "best")
+    with pytest.raises(CheckpointError, match=r"model: head 'sigmoid', but best\.json was trained as head 'level'"):
+        load_checkpoint(tmp_path / "lv" / "best", trained(paper_tax, "hierarchical", head="sigmoid", loss="bce"))
+
+
+def test_load_checkpoint_takes_the_run_folder_its_error_offers(tmp_path: Path, paper_tax) -> None:
+    model = trained(paper_tax, "flat")
+    save(model, paper_tax, tmp_path / "run" / "best")
+    assert set(load_checkpoint(tmp_path / "run").weights) == set(load_checkpoint(tmp_path / "run" / "best").weights)
+    from examples.leukemia.checkpoint import load_model
+
+    assert same(load_model(tmp_path / "run")[0], model)
+    with pytest.raises(CheckpointError, match="or the run folder RUN itself"):
+        load_checkpoint(tmp_path / "nothing")

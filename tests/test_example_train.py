@@ -1588,3 +1588,121 @@ def test_evaluate_without_the_runs_groups_suggests_the_runs_folder_or_external_n
         _split_like_the_run(samples, {"split_by_group": True}, "test", 0, runs_images=False,
                             report=ScanReport("/d", "folder", "/d", "t"))  # fmt: skip
     assert "drop the flag" not in str(err.value)
+
+
+# ------------------------------------------------------- review of 29 November: resume and run folders
+def test_resume_does_not_reread_where_the_weights_started_and_keeps_it_recorded(tmp_path: Path, caplog) -> None:
+    """--resume read --init-checkpoint again (a moved file stopped the resume; --pretrained offline failed on
+    the hub) and then overwrote what it loaded; resumed without the flag, every file recorded null."""
+    common = ["--backbone", "test_resnet", "--epochs", "2", "--synthetic-per-leaf", "3", *FAST]
+    T.run(T.parse_args([*common, "--output", str(tmp_path / "src")]))
+    shutil.copytree(tmp_path / "src", tmp_path / "moved")
+    init = str(tmp_path / "moved" / "best")
+    out = ["--output", str(tmp_path / "run")]
+    T.run(T.parse_args([*common, *out, "--init-checkpoint", init, "--stop-after", "1"]))
+    shutil.rmtree(tmp_path / "moved")
+    with caplog.at_level(logging.WARNING):
+        done = T.run(T.parse_args([*common, *out, "--init-checkpoint", init, "--resume"]))
+    assert done.config["init_checkpoint"] == init and "--init-checkpoint" not in caplog.text  # the same source
+    T.run(
+        T.parse_args(
+            [
+                *common,
+                *out,
+                "--epochs",
+                "3",
+                "--overwrite",
+                "--init-checkpoint",
+                str(tmp_path / "src" / "best"),
+                "--stop-after",
+                "1",
+            ]
+        )
+    )
+    with caplog.at_level(logging.WARNING):
+        resumed = T.run(T.parse_args([*common, *out, "--epochs", "3", "--resume", "--pretrained"]))
+    assert (
+        "--resume: --pretrained is not read: the run's weights come from its checkpoint (it started from" in caplog.text
+    )
+    for record in (resumed.config, json.loads((tmp_path / "run" / "config.json").read_text())):
+        assert record["init_checkpoint"] == str(tmp_path / "src" / "best") and record["pretrained"] is False
+
+
+def test_a_damaged_last_checkpoint_is_named_with_the_way_out(tmp_path: Path) -> None:
+    common = ["--backbone", "test_resnet", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    out = tmp_path / "run"
+    T.run(T.parse_args([*common, "--output", str(out)]))
+    for text, what in (
+        ("garbage{", "JSONDecodeError"),
+        ("[]", "a JSON list, not the object save_checkpoint writes"),
+        ('{"epoch": null, "config": null}', 'its "config" is null, not an object'),
+    ):
+        (out / "last.json").write_text(text)
+        with pytest.raises(ValueError, match=rf"--resume: {re.escape(str(out / 'last.json'))} is damaged \({what}"):
+            T.run(T.parse_args([*common, "--resume", "--output", str(out)]))
+        with pytest.raises(FileExistsError, match=r"already holds a run\. Pass --resume"):  # no traceback
+            T.run(T.parse_args([*common, "--output", str(out)]))
+
+
+def test_a_run_set_aside_by_a_killed_overwrite_is_not_buried(tmp_path: Path) -> None:
+    """A hard kill between setting the old run aside and the new run's start left the folder looking empty;
+    a later run went ahead and the hidden folder was never mentioned."""
+    common = ["--backbone", "test_resnet", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    out = tmp_path / "run"
+    T.run(T.parse_args([*common, "--output", str(out)]))
+    aside = T._set_aside_run(out)  # what --overwrite does first; the kill comes before the new run starts
+    assert not T.holds_run(out)
+    with pytest.raises(FileExistsError, match=rf"set aside in {re.escape(str(aside))} and never put back.*mv "):
+        T.run(T.parse_args([*common, "--output", str(out)]))
+    for item in aside.iterdir():
+        item.rename(out / item.name)
+    aside.rmdir()
+    T.run(T.parse_args([*common, "--output", str(out), "--overwrite"]))
+
+
+def test_overwrite_removes_the_old_layouts_tensor_files_too(tmp_path: Path) -> None:
+    common = ["--backbone", "test_resnet", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    out = tmp_path / "run"
+    T.run(T.parse_args([*common, "--output", str(out)]))
+    for name in ("best.safetensors", "last.safetensors", "last.state.safetensors"):  # before content names
+        (out / name).write_bytes(b"old run")
+    (out / "mine.safetensors").write_bytes(b"not a run file")
+    T.run(T.parse_args([*common, "--output", str(out), "--overwrite"]))
+    assert not (out / "best.safetensors").exists() and not (out / "last.state.safetensors").exists()
+    assert (out / "mine.safetensors").is_file()
+
+
+def test_a_cpu_run_records_its_thread_count_so_a_resume_elsewhere_is_told(tmp_path: Path, caplog) -> None:
+    """Without --threads the count was torch's choice and unrecorded: resumed on a machine with another core
+    count, the weights differed from an uninterrupted run's (2e-3 after 3 epochs) with nothing said."""
+    from examples.leukemia.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "images", "paper", n_per_leaf=3, size=32)  # real-data defaults: no --threads
+    common = ["--data", str(data), "--taxonomy", "paper", "--backbone", "test_resnet", "--epochs", "2", *FAST]
+    out = ["--output", str(tmp_path / "run"), "--device", "cpu"]
+    before = torch.get_num_threads()
+    try:
+        first = T.run(T.parse_args([*common, *out, "--stop-after", "1"]))
+        assert first.config["threads"] == before
+        with caplog.at_level(logging.WARNING):
+            T.run(T.parse_args([*common, *out, "--resume", "--threads", str(before + 1)]))
+        assert f"settings differ from the checkpoint's {{'threads': ({before}, {before + 1})}}" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_input_sizes_and_backbone_options_that_break_the_model_are_refused_before_the_data(tmp_path: Path) -> None:
+    common = ["--epochs", "1", "--synthetic-per-leaf", "2", "--quiet", "--no-tensorboard", "--batch-size", "8"]
+    out = tmp_path / "r"
+    for extra, why in (
+        (["--backbone", "test_vit", "--img-size", "40"], "--img-size: test_vit cuts images into 16x16 px patches"),
+        (["--backbone", "resnet10t", "--backbone-kwargs", '{"in_chans": 1}'], "'in_chans' is set by the example"),
+        (["--backbone", "resnet10t", "--backbone-kwargs", '{"features_only": true}'], "'features_only' is set"),
+        (
+            ["--backbone", "resnet10t", "--backbone-kwargs", '{"global_pool": ""}'],
+            "global_pool '' turns the pooling off",
+        ),
+    ):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            T.run(T.parse_args([*common, *extra, "--output", str(out)]))
+        assert not out.exists()

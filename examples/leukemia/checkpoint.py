@@ -95,8 +95,11 @@ class Checkpoint:
 
 
 def _split(path: str | os.PathLike[str]) -> tuple[Path, str]:
-    """``(folder, name)`` of the checkpoint ``path``: ``run/best``, ``run/best.json`` or one of its tensor files."""
+    """``(folder, name)`` of the checkpoint ``path``: ``run/best``, ``run/best.json``, one of its tensor files, or
+    the run folder ``run`` (its ``best``, as the command lines read it; the not-found error offered it)."""
     path = Path(path)
+    if path.is_dir() and (path / "best.json").is_file():
+        return path, "best"
     name = path.name
     for suffix in (".state.safetensors", ".safetensors", ".json"):
         if name.endswith(suffix):
@@ -155,12 +158,22 @@ def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
     )
 
 
+def _is_wrapper(model: nn.Module) -> bool:
+    """DDP/DataParallel and timm's EMA (``.module``) or ``torch.compile`` (``._orig_mod``): a wrapper around the
+    model, not a model whose own submodule happens to be called ``module``."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return True
+    kind = type(model)
+    return (kind.__module__.startswith("timm.utils.model_ema") and kind.__name__.startswith("ModelEma")) or (
+        kind.__name__ == "OptimizedModule" and kind.__module__.startswith("torch._dynamo")
+    )
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
+    # by type: a plain model with a submodule named ``module`` lost its other weights when unwrapped by name
+    while _is_wrapper(model):
+        model = model._orig_mod if type(model).__name__ == "OptimizedModule" else model.module
+    return model
 
 
 def model_state(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -538,6 +551,35 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), f"a {type(value).__name__}")
 
 
+def _check_fits(model: nn.Module, sidecar: Mapping[str, Any], stored: Taxonomy, sidecar_path: Path) -> None:
+    """Refuse a checkpoint for another taxonomy, method or head than ``model``'s own (when it has them).
+
+    The weights alone can fit: a per-level model's classifiers have the same shapes on any tree with the
+    same number of nodes per level, and a level head's logits those of a sigmoid head, read as another
+    probability model.
+    """
+    inner = _unwrap(model)
+    own = getattr(inner, "taxonomy", None)
+    if isinstance(own, Taxonomy) and own.fingerprint != stored.fingerprint:
+        raise CheckpointError(
+            f"model: built on a taxonomy (fingerprint {own.fingerprint[:12]}, {own.num_nodes} nodes, root "
+            f"{own.root!r}) that is not {sidecar_path.name}'s (fingerprint {stored.fingerprint[:12]}, "
+            f"{stored.num_nodes} nodes, root {stored.root!r}). Build the model on the checkpoint's taxonomy "
+            "(load_model does it from the checkpoint alone), or load a checkpoint trained on this one."
+        )
+    ours = getattr(inner, "config", None)
+    theirs = (sidecar.get("config") or {}).get("model") if isinstance(sidecar.get("config"), Mapping) else None
+    if isinstance(ours, Mapping) and isinstance(theirs, Mapping):
+        diff = [k for k in ("method", "head") if ours.get(k) and theirs.get(k) and ours[k] != theirs[k]]
+        if diff:
+            raise CheckpointError(
+                f"model: {', '.join(f'{k} {ours[k]!r}' for k in diff)}, but {sidecar_path.name} was trained as "
+                f"{', '.join(f'{k} {theirs[k]!r}' for k in diff)}: its logits would be read as another model. "
+                "Build the model from the checkpoint (load_model), or pass it as --init-checkpoint, which "
+                "takes what fits (the backbone) and leaves the rest as initialised."
+            )
+
+
 def _damaged(sidecar_path: Path, what: str) -> CheckpointError:
     """The error for a sidecar that does not hold what :func:`save_checkpoint` writes."""
     return CheckpointError(
@@ -671,7 +713,8 @@ def load_checkpoint(
     Nothing is unpickled: tensors come from safetensors, everything else from JSON.
 
     Args:
-        path: ``run/best``, ``run/best.json`` or one of its tensor files (``run/best.<sha12>.safetensors``).
+        path: ``run/best``, ``run/best.json``, one of its tensor files (``run/best.<sha12>.safetensors``), or
+            the run folder ``run`` (read as ``run/best``).
         model: load the weights into it (strict: every parameter must be present and match).
         taxonomy: the taxonomy you are going to use; refused if its fingerprint differs.
         optimizer, scheduler: restore their state (saved with the checkpoint).
@@ -698,6 +741,7 @@ def load_checkpoint(
     except _DamagedState as err:
         raise _damaged(sidecar_path, str(err)) from None
     if model is not None:
+        _check_fits(model, sidecar, stored, sidecar_path)
         load_weights(model, weights)
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
         if obj is not None:

@@ -226,6 +226,8 @@ BACKBONE_OPTIONS_TAKEN = {
     "num_classes": "nothing: the example always builds the backbone without a classifier (num_classes=0)",
     "pretrained": "--pretrained",
     "img_size": "--img-size (or the pack's size)",
+    "in_chans": "nothing: the images are read as RGB, 3 channels",
+    "features_only": "nothing: the head takes the backbone's pooled features (num_classes=0)",
 }
 
 
@@ -255,8 +257,21 @@ def check_backbone_options(name: str, options: Mapping[str, Any] | None, *, flag
     if taken:
         raise ValueError(
             "--backbone-kwargs: "
-            + "; ".join(f"{k!r} is set by the example; use {BACKBONE_OPTIONS_TAKEN[k]} instead" for k in taken)
+            + "; ".join(
+                f"{k!r} is set by the example; "
+                + (
+                    BACKBONE_OPTIONS_TAKEN[k][len("nothing: ") :]
+                    if BACKBONE_OPTIONS_TAKEN[k].startswith("nothing: ")
+                    else f"use {BACKBONE_OPTIONS_TAKEN[k]} instead"
+                )
+                for k in taken
+            )
             + "."
+        )
+    if "global_pool" in options and not options["global_pool"]:
+        raise ValueError(
+            f"--backbone-kwargs: global_pool {options['global_pool']!r} turns the pooling off, but the head takes "
+            "pooled features (B, width); give a pooling (e.g. 'avg', or 'token' for a ViT) or leave it out."
         )
     if ":" in name:
         return

@@ -57,7 +57,14 @@ from examples.leukemia.cli import (
     whole_number,
 )
 from examples.leukemia.gpu_data import add_tta_argument
-from examples.leukemia.models import IMAGENET_NORMALIZE, METHODS, PerLevelClassifier, build_model, model_normalize
+from examples.leukemia.models import (
+    IMAGENET_NORMALIZE,
+    METHODS,
+    PerLevelClassifier,
+    build_model,
+    check_input_size,
+    model_normalize,
+)
 from hiercls import Taxonomy
 from hiercls.decoding import decode
 from hiercls.metrics import HierarchicalMetrics
@@ -596,7 +603,9 @@ def _default_runs(base: str) -> list[str]:
 #: what a run writes into its folder under fixed names (``--overwrite`` replaces these, its checkpoints'
 #: files and ``eval/``, the folder the end-of-run text suggests for ``evaluate``, and nothing else)
 RUN_FILES = ("best.json", "last.json", "log.csv", "summary.json", "config.json", "splits.csv", "tb", "eval")
-_CHECKPOINT_FILE = re.compile(r"^(best|last)\.[0-9a-f]{12}(\.state)?\.safetensors$")
+# the content-named files, and the fixed names of runs from before them (left behind, a plain safetensors
+# reader would open the old run's weights next to the new run)
+_CHECKPOINT_FILE = re.compile(r"^(best|last)(\.[0-9a-f]{12})?(\.state)?\.safetensors$")
 
 
 def holds_run(folder: Path) -> bool:
@@ -998,7 +1007,7 @@ def _log_groups(splits: Mapping[str, Sequence[Any]], report: Any, by_group: bool
 def _check_same_split(output: Path, data: Data) -> None:
     """``--resume``: the data must split as the run's did, image for image (see :func:`split_identity`)."""
     last = output / "last.json"
-    stored = json.loads(last.read_text(encoding="utf-8")).get("config", {}) if last.is_file() else {}
+    stored = _read_last(last).get("config", {}) if last.is_file() else {}
     if "split_id" in stored and stored["split_id"] != split_identity(data):
         sizes = {s: len(v) for s, v in data.names.items()}
         raise ValueError(
@@ -1476,6 +1485,18 @@ def check_model_args(args: argparse.Namespace) -> None:
         check_backbone_options(
             args.backbone, {**backbone_options, "drop_path_rate": args.drop_path}, flag="--drop-path"
         )
+    size = getattr(args, "img_size", None)
+    if size and ":" not in args.backbone:  # a ViT's patch size, checked before the images are decoded
+        from types import SimpleNamespace
+
+        from examples.leukemia.models import create_backbone
+
+        try:
+            with torch.device("meta"):
+                backbone = create_backbone(args.backbone, img_size=size, **backbone_options)
+        except Exception:  # an architecture the meta device cannot build: the real build will tell
+            return
+        check_input_size(SimpleNamespace(config={"backbone": args.backbone}, backbones=lambda: [backbone]), size)
 
 
 #: which nodes compete in one decision of each loss that ``--balance`` weights (hiercls.losses.balanced_weight)
@@ -1501,7 +1522,7 @@ def _resumed_loss_weight(output: Path, weight: list[float], *, main: bool) -> li
     non-persistent buffer); a library whose ``balanced_weight`` has changed since the run started
     would otherwise train its later epochs under other weights, with nothing said.
     """
-    stored = json.loads((output / "last.json").read_text(encoding="utf-8")).get("config", {})
+    stored = _read_last(output / "last.json").get("config", {})
     kept = ((stored.get("model") or {}).get("loss_kwargs") or {}).get("weight")
     if kept is None or len(kept) != len(weight):
         return weight
@@ -1518,6 +1539,32 @@ def _resumed_loss_weight(output: Path, weight: list[float], *, main: bool) -> li
             )
         return [float(w) for w in kept]
     return weight
+
+
+def _read_last(path: Path, *, strict: bool = True) -> dict[str, Any]:
+    """A run's ``last.json``, parsed: a damaged one is named with the way out (``strict``) or read as ``{}``.
+
+    Raw ``json.loads`` gave "Expecting value: line 1 column 1" without the file's name, and a sidecar that is
+    not an object (``[]``) or holds ``"epoch": null`` a traceback, even on a run without ``--resume``.
+    """
+    problem = ""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        value, problem = None, f"{type(err).__name__}: {err}"
+    if problem == "" and not isinstance(value, dict):
+        problem = f"a JSON {type(value).__name__}, not the object save_checkpoint writes"
+    elif problem == "" and not isinstance(value.get("config", {}), dict):
+        problem = f'its "config" is {json.dumps(value["config"])}, not an object'
+    if problem:
+        if not strict:
+            return {}
+        raise ValueError(
+            f"--resume: {path} is damaged ({problem}), so the run cannot be continued. Start it again with "
+            "--overwrite (its best checkpoint, RUN/best, is replaced too: copy it out first to keep it), or "
+            "write to another --output."
+        )
+    return value
 
 
 def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
@@ -1537,12 +1584,12 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
                     "be continued; start it again with --overwrite, or write to another --output."
                 )
             raise FileNotFoundError(f"--resume: no checkpoint {last}; run without --resume first.")
-        stored = json.loads(last.read_text(encoding="utf-8")).get("config", {})
+        stored = _read_last(last).get("config", {})
         _check_same_model(args, stored, output)
         now = data_identity(args)
         changed = {k: (stored[k], v) for k, v in now.items() if k in stored and stored[k] != v}
         if "taxonomy" in changed:  # the same taxonomy from another path (a copy, a moved file) is the run's
-            sidecar = json.loads(last.read_text(encoding="utf-8"))
+            sidecar = _read_last(last)
             if args.taxonomy and _taxonomy_fingerprint(args.taxonomy) == sidecar.get("taxonomy_fingerprint"):
                 del changed["taxonomy"]
         if changed:
@@ -1561,8 +1608,9 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
             )
     if not args.resume and holds_run(output) and not args.overwrite:
         epoch = ""
-        if last.is_file():
-            epoch = f", last saved after epoch {int(json.loads(last.read_text(encoding='utf-8')).get('epoch', -1)) + 1}"
+        saved = _read_last(last, strict=False).get("epoch") if last.is_file() else None
+        if isinstance(saved, int) and not isinstance(saved, bool):
+            epoch = f", last saved after epoch {saved + 1}"
         raise FileExistsError(
             f"--output {output} already holds a run{epoch}. Pass --resume to continue it, --overwrite to "
             "replace it, or another --output."
@@ -1669,6 +1717,21 @@ def _run_items(output: Path) -> list[Path]:
     return items
 
 
+def _check_set_aside(output: Path) -> None:
+    """Refuse to run where an ``--overwrite`` that was killed before its new run started left the earlier run
+    set aside: the folder looks empty, and a new run would bury it for good."""
+    if not output.is_dir():
+        return
+    orphans = sorted(p for p in output.glob(".overwritten-run-*") if p.is_dir() and any(p.iterdir()))
+    if orphans:
+        raise FileExistsError(
+            f"--output {output} holds an earlier run that an --overwrite set aside in {orphans[0]} and never put "
+            f"back (the process was killed before its new run started). To keep that run, move its files back: "
+            f"mv {orphans[0]}/* {output}/ (then --resume it or --overwrite it); to drop it, delete "
+            f"{orphans[0]}."
+        )
+
+
 def _set_aside_run(output: Path) -> Path:
     """Move an earlier run's files into a hidden folder of ``output`` (``--overwrite``): deleted once the new
     run has started, put back if it fails before that, so a failed start loses nothing."""
@@ -1697,6 +1760,8 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
     check_model_args(args)
     env = env or init_distributed(args.device)
     output = Path(args.output)
+    if env.main:
+        _check_set_aside(output)
     _check_run_folder(args, output)  # before anything is written: a refused run leaves the folder as it was
     aside = _set_aside_run(output) if env.main and args.overwrite and holds_run(output) else None
     started = False
@@ -1727,13 +1792,30 @@ def _run_body(
         torch.use_deterministic_algorithms(True, warn_only=True)
         if args.threads:
             torch.set_num_threads(args.threads)
+        else:  # recorded: a resume under another core count is told that its sums round differently
+            args.threads = torch.get_num_threads()
     else:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     channels_last = bool(args.channels_last)
 
-    if args.init_checkpoint:  # a missing or unreadable file is named before the data is read, not after
+    if args.resume:
+        # the weights come back from the run's checkpoint: where they first came from is not read again (a
+        # moved --init-checkpoint file, or --pretrained offline, stopped the resume), and stays recorded
+        first = _read_last(output / "last.json").get("config", {})
+        for key, flag in (("init_checkpoint", "--init-checkpoint"), ("pretrained", "--pretrained")):
+            given, kept = getattr(args, key), first.get(key) or (False if key == "pretrained" else None)
+            if given and given != kept and env.main:
+                log.warning(
+                    "--resume: %s is not read: the run's weights come from its checkpoint (it started from %s)",
+                    flag if key == "pretrained" else f"{flag} {given}",
+                    {None: "random weights", False: "random weights", True: "timm's pretrained weights"}.get(
+                        kept, kept
+                    ),
+                )
+            setattr(args, key, kept)
+    if args.init_checkpoint and not args.resume:  # a missing or unreadable file is named before the data is read
         from examples.leukemia.models import _open_init_source
 
         _open_init_source(Path(args.init_checkpoint))
@@ -1768,15 +1850,16 @@ def _run_body(
         args.method,
         head=args.head,
         loss=args.loss,
-        pretrained=args.pretrained,
-        init_checkpoint=args.init_checkpoint,
+        pretrained=args.pretrained and not args.resume,
+        init_checkpoint=None if args.resume else args.init_checkpoint,
         img_size=img_size,
         label_smoothing=args.label_smoothing,
         loss_kwargs={**(args.loss_kwargs or {}), **({"weight": weight} if weight is not None else {})} or None,
         backbone_kwargs=backbone_kwargs,
     ).to(env.device)
+    check_input_size(model, img_size, "--img-size (or the pack's size)")  # a pack's size is known only now
     if args.resume:  # the run's own input normalisation (ImageNet's for runs from before it was recorded)
-        stored = json.loads((output / "last.json").read_text(encoding="utf-8")).get("config", {}).get("model") or {}
+        stored = _read_last(output / "last.json").get("config", {}).get("model") or {}
         model.config["normalize"] = stored.get("normalize") or dict(IMAGENET_NORMALIZE)
     if weight is not None and env.main:
         log.info(
