@@ -658,11 +658,19 @@ def _normalise_by_root(log_mass: Tensor) -> Tensor:
     return torch.cat([torch.zeros_like(root), rest], dim=0)
 
 
+_DAG_PAIR_ELEMENTS = 1 << 23  # (node, leaf below it) pairs x samples gathered at once: 32 MB of float32
+
+
 def _dag_leaf_lse(leaf_logits: Tensor, t: Any) -> Tensor:
     """Flat marginals on a DAG: a log-sum-exp over the leaves below each node (each leaf once), batch-major.
 
-    Only the leaf-descendant lists are gathered (O(B x sum of leaves below each node)), not every descendant.
+    Only the leaf-descendant lists are gathered (O(B x sum of leaves below each node)), not every descendant,
+    in chunks of samples (rows are independent) so that a few temporaries of ``_DAG_PAIR_ELEMENTS`` are alive
+    at once: a deep DAG has tens of such pairs per node (1.3 GB at B=256 on an iNat21-sized one in one go).
     """
+    rows = max(1, _DAG_PAIR_ELEMENTS // max(len(t.leafdesc_pos), 1))
+    if leaf_logits.shape[0] > rows:
+        return torch.cat([_dag_leaf_lse(part, t) for part in leaf_logits.split(rows)])
     batch = leaf_logits.shape[0]
     # the row max first, as on a tree: adding only the per-node shift back below would cost log P an ulp of
     # the largest logit (~1e-3 at 1e4 in float32)

@@ -201,6 +201,15 @@ class _Pairs(NamedTuple):
     size_pred: np.ndarray  # |A(p)|
 
 
+_DAG_KEYS = 1 << 22  # ancestor keys gathered at once on a DAG (32 MB of int64 per side)
+
+
+def _dag_chunk_rows(taxonomy: Taxonomy) -> int:
+    """How many samples a DAG metric pass takes at once: about ``_DAG_KEYS`` ancestor entries per side."""
+    mean_ancestors = len(taxonomy.ancestors_index) / taxonomy.num_nodes
+    return max(1024, int(_DAG_KEYS / max(mean_ancestors, 1.0)))
+
+
 def _pair_stats(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, score: np.ndarray | None = None) -> _Pairs:
     """LCA and set sizes for trusted int64 node indices ``t`` and ``p``.
 
@@ -215,6 +224,10 @@ def _pair_stats(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, score: np.ndar
     if len(t) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return _Pairs(empty, empty, empty, empty)
+    rows = _dag_chunk_rows(taxonomy)
+    if len(t) > rows:  # samples are independent: chunks bound the gathered ancestor keys (2.7 GB at 1M pairs)
+        parts = [_pair_stats(taxonomy, t[i : i + rows], p[i : i + rows], score) for i in range(0, len(t), rows)]
+        return _Pairs(*(np.concatenate([getattr(q, f) for q in parts]) for f in _Pairs._fields))
     # DAG: common ancestors are the (sample, node) keys found in both ancestor sets
     ptr, idx = taxonomy.ancestors_ptr, taxonomy.ancestors_index
     sizes = np.diff(ptr) - 1
@@ -971,6 +984,12 @@ def _node_recall_counts(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> tup
     """Per node: samples whose true and predicted paths both contain it, and samples whose true path does
     (:func:`node_recall`'s numerator and denominator; :class:`~hiercls.metrics.NodeRecall` sums them)."""
     n = taxonomy.num_nodes
+    rows = _dag_chunk_rows(taxonomy)
+    if not taxonomy.is_tree and len(t) > rows:  # chunks bound the gathered ancestor keys, as in _pair_stats
+        hits, supports = zip(
+            *(_node_recall_counts(taxonomy, t[i : i + rows], p[i : i + rows]) for i in range(0, len(t), rows))
+        )
+        return np.sum(hits, axis=0), np.sum(supports, axis=0)
     owner, anc = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, t)
     support = np.bincount(anc, minlength=n)
     if taxonomy.is_tree:
