@@ -367,7 +367,10 @@ class _MaskedBCEWithLogits(torch.autograd.Function):
             terms.add_(z.clamp_min(0.0)).sub_(z * goal)
             # a weight that requires grad (learned per-node weights) gets d loss / d scale = the unscaled terms
             raw = terms.clone() if ctx.needs_input_grad[2] else None
-            out = terms.mul_(scale).sum(dim)
+            terms.mul_(scale)
+            # each sample's sum along its own contiguous row: summed down a node-major column, the order of the
+            # additions depended on the batch size (a sample's loss moved by an ulp with the rest of its batch)
+            out = terms.t().contiguous().sum(1) if dim == 0 else terms.sum(dim)
         ctx.save_for_backward(logits, goal, scale, raw)
         ctx.dim = dim
         return out
