@@ -1706,3 +1706,25 @@ def test_input_sizes_and_backbone_options_that_break_the_model_are_refused_befor
         with pytest.raises(ValueError, match=re.escape(why)):
             T.run(T.parse_args([*common, *extra, "--output", str(out)]))
         assert not out.exists()
+
+
+def test_pretrained_weights_that_cannot_be_fetched_stop_the_run_before_the_data(tmp_path: Path, monkeypatch) -> None:
+    """Offline, --pretrained failed after the data was read, with the hub's bare message. The hub is not
+    reached here: timm's loader is replaced by one that fails as an offline one does."""
+    import timm
+
+    real = timm.create_model
+
+    def offline(name, *args, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+        return real(name, *args, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    out = tmp_path / "run"
+    args = ["--backbone", "resnet10t", "--pretrained", "--epochs", "1", "--synthetic-per-leaf", "2", *FAST]
+    with pytest.raises(
+        ValueError, match=r"--pretrained: could not get timm's pretrained weights for 'resnet10t' \(OSError"
+    ):
+        T.run(T.parse_args([*args, "--output", str(out)]))
+    assert not out.exists()  # nothing read, nothing written

@@ -347,16 +347,27 @@ def create_backbone(name: str, *, pretrained: bool = False, img_size: int | None
     so the position embedding matches); convolutional models ignore it.
 
     Raises:
-        ValueError: timm does not know the name.
+        ValueError: timm does not know the name; with ``pretrained``, the weights could not be fetched (named
+            as ``--pretrained``, with the ways out: local weights, or training from scratch).
     """
     check_backbone(name)
-    if img_size is not None:
-        try:
-            return timm.create_model(name, num_classes=0, pretrained=pretrained, img_size=img_size, **kwargs)
-        except TypeError as err:  # the architecture takes any input size
-            if "img_size" not in str(err):
-                raise
-    return timm.create_model(name, num_classes=0, pretrained=pretrained, **kwargs)
+    try:
+        if img_size is not None:
+            try:
+                return timm.create_model(name, num_classes=0, pretrained=pretrained, img_size=img_size, **kwargs)
+            except TypeError as err:  # the architecture takes any input size
+                if "img_size" not in str(err):
+                    raise
+        return timm.create_model(name, num_classes=0, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ValueError, ImportError) as err:
+        if not pretrained:
+            raise
+        # offline, timm retries the hub and then raises a bare connection or "not found" error
+        raise ValueError(
+            f"--pretrained: could not get timm's pretrained weights for {name!r} ({type(err).__name__}: "
+            f"{str(err)[:200]}). If this machine cannot reach the weights hub, pass --init-checkpoint FILE with "
+            "local weights (a timm .safetensors/.pth file), or leave --pretrained out to train from scratch."
+        ) from err
 
 
 class HierarchicalClassifier(nn.Module):

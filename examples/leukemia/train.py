@@ -1485,6 +1485,11 @@ def check_model_args(args: argparse.Namespace) -> None:
         check_backbone_options(
             args.backbone, {**backbone_options, "drop_path_rate": args.drop_path}, flag="--drop-path"
         )
+    if getattr(args, "pretrained", False) and not getattr(args, "resume", False):
+        from examples.leukemia.models import create_backbone
+
+        # fetched (and cached by timm) before the data is read: offline, the hub's failure came after it
+        create_backbone(args.backbone, pretrained=True, **backbone_options)
     size = getattr(args, "img_size", None)
     if size and ":" not in args.backbone:  # a ViT's patch size, checked before the images are decoded
         from types import SimpleNamespace
