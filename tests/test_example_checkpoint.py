@@ -405,3 +405,27 @@ def test_load_checkpoint_takes_the_run_folder_its_error_offers(tmp_path: Path, p
     assert same(load_model(tmp_path / "run")[0], model)
     with pytest.raises(CheckpointError, match="or the run folder RUN itself"):
         load_checkpoint(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "model.", "module._orig_mod."])
+def test_init_from_a_state_dict_saved_through_a_wrapper(tmp_path: Path, paper_tax, prefix: str) -> None:
+    """Weights saved from a DDP, compiled or wrapped model carry the wrapper's prefix: 'no tensor matches'
+    said nothing of it. The prefix is dropped, as timm's own loader does for 'module.'."""
+    source = trained(paper_tax, "hierarchical")
+    torch.save({prefix + k: v for k, v in source.backbone.state_dict().items()}, tmp_path / "w.pth")
+    model = fresh(paper_tax, "hierarchical", tmp_path / "w.pth")
+    assert same(model.backbone, source.backbone)
+
+
+def test_a_pickled_training_checkpoint_gets_a_recipe_that_works_on_a_dict(tmp_path: Path, paper_tax) -> None:
+    import argparse
+
+    source = trained(paper_tax, "hierarchical")
+    torch.save(
+        {"state_dict": source.backbone.state_dict(), "args": argparse.Namespace(model=BACKBONE)}, tmp_path / "t.pth"
+    )
+    with pytest.raises(ValueError, match=r"as timm's train\.py does.*obj\['state_dict'\] if isinstance\(obj, dict\)"):
+        fresh(paper_tax, "hierarchical", tmp_path / "t.pth")
+    obj = torch.load(tmp_path / "t.pth", weights_only=False)  # the recipe, as the message gives it
+    torch.save(obj["state_dict"] if isinstance(obj, dict) else obj.state_dict(), tmp_path / "new.pth")
+    assert same(fresh(paper_tax, "hierarchical", tmp_path / "new.pth").backbone, source.backbone)

@@ -607,9 +607,11 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
             raise ValueError(f"init_checkpoint: {path} is not a readable torch.save file; {fix}.") from None
         # a pickled object (a whole model, an optimizer...), not tensors
         raise ValueError(
-            f"init_checkpoint: {path} holds pickled Python objects (a whole model?), which are never unpickled "
-            f"here: that would run code from the file. {fix[0].upper()}{fix[1:]}. From a whole pickled model you trust: "
-            "torch.save(torch.load(PATH, weights_only=False).state_dict(), NEW_PATH)."
+            f"init_checkpoint: {path} holds pickled Python objects (a whole model, or a training checkpoint that "
+            f"also stores its arguments, as timm's train.py does), which are never unpickled here: that would run "
+            f"code from the file. {fix[0].upper()}{fix[1:]}. From a file you trust: obj = torch.load(PATH, "
+            "weights_only=False); torch.save(obj['state_dict'] if isinstance(obj, dict) else obj.state_dict(), "
+            "NEW_PATH)."
         ) from None
     except (RuntimeError, KeyError, EOFError, ValueError, OSError) as err:  # not a torch/safetensors file
         kind = "safetensors" if path.suffix == ".safetensors" else "torch.save"
@@ -621,7 +623,16 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
             state = state[key]
     if not isinstance(state, dict):
         raise ValueError(f"init_checkpoint: {path} holds a {type(state).__name__}, expected a dict of tensors.")
-    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    # the prefixes of a wrapper the weights were saved through (DDP, torch.compile, a training module)
+    stripped = True
+    while stripped and tensors:
+        stripped = False
+        for prefix in ("module.", "_orig_mod.", "model."):
+            if all(k.startswith(prefix) for k in tensors):
+                tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+                stripped = True
+    return tensors
 
 
 def _run_folder_checkpoint(path: Path) -> Path:
