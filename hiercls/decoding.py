@@ -961,11 +961,13 @@ def _records(
     for part in _chunks(tensor.shape[0], tensor.shape[1]):
         x = tensor[part]
         rows = x.shape[0]
-        value = x.new_empty((rows, 0))  # a root-only taxonomy has no levels below it
-        node = torch.zeros((rows, 0), dtype=torch.long, device=x.device)
-        for a, b in plan.bounds[1:]:  # nodes are sorted by depth: a level is a column range
-            v, w = x[:, a:b].max(dim=1)
-            value, node = torch.cat([value, v[:, None]], dim=1), torch.cat([node, w[:, None] + a], dim=1)
+        best = [x[:, a:b].max(dim=1) for a, b in plan.bounds[1:]]  # nodes sorted by depth: a level, a range
+        if best:
+            value = torch.stack([v for v, _ in best], dim=1)
+            node = torch.stack([w + a for (_, w), (a, _) in zip(best, plan.bounds[1:])], dim=1)
+        else:  # a root-only taxonomy has no levels below it
+            value = x.new_empty((rows, 0))
+            node = torch.zeros((rows, 0), dtype=torch.long, device=x.device)
         # the largest marginal of the levels below each level (-inf below the deepest)
         below = torch.cat([value[:, 1:], value.new_full((rows, 1), -torch.inf)], dim=1)
         below = torch.flip(torch.cummax(torch.flip(below, [1]), dim=1).values, [1])
