@@ -568,7 +568,8 @@ def _check_fits(model: nn.Module, sidecar: Mapping[str, Any], stored: Taxonomy, 
             "(load_model does it from the checkpoint alone), or load a checkpoint trained on this one."
         )
     ours = getattr(inner, "config", None)
-    theirs = (sidecar.get("config") or {}).get("model") if isinstance(sidecar.get("config"), Mapping) else None
+    config = sidecar.get("config")
+    theirs = config.get("model") if isinstance(config, Mapping) else None
     if isinstance(ours, Mapping) and isinstance(theirs, Mapping):
         diff = [k for k in ("method", "head") if ours.get(k) and theirs.get(k) and ours[k] != theirs[k]]
         if diff:
