@@ -1229,6 +1229,45 @@ def test_an_unreadable_init_checkpoint_is_named_before_the_data_is_read(tmp_path
         T.run(args)
 
 
+def test_a_run_file_that_is_not_a_checkpoint_names_the_run_to_pass(tmp_path: Path, paper_tax) -> None:
+    """A run's other files given as a checkpoint: a CSV crashed --init-checkpoint with torch's IndexError
+    traceback, the optimizer state was read as weights ("no tensor matches ... t0, t1"), config.json and a
+    binary *.json got "not a sidecar (format=None)" or a UnicodeDecodeError, none naming what to pass."""
+    from examples.leukemia.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    model = build_model("test_convnext", paper_tax, "flat")
+    state = {"optimizer": {"m": torch.zeros(3)}}
+    save_checkpoint(run / "last", model, paper_tax, config={"model": model.config}, state=state)
+    save_checkpoint(run / "best", model, paper_tax, config={"model": model.config})
+    (run / "log.csv").write_text("epoch,loss\n1,0.5\n")
+    (run / "config.json").write_text(json.dumps({"epochs": 1}))
+    (tmp_path / "noise.json").write_bytes(bytes(range(128, 256)))
+    state_file = next(run.glob("last.*.state.safetensors"))
+    fix = f"here: {run} (the run folder), or {run / 'best'} or {run / 'last'}"
+    with pytest.raises(ValueError, match=re.escape("log.csv is not a readable torch.save file (IndexError")) as err:
+        build_model("test_convnext", paper_tax, "flat", init_checkpoint=run / "log.csv")
+    assert fix in str(err.value)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("training state (optimizer moments")
+        + ".*"
+        + re.escape(f"pass the checkpoint itself: {run / 'last'}."),
+    ):
+        build_model("test_convnext", paper_tax, "flat", init_checkpoint=state_file)
+    for source in (run / "config.json", run / "log.csv"):
+        for call in (
+            lambda source=source: load_checkpoint(source),
+            lambda source=source: build_model("test_convnext", paper_tax, "flat", init_checkpoint=source),
+        ):
+            with pytest.raises((CheckpointError, ValueError)) as err:
+                call()
+            assert fix in str(err.value), str(err.value)
+    with pytest.raises(CheckpointError, match=r"noise.json is not a checkpoint: .*\(not UTF-8 text\)"):
+        load_checkpoint(tmp_path / "noise.json")
+    assert load_checkpoint(state_file).epoch == load_checkpoint(run / "last").epoch  # evaluate/predict: its checkpoint
+
+
 def test_synthetic_images_warn_when_siblings_would_be_drawn_alike(tmp_path: Path, caplog) -> None:
     """Depth 2 has 6 nucleus shapes and depth 3 4 textures; more siblings were drawn alike (sibling 0 and
     6 identical) with no warning, so a user's wide taxonomy trained on classes nothing told apart."""

@@ -589,15 +589,36 @@ def _damaged(sidecar_path: Path, what: str) -> CheckpointError:
     )
 
 
+def _run_folder_hint(sidecar_path: Path) -> str:
+    """``"; here: FOLDER (its best checkpoint)..."`` when the file given lies in a run folder (another of its
+    files was given, e.g. ``RUN/config.json`` or ``RUN/log.csv``), else ``""``."""
+    folder = sidecar_path.parent
+    kept = [name for name in ("best", "last") if (folder / f"{name}.json").is_file()]
+    if not kept or sidecar_path.name in {f"{name}.json" for name in kept}:
+        return ""
+    return f"; here: {folder} (the run folder), or " + " or ".join(str(folder / name) for name in kept)
+
+
+def _not_a_sidecar(sidecar_path: Path, why: str) -> CheckpointError:
+    """The error for a file given as a checkpoint that is not one (a run's config.json, a binary file...)."""
+    return CheckpointError(
+        f"path: {sidecar_path} is not a checkpoint: not a {FORMAT} sidecar ({why}). Give a run's checkpoint as "
+        "RUN/best (or RUN/best.json, RUN/last), or the run folder RUN itself" + _run_folder_hint(sidecar_path) + "."
+    )
+
+
 def _read_sidecar(sidecar_path: Path, taxonomy: Taxonomy | None) -> tuple[str, dict[str, Any], Taxonomy]:
     """``(text, parsed sidecar, stored taxonomy)``, checked (format, version, the entries load reads,
     taxonomy fingerprint)."""
-    text = _text_or_none(sidecar_path)
+    try:
+        text = _text_or_none(sidecar_path)
+    except UnicodeDecodeError:  # a binary file named *.json
+        raise _not_a_sidecar(sidecar_path, "not UTF-8 text") from None
     if text is None:
         raise CheckpointError(
             f"path: no checkpoint sidecar {sidecar_path} (a checkpoint is NAME.json + the NAME.*.safetensors "
             "files it names, as written by save_checkpoint). Give a run's checkpoint as RUN/best (or "
-            "RUN/best.json, RUN/last), or the run folder RUN itself."
+            "RUN/best.json, RUN/last), or the run folder RUN itself" + _run_folder_hint(sidecar_path) + "."
         )
     try:
         sidecar = json.loads(text)
@@ -605,7 +626,7 @@ def _read_sidecar(sidecar_path: Path, taxonomy: Taxonomy | None) -> tuple[str, d
         raise CheckpointError(f"{sidecar_path} is not valid JSON ({err}); the checkpoint is damaged.") from err
     if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
         found = sidecar.get("format") if isinstance(sidecar, dict) else type(sidecar).__name__
-        raise CheckpointError(f"{sidecar_path}: not a {FORMAT} sidecar (format={found!r}).")
+        raise _not_a_sidecar(sidecar_path, f"format={found!r}")
     version = sidecar.get("version", 0)
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise _damaged(

@@ -613,10 +613,14 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
             "weights_only=False); torch.save(obj['state_dict'] if isinstance(obj, dict) else obj.state_dict(), "
             "NEW_PATH)."
         ) from None
-    except (RuntimeError, KeyError, EOFError, ValueError, OSError) as err:  # not a torch/safetensors file
+    except Exception as err:  # not a torch/safetensors file: torch's reader of arbitrary bytes raises anything
+        # (IndexError, TypeError, UnicodeDecodeError, ... on a CSV or a text file)
+        from examples.leukemia.checkpoint import _run_folder_hint
+
         kind = "safetensors" if path.suffix == ".safetensors" else "torch.save"
         raise ValueError(
-            f"init_checkpoint: {path} is not a readable {kind} file ({type(err).__name__}: {str(err)[:120]}); {fix}."
+            f"init_checkpoint: {path} is not a readable {kind} file ({type(err).__name__}: {str(err)[:120]}); "
+            f"{fix}{_run_folder_hint(path)}."
         ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -664,6 +668,16 @@ def _open_init_source(path: Path) -> tuple[dict[str, Tensor], Checkpoint | None]
     if path.is_dir():
         path = _run_folder_checkpoint(path)
     weights_file, _, sidecar = checkpoint_paths(path)
+    if path.name.endswith(".state.safetensors") and path.is_file():  # torch would read its moments as weights
+        owner = sidecar.with_suffix("")
+        raise ValueError(
+            f"init_checkpoint: {path} holds a checkpoint's training state (optimizer moments, random generators), "
+            + (
+                f"not weights; pass the checkpoint itself: {owner}."
+                if sidecar.is_file()
+                else "not weights; pass its checkpoint (RUN/best, RUN/last) or a weights file."
+            )
+        )
     # a checkpoint's own tensor file (RUN/best.<sha12>.safetensors) is read with its sidecar
     named = sidecar.is_file() and weights_file.is_file() and path.is_file() and weights_file.samefile(path)
     if path.is_file() and path.suffix != ".json" and not named:
