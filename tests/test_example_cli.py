@@ -1223,3 +1223,15 @@ def test_a_pattern_that_spells_a_dot_reads_the_hidden_folders_it_asks_for(tmp_pa
     assert find_images([str(cells / ".*" / "*.png")]) == [str(thumb)]
     with pytest.raises(ValueError, match="no image files"):
         find_images([str(cells / "*" / "*.png")])  # __MACOSX is still left out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_takes_output_for_its_output(command: str, capsys) -> None:
+    """train's flag is --output and the others' --out: `evaluate RUN --output eval` (as after train) was refused
+    with "unrecognized arguments". Each command now takes both spellings."""
+    module = importlib.import_module(f"examples.leukemia.{command}")
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0
+    flags = re.findall(r"(?<![\w-])--out(?:put)?\b", capsys.readouterr().out)
+    assert "--output" in flags, command

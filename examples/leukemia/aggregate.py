@@ -400,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument(
         "--out",
+        "--output",
         type=output_folder,
         default=None,
         help="folder for aggregate.json (strict JSON: a standard deviation of one seed is null) and aggregate.md",

@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None, help="title of results.md (default: from the data and the settings)")
     p.add_argument(
         "--out",
+        "--output",
         type=output_folder,
         default="results/compare",
         help="folder of results.md, results.json, figures/ and runs/ (a rerun replaces what it holds)",

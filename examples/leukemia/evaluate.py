@@ -958,7 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="image decoding workers (default: the usable CPU cores, at most 16)",
     )
-    p.add_argument("--out", type=output_folder, default="eval", help="output folder (made when missing)")
+    p.add_argument("--out", "--output", type=output_folder, default="eval", help="output folder (made when missing)")
     p.add_argument(
         "--no-figures", dest="figures", action="store_false", help="skip the confusion matrices and recall trees"
     )

@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m examples.leukemia.explain", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (run/best, run/best.json, or a run folder)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", type=output_folder, default="explain", help="output folder (made when missing)")
+    p.add_argument("--out", "--output", type=output_folder, default="explain", help="output folder (made when missing)")
     p.add_argument(
         "--max-images",
         type=whole_number(1, "e.g. --max-images 8"),

@@ -528,7 +528,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--size", type=int, default=128, help="stored image side in pixels (default 128)")
     ap.add_argument(
-        "--out", type=pack_file, required=True, help="the .npz to write (an existing file is replaced, with a warning)"
+        "--out",
+        "--output",
+        type=pack_file,
+        required=True,
+        help="the .npz to write (an existing file is replaced, with a warning)",
     )
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"JPEG quality (default {DEFAULT_QUALITY})")

@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument(
         "--out",
+        "--output",
         type=output_file,
         default="predictions.csv",
         help="CSV to write ('-' for stdout; default predictions.csv)",
