@@ -1229,6 +1229,39 @@ def test_an_unreadable_init_checkpoint_is_named_before_the_data_is_read(tmp_path
         T.run(args)
 
 
+def test_an_unfit_init_checkpoint_is_refused_before_the_data_is_read(tmp_path: Path, paper_tax, monkeypatch) -> None:
+    """Weights of another architecture, or a per-level checkpoint for a shared backbone, were refused only
+    after the scan and split (minutes on a real folder, and a splits.csv left in the new run folder)."""
+    from safetensors.torch import save_file
+
+    from examples.leukemia.models import check_init_source, create_backbone
+
+    vit = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in create_backbone("test_vit").state_dict().items()}, vit)
+    per_level = tmp_path / "pl"
+    save_checkpoint(per_level, build_model("test_convnext", paper_tax, "per-level"), paper_tax)
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the data was read before the unfit --init-checkpoint was refused")
+
+    monkeypatch.setattr(T, "load_data", no_scan)
+    for source, method, refusal in (
+        (vit, "flat", "no tensor in .*vit.safetensors matches the model"),
+        (per_level, "hierarchical", "holds a per-level model's 4 backbones .* one shared backbone"),
+    ):
+        argv = ["--init-checkpoint", str(source), "--backbone", "test_convnext", "--method", method]
+        args = T.parse_args([*argv, "--output", str(tmp_path / f"run-{method}"), *FAST])
+        with pytest.raises(ValueError, match=refusal):
+            T.run(args)
+        assert not (tmp_path / f"run-{method}" / "splits.csv").exists()
+    # what fits passes the door: the same architecture, a ViT at another size (its position embedding is
+    # interpolated), a per-level checkpoint into a per-level model
+    check_init_source(vit, "test_vit", "flat", img_size=64)
+    check_init_source(per_level, "test_convnext", "per-level")
+    with pytest.raises(ValueError, match="no tensor .* matches"):  # the door agrees with the load
+        build_model("test_convnext", paper_tax, "flat", init_checkpoint=vit)
+
+
 def test_a_run_file_that_is_not_a_checkpoint_names_the_run_to_pass(tmp_path: Path, paper_tax) -> None:
     """A run's other files given as a checkpoint: a CSV crashed --init-checkpoint with torch's IndexError
     traceback, the optimizer state was read as weights ("no tensor matches ... t0, t1"), config.json and a

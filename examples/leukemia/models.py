@@ -844,6 +844,57 @@ def _warn_uncovered(
         )
 
 
+def _is_ours(weights: Mapping[str, Tensor], ckpt: Checkpoint | None) -> bool:
+    """Whether the source's keys are a model of this example's (``backbone.*``, ``levels.d.*``...), not timm's."""
+    return ckpt is not None or (
+        all(k.startswith(_OUR_PREFIXES) for k in weights)
+        and any(k.startswith("backbone.") or _LEVEL_KEY.fullmatch(k) for k in weights)
+    )
+
+
+def _no_match(path: Path, weights: Mapping[str, Tensor]) -> ValueError:
+    return ValueError(
+        f"init_checkpoint: no tensor in {path} matches the model (first keys: {list(weights)[:5]}); "
+        "is it for the same backbone?"
+    )
+
+
+def check_init_source(
+    path: str | os.PathLike[str],
+    backbone: str,
+    method: str,
+    *,
+    img_size: int | None = None,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+) -> None:
+    """What :func:`load_init_weights` would refuse, found before a run reads its data: an unreadable or
+    missing file, a per-level checkpoint for a shared backbone, and a file none of whose backbone tensors
+    fits ``backbone`` (by name and shape; a ViT's position embedding by name). The backbone is built on the
+    meta device (no memory); an architecture that cannot be built there is left to the real load.
+
+    Raises:
+        FileNotFoundError, ValueError, CheckpointError: as :func:`load_init_weights`.
+    """
+    path = Path(path)
+    weights, ckpt = _open_init_source(path)
+    backbones, heads = _source_parts(weights, _is_ours(weights, ckpt))
+    levels = sorted(b for b in backbones if b is not None)
+    if method != "per-level" and None not in backbones and len(levels) > 1:
+        raise _shared_from_per_level(path, ckpt, levels, method)
+    if heads or ":" in backbone:  # a head alone may be loaded; a hub backbone's config is fetched: left to the load
+        return
+    try:
+        with torch.device("meta"):
+            own = create_backbone(backbone, img_size=img_size, **dict(backbone_kwargs or {})).state_dict()
+    except Exception:  # an architecture the meta device cannot build: the real load will tell
+        return
+    for tensors in backbones.values():
+        for suffix, (_, value) in tensors.items():
+            if suffix in own and (own[suffix].shape == value.shape or suffix.endswith("pos_embed")):
+                return
+    raise _no_match(path, weights)
+
+
 def load_init_weights(model: nn.Module, path: str | os.PathLike[str], *, set_normalize: bool = True) -> dict[str, int]:
     """Load local weights into the backbone(s), and into the head only from a checkpoint trained for it.
 
@@ -886,11 +937,7 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str], *, set_nor
         prefixes = ["backbone."]
     else:  # a bare backbone: every key is a backbone key
         prefixes = [""]
-    ours = ckpt is not None or (
-        all(k.startswith(_OUR_PREFIXES) for k in weights)
-        and any(k.startswith("backbone.") or _LEVEL_KEY.fullmatch(k) for k in weights)
-    )
-    backbones, heads = _source_parts(weights, ours)
+    backbones, heads = _source_parts(weights, _is_ours(weights, ckpt))
     plan: list[tuple[str, dict[str, tuple[str, Tensor]]]] = []
     if None in backbones:  # one shared (or timm) backbone: into each backbone of the model
         plan = [(prefix, backbones[None]) for prefix in prefixes]
@@ -961,10 +1008,7 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str], *, set_nor
                 "; ".join(misfit[:3]),
             )
     if not targets:
-        raise ValueError(
-            f"init_checkpoint: no tensor in {path} matches the model (first keys: {list(weights)[:5]}); "
-            "is it for the same backbone?"
-        )
+        raise _no_match(path, weights)
     _warn_uncovered(model, path, ckpt, own, targets, [prefix for prefix, _ in plan], mismatched)
     model.load_state_dict(targets, strict=False)
     config = getattr(model, "config", None)

@@ -1820,10 +1820,19 @@ def _run_body(
                     ),
                 )
             setattr(args, key, kept)
-    if args.init_checkpoint and not args.resume:  # a missing or unreadable file is named before the data is read
-        from examples.leukemia.models import _open_init_source
+    if args.init_checkpoint and not args.resume:  # a missing, unreadable or unfit file named before the data is read
+        from examples.leukemia.models import check_init_source
 
-        _open_init_source(Path(args.init_checkpoint))
+        check_init_source(
+            args.init_checkpoint,
+            args.backbone,
+            args.method,
+            img_size=args.img_size,
+            backbone_kwargs={
+                **(args.backbone_kwargs or {}),
+                **({"drop_path_rate": args.drop_path} if args.drop_path else {}),
+            },
+        )
 
     # data
     seed_everything(args.seed)
