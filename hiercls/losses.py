@@ -28,7 +28,12 @@ Common arguments:
   ``"none"`` an empty tensor.
 - ``weight``: optional float tensor, per node ``(num_nodes,)`` or per level
   ``(max_depth + 1,)`` (index = depth; a per-level weight ``w`` is the
-  per-node weight ``w[depth(node)]``). Each loss says what it weights.
+  per-node weight ``w[depth(node)]``). Each loss says what it weights. One weight
+  per class, as ``nn.CrossEntropyLoss`` takes it, is one per leaf: spread it onto
+  the nodes (``w = torch.zeros(num_nodes); w[taxonomy.as_tensor("leaf_index")] =
+  leaf_weight``). Where a taxonomy has as many leaves as levels, the flat, HXE and
+  soft-label losses (one logit per leaf) refuse a weight of that length rather than
+  guess which it is.
 - ``label_smoothing``: ``ε`` in ``[0, 1]``; each loss says how it smooths.
 - ``validate_args``: check the values too (NaN or ``+inf`` logits raise
   ``ValueError``, targets out of range raise ``UnknownNodeError``); this costs
@@ -201,20 +206,41 @@ def _check_target_values(target: Tensor, num_nodes: int) -> None:
 
 
 def _node_weight(
-    weight: Any, taxonomy: Taxonomy, device: torch.device, check_values: bool, dtype: torch.dtype = torch.float32
+    weight: Any,
+    taxonomy: Taxonomy,
+    device: torch.device,
+    check_values: bool,
+    dtype: torch.dtype = torch.float32,
+    leaf_logits: bool = False,
 ) -> Tensor | None:
-    """A per-node (N,) weight (float32, or float64 for float64 logits) from a per-node or per-level weight."""
+    """A per-node (N,) weight (float32, or float64 for float64 logits) from a per-node or per-level weight.
+
+    ``leaf_logits``: the loss reads one logit per leaf (flat, HXE, soft labels), where one weight per class
+    is the habit of ``nn.CrossEntropyLoss``: a weight with as many values as leaves and as levels is refused
+    rather than read as per-level."""
     if weight is None:
         return None
     try:
         weight = torch.as_tensor(weight, dtype=dtype, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"weight: expected a 1-D float tensor, got {type(weight).__name__}.") from None
-    num, levels = taxonomy.num_nodes, taxonomy.max_depth + 1
+    num, levels, leaves = taxonomy.num_nodes, taxonomy.max_depth + 1, taxonomy.num_leaves
+    # one weight per class, as nn.CrossEntropyLoss takes it, is one per leaf: spread onto the nodes
+    spread = (
+        f"For one weight per leaf (as nn.CrossEntropyLoss takes one per class), spread them onto the nodes: "
+        f"w = torch.zeros({num}); w[taxonomy.as_tensor('leaf_index')] = leaf_weight"
+    )
     if weight.ndim != 1 or weight.shape[0] not in (num, levels):
+        also = f" {spread}." if weight.ndim == 1 and weight.shape[0] == leaves else ""
         raise ValueError(
             f"weight: expected a per-node tensor of shape (num_nodes,) = ({num},) or a per-level tensor of shape "
-            f"(max_depth + 1,) = ({levels},), got {tuple(weight.shape)}."
+            f"(max_depth + 1,) = ({levels},), got {tuple(weight.shape)}.{also}"
+        )
+    if leaf_logits and weight.shape[0] == leaves == levels != num:  # one per leaf, or one per level? Never guess
+        raise ValueError(
+            f"weight: {levels} values are one per level (max_depth + 1 = {levels}) and also one per leaf "
+            f"(num_leaves = {leaves}) of this taxonomy, so which is meant cannot be told; give a per-node tensor "
+            f"of shape ({num},). {spread}; for one weight per level: w = level_weight[taxonomy.as_tensor('depth_index')]."
         )
     if check_values and not bool((torch.isfinite(weight) & (weight >= 0)).all()):
         bad = torch.nonzero(~(torch.isfinite(weight) & (weight >= 0))).flatten()
@@ -822,6 +848,7 @@ def _functional(
         logits.device,
         validate_args,
         torch.float64 if logits.dtype == torch.float64 else torch.float32,
+        spec.width == "num_leaves",
     )
     node_weight = None if node_weight is None else node_weight.to(logits.dtype)
     return _reduce(spec.fn(logits, target, tables, node_weight, smoothing, **options), reduction)
@@ -1281,7 +1308,7 @@ class _HierarchicalLoss(nn.Module):
         # float64 weights stay float64 (for float64 logits); anything else is stored as float32 (MPS has no float64)
         wide = getattr(weight, "dtype", None) in (torch.float64, np.float64)
         dtype = torch.float64 if wide else torch.float32
-        self._weight_host = _node_weight(weight, taxonomy, torch.device("cpu"), True, dtype)
+        self._weight_host = _node_weight(weight, taxonomy, torch.device("cpu"), True, dtype, spec.width == "num_leaves")
         self.register_buffer("weight", self._weight_host, persistent=False)
 
     def _apply(self, fn: Any, recurse: bool = True) -> _HierarchicalLoss:

@@ -64,6 +64,9 @@ def cases(draw, kind: str, dag: bool = False, max_batch: int = 6):
         weight = torch.rand(tax.num_nodes, generator=gen, dtype=torch.float64) * 2
     elif which == "level":
         weight = torch.rand(tax.max_depth + 1, generator=gen, dtype=torch.float64) * 2
+        if _width(tax, kind) == tax.num_leaves == tax.max_depth + 1 != tax.num_nodes:
+            # as many leaves as levels: a leaf-logit loss refuses the ambiguous shape; given per node instead
+            weight = weight[tax.as_tensor("depth_index")]
     smoothing = draw(st.sampled_from([0.0, 0.0, 0.2]))
     return tax, logits, target, weight, smoothing
 
@@ -1136,3 +1139,45 @@ def test_alpha_and_beta_refuse_bools_and_bad_weights_are_named() -> None:
     multi_hot = torch.zeros(2, tax.num_nodes, dtype=torch.bool)
     with pytest.raises(ValueError, match=r"multi-hot target is multi-label data, which the losses do not take"):
         create_loss("bce", tax)(torch.randn(2, tax.num_nodes), multi_hot)
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_one_weight_per_class_is_never_read_as_one_per_level(kind):
+    """nn.CrossEntropyLoss takes one weight per class; on a taxonomy with as many leaves as levels such a
+    weight was read per level (the deep leaf weighted as the 4th value, whatever its class), with nothing
+    said. The leaf-logit losses refuse the shape, with both spreads to per node; the node losses, whose
+    terms are per node, still read it per level."""
+    tax = Taxonomy.from_paths(["r/normal", "r/leukemia/acute/ALL", "r/leukemia/acute/AML", "r/leukemia/chronic"])
+    assert tax.num_leaves == tax.max_depth + 1 == 4 != tax.num_nodes
+    fn, module, _, width, _, extra = KINDS[kind]
+    logits = torch.randn(3, _width(tax, kind), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    target = torch.tensor(tax.encode(["normal", "ALL", "chronic"]))
+    four = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    leaf_weight = torch.zeros(tax.num_nodes, dtype=torch.float64)
+    leaf_weight[tax.as_tensor("leaf_index")] = four
+    level_weight = four[tax.as_tensor("depth_index")]
+    if width == "leaves":
+        for call in (
+            lambda: fn(logits, target, tax, weight=four, **extra),
+            lambda: module(tax, weight=four, **extra),
+        ):
+            with pytest.raises(ValueError, match=r"one per level .* and also one per leaf .* cannot be told") as err:
+                call()
+            # the two recipes the message gives run as written
+            assert "w[taxonomy.as_tensor('leaf_index')] = leaf_weight" in str(err.value)
+            assert "level_weight[taxonomy.as_tensor('depth_index')]" in str(err.value)
+        assert not torch.equal(
+            fn(logits, target, tax, weight=leaf_weight, reduction="none", **extra),
+            fn(logits, target, tax, weight=level_weight, reduction="none", **extra),
+        )
+    else:
+        torch.testing.assert_close(
+            fn(logits, target, tax, weight=four, **extra), fn(logits, target, tax, weight=level_weight, **extra)
+        )
+    other = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])  # 3 leaves, 3 levels: a 5-value weight fits neither
+    wrong = torch.ones(other.num_leaves + 1)
+    with pytest.raises(ValueError, match=r"got \(4,\)\.$"):  # not one per leaf: no spread offered
+        module(other, weight=wrong, **extra)
+    bigger = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b", "r/c"])  # 4 leaves, 3 levels, 7 nodes
+    with pytest.raises(ValueError, match=r"got \(4,\)\. For one weight per leaf"):
+        module(bigger, weight=torch.ones(4), **extra)
