@@ -77,6 +77,7 @@ def _check_count(name: str, value: Any) -> float:
 def _check_colour_options(cmap: Any, vmin: Any, vmax: Any) -> tuple[float | None, float | None]:
     """A colormap matplotlib knows (None: matplotlib's default) and numeric (or None) limits, checked before
     a figure exists. Returns the limits as Python numbers (0-d arrays and tensors read as theirs)."""
+    _pyplot()  # matplotlib, or the install hint rather than a bare ModuleNotFoundError
     import matplotlib
 
     if cmap is None:

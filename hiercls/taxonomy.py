@@ -83,6 +83,21 @@ def _holds_bools(labels: list[Any] | tuple[Any, ...]) -> bool:
     return bool(kinds & {bool, np.bool_})
 
 
+def _refuse_upside_down(g: nx.DiGraph, roots: list[Any], pre: str) -> None:
+    """Refuse a graph with more roots than leaves: a forest has at least one leaf per root, so its edges
+    run from children to parents (``from_edges`` given ``(child, parent)`` pairs)."""
+    if len(roots) < 2:
+        return
+    leaves = sum(1 for n in g.nodes if g.out_degree(n) == 0)
+    if len(roots) > leaves:
+        raise TaxonomyError(
+            f"{pre}The taxonomy has {len(roots)} roots ({_names_list(roots, limit=_SHOW)}) and only {leaves} "
+            f"lea{'f' if leaves == 1 else 'ves'}: the edges look reversed, each from a child to its parent. "
+            "from_edges takes (parent, child) pairs and from_parent_map {child: parent}: reverse them, e.g. "
+            "Taxonomy.from_edges([(parent, child) for child, parent in edges])."
+        )
+
+
 def _typo_roots(g: nx.DiGraph, roots: list[Any]) -> str:
     """A hint for roots that look like a misspelt parent name (``'mamal'`` beside ``'mammal'``: a typo in a
     parent name makes a new root), or ``""``. Runs only on the error path, for at most 50 roots.
@@ -262,6 +277,7 @@ class Taxonomy:
                         f"{use} to join them all under it."
                     )
             else:
+                _refuse_upside_down(g, roots, pre)  # a new root above reversed edges would hide them
                 g.add_node(root)
                 g.add_edges_from((root, r) for r in roots)
                 topo.insert(0, root)
@@ -269,6 +285,7 @@ class Taxonomy:
                 if _order is not None:
                     _order = [root, *_order]
         if len(roots) > 1:
+            _refuse_upside_down(g, roots, pre)
             raise TaxonomyError(
                 f"{pre}The taxonomy has {len(roots)} roots: {_names_list(roots, limit=_SHOW)}. "
                 f"{give} to join them under a common root.{_typo_roots(g, roots)}"
@@ -1349,6 +1366,7 @@ class Taxonomy:
                 except OverflowError:
                     raise UnknownNodeError(self._out_of_range_message(flat.tolist())) from None
             else:
+                self._refuse_mixed(flat, arr.shape)
                 out = np.fromiter((self.index(v) for v in flat), dtype=np.int64, count=flat.size)
                 return out.reshape(arr.shape)
         if arr.dtype.kind in "US":
@@ -1374,6 +1392,25 @@ class Taxonomy:
             else ""
         )
         raise UnknownNodeError(f"labels: expected node names or integer node indices, got dtype {arr.dtype}.{hint}")
+
+    def _refuse_mixed(self, flat: np.ndarray, shape: tuple[int, ...]) -> None:
+        """Name the first label of a mixed object array that is neither a name nor an index, by position
+        (a missing label, None or NaN as pandas gives it, said as such); only on the way to an error."""
+        for i, value in enumerate(flat.tolist()):
+            at = ", ".join(str(int(j)) for j in np.unravel_index(i, shape)) if len(shape) > 1 else str(i)
+            if isinstance(value, str) or (isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
+                continue
+            if _is_scalar_integer_array(value):
+                continue  # read by index() as the index it holds
+            if value is None or (isinstance(value, float) and value != value):
+                raise UnknownNodeError(
+                    f"labels[{at}]: got {value!r}, a missing label. For a sample with no label give the root "
+                    f"({self.root!r}, index 0), which teaches no decision, or leave the sample out; e.g. "
+                    f"[x if isinstance(x, str) else {self.root!r} for x in labels]."
+                )
+            raise UnknownNodeError(
+                f"labels[{at}]: expected a node name (str) or index (int), got {value!r} ({type(value).__name__})."
+            )
 
     def _out_of_range_message(self, labels: Any) -> str:
         """The message for integer labels that no int64 holds (only built on that error)."""
@@ -1501,6 +1538,10 @@ class Taxonomy:
     def _unknown_message(self, missing: Sequence[str]) -> str:
         first = missing[0]
         close = difflib.get_close_matches(str(first), self._nodes, n=3, cutoff=0.6)
+        # spelt the same but for case or surrounding blanks ('all' for 'ALL'): difflib scores those low
+        folded = str(first).strip().casefold()
+        same = [n for n in self._nodes if n.casefold() == folded]
+        close = [*same, *(n for n in close if n not in same)][:3]
         hint = f" Closest known names: {_names_list(close)}." if close else ""
         for sep in ("/", ".", ">", "|", ":"):  # a label path ("blood/leukemia/ALL") rather than a node name
             parts = str(first).split(sep)
@@ -1721,7 +1762,23 @@ def _paths_graph(paths: Iterable[Any], *, sep: str, dag: bool, sort: bool) -> nx
         if not parts:
             raise TaxonomyError(f"paths[{k}]: empty path. Each path names at least one node.")
         _validate_names(parts, where=f"paths[{k}]")
+        padded = next((p for p in parts if p != p.strip()), None)
+        if padded is not None:  # 'leukemia ' beside 'leukemia' would be a second node, a sibling branch
+            raise TaxonomyError(
+                f"paths[{k}]: the name {padded!r} starts or ends with blanks, which would make it another node "
+                f"than {padded.strip()!r}. Strip each name, e.g. [{sep!r}.join(x.strip() for x in p.split({sep!r})) "
+                "for p in paths]."
+            )
         split.append((k, parts))
+    if sep != "\\" and not any(sep in str(items[k]) for k, _ in split if isinstance(items[k], str)):
+        windows = [items[k] for k, _ in split if isinstance(items[k], str) and "\\" in items[k]]
+        if windows:  # 'blood\\leukemia\\ALL' read with sep='/' is one node named so
+            raise TaxonomyError(
+                f"paths: no path holds the separator {sep!r}, and {len(windows)} hold"
+                f"{'s' if len(windows) == 1 else ''} backslashes (first "
+                f"{str(windows[0])!r}): Windows-style paths? Pass sep='\\\\', or convert them, e.g. "
+                "[p.replace('\\\\', '/') for p in paths]."
+            )
     if sort:
         split.sort(key=lambda item: item[1])
     g = nx.DiGraph()

@@ -43,6 +43,28 @@ def test_importing_hiercls_does_not_import_matplotlib() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_every_figure_without_matplotlib_says_how_to_install_it(paper_tax: Taxonomy) -> None:
+    """plot_taxonomy (the guide's first figure) checked its colormap with a bare `import matplotlib` first:
+    a core-only install got ModuleNotFoundError instead of the install hint the other figures give."""
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; sys.modules['matplotlib.pyplot'] = None\n"
+        "from hiercls import Taxonomy; from hiercls import plot as P\n"
+        "tax = Taxonomy.from_paths(['r/a/a1', 'r/a/a2', 'r/b'])\n"
+        "calls = {'plot_taxonomy': lambda: P.plot_taxonomy(tax),\n"
+        "         'plot_taxonomy cmap': lambda: P.plot_taxonomy(tax, {'a1': 0.5}, cmap='viridis'),\n"
+        "         'plot_level_confusion_matrices': lambda: P.plot_level_confusion_matrices([3], [3], tax),\n"
+        "         'plot_mistake_severity_histogram': lambda: P.plot_mistake_severity_histogram([3], [4], tax)}\n"
+        "for name, call in calls.items():\n"
+        "    try:\n"
+        "        call()\n"
+        "    except ImportError as err:\n"
+        "        print(name, 'hiercls[plot]' in str(err))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.split("\n")[:-1]
+    assert len(lines) == 4 and all(line.endswith(" True") for line in lines), out.stdout + out.stderr
+
+
 def test_level_confusion_matrices_contents(paper_tax: Taxonomy) -> None:
     fig = plot_level_confusion_matrices(Y_TRUE, Y_PRED, paper_tax, normalize="none")
     assert [ax.get_title() for ax in fig.axes] == ["depth 1", "depth 2", "depth 3", "depth 4", ""]  # + colour bar

@@ -718,7 +718,9 @@ class TestEncode:
             UnknownNodeError, match=r"labels: expected node names or integer node indices, got dtype float64"
         ):
             paper_tax.encode([1.0, 2.0])
-        with pytest.raises(UnknownNodeError, match=r"node: expected a node name \(str\) or index \(int\), got 1.5"):
+        with pytest.raises(
+            UnknownNodeError, match=r"labels\[1\]: expected a node name \(str\) or index \(int\), got 1.5"
+        ):
             paper_tax.encode(np.array(["ALL", 1.5], dtype=object))
         with pytest.raises(UnknownNodeError, match=r"got True \(bool\)"):
             paper_tax.encode(np.array([1, True], dtype=object))
@@ -1520,3 +1522,49 @@ def test_as_tensor_gives_each_index_array_as_a_writable_tensor_without_a_warning
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")], dag=True)
     with pytest.raises(TaxonomyError):
         dag.as_tensor("parent_index")
+
+
+class TestNewUserMistakes:
+    """A fresh-user review's mistakes that built a wrong taxonomy, or got a message naming neither the
+    argument nor the fix."""
+
+    def test_a_name_with_blanks_around_it_is_refused(self) -> None:
+        # 'leukemia ' (a CSV cell) made a second 'leukemia' branch beside the first
+        with pytest.raises(TaxonomyError, match=r"paths\[1\]: the name 'leukemia ' starts or ends with blanks"):
+            Taxonomy.from_paths(["blood/leukemia/ALL", "blood/leukemia /AML"])
+        with pytest.raises(TaxonomyError, match=r"paths\[0\]: the name ' AML'"):
+            Taxonomy.from_paths([("blood", " AML")])
+        assert "a b" in Taxonomy.from_paths(["r/a b"])  # blanks inside a name are fine
+
+    def test_backslash_paths_are_named_with_sep(self) -> None:
+        # one such path made a one-node taxonomy named 'blood\\leukemia\\ALL'
+        for paths in (["blood\\leukemia\\ALL"], ["blood\\leukemia\\ALL", "blood\\normal"]):
+            with pytest.raises(TaxonomyError, match=r"Windows-style paths\? Pass sep='\\\\'"):
+                Taxonomy.from_paths(paths)
+        assert Taxonomy.from_paths(["blood\\leukemia\\ALL"], sep="\\").max_depth == 2
+        assert Taxonomy.from_paths(["r/a\\b"]).max_depth == 1  # a backslash in a name, with '/' paths
+
+    def test_reversed_edges_are_named_even_with_a_root(self) -> None:
+        upside_down = [("ALL", "leukemia"), ("AML", "leukemia"), ("leukemia", "blood")]
+        for root in (None, "sample"):  # root= joined the 2 'roots' into an upside-down DAG with one leaf
+            with pytest.raises(
+                TaxonomyError, match=r"2 roots \('ALL', 'AML'\) and only 1 leaf: the edges look reversed"
+            ):
+                Taxonomy.from_edges(upside_down, root=root)
+        tax = Taxonomy.from_edges([(p, c) for c, p in upside_down])
+        assert tax.root == "blood" and set(tax.leaves) == {"ALL", "AML"}
+        with pytest.raises(TaxonomyError, match=r"2 roots: 'a', 'c'\. Give root="):  # a forest: not reversed
+            Taxonomy.from_edges([("a", "b"), ("c", "d")])
+
+    def test_missing_labels_are_named_by_position(self, paper_tax: Taxonomy) -> None:
+        for missing in (None, float("nan")):
+            with pytest.raises(UnknownNodeError, match=r"labels\[1\]: got (None|nan), a missing label\. .* root"):
+                paper_tax.encode(["ALL", missing])
+        with pytest.raises(UnknownNodeError, match=r"labels\[1, 0\]: got None"):
+            paper_tax.encode(np.array([["ALL", "AML"], [None, "ALL"]], dtype=object))
+        assert paper_tax.encode(["ALL", 0]).tolist() == [paper_tax.index("ALL"), 0]  # names and indices mixed
+
+    def test_a_name_in_another_case_is_suggested(self, paper_tax: Taxonomy) -> None:
+        for typed in ("all", "ALL ", "aml"):
+            with pytest.raises(UnknownNodeError, match=rf"Closest known names: '{typed.strip().upper()}'"):
+                paper_tax.encode([typed])
