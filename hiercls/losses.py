@@ -40,7 +40,9 @@ Common arguments:
   one device synchronisation per call, which on a GPU stalls the launch queue
   (measured on an H200: 3-6% of a ViT-S / ConvNeXt-T training step at batch
   256). Validate the first batches, then train with ``validate_args=False``:
-  no loss then reads anything back to the host, on a tree or a DAG.
+  no loss then reads anything back from a GPU, on a tree or a DAG, and under
+  ``torch.compile`` a loss module traces into one graph (on the CPU, where a
+  read-back costs nothing, the flat loss still reads one size in eager mode).
   Shapes and dtypes are always checked. Unchecked values are not caught later:
   a target of ``-1`` is read as the last node by some losses (plain tensor
   indexing) and fails with an unrelated indexing error in others, and a NaN
@@ -448,6 +450,16 @@ class _FiniteStraightThrough(torch.autograd.Function):
     # no jvp (forward mode): torch.compile cannot trace an autograd.Function that defines one
 
 
+def _finite_straight_through(logits: Tensor, low: bool = True) -> Tensor:
+    """:class:`_FiniteStraightThrough` where a gradient is wanted; a plain clamp where none is (no_grad
+    evaluation), which torch.compile traces into the graph (its trace of the Function for an input that
+    needs no gradient failed and split the loss into 4 graphs)."""
+    if logits.requires_grad:
+        return _FiniteStraightThrough.apply(logits, low)
+    big = torch.finfo(logits.dtype).max
+    return logits.clamp(-big, big) if low else logits.clamp(max=big)
+
+
 def _conditional_nll(
     logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float, path: bool | None = None
 ) -> Tensor:
@@ -463,7 +475,7 @@ def _conditional_nll(
         group = logits.gather(1, members.reshape(batch, depth * width)).reshape(batch, depth, width)
         # +inf (validate_args=False) made finite, as the level loss does (only the gathered groups: no
         # O(B x N) pass): a +inf logit in a group gave inf - inf = NaN. -inf stays a mask (a masked target: +inf)
-        group = _FiniteStraightThrough.apply(group, False)
+        group = _finite_straight_through(group, False)
         with torch.no_grad():
             top = group.masked_fill(~present, -math.inf).amax(-1, keepdim=True)
             top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # an all -inf (masked) group
@@ -479,7 +491,7 @@ def _conditional_nll(
     else:
         # dense: every sibling group's log-softmax (O(B x N), node-major), then pick the path's; +inf made
         # finite as above
-        logits = _FiniteStraightThrough.apply(logits, False)
+        logits = _finite_straight_through(logits, False)
         nm = logits.t().contiguous()
         shifted_nodes = (nodes - 1).clamp_min(0)
         columns = torch.arange(logits.shape[0], device=logits.device)[:, None]
@@ -499,7 +511,7 @@ def _level_cross_entropy(logits: Tensor, target: Tensor, t: Any, weight: Tensor 
     local = torch.where(valid, nodes - t.level_start, torch.full_like(nodes, -100))
     # -inf (``logits + log(mask)``) made finite: a level whose logits are all -inf would send NaN
     # gradients back through the log-softmax even where its term is ignored
-    levels = torch.split(_FiniteStraightThrough.apply(logits), _level_sizes(bounds), dim=1)  # one gradient
+    levels = torch.split(_finite_straight_through(logits), _level_sizes(bounds), dim=1)  # one gradient
     losses = logits[:, :0].sum(1)  # zeros that stay in the graph (a root-only taxonomy has no level)
     for d in range(1, len(bounds) - 1):  # the fused log-softmax + NLL kernel, one call per level
         term = F.cross_entropy(levels[d], local[:, d], reduction="none", label_smoothing=smoothing)
@@ -642,11 +654,17 @@ class _FlatNLLMasked(torch.autograd.Function):
         return out.mul_(grad[:, None]), None, None
 
 
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call (``torch.compiler.is_compiling``, absent before torch 2.3)."""
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check()) if check is not None else False
+
+
 def _flat_cross_entropy(
     leaf_logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float, dense: bool | None = None
 ) -> Tensor:
-    if dense is None:  # off the CPU a data-dependent size would cost a device sync per call
-        dense = leaf_logits.device.type != "cpu"
+    if dense is None:  # off the CPU (and under torch.compile) a data-dependent size would cost a sync
+        dense = leaf_logits.device.type != "cpu" or _compiling()
     if dense:
         if t.is_tree:
             below = _below_mask(target, t.leaf_preorder, t, node_major=False, strict=False)
@@ -814,13 +832,38 @@ def _check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _prepare(spec: _Spec, logits: Any, target: Any, taxonomy: Taxonomy, validate_args: bool) -> tuple[Tensor, Tensor]:
+def _prepare(
+    spec: _Spec,
+    logits: Any,
+    target: Any,
+    taxonomy: Taxonomy,
+    validate_args: bool,
+    weight: Tensor | None = None,
+    given_weight: Any = None,
+) -> tuple[Tensor, Tensor]:
+    """Shapes and dtypes checked; with ``validate_args`` the values too (logits finite but for ``-inf``
+    masks, targets in range, a per-call ``weight`` finite and non-negative), read back in **one** device
+    synchronisation: the messages are built on the error path only."""
     width = taxonomy.num_nodes if spec.width == "num_nodes" else taxonomy.num_leaves
     _check_logits(logits, width, spec.width, spec.name)
     target = _check_target(target, logits, taxonomy.num_nodes)
     if validate_args:
-        _check_finite(logits)
-        _check_target_values(target, taxonomy.num_nodes)
+        one = torch.ones((), dtype=torch.long, device=logits.device)
+        flags = [
+            torch.isfinite(logits.detach().sum()).long() if logits.numel() else one,  # exact recheck if not
+            target.min() if target.numel() else one - 1,
+            target.max() if target.numel() else one - 1,
+        ]
+        if weight is not None:
+            w = weight.detach().to(logits.device)
+            flags.append((torch.isfinite(w) & (w >= 0)).all().long())
+        read = torch.stack(flags).tolist()
+        if not read[0]:  # a huge sum, a -inf mask, or a NaN / +inf: _check_finite decides
+            _check_finite(logits)
+        if read[1] < 0 or read[2] >= taxonomy.num_nodes:
+            _check_target_values(target, taxonomy.num_nodes)
+        if weight is not None and not read[3]:
+            _node_weight(given_weight, taxonomy, torch.device("cpu"), True)  # raises, naming the user's values
     return _upcast(logits), target
 
 
@@ -840,16 +883,22 @@ def _functional(
     reduction = _check_reduction(reduction)
     smoothing = _check_smoothing(label_smoothing)
     options = _check_options(kind, options)
-    logits, target = _prepare(spec, logits, target, taxonomy, validate_args)
-    tables = _tables_for(taxonomy, logits.device)
-    node_weight = _node_weight(
+    _check_logits(
+        logits, taxonomy.num_nodes if spec.width == "num_nodes" else taxonomy.num_leaves, spec.width, spec.name
+    )
+    node_weight = _node_weight(  # shape checked here, values with the logits' and targets' (one sync)
         weight,
         taxonomy,
         logits.device,
-        validate_args,
+        False,
         torch.float64 if logits.dtype == torch.float64 else torch.float32,
         spec.width == "num_leaves",
     )
+    logits, target = _prepare(spec, logits, target, taxonomy, validate_args, node_weight, weight)
+    tables = _tables_for(taxonomy, logits.device)
+    if not _compiling():  # every table of the loss built now: a traced call (the dense path) finds them built
+        for name in spec.table_names(taxonomy, options):
+            getattr(tables, name)
     node_weight = None if node_weight is None else node_weight.to(logits.dtype)
     return _reduce(spec.fn(logits, target, tables, node_weight, smoothing, **options), reduction)
 

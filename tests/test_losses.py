@@ -1181,3 +1181,93 @@ def test_one_weight_per_class_is_never_read_as_one_per_level(kind):
     bigger = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b", "r/c"])  # 4 leaves, 3 levels, 7 nodes
     with pytest.raises(ValueError, match=r"got \(4,\)\. For one weight per leaf"):
         module(bigger, weight=torch.ones(4), **extra)
+
+
+class _ReadBacks:
+    """Counts the tensor-to-Python read-backs (each one a device sync off the CPU) made inside it."""
+
+    NAMES = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+    def __enter__(self):
+        self.count, self._saved = 0, {n: getattr(torch.Tensor, n) for n in self.NAMES}
+
+        def counted(original):
+            def wrapper(tensor, *args, **kwargs):
+                self.count += 1
+                return original(tensor, *args, **kwargs)
+
+            return wrapper
+
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, counted(original))
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_validation_costs_one_read_back_per_call(kind, paper_tax):
+    """The docs promise one device synchronisation for validate_args=True; the finiteness of the logits
+    and the range of the targets were read back apart (two), and a functional weight= a third."""
+    fn, module, _, _, _, extra = KINDS[kind]
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, _width(paper_tax, kind), generator=gen)
+    target = torch.tensor([1, 5, 9, 3, 0, 2])
+    weight = torch.rand(paper_tax.num_nodes, generator=gen) + 0.5
+    counts = {}
+    for validate in (True, False):
+        loss = module(paper_tax, weight=weight, validate_args=validate, **extra)
+        loss(logits, target)  # tables built and cached
+        fn(logits, target, paper_tax, weight=weight, validate_args=validate, **extra)
+        with _ReadBacks() as calls:
+            loss(logits, target)
+        with _ReadBacks() as functional:
+            fn(logits, target, paper_tax, weight=weight, validate_args=validate, **extra)
+        counts[validate] = (calls.count, functional.count)
+    # the same count off the CPU, where the flat loss takes its dense path: the difference is validation's
+    assert counts[True][0] - counts[False][0] == 1, counts
+    assert counts[True][1] - counts[False][1] == 1, counts
+
+
+@pytest.mark.parametrize("dag", [False, True])
+def test_flat_loss_compiles_to_one_graph_on_the_cpu(dag, paper_tax):
+    """On the CPU the flat loss lists the leaves below each target (a size read back to the host): under
+    torch.compile that broke the step into 5 graphs. Traced, it takes the dense path the GPU takes, and
+    the functional form finds that path's tables built by its eager calls."""
+    import torch._dynamo
+
+    tax = (
+        Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x"), ("a", "y"), ("b", "z")])
+        if dag
+        else paper_tax
+    )
+    gen = torch.Generator().manual_seed(0)
+    module = L.FlatCrossEntropyLoss(tax, validate_args=False)
+    z = torch.randn(4, tax.num_leaves, generator=gen)
+    t = torch.tensor([0, 1, tax.num_nodes - 1, 2])  # partial labels too
+    eager = L.flat_cross_entropy(z, t, tax, validate_args=False)
+    for form in (module, lambda z, t: L.flat_cross_entropy(z, t, tax, validate_args=False)):
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(form)(z, t)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+        torch.testing.assert_close(torch.compile(form, backend="eager")(z, t), eager)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kind", TREE_KINDS)
+def test_every_loss_module_compiles_to_one_graph(kind, paper_tax):
+    """What the docs promise for validate_args=False: a loss module is one graph under torch.compile, in
+    training and under no_grad (the level loss's straight-through Function split a no-grad call into 4)."""
+    import torch._dynamo
+
+    _, module, _, _, _, extra = KINDS[kind]
+    loss = module(paper_tax, validate_args=False, **extra)
+    target = torch.tensor([1, 5, 9, 3, 0, 2])
+    for needs_grad in (True, False):
+        logits = torch.randn(6, _width(paper_tax, kind), requires_grad=needs_grad)
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(loss)(logits, target)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), (needs_grad, explained.break_reasons)
+    torch._dynamo.reset()
