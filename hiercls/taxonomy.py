@@ -293,6 +293,7 @@ class Taxonomy:
         if not roots:  # pragma: no cover - a graph with no source has a cycle, caught above
             raise TaxonomyError("The taxonomy has no root (every node has a parent).")
         self._build(g, roots[0], _order, topo)
+        _warn_case_twins(self)
         numeric = [n for n in self.nodes if n.isdecimal()] if _warn_numeric else []
         if numeric:
             # e.g. NCBI taxids: tax.encode([9606]) is the node at *index* 9606, not the node named '9606'
@@ -1854,6 +1855,38 @@ def _names_list(names: Iterable[Any], limit: int | None = None) -> str:
 def _in_hiercls(frame: Any) -> bool:
     name = frame.f_globals.get("__name__", "")
     return name == "hiercls" or name.startswith("hiercls.")
+
+
+def _warn_case_twins(tax: Taxonomy) -> None:
+    """Warn about siblings whose names differ only in case ('Leukemia' beside 'leukemia'): a label typed
+    two ways makes a second branch, and half the samples train it. One set of the folded names when
+    there is none (the common case); the sibling test runs only for names that fold together."""
+    names = tax._nodes
+    folded = [n.casefold() for n in names]
+    if len(set(folded)) == len(folded):
+        return
+    by_fold: dict[str, list[int]] = {}
+    for i, f in enumerate(folded):
+        by_fold.setdefault(f, []).append(i)
+    ptr, idx = tax._parents_ptr, tax._parents_idx
+    pairs = []
+    for group in by_fold.values():
+        if len(group) < 2:
+            continue
+        seen: dict[int, int] = {}
+        for i in group:
+            for p in idx[ptr[i] : ptr[i + 1]].tolist():
+                if p in seen:
+                    pairs.append(f"{names[seen[p]]!r} and {names[i]!r} under {names[p]!r}")
+                seen.setdefault(p, i)
+    if pairs:
+        warnings.warn(
+            f"{len(pairs)} pair(s) of sibling nodes differ only in case: {'; '.join(pairs[:3])}. A label spelt two "
+            "ways makes a second branch that half the samples train; if they are one class, spell them alike "
+            "(e.g. lower-case the labels first).",
+            UserWarning,
+            stacklevel=_user_stacklevel(),
+        )
 
 
 def _user_stacklevel() -> int:

@@ -1568,3 +1568,16 @@ class TestNewUserMistakes:
         for typed in ("all", "ALL ", "aml"):
             with pytest.raises(UnknownNodeError, match=rf"Closest known names: '{typed.strip().upper()}'"):
                 paper_tax.encode([typed])
+
+
+def test_siblings_spelt_alike_but_for_case_are_warned() -> None:
+    """'blood/Leukemia/AML' beside 'blood/leukemia/ALL' built two leukemia branches with nothing said."""
+    with pytest.warns(
+        UserWarning, match=r"1 pair\(s\) of sibling nodes differ only in case: 'leukemia' and 'Leukemia' under 'blood'"
+    ):
+        tax = Taxonomy.from_paths(["blood/leukemia/ALL", "blood/Leukemia/AML"])
+    assert tax.num_nodes == 5  # warned, not refused: case may carry meaning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Taxonomy.from_paths(["blood/x/ALL", "blood/y/all"])  # alike in case only, but not siblings
+        Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])  # one node, two parents

@@ -112,6 +112,8 @@ def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1, al
         out = taxonomy.encode(labels)
     except UnknownNodeError as err:
         message = str(err.args[0]) if err.args else str(err)
+        if message.startswith("labels["):  # one label by position: y_true[3]
+            raise UnknownNodeError(name + message.removeprefix("labels")) from None
         for prefix in ("labels: ", "node: "):  # encode's own argument names: say the caller's instead
             message = message.removeprefix(prefix)
         raise UnknownNodeError(f"{name}: {message}") from None
