@@ -24,7 +24,10 @@ Rules (``decode(probs, taxonomy, rule=...)``):
   (:func:`expected_lca_cost`).
 - ``"hf_optimal"``: the node maximising the expected hierarchical F-beta
   under ``P`` (Plaud et al., ICML 2025), exact
-  (:func:`expected_hierarchical_fbeta`).
+  (:func:`expected_hierarchical_fbeta`). It is each sample's own F (the
+  ``average="macro"`` metric); the micro-averaged hF that the metrics report by
+  default pools counts over samples, which no per-sample rule can maximise
+  exactly (the two moved apart by 1e-4 in simulation).
 
 Plus :func:`top_k_leaves` (for distance@k), :func:`operating_curve`
 (Valmadre, NeurIPS 2022): the exact curve of (specificity, correct rate) over

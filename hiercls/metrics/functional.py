@@ -1084,7 +1084,10 @@ def node_average_precision(
 
     For node ``n``, the positives are the samples whose true path contains
     ``n``; samples labelled at a strict ancestor of ``n`` (partial labels) say
-    nothing about ``n`` and are left out. Ranking samples by ``probs[:, n]``,
+    nothing about ``n`` and are left out, and in a DAG so are samples labelled
+    at a node that shares a descendant with ``n`` (:meth:`hiercls.Taxonomy.known_mask`).
+    A node left with positives but no negatives scores 1.0 whatever its
+    scores, and counts in the macro mean. Ranking samples by ``probs[:, n]``,
     ``AP(n) = sum_k (R_k - R_{k-1}) P_k`` over the distinct score thresholds
     (scikit-learn's ``average_precision_score``; tied scores form one step).
     ``"macro"`` averages over the non-root nodes that have positives.
