@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import io
+import json
 import logging
 import re
 import shutil
@@ -159,7 +160,16 @@ def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_mistyped_backbone_is_refused_before_any_data(no_data, tmp_path: Path, capsys) -> None:
-    argv = ["--data", str(tmp_path), "--taxonomy", "paper", "--backbone", "convnext_tiy", "--output", str(tmp_path)]
+    argv = [
+        "--data",
+        str(tmp_path / "images"),
+        "--taxonomy",
+        "paper",
+        "--backbone",
+        "convnext_tiy",
+        "--output",
+        str(tmp_path / "run"),
+    ]
     with pytest.raises(SystemExit) as err:
         T.main(argv)
     text = capsys.readouterr().err
@@ -168,9 +178,9 @@ def test_mistyped_backbone_is_refused_before_any_data(no_data, tmp_path: Path, c
 
 
 def test_head_loss_pair_is_refused_before_any_data(no_data, tmp_path: Path, capsys) -> None:
-    argv = ["--data", str(tmp_path), "--taxonomy", "paper", "--head", "conditional", "--loss", "bce"]
+    argv = ["--data", str(tmp_path / "images"), "--taxonomy", "paper", "--head", "conditional", "--loss", "bce"]
     with pytest.raises(SystemExit) as err:
-        T.main([*argv, "--backbone", "test_convnext", "--output", str(tmp_path)])
+        T.main([*argv, "--backbone", "test_convnext", "--output", str(tmp_path / "run")])
     assert err.value.code == 2 and "error: head/loss: --head 'conditional' and --loss 'bce'" in capsys.readouterr().err
 
 
@@ -204,7 +214,14 @@ def test_every_script_exits_cleanly() -> None:
 
 def test_user_error_is_one_line_exit_2_and_debug_reraises(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.delenv(DEBUG_ENV, raising=False)
-    argv = ["--data", str(tmp_path), "--taxonomy", str(tmp_path / "no_tree.json"), "--output", str(tmp_path / "o")]
+    argv = [
+        "--data",
+        str(tmp_path),
+        "--taxonomy",
+        str(tmp_path / "no_tree.json"),
+        "--output",
+        str(tmp_path.parent / f"{tmp_path.name}-run"),
+    ]
     with pytest.raises(SystemExit) as err:
         T.main([*argv, "--backbone", "test_convnext", *FAST])
     text = capsys.readouterr().err
@@ -1019,7 +1036,7 @@ def test_evaluate_compare_and_aggregate_check_out_when_parsing(tmp_path: Path, c
             with pytest.raises(SystemExit) as err:
                 parse(out)
             text = capsys.readouterr().err
-            assert err.value.code == 2 and f"argument --out: '{out}'" in text and said in text
+            assert err.value.code == 2 and f"argument --out/--output: '{out}'" in text and said in text
             assert "Traceback" not in text and "Errno" not in text
     assert evaluate.build_parser().parse_args(["c", "--out", str(tmp_path / "new" / "e")]).out
     assert not (tmp_path / "new").exists()
@@ -1235,3 +1252,36 @@ def test_every_command_takes_output_for_its_output(command: str, capsys) -> None
     assert done.value.code == 0
     flags = re.findall(r"(?<![\w-])--out(?:put)?\b", capsys.readouterr().out)
     assert "--output" in flags, command
+
+
+def test_run_folders_and_dag_taxonomies_are_refused_when_the_command_line_is_read(tmp_path: Path, capsys) -> None:
+    """From a review as a user with their own images: a DAG taxonomy trained the whole run and then failed
+    at the test (tax.lca) and in predict/explain; --output inside --data broke the next scan (the run's
+    figures read as images of an unknown class 'run1'); --output naming a file failed after the scan."""
+    from examples.leukemia import compare as C
+    from examples.leukemia import pack as P
+
+    data = tmp_path / "images"
+    _image(data / "a" / "x.png")
+    dag = tmp_path / "dag.json"
+    dag.write_text(json.dumps({"root": "r", "edges": [["r", "a"], ["r", "b"], ["a", "c"], ["b", "c"]]}))
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    cases = [
+        (
+            T.parse_args,
+            ["--data", str(data), "--taxonomy", str(dag)],
+            r"--taxonomy .*dag.json: is a DAG \(nodes with several parents: 'c'\)",
+        ),
+        (T.parse_args, ["--data", str(data), "--output", str(data / "run1")], r"--output .*run1: lies inside --data"),
+        (T.parse_args, ["--output", str(taken)], r"--output .*notes.txt: is a file, not a folder"),
+        (P.main, ["--data", str(data), "--taxonomy", str(dag), "--out", str(tmp_path / "p.npz")], "is a DAG"),
+        (C.main, ["--data", str(data), "--out", str(data / "cmp")], r"--out .*cmp: lies inside --data"),
+    ]
+    for call, argv, refusal in cases:
+        with pytest.raises(SystemExit) as stop:
+            call(argv)
+        assert stop.value.code == 2
+        assert re.search(refusal, capsys.readouterr().err), argv
+    assert not (data / "run1").exists() and not (data / "cmp").exists() and taken.read_text() == "mine"
+    assert T.parse_args(["--data", str(data), "--output", str(tmp_path / "run")]).output == str(tmp_path / "run")

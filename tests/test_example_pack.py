@@ -201,7 +201,7 @@ def test_pack_out_is_checked_when_parsing_and_a_failed_write_leaves_nothing(
         with pytest.raises(SystemExit) as err:
             main([*argv, "--out", str(out)])
         text = capsys.readouterr().err
-        assert err.value.code == 2 and "argument --out: " in text and said in text, text
+        assert err.value.code == 2 and "argument --out/--output: " in text and said in text, text
     with pytest.raises(ValueError, match="is a folder; expected the .npz file to write"):  # the function too
         pack(root, tmp_path / "folder", taxonomy="paper")
     monkeypatch.undo()

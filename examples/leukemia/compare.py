@@ -531,6 +531,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     if args.pack and args.data:
         parser.error("--pack and --data: expected one source of images, got both; drop one of them")
+    for problem in (T.output_problem(args.out, args.data, "--out"), args.taxonomy and T.tree_problem(args.taxonomy)):
+        if problem:
+            parser.error(problem)
     also = list(dict.fromkeys(r.strip() for r in args.also_decode.split(",") if r.strip()))
     unknown = [r for r in also if r not in RULE_OPTIONS]
     if unknown:

@@ -562,6 +562,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.taxonomy:
+        from examples.leukemia.train import tree_problem
+
+        problem = tree_problem(args.taxonomy)
+        if problem:
+            ap.error(problem)
     summary = pack(
         args.data,
         args.out,

@@ -584,7 +584,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         elif not args.overwrite:
             # a new run never lands on an earlier one by default: runs/x, then runs/x-2, runs/x-3...
             args.output = next(f for f in _default_folders(base) if not holds_run(Path(f)))
+    problem = output_problem(args.output, args.data, "--output")
+    if problem:
+        parser.error(problem)
+    if args.taxonomy and not args.resume:
+        problem = tree_problem(args.taxonomy)
+        if problem:
+            parser.error(problem)
     return args
+
+
+def output_problem(output: str, data: str | None, flag: str) -> str | None:
+    """Why ``output`` cannot take a run's files (a file there, or a folder inside the image folder ``data``,
+    whose next scan would read the run's figures as images), or None."""
+    path = Path(os.path.expanduser(output))
+    if path.exists() and not path.is_dir():
+        return f"{flag} {output}: is a file, not a folder; give a folder for the run's files"
+    if data is not None and Path(data).is_dir() and path.resolve().is_relative_to(Path(data).resolve()):
+        return (
+            f"{flag} {output}: lies inside --data {data}, so the next scan of the images would read the run's "
+            "files (figures, evaluate's output) as images or unknown classes; write it outside the image folder"
+        )
+    return None
+
+
+def tree_problem(spec: str) -> str | None:
+    """Why the taxonomy ``--taxonomy`` names cannot train here (a DAG), or None; an unreadable one is left to
+    the data step, which names what is wrong with it."""
+    from examples.leukemia.data import load_taxonomy
+
+    try:
+        tax = load_taxonomy(spec)
+    except Exception:
+        return None
+    if tax.is_tree:
+        return None
+    several = [n for n in tax.nodes if len(tax.parents(n)) > 1][:3]
+    return (
+        f"--taxonomy {spec}: is a DAG (nodes with several parents: {', '.join(map(repr, several))}). This example "
+        "needs a tree: its per-level training, decoders, metrics tables, predict and explain read one path per "
+        "node. Give each node one parent; the library itself trains on DAGs (hiercls.heads.SigmoidHead with "
+        "node_bce, or FlatHead with flat_cross_entropy, and the set-based metrics)."
+    )
 
 
 def _default_folders(base: str) -> Iterator[str]:
