@@ -737,7 +737,7 @@ class Taxonomy:
                 raise TaxonomyError(f"the JSON text given is not valid JSON: {err}.") from err
             where = "the JSON text"
         elif isinstance(source, (str, os.PathLike)):
-            with open(source, encoding="utf-8") as fh:
+            with open(source, encoding="utf-8-sig") as fh:
                 try:
                     data = json.load(fh)
                 except json.JSONDecodeError as err:

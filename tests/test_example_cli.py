@@ -1285,3 +1285,35 @@ def test_run_folders_and_dag_taxonomies_are_refused_when_the_command_line_is_rea
         assert re.search(refusal, capsys.readouterr().err), argv
     assert not (data / "run1").exists() and not (data / "cmp").exists() and taken.read_text() == "mine"
     assert T.parse_args(["--data", str(data), "--output", str(tmp_path / "run")]).output == str(tmp_path / "run")
+
+
+def test_ctrl_c_says_how_to_resume_and_resume_says_where_it_goes_on(
+    tmp_path: Path, monkeypatch, capsys, caplog
+) -> None:
+    """Ctrl-C printed a ~40-line KeyboardInterrupt traceback and nothing about --resume; --resume then said
+    nothing about where it went on."""
+    out = tmp_path / "run"
+    argv = ["--backbone", "test_convnext", "--epochs", "3", "--synthetic-per-leaf", "2", "--output", str(out), *FAST]
+    argv += ["--checkpoint-every", "1"]
+    saved = T.save_checkpoint
+
+    def save_then_interrupt(path, *args, **kwargs):
+        saved(path, *args, **kwargs)
+        if Path(path).name == "last":
+            raise KeyboardInterrupt
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    monkeypatch.setattr(T, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(SystemExit) as stop:
+        T.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 130 and "Traceback" not in err
+    assert f"interrupted (Ctrl-C): the run in {out} keeps its last checkpoint; continue it with" in err
+    monkeypatch.setattr(T, "save_checkpoint", saved)
+    with caplog.at_level(logging.INFO, logger=T.log.name):
+        T.main([*argv, "--resume"])
+    assert f"--resume: continuing {out} after epoch 1 of 3" in caplog.text
+    with pytest.raises(SystemExit) as stop:  # before any checkpoint: no hint to resume
+        monkeypatch.setattr(T, "load_data", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        T.main([*argv[:-4], "--output", str(tmp_path / "other"), *FAST])
+    assert stop.value.code == 130 and capsys.readouterr().err.strip().endswith("interrupted (Ctrl-C)")

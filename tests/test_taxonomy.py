@@ -1581,3 +1581,10 @@ def test_siblings_spelt_alike_but_for_case_are_warned() -> None:
         warnings.simplefilter("error")
         Taxonomy.from_paths(["blood/x/ALL", "blood/y/all"])  # alike in case only, but not siblings
         Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "x"), ("b", "x")])  # one node, two parents
+
+
+def test_from_json_reads_a_file_saved_with_a_byte_order_mark(tmp_path, paper_tax: Taxonomy) -> None:
+    """Windows Notepad saves UTF-8 with a BOM: json refused it ('Unexpected UTF-8 BOM')."""
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + paper_tax.to_json().encode("utf-8"))
+    assert Taxonomy.from_json(path).fingerprint == paper_tax.fingerprint

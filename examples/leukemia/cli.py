@@ -302,8 +302,16 @@ def exits_cleanly(main: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         default_format = warnings.formatwarning
         warnings.formatwarning = _format_warning  # data warnings as one 'warning: ...' line each
+        global interrupt_hint
         try:
             return main(*args, **kwargs)
+        except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever it landed
+            if _debug():
+                raise
+            hint = interrupt_hint() if interrupt_hint is not None else None
+            print("interrupted (Ctrl-C)" + (f": {hint}" if hint else ""), file=sys.stderr)
+            sys.stderr.flush()
+            raise SystemExit(130) from None
         except USER_ERRORS as err:
             if _debug():
                 raise
@@ -314,8 +322,13 @@ def exits_cleanly(main: F) -> F:
             raise SystemExit(2) from None
         finally:
             warnings.formatwarning = default_format
+            interrupt_hint = None
 
     return wrapper  # type: ignore[return-value]
+
+
+#: set by a command once it has something to say on Ctrl-C (train: how to resume); read by exits_cleanly
+interrupt_hint: Callable[[], str | None] | None = None
 
 
 def _format_warning(

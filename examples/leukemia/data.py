@@ -401,7 +401,8 @@ class ScanReport:
             out.append(
                 f"{len(self.duplicates)} group(s) of byte-identical images under different names ({files} files), "
                 f"first: {_first(self.duplicates[0])}. Split independently, copies of one image can land in train "
-                "and in test (a leak); split(..., together=report.duplicates) keeps each group in one split"
+                "and in test (a leak); --group-duplicates (in Python: split(..., together=report.duplicates)) keeps "
+                "each group in one split"
             )
         for reason, paths in self.notes.items():
             if reason.startswith(UNKNOWN_FOLDER_NOTE):
@@ -1285,7 +1286,8 @@ def scan(
         raise ValueError(f"root: layout 'csv' needs a CSV file, got the folder {str(path)!r}.")
     if resolved != "csv" and not path.is_dir():
         raise ValueError(
-            f"root: layout {resolved!r} needs a folder, got the file {str(path)!r}. Use layout='csv' for a manifest."
+            f"root: layout {resolved!r} needs a folder, got the file {str(path)!r}. Use --layout csv (layout='csv') "
+            "for a manifest."
         )
 
     skipped: dict[str, list[str]] = defaultdict(list)

@@ -545,7 +545,7 @@ def check_input_size(model: nn.Module, size: int, arg: str = "--img-size") -> No
         >>> check_input_size(vit, 48)
         >>> check_input_size(vit, 40)
         Traceback (most recent call last):
-        ValueError: --img-size: test_vit cuts images into 16x16 px patches, so the size must be a multiple of 16, got 40; use 32 or 48 (or leave it out: the training size).
+        ValueError: --img-size: test_vit cuts images into 16x16 px patches, so the size must be a multiple of 16, got 40; use 32 or 48 (predict and explain: or leave it out, for the training size).
     """
     name = getattr(model, "config", {}).get("backbone", "the backbone")
     for bb in model.backbones():
@@ -561,14 +561,14 @@ def check_input_size(model: nn.Module, size: int, arg: str = "--img-size") -> No
         if fixed and tuple(fixed) != (size, size):
             raise ValueError(
                 f"{arg}: {name} takes {fixed[0]}x{fixed[1]} px images only, got {size}; use {arg} {fixed[0]} "
-                "(or leave it out: the training size)."
+                "(predict and explain: or leave it out, for the training size)."
             )
         if size % step and not getattr(embed, "dynamic_img_pad", False):  # a padding ViT takes any size
             lower, upper = size // step * step, (size // step + 1) * step
             nearest = f"{lower} or {upper}" if lower else str(upper)
             raise ValueError(
                 f"{arg}: {name} cuts images into {ph}x{pw} px patches, so the size must be a multiple of {step}, "
-                f"got {size}; use {nearest} (or leave it out: the training size)."
+                f"got {size}; use {nearest} (predict and explain: or leave it out, for the training size)."
             )
 
 

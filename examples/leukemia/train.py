@@ -1830,6 +1830,14 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
 def _run_body(
     args: argparse.Namespace, *, data: Data | None, env: Dist, output: Path, on_start: Callable[[], None]
 ) -> TrainResult:
+    from examples.leukemia import cli
+
+    # Ctrl-C: say how to go on from the last checkpoint, once there is one
+    cli.interrupt_hint = lambda: (
+        f"the run in {output} keeps its last checkpoint; continue it with the same command and --resume"
+        if (output / "last.json").is_file()
+        else None
+    )
     created = not output.exists()
     if env.main:
         output.mkdir(parents=True, exist_ok=True)
@@ -2003,6 +2011,8 @@ def _run_body(
             raise FileNotFoundError(f"--resume: no checkpoint {last}; run without --resume first.")
         ckpt = load_checkpoint(last, model, taxonomy=tax, optimizer=optimizer, scheduler=scheduler, restore_rng=True)
         start_epoch = int(ckpt.epoch) + 1
+        if env.main:
+            log.info("--resume: continuing %s after epoch %d of %d", output, start_epoch, args.epochs)
         best = ckpt.state.get("best", best)
         history = list(ckpt.state.get("history", []))
         if ema is not None:
