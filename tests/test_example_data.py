@@ -411,6 +411,19 @@ def test_csv_manifest_with_partial_labels(tmp_path: Path) -> None:
     assert report.skipped["empty path in the CSV"] == ["line 5"]
 
 
+def test_a_csv_of_absolute_paths_from_another_machine_is_named_so(tmp_path: Path) -> None:
+    """Every row's absolute path from another machine gave '58 file listed in the CSV not found', with no
+    path shown and a generic fix."""
+    elsewhere = "/home/alice/smears/batch 1"
+    (tmp_path / "labels.csv").write_text(f"path,label\n{elsewhere}/a.jpg,ALL\n{elsewhere}/b.jpg,CML\n")
+    with pytest.raises(
+        ValueError,
+        match=r"2 absolute path in the CSV not found on this machine \(written elsewhere\? make the paths relative "
+        r".*\(first: '/home/alice/smears/batch 1/a.jpg'\)",
+    ):
+        scan(tmp_path / "labels.csv", "paper", warn=False)
+
+
 def test_csv_errors(tmp_path: Path) -> None:
     _jpeg(tmp_path / "a.jpg")
     (tmp_path / "bad_label.csv").write_text("path,label\na.jpg,Leukaemia\na.jpg,CLL\n")

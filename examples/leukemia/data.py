@@ -987,6 +987,11 @@ def _label_csv(
                 skipped["empty path in the CSV"].append(f"line {line}")
             elif not label:
                 skipped[EMPTY_LABEL_REASON].append(full)
+            elif not os.path.isfile(full) and os.path.isabs(rel):  # written on another machine, most likely
+                skipped[
+                    "absolute path in the CSV not found on this machine (written elsewhere? make the paths "
+                    f"relative to the CSV's folder, {base}, or rewrite their common prefix)"
+                ].append(full)
             elif not os.path.isfile(full):
                 skipped[
                     f"file listed in the CSV not found (a relative path is read from the CSV's folder, {base})"
@@ -1406,7 +1411,10 @@ def scan(
         num_files=num_files,
     )
     if not samples:
-        reasons = "; ".join(f"{len(v)} {k}" for k, v in report.skipped.items()) or "no image files found"
+        reasons = (
+            "; ".join(f"{len(v)} {k} (first: {str(v[0])!r})" for k, v in report.skipped.items())
+            or "no image files found"
+        )
         raise ValueError(
             f"No usable images in {str(path)!r} (layout {resolved!r}, taxonomy {source}): {num_files} image file(s) "
             f"found; {reasons}. Fix: point it at a folder of class folders named after taxonomy nodes, a CSV with "
