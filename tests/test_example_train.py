@@ -30,6 +30,7 @@ from examples.leukemia.checkpoint import (
 )
 from examples.leukemia.data import load_taxonomy
 from examples.leukemia.models import HEAD_LOSSES, PerLevelClassifier, build_model, method_defaults
+from hiercls import Taxonomy
 from tests.budget import examples
 
 FAST = ["--quiet", "--no-tensorboard", "--img-size", "32", "--batch-size", "8", "--workers", "1"]
@@ -1476,6 +1477,16 @@ def test_resume_reads_the_taxonomy_by_content_not_by_path(tmp_path: Path) -> Non
     other.write_text(json.dumps({"tree": {"root": {"Normal": None, "ALL": None, "CLL": None}}}))
     with pytest.raises(ValueError, match="other data"):
         T.run(T.parse_args([*common, "--taxonomy", str(other), "--resume", "--output", out]))
+    # the same file edited since the run started: the data was blamed ("the pack was made again, the data
+    # folder changed..."); the taxonomy is named, with the way to write the run's own out of its checkpoint
+    edited = Taxonomy.from_json(moved)
+    moved.write_text(
+        json.dumps({"tree": {edited.root: {**dict.fromkeys(edited.children(edited.root)), "Extra": None}}})
+    )
+    with pytest.raises(ValueError, match=r"--taxonomy .*moved.json has changed since the run .* started") as err:
+        T.run(T.parse_args([*common, "--taxonomy", str(moved), "--resume", "--output", out]))
+    exec(re.search(r'python -c "(.*?)"', str(err.value))[1], {})  # the recipe, as the message gives it
+    assert Taxonomy.from_json(moved.with_suffix(".run.json")).fingerprint == edited.fingerprint
 
 
 def test_a_tool_format_pack_refuses_group_duplicates_and_its_warning_names_the_peer_split(

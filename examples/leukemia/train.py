@@ -1638,6 +1638,18 @@ def _check_run_folder(args: argparse.Namespace, output: Path) -> None:
             sidecar = _read_last(last)
             if args.taxonomy and _taxonomy_fingerprint(args.taxonomy) == sidecar.get("taxonomy_fingerprint"):
                 del changed["taxonomy"]
+        elif args.taxonomy and Path(args.taxonomy).is_file():  # the same file, edited since the run started?
+            theirs = _read_last(last).get("taxonomy_fingerprint")
+            if isinstance(theirs, str) and _taxonomy_fingerprint(args.taxonomy) != theirs:
+                kept = Path(args.taxonomy).with_suffix(".run.json")
+                raise ValueError(
+                    f"--resume: --taxonomy {args.taxonomy} has changed since the run in {output} started (fingerprint "
+                    f"{_taxonomy_fingerprint(args.taxonomy)[:12]}... now, {theirs[:12]}... in the run), so its node "
+                    "indices and split no longer match. The run's own taxonomy is in its checkpoint: write it out "
+                    'with python -c "from examples.leukemia.checkpoint import load_checkpoint; '
+                    f'load_checkpoint({str(output / "last")!r}).taxonomy.to_json({str(kept)!r})" and resume with '
+                    f"--taxonomy {kept}, or start a new run on the edited taxonomy (another --output, or --overwrite)."
+                )
         if changed:
             shown = "; ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in changed.items())
             raise ValueError(
