@@ -15,6 +15,7 @@ The dense :attr:`Taxonomy.ancestor_table` is built on first use only.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import hashlib
 import json
@@ -1710,6 +1711,11 @@ def _check_flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
+#: set by callers whose names are opaque labels, kept as given (the scikit-learn estimators' y): names with
+#: blanks at an end are then taken, not refused as a typo
+_PADDED_NAMES_OK: contextvars.ContextVar[bool] = contextvars.ContextVar("padded_names_ok", default=False)
+
+
 def _paths_graph(paths: Iterable[Any], *, sep: str, dag: bool, sort: bool) -> nx.DiGraph:
     """The graph of label paths, validated (``Taxonomy.from_paths``)."""
     if not isinstance(sep, str) or not sep:
@@ -1763,7 +1769,7 @@ def _paths_graph(paths: Iterable[Any], *, sep: str, dag: bool, sort: bool) -> nx
         if not parts:
             raise TaxonomyError(f"paths[{k}]: empty path. Each path names at least one node.")
         _validate_names(parts, where=f"paths[{k}]")
-        padded = next((p for p in parts if p != p.strip()), None)
+        padded = next((p for p in parts if p != p.strip()), None) if not _PADDED_NAMES_OK.get() else None
         if padded is not None:  # 'leukemia ' beside 'leukemia' would be a second node, a sibling branch
             raise TaxonomyError(
                 f"paths[{k}]: the name {padded!r} starts or ends with blanks, which would make it another node "

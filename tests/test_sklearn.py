@@ -874,3 +874,15 @@ def test_an_older_scikit_learn_is_named_with_the_version_needed():
     for old in ("1.5.2", "1.4", "0.24.2", "1.5rc1"):
         with pytest.raises(ImportError, match=rf"needs scikit-learn >= 1.6, found {old}"):
             _check_sklearn_version(old)
+
+
+def test_labels_with_blanks_at_an_end_are_kept_as_given() -> None:
+    """Taxonomy.from_paths refuses 'x ' as a likely typo; y's labels are opaque and come back as given."""
+    from sklearn.linear_model import LogisticRegression
+
+    from hiercls.sklearn import LocalClassifierPerParentNode
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.array(["a/x ", "a/y", "b/z", " b/w"] * 10)
+    clf = LocalClassifierPerParentNode(base_estimator=LogisticRegression()).fit(X, y)
+    assert set(clf.predict(X)) <= set(y) and "a/x " in set(clf.classes_)

@@ -322,9 +322,15 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
 def _numeric_names_ok() -> Iterator[None]:
     """Build an inferred taxonomy without the numeric-names warning: the codec maps y's labels (int class
     labels become names '0', '1', ...), so no user ever passes those integers to ``encode``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*node name\(s\) look like integers", category=UserWarning)
-        yield
+    from hiercls.taxonomy import _PADDED_NAMES_OK
+
+    token = _PADDED_NAMES_OK.set(True)  # y's labels are kept as given, blanks included
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*node name\(s\) look like integers", category=UserWarning)
+            yield
+    finally:
+        _PADDED_NAMES_OK.reset(token)
 
 
 def _qualified(paths: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
