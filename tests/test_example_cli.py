@@ -1317,3 +1317,15 @@ def test_ctrl_c_says_how_to_resume_and_resume_says_where_it_goes_on(
         monkeypatch.setattr(T, "load_data", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
         T.main([*argv[:-4], "--output", str(tmp_path / "other"), *FAST])
     assert stop.value.code == 130 and capsys.readouterr().err.strip().endswith("interrupted (Ctrl-C)")
+
+
+def test_a_warm_up_as_long_as_the_run_is_warned(tmp_path: Path, caplog) -> None:
+    """--epochs 2 under the default --warmup 2 peaked at 38% of --lr, with nothing said."""
+    argv = ["--backbone", "test_convnext", "--synthetic-per-leaf", "2", *FAST]
+    with caplog.at_level(logging.WARNING, logger=T.log.name):
+        T.main([*argv, "--epochs", "2", "--warmup", "2", "--output", str(tmp_path / "short")])
+    assert re.search(r"--warmup 2 of --epochs 2: the learning rate peaks at \d+% of --lr", caplog.text)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=T.log.name):
+        T.main([*argv, "--epochs", "2", "--warmup", "0.2", "--output", str(tmp_path / "fine")])
+    assert "the learning rate peaks" not in caplog.text

@@ -458,7 +458,8 @@ class ScanReport:
         if self.leaves_without_images:
             out.append(
                 f"{len(self.leaves_without_images)} taxonomy leaf/leaves have no images: "
-                f"{_first(self.leaves_without_images)}; the model cannot learn them from this data"
+                f"{_first(self.leaves_without_images)}; a model trained on this data cannot learn them, and no "
+                "image here tests them"
             )
         return out
 

@@ -1992,6 +1992,17 @@ def _run_body(
     steps_per_epoch = max(1, len(train_batches))
     optimizer = build_optimizer(model, args.lr, args.weight_decay, fused=env.device.type == "cuda")
     scheduler = cosine_with_warmup(optimizer, args.epochs * steps_per_epoch, round(args.warmup * steps_per_epoch))
+    peak = max(scheduler.lr_lambdas[0](step) for step in range(args.epochs * steps_per_epoch))
+    if peak < 0.8 and env.main and not args.resume:  # a short run under the default warm-up of 2 epochs
+        log.warning(
+            "--warmup %g of --epochs %d: the learning rate peaks at %.0f%% of --lr %g (the cosine falls while the "
+            "ramp rises); for a short run lower --warmup, e.g. --warmup %g",
+            args.warmup,
+            args.epochs,
+            100 * peak,
+            args.lr,
+            round(args.epochs / 10, 2),
+        )
     config = run_config(args, model, data, env)
     config["decode"] = rule
     config["image_size"] = img_size
