@@ -36,7 +36,8 @@ Common arguments:
   guess which it is.
 - ``label_smoothing``: ``ε`` in ``[0, 1]``; each loss says how it smooths.
 - ``validate_args``: check the values too (NaN or ``+inf`` logits raise
-  ``ValueError``, targets out of range raise ``UnknownNodeError``); this costs
+  ``ValueError``, targets out of range raise ``UnknownNodeError``, node
+  marginals passed for logits warn); this costs
   one device synchronisation per call, which on a GPU stalls the launch queue
   (measured on an H200: 3-6% of a ViT-S / ConvNeXt-T training step at batch
   256). Validate the first batches, then train with ``validate_args=False``:
@@ -73,6 +74,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -102,7 +104,7 @@ from hiercls.marginals import (
     _TaxonomyTables,
     _upcast,
 )
-from hiercls.taxonomy import Taxonomy
+from hiercls.taxonomy import Taxonomy, _user_stacklevel
 
 __all__ = [
     "ConditionalSoftmaxLoss",
@@ -857,7 +859,18 @@ def _prepare(
         if weight is not None:
             w = weight.detach().to(logits.device)
             flags.append((torch.isfinite(w) & (w >= 0)).all().long())
+        marginals_like = spec.width == "num_nodes" and logits.numel() > 0
+        if marginals_like:  # the root column exactly 1 and every value in [0, 1]: head.marginals(), not logits
+            x = logits.detach()
+            flags.append(((x[:, 0] == 1).all() & (x.amin() >= 0) & (x.amax() <= 1)).long())
         read = torch.stack(flags).tolist()
+        if marginals_like and read[-1]:
+            warnings.warn(
+                f"logits: {spec.name} got values that look like node marginals (the root column exactly 1, every "
+                "value in [0, 1]): a loss takes the head's raw output (head(features)), not head.marginals(...).",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
+            )
         if not read[0]:  # a huge sum, a -inf mask, or a NaN / +inf: _check_finite decides
             _check_finite(logits)
         if read[1] < 0 or read[2] >= taxonomy.num_nodes:

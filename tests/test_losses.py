@@ -1271,3 +1271,25 @@ def test_every_loss_module_compiles_to_one_graph(kind, paper_tax):
         explained = torch._dynamo.explain(loss)(logits, target)
         assert (explained.graph_count, explained.graph_break_count) == (1, 0), (needs_grad, explained.break_reasons)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "bce", "max_constraint"])
+def test_marginals_passed_for_logits_are_warned(kind, paper_tax):
+    """head.marginals(logits) given to a loss in place of the logits gave a normal-looking loss."""
+    import warnings as w
+
+    from hiercls.heads import create_head
+
+    head_kind = {"conditional": "conditional", "level": "level"}.get(kind, "sigmoid")
+    head = create_head(head_kind, 8, paper_tax)
+    logits = head(torch.randn(5, 8, generator=torch.Generator().manual_seed(0)))
+    target = torch.tensor([1, 5, 9, 3, 2])
+    fn, module, _, _, _, extra = KINDS[kind]
+    with pytest.warns(UserWarning, match=r"look like node marginals .* not head.marginals"):
+        fn(head.marginals(logits).detach(), target, paper_tax, **extra)
+    with pytest.warns(UserWarning, match="look like node marginals"):
+        module(paper_tax, **extra)(head.marginals(logits).detach(), target)
+    with w.catch_warnings():
+        w.simplefilter("error")
+        fn(logits, target, paper_tax, **extra)  # real logits: nothing to say
+        fn(head.marginals(logits).detach(), target, paper_tax, validate_args=False, **extra)  # not checked
