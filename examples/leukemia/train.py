@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from examples.leukemia import cli
 from examples.leukemia.checkpoint import CheckpointError, load_checkpoint, load_weights, model_state, save_checkpoint
 from examples.leukemia.cli import (
     ArgumentParser,
@@ -1842,14 +1843,6 @@ def _run(args: argparse.Namespace, *, data: Data | None, env: Dist | None) -> Tr
 def _run_body(
     args: argparse.Namespace, *, data: Data | None, env: Dist, output: Path, on_start: Callable[[], None]
 ) -> TrainResult:
-    from examples.leukemia import cli
-
-    # Ctrl-C: say how to go on from the last checkpoint, once there is one
-    cli.interrupt_hint = lambda: (
-        f"the run in {output} keeps its last checkpoint; continue it with the same command and --resume"
-        if (output / "last.json").is_file()
-        else None
-    )
     created = not output.exists()
     if env.main:
         output.mkdir(parents=True, exist_ok=True)
@@ -2342,6 +2335,14 @@ def main(argv: list[str] | None = None) -> int:
     env = init_distributed(args.device)
     if not env.main:
         logging.getLogger().setLevel(logging.WARNING)
+    output = Path(args.output)
+    # Ctrl-C: say how to go on from the last checkpoint, once there is one (train's own command line only:
+    # compare runs train too, and does not resume)
+    cli.interrupt_hint = lambda: (
+        f"the run in {output} keeps its last checkpoint; continue it with the same command and --resume"
+        if (output / "last.json").is_file()
+        else None
+    )
     try:
         result = run(args, env=env)
         if env.main:
