@@ -909,9 +909,12 @@ def _functional(
     )
     logits, target = _prepare(spec, logits, target, taxonomy, validate_args, node_weight, weight)
     tables = _tables_for(taxonomy, logits.device)
-    if not _compiling():  # every table of the loss built now: a traced call (the dense path) finds them built
-        for name in spec.table_names(taxonomy, options):
+    warmed = tables.__dict__.setdefault("_warmed", set())
+    key = (kind, tuple(sorted(options.items())))
+    if key not in warmed and not _compiling():  # once per loss and device: a traced call finds every table built
+        for name in spec.table_names(taxonomy, options):  # (table_names itself may cost numpy work)
             getattr(tables, name)
+        warmed.add(key)
     node_weight = None if node_weight is None else node_weight.to(logits.dtype)
     return _reduce(spec.fn(logits, target, tables, node_weight, smoothing, **options), reduction)
 
