@@ -130,6 +130,13 @@ def test_evaluate_writes_tables_and_figures(trained: dict[str, Path], tmp_path: 
     for run in ("hierarchical-test_convnext", "flat-test_vit"):
         for kind in ("confusion", "taxonomy_recall"):
             assert (tmp_path / f"{run}_{kind}.png").read_bytes()[:8] == PNG
+    # a rerun into the same --out with one of the runs: the other's figures (listed by the earlier
+    # results.json) are removed, a PNG of the user's is not; they used to stay beside a table without them
+    (tmp_path / "mine.png").write_bytes(PNG)
+    again = main([str(trained["flat"]), "--out", str(tmp_path)])
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == sorted(["mine.png", *(Path(f).name for f in again["rows"][0]["figures"])]), pngs
+    assert pngs == ["flat-test_vit_confusion.png", "flat-test_vit_taxonomy_recall.png", "mine.png"]
 
 
 def test_evaluate_on_images_with_a_label_the_model_lacks_says_how_to_fix_it(

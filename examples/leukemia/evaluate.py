@@ -17,6 +17,9 @@ to ``--out``:
 - per checkpoint ``<name>_confusion.png`` (one confusion matrix per tree level,
   :func:`hiercls.plot.plot_level_confusion_matrices`) and ``<name>_taxonomy_recall.png`` (the tree
   drawn with each node's recall, :func:`hiercls.plot.plot_taxonomy`).
+
+A rerun into the same ``--out`` first removes the figures that the earlier ``results.json`` there
+lists (and nothing else), so the folder never shows figures of runs its table does not list.
 """
 
 from __future__ import annotations
@@ -295,6 +298,41 @@ def save_figures(
     plt.close(fig)
     written.append(path)
     return written
+
+
+def remove_previous_figures(out: Path) -> list[Path]:
+    """Remove the figures that an earlier ``evaluate`` into ``out`` listed in its ``results.json``.
+
+    A rerun with other checkpoints (or without ``--figures``) left the earlier run's figures beside
+    its own ``results.md``, which no longer listed them: figures of runs it did not score. Only PNG files
+    straight in ``out`` that the earlier ``results.json`` names (by their name) are removed.
+
+    Returns:
+        the files removed.
+
+    Examples:
+        >>> import json, tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> (out / "old_confusion.png").write_bytes(b"png")
+        3
+        >>> _ = (out / "results.json").write_text(json.dumps({"rows": [{"figures": [str(out / "old_confusion.png")]}]}))
+        >>> [p.name for p in remove_previous_figures(out)], (out / "old_confusion.png").exists()
+        (['old_confusion.png'], False)
+    """
+    try:
+        earlier = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        names = [Path(f).name for row in earlier.get("rows", []) for f in row.get("figures", [])]
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return []
+    removed = []
+    for name in dict.fromkeys(names):
+        file = out / name
+        if name.endswith(".png") and file.is_file():
+            file.unlink()
+            removed.append(file)
+    if removed:
+        log.info("removed the %d figure(s) of the earlier evaluate in %s", len(removed), out)
+    return removed
 
 
 def load_split(
@@ -996,6 +1034,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_previous_figures(out)
     rows, taken, synthetic = [], set(), False
     for ckpt_path in checkpoints:
         model, ckpt = load_model(ckpt_path, device=device)
