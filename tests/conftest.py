@@ -5,11 +5,39 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-from hypothesis import HealthCheck, settings
 
-from hiercls import Taxonomy
-from tests.budget import profile_name
+def _threads_per_worker() -> int | None:
+    """Cores / workers under ``pytest -n N`` (N > 1), else None (torch's own choice).
+
+    torch and its BLAS start one thread per core in every worker: on 2 cores with ``-n 2`` that is 4
+    threads fighting for 2, and the example and benchmark-script tests took about 40% longer
+    (tests/test_example_train.py + test_example_eval.py: 97 s, 59 s with one thread a worker).
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers < 2:
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+# before torch is imported, and inherited by the scripts that tests start as subprocesses; a value the
+# caller set wins
+if (_THREADS := _threads_per_worker()) is not None:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_THREADS))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from hiercls import Taxonomy  # noqa: E402
+from tests.budget import profile_name  # noqa: E402
+
+if _THREADS is not None and os.environ["OMP_NUM_THREADS"].isdigit():  # in case torch came in first
+    torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
 
 settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

@@ -198,8 +198,12 @@ def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: st
     ("env", "ran", "not_ran"),
     [
         ({}, ["baseline", "compare_pbc", "compare_all4", "gpu_step", "throughput"], []),
-        ({"STAGES": "compare_pbc"}, ["compare_pbc"], ["baseline", "compare_all4", "gpu_step", "throughput"]),
-        ({"STAGES": "compare_pbc\nthroughput"}, ["compare_pbc", "throughput"], ["baseline", "gpu_step"]),
+        # a selection (newline-separated), and compare_pbc without the baseline stage that feeds it
+        (
+            {"STAGES": "compare_pbc\nthroughput"},
+            ["compare_pbc", "throughput"],
+            ["baseline", "compare_all4", "gpu_step"],
+        ),
         (
             {"JOB": "seeds", "SEEDS": "0 1", "EPOCHS": "2"},
             [
