@@ -225,6 +225,31 @@ def messy(tmp_path: Path) -> Path:
     return root
 
 
+def test_dim_16_bit_images_are_named_at_scan_time(tmp_path: Path) -> None:
+    """12-bit camera values in 16-bit files load nearly black (every 16-bit image is read as a share of
+    65535, by design); the scan said only that they were converted. Now they get a line of their own with
+    the fix; a 16-bit image that uses the range, and an 8-bit one, do not."""
+    root = tmp_path / "cells"
+    twelve_bit = np.random.default_rng(0).integers(0, 4096, (30, 30)).astype(np.uint16)
+    for i in range(2):
+        (root / "Normal").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(twelve_bit + i).save(root / "Normal" / f"dim{i}.png")
+    Image.fromarray(twelve_bit * 16).save(root / "Normal" / "full.png")  # the same picture over 16 bits
+    _jpeg(root / "Reactive" / "r.jpg")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, report = scan(root, "paper", workers=1)
+    dim = [m for m in report.messages() if "brightest value at most 4095 of 65535" in m]
+    assert len(dim) == 1 and dim[0].startswith("2 image(s): 16-bit") and "dim0.png" in dim[0], report.messages()
+    assert "full.png" not in dim[0] and "rescale them to 8 bits" in dim[0]
+    assert any("brightest value at most 4095" in str(w.message) for w in caught)
+    assert load_image(root / "Normal" / "dim0.png", 16).max() <= 16  # what the note warns of
+    assert load_image(root / "Normal" / "full.png", 16).max() > 200
+    # without the image check (check_images=False) nothing is decoded, and nothing is said
+    _, quick = scan(root, "paper", workers=1, check_images=False)
+    assert not [m for m in quick.messages() if "4095" in m]
+
+
 def test_scan_reports_every_bad_input_once(messy: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1151,10 +1151,21 @@ def _drop_repeated(
 
 
 # ------------------------------------------------------------------ image check
-def _check_one(path: str, decode: bool) -> tuple[str | None, str, str]:
-    """(reason to skip or None, image mode, digest of the file's bytes: byte-identical copies share it)."""
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_DIM_16BIT_MAX = 4095  # 12 bits: what many microscope cameras write into a 16-bit file
+DIM_16BIT_NOTE = (
+    f"16-bit, with the brightest value at most {_DIM_16BIT_MAX} of 65535 (12 bits or fewer, as many "
+    "microscope cameras write): every 16-bit image is read as a share of 65535, the same mapping for all, so "
+    "these load nearly black (at most 16 of 255); rescale them to 8 bits or to the full 16-bit range before "
+    "training, or ignore this if they are dim on purpose"
+)
+
+
+def _check_one(path: str, decode: bool) -> tuple[str | None, str, str, bool]:
+    """(reason to skip or None, image mode, digest of the file's bytes: byte-identical copies share it,
+    whether a decoded 16-bit image is dim: see :data:`DIM_16BIT_NOTE`)."""
     if os.path.islink(path) and not os.path.exists(path):
-        return "broken symbolic link (its target does not exist): remove the link or restore its target", "", ""
+        return "broken symbolic link (its target does not exist): remove the link or restore its target", "", "", False
     try:
         with open(path, "rb") as fh:  # read once: hashed, then decoded from memory
             content = fh.read()
@@ -1164,23 +1175,26 @@ def _check_one(path: str, decode: bool) -> tuple[str | None, str, str]:
             with Image.open(io.BytesIO(content)) as im:
                 mode = im.mode
                 if im.width < 1 or im.height < 1:
-                    return "image has zero width or height", mode, ""
+                    return "image has zero width or height", mode, "", False
+                dim = False
                 if decode:
                     if im.format == "JPEG":
                         # the whole entropy-coded stream is still decoded (truncation is caught),
                         # but the inverse DCT runs at 1/8 scale: ~3x faster than a full load
                         im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                     im.load()
-                return None, mode, digest
+                    if mode in _SIXTEEN_BIT_MODES:
+                        dim = 0 < im.getextrema()[1] <= _DIM_16BIT_MAX
+                return None, mode, digest, dim
     except UnidentifiedImageError:
-        return "not an image (the content is not a readable image format)", "", ""
+        return "not an image (the content is not a readable image format)", "", "", False
     except Image.DecompressionBombError:
-        return "image too large (PIL decompression-bomb limit)", "", ""
+        return "image too large (PIL decompression-bomb limit)", "", "", False
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
-        return f"truncated or unreadable image ({type(err).__name__})", "", ""
+        return f"truncated or unreadable image ({type(err).__name__})", "", "", False
 
 
-def _check_chunk(paths: list[str], decode: bool) -> list[tuple[str | None, str, str]]:
+def _check_chunk(paths: list[str], decode: bool) -> list[tuple[str | None, str, str, bool]]:
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail here, not load half-grey
     try:
@@ -1363,12 +1377,15 @@ def scan(
     converted: dict[str, list[str]] = defaultdict(list)
     found = Counter(label for _, label in kept)
     by_digest: dict[str, list[str]] = defaultdict(list)
-    for (p, label), (reason, mode, digest) in zip(kept, results):
+    dim_16bit: list[str] = []
+    for (p, label), (reason, mode, digest, dim) in zip(kept, results):
         if reason is not None:
             skipped[reason].append(p)
             continue
         if mode != "RGB":
             converted[mode].append(p)
+        if dim:
+            dim_16bit.append(p)
         samples.append(Sample(p, label))
         by_digest[digest].append(p)
     samples.sort(key=lambda s: s.path)
@@ -1387,6 +1404,8 @@ def scan(
     mixed = [p for g in duplicates if len({label_of[q] for q in g}) > 1 for p in g]
     if mixed:  # the same pixels under two labels: one of them is wrong (kept, as the labels are the user's)
         notes = {**notes, "byte-identical images with different labels (one label is wrong; check them)": mixed}
+    if dim_16bit:
+        notes = {**notes, DIM_16BIT_NOTE: sorted(dim_16bit)}
 
     counts_raw = Counter(s.label for s in samples)
     order = {n: i for i, n in enumerate(tax.nodes)}
