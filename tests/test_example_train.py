@@ -1064,6 +1064,19 @@ def test_a_run_stopped_early_does_not_say_it_finished(tmp_path: Path) -> None:
     assert "run stopped after epoch 1 of 2 (--stop-after)" in text and "run finished" not in text
 
 
+def test_the_summary_says_how_many_images_each_depth_is_scored_on(tmp_path: Path) -> None:
+    """The paper tree is ragged (Normal at depth 1, APL at depth 4): the deeper accuracies rest on fewer
+    test images, which the summary's row did not say."""
+    common = ["--backbone", "test_convnext", "--epochs", "1", "--synthetic-per-leaf", "4", *FAST]
+    res = T.run(T.parse_args([*common, "--output", str(tmp_path / "r")]))
+    report = T.final_test_metrics(res)
+    text = T.format_summary(res, report, 1.0)
+    tax, target = res.data.taxonomy, res.data.targets["test"].numpy()
+    reach = [int(sum(tax.depth(tax.nodes[t]) >= d for t in target)) for d in range(1, tax.max_depth + 1)]
+    assert reach[0] == len(target) > reach[-1] > 0  # ragged: fewer images reach the deepest level
+    assert f"accuracy at depth 1 / 2 / 3 / 4 (of {' / '.join(map(str, reach))} images)" in text, text
+
+
 class _Killed(BaseException):
     """A kill between two checkpoint writes (BaseException: nothing in the run catches it)."""
 

@@ -2294,9 +2294,14 @@ def format_summary(result: TrainResult, report: dict[str, Any] | None, wall_seco
         rows.append(("hierarchical F1", report["hierarchical_f1"]))
         depths = sorted(int(k.split("/")[1]) for k in report if k.startswith("level_accuracy/"))
         if depths:
+            # each depth scores only the images labelled at or below it: on a ragged tree or with partial
+            # labels the deeper accuracies rest on fewer images, so say how many
+            reach = np.asarray(data.taxonomy.depth_index)[data.targets["test"].cpu().numpy()]
+            counts = [int((reach >= d).sum()) for d in depths]
+            scored = f" (of {' / '.join(map(str, counts))} images)" if any(c != n for c in counts) else ""
             rows.append(
                 (
-                    "accuracy at depth " + " / ".join(map(str, depths)),
+                    "accuracy at depth " + " / ".join(map(str, depths)) + scored,
                     " / ".join(f"{report[f'level_accuracy/{d}']:.3f}" for d in depths),
                 )
             )
