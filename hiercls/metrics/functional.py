@@ -428,8 +428,8 @@ def level_confusion_matrix(
     (non-mandatory decoding) go to an extra last column when
     ``abstain_column=True``, and are left out otherwise.
 
-    Memory is ``K x K`` for the ``K`` nodes at ``depth``: use it at coarse
-    levels of large taxonomies.
+    Memory is ``K x K`` for the ``K`` nodes at ``depth`` (the result, nothing
+    more): use it at coarse levels of large taxonomies.
 
     Args:
         y_true: true nodes ``(B,)``.
@@ -455,8 +455,10 @@ def level_confusion_matrix(
     _require_tree(taxonomy, "level_confusion_matrix")
     depth = _check_depth(taxonomy, depth)
     rows, cols, k = _level_rows_cols(taxonomy, t, p, depth)
-    matrix = np.bincount(rows * (k + 1) + cols, minlength=k * (k + 1)).reshape(k, k + 1)
-    return matrix if abstain_column else matrix[:, :k].copy()
+    if abstain_column:
+        return np.bincount(rows * (k + 1) + cols, minlength=k * (k + 1)).reshape(k, k + 1)
+    inside = cols < k  # counted straight into (K, K): slicing a (K, K + 1) count needed a copy, twice the memory
+    return np.bincount(rows[inside] * k + cols[inside], minlength=k * k).reshape(k, k)
 
 
 def level_precision_recall_f1(
