@@ -47,7 +47,10 @@ Common arguments:
   Shapes and dtypes are always checked. Unchecked values are not caught later:
   a target of ``-1`` is read as the last node by some losses (plain tensor
   indexing) and fails with an unrelated indexing error in others, and a NaN
-  logit gives a NaN loss.
+  logit gives a NaN loss. A ``+inf`` logit (a float16 overflow) is read by
+  every loss as the largest finite float32 (float64 for float64 logits), with
+  its gradient passed through: the loss is huge, or ``+inf`` once such terms
+  add up (the limit), never NaN, and the gradient stays finite.
 
 A logit of ``-inf`` masks its node (``logits + mask.log()``): the loss is that of a
 very negative logit and the masked logit's gradient is 0, even when a whole
@@ -164,6 +167,8 @@ def _check_target(target: Any, logits: Tensor, num_nodes: int) -> Tensor:
     if not isinstance(target, Tensor):
         try:
             target = torch.as_tensor(target)
+            if target.numel() == 0 and target.ndim == 1:  # [] or np.array([]): float by default, an empty batch
+                target = target.long()
         except (TypeError, ValueError, RuntimeError) as err:
             raise ValueError(
                 f"target: expected a (B,) integer tensor of node indices, got {type(target).__name__} ({err}). "
@@ -581,6 +586,13 @@ def _max_constraint(logits: Tensor, target: Tensor, t: Any, weight: Tensor | Non
     return _MaskedBCEWithLogits.apply(pos_max, _smoothed_goal(positive, smoothing, logits.dtype), scale, 0)
 
 
+def _plus_inf_as_max(logits: Tensor) -> Tensor:
+    """``+inf`` (a float16 overflow with ``validate_args=False``) read as the dtype's largest value, as the
+    node losses read it; ``-inf`` stays a mask. In the flat losses' forward passes, whose backward is the
+    softmax of these values: the gradient passes through, finite."""
+    return logits.clamp(max=torch.finfo(logits.dtype).max)
+
+
 class _FlatNLL(torch.autograd.Function):
     """``-(1 - ε) log P(t) - ε mean_leaves log P(leaf)`` per sample from the leaf softmax, fused.
 
@@ -599,6 +611,9 @@ class _FlatNLL(torch.autograd.Function):
         with torch.no_grad():
             log_probs = F.log_softmax(logits, 1)
             picked = log_probs[owner, cols]
+            if torch.isnan(picked).any():  # CPU only (free there): a +inf logit made its row NaN
+                log_probs = F.log_softmax(_plus_inf_as_max(logits), 1)
+                picked = log_probs[owner, cols]
             top = logits.new_full((batch,), -math.inf).scatter_reduce(0, owner, picked, "amax", include_self=False)
             top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
             inside = top + torch.log(logits.new_zeros(batch).scatter_add(0, owner, torch.exp(picked - top[owner])))
@@ -635,7 +650,7 @@ class _FlatNLLMasked(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: Tensor, below: Tensor, smoothing: float) -> Tensor:  # type: ignore[override]
         with torch.no_grad():
-            log_probs = F.log_softmax(logits, 1)
+            log_probs = F.log_softmax(_plus_inf_as_max(logits), 1)  # no sync to look first: one elementwise pass
             inside = torch.logsumexp(log_probs.masked_fill(~below, -math.inf), 1)
             log_pt = inside.clamp(max=0.0)  # as _FlatNLL: the value only
             losses = -log_pt if not smoothing else -(1.0 - smoothing) * log_pt - smoothing * log_probs.mean(1)
@@ -682,6 +697,7 @@ def _flat_cross_entropy(
 def _hxe(
     leaf_logits: Tensor, target: Tensor, t: Any, weight: Tensor | None, smoothing: float, alpha: float = 0.1
 ) -> Tensor:
+    leaf_logits = _finite_straight_through(leaf_logits, False)  # +inf - +inf in the shift below was NaN
     if leaf_logits.shape[1]:  # shift-invariant; keeps values near 0 for precision at ±1e4
         leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
     subtree = _subtree_reduce_nm(_leaf_rows(leaf_logits, t, -math.inf), t, "lse")  # (N, B): log P(node) + lse
@@ -705,12 +721,20 @@ def _soft_label(
 ) -> Tensor:
     # Leaves whose LCA with the target is the path node p_k form the "ring" below p_k minus below p_{k+1};
     # they share the weight exp(-beta * height(p_k) / tree height). Sums over rings come from subtree sums.
+    leaf_logits = _finite_straight_through(leaf_logits, False)  # +inf - +inf in the shift below was NaN
+    if leaf_logits.dtype in (torch.float16, torch.bfloat16):
+        # the ring sums add many logits: in float16 a few hundred leaves at -100 overflow to -inf
+        leaf_logits = leaf_logits.float()
     if leaf_logits.shape[1]:  # shift-invariant; keeps values near 0 for precision at ±1e4
         leaf_logits = leaf_logits - leaf_logits.detach().amax(1, keepdim=True)
     # every leaf has a positive target mass: a masked (-inf) leaf makes the loss +inf. Sum the finite
     # logits only (a -inf in two nested subtree sums would give -inf - -inf = NaN) and say so at the end
     masked = leaf_logits == -math.inf
     finite = leaf_logits.masked_fill(masked, 0.0)
+    # the subtree sums add up to L logits: each held above -max / (L + 1) so no sum overflows (a logit
+    # 1e38 below the top one, as a clamped +inf leaves them, made -inf - -inf = NaN), gradient passed through
+    bound = torch.finfo(finite.dtype).max / (finite.shape[1] + 1)
+    finite = finite + (finite.detach().clamp_min(-bound) - finite.detach())
     sums = _subtree_reduce_nm(_leaf_rows(finite, t, 0.0), t, "sum")  # (N, B)
     nodes, valid = _paths(target, t)
     columns = torch.arange(leaf_logits.shape[0], device=leaf_logits.device)[:, None].expand_as(nodes)

@@ -311,6 +311,66 @@ def test_conditional_nll_with_a_plus_inf_logit_is_finite_as_the_level_loss_is(pa
     assert torch.isfinite(public)
 
 
+@pytest.mark.parametrize("name", ["flat_cross_entropy", "hxe_loss", "soft_label_loss"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_leaf_logit_losses_read_a_plus_inf_logit_as_the_dtypes_largest_value(name, dtype, smoothing):
+    """With validate_args=False a +inf leaf logit (a float16 overflow) gave NaN (flat, HXE: loss and
+    gradient) or +inf with NaN gradients (soft labels), where the node losses read it as the dtype's largest
+    value with the gradient passed through. Now all do: the same value and gradient as that finite logit."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    loss = getattr(L, name)
+    target = torch.tensor([tax.index(n) for n in ("a1", "a2", "a", "b")])
+    for column in range(tax.num_leaves):
+        logits = torch.zeros(len(target), tax.num_leaves, dtype=dtype)
+        logits[:, 0] = 2.0
+        logits[:, column] = math.inf
+        x = logits.clone().requires_grad_(True)
+        got = loss(x, target, tax, label_smoothing=smoothing, reduction="none", validate_args=False)
+        got.sum().backward()
+        # the losses compute in float32 (float16 logits are read into it): +inf is float32's largest value
+        y = logits.float().nan_to_num(posinf=torch.finfo(torch.float32).max).requires_grad_(True)
+        want = loss(y, target, tax, label_smoothing=smoothing, reduction="none", validate_args=False)
+        want.sum().backward()
+        # the value may round to +inf (the limit: a leaf at +inf leaves the others at log P = -inf, and the
+        # smoothing term averages them), never to NaN; the gradient stays finite
+        assert not torch.isnan(got).any() and torch.isfinite(x.grad).all(), (column, got, x.grad)
+        assert torch.equal(got.detach(), want.detach()), (column, got, want)
+        assert torch.equal(x.grad, y.grad.to(dtype)), (column, x.grad, y.grad)
+        if not smoothing and name != "soft_label_loss":
+            assert torch.isfinite(got).all()
+        if name == "flat_cross_entropy":  # the dense strategy (GPU, torch.compile) too, not only the CPU's
+            tables = _tables_for(tax, torch.device("cpu"))
+            z = logits.float().requires_grad_(True)
+            dense = L._flat_cross_entropy(z, target, tables, None, smoothing, dense=True)
+            dense.sum().backward()
+            assert torch.equal(dense.detach(), want.detach()) and torch.equal(z.grad, y.grad), (column, dense)
+
+
+def test_soft_labels_on_float16_logits_do_not_overflow_their_ring_sums():
+    """The ring sums add many logits: in float16, 800 leaves at about -50 summed past -65504 to -inf and
+    the loss came out +inf. They are summed in float32; the loss equals the float32 logits' loss."""
+    tax = Taxonomy.from_edges([("r", f"l{i}") for i in range(800)])
+    logits = -100 * torch.rand(3, tax.num_leaves, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([1, 5, 0])  # two leaves and the root
+    half = L.soft_label_loss(logits.half(), target, tax, reduction="none")
+    full = L.soft_label_loss(logits.half().float(), target, tax, reduction="none")
+    assert torch.isfinite(half).all() and torch.allclose(half, full, rtol=1e-6), (half, full)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_an_empty_list_target_with_an_empty_batch_is_an_empty_batch(kind, paper_tax):
+    """torch.as_tensor([]) is float32, so [] was refused as 'expected integer node indices' while [1, 2]
+    was taken; np.array([]) too (float64). Empty, they are an empty batch of indices."""
+    function, _, _, _, _, options = KINDS[kind]
+    width = _width(paper_tax, kind)
+    for target in ([], np.array([])):
+        got = function(torch.zeros(0, width), target, paper_tax, **options)
+        assert got.item() == 0.0, (kind, got)
+    with pytest.raises(ValueError, match="expected integer node indices"):
+        function(torch.zeros(1, width), [0.5], paper_tax, **options)
+
+
 @pytest.mark.parametrize("path", [True, False])
 def test_conditional_nll_with_two_plus_inf_logits_in_a_group_and_smoothing_is_not_minus_inf(path):
     """The group mean summed two clamped +inf logits (each the dtype's max) to +inf, so the smoothing term
