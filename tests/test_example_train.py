@@ -28,7 +28,7 @@ from examples.leukemia.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from examples.leukemia.data import load_taxonomy
+from examples.leukemia.data import load_taxonomy, read_manifest
 from examples.leukemia.models import HEAD_LOSSES, PerLevelClassifier, build_model, method_defaults
 from hiercls import Taxonomy
 from tests.budget import examples
@@ -1075,6 +1075,35 @@ def test_the_summary_says_how_many_images_each_depth_is_scored_on(tmp_path: Path
     reach = [int(sum(tax.depth(tax.nodes[t]) >= d for t in target)) for d in range(1, tax.max_depth + 1)]
     assert reach[0] == len(target) > reach[-1] > 0  # ragged: fewer images reach the deepest level
     assert f"accuracy at depth 1 / 2 / 3 / 4 (of {' / '.join(map(str, reach))} images)" in text, text
+
+
+def test_a_run_started_from_an_earlier_runs_weights_is_told_which_images_that_run_trained_on(
+    tmp_path: Path, caplog
+) -> None:
+    """--resume after the data folder changed is refused, and the README's route is --init-checkpoint
+    RUN/last: the split was drawn anew, and images the first run trained on landed in the second's val and
+    test with nothing said (helper-111). Now they are counted and named; the same data, unchanged, is quiet."""
+    from examples.leukemia.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "images", "paper", n_per_leaf=6, size=32)
+    common = ["--data", str(data), "--taxonomy", "paper", "--backbone", "test_resnet", "--epochs", "1", *FAST]
+    T.run(T.parse_args([*common, "--output", str(tmp_path / "a"), "--device", "cpu"]))
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.train"):
+        T.run(T.parse_args([*common, "--output", str(tmp_path / "same"), "--init-checkpoint", str(tmp_path / "a")]))
+    assert "training images of the run it comes from" not in caplog.text
+    for extra in sorted(data.rglob("*.jpg"))[::5]:  # the folder changes: a few images gone
+        extra.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.train"):
+        res = T.run(
+            T.parse_args([*common, "--output", str(tmp_path / "b"), "--init-checkpoint", str(tmp_path / "a" / "last")])
+        )
+    first = {x.path for x in read_manifest(tmp_path / "a" / "splits.csv")["train"]}
+    moved = {s: sum(n in first for n in res.data.names[s]) for s in ("val", "test")}
+    assert sum(moved.values()) > 0  # the new split did take some of the first run's training images
+    said = " and ".join(f"{n} in {s}" for s, n in moved.items() if n)
+    assert f"{said} of this run's images were training images of the run it comes from" in caplog.text, caplog.text
+    assert T.init_leaks(tmp_path / "a" / "last", res.data) == {s: n for s, n in moved.items() if n}
 
 
 class _Killed(BaseException):

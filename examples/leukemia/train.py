@@ -1046,6 +1046,45 @@ def _log_groups(splits: Mapping[str, Sequence[Any]], report: Any, by_group: bool
         )
 
 
+def init_leaks(init_checkpoint: str | os.PathLike[str], data: Data) -> dict[str, int]:
+    """Warn when ``--init-checkpoint`` comes from a run of this example whose training images are in this
+    run's val or test split: their scores can come from memory.
+
+    It happens when a run is started again from an earlier run's weights after its data folder changed
+    (the split is drawn anew: images move between splits, even in untouched classes), where ``--resume`` is
+    refused. The earlier run's ``splits.csv``, next to its checkpoint, names its training images; files are
+    compared by their real path. A checkpoint from elsewhere (timm weights) has no such file: nothing is said.
+
+    Returns:
+        split -> number of its images that the earlier run trained on (only splits with some).
+    """
+    from examples.leukemia.data import read_manifest
+
+    source = Path(init_checkpoint)
+    folder = source if source.is_dir() else source.parent
+    manifest = folder / "splits.csv"
+    if not manifest.is_file():
+        return {}
+    try:
+        trained = {os.path.realpath(x.path) for x in read_manifest(manifest).get("train", [])}
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    seen = {s: [n for n in data.names.get(s, []) if os.path.realpath(n) in trained] for s in ("val", "test")}
+    found = {s: len(v) for s, v in seen.items() if v}
+    if found:
+        first = next(v[0] for v in seen.values() if v)
+        log.warning(
+            "--init-checkpoint %s: %s of this run's images were training images of the run it comes from (%s), "
+            "e.g. %s: their scores can come from memory. Split as that run did (the same --data, unchanged, and "
+            "--split-seed), or start from weights that never saw these images",
+            init_checkpoint,
+            " and ".join(f"{n} in {s}" for s, n in found.items()),
+            folder,
+            first,
+        )
+    return found
+
+
 def _check_same_split(output: Path, data: Data) -> None:
     """``--resume``: the data must split as the run's did, image for image (see :func:`split_identity`)."""
     last = output / "last.json"
@@ -1058,7 +1097,8 @@ def _check_same_split(output: Path, data: Data) -> None:
             f"{stored.get('split_sizes')}): the pack was made again, the data folder changed, or a flag that picks "
             "the images or their split differs (--partial-labels, --group-duplicates, --split-by-group, --limit). "
             "Its test split could hold images the run trained on. Resume with the run's own data, or start a new "
-            "run: another --output, or --overwrite."
+            "run: another --output, or --overwrite (a new run started from this one's weights, --init-checkpoint, "
+            "is told which of its images this run trained on)."
         )
 
 
@@ -1899,6 +1939,8 @@ def _run_body(
         raise
     if args.resume:
         _check_same_split(output, data)
+    elif args.init_checkpoint and env.main:
+        init_leaks(args.init_checkpoint, data)
     tax = data.taxonomy
     img_size = int(data.images["train"].shape[-1])
     if data.synthetic and env.main:
