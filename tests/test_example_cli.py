@@ -742,6 +742,32 @@ def test_predict_warns_of_another_size_than_the_training_size(run_dir: Path, tmp
     assert "--img-size 48: the checkpoint was trained on 32 px images" in caplog.text
 
 
+def test_predict_and_explain_name_dim_16_bit_images(run_dir: Path, tmp_path: Path, caplog) -> None:
+    """The training scan names 16-bit images that use 12 bits or fewer (they load nearly black), but
+    predict answered them (at 98% in the review, helper-111) and explain drew them without a word."""
+    import numpy as np
+    from PIL import Image
+
+    from examples.leukemia import explain, predict
+
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    twelve = np.random.default_rng(0).integers(0, 4096, (40, 40)).astype(np.uint16)
+    Image.fromarray(twelve).save(cells / "cam12.png")
+    Image.fromarray(twelve * 16).save(cells / "cam16.png")  # the same picture over the full range: not named
+    _image(cells / "rgb.png")
+    for command in (
+        lambda: predict.main([str(run_dir), str(cells), "--out", str(tmp_path / "p.csv")]),
+        lambda: explain.main([str(run_dir), str(cells), "--out", str(tmp_path / "ex"), "--device", "cpu"]),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            command()
+        said = [r.getMessage() for r in caplog.records if "brightest value at most 4095" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith("1 image(s): 16-bit") and "cam12.png" in said[0], said
+        assert "cam16.png" not in said[0] and "nearly black pixels" in said[0]
+
+
 def test_explain_names_the_images_it_leaves_out_at_the_root(
     run_dir: Path, tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
 ) -> None:

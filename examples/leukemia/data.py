@@ -1161,6 +1161,33 @@ DIM_16BIT_NOTE = (
 )
 
 
+def _dim_16bit(im: Image.Image) -> bool:
+    """Whether a loaded image is 16-bit with its brightest value at most ``_DIM_16BIT_MAX``."""
+    return im.mode in _SIXTEEN_BIT_MODES and 0 < im.getextrema()[1] <= _DIM_16BIT_MAX
+
+
+def dim_16bit(path: str | os.PathLike[str]) -> bool:
+    """Whether the image at ``path`` is 16-bit and uses 12 bits or fewer (:data:`DIM_16BIT_NOTE`): it
+    loads nearly black. Only 16-bit images are decoded; others cost a header read. False for a file that
+    cannot be read (the caller's loading reports it).
+
+    Examples:
+        >>> import tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "cam.png")
+        >>> Image.fromarray(np.full((4, 4), 4000, np.uint16)).save(p)
+        >>> dim_16bit(p)
+        True
+    """
+    try:
+        with Image.open(path) as im:
+            if im.mode not in _SIXTEEN_BIT_MODES:
+                return False
+            im.load()
+            return _dim_16bit(im)
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
 def _check_one(path: str, decode: bool) -> tuple[str | None, str, str, bool]:
     """(reason to skip or None, image mode, digest of the file's bytes: byte-identical copies share it,
     whether a decoded 16-bit image is dim: see :data:`DIM_16BIT_NOTE`)."""
@@ -1183,8 +1210,7 @@ def _check_one(path: str, decode: bool) -> tuple[str | None, str, str, bool]:
                         # but the inverse DCT runs at 1/8 scale: ~3x faster than a full load
                         im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                     im.load()
-                    if mode in _SIXTEEN_BIT_MODES:
-                        dim = 0 < im.getextrema()[1] <= _DIM_16BIT_MAX
+                    dim = _dim_16bit(im)
                 return None, mode, digest, dim
     except UnidentifiedImageError:
         return "not an image (the content is not a readable image format)", "", "", False

@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from examples.leukemia.evaluate import checkpoint_decoding, resolve_checkpoint
     from examples.leukemia.gpu_data import GPUBatches
     from examples.leukemia.models import model_normalize
-    from examples.leukemia.predict import _read_images, check_image_size, find_images
+    from examples.leukemia.predict import _read_images, check_image_size, find_images, warn_dim
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
@@ -322,9 +322,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     check_image_size(size, ckpt.config, model)
     crop = float(ckpt.config.get("crop", 1.0))  # read as in training
     paths, arrays, bad = [], [], {}
+    dim: list[str] = []
     step = 2 * args.max_images
     for start in range(0, len(candidates), step):  # read until --max-images readable ones are found
-        got, rgb, skipped = _read_images(candidates[start : start + step], size, crop)
+        got, rgb, skipped = _read_images(candidates[start : start + step], size, crop, dim)
         paths += got
         arrays.append(rgb)
         bad |= skipped
@@ -334,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     paths = paths[: args.max_images]
     if bad:
         log.warning("skipped %d unreadable file(s): %s", len(bad), "; ".join(list(bad)[:5]))
+    shown = set(paths)
+    warn_dim([p for p in dim if p in shown])
     if not paths:
         raise ValueError(
             f"inputs: expected readable images, got none among the {len(bad)} file(s) found (see the warning "

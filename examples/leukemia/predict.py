@@ -148,18 +148,38 @@ def _unasked_parts(pattern: str, match: str) -> tuple[str, ...]:
     return tuple(part for part, want in zip(parts, asked, strict=True) if not want.startswith("."))
 
 
-def _read_images(paths: Sequence[str], size: int, crop: float = 1.0) -> tuple[list[str], np.ndarray, dict[str, str]]:
-    from examples.leukemia.data import load_image
+def _read_images(
+    paths: Sequence[str], size: int, crop: float = 1.0, dim: list[str] | None = None
+) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    """Read ``paths`` as RGB; returns (paths read, their images, path -> why it was not read). Paths of
+    16-bit images that use 12 bits or fewer (they load nearly black) are appended to ``dim``."""
+    from examples.leukemia.data import dim_16bit, load_image
 
     kept, arrays, bad = [], [], {}
     for p in paths:
         try:
             arrays.append(load_image(p, size, crop))
             kept.append(p)
+            if dim is not None and dim_16bit(p):
+                dim.append(p)
         except (OSError, ValueError, SyntaxError) as err:  # not an image, truncated, unreadable
             bad[p] = f"{type(err).__name__}: {err}"
     stack = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
     return kept, stack, bad
+
+
+def warn_dim(dim: Sequence[str]) -> None:
+    """Log the images that :func:`examples.leukemia.data.dim_16bit` found, once, with the fix: their
+    predictions are made on nearly black pixels."""
+    if dim:
+        from examples.leukemia.data import DIM_16BIT_NOTE, _first
+
+        log.warning(
+            "%d image(s): %s; their predictions are made on nearly black pixels; first: %s",
+            len(dim),
+            DIM_16BIT_NOTE,
+            _first(dim),
+        )
 
 
 def predict_rows(
@@ -311,6 +331,7 @@ def main(argv: list[str] | None = None, *, keep_rows: bool = True) -> list[dict[
     rows: list[dict[str, Any]] = []
     written = 0
     bad: dict[str, str] = {}
+    dim: list[str] = []
     # a symlinked --out is written through (its target replaced), keeping the target's permissions
     out = None if args.out == "-" else Path(os.path.realpath(args.out))
     if out is not None:
@@ -322,7 +343,7 @@ def main(argv: list[str] | None = None, *, keep_rows: bool = True) -> list[dict[
         writer = None
         for start in range(0, len(found), CHUNK):
             part = found[start : start + CHUNK]
-            paths, images, skipped = _read_images(part, size, crop)
+            paths, images, skipped = _read_images(part, size, crop, dim)
             bad |= skipped
             if paths:
                 batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
@@ -342,6 +363,7 @@ def main(argv: list[str] | None = None, *, keep_rows: bool = True) -> list[dict[
         if bad:
             first = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5])
             log.warning("skipped %d file(s) that are not readable images: %s", len(bad), first)
+        warn_dim(dim)
         if not written:
             raise ValueError(
                 f"inputs: expected readable images, got none among the {len(bad)} file(s) found (see the warning "
