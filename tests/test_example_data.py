@@ -1389,3 +1389,34 @@ def test_a_csv_row_with_an_empty_label_is_skipped_only_when_no_other_row_labels_
     assert report.skipped == {D.EMPTY_LABEL_REASON: [str(tmp_path / "b.png")]} and report.num_skipped == 1
     assert report.notes[D.EMPTY_LABEL_ALSO_NOTE] == [str(tmp_path / "a.png")]
     assert any(m.startswith("1 image(s): rows with an empty label in the CSV, ignored") for m in report.messages())
+
+
+def test_pbc_images_in_class_folders_of_ones_own_taxonomy_are_read_as_folders(
+    real_subset: Path, tmp_path: Path
+) -> None:
+    """PBC images copied into a few of its class folders, with a taxonomy of the user's that names those
+    folders: the auto layout read them as the PBC download, whose file-name prefixes gave labels the
+    taxonomy lacks ('band_neutrophil' from BNE_...), and the scan stopped on a label the user never wrote
+    (helper-111). Read as folders, they train; with --layout pbc the message says how the labels were read."""
+    import json
+
+    mine = tmp_path / "mine"
+    for cls in ("neutrophil", "eosinophil", "lymphocyte", "platelet"):
+        shutil.copytree(real_subset / "pbc" / PBC_DIB / cls, mine / cls)
+    tree = tmp_path / "lower.json"
+    tree.write_text(
+        json.dumps(
+            {"tree": {"root": {"granulocyte": ["neutrophil", "eosinophil"], "lymphocyte": None, "platelet": None}}}
+        )
+    )
+    samples, report = scan(mine, str(tree), workers=1)
+    assert report.layout == "folder"
+    assert {s.label for s in samples} == {"neutrophil", "eosinophil", "lymphocyte", "platelet"}
+    with pytest.raises(UnknownNodeError) as err:
+        scan(mine, str(tree), layout="pbc", workers=1)
+    text = str(err.value)
+    assert "'band_neutrophil'" in text and "read as the PBC download, layout 'pbc'" in text
+    assert "for class folders of your own, pass --layout folder" in text
+    # the bundled PBC taxonomy still reads the same folders as PBC, with the fine labels
+    _, bundled = scan(mine, "pbc", workers=1)
+    assert bundled.layout == "pbc" and "band_neutrophil" in bundled.counts

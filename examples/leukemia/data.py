@@ -1348,6 +1348,14 @@ def scan(
             skipped[k].extend(v)
     elif resolved == "pbc":
         entries, base, empty, ignored, notes = _label_pbc(path)
+        known = {label for _, label, _ in entries if label is not None}
+        if layout == "auto" and known - set(tax.nodes) and all(c in tax for c in _subdirs(base) & set(PBC_CLASSES)):
+            # images copied from PBC into class folders the user's taxonomy names: read as PBC, their file-name
+            # prefixes gave labels the taxonomy lacks ('band_neutrophil' from BNE_...) and the scan stopped
+            resolved = "folder"
+            entries, base, empty, ignored, notes, folder_skipped = _label_folder(path, tax)
+            for k, v in folder_skipped.items():
+                skipped[k].extend(v)
     elif resolved == "all4":
         entries, base, empty, ignored, notes = _label_all4(path)
     else:
@@ -1495,6 +1503,12 @@ def _unknown_labels_message(
             f"The taxonomy of {owner} cannot change: a model scores only the nodes it was trained on. "
             + ("Rename those folders to its node names" if layout == "folder" else "Fix the labels to its node names")
             + ", or leave those images out"
+        )
+    if layout in ("pbc", "all4"):  # the labels came from the download's own names, not the user's folders
+        fix += (
+            f" (the folder was read as the {layout.upper()} download, layout {layout!r}: labels from its class "
+            "folders" + (" and file-name prefixes" if layout == "pbc" else "") + "; for class folders of your "
+            "own, pass --layout folder)"
         )
     return (
         f"{len(unknown)} {what} not in the taxonomy {source}: {'; '.join(parts)}{more}. {fix}. "
