@@ -882,7 +882,10 @@ def test_a_split_of_the_users_own_is_said_not_to_be_kept(tmp_path: Path) -> None
 def test_the_closest_node_hint_ignores_case(tmp_path: Path) -> None:
     _jpeg(tmp_path / "d" / "Normal" / "a.jpg")
     _jpeg(tmp_path / "d" / "all" / "b.jpg")
-    with pytest.raises(UnknownNodeError, match=r"'all' \(1 file\(s\), e\.g\. .*b\.jpg, closest node 'ALL'\)"):
+    with pytest.raises(
+        UnknownNodeError,
+        match=r"'all' \(1 file\(s\), e\.g\. .*b\.jpg, closest node 'ALL', which differs only in case\)",
+    ):
         scan(tmp_path / "d", "paper")
     _jpeg(tmp_path / "e" / "Normal" / "a.jpg")
     _jpeg(tmp_path / "e" / "Leukemia" / "Chronic" / "cll" / "b.jpg")
@@ -1420,3 +1423,30 @@ def test_pbc_images_in_class_folders_of_ones_own_taxonomy_are_read_as_folders(
     # the bundled PBC taxonomy still reads the same folders as PBC, with the fine labels
     _, bundled = scan(mine, "pbc", workers=1)
     assert bundled.layout == "pbc" and "band_neutrophil" in bundled.counts
+
+
+def test_labels_in_another_unicode_normal_form_are_their_nodes(tmp_path: Path) -> None:
+    """macOS writes folder names decomposed ('E' + a combining accent); a taxonomy typed by hand has them
+    composed. The scan stopped on 'Éosinophile', closest node 'Éosinophile' (helper-111): the folder and
+    CSV labels are now read as the node they equal after NFC normalisation. A case-only miss says so."""
+    import json
+    import unicodedata
+
+    nodes = ["Éosinophile", "Érythroblaste"]
+    tree = tmp_path / "fr.json"
+    tree.write_text(json.dumps({"tree": {"racine": dict.fromkeys(nodes)}}, ensure_ascii=False), encoding="utf-8")
+    data = tmp_path / "nfd"
+    rows = ["path,label"]
+    for i, node in enumerate(nodes):
+        decomposed = unicodedata.normalize("NFD", node)
+        assert decomposed != node
+        for k in range(2):
+            _jpeg(data / decomposed / f"{i}{k}.jpg")
+            rows.append(f"{decomposed}/{i}{k}.jpg,{decomposed}")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    for root in (data, data / "labels.csv"):
+        _, report = scan(root, str(tree), workers=1)
+        assert report.counts == {"Éosinophile": 2, "Érythroblaste": 2}, (root, report.counts)
+    with pytest.raises(UnknownNodeError, match=r"closest node 'Éosinophile', which differs only in case"):
+        (data / "labels.csv").write_text("path,label\n" + rows[1].split(",")[0] + ",éosinophile\n", encoding="utf-8")
+        scan(data / "labels.csv", str(tree), workers=1)

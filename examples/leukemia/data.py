@@ -789,6 +789,25 @@ def _images_outside(root: Path, base: Path) -> list[str]:
     return out
 
 
+def _as_node(tax: Taxonomy) -> Callable[[str], str]:
+    """``name`` as the taxonomy spells it: itself when it is a node, else the node it equals after Unicode
+    NFC normalisation (macOS writes folder names decomposed: ``'E'`` + a combining accent for ``'É'``), else
+    itself (an unknown name, reported by the caller).
+
+    Examples:
+        >>> from hiercls import Taxonomy
+        >>> as_node = _as_node(Taxonomy.from_paths(["r/\u00c9osinophile", "r/b"]))
+        >>> as_node("E\u0301osinophile") == "\u00c9osinophile", as_node("b"), as_node("x")
+        (True, 'b', 'x')
+    """
+    nfc = {unicodedata.normalize("NFC", n): n for n in reversed(tax.nodes)}
+
+    def as_node(name: str) -> str:
+        return name if name in tax else nfc.get(unicodedata.normalize("NFC", name), name)
+
+    return as_node
+
+
 def _label_folder(
     root: Path, tax: Taxonomy
 ) -> tuple[list[tuple[str, str | None, str]], Path, list[str], list[str], dict[str, list[str]], dict[str, list[str]]]:
@@ -820,8 +839,9 @@ def _label_folder(
     pairs: dict[tuple[str, str], int] = {}
     below_folder: dict[str, str] = {}
     split_folders: dict[str, list[str]] = defaultdict(list)  # folders named train/test/...: their images
+    as_node = _as_node(tax)
     for p in files:
-        parts = p.relative_to(root).parts[:-1]
+        parts = tuple(map(as_node, p.relative_to(root).parts[:-1]))
         for part in parts:
             if part.casefold() in SPLIT_NAMES:
                 split_folders[part].append(str(p))
@@ -1377,6 +1397,9 @@ def scan(
         skipped[BAD_NAME_REASON].extend(bad_names)
         entries = [e for e in entries if _is_text_name(e[0])]
 
+    if resolved == "csv":  # a label spelt in another Unicode normal form is its node
+        as_node = _as_node(tax)
+        entries = [(p, label if label is None else as_node(label), why) for p, label, why in entries]
     # labels that are not nodes: an error, before any image is decoded
     unknown: dict[str, list[str]] = defaultdict(list)
     for p, label, why in entries:
@@ -1488,6 +1511,8 @@ def _unknown_labels_message(
     for label in sorted(unknown, key=lambda k: -len(unknown[k]))[:8]:
         close = _closest(label, tax.nodes, n=2)
         hint = f", closest node {' or '.join(map(repr, close))}" if close else ""
+        if close and close[0].casefold() == label.casefold():
+            hint += ", which differs only in case"
         parts.append(f"{_shown(label)!r} ({len(unknown[label])} file(s), e.g. {_shown(unknown[label][0])}{hint})")
     more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
     fix = (
