@@ -1106,6 +1106,26 @@ def test_a_run_started_from_an_earlier_runs_weights_is_told_which_images_that_ru
     assert T.init_leaks(tmp_path / "a" / "last", res.data) == {s: n for s, n in moved.items() if n}
 
 
+def test_a_label_with_too_few_images_for_the_test_split_is_named(tmp_path: Path, caplog) -> None:
+    """A class of 1 or 2 images gets no test image (the split is stratified, about 80/10/10); the run's
+    test table then said nothing about it, and nothing said so (helper-111)."""
+    from PIL import Image
+
+    data = tmp_path / "cells"
+    for node, n in (("Normal", 10), ("Reactive", 10), ("ALL", 1), ("CLL", 2)):
+        (data / node).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (32, 32), (20 * i, 90, len(node) * 20)).save(data / node / f"{i}.png")
+    common = ["--data", str(data), "--taxonomy", "paper", "--backbone", "test_resnet", "--epochs", "1", *FAST]
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.train"):
+        res = T.run(T.parse_args([*common, "--output", str(tmp_path / "r")]))
+    assert T.untested_labels(res.data) == {"ALL": 1, "CLL": 2}
+    assert "2 label(s) have no test image, too few images to reach every split: 'ALL' (1 image), 'CLL' (2 images)" in (
+        caplog.text
+    )
+    assert "'Normal'" not in caplog.text.split("have no test image")[1].split("\n")[0]
+
+
 class _Killed(BaseException):
     """A kill between two checkpoint writes (BaseException: nothing in the run catches it)."""
 

@@ -1006,7 +1006,29 @@ def load_data(args: argparse.Namespace, env: Dist, output: Path) -> Data:
             out.subset(s, keep)
     if len(out.targets["train"]) == 0:
         raise ValueError("data: the train split is empty; give more images (or a smaller --limit).")
+    if env.main and not out.synthetic and len(out.targets["test"]):
+        untested = untested_labels(out)
+        if untested:
+            shown = ", ".join(f"{name!r} ({n} image{'' if n == 1 else 's'})" for name, n in list(untested.items())[:8])
+            log.warning(
+                "%d label(s) have no test image, too few images to reach every split: %s%s. The test scores say "
+                "nothing about them; add images of them, or leave them out (a folder not read, or a CSV row "
+                "dropped)",
+                len(untested),
+                shown,
+                ", ..." if len(untested) > 8 else "",
+            )
     return out
+
+
+def untested_labels(data: Data) -> dict[str, int]:
+    """Labels with images but none in the test split (a class of 1 or 2 images, split 80/10/10), each with
+    its number of images, fewest first: the test scores say nothing about them."""
+    tax = data.taxonomy
+    total = sum(torch.bincount(t.cpu(), minlength=tax.num_nodes) for t in data.targets.values())
+    tested = torch.bincount(data.targets["test"].cpu(), minlength=tax.num_nodes)
+    missing = ((total > 0) & (tested == 0)).nonzero().flatten().tolist()
+    return {tax.nodes[i]: int(total[i]) for i in sorted(missing, key=lambda i: (int(total[i]), i))}
 
 
 def _log_groups(splits: Mapping[str, Sequence[Any]], report: Any, by_group: bool, source: str) -> None:
