@@ -684,6 +684,23 @@ def test_flat_grad_cam_maps_say_so_in_the_figure() -> None:
     assert panel_title(2, "ALL", 0.91, flat=True).endswith("(flat map: no evidence)")
 
 
+def test_two_runs_of_one_recipe_are_named_by_their_run_folders(trained: dict[str, Path], tmp_path: Path) -> None:
+    """Two runs of one method and backbone (here the same run in two folders, as two image sizes would be)
+    were 'flat-test_vit' and 'flat-test_vit-2', with a note to pool seeds though both were seed 0
+    (helper-111). The second is now named by its folder, and the note says they differ in another way."""
+    import shutil
+
+    from examples.leukemia.evaluate import main
+
+    other = tmp_path / "a64"
+    shutil.copytree(trained["flat"], other)
+    result = main([str(trained["flat"]), str(other), str(trained["hierarchical"]), "--out", str(tmp_path / "ev")])
+    assert [r["name"] for r in result["rows"]] == ["flat-test_vit", "flat-test_vit-a64", "hierarchical-test_convnext"]
+    md = (tmp_path / "ev" / "results.md").read_text()
+    assert "flat-test_vit-a64" in md and "Some share a seed too" in md and "To pool seeds" not in md
+    assert (tmp_path / "ev" / "flat-test_vit-a64_confusion.png").is_file()
+
+
 def test_results_markdown_notes_two_seeds_of_one_method_beside_other_backbones() -> None:
     """The note on pooling seeds was missed when one method had two seeds on one backbone and the methods
     also spanned other backbones (it compared distinct labels with distinct (method, backbone) pairs)."""
@@ -695,4 +712,5 @@ def test_results_markdown_notes_two_seeds_of_one_method_beside_other_backbones()
         {"method": "hierarchical", "backbone": "r18", "metrics": m},
         {"method": "hierarchical", "backbone": "vit", "metrics": m},
     ]
-    assert "Several runs share a method and backbone" in results_markdown(rows, title="T")
+    text = results_markdown(rows, title="T")
+    assert "Several runs share a method and backbone" in text and "To pool seeds" in text

@@ -203,10 +203,20 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
         lines.append("")
     if len(rows) > len({(label(r), r["backbone"]) for r in rows}):  # two runs of one variant on one backbone
+        seeds: dict[tuple[str, str], list[Any]] = {}
+        for r in rows:
+            seeds.setdefault((label(r), r["backbone"]), []).append(r.get("seed"))
+        # two seeds of one recipe can be pooled; two runs of one seed differ in something else (a size, a recipe)
+        pool = all(len(set(v)) == len(v) and None not in v for v in seeds.values() if len(v) > 1)
         lines += [
-            "Several runs share a method and backbone: each has its own line, by run name and seed. To pool "
-            "seeds (mean ± sd), evaluate each seed's checkpoints into its own --out and pass their results.json "
-            "to python -m examples.leukemia.aggregate.",
+            "Several runs share a method and backbone: each has its own line, by run name and seed."
+            + (
+                " To pool seeds (mean ± sd), evaluate each seed's checkpoints into its own --out and pass their "
+                "results.json to python -m examples.leukemia.aggregate."
+                if pool
+                else " Some share a seed too: they differ in another setting (see results.json: image_size, "
+                "epochs, checkpoint)."
+            ),
             "",
         ]
     depths = sorted({int(k.split("/")[1]) for r in rows for k in r["metrics"] if k.startswith("level_accuracy/")})
@@ -820,20 +830,59 @@ def checkpoint_decoding(
     return rule, float(threshold if threshold is not None else config.get("threshold", 0.5))
 
 
-def run_name(config: Mapping[str, Any], taken: set[str]) -> str:
-    """``<method>-<backbone>``, or ``<method>-<head>-<backbone>`` for a head other than the method's own (as
-    ``compare`` names its run folders), with a suffix when already taken."""
+def _base_name(config: Mapping[str, Any]) -> str:
     from examples.leukemia.models import variant_name
 
     model = config.get("model", {})
     method, head = model.get("method", "model"), model.get("head")
     own = variant_name(method, head) == method  # no head, or the method's own
-    base = f"{method}-{model.get('backbone', 'x')}" if own else f"{method}-{head}-{model.get('backbone', 'x')}"
+    return f"{method}-{model.get('backbone', 'x')}" if own else f"{method}-{head}-{model.get('backbone', 'x')}"
+
+
+def run_name(config: Mapping[str, Any], taken: set[str], folder: str | None = None) -> str:
+    """``<method>-<backbone>``, or ``<method>-<head>-<backbone>`` for a head other than the method's own (as
+    ``compare`` names its run folders), with a suffix when already taken.
+
+    ``folder``: the run's folder name, added (``flat-resnet10t-a64``) when several checkpoints share the
+    name: two runs of one recipe at two image sizes were ``flat-resnet10t`` and ``flat-resnet10t-2``.
+    A folder named as the run (``compare``'s) adds nothing.
+
+    Examples:
+        >>> cfg = {"model": {"method": "flat", "backbone": "resnet10t"}}
+        >>> taken = set()
+        >>> run_name(cfg, taken, "a64"), run_name(cfg, taken, "flat-resnet10t"), run_name(cfg, taken)
+        ('flat-resnet10t-a64', 'flat-resnet10t', 'flat-resnet10t-2')
+    """
+    base = _base_name(config)
+    if folder and folder != base and _safe_name(folder):
+        base = f"{base}-{folder}"
     name, k = base, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1
     taken.add(name)
     return name
+
+
+def _safe_name(folder: str) -> bool:
+    """A folder name fit for a file-name prefix and a table cell."""
+    return all(c.isalnum() or c in "-_.+" for c in folder) and not folder.startswith(".")
+
+
+def _shared_names(checkpoints: Sequence[Path]) -> set[str]:
+    """Run names (:func:`run_name` without a suffix) that more than one of ``checkpoints`` would get, read
+    from their sidecars; a checkpoint whose sidecar cannot be read counts for nothing here."""
+    from collections import Counter
+
+    from examples.leukemia.checkpoint import checkpoint_paths
+
+    bases = Counter()
+    for path in checkpoints:
+        try:
+            sidecar = json.loads(checkpoint_paths(path)[2].read_text(encoding="utf-8"))
+            bases[_base_name(sidecar["config"])] += 1
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return {b for b, n in bases.items() if n > 1}
 
 
 #: what ``--decode`` accepts: train's rules (``auto``: the method's default rule, as in train)
@@ -1036,6 +1085,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     remove_previous_figures(out)
     rows, taken, synthetic = [], set(), False
+    shared = _shared_names(checkpoints)  # names several runs would get: told apart by their run folders
     for ckpt_path in checkpoints:
         model, ckpt = load_model(ckpt_path, device=device)
         tax = ckpt.taxonomy
@@ -1065,7 +1115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         preds = decode(probs, tax, rule, threshold=threshold if rule == "threshold" else None)
         metrics = evaluation_metrics(targets, preds, tax)
         recalls = node_recalls(targets, preds, tax)
-        name = run_name(ckpt.config, taken)
+        name = run_name(ckpt.config, taken, ckpt.path.parent.name if _base_name(ckpt.config) in shared else None)
         synthetic |= bool(ckpt.config.get("synthetic"))
         figures = []
         if args.figures:
