@@ -843,8 +843,8 @@ def run_name(config: Mapping[str, Any], taken: set[str], folder: str | None = No
     """``<method>-<backbone>``, or ``<method>-<head>-<backbone>`` for a head other than the method's own (as
     ``compare`` names its run folders), with a suffix when already taken.
 
-    ``folder``: the run's folder name, added (``flat-resnet10t-a64``) when several checkpoints share the
-    name: two runs of one recipe at two image sizes were ``flat-resnet10t`` and ``flat-resnet10t-2``.
+    ``folder``: the run's folder name (blanks and other signs as ``_``), added (``flat-resnet10t-a64``)
+    when several checkpoints share the name: two runs of one recipe at two image sizes were ``flat-resnet10t`` and ``flat-resnet10t-2``.
     A folder named as the run (``compare``'s) adds nothing.
 
     Examples:
@@ -852,20 +852,17 @@ def run_name(config: Mapping[str, Any], taken: set[str], folder: str | None = No
         >>> taken = set()
         >>> run_name(cfg, taken, "a64"), run_name(cfg, taken, "flat-resnet10t"), run_name(cfg, taken)
         ('flat-resnet10t-a64', 'flat-resnet10t', 'flat-resnet10t-2')
+        >>> run_name(cfg, taken, "my run/ü")
+        'flat-resnet10t-my_run_ü'
     """
     base = _base_name(config)
-    if folder and folder != base and _safe_name(folder):
-        base = f"{base}-{folder}"
+    if folder and folder != base:
+        base = f"{base}-{_safe_name(folder)}"  # a file-name prefix: no blanks, no slashes
     name, k = base, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1
     taken.add(name)
     return name
-
-
-def _safe_name(folder: str) -> bool:
-    """A folder name fit for a file-name prefix and a table cell."""
-    return all(c.isalnum() or c in "-_.+" for c in folder) and not folder.startswith(".")
 
 
 def _shared_names(checkpoints: Sequence[Path]) -> set[str]:
@@ -939,19 +936,33 @@ def check_one_taxonomy(paths: Sequence[str | os.PathLike[str]]) -> None:
     )
 
 
+def _bundled_fingerprints() -> dict[str, str]:
+    """Fingerprint -> name of the example's bundled taxonomies (``paper``, ``pbc``, ``all4``)."""
+    from examples.leukemia.data import BUNDLED_TAXONOMIES, load_taxonomy
+
+    return {load_taxonomy(name).fingerprint: name for name in BUNDLED_TAXONOMIES}
+
+
 def _taxonomy_label(sidecar: Mapping[str, Any]) -> tuple[str, str]:
     """How a checkpoint's taxonomy is named in messages, and a folder name for it: the ``--taxonomy`` its
-    run was given (``'pbc'``, ``tree.json``), else its root and size (a taxonomy implied by the data's layout).
+    run was given (``'pbc'``, ``tree.json``), else the bundled taxonomy it is (one implied by the data's
+    layout), else its root and size.
 
     Examples:
         >>> _taxonomy_label({"config": {"taxonomy": "pbc"}})
         ("taxonomy 'pbc'", 'pbc')
         >>> _taxonomy_label({"config": {}, "taxonomy": {"nodes": ["cell", "a", "b"]}})
         ("the taxonomy of root 'cell' (3 nodes)", 'cell')
+        >>> from examples.leukemia.data import load_taxonomy
+        >>> _taxonomy_label({"config": {}, "taxonomy_fingerprint": load_taxonomy("all4").fingerprint})
+        ("taxonomy 'all4'", 'all4')
     """
     given = (sidecar.get("config") or {}).get("taxonomy")
     if given:
         return f"taxonomy {str(given)!r}", _safe_name(Path(str(given)).stem)
+    bundled = _bundled_fingerprints().get(str(sidecar.get("taxonomy_fingerprint")))
+    if bundled:  # implied by the data's layout (ALL's Original/ -> all4): named as --taxonomy would name it
+        return f"taxonomy {bundled!r}", bundled
     nodes = (sidecar.get("taxonomy") or {}).get("nodes") if isinstance(sidecar.get("taxonomy"), dict) else None
     if isinstance(nodes, list) and nodes:
         return f"the taxonomy of root {str(nodes[0])!r} ({len(nodes)} nodes)", _safe_name(str(nodes[0]))
