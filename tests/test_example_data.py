@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import warnings
 import zlib
@@ -136,9 +137,17 @@ def test_pbc_eight_class_level() -> None:
         D.pbc_class_table(D.load_taxonomy("paper"))
 
 
-def test_load_taxonomy_errors(tmp_path: Path) -> None:
+def test_load_taxonomy_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(FileNotFoundError, match="neither a bundled taxonomy"):
         D.load_taxonomy(tmp_path / "nope.json")
+    # run from another folder, a relative path names nothing there: the message says where it looked
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "my_tree.json").write_text('{"tree": {"r": ["a", "b"]}}')
+    monkeypatch.chdir(tmp_path / "mine")
+    assert list(D.load_taxonomy("my_tree.json").nodes) == ["r", "a", "b"]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"read from the current folder, {re.escape(str(tmp_path))}, where"):
+        D.load_taxonomy("my_tree.json")
     with pytest.raises(TypeError, match="expected a Taxonomy"):
         D.load_taxonomy(3)  # type: ignore[arg-type]
 

@@ -291,6 +291,9 @@ def _resolve_taxonomy(spec: TaxonomyLike) -> tuple[Taxonomy, str]:
             str(spec).lower(), BUNDLED_TAXONOMIES, n=1, cutoff=0.5
         )
         hint = f" Did you mean {close[0]!r}?" if close else ""
+        if not close and not path.is_absolute():  # a relative path is read from where the command runs
+            where = "a folder" if path.is_dir() else "no file"
+            hint = f" A relative path is read from the current folder, {os.getcwd()}, where it names {where}."
         raise FileNotFoundError(
             f"taxonomy: {os.fspath(spec)!r} is neither a bundled taxonomy {BUNDLED_TAXONOMIES} nor a JSON file.{hint} "
             "Pass one of the names or the path of a taxonomy JSON file."
