@@ -440,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if flat:
         log.warning(
             "%d of %d map(s) are flat (the level's score does not depend on where in the image, per Grad-CAM; "
-            "common for tiny or barely trained models): column map_is_flat of explain.csv",
+            "common for tiny or barely trained models, and always with a 1x1 feature grid): column map_is_flat of "
+            "explain.csv",
             flat,
             len(rows),
         )
