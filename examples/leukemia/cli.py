@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -272,6 +272,23 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 # ------------------------------------------------------------------ clean exit
+def remove_listed_pngs(out: Path, names: Iterable[str]) -> list[Path]:
+    """Remove the PNG files straight in ``out`` that ``names`` lists (file names; each once): what an earlier
+    run of a command listed as its own figures, so that a rerun into the same folder leaves none of them
+    beside a listing that no longer names them. Nothing else is touched.
+
+    Returns:
+        the files removed.
+    """
+    removed = []
+    for name in dict.fromkeys(names):
+        file = out / name
+        if name.endswith(".png") and file.is_file():
+            file.unlink()
+            removed.append(file)
+    return removed
+
+
 def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
 

@@ -38,7 +38,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, output_folder, probability, whole_number
+from examples.leukemia.cli import (
+    ArgumentParser,
+    device,
+    exits_cleanly,
+    output_folder,
+    probability,
+    remove_listed_pngs,
+    whole_number,
+)
 from examples.leukemia.gpu_data import add_tta_argument
 from hiercls import Taxonomy
 from hiercls.decoding import RULE_OPTIONS, decode
@@ -334,12 +342,7 @@ def remove_previous_figures(out: Path) -> list[Path]:
         names = [Path(f).name for row in earlier.get("rows", []) for f in row.get("figures", [])]
     except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
         return []
-    removed = []
-    for name in dict.fromkeys(names):
-        file = out / name
-        if name.endswith(".png") and file.is_file():
-            file.unlink()
-            removed.append(file)
+    removed = remove_listed_pngs(out, names)
     if removed:
         log.info("removed the %d figure(s) of the earlier evaluate in %s", len(removed), out)
     return removed

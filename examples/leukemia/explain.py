@@ -38,7 +38,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from examples.leukemia.cli import ArgumentParser, device, exits_cleanly, output_folder, probability, whole_number
+from examples.leukemia.cli import (
+    ArgumentParser,
+    device,
+    exits_cleanly,
+    output_folder,
+    probability,
+    remove_listed_pngs,
+    whole_number,
+)
 from examples.leukemia.evaluate import DECODE_CHOICES, decode_rule
 from examples.leukemia.gpu_data import add_tta_argument, tta_mean
 from hiercls.decoding import decode
@@ -238,12 +246,7 @@ def remove_previous_overlays(out: Path) -> list[Path]:
             names = [Path(row.get("overlay") or "").name for row in csv.DictReader(fh)]
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
-    removed = []
-    for name in dict.fromkeys(names):
-        file = out / name
-        if name.endswith(".png") and file.is_file():
-            file.unlink()
-            removed.append(file)
+    removed = remove_listed_pngs(out, names)
     if removed:
         log.info("removed the %d overlay(s) of the earlier explain in %s", len(removed), out)
     return removed
