@@ -3,6 +3,8 @@
 #
 #   PYTHONPATH=$PWD bash benchmarks/gpu_run.sh            # from the repo root; packs in .carry/
 #   bash benchmarks/gpu_run.sh --smoke                    # CPU, tiny models, a few real images: end to end
+#   (SMOKE_PACKS=DIR: copy DIR's pbc128.npz and all4_128.npz, made by benchmarks/smoke_packs.sh, instead of
+#   packing them again: the test suite makes them once for all its smoke runs)
 #
 # Inputs (made by `python -m examples.leukemia.pack`, never committed; `bash benchmarks/prepare_carry.sh`
 # makes all of them from ../shared in about 20 s on 2 cores):
@@ -175,7 +177,11 @@ if (( SMOKE )); then
   CARRY="$WORK/carry"; mkdir -p "$CARRY/tools"
   DATA=${HIERCLS_SHARED_DATA:-$ROOT/../shared/data}
   cp "$DATA/../tools/"*.py "$CARRY/tools/" 2>/dev/null || cp "$ROOT/.carry/tools/"*.py "$CARRY/tools/"
-  bash benchmarks/smoke_packs.sh "$DATA" "$CARRY" pbc128.npz all4_128.npz
+  if [[ -n "${SMOKE_PACKS:-}" && -f "$SMOKE_PACKS/pbc128.npz" && -f "$SMOKE_PACKS/all4_128.npz" ]]; then
+    cp "$SMOKE_PACKS/pbc128.npz" "$SMOKE_PACKS/all4_128.npz" "$CARRY/"  # made once by the caller (the test suite)
+  else
+    bash benchmarks/smoke_packs.sh "$DATA" "$CARRY" pbc128.npz all4_128.npz
+  fi
   PBC_PACK="$CARRY/pbc128.npz"
   BASE_ARGS=(--models test_resnet --epochs 1 --bs 16)
   PBC_RUNS=hierarchical:test_convnext,flat:test_convnext,per-level:test_resnet,hierarchical:test_vit

@@ -177,12 +177,34 @@ def test_report_of_a_seeds_job_that_finished_no_seed_and_seed_order(tmp_path: Pa
 SCRIPT = ROOT / "benchmarks" / "gpu_run.sh"
 
 
-def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: str):
+@pytest.fixture(scope="session")
+def smoke_packs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The smoke runs' two tiny packs, made once (benchmarks/smoke_packs.sh, ~12 s a time, was run by every
+    smoke case); each run copies them."""
+    import os
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("smoke_packs")
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "smoke_packs.sh"), str(shared_data), str(folder)],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return folder
+
+
+def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, packs: Path | None = None, **env: str):
     import os
     import subprocess
 
     out = tmp_path / "out"
     full = {**os.environ, "OUT": str(out), "TMPDIR": str(tmp_path), "HIERCLS_SHARED_DATA": str(shared_data), **env}
+    if packs is not None:
+        full["SMOKE_PACKS"] = str(packs)
     done = subprocess.run(
         ["bash", str(SCRIPT), *(["--smoke"] if smoke else [])],
         cwd=ROOT,
@@ -229,10 +251,13 @@ def _gpu_job(tmp_path: Path, shared_data: Path, *, smoke: bool = True, **env: st
         ),
     ],
 )
-def test_the_gpu_job_runs_end_to_end_on_cpu(tmp_path: Path, shared_data: Path, env, ran, not_ran) -> None:
+def test_the_gpu_job_runs_end_to_end_on_cpu(
+    tmp_path: Path, shared_data: Path, smoke_packs: Path, env, ran, not_ran
+) -> None:
     """``benchmarks/gpu_run.sh --smoke``: every stage asked for exits 0 and lands in the results; the
     GPU session that runs it for real has minutes, not time to debug."""
-    done, out = _gpu_job(tmp_path, shared_data, **env)
+    # the first case makes its packs as a GPU session would (no SMOKE_PACKS); the others copy the suite's
+    done, out = _gpu_job(tmp_path, shared_data, packs=smoke_packs if env else None, **env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     stages = {s["name"]: s for s in json.loads((out / "results.json").read_text())["stages"]}
     assert all(stages[name]["rc"] == "0" for name in ran), stages
@@ -351,11 +376,13 @@ def test_prepare_carry_makes_what_the_gpu_job_reads(tmp_path: Path, shared_data:
     assert again.returncode == 0 and (tmp_path / "rel" / "all4_128.npz").is_file(), again.stderr[-2000:]
 
 
-def test_a_finished_gpu_job_returns_without_waiting_for_its_reporter(tmp_path: Path, shared_data: Path) -> None:
+def test_a_finished_gpu_job_returns_without_waiting_for_its_reporter(
+    tmp_path: Path, shared_data: Path, smoke_packs: Path
+) -> None:
     """The reporter's sleep held the log's pipe, so every job returned only when that sleep ended (up to
     30 s of device time per job); here it would be 120 s."""
     start = time.monotonic()
-    done, out = _gpu_job(tmp_path, shared_data, STAGES="gpu_step", REPORT_EVERY="120")
+    done, out = _gpu_job(tmp_path, shared_data, packs=smoke_packs, STAGES="gpu_step", REPORT_EVERY="120")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert time.monotonic() - start < 60 and (out / "results.md").is_file()
 
