@@ -279,6 +279,16 @@ def remove_listed_pngs(out: Path, names: Iterable[str]) -> list[Path]:
 
     Returns:
         the files removed.
+
+    Examples:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> for name in ("old.png", "mine.png", "notes.txt"):
+        ...     _ = (out / name).write_bytes(b"x")
+        >>> [p.name for p in remove_listed_pngs(out, ["old.png", "old.png", "notes.txt", "gone.png"])]
+        ['old.png']
+        >>> sorted(p.name for p in out.iterdir())
+        ['mine.png', 'notes.txt']
     """
     removed = []
     for name in dict.fromkeys(names):
