@@ -1104,6 +1104,16 @@ def test_a_run_started_from_an_earlier_runs_weights_is_told_which_images_that_ru
     said = " and ".join(f"{n} in {s}" for s, n in moved.items() if n)
     assert f"{said} of this run's images were training images of the run it comes from" in caplog.text, caplog.text
     assert T.init_leaks(tmp_path / "a" / "last", res.data) == {s: n for s, n in moved.items() if n}
+    # recorded with the run, and repeated by evaluate beside the scores (a run read out later, or by someone
+    # who never saw train's log); the clean run records nothing
+    from examples.leukemia.evaluate import main as evaluate
+
+    assert json.loads((tmp_path / "b" / "best.json").read_text())["config"]["init_leaks"] == res.config["init_leaks"]
+    assert "init_leaks" not in json.loads((tmp_path / "same" / "best.json").read_text())["config"]
+    split = "test" if moved["test"] else "val"
+    out = evaluate([str(tmp_path / "b"), "--split", split, "--no-figures", "--out", str(tmp_path / "e")])
+    assert [r.get("init_leaks") for r in out["rows"]] == [moved[split]]
+    assert f"{moved[split]} of these images were training images" in (tmp_path / "e" / "results.md").read_text()
 
 
 def test_a_label_with_too_few_images_for_the_test_split_is_named(tmp_path: Path, caplog) -> None:

@@ -1173,8 +1173,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "figures": figures,
             }
         )
+        leaked = 0 if args.external else int((ckpt.config.get("init_leaks") or {}).get(args.split, 0))
+        if leaked:  # found by train (train.init_leaks): the run started from weights that saw these images
+            rows[-1]["init_leaks"] = leaked
+            log.warning(
+                "%s: %d of its %s images were training images of the run its --init-checkpoint came from (%s): "
+                "its scores can come from memory",
+                name,
+                leaked,
+                args.split,
+                ckpt.config.get("init_checkpoint"),
+            )
         log.info("%s: %s", name, {k: round(v, 4) for k, v in metrics.items() if k in HEADLINE or k == "accuracy"})
     note = f"Split: {args.split}."
+    for row in rows:
+        if row.get("init_leaks"):
+            note += (
+                f" **{row['name']}: {row['init_leaks']} of these images were training images of the run its "
+                "--init-checkpoint came from: its scores can come from memory.**"
+            )
     if synthetic:
         note += " **SYNTHETIC images: these numbers say nothing about real cells.**"
     result: dict[str, Any] = {"split": args.split, "synthetic": synthetic, "rows": rows}

@@ -1078,7 +1078,8 @@ def init_leaks(init_checkpoint: str | os.PathLike[str], data: Data) -> dict[str,
     compared by their real path. A checkpoint from elsewhere (timm weights) has no such file: nothing is said.
 
     Returns:
-        split -> number of its images that the earlier run trained on (only splits with some).
+        split -> number of its images that the earlier run trained on (only splits with some); the run
+        records it in its config as ``init_leaks``, and ``evaluate`` repeats it with the scores.
     """
     from examples.leukemia.data import read_manifest
 
@@ -1747,6 +1748,7 @@ RESUME_MAY_CHANGE = frozenset(
         "checkpoint_every", "eval_batch_size", "compile", "device", "channels_last", "test", "init_checkpoint",
         "pretrained", "model", "data_source", "split_sizes", "split_id", "synthetic", "data", "pack", "taxonomy",
         "layout", "split_seed", "limit", "pack_seed", "pack_group_duplicates", "pack_split_by_group",
+        "init_leaks",
     }
 )  # fmt: skip
 #: settings a resume may change with a warning: they change which random augmentation a batch gets
@@ -1959,10 +1961,12 @@ def _run_body(
         if env.main and created and output.is_dir() and not any(output.iterdir()):
             output.rmdir()
         raise
+    leaks: dict[str, int] = {}
     if args.resume:
         _check_same_split(output, data)
+        leaks = _read_last(output / "last.json").get("config", {}).get("init_leaks") or {}  # as first found
     elif args.init_checkpoint and env.main:
-        init_leaks(args.init_checkpoint, data)
+        leaks = init_leaks(args.init_checkpoint, data)
     tax = data.taxonomy
     img_size = int(data.images["train"].shape[-1])
     if data.synthetic and env.main:
@@ -2061,6 +2065,8 @@ def _run_body(
             round(args.epochs / 10, 2),
         )
     config = run_config(args, model, data, env)
+    if leaks:  # evaluate repeats it beside the scores it reads out
+        config["init_leaks"] = leaks
     config["decode"] = rule
     config["image_size"] = img_size
 
