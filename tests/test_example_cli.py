@@ -1355,3 +1355,32 @@ def test_a_warm_up_as_long_as_the_run_is_warned(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger=T.log.name):
         T.main([*argv, "--epochs", "2", "--warmup", "0.2", "--output", str(tmp_path / "fine")])
     assert "the learning rate peaks" not in caplog.text
+
+
+def test_aggregate_pools_json_without_loading_torch(tmp_path: Path) -> None:
+    """``aggregate`` reads only results.json files: it used to import torch and timm through ``cli`` and
+    ``models`` (about 8 s before its first line on 2 cores, twice per seeds job of benchmarks/gpu_run.sh).
+    A checkpoint error still exits cleanly: it is a ``ValueError``."""
+    from examples.leukemia.checkpoint import CheckpointError
+    from examples.leukemia.cli import USER_ERRORS
+
+    assert issubclass(CheckpointError, USER_ERRORS)
+    files = []
+    for seed in (0, 1):
+        rows = [{"method": "flat", "variant": "flat", "backbone": "bb", "metrics": {"accuracy": 0.5 + seed / 10}}]
+        (tmp_path / f"s{seed}.json").write_text(json.dumps({"seed": seed, "rows": rows}))
+        files.append(str(tmp_path / f"s{seed}.json"))
+    probe = (
+        "import sys; from examples.leukemia.aggregate import main; main(sys.argv[1:]); "
+        "print('LOADED', sorted(m for m in ('torch', 'timm') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *files, "--out", str(tmp_path / "pooled")],
+        cwd=REPO,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "LOADED []" in done.stdout and "| flat | bb | 2 |" in done.stdout, done.stdout[-2000:]

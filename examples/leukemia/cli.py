@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import hiercls
-from examples.leukemia.checkpoint import CheckpointError
 from hiercls import TaxonomyError
 
 __all__ = [
@@ -44,13 +43,14 @@ __all__ = [
 
 DEBUG_ENV = "HIERCLS_DEBUG"
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    CheckpointError,
     TaxonomyError,
     ValueError,
     FileNotFoundError,
     FileExistsError,
 )
-"""What :func:`exits_cleanly` reports as ``error: <message>``; any other exception keeps its traceback."""
+"""What :func:`exits_cleanly` reports as ``error: <message>``; any other exception keeps its traceback.
+(:class:`~examples.leukemia.checkpoint.CheckpointError` is a ``ValueError``: it is not named here, so this
+module, which every script imports, does not import torch: ``aggregate`` reads only JSON.)"""
 
 _OWN_CODE = (Path(__file__).resolve().parent, Path(hiercls.__file__).resolve().parent)
 
