@@ -102,13 +102,25 @@ def _check_colour_options(cmap: Any, vmin: Any, vmax: Any) -> tuple[float | None
         if not ok or (value is not None and not np.isfinite(value)):
             raise ValueError(f"{name}: expected a finite number or None (the data's own range), got {value!r}.")
         limits.append(None if value is None else float(value))
+    if limits[0] is not None and limits[1] is not None and limits[0] >= limits[1]:
+        raise ValueError(
+            f"vmin, vmax: expected vmin < vmax, got vmin={limits[0]:g} and vmax={limits[1]:g}. Swap them, or pass one "
+            "and the data set the other."
+        )
     return limits[0], limits[1]
 
 
-def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+def _figure_and_axes(
+    ax: Axes | None, figsize: tuple[float, float], margins: tuple[float, float, float, float] | None = None
+) -> tuple[Figure, Axes]:
+    """``ax``'s figure and ``ax``, or a new figure of ``figsize`` whose axes leaves ``margins`` (left, right,
+    bottom, top, in inches; default: matplotlib's fractions)."""
     if ax is not None:
         return _root_figure(ax), ax
     fig, new_ax = _pyplot().subplots(figsize=figsize)
+    if margins is not None:
+        (w, h), (left, right, bottom, top) = figsize, margins
+        fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h)
     return fig, new_ax
 
 
@@ -163,6 +175,7 @@ def plot_level_confusion_matrices(
     if normalize not in ("true", "none"):
         raise ValueError(f"normalize: expected 'true' or 'none', got {normalize!r}.")
     annotate_up_to = _check_count("annotate_up_to", annotate_up_to)
+    max_classes = _check_count("max_classes", max_classes)
     _require_tree(taxonomy, "plot_level_confusion_matrices")  # before a figure exists: nothing left open
     if taxonomy.max_depth == 0:
         raise ValueError(
@@ -211,8 +224,9 @@ def plot_level_confusion_matrices(
     for ax, d, matrix, names in zip(axes[0], depths, matrices, all_names):
         image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=0, vmax=top, aspect="auto")
         ax.set_title(f"depth {d}")
-        ax.set_xticks(range(len(names) + 1), [*names, "ends above"], rotation=90, fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
+        # names drawn as written: a '$' is not matplotlib math
+        ax.set_xticks(range(len(names) + 1), [*names, "ends above"], rotation=90, fontsize=8, parse_math=False)
+        ax.set_yticks(range(len(names)), names, fontsize=8, parse_math=False)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         if len(names) <= annotate_up_to:
@@ -236,6 +250,9 @@ def taxonomy_layout(taxonomy: Taxonomy) -> np.ndarray:
     For a tree, leaves take x = 0, 1, 2, ... in depth-first order and each
     inner node sits at the mean x of its children, so edges never cross. For
     a DAG, the nodes of each depth are spread evenly in index order.
+
+    Raises:
+        TypeError: ``taxonomy`` is not a :class:`~hiercls.Taxonomy`.
 
     Examples:
         >>> from hiercls import Taxonomy
@@ -289,26 +306,34 @@ def plot_taxonomy(
     (:func:`taxonomy_layout`): no graphviz. Inner-node names too long for their room are cut, with
     an ellipsis, to the width between their neighbours and the lines that fit above the next depth.
 
+    The figure made for it (``ax=None``) is at most 24 inches wide and 30 tall; close it when done
+    (``plt.close(fig)``): pyplot keeps every figure open until then.
+
     Args:
         taxonomy: a tree or a DAG.
-        values: ``(num_nodes,)`` numbers, or ``{node name: number}`` (missing names are NaN), or None.
+        values: ``(num_nodes,)`` numbers (an array, a list or a tensor of any float dtype), or
+            ``{node name: number}`` (missing names are NaN), or None.
         ax: draw into this axes (default: a new figure).
         cmap: the matplotlib colormap of the values: a name or a ``Colormap``; None is matplotlib's
             default (``rcParams["image.cmap"]``, viridis unless changed).
         value_label: the colour bar's label.
         vmin: the value at the bottom of the colour scale (default: the smallest value). Pass
             ``vmin=0, vmax=1`` for rates such as recall, so that 0.99 does not look like a failure.
+            Values past either end are drawn in its colour, and the colour bar ends in an arrow there.
         vmax: the value at the top of the colour scale (default: the largest value). ``vmin`` and
-            ``vmax`` also take 0-d numpy arrays and tensors.
+            ``vmax`` also take 0-d numpy arrays and tensors. With one limit given, the data set the
+            other; where they leave no room (every value 1 with ``vmax=1``) the scale starts from 0.
         label_up_to: write node names (and values) only when the taxonomy has at most this many nodes
-            (``math.inf``: always).
+            (``math.inf``: always; a larger taxonomy warns that its names are left out, except with 0).
+            Names are drawn as written (a ``$`` is not matplotlib math).
         title: the axes title.
 
     Returns:
         The Figure: one axes for the tree, plus a colour bar axes when ``values`` are given.
 
     Raises:
-        ValueError: ``values`` has the wrong length.
+        ValueError: ``values`` has the wrong length or holds something other than numbers, or
+            ``vmin >= vmax``.
         UnknownNodeError: a name in a ``values`` mapping is not in the taxonomy.
 
     Examples:
@@ -320,40 +345,43 @@ def plot_taxonomy(
         >>> len(fig.axes), sorted(t.get_text().split()[0] for t in fig.axes[0].texts)
         (2, ['a', 'a1', 'a2', 'b', 'r'])
     """
-    _check_taxonomy(taxonomy)
+    _check_taxonomy(taxonomy, order="plot_taxonomy(taxonomy, values)")
     vmin, vmax = _check_colour_options(cmap, vmin, vmax)
     label_up_to = _check_count("label_up_to", label_up_to)
     n = taxonomy.num_nodes
-    if values is None:
-        data = None
-    elif isinstance(values, Mapping):
-        data = np.full(n, np.nan)
-        for name, value in values.items():
-            if name not in taxonomy:
-                raise UnknownNodeError(f"values: {name!r} is not a node of this taxonomy; give {{node name: value}}.")
-            data[taxonomy.index(name)] = float(value)
-    else:
-        data = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64).ravel()
-        if data.shape != (n,):
-            raise ValueError(f"values: expected {n} per-node values (num_nodes), got shape {np.shape(values)}.")
+    data = None if values is None else _node_values(values, taxonomy)
+    if 0 < label_up_to < n:
+        warnings.warn(
+            f"plot_taxonomy: node names are not drawn: the taxonomy has {n} nodes, more than "
+            f"label_up_to={label_up_to}. Pass label_up_to=math.inf to draw them (long names then run downwards "
+            "or are cut to their room), or label_up_to=0 to draw none without this warning.",
+            UserWarning,
+            stacklevel=2,
+        )
     from matplotlib.collections import LineCollection
 
     pos = taxonomy_layout(taxonomy)
     width = float(np.ptp(pos[:, 0])) + 1.0
     labels = [_wrap_name(name) for name in taxonomy.nodes] if n <= label_up_to else []
+    # each label with the value line written under it (an 8-figure value under a short name needs its own room)
+    with_values = (
+        labels
+        if data is None or not labels
+        else [f"{label}\n{_format_value(v)}" if not np.isnan(v) else label for label, v in zip(labels, data.tolist())]
+    )
 
-    # room for the longest label line under each leaf slot (about 0.075 inch per character at 8 pt),
-    # plus the y tick labels and the colour bar
+    # room for the longest label line under each leaf slot, plus the y tick labels and the colour bar
     def room(texts: list[str]) -> float:  # inches for the widest line (about 0.068 inch a character at 8 pt)
         return max([0.5] + [0.068 * len(line) + 0.1 for text in texts for line in text.split("\n")])
 
-    per_slot = room(labels)
-    leaf_slot = room([labels[i] for i in taxonomy.leaf_index]) if labels else 0.5
-    # the axes' share of the figure's width: matplotlib's default margins, and a colour bar when values are drawn
+    per_slot = room(with_values)
+    leaf_slot = room([with_values[i] for i in taxonomy.leaf_index]) if labels else 0.5
+    # the axes' share of the drawing width: all of it, less the colour bar's when values are drawn
     share = 0.85 if values is not None else 1.0
+    margins = (_LEFT, _RIGHT, _BOTTOM, _TOP if title else _BOTTOM)  # inches: the depth ticks, the title
     if ax is None:
-        fig_width = min(max(per_slot * (width + 1.4) / (0.775 * share), 4.0), _MAX_WIDTH)
-        axes_inches = 0.775 * share * fig_width
+        fig_width = min(max(per_slot * (width + 1.4) / share + _LEFT + _RIGHT, 4.0), _MAX_WIDTH)
+        axes_inches = share * (fig_width - _LEFT - _RIGHT)
     else:
         fig_width = _root_figure(ax).get_figwidth()
         axes_inches = ax.get_position().width * fig_width * share
@@ -403,7 +431,8 @@ def plot_taxonomy(
         for i in (taxonomy.leaf_index.tolist() if vertical and leaf_lines else [])
     }
     extra = max(leaf_text.values(), default=0.0)
-    fig, ax = _figure_and_axes(ax, (fig_width, 1.5 + 1.2 * taxonomy.max_depth + extra))
+    height = min(0.8 + 1.2 * taxonomy.max_depth + extra + margins[2] + margins[3], _MAX_HEIGHT)
+    fig, ax = _figure_and_axes(ax, (fig_width, height), margins)
     bottom = -taxonomy.max_depth - 0.8
     if leaf_text:  # data units per inch of the axes, then room under each leaf for its label
         axes_inches = max(ax.get_position().height * fig.get_figheight(), 0.5)
@@ -412,6 +441,14 @@ def plot_taxonomy(
             bottom = min(bottom, pos[i, 1] - 0.25 - inches * units_per_inch)
     if labels:  # one depth step in inches: the axes' height over the y range drawn (0.5 down to bottom)
         step_inches = ax.get_position().height * fig.get_figheight() / (0.5 - bottom)
+        if step_inches < 0.3:
+            warnings.warn(
+                f"plot_taxonomy: {taxonomy.max_depth} depths in an axes "
+                f"{ax.get_position().height * fig.get_figheight():.1f} inches tall leave {step_inches:.2f} inch a "
+                "depth: names overlap. Draw into a taller ax, or pass label_up_to=0 to draw no names.",
+                UserWarning,
+                stacklevel=2,
+            )
         labels = _fit_inner_labels(taxonomy, pos, labels, slot_inches, step_inches, valued)
     edges = taxonomy.edges_index()
     ax.add_collection(LineCollection(pos[edges], colors="0.6", linewidths=0.8, zorder=1))
@@ -422,11 +459,14 @@ def plot_taxonomy(
     else:
         missing = ~np.isfinite(data)  # NaN (no data) and +/-inf, which a colour scale cannot place: grey
         ax.scatter(pos[missing, 0], pos[missing, 1], s=size, c="0.85", edgecolors="0.5", zorder=2)
-        lo, hi = _colour_range(data[~missing], vmin, vmax)
-        points = ax.scatter(
-            pos[~missing, 0], pos[~missing, 1], s=size, c=data[~missing], cmap=cmap, vmin=lo, vmax=hi, zorder=3
-        )
-        fig.colorbar(points, ax=ax, label=value_label)
+        shown = data[~missing]
+        lo, hi = _colour_range(shown, vmin, vmax)
+        points = ax.scatter(pos[~missing, 0], pos[~missing, 1], s=size, c=shown, cmap=cmap, vmin=lo, vmax=hi, zorder=3)
+        below, above = bool((shown < lo).any()), bool((shown > hi).any())  # drawn in the end colours: say so
+        extend = {(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above), "both")
+        # what grey means, where no names are written too
+        label = f"{value_label} (grey: no value)" if missing.any() else value_label
+        fig.colorbar(points, ax=ax, label=label, extend=extend)
     if n <= label_up_to:
         for i, name in enumerate(labels):
             down = i in leaf_text
@@ -446,6 +486,8 @@ def plot_taxonomy(
                 fontsize=7 if down else 8,
                 rotation=90 if down else 0,
                 zorder=4,
+                parse_math=False,  # names as written: a '$' is not matplotlib math
+                bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
             )
     ax.set_xlim(pos[:, 0].min() - 0.7, pos[:, 0].max() + 0.7)
     ax.set_ylim(bottom, 0.5)
@@ -459,6 +501,45 @@ def plot_taxonomy(
 
 
 _MAX_WIDTH = 24.0  # inches: a wider tree turns its labels to run downwards
+_MAX_HEIGHT = 30.0  # inches: a deeper tree gets shorter depth steps (names cut to fewer lines)
+_LEFT, _RIGHT, _BOTTOM, _TOP = 0.8, 0.3, 0.3, 0.55  # inches around plot_taxonomy's axes ("depth 10", a title)
+
+
+def _node_values(values: Any, taxonomy: Taxonomy) -> np.ndarray:
+    """``plot_taxonomy``'s ``values`` as ``(num_nodes,)`` float64 (NaN: no value), checked before a figure exists."""
+    n = taxonomy.num_nodes
+    if isinstance(values, Mapping):
+        data = np.full(n, np.nan)
+        for name, value in values.items():
+            if name not in taxonomy:
+                raise UnknownNodeError(f"values: {name!r} is not a node of this taxonomy; give {{node name: value}}.")
+            number = _scalar(value)
+            if isinstance(number, (bool, np.bool_)) or not isinstance(number, (int, float, np.integer, np.floating)):
+                raise ValueError(
+                    f"values[{name!r}]: expected a number (NaN for no value), got {value!r}. Leave the node out of the "
+                    "mapping to draw it without a value."
+                )
+            data[taxonomy.index(name)] = float(number)
+        return data
+    if hasattr(values, "detach"):  # a tensor: float64 on the CPU (numpy has no bfloat16)
+        values = values.detach().cpu()
+        values = values.double() if values.is_floating_point() else values
+    array = np.asarray(values)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(
+            f"values: expected numbers (NaN for no value), got an array of {array.dtype}. Pass floats, e.g. "
+            "np.asarray(values, dtype=float), or a {node name: number} mapping that leaves out nodes without one."
+        )
+    data = array.astype(np.float64).ravel()
+    if data.shape != (n,):
+        hint = (
+            " That is one per leaf (num_leaves): pass {leaf name: value}, or a per-node vector with NaN for the "
+            "inner nodes."
+            if data.shape == (taxonomy.num_leaves,)
+            else ""
+        )
+        raise ValueError(f"values: expected {n} per-node values (num_nodes), got shape {np.shape(array)}.{hint}")
+    return data
 
 
 def _fit_inner_labels(
@@ -499,16 +580,29 @@ def _fit_inner_labels(
     return out
 
 
-def _colour_range(values: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float | None, float | None]:
-    """The colour scale: as given, else the data's range; equal values get a scale from 0 that ends at
-    them (a recall of 1 everywhere is drawn at the top, not in the middle of 0.9 to 1.1)."""
-    if vmin is not None or vmax is not None or not len(values):
-        return vmin, vmax
+def _colour_range(values: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
+    """The colour scale: the limits given, the data's own end for a limit not given. A scale the data
+    leave empty (equal values, or values all at or past the one limit given) ends at that value and
+    starts from 0 (a recall of 1 everywhere is drawn at the top, not in the middle of 0.9 to 1.1), or
+    starts there and ends at 0, 1 or one more.
+
+    Examples:
+        >>> _colour_range(np.array([0.2, 0.7]), None, None), _colour_range(np.array([1.0, 1.0]), None, 1.0)
+        ((0.2, 0.7), (0.0, 1.0))
+    """
     finite = values[np.isfinite(values)]
-    if len(finite) and finite.min() == finite.max():
-        v = float(finite[0])
-        return (min(0.0, v), max(v, 1.0 if v >= 0 else 0.0)) if v != 0 else (0.0, 1.0)
-    return None, None
+    lo = vmin if vmin is not None else float(finite.min()) if len(finite) else None
+    hi = vmax if vmax is not None else float(finite.max()) if len(finite) else None
+    if lo is not None and hi is not None and lo < hi:
+        return lo, hi
+    if vmax is not None:  # the data sit at or above the top given
+        return (0.0 if vmax > 0 else vmax - 1.0), vmax
+    if vmin is not None:  # the data sit at or below the bottom given
+        return vmin, (1.0 if 0 <= vmin < 1 else vmin + 1.0 if vmin >= 1 else 0.0)
+    if lo is None:  # nothing to place: the scale of a rate
+        return 0.0, 1.0
+    v = lo  # every value equal
+    return (min(0.0, v), max(v, 1.0 if v >= 0 else 0.0)) if v != 0 else (0.0, 1.0)
 
 
 def _format_value(value: float) -> str:
@@ -614,7 +708,8 @@ def plot_operating_curve(
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    for text in ax.legend(loc="best", fontsize=8).get_texts():
+        text.set_parse_math(False)  # labels as written: "cost $5 vs $6" is not matplotlib math
     if title:
         ax.set_title(title)
     return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -99,7 +100,10 @@ def test_taxonomy_plot_with_recall_values(paper_tax: Taxonomy) -> None:
 
 def test_taxonomy_plot_skips_labels_on_large_trees_and_accepts_a_mapping() -> None:
     tax = Taxonomy.from_paths([f"r/g{i}/l{i}_{j}" for i in range(10) for j in range(10)])
-    fig = plot_taxonomy(tax, {"g0": 1.0, "l3_3": 0.5})
+    with pytest.warns(
+        UserWarning, match="node names are not drawn: the taxonomy has 111 nodes, more than label_up_to=60"
+    ):
+        fig = plot_taxonomy(tax, {"g0": 1.0, "l3_3": 0.5})
     assert len(fig.axes[0].texts) == 0
     coloured = fig.axes[0].collections[2]
     assert sorted(coloured.get_array().tolist()) == [0.5, 1.0]
@@ -502,3 +506,116 @@ def test_following_the_narrow_leaves_advice_clears_the_warning(with_values):
         warnings.simplefilter("error")
         plot_taxonomy(tax, values, ax=ax, label_up_to=math.inf)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ helper-113's review of the figures
+
+
+def test_names_with_dollar_signs_are_drawn_as_written() -> None:
+    """'$' in a name was matplotlib math: 'x$$y' crashed savefig, '$5-$10' lost its dollar signs."""
+    import io
+
+    tax = Taxonomy.from_paths(["price/low/$5-$10", "price/high/x$$y", "price/high/$_$"])
+    for fig in (
+        plot_taxonomy(tax, np.linspace(0, 1, tax.num_nodes)),
+        plot_level_confusion_matrices(["$5-$10", "x$$y"], ["x$$y", "x$$y"], tax),
+    ):
+        fig.savefig(io.BytesIO(), format="png")  # raised a ParseSyntaxException
+        texts = [t for ax in fig.axes for t in [*ax.texts, *ax.get_xticklabels(), *ax.get_yticklabels()]]
+        drawn = {t.get_text() for t in texts if not t.get_parse_math()}
+        assert {"$5-$10", "x$$y"} <= {line for text in drawn for line in text.split("\n")}
+    curve = operating_curve(np.array([[1.0, 0.4, 0.6, 0.4, 0.3, 0.3]]), ["$_$"], tax)
+    fig = plot_operating_curve({"cost $5 vs $6": curve})
+    fig.savefig(io.BytesIO(), format="png")
+    (label,) = fig.axes[0].get_legend().get_texts()
+    assert label.get_text().startswith("cost $5 vs $6") and not label.get_parse_math()
+
+
+def test_colour_limits_are_checked_together_and_one_limit_keeps_the_scale_readable() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    with pytest.raises(ValueError, match="vmin, vmax: expected vmin < vmax, got vmin=1 and vmax=0. Swap them"):
+        plot_taxonomy(tax, np.linspace(0, 1, 5), vmin=1, vmax=0)
+    assert not plt.get_fignums()
+
+    def scale(values, **limits):
+        fig = plot_taxonomy(tax, values, **limits)
+        (points,) = [c for c in fig.axes[0].collections if c.get_array() is not None]
+        return points.get_clim(), fig.axes[1]._colorbar.extend
+
+    assert scale(np.ones(5), vmax=1) == ((0.0, 1.0), "neither")  # perfect recall at the top (was 0.9..1.1)
+    assert scale(np.linspace(0, 1, 5), vmin=2) == ((2.0, 3.0), "min")  # every value below: the bar says so
+    assert scale(np.linspace(0, 1, 5), vmin=0.5) == ((0.5, 1.0), "min")
+    assert scale(np.linspace(0, 1, 5), vmax=0.5) == ((0.0, 0.5), "max")
+    assert scale(np.array([0.2, 0.5, 1.5, np.nan, 0.7]), vmin=0, vmax=1) == ((0.0, 1.0), "max")
+    assert scale(np.full(5, np.nan)) == ((0.0, 1.0), "neither")
+    assert scale(np.full(5, 0.5)) == ((0.0, 1.0), "neither")  # equal values, no limits: as before
+
+
+def test_a_node_without_a_value_is_explained_beside_the_colour_bar() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    with_gap = plot_taxonomy(tax, {"a1": 0.5, "b": 0.9})
+    assert with_gap.axes[1].get_ylabel() == "value (grey: no value)"
+    assert plot_taxonomy(tax, np.linspace(0, 1, 5), value_label="recall").axes[1].get_ylabel() == "recall"
+
+
+def test_deep_trees_are_capped_in_height_and_the_depth_labels_stay_inside_the_figure() -> None:
+    chain = Taxonomy.from_paths(["/".join(f"n{i}" for i in range(101))])
+    with pytest.warns(
+        UserWarning, match=r"100 depths in an axes .* inches tall leave 0\.\d\d inch a depth: names overlap"
+    ):
+        fig = plot_taxonomy(chain, label_up_to=math.inf)
+    assert fig.get_figheight() <= 30  # was 121 inches
+    small = plot_taxonomy(Taxonomy.from_paths(["r/a", "r/b"]))
+    small.canvas.draw()
+    ticks = [t.get_window_extent() for t in small.axes[0].get_yticklabels()]
+    assert min(b.x0 for b in ticks) >= 0  # "depth 0" read "epth 0": its first letters were cut off
+    # no wide blank bands above and below a tall tree
+    tall = plot_taxonomy(Taxonomy.from_paths(["/".join(f"n{i}" for i in range(16))]))
+    pos = tall.axes[0].get_position()
+    assert (1 - pos.y1) * tall.get_figheight() < 0.6 and pos.y0 * tall.get_figheight() < 0.6
+
+
+def test_a_long_value_under_a_short_name_gets_its_own_room() -> None:
+    tax = Taxonomy.from_paths([f"r/g{i // 6}/x{i}" for i in range(24)])
+    rates = plot_taxonomy(tax, np.linspace(0, 1, tax.num_nodes)).get_figwidth()
+    counts = plot_taxonomy(tax, np.linspace(1e9, 2e9, tax.num_nodes))
+    assert counts.get_figwidth() > rates + 2  # ten-figure values side by side overlapped
+    # and the names sit on a white box, above the edges drawn through them
+    assert all(t.get_bbox_patch() is not None for t in counts.axes[0].texts)
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        (["a"] * 5, r"values: expected numbers \(NaN for no value\), got an array of <U1"),
+        ([0.1, None, 0.2, 0.3, 0.4], "values: expected numbers .* got an array of object"),
+        (np.ones(5, bool), "got an array of bool"),
+        ({"a1": None}, r"values\['a1'\]: expected a number \(NaN for no value\), got None. Leave the node out"),
+        ({"a1": "0.5"}, r"values\['a1'\]: expected a number"),
+        ([0.5, 0.5, 0.5], r"expected 5 per-node values \(num_nodes\), got shape \(3,\). That is one per leaf"),
+    ],
+)
+def test_bad_values_name_the_argument_and_leave_no_figure(values, said) -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    with pytest.raises(ValueError, match=said):
+        plot_taxonomy(tax, values)
+    assert not plt.get_fignums()
+
+
+def test_values_as_a_bfloat16_tensor_are_drawn() -> None:
+    import torch
+
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    fig = plot_taxonomy(tax, torch.linspace(0, 1, 5, dtype=torch.bfloat16))  # raised numpy's TypeError
+    (points,) = [c for c in fig.axes[0].collections if c.get_array() is not None]
+    assert points.get_array().tolist() == pytest.approx(np.linspace(0, 1, 5).tolist(), abs=1e-2)
+
+
+def test_other_bad_arguments_are_named() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    for bad in (None, 2.5):
+        with pytest.raises(ValueError, match="max_classes: expected a whole number >= 0"):
+            plot_level_confusion_matrices(["a1"], ["a1"], tax, max_classes=bad)
+    with pytest.raises(TypeError, match=r"the taxonomy comes first, plot_taxonomy\(taxonomy, values\)"):
+        plot_taxonomy(np.ones(5), tax)
+    assert not plt.get_fignums()

@@ -310,6 +310,7 @@ def save_figures(
         vmin=0.0,
         vmax=1.0,
         title=f"{title}: recall per node" if title else "recall per node",
+        label_up_to=60 if taxonomy.num_nodes <= 60 else 0,  # names of a larger tree: no flag here to ask for them
     )
     path = prefix.with_name(prefix.name + "_taxonomy_recall.png")
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -75,6 +75,8 @@ Measure = Literal["info", "depth"]
 """How specific a node ``n`` is, in the LCA metrics and ``operating_curve``: ``"info"``, the information
 ``log(num_leaves / leaves_under(n))``, or ``"depth"``."""
 ZeroDivision = Union[float, int]
+"""The score given where a ratio has nothing to divide by (a sample with no predicted or no true node
+beyond the root, a class without samples): a number, usually 0 or 1, or ``math.nan`` to leave it out of a mean."""
 
 _AVERAGES = ("micro", "macro")
 _DISTANCES = ("auto", "height", "path")
@@ -82,19 +84,22 @@ _MEASURES = ("info", "depth")
 
 
 # --------------------------------------------------------------- validation
-def _check_taxonomy(taxonomy: Any) -> Taxonomy:
+def _check_taxonomy(taxonomy: Any, order: str | None = None) -> Taxonomy:
+    """``taxonomy`` if it is one; else a TypeError, with a hint at the argument order when labels or scores
+    came in its place (``order``: the caller's own order, e.g. ``"(taxonomy, values) for plot_taxonomy"``)."""
     if not isinstance(taxonomy, Taxonomy):
+        hint = (
+            f"the taxonomy comes first, {order}."
+            if order
+            else "the taxonomy comes after the labels or "
+            "scores, (y_true, y_pred, taxonomy) for most metrics, (probs, y_true, taxonomy) for "
+            "node_average_precision, (probs, taxonomy, ...) for the decoders, (probs, target, taxonomy) for "
+            "operating_curve."
+        )
         raise TypeError(
             f"taxonomy: expected a hiercls.Taxonomy, got {type(taxonomy).__name__}. "
             "Build one with Taxonomy.from_edges / from_paths / from_dict"
-            + (
-                "; if you passed one, check the order of the arguments: the taxonomy comes after the labels or "
-                "scores, (y_true, y_pred, taxonomy) for most metrics, (probs, y_true, taxonomy) for "
-                "node_average_precision, (probs, taxonomy, ...) for the decoders, (probs, target, taxonomy) for "
-                "operating_curve."
-                if _is_array_like(taxonomy)
-                else "."
-            )
+            + (f"; if you passed one, check the order of the arguments: {hint}" if _is_array_like(taxonomy) else ".")
         )
     return taxonomy
 
@@ -616,6 +621,10 @@ def hierarchical_precision(
 
     See :func:`hierarchical_precision_recall_fscore` for the definitions, arguments and errors.
 
+    Raises:
+        ValueError: empty or mismatched inputs, a bad ``average`` or ``zero_division``.
+        UnknownNodeError: a node is not in the taxonomy.
+
     Examples:
         >>> from hiercls import Taxonomy
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
@@ -638,6 +647,10 @@ def hierarchical_recall(
     """Hierarchical recall ``sum_i |A(t_i) & A(p_i)| / sum_i |A(t_i)|`` (micro; macro: mean of per-sample ratios).
 
     See :func:`hierarchical_precision_recall_fscore` for the definitions, arguments and errors.
+
+    Raises:
+        ValueError: empty or mismatched inputs, a bad ``average`` or ``zero_division``.
+        UnknownNodeError: a node is not in the taxonomy.
 
     Examples:
         >>> from hiercls import Taxonomy
@@ -663,6 +676,10 @@ def hierarchical_fbeta(
 
     See :func:`hierarchical_precision_recall_fscore` for the definitions, arguments and errors.
 
+    Raises:
+        ValueError: empty or mismatched inputs, a bad ``average``, ``beta`` or ``zero_division``.
+        UnknownNodeError: a node is not in the taxonomy.
+
     Examples:
         >>> from hiercls import Taxonomy
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
@@ -683,6 +700,10 @@ def hierarchical_f1(
     zero_division: ZeroDivision = 0.0,
 ) -> float:
     """Hierarchical F1 ``2 hP hR / (hP + hR)`` (:func:`hierarchical_fbeta` with ``beta=1``).
+
+    Raises:
+        ValueError: empty or mismatched inputs, a bad ``average`` or ``zero_division``.
+        UnknownNodeError: a node is not in the taxonomy.
 
     Examples:
         >>> from hiercls import Taxonomy
@@ -891,6 +912,10 @@ def lca_recall(
 ) -> float:
     """LCA recall (Valmadre 2022): ``mean_i c(lca(t_i, p_i)) / c(t_i)``; see :func:`lca_precision`.
 
+    Raises:
+        ValueError: empty or mismatched inputs, or an unknown ``measure``.
+        UnknownNodeError: a node is not in the taxonomy.
+
     Examples:
         >>> from hiercls import Taxonomy
         >>> tax = Taxonomy.from_paths(["r/acute/ALL", "r/acute/AML", "r/chronic/CLL"])
@@ -913,6 +938,10 @@ def lca_f1(
     Per sample from the counts, ``2 c(lca) / (c(p) + c(t))`` (0 for a prediction at the
     root whose truth is not; ``zero_division`` when both are at the root); ``NaN`` entries
     are left out of the mean, as in :func:`hierarchical_precision_recall_fscore`.
+
+    Raises:
+        ValueError: empty or mismatched inputs, an unknown ``measure`` or a bad ``zero_division``.
+        UnknownNodeError: a node is not in the taxonomy.
 
     Examples:
         >>> from hiercls import Taxonomy
