@@ -14,6 +14,8 @@ package is loaded, without touching the code:
 * Simple tables (columns under runs of ``=``, continuation lines with an empty first
   column) become Markdown tables.
 * A paragraph ending in ``::`` (which introduces a literal block) ends in ``:``.
+* Parameters named with a leading underscore (internal, such as ``Taxonomy``'s ``_order``) are
+  left out of the rendered signatures.
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ class RstLeftovers(griffe.Extension):
                 if ":`" in value:
                     value = _roles(value, obj, loader)
                 obj.docstring.value = value
+            if obj.is_function:  # keyword-only internals (Taxonomy's _order, _owned...) are not the API
+                for name in [p.name for p in obj.parameters if p.name.startswith("_") and not p.name.startswith("__")]:
+                    del obj.parameters[name]
             for member in obj.members.values():
                 if not member.is_alias:
                     visit(member)

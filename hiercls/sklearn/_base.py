@@ -17,6 +17,8 @@ from hiercls.sklearn._labels import LabelCodec, fit_codec
 from hiercls.taxonomy import Taxonomy
 
 DecoderRule = Literal["argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"]
+"""The estimators' ``decoder``: a rule of :func:`hiercls.decoding.decode`; ``"threshold"`` and ``"hf_optimal"``
+may stop at an inner node, the others always predict a leaf."""
 _DECODERS = ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal")
 # rules that may stop at an inner node (the others always predict a leaf)
 _INNER_NODE_RULES = ("threshold", "hf_optimal")

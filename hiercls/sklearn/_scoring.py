@@ -18,6 +18,8 @@ ScorerMetric = Literal[
     "lca_recall",
     "correct_rate",
 ]
+"""The metrics :func:`make_hierarchical_scorer` scores with: those of :mod:`hiercls.metrics` by name
+(``mistake_severity`` negated, as scikit-learn maximises every score)."""
 # metric -> greater is better (mistake severity is a distance: lower is better, negated as "neg_")
 _METRICS: dict[str, bool] = {
     "hierarchical_f1": True,
