@@ -7,6 +7,11 @@ runs (``operating_curve`` on the first 2,000 samples, as earlier runs timed it, 
 ``conformal_threshold`` at ``error=0.05`` on all of them).
 
     python benchmarks/decoding.py [--samples 10000] [--repeats 3]
+    python benchmarks/decoding.py --depths 5,22,100,372 [--samples 256]   # time against depth instead
+
+``--depths`` times every rule on 20,000-node trees (``--nodes``) of each depth, all leaves at that
+depth (``layered_taxonomy`` with widths rising evenly): ``hf_optimal`` grows with samples x nodes x depth,
+the other rules with samples x nodes (docs/concepts/decoding.md quotes this run).
 """
 
 from __future__ import annotations
@@ -57,12 +62,58 @@ def median_time(fn, repeats: int, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
+def widths_for(depth: int, nodes: int) -> list[int]:
+    """Level widths rising evenly from 1 to about ``2 nodes / depth``, summing to about ``nodes``.
+
+    Examples:
+        >>> w = widths_for(22, 20_000); len(w), w[0], abs(sum(w) - 20_000) < 100, w == sorted(w)
+        (22, 1, True, True)
+    """
+    top = max(1.0, 2 * nodes / depth - 1)
+    return [max(1, round(1 + (top - 1) * k / max(depth - 1, 1))) for k in range(depth)]
+
+
+def depth_sweep(args: argparse.Namespace) -> dict:
+    """Every rule's time on trees of one size and several depths (``--depths``)."""
+    depths = [int(d) for d in args.depths.split(",") if d.strip()]
+    if not depths or min(depths) < 1:
+        raise SystemExit(f"--depths: expected whole numbers >= 1 separated by commas, got {args.depths!r}")
+    rows = []
+    for depth in depths:
+        tax = layered_taxonomy(widths_for(depth, args.nodes))
+        probs = coherent_marginals(tax, args.samples).to(args.device)
+        sync = torch.cuda.synchronize if probs.device.type == "cuda" else (lambda: None)
+        seconds = {}
+        for rule in ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"):
+            decode(probs[:4], tax, rule)  # warm the per-taxonomy plan
+            seconds[rule] = round(median_time(lambda r=rule, p=probs, t=tax: decode(p, t, r), args.repeats, sync), 4)
+        rows.append(
+            {"max_depth": tax.max_depth, "num_nodes": tax.num_nodes, "num_leaves": tax.num_leaves, "seconds": seconds}
+        )
+    result = {
+        "benchmark": "decoding_depth_sweep",
+        "samples": args.samples,
+        "device": str(args.device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="torch device of the marginals, e.g. cuda")
+    parser.add_argument("--depths", default=None, help="comma-separated depths: time against depth instead")
+    parser.add_argument("--nodes", type=int, default=20_000, help="with --depths: nodes of each tree (about)")
     args = parser.parse_args(argv)
+    if args.depths is not None:
+        return depth_sweep(args)
     tax = layered_taxonomy()
     probs = coherent_marginals(tax, args.samples).to(args.device)
     sync = torch.cuda.synchronize if probs.device.type == "cuda" else (lambda: None)
@@ -81,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for rule in ("argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"):
         decode(probs[:64], tax, rule)  # warm the per-taxonomy plan
-        result["seconds"][rule] = round(median_time(lambda rule=rule: decode(probs, tax, rule), args.repeats, sync), 4)
+        result["seconds"][rule] = round(
+            median_time(lambda r=rule, p=probs, t=tax: decode(p, t, r), args.repeats, sync), 4
+        )
     result["seconds"]["top_k_leaves(k=5)"] = round(
         median_time(lambda: top_k_leaves(probs, tax, 5), args.repeats, sync), 4
     )

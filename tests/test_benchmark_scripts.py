@@ -559,6 +559,17 @@ def test_decoding_runs_on_one_sample_and_repeats_the_operating_curve(monkeypatch
     assert len(calls) == 2 and res["repeats"] == 2 and "operating_curve(1 samples)" in res["seconds"]
 
 
+def test_decoding_depth_sweep_times_every_rule_at_each_depth(capsys) -> None:
+    """``--depths``: the run behind the decoding page's depth figures (it quoted two unbacked numbers)."""
+    res = decoding.main(["--depths", "3,12", "--nodes", "300", "--samples", "4", "--repeats", "1"])
+    assert json.loads(capsys.readouterr().out) == res
+    assert [r["max_depth"] for r in res["rows"]] == [3, 12]
+    assert all(abs(r["num_nodes"] - 301) < 20 for r in res["rows"])  # about --nodes, plus the root
+    assert all(set(r["seconds"]) == {"argmax_leaf", "top_down", "threshold", "crm", "hf_optimal"} for r in res["rows"])
+    with pytest.raises(SystemExit, match="--depths: expected whole numbers >= 1"):
+        decoding.main(["--depths", "0"])
+
+
 def _metrics_argv(python: str, rounds: int = 1) -> list[str]:
     return ["--samples", "2000", "--repeats", "1", "--hiclass-python", python, "--hiclass-rounds", str(rounds)]
 
