@@ -152,6 +152,7 @@ def plot_level_confusion_matrices(
         depths: the depths to draw (default: every depth with at most ``max_classes`` nodes).
         normalize: ``"true"`` (rows sum to 1) or ``"none"`` (counts).
         max_classes: refuse levels wider than this (a 10,000-class matrix is unreadable).
+            Tick labels longer than 32 characters end in an ellipsis.
         annotate_up_to: write the values in the cells of matrices at most this wide (``math.inf``: all).
 
     Returns:
@@ -206,11 +207,14 @@ def plot_level_confusion_matrices(
             rows = matrix.sum(axis=1, keepdims=True)
             matrix = np.divide(matrix, rows, out=np.full_like(matrix, np.nan), where=rows > 0)  # no samples: blank
         matrices.append(matrix)
-        all_names.append([taxonomy.nodes[i] for i in levels[d]])
+        # tick labels: names past _TICK_CHARS characters are cut (one long name made every panel that much wider)
+        all_names.append([_cut_name(taxonomy.nodes[i], _TICK_CHARS) for i in levels[d]])
     top = 1.0 if normalize == "true" else max(1.0, max(float(np.nanmax(m, initial=0.0)) for m in matrices))
-    # each panel grows with its classes and the length of their names (tick labels at 8 pt)
-    longest = max(len(name) for names in all_names for name in [*names, "ends above"])
-    panel = [max(3.5, 0.32 * (len(names) + 1) + 0.07 * longest + 1.0) for names in all_names]
+    # each panel grows with its classes and the length of its own names (tick labels at 8 pt)
+    panel = [
+        max(3.5, 0.32 * (len(names) + 1) + 0.07 * max(len(name) for name in [*names, "ends above"]) + 1.0)
+        for names in all_names
+    ]
     plt = _pyplot()
     fig, axes = plt.subplots(
         1,
@@ -603,6 +607,19 @@ def _colour_range(values: np.ndarray, vmin: float | None, vmax: float | None) ->
         return 0.0, 1.0
     v = lo  # every value equal
     return (min(0.0, v), max(v, 1.0 if v >= 0 else 0.0)) if v != 0 else (0.0, 1.0)
+
+
+_TICK_CHARS = 32  # characters of a confusion matrix's tick label; a longer name ends in an ellipsis
+
+
+def _cut_name(name: str, chars: int) -> str:
+    """``name``, or its first ``chars - 1`` characters and an ellipsis.
+
+    Examples:
+        >>> _cut_name("Acute_myeloid_leukemia_with_recurrent_abnormalities", 16), _cut_name("ALL", 16)
+        ('Acute_myeloid_l…', 'ALL')
+    """
+    return name if len(name) <= chars else name[: chars - 1] + "\u2026"
 
 
 def _format_value(value: float) -> str:

@@ -619,3 +619,18 @@ def test_other_bad_arguments_are_named() -> None:
     with pytest.raises(TypeError, match=r"the taxonomy comes first, plot_taxonomy\(taxonomy, values\)"):
         plot_taxonomy(np.ones(5), tax)
     assert not plt.get_fignums()
+
+
+def test_long_names_are_cut_in_the_confusion_matrices_and_widen_only_their_own_panel() -> None:
+    """One 150-character name made a 30.6 x 15.3 inch figure for a 3x4 and a 1x3 matrix (helper-113)."""
+    long = "y" * 150
+    tax = Taxonomy.from_paths(["root/a/x", f"root/{long}", "root/a/z"])
+    fig = plot_level_confusion_matrices(["x", long], ["x", "x"], tax)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == ["a", "y" * 31 + "\u2026"]
+    assert fig.get_figwidth() < 12 and fig.get_figheight() < 8
+    short = Taxonomy.from_paths(["root/a/x", "root/b", "root/a/z"])
+    plain = plot_level_confusion_matrices(["x", "b"], ["x", "x"], short)
+    # the depth-2 panel, whose names are short, is as wide as without the long name at depth 1
+    width = [ax.get_position().width * f.get_figwidth() for f in (fig, plain) for ax in f.axes[1:2]]
+    assert width[0] == pytest.approx(width[1], rel=0.25)
