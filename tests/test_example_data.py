@@ -22,6 +22,7 @@ from examples.leukemia.data import (
     DataWarning,
     ImageDataset,
     Sample,
+    dim_16bit,
     load_image,
     read_manifest,
     scan,
@@ -244,13 +245,20 @@ def test_dim_16_bit_images_are_named_at_scan_time(tmp_path: Path) -> None:
         (root / "Normal").mkdir(parents=True, exist_ok=True)
         Image.fromarray(twelve_bit + i).save(root / "Normal" / f"dim{i}.png")
     Image.fromarray(twelve_bit * 16).save(root / "Normal" / "full.png")  # the same picture over 16 bits
+    # big-endian 16-bit TIFFs (ImageJ's default): PIL's getextrema refuses their mode, which made the scan
+    # drop them as "truncated or unreadable" (helper-115); one dim, one over the full range
+    for name, values in (("dim_be.tif", twelve_bit), ("full_be.tif", twelve_bit * 16)):
+        raw = values.astype(">u2").tobytes()
+        Image.frombuffer("I;16B", (30, 30), raw, "raw", "I;16B", 0, 1).save(root / "Normal" / name)
     _jpeg(root / "Reactive" / "r.jpg")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, report = scan(root, "paper", workers=1)
     dim = [m for m in report.messages() if "brightest value at most 4095 of 65535" in m]
-    assert len(dim) == 1 and dim[0].startswith("2 image(s): 16-bit") and "dim0.png" in dim[0], report.messages()
+    assert len(dim) == 1 and dim[0].startswith("3 image(s): 16-bit") and "dim0.png" in dim[0], report.messages()
     assert "full.png" not in dim[0] and "rescale them to 8 bits" in dim[0]
+    assert not [m for m in report.messages() if "unreadable" in m], report.messages()
+    assert dim_16bit(root / "Normal" / "dim_be.tif") and not dim_16bit(root / "Normal" / "full_be.tif")
     assert any("brightest value at most 4095" in str(w.message) for w in caught)
     assert load_image(root / "Normal" / "dim0.png", 16).max() <= 16  # what the note warns of
     assert load_image(root / "Normal" / "full.png", 16).max() > 200

@@ -1185,8 +1185,10 @@ DIM_16BIT_NOTE = (
 
 
 def _dim_16bit(im: Image.Image) -> bool:
-    """Whether a loaded image is 16-bit with its brightest value at most ``_DIM_16BIT_MAX``."""
-    return im.mode in _SIXTEEN_BIT_MODES and 0 < im.getextrema()[1] <= _DIM_16BIT_MAX
+    """Whether a loaded image is 16-bit with its brightest value at most ``_DIM_16BIT_MAX``. The maximum
+    comes from numpy: PIL's ``getextrema`` refuses big-endian ``I;16B`` (ImageJ's TIFFs), and that refusal
+    once dropped such images from training as unreadable."""
+    return im.mode in _SIXTEEN_BIT_MODES and 0 < int(np.asarray(im).max(initial=0)) <= _DIM_16BIT_MAX
 
 
 def dim_16bit(path: str | os.PathLike[str]) -> bool:
