@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -693,6 +694,44 @@ def test_find_images_expands_patterns_reads_each_image_once_and_lists_what_it_le
     assert "left out 1 file(s)" in caplog.text and "more than once" not in caplog.text
     with pytest.raises(FileNotFoundError, match=r"no file or folder matches the pattern .*\*\.tif"):
         find_images([str(tmp_path / "cells" / "*.tif")])
+
+
+def test_find_images_reads_folders_as_the_scan_does_and_names_what_it_leaves_out(tmp_path: Path, caplog) -> None:
+    """helper-115: a linked subfolder was skipped without a word (the scan reads it); a link to a file beside
+    it hid the file's own row, naming neither; a name that is not UTF-8 stopped the whole run when the CSV
+    was written."""
+    from examples.leukemia.predict import find_images
+
+    top = tmp_path / "top"
+    own = _image(top / "own.jpg")
+    real = _image(tmp_path / "real" / "r.jpg", 1)
+    (top / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    (top / "linked" / "loop").symlink_to(top, target_is_directory=True)  # a loop: read once, no hang
+    (top / "z_link.jpg").symlink_to(own)
+    bad = os.path.join(os.fsencode(top), b"caf\xe9.jpg")
+    shutil.copy(own, bad)
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.predict"):
+        found = find_images([str(top)])
+    assert found == [str(top / "linked" / "r.jpg"), str(own)]
+    assert os.path.realpath(found[0]) == str(real.resolve())
+    assert f"left out {top / 'z_link.jpg'} (the file of {own})" in caplog.text
+    assert (
+        "left out 1 image(s): file or folder name is not valid UTF-8" in caplog.text and "caf\\xe9.jpg" in caplog.text
+    )
+
+
+def test_an_image_over_pils_size_limit_is_listed_and_the_others_are_read(tmp_path: Path, monkeypatch) -> None:
+    """A DecompressionBombError is not an OSError: it stopped predict and explain with a traceback."""
+    from PIL import Image as PILImage
+
+    from examples.leukemia.predict import _read_images
+
+    small, big = _image(tmp_path / "small.png"), tmp_path / "big.png"
+    PILImage.new("RGB", (64, 64)).save(big)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 24 * 24)  # 64x64 is over twice that: PIL refuses it
+    kept, images, bad = _read_images([str(big), str(small)], 16)
+    assert kept == [str(small)] and images.shape == (1, 16, 16, 3)
+    assert bad[str(big)].startswith("image too large (PIL decompression-bomb limit; raise PIL.Image.MAX_IMAGE_PIXELS")
 
 
 def test_a_vit_size_its_patches_do_not_divide_is_refused_before_the_images_are_read(

@@ -53,8 +53,10 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Image files among ``inputs``: files, folders (searched recursively, sorted) and glob patterns.
 
     A pattern that the shell did not expand (quoted, or on Windows: ``"cells/*.jpg"``, ``"runs/**/*.png"``)
-    is expanded here. An image reached twice (listed twice, or inside two folders given) is kept once, at
-    its first place. Files of a folder or a pattern whose extension is not an image's are left out and
+    is expanded here. Folders are walked as :func:`examples.leukemia.data.scan` walks ``--data``: linked
+    folders are followed, a link back to a folder above is not. An image reached twice (listed twice, inside
+    two folders given, or through a link) is kept once, at its first place, and the paths left out are
+    named. A file whose name is not valid UTF-8 is left out with the fix (the CSV stores names as text). Files of a folder or a pattern whose extension is not an image's are left out and
     listed once on stderr; hidden files and folders (``.DS_Store``, ``.thumbnails/``) and ``__MACOSX``
     folders are left out silently, as :func:`examples.leukemia.data.scan` leaves them out; a file named
     on its own is kept whatever its extension (a file that is not a readable image is reported when it
@@ -64,7 +66,7 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
         FileNotFoundError: an input does not exist (or a pattern matches nothing).
         ValueError: no image file found.
     """
-    from examples.leukemia.data import _SKIP_DIRS, IMAGE_EXTENSIONS
+    from examples.leukemia.data import _SKIP_DIRS, BAD_NAME_REASON, IMAGE_EXTENSIONS, _is_text_name, _walk
 
     def hidden(parts: Sequence[str]) -> bool:  # as data.scan: dot-folders and __MACOSX never hold data
         return any(part.startswith(".") or part in _SKIP_DIRS for part in parts)
@@ -88,19 +90,20 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
                     found.append(str(path))
                 else:
                     ignored.append(str(path))
-            elif path.is_dir():
-                for p in sorted(x for x in path.rglob("*") if x.is_file()):
-                    if hidden(p.relative_to(path).parts):
-                        continue
-                    if p.suffix.lower() in IMAGE_EXTENSIONS:
-                        found.append(str(p))
-                    else:
-                        ignored.append(str(p))
+            elif path.is_dir():  # walked as the scan walks --data: linked folders followed, loops not
+                images, _, others = _walk(path)
+                found.extend(sorted(str(p) for p in images if not p.name.startswith(".")))
+                ignored.extend(p for p in others if not os.path.basename(p).startswith("."))
             elif path.is_file():
                 found.append(str(path))
             else:
                 raise FileNotFoundError(f"inputs: {text!r} does not exist (expected image files or folders).")
     ignored = list(dict.fromkeys(ignored))
+    bad_names = [p for p in found if not _is_text_name(p)]
+    if bad_names:  # the CSV and the overlays' titles store names as text, as the scan's manifest does
+        found = [p for p in found if _is_text_name(p)]
+        shown = [p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in bad_names]
+        log.warning("left out %d image(s): %s; first: %s", len(bad_names), BAD_NAME_REASON, "; ".join(shown[:5]))
     if ignored:
         log.warning(
             "left out %d file(s) of the folders given without an image extension (%s): %s",
@@ -108,10 +111,23 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
             ", ".join(sorted(IMAGE_EXTENSIONS)),
             "; ".join(ignored[:5]) + ("; ..." if len(ignored) > 5 else ""),
         )
-    seen: set[str] = set()
-    unique = [p for p in found if not ((key := os.path.realpath(p)) in seen or seen.add(key))]
+    first_of: dict[str, str] = {}
+    unique, repeats = [], []
+    for p in found:
+        key = os.path.realpath(p)
+        if key in first_of:
+            if p != first_of[key]:  # the same path listed twice needs no naming
+                repeats.append(f"{p} (the file of {first_of[key]})")
+        else:
+            first_of[key] = p
+            unique.append(p)
     if len(unique) < len(found):
-        log.warning("%d image(s) were given more than once; each is read once", len(found) - len(unique))
+        log.warning(
+            "%d image(s) were given more than once (a path repeated, or a link to a file given too); each file "
+            "is read once, under the first path that reaches it%s",
+            len(found) - len(unique),
+            ": left out " + "; ".join(repeats[:5]) + ("; ..." if len(repeats) > 5 else "") if repeats else "",
+        )
     if not unique:
         raise ValueError(f"inputs: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {list(map(str, inputs))}.")
     return unique
@@ -153,6 +169,8 @@ def _read_images(
 ) -> tuple[list[str], np.ndarray, dict[str, str]]:
     """Read ``paths`` as RGB; returns (paths read, their images, path -> why it was not read). Paths of
     16-bit images that use 12 bits or fewer (they load nearly black) are appended to ``dim``."""
+    from PIL import Image
+
     from examples.leukemia.data import dim_16bit, load_image
 
     kept, arrays, bad = [], [], {}
@@ -162,7 +180,12 @@ def _read_images(
             kept.append(p)
             if dim is not None and dim_16bit(p):
                 dim.append(p)
-        except (OSError, ValueError, SyntaxError) as err:  # not an image, truncated, unreadable
+        except Image.DecompressionBombError:  # not an OSError: it stopped the whole run
+            bad[p] = (
+                "image too large (PIL decompression-bomb limit; raise PIL.Image.MAX_IMAGE_PIXELS if it is yours, or "
+                "shrink it)"
+            )
+        except (OSError, ValueError, SyntaxError, EOFError) as err:  # not an image, truncated, unreadable
             bad[p] = f"{type(err).__name__}: {err}"
     stack = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
     return kept, stack, bad
