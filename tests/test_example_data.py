@@ -235,6 +235,26 @@ def messy(tmp_path: Path) -> Path:
     return root
 
 
+def _png48(path: Path, rgb: np.ndarray) -> None:
+    """A 16-bit-a-channel RGB PNG (48-bit colour, as colour microscope cameras export), written by hand:
+    PIL cannot write one."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w, _ = rgb.shape
+    rows = b"".join(b"\0" + rgb[y].astype(">u2").tobytes() for y in range(h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
 def test_dim_16_bit_images_are_named_at_scan_time(tmp_path: Path) -> None:
     """12-bit camera values in 16-bit files load nearly black (every 16-bit image is read as a share of
     65535, by design); the scan said only that they were converted. Now they get a line of their own with
@@ -250,12 +270,18 @@ def test_dim_16_bit_images_are_named_at_scan_time(tmp_path: Path) -> None:
     for name, values in (("dim_be.tif", twelve_bit), ("full_be.tif", twelve_bit * 16)):
         raw = values.astype(">u2").tobytes()
         Image.frombuffer("I;16B", (30, 30), raw, "raw", "I;16B", 0, 1).save(root / "Normal" / name)
+    # 48-bit colour: PIL reads it as 8-bit RGB (each sample's high byte), so 12-bit values load at <= 15 of 255
+    colour = np.random.default_rng(1).integers(0, 4096, (30, 30, 3))
+    _png48(root / "Normal" / "dim_rgb48.png", colour)
+    _png48(root / "Normal" / "full_rgb48.png", colour * 16)
     _jpeg(root / "Reactive" / "r.jpg")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, report = scan(root, "paper", workers=1)
     dim = [m for m in report.messages() if "brightest value at most 4095 of 65535" in m]
-    assert len(dim) == 1 and dim[0].startswith("3 image(s): 16-bit") and "dim0.png" in dim[0], report.messages()
+    assert len(dim) == 1 and dim[0].startswith("4 image(s): 16-bit") and "dim0.png" in dim[0], report.messages()
+    assert dim_16bit(root / "Normal" / "dim_rgb48.png") and not dim_16bit(root / "Normal" / "full_rgb48.png")
+    assert load_image(root / "Normal" / "dim_rgb48.png", 16).max() <= 16  # nearly black, as the note says
     assert "full.png" not in dim[0] and "rescale them to 8 bits" in dim[0]
     assert not [m for m in report.messages() if "unreadable" in m], report.messages()
     assert dim_16bit(root / "Normal" / "dim_be.tif") and not dim_16bit(root / "Normal" / "full_be.tif")

@@ -1184,11 +1184,25 @@ DIM_16BIT_NOTE = (
 )
 
 
-def _dim_16bit(im: Image.Image) -> bool:
-    """Whether a loaded image is 16-bit with its brightest value at most ``_DIM_16BIT_MAX``. The maximum
-    comes from numpy: PIL's ``getextrema`` refuses big-endian ``I;16B`` (ImageJ's TIFFs), and that refusal
-    once dropped such images from training as unreadable."""
-    return im.mode in _SIXTEEN_BIT_MODES and 0 < int(np.asarray(im).max(initial=0)) <= _DIM_16BIT_MAX
+def _sixteen_bit(im: Image.Image) -> bool:
+    """Whether an opened (not yet loaded) image stores 16 bits a sample: a 16-bit mode, or a 16-bit colour
+    file (48-bit RGB PNG or TIFF) that PIL reads as 8-bit ``RGB``, keeping each sample's high byte."""
+    if im.mode in _SIXTEEN_BIT_MODES:
+        return True
+    args = im.tile[0][3] if im.tile and len(im.tile[0]) > 3 else None
+    raw = args[0] if isinstance(args, tuple) and args else args
+    return isinstance(raw, str) and ";16" in raw
+
+
+def _dim_16bit(im: Image.Image, sixteen: bool) -> bool:
+    """Whether a loaded image that stores 16 bits a sample (``sixteen``, from :func:`_sixteen_bit` before
+    loading) has its brightest value at most ``_DIM_16BIT_MAX`` (for 48-bit colour, read as its high
+    bytes: at most ``_DIM_16BIT_MAX >> 8``). The maximum comes from numpy: PIL's ``getextrema`` refuses
+    big-endian ``I;16B`` (ImageJ's TIFFs), and that refusal once dropped such images as unreadable."""
+    if not sixteen:
+        return False
+    limit = _DIM_16BIT_MAX if im.mode in _SIXTEEN_BIT_MODES else _DIM_16BIT_MAX >> 8
+    return 0 < int(np.asarray(im).max(initial=0)) <= limit
 
 
 def dim_16bit(path: str | os.PathLike[str]) -> bool:
@@ -1205,10 +1219,10 @@ def dim_16bit(path: str | os.PathLike[str]) -> bool:
     """
     try:
         with Image.open(path) as im:
-            if im.mode not in _SIXTEEN_BIT_MODES:
+            if not _sixteen_bit(im):
                 return False
             im.load()
-            return _dim_16bit(im)
+            return _dim_16bit(im, True)
     except (OSError, ValueError, SyntaxError):
         return False
 
@@ -1230,12 +1244,13 @@ def _check_one(path: str, decode: bool) -> tuple[str | None, str, str, bool]:
                     return "image has zero width or height", mode, "", False
                 dim = False
                 if decode:
+                    sixteen = _sixteen_bit(im)
                     if im.format == "JPEG":
                         # the whole entropy-coded stream is still decoded (truncation is caught),
                         # but the inverse DCT runs at 1/8 scale: ~3x faster than a full load
                         im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                     im.load()
-                    dim = _dim_16bit(im)
+                    dim = _dim_16bit(im, sixteen)
                 return None, mode, digest, dim
     except UnidentifiedImageError:
         return "not an image (the content is not a readable image format)", "", "", False
