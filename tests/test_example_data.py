@@ -293,6 +293,34 @@ def test_dim_16_bit_images_are_named_at_scan_time(tmp_path: Path) -> None:
     assert not [m for m in quick.messages() if "4095" in m]
 
 
+def test_images_that_load_as_a_flat_colour_are_named_at_scan_time(tmp_path: Path) -> None:
+    """helper-115: float TIFFs a little over 1 loaded black, float counts and 32-bit values over 65535 white,
+    fully transparent images white, and the scan said only 'converted to RGB'. Each now gets a note; a
+    float image in [0, 1] and an ordinary RGBA image do not."""
+    root = tmp_path / "cells" / "Normal"
+    root.mkdir(parents=True)
+    ramp = np.linspace(0, 1, 900, dtype=np.float32).reshape(30, 30)
+    Image.fromarray(ramp * 0.5 + 0.6).save(root / "flat_field.tif")  # 0.6 .. 1.1: read as 8-bit, black
+    Image.fromarray(ramp * 4000).save(root / "counts.tif")  # float counts: clipped at 255, white
+    Image.fromarray((ramp * 200_000).astype(np.int32)).save(root / "wide.tif")  # over 65535
+    Image.fromarray(ramp).save(root / "unit.tif")  # [0, 1]: read as such
+    clear = np.zeros((30, 30, 4), np.uint8)
+    Image.fromarray(clear).save(root / "clear.png")
+    clear[..., 3] = 255
+    Image.fromarray(clear).save(root / "opaque.png")
+    _jpeg(tmp_path / "cells" / "Reactive" / "r.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, report = scan(tmp_path / "cells", "paper", workers=1)
+    out_of_range = [m for m in report.messages() if "outside the range they are read in" in m]
+    assert len(out_of_range) == 1 and out_of_range[0].startswith("3 image(s): 32-bit"), report.messages()
+    assert all(name in out_of_range[0] for name in ("flat_field.tif", "counts.tif", "wide.tif"))
+    assert "unit.tif" not in out_of_range[0]
+    clear_notes = [m for m in report.messages() if "fully transparent" in m]
+    assert len(clear_notes) == 1 and "clear.png" in clear_notes[0] and "opaque.png" not in clear_notes[0]
+    assert load_image(root / "flat_field.tif", 8).max() <= 1 and load_image(root / "clear.png", 8).min() == 255
+
+
 def test_scan_reports_every_bad_input_once(messy: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

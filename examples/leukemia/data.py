@@ -1184,6 +1184,35 @@ DIM_16BIT_NOTE = (
 )
 
 
+OUT_OF_RANGE_NOTE = (
+    "32-bit integer or float pixels outside the range they are read in (integers 0..65535; floats [0, 1] when "
+    "every value fits, else 0..255): they load clipped, or nearly black for floats a little over 1, often as one "
+    "flat colour; convert them to 8 or 16 bits (or floats in [0, 1]) before training"
+)
+TRANSPARENT_NOTE = "fully transparent (alpha 0 everywhere): they load as pure white; check how they were exported"
+
+
+def _load_note(im: Image.Image, sixteen: bool) -> str | None:
+    """What a loaded image will look like that its owner would not expect, as a note of :func:`scan`:
+    :data:`DIM_16BIT_NOTE`, :data:`OUT_OF_RANGE_NOTE`, :data:`TRANSPARENT_NOTE`, or None."""
+    if _dim_16bit(im, sixteen):
+        return DIM_16BIT_NOTE
+    if im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        finite = arr[np.isfinite(arr)]
+        if finite.size:
+            lo, hi = float(finite.min()), float(finite.max())
+            if im.mode == "I":
+                bad = lo < 0 or hi > 65535
+            else:  # read as [0, 1] when it fits; else as 8-bit values, clipped
+                bad = not (lo >= 0 and hi <= 1) and (lo < 0 or hi > 255 or hi < 2)
+            if bad:
+                return OUT_OF_RANGE_NOTE
+    if im.mode in ("RGBA", "LA", "PA") and im.getchannel("A").getextrema()[1] == 0:
+        return TRANSPARENT_NOTE
+    return None
+
+
 def _sixteen_bit(im: Image.Image) -> bool:
     """Whether an opened (not yet loaded) image stores 16 bits a sample: a 16-bit mode, or a 16-bit colour
     file (48-bit RGB PNG or TIFF) that PIL reads as 8-bit ``RGB``, keeping each sample's high byte."""
@@ -1227,11 +1256,11 @@ def dim_16bit(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def _check_one(path: str, decode: bool) -> tuple[str | None, str, str, bool]:
+def _check_one(path: str, decode: bool) -> tuple[str | None, str, str, str | None]:
     """(reason to skip or None, image mode, digest of the file's bytes: byte-identical copies share it,
-    whether a decoded 16-bit image is dim: see :data:`DIM_16BIT_NOTE`)."""
+    a note on how a decoded image will load, see :func:`_load_note`)."""
     if os.path.islink(path) and not os.path.exists(path):
-        return "broken symbolic link (its target does not exist): remove the link or restore its target", "", "", False
+        return "broken symbolic link (its target does not exist): remove the link or restore its target", "", "", None
     try:
         with open(path, "rb") as fh:  # read once: hashed, then decoded from memory
             content = fh.read()
@@ -1241,8 +1270,8 @@ def _check_one(path: str, decode: bool) -> tuple[str | None, str, str, bool]:
             with Image.open(io.BytesIO(content)) as im:
                 mode = im.mode
                 if im.width < 1 or im.height < 1:
-                    return "image has zero width or height", mode, "", False
-                dim = False
+                    return "image has zero width or height", mode, "", None
+                note = None
                 if decode:
                     sixteen = _sixteen_bit(im)
                     if im.format == "JPEG":
@@ -1250,17 +1279,17 @@ def _check_one(path: str, decode: bool) -> tuple[str | None, str, str, bool]:
                         # but the inverse DCT runs at 1/8 scale: ~3x faster than a full load
                         im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                     im.load()
-                    dim = _dim_16bit(im, sixteen)
-                return None, mode, digest, dim
+                    note = _load_note(im, sixteen)
+                return None, mode, digest, note
     except UnidentifiedImageError:
-        return "not an image (the content is not a readable image format)", "", "", False
+        return "not an image (the content is not a readable image format)", "", "", None
     except Image.DecompressionBombError:
-        return "image too large (PIL decompression-bomb limit)", "", "", False
+        return "image too large (PIL decompression-bomb limit)", "", "", None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
-        return f"truncated or unreadable image ({type(err).__name__})", "", "", False
+        return f"truncated or unreadable image ({type(err).__name__})", "", "", None
 
 
-def _check_chunk(paths: list[str], decode: bool) -> list[tuple[str | None, str, str, bool]]:
+def _check_chunk(paths: list[str], decode: bool) -> list[tuple[str | None, str, str, str | None]]:
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail here, not load half-grey
     try:
@@ -1454,15 +1483,15 @@ def scan(
     converted: dict[str, list[str]] = defaultdict(list)
     found = Counter(label for _, label in kept)
     by_digest: dict[str, list[str]] = defaultdict(list)
-    dim_16bit: list[str] = []
-    for (p, label), (reason, mode, digest, dim) in zip(kept, results):
+    load_notes: dict[str, list[str]] = defaultdict(list)
+    for (p, label), (reason, mode, digest, load_note) in zip(kept, results):
         if reason is not None:
             skipped[reason].append(p)
             continue
         if mode != "RGB":
             converted[mode].append(p)
-        if dim:
-            dim_16bit.append(p)
+        if load_note:
+            load_notes[load_note].append(p)
         samples.append(Sample(p, label))
         by_digest[digest].append(p)
     samples.sort(key=lambda s: s.path)
@@ -1481,8 +1510,7 @@ def scan(
     mixed = [p for g in duplicates if len({label_of[q] for q in g}) > 1 for p in g]
     if mixed:  # the same pixels under two labels: one of them is wrong (kept, as the labels are the user's)
         notes = {**notes, "byte-identical images with different labels (one label is wrong; check them)": mixed}
-    if dim_16bit:
-        notes = {**notes, DIM_16BIT_NOTE: sorted(dim_16bit)}
+    notes = {**notes, **{note: sorted(paths) for note, paths in load_notes.items()}}
 
     counts_raw = Counter(s.label for s in samples)
     order = {n: i for i, n in enumerate(tax.nodes)}
