@@ -75,9 +75,12 @@ def widths_for(depth: int, nodes: int) -> list[int]:
 
 def depth_sweep(args: argparse.Namespace) -> dict:
     """Every rule's time on trees of one size and several depths (``--depths``)."""
-    depths = [int(d) for d in args.depths.split(",") if d.strip()]
-    if not depths or min(depths) < 1:
-        raise SystemExit(f"--depths: expected whole numbers >= 1 separated by commas, got {args.depths!r}")
+    try:
+        depths = [int(d) for d in args.depths.split(",") if d.strip()]
+    except ValueError:
+        depths = []
+    if not depths or min(depths) < 2:
+        raise SystemExit(f"--depths: expected whole numbers >= 2 separated by commas, got {args.depths!r}")
     rows = []
     for depth in depths:
         tax = layered_taxonomy(widths_for(depth, args.nodes))

@@ -91,12 +91,12 @@ SIDE_EPOCHS=${SIDE_EPOCHS:-}
 EPOCHS=${EPOCHS:-}  # epochs of every training run of both comparisons (default 40; 1 with --smoke)
 [[ -z "$EPOCHS" || "$EPOCHS" =~ ^[1-9][0-9]*$ ]] || { echo "EPOCHS: expected a whole number >= 1, got '$EPOCHS'" >&2; exit 2; }
 USER_PBC_RUNS=${PBC_RUNS:-}  # a PBC_RUNS given by the caller wins in both jobs (not with --smoke)
-# S: the smoke run's time limits are S times the GPU job's (SMOKE_SLOWER, default 4): a CPU shared with
+# SLOW: the smoke run's time limits are SLOW times the GPU job's (SMOKE_SLOWER, default 4): a CPU shared with
 # other work (the test suite's other worker) once took 56 s for a stage the GPU job gives 55
-S=1
-(( SMOKE )) && S=${SMOKE_SLOWER:-4}
-[[ "$S" =~ ^[1-9][0-9]*$ ]] || { echo "SMOKE_SLOWER: expected a whole number >= 1, got '$S'" >&2; exit 2; }
-if [[ "$JOB" == seeds ]]; then BUDGET=${BUDGET:-$(( 560 * S ))}; else BUDGET=${BUDGET:-$(( 500 * S ))}; fi
+SLOW=1  # not S: the seed loops below use $S
+(( SMOKE )) && SLOW=${SMOKE_SLOWER:-4}
+[[ "$SLOW" =~ ^[1-9][0-9]*$ ]] || { echo "SMOKE_SLOWER: expected a whole number >= 1, got '$SLOW'" >&2; exit 2; }
+if [[ "$JOB" == seeds ]]; then BUDGET=${BUDGET:-$(( 560 * SLOW ))}; else BUDGET=${BUDGET:-$(( 500 * SLOW ))}; fi
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "BUDGET: expected whole seconds, got '$BUDGET'" >&2; exit 2; }
 ALL_STAGES="baseline compare_pbc compare_all4 gpu_step throughput"
 [[ "$JOB" == seeds ]] && ALL_STAGES="baseline seeds throughput"  # the seeds job's own stages
@@ -215,7 +215,7 @@ TRAIN_ARGS=${TRAIN_ARGS:-}
 echo "== job $JOB; PBC pack $PBC_PACK; train args: ${TRAIN_ARGS:-none}"
 
 # 1. the peer baseline, same job (writes $OUT/pbc_flat_baseline.json)
-BASELINE=(baseline $(( 75 * S )) $(( 400 * S )) $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}")
+BASELINE=(baseline $(( 75 * SLOW )) $(( 400 * SLOW )) $PY "$CARRY/tools/flat_baseline_gpu_data.py" "$PBC_PACK" "${BASE_ARGS[@]}")
 [[ "$JOB" == seeds && "$AT_ONCE" == 1 ]] || { want baseline && stage "${BASELINE[@]}"; }
 if [[ "$JOB" == seeds ]]; then
   want seeds || SEED_LIST=()  # STAGES without seeds: no comparison, readout or pooling
@@ -225,7 +225,7 @@ if [[ "$JOB" == seeds ]]; then
   # seconds kept for the closing stages (two aggregates, the profiled throughput check) and for each seed's
   # d4 readout; measured on an H200 in the eighth session: a readout of two ResNet-18 checkpoints took about
   # 25 s (20 s was too short) and the profiled throughput check over 45 s (cut at 45 s; --chunks 1,8 adds more)
-  CLOSING=$(( 125 * S )) TTA_S=$(( 40 * S ))
+  CLOSING=$(( 125 * SLOW )) TTA_S=$(( 40 * SLOW ))
   compare_seed() {  # compare_seed SEED TIMEOUT RESERVE
     local D=$(( $2 - 10 )); (( D < 1 )) && D=1
     stage "compare_pbc_seed$1" "$2" "$3" $PY -m examples.leukemia.compare --pack "$PBC_PACK" \
@@ -266,7 +266,7 @@ if [[ "$JOB" == seeds ]]; then
     # its compare that share minus the TTA readout's, and compare's --deadline inside that timeout, so a
     # run that cannot finish is skipped whole (flat, the reference of the pairs, goes first, so a skip
     # drops a hierarchical variant, not the pairs).
-    CAP=$(( 180 * ${EPOCHS:-40} / 40 )); (( CAP < 180 )) && CAP=180; CAP=$(( CAP * S ))  # a longer schedule may take more of a slot
+    CAP=$(( 180 * ${EPOCHS:-40} / 40 )); (( CAP < 180 )) && CAP=180; CAP=$(( CAP * SLOW ))  # a longer schedule may take more of a slot
     i=0
     for S in ${SEED_LIST[@]+"${SEED_LIST[@]}"}; do
       slot=$(( ($(left) - CLOSING) / (${#SEED_LIST[@]} - i) )); i=$(( i + 1 ))
@@ -278,36 +278,36 @@ if [[ "$JOB" == seeds ]]; then
   for kind in pbc_seeds pbc_seeds_tta; do
     pooled=("$WORK/$kind"/seed*/results.json)
     if (( ${#pooled[@]} )); then
-      stage "aggregate_$kind" $(( 15 * S )) $(( 45 * S )) $PY -m examples.leukemia.aggregate "${pooled[@]}" --out "$WORK/$kind"
+      stage "aggregate_$kind" $(( 15 * SLOW )) $(( 45 * SLOW )) $PY -m examples.leukemia.aggregate "${pooled[@]}" --out "$WORK/$kind"
     else
       echo "== aggregate_$kind: skipped (no results)"; echo "aggregate_$kind skipped 0" >> "$STAGE_LOG"
     fi
   done
   shopt -u nullglob
-  want throughput && stage throughput $(( 90 * S )) 0 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
+  want throughput && stage throughput $(( 90 * SLOW )) 0 $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" --profile \
     --out "$WORK/throughput.json"
   finish
 fi
 # 2. the paper's comparison on PBC; --deadline skips runs that would not finish in time.
 # It keeps back the most the later stages asked for can take (their timeouts below), and no more.
-R2=$(( 5 * S ))
-want compare_all4 && R2=$(( R2 + 55 * S ))
-want gpu_step && R2=$(( R2 + 60 * S ))
-want throughput && R2=$(( R2 + 55 * S ))
+R2=$(( 5 * SLOW ))
+want compare_all4 && R2=$(( R2 + 55 * SLOW ))
+want gpu_step && R2=$(( R2 + 60 * SLOW ))
+want throughput && R2=$(( R2 + 55 * SLOW ))
 T2=$(( $(left) - R2 - 5 ))
 D2=$(( T2 - 15 )); (( D2 < 1 )) && D2=1  # compare refuses a deadline <= 0: 1 s skips every run, as before
 want compare_pbc && stage compare_pbc "$T2" "$R2" $PY -m examples.leukemia.compare --pack "$PBC_PACK" --runs "$PBC_RUNS" \
   "${CMP_ARGS[@]}" --train-args="$TRAIN_ARGS" --deadline "$D2" --baseline-json "$OUT/pbc_flat_baseline.json" \
   --title "PBC (real images, from scratch)" --out "$WORK/pbc"
 # 3. ALL: saturated by any model (see BENCHMARKS.md), fewer runs
-want compare_all4 && stage compare_all4 $(( 55 * S )) $(( 115 * S )) $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" \
-  --runs "$ALL_RUNS" "${CMP_ARGS[@]}" --train-args="$TRAIN_ARGS" --deadline $(( 50 * S )) \
+want compare_all4 && stage compare_all4 $(( 55 * SLOW )) $(( 115 * SLOW )) $PY -m examples.leukemia.compare --pack "$CARRY/all4_128.npz" \
+  --runs "$ALL_RUNS" "${CMP_ARGS[@]}" --train-args="$TRAIN_ARGS" --deadline $(( 50 * SLOW )) \
   --title "ALL 4-class (real images, from scratch)" --out "$WORK/all4"
 # 4. head overhead: benchmarks/gpu_step.py (writes $OUT/gpu_step.json after every model, so a timeout keeps the
 # models it finished, marked "complete": false; OUT points at the work folder here)
-want gpu_step && stage gpu_step $(( 60 * S )) $(( 55 * S )) env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
+want gpu_step && stage gpu_step $(( 60 * SLOW )) $(( 55 * SLOW )) env OUT="$WORK" $PY benchmarks/gpu_step.py "${STEP_ARGS[@]}"
 # 5. feeding the GPU: a real-data epoch vs synthetic input
-want throughput && stage throughput $(( 55 * S )) $(( 5 * S )) $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \
+want throughput && stage throughput $(( 55 * SLOW )) $(( 5 * SLOW )) $PY benchmarks/leukemia_throughput.py --pack "$PBC_PACK" "${TP_ARGS[@]}" \
   --out "$WORK/throughput.json"
 
 finish
