@@ -118,7 +118,7 @@ def _figure_and_axes(
     if ax is not None:
         return _root_figure(ax), ax
     fig, new_ax = _pyplot().subplots(figsize=figsize)
-    if margins is not None:
+    if margins is not None and fig.get_layout_engine() is None:  # a layout engine (rcParams) places it itself
         (w, h), (left, right, bottom, top) = figsize, margins
         fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h)
     return fig, new_ax
@@ -263,7 +263,7 @@ def taxonomy_layout(taxonomy: Taxonomy) -> np.ndarray:
         >>> taxonomy_layout(Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])).tolist()
         [[1.25, 0.0], [0.5, -1.0], [2.0, -1.0], [0.0, -2.0], [1.0, -2.0]]
     """
-    _check_taxonomy(taxonomy)
+    _check_taxonomy(taxonomy, order="taxonomy_layout(taxonomy)")
     n = taxonomy.num_nodes
     pos = np.zeros((n, 2))
     pos[:, 1] = -taxonomy.depth_index
@@ -382,10 +382,11 @@ def plot_taxonomy(
     leaf_slot = room([with_values[i] for i in taxonomy.leaf_index]) if labels else 0.5
     # the axes' share of the drawing width: all of it, less the colour bar's when values are drawn
     share = 0.85 if values is not None else 1.0
-    margins = (_LEFT, _RIGHT, _BOTTOM, _TOP if title else _BOTTOM)  # inches: the depth ticks, the title
+    # inches: the depth ticks; the colour bar's tick labels; the title
+    margins = (_LEFT, _RIGHT_BAR if values is not None else _RIGHT, _BOTTOM, _TOP if title else _BOTTOM)
     if ax is None:
-        fig_width = min(max(per_slot * (width + 1.4) / share + _LEFT + _RIGHT, 4.0), _MAX_WIDTH)
-        axes_inches = share * (fig_width - _LEFT - _RIGHT)
+        fig_width = min(max(per_slot * (width + 1.4) / share + margins[0] + margins[1], 4.0), _MAX_WIDTH)
+        axes_inches = share * (fig_width - margins[0] - margins[1])
     else:
         fig_width = _root_figure(ax).get_figwidth()
         axes_inches = ax.get_position().width * fig_width * share
@@ -507,6 +508,7 @@ def plot_taxonomy(
 _MAX_WIDTH = 24.0  # inches: a wider tree turns its labels to run downwards
 _MAX_HEIGHT = 30.0  # inches: a deeper tree gets shorter depth steps (names cut to fewer lines)
 _LEFT, _RIGHT, _BOTTOM, _TOP = 0.8, 0.3, 0.3, 0.55  # inches around plot_taxonomy's axes ("depth 10", a title)
+_RIGHT_BAR = 1.0  # inches right of the axes with a colour bar: its tick labels ("-123456") and label
 
 
 def _node_values(values: Any, taxonomy: Taxonomy) -> np.ndarray:
@@ -613,13 +615,17 @@ _TICK_CHARS = 32  # characters of a confusion matrix's tick label; a longer name
 
 
 def _cut_name(name: str, chars: int) -> str:
-    """``name``, or its first ``chars - 1`` characters and an ellipsis.
+    """``name``, or its start and end around an ellipsis, ``chars`` characters in all (the end kept: names
+    that differ only there, such as ``..._NPM1`` and ``..._CEBPA``, stay apart).
 
     Examples:
-        >>> _cut_name("Acute_myeloid_leukemia_with_recurrent_abnormalities", 16), _cut_name("ALL", 16)
-        ('Acute_myeloid_l…', 'ALL')
+        >>> _cut_name("Acute_myeloid_leukemia_with_recurrent_abnormality_NPM1", 24), _cut_name("ALL", 16)
+        ('Acute_myeloid_le…ty_NPM1', 'ALL')
     """
-    return name if len(name) <= chars else name[: chars - 1] + "\u2026"
+    if len(name) <= chars:
+        return name
+    tail = (chars - 1) // 3
+    return name[: chars - 1 - tail] + "\u2026" + name[len(name) - tail :]
 
 
 def _format_value(value: float) -> str:

@@ -54,6 +54,7 @@ def _png(path: Path, mode: str, size=(30, 30)) -> Path:
     if mode == "P":
         im = Image.new("P", size, 0)
         im.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+        im.paste(1, (0, 0, size[0] // 2, size[1]))  # half opaque: all-transparent images get a note of their own
         im.info["transparency"] = 0
         im.save(path, transparency=0)
         return path
@@ -235,7 +236,7 @@ def messy(tmp_path: Path) -> Path:
     return root
 
 
-def _png48(path: Path, rgb: np.ndarray) -> None:
+def _png48(path: Path, rgb: np.ndarray, colour_type: int = 2) -> None:
     """A 16-bit-a-channel RGB PNG (48-bit colour, as colour microscope cameras export), written by hand:
     PIL cannot write one."""
     import struct
@@ -249,10 +250,15 @@ def _png48(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def _png64(path: Path, rgba: np.ndarray) -> None:
+    """A 16-bit-a-channel RGBA PNG, written by hand as :func:`_png48`."""
+    _png48(path, rgba, colour_type=6)
 
 
 def test_dim_16_bit_images_are_named_at_scan_time(tmp_path: Path) -> None:
@@ -319,6 +325,40 @@ def test_images_that_load_as_a_flat_colour_are_named_at_scan_time(tmp_path: Path
     clear_notes = [m for m in report.messages() if "fully transparent" in m]
     assert len(clear_notes) == 1 and "clear.png" in clear_notes[0] and "opaque.png" not in clear_notes[0]
     assert load_image(root / "flat_field.tif", 8).max() <= 1 and load_image(root / "clear.png", 8).min() == 255
+
+
+def test_the_load_notes_read_images_as_the_loader_does(tmp_path: Path) -> None:
+    """helper-116: a dark RGB565 BMP was named 16-bit; a dim 64-bit RGBA PNG was missed (its opaque alpha
+    counted as the brightest value), and so were a fully transparent palette PNG and a [0, 1] float image
+    with one inf pixel (the loader then reads it as 8-bit values: black)."""
+    # RGB565 BMP, written by hand: a 16-bit pixel, not 16 bits a sample
+    import struct
+
+    from examples.leukemia.data import DIM_16BIT_NOTE, OUT_OF_RANGE_NOTE, TRANSPARENT_NOTE, _check_one
+
+    w = h = 8
+    row = struct.pack("<H", (1 << 11) | (2 << 5) | 1) * w
+    pixels = row * h
+    header = b"BM" + struct.pack("<IHHI", 14 + 40 + 12 + len(pixels), 0, 0, 14 + 40 + 12)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 16, 3, len(pixels), 2835, 2835, 0, 0)
+    masks = struct.pack("<III", 0xF800, 0x07E0, 0x001F)
+    (tmp_path / "dark565.bmp").write_bytes(header + info + masks + pixels)
+    assert Image.open(tmp_path / "dark565.bmp").mode == "RGB"
+    clear = Image.new("P", (8, 8), 0)
+    clear.info["transparency"] = 0
+    clear.save(tmp_path / "clear_p.png", transparency=0)
+    unit = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    unit[0, 0] = np.inf
+    Image.fromarray(unit).save(tmp_path / "unit_inf.tif")
+    notes = {name: _check_one(str(tmp_path / name), True)[3] for name in ("dark565.bmp", "clear_p.png", "unit_inf.tif")}
+    assert notes == {"dark565.bmp": None, "clear_p.png": TRANSPARENT_NOTE, "unit_inf.tif": OUT_OF_RANGE_NOTE}
+    assert load_image(tmp_path / "clear_p.png", 8).min() == 255
+    assert np.median(load_image(tmp_path / "unit_inf.tif", 8)) <= 1  # all but the inf pixel: black
+    # 64-bit RGBA: 12-bit colour under an opaque alpha
+    rgba = np.random.default_rng(2).integers(0, 4096, (8, 8, 4))
+    rgba[..., 3] = 65535
+    _png64(tmp_path / "dim_rgba64.png", rgba)
+    assert _check_one(str(tmp_path / "dim_rgba64.png"), True)[3] == DIM_16BIT_NOTE
 
 
 def test_scan_reports_every_bad_input_once(messy: Path) -> None:

@@ -1113,6 +1113,9 @@ def test_a_run_started_from_an_earlier_runs_weights_is_told_which_images_that_ru
     split = "test" if moved["test"] else "val"
     out = evaluate([str(tmp_path / "b"), "--split", split, "--no-figures", "--out", str(tmp_path / "e")])
     assert [r.get("init_leaks") for r in out["rows"]] == [moved[split]]
+    # another split of the images is not the one train counted on: nothing is repeated (helper-116)
+    other = [str(tmp_path / "b"), "--split", split, "--split-seed", "7", "--no-figures", "--out", str(tmp_path / "e2")]
+    assert [r.get("init_leaks") for r in evaluate(other)["rows"]] == [None]
     assert f"{moved[split]} of these images were training images" in (tmp_path / "e" / "results.md").read_text()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import warnings
 
 import matplotlib
 
@@ -627,10 +628,34 @@ def test_long_names_are_cut_in_the_confusion_matrices_and_widen_only_their_own_p
     tax = Taxonomy.from_paths(["root/a/x", f"root/{long}", "root/a/z"])
     fig = plot_level_confusion_matrices(["x", long], ["x", "x"], tax)
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    assert ticks == ["a", "y" * 31 + "\u2026"]
+    assert ticks == ["a", "y" * 21 + "\u2026" + "y" * 10]
     assert fig.get_figwidth() < 12 and fig.get_figheight() < 8
     short = Taxonomy.from_paths(["root/a/x", "root/b", "root/a/z"])
     plain = plot_level_confusion_matrices(["x", "b"], ["x", "x"], short)
     # the depth-2 panel, whose names are short, is as wide as without the long name at depth 1
     width = [ax.get_position().width * f.get_figwidth() for f in (fig, plain) for ax in f.axes[1:2]]
     assert width[0] == pytest.approx(width[1], rel=0.25)
+
+
+def test_cut_names_that_differ_at_the_end_stay_apart_and_the_figures_respect_a_layout_engine() -> None:
+    """helper-116: two subtypes cut to their first 31 characters read the same; a user's constrained layout
+    (rcParams) got matplotlib's incompatibility warning at every call."""
+    stem = "Acute_myeloid_leukemia_with_recurrent_genetic_abnormality_"
+    tax = Taxonomy.from_paths([f"r/AML/{stem}NPM1", f"r/AML/{stem}CEBPA", "r/ALL"])
+    fig = plot_level_confusion_matrices([f"{stem}NPM1"], [f"{stem}CEBPA"], tax, depths=[2])
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(set(ticks)) == 2 and all(len(t) == 32 for t in ticks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with plt.rc_context({"figure.constrained_layout.use": True}):
+            plot_taxonomy(tax, np.linspace(0, 1, tax.num_nodes), title="recall")
+
+
+def test_the_colour_bars_tick_labels_stay_inside_the_figure() -> None:
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    fig = plot_taxonomy(tax, np.array([-123456.0, 0, 1, 2, 3]))
+    fig.canvas.draw()
+    right = max(t.get_window_extent().x1 for t in fig.axes[1].get_yticklabels() if t.get_text())
+    assert right <= fig.bbox.width  # the 0.3-inch margin clipped them without bbox_inches="tight"
+    with pytest.raises(TypeError, match=r"the taxonomy comes first, taxonomy_layout\(taxonomy\)"):
+        taxonomy_layout([1, 2])

@@ -1199,17 +1199,19 @@ def _load_note(im: Image.Image, sixteen: bool) -> str | None:
         return DIM_16BIT_NOTE
     if im.mode in ("I", "F"):
         arr = np.asarray(im, dtype=np.float64)
-        finite = arr[np.isfinite(arr)]
-        if finite.size:
-            lo, hi = float(finite.min()), float(finite.max())
+        known = arr[~np.isnan(arr)]  # as the loader decides its scale: NaN left out, +-inf counted
+        if known.size:
+            lo, hi = float(known.min()), float(known.max())
             if im.mode == "I":
                 bad = lo < 0 or hi > 65535
             else:  # read as [0, 1] when it fits; else as 8-bit values, clipped
                 bad = not (lo >= 0 and hi <= 1) and (lo < 0 or hi > 255 or hi < 2)
             if bad:
                 return OUT_OF_RANGE_NOTE
-    if im.mode in ("RGBA", "LA", "PA") and im.getchannel("A").getextrema()[1] == 0:
-        return TRANSPARENT_NOTE
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        alpha = im.getchannel("A") if im.mode != "P" else im.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[1] == 0:
+            return TRANSPARENT_NOTE
     return None
 
 
@@ -1220,7 +1222,9 @@ def _sixteen_bit(im: Image.Image) -> bool:
         return True
     args = im.tile[0][3] if im.tile and len(im.tile[0]) > 3 else None
     raw = args[0] if isinstance(args, tuple) and args else args
-    return isinstance(raw, str) and ";16" in raw
+    # "RGB;16B", "RGBA;16N", "LA;16B"...: 16 bits a sample (not "BGR;16", a 16-bit RGB565 pixel of a BMP)
+    base, _, bits = raw.partition(";") if isinstance(raw, str) else ("", "", "")
+    return base in ("RGB", "RGBA", "RGBX", "LA") and bits.startswith("16")
 
 
 def _dim_16bit(im: Image.Image, sixteen: bool) -> bool:
@@ -1231,7 +1235,10 @@ def _dim_16bit(im: Image.Image, sixteen: bool) -> bool:
     if not sixteen:
         return False
     limit = _DIM_16BIT_MAX if im.mode in _SIXTEEN_BIT_MODES else _DIM_16BIT_MAX >> 8
-    return 0 < int(np.asarray(im).max(initial=0)) <= limit
+    arr = np.asarray(im)
+    if im.mode in ("RGBA", "LA"):  # the colour, not the opacity
+        arr = arr[..., :-1]
+    return 0 < int(arr.max(initial=0)) <= limit
 
 
 def dim_16bit(path: str | os.PathLike[str]) -> bool:

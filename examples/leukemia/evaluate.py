@@ -1174,7 +1174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "figures": figures,
             }
         )
-        leaked = 0 if args.external else int((ckpt.config.get("init_leaks") or {}).get(args.split, 0))
+        own_split = not args.external and args.pack is None and args.data is None and args.split_seed is None
+        recorded = ckpt.config.get("init_leaks")
+        leaked = int(recorded.get(args.split, 0)) if own_split and isinstance(recorded, dict) else 0
         if leaked:  # found by train (train.init_leaks): the run started from weights that saw these images
             rows[-1]["init_leaks"] = leaked
             log.warning(

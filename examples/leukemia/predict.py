@@ -92,14 +92,14 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
                     ignored.append(str(path))
             elif path.is_dir():  # walked as the scan walks --data: linked folders followed, loops not
                 images, _, others = _walk(path)
-                found.extend(sorted(str(p) for p in images if not p.name.startswith(".")))
+                found.extend(str(p) for p in sorted(images) if not p.name.startswith("."))  # Path order, as before
                 ignored.extend(p for p in others if not os.path.basename(p).startswith("."))
             elif path.is_file():
                 found.append(str(path))
             else:
                 raise FileNotFoundError(f"inputs: {text!r} does not exist (expected image files or folders).")
     ignored = list(dict.fromkeys(ignored))
-    bad_names = [p for p in found if not _is_text_name(p)]
+    bad_names = list(dict.fromkeys(p for p in found if not _is_text_name(p)))
     if bad_names:  # the CSV and the overlays' titles store names as text, as the scan's manifest does
         found = [p for p in found if _is_text_name(p)]
         shown = [p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in bad_names]
@@ -126,7 +126,9 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
             "%d image(s) were given more than once (a path repeated, or a link to a file given too); each file "
             "is read once, under the first path that reaches it%s",
             len(found) - len(unique),
-            ": left out " + "; ".join(repeats[:5]) + ("; ..." if len(repeats) > 5 else "") if repeats else "",
+            ": left out " + "; ".join(list(dict.fromkeys(repeats))[:5]) + ("; ..." if len(set(repeats)) > 5 else "")
+            if repeats
+            else "",
         )
     if not unique:
         raise ValueError(f"inputs: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {list(map(str, inputs))}.")
