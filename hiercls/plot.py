@@ -110,6 +110,14 @@ def _check_colour_options(cmap: Any, vmin: Any, vmax: Any) -> tuple[float | None
     return limits[0], limits[1]
 
 
+def _axes_size(ax: Axes) -> tuple[float, float]:
+    """``ax``'s width and height in inches, also inside a SubFigure (whose axes positions are fractions of
+    the SubFigure, not of the figure)."""
+    box = ax.get_window_extent()
+    dpi = _root_figure(ax).dpi
+    return box.width / dpi, box.height / dpi
+
+
 def _figure_and_axes(
     ax: Axes | None, figsize: tuple[float, float], margins: tuple[float, float, float, float] | None = None
 ) -> tuple[Figure, Axes]:
@@ -389,7 +397,7 @@ def plot_taxonomy(
         axes_inches = share * (fig_width - margins[0] - margins[1])
     else:
         fig_width = _root_figure(ax).get_figwidth()
-        axes_inches = ax.get_position().width * fig_width * share
+        axes_inches = _axes_size(ax)[0] * share
     slot_inches = axes_inches / (width + 1.4)  # inches per unit of x (one leaf)
     # leaf labels that would not fit side by side turn to run downwards, below their leaf, where the
     # layout leaves nothing else; inner nodes keep horizontal labels, shortened to the room they have;
@@ -440,16 +448,16 @@ def plot_taxonomy(
     fig, ax = _figure_and_axes(ax, (fig_width, height), margins)
     bottom = -taxonomy.max_depth - 0.8
     if leaf_text:  # data units per inch of the axes, then room under each leaf for its label
-        axes_inches = max(ax.get_position().height * fig.get_figheight(), 0.5)
+        axes_inches = max(_axes_size(ax)[1], 0.5)
         units_per_inch = (taxonomy.max_depth + 1.3 + extra) / axes_inches
         for i, inches in leaf_text.items():
             bottom = min(bottom, pos[i, 1] - 0.25 - inches * units_per_inch)
     if labels:  # one depth step in inches: the axes' height over the y range drawn (0.5 down to bottom)
-        step_inches = ax.get_position().height * fig.get_figheight() / (0.5 - bottom)
+        step_inches = _axes_size(ax)[1] / (0.5 - bottom)
         if step_inches < 0.3:
             warnings.warn(
                 f"plot_taxonomy: {taxonomy.max_depth} depths in an axes "
-                f"{ax.get_position().height * fig.get_figheight():.1f} inches tall leave {step_inches:.2f} inch a "
+                f"{_axes_size(ax)[1]:.1f} inches tall leave {step_inches:.2f} inch a "
                 "depth: names overlap. Draw into a taller ax, or pass label_up_to=0 to draw no names.",
                 UserWarning,
                 stacklevel=2,

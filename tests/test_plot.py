@@ -659,3 +659,14 @@ def test_the_colour_bars_tick_labels_stay_inside_the_figure() -> None:
     assert right <= fig.bbox.width  # the 0.3-inch margin clipped them without bbox_inches="tight"
     with pytest.raises(TypeError, match=r"the taxonomy comes first, taxonomy_layout\(taxonomy\)"):
         taxonomy_layout([1, 2])
+
+
+def test_an_axes_inside_a_subfigure_is_measured_as_it_is_drawn() -> None:
+    """helper-116: positions inside a SubFigure are fractions of the SubFigure, and were read as fractions of
+    the whole figure: a 1.5-inch-tall axes was taken for 4.6 inches, so names overlapped with no warning."""
+    tax = Taxonomy.from_paths([f"r/g{i}/s{i}/l{i}_{j}" for i in range(3) for j in range(2)])
+    with pytest.warns(UserWarning, match=r"names overlap"):
+        plot_taxonomy(tax, ax=plt.subplots(3, 1, figsize=(12, 4))[1][1])
+    with pytest.warns(UserWarning, match=r"3 depths in an axes [01]\.\d inches tall .* names overlap"):
+        fig = plt.figure(figsize=(12, 4))
+        plot_taxonomy(tax, ax=fig.subfigures(3, 1)[1].subplots())
