@@ -720,6 +720,28 @@ def test_find_images_reads_folders_as_the_scan_does_and_names_what_it_leaves_out
     )
 
 
+def test_a_double_star_pattern_stops_at_a_link_back_up_as_the_folder_walk_does(
+    tmp_path: Path, caplog, monkeypatch
+) -> None:
+    """helper-116: glob's '**' follows a link to a folder above it until the system's link limit, so one
+    image came back ~40 times, the deepest copy kept (first in sorted order) and the others listed in a
+    warning of kilobytes. A link named in the pattern itself is the user's choice and is read."""
+    from examples.leukemia.predict import find_images
+
+    x = _image(tmp_path / "top" / "a" / "b" / "x.png")
+    (tmp_path / "top" / "a" / "b" / "loop").symlink_to("../../a", target_is_directory=True)
+    _image(tmp_path / "other" / "y.png", 1)
+    (tmp_path / "top" / "side").symlink_to(tmp_path / "other", target_is_directory=True)  # not a loop: read
+    with caplog.at_level(logging.WARNING, logger="examples.leukemia.predict"):
+        found = find_images([str(tmp_path / "top" / "**" / "*.png")])
+    assert found == [str(x), str(tmp_path / "top" / "side" / "y.png")]
+    assert "more than once" not in caplog.text
+    inside = find_images([str(tmp_path / "top" / "a" / "b" / "loop" / "**" / "*.png")])
+    assert inside == [str(tmp_path / "top" / "a" / "b" / "loop" / "b" / "x.png")]
+    monkeypatch.chdir(tmp_path / "top")  # a relative pattern, from the working folder
+    assert find_images(["**/*.png"]) == ["a/b/x.png", "side/y.png"]
+
+
 def test_an_image_over_pils_size_limit_is_listed_and_the_others_are_read(tmp_path: Path, monkeypatch) -> None:
     """A DecompressionBombError is not an OSError: it stopped predict and explain with a traceback."""
     from PIL import Image as PILImage

@@ -54,7 +54,7 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
 
     A pattern that the shell did not expand (quoted, or on Windows: ``"cells/*.jpg"``, ``"runs/**/*.png"``)
     is expanded here. Folders are walked as :func:`examples.leukemia.data.scan` walks ``--data``: linked
-    folders are followed, a link back to a folder above is not. An image reached twice (listed twice, inside
+    folders are followed, a link back to a folder above is not (in a ``**`` pattern either). An image reached twice (listed twice, inside
     two folders given, or through a link) is kept once, at its first place, and the paths left out are
     named. A file whose name is not valid UTF-8 is left out with the fix (the CSV stores names as text). Files of a folder or a pattern whose extension is not an image's are left out and
     listed once on stderr; hidden files and folders (``.DS_Store``, ``.thumbnails/``) and ``__MACOSX``
@@ -73,6 +73,7 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
 
     found: list[str] = []
     ignored: list[str] = []
+    real_of: dict[str, str] = {}
     for item in inputs:
         text = os.fspath(item)
         matches = [text]
@@ -84,6 +85,8 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
         for match in matches:
             path = Path(match)
             if match != text and ((recursive and path.is_dir()) or hidden(_unasked_parts(text, match))):
+                continue
+            if recursive and match != text and _through_loop(match, _fixed_base(text), real_of):
                 continue
             if match != text and path.is_file():  # a pattern's file: kept as a folder's would be
                 if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -133,6 +136,43 @@ def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
     if not unique:
         raise ValueError(f"inputs: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {list(map(str, inputs))}.")
     return unique
+
+
+def _fixed_base(pattern: str) -> str:
+    """The folder a glob pattern starts from: its parts before the first with a wildcard."""
+    parts = Path(pattern).parts
+    plain: list[str] = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        plain.append(part)
+    return os.path.join(*plain) if plain else "."
+
+
+def _through_loop(match: str, base: str, real_of: dict[str, str]) -> bool:
+    """Whether ``match`` lies below a folder that is a link back to a folder above it, from ``base`` down.
+
+    ``glob``'s ``**`` follows such links until the system's link limit, so one file came back some forty
+    times, the deepest copy first in sorted order. :func:`examples.leukemia.data._walk` stops at such a
+    link, counting from the folder it was given; so does this, from the pattern's own folder ``base``
+    (a link named in the pattern is the user's choice). ``real_of`` caches ``os.path.realpath``.
+    """
+    folders = []
+    up = os.path.dirname(match)
+    base = os.path.normpath(base)
+    while up and os.path.normpath(up) != base:
+        folders.append(up)
+        parent = os.path.dirname(up)
+        if parent == up:
+            break
+        up = parent
+    folders.append(base)
+    reals = []
+    for folder in folders:  # from the match's own folder upwards
+        if folder not in real_of:
+            real_of[folder] = os.path.realpath(folder)
+        reals.append(real_of[folder])
+    return len(set(reals)) < len(reals)
 
 
 def _matched_parts(pattern: str, match: str) -> tuple[str, ...]:
