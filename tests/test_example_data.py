@@ -361,6 +361,28 @@ def test_the_load_notes_read_images_as_the_loader_does(tmp_path: Path) -> None:
     assert _check_one(str(tmp_path / "dim_rgba64.png"), True)[3] == DIM_16BIT_NOTE
 
 
+def test_images_of_several_frames_are_named_at_scan_time(tmp_path: Path) -> None:
+    """helper-115: an animated GIF or a multi-page TIFF (a focus stack) was read at its first frame without
+    a word. A camera JPEG with a preview picture (MPO) is one image and gets no note."""
+    root = tmp_path / "cells" / "Normal"
+    root.mkdir(parents=True)
+    frames = [Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(root / "moving.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(root / "stack.tif", save_all=True, append_images=frames[1:])
+    frames[0].save(root / "one_page.tif")
+    frames[0].save(root / "camera.jpg", format="MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(root / "camera.jpg").format == "MPO"
+    _jpeg(tmp_path / "cells" / "Reactive" / "r.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, report = scan(tmp_path / "cells", "paper", workers=1)
+    several = [m for m in report.messages() if "several frames" in m]
+    assert len(several) == 1 and several[0].startswith("2 image(s): several frames"), report.messages()
+    assert "moving.gif" in several[0] and "stack.tif" in several[0]
+    assert "one_page.tif" not in several[0] and "camera.jpg" not in several[0]
+    assert load_image(root / "stack.tif", 8).max() == 10  # the first frame, as the note says
+
+
 def test_scan_reports_every_bad_input_once(messy: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

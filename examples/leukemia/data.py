@@ -1177,7 +1177,8 @@ def _drop_repeated(
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 _DIM_16BIT_MAX = 4095  # 12 bits: what many microscope cameras write into a 16-bit file
 DIM_16BIT_NOTE = (
-    f"16-bit, with the brightest value at most {_DIM_16BIT_MAX} of 65535 (12 bits or fewer, as many "
+    f"16-bit (or 32-bit integer), with the brightest value at most {_DIM_16BIT_MAX} of 65535 (12 bits or fewer, "
+    "as many "
     "microscope cameras write): every 16-bit image is read as a share of 65535, the same mapping for all, so "
     "these load nearly black (at most 16 of 255); rescale them to 8 bits or to the full 16-bit range before "
     "training, or ignore this if they are dim on purpose"
@@ -1190,11 +1191,16 @@ OUT_OF_RANGE_NOTE = (
     "flat colour; convert them to 8 or 16 bits (or floats in [0, 1]) before training"
 )
 TRANSPARENT_NOTE = "fully transparent (alpha 0 everywhere): they load as pure white; check how they were exported"
+MULTI_FRAME_NOTE = (
+    "several frames (an animated GIF, WebP or PNG, or a multi-page TIFF such as a focus stack): only the first "
+    "frame is read; save the frames you want as images of their own"
+)
 
 
 def _load_note(im: Image.Image, sixteen: bool) -> str | None:
     """What a loaded image will look like that its owner would not expect, as a note of :func:`scan`:
-    :data:`DIM_16BIT_NOTE`, :data:`OUT_OF_RANGE_NOTE`, :data:`TRANSPARENT_NOTE`, or None."""
+    :data:`DIM_16BIT_NOTE`, :data:`OUT_OF_RANGE_NOTE`, :data:`TRANSPARENT_NOTE`,
+    :data:`MULTI_FRAME_NOTE`, or None (the first that applies)."""
     if _dim_16bit(im, sixteen):
         return DIM_16BIT_NOTE
     if im.mode in ("I", "F"):
@@ -1212,6 +1218,10 @@ def _load_note(im: Image.Image, sixteen: bool) -> str | None:
         alpha = im.getchannel("A") if im.mode != "P" else im.convert("RGBA").getchannel("A")
         if alpha.getextrema()[1] == 0:
             return TRANSPARENT_NOTE
+    # the loader reads the frame an opened file shows: the first. A camera's JPEG with a preview (MPO) is
+    # one picture and its smaller copy: not a note
+    if im.format in ("GIF", "TIFF", "WEBP", "PNG") and getattr(im, "n_frames", 1) > 1:
+        return MULTI_FRAME_NOTE
     return None
 
 
