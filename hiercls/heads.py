@@ -11,7 +11,7 @@ for float64 logits).
 kind             logits                marginals                              default loss
 ===============  ====================  =====================================  =====================
 ``conditional``  ``(B, num_nodes)``    sibling-group softmax, product down    ``conditional``
-``level``        ``(B, num_nodes)``    one softmax per depth (see below)      ``level``
+``level``        ``(B, num_nodes)``    as ``conditional`` (see LevelHead)     ``level``
 ``sigmoid``      ``(B, num_nodes)``    independent sigmoids (max-constrained  ``bce`` (coherent:
                                        when ``coherent=True``); DAGs too      ``max_constraint``)
 ``flat``         ``(B, num_leaves)``   leaf softmax summed up the tree        ``flat``
@@ -30,6 +30,7 @@ import numbers
 from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -38,6 +39,7 @@ from hiercls.marginals import (
     _check_logits,
     _check_taxonomy,
     _conditional_log_marginals,
+    _default_device,
     _finite_above,
     _flat_log_marginals,
     _refill_buffers,
@@ -61,6 +63,8 @@ def _autocast_on(device: torch.device) -> bool:
         return bool(torch.is_autocast_enabled(device.type))
     except TypeError:  # torch < 2.4: no device argument
         return bool(torch.is_autocast_cpu_enabled() if device.type == "cpu" else torch.is_autocast_enabled())
+    except RuntimeError:  # a device type autocast does not know (meta): no autocast there
+        return False
 
 
 class HierarchicalHead(nn.Module, metaclass=ABCMeta):
@@ -76,6 +80,8 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         in_features: feature width ``F``.
         out_features: logit width (``num_nodes``, or ``num_leaves`` for the flat head).
         linear: the ``nn.Linear(in_features, out_features)``.
+        tables: the taxonomy's index tensors the head reads, as non-persistent buffers (they move with
+            ``.to()`` and are rebuilt from the taxonomy, never saved).
 
     Examples:
         >>> import torch
@@ -98,6 +104,8 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
     ) -> None:
         super().__init__()
         _check_taxonomy(taxonomy)
+        if not isinstance(bias, (bool, np.bool_)):  # a string such as "no" would be truthy
+            raise TypeError(f"bias: expected True or False, got {bias!r}.")
         if isinstance(in_features, bool) or not isinstance(in_features, numbers.Integral) or in_features < 1:
             raise ValueError(
                 f"in_features: expected a positive int (the backbone's feature width), got {in_features!r}."
@@ -106,9 +114,9 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         self.fingerprint = taxonomy.fingerprint
         self.in_features = in_features = int(in_features)  # np.int64 from a shape is fine
         self.out_features = out_features
-        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.linear = nn.Linear(in_features, out_features, bias=bool(bias))
         self.tables = _TaxonomyBuffers(taxonomy, tables)
-        self.register_buffer("taxonomy_fingerprint", self._digest())
+        self.register_buffer("taxonomy_fingerprint", self._digest().to(_default_device()))  # beside the weights
 
     def _digest(self) -> Tensor:
         """The taxonomy's fingerprint as the bytes the ``taxonomy_fingerprint`` buffer holds (on CPU)."""
@@ -137,11 +145,12 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         else:
             stored = state_dict[key]
             mine = self._digest()  # from the taxonomy itself, not the buffer (garbage after to_empty)
-            same = (
-                isinstance(stored, Tensor)
-                and stored.shape == mine.shape
-                and stored.device.type != "meta"
-                and bool((stored.cpu() == mine).all())
+            if isinstance(stored, Tensor) and stored.device.type == "meta" and stored.shape == mine.shape:
+                # a state dict of a model built on meta holds no bytes to compare: this head's own are kept
+                state_dict[key] = mine.to(self.taxonomy_fingerprint.device)
+                stored = None
+            same = stored is None or (
+                isinstance(stored, Tensor) and stored.shape == mine.shape and bool((stored.cpu() == mine).all())
             )
             if not same:
                 theirs = bytes(stored.tolist()).hex()[:12] if isinstance(stored, Tensor) else repr(stored)
@@ -179,13 +188,22 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
                 "Convert it first: torch.as_tensor(features, dtype=torch.float32)."
             )
         if features.ndim != 2 or features.shape[1] != self.in_features:
-            width = f", {features.shape[-1]} here" if features.ndim else ""
-            raise ValueError(
-                f"features: expected shape (B, in_features) = (B, {self.in_features}), got {tuple(features.shape)}. "
-                f"Build the head with in_features = the width of the backbone's pooled output{width} "
-                "(a timm model's head_hidden_size where it has one, else its num_features; pool/flatten a "
-                "feature map first)."
-            )
+            got = f"features: expected shape (B, in_features) = (B, {self.in_features}), got {tuple(features.shape)}. "
+            if features.ndim == 1 and features.shape[0] == self.in_features:
+                fix = "For one sample, add the batch dimension: features.unsqueeze(0)."
+            elif features.ndim > 2:
+                fix = (
+                    "That is a feature map, not pooled features: pool it first (features.mean(dim=(2, 3)) for "
+                    "(B, C, H, W), or the backbone's forward_head(x, pre_logits=True) in timm), then build the head "
+                    "with in_features = the pooled width."
+                )
+            else:
+                width = f", {features.shape[-1]} here" if features.ndim else ""
+                fix = (
+                    f"Build the head with in_features = the width of the backbone's pooled output{width} "
+                    "(a timm model's head_hidden_size where it has one, else its num_features)."
+                )
+            raise ValueError(got + fix)
         weight = self.linear.weight
         if not features.is_floating_point():
             raise TypeError(
@@ -214,7 +232,8 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         """Log node marginals ``log P(node)``: float32 ``(B, num_nodes)`` (float64 for float64 logits).
 
         Raises:
-            ValueError: ``logits`` is not ``(B, out_features)``.
+            ValueError: ``logits`` is not a floating tensor of shape ``(B, out_features)``, or is on another
+                device than the head.
         """
         _check_logits(logits, self.out_features, self._width_name, f"{type(self).__name__}.log_marginals")
         here = self.taxonomy_fingerprint.device
@@ -234,7 +253,8 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         certain choice; NaN stays NaN.
 
         Raises:
-            ValueError: ``logits`` is not ``(B, out_features)``.
+            ValueError: ``logits`` is not a floating tensor of shape ``(B, out_features)``, or is on another
+                device than the head.
         """
         return self.log_marginals(logits).exp()
 
@@ -263,6 +283,7 @@ class ConditionalHead(HierarchicalHead):
 
     Raises:
         TaxonomyError: the taxonomy is a DAG.
+        TypeError: ``bias`` is not a bool.
         ValueError: ``in_features`` is not a positive int.
 
     Examples:
@@ -302,6 +323,7 @@ class LevelHead(HierarchicalHead):
 
     Raises:
         TaxonomyError: the taxonomy is a DAG.
+        TypeError: ``bias`` is not a bool.
         ValueError: ``in_features`` is not a positive int.
 
     Examples:
@@ -346,7 +368,11 @@ class SigmoidHead(HierarchicalHead):
         coherent: apply the max-constraint in :meth:`marginals`.
         bias: add a bias to the linear layer.
 
+    Attributes:
+        coherent: whether :meth:`marginals` applies the max-constraint (as built).
+
     Raises:
+        TypeError: ``coherent`` or ``bias`` is not a bool.
         ValueError: ``in_features`` is not a positive int.
 
     Examples:
@@ -394,6 +420,7 @@ class FlatHead(HierarchicalHead):
         bias: add a bias to the linear layer.
 
     Raises:
+        TypeError: ``bias`` is not a bool.
         ValueError: ``in_features`` is not a positive int.
 
     Examples:
@@ -452,7 +479,7 @@ def create_head(kind: HeadKind, in_features: int, taxonomy: Taxonomy, **kwargs: 
         >>> head.kind, head.out_features
         ('sigmoid', 4)
     """
-    if kind not in _HEADS:
+    if not isinstance(kind, str) or kind not in _HEADS:
         raise ValueError(f"kind: unknown head {kind!r}; expected one of {', '.join(map(repr, _HEADS))}.")
     takes = _head_options(kind)
     unknown = [name for name in kwargs if name not in takes]

@@ -94,6 +94,7 @@ from hiercls.marginals import (
     _check_taxonomy,
     _dag_amax_nm,
     _dag_descend_nm,
+    _default_device,
     _group_log_softmax_nm,
     _group_mean_nm,
     _leaf_rows,
@@ -229,6 +230,11 @@ def _node_weight(
     rather than read as per-level."""
     if weight is None:
         return None
+    if isinstance(weight, Tensor) and weight.device.type == "meta" and torch.device(device).type != "meta":
+        raise ValueError(
+            "weight: got a tensor on the meta device, which holds no values to keep. Build the weight outside "
+            "`with torch.device('meta')` (on the CPU or the GPU); the loss's own tables may stay on meta."
+        )
     try:
         weight = torch.as_tensor(weight, dtype=dtype, device=device)
     except (TypeError, ValueError, RuntimeError):
@@ -1398,7 +1404,8 @@ class _HierarchicalLoss(nn.Module):
         wide = getattr(weight, "dtype", None) in (torch.float64, np.float64)
         dtype = torch.float64 if wide else torch.float32
         self._weight_host = _node_weight(weight, taxonomy, torch.device("cpu"), True, dtype, spec.width == "num_leaves")
-        self.register_buffer("weight", self._weight_host, persistent=False)
+        host = self._weight_host
+        self.register_buffer("weight", None if host is None else host.to(_default_device()), persistent=False)
 
     def _apply(self, fn: Any, recurse: bool = True) -> _HierarchicalLoss:
         # the weight is never in a state_dict: to_empty() (built on the meta device) must not leave it

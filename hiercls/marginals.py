@@ -315,13 +315,22 @@ def _refill_buffers(module: nn.Module, host: Mapping[str, Tensor | None], before
     uninitialised, and non-persistent ones are never loaded from a checkpoint: index tables full of
     garbage would read out of bounds. Called after each ``_apply`` (``.to``, ``.half``, ``to_empty``)
     with the buffers ``before`` it: a buffer ``_apply`` left as it was is not touched, and one on the
-    meta device has no values to hold.
+    meta device has no values to hold. Only a floating buffer follows a dtype change.
     """
     for name, value in host.items():
         buf = module._buffers.get(name)
         if buf is None or value is None or buf is before.get(name) or buf.device.type == "meta":
             continue
-        module._buffers[name] = value.to(device=buf.device, dtype=buf.dtype)
+        # an index table or a fingerprint keeps its own dtype: Module.type(torch.float64) casts every
+        # buffer, and float indices made scatter/gather raise
+        dtype = buf.dtype if value.is_floating_point() and buf.is_floating_point() else value.dtype
+        module._buffers[name] = value.to(device=buf.device, dtype=dtype)
+
+
+def _default_device() -> torch.device:
+    """Where a new tensor goes without a ``device``: ``torch.set_default_device`` or a ``with
+    torch.device(...)`` block (meta, to build a model without memory), as ``nn.Linear``'s weights do."""
+    return torch.empty(0).device
 
 
 class _TaxonomyBuffers(nn.Module):
@@ -338,9 +347,10 @@ class _TaxonomyBuffers(nn.Module):
         for attr in _STATIC:
             setattr(self, attr, getattr(tables, attr))
         self._host: dict[str, Tensor] = {}
+        device = _default_device()  # the owner's weights are built there: its tables go there too
         for name in names:
             self._host[name] = getattr(tables, name)
-            self.register_buffer(name, self._host[name], persistent=False)
+            self.register_buffer(name, self._host[name].to(device), persistent=False)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> _TaxonomyBuffers:
         before = dict(self._buffers)
@@ -391,9 +401,12 @@ def _check_logits(logits: Any, width: int, width_name: str, where: str) -> Tenso
             f"logits: expected a floating-point tensor, got dtype {logits.dtype}. Pass the head's raw output."
         )
     if logits.ndim != 2 or logits.shape[1] != width:
+        got = f"logits: {where} expects shape (B, {width_name}) = (B, {width}), got {tuple(logits.shape)}. "
+        if logits.ndim == 1 and logits.shape[0] == width:
+            raise ValueError(got + "For one sample, add the batch dimension: logits.unsqueeze(0).")
         raise ValueError(
-            f"logits: {where} expects shape (B, {width_name}) = (B, {width}), got {tuple(logits.shape)}. "
-            f"Use a head built on the same taxonomy"
+            got
+            + "Use a head built on the same taxonomy"
             + (" (the flat head's logits are in taxonomy.leaf_index order)." if width_name == "num_leaves" else ".")
         )
     return logits

@@ -422,3 +422,76 @@ def test_a_tree_only_head_on_a_dag_offers_both_dag_capable_heads_as_the_losses_d
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")], dag=True)
     with pytest.raises(TaxonomyError, match=r"SigmoidHead \(with node_bce or max_constraint_loss\) or a FlatHead"):
         head(4, dag)
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "sigmoid", "flat"])
+def test_a_head_and_a_loss_put_every_buffer_on_the_default_device(kind: str, paper_tax) -> None:
+    """helper-117: under `with torch.device("meta")` (or torch.set_default_device) the weights followed the
+    default device but the index tables and the fingerprint were pinned to the CPU, so the head refused
+    its own logits ('logits: on meta, but this head is on cpu'); on a GPU the same with CUDA."""
+    options = {"coherent": True} if kind == "sigmoid" else {}
+    with torch.device("meta"):
+        head = H.create_head(kind, 8, paper_tax, **options)
+        loss = L.create_loss(L.default_loss(kind), paper_tax)
+    assert {b.device.type for b in [*head.parameters(), *head.buffers(), *loss.buffers()]} == {"meta"}
+    logits = head(torch.randn(2, 8, device="meta"))
+    assert head.marginals(logits).shape == (2, paper_tax.num_nodes)
+    with pytest.raises(TypeError, match=r"features: expected torch.float32 .* got torch.float16"):
+        head(torch.randn(2, 8, device="meta", dtype=torch.float16))  # autocast does not know meta: no RuntimeError
+    with pytest.raises(ValueError, match="weight: got a tensor on the meta device"), torch.device("meta"):
+        L.create_loss("conditional", paper_tax, weight=torch.ones(paper_tax.num_nodes))
+
+
+def test_a_state_dict_built_on_meta_loads_by_assignment_without_a_refusal(paper_tax) -> None:
+    """helper-117: a meta fingerprint (a state dict of a model built on meta) made the refusal's message
+    raise NotImplementedError ('Cannot copy out of meta tensor'), and it was refused as another taxonomy."""
+    template = H.ConditionalHead(8, paper_tax).to("meta").state_dict()
+    head = H.ConditionalHead(8, paper_tax)
+    head.load_state_dict(template, assign=True)
+    assert head.linear.weight.is_meta and head.taxonomy_fingerprint.device.type == "cpu"
+    assert bytes(head.taxonomy_fingerprint.tolist()).hex() == paper_tax.fingerprint
+
+
+@pytest.mark.parametrize("kind", ["conditional", "level", "sigmoid", "flat"])
+def test_module_type_casts_the_weights_and_keeps_the_index_tables_integer(kind: str, paper_tax) -> None:
+    """helper-117: head.type(torch.float64) cast the index tables to float64 and marginals raised in
+    scatter/gather ('Expected dtype int32/int64 for index'); the fingerprint became float."""
+    options = {"coherent": True} if kind == "sigmoid" else {}
+    torch.manual_seed(0)
+    head = H.create_head(kind, 8, paper_tax, **options)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    with torch.no_grad():
+        want = head.double().marginals(head(x))
+        wide = copy.deepcopy(head.float()).type(torch.float64)
+        assert torch.allclose(wide.marginals(wide(x)), want)
+    assert wide.taxonomy_fingerprint.dtype == torch.uint8
+    assert all(not b.is_floating_point() for b in wide.tables.buffers())
+    loss = L.create_loss(L.default_loss(kind), paper_tax).type(torch.float64)
+    assert torch.isfinite(loss(wide(x), torch.tensor([3, 4, 8])))
+
+
+def test_shape_errors_name_the_fix_for_one_sample_and_for_a_feature_map(paper_tax) -> None:
+    """helper-117: a single sample without its batch dimension was told to rebuild the head with the
+    width it already had; a (B, C, H, W) map was told 'W here'."""
+    head = H.ConditionalHead(8, paper_tax)
+    with pytest.raises(ValueError, match=r"got \(8,\)\. For one sample, add the batch dimension"):
+        head(torch.randn(8))
+    with pytest.raises(ValueError, match=r"got \(2, 8, 7, 7\)\. That is a feature map.*pool it first") as err:
+        head(torch.randn(2, 8, 7, 7))
+    assert "7 here" not in str(err.value)
+    with pytest.raises(ValueError, match=r"5 here"):  # another width: rebuild with it
+        head(torch.randn(2, 5))
+    width = paper_tax.num_nodes
+    with pytest.raises(ValueError, match=r"For one sample, add the batch dimension: logits.unsqueeze\(0\)"):
+        head.marginals(torch.randn(width))
+
+
+def test_bias_and_kind_of_the_wrong_type_are_named(paper_tax) -> None:
+    """helper-117: bias='no' added a bias (truthy) where coherent='no' was refused; an unhashable kind
+    raised a bare 'unhashable type: list'."""
+    for cls in (H.ConditionalHead, H.LevelHead, H.SigmoidHead, H.FlatHead):
+        with pytest.raises(TypeError, match=r"bias: expected True or False, got 'no'"):
+            cls(8, paper_tax, bias="no")
+    assert H.ConditionalHead(8, paper_tax, bias=np.bool_(False)).linear.bias is None
+    with pytest.raises(ValueError, match=r"kind: unknown head \['conditional'\]; expected one of"):
+        H.create_head(["conditional"], 8, paper_tax)
