@@ -1387,12 +1387,21 @@ class Taxonomy:
             raise UnknownNodeError("labels: got booleans; expected node names or node indices.")
         if arr.size == 0:
             return arr.astype(np.int64)
-        hint = (
-            " Float values look like probabilities or scores: decode them into nodes first "
-            "(hiercls.decoding.decode(probs, taxonomy))."
-            if arr.dtype.kind in "fc"
-            else ""
-        )
+        hint = ""
+        if arr.dtype.kind == "f":
+            known = arr[~np.isnan(arr)]
+            if known.size and np.isfinite(known).all() and (known == np.round(known)).all():
+                # a label tensor made float (torch.tensor([3., 4.])), or a pandas column with a NaN in it
+                missing = " and drop the missing labels (NaN) first" if known.size < arr.size else ""
+                hint = (
+                    " These floats are whole numbers: cast them to integer node indices (y.long() in torch, "
+                    f"y.astype(int) in numpy){missing}."
+                )
+        if arr.dtype.kind in "fc" and not hint:
+            hint = (
+                " Float values look like probabilities or scores: decode them into nodes first "
+                "(hiercls.decoding.decode(probs, taxonomy))."
+            )
         raise UnknownNodeError(f"labels: expected node names or integer node indices, got dtype {arr.dtype}.{hint}")
 
     def _refuse_mixed(self, flat: np.ndarray, shape: tuple[int, ...]) -> None:

@@ -202,6 +202,15 @@ def test_perfect_predictions_score_one(case) -> None:
     assert M.mistake_severity(y_true, y_true, tax) == 0.0
     report = M.summary(y_true, y_true, tax)
     assert all(v == 1.0 for k, v in report.items() if k != "mistake_severity" and not k.startswith("level"))
+    # the LCA metrics: 1 for every truth with c > 0; a node with every leaf below it has c = 0 under "info"
+    # (helper-118: a root's only child scored 0 for an exact prediction) and scores zero_division, documented
+    for measure in ("info", "depth"):
+        for fn in (M.lca_precision, M.lca_recall, M.lca_f1):
+            assert fn(y_true, y_true, tax, measure=measure, zero_division=1.0) == pytest.approx(1.0)
+    ptr, below, leaf = tax.descendants_ptr, tax.descendants_index, tax.is_leaf_mask  # CSR: itself included
+    full = [t for t in y_true if leaf[below[ptr[t] : ptr[t + 1]]].sum() == tax.num_leaves]
+    if full:
+        assert M.lca_f1(full, full, tax, measure="info") == 0.0 and M.lca_f1(full, full, tax, measure="depth") == 1.0
 
 
 @given(case=labelled())
@@ -302,7 +311,7 @@ def test_errors_name_the_argument(paper_tax: Taxonomy) -> None:
         M.hierarchical_recall([99], [1], paper_tax)
     with pytest.raises(ValueError, match=r"y_true: expected a 1-D array of shape \(num_samples,\), got shape \(2, 1\)"):
         M.accuracy([[1], [2]], [1, 2], paper_tax)
-    with pytest.raises(ValueError, match=r"got shape \(2, 1\)\. For a column vector, pass y.ravel\(\)"):
+    with pytest.raises(ValueError, match=r"got shape \(2, 1\)\. For a column or a row vector, pass y.ravel\(\)"):
         M.accuracy([[1], [2]], [1, 2], paper_tax)
     with pytest.raises(ValueError, match=r"^y_pred: expected one node per sample .*could not read it as an array"):
         M.accuracy([1, 2], [[1, 2], [3]], paper_tax)
@@ -484,3 +493,74 @@ def test_dag_pair_statistics_in_chunks_of_samples_are_the_same(tax: Taxonomy, se
     assert all(np.array_equal(a, b) for a, b in zip(whole, parts))
     assert all(np.array_equal(a, b) for a, b in zip(recall, recall_parts))
     assert f1 == pytest.approx(oracle.hierarchical_prf(t.tolist(), p.tolist(), tax)[2])
+
+
+def test_level_metrics_build_no_dense_ancestor_table_on_a_deep_thin_tree() -> None:
+    """helper-118: the level metrics read the dense (num_nodes, max_depth + 1) ancestor table, half of
+    num_nodes**2 on a deep, thin tree (122 MiB for a 1x1 result at depth 2000), and
+    level_precision_recall_f1 built levels() once per depth (5.6 s at depth 2000, 0.2 s now)."""
+    import tracemalloc
+
+    depth = 600
+    edges = [(f"s{i}", f"s{i + 1}") for i in range(depth)] + [(f"s{i}", f"l{i}") for i in range(1, depth + 1)]
+    tax = Taxonomy.from_edges(edges)  # a spine with one leaf off each node: 1,201 nodes, depth 600
+    rng = np.random.default_rng(0)
+    t, p = rng.choice(tax.leaf_index, 64), rng.choice(tax.leaf_index, 64)
+    tracemalloc.start()
+    try:
+        matrix = M.level_confusion_matrix(t, p, tax, 1)
+        scores = M.level_precision_recall_f1(t, p, tax, average="micro")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert tax._anc_table is None  # never built
+    assert peak < 2**20, peak  # the table alone: 1,201 x 601 x 8 bytes = 5.5 MiB
+    table = tax.ancestor_table  # the slow reference: the dense table, cut at each depth
+    assert matrix.tolist() == [[64]]
+    for d in (1, 2, 300, depth):
+        truth, pred = table[t, d], table[p, d]
+        keep = truth >= 0
+        hits = int((truth[keep] == pred[keep]).sum())
+        assert scores[d][1] == pytest.approx(hits / keep.sum() if keep.any() else 0.0), d
+
+
+def test_lca_metrics_score_a_node_above_every_leaf_as_zero_division_as_documented() -> None:
+    """helper-118: the docs said only 'a prediction at the root (c = 0)'; a root's only child has c = 0
+    under measure='info' too, and an exact prediction of it scored 0."""
+    tax = Taxonomy.from_paths(["cell/blood/ALL", "cell/blood/AML"])
+    for fn in (M.lca_precision, M.lca_recall, M.lca_f1):
+        assert fn(["blood"], ["blood"], tax) == 0.0
+        assert fn(["blood"], ["blood"], tax, zero_division=1.0) == 1.0
+        assert fn(["blood"], ["blood"], tax, measure="depth") == 1.0
+    assert M.lca_precision(["ALL"], ["blood"], tax) == 0.0 and M.lca_recall(["blood"], ["ALL"], tax) == 0.0
+    assert M.lca_f1(["ALL"], ["ALL"], tax) == 1.0
+
+
+def test_label_and_marginal_errors_give_the_fix_that_fits_the_input() -> None:
+    """helper-118: whole-number float labels were told they look like probabilities; a (1, B) row was
+    called a column vector; a lone name got 'shape ()' alone; bool marginals were refused from numpy but
+    scored from torch; abstain_column='no' added the column; scikit-learn's argument order got only a
+    shape error."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    with pytest.raises(UnknownNodeError, match=r"whole numbers: cast them to integer node indices \(y.long\(\)"):
+        M.accuracy(torch.tensor([3.0, 4.0]), [3, 4], tax)
+    with pytest.raises(UnknownNodeError, match=r"whole numbers.*and drop the missing labels \(NaN\) first"):
+        M.accuracy(np.array([3.0, np.nan]), [3, 4], tax)
+    with pytest.raises(UnknownNodeError, match="look like probabilities"):
+        M.accuracy(np.array([0.3, 0.7]), [3, 4], tax)
+    with pytest.raises(ValueError, match=r"got shape \(1, 2\)\. For a column or a row vector, pass y.ravel\(\)"):
+        M.accuracy(np.array([[3, 4]]), [3, 4], tax)
+    with pytest.raises(ValueError, match=r"got shape \(\)\. For one sample, wrap it in a list"):
+        M.accuracy("a1", "a1", tax)
+    scores = np.array([[1, 1, 0, 1, 0], [1, 0, 1, 0, 0]], dtype=bool)  # nodes r, a, b, a1, a2
+    assert M.node_average_precision(scores, ["a", "b"], tax) == M.node_average_precision(
+        torch.from_numpy(scores), ["a", "b"], tax
+    )
+    assert M.inconsistency_rate(scores, tax) == 0.0
+    with pytest.raises(ValueError, match=r"arguments look swapped.*\(probs, y_true, taxonomy\)"):
+        M.node_average_precision(["a1", "b"], np.full((2, 5), 0.5), tax)
+    with pytest.raises(ValueError, match=r"For one sample, add the batch dimension: probs\[None\]"):
+        M.node_average_precision(np.full(5, 0.5), ["a1"], tax)
+    with pytest.raises(TypeError, match="abstain_column: expected True or False, got 'no'"):
+        M.level_confusion_matrix([3], [3], tax, 1, abstain_column="no")
+    assert M.level_confusion_matrix([3], [3], tax, 1, abstain_column=np.bool_(True)).shape == (2, 3)

@@ -131,13 +131,17 @@ def _encode(labels: LabelsLike, taxonomy: Taxonomy, name: str, ndim: int = 1, al
         raise ValueError(f"{name}: expected {want}, but could not read it as an array ({err}).") from None
     if out.ndim != ndim:
         shape = "(num_samples,)" if ndim == 1 else "(num_samples, k)"
-        hint = (
-            " For a column vector, pass y.ravel()"
+        hint = ""
+        if ndim == 1 and out.ndim == 2:
+            hint = (
+                " For a column or a row vector, pass y.ravel()"
+                if 1 in out.shape
+                else " For a stack of batches of one node per sample, pass y.ravel()"
+            )
             # the top-k hint is for predictions only: a 2-D y_true is never top-k (distance_at_k included)
-            + ("; for top-k predictions, use distance_at_k or DistanceAtK." if name in ("y_pred", "preds") else ".")
-            if ndim == 1 and out.ndim == 2
-            else ""
-        )
+            hint += "; for top-k predictions, use distance_at_k or DistanceAtK." if name in ("y_pred", "preds") else "."
+        elif out.ndim == 0:  # a lone name or index
+            hint = " For one sample, wrap it in a list: [y]."
         raise ValueError(f"{name}: expected a {ndim}-D array of shape {shape}, got shape {tuple(out.shape)}.{hint}")
     if out.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: give at least one sample.")
@@ -408,17 +412,23 @@ def _check_depth(taxonomy: Taxonomy, depth: Any) -> int:
 def _level_rows_cols(
     taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray, depth: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Local class indices at ``depth``: rows of samples whose truth reaches it; column K = stopped above."""
-    level = taxonomy.levels()[depth]
-    k = len(level)
-    table = taxonomy.ancestor_table
-    rows = table[t, depth]
-    cols = table[p, depth]
-    keep = rows >= 0
-    rows = rows[keep] - level[0]
-    cols = cols[keep]
-    cols = np.where(cols >= 0, cols - level[0], k)
-    return rows, cols, k
+    """Local class indices at ``depth``: rows of samples whose truth reaches it; column K = stopped above.
+
+    A tree's nodes are numbered by depth, so a path in the ancestor CSR (ascending) holds its depth-``d``
+    node at offset ``d``: no dense ``num_nodes x (max_depth + 1)`` table (half of ``num_nodes**2`` for a
+    deep, thin tree), and the level's bounds come from one binary search (not ``levels()`` per depth).
+    """
+    depth_of, ptr, idx = taxonomy.depth_index, taxonomy.ancestors_ptr, taxonomy.ancestors_index
+    start, stop = (int(b) for b in np.searchsorted(depth_of, [depth, depth + 1]))
+    k = stop - start
+
+    def at_depth(nodes: np.ndarray) -> np.ndarray:  # local index at ``depth``; k for a node above it
+        reach = depth_of[nodes] >= depth
+        return np.where(reach, idx[np.where(reach, ptr[nodes] + depth, 0)] - start, k)
+
+    rows, cols = at_depth(t), at_depth(p)
+    keep = rows < k
+    return rows[keep], cols[keep], k
 
 
 def level_confusion_matrix(
@@ -448,6 +458,7 @@ def level_confusion_matrix(
 
     Raises:
         TaxonomyError: the taxonomy is a DAG.
+        TypeError: ``abstain_column`` is not a bool.
         ValueError: empty or mismatched inputs, or a depth out of range.
 
     Examples:
@@ -459,6 +470,8 @@ def level_confusion_matrix(
     t, p = _encode_pair(y_true, y_pred, taxonomy)
     _require_tree(taxonomy, "level_confusion_matrix")
     depth = _check_depth(taxonomy, depth)
+    if not isinstance(abstain_column, (bool, np.bool_)):  # a string such as "no" would be truthy
+        raise TypeError(f"abstain_column: expected True or False, got {abstain_column!r}.")
     rows, cols, k = _level_rows_cols(taxonomy, t, p, depth)
     if abstain_column:
         return np.bincount(rows * (k + 1) + cols, minlength=k * (k + 1)).reshape(k, k + 1)
@@ -876,8 +889,10 @@ def lca_precision(
 
     ``c`` is the information ``log(num_leaves / leaves_under(n))``
     (``measure="info"``) or the depth (``measure="depth"``; in a tree this is
-    the macro :func:`hierarchical_precision`). A prediction at the root
-    (``c = 0``) takes ``zero_division``.
+    the macro :func:`hierarchical_precision`). A prediction with ``c = 0``
+    takes ``zero_division``: the root, and with ``measure="info"`` also any node
+    that has every leaf below it (a root's only child, every node of a
+    one-leaf taxonomy), even when it is the truth.
 
     Args:
         y_true: true nodes ``(B,)``.
@@ -912,6 +927,9 @@ def lca_recall(
 ) -> float:
     """LCA recall (Valmadre 2022): ``mean_i c(lca(t_i, p_i)) / c(t_i)``; see :func:`lca_precision`.
 
+    A truth with ``c = 0`` (the root; with ``measure="info"`` also a node with every leaf below it)
+    takes ``zero_division``.
+
     Raises:
         ValueError: empty or mismatched inputs, or an unknown ``measure``.
         UnknownNodeError: a node is not in the taxonomy.
@@ -935,8 +953,9 @@ def lca_f1(
 ) -> float:
     """LCA F1: ``mean_i 2 P_i R_i / (P_i + R_i)`` of the per-sample LCA precision and recall.
 
-    Per sample from the counts, ``2 c(lca) / (c(p) + c(t))`` (0 for a prediction at the
-    root whose truth is not; ``zero_division`` when both are at the root); ``NaN`` entries
+    Per sample from the counts, ``2 c(lca) / (c(p) + c(t))`` (0 for a prediction with ``c = 0``
+    whose truth has ``c > 0``; ``zero_division`` when both have ``c = 0``: both at the root, or with
+    ``measure="info"`` at nodes with every leaf below them); ``NaN`` entries
     are left out of the mean, as in :func:`hierarchical_precision_recall_fscore`.
 
     Raises:
@@ -1062,6 +1081,14 @@ def _check_unit_interval(lo: float, hi: float, slack: float, name: str = "probs"
         )
 
 
+def _ndim(values: Any) -> int | None:
+    """The number of dimensions of an array, a tensor or nested lists; None when it cannot be read."""
+    try:
+        return int(np.ndim(values)) if not hasattr(values, "ndim") else int(values.ndim)
+    except (ValueError, TypeError):  # ragged nested lists
+        return None
+
+
 def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs", unit_interval: bool = False) -> np.ndarray:
     """Node scores -> float64 ``(B, num_nodes)``, finite; with ``unit_interval``, also in ``[0, 1]`` up to the
     rounding slack of the dtype they came in (:func:`_check_unit_interval`)."""
@@ -1082,12 +1109,14 @@ def _as_probs(probs: Any, taxonomy: Taxonomy, name: str = "probs", unit_interval
             f"every row; could not read it as an array ({err})."
         ) from err
     if arr.ndim != 2 or arr.shape[1] != taxonomy.num_nodes:
+        one = arr.ndim == 1 and arr.shape[0] == taxonomy.num_nodes
         raise ValueError(
-            f"{name}: expected node marginals of shape (num_samples, {taxonomy.num_nodes}), got shape {tuple(arr.shape)}."
+            f"{name}: expected node marginals of shape (num_samples, {taxonomy.num_nodes}), got shape {tuple(arr.shape)}"
+            + (f". For one sample, add the batch dimension: {name}[None]." if one else ".")
         )
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: give at least one sample.")
-    if arr.dtype.kind not in "fiu":
+    if arr.dtype.kind not in "fiub":  # booleans and integers: 0/1 marginals, as torch's bool tensors are read
         raise ValueError(f"{name}: expected a float array of marginals, got dtype {arr.dtype}.")
     if arr.dtype.kind == "f":
         eps = max(eps, float(np.finfo(arr.dtype).eps))
@@ -1147,6 +1176,12 @@ def node_average_precision(
         [nan, 0.5, 0.833]
     """
     _check_taxonomy(taxonomy)
+    if _ndim(probs) == 1 and _ndim(y_true) == 2:  # scikit-learn's order, (y_true, y_score)
+        raise ValueError(
+            f"probs: expected node marginals of shape (num_samples, {taxonomy.num_nodes}) first, got a 1-D "
+            "array and a 2-D y_true: the arguments look swapped. node_average_precision takes "
+            "(probs, y_true, taxonomy), marginals first (scikit-learn's average_precision_score takes y_true first)."
+        )
     scores = _as_probs(probs, taxonomy)
     t = _encode(y_true, taxonomy, "y_true")
     if len(t) != len(scores):
