@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -131,3 +132,16 @@ def conformal_threshold(probs: np.ndarray, target: list[int], tax: Taxonomy, err
     scores = sorted((conformal_score(row, tax, t) for row, t in zip(probs, target)), reverse=True)
     kth = scores[k - 1]
     return 0.0 if kth < 0 else float(np.nextafter(kth, math.inf))
+
+
+def front_area(specificity, correct) -> float:
+    """``integral_0^1 max{correct_j : specificity_j >= x} dx`` (0 where no point reaches x), by the
+    definition: the integrand is constant between consecutive specificities, so it is evaluated by brute
+    force at the midpoint of each piece and multiplied by the piece's width."""
+    points = list(zip(map(float, specificity), map(float, correct)))
+    cuts = sorted({0.0, 1.0} | {min(max(s, 0.0), 1.0) for s, _ in points})
+    area = 0.0
+    for lo, hi in itertools.pairwise(cuts):
+        mid = (lo + hi) / 2
+        area += (hi - lo) * max((c for s, c in points if s >= mid), default=0.0)
+    return area

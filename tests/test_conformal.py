@@ -112,6 +112,15 @@ def test_marginal_guarantee_by_simulation(n: int, error: float) -> None:
     assert mean >= error - 1.0 / (n + 1) - 3 * se - 0.01  # ties in the pool make it a little more cautious
 
 
+def test_allowed_wrong_keeps_an_exact_binomial_tie() -> None:
+    """helper-120: with n=11, error=0.5, P(Binomial <= 1) = 12/2048 exactly; at confidence 1 - 12/2048 the
+    bound holds with equality, so k = 2. The float sum lands a hair above it: without the slack k was 1,
+    and no test said so."""
+    assert _allowed_wrong(11, 0.5, 1 - 12 / 2048) == 2
+    assert _allowed_wrong(11, 0.5, 1 - 12 / 2048 + 1e-6) == 1  # just past the tie: one fewer
+    assert _allowed_wrong(11, 0.5, 1 - 1 / 2048) == 1  # P(Binomial <= 0) = 1/2048, exactly on the bound
+
+
 @pytest.mark.parametrize(("n", "error", "confidence"), [(100, 0.1, 0.9), (300, 0.05, 0.8)])
 def test_pac_guarantee_by_simulation(n: int, error: float, confidence: float) -> None:
     """With confidence, the share of calibration sets whose threshold errs more than `error` is at most

@@ -235,6 +235,7 @@ def test_operating_curve_matches_threshold_sweep(tax: Taxonomy, seed: int, measu
         want = oracle.curve_point(probs, target, tax, tau, measure)
         assert spec == pytest.approx(want[0]) and corr == pytest.approx(want[1])
     assert at.auc == curve.auc
+    assert curve.auc == pytest.approx(oracle.front_area(curve.specificity, curve.correct))
     assert 0.0 <= curve.auc <= 1.0
     assert curve.auc >= curve.specificity.max() * curve.correct[curve.specificity.argmax()] - 1e-12
 
@@ -293,6 +294,18 @@ def test_operating_curve_area_of_a_known_case() -> None:
     assert 0.0 <= worse.auc < curve.auc
 
 
+def test_operating_curve_area_is_the_front_to_the_right_of_each_specificity() -> None:
+    """helper-120: the area took the best correct rate among points to the left of each specificity and no
+    test failed (every known case had a front of 1). Here correct rates fall and rise again."""
+    from hiercls.decoding import _front_area
+
+    spec, corr = np.array([0.0, 0.5, 1.0]), np.array([1.0, 0.4, 0.9])
+    assert _front_area(spec, corr) == pytest.approx(0.9) == oracle.front_area(spec, corr)
+    spec, corr = np.array([0.0, 0.2, 0.6, 0.6, 0.8]), np.array([1.0, 0.3, 0.7, 0.5, 0.2])
+    # (0, 0.6]: 0.7 (the best at >= x); (0.6, 0.8]: 0.2; beyond 0.8 nothing: 0
+    assert _front_area(spec, corr) == pytest.approx(0.6 * 0.7 + 0.2 * 0.2) == oracle.front_area(spec, corr)
+
+
 # ------------------------------------------------------------ known cases
 def test_threshold_stops_at_an_inner_node_when_unsure(paper_tax: Taxonomy) -> None:
     probs = np.zeros((1, paper_tax.num_nodes))
@@ -314,8 +327,11 @@ def test_threshold_stops_at_an_inner_node_when_unsure(paper_tax: Taxonomy) -> No
     assert paper_tax.names(decode(probs, paper_tax, "argmax_leaf")) == ["ALL"]
     assert paper_tax.names(decode(probs, paper_tax, "top_down")) == ["ALL"]
     assert paper_tax.names(decode(probs, paper_tax, "threshold", threshold=0.3)) == ["APL"]
-    hf = paper_tax.names(decode(probs, paper_tax, "hf_optimal"))[0]
-    assert hf in ("Acute", "AML", "ALL")
+    # expected hF (oracle): ALL 0.7048, AML 0.6738, Acute below both
+    assert paper_tax.names(decode(probs, paper_tax, "hf_optimal")) == ["ALL"]
+    scores = oracle.expected_hf(probs[0], paper_tax, 1.0)
+    assert paper_tax.nodes[int(np.argmax(scores))] == "ALL"
+    assert scores[paper_tax.index("ALL")] == pytest.approx(0.7048, abs=1e-4)
 
 
 def test_crm_prefers_the_leaf_of_the_heavier_subtree() -> None:

@@ -4,6 +4,7 @@ the padding mask of 2-D object labels."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import ClassVar
 
@@ -25,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 import hiercls.metrics
 import hiercls.sklearn._labels as labels_module
-from hiercls import Taxonomy, UnknownNodeError
+from hiercls import Taxonomy, TaxonomyError, UnknownNodeError
 from hiercls.sklearn import (
     HierarchicalHeadClassifier,
     LocalClassifierPerLevel,
@@ -67,22 +68,27 @@ def _negative_weight(est):
     X, _ = three_blobs()
     w = np.ones(len(X))
     w[0] = -1.0
-    return X, np.array(["p/q", "p/r", "s"] * 20), {"sample_weight": w}
+    return (
+        X,
+        np.array(["p/q", "p/r", "s"] * 20),
+        {"sample_weight": w},
+        (ValueError, "sample_weight: expected weights >= 0"),
+    )
 
 
 def _dag_taxonomy(est):
     X, _ = three_blobs()
     dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")])
     est.set_params(taxonomy=dag)
-    return X, np.array(["c", "a", "b"] * 20), {}
+    return X, np.array(["c", "a", "b"] * 20), {}, (TaxonomyError, "needs a tree")
 
 
 def _base_estimator_fails(est):
     X, y = three_blobs()
     if isinstance(est, HierarchicalHeadClassifier):
-        return X[:-1], y, {}  # refused after the labels were read
+        return X[:-1], y, {}, (ValueError, "found 59 samples in X but 60 labels in y")  # after reading labels
     est.set_params(base_estimator=LogisticRegression(C=-1.0))  # the clones raise inside fit
-    return X, y, {}
+    return X, y, {}, (ValueError, "The 'C' parameter of LogisticRegression")  # sklearn's InvalidParameterError
 
 
 @pytest.mark.parametrize("fitted_before", [False, True], ids=["fresh", "refit"])
@@ -95,8 +101,8 @@ def test_a_failed_fit_leaves_the_estimator_unfitted(estimator, failure, fitted_b
     X, y = three_blobs()
     if fitted_before:
         est.fit(X, y)
-    X2, y2, kwargs = failure(est)
-    with pytest.raises(Exception):  # noqa: B017 (each failure has its own error; the state is the point)
+    X2, y2, kwargs, (error, message) = failure(est)
+    with pytest.raises(error, match=re.escape(message)):
         est.fit(X2, y2, **kwargs)
     left = [a for a in vars(est) if a.endswith("_") and not a.startswith("__")]
     assert left == [] and not hasattr(est, "_codec")
