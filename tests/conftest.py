@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -51,11 +52,26 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HIERCLS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(module: str):
+    """``pytest.importorskip(module)``, but a failure in CI (CI=true), where the dev extra installs it: a
+    test skipped for a missing package there would pass unseen."""
+    if _in_ci():
+        try:
+            return importlib.import_module(module)
+        except ImportError as err:
+            pytest.fail(f"CI=true but {module!r} cannot be imported ({err}); it is in the dev extra.")
+    return pytest.importorskip(module)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path to ../shared/data. Required in CI (CI=true); skipped with a reason elsewhere."""
     if not (SHARED_DATA / "pbc").is_dir():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if _in_ci():
             pytest.fail(f"CI=true but the real data is missing at {SHARED_DATA} (set HIERCLS_SHARED_DATA).")
         pytest.skip(f"real data not found at {SHARED_DATA}; set HIERCLS_SHARED_DATA to run this test")
     return SHARED_DATA

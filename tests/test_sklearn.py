@@ -40,6 +40,7 @@ from hiercls.sklearn import (
     neg_mistake_severity_scorer,
 )
 from tests.budget import examples
+from tests.conftest import require
 from tests.strategies import trees
 
 
@@ -317,7 +318,7 @@ def test_pandas_na_padding_is_padding():
 
 
 def test_pandas_string_frames_with_missing_cells():
-    pd = pytest.importorskip("pandas")
+    pd = require("pandas")
     X, y = blobs(["a/x", "a/y", "b"])
     ref = LocalClassifierPerParentNode().fit(X, y)
     rows = [label.split("/") + [None] * (2 - len(label.split("/"))) for label in y]

@@ -37,6 +37,7 @@ from hiercls.sklearn import (
 )
 from hiercls.sklearn._labels import _as_label_array, _is_missing, fit_codec
 from tests.budget import examples
+from tests.conftest import require
 from tests.strategies import trees
 
 
@@ -150,7 +151,7 @@ def test_a_given_base_pipeline_gets_string_columns(cls):
 
 
 def test_a_given_base_pipeline_selects_columns_by_name():
-    pd = pytest.importorskip("pandas")
+    pd = require("pandas")
     from sklearn.compose import make_column_transformer
 
     X, y = three_blobs(90)
