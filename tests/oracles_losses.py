@@ -40,6 +40,17 @@ def _path(tax: Taxonomy, node: int) -> list[int]:
     return _idx(tax, tax.ancestors(node, include_self=True))
 
 
+def _lca(tax: Taxonomy, a: int, b: int) -> int:
+    """The deepest common ancestor of a tree's nodes, from their paths (not the library's Euler tour)."""
+    common = set(_path(tax, a)) & set(_path(tax, b))
+    return max(common, key=lambda n: len(_path(tax, n)))
+
+
+def _height(tax: Taxonomy, node: int) -> int:
+    """Edges on the longest way down from ``node`` to a leaf, by recursion over the children."""
+    return max((1 + _height(tax, tax.index(c)) for c in tax.children(node)), default=0)
+
+
 def _weight(weight, tax: Taxonomy) -> list[float]:
     """Per-node weights from None, a per-node or a per-level sequence."""
     if weight is None:
@@ -218,12 +229,12 @@ def soft_label_loss(logits, target, tax: Taxonomy, beta: float, weight=None, smo
     """Bertinetto et al. (2020) soft labels: y_A ∝ exp(-beta d(A, t)), d = height(LCA) / tree height."""
     w = _weight(weight, tax)
     leaves = tax.leaf_index.tolist()
-    tree_height = max(tax.height(), 1)
+    tree_height = max(_height(tax, 0), 1)
     out = []
     for row, t in zip(_rows(logits), list(target)):
         t = int(t)
         total = _lse(row)
-        scores = [math.exp(-beta * tax.height(tax.lca(leaf, t)) / tree_height) for leaf in leaves]
+        scores = [math.exp(-beta * _height(tax, _lca(tax, leaf, t)) / tree_height) for leaf in leaves]
         norm = sum(scores)
         goal = [(1 - smoothing) * s / norm + smoothing / len(leaves) for s in scores]
         out.append(w[t] * -sum(g * (v - total) for g, v in zip(goal, row)))

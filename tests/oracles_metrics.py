@@ -14,7 +14,9 @@ def path_set(tax: Taxonomy, n: int) -> set[str]:
 
 def deepest_common_ancestor(tax: Taxonomy, a: int, b: int) -> int:
     common = set(tax.ancestors(a, include_self=True)) & set(tax.ancestors(b, include_self=True))
-    return max(tax.index(x) for x in common)  # indices are sorted by depth
+    # the deepest (longest path from the root in a DAG), not by the library's depth-sorted numbering;
+    # common ancestors of equal depth give the path distance below the same value
+    return tax.index(max(common, key=tax.depth))
 
 
 def _div(num: float, den: float, zd: float) -> float:

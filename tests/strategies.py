@@ -21,7 +21,9 @@ def trees(draw: st.DrawFn, min_nodes: int = 1, max_nodes: int = 30, prefix: str 
 
 @st.composite
 def dags(draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 25) -> Taxonomy:
-    """A random rooted DAG: each node k > 0 gets one or more parents among nodes 0..k-1."""
+    """A random rooted DAG: each node k > 0 gets one or more parents among nodes 0..k-1; from 3 nodes on,
+    at least one node has two parents (an extra parent drawn equal to the first collapsed, and about one
+    draw in six came out a tree)."""
     n = draw(st.integers(min_nodes, max_nodes))
     g = nx.DiGraph()
     g.add_node("n0")
@@ -30,6 +32,11 @@ def dags(draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 25) -> Taxonomy:
         extra = draw(st.lists(st.integers(0, k - 1), max_size=2))
         for p in {first, *extra}:
             g.add_edge(f"n{p}", f"n{k}")
+    if n >= 3 and all(g.in_degree(v) < 2 for v in g):
+        k = draw(st.integers(2, n - 1))
+        (have,) = g.predecessors(f"n{k}")
+        other = draw(st.sampled_from([p for p in range(k) if f"n{p}" != have]))
+        g.add_edge(f"n{other}", f"n{k}")
     return Taxonomy(g)
 
 
