@@ -5,6 +5,7 @@ the padding mask of 2-D object labels."""
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from typing import ClassVar
 
@@ -452,3 +453,123 @@ def test_2d_object_labels_test_padding_once_per_distinct_row(monkeypatch):
     calls.clear()
     codec.encode(y)
     assert len(calls) < 100
+
+
+# ---------------------------------------------------------------- helper-119
+def test_the_head_estimator_leaves_every_global_generator_alone(monkeypatch):
+    """helper-119: fit called torch.manual_seed inside fork_rng(devices=[]): that also (re)seeds every CUDA
+    generator (queued until CUDA starts on a CPU machine), which fork_rng does not restore, so fitting a
+    probe reseeded the user's GPU training."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    X, y = three_blobs()
+    before = torch.random.get_rng_state()
+    a = HierarchicalHeadClassifier(max_iter=3, random_state=4).fit(X, y).predict_proba(X[:4])
+    assert calls == [] and torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(123)  # the global state does not reach the fit: same seed, same model
+    assert np.array_equal(a, HierarchicalHeadClassifier(max_iter=3, random_state=4).fit(X, y).predict_proba(X[:4]))
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_predict_works_in_row_blocks_of_the_working_memory(estimator, monkeypatch):
+    """helper-119: predict, predict_proba and score built several (n_samples, num_nodes) float64 arrays
+    at once: 5-8 GiB at 10,000 samples on the iNat21-shaped tree. They now go block by block within
+    scikit-learn's working_memory, with the same answers."""
+    import sklearn
+
+    X, y = three_blobs(90)
+    est = clone(estimator).fit(X, y)
+    whole = est.predict(X), est.predict_proba(X), est.score(X, y)
+    seen = []
+    inner = type(est).predict_marginals
+    monkeypatch.setattr(type(est), "predict_marginals", lambda self, rows: seen.append(len(rows)) or inner(self, rows))
+    rows = int(0.001 * 2**20 // (8 * 6 * est.taxonomy_.num_nodes))  # 5 nodes: 4,369 rows a MiB; here 4
+    with sklearn.config_context(working_memory=0.001):
+        blocks = est.predict(X), est.predict_proba(X), est.score(X, y)
+    assert np.array_equal(blocks[0], whole[0]) and np.allclose(blocks[1], whole[1]) and blocks[2] == whole[2]
+    assert max(seen) == rows and len(seen) == 3 * -(-90 // rows)
+    import pandas as pd_  # a DataFrame is cut by rows too, keeping its column names
+
+    frame = pd_.DataFrame(X, columns=["u", "v", "w"])
+    named = clone(estimator).fit(frame, y)
+    with sklearn.config_context(working_memory=0.001):
+        assert np.array_equal(named.predict(frame), clone(estimator).fit(X, y).predict(X))
+
+
+@pytest.mark.parametrize("cls", LOCAL)
+def test_decoder_values_and_tree_only_rules_are_refused_at_fit(cls):
+    """helper-119: decoder_options={'threshold': 1.5} or {'beta': -1}, and decoder='crm' on a DAG, passed
+    fit and failed at the first predict after training, in terms of decode's rule=."""
+    X, y = three_blobs()
+    with pytest.raises(ValueError, match=r"decoder='threshold', decoder_options=\{'threshold': 1.5\}: threshold"):
+        cls(decoder="threshold", decoder_options={"threshold": 1.5}).fit(X, y)
+    with pytest.raises(ValueError, match=r"decoder='hf_optimal', decoder_options=\{'beta': -1\}: beta"):
+        cls(decoder="hf_optimal", decoder_options={"beta": -1}).fit(X, y)
+    est = cls(decoder="threshold", decoder_options={"threshold": 0.6}).fit(X, y)
+    est.set_params(decoder_options={"threshold": 2.0})  # changed after fit: found at predict, in the same words
+    with pytest.raises(ValueError, match="decoder_options=.*threshold"):
+        est.predict(X[:2])
+    dag = Taxonomy.from_edges([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c"), ("a", "d")])
+    head = HierarchicalHeadClassifier(head="sigmoid", decoder="crm", taxonomy=dag, max_iter=2)
+    with pytest.raises(TaxonomyError, match=r"decoder='crm'.*needs a tree.*Use decoder='argmax_leaf'"):
+        head.fit(X, np.array(["c", "d", "b"] * 20))
+
+
+def test_scorer_option_values_are_refused_when_the_scorer_is_made():
+    """helper-119: average='macor' was accepted; cross_val_score then gave NaN in every fold, with a warning."""
+    from hiercls.sklearn import make_hierarchical_scorer
+
+    with pytest.raises(ValueError, match=r"make_hierarchical_scorer\('hierarchical_f1'\): average: expected one of"):
+        make_hierarchical_scorer("hierarchical_f1", average="macor")
+    with pytest.raises(ValueError, match=r"beta: expected a positive finite number"):
+        make_hierarchical_scorer("hierarchical_fbeta", beta=-1)
+    assert make_hierarchical_scorer("hierarchical_f1", average="macro").kwargs == {"average": "macro"}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")
+@pytest.mark.parametrize("cls", LOCAL)
+def test_a_base_estimators_error_names_the_node_or_level(cls):
+    """helper-119: 'n_neighbors <= n_samples_fit = 3' named no node, its samples or its classes."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.array(["a/x"] * 10 + ["a/y"] * 10 + ["b/u", "b/u", "b/v"])
+    X = rng.normal(size=(len(y), 3))
+    est = cls(base_estimator=KNeighborsClassifier(n_neighbors=4))
+    if cls is LocalClassifierPerLevel:  # every depth has enough samples: a small one made to fail
+        est.set_params(base_estimator=KNeighborsClassifier(n_neighbors=30))
+    with pytest.raises(ValueError) as err:
+        est.fit(X, y).predict(X)
+    notes = " ".join(getattr(err.value, "__notes__", []))
+    want = {
+        LocalClassifierPerParentNode: "while predicting with the classifier of parent node 'b'",
+        LocalClassifierPerNode: "while predicting with the classifier of node 'u'",
+        LocalClassifierPerLevel: "while predicting with the classifier of depth 1",
+    }[cls]
+    assert want in notes, notes
+
+
+@pytest.mark.parametrize("cls", LOCAL)
+def test_a_pipeline_that_routes_sample_weight_is_accepted(cls):
+    """helper-119: with metadata routing on, a Pipeline asking for sample_weight on a step was refused as
+    'does not take sample_weight' (its fit takes **params); one that asks for it nowhere is refused by the
+    pipeline itself, with the node named."""
+    import sklearn
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = three_blobs()
+    w = np.random.default_rng(1).uniform(0.5, 2.0, len(y))
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = make_pipeline(
+            StandardScaler().set_fit_request(sample_weight=False),
+            LogisticRegression().set_fit_request(sample_weight=True),
+        )
+        weighted = cls(base_estimator=pipe).fit(X, y, sample_weight=w).predict_proba(X[:5])
+        plain = cls(base_estimator=clone(pipe)).fit(X, y).predict_proba(X[:5])
+        assert not np.allclose(weighted, plain)  # the weights reached the logistic regression
+        with pytest.raises(ValueError, match="sample_weight"):
+            cls(base_estimator=make_pipeline(StandardScaler(), LogisticRegression())).fit(X, y, sample_weight=w)
+    with pytest.raises(ValueError, match="does not take sample_weight"):  # routing off: refused at the door
+        cls(base_estimator=make_pipeline(StandardScaler(), LogisticRegression())).fit(X, y, sample_weight=w)

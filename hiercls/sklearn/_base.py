@@ -95,6 +95,7 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         self._check_decoder()
         codec, target = fit_codec(y, self.taxonomy)
         self._check_decoder_labels(codec)
+        self._check_decoder_on(codec.taxonomy)
         self._codec = codec
         self.taxonomy_ = codec.taxonomy
         self.nodes_ = np.asarray(codec.taxonomy.nodes, dtype=object)
@@ -141,6 +142,23 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
             )
         return {k: v for k, v in given.items() if k in allowed}
 
+    def _check_decoder_on(self, taxonomy: Taxonomy) -> None:
+        """``decoder`` and the values of ``decoder_options`` against the fitted taxonomy, by decoding one
+        made-up sample (sure of the first leaf): a threshold of 1.5, a negative beta or a tree-only rule on a
+        DAG is refused at fit, in terms of these parameters, not at the first predict after training."""
+        from hiercls.decoding import decode
+
+        probs = np.zeros((1, taxonomy.num_nodes))
+        leaf = int(taxonomy.leaf_index[0])
+        probs[0, taxonomy.ancestors_index[taxonomy.ancestors_ptr[leaf] : taxonomy.ancestors_ptr[leaf + 1]]] = 1.0
+        try:
+            decode(probs, taxonomy, self.decoder, **self._decoder_kwargs(warn=False))
+        except (ValueError, TypeError) as err:  # TaxonomyError and UnknownNodeError are ValueErrors
+            raise type(err)(
+                f"decoder={self.decoder!r}, decoder_options={self.decoder_options!r}: "
+                + str(err).replace("rule=", "decoder=")
+            ) from err
+
     def _check_decoder_labels(self, codec: LabelCodec) -> None:
         if not codec.root_has_label and self.decoder in _INNER_NODE_RULES:
             raise ValueError(
@@ -173,14 +191,37 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
             X: features, shape ``(n_samples, n_features)``.
         """
         check_is_fitted(self)
-        return self.predict_marginals(X)[:, self._class_nodes]
+        parts = [self.predict_marginals(rows)[:, self._class_nodes] for rows in self._row_chunks(X)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _row_chunks(self, X: Any) -> list[Any]:
+        """``X`` in row blocks whose node marginals (and the few arrays of that size that computing them
+        takes) fit in scikit-learn's ``working_memory`` (1 GiB by default): ``predict`` at 100,000 samples
+        on a 16,000-node taxonomy needed tens of GiB at once. One block (``X`` itself) when it fits."""
+        from sklearn import get_config
+        from sklearn.utils import _safe_indexing, gen_batches
+        from sklearn.utils.validation import _num_samples
+
+        try:
+            n = _num_samples(X)
+        except TypeError:  # not an array: predict_marginals says what it expected
+            return [X]
+        per_row = 8 * 6 * max(1, self.taxonomy_.num_nodes)  # float64, about six (n, num_nodes) arrays
+        rows = max(1, int(get_config()["working_memory"] * 2**20 // per_row))
+        if n <= rows:
+            return [X]
+        return [_safe_indexing(X, batch) for batch in gen_batches(n, rows)]
 
     def _predict_nodes(self, X: Any) -> np.ndarray:
-        """Decoded node indices, int64 ``(n_samples,)``."""
+        """Decoded node indices, int64 ``(n_samples,)``, block by block (:meth:`_row_chunks`)."""
         from hiercls.decoding import decode
 
-        probs = self.predict_marginals(X)
-        return np.asarray(decode(probs, self.taxonomy_, self.decoder, **self._decoder_kwargs()), dtype=np.int64)
+        options = self._decoder_kwargs()  # (its warning once per call)
+        parts = [
+            np.asarray(decode(self.predict_marginals(rows), self.taxonomy_, self.decoder, **options), dtype=np.int64)
+            for rows in self._row_chunks(X)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels, decoded from the node marginals with the ``decoder`` rule.
@@ -200,6 +241,7 @@ class HierarchicalClassifierBase(ClassifierMixin, BaseEstimator, metaclass=ABCMe
         check_is_fitted(self)
         self._check_decoder()  # decoder may have been changed by set_params after fit
         self._check_decoder_labels(self._codec)
+        self._check_decoder_on(self.taxonomy_)
         return self._codec.decode(self._predict_nodes(X))
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:

@@ -184,8 +184,11 @@ class HierarchicalHeadClassifier(HierarchicalClassifierBase):
             sw = _checked_sample_weight(sample_weight, X, dtype=np.float64)
             weights = torch.tensor(sw / sw.mean(), dtype=torch.float32, device=device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
-            torch.manual_seed(seed)
+        # seeded init on the CPU, without touching a global RNG: torch.manual_seed would also (re)seed every
+        # CUDA generator, which fork_rng(devices=[]) does not restore; the layers are built on the CPU
+        # whatever the default device, so only the CPU generator draws
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+            torch.default_generator.manual_seed(seed)
             layers: list[nn.Module] = []
             width = X.shape[1]
             for h in hidden:

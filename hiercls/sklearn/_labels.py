@@ -286,7 +286,9 @@ def fit_codec(y: Any, taxonomy: Taxonomy | None, *, name: str = "y") -> tuple[La
             raise ValueError(
                 f"{name}: got {labels.dtype} labels with a taxonomy. With taxonomy=..., give node names or "
                 "label paths as strings; numeric class labels are accepted with taxonomy=None (a taxonomy "
-                "root -> classes is then inferred)."
+                "root -> classes is then inferred). If you did give names, a meta-estimator may have encoded "
+                "them as 0..K-1 first (cross_val_predict with method='predict_proba', VotingClassifier, "
+                "StackingClassifier): fit the estimator directly, one fold at a time."
             )
         check_classification_targets(labels)  # raises on continuous, NaN, mixed types
         return _fit_flat(labels)

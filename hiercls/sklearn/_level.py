@@ -12,7 +12,13 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _num_samples
 
 from hiercls.sklearn._base import HierarchicalClassifierBase, _fit_or_forget
-from hiercls.sklearn._local import _fit_one, _LocalEstimators, _marginals_from_conditionals
+from hiercls.sklearn._local import (
+    _classes_text,
+    _fit_one,
+    _LocalEstimators,
+    _marginals_from_conditionals,
+    _predict_one,
+)
 from hiercls.taxonomy import Taxonomy
 
 
@@ -123,9 +129,13 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
                 jobs.append((d, rows, nodes))
         fitted = Parallel(n_jobs=self.n_jobs)(
             delayed(_fit_one)(
-                clone(base), _safe_indexing(X, rows), nodes, None if sample_weight is None else sample_weight[rows]
+                clone(base),
+                _safe_indexing(X, rows),
+                nodes,
+                None if sample_weight is None else sample_weight[rows],
+                f"the classifier of depth {d} (classes {_classes_text(tax.nodes[n] for n in np.unique(nodes))})",
             )
-            for _, rows, nodes in jobs
+            for d, rows, nodes in jobs
         )
         self.estimators_: list[Any] = [None] * (tax.max_depth + 1)
         for (d, _, _), est in zip(jobs, fitted):
@@ -147,9 +157,9 @@ class LocalClassifierPerLevel(_LocalEstimators, HierarchicalClassifierBase):
         X = self._predict_inputs(X)
         tax = self.taxonomy_
         scores = np.zeros((_num_samples(X), tax.num_nodes))
-        for est in self.estimators_:  # one call per fitted classifier
+        for d, est in enumerate(self.estimators_):  # one call per fitted classifier
             if est is not None:
-                scores[:, est.classes_] = est.predict_proba(X)
+                scores[:, est.classes_] = _predict_one(est, X, f"the classifier of depth {d}")
         default = self._default_conditional
         single = np.array([est is None for est in self.estimators_])[tax.depth_index]
         scores[:, single] = default[single]  # a depth with at most one node seen: its fixed conditionals

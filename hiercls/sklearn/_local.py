@@ -121,7 +121,7 @@ class _LocalEstimators:
         if sample_weight is None:
             return None
         sample_weight = _checked_sample_weight(sample_weight, X)
-        if not has_fit_parameter(base, "sample_weight"):
+        if not has_fit_parameter(base, "sample_weight") and not _routes_fit_params(base):
             raise ValueError(
                 f"sample_weight: the base estimator {type(base).__name__} does not take sample_weight in "
                 "fit. Pick one that does (LogisticRegression, RandomForestClassifier, ...) or pass None."
@@ -264,16 +264,18 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
         def part(k: int) -> slice:
             return slice(bounds[0, k], bounds[1, k])
 
+        names = tax.nodes
         fitted = Parallel(n_jobs=self.n_jobs)(
             delayed(_fit_one)(
                 clone(base),
                 _safe_indexing(X, rows[part(k)]),
                 children[part(k)],
                 None if sample_weight is None else sample_weight[rows[part(k)]],
+                f"the classifier of parent node {names[inner[k]]!r} (children "
+                f"{_classes_text(names[c] for c in np.unique(children[part(k)]))})",
             )
             for k in to_fit
         )
-        names = tax.nodes
         self.estimators_ = {names[node]: None for node in inner.tolist()}
         for k, est in zip(to_fit, fitted):
             self.estimators_[names[inner[k]]] = est
@@ -295,16 +297,61 @@ class LocalClassifierPerParentNode(_LocalEstimators, HierarchicalClassifierBase)
         """
         X = self._predict_inputs(X)
         cond = np.repeat(self._default_conditional[None, :], _num_samples(X), axis=0)
-        for est in self.estimators_.values():  # one call per fitted classifier
+        for name, est in self.estimators_.items():  # one call per fitted classifier
             if est is not None:
-                cond[:, est.classes_] = est.predict_proba(X)
+                cond[:, est.classes_] = _predict_one(est, X, f"the classifier of parent node {name!r}")
         return _marginals_from_conditionals(cond, self.taxonomy_)
 
 
-def _fit_one(estimator: Any, X: Any, target: np.ndarray, sample_weight: np.ndarray | None = None) -> Any:
-    if sample_weight is None:
-        return estimator.fit(X, target)
-    return estimator.fit(X, target, sample_weight=sample_weight)
+def _routes_fit_params(estimator: Any) -> bool:
+    """With metadata routing on, a meta-estimator whose ``fit`` takes ``**params`` (a Pipeline with
+    ``set_fit_request(sample_weight=True)`` on a step) routes ``sample_weight`` itself, and refuses it
+    itself where no step asked for it."""
+    import inspect
+
+    from sklearn import get_config
+
+    if not get_config().get("enable_metadata_routing", False):
+        return False
+    try:
+        params = inspect.signature(estimator.fit).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _fit_one(
+    estimator: Any, X: Any, target: np.ndarray, sample_weight: np.ndarray | None = None, where: str = ""
+) -> Any:
+    """Fit one local classifier; its own error gets a note naming ``where`` (which node or level, its
+    sample count and classes): "n_splits=5 greater than n_samples=3" named no node."""
+    try:
+        if sample_weight is None:
+            return estimator.fit(X, target)
+        return estimator.fit(X, target, sample_weight=sample_weight)
+    except Exception as err:
+        _note(err, f"while fitting {where} on {len(target)} samples")
+        raise
+
+
+def _predict_one(estimator: Any, X: Any, where: str) -> np.ndarray:
+    """``estimator.predict_proba(X)``, its error noted with ``where`` (a KNN's n_neighbors > n_samples_fit
+    surfaces only here)."""
+    try:
+        return estimator.predict_proba(X)
+    except Exception as err:
+        _note(err, f"while predicting with {where}")
+        raise
+
+
+def _note(err: BaseException, text: str) -> None:
+    if hasattr(err, "add_note"):  # Python 3.11+; the error keeps its type for callers that catch it
+        err.add_note(f"hiercls: {text}.")
+
+
+def _classes_text(names: Any, limit: int = 5) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(map(repr, names[:limit])) + (", ..." if len(names) > limit else "")
 
 
 def _parent_child_pairs(target: np.ndarray, tax: Taxonomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,7 +12,13 @@ from sklearn.utils.validation import _num_samples
 
 from hiercls.sklearn._base import HierarchicalClassifierBase, _fit_or_forget
 from hiercls.sklearn._level import _conditionals_within_siblings, _default_conditionals
-from hiercls.sklearn._local import _fit_one, _LocalEstimators, _marginals_from_conditionals, _parent_child_pairs
+from hiercls.sklearn._local import (
+    _fit_one,
+    _LocalEstimators,
+    _marginals_from_conditionals,
+    _parent_child_pairs,
+    _predict_one,
+)
 
 
 class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
@@ -122,9 +128,14 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
                 jobs.append((v, rows[lo:hi], positive.astype(np.int64)))
         fitted = Parallel(n_jobs=self.n_jobs)(
             delayed(_fit_one)(
-                clone(base), _safe_indexing(X, r), labels, None if sample_weight is None else sample_weight[r]
+                clone(base),
+                _safe_indexing(X, r),
+                labels,
+                None if sample_weight is None else sample_weight[r],
+                f"the classifier of node {tax.nodes[v]!r} (1: {tax.nodes[v]!r}, 0: its siblings under "
+                f"{tax.nodes[parent_of[v]]!r})",
             )
-            for _, r, labels in jobs
+            for v, r, labels in jobs
         )
         names = tax.nodes
         self.estimators_: dict[str, Any] = {names[v]: None for v in range(1, tax.num_nodes)}
@@ -153,5 +164,6 @@ class LocalClassifierPerNode(_LocalEstimators, HierarchicalClassifierBase):
         for node, est in fitted:  # one call per fitted classifier
             # the column of class 1 (the classifier was fitted on 0/1 labels; the last column otherwise)
             positive = np.flatnonzero(np.asarray(est.classes_) == 1)
-            scores[:, node] = est.predict_proba(X)[:, positive[0] if len(positive) else -1]
+            proba = _predict_one(est, X, f"the classifier of node {tax.nodes[node]!r}")
+            scores[:, node] = proba[:, positive[0] if len(positive) else -1]
         return _marginals_from_conditionals(_conditionals_within_siblings(scores, default, tax), tax)

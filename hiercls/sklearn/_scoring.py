@@ -103,7 +103,8 @@ def make_hierarchical_scorer(metric: ScorerMetric = "hierarchical_f1", **kwargs:
         is negated (greater is better for every scorer).
 
     Raises:
-        ValueError: ``metric`` is not one of the supported names, or a keyword is not one of its options.
+        ValueError: ``metric`` is not one of the supported names, or a keyword is not one of its options,
+            or its value is one the metric refuses (found here, not as a NaN score in every fold).
 
     Examples:
         >>> from hiercls.sklearn import make_hierarchical_scorer
@@ -127,6 +128,14 @@ def make_hierarchical_scorer(metric: ScorerMetric = "hierarchical_f1", **kwargs:
             f"make_hierarchical_scorer: {metric} takes no option {', '.join(map(repr, unknown))}; its options: "
             f"{', '.join(map(repr, options)) or 'none'}."
         )
+    # the values too (average="macor"): one call on a two-leaf tree raises the metric's own message here
+    from hiercls.taxonomy import Taxonomy
+
+    probe = Taxonomy.from_paths(["r/a", "r/b"])
+    try:
+        getattr(hiercls.metrics, metric)([1, 2], [1, 1], probe, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"make_hierarchical_scorer({metric!r}): {err}") from err
     return HierarchicalScorer(metric, 1 if _METRICS[metric] else -1, dict(kwargs))
 
 
