@@ -78,17 +78,19 @@ def collect() -> tuple[dict[str, dict[str, list[Point]]], list[str], dict[str, f
 
     # session 5: one job (benchmarks/gpu_run.sh) plus a second call for the runs its deadline skipped;
     # its per-level run clipped all backbones' gradients at once and was rerun in session 13 (same
-    # recipe, pack and split, benchmarks/gpu_queue.sh), which added the per-level ViT-Small
+    # recipe, pack and split, benchmarks/gpu_queue.sh), which added the per-level ViT-Small; session 26
+    # added the per-level ConvNeXt-Tiny
     names = {"resnet18": "ResNet-18", "convnext_tiny": "ConvNeXt-Tiny", "vit_small_patch16_224": "ViT-Small"}
-    queue = _load("h200_s13_queue_call2.json")
-    rerun = {
-        q["eval_auto"]["rows"][0]["backbone"]: q["eval_auto"]["rows"][0]
-        for name, q in queue.items()
-        if name.startswith("pbc-per-level-") and "eval_auto" in q
-    }
+    rerun, rerun_in = {}, {}
+    # session 26 ran the per-level ConvNeXt-Tiny that session 13's calls cut at 38 of 40 epochs
+    for session, name in (("13", "h200_s13_queue_call2.json"), ("26", "h200_s26_queue.json")):
+        for key, q in _load(name).items():
+            if key.startswith("pbc-per-level-") and "eval_auto" in q:
+                row = q["eval_auto"]["rows"][0]
+                rerun[row["backbone"]], rerun_in[row["backbone"]] = row, session
 
     def setting5(backbone: str) -> str:
-        sessions = "sessions 5 and 13 (per-level)" if backbone in rerun else "session 5"
+        sessions = f"sessions 5 and {rerun_in[backbone]} (per-level)" if backbone in rerun else "session 5"
         return f"H200, {names[backbone]}, 128 px, crop 0.7,\n40 epochs ({sessions})"
 
     job = _load("h200_c70_job.json")
