@@ -957,8 +957,10 @@ def _records(
     Scanning a sample's nodes by decreasing marginal (ties by index), a node is a record when it is deeper than
     every node before it (the root first, at threshold ``inf``): at any threshold the rule answers the last
     record whose marginal is at least it. Equivalently, a level's largest marginal (first index on ties) is a
-    record when no deeper level holds a larger one, so one pass over the levels finds them, without sorting
-    the nodes. Yields ``(sample, threshold, node, pairs)`` arrays, sorted by sample and, within one, by
+    record when every deeper level's largest is smaller, so one pass over the levels finds them, without
+    sorting the nodes. A shallower node tied with a deeper level's largest is never the answer (at that
+    threshold the deeper one is), so it is no record: counted, it made :func:`conformal_threshold` score a
+    sample wrong at a threshold where the rule answered right. Yields ``(sample, threshold, node, pairs)`` arrays, sorted by sample and, within one, by
     decreasing threshold (root first); ``pairs`` are the :func:`_pair_stats` of (truth, node).
     """
     plan = _plan(taxonomy, str(tensor.device))
@@ -975,7 +977,7 @@ def _records(
         # the largest marginal of the levels below each level (-inf below the deepest)
         below = torch.cat([value[:, 1:], value.new_full((rows, 1), -torch.inf)], dim=1)
         below = torch.flip(torch.cummax(torch.flip(below, [1]), dim=1).values, [1])
-        record = value >= below  # on a tie the shallower node has the smaller index: it comes first
+        record = value > below  # a tie with a deeper level: the deeper node answers at that threshold
         value = torch.cat([value.new_full((rows, 1), torch.inf), value], dim=1)  # the root, always a record
         node = torch.cat([node.new_zeros((rows, 1)), node], dim=1)
         record = torch.cat([record.new_ones((rows, 1)), record], dim=1)

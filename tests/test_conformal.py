@@ -22,13 +22,15 @@ seeds = st.integers(0, 2**32 - 1)
 errors = st.sampled_from([0.05, 0.1, 0.2, 0.29, 0.5, 0.9])
 
 
-def _calibration(tax: Taxonomy, seed: int, n: int) -> tuple[np.ndarray, list[int]]:
+def _calibration(tax: Taxonomy, seed: int, n: int, step: float = 0.01) -> tuple[np.ndarray, list[int]]:
+    """Marginals rounded to ``step``: ties between nodes (quarters: between levels too; helper-122's tie
+    of a wrong shallow node with a right deeper one has its own test below)."""
     rng = np.random.default_rng(seed)
     half = n // 2
     probs = np.concatenate(
         [oracle.random_marginals(tax, rng, half, leaves_only=True), oracle.random_marginals(tax, rng, n - half)]
     )
-    return np.round(probs, 2), rng.integers(0, tax.num_nodes, n).tolist()  # rounded: ties between nodes
+    return np.round(probs / step) * step, rng.integers(0, tax.num_nodes, n).tolist()
 
 
 def _wrong(probs, target: list[int], tax: Taxonomy, tau: float) -> int:
@@ -43,9 +45,12 @@ def _wrong(probs, target: list[int], tax: Taxonomy, tau: float) -> int:
     n=st.integers(1, 40),
     error=errors,
     confidence=st.sampled_from([None, None, 0.5, 0.9]),
+    step=st.sampled_from([0.01, 0.25]),
 )
-def test_matches_the_sample_by_sample_oracle(tax: Taxonomy, seed: int, n: int, error: float, confidence) -> None:
-    probs, target = _calibration(tax, seed, n)
+def test_matches_the_sample_by_sample_oracle(
+    tax: Taxonomy, seed: int, n: int, error: float, confidence, step: float
+) -> None:
+    probs, target = _calibration(tax, seed, n, step)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # too few samples: inf, checked below
         got = conformal_threshold(probs, target, tax, error=error, confidence=confidence)
@@ -173,3 +178,24 @@ def test_errors_name_the_argument() -> None:
         conformal_threshold(probs[:0], [], tax, error=0.1)
     with pytest.raises(TypeError, match="positional argument"):
         conformal_threshold(probs, target, tax, 0.1)  # error is keyword-only: a positional 0.1 is ambiguous
+
+
+def test_a_shallow_node_tied_with_a_deeper_one_is_never_counted_as_the_answer() -> None:
+    """helper-122: with a wrong shallow node ('a', 0.5) tied with the right deeper one ('b1', 0.5), the rule
+    answers the root above 0.5 and b1 at or below it, never wrong; the score counted 'a' as an answer at
+    0.5 and the threshold came out 0.5 instead of 0. With saturated sigmoid marginals (1.0 at several
+    depths) the threshold went above 1: every answer the root."""
+    tax = Taxonomy.from_paths(["r/a", "r/b/b1", "r/b/b2"])  # nodes r, a, b, b1, b2
+    tie = [1.0, 0.5, 0.5, 0.5, 0.0]
+    for tau in (1.0, 0.75, 0.5000001, 0.5, 0.25, 0.0):
+        assert tax.name(int(decode(np.array([tie]), tax, "threshold", threshold=tau)[0])) in ("r", "b1")
+    easy = [1.0, 0.0, 1.0, 0.9, 0.1]
+    probs = np.array([tie] + [easy] * 9)
+    target = [tax.index("b1")] * 10
+    assert conformal_threshold(probs, target, tax, error=0.1) == 0.0
+    assert oracle.conformal_threshold(probs, target, tax, 0.1) == 0.0
+    saturated = np.array([[1.0, 1.0, 1.0, 1.0, 0.0]] * 5 + [easy] * 5)  # a, b and b1 all at 1.0 (float32)
+    assert conformal_threshold(saturated, target, tax, error=0.1) <= 1.0
+    assert conformal_threshold(saturated, target, tax, error=0.1) == oracle.conformal_threshold(
+        saturated, target, tax, 0.1
+    )
