@@ -1041,7 +1041,7 @@ def operating_curve(
         0.5
     """
     _check_taxonomy(taxonomy)
-    tensor, _, _ = _as_probs(probs, taxonomy, allow_empty=False)
+    tensor, _, slack = _as_probs(probs, taxonomy, allow_empty=False)
     t = _encode(target, taxonomy, "target")
     if len(t) != tensor.shape[0]:
         raise ValueError(f"probs and target must have the same number of samples, got {tensor.shape[0]} and {len(t)}.")
@@ -1084,6 +1084,14 @@ def operating_curve(
             f"thresholds: expected a non-empty sequence of numbers (inf allowed: the curve's first point), "
             f"got {thresholds!r}."
         )
+    bound = _PROB_SLACK if slack is None else slack
+    outside = (np.isfinite(query) & ((query < -bound) | (query > 1.0 + bound))) | (query == -np.inf)
+    if outside.any():  # as decode(rule="threshold") refuses them: points it could not give
+        raise ValueError(
+            f"thresholds: expected probabilities in [0, 1] (or inf, the curve's first point), as decode takes, "
+            f"got {float(query[outside][0])}. Above 1 every answer is the root (the inf point); below 0, the "
+            "deepest: use 0."
+        )
     # number of breakpoints at or above each query threshold (thresholds_all is decreasing)
     at = np.searchsorted(-thresholds_all, -query, side="right") - 1
     return OperatingCurve(query, spec_all[at], corr_all[at], auc)
@@ -1111,9 +1119,15 @@ def _allowed_wrong(num: int, error: float, confidence: float | None) -> int:
 
 
 def _check_rate(value: Any, name: str, example: str) -> float:
+    """A rate in (0, 1) from a Python, numpy or 0-d torch number, read as the decimal it prints as (a
+    float32 0.7 is 0.7, not 0.69999998807907: :func:`_allowed_wrong` reads its decimal digits)."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        value = value.detach().cpu().numpy()[()]  # a numpy scalar of the tensor's dtype
+    elif isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ValueError(f"{name}: expected a number strictly between 0 and 1 (e.g. {example}), got {value!r}.")
-    value = float(value)
+    value = float(str(value)) if isinstance(value, np.floating) else float(value)
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name}: expected a number strictly between 0 and 1 (e.g. {example}), got {value}.")
     return value
@@ -1195,8 +1209,8 @@ def conformal_threshold(
         raise ValueError(f"probs and target must have the same number of samples, got {num} and {len(t)}.")
     k = _allowed_wrong(num, error, confidence)
     if k == 0:
-        if confidence is None:
-            need = f"at least {math.ceil(1.0 / error) - 1}"
+        if confidence is None:  # the least num with k >= 1, error read as _allowed_wrong reads it
+            need = f"at least {math.ceil(1 / Fraction(repr(error))) - 1}"
         else:
             need = f"about {math.ceil(math.log1p(-confidence) / math.log1p(-error))} or more"
         warnings.warn(

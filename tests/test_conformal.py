@@ -199,3 +199,21 @@ def test_a_shallow_node_tied_with_a_deeper_one_is_never_counted_as_the_answer() 
     assert conformal_threshold(saturated, target, tax, error=0.1) == oracle.conformal_threshold(
         saturated, target, tax, 0.1
     )
+
+
+def test_rates_from_numpy_and_torch_scalars_are_read_as_they_print() -> None:
+    """helper-122: a 0-d tensor error was refused (threshold, beta and k took one); np.float32(0.7) was read
+    as 0.69999998807907 (k = 6 of 9 where 0.7 gives 7); the too-few warning for error=1/3 with 2 samples
+    said 'at least 2 are needed'."""
+    from hiercls.decoding import _check_rate
+
+    assert _check_rate(np.float32(0.7), "error", "0.05") == 0.7
+    assert _allowed_wrong(9, _check_rate(np.float32(0.7), "error", "0.05"), None) == _allowed_wrong(9, 0.7, None) == 7
+    assert _check_rate(torch.tensor(0.1), "error", "0.05") == 0.1 and _check_rate(np.array(0.3), "e", "x") == 0.3
+    with pytest.raises(ValueError, match="error: expected a number strictly between 0 and 1"):
+        _check_rate(torch.tensor([0.1, 0.2]), "error", "0.05")
+    tax = Taxonomy.from_paths(["r/a", "r/b/b1", "r/b/b2"])
+    probs = np.array([[1.0, 0.2, 0.8, 0.5, 0.3]] * 3)
+    with pytest.warns(UserWarning, match="2 calibration samples are too few .*: at least 3 are needed"):
+        conformal_threshold(probs[:2], [3, 3], tax, error=1 / 3)
+    assert _allowed_wrong(3, 1 / 3, None) == 1  # and 3 are enough

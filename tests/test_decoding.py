@@ -876,3 +876,14 @@ def test_labels_where_the_taxonomy_goes_name_the_order_of_the_arguments() -> Non
         operating_curve(probs, tax, torch.tensor([2]))
     with pytest.raises(TypeError, match=r"got dict\. Build one with Taxonomy\.from_edges / from_paths / from_dict\.$"):
         decoding.decode(probs, {"r": None})  # not array-like: no word on the order
+
+
+def test_operating_curve_refuses_query_thresholds_that_decode_refuses() -> None:
+    """helper-122: thresholds=[5.0, -3.0] were answered with points, where decode(threshold=5.0) refuses 5.0."""
+    tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
+    probs = np.array([[1.0, 0.9, 0.1, 0.6, 0.3], [1.0, 0.2, 0.8, 0.1, 0.1]])
+    for bad in (5.0, -3.0, -np.inf):
+        with pytest.raises(ValueError, match=r"thresholds: expected probabilities in \[0, 1\] \(or inf"):
+            operating_curve(probs, ["a1", "b"], tax, thresholds=[0.5, bad])
+    curve = operating_curve(probs, ["a1", "b"], tax, thresholds=[np.inf, 1.0, 0.0])
+    assert curve.correct.tolist() == [1.0, 1.0, 0.5]
