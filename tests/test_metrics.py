@@ -564,3 +564,35 @@ def test_label_and_marginal_errors_give_the_fix_that_fits_the_input() -> None:
     with pytest.raises(TypeError, match="abstain_column: expected True or False, got 'no'"):
         M.level_confusion_matrix([3], [3], tax, 1, abstain_column="no")
     assert M.level_confusion_matrix([3], [3], tax, 1, abstain_column=np.bool_(True)).shape == (2, 3)
+
+
+def test_node_recall_on_a_deep_thin_tree_takes_subtree_sums_not_every_path() -> None:
+    """helper-121: node_recall gathered every sample's whole path, O(B x depth): 3.15 GB and 3.3 s for
+    100,000 samples on a depth-2,000 tree. Two subtree sums of per-node counts give the same values."""
+    import tracemalloc
+
+    depth = 600
+    edges = [(f"s{i}", f"s{i + 1}") for i in range(depth)] + [(f"s{i}", f"l{i}") for i in range(1, depth + 1)]
+    tax = Taxonomy.from_edges(edges)
+    rng = np.random.default_rng(1)
+    t, p = rng.choice(tax.leaf_index, 3000), rng.choice(tax.leaf_index, 3000)
+    tracemalloc.start()
+    try:
+        got = M.node_recall(t, p, tax)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, peak  # the paths alone: 3,000 samples x ~300 ancestors x 8 bytes = 7 MiB
+    small = slice(0, 40)  # the slow oracle on a part
+    np.testing.assert_allclose(
+        M.node_recall(t[small], p[small], tax), oracle.node_recall(t[small].tolist(), p[small].tolist(), tax)
+    )
+    table = tax.ancestor_table  # all of it against the dense paths
+    on_true = np.zeros(tax.num_nodes)
+    on_both = np.zeros(tax.num_nodes)
+    for row_t, row_p in zip(table[t], table[p]):
+        path = row_t[row_t >= 0]
+        on_true[path] += 1
+        on_both[path[np.isin(path, row_p)]] += 1
+    want = np.divide(on_both, on_true, out=np.full(tax.num_nodes, np.nan), where=on_true > 0)
+    np.testing.assert_allclose(got, want)

@@ -1032,6 +1032,18 @@ def node_recall(
     return _safe_div(hits, support, zd)
 
 
+def _subtree_sums(taxonomy: Taxonomy, counts: np.ndarray) -> np.ndarray:
+    """Per node of a tree, the sum of ``counts`` over its subtree (itself included), int64: the levels
+    from the deepest up, each added to its parents in one ``bincount`` (nodes are numbered by depth)."""
+    out = counts.astype(np.int64, copy=True)
+    depth, parent = taxonomy.depth_index, taxonomy.parent_index
+    bounds = np.searchsorted(depth, np.arange(taxonomy.max_depth + 2))
+    for d in range(taxonomy.max_depth, 0, -1):  # one vectorised step per depth
+        lo, hi = int(bounds[d]), int(bounds[d + 1])
+        out[:lo] += np.bincount(parent[lo:hi], weights=out[lo:hi], minlength=lo)[:lo].astype(np.int64)
+    return out
+
+
 def _node_recall_counts(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per node: samples whose true and predicted paths both contain it, and samples whose true path does
     (:func:`node_recall`'s numerator and denominator; :class:`~hiercls.metrics.NodeRecall` sums them)."""
@@ -1042,17 +1054,21 @@ def _node_recall_counts(taxonomy: Taxonomy, t: np.ndarray, p: np.ndarray) -> tup
             *(_node_recall_counts(taxonomy, t[i : i + rows], p[i : i + rows]) for i in range(0, len(t), rows))
         )
         return np.sum(hits, axis=0), np.sum(supports, axis=0)
-    owner, anc = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, t)
-    support = np.bincount(anc, minlength=n)
     if taxonomy.is_tree:
-        lca_depth = taxonomy.depth_index[taxonomy._lca_unchecked(t, p)]
-        hit = anc[taxonomy.depth_index[anc] <= lca_depth[owner]]
-    else:  # DAG: the (sample, node) keys found in both ancestor sets
-        owner_p, anc_p = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, p)
-        keys = np.concatenate([owner * n + anc, owner_p * n + anc_p])
-        keys.sort()
-        hit = keys[1:][keys[1:] == keys[:-1]] % n
-    return np.bincount(hit, minlength=n), support
+        # a node is on t's path when t is in its subtree, and on both paths when their LCA is: two subtree
+        # sums of per-node counts, O(B + N), not a gather of every sample's path (O(B x depth): 3.15 GB
+        # for 100,000 samples on a depth-2,000 tree)
+        lca = taxonomy._lca_unchecked(t, p)
+        return _subtree_sums(taxonomy, np.bincount(lca, minlength=n)), _subtree_sums(
+            taxonomy, np.bincount(t, minlength=n)
+        )
+    # DAG: the (sample, node) keys found in both ancestor sets
+    owner, anc = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, t)
+    owner_p, anc_p = _gather_rows(taxonomy.ancestors_ptr, taxonomy.ancestors_index, p)
+    keys = np.concatenate([owner * n + anc, owner_p * n + anc_p])
+    keys.sort()
+    hit = keys[1:][keys[1:] == keys[:-1]] % n
+    return np.bincount(hit, minlength=n), np.bincount(anc, minlength=n)
 
 
 # ---------------------------------------------------------- probabilities
