@@ -47,6 +47,7 @@ from hiercls.metrics.functional import (
     _check_option,
     _check_taxonomy,
     _check_zero_division,
+    _count_inconsistent,
     _distance,
     _encode,
     _encode_pair,
@@ -1240,9 +1241,7 @@ class InconsistencyRate(_TaxonomyMetric):
         if shape == (0, n):  # an empty batch (an empty DDP shard) adds nothing
             return
         scores = _as_probs(probs, self.taxonomy, unit_interval=self.validate_args)
-        edges = self.taxonomy.edges_index()
-        bad = (scores[:, edges[:, 1]] > scores[:, edges[:, 0]] + self.tol).any(axis=1)
-        self._add("inconsistent", int(np.count_nonzero(bad)))
+        self._add("inconsistent", _count_inconsistent(scores, self.taxonomy, self.tol))
         self._add("total", len(scores))
 
     def compute(self) -> torch.Tensor:
