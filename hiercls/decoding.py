@@ -542,7 +542,7 @@ def _expected_hf_chunk(probs: torch.Tensor, plan: _Plan, beta: float, *, argmax:
     ``E[hF(n)] = (1 + beta^2) sum_{a in path(n), a != root} sum_{d >= depth(a)} M(a, d) / (beta^2 d + depth(n))``.
     Per level, one tensor ``(1 + D - depth + 1, n_level, b)`` holds the marginals then ``M(., d)`` for
     ``d = depth .. D`` (about 1.5 x num_nodes values per sample on wide trees), so that one ``index_add_``
-    per level moves every channel up, and one matrix product per level applies the weights.
+    per level moves every channel up, and multiply-adds per level (exact, no matrix product) apply the weights.
     """
     b2 = beta * beta
     depth_max = plan.max_depth
@@ -726,7 +726,7 @@ def decode(
     computed. ``"crm"`` and ``"hf_optimal"`` compare sums of products, which
     two nodes tied in exact arithmetic may reach one rounding step apart (and
     differently in float32 and float64, or at another batch size, where the
-    matrix product takes another path): such a tie goes either way.
+    chunking sums in another order): such a tie goes either way.
 
     ``"crm"`` and ``"hf_optimal"`` need a tree; the others work on DAGs too.
     When to use which: the documentation's Concepts > Decoding page (``docs/concepts/decoding.md``).
