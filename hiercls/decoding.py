@@ -1021,7 +1021,9 @@ def operating_curve(
         taxonomy: a tree or a DAG.
         measure: ``"info"`` or ``"depth"``.
         thresholds: evaluate the curve at these thresholds instead of returning
-            every breakpoint (the area is still computed on the exact curve).
+            every breakpoint (the area is still computed on the exact curve). Unlike
+            :func:`decode`, values outside ``[0, 1]`` are read, as the curve's ends: above
+            every marginal, the first point (every answer the root); below 0, the last.
 
     Returns:
         An :class:`OperatingCurve`.
@@ -1041,7 +1043,7 @@ def operating_curve(
         0.5
     """
     _check_taxonomy(taxonomy)
-    tensor, _, slack = _as_probs(probs, taxonomy, allow_empty=False)
+    tensor, _, _ = _as_probs(probs, taxonomy, allow_empty=False)
     t = _encode(target, taxonomy, "target")
     if len(t) != tensor.shape[0]:
         raise ValueError(f"probs and target must have the same number of samples, got {tensor.shape[0]} and {len(t)}.")
@@ -1083,14 +1085,6 @@ def operating_curve(
         raise ValueError(
             f"thresholds: expected a non-empty sequence of numbers (inf allowed: the curve's first point), "
             f"got {thresholds!r}."
-        )
-    bound = _PROB_SLACK if slack is None else slack
-    outside = (np.isfinite(query) & ((query < -bound) | (query > 1.0 + bound))) | (query == -np.inf)
-    if outside.any():  # as decode(rule="threshold") refuses them: points it could not give
-        raise ValueError(
-            f"thresholds: expected probabilities in [0, 1] (or inf, the curve's first point), as decode takes, "
-            f"got {float(query[outside][0])}. Above 1 every answer is the root (the inf point); below 0, the "
-            "deepest: use 0."
         )
     # number of breakpoints at or above each query threshold (thresholds_all is decreasing)
     at = np.searchsorted(-thresholds_all, -query, side="right") - 1

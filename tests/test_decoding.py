@@ -878,12 +878,12 @@ def test_labels_where_the_taxonomy_goes_name_the_order_of_the_arguments() -> Non
         decoding.decode(probs, {"r": None})  # not array-like: no word on the order
 
 
-def test_operating_curve_refuses_query_thresholds_that_decode_refuses() -> None:
-    """helper-122: thresholds=[5.0, -3.0] were answered with points, where decode(threshold=5.0) refuses 5.0."""
+def test_operating_curve_reads_query_thresholds_outside_the_unit_interval_as_its_ends() -> None:
+    """helper-122: thresholds=[5.0, -3.0] are answered where decode(threshold=5.0) refuses 5.0; the
+    docstring now says so: the curve's first point (every answer the root) and its last."""
     tax = Taxonomy.from_paths(["r/a/a1", "r/a/a2", "r/b"])
     probs = np.array([[1.0, 0.9, 0.1, 0.6, 0.3], [1.0, 0.2, 0.8, 0.1, 0.1]])
-    for bad in (5.0, -3.0, -np.inf):
-        with pytest.raises(ValueError, match=r"thresholds: expected probabilities in \[0, 1\] \(or inf"):
-            operating_curve(probs, ["a1", "b"], tax, thresholds=[0.5, bad])
-    curve = operating_curve(probs, ["a1", "b"], tax, thresholds=[np.inf, 1.0, 0.0])
-    assert curve.correct.tolist() == [1.0, 1.0, 0.5]
+    curve = operating_curve(probs, ["a1", "b"], tax, measure="depth")
+    ends = operating_curve(probs, ["a1", "b"], tax, measure="depth", thresholds=[5.0, -3.0])
+    assert ends.specificity.tolist() == [curve.specificity[0], curve.specificity[-1]]
+    assert ends.correct.tolist() == [curve.correct[0], curve.correct[-1]]
