@@ -960,8 +960,9 @@ def _records(
     record when every deeper level's largest is smaller, so one pass over the levels finds them, without
     sorting the nodes. A shallower node tied with a deeper level's largest is never the answer (at that
     threshold the deeper one is), so it is no record: counted, it made :func:`conformal_threshold` score a
-    sample wrong at a threshold where the rule answered right. Yields ``(sample, threshold, node, pairs)`` arrays, sorted by sample and, within one, by
-    decreasing threshold (root first); ``pairs`` are the :func:`_pair_stats` of (truth, node).
+    sample wrong at a threshold where the rule answered right. Yields ``(sample, threshold, node, pairs)``
+    arrays, sorted by sample and, within one, by decreasing threshold (root first); ``pairs`` are the
+    :func:`_pair_stats` of (truth, node).
     """
     plan = _plan(taxonomy, str(tensor.device))
     for part in _chunks(tensor.shape[0], tensor.shape[1]):

@@ -30,12 +30,12 @@ import numbers
 from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from hiercls.marginals import (
     _check_coherent,
+    _check_flag,
     _check_logits,
     _check_taxonomy,
     _conditional_log_marginals,
@@ -104,8 +104,7 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
     ) -> None:
         super().__init__()
         _check_taxonomy(taxonomy)
-        if not isinstance(bias, (bool, np.bool_)):  # a string such as "no" would be truthy
-            raise TypeError(f"bias: expected True or False, got {bias!r}.")
+        bias = _check_flag(bias, "bias")
         if isinstance(in_features, bool) or not isinstance(in_features, numbers.Integral) or in_features < 1:
             raise ValueError(
                 f"in_features: expected a positive int (the backbone's feature width), got {in_features!r}."
@@ -114,7 +113,7 @@ class HierarchicalHead(nn.Module, metaclass=ABCMeta):
         self.fingerprint = taxonomy.fingerprint
         self.in_features = in_features = int(in_features)  # np.int64 from a shape is fine
         self.out_features = out_features
-        self.linear = nn.Linear(in_features, out_features, bias=bool(bias))
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.tables = _TaxonomyBuffers(taxonomy, tables)
         self.register_buffer("taxonomy_fingerprint", self._digest().to(_default_device()))  # beside the weights
 

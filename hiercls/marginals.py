@@ -412,11 +412,15 @@ def _check_logits(logits: Any, width: int, width_name: str, where: str) -> Tenso
     return logits
 
 
+def _check_flag(value: Any, name: str) -> bool:
+    """``value`` is a bool (a string such as ``"no"`` would be truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}.")
+    return bool(value)
+
+
 def _check_coherent(coherent: Any) -> bool:
-    """``coherent`` is a bool (a string such as ``"no"`` would be truthy)."""
-    if not isinstance(coherent, (bool, np.bool_)):
-        raise TypeError(f"coherent: expected True or False, got {coherent!r}.")
-    return bool(coherent)
+    return _check_flag(coherent, "coherent")
 
 
 def _upcast(logits: Tensor) -> Tensor:
